@@ -1,0 +1,13 @@
+//! Domain types: the values the service works with, each of which can only be
+//! built through a parse function. Code that holds one of these never has to
+//! check it again. This module depends on nothing else in the crate.
+
+mod new_subscriber;
+mod subscriber_email;
+mod subscriber_name;
+mod subscription_token;
+
+pub use new_subscriber::NewSubscriber;
+pub use subscriber_email::SubscriberEmail;
+pub use subscriber_name::SubscriberName;
+pub use subscription_token::SubscriptionToken;

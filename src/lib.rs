@@ -1,0 +1,11 @@
+//! A self-hostable newsletter subscription service: people subscribe through a
+//! form, confirm through a link in an email, and the list lives in Postgres.
+
+pub mod configuration;
+pub mod confirmation_email;
+pub mod domain;
+pub mod email_client;
+pub mod migrate;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
