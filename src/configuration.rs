@@ -1,0 +1,284 @@
+//! Typed settings, layered the way a twelve-factor deployment expects:
+//! `configuration/base.yaml`, then the file named by `APP_ENVIRONMENT`
+//! (`local` by default, or `production`), then `APP_*` environment variables
+//! with `__` between levels (`APP_DATABASE__PORT=5433`). Platforms inject every
+//! value as a string, so numbers and booleans are parsed from strings too.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_number_from_string};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use crate::domain::SubscriberEmail;
+use crate::email_client::EmailClient;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub application: ApplicationSettings,
+    pub database: DatabaseSettings,
+    pub email_client: EmailClientSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApplicationSettings {
+    pub host: String,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub port: u16,
+    /// Public address of the service; confirmation links start with it.
+    pub base_url: String,
+    /// How long in-flight requests get to finish after SIGTERM.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub host: String,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub database_name: String,
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub require_ssl: bool,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_connections: u32,
+    /// Upper bound on waiting for a connection: when Postgres is down a
+    /// request fails fast with 503 instead of hanging.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub acquire_timeout_milliseconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailBackend {
+    /// Postmark's HTTP API.
+    Postmark,
+    /// Writes each email to the log instead of sending it: for local runs.
+    Console,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmailClientSettings {
+    pub backend: EmailBackend,
+    pub base_url: String,
+    pub sender_email: String,
+    pub authorization_token: Option<SecretString>,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub timeout_milliseconds: u64,
+}
+
+/// The environment the service runs in, chosen by `APP_ENVIRONMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Local,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Environment::Local => "local",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl TryFrom<String> for Environment {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.to_lowercase().as_str() {
+            "local" => Ok(Self::Local),
+            "production" => Ok(Self::Production),
+            other => Err(format!(
+                "{other} is not a supported environment: use `local` or `production`."
+            )),
+        }
+    }
+}
+
+/// Reads the settings from `./configuration` and the process environment.
+pub fn get_configuration() -> Result<Settings, config::ConfigError> {
+    let directory = std::env::current_dir()
+        .map_err(|e| config::ConfigError::Foreign(Box::new(e)))?
+        .join("configuration");
+    let environment: Environment = std::env::var("APP_ENVIRONMENT")
+        .unwrap_or_else(|_| "local".into())
+        .try_into()
+        .map_err(config::ConfigError::Message)?;
+    load(&directory, environment, None)
+}
+
+/// The layering itself. `variables` replaces the process environment when
+/// given, so the override rules can be tested without touching global state.
+fn load(
+    directory: &Path,
+    environment: Environment,
+    variables: Option<HashMap<String, String>>,
+) -> Result<Settings, config::ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from(directory.join("base.yaml")))
+        .add_source(config::File::from(
+            directory.join(format!("{}.yaml", environment.as_str())),
+        ))
+        .add_source(
+            config::Environment::with_prefix("APP")
+                .prefix_separator("_")
+                .separator("__")
+                .source(variables),
+        )
+        .build()?
+        .try_deserialize()
+}
+
+impl DatabaseSettings {
+    /// Connection options for the server, without choosing a database.
+    pub fn without_db(&self) -> PgConnectOptions {
+        let ssl_mode = if self.require_ssl {
+            PgSslMode::Require
+        } else {
+            PgSslMode::Prefer
+        };
+        PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.username)
+            .password(self.password.expose_secret())
+            .ssl_mode(ssl_mode)
+    }
+
+    pub fn with_db(&self) -> PgConnectOptions {
+        self.without_db().database(&self.database_name)
+    }
+
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_milliseconds)
+    }
+}
+
+impl EmailClientSettings {
+    pub fn sender(&self) -> Result<SubscriberEmail, String> {
+        SubscriberEmail::parse(&self.sender_email)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_milliseconds)
+    }
+
+    /// Builds the configured client, refusing a Postmark backend without a
+    /// token: better to fail at start-up than on the first subscriber.
+    pub fn client(&self) -> Result<EmailClient, anyhow::Error> {
+        let sender = self
+            .sender()
+            .map_err(|e| anyhow::anyhow!("Invalid email_client.sender_email: {e}"))?;
+        match self.backend {
+            EmailBackend::Console => Ok(EmailClient::console(sender)),
+            EmailBackend::Postmark => {
+                let token = self.authorization_token.clone().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "email_client.authorization_token is required by the postmark backend \
+                         (set APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN)"
+                    )
+                })?;
+                EmailClient::postmark(self.base_url.clone(), sender, token, self.timeout())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configuration_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configuration")
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_environment_file_loads() {
+        for environment in [Environment::Local, Environment::Production] {
+            load(&configuration_dir(), environment, vars(&[]))
+                .unwrap_or_else(|e| panic!("{} failed to load: {e}", environment.as_str()));
+        }
+    }
+
+    #[test]
+    fn environment_variables_override_files_and_numbers_parse_from_strings() {
+        let settings = load(
+            &configuration_dir(),
+            Environment::Local,
+            vars(&[
+                ("APP_APPLICATION__PORT", "8123"),
+                ("APP_APPLICATION__BASE_URL", "https://news.example.com"),
+                ("APP_DATABASE__PORT", "6543"),
+                ("APP_DATABASE__REQUIRE_SSL", "true"),
+                ("APP_DATABASE__DATABASE_NAME", "other"),
+                ("APP_EMAIL_CLIENT__TIMEOUT_MILLISECONDS", "2500"),
+                ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "s3cr3t"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.application.port, 8123);
+        assert_eq!(settings.application.base_url, "https://news.example.com");
+        assert_eq!(settings.database.port, 6543);
+        assert!(settings.database.require_ssl);
+        assert_eq!(settings.database.database_name, "other");
+        assert_eq!(settings.email_client.timeout(), Duration::from_millis(2500));
+        assert_eq!(
+            settings
+                .email_client
+                .authorization_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            Some("s3cr3t".to_owned())
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = load(
+            &configuration_dir(),
+            Environment::Production,
+            vars(&[
+                ("APP_DATABASE__PASSWORD", "db-pass-123"),
+                ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "email-token-456"),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("db-pass-123"), "{printed}");
+        assert!(!printed.contains("email-token-456"), "{printed}");
+    }
+
+    #[test]
+    fn an_unknown_environment_is_rejected() {
+        assert!(Environment::try_from("staging".to_string()).is_err());
+        assert_eq!(
+            Environment::try_from("Production".to_string()),
+            Ok(Environment::Production)
+        );
+    }
+
+    #[test]
+    fn the_postmark_backend_requires_a_token() {
+        let mut settings = load(&configuration_dir(), Environment::Production, vars(&[]))
+            .unwrap()
+            .email_client;
+        settings.authorization_token = None;
+        assert!(settings.client().is_err());
+    }
+}
