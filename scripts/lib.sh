@@ -1,0 +1,66 @@
+# Shared by the scripts: logging, root commands, and making sure the services
+# the project needs are running. Source it; do not run it.
+
+DB_HOST="${APP_DATABASE__HOST:-127.0.0.1}"
+DB_PORT="${APP_DATABASE__PORT:-5432}"
+DB_USER="${APP_DATABASE__USERNAME:-postgres}"
+DB_PASSWORD="${APP_DATABASE__PASSWORD:-password}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $*"
+  fi
+}
+
+apt_install() {
+  log "installing $* with apt-get"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Uses a Postgres that is already listening; otherwise starts the local
+# cluster, installing PostgreSQL first if needed. With USE_DOCKER=1 and a
+# working Docker engine it runs a container instead.
+ensure_postgres() {
+  if port_open "${DB_HOST}" "${DB_PORT}"; then
+    log "using the Postgres server listening on ${DB_HOST}:${DB_PORT}"
+  elif [ "${USE_DOCKER:-0}" = 1 ] && docker info >/dev/null 2>&1; then
+    log "starting Postgres in Docker on port ${DB_PORT}"
+    docker run -d --name newsletter-postgres -e POSTGRES_PASSWORD="${DB_PASSWORD}" \
+      -p "${DB_PORT}:5432" postgres:17 -N 500 >/dev/null
+  else
+    [ "${DB_HOST}" = 127.0.0.1 ] || [ "${DB_HOST}" = localhost ] \
+      || die "no Postgres answers on ${DB_HOST}:${DB_PORT}, and it is not local"
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    [ -n "${version}" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
+    log "starting the local PostgreSQL ${version} cluster"
+    as_root pg_ctlcluster --skip-systemctl-redirect "${version}" main start || true
+    # A fresh Debian cluster authenticates TCP clients by password: give the
+    # postgres role the one our configuration uses.
+    wait_for_port "${DB_HOST}" "${DB_PORT}" Postgres
+    as_root runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD '${DB_PASSWORD}'" >/dev/null
+  fi
+  wait_for_port "${DB_HOST}" "${DB_PORT}" Postgres
+  command -v psql >/dev/null || apt_install postgresql-client
+}
+
+wait_for_port() {
+  local host=$1 port=$2 what=$3
+  for _ in $(seq 1 60); do
+    port_open "${host}" "${port}" && return 0
+    sleep 0.5
+  done
+  die "${what} did not start listening on ${host}:${port}"
+}

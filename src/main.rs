@@ -1,0 +1,50 @@
+//! The `newsletter` binary.
+//!
+//! - `newsletter` (or `newsletter serve`): serve HTTP until SIGTERM.
+//! - `newsletter migrate`: create the database if needed and apply pending
+//!   migrations, then exit. Deploy jobs run this before new instances start.
+
+use anyhow::Context;
+use newsletter::configuration::get_configuration;
+use newsletter::migrate;
+use newsletter::startup::{Application, get_connection_pool};
+use newsletter::telemetry::{get_subscriber, init_subscriber};
+
+const USAGE: &str = "\
+Usage: newsletter [COMMAND]
+
+Commands:
+  serve     Serve HTTP (the default)
+  migrate   Create the database if missing and apply pending migrations
+
+Settings come from ./configuration and APP_* environment variables;
+APP_ENVIRONMENT selects local (default) or production.";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let command = std::env::args().nth(1);
+    if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {
+        println!("{USAGE}");
+        return Ok(());
+    }
+
+    init_subscriber(get_subscriber("info", std::io::stdout));
+    let settings = get_configuration().context("Failed to read the configuration")?;
+
+    match command.as_deref() {
+        None | Some("serve") => {
+            let application = Application::build(settings).await?;
+            application.run_until_stopped().await?;
+        }
+        Some("migrate") => {
+            migrate::ensure_database_exists(&settings.database).await?;
+            let pool = get_connection_pool(&settings.database);
+            migrate::run_pending(&pool).await?;
+        }
+        Some(other) => {
+            eprintln!("Unknown command `{other}`.\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}

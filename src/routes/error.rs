@@ -1,0 +1,116 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Handlers return [`ApiError`]. Client mistakes (4xx) answer with a short
+//! plain-text reason; failures on our side (5xx) answer with a generic message
+//! and keep the details for the log. `tracing-actix-web` logs every error
+//! once, at the edge, using its `Debug` output, which prints the whole cause
+//! chain.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::email_client::EmailError;
+
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("The request body is larger than the {0} bytes this endpoint accepts.")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Postgres could not be reached in time: retrying later may work.
+    #[error("The service is temporarily unavailable. Please try again in a moment.")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// The subscription is saved but the confirmation email could not be
+    /// sent. Submitting the form again sends a new one.
+    #[error(
+        "Your subscription is saved, but we could not send the confirmation email. \
+         Please submit the form again in a few minutes."
+    )]
+    ConfirmationEmailNotSent(#[source] EmailError),
+    #[error("Something went wrong on our side. Please try again later.")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        error_chain_fmt(self, f)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::DatabaseUnavailable(_) | ApiError::ConfirmationEmailNotSent(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code())
+            .content_type("text/plain; charset=utf-8")
+            .body(self.to_string());
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
+        response
+    }
+}
+
+impl From<actix_web::error::UrlencodedError> for ApiError {
+    fn from(e: actix_web::error::UrlencodedError) -> Self {
+        use actix_web::error::UrlencodedError as E;
+        match e {
+            E::Overflow { limit, .. } => ApiError::PayloadTooLarge(limit),
+            E::ContentType => ApiError::UnsupportedMediaType(
+                "Send the form as application/x-www-form-urlencoded.".into(),
+            ),
+            other => ApiError::BadRequest(format!("The form could not be read: {other}.")),
+        }
+    }
+}
+
+/// Turns a database failure in a named step into an [`ApiError`]: an
+/// unreachable or overloaded database is a 503 the client may retry, anything
+/// else is unexpected.
+pub trait DatabaseStep<T> {
+    fn step(self, what: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
+    fn step(self, what: &'static str) -> Result<T, ApiError> {
+        self.map_err(|e| match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable(e),
+            other => ApiError::Unexpected(anyhow::Error::new(other).context(what)),
+        })
+    }
+}
+
+/// Writes an error followed by each of its causes, one per line.
+pub fn error_chain_fmt(
+    e: &impl std::error::Error,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    writeln!(f, "{e}")?;
+    let mut current = e.source();
+    while let Some(cause) = current {
+        writeln!(f, "Caused by:\n\t{cause}")?;
+        current = cause.source();
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! HTTP handlers, one module per resource. Each handler parses its input into
+//! domain types, runs its steps, and answers; failures go through
+//! [`error::ApiError`].
+
+mod error;
+mod health_check;
+mod subscriptions;
+mod subscriptions_confirm;
+
+pub use error::{ApiError, error_chain_fmt};
+pub use health_check::health_check;
+pub use subscriptions::{FORM_BODY_LIMIT_BYTES, subscribe};
+pub use subscriptions_confirm::confirm;

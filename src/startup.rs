@@ -1,0 +1,113 @@
+//! Builds the application: the connection pool, the email client, the routes,
+//! and the HTTP server with its shutdown behaviour.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tracing_actix_web::TracingLogger;
+
+use crate::configuration::{DatabaseSettings, Settings};
+use crate::email_client::EmailClient;
+use crate::routes::{ApiError, FORM_BODY_LIMIT_BYTES, confirm, health_check, subscribe};
+
+/// The public address of the service, shared with handlers that build links.
+pub struct ApplicationBaseUrl(pub String);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
+        let pool = get_connection_pool(&settings.database);
+        let email_client = settings
+            .email_client
+            .client()
+            .context("Failed to build the email client")?;
+        let address = format!(
+            "{}:{}",
+            settings.application.host, settings.application.port
+        );
+        let listener =
+            TcpListener::bind(&address).with_context(|| format!("Failed to bind {address}"))?;
+        let port = listener.local_addr()?.port();
+        let server = run(
+            listener,
+            pool,
+            email_client,
+            settings.application.base_url,
+            Duration::from_secs(settings.application.shutdown_timeout_seconds),
+        )?;
+        tracing::info!(%address, port, "Listening");
+        Ok(Self { port, server })
+    }
+
+    /// The port actually bound: differs from the configured one when that was 0.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting connections and
+    /// lets in-flight requests finish within the shutdown timeout.
+    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
+        self.server.await
+    }
+}
+
+/// The pool connects lazily: the server starts and answers its health check
+/// even while Postgres is still coming up, and requests that need the database
+/// fail fast with 503 until it is reachable.
+pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout())
+        .connect_lazy_with(settings.with_db())
+}
+
+fn run(
+    listener: TcpListener,
+    pool: PgPool,
+    email_client: EmailClient,
+    base_url: String,
+    shutdown_timeout: Duration,
+) -> Result<Server, anyhow::Error> {
+    let pool = web::Data::new(pool);
+    let email_client = web::Data::new(email_client);
+    let base_url = web::Data::new(ApplicationBaseUrl(base_url));
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::default())
+            .app_data(form_config())
+            .app_data(query_config())
+            .route("/health_check", web::get().to(health_check))
+            .route("/subscriptions", web::post().to(subscribe))
+            .route("/subscriptions/confirm", web::get().to(confirm))
+            .app_data(pool.clone())
+            .app_data(email_client.clone())
+            .app_data(base_url.clone())
+    })
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Extractor settings: bodies over the limit answer 413, other content types
+/// 415, and every rejection goes through [`ApiError`] like handler errors do.
+fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(FORM_BODY_LIMIT_BYTES)
+        .error_handler(|e, _| ApiError::from(e).into())
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest(format!("The query string is invalid: {e}.")).into()
+    })
+}

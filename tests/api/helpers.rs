@@ -1,0 +1,204 @@
+//! `spawn_app()` and the helpers every API test shares.
+
+use std::sync::LazyLock;
+
+use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
+use newsletter::migrate::MIGRATOR;
+use newsletter::startup::Application;
+use newsletter::telemetry::{get_subscriber, init_subscriber};
+use reqwest::Url;
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+use wiremock::MockServer;
+
+/// Logs are discarded unless `TEST_LOG` is set, in which case they go to
+/// stdout (`TEST_LOG=1 cargo test some_test -- --nocapture`).
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        init_subscriber(get_subscriber("debug", std::io::stdout));
+    } else {
+        init_subscriber(get_subscriber("info", std::io::sink));
+    }
+});
+
+/// The public address tests configure. Deliberately not the address the app
+/// listens on, so that tests can tell the two apart.
+pub const BASE_URL: &str = "https://newsletter.test";
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db_pool: PgPool,
+    pub email_server: MockServer,
+    pub api_client: reqwest::Client,
+    // Dropped last: removes the database once the test is done with it.
+    _database: TestDatabase,
+}
+
+/// The confirmation links found in one captured email.
+pub struct ConfirmationLinks {
+    pub html: Url,
+    pub plain_text: Url,
+}
+
+impl TestApp {
+    pub async fn post_subscriptions(&self, body: impl Into<String>) -> reqwest::Response {
+        self.api_client
+            .post(format!("{}/subscriptions", self.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.into())
+            .send()
+            .await
+            .expect("Failed to send POST /subscriptions")
+    }
+
+    pub async fn get_confirm(&self, query: &str) -> reqwest::Response {
+        self.api_client
+            .get(format!("{}/subscriptions/confirm{query}", self.address))
+            .send()
+            .await
+            .expect("Failed to send GET /subscriptions/confirm")
+    }
+
+    /// Opens a link from an email against this app: the link carries the
+    /// configured public base URL, which does not resolve in tests.
+    pub async fn click(&self, link: &Url) -> reqwest::Response {
+        let mut local = link.clone();
+        local.set_scheme("http").unwrap();
+        local.set_host(Some("127.0.0.1")).unwrap();
+        local.set_port(Some(self.port)).unwrap();
+        self.api_client
+            .get(local)
+            .send()
+            .await
+            .expect("Failed to open the link")
+    }
+
+    /// Every request the mock email API has received so far.
+    pub async fn sent_emails(&self) -> Vec<wiremock::Request> {
+        self.email_server.received_requests().await.unwrap()
+    }
+
+    pub fn confirmation_links(&self, email_request: &wiremock::Request) -> ConfirmationLinks {
+        let body: serde_json::Value = serde_json::from_slice(&email_request.body).unwrap();
+        let extract = |field: &str| {
+            let text = body[field].as_str().unwrap();
+            let links: Vec<_> = linkify::LinkFinder::new()
+                .links(text)
+                .filter(|l| *l.kind() == linkify::LinkKind::Url)
+                .collect();
+            assert_eq!(links.len(), 1, "expected one link in {field}: {text}");
+            Url::parse(links[0].as_str()).unwrap()
+        };
+        ConfirmationLinks {
+            html: extract("HtmlBody"),
+            plain_text: extract("TextBody"),
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to change the settings first.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let email_server = MockServer::start().await;
+
+    let mut settings = get_configuration().expect("Failed to read the configuration");
+    let database = TestDatabase::create(&settings.database).await;
+    database.migrate().await;
+    settings.database = database.settings.clone();
+    settings.application.port = 0;
+    settings.application.base_url = BASE_URL.to_owned();
+    settings.email_client.backend = EmailBackend::Postmark;
+    settings.email_client.base_url = email_server.uri();
+    settings.email_client.authorization_token = Some(SecretString::from("test-token"));
+    settings.email_client.timeout_milliseconds = 2_000;
+    customise(&mut settings);
+
+    let application = Application::build(settings)
+        .await
+        .expect("Failed to build the application");
+    let port = application.port();
+    tokio::spawn(application.run_until_stopped());
+
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db_pool: database.pool.clone(),
+        email_server,
+        api_client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _database: database,
+    }
+}
+
+/// A database of its own for one test, with a random name, dropped (with any
+/// connections still open to it) when the value is dropped.
+pub struct TestDatabase {
+    pub settings: DatabaseSettings,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    pub async fn create(template: &DatabaseSettings) -> Self {
+        let mut settings = template.clone();
+        settings.database_name = format!("test_{}", Uuid::new_v4().simple());
+        let mut connection = PgConnection::connect_with(&settings.without_db())
+            .await
+            .expect("Failed to connect to Postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"CREATE DATABASE "{}""#,
+            settings.database_name
+        )))
+        .execute(&mut connection)
+        .await
+        .expect("Failed to create the test database");
+        let pool = PgPool::connect_with(settings.with_db())
+            .await
+            .expect("Failed to connect to the test database");
+        Self { settings, pool }
+    }
+
+    pub async fn migrate(&self) {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .expect("Failed to migrate the test database");
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop cannot be async, and the test's runtime may be shutting down:
+        // do the cleanup on a thread with a runtime of its own.
+        let settings = self.settings.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut connection = PgConnection::connect_with(&settings.without_db()).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+                    settings.database_name
+                )))
+                .execute(&mut connection)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!(
+                "Failed to drop test database {}: {e}",
+                self.settings.database_name
+            );
+        }
+    }
+}

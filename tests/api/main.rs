@@ -1,0 +1,8 @@
+//! Black-box tests: each starts the application on a random port against its
+//! own freshly created database and a mock email API.
+
+mod health_check;
+mod helpers;
+mod migrations;
+mod subscriptions;
+mod subscriptions_confirm;

@@ -1,0 +1,125 @@
+//! The schema evolves in expand/contract steps so that the release before a
+//! change keeps working while the change is rolled out. These tests pin that
+//! down for the `status` column: the earlier release's insert survives step 2
+//! (expand) and breaks only at step 3 (contract).
+
+use chrono::Utc;
+use newsletter::configuration::get_configuration;
+use newsletter::migrate::MIGRATOR;
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+use crate::helpers::TestDatabase;
+
+/// The version of each step, by its position in `migrations/`.
+fn version_of_step(step: usize) -> i64 {
+    MIGRATOR.iter().nth(step - 1).unwrap().version
+}
+
+/// The insert of the release that predates the `status` column.
+async fn insert_as_the_release_before_status(
+    pool: &PgPool,
+    email: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(email)
+    .bind("Ursula")
+    .bind(Utc::now())
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+async fn fresh_database() -> TestDatabase {
+    let settings = get_configuration().unwrap();
+    TestDatabase::create(&settings.database).await
+}
+
+#[tokio::test]
+async fn the_release_before_status_can_still_insert_after_step_2() {
+    let db = fresh_database().await;
+    MIGRATOR.run_to(version_of_step(2), &db.pool).await.unwrap();
+
+    let result = insert_as_the_release_before_status(&db.pool, "a@example.com").await;
+
+    assert!(
+        result.is_ok(),
+        "step 2 broke the previous release: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_release_before_status_can_no_longer_insert_after_step_3() {
+    let db = fresh_database().await;
+    MIGRATOR.run_to(version_of_step(3), &db.pool).await.unwrap();
+
+    let result = insert_as_the_release_before_status(&db.pool, "a@example.com").await;
+
+    let error = result.expect_err("the insert without a status should violate NOT NULL");
+    let code = error.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "23502", "expected a not_null_violation, got {error}");
+}
+
+#[tokio::test]
+async fn step_3_backfills_rows_written_by_the_previous_release() {
+    let db = fresh_database().await;
+    MIGRATOR.run_to(version_of_step(2), &db.pool).await.unwrap();
+    insert_as_the_release_before_status(&db.pool, "early@example.com")
+        .await
+        .unwrap();
+
+    MIGRATOR.run_to(version_of_step(3), &db.pool).await.unwrap();
+
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "confirmed");
+}
+
+#[tokio::test]
+async fn the_migrate_command_creates_the_database_and_applies_every_migration() {
+    let settings = get_configuration().unwrap();
+    let db = TestDatabase::create(&settings.database).await;
+    // Let the command create the database itself.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE "{}" WITH (FORCE)"#,
+        db.settings.database_name
+    )))
+    .execute(
+        &mut sqlx::PgConnection::connect_with(&db.settings.without_db())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"))
+            .arg("migrate")
+            .env("APP_DATABASE__DATABASE_NAME", &db.settings.database_name)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let second = run();
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(second.status.success(), "a second run should be a no-op");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stdout.contains("Applying migration 4 of 4"), "{stdout}");
+    let pool = PgPool::connect_with(db.settings.with_db()).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, MIGRATOR.iter().count());
+    pool.close().await;
+}

@@ -1,0 +1,349 @@
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{BASE_URL, TestApp, spawn_app, spawn_app_with};
+
+const VALID_BODY: &str = "name=le%20guin&email=ursula_le_guin%40gmail.com";
+
+async fn mock_email_api_ok(app: &TestApp) {
+    Mock::given(path("/email"))
+        .and(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&app.email_server)
+        .await;
+}
+
+async fn subscriber_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM subscriptions")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn subscribe_returns_200_and_stores_a_pending_subscriber_for_valid_form_data() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+
+    let response = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    let (email, name, status): (String, String, String) =
+        sqlx::query_as("SELECT email, name, status FROM subscriptions")
+            .fetch_one(&app.db_pool)
+            .await
+            .expect("no subscriber was stored");
+    assert_eq!(email, "ursula_le_guin@gmail.com");
+    assert_eq!(name, "le guin");
+    assert_eq!(status, "pending_confirmation");
+}
+
+#[tokio::test]
+async fn subscribe_stores_trimmed_name_and_email() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+
+    let response = app
+        .post_subscriptions("name=%20%20Ursula%20&email=%20ursula%40example.com%09")
+        .await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    let (email, name): (String, String) = sqlx::query_as("SELECT email, name FROM subscriptions")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (email.as_str(), name.as_str()),
+        ("ursula@example.com", "Ursula")
+    );
+}
+
+#[tokio::test]
+async fn subscribe_returns_400_with_a_reason_for_invalid_or_missing_fields() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+    let long_name = "a".repeat(257);
+    let cases = [
+        ("name=le%20guin", "missing email"),
+        ("email=ursula_le_guin%40gmail.com", "missing name"),
+        ("", "missing both name and email"),
+        ("name=&email=ursula_le_guin%40gmail.com", "empty name"),
+        (
+            "name=%20%20&email=ursula_le_guin%40gmail.com",
+            "whitespace-only name",
+        ),
+        ("name=Ursula&email=", "empty email"),
+        (
+            "name=Ursula&email=definitely-not-an-email",
+            "email without @",
+        ),
+        (
+            "name=Ursula&email=ursula%40localhost",
+            "email without a top-level domain",
+        ),
+        (
+            "name=Ursula&email=Ursula%20%3Cursula%40example.com%3E",
+            "email with a display name",
+        ),
+        (
+            "name=%3Cscript%3E&email=ursula%40example.com",
+            "name with markup characters",
+        ),
+        (
+            "name=a%7Bb%7D&email=ursula%40example.com",
+            "name with braces",
+        ),
+        (
+            &format!("name={long_name}&email=ursula%40example.com"),
+            "name over 256 characters",
+        ),
+    ];
+
+    for (body, case) in cases {
+        let response = app.post_subscriptions(body).await;
+
+        let status = response.status().as_u16();
+        let reason = response.text().await.unwrap();
+        assert_eq!(status, 400, "case `{case}` answered {status}: {reason}");
+        assert!(!reason.trim().is_empty(), "case `{case}` gave no reason");
+    }
+    assert_eq!(
+        subscriber_count(&app).await,
+        0,
+        "an invalid form stored a subscriber"
+    );
+    assert!(
+        app.sent_emails().await.is_empty(),
+        "an invalid form sent an email"
+    );
+}
+
+#[tokio::test]
+async fn subscribe_names_the_problem_in_the_reason() {
+    let app = spawn_app().await;
+
+    let missing = app
+        .post_subscriptions("name=Ursula")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let bad_email = app
+        .post_subscriptions("name=Ursula&email=nope")
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert!(missing.contains("email"), "{missing}");
+    assert!(
+        bad_email.contains("'nope' is not a valid email address"),
+        "{bad_email}"
+    );
+}
+
+#[tokio::test]
+async fn subscribe_returns_413_for_a_body_over_the_limit() {
+    let app = spawn_app().await;
+    let body = format!("name={}&email=ursula%40example.com", "a".repeat(10_000));
+
+    let response = app.post_subscriptions(body).await;
+
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(subscriber_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn subscribe_returns_415_for_a_json_body() {
+    let app = spawn_app().await;
+
+    let response = app
+        .api_client
+        .post(format!("{}/subscriptions", app.address))
+        .header("Content-Type", "application/json")
+        .body(r#"{"name":"Ursula","email":"ursula@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status().as_u16(), 415);
+    assert!(!response.text().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
+    let app = spawn_app().await;
+    Mock::given(path("/email"))
+        .and(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&app.email_server)
+        .await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    let emails = app.sent_emails().await;
+    let body: serde_json::Value = serde_json::from_slice(&emails[0].body).unwrap();
+    assert_eq!(body["To"], "ursula_le_guin@gmail.com");
+    assert_eq!(
+        emails[0].headers.get("X-Postmark-Server-Token").unwrap(),
+        "test-token"
+    );
+}
+
+#[tokio::test]
+async fn the_confirmation_email_has_the_same_link_in_html_and_text() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    let emails = app.sent_emails().await;
+    let links = app.confirmation_links(&emails[0]);
+    assert_eq!(links.html, links.plain_text);
+}
+
+#[tokio::test]
+async fn the_confirmation_link_starts_with_the_configured_base_url() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    let emails = app.sent_emails().await;
+    let link = app.confirmation_links(&emails[0]).html;
+    let prefix = format!("{BASE_URL}/subscriptions/confirm?subscription_token=");
+    assert!(link.as_str().starts_with(&prefix), "{link}");
+}
+
+#[tokio::test]
+async fn a_failure_between_the_two_inserts_leaves_no_subscriber_behind() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+    // Make the token insert, the second statement of the transaction, fail.
+    sqlx::query("ALTER TABLE subscription_tokens DROP COLUMN subscription_token")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let response = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(response.status().as_u16(), 500);
+    assert_eq!(
+        subscriber_count(&app).await,
+        0,
+        "the subscriber insert was not rolled back"
+    );
+    assert!(app.sent_emails().await.is_empty());
+}
+
+#[tokio::test]
+async fn when_the_email_api_fails_the_subscriber_is_kept_and_told_to_retry() {
+    let app = spawn_app().await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&app.email_server)
+        .await;
+
+    let response = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("Retry-After"));
+    let reason = response.text().await.unwrap();
+    assert!(reason.contains("submit the form again"), "{reason}");
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions")
+        .fetch_one(&app.db_pool)
+        .await
+        .expect("the subscriber was lost");
+    assert_eq!(status, "pending_confirmation");
+}
+
+#[tokio::test]
+async fn submitting_again_after_the_email_api_recovers_sends_a_working_link() {
+    let app = spawn_app().await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&app.email_server)
+        .await;
+    mock_email_api_ok(&app).await;
+    assert_eq!(
+        app.post_subscriptions(VALID_BODY).await.status().as_u16(),
+        503
+    );
+
+    let retry = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(retry.status().as_u16(), 200);
+    let emails = app.sent_emails().await;
+    assert_eq!(emails.len(), 2);
+    let link = app.confirmation_links(&emails[1]).html;
+    assert_eq!(app.click(&link).await.status().as_u16(), 200);
+    assert_eq!(subscriber_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_timeout_of_the_email_api_is_answered_with_503_not_a_hang() {
+    let app = spawn_app_with(|s| s.email_client.timeout_milliseconds = 300).await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
+        .mount(&app.email_server)
+        .await;
+
+    let response = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(subscriber_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn subscribing_twice_while_pending_sends_a_second_email_and_keeps_one_subscriber() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+
+    let first = app.post_subscriptions(VALID_BODY).await;
+    let second = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(subscriber_count(&app).await, 1);
+    let emails = app.sent_emails().await;
+    assert_eq!(emails.len(), 2);
+    let second_link = app.confirmation_links(&emails[1]).html;
+    assert_eq!(app.click(&second_link).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn subscribing_after_confirming_answers_200_and_sends_nothing() {
+    let app = spawn_app().await;
+    mock_email_api_ok(&app).await;
+    app.post_subscriptions(VALID_BODY).await;
+    let link = app.confirmation_links(&app.sent_emails().await[0]).html;
+    app.click(&link).await;
+
+    let again = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(
+        app.sent_emails().await.len(),
+        1,
+        "a confirmed subscriber got another email"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "confirmed");
+}
+
+#[tokio::test]
+async fn subscribe_answers_503_quickly_when_the_database_is_unreachable() {
+    // Nothing listens on port 1: every connection attempt is refused.
+    let app = spawn_app_with(|s| s.database.port = 1).await;
+    mock_email_api_ok(&app).await;
+
+    let response = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(app.sent_emails().await.is_empty());
+}
