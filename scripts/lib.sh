@@ -64,3 +64,25 @@ wait_for_port() {
   done
   die "${what} did not start listening on ${host}:${port}"
 }
+
+ensure_rust() {
+  command -v cargo >/dev/null \
+    || die "cargo is missing: install Rust (https://rustup.rs) and run this again"
+  cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 \
+    || die "rustfmt and clippy are missing: rustup component add rustfmt clippy"
+}
+
+# Test databases are dropped by the tests themselves; a run that was killed
+# can leave some behind. Ones still in use (another run) refuse to be dropped.
+drop_stale_test_databases() {
+  export PGPASSWORD="${DB_PASSWORD}"
+  local stale
+  stale=$(psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -Atc \
+    "SELECT datname FROM pg_database WHERE datname ~ '^test_[0-9a-f]{32}$'") || return 0
+  [ -z "${stale}" ] && return 0
+  log "dropping $(wc -w <<<"${stale}") test databases left by an interrupted run"
+  for db in ${stale}; do
+    psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -qc "DROP DATABASE IF EXISTS ${db}" \
+      >/dev/null 2>&1 || true
+  done
+}

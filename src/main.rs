@@ -28,7 +28,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    init_subscriber(get_subscriber("info", std::io::stdout));
+    // Postgres notices ("relation already exists, skipping") are not news.
+    init_subscriber(get_subscriber(
+        "info,sqlx::postgres::notice=warn",
+        std::io::stdout,
+    ));
     let settings = get_configuration().context("Failed to read the configuration")?;
 
     match command.as_deref() {

@@ -14,6 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::email_client::EmailClient;
 use crate::routes::{ApiError, FORM_BODY_LIMIT_BYTES, confirm, health_check, subscribe};
+use crate::telemetry::RequestSpan;
 
 /// The public address of the service, shared with handlers that build links.
 pub struct ApplicationBaseUrl(pub String);
@@ -82,7 +83,7 @@ fn run(
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(form_config())
             .app_data(query_config())
             .route("/health_check", web::get().to(health_check))

@@ -3,7 +3,11 @@
 //! `tracing-actix-web` puts on each request's root span appears on every line
 //! logged while serving that request.
 
-use tracing::Subscriber;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{Error, HttpMessage};
+use tracing::{Span, Subscriber};
+use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -29,4 +33,46 @@ where
 /// process has an effect, so tests may call it as often as they like.
 pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync) {
     let _ = subscriber.try_init();
+}
+
+/// The root span of every request. It is `tracing-actix-web`'s default minus
+/// the query string, which carries confirmation tokens, and with the peer
+/// address rather than forwarding headers a client can forge.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let peer = request
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route,
+            http.target = %request.path(),
+            http.client_ip = %peer,
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let status = match outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
+        // One access-log line per request, inside the request's span.
+        span.in_scope(|| tracing::info!(http.status_code = status, "Finished the request"));
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
 }

@@ -19,7 +19,10 @@ impl SubscriberEmail {
             .with_required_tld();
         match EmailAddress::parse_with_options(candidate, options) {
             Ok(address) => Ok(Self(address.as_str().to_owned())),
-            Err(e) => Err(format!("'{candidate}' is not a valid email address: {e}.")),
+            Err(e) => Err(format!(
+                "'{candidate}' is not a valid email address: {}.",
+                e.to_string().trim_end_matches('.')
+            )),
         }
     }
 }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: makes sure Postgres is
+# running (installing it if needed), then checks formatting and lints and runs
+# every test. Each test creates and drops its own database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_rust
+ensure_postgres
+drop_stale_test_databases
+
+# Compile against the committed query metadata: a query changed without
+# running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
+export SQLX_OFFLINE=true
+
+log "checking formatting"
+cargo fmt --all -- --check
+log "running clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+log "running the tests"
+cargo test --all-targets
