@@ -86,9 +86,10 @@ fn run(
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(form_config())
             .app_data(query_config())
-            .route("/health_check", web::get().to(health_check))
-            .route("/subscriptions", web::post().to(subscribe))
-            .route("/subscriptions/confirm", web::get().to(confirm))
+            // Resources rather than bare routes: a wrong method gets 405.
+            .service(web::resource("/health_check").get(health_check))
+            .service(web::resource("/subscriptions").post(subscribe))
+            .service(web::resource("/subscriptions/confirm").get(confirm))
             .app_data(pool.clone())
             .app_data(email_client.clone())
             .app_data(base_url.clone())

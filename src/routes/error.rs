@@ -96,7 +96,9 @@ impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable(e),
-            other => ApiError::Unexpected(anyhow::Error::new(other).context(what)),
+            other => {
+                ApiError::Unexpected(anyhow::Error::new(other).context(format!("Failed to {what}")))
+            }
         })
     }
 }

@@ -347,3 +347,17 @@ async fn subscribe_answers_503_quickly_when_the_database_is_unreachable() {
     assert_eq!(response.status().as_u16(), 503);
     assert!(app.sent_emails().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_get_on_subscriptions_is_answered_with_405() {
+    let app = spawn_app().await;
+
+    let response = app
+        .api_client
+        .get(format!("{}/subscriptions", app.address))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status().as_u16(), 405);
+}
