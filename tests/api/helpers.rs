@@ -10,7 +10,8 @@ use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
-use wiremock::MockServer;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Logs are discarded unless `TEST_LOG` is set, in which case they go to
 /// stdout (`TEST_LOG=1 cargo test some_test -- --nocapture`).
@@ -53,12 +54,41 @@ impl TestApp {
             .expect("Failed to send POST /subscriptions")
     }
 
-    pub async fn get_confirm(&self, query: &str) -> reqwest::Response {
+    /// `GET {path_and_query}` against the app.
+    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
         self.api_client
-            .get(format!("{}/subscriptions/confirm{query}", self.address))
+            .get(format!("{}{path_and_query}", self.address))
             .send()
             .await
-            .expect("Failed to send GET /subscriptions/confirm")
+            .unwrap_or_else(|e| panic!("Failed to send GET {path_and_query}: {e}"))
+    }
+
+    pub async fn get_confirm(&self, query: &str) -> reqwest::Response {
+        self.get(&format!("/subscriptions/confirm{query}")).await
+    }
+
+    /// Makes the mock email API accept every message.
+    pub async fn mock_email_api_ok(&self) {
+        Mock::given(path("/email"))
+            .and(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&self.email_server)
+            .await;
+    }
+
+    /// The status of the one subscriber the test stored.
+    pub async fn subscriber_status(&self) -> String {
+        sqlx::query_scalar("SELECT status FROM subscriptions")
+            .fetch_one(&self.db_pool)
+            .await
+            .expect("no subscriber was stored")
+    }
+
+    pub async fn subscriber_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM subscriptions")
+            .fetch_one(&self.db_pool)
+            .await
+            .unwrap()
     }
 
     /// Opens a link from an email against this app: the link carries the

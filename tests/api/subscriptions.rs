@@ -1,29 +1,14 @@
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{BASE_URL, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{BASE_URL, spawn_app, spawn_app_with};
 
 const VALID_BODY: &str = "name=le%20guin&email=ursula_le_guin%40gmail.com";
-
-async fn mock_email_api_ok(app: &TestApp) {
-    Mock::given(path("/email"))
-        .and(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.email_server)
-        .await;
-}
-
-async fn subscriber_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM subscriptions")
-        .fetch_one(&app.db_pool)
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn subscribe_returns_200_and_stores_a_pending_subscriber_for_valid_form_data() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     let response = app.post_subscriptions(VALID_BODY).await;
 
@@ -41,7 +26,7 @@ async fn subscribe_returns_200_and_stores_a_pending_subscriber_for_valid_form_da
 #[tokio::test]
 async fn subscribe_stores_trimmed_name_and_email() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     let response = app
         .post_subscriptions("name=%20%20Ursula%20&email=%20ursula%40example.com%09")
@@ -61,7 +46,7 @@ async fn subscribe_stores_trimmed_name_and_email() {
 #[tokio::test]
 async fn subscribe_returns_400_with_a_reason_for_invalid_or_missing_fields() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
     let long_name = "a".repeat(257);
     let cases = [
         ("name=le%20guin", "missing email"),
@@ -108,7 +93,7 @@ async fn subscribe_returns_400_with_a_reason_for_invalid_or_missing_fields() {
         assert!(!reason.trim().is_empty(), "case `{case}` gave no reason");
     }
     assert_eq!(
-        subscriber_count(&app).await,
+        app.subscriber_count().await,
         0,
         "an invalid form stored a subscriber"
     );
@@ -150,7 +135,7 @@ async fn subscribe_returns_413_for_a_body_over_the_limit() {
     let response = app.post_subscriptions(body).await;
 
     assert_eq!(response.status().as_u16(), 413);
-    assert_eq!(subscriber_count(&app).await, 0);
+    assert_eq!(app.subscriber_count().await, 0);
 }
 
 #[tokio::test]
@@ -194,7 +179,7 @@ async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
 #[tokio::test]
 async fn the_confirmation_email_has_the_same_link_in_html_and_text() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     app.post_subscriptions(VALID_BODY).await;
 
@@ -206,7 +191,7 @@ async fn the_confirmation_email_has_the_same_link_in_html_and_text() {
 #[tokio::test]
 async fn the_confirmation_link_starts_with_the_configured_base_url() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     app.post_subscriptions(VALID_BODY).await;
 
@@ -219,7 +204,7 @@ async fn the_confirmation_link_starts_with_the_configured_base_url() {
 #[tokio::test]
 async fn a_failure_between_the_two_inserts_leaves_no_subscriber_behind() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
     // Make the token insert, the second statement of the transaction, fail.
     sqlx::query("ALTER TABLE subscription_tokens DROP COLUMN subscription_token")
         .execute(&app.db_pool)
@@ -230,7 +215,7 @@ async fn a_failure_between_the_two_inserts_leaves_no_subscriber_behind() {
 
     assert_eq!(response.status().as_u16(), 500);
     assert_eq!(
-        subscriber_count(&app).await,
+        app.subscriber_count().await,
         0,
         "the subscriber insert was not rolled back"
     );
@@ -251,11 +236,7 @@ async fn when_the_email_api_fails_the_subscriber_is_kept_and_told_to_retry() {
     assert!(response.headers().contains_key("Retry-After"));
     let reason = response.text().await.unwrap();
     assert!(reason.contains("submit the form again"), "{reason}");
-    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions")
-        .fetch_one(&app.db_pool)
-        .await
-        .expect("the subscriber was lost");
-    assert_eq!(status, "pending_confirmation");
+    assert_eq!(app.subscriber_status().await, "pending_confirmation");
 }
 
 #[tokio::test]
@@ -266,7 +247,7 @@ async fn submitting_again_after_the_email_api_recovers_sends_a_working_link() {
         .up_to_n_times(1)
         .mount(&app.email_server)
         .await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
     assert_eq!(
         app.post_subscriptions(VALID_BODY).await.status().as_u16(),
         503
@@ -279,7 +260,7 @@ async fn submitting_again_after_the_email_api_recovers_sends_a_working_link() {
     assert_eq!(emails.len(), 2);
     let link = app.confirmation_links(&emails[1]).html;
     assert_eq!(app.click(&link).await.status().as_u16(), 200);
-    assert_eq!(subscriber_count(&app).await, 1);
+    assert_eq!(app.subscriber_count().await, 1);
 }
 
 #[tokio::test]
@@ -293,20 +274,20 @@ async fn a_timeout_of_the_email_api_is_answered_with_503_not_a_hang() {
     let response = app.post_subscriptions(VALID_BODY).await;
 
     assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(subscriber_count(&app).await, 1);
+    assert_eq!(app.subscriber_count().await, 1);
 }
 
 #[tokio::test]
 async fn subscribing_twice_while_pending_sends_a_second_email_and_keeps_one_subscriber() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     let first = app.post_subscriptions(VALID_BODY).await;
     let second = app.post_subscriptions(VALID_BODY).await;
 
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(second.status().as_u16(), 200);
-    assert_eq!(subscriber_count(&app).await, 1);
+    assert_eq!(app.subscriber_count().await, 1);
     let emails = app.sent_emails().await;
     assert_eq!(emails.len(), 2);
     let second_link = app.confirmation_links(&emails[1]).html;
@@ -316,7 +297,7 @@ async fn subscribing_twice_while_pending_sends_a_second_email_and_keeps_one_subs
 #[tokio::test]
 async fn subscribing_after_confirming_answers_200_and_sends_nothing() {
     let app = spawn_app().await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
     app.post_subscriptions(VALID_BODY).await;
     let link = app.confirmation_links(&app.sent_emails().await[0]).html;
     app.click(&link).await;
@@ -329,18 +310,14 @@ async fn subscribing_after_confirming_answers_200_and_sends_nothing() {
         1,
         "a confirmed subscriber got another email"
     );
-    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions")
-        .fetch_one(&app.db_pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "confirmed");
+    assert_eq!(app.subscriber_status().await, "confirmed");
 }
 
 #[tokio::test]
 async fn subscribe_answers_503_quickly_when_the_database_is_unreachable() {
     // Nothing listens on port 1: every connection attempt is refused.
     let app = spawn_app_with(|s| s.database.port = 1).await;
-    mock_email_api_ok(&app).await;
+    app.mock_email_api_ok().await;
 
     let response = app.post_subscriptions(VALID_BODY).await;
 
@@ -352,12 +329,7 @@ async fn subscribe_answers_503_quickly_when_the_database_is_unreachable() {
 async fn a_get_on_subscriptions_is_answered_with_405() {
     let app = spawn_app().await;
 
-    let response = app
-        .api_client
-        .get(format!("{}/subscriptions", app.address))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/subscriptions").await;
 
     assert_eq!(response.status().as_u16(), 405);
 }

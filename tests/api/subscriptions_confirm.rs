@@ -1,26 +1,12 @@
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
-
 use crate::helpers::{TestApp, spawn_app};
 
 async fn subscribe_and_get_link(app: &TestApp) -> reqwest::Url {
-    Mock::given(path("/email"))
-        .and(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&app.email_server)
-        .await;
+    app.mock_email_api_ok().await;
     let response = app
         .post_subscriptions("name=le%20guin&email=ursula_le_guin%40gmail.com")
         .await;
     assert_eq!(response.status().as_u16(), 200);
     app.confirmation_links(&app.sent_emails().await[0]).html
-}
-
-async fn subscriber_status(app: &TestApp) -> String {
-    sqlx::query_scalar("SELECT status FROM subscriptions")
-        .fetch_one(&app.db_pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -61,7 +47,7 @@ async fn confirm_with_an_unknown_token_is_rejected_with_401() {
         .await;
 
     assert_eq!(response.status().as_u16(), 401);
-    assert_eq!(subscriber_status(&app).await, "pending_confirmation");
+    assert_eq!(app.subscriber_status().await, "pending_confirmation");
 }
 
 #[tokio::test]
@@ -72,7 +58,7 @@ async fn clicking_the_confirmation_link_confirms_the_subscriber() {
     let response = app.click(&link).await;
 
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(subscriber_status(&app).await, "confirmed");
+    assert_eq!(app.subscriber_status().await, "confirmed");
 }
 
 #[tokio::test]
@@ -85,5 +71,5 @@ async fn clicking_the_confirmation_link_twice_answers_200_both_times() {
 
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(second.status().as_u16(), 200);
-    assert_eq!(subscriber_status(&app).await, "confirmed");
+    assert_eq!(app.subscriber_status().await, "confirmed");
 }
