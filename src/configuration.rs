@@ -21,6 +21,69 @@ pub struct Settings {
     pub application: ApplicationSettings,
     pub database: DatabaseSettings,
     pub email_client: EmailClientSettings,
+    pub delivery: DeliverySettings,
+    pub subscriptions: SubscriptionSettings,
+}
+
+/// How the outbox worker delivers email.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliverySettings {
+    /// Whether `newsletter serve` runs delivery workers itself. Turn it off
+    /// when workers run on their own (`newsletter worker`).
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub run_in_server: bool,
+    /// Delivery tasks per process.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub workers: usize,
+    /// Messages a worker claims at once.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub batch_size: i64,
+    /// How often workers look for due messages when no notification arrives.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub poll_interval_milliseconds: u64,
+    /// How long a claim holds. Longer than the email client's timeout, so a
+    /// message is never sent by two workers at once; a message claimed by a
+    /// worker that died is sent again once its claim lapses.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub claim_timeout_seconds: u64,
+    /// Attempts before a message is marked failed.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_attempts: i32,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub backoff_base_milliseconds: u64,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub backoff_max_seconds: u64,
+}
+
+impl DeliverySettings {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_milliseconds)
+    }
+
+    pub fn claim_timeout(&self) -> Duration {
+        Duration::from_secs(self.claim_timeout_seconds)
+    }
+
+    pub fn backoff_base(&self) -> Duration {
+        Duration::from_millis(self.backoff_base_milliseconds)
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_secs(self.backoff_max_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionSettings {
+    /// How long a confirmation link works.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub token_expiry_hours: u64,
+}
+
+impl SubscriptionSettings {
+    pub fn token_lifetime(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.token_expiry_hours as i64)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +133,8 @@ pub struct EmailClientSettings {
     pub authorization_token: Option<SecretString>,
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub timeout_milliseconds: u64,
+    /// The Postmark message stream for transactional mail (confirmations).
+    pub transactional_stream: String,
 }
 
 /// The environment the service runs in, chosen by `APP_ENVIRONMENT`.
@@ -229,6 +294,9 @@ mod tests {
                 ("APP_DATABASE__DATABASE_NAME", "other"),
                 ("APP_EMAIL_CLIENT__TIMEOUT_MILLISECONDS", "2500"),
                 ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "s3cr3t"),
+                ("APP_DELIVERY__RUN_IN_SERVER", "false"),
+                ("APP_DELIVERY__MAX_ATTEMPTS", "3"),
+                ("APP_SUBSCRIPTIONS__TOKEN_EXPIRY_HOURS", "48"),
             ]),
         )
         .unwrap();
@@ -245,6 +313,12 @@ mod tests {
                 .as_ref()
                 .map(|t| t.expose_secret().to_owned()),
             Some("s3cr3t".to_owned())
+        );
+        assert!(!settings.delivery.run_in_server);
+        assert_eq!(settings.delivery.max_attempts, 3);
+        assert_eq!(
+            settings.subscriptions.token_lifetime(),
+            chrono::Duration::hours(48)
         );
     }
 

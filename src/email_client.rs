@@ -27,6 +27,17 @@ enum Transport {
     Console,
 }
 
+/// One message to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub to: &'a SubscriberEmail,
+    pub subject: &'a str,
+    pub html_body: &'a str,
+    pub text_body: &'a str,
+    /// Postmark keeps transactional and broadcast mail apart by stream.
+    pub message_stream: &'a str,
+}
+
 /// Why an email was not accepted. Callers can tell an unreachable API from a
 /// refusal, and a refusal carries the status and what the API said.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +45,54 @@ pub enum EmailError {
     #[error("the email API could not be reached or did not answer in time")]
     Unreachable(#[source] reqwest::Error),
     #[error("the email API refused the message with {status}: {body}")]
-    Rejected { status: StatusCode, body: String },
+    Rejected {
+        status: StatusCode,
+        body: String,
+        /// What the API asked for in `Retry-After`, if anything.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl EmailError {
+    /// Whether sending the same message again later can succeed. Timeouts,
+    /// connection failures, 5xx and 429 are passing trouble. 401 and 403 mean
+    /// our token is wrong: an operator can fix that, so the message waits for
+    /// the fix instead of being given up. Any other 4xx (an invalid address,
+    /// 422) fails the same way every time.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EmailError::Unreachable(_) => true,
+            EmailError::Rejected { status, .. } => {
+                status.is_server_error()
+                    || matches!(
+                        *status,
+                        StatusCode::TOO_MANY_REQUESTS
+                            | StatusCode::REQUEST_TIMEOUT
+                            | StatusCode::UNAUTHORIZED
+                            | StatusCode::FORBIDDEN
+                    )
+            }
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EmailError::Rejected { retry_after, .. } => *retry_after,
+            EmailError::Unreachable(_) => None,
+        }
+    }
+}
+
+/// `Retry-After` is either a number of seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 /// An error body can be large; a prefix is enough to diagnose it.
@@ -48,6 +106,7 @@ struct SendEmailRequest<'a> {
     subject: &'a str,
     html_body: &'a str,
     text_body: &'a str,
+    message_stream: &'a str,
 }
 
 impl EmailClient {
@@ -76,22 +135,16 @@ impl EmailClient {
     }
 
     #[tracing::instrument(name = "Send an email", skip_all)]
-    pub async fn send_email(
-        &self,
-        recipient: &SubscriberEmail,
-        subject: &str,
-        html_body: &str,
-        text_body: &str,
-    ) -> Result<(), EmailError> {
+    pub async fn send_email(&self, message: Message<'_>) -> Result<(), EmailError> {
         match &self.transport {
             Transport::Console => {
                 // Local runs only: the text body is printed so that a developer
                 // can follow the links in it.
                 tracing::info!(
                     from = %self.sender,
-                    to = %recipient,
-                    subject,
-                    text_body,
+                    to = %message.to,
+                    subject = message.subject,
+                    text_body = message.text_body,
                     "Email written to the console instead of being sent"
                 );
                 Ok(())
@@ -103,10 +156,11 @@ impl EmailClient {
             } => {
                 let body = SendEmailRequest {
                     from: self.sender.as_ref(),
-                    to: recipient.as_ref(),
-                    subject,
-                    html_body,
-                    text_body,
+                    to: message.to.as_ref(),
+                    subject: message.subject,
+                    html_body: message.html_body,
+                    text_body: message.text_body,
+                    message_stream: message.message_stream,
                 };
                 let response = http
                     .post(format!("{base_url}/email"))
@@ -119,12 +173,21 @@ impl EmailClient {
                 if status.is_success() {
                     return Ok(());
                 }
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
                 let mut body = response.text().await.unwrap_or_default();
                 if body.len() > MAX_ERROR_BODY_BYTES {
                     let cut = body.floor_char_boundary(MAX_ERROR_BODY_BYTES);
                     body.truncate(cut);
                 }
-                Err(EmailError::Rejected { status, body })
+                Err(EmailError::Rejected {
+                    status,
+                    body,
+                    retry_after,
+                })
             }
         }
     }
@@ -144,9 +207,16 @@ mod tests {
             let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
                 return false;
             };
-            ["From", "To", "Subject", "HtmlBody", "TextBody"]
-                .iter()
-                .all(|field| body.get(field).and_then(|v| v.as_str()).is_some())
+            [
+                "From",
+                "To",
+                "Subject",
+                "HtmlBody",
+                "TextBody",
+                "MessageStream",
+            ]
+            .iter()
+            .all(|field| body.get(field).and_then(|v| v.as_str()).is_some())
         }
     }
 
@@ -166,8 +236,25 @@ mod tests {
 
     async fn send(client: &EmailClient) -> Result<(), EmailError> {
         client
-            .send_email(&email("ursula@example.com"), "Subject", "<p>Hi</p>", "Hi")
+            .send_email(Message {
+                to: &email("ursula@example.com"),
+                subject: "Subject",
+                html_body: "<p>Hi</p>",
+                text_body: "Hi",
+                message_stream: "outbound",
+            })
             .await
+    }
+
+    async fn error_for(response: ResponseTemplate) -> EmailError {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        send(&client(server.uri(), Duration::from_secs(5)))
+            .await
+            .unwrap_err()
     }
 
     #[tokio::test]
@@ -207,6 +294,7 @@ mod tests {
         assert_eq!(body["Subject"], "Subject");
         assert_eq!(body["HtmlBody"], "<p>Hi</p>");
         assert_eq!(body["TextBody"], "Hi");
+        assert_eq!(body["MessageStream"], "outbound");
     }
 
     #[tokio::test]
@@ -229,18 +317,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_2xx_answer_is_an_error_carrying_status_and_body() {
-        let server = MockServer::start().await;
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(422).set_body_string("Invalid 'To' address"))
-            .mount(&server)
-            .await;
-
-        let err = send(&client(server.uri(), Duration::from_secs(5)))
-            .await
-            .unwrap_err();
+        let err =
+            error_for(ResponseTemplate::new(422).set_body_string("Invalid 'To' address")).await;
 
         match err {
-            EmailError::Rejected { status, ref body } => {
+            EmailError::Rejected {
+                status, ref body, ..
+            } => {
                 assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
                 assert_eq!(body, "Invalid 'To' address");
             }
@@ -249,16 +332,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_server_error_is_an_error() {
-        let server = MockServer::start().await;
-        Mock::given(any())
-            .respond_with(ResponseTemplate::new(500))
-            .mount(&server)
-            .await;
+    async fn server_errors_and_429_are_retryable_but_422_and_400_are_not() {
+        for (status, retryable) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (401, true),
+            (422, false),
+            (400, false),
+            (404, false),
+        ] {
+            let err = error_for(ResponseTemplate::new(status)).await;
+            assert_eq!(err.is_retryable(), retryable, "status {status}");
+        }
+    }
 
-        let result = send(&client(server.uri(), Duration::from_secs(5))).await;
+    #[tokio::test]
+    async fn retry_after_in_seconds_is_read_from_the_answer() {
+        let err = error_for(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await;
 
-        assert!(matches!(result, Err(EmailError::Rejected { status, .. }) if status == 500));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_the_time_until_that_date() {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(120);
+        let header = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+
+        let delay = parse_retry_after(&header).unwrap();
+
+        assert!(delay > Duration::from_secs(100) && delay <= Duration::from_secs(120));
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[tokio::test]
@@ -272,7 +376,10 @@ mod tests {
         let result = send(&client(server.uri(), Duration::from_millis(200))).await;
 
         match result {
-            Err(EmailError::Unreachable(e)) => assert!(e.is_timeout(), "{e:?}"),
+            Err(ref err @ EmailError::Unreachable(ref e)) => {
+                assert!(e.is_timeout(), "{e:?}");
+                assert!(err.is_retryable());
+            }
             other => panic!("expected a timeout, got {other:?}"),
         }
     }

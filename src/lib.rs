@@ -2,10 +2,11 @@
 //! form, confirm through a link in an email, and the list lives in Postgres.
 
 pub mod configuration;
-pub mod confirmation_email;
 pub mod domain;
 pub mod email_client;
+pub mod emails;
 pub mod migrate;
+pub mod outbox;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -3,12 +3,17 @@
 //! - `newsletter` (or `newsletter serve`): serve HTTP until SIGTERM.
 //! - `newsletter migrate`: create the database if needed and apply pending
 //!   migrations, then exit. Deploy jobs run this before new instances start.
+//! - `newsletter worker`: only deliver queued email, until SIGTERM. For
+//!   scaling delivery apart from the web tier (set
+//!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
 
 use anyhow::Context;
 use newsletter::configuration::get_configuration;
 use newsletter::migrate;
-use newsletter::startup::{Application, get_connection_pool};
+use newsletter::outbox::spawn_workers;
+use newsletter::startup::{Application, delivery_worker, get_connection_pool};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
+use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "\
 Usage: newsletter [COMMAND]
@@ -16,6 +21,7 @@ Usage: newsletter [COMMAND]
 Commands:
   serve     Serve HTTP (the default)
   migrate   Create the database if missing and apply pending migrations
+  worker    Deliver queued email only, without serving HTTP
 
 Settings come from ./configuration and APP_* environment variables;
 APP_ENVIRONMENT selects local (default) or production.";
@@ -45,10 +51,28 @@ async fn main() -> anyhow::Result<()> {
             let pool = get_connection_pool(&settings.database);
             migrate::run_pending(&pool).await?;
         }
+        Some("worker") => {
+            let pool = get_connection_pool(&settings.database);
+            let stop = CancellationToken::new();
+            let mut workers = spawn_workers(delivery_worker(&settings, pool)?, stop.clone());
+            wait_for_termination().await?;
+            tracing::info!("Stopping: finishing the emails in flight");
+            stop.cancel();
+            while workers.join_next().await.is_some() {}
+        }
         Some(other) => {
             eprintln!("Unknown command `{other}`.\n\n{USAGE}");
             std::process::exit(2);
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what platforms send on redeploy).
+async fn wait_for_termination() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
 }

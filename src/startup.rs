@@ -1,5 +1,5 @@
 //! Builds the application: the connection pool, the email client, the routes,
-//! and the HTTP server with its shutdown behaviour.
+//! the HTTP server and the delivery workers, and how they stop together.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -9,11 +9,15 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
-use crate::email_client::EmailClient;
-use crate::routes::{ApiError, FORM_BODY_LIMIT_BYTES, confirm, health_check, subscribe};
+use crate::outbox::{DeliveryWorker, spawn_workers};
+use crate::routes::{
+    ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, health_check, subscribe,
+};
 use crate::telemetry::RequestSpan;
 
 /// The public address of the service, shared with handlers that build links.
@@ -22,15 +26,26 @@ pub struct ApplicationBaseUrl(pub String);
 pub struct Application {
     port: u16,
     server: Server,
+    workers: JoinSet<()>,
+    stop_workers: CancellationToken,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
         let pool = get_connection_pool(&settings.database);
-        let email_client = settings
-            .email_client
-            .client()
-            .context("Failed to build the email client")?;
+        let stop_workers = CancellationToken::new();
+        let workers = if settings.delivery.run_in_server {
+            spawn_workers(
+                delivery_worker(&settings, pool.clone())?,
+                stop_workers.clone(),
+            )
+        } else {
+            JoinSet::new()
+        };
+        let options = SubscriptionOptions {
+            token_lifetime: settings.subscriptions.token_lifetime(),
+            message_stream: settings.email_client.transactional_stream.clone(),
+        };
         let address = format!(
             "{}:{}",
             settings.application.host, settings.application.port
@@ -41,12 +56,17 @@ impl Application {
         let server = run(
             listener,
             pool,
-            email_client,
             settings.application.base_url,
+            options,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            workers,
+            stop_workers,
+        })
     }
 
     /// The port actually bound: differs from the configured one when that was 0.
@@ -54,11 +74,36 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops accepting connections and
-    /// lets in-flight requests finish within the shutdown timeout.
-    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
-        self.server.await
+    /// Serves until SIGINT or SIGTERM. Then the server stops accepting
+    /// connections and lets in-flight requests finish within the shutdown
+    /// timeout; the delivery workers keep sending meanwhile (requests may
+    /// still enqueue email) and stop last.
+    pub async fn run_until_stopped(mut self) -> Result<(), std::io::Error> {
+        let served = self.server.await;
+        self.stop_workers.cancel();
+        while self.workers.join_next().await.is_some() {}
+        served
     }
+}
+
+/// A delivery worker for these settings. Fails if a claim could lapse while
+/// the email API is still answering, which would let a second worker send
+/// the same message.
+pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWorker, anyhow::Error> {
+    if settings.delivery.claim_timeout() <= settings.email_client.timeout() {
+        anyhow::bail!(
+            "delivery.claim_timeout_seconds must exceed email_client.timeout_milliseconds"
+        );
+    }
+    let email_client = settings
+        .email_client
+        .client()
+        .context("Failed to build the email client")?;
+    Ok(DeliveryWorker::new(
+        pool,
+        email_client,
+        settings.delivery.clone(),
+    ))
 }
 
 /// The pool connects lazily: the server starts and answers its health check
@@ -74,13 +119,13 @@ pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
 fn run(
     listener: TcpListener,
     pool: PgPool,
-    email_client: EmailClient,
     base_url: String,
+    options: SubscriptionOptions,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
     let pool = web::Data::new(pool);
-    let email_client = web::Data::new(email_client);
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
+    let options = web::Data::new(options);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
@@ -91,8 +136,8 @@ fn run(
             .service(web::resource("/subscriptions").post(subscribe))
             .service(web::resource("/subscriptions/confirm").get(confirm))
             .app_data(pool.clone())
-            .app_data(email_client.clone())
             .app_data(base_url.clone())
+            .app_data(options.clone())
     })
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?

@@ -76,3 +76,31 @@ impl RootSpanBuilder for RequestSpan {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
+
+/// Writes an error followed by each of its causes, one per line: what an
+/// error's `Debug` prints, so a logged error carries its whole story.
+pub fn error_chain_fmt(
+    e: &(dyn std::error::Error + 'static),
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    writeln!(f, "{e}")?;
+    let mut current = e.source();
+    while let Some(cause) = current {
+        writeln!(f, "Caused by:\n\t{cause}")?;
+        current = cause.source();
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line, "error: cause: cause", for a log
+/// field or a database column.
+pub fn error_chain_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut current = e.source();
+    while let Some(cause) = current {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    line
+}

@@ -1,4 +1,5 @@
 use rand::{RngExt, distr::Alphanumeric};
+use sha2::{Digest, Sha256};
 
 /// The secret in a confirmation link. Generated from the thread-local CSPRNG
 /// (ChaCha12 seeded from the OS): 32 characters from a 62-letter alphabet carry
@@ -27,6 +28,13 @@ impl SubscriptionToken {
             ));
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// What the database stores instead of the token. The token is a long
+    /// random value, so a plain SHA-256 cannot be reversed by guessing, and a
+    /// copy of the database cannot confirm anyone.
+    pub fn hash(&self) -> Vec<u8> {
+        Sha256::digest(self.0.as_bytes()).to_vec()
     }
 }
 
@@ -67,6 +75,17 @@ mod tests {
     fn debug_output_does_not_reveal_the_token() {
         let token = SubscriptionToken::generate();
         assert!(!format!("{token:?}").contains(token.as_ref()));
+    }
+
+    #[test]
+    fn the_hash_is_the_sha256_of_the_token() {
+        let token = SubscriptionToken::parse("abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        let hex: String = token.hash().iter().map(|b| format!("{b:02x}")).collect();
+        // printf abcdefghijklmnopqrstuvwxyz012345 | sha256sum
+        assert_eq!(
+            hex,
+            "653bb1245e828fcda4fa53fcd5a3def5bd7654e651f54b4132b73d74e64435c4"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::email_client::EmailError;
+use crate::telemetry::error_chain_fmt;
 
 #[derive(thiserror::Error)]
 pub enum ApiError {
@@ -18,6 +18,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("The request body is larger than the {0} bytes this endpoint accepts.")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -25,13 +27,6 @@ pub enum ApiError {
     /// Postgres could not be reached in time: retrying later may work.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     DatabaseUnavailable(#[source] sqlx::Error),
-    /// The subscription is saved but the confirmation email could not be
-    /// sent. Submitting the form again sends a new one.
-    #[error(
-        "Your subscription is saved, but we could not send the confirmation email. \
-         Please submit the form again in a few minutes."
-    )]
-    ConfirmationEmailNotSent(#[source] EmailError),
     #[error("Something went wrong on our side. Please try again later.")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -47,11 +42,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::DatabaseUnavailable(_) | ApiError::ConfirmationEmailNotSent(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,7 +57,7 @@ impl ResponseError for ApiError {
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }
@@ -101,18 +95,4 @@ impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
             }
         })
     }
-}
-
-/// Writes an error followed by each of its causes, one per line.
-pub fn error_chain_fmt(
-    e: &impl std::error::Error,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    writeln!(f, "{e}")?;
-    let mut current = e.source();
-    while let Some(cause) = current {
-        writeln!(f, "Caused by:\n\t{cause}")?;
-        current = cause.source();
-    }
-    Ok(())
 }

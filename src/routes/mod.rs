@@ -7,7 +7,7 @@ mod health_check;
 mod subscriptions;
 mod subscriptions_confirm;
 
-pub use error::{ApiError, error_chain_fmt};
+pub use error::ApiError;
 pub use health_check::health_check;
-pub use subscriptions::{FORM_BODY_LIMIT_BYTES, subscribe};
+pub use subscriptions::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
 pub use subscriptions_confirm::confirm;

@@ -1,9 +1,14 @@
 //! `POST /subscriptions`: a person asks to join the list.
 //!
-//! The subscriber and their confirmation token are written in one
-//! transaction, so there is never a pending subscriber without a way to
-//! confirm. The email goes out after the commit: if it fails, the person is
-//! told so and can submit again, which issues a fresh token and email.
+//! One transaction stores the subscriber (or finds the one with this address,
+//! compared case-insensitively), a confirmation token, and the email to send
+//! in the outbox. Once it commits the email will go out, whatever the email
+//! API is doing right now; the answer does not wait for it.
+//!
+//! The answer is the same whether the address is new, pending or already
+//! confirmed, and each case does the same amount of database work, so the
+//! form cannot be used to find out who is subscribed. A confirmed address
+//! gets a short "already subscribed" notice instead of a confirmation.
 
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
@@ -11,14 +16,22 @@ use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::confirmation_email::ConfirmationEmail;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
-use crate::email_client::EmailClient;
+use crate::emails::{self, EmailContent};
+use crate::outbox::{self, OutgoingEmail};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::startup::ApplicationBaseUrl;
 
 /// A subscription form is two short fields; anything much larger is not one.
 pub const FORM_BODY_LIMIT_BYTES: usize = 4 * 1024;
+
+/// What the subscribe flow needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    pub token_lifetime: chrono::Duration,
+    /// Message stream for confirmations and notices.
+    pub message_stream: String,
+}
 
 /// The form as sent. Fields are optional here so that a missing one gets its
 /// own message instead of a deserializer error.
@@ -51,46 +64,58 @@ enum Subscriber {
 pub async fn subscribe(
     form: web::Form<SubscribeForm>,
     pool: web::Data<PgPool>,
-    email_client: web::Data<EmailClient>,
     base_url: web::Data<ApplicationBaseUrl>,
+    options: web::Data<SubscriptionOptions>,
 ) -> Result<HttpResponse, ApiError> {
     let new_subscriber =
         NewSubscriber::try_from(form.into_inner()).map_err(ApiError::BadRequest)?;
 
     let mut transaction = pool.begin().await.step("begin a transaction")?;
-    let subscriber_id = match upsert_pending_subscriber(&mut transaction, &new_subscriber)
+    let content = match upsert_pending_subscriber(&mut transaction, &new_subscriber)
         .await
         .step("store the subscriber")?
     {
-        Subscriber::Pending(id) => id,
-        // Already on the list: nothing to confirm, and the answer is the same
-        // as for a new address.
-        Subscriber::Confirmed => return Ok(HttpResponse::Ok().finish()),
+        Subscriber::Pending(subscriber_id) => {
+            tracing::Span::current()
+                .record("subscriber_id", tracing::field::display(subscriber_id));
+            let token = SubscriptionToken::generate();
+            let expires_at = Utc::now() + options.token_lifetime;
+            store_token(&mut transaction, subscriber_id, &token, expires_at)
+                .await
+                .step("store the confirmation token")?;
+            emails::confirmation(&base_url.0, &token)
+        }
+        Subscriber::Confirmed => emails::already_subscribed(&base_url.0),
     };
-    tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
-    let token = SubscriptionToken::generate();
-    store_token(&mut transaction, subscriber_id, &token)
-        .await
-        .step("store the subscription token")?;
+    outbox::enqueue(
+        &mut transaction,
+        &outgoing(new_subscriber.email, content, &options),
+    )
+    .await
+    .step("enqueue the email")?;
     transaction.commit().await.step("commit the subscription")?;
-
-    let email = ConfirmationEmail::new(&base_url.0, &token);
-    email_client
-        .send_email(
-            &new_subscriber.email,
-            email.subject,
-            &email.html_body,
-            &email.text_body,
-        )
-        .await
-        .map_err(ApiError::ConfirmationEmailNotSent)?;
     Ok(HttpResponse::Ok().finish())
 }
 
+fn outgoing(
+    recipient: SubscriberEmail,
+    content: EmailContent,
+    options: &SubscriptionOptions,
+) -> OutgoingEmail {
+    OutgoingEmail {
+        recipient,
+        subject: content.subject.to_owned(),
+        html_body: content.html_body,
+        text_body: content.text_body,
+        message_stream: options.message_stream.clone(),
+    }
+}
+
 /// Inserts a pending subscriber, or finds the one that already has this
-/// address. `ON CONFLICT DO NOTHING` makes two concurrent submissions of one
-/// address both succeed: the second waits for the first to commit, then
-/// reads its row.
+/// address in any letter case. `ON CONFLICT DO NOTHING` without a target
+/// covers every unique index (the address as typed and its lower-case form),
+/// so concurrent submissions of one address all succeed: each waits for the
+/// first to commit, then reads its row.
 #[tracing::instrument(name = "Store the pending subscriber", skip_all)]
 async fn upsert_pending_subscriber(
     connection: &mut PgConnection,
@@ -100,7 +125,7 @@ async fn upsert_pending_subscriber(
         r#"
         INSERT INTO subscriptions (id, email, name, subscribed_at, status)
         VALUES ($1, $2, $3, $4, 'pending_confirmation')
-        ON CONFLICT (email) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id
         "#,
         Uuid::new_v4(),
@@ -114,7 +139,7 @@ async fn upsert_pending_subscriber(
         return Ok(Subscriber::Pending(id));
     }
     let existing = sqlx::query!(
-        "SELECT id, status FROM subscriptions WHERE email = $1",
+        "SELECT id, status FROM subscriptions WHERE lower(email) = lower($1)",
         new_subscriber.email.as_ref()
     )
     .fetch_one(&mut *connection)
@@ -126,12 +151,28 @@ async fn upsert_pending_subscriber(
     })
 }
 
-#[tracing::instrument(name = "Store the subscription token", skip_all)]
+/// Stores the token's hash. Until the previous release is retired it also
+/// stores the token itself in `subscription_tokens`, the only table that
+/// release reads, so a link sent by this release still works if the click
+/// lands on an instance of the previous one.
+#[tracing::instrument(name = "Store the confirmation token", skip_all)]
 async fn store_token(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
     token: &SubscriptionToken,
+    expires_at: chrono::DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"
+        INSERT INTO confirmation_tokens (token_hash, subscriber_id, expires_at)
+        VALUES ($1, $2, $3)
+        "#,
+        token.hash(),
+        subscriber_id,
+        expires_at
+    )
+    .execute(&mut *connection)
+    .await?;
     sqlx::query!(
         "INSERT INTO subscription_tokens (subscription_token, subscriber_id) VALUES ($1, $2)",
         token.as_ref(),

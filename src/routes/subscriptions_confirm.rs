@@ -1,9 +1,15 @@
 //! `GET /subscriptions/confirm?subscription_token=...`: the link in the
 //! confirmation email.
+//!
+//! The token is looked up by its hash. An unknown token is refused, an
+//! expired one is gone (the person can subscribe again for a new link), and a
+//! token that was already used only confirms again what is confirmed, so a
+//! second click is harmless.
 
 use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::SubscriptionToken;
@@ -12,6 +18,13 @@ use crate::routes::error::{ApiError, DatabaseStep};
 #[derive(Deserialize)]
 pub struct Parameters {
     subscription_token: Option<String>,
+}
+
+struct TokenRecord {
+    subscriber_id: Uuid,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+    subscriber_status: String,
 }
 
 #[tracing::instrument(name = "Confirm a pending subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
@@ -24,39 +37,85 @@ pub async fn confirm(
     })?;
     let token = SubscriptionToken::parse(&raw).map_err(ApiError::BadRequest)?;
 
-    let subscriber_id = subscriber_id_from_token(&pool, &token)
+    let mut transaction = pool.begin().await.step("begin a transaction")?;
+    let record = find_token(&mut transaction, &token)
         .await
-        .step("look up the subscription token")?
+        .step("look up the confirmation token")?
         .ok_or_else(|| ApiError::Unauthorized("This confirmation link is not valid.".into()))?;
-    tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
-    confirm_subscriber(&pool, subscriber_id)
+    tracing::Span::current().record(
+        "subscriber_id",
+        tracing::field::display(record.subscriber_id),
+    );
+
+    if record.used_at.is_some() {
+        return if record.subscriber_status == "confirmed" {
+            Ok(confirmed("Your subscription is already confirmed."))
+        } else {
+            Err(ApiError::Unauthorized(
+                "This confirmation link is no longer valid.".into(),
+            ))
+        };
+    }
+    if record.expires_at <= Utc::now() {
+        return Err(ApiError::Gone(
+            "This confirmation link has expired. Subscribe again to get a new one.".into(),
+        ));
+    }
+    confirm_subscriber(&mut transaction, record.subscriber_id, &token)
         .await
-        .step("mark the subscriber as confirmed")?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("Your subscription is confirmed. Thank you!"))
+        .step("confirm the subscriber")?;
+    transaction.commit().await.step("commit the confirmation")?;
+    Ok(confirmed("Your subscription is confirmed. Thank you!"))
 }
 
-#[tracing::instrument(name = "Look up the subscription token", skip_all)]
-async fn subscriber_id_from_token(
-    pool: &PgPool,
+fn confirmed(message: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(message)
+}
+
+#[tracing::instrument(name = "Look up the confirmation token", skip_all)]
+async fn find_token(
+    connection: &mut PgConnection,
     token: &SubscriptionToken,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "SELECT subscriber_id FROM subscription_tokens WHERE subscription_token = $1",
-        token.as_ref()
+) -> Result<Option<TokenRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        TokenRecord,
+        r#"
+        SELECT t.subscriber_id, t.expires_at, t.used_at, s.status AS subscriber_status
+        FROM confirmation_tokens t
+        JOIN subscriptions s ON s.id = t.subscriber_id
+        WHERE t.token_hash = $1
+        "#,
+        token.hash()
     )
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await
 }
 
+/// Marks the subscriber confirmed (keeping the first confirmation time as
+/// consent evidence) and the token used.
 #[tracing::instrument(name = "Mark the subscriber as confirmed", skip_all)]
-async fn confirm_subscriber(pool: &PgPool, subscriber_id: Uuid) -> Result<(), sqlx::Error> {
+async fn confirm_subscriber(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+    token: &SubscriptionToken,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE subscriptions SET status = 'confirmed' WHERE id = $1",
+        r#"
+        UPDATE subscriptions
+        SET status = 'confirmed', confirmed_at = COALESCE(confirmed_at, now())
+        WHERE id = $1
+        "#,
         subscriber_id
     )
-    .execute(pool)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE confirmation_tokens SET used_at = now() WHERE token_hash = $1",
+        token.hash()
+    )
+    .execute(connection)
     .await?;
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! `spawn_app()` and the helpers every API test shares.
 
-use std::sync::LazyLock;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
 use newsletter::migrate::MIGRATOR;
-use newsletter::startup::Application;
+use newsletter::outbox::DeliveryWorker;
+use newsletter::startup::{Application, delivery_worker};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use reqwest::Url;
 use secrecy::SecretString;
@@ -33,6 +37,8 @@ pub struct TestApp {
     pub db_pool: PgPool,
     pub email_server: MockServer,
     pub api_client: reqwest::Client,
+    /// The settings the app was built with.
+    pub settings: Settings,
     // Dropped last: removes the database once the test is done with it.
     _database: TestDatabase,
 }
@@ -110,6 +116,42 @@ impl TestApp {
         self.email_server.received_requests().await.unwrap()
     }
 
+    /// Waits until the mock email API has received at least `n` requests.
+    pub async fn wait_for_emails(&self, n: usize) -> Vec<wiremock::Request> {
+        eventually(&format!("{n} emails reach the email API"), || async {
+            let received = self.sent_emails().await;
+            (received.len() >= n).then_some(received)
+        })
+        .await
+    }
+
+    /// Waits until no message in the outbox is pending any more.
+    pub async fn wait_for_outbox_to_settle(&self) -> Vec<OutboxRow> {
+        eventually("the outbox to settle", || async {
+            let rows = self.outbox().await;
+            rows.iter().all(|r| r.status != "pending").then_some(rows)
+        })
+        .await
+    }
+
+    pub async fn outbox(&self) -> Vec<OutboxRow> {
+        sqlx::query_as(
+            "SELECT recipient, status, attempts, last_error, \
+                    html_body IS NOT NULL OR text_body IS NOT NULL AS has_body, \
+                    claimed_until IS NOT NULL AS claimed \
+             FROM email_outbox ORDER BY enqueued_at",
+        )
+        .fetch_all(&self.db_pool)
+        .await
+        .unwrap()
+    }
+
+    /// A delivery worker like the ones the app runs, for tests that run the
+    /// app without them (`delivery.run_in_server = false`).
+    pub fn delivery_worker(&self) -> DeliveryWorker {
+        delivery_worker(&self.settings, self.db_pool.clone()).unwrap()
+    }
+
     pub fn confirmation_links(&self, email_request: &wiremock::Request) -> ConfirmationLinks {
         let body: serde_json::Value = serde_json::from_slice(&email_request.body).unwrap();
         let extract = |field: &str| {
@@ -147,9 +189,14 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.email_client.base_url = email_server.uri();
     settings.email_client.authorization_token = Some(SecretString::from("test-token"));
     settings.email_client.timeout_milliseconds = 2_000;
+    settings.delivery.workers = 1;
+    settings.delivery.poll_interval_milliseconds = 200;
+    settings.delivery.claim_timeout_seconds = 5;
+    settings.delivery.backoff_base_milliseconds = 50;
+    settings.delivery.backoff_max_seconds = 1;
     customise(&mut settings);
 
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("Failed to build the application");
     let port = application.port();
@@ -160,11 +207,101 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         port,
         db_pool: database.pool.clone(),
         email_server,
+        settings,
         api_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
         _database: database,
+    }
+}
+
+/// One row of `email_outbox`, as tests look at it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub recipient: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub has_body: bool,
+    pub claimed: bool,
+}
+
+/// Polls `check` until it returns `Some`, failing the test after 10 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP forwarder between the app and Postgres that a test can cut and
+/// restore, to play a database outage without touching the real server.
+pub struct TcpProxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    /// Forwards to the Postgres server of the configuration.
+    pub async fn to_postgres() -> Self {
+        let database = get_configuration().unwrap().database;
+        Self::start(database.host, database.port).await
+    }
+
+    pub async fn start(host: String, port: u16) -> Self {
+        let target = Arc::new((host, port));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accept_up, accept_connections) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    let (host, port) = &*target;
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect((host.as_str(), *port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accept_connections.lock().unwrap().push(forward);
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }
 

@@ -1,7 +1,7 @@
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{BASE_URL, spawn_app, spawn_app_with};
+use crate::helpers::{BASE_URL, TcpProxy, spawn_app, spawn_app_with};
 
 const VALID_BODY: &str = "name=le%20guin&email=ursula_le_guin%40gmail.com";
 
@@ -167,9 +167,11 @@ async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
 
     app.post_subscriptions(VALID_BODY).await;
 
-    let emails = app.sent_emails().await;
+    let emails = app.wait_for_emails(1).await;
     let body: serde_json::Value = serde_json::from_slice(&emails[0].body).unwrap();
     assert_eq!(body["To"], "ursula_le_guin@gmail.com");
+    assert_eq!(body["Subject"], "Please confirm your subscription");
+    assert_eq!(body["MessageStream"], "outbound");
     assert_eq!(
         emails[0].headers.get("X-Postmark-Server-Token").unwrap(),
         "test-token"
@@ -183,7 +185,7 @@ async fn the_confirmation_email_has_the_same_link_in_html_and_text() {
 
     app.post_subscriptions(VALID_BODY).await;
 
-    let emails = app.sent_emails().await;
+    let emails = app.wait_for_emails(1).await;
     let links = app.confirmation_links(&emails[0]);
     assert_eq!(links.html, links.plain_text);
 }
@@ -195,18 +197,18 @@ async fn the_confirmation_link_starts_with_the_configured_base_url() {
 
     app.post_subscriptions(VALID_BODY).await;
 
-    let emails = app.sent_emails().await;
+    let emails = app.wait_for_emails(1).await;
     let link = app.confirmation_links(&emails[0]).html;
     let prefix = format!("{BASE_URL}/subscriptions/confirm?subscription_token=");
     assert!(link.as_str().starts_with(&prefix), "{link}");
 }
 
 #[tokio::test]
-async fn a_failure_between_the_two_inserts_leaves_no_subscriber_behind() {
+async fn a_failure_after_the_first_insert_leaves_no_subscriber_behind() {
     let app = spawn_app().await;
     app.mock_email_api_ok().await;
     // Make the token insert, the second statement of the transaction, fail.
-    sqlx::query("ALTER TABLE subscription_tokens DROP COLUMN subscription_token")
+    sqlx::query("ALTER TABLE confirmation_tokens DROP COLUMN expires_at")
         .execute(&app.db_pool)
         .await
         .unwrap();
@@ -219,53 +221,13 @@ async fn a_failure_between_the_two_inserts_leaves_no_subscriber_behind() {
         0,
         "the subscriber insert was not rolled back"
     );
-    assert!(app.sent_emails().await.is_empty());
+    assert!(app.outbox().await.is_empty(), "an email was queued anyway");
 }
 
 #[tokio::test]
-async fn when_the_email_api_fails_the_subscriber_is_kept_and_told_to_retry() {
+async fn subscribe_answers_200_without_waiting_for_a_slow_email_api() {
+    // The email API would answer after 30 s, far past the client's timeout.
     let app = spawn_app().await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&app.email_server)
-        .await;
-
-    let response = app.post_subscriptions(VALID_BODY).await;
-
-    assert_eq!(response.status().as_u16(), 503);
-    assert!(response.headers().contains_key("Retry-After"));
-    let reason = response.text().await.unwrap();
-    assert!(reason.contains("submit the form again"), "{reason}");
-    assert_eq!(app.subscriber_status().await, "pending_confirmation");
-}
-
-#[tokio::test]
-async fn submitting_again_after_the_email_api_recovers_sends_a_working_link() {
-    let app = spawn_app().await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .mount(&app.email_server)
-        .await;
-    app.mock_email_api_ok().await;
-    assert_eq!(
-        app.post_subscriptions(VALID_BODY).await.status().as_u16(),
-        503
-    );
-
-    let retry = app.post_subscriptions(VALID_BODY).await;
-
-    assert_eq!(retry.status().as_u16(), 200);
-    let emails = app.sent_emails().await;
-    assert_eq!(emails.len(), 2);
-    let link = app.confirmation_links(&emails[1]).html;
-    assert_eq!(app.click(&link).await.status().as_u16(), 200);
-    assert_eq!(app.subscriber_count().await, 1);
-}
-
-#[tokio::test]
-async fn a_timeout_of_the_email_api_is_answered_with_503_not_a_hang() {
-    let app = spawn_app_with(|s| s.email_client.timeout_milliseconds = 300).await;
     Mock::given(path("/email"))
         .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
         .mount(&app.email_server)
@@ -273,8 +235,13 @@ async fn a_timeout_of_the_email_api_is_answered_with_503_not_a_hang() {
 
     let response = app.post_subscriptions(VALID_BODY).await;
 
-    assert_eq!(response.status().as_u16(), 503);
-    assert_eq!(app.subscriber_count().await, 1);
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "pending_confirmation");
+    assert_eq!(
+        app.outbox().await.len(),
+        1,
+        "the confirmation was not queued"
+    );
 }
 
 #[tokio::test]
@@ -283,34 +250,156 @@ async fn subscribing_twice_while_pending_sends_a_second_email_and_keeps_one_subs
     app.mock_email_api_ok().await;
 
     let first = app.post_subscriptions(VALID_BODY).await;
+    app.wait_for_emails(1).await;
     let second = app.post_subscriptions(VALID_BODY).await;
 
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(second.status().as_u16(), 200);
     assert_eq!(app.subscriber_count().await, 1);
-    let emails = app.sent_emails().await;
-    assert_eq!(emails.len(), 2);
+    let emails = app.wait_for_emails(2).await;
+    let first_link = app.confirmation_links(&emails[0]).html;
     let second_link = app.confirmation_links(&emails[1]).html;
+    assert_ne!(first_link, second_link, "the second email reused the token");
     assert_eq!(app.click(&second_link).await.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "confirmed");
 }
 
 #[tokio::test]
-async fn subscribing_after_confirming_answers_200_and_sends_nothing() {
+async fn the_first_link_still_works_after_subscribing_again() {
     let app = spawn_app().await;
     app.mock_email_api_ok().await;
     app.post_subscriptions(VALID_BODY).await;
-    let link = app.confirmation_links(&app.sent_emails().await[0]).html;
+    let first_link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    app.post_subscriptions(VALID_BODY).await;
+    app.wait_for_emails(2).await;
+
+    let response = app.click(&first_link).await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn subscribing_after_confirming_answers_exactly_as_for_a_new_address() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let new = app.post_subscriptions(VALID_BODY).await;
+    let (new_status, new_headers) = (new.status(), new.headers().clone());
+    let new_body = new.bytes().await.unwrap();
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
     app.click(&link).await;
 
     let again = app.post_subscriptions(VALID_BODY).await;
 
-    assert_eq!(again.status().as_u16(), 200);
-    assert_eq!(
-        app.sent_emails().await.len(),
-        1,
-        "a confirmed subscriber got another email"
-    );
+    assert_eq!(again.status(), new_status);
+    for header in ["content-type", "content-length"] {
+        assert_eq!(
+            again.headers().get(header),
+            new_headers.get(header),
+            "{header}"
+        );
+    }
+    assert_eq!(again.bytes().await.unwrap(), new_body);
     assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn subscribing_after_confirming_sends_a_notice_without_a_confirmation_link() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    app.click(&link).await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    let emails = app.wait_for_emails(2).await;
+    let body: serde_json::Value = serde_json::from_slice(&emails[1].body).unwrap();
+    assert_eq!(body["Subject"], "You are already subscribed");
+    assert!(
+        !body["TextBody"]
+            .as_str()
+            .unwrap()
+            .contains("subscription_token")
+    );
+    assert!(
+        !body["HtmlBody"]
+            .as_str()
+            .unwrap()
+            .contains("subscription_token")
+    );
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM confirmation_tokens")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 1, "a confirmed subscriber was issued a new token");
+}
+
+#[tokio::test]
+async fn addresses_are_unique_regardless_of_case_and_stored_as_typed() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+
+    let first = app
+        .post_subscriptions("name=Ada&email=Ada%40Example.com")
+        .await;
+    let second = app
+        .post_subscriptions("name=Ada&email=ada%40example.COM")
+        .await;
+
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(second.status().as_u16(), 200);
+    let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM subscriptions")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(emails, vec!["Ada@Example.com".to_owned()]);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_submissions_of_one_address_make_one_subscriber_and_no_errors() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+
+    let responses = futures::future::join_all(
+        (0..20).map(|i| app.post_subscriptions(format!("name=Ada{i}&email=ada%40example.com"))),
+    )
+    .await;
+
+    for response in responses {
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    assert_eq!(app.subscriber_count().await, 1);
+}
+
+#[tokio::test]
+async fn consent_evidence_records_when_the_subscription_was_requested_and_confirmed() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let before = chrono::Utc::now();
+    app.post_subscriptions(VALID_BODY).await;
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+
+    app.click(&link).await;
+
+    let (requested, confirmed): (
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as("SELECT subscribed_at, confirmed_at FROM subscriptions")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let confirmed = confirmed.expect("no confirmation time was recorded");
+    assert!(requested >= before - chrono::Duration::seconds(1));
+    assert!(confirmed >= requested);
 }
 
 #[tokio::test]
@@ -332,4 +421,33 @@ async fn a_get_on_subscriptions_is_answered_with_405() {
     let response = app.get("/subscriptions").await;
 
     assert_eq!(response.status().as_u16(), 405);
+}
+
+#[tokio::test]
+async fn subscribe_works_again_without_a_restart_once_the_database_is_back() {
+    let proxy = TcpProxy::to_postgres().await;
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.database.acquire_timeout_milliseconds = 1_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    assert_eq!(
+        app.post_subscriptions(VALID_BODY).await.status().as_u16(),
+        200
+    );
+
+    proxy.cut();
+    let during = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    proxy.restore();
+    let after = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+
+    assert_eq!(during.status().as_u16(), 503);
+    assert!(during.headers().contains_key("Retry-After"));
+    assert_eq!(after.status().as_u16(), 200);
+    assert_eq!(app.subscriber_count().await, 2);
 }

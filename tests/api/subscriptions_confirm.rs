@@ -6,7 +6,8 @@ async fn subscribe_and_get_link(app: &TestApp) -> reqwest::Url {
         .post_subscriptions("name=le%20guin&email=ursula_le_guin%40gmail.com")
         .await;
     assert_eq!(response.status().as_u16(), 200);
-    app.confirmation_links(&app.sent_emails().await[0]).html
+    app.confirmation_links(&app.wait_for_emails(1).await[0])
+        .html
 }
 
 #[tokio::test]
@@ -71,5 +72,53 @@ async fn clicking_the_confirmation_link_twice_answers_200_both_times() {
 
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn an_expired_link_is_gone_with_a_hint_to_subscribe_again() {
+    let app = spawn_app().await;
+    let link = subscribe_and_get_link(&app).await;
+    sqlx::query("UPDATE confirmation_tokens SET expires_at = now() - interval '1 second'")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let response = app.click(&link).await;
+
+    assert_eq!(response.status().as_u16(), 410);
+    let reason = response.text().await.unwrap();
+    assert!(reason.contains("Subscribe again"), "{reason}");
+    assert_eq!(app.subscriber_status().await, "pending_confirmation");
+}
+
+#[tokio::test]
+async fn links_expire_after_the_configured_lifetime() {
+    let app = crate::helpers::spawn_app_with(|s| s.subscriptions.token_expiry_hours = 48).await;
+    subscribe_and_get_link(&app).await;
+
+    let lifetime_hours: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM expires_at - created_at)::float8 / 3600 FROM confirmation_tokens",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+
+    assert!((lifetime_hours - 48.0).abs() < 0.01, "{lifetime_hours}");
+}
+
+#[tokio::test]
+async fn a_used_link_clicked_after_it_expired_still_shows_the_confirmation() {
+    let app = spawn_app().await;
+    let link = subscribe_and_get_link(&app).await;
+    app.click(&link).await;
+    sqlx::query("UPDATE confirmation_tokens SET expires_at = now() - interval '1 second'")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let response = app.click(&link).await;
+
+    assert_eq!(response.status().as_u16(), 200);
     assert_eq!(app.subscriber_status().await, "confirmed");
 }

@@ -1,0 +1,276 @@
+//! Delivery through the outbox: whatever the email API does, a committed
+//! subscription's email arrives once the API accepts it, at most once after
+//! acceptance, and a message that cannot be delivered is kept as failed.
+
+use std::time::Duration;
+
+use newsletter::outbox::claim_due;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{any, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+
+const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
+
+async fn fail_then_accept(app: &TestApp, failure: ResponseTemplate, failures: u64) {
+    Mock::given(path("/email"))
+        .respond_with(failure)
+        .up_to_n_times(failures)
+        .with_priority(1)
+        .mount(&app.email_server)
+        .await;
+    app.mock_email_api_ok().await;
+}
+
+/// Subscribes, checks the person got 200, and waits for the outbox to settle.
+async fn subscribe_and_settle(app: &TestApp) -> Vec<crate::helpers::OutboxRow> {
+    let response = app.post_subscriptions(VALID_BODY).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "pending_confirmation");
+    app.wait_for_outbox_to_settle().await
+}
+
+#[tokio::test]
+async fn an_email_api_answering_500_gets_the_email_once_it_recovers() {
+    let app = spawn_app().await;
+    fail_then_accept(&app, ResponseTemplate::new(500), 2).await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].attempts, 3);
+    assert_eq!(app.sent_emails().await.len(), 3);
+}
+
+#[tokio::test]
+async fn an_email_api_that_times_out_gets_the_email_once_it_recovers() {
+    let app = spawn_app_with(|s| s.email_client.timeout_milliseconds = 200).await;
+    fail_then_accept(
+        &app,
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
+        1,
+    )
+    .await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn an_email_api_answering_429_is_retried_no_sooner_than_retry_after() {
+    let app = spawn_app_with(|s| s.delivery.backoff_max_seconds = 10).await;
+    fail_then_accept(
+        &app,
+        ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        1,
+    )
+    .await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    // After the 429 the retry is scheduled by Retry-After (2 s), not by the
+    // 50 ms backoff the tests configure.
+    let wait: f64 = eventually("the 429 to be recorded", || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM email_outbox \
+             WHERE attempts = 1 AND claimed_until IS NULL AND last_error IS NOT NULL",
+        )
+        .fetch_optional(&app.db_pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(wait > 1.0, "the retry was scheduled in {wait} s");
+    let outbox = app.wait_for_outbox_to_settle().await;
+    assert_eq!(outbox[0].status, "sent");
+    assert!(outbox[0].last_error.is_none());
+}
+
+#[tokio::test]
+async fn an_email_api_refusing_connections_gets_the_email_once_it_listens() {
+    // Reserve a port, then free it: connections to it are refused until the
+    // mock API starts listening there.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = reserved.local_addr().unwrap();
+    drop(reserved);
+    let app = spawn_app_with(|s| s.email_client.base_url = format!("http://{address}")).await;
+
+    assert_eq!(
+        app.post_subscriptions(VALID_BODY).await.status().as_u16(),
+        200
+    );
+    eventually("a refused attempt to be recorded", || async {
+        let outbox = app.outbox().await;
+        outbox[0].last_error.is_some().then_some(())
+    })
+    .await;
+    let recovered = MockServer::builder()
+        .listener(std::net::TcpListener::bind(address).unwrap())
+        .start()
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&recovered)
+        .await;
+
+    let outbox = app.wait_for_outbox_to_settle().await;
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(recovered.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_422_is_not_retried_and_the_message_is_kept_as_failed_with_its_error() {
+    let app = spawn_app().await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(422).set_body_string("Invalid 'To' address"))
+        .mount(&app.email_server)
+        .await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "failed");
+    assert_eq!(outbox[0].attempts, 1);
+    let error = outbox[0].last_error.as_deref().unwrap();
+    assert!(
+        error.contains("422") && error.contains("Invalid 'To' address"),
+        "{error}"
+    );
+    assert_eq!(app.sent_emails().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_message_is_kept_as_failed_after_the_configured_number_of_attempts() {
+    let app = spawn_app_with(|s| s.delivery.max_attempts = 3).await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&app.email_server)
+        .await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "failed");
+    assert_eq!(outbox[0].attempts, 3);
+    assert_eq!(outbox[0].recipient, "ursula@example.com");
+    let error = outbox[0].last_error.as_deref().unwrap();
+    assert!(
+        error.contains("gave up after 3 attempts") && error.contains("503"),
+        "{error}"
+    );
+    assert_eq!(app.sent_emails().await.len(), 3);
+}
+
+#[tokio::test]
+async fn bodies_are_cleared_once_a_message_is_sent() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "sent");
+    assert!(!outbox[0].has_body, "the confirmation link is still stored");
+}
+
+#[tokio::test]
+async fn a_committed_message_wakes_the_worker_without_waiting_for_the_poll() {
+    // With a one-minute poll, only the notification can deliver in time.
+    let app = spawn_app_with(|s| s.delivery.poll_interval_milliseconds = 60_000).await;
+    app.mock_email_api_ok().await;
+    // Let the worker finish its first poll and start listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    app.wait_for_emails(1).await;
+}
+
+#[tokio::test]
+async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_lapses() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+    // A worker claims the message and dies before sending it.
+    let claimed = claim_due(&app.db_pool, Duration::from_millis(500), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    drop(claimed);
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].attempts, 2, "the dead worker's attempt counts");
+    assert_eq!(app.sent_emails().await.len(), 1);
+}
+
+#[tokio::test]
+async fn several_workers_share_the_outbox_and_send_each_message_once() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.delivery.batch_size = 3;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    for i in 0..40 {
+        app.post_subscriptions(format!("name=Reader&email=reader{i}%40example.com"))
+            .await;
+    }
+
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(app.delivery_worker().run(stop.clone())))
+        .collect();
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    assert!(outbox.iter().all(|m| m.status == "sent" && m.attempts == 1));
+    let mut recipients: Vec<String> = app
+        .sent_emails()
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["To"].to_string())
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(app.sent_emails().await.len(), 40);
+    assert_eq!(recipients.len(), 40);
+}
+
+#[tokio::test]
+async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_hands_back_the_rest() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    Mock::given(path("/email"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(500)))
+        .mount(&app.email_server)
+        .await;
+    for i in 0..3 {
+        app.post_subscriptions(format!("name=Reader&email=reader{i}%40example.com"))
+            .await;
+    }
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    app.wait_for_emails(1).await; // the first message is in flight
+
+    stop.cancel();
+    worker.await.unwrap();
+
+    let outbox = app.outbox().await;
+    let sent = outbox.iter().filter(|m| m.status == "sent").count();
+    assert_eq!(
+        sent, 1,
+        "the message in flight was not finished: {outbox:?}"
+    );
+    for message in outbox.iter().filter(|m| m.status == "pending") {
+        assert!(!message.claimed, "a message was left claimed: {message:?}");
+        assert_eq!(message.attempts, 0, "{message:?}");
+    }
+}
