@@ -127,3 +127,117 @@ async fn the_migrate_command_creates_the_database_and_applies_every_migration() 
     assert_eq!(applied as usize, MIGRATOR.iter().count());
     pool.close().await;
 }
+
+/// The previous release's subscribe: a subscriber with a status, and its
+/// token in plain text in `subscription_tokens`.
+async fn subscribe_as_the_release_before_hashed_tokens(pool: &PgPool, token: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+         VALUES ($1, $2, 'Ursula', now(), 'pending_confirmation')",
+    )
+    .bind(id)
+    .bind(format!("{id}@example.com"))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO subscription_tokens (subscription_token, subscriber_id) VALUES ($1, $2)",
+    )
+    .bind(token)
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn hashed_twin(pool: &PgPool, token: &str) -> Option<Uuid> {
+    let hash = newsletter::domain::SubscriptionToken::parse(token)
+        .unwrap()
+        .hash();
+    sqlx::query_scalar("SELECT subscriber_id FROM confirmation_tokens WHERE token_hash = $1")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// The step that creates `confirmation_tokens`.
+fn confirmation_tokens_step() -> usize {
+    MIGRATOR
+        .iter()
+        .position(|m| m.description.contains("create confirmation tokens"))
+        .unwrap()
+        + 1
+}
+
+#[tokio::test]
+async fn tokens_issued_before_the_hashed_table_existed_are_backfilled_into_it() {
+    let db = fresh_database().await;
+    let step = confirmation_tokens_step();
+    MIGRATOR
+        .run_to(version_of_step(step - 1), &db.pool)
+        .await
+        .unwrap();
+    let token = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+    let subscriber = subscribe_as_the_release_before_hashed_tokens(&db.pool, token).await;
+
+    MIGRATOR
+        .run_to(version_of_step(step), &db.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(hashed_twin(&db.pool, token).await, Some(subscriber));
+}
+
+#[tokio::test]
+async fn tokens_the_previous_release_writes_after_the_expand_get_a_hashed_twin() {
+    let db = fresh_database().await;
+    MIGRATOR
+        .run_to(version_of_step(confirmation_tokens_step()), &db.pool)
+        .await
+        .unwrap();
+    let token = "ZyXwVuTsRqPoNmLkJiHgFeDcBa987654";
+
+    let subscriber = subscribe_as_the_release_before_hashed_tokens(&db.pool, token).await;
+
+    assert_eq!(hashed_twin(&db.pool, token).await, Some(subscriber));
+}
+
+#[tokio::test]
+async fn the_previous_release_still_upserts_after_the_case_insensitive_index() {
+    let db = fresh_database().await;
+    let step = MIGRATOR
+        .iter()
+        .position(|m| m.description.contains("case insensitively"))
+        .unwrap()
+        + 1;
+    MIGRATOR
+        .run_to(version_of_step(step), &db.pool)
+        .await
+        .unwrap();
+    let upsert = |email: &'static str| {
+        sqlx::query(
+            "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+             VALUES ($1, $2, 'Ada', now(), 'pending_confirmation') \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(email)
+        .execute(&db.pool)
+    };
+
+    let first = upsert("ada@example.com").await;
+    let same = upsert("ada@example.com").await;
+    let case_variant = upsert("ADA@example.com").await;
+
+    assert!(first.is_ok() && same.is_ok(), "{first:?} {same:?}");
+    let code = case_variant
+        .expect_err("a case variant must not become a second subscriber")
+        .as_database_error()
+        .and_then(|e| e.code())
+        .unwrap()
+        .into_owned();
+    assert_eq!(code, "23505");
+}
