@@ -151,10 +151,8 @@ async fn upsert_pending_subscriber(
     })
 }
 
-/// Stores the token's hash. Until the previous release is retired it also
-/// stores the token itself in `subscription_tokens`, the only table that
-/// release reads, so a link sent by this release still works if the click
-/// lands on an instance of the previous one.
+/// Stores the token's hash, never the token: a copy of the database cannot
+/// confirm anyone.
 #[tracing::instrument(name = "Store the confirmation token", skip_all)]
 async fn store_token(
     connection: &mut PgConnection,
@@ -170,13 +168,6 @@ async fn store_token(
         token.hash(),
         subscriber_id,
         expires_at
-    )
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query!(
-        "INSERT INTO subscription_tokens (subscription_token, subscriber_id) VALUES ($1, $2)",
-        token.as_ref(),
-        subscriber_id
     )
     .execute(connection)
     .await?;

@@ -122,3 +122,36 @@ async fn a_used_link_clicked_after_it_expired_still_shows_the_confirmation() {
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(app.subscriber_status().await, "confirmed");
 }
+
+#[tokio::test]
+async fn no_table_holds_a_token_in_plain_text_once_its_email_is_sent() {
+    let app = spawn_app().await;
+    let link = subscribe_and_get_link(&app).await;
+    app.wait_for_outbox_to_settle().await;
+    let token = link
+        .query_pairs()
+        .find(|(k, _)| k == "subscription_token")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            r#"SELECT t::text FROM "{table}" t"#
+        )))
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+        assert!(
+            rows.iter().all(|row| !row.contains(&token)),
+            "table {table} holds the token in plain text"
+        );
+    }
+}
