@@ -19,4 +19,4 @@ cargo fmt --all -- --check
 log "running clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 log "running the tests"
-cargo test --all-targets
+cargo test

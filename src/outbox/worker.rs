@@ -2,9 +2,9 @@
 //! each, record the outcome; then sleep until a notification or the poll
 //! interval, whichever comes first.
 //!
-//! Shutdown: when the token is cancelled the worker finishes the message it is
-//! sending (bounded by the email client's timeout), records the outcome,
-//! hands the rest of its batch back, and returns. A worker killed outright
+//! Shutdown: when the token is cancelled the worker finishes the messages it
+//! is sending (bounded by the email client's timeout), records the outcomes,
+//! hands back any it claimed but had not started, and returns. A worker killed outright
 //! hands nothing back; its claims lapse and another worker takes over.
 
 use std::time::Duration;
@@ -98,7 +98,8 @@ impl DeliveryWorker {
         Some(listener)
     }
 
-    /// Claims one batch and delivers it; returns how many were claimed.
+    /// Claims one batch and delivers its messages concurrently; returns how
+    /// many were claimed.
     async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
         let batch = store::claim_due(
             &self.pool,
@@ -107,19 +108,16 @@ impl DeliveryWorker {
         )
         .await?;
         let claimed = batch.len();
-        let mut messages = batch.into_iter();
-        while let Some(message) = messages.next() {
-            if shutdown.is_cancelled() {
-                let rest: Vec<Uuid> = std::iter::once(message.id)
-                    .chain(messages.map(|m| m.id))
-                    .collect();
-                self.record("release the unsent part of the batch", || {
-                    store::release(&self.pool, &rest)
-                })
-                .await;
-                break;
-            }
-            self.deliver(message).await;
+        // Messages claimed just as shutdown began are handed back unsent.
+        let (unsent, to_send): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|_| shutdown.is_cancelled());
+        futures::future::join_all(to_send.into_iter().map(|m| self.deliver(m))).await;
+        if !unsent.is_empty() {
+            let ids: Vec<Uuid> = unsent.iter().map(|m| m.id).collect();
+            self.record("release the unsent part of the batch", || {
+                store::release(&self.pool, &ids)
+            })
+            .await;
         }
         Ok(claimed)
     }

@@ -246,8 +246,12 @@ async fn several_workers_share_the_outbox_and_send_each_message_once() {
 }
 
 #[tokio::test]
-async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_hands_back_the_rest() {
-    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.delivery.batch_size = 1;
+    })
+    .await;
     Mock::given(path("/email"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(500)))
         .mount(&app.email_server)
