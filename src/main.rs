@@ -11,7 +11,7 @@ use anyhow::Context;
 use newsletter::configuration::get_configuration;
 use newsletter::migrate;
 use newsletter::outbox::spawn_workers;
-use newsletter::startup::{Application, delivery_worker, get_connection_pool};
+use newsletter::startup::{Application, delivery_worker, get_connection_pool, get_delivery_pool};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             migrate::run_pending(&pool).await?;
         }
         Some("worker") => {
-            let pool = get_connection_pool(&settings.database);
+            let pool = get_delivery_pool(&settings);
             let stop = CancellationToken::new();
             let mut workers = spawn_workers(delivery_worker(&settings, pool)?, stop.clone());
             wait_for_termination().await?;

@@ -106,6 +106,15 @@ pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWork
     ))
 }
 
+/// Delivery workers get a pool of their own, so that a backlog of email
+/// cannot take the connections HTTP requests need (and the other way round).
+/// Two connections per worker: one to claim while the other records outcomes.
+pub fn get_delivery_pool(settings: &Settings) -> PgPool {
+    let mut database = settings.database.clone();
+    database.max_connections = (settings.delivery.workers as u32).max(1) * 2;
+    get_connection_pool(&database)
+}
+
 /// The pool connects lazily: the server starts and answers its health check
 /// even while Postgres is still coming up, and requests that need the database
 /// fail fast with 503 until it is reachable.
