@@ -5,6 +5,8 @@ DB_HOST="${APP_DATABASE__HOST:-127.0.0.1}"
 DB_PORT="${APP_DATABASE__PORT:-5432}"
 DB_USER="${APP_DATABASE__USERNAME:-postgres}"
 DB_PASSWORD="${APP_DATABASE__PASSWORD:-password}"
+REDIS_HOST=127.0.0.1
+REDIS_PORT=6379
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -54,6 +56,29 @@ ensure_postgres() {
   fi
   wait_for_port "${DB_HOST}" "${DB_PORT}" Postgres
   command -v psql >/dev/null || apt_install postgresql-client
+}
+
+# Uses a Redis that is already listening on 127.0.0.1:6379; otherwise starts
+# one, installing redis-server first if needed. It keeps nothing on disk: the
+# service stores only expiring rate-limit counters there.
+ensure_redis() {
+  if port_open "${REDIS_HOST}" "${REDIS_PORT}"; then
+    log "using the Redis server listening on ${REDIS_HOST}:${REDIS_PORT}"
+    return 0
+  fi
+  if [ "${USE_DOCKER:-0}" = 1 ] && docker info >/dev/null 2>&1; then
+    log "starting Redis in Docker on port ${REDIS_PORT}"
+    docker run -d --name newsletter-redis -p "${REDIS_PORT}:6379" redis:7 >/dev/null
+  else
+    command -v redis-server >/dev/null || apt_install redis-server
+    # The package may have started a server of its own.
+    if ! port_open "${REDIS_HOST}" "${REDIS_PORT}"; then
+      log "starting Redis on ${REDIS_HOST}:${REDIS_PORT}"
+      redis-server --daemonize yes --bind "${REDIS_HOST}" --port "${REDIS_PORT}" \
+        --save "" --appendonly no --dir /tmp --logfile /tmp/newsletter-redis.log
+    fi
+  fi
+  wait_for_port "${REDIS_HOST}" "${REDIS_PORT}" Redis
 }
 
 wait_for_port() {

@@ -23,6 +23,53 @@ pub struct Settings {
     pub email_client: EmailClientSettings,
     pub delivery: DeliverySettings,
     pub subscriptions: SubscriptionSettings,
+    /// Where rate limits are kept, e.g. `redis://127.0.0.1:6379` or, with
+    /// TLS, `rediss://user:password@host:port`.
+    pub redis_uri: SecretString,
+    pub rate_limit: RateLimitSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    /// Prepended to every Redis key, so several deployments (or test runs)
+    /// can share one Redis.
+    pub key_prefix: String,
+    /// How long a check waits for Redis before using the in-process limits.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub redis_timeout_milliseconds: u64,
+    /// Proxies whose forwarding header is believed (addresses or CIDR
+    /// ranges): the platform's load balancer, nothing else.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub forwarded_header: String,
+    /// Requests to the subscription endpoints per client IP.
+    pub per_ip: LimitSettings,
+    /// Emails per recipient address.
+    pub per_address: LimitSettings,
+}
+
+impl RateLimitSettings {
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_milliseconds)
+    }
+}
+
+/// `burst` at once, refilled at `per_period` every `period_seconds`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct LimitSettings {
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub burst: u32,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub per_period: u32,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub period_seconds: u64,
+}
+
+impl LimitSettings {
+    /// The time one unit of budget takes to refill.
+    pub fn emission_interval(&self) -> Duration {
+        (Duration::from_secs(self.period_seconds) / self.per_period.max(1))
+            .max(Duration::from_millis(1))
+    }
 }
 
 /// How the outbox worker delivers email.
@@ -195,6 +242,9 @@ fn load(
             config::Environment::with_prefix("APP")
                 .prefix_separator("_")
                 .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("rate_limit.trusted_proxies")
                 .source(variables),
         )
         .build()?
@@ -297,6 +347,9 @@ mod tests {
                 ("APP_DELIVERY__RUN_IN_SERVER", "false"),
                 ("APP_DELIVERY__MAX_ATTEMPTS", "3"),
                 ("APP_SUBSCRIPTIONS__TOKEN_EXPIRY_HOURS", "48"),
+                ("APP_REDIS_URI", "redis://cache.internal:6380"),
+                ("APP_RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1/32"),
+                ("APP_RATE_LIMIT__PER_IP__BURST", "7"),
             ]),
         )
         .unwrap();
@@ -320,6 +373,18 @@ mod tests {
             settings.subscriptions.token_lifetime(),
             chrono::Duration::hours(48)
         );
+        assert_eq!(
+            settings.redis_uri.expose_secret(),
+            "redis://cache.internal:6380"
+        );
+        assert_eq!(
+            settings.rate_limit.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+                "192.0.2.1/32".parse().unwrap()
+            ]
+        );
+        assert_eq!(settings.rate_limit.per_ip.burst, 7);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::outbox::{DeliveryWorker, spawn_workers};
+use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, health_check, subscribe,
 };
@@ -42,6 +44,8 @@ impl Application {
         } else {
             JoinSet::new()
         };
+        let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
+            .context("Failed to set up rate limiting")?;
         let options = SubscriptionOptions {
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
@@ -58,6 +62,7 @@ impl Application {
             pool,
             settings.application.base_url,
             options,
+            limiter,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
@@ -130,11 +135,13 @@ fn run(
     pool: PgPool,
     base_url: String,
     options: SubscriptionOptions,
+    limiter: RateLimiter,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
     let pool = web::Data::new(pool);
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let options = web::Data::new(options);
+    let limiter = web::Data::new(limiter);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
@@ -142,11 +149,20 @@ fn run(
             .app_data(query_config())
             // Resources rather than bare routes: a wrong method gets 405.
             .service(web::resource("/health_check").get(health_check))
-            .service(web::resource("/subscriptions").post(subscribe))
-            .service(web::resource("/subscriptions/confirm").get(confirm))
+            .service(
+                web::resource("/subscriptions")
+                    .wrap(from_fn(limit_per_ip))
+                    .post(subscribe),
+            )
+            .service(
+                web::resource("/subscriptions/confirm")
+                    .wrap(from_fn(limit_per_ip))
+                    .get(confirm),
+            )
             .app_data(pool.clone())
             .app_data(base_url.clone())
             .app_data(options.clone())
+            .app_data(limiter.clone())
     })
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?

@@ -20,6 +20,8 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Gone(String),
+    #[error("Too many requests. Please try again in {} seconds.", retry_after_seconds(*.0))]
+    TooManyRequests(std::time::Duration),
     #[error("The request body is larger than the {0} bytes this endpoint accepts.")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -43,6 +45,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,13 +57,24 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code())
             .content_type("text/plain; charset=utf-8")
             .body(self.to_string());
-        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match self {
+            ApiError::DatabaseUnavailable(_) => Some(5),
+            ApiError::TooManyRequests(wait) => Some(retry_after_seconds(*wait)),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
+}
+
+/// Whole seconds, rounded up: retrying after a rounded-down wait would be
+/// refused again.
+fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<actix_web::error::UrlencodedError> for ApiError {

@@ -9,6 +9,11 @@
 //! confirmed, and each case does the same amount of database work, so the
 //! form cannot be used to find out who is subscribed. A confirmed address
 //! gets a short "already subscribed" notice instead of a confirmation.
+//!
+//! Two defences against using the form to flood someone's inbox keep that
+//! same answer: a honeypot field (people never see it, bots fill it in) makes
+//! the request a no-op, and past the per-address limit nothing is stored or
+//! sent. Per-IP limits apply before the handler runs.
 
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
@@ -19,6 +24,7 @@ use uuid::Uuid;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::outbox::{self, OutgoingEmail};
+use crate::rate_limit::{Decision, RateLimiter};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::startup::ApplicationBaseUrl;
 
@@ -39,6 +45,17 @@ pub struct SubscriptionOptions {
 pub struct SubscribeForm {
     name: Option<String>,
     email: Option<String>,
+    /// The honeypot: hidden from people, filled in by bots.
+    #[serde(rename = "website")]
+    honeypot: Option<String>,
+}
+
+impl SubscribeForm {
+    fn is_from_a_bot(&self) -> bool {
+        self.honeypot
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty())
+    }
 }
 
 impl TryFrom<SubscribeForm> for NewSubscriber {
@@ -66,9 +83,22 @@ pub async fn subscribe(
     pool: web::Data<PgPool>,
     base_url: web::Data<ApplicationBaseUrl>,
     options: web::Data<SubscriptionOptions>,
+    limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    let new_subscriber =
-        NewSubscriber::try_from(form.into_inner()).map_err(ApiError::BadRequest)?;
+    let form = form.into_inner();
+    if form.is_from_a_bot() {
+        tracing::info!("Honeypot field filled in: nothing stored or sent");
+        return Ok(HttpResponse::Ok().finish());
+    }
+    let new_subscriber = NewSubscriber::try_from(form).map_err(ApiError::BadRequest)?;
+    if let Decision::Limited { .. } = limiter.check_address(&new_subscriber.email).await {
+        let suppressed_total = limiter.count_suppressed_email();
+        tracing::warn!(
+            suppressed_total,
+            "Per-address email limit reached: nothing stored or sent"
+        );
+        return Ok(HttpResponse::Ok().finish());
+    }
 
     let mut transaction = pool.begin().await.step("begin a transaction")?;
     let content = match upsert_pending_subscriber(&mut transaction, &new_subscriber)

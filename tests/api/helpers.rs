@@ -39,6 +39,7 @@ pub struct TestApp {
     pub api_client: reqwest::Client,
     /// The settings the app was built with.
     pub settings: Settings,
+    _redis_keys: RedisKeys,
     // Dropped last: removes the database once the test is done with it.
     _database: TestDatabase,
 }
@@ -51,10 +52,24 @@ pub struct ConfirmationLinks {
 
 impl TestApp {
     pub async fn post_subscriptions(&self, body: impl Into<String>) -> reqwest::Response {
-        self.api_client
+        self.post_subscriptions_with(body, &[]).await
+    }
+
+    /// `POST /subscriptions` with extra headers.
+    pub async fn post_subscriptions_with(
+        &self,
+        body: impl Into<String>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .api_client
             .post(format!("{}/subscriptions", self.address))
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.into())
+            .body(body.into());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
             .send()
             .await
             .expect("Failed to send POST /subscriptions")
@@ -194,7 +209,22 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.delivery.claim_timeout_seconds = 5;
     settings.delivery.backoff_base_milliseconds = 50;
     settings.delivery.backoff_max_seconds = 1;
+    // Keys of this test only; limits generous enough for any test that does
+    // not set its own.
+    settings.rate_limit.key_prefix = format!("test:{}:", Uuid::new_v4().simple());
+    settings.rate_limit.redis_timeout_milliseconds = 50;
+    for limit in [
+        &mut settings.rate_limit.per_ip,
+        &mut settings.rate_limit.per_address,
+    ] {
+        limit.burst = 10_000;
+        limit.per_period = 10_000;
+    }
     customise(&mut settings);
+    let redis_keys = RedisKeys {
+        uri: settings.redis_uri.clone(),
+        prefix: settings.rate_limit.key_prefix.clone(),
+    };
 
     let application = Application::build(settings.clone())
         .await
@@ -208,11 +238,38 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         db_pool: database.pool.clone(),
         email_server,
         settings,
+        _redis_keys: redis_keys,
         api_client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
         _database: database,
+    }
+}
+
+/// The Redis keys of one test, deleted when the test is done. They would
+/// expire on their own, but a test run leaves nothing behind.
+pub struct RedisKeys {
+    pub uri: SecretString,
+    pub prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        use secrecy::ExposeSecret;
+        let Ok(client) = redis::Client::open(self.uri.expose_secret()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
     }
 }
 
@@ -259,6 +316,17 @@ impl TcpProxy {
     pub async fn to_postgres() -> Self {
         let database = get_configuration().unwrap().database;
         Self::start(database.host, database.port).await
+    }
+
+    /// Forwards to the Redis server of the configuration.
+    pub async fn to_redis() -> Self {
+        use secrecy::ExposeSecret;
+        let uri = Url::parse(get_configuration().unwrap().redis_uri.expose_secret()).unwrap();
+        Self::start(
+            uri.host_str().unwrap().to_owned(),
+            uri.port().unwrap_or(6379),
+        )
+        .await
     }
 
     pub async fn start(host: String, port: u16) -> Self {

@@ -5,5 +5,6 @@ mod delivery;
 mod health_check;
 mod helpers;
 mod migrations;
+mod rate_limits;
 mod subscriptions;
 mod subscriptions_confirm;

@@ -1,0 +1,189 @@
+//! Abuse protection: how often one client may call the subscription
+//! endpoints, and how many emails one address may be sent.
+//!
+//! Limits live in Redis so that every replica draws on the same budget. Each
+//! check is one Lua script (GCRA: a burst at once, then a steady refill),
+//! atomic and self-expiring. If Redis does not answer within a few
+//! milliseconds the check falls back to an in-process limiter with the same
+//! rules (per replica, so looser, but never absent), the degradation is
+//! logged once, and the next check that Redis answers switches back.
+
+mod client_ip;
+mod middleware;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+pub use client_ip::{ClientIpResolver, limit_subject};
+pub use middleware::limit_per_ip;
+
+use crate::configuration::{LimitSettings, RateLimitSettings};
+use crate::domain::SubscriberEmail;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Limited { retry_after: Duration },
+}
+
+/// One limit: its settings, its name in Redis keys, and its in-process twin.
+struct Policy {
+    name: &'static str,
+    limit: LimitSettings,
+    fallback: DefaultKeyedRateLimiter<String>,
+}
+
+/// Keys the in-process limiters may hold before stale ones are dropped.
+const FALLBACK_KEYS_BEFORE_CLEANUP: usize = 10_000;
+
+impl Policy {
+    fn new(name: &'static str, limit: LimitSettings) -> Self {
+        let quota = Quota::with_period(limit.emission_interval())
+            .expect("the emission interval is positive")
+            .allow_burst(NonZeroU32::new(limit.burst.max(1)).expect("burst is at least 1"));
+        Self {
+            name,
+            limit,
+            fallback: DefaultKeyedRateLimiter::dashmap(quota),
+        }
+    }
+
+    fn check_locally(&self, subject: &str) -> Decision {
+        if self.fallback.len() > FALLBACK_KEYS_BEFORE_CLEANUP {
+            self.fallback.retain_recent();
+        }
+        match self.fallback.check_key(&subject.to_owned()) {
+            Ok(()) => Decision::Allowed,
+            Err(not_until) => Decision::Limited {
+                retry_after: not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                )),
+            },
+        }
+    }
+}
+
+pub struct RateLimiter {
+    redis: ConnectionManager,
+    script: redis::Script,
+    key_prefix: String,
+    timeout: Duration,
+    degraded: AtomicBool,
+    suppressed_emails: AtomicU64,
+    per_ip: Policy,
+    per_address: Policy,
+    client_ip: ClientIpResolver,
+}
+
+impl RateLimiter {
+    /// Connects lazily: the service starts (on its in-process limits) even
+    /// while Redis is unreachable.
+    pub fn new(
+        redis_uri: &secrecy::SecretString,
+        settings: &RateLimitSettings,
+    ) -> Result<Self, anyhow::Error> {
+        let client = redis::Client::open(redis_uri.expose_secret())
+            .map_err(|e| anyhow::anyhow!("Invalid redis_uri: {e}"))?;
+        let timeout = settings.redis_timeout();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            redis,
+            script: redis::Script::new(include_str!("gcra.lua")),
+            key_prefix: settings.key_prefix.clone(),
+            timeout,
+            degraded: AtomicBool::new(false),
+            suppressed_emails: AtomicU64::new(0),
+            per_ip: Policy::new("ip", settings.per_ip),
+            per_address: Policy::new("address", settings.per_address),
+            client_ip: ClientIpResolver::new(
+                settings.trusted_proxies.clone(),
+                settings.forwarded_header.to_lowercase(),
+            ),
+        })
+    }
+
+    pub fn client_ip(&self) -> &ClientIpResolver {
+        &self.client_ip
+    }
+
+    #[tracing::instrument(name = "Check the per-IP limit", skip_all)]
+    pub async fn check_ip(&self, ip: std::net::IpAddr) -> Decision {
+        self.check(&self.per_ip, &limit_subject(ip)).await
+    }
+
+    /// Whether one more email may go to this address. Keys hold a hash of the
+    /// lower-cased address, never the address itself.
+    #[tracing::instrument(name = "Check the per-address limit", skip_all)]
+    pub async fn check_address(&self, email: &SubscriberEmail) -> Decision {
+        let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
+        let subject: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.check(&self.per_address, &subject).await
+    }
+
+    /// Counts an email that was not sent because of the per-address limit,
+    /// and returns the total so far in this process.
+    pub fn count_suppressed_email(&self) -> u64 {
+        self.suppressed_emails.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    async fn check(&self, policy: &Policy, subject: &str) -> Decision {
+        let key = format!("{}rl:{}:{}", self.key_prefix, policy.name, subject);
+        let outcome = tokio::time::timeout(self.timeout, self.check_in_redis(policy, &key)).await;
+        match outcome {
+            Ok(Ok(decision)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Rate limits are back on Redis");
+                }
+                decision
+            }
+            Ok(Err(e)) => {
+                self.degrade(&e.to_string());
+                policy.check_locally(subject)
+            }
+            Err(_) => {
+                self.degrade(&format!("no answer within {:?}", self.timeout));
+                policy.check_locally(subject)
+            }
+        }
+    }
+
+    async fn check_in_redis(&self, policy: &Policy, key: &str) -> redis::RedisResult<Decision> {
+        let mut connection = self.redis.clone();
+        let (allowed, retry_after_ms): (i64, i64) = self
+            .script
+            .key(key)
+            .arg(policy.limit.emission_interval().as_millis() as u64)
+            .arg(policy.limit.burst.max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(if allowed == 1 {
+            Decision::Allowed
+        } else {
+            Decision::Limited {
+                retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
+            }
+        })
+    }
+
+    /// Logs the switch to in-process limits once, not on every request.
+    fn degrade(&self, cause: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                cause,
+                "Redis is unavailable: rate limits fall back to this process until it answers again"
+            );
+        }
+    }
+}

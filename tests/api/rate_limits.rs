@@ -1,0 +1,307 @@
+//! Abuse protection against a real Redis. Every test has its own key prefix
+//! (set by `spawn_app`), so tests never share a budget unless they mean to.
+
+use newsletter::configuration::{LimitSettings, Settings, get_configuration};
+use secrecy::ExposeSecret;
+
+use crate::helpers::{TcpProxy, TestApp, eventually, spawn_app_with};
+
+fn tight(burst: u32) -> LimitSettings {
+    LimitSettings {
+        burst,
+        per_period: 1,
+        period_seconds: 600,
+    }
+}
+
+fn per_ip(burst: u32) -> impl FnOnce(&mut Settings) {
+    move |s| s.rate_limit.per_ip = tight(burst)
+}
+
+fn subscriber(i: usize) -> String {
+    format!("name=Reader&email=reader{i}%40example.com")
+}
+
+/// Reads a key of the app's straight from Redis (not through any proxy).
+async fn redis_value(app: &TestApp, key_suffix: &str) -> Option<String> {
+    let redis_uri = get_configuration().unwrap().redis_uri;
+    let client = redis::Client::open(redis_uri.expose_secret()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(format!(
+            "{}{key_suffix}",
+            app.settings.rate_limit.key_prefix
+        ))
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_over_the_per_ip_limit_gets_429_with_retry_after_and_nothing_is_stored() {
+    let app = spawn_app_with(per_ip(2)).await;
+    app.mock_email_api_ok().await;
+
+    let first = app.post_subscriptions(subscriber(1)).await;
+    let second = app.post_subscriptions(subscriber(2)).await;
+    let third = app.post_subscriptions(subscriber(3)).await;
+
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(third.status().as_u16(), 429);
+    let retry_after: u64 = third.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=600).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert_eq!(app.subscriber_count().await, 2);
+    assert_eq!(app.outbox().await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_confirmation_endpoint_is_limited_per_ip_too() {
+    let app = spawn_app_with(per_ip(2)).await;
+    let unknown = format!("?subscription_token={}", "A".repeat(32));
+
+    let statuses = [
+        app.get_confirm(&unknown).await.status().as_u16(),
+        app.get_confirm(&unknown).await.status().as_u16(),
+        app.get_confirm(&unknown).await.status().as_u16(),
+    ];
+
+    assert_eq!(statuses, [401, 401, 429]);
+}
+
+#[tokio::test]
+async fn past_the_per_address_limit_the_answer_is_unchanged_but_no_email_is_sent() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(2)).await;
+    app.mock_email_api_ok().await;
+    let body = "name=Victim&email=victim%40example.com";
+
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let response = app.post_subscriptions(body).await;
+        answers.push((
+            response.status().as_u16(),
+            response.headers().get("content-length").cloned(),
+            response.bytes().await.unwrap(),
+        ));
+    }
+
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "the answers differ: {answers:?}"
+    );
+    assert_eq!(answers[0].0, 200);
+    assert_eq!(
+        app.outbox().await.len(),
+        2,
+        "more than 2 emails were queued"
+    );
+}
+
+#[tokio::test]
+async fn the_per_address_limit_ignores_letter_case() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
+    app.mock_email_api_ok().await;
+
+    app.post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    app.post_subscriptions("name=Ada&email=ADA%40Example.com")
+        .await;
+
+    assert_eq!(app.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_filled_honeypot_gets_the_normal_answer_and_nothing_is_stored_or_sent() {
+    let app = spawn_app_with(|_| {}).await;
+    app.mock_email_api_ok().await;
+
+    let bot = app
+        .post_subscriptions("name=Bot&email=victim%40example.com&website=http%3A%2F%2Fspam.example")
+        .await;
+    let person = app
+        .post_subscriptions("name=Ada&email=ada%40example.com&website=")
+        .await;
+
+    assert_eq!(bot.status().as_u16(), 200);
+    assert_eq!(person.status().as_u16(), 200);
+    assert_eq!(app.subscriber_count().await, 1, "the bot was stored");
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].recipient, "ada@example.com");
+}
+
+#[tokio::test]
+async fn the_forwarding_header_of_a_trusted_proxy_decides_the_client() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = tight(1);
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let from = |ip: &'static str| [("X-Forwarded-For", ip)];
+
+    let a = app
+        .post_subscriptions_with(subscriber(1), &from("203.0.113.1"))
+        .await;
+    let b = app
+        .post_subscriptions_with(subscriber(2), &from("203.0.113.2"))
+        .await;
+    let a_again = app
+        .post_subscriptions_with(subscriber(3), &from("203.0.113.1"))
+        .await;
+
+    assert_eq!(a.status().as_u16(), 200);
+    assert_eq!(b.status().as_u16(), 200, "two clients shared a budget");
+    assert_eq!(a_again.status().as_u16(), 429);
+}
+
+#[tokio::test]
+async fn a_forwarding_header_from_an_untrusted_peer_is_ignored() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = tight(1);
+        s.rate_limit.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    app.mock_email_api_ok().await;
+
+    let first = app
+        .post_subscriptions_with(subscriber(1), &[("X-Forwarded-For", "203.0.113.1")])
+        .await;
+    let spoofed = app
+        .post_subscriptions_with(subscriber(2), &[("X-Forwarded-For", "203.0.113.2")])
+        .await;
+
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(
+        spoofed.status().as_u16(),
+        429,
+        "a forged header bought a new budget"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_one_budget_through_redis() {
+    let first = spawn_app_with(per_ip(2)).await;
+    let prefix = first.settings.rate_limit.key_prefix.clone();
+    let second = spawn_app_with(move |s| {
+        s.rate_limit.per_ip = tight(2);
+        s.rate_limit.key_prefix = prefix;
+    })
+    .await;
+    first.mock_email_api_ok().await;
+    second.mock_email_api_ok().await;
+
+    let statuses = [
+        first
+            .post_subscriptions(subscriber(1))
+            .await
+            .status()
+            .as_u16(),
+        second
+            .post_subscriptions(subscriber(2))
+            .await
+            .status()
+            .as_u16(),
+        first
+            .post_subscriptions(subscriber(3))
+            .await
+            .status()
+            .as_u16(),
+        second
+            .post_subscriptions(subscriber(4))
+            .await
+            .status()
+            .as_u16(),
+    ];
+
+    assert_eq!(statuses, [200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn with_redis_gone_the_app_keeps_answering_and_returns_to_redis_when_it_is_back() {
+    let proxy = TcpProxy::to_redis().await;
+    let app = spawn_app_with(|s| {
+        s.redis_uri = format!("redis://127.0.0.1:{}", proxy.port).into();
+        s.rate_limit.per_ip = LimitSettings {
+            burst: 1_000,
+            per_period: 1,
+            period_seconds: 600,
+        };
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let key = "rl:ip:127.0.0.1";
+    assert_eq!(
+        app.post_subscriptions(subscriber(0))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    let before_outage = redis_value(&app, key)
+        .await
+        .expect("the limit was not kept in Redis");
+
+    proxy.cut();
+    for i in 1..=5 {
+        let response = app.post_subscriptions(subscriber(i)).await;
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "request {i} during the outage"
+        );
+    }
+    assert_eq!(
+        redis_value(&app, key).await.as_ref(),
+        Some(&before_outage),
+        "Redis was written through a cut connection"
+    );
+    proxy.restore();
+
+    let attempt = std::sync::atomic::AtomicUsize::new(100);
+    eventually("the limits to be back on Redis", || {
+        let body = subscriber(attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let app = &app;
+        let before_outage = before_outage.clone();
+        async move {
+            assert_eq!(app.post_subscriptions(body).await.status().as_u16(), 200);
+            (redis_value(app, key).await != Some(before_outage)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_from_the_start_limits_still_apply_in_process() {
+    // Nothing listens on port 1.
+    let app = spawn_app_with(|s| {
+        s.redis_uri = "redis://127.0.0.1:1".to_owned().into();
+        s.rate_limit.per_ip = tight(2);
+    })
+    .await;
+    app.mock_email_api_ok().await;
+
+    let statuses = [
+        app.post_subscriptions(subscriber(1))
+            .await
+            .status()
+            .as_u16(),
+        app.post_subscriptions(subscriber(2))
+            .await
+            .status()
+            .as_u16(),
+        app.post_subscriptions(subscriber(3))
+            .await
+            .status()
+            .as_u16(),
+    ];
+
+    assert_eq!(statuses, [200, 200, 429]);
+}
