@@ -84,7 +84,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Connects lazily: the service starts (on its in-process limits) even
-    /// while Redis is unreachable.
+    /// while Redis is unreachable. Must be called within a Tokio runtime.
     pub fn new(
         redis_uri: &secrecy::SecretString,
         settings: &RateLimitSettings,
@@ -185,5 +185,90 @@ impl RateLimiter {
                 "Redis is unavailable: rate limits fall back to this process until it answers again"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::{Arc, Mutex};
+
+    fn settings(burst: u32) -> RateLimitSettings {
+        let limit = LimitSettings {
+            burst,
+            per_period: 1,
+            period_seconds: 600,
+        };
+        RateLimitSettings {
+            key_prefix: "unit:".into(),
+            redis_timeout_milliseconds: 50,
+            trusted_proxies: vec![],
+            forwarded_header: "X-Forwarded-For".into(),
+            per_ip: limit,
+            per_address: limit,
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_unreachable_redis_is_logged_once_and_limits_still_hold() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        // Nothing listens on port 1.
+        let uri = secrecy::SecretString::from("redis://127.0.0.1:1");
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+        let decisions = tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let limiter = RateLimiter::new(&uri, &settings(3)).unwrap();
+                    let mut decisions = Vec::new();
+                    for _ in 0..5 {
+                        decisions.push(limiter.check_ip(ip).await);
+                    }
+                    decisions
+                })
+        });
+
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            output.matches("Redis is unavailable").count(),
+            1,
+            "{output}"
+        );
+        let allowed = decisions
+            .iter()
+            .filter(|d| **d == Decision::Allowed)
+            .count();
+        assert_eq!(allowed, 3, "{decisions:?}");
+    }
+
+    #[test]
+    fn the_emission_interval_is_the_period_shared_out() {
+        let limit = LimitSettings {
+            burst: 5,
+            per_period: 10,
+            period_seconds: 600,
+        };
+        assert_eq!(limit.emission_interval(), Duration::from_secs(60));
     }
 }
