@@ -125,6 +125,10 @@ pub struct SubscriptionSettings {
     /// How long a confirmation link works.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub token_expiry_hours: u64,
+    /// Confirm only when the person presses a button on the page the link
+    /// opens, not on the `GET` itself: protects against link scanners.
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub confirm_with_button: bool,
 }
 
 impl SubscriptionSettings {

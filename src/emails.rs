@@ -1,7 +1,11 @@
-//! The emails the service sends, subject and both bodies. HTML bodies escape
-//! what they interpolate.
+//! The emails the service sends: subject and both bodies, rendered from
+//! `src/templates/emails/`. The HTML bodies are escaped automatically (askama
+//! escapes `.html` templates), so nothing a person typed reaches them as
+//! markup; the text bodies are sent as they are.
 
-use crate::domain::SubscriptionToken;
+use askama::Template;
+
+use crate::domain::{SubscriberName, SubscriptionToken};
 
 pub struct EmailContent {
     pub subject: &'static str,
@@ -9,41 +13,67 @@ pub struct EmailContent {
     pub text_body: String,
 }
 
+#[derive(Template)]
+#[template(path = "emails/confirmation.html")]
+struct ConfirmationHtml<'a> {
+    name: &'a str,
+    link: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "emails/confirmation.txt")]
+struct ConfirmationText<'a> {
+    name: &'a str,
+    link: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "emails/already_subscribed.html")]
+struct AlreadySubscribedHtml<'a> {
+    name: &'a str,
+    home: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "emails/already_subscribed.txt")]
+struct AlreadySubscribedText<'a> {
+    name: &'a str,
+    home: &'a str,
+}
+
 /// Asks a new subscriber to confirm. Both bodies carry the same link.
-pub fn confirmation(base_url: &str, token: &SubscriptionToken) -> EmailContent {
+pub fn confirmation(
+    base_url: &str,
+    name: &SubscriberName,
+    token: &SubscriptionToken,
+) -> EmailContent {
     let link = confirmation_link(base_url, token);
+    let (name, link) = (name.as_ref(), link.as_str());
     EmailContent {
         subject: "Please confirm your subscription",
-        html_body: format!(
-            "<p>Welcome to our newsletter!</p>\
-             <p>Click <a href=\"{}\">this link</a> to confirm your subscription.</p>\
-             <p>If you did not ask to subscribe, ignore this email: nothing more will be sent.</p>",
-            escape_html(&link)
-        ),
-        text_body: format!(
-            "Welcome to our newsletter!\n\n\
-             Visit {link} to confirm your subscription.\n\n\
-             If you did not ask to subscribe, ignore this email: nothing more will be sent.\n"
-        ),
+        html_body: render(&ConfirmationHtml { name, link }),
+        text_body: render(&ConfirmationText { name, link }),
     }
 }
 
 /// Sent instead of a confirmation when the address is already on the list,
 /// so that the form answers the same whether or not an address is subscribed.
-pub fn already_subscribed(base_url: &str) -> EmailContent {
+pub fn already_subscribed(base_url: &str, name: &SubscriberName) -> EmailContent {
     let home = base_url.trim_end_matches('/');
+    let name = name.as_ref();
     EmailContent {
         subject: "You are already subscribed",
-        html_body: format!(
-            "<p>Someone, probably you, asked to subscribe this address to our newsletter at \
-             {}.</p><p>It is already subscribed: there is nothing to do.</p>",
-            escape_html(home)
-        ),
-        text_body: format!(
-            "Someone, probably you, asked to subscribe this address to our newsletter at {home}.\n\n\
-             It is already subscribed: there is nothing to do.\n"
-        ),
+        html_body: render(&AlreadySubscribedHtml { name, home }),
+        text_body: render(&AlreadySubscribedText { name, home }),
     }
+}
+
+/// The templates are checked at compile time and their fields are plain
+/// strings: rendering cannot fail short of running out of memory.
+fn render(template: &impl Template) -> String {
+    template
+        .render()
+        .expect("email templates render infallibly")
 }
 
 /// `{base_url}/subscriptions/confirm?subscription_token={token}`. The token is
@@ -56,30 +86,18 @@ pub fn confirmation_link(base_url: &str, token: &SubscriptionToken) -> String {
     )
 }
 
-/// Minimal escaping for a value placed in HTML text or a quoted attribute.
-fn escape_html(raw: &str) -> String {
-    let mut escaped = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn name(raw: &str) -> SubscriberName {
+        SubscriberName::parse(raw).unwrap()
+    }
+
     #[test]
     fn both_confirmation_bodies_contain_the_confirmation_link() {
         let token = SubscriptionToken::generate();
-        let email = confirmation("https://news.example.com", &token);
+        let email = confirmation("https://news.example.com", &name("Ada"), &token);
         let link = format!(
             "https://news.example.com/subscriptions/confirm?subscription_token={}",
             token.as_ref()
@@ -96,17 +114,41 @@ mod tests {
     }
 
     #[test]
+    fn what_a_person_typed_is_escaped_in_html_bodies_only() {
+        let token = SubscriptionToken::generate();
+        let typed = name("Tom & Jerry's");
+        for email in [
+            confirmation("https://news.example.com", &typed, &token),
+            already_subscribed("https://news.example.com", &typed),
+        ] {
+            assert!(
+                email.html_body.contains("Tom &#38; Jerry&#39;s"),
+                "{}",
+                email.html_body
+            );
+            assert!(
+                email.text_body.contains("Tom & Jerry's"),
+                "{}",
+                email.text_body
+            );
+        }
+    }
+
+    #[test]
     fn markup_in_the_base_url_is_escaped_in_html_bodies() {
         let token = SubscriptionToken::generate();
         let base = "https://x.example.com/\"><script>";
-        for email in [confirmation(base, &token), already_subscribed(base)] {
+        for email in [
+            confirmation(base, &name("Ada"), &token),
+            already_subscribed(base, &name("Ada")),
+        ] {
             assert!(!email.html_body.contains("<script>"), "{}", email.html_body);
         }
     }
 
     #[test]
     fn the_already_subscribed_notice_has_no_confirmation_link() {
-        let email = already_subscribed("https://news.example.com");
+        let email = already_subscribed("https://news.example.com", &name("Ada"));
         assert!(!email.text_body.contains("subscription_token"));
         assert!(!email.html_body.contains("subscription_token"));
     }

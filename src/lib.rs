@@ -7,6 +7,7 @@ pub mod email_client;
 pub mod emails;
 pub mod migrate;
 pub mod outbox;
+pub mod pages;
 pub mod rate_limit;
 pub mod routes;
 pub mod startup;

@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use sqlx::PgPool;
@@ -18,7 +19,8 @@ use crate::configuration::{DatabaseSettings, Settings};
 use crate::outbox::{DeliveryWorker, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
-    ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, health_check, subscribe,
+    ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
+    health_check, home, stylesheet, subscribe,
 };
 use crate::telemetry::RequestSpan;
 
@@ -49,6 +51,7 @@ impl Application {
         let options = SubscriptionOptions {
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
+            confirm_with_button: settings.subscriptions.confirm_with_button,
         };
         let address = format!(
             "{}:{}",
@@ -148,6 +151,9 @@ fn run(
             .app_data(form_config())
             .app_data(query_config())
             // Resources rather than bare routes: a wrong method gets 405.
+            .wrap(security_headers())
+            .service(web::resource("/").get(home))
+            .service(web::resource("/style.css").get(stylesheet))
             .service(web::resource("/health_check").get(health_check))
             .service(
                 web::resource("/subscriptions")
@@ -157,7 +163,8 @@ fn run(
             .service(
                 web::resource("/subscriptions/confirm")
                     .wrap(from_fn(limit_per_ip))
-                    .get(confirm),
+                    .get(confirm)
+                    .post(confirm_with_button),
             )
             .app_data(pool.clone())
             .app_data(base_url.clone())
@@ -168,6 +175,21 @@ fn run(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Headers for every response. The pages load nothing but their own
+/// stylesheet and submit only to this site; they may not be framed; and no
+/// Referer leaves them (a confirmation page's address holds a token).
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
 }
 
 /// Extractor settings: bodies over the limit answer 413, other content types

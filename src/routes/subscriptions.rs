@@ -15,7 +15,8 @@
 //! the request a no-op, and past the per-address limit nothing is stored or
 //! sent. Per-IP limits apply before the handler runs.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::outbox::{self, OutgoingEmail};
+use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{Decision, RateLimiter};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::startup::ApplicationBaseUrl;
@@ -37,6 +39,8 @@ pub struct SubscriptionOptions {
     pub token_lifetime: chrono::Duration,
     /// Message stream for confirmations and notices.
     pub message_stream: String,
+    /// Whether a confirmation link asks for a button press before confirming.
+    pub confirm_with_button: bool,
 }
 
 /// The form as sent. Fields are optional here so that a missing one gets its
@@ -58,16 +62,43 @@ impl SubscribeForm {
     }
 }
 
-impl TryFrom<SubscribeForm> for NewSubscriber {
-    type Error = String;
+impl SubscribeForm {
+    /// Parses both fields, collecting a reason for each one refused, so a
+    /// person sees every problem at once.
+    fn parse(&self) -> Result<NewSubscriber, FormErrors> {
+        let name = match &self.name {
+            Some(raw) => SubscriberName::parse(raw),
+            None => Err("The name field is missing.".to_owned()),
+        };
+        let email = match &self.email {
+            Some(raw) => SubscriberEmail::parse(raw),
+            None => Err("The email field is missing.".to_owned()),
+        };
+        match (name, email) {
+            (Ok(name), Ok(email)) => Ok(NewSubscriber { name, email }),
+            (name, email) => Err(FormErrors {
+                name: name.err(),
+                email: email.err(),
+            }),
+        }
+    }
+}
 
-    fn try_from(form: SubscribeForm) -> Result<Self, Self::Error> {
-        let name = form.name.ok_or("The name field is missing.")?;
-        let email = form.email.ok_or("The email field is missing.")?;
-        Ok(NewSubscriber {
-            name: SubscriberName::parse(&name)?,
-            email: SubscriberEmail::parse(&email)?,
-        })
+/// Why a form was refused, field by field.
+#[derive(Debug)]
+struct FormErrors {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl std::fmt::Display for FormErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reasons: Vec<&str> = [&self.name, &self.email]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        f.write_str(&reasons.join(" "))
     }
 }
 
@@ -79,25 +110,39 @@ enum Subscriber {
 
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn subscribe(
+    request: HttpRequest,
     form: web::Form<SubscribeForm>,
     pool: web::Data<PgPool>,
     base_url: web::Data<ApplicationBaseUrl>,
     options: web::Data<SubscriptionOptions>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
+    let html = wants_html(&request);
     let form = form.into_inner();
     if form.is_from_a_bot() {
         tracing::info!("Honeypot field filled in: nothing stored or sent");
-        return Ok(HttpResponse::Ok().finish());
+        return Ok(accepted(html));
     }
-    let new_subscriber = NewSubscriber::try_from(form).map_err(ApiError::BadRequest)?;
+    let new_subscriber = match form.parse() {
+        Ok(new_subscriber) => new_subscriber,
+        Err(errors) if html => {
+            let form_again = SubscribePage {
+                name: form.name.as_deref().unwrap_or_default(),
+                email: form.email.as_deref().unwrap_or_default(),
+                name_error: errors.name,
+                email_error: errors.email,
+            };
+            return Ok(page(StatusCode::BAD_REQUEST, &form_again));
+        }
+        Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
+    };
     if let Decision::Limited { .. } = limiter.check_address(&new_subscriber.email).await {
         let suppressed_total = limiter.count_suppressed_email();
         tracing::warn!(
             suppressed_total,
             "Per-address email limit reached: nothing stored or sent"
         );
-        return Ok(HttpResponse::Ok().finish());
+        return Ok(accepted(html));
     }
 
     let mut transaction = pool.begin().await.step("begin a transaction")?;
@@ -113,9 +158,9 @@ pub async fn subscribe(
             store_token(&mut transaction, subscriber_id, &token, expires_at)
                 .await
                 .step("store the confirmation token")?;
-            emails::confirmation(&base_url.0, &token)
+            emails::confirmation(&base_url.0, &new_subscriber.name, &token)
         }
-        Subscriber::Confirmed => emails::already_subscribed(&base_url.0),
+        Subscriber::Confirmed => emails::already_subscribed(&base_url.0, &new_subscriber.name),
     };
     outbox::enqueue(
         &mut transaction,
@@ -124,7 +169,16 @@ pub async fn subscribe(
     .await
     .step("enqueue the email")?;
     transaction.commit().await.step("commit the subscription")?;
-    Ok(HttpResponse::Ok().finish())
+    Ok(accepted(html))
+}
+
+/// The answer to every accepted submission, whatever became of it.
+fn accepted(html: bool) -> HttpResponse {
+    if html {
+        page(StatusCode::OK, &CheckInboxPage)
+    } else {
+        HttpResponse::Ok().finish()
+    }
 }
 
 fn outgoing(

@@ -1,23 +1,50 @@
-//! `GET /subscriptions/confirm?subscription_token=...`: the link in the
-//! confirmation email.
+//! The confirmation link: `GET /subscriptions/confirm?subscription_token=...`,
+//! and `POST /subscriptions/confirm` for the "Confirm" button.
 //!
 //! The token is looked up by its hash. An unknown token is refused, an
 //! expired one is gone (the person can subscribe again for a new link), and a
 //! token that was already used only confirms again what is confirmed, so a
 //! second click is harmless.
+//!
+//! Mail systems' link scanners open links before people do. With
+//! `subscriptions.confirm_with_button` set, `GET` only shows a page whose
+//! button `POST`s the token, and only that `POST` confirms.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::SubscriptionToken;
+use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
+use crate::routes::SubscriptionOptions;
 use crate::routes::error::{ApiError, DatabaseStep};
 
 #[derive(Deserialize)]
 pub struct Parameters {
     subscription_token: Option<String>,
+}
+
+impl Parameters {
+    fn token(self) -> Result<SubscriptionToken, Outcome> {
+        let raw = self.subscription_token.ok_or_else(|| {
+            Outcome::Malformed("The subscription_token parameter is missing.".into())
+        })?;
+        SubscriptionToken::parse(&raw).map_err(Outcome::Malformed)
+    }
+}
+
+/// What a confirmation link turned out to be.
+enum Outcome {
+    Confirmed,
+    AlreadyConfirmed,
+    /// Valid, waiting for the person to press "Confirm".
+    AwaitingClick(SubscriptionToken),
+    NotValid,
+    Expired,
+    Malformed(String),
 }
 
 struct TokenRecord {
@@ -27,51 +54,154 @@ struct TokenRecord {
     subscriber_status: String,
 }
 
-#[tracing::instrument(name = "Confirm a pending subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
+impl TokenRecord {
+    /// The outcome for a token that cannot (or need not) confirm anything,
+    /// or `None` when it is valid and unused.
+    fn settled_outcome(&self) -> Option<Outcome> {
+        if self.used_at.is_some() {
+            return Some(if self.subscriber_status == "confirmed" {
+                Outcome::AlreadyConfirmed
+            } else {
+                Outcome::NotValid
+            });
+        }
+        (self.expires_at <= Utc::now()).then_some(Outcome::Expired)
+    }
+}
+
+#[tracing::instrument(name = "Open a confirmation link", skip_all)]
 pub async fn confirm(
+    request: HttpRequest,
     parameters: web::Query<Parameters>,
     pool: web::Data<PgPool>,
+    options: web::Data<SubscriptionOptions>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = parameters.into_inner().subscription_token.ok_or_else(|| {
-        ApiError::BadRequest("The subscription_token query parameter is missing.".into())
-    })?;
-    let token = SubscriptionToken::parse(&raw).map_err(ApiError::BadRequest)?;
+    let outcome = match parameters.into_inner().token() {
+        Err(outcome) => outcome,
+        Ok(token) if options.confirm_with_button => inspect(&pool, token).await?,
+        Ok(token) => confirm_token(&pool, &token).await?,
+    };
+    respond(outcome, wants_html(&request))
+}
 
+#[tracing::instrument(name = "Press the confirm button", skip_all)]
+pub async fn confirm_with_button(
+    request: HttpRequest,
+    form: web::Form<Parameters>,
+    pool: web::Data<PgPool>,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = match form.into_inner().token() {
+        Err(outcome) => outcome,
+        Ok(token) => confirm_token(&pool, &token).await?,
+    };
+    respond(outcome, wants_html(&request))
+}
+
+/// Looks at a token without using it.
+async fn inspect(pool: &PgPool, token: SubscriptionToken) -> Result<Outcome, ApiError> {
+    let mut connection = pool.acquire().await.step("get a connection")?;
+    let record = find_token(&mut connection, &token)
+        .await
+        .step("look up the confirmation token")?;
+    Ok(match record {
+        None => Outcome::NotValid,
+        Some(record) => record
+            .settled_outcome()
+            .unwrap_or(Outcome::AwaitingClick(token)),
+    })
+}
+
+/// Uses a token: confirms its subscriber if it is valid and unused.
+#[tracing::instrument(name = "Confirm the subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
+async fn confirm_token(pool: &PgPool, token: &SubscriptionToken) -> Result<Outcome, ApiError> {
     let mut transaction = pool.begin().await.step("begin a transaction")?;
-    let record = find_token(&mut transaction, &token)
+    let Some(record) = find_token(&mut transaction, token)
         .await
         .step("look up the confirmation token")?
-        .ok_or_else(|| ApiError::Unauthorized("This confirmation link is not valid.".into()))?;
+    else {
+        return Ok(Outcome::NotValid);
+    };
     tracing::Span::current().record(
         "subscriber_id",
         tracing::field::display(record.subscriber_id),
     );
-
-    if record.used_at.is_some() {
-        return if record.subscriber_status == "confirmed" {
-            Ok(confirmed("Your subscription is already confirmed."))
-        } else {
-            Err(ApiError::Unauthorized(
-                "This confirmation link is no longer valid.".into(),
-            ))
-        };
+    if let Some(outcome) = record.settled_outcome() {
+        return Ok(outcome);
     }
-    if record.expires_at <= Utc::now() {
-        return Err(ApiError::Gone(
-            "This confirmation link has expired. Subscribe again to get a new one.".into(),
-        ));
-    }
-    confirm_subscriber(&mut transaction, record.subscriber_id, &token)
+    mark_confirmed(&mut transaction, record.subscriber_id, token)
         .await
         .step("confirm the subscriber")?;
     transaction.commit().await.step("commit the confirmation")?;
-    Ok(confirmed("Your subscription is confirmed. Thank you!"))
+    Ok(Outcome::Confirmed)
 }
 
-fn confirmed(message: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(message)
+/// A page for browsers, plain text for everyone else. Refusals go through
+/// [`ApiError`], which picks their status for both.
+fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
+    let (heading, refusal) = match outcome {
+        Outcome::AwaitingClick(token) => {
+            return Ok(page(
+                StatusCode::OK,
+                &ConfirmButtonPage {
+                    token: token.as_ref(),
+                },
+            ));
+        }
+        Outcome::Confirmed => {
+            return Ok(success(
+                html,
+                "Subscription confirmed",
+                "Your subscription is confirmed. Thank you!",
+            ));
+        }
+        Outcome::AlreadyConfirmed => {
+            return Ok(success(
+                html,
+                "Already confirmed",
+                "Your subscription is already confirmed.",
+            ));
+        }
+        Outcome::NotValid => (
+            "Link not valid",
+            ApiError::Unauthorized("This confirmation link is not valid.".into()),
+        ),
+        Outcome::Expired => (
+            "Link expired",
+            ApiError::Gone(
+                "This confirmation link has expired. Subscribe again to get a new one.".into(),
+            ),
+        ),
+        Outcome::Malformed(reason) => ("Link not valid", ApiError::BadRequest(reason)),
+    };
+    if !html {
+        return Err(refusal);
+    }
+    let message = refusal.to_string();
+    Ok(page(
+        refusal.status_code(),
+        &ConfirmationPage {
+            heading,
+            message: &message,
+            offer_to_subscribe: true,
+        },
+    ))
+}
+
+fn success(html: bool, heading: &str, message: &'static str) -> HttpResponse {
+    if html {
+        page(
+            StatusCode::OK,
+            &ConfirmationPage {
+                heading,
+                message,
+                offer_to_subscribe: false,
+            },
+        )
+    } else {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(message)
+    }
 }
 
 #[tracing::instrument(name = "Look up the confirmation token", skip_all)]
@@ -96,7 +226,7 @@ async fn find_token(
 /// Marks the subscriber confirmed (keeping the first confirmation time as
 /// consent evidence) and the token used.
 #[tracing::instrument(name = "Mark the subscriber as confirmed", skip_all)]
-async fn confirm_subscriber(
+async fn mark_confirmed(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
     token: &SubscriptionToken,

@@ -1,0 +1,21 @@
+//! `GET /`: the subscribe page, and `GET /style.css`, its only asset.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
+use actix_web::{HttpResponse, mime};
+
+use crate::pages::{STYLESHEET, SubscribePage, page};
+
+pub async fn home() -> HttpResponse {
+    page(StatusCode::OK, &SubscribePage::default())
+}
+
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType(mime::TEXT_CSS_UTF_8))
+        .insert_header(CacheControl(vec![
+            CacheDirective::Public,
+            CacheDirective::MaxAge(3600),
+        ]))
+        .body(STYLESHEET)
+}
