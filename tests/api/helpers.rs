@@ -31,6 +31,9 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
 /// listens on, so that tests can tell the two apart.
 pub const BASE_URL: &str = "https://newsletter.test";
 
+/// What a browser puts in `Accept` when it navigates.
+pub const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
 pub struct TestApp {
     pub address: String,
     pub port: u16,
@@ -53,6 +56,22 @@ pub struct ConfirmationLinks {
 impl TestApp {
     pub async fn post_subscriptions(&self, body: impl Into<String>) -> reqwest::Response {
         self.post_subscriptions_with(body, &[]).await
+    }
+
+    /// `POST /subscriptions` as a browser's form submission sends it.
+    pub async fn submit_form(&self, body: impl Into<String>) -> reqwest::Response {
+        self.post_subscriptions_with(body, &[("Accept", BROWSER_ACCEPT)])
+            .await
+    }
+
+    /// `GET` as a browser does, asking for a page.
+    pub async fn browse(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.api_client
+            .get(url)
+            .header("Accept", BROWSER_ACCEPT)
+            .send()
+            .await
+            .expect("Failed to send GET")
     }
 
     /// `POST /subscriptions` with extra headers.
@@ -115,15 +134,20 @@ impl TestApp {
     /// Opens a link from an email against this app: the link carries the
     /// configured public base URL, which does not resolve in tests.
     pub async fn click(&self, link: &Url) -> reqwest::Response {
+        self.api_client
+            .get(self.local(link))
+            .send()
+            .await
+            .expect("Failed to open the link")
+    }
+
+    /// A link from an email, pointed at this app instead of the public URL.
+    pub fn local(&self, link: &Url) -> Url {
         let mut local = link.clone();
         local.set_scheme("http").unwrap();
         local.set_host(Some("127.0.0.1")).unwrap();
         local.set_port(Some(self.port)).unwrap();
-        self.api_client
-            .get(local)
-            .send()
-            .await
-            .expect("Failed to open the link")
+        local
     }
 
     /// Every request the mock email API has received so far.

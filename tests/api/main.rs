@@ -5,6 +5,7 @@ mod delivery;
 mod health_check;
 mod helpers;
 mod migrations;
+mod pages;
 mod rate_limits;
 mod subscriptions;
 mod subscriptions_confirm;
