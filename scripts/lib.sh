@@ -81,6 +81,15 @@ ensure_redis() {
   wait_for_port "${REDIS_HOST}" "${REDIS_PORT}" Redis
 }
 
+# The browser tests drive Debian's Chromium through its chromedriver.
+ensure_chromium() {
+  if [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -x "${CHROMEDRIVER:-/usr/bin/chromedriver}" ]; then
+    log "using $("${CHROMIUM:-/usr/bin/chromium}" --version 2>/dev/null)"
+    return 0
+  fi
+  apt_install chromium chromium-driver
+}
+
 wait_for_port() {
   local host=$1 port=$2 what=$3
   for _ in $(seq 1 60); do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: makes sure Postgres
-# and Redis are running (installing them if needed), then checks formatting
-# and lints and runs every test. Each test creates and drops its own database
+# and Redis are running and Chromium with its driver is there (installing
+# them if needed), then checks formatting and lints and runs every test,
+# the browser tests included. Each test creates and drops its own database
 # and Redis keys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ source scripts/lib.sh
 ensure_rust
 ensure_postgres
 ensure_redis
+ensure_chromium
 drop_stale_test_databases
 
 # Compile against the committed query metadata: a query changed without
