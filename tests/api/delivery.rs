@@ -278,3 +278,38 @@ async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more(
         assert_eq!(message.attempts, 0, "{message:?}");
     }
 }
+
+#[tokio::test]
+async fn the_worker_command_delivers_queued_email_and_stops_cleanly_on_sigterm() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+
+    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"))
+        .arg("worker")
+        .env(
+            "APP_DATABASE__DATABASE_NAME",
+            &app.settings.database.database_name,
+        )
+        .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
+        .env("APP_EMAIL_CLIENT__BASE_URL", app.email_server.uri())
+        .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
+        .env("APP_DELIVERY__POLL_INTERVAL_MILLISECONDS", "100")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let outbox = app.wait_for_outbox_to_settle().await;
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    let worker = std::sync::Mutex::new(worker);
+    let exit = eventually("the worker to exit", || async {
+        worker.lock().unwrap().try_wait().unwrap()
+    })
+    .await;
+
+    assert_eq!(outbox[0].status, "sent");
+    assert!(signalled.success());
+    assert!(exit.success(), "the worker exited with {exit}");
+}
