@@ -3,6 +3,8 @@
 //! down for the `status` column: the earlier release's insert survives step 2
 //! (expand) and breaks only at step 3 (contract).
 
+use std::time::Duration;
+
 use chrono::Utc;
 use newsletter::configuration::get_configuration;
 use newsletter::migrate::MIGRATOR;
@@ -240,4 +242,76 @@ async fn the_previous_release_still_upserts_after_the_case_insensitive_index() {
         .unwrap()
         .into_owned();
     assert_eq!(code, "23505");
+}
+
+#[tokio::test]
+async fn a_migration_blocked_by_a_long_transaction_lets_traffic_through_and_retries() {
+    let db = fresh_database().await;
+    let add_confirmed_at = MIGRATOR
+        .iter()
+        .position(|m| m.description.contains("add confirmed at"))
+        .unwrap()
+        + 1;
+    MIGRATOR
+        .run_to(version_of_step(add_confirmed_at - 1), &db.pool)
+        .await
+        .unwrap();
+    // A long transaction that has read the table holds a lock the migration's
+    // ALTER TABLE must wait for.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM subscriptions")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let policy = newsletter::migrate::LockPolicy {
+        lock_timeout: Duration::from_millis(100),
+        max_attempts: 100,
+        retry_delay: Duration::from_millis(200),
+    };
+    let migration = newsletter::migrate::run_pending_with(&db.pool, policy);
+    let traffic = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Meanwhile the release still serving keeps writing. Without the lock
+        // timeout this insert would queue behind the waiting ALTER TABLE until
+        // the long transaction ends.
+        let mut writer = db.pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL statement_timeout = '2s'")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let insert = sqlx::query(
+            "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+             VALUES ($1, 'live@example.com', 'Live', now(), 'pending_confirmation')",
+        )
+        .bind(Uuid::new_v4())
+        .execute(&mut *writer)
+        .await;
+        writer.commit().await.unwrap();
+        let applied_meanwhile: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        blocker.commit().await.unwrap();
+        (insert, applied_meanwhile)
+    };
+
+    let (migrated, (insert, applied_meanwhile)) = tokio::join!(migration, traffic);
+
+    assert!(
+        insert.is_ok(),
+        "traffic queued behind the migration: {insert:?}"
+    );
+    assert_eq!(
+        applied_meanwhile as usize,
+        add_confirmed_at - 1,
+        "the migration did not wait for the lock"
+    );
+    migrated.expect("the migration failed after the lock was released");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, MIGRATOR.iter().count());
 }
