@@ -18,6 +18,8 @@ drop_stale_test_databases
 # running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
 export SQLX_OFFLINE=true
 
+scripts/lint_migrations.sh --self-test
+scripts/lint_migrations.sh
 log "checking formatting"
 cargo fmt --all -- --check
 log "running clippy"
