@@ -20,7 +20,7 @@ use crate::outbox::{DeliveryWorker, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
-    health_check, home, stylesheet, subscribe,
+    health_check, home, readiness, stylesheet, subscribe,
 };
 use crate::telemetry::RequestSpan;
 
@@ -155,6 +155,7 @@ fn run(
             .service(web::resource("/").get(home))
             .service(web::resource("/style.css").get(stylesheet))
             .service(web::resource("/health_check").get(health_check))
+            .service(web::resource("/ready").get(readiness))
             .service(
                 web::resource("/subscriptions")
                     .wrap(from_fn(limit_per_ip))

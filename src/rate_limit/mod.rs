@@ -132,6 +132,15 @@ impl RateLimiter {
         self.check(&self.per_address, &subject).await
     }
 
+    /// Whether Redis answers a PING within the check timeout.
+    pub async fn ping_redis(&self) -> bool {
+        let mut connection = self.redis.clone();
+        let ping = redis::cmd("PING");
+        let answer = ping.query_async::<String>(&mut connection);
+        let patience = self.timeout.max(Duration::from_millis(100));
+        matches!(tokio::time::timeout(patience, answer).await, Ok(Ok(_)))
+    }
+
     /// Counts an email that was not sent because of the per-address limit,
     /// and returns the total so far in this process.
     pub fn count_suppressed_email(&self) -> u64 {

@@ -1,0 +1,47 @@
+//! `GET /ready`: whether this instance should receive traffic. Unlike
+//! `/health_check` (liveness: the process answers), it checks the
+//! dependencies: Postgres, without which nothing can be stored, and Redis.
+//! Redis down does not make an instance unready, because the rate limits fall
+//! back to the process; it is reported so an operator can see it.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::rate_limit::RateLimiter;
+
+/// How long each check may take: a load balancer polls this often.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Serialize)]
+struct Readiness {
+    postgres: &'static str,
+    redis: &'static str,
+}
+
+pub async fn readiness(pool: web::Data<PgPool>, limiter: web::Data<RateLimiter>) -> HttpResponse {
+    let (postgres_ok, redis_ok) = tokio::join!(
+        tokio::time::timeout(
+            CHECK_TIMEOUT,
+            sqlx::query("SELECT 1").execute(pool.get_ref())
+        ),
+        tokio::time::timeout(CHECK_TIMEOUT, limiter.ping_redis()),
+    );
+    let postgres_ok = matches!(postgres_ok, Ok(Ok(_)));
+    let redis_ok = matches!(redis_ok, Ok(true));
+    let body = Readiness {
+        postgres: if postgres_ok { "ok" } else { "unavailable" },
+        redis: if redis_ok {
+            "ok"
+        } else {
+            "unavailable, rate limits per process"
+        },
+    };
+    if postgres_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
