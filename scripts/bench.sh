@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback. Starts the release build (logs at the
+# production level, discarded) and a fast stand-in for the email API, then
+# measures with wrk: subscribe (a new address each request), confirm (real
+# tokens) and the health check, at 32 and 64 connections; and, with pgbench,
+# the subscribe handler's SQL transaction on the same Postgres at the same
+# client counts. Prints one table.
+#   scripts/bench.sh            20 s per run
+#   DURATION=60 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+DURATION="${DURATION:-20}"
+APP_PORT=18000
+STUB_PORT=18025
+RUN="$(date +%s)"
+DB="bench_${RUN}"
+WORK="$(mktemp -d)"
+TOKENS="${WORK}/tokens"
+
+ensure_postgres
+ensure_redis
+command -v wrk >/dev/null || apt_install wrk
+command -v pgbench >/dev/null || apt_install postgresql-contrib
+
+log "building the release binaries"
+SQLX_OFFLINE=true cargo build --release --quiet --bin newsletter --example email_api_stub
+
+export APP_ENVIRONMENT=local
+export APP_APPLICATION__PORT="${APP_PORT}"
+export APP_DATABASE__DATABASE_NAME="${DB}"
+export APP_EMAIL_CLIENT__BACKEND=postmark
+export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${STUB_PORT}"
+export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=bench
+export APP_RATE_LIMIT__KEY_PREFIX="bench:${RUN}:"
+# Every request comes from 127.0.0.1: lift the per-IP limit for the run.
+export APP_RATE_LIMIT__PER_IP__BURST=1000000000
+export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
+export RUST_LOG=info
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "${pid}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  PGPASSWORD="${DB_PASSWORD}" psql -q -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres \
+    -c "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null 2>&1 || true
+  redis-cli -h "${REDIS_HOST}" -p "${REDIS_PORT}" --scan --pattern "bench:${RUN}:*" 2>/dev/null \
+    | xargs -r redis-cli -h "${REDIS_HOST}" -p "${REDIS_PORT}" del >/dev/null 2>&1 || true
+  rm -rf "${WORK}"
+}
+trap cleanup EXIT
+
+target/release/newsletter migrate >/dev/null
+target/release/examples/email_api_stub "${STUB_PORT}" "${TOKENS}" &
+pids+=($!)
+target/release/newsletter >/dev/null &
+APP_PID=$!
+pids+=("${APP_PID}")
+wait_for_port 127.0.0.1 "${APP_PORT}" "the service"
+wait_for_port 127.0.0.1 "${STUB_PORT}" "the email API stand-in"
+
+rows=()
+# One wrk run; appends a row: name, connections, req/s, p50, p99, errors.
+run_wrk() {
+  local name=$1 connections=$2 script=$3 url=$4
+  log "wrk: ${name}, ${connections} connections, ${DURATION} s"
+  local out
+  out=$(BENCH_RUN="${RUN}-${connections}" BENCH_TOKENS="${TOKENS}" \
+    wrk -t2 -c"${connections}" -d"${DURATION}s" --latency ${script:+-s "${script}"} "${url}")
+  local rps p50 p99 non2xx socket
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"${out}")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"${out}")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"${out}")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"${out}")
+  socket=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"${out}")
+  rows+=("${name}|${connections}|${rps}|${p50}|${p99}|$(( ${non2xx:-0} + ${socket:-0} ))")
+}
+
+for connections in 32 64; do
+  run_wrk subscribe "${connections}" scripts/bench/subscribe.lua "http://127.0.0.1:${APP_PORT}/subscriptions"
+done
+log "waiting for the outbox to drain"
+for _ in $(seq 1 120); do
+  pending=$(PGPASSWORD="${DB_PASSWORD}" psql -Atq -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d "${DB}" \
+    -c "SELECT count(*) FROM email_outbox WHERE status = 'pending'")
+  [ "${pending}" = 0 ] && break
+  sleep 1
+done
+for connections in 32 64; do
+  run_wrk confirm "${connections}" scripts/bench/confirm.lua "http://127.0.0.1:${APP_PORT}/"
+done
+for connections in 32 64; do
+  run_wrk health_check "${connections}" "" "http://127.0.0.1:${APP_PORT}/health_check"
+done
+peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/${APP_PID}/status")
+
+pg_rows=()
+for connections in 32 64; do
+  log "pgbench: the subscribe transaction, ${connections} clients, ${DURATION} s"
+  out=$(cd "${WORK}" && PGPASSWORD="${DB_PASSWORD}" pgbench -n -M prepared -c "${connections}" -j 2 \
+    -T "${DURATION}" -l --log-prefix=pg -f "${OLDPWD}/scripts/bench/subscribe.sql" \
+    -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" "${DB}" 2>&1)
+  tps=$(awk '/^tps/ {print $3; exit}' <<<"${out}")
+  failed=$(awk '/number of failed transactions/ {print $5}' <<<"${out}")
+  # Per-transaction log: the third field is the latency in microseconds.
+  read -r p50 p99 < <(cat "${WORK}"/pg.* | awk '{print $3}' | sort -n | awk '
+    { v[NR] = $1 } END { printf "%.2fms %.2fms\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000 }')
+  rm -f "${WORK}"/pg.*
+  pg_rows+=("pgbench subscribe|${connections}|${tps}|${p50}|${p99}|${failed:-0}")
+done
+
+printf '\n%-20s %6s %10s %9s %9s %7s %10s\n' "load" "conns" "req/s" "p50" "p99" "errors" "vs pgbench"
+for row in "${rows[@]}" "${pg_rows[@]}"; do
+  IFS='|' read -r name connections rps p50 p99 errors <<<"${row}"
+  ratio=""
+  if [ "${name}" = subscribe ]; then
+    for pg in "${pg_rows[@]}"; do
+      IFS='|' read -r _ pg_connections pg_tps _ _ _ <<<"${pg}"
+      [ "${pg_connections}" = "${connections}" ] && ratio=$(awk -v a="${rps}" -v b="${pg_tps}" 'BEGIN { printf "%.2f", a / b }')
+    done
+  fi
+  printf '%-20s %6s %10.0f %9s %9s %7s %10s\n' "${name}" "${connections}" "${rps}" "${p50}" "${p99}" "${errors}" "${ratio}"
+done
+printf '\npeak RSS of the service: %d MiB\n' $(( peak_rss_kib / 1024 ))
