@@ -26,3 +26,7 @@ log "running clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 log "running the tests"
 cargo test
+# The previous release against this revision's schema, and proof that the
+# check catches a breaking migration.
+scripts/compat_check.sh
+scripts/compat_check.sh --self-test
