@@ -25,8 +25,13 @@ cargo fmt --all -- --check
 log "running clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 log "running the tests"
-cargo test
+results="$(mktemp)"
+trap 'rm -f "${results}"' EXIT
+cargo test --lib --bins --tests 2>&1 | tee "${results}"
 # The previous release against this revision's schema, and proof that the
 # check catches a breaking migration.
 scripts/compat_check.sh
 scripts/compat_check.sh --self-test
+
+# One closing line for the whole suite.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "${results}"
