@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
-use crate::outbox::{DeliveryWorker, spawn_workers};
+use crate::outbox::{DeliveryWorker, Doorbell, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
@@ -38,14 +38,19 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
         let pool = get_connection_pool(&settings.database);
         let stop_workers = CancellationToken::new();
-        let workers = if settings.delivery.run_in_server {
-            spawn_workers(
-                delivery_worker(&settings, pool.clone())?,
-                stop_workers.clone(),
-            )
+        let doorbell = Doorbell::default();
+        let mut workers = if settings.delivery.run_in_server {
+            let worker = delivery_worker(&settings, get_delivery_pool(&settings))?
+                .with_doorbell(doorbell.clone());
+            spawn_workers(worker, stop_workers.clone())
         } else {
             JoinSet::new()
         };
+        workers.spawn(
+            doorbell
+                .clone()
+                .notify_other_processes(pool.clone(), stop_workers.clone()),
+        );
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let options = SubscriptionOptions {
@@ -66,6 +71,7 @@ impl Application {
             settings.application.base_url,
             options,
             limiter,
+            doorbell,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
@@ -139,12 +145,14 @@ fn run(
     base_url: String,
     options: SubscriptionOptions,
     limiter: RateLimiter,
+    doorbell: Doorbell,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
     let pool = web::Data::new(pool);
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let options = web::Data::new(options);
     let limiter = web::Data::new(limiter);
+    let doorbell = web::Data::new(doorbell);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
@@ -171,6 +179,7 @@ fn run(
             .app_data(base_url.clone())
             .app_data(options.clone())
             .app_data(limiter.clone())
+            .app_data(doorbell.clone())
     })
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?

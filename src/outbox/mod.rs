@@ -7,13 +7,14 @@
 //! send them, and record the outcome: sent, retry later with backoff, or
 //! failed for good (kept, with the last error, for an operator).
 //!
-//! Workers wake on a Postgres notification sent when a message is committed,
-//! and also poll, so a missed notification only delays a message by one poll
-//! interval.
+//! Workers wake when a message is committed ([`Doorbell`]), and also poll, so
+//! a missed wake-up only delays a message by one poll interval.
 
 mod backoff;
+mod doorbell;
 mod store;
 mod worker;
 
+pub use doorbell::Doorbell;
 pub use store::{ClaimedEmail, OutgoingEmail, claim_due, enqueue};
 pub use worker::{DeliveryWorker, spawn_workers};

@@ -19,16 +19,16 @@ use crate::configuration::DeliverySettings;
 use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, Message};
 use crate::outbox::backoff::retry_delay;
+use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::store::{self, ClaimedEmail};
 use crate::telemetry::error_chain_line as chain;
-
-const CHANNEL: &str = "email_outbox";
 
 #[derive(Clone)]
 pub struct DeliveryWorker {
     pool: PgPool,
     email_client: EmailClient,
     settings: DeliverySettings,
+    doorbell: Doorbell,
 }
 
 /// Starts `settings.workers` delivery tasks on the current runtime.
@@ -60,7 +60,15 @@ impl DeliveryWorker {
             pool,
             email_client,
             settings,
+            doorbell: Doorbell::default(),
         }
+    }
+
+    /// Wakes this worker when the given doorbell rings (handlers in the same
+    /// process ring it after committing email).
+    pub fn with_doorbell(mut self, doorbell: Doorbell) -> Self {
+        self.doorbell = doorbell;
+        self
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -86,6 +94,7 @@ impl DeliveryWorker {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.doorbell.rung() => {}
                 _ = next_notification(&mut listener) => {}
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }

@@ -3,7 +3,8 @@
 //! One transaction stores the subscriber (or finds the one with this address,
 //! compared case-insensitively), a confirmation token, and the email to send
 //! in the outbox. Once it commits the email will go out, whatever the email
-//! API is doing right now; the answer does not wait for it.
+//! API is doing right now; the answer does not wait for it, and the doorbell
+//! wakes a delivery worker.
 //!
 //! The answer is the same whether the address is new, pending or already
 //! confirmed, and each case does the same amount of database work, so the
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
 use crate::emails::{self, EmailContent};
-use crate::outbox::{self, OutgoingEmail};
+use crate::outbox::{self, Doorbell, OutgoingEmail};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{Decision, RateLimiter};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -116,6 +117,7 @@ pub async fn subscribe(
     base_url: web::Data<ApplicationBaseUrl>,
     options: web::Data<SubscriptionOptions>,
     limiter: web::Data<RateLimiter>,
+    doorbell: web::Data<Doorbell>,
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
@@ -169,6 +171,7 @@ pub async fn subscribe(
     .await
     .step("enqueue the email")?;
     transaction.commit().await.step("commit the subscription")?;
+    doorbell.ring();
     Ok(accepted(html))
 }
 

@@ -313,3 +313,25 @@ async fn the_worker_command_delivers_queued_email_and_stops_cleanly_on_sigterm()
     assert!(signalled.success());
     assert!(exit.success(), "the worker exited with {exit}");
 }
+
+#[tokio::test]
+async fn a_worker_in_another_process_is_woken_by_the_notification_sent_after_commit() {
+    // The app runs no worker; the worker below shares nothing with it but the
+    // database, and polls only once a minute.
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.delivery.poll_interval_milliseconds = 60_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    // Let it finish its first poll and start listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    app.post_subscriptions(VALID_BODY).await;
+
+    app.wait_for_emails(1).await;
+    stop.cancel();
+    worker.await.unwrap();
+}
