@@ -37,7 +37,7 @@ export APP_RATE_LIMIT__KEY_PREFIX="bench:${RUN}:"
 # Every request comes from 127.0.0.1: lift the per-IP limit for the run.
 export APP_RATE_LIMIT__PER_IP__BURST=1000000000
 export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
-export RUST_LOG=info
+export RUST_LOG="${RUST_LOG:-info}"
 
 pids=()
 cleanup() {

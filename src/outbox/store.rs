@@ -92,17 +92,17 @@ pub async fn claim_due(
     .await
 }
 
-/// The API accepted the message. The bodies are cleared: they hold a
+/// The API accepted these messages. The bodies are cleared: they hold a
 /// confirmation link, and a copy of the database must not confirm anyone.
-pub async fn mark_sent(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn mark_sent(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"
         UPDATE email_outbox
         SET status = 'sent', sent_at = now(), claimed_until = NULL,
             html_body = NULL, text_body = NULL, last_error = NULL
-        WHERE id = $1
+        WHERE id = ANY($1)
         "#,
-        id
+        ids
     )
     .execute(pool)
     .await?;
