@@ -27,16 +27,8 @@ command -v pgbench >/dev/null || apt_install postgresql-contrib
 log "building the release binaries"
 SQLX_OFFLINE=true cargo build --release --quiet --bin newsletter --example email_api_stub
 
-export APP_ENVIRONMENT=local
+export_load_test_settings "${DB}" "bench:${RUN}:" "${STUB_PORT}"
 export APP_APPLICATION__PORT="${APP_PORT}"
-export APP_DATABASE__DATABASE_NAME="${DB}"
-export APP_EMAIL_CLIENT__BACKEND=postmark
-export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${STUB_PORT}"
-export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=bench
-export APP_RATE_LIMIT__KEY_PREFIX="bench:${RUN}:"
-# Every request comes from 127.0.0.1: lift the per-IP limit for the run.
-export APP_RATE_LIMIT__PER_IP__BURST=1000000000
-export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
 export RUST_LOG="${RUST_LOG:-info}"
 
 pids=()

@@ -90,6 +90,21 @@ ensure_chromium() {
   apt_install chromium chromium-driver
 }
 
+# Settings for the service under a load test on this machine: its own
+# database and Redis keys, the email API stand-in on $3, and no per-IP limit
+# (every request of the load comes from 127.0.0.1).
+export_load_test_settings() {
+  local database=$1 key_prefix=$2 stub_port=$3
+  export APP_ENVIRONMENT=local
+  export APP_DATABASE__DATABASE_NAME="${database}"
+  export APP_EMAIL_CLIENT__BACKEND=postmark
+  export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${stub_port}"
+  export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=load-test
+  export APP_RATE_LIMIT__KEY_PREFIX="${key_prefix}"
+  export APP_RATE_LIMIT__PER_IP__BURST=1000000000
+  export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
+}
+
 wait_for_port() {
   local host=$1 port=$2 what=$3
   for _ in $(seq 1 60); do

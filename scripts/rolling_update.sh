@@ -124,14 +124,7 @@ replay() {
   local run db
   run="$(date +%s%N)"
   db="rolling_${run}"
-  export APP_ENVIRONMENT=local
-  export APP_DATABASE__DATABASE_NAME="${db}"
-  export APP_EMAIL_CLIENT__BACKEND=postmark
-  export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${STUB_PORT}"
-  export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=rolling
-  export APP_RATE_LIMIT__KEY_PREFIX="rolling:${run}:"
-  export APP_RATE_LIMIT__PER_IP__BURST=1000000000
-  export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
+  export_load_test_settings "${db}" "rolling:${run}:" "${STUB_PORT}"
   export ROLLING_TOKENS="${WORK}/tokens-${run}"
   export ROLLING_RUN="${run}"
   : >"${ROLLING_TOKENS}"

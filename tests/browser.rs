@@ -103,6 +103,15 @@ impl Browser {
         }
     }
 
+    /// Opens the subscribe page and waits for it.
+    async fn open_the_form(&self, app: &helpers::TestApp) {
+        self.client
+            .goto(&format!("{}/", app.address))
+            .await
+            .unwrap();
+        self.wait_for_heading("Subscribe").await;
+    }
+
     async fn fill(&self, id: &str, text: &str) {
         let field = self.client.find(Locator::Id(id)).await.unwrap();
         field.clear().await.unwrap();
@@ -162,12 +171,7 @@ async fn a_person_subscribes_and_confirms_in_a_real_browser() {
     app.mock_email_api_ok().await;
     let browser = Browser::start(1280, 900).await;
 
-    browser
-        .client
-        .goto(&format!("{}/", app.address))
-        .await
-        .unwrap();
-    browser.wait_for_heading("Subscribe").await;
+    browser.open_the_form(&app).await;
     browser.screenshot("01-subscribe-form").await;
     browser.fill("name", "Ada Lovelace").await;
     browser.fill("email", "ada@example.com").await;
@@ -193,12 +197,7 @@ async fn an_invalid_email_shows_the_reason_next_to_the_field_and_keeps_the_value
     let app = helpers::spawn_app().await;
     let browser = Browser::start(1280, 900).await;
 
-    browser
-        .client
-        .goto(&format!("{}/", app.address))
-        .await
-        .unwrap();
-    browser.wait_for_heading("Subscribe").await;
+    browser.open_the_form(&app).await;
     browser.fill("name", "Ada Lovelace").await;
     // The browser's own check accepts a dotless domain; the service does not.
     browser.fill("email", "ada@localhost").await;
@@ -218,12 +217,7 @@ async fn the_form_fits_a_phone_screen() {
     let app = helpers::spawn_app().await;
     let browser = Browser::start(390, 844).await;
 
-    browser
-        .client
-        .goto(&format!("{}/", app.address))
-        .await
-        .unwrap();
-    browser.wait_for_heading("Subscribe").await;
+    browser.open_the_form(&app).await;
     browser.screenshot("06-subscribe-form-on-a-phone").await;
 
     // Nothing wider than the screen: no sideways scrolling.
