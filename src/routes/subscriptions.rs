@@ -200,9 +200,10 @@ fn outgoing(
 
 /// Inserts a pending subscriber, or finds the one that already has this
 /// address in any letter case. `ON CONFLICT DO NOTHING` without a target
-/// covers every unique index (the address as typed and its lower-case form),
-/// so concurrent submissions of one address all succeed: each waits for the
-/// first to commit, then reads its row.
+/// covers every unique index, whichever the schema step has (the address as
+/// typed, its lower-case form, or both), so concurrent submissions of one
+/// address all succeed: each waits for the first to commit, then reads its
+/// row.
 #[tracing::instrument(name = "Store the pending subscriber", skip_all)]
 async fn upsert_pending_subscriber(
     connection: &mut PgConnection,
