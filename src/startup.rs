@@ -9,8 +9,8 @@ use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
@@ -132,12 +132,29 @@ pub fn get_delivery_pool(settings: &Settings) -> PgPool {
 /// The pool connects lazily: the server starts and answers its health check
 /// even while Postgres is still coming up, and requests that need the database
 /// fail fast with 503 until it is reachable.
+///
+/// A connection that sat idle is pinged before it is handed out, so one that
+/// died meanwhile (Postgres restarted, a proxy dropped it) is replaced instead
+/// of failing a request. One in steady use is not: under load that ping was
+/// one more round trip on every request.
 pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout())
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for < IDLE_BEFORE_PING {
+                    return Ok(true);
+                }
+                // A failed ping discards the connection; the pool opens another.
+                Ok(connection.ping().await.is_ok())
+            })
+        })
         .connect_lazy_with(settings.with_db())
 }
+
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn run(
     listener: TcpListener,
