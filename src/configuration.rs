@@ -88,6 +88,12 @@ pub struct DeliverySettings {
     /// How often workers look for due messages when no notification arrives.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub poll_interval_milliseconds: u64,
+    /// After a batch that was neither empty nor full, how long a worker lets
+    /// more messages gather before it claims again. Under load this turns
+    /// many claims of a message or two into few larger ones; an email sent
+    /// while the queue is quiet is still claimed at once.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub batch_linger_milliseconds: u64,
     /// How long a claim holds. Longer than the email client's timeout, so a
     /// message is never sent by two workers at once; a message claimed by a
     /// worker that died is sent again once its claim lapses.
@@ -105,6 +111,10 @@ pub struct DeliverySettings {
 impl DeliverySettings {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_milliseconds)
+    }
+
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_milliseconds)
     }
 
     pub fn claim_timeout(&self) -> Duration {

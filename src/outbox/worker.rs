@@ -78,18 +78,27 @@ impl DeliveryWorker {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            let full_batch = match self.deliver_due(&shutdown).await {
+            let claimed = match self.deliver_due(&shutdown).await {
                 Ok(claimed) => {
                     outage.ended();
-                    claimed as i64 == self.settings.batch_size
+                    claimed
                 }
                 Err(e) => {
                     outage.continues(&e);
-                    false
+                    0
                 }
             };
             // A full batch suggests more are due: go again without waiting.
-            if full_batch {
+            if claimed as i64 == self.settings.batch_size {
+                continue;
+            }
+            // Some were due: more are probably coming. Let them gather rather
+            // than claim each one in a transaction of its own.
+            if claimed > 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(self.settings.batch_linger()) => {}
+                }
                 continue;
             }
             tokio::select! {

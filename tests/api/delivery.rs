@@ -187,6 +187,46 @@ async fn a_committed_message_wakes_the_worker_without_waiting_for_the_poll() {
 }
 
 #[tokio::test]
+async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one_batch() {
+    // A linger far longer than a claim takes, and a poll that never comes.
+    let app = spawn_app_with(|s| {
+        s.delivery.workers = 1;
+        s.delivery.batch_linger_milliseconds = 4_000;
+        s.delivery.poll_interval_milliseconds = 60_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+
+    let started = std::time::Instant::now();
+    app.post_subscriptions("name=First&email=first%40example.com")
+        .await;
+    app.wait_for_emails(1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the first message waited for the linger"
+    );
+    // These two arrive while the worker lingers after the first batch.
+    app.post_subscriptions("name=Second&email=second%40example.com")
+        .await;
+    app.post_subscriptions("name=Third&email=third%40example.com")
+        .await;
+    app.wait_for_emails(3).await;
+    app.wait_for_outbox_to_settle().await;
+
+    // A batch is marked sent by one statement, so it shares one sent_at.
+    let batches: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT sent_at) FROM email_outbox WHERE recipient LIKE 's%' OR recipient LIKE 't%'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        batches, 1,
+        "the second and third messages were claimed apart"
+    );
+}
+
+#[tokio::test]
 async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_lapses() {
     let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
     app.mock_email_api_ok().await;
