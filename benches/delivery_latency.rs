@@ -29,10 +29,13 @@ struct Arrivals(Arc<Mutex<HashMap<String, DateTime<Utc>>>>);
 impl Respond for Arrivals {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let now = Utc::now();
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        let to = body["To"].as_str().unwrap_or_default().to_owned();
-        self.0.lock().unwrap().insert(to, now);
-        ResponseTemplate::new(200)
+        let batch: Vec<serde_json::Value> = serde_json::from_slice(&request.body).unwrap();
+        let mut arrivals = self.0.lock().unwrap();
+        for message in &batch {
+            let to = message["To"].as_str().unwrap_or_default().to_owned();
+            arrivals.insert(to, now);
+        }
+        helpers::accept_every_message(request)
     }
 }
 
@@ -43,7 +46,7 @@ async fn run(app: &helpers::TestApp, label: &str, messages: usize, concurrency: 
         .unwrap();
     let arrivals = Arrivals::default();
     app.email_server.reset().await;
-    Mock::given(path("/email"))
+    Mock::given(path(helpers::EMAIL_API))
         .respond_with(arrivals.clone())
         .mount(&app.email_server)
         .await;

@@ -1,4 +1,4 @@
-//! A stand-in for Postmark's `POST /email` that answers at once, for the
+//! A stand-in for Postmark's `POST /email/batch` that answers at once, for the
 //! load benchmark (scripts/bench.sh). It appends the confirmation token of
 //! each email it receives to a file, one per line, so the benchmark can then
 //! confirm real subscriptions.
@@ -13,19 +13,28 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 
 struct Tokens(Mutex<BufWriter<File>>);
 
-async fn email(body: web::Json<serde_json::Value>, tokens: web::Data<Tokens>) -> HttpResponse {
-    let text = body["TextBody"].as_str().unwrap_or_default();
-    if let Some((_, rest)) = text.split_once("subscription_token=") {
-        let token: String = rest
-            .chars()
-            .take_while(char::is_ascii_alphanumeric)
-            .collect();
-        let mut file = tokens.0.lock().unwrap();
-        let _ = writeln!(file, "{token}");
-        // Flushed per line so the benchmark can read the file while this runs.
-        let _ = file.flush();
+async fn batch(
+    messages: web::Json<Vec<serde_json::Value>>,
+    tokens: web::Data<Tokens>,
+) -> HttpResponse {
+    let mut file = tokens.0.lock().unwrap();
+    for message in messages.iter() {
+        let text = message["TextBody"].as_str().unwrap_or_default();
+        if let Some((_, rest)) = text.split_once("subscription_token=") {
+            let token: String = rest
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
+            let _ = writeln!(file, "{token}");
+        }
     }
-    HttpResponse::Ok().json(serde_json::json!({ "ErrorCode": 0, "Message": "OK" }))
+    // Flushed per batch so the benchmark can read the file while this runs.
+    let _ = file.flush();
+    let answers: Vec<_> = messages
+        .iter()
+        .map(|_| serde_json::json!({ "ErrorCode": 0, "Message": "OK" }))
+        .collect();
+    HttpResponse::Ok().json(answers)
 }
 
 #[actix_web::main]
@@ -40,7 +49,9 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new()
             .app_data(tokens.clone())
-            .route("/email", web::post().to(email))
+            // A batch of 500 messages is well over the default 32 KiB.
+            .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024))
+            .route("/email/batch", web::post().to(batch))
     })
     .workers(1)
     .bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a number")))?

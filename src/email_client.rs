@@ -1,13 +1,15 @@
-//! Sends email. In production through Postmark's HTTP API (`POST /email`);
-//! in local runs through a console backend that writes each message to the
-//! log, so the whole subscribe-and-confirm flow works without a provider.
-//! This module knows nothing about subscribers or the database.
+//! Sends email. In production through Postmark's batch API (`POST
+//! /email/batch`, up to 500 messages a call: under load one HTTP request
+//! carries a whole batch of the outbox instead of one per email); in local
+//! runs through a console backend that writes each message to the log, so the
+//! whole subscribe-and-confirm flow works without a provider. This module
+//! knows nothing about subscribers or the database.
 
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::SubscriberEmail;
 
@@ -51,7 +53,24 @@ pub enum EmailError {
         /// What the API asked for in `Retry-After`, if anything.
         retry_after: Option<Duration>,
     },
+    /// The API took the request, but its answer does not say which messages
+    /// it accepted. Retrying may send some twice; not retrying may lose
+    /// confirmations, which is worse.
+    #[error("the email API's answer could not be read: {0}")]
+    UnreadableAnswer(String),
 }
+
+/// What the API decided about one message of a batch it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted,
+    /// Refused for a reason of its own (an inactive recipient, an invalid
+    /// field): sending it again gets the same answer.
+    Refused(String),
+}
+
+/// The most messages Postmark takes in one batch call.
+pub const MAX_BATCH: usize = 500;
 
 impl EmailError {
     /// Whether sending the same message again later can succeed. Timeouts,
@@ -61,7 +80,7 @@ impl EmailError {
     /// 422) fails the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
-            EmailError::Unreachable(_) => true,
+            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => true,
             EmailError::Rejected { status, .. } => {
                 status.is_server_error()
                     || matches!(
@@ -78,7 +97,7 @@ impl EmailError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EmailError::Rejected { retry_after, .. } => *retry_after,
-            EmailError::Unreachable(_) => None,
+            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => None,
         }
     }
 }
@@ -109,6 +128,28 @@ struct SendEmailRequest<'a> {
     message_stream: &'a str,
 }
 
+/// One entry of the batch answer, in the order the messages were sent.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    #[serde(rename = "ErrorCode")]
+    error_code: i64,
+    #[serde(rename = "Message", default)]
+    message: String,
+}
+
+impl From<BatchAnswer> for Verdict {
+    fn from(answer: BatchAnswer) -> Self {
+        if answer.error_code == 0 {
+            Verdict::Accepted
+        } else {
+            Verdict::Refused(format!(
+                "the email API refused it (error {}): {}",
+                answer.error_code, answer.message
+            ))
+        }
+    }
+}
+
 impl EmailClient {
     pub fn postmark(
         base_url: String,
@@ -134,62 +175,91 @@ impl EmailClient {
         }
     }
 
-    #[tracing::instrument(name = "Send an email", skip_all)]
-    pub async fn send_email(&self, message: Message<'_>) -> Result<(), EmailError> {
+    /// Sends up to [`MAX_BATCH`] messages in one call. `Ok` holds a verdict
+    /// per message, in order; `Err` means none was accepted.
+    #[tracing::instrument(name = "Send a batch of emails", skip_all, fields(size = messages.len()))]
+    pub async fn send_batch(&self, messages: &[Message<'_>]) -> Result<Vec<Verdict>, EmailError> {
+        assert!(
+            messages.len() <= MAX_BATCH,
+            "a batch holds at most {MAX_BATCH} messages"
+        );
         match &self.transport {
             Transport::Console => {
-                // Local runs only: the text body is printed so that a developer
-                // can follow the links in it.
-                tracing::info!(
-                    from = %self.sender,
-                    to = %message.to,
-                    subject = message.subject,
-                    text_body = message.text_body,
-                    "Email written to the console instead of being sent"
-                );
-                Ok(())
+                for message in messages {
+                    // Local runs only: the text body is printed so that a
+                    // developer can follow the links in it.
+                    tracing::info!(
+                        from = %self.sender,
+                        to = %message.to,
+                        subject = message.subject,
+                        text_body = message.text_body,
+                        "Email written to the console instead of being sent"
+                    );
+                }
+                Ok(vec![Verdict::Accepted; messages.len()])
             }
             Transport::Postmark {
                 http,
                 base_url,
                 token,
             } => {
-                let body = SendEmailRequest {
-                    from: self.sender.as_ref(),
-                    to: message.to.as_ref(),
-                    subject: message.subject,
-                    html_body: message.html_body,
-                    text_body: message.text_body,
-                    message_stream: message.message_stream,
-                };
+                let body: Vec<SendEmailRequest> = messages
+                    .iter()
+                    .map(|message| SendEmailRequest {
+                        from: self.sender.as_ref(),
+                        to: message.to.as_ref(),
+                        subject: message.subject,
+                        html_body: message.html_body,
+                        text_body: message.text_body,
+                        message_stream: message.message_stream,
+                    })
+                    .collect();
                 let response = http
-                    .post(format!("{base_url}/email"))
+                    .post(format!("{base_url}/email/batch"))
                     .header("X-Postmark-Server-Token", token.expose_secret())
                     .json(&body)
                     .send()
                     .await
                     .map_err(EmailError::Unreachable)?;
                 let status = response.status();
-                if status.is_success() {
-                    return Ok(());
+                if !status.is_success() {
+                    return Err(rejection(response).await);
                 }
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                let mut body = response.text().await.unwrap_or_default();
-                if body.len() > MAX_ERROR_BODY_BYTES {
-                    let cut = body.floor_char_boundary(MAX_ERROR_BODY_BYTES);
-                    body.truncate(cut);
+                let answers: Vec<BatchAnswer> = response
+                    .json()
+                    .await
+                    .map_err(|e| EmailError::UnreadableAnswer(e.to_string()))?;
+                if answers.len() != messages.len() {
+                    return Err(EmailError::UnreadableAnswer(format!(
+                        "{} answers for {} messages",
+                        answers.len(),
+                        messages.len()
+                    )));
                 }
-                Err(EmailError::Rejected {
-                    status,
-                    body,
-                    retry_after,
-                })
+                Ok(answers.into_iter().map(Verdict::from).collect())
             }
         }
+    }
+}
+
+/// The error for a non-2xx answer: its status, the start of its body, and
+/// the delay it asked for.
+async fn rejection(response: reqwest::Response) -> EmailError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let mut body = response.text().await.unwrap_or_default();
+    if body.len() > MAX_ERROR_BODY_BYTES {
+        let cut = body.floor_char_boundary(MAX_ERROR_BODY_BYTES);
+        body.truncate(cut);
+    }
+    EmailError::Rejected {
+        status,
+        body,
+        retry_after,
     }
 }
 
@@ -199,24 +269,30 @@ mod tests {
     use wiremock::matchers::{any, header, method, path};
     use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-    /// Matches a request whose JSON body has every field Postmark requires.
-    struct PostmarkBody;
+    /// Matches a batch request: a JSON array whose every entry has every
+    /// field Postmark requires.
+    struct PostmarkBatchBody;
 
-    impl wiremock::Match for PostmarkBody {
+    impl wiremock::Match for PostmarkBatchBody {
         fn matches(&self, request: &Request) -> bool {
-            let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+            let Ok(serde_json::Value::Array(messages)) =
+                serde_json::from_slice::<serde_json::Value>(&request.body)
+            else {
                 return false;
             };
-            [
-                "From",
-                "To",
-                "Subject",
-                "HtmlBody",
-                "TextBody",
-                "MessageStream",
-            ]
-            .iter()
-            .all(|field| body.get(field).and_then(|v| v.as_str()).is_some())
+            !messages.is_empty()
+                && messages.iter().all(|message| {
+                    [
+                        "From",
+                        "To",
+                        "Subject",
+                        "HtmlBody",
+                        "TextBody",
+                        "MessageStream",
+                    ]
+                    .iter()
+                    .all(|field| message.get(field).and_then(|v| v.as_str()).is_some())
+                })
         }
     }
 
@@ -234,16 +310,40 @@ mod tests {
         .unwrap()
     }
 
-    async fn send(client: &EmailClient) -> Result<(), EmailError> {
-        client
-            .send_email(Message {
-                to: &email("ursula@example.com"),
+    /// A 200 answer with the given error code for each message.
+    fn answer(error_codes: &[i64]) -> ResponseTemplate {
+        let entries: Vec<_> = error_codes
+            .iter()
+            .map(|code| {
+                serde_json::json!({
+                    "ErrorCode": code,
+                    "Message": if *code == 0 { "OK" } else { "Inactive recipient" },
+                })
+            })
+            .collect();
+        ResponseTemplate::new(200).set_body_json(entries)
+    }
+
+    async fn send_to(
+        client: &EmailClient,
+        recipients: &[&str],
+    ) -> Result<Vec<Verdict>, EmailError> {
+        let addresses: Vec<SubscriberEmail> = recipients.iter().map(|r| email(r)).collect();
+        let messages: Vec<Message> = addresses
+            .iter()
+            .map(|to| Message {
+                to,
                 subject: "Subject",
                 html_body: "<p>Hi</p>",
                 text_body: "Hi",
                 message_stream: "outbound",
             })
-            .await
+            .collect();
+        client.send_batch(&messages).await
+    }
+
+    async fn send(client: &EmailClient) -> Result<Vec<Verdict>, EmailError> {
+        send_to(client, &["ursula@example.com"]).await
     }
 
     async fn error_for(response: ResponseTemplate) -> EmailError {
@@ -258,28 +358,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn send_email_posts_the_postmark_request_shape() {
+    async fn a_batch_is_posted_in_the_postmark_request_shape() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .and(path("/email"))
+            .and(path("/email/batch"))
             .and(header("X-Postmark-Server-Token", "server-token"))
             .and(header("Content-Type", "application/json"))
-            .and(PostmarkBody)
-            .respond_with(ResponseTemplate::new(200))
+            .and(PostmarkBatchBody)
+            .respond_with(answer(&[0, 0]))
             .expect(1)
             .mount(&server)
             .await;
 
-        let result = send(&client(server.uri(), Duration::from_secs(5))).await;
+        let result = send_to(
+            &client(server.uri(), Duration::from_secs(5)),
+            &["a@example.com", "b@example.com"],
+        )
+        .await;
 
-        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(result.unwrap(), vec![Verdict::Accepted, Verdict::Accepted]);
     }
 
     #[tokio::test]
-    async fn send_email_puts_sender_recipient_and_bodies_in_their_fields() {
+    async fn each_message_has_sender_recipient_and_bodies_in_their_fields() {
         let server = MockServer::start().await;
         Mock::given(any())
-            .respond_with(ResponseTemplate::new(200))
+            .respond_with(answer(&[0]))
             .mount(&server)
             .await;
 
@@ -289,19 +393,56 @@ mod tests {
 
         let requests = server.received_requests().await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
-        assert_eq!(body["From"], "sender@example.com");
-        assert_eq!(body["To"], "ursula@example.com");
-        assert_eq!(body["Subject"], "Subject");
-        assert_eq!(body["HtmlBody"], "<p>Hi</p>");
-        assert_eq!(body["TextBody"], "Hi");
-        assert_eq!(body["MessageStream"], "outbound");
+        let message = &body[0];
+        assert_eq!(message["From"], "sender@example.com");
+        assert_eq!(message["To"], "ursula@example.com");
+        assert_eq!(message["Subject"], "Subject");
+        assert_eq!(message["HtmlBody"], "<p>Hi</p>");
+        assert_eq!(message["TextBody"], "Hi");
+        assert_eq!(message["MessageStream"], "outbound");
+    }
+
+    #[tokio::test]
+    async fn a_message_refused_inside_an_accepted_batch_gets_its_own_verdict() {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(answer(&[0, 406, 0]))
+            .mount(&server)
+            .await;
+
+        let verdicts = send_to(
+            &client(server.uri(), Duration::from_secs(5)),
+            &["a@example.com", "b@example.com", "c@example.com"],
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(verdicts[0], Verdict::Accepted);
+        assert!(
+            matches!(&verdicts[1], Verdict::Refused(reason) if reason.contains("406") && reason.contains("Inactive recipient")),
+            "{:?}",
+            verdicts[1]
+        );
+        assert_eq!(verdicts[2], Verdict::Accepted);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_match_the_batch_is_a_retryable_error() {
+        for response in [
+            answer(&[0, 0]),
+            ResponseTemplate::new(200).set_body_string("not json"),
+        ] {
+            let err = error_for(response).await;
+            assert!(matches!(err, EmailError::UnreadableAnswer(_)), "{err:?}");
+            assert!(err.is_retryable());
+        }
     }
 
     #[tokio::test]
     async fn a_trailing_slash_in_the_base_url_does_not_double_up() {
         let server = MockServer::start().await;
-        Mock::given(path("/email"))
-            .respond_with(ResponseTemplate::new(200))
+        Mock::given(path("/email/batch"))
+            .respond_with(answer(&[0]))
             .expect(1)
             .mount(&server)
             .await;
@@ -369,7 +510,7 @@ mod tests {
     async fn a_slow_api_times_out_after_the_configured_timeout() {
         let server = MockServer::start().await;
         Mock::given(any())
-            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+            .respond_with(answer(&[0]).set_delay(Duration::from_secs(30)))
             .mount(&server)
             .await;
 
@@ -385,8 +526,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_console_backend_sends_nothing_and_succeeds() {
+    async fn the_console_backend_sends_nothing_and_accepts_every_message() {
         let client = EmailClient::console(email("sender@example.com"));
-        assert!(send(&client).await.is_ok());
+        let verdicts = send_to(&client, &["a@example.com", "b@example.com"])
+            .await
+            .unwrap();
+        assert_eq!(verdicts, vec![Verdict::Accepted, Verdict::Accepted]);
     }
 }

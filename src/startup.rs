@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
+use crate::email_client::MAX_BATCH;
 use crate::outbox::{DeliveryWorker, Doorbell, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
@@ -108,6 +109,10 @@ pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWork
         anyhow::bail!(
             "delivery.claim_timeout_seconds must exceed email_client.timeout_milliseconds"
         );
+    }
+    let batch_size = settings.delivery.batch_size;
+    if batch_size < 1 || batch_size > MAX_BATCH as i64 {
+        anyhow::bail!("delivery.batch_size must be between 1 and {MAX_BATCH}, not {batch_size}");
     }
     let email_client = settings
         .email_client

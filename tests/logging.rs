@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use tracing_subscriber::fmt::MakeWriter;
+use wiremock::Mock;
 use wiremock::matchers::path;
-use wiremock::{Mock, ResponseTemplate};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -41,8 +41,8 @@ async fn logs_are_json_lines_with_request_ids_and_without_tokens_or_secrets() {
     let captured = Captured::default();
     init_subscriber(get_subscriber("info", captured.clone()));
     let app = helpers::spawn_app().await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(200))
+    Mock::given(path(helpers::EMAIL_API))
+        .respond_with(helpers::accept_every_message)
         .mount(&app.email_server)
         .await;
 

@@ -1,6 +1,7 @@
 //! The delivery loop. A worker repeats: claim a batch of due messages, send
-//! each, record the outcome; then sleep until a notification or the poll
-//! interval, whichever comes first.
+//! them to the email API in one call, record each outcome; then, if the
+//! batch had messages, let more gather for a moment, or else sleep until a
+//! notification or the poll interval, whichever comes first.
 //!
 //! Shutdown: when the token is cancelled the worker finishes the messages it
 //! is sending (bounded by the email client's timeout), records the outcomes,
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::configuration::DeliverySettings;
 use crate::domain::SubscriberEmail;
-use crate::email_client::{EmailClient, EmailError, Message};
+use crate::email_client::{EmailClient, Message, Verdict};
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::store::{self, ClaimedEmail};
@@ -46,10 +47,40 @@ pub fn spawn_workers(worker: DeliveryWorker, shutdown: CancellationToken) -> Joi
     tasks
 }
 
+/// A claimed message with a recipient and bodies that can be sent.
+struct Ready {
+    email: ClaimedEmail,
+    to: SubscriberEmail,
+}
+
+impl Ready {
+    /// The recipient to send to, or why this message can never be sent.
+    fn recipient(email: &ClaimedEmail) -> Result<SubscriberEmail, String> {
+        if email.html_body.is_none() || email.text_body.is_none() {
+            return Err("the message has no body".into());
+        }
+        SubscriberEmail::parse(&email.recipient).map_err(|e| format!("invalid recipient: {e}"))
+    }
+
+    fn message(&self) -> Message<'_> {
+        Message {
+            to: &self.to,
+            subject: &self.email.subject,
+            html_body: self.email.html_body.as_deref().unwrap_or_default(),
+            text_body: self.email.text_body.as_deref().unwrap_or_default(),
+            message_stream: &self.email.message_stream,
+        }
+    }
+}
+
 /// Why one delivery attempt did not succeed.
 enum Failure {
-    /// The API may accept the message later.
-    Transient(EmailError),
+    /// The API may accept the message later (no sooner than `retry_after`,
+    /// if it said so).
+    Transient {
+        error: String,
+        retry_after: Option<Duration>,
+    },
     /// It never will.
     Permanent(String),
 }
@@ -116,8 +147,8 @@ impl DeliveryWorker {
         Some(listener)
     }
 
-    /// Claims one batch and delivers its messages concurrently; returns how
-    /// many were claimed.
+    /// Claims one batch and sends it to the email API in one call; returns
+    /// how many were claimed.
     async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
         let batch = store::claim_due(
             &self.pool,
@@ -126,101 +157,131 @@ impl DeliveryWorker {
         )
         .await?;
         let claimed = batch.len();
-        // Messages claimed just as shutdown began are handed back unsent.
-        let (unsent, to_send): (Vec<_>, Vec<_>) =
-            batch.into_iter().partition(|_| shutdown.is_cancelled());
-        let sent: Vec<Uuid> =
-            futures::future::join_all(to_send.into_iter().map(|m| self.deliver(m)))
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
-        if !sent.is_empty() {
-            // One statement for the whole batch: under load this halves the
-            // queries the worker makes per email.
-            self.record("mark the emails as sent", || {
-                store::mark_sent(&self.pool, &sent)
-            })
-            .await;
+        if shutdown.is_cancelled() {
+            // Claimed just as shutdown began: hand them back unsent.
+            let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
+            if !ids.is_empty() {
+                self.record("release the unsent batch", || {
+                    store::release(&self.pool, &ids)
+                })
+                .await;
+            }
+            return Ok(claimed);
         }
-        if !unsent.is_empty() {
-            let ids: Vec<Uuid> = unsent.iter().map(|m| m.id).collect();
-            self.record("release the unsent part of the batch", || {
-                store::release(&self.pool, &ids)
-            })
-            .await;
+        // A message that cannot even be put into a request fails on its own;
+        // the rest go out together.
+        let mut ready = Vec::with_capacity(claimed);
+        for email in batch {
+            match Ready::recipient(&email) {
+                Ok(to) => ready.push(Ready { email, to }),
+                Err(reason) => self.give_up(&email, &Failure::Permanent(reason)).await,
+            }
+        }
+        if !ready.is_empty() {
+            self.deliver(&ready).await;
         }
         Ok(claimed)
     }
 
-    #[tracing::instrument(
-        name = "Deliver an email",
-        skip_all,
-        fields(outbox_id = %message.id, attempt = message.attempts)
-    )]
-    /// Sends one message and records a failure; returns the id of a message
-    /// the API accepted, for the caller to mark as sent with the rest of its
-    /// batch.
-    async fn deliver(&self, message: ClaimedEmail) -> Option<Uuid> {
-        let id = message.id;
-        match self.send(&message).await {
-            Ok(()) => {
-                tracing::info!("Email accepted by the email API");
-                return Some(id);
-            }
-            Err(Failure::Transient(e)) if message.attempts < self.settings.max_attempts => {
+    /// Sends the batch and records each message's outcome: the accepted ones
+    /// in one statement, the others one by one.
+    #[tracing::instrument(name = "Deliver a batch of emails", skip_all, fields(size = batch.len()))]
+    async fn deliver(&self, batch: &[Ready]) {
+        let messages: Vec<Message> = batch.iter().map(Ready::message).collect();
+        let failures: Vec<(&ClaimedEmail, Failure)> =
+            match self.email_client.send_batch(&messages).await {
+                Ok(verdicts) => {
+                    let mut refused = Vec::new();
+                    let mut sent = Vec::with_capacity(batch.len());
+                    for (ready, verdict) in batch.iter().zip(verdicts) {
+                        match verdict {
+                            Verdict::Accepted => sent.push(ready.email.id),
+                            Verdict::Refused(reason) => {
+                                refused.push((&ready.email, Failure::Permanent(reason)))
+                            }
+                        }
+                    }
+                    if !sent.is_empty() {
+                        tracing::info!(sent = sent.len(), "Emails accepted by the email API");
+                        self.record("mark the emails as sent", || {
+                            store::mark_sent(&self.pool, &sent)
+                        })
+                        .await;
+                    }
+                    refused
+                }
+                Err(e) if e.is_retryable() => {
+                    let (error, retry_after) = (chain(&e), e.retry_after());
+                    batch
+                        .iter()
+                        .map(|ready| {
+                            let failure = Failure::Transient {
+                                error: error.clone(),
+                                retry_after,
+                            };
+                            (&ready.email, failure)
+                        })
+                        .collect()
+                }
+                Err(e) => {
+                    let reason = chain(&e);
+                    batch
+                        .iter()
+                        .map(|ready| (&ready.email, Failure::Permanent(reason.clone())))
+                        .collect()
+                }
+            };
+        for (message, failure) in failures {
+            self.retry_or_give_up(message, failure).await;
+        }
+    }
+
+    /// Schedules another attempt for a passing failure while attempts remain;
+    /// otherwise keeps the message as failed.
+    async fn retry_or_give_up(&self, message: &ClaimedEmail, failure: Failure) {
+        match failure {
+            Failure::Transient { error, retry_after }
+                if message.attempts < self.settings.max_attempts =>
+            {
                 let delay = retry_delay(
                     message.attempts,
                     self.settings.backoff_base(),
                     self.settings.backoff_max(),
-                    e.retry_after(),
+                    retry_after,
                 );
-                let error = chain(&e);
-                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Email not sent, will retry");
+                tracing::warn!(
+                    outbox_id = %message.id,
+                    attempt = message.attempts,
+                    error = %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "Email not sent, will retry"
+                );
                 self.record("schedule a retry", || {
-                    store::reschedule(&self.pool, id, delay, &error)
+                    store::reschedule(&self.pool, message.id, delay, &error)
                 })
                 .await;
             }
-            Err(failure) => {
-                let error = match failure {
-                    Failure::Transient(e) => {
-                        format!("gave up after {} attempts: {}", message.attempts, chain(&e))
-                    }
-                    Failure::Permanent(reason) => reason,
-                };
-                tracing::error!(error = %error, "Email could not be delivered; kept as failed");
-                self.record("mark the email as failed", || {
-                    store::mark_failed(&self.pool, id, &error)
-                })
-                .await;
-            }
+            failure => self.give_up(message, &failure).await,
         }
-        None
     }
 
-    async fn send(&self, message: &ClaimedEmail) -> Result<(), Failure> {
-        let to = SubscriberEmail::parse(&message.recipient)
-            .map_err(|e| Failure::Permanent(format!("invalid recipient: {e}")))?;
-        let (Some(html_body), Some(text_body)) = (&message.html_body, &message.text_body) else {
-            return Err(Failure::Permanent("the message has no body".into()));
+    async fn give_up(&self, message: &ClaimedEmail, failure: &Failure) {
+        let error = match failure {
+            Failure::Transient { error, .. } => {
+                format!("gave up after {} attempts: {error}", message.attempts)
+            }
+            Failure::Permanent(reason) => reason.clone(),
         };
-        self.email_client
-            .send_email(Message {
-                to: &to,
-                subject: &message.subject,
-                html_body,
-                text_body,
-                message_stream: &message.message_stream,
-            })
-            .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    Failure::Transient(e)
-                } else {
-                    Failure::Permanent(chain(&e))
-                }
-            })
+        tracing::error!(
+            outbox_id = %message.id,
+            attempt = message.attempts,
+            error = %error,
+            "Email could not be delivered; kept as failed"
+        );
+        self.record("mark the email as failed", || {
+            store::mark_failed(&self.pool, message.id, &error)
+        })
+        .await;
     }
 
     /// Writes an outcome, retrying for a while if Postgres is unavailable.

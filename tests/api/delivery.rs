@@ -9,12 +9,15 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{
+    EMAIL_API, TestApp, accept_every_message, answer_each_message, eventually, spawn_app,
+    spawn_app_with,
+};
 
 const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
 
 async fn fail_then_accept(app: &TestApp, failure: ResponseTemplate, failures: u64) {
-    Mock::given(path("/email"))
+    Mock::given(path(EMAIL_API))
         .respond_with(failure)
         .up_to_n_times(failures)
         .with_priority(1)
@@ -112,7 +115,7 @@ async fn an_email_api_refusing_connections_gets_the_email_once_it_listens() {
         .start()
         .await;
     Mock::given(any())
-        .respond_with(ResponseTemplate::new(200))
+        .respond_with(accept_every_message)
         .mount(&recovered)
         .await;
 
@@ -124,7 +127,7 @@ async fn an_email_api_refusing_connections_gets_the_email_once_it_listens() {
 #[tokio::test]
 async fn a_422_is_not_retried_and_the_message_is_kept_as_failed_with_its_error() {
     let app = spawn_app().await;
-    Mock::given(path("/email"))
+    Mock::given(path(EMAIL_API))
         .respond_with(ResponseTemplate::new(422).set_body_string("Invalid 'To' address"))
         .mount(&app.email_server)
         .await;
@@ -144,7 +147,7 @@ async fn a_422_is_not_retried_and_the_message_is_kept_as_failed_with_its_error()
 #[tokio::test]
 async fn a_message_is_kept_as_failed_after_the_configured_number_of_attempts() {
     let app = spawn_app_with(|s| s.delivery.max_attempts = 3).await;
-    Mock::given(path("/email"))
+    Mock::given(path(EMAIL_API))
         .respond_with(ResponseTemplate::new(503))
         .mount(&app.email_server)
         .await;
@@ -160,6 +163,46 @@ async fn a_message_is_kept_as_failed_after_the_configured_number_of_attempts() {
         "{error}"
     );
     assert_eq!(app.sent_emails().await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_message_refused_inside_a_batch_is_kept_as_failed_and_the_rest_are_sent() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    Mock::given(path(EMAIL_API))
+        .respond_with(|request: &wiremock::Request| {
+            answer_each_message(request, |message| {
+                if message["To"] == "inactive@example.com" {
+                    406
+                } else {
+                    0
+                }
+            })
+        })
+        .mount(&app.email_server)
+        .await;
+    for who in ["first", "inactive", "last"] {
+        app.post_subscriptions(format!("name=Reader&email={who}%40example.com"))
+            .await;
+    }
+
+    // One worker, started after all three are queued: they go in one batch.
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert_eq!(app.email_api_requests().await.len(), 1);
+    for message in &outbox {
+        if message.recipient == "inactive@example.com" {
+            assert_eq!(message.status, "failed");
+            assert_eq!(message.attempts, 1, "a refusal is not retried");
+            let error = message.last_error.as_deref().unwrap();
+            assert!(error.contains("406"), "{error}");
+        } else {
+            assert_eq!(message.status, "sent", "{message:?}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -277,7 +320,7 @@ async fn several_workers_share_the_outbox_and_send_each_message_once() {
         .sent_emails()
         .await
         .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["To"].to_string())
+        .map(|email| email["To"].to_string())
         .collect();
     recipients.sort();
     recipients.dedup();
@@ -292,8 +335,10 @@ async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more(
         s.delivery.batch_size = 1;
     })
     .await;
-    Mock::given(path("/email"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(500)))
+    Mock::given(path(EMAIL_API))
+        .respond_with(|request: &wiremock::Request| {
+            accept_every_message(request).set_delay(Duration::from_millis(500))
+        })
         .mount(&app.email_server)
         .await;
     for i in 0..3 {

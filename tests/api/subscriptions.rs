@@ -1,7 +1,9 @@
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{BASE_URL, TcpProxy, spawn_app, spawn_app_with};
+use crate::helpers::{
+    BASE_URL, EMAIL_API, TcpProxy, accept_every_message, spawn_app, spawn_app_with,
+};
 
 const VALID_BODY: &str = "name=le%20guin&email=ursula_le_guin%40gmail.com";
 
@@ -158,9 +160,9 @@ async fn subscribe_returns_415_for_a_json_body() {
 #[tokio::test]
 async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
     let app = spawn_app().await;
-    Mock::given(path("/email"))
+    Mock::given(path(EMAIL_API))
         .and(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
+        .respond_with(accept_every_message)
         .expect(1)
         .mount(&app.email_server)
         .await;
@@ -168,12 +170,15 @@ async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
     app.post_subscriptions(VALID_BODY).await;
 
     let emails = app.wait_for_emails(1).await;
-    let body: serde_json::Value = serde_json::from_slice(&emails[0].body).unwrap();
+    let body = &emails[0];
     assert_eq!(body["To"], "ursula_le_guin@gmail.com");
     assert_eq!(body["Subject"], "Please confirm your subscription");
     assert_eq!(body["MessageStream"], "outbound");
     assert_eq!(
-        emails[0].headers.get("X-Postmark-Server-Token").unwrap(),
+        app.email_api_requests().await[0]
+            .headers
+            .get("X-Postmark-Server-Token")
+            .unwrap(),
         "test-token"
     );
 }
@@ -228,7 +233,7 @@ async fn a_failure_after_the_first_insert_leaves_no_subscriber_behind() {
 async fn subscribe_answers_200_without_waiting_for_a_slow_email_api() {
     // The email API would answer after 30 s, far past the client's timeout.
     let app = spawn_app().await;
-    Mock::given(path("/email"))
+    Mock::given(path(EMAIL_API))
         .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
         .mount(&app.email_server)
         .await;
@@ -320,7 +325,7 @@ async fn subscribing_after_confirming_sends_a_notice_without_a_confirmation_link
     app.post_subscriptions(VALID_BODY).await;
 
     let emails = app.wait_for_emails(2).await;
-    let body: serde_json::Value = serde_json::from_slice(&emails[1].body).unwrap();
+    let body = &emails[1];
     assert_eq!(body["Subject"], "You are already subscribed");
     assert!(
         !body["TextBody"]
