@@ -7,5 +7,6 @@ mod helpers;
 mod migrations;
 mod pages;
 mod rate_limits;
+mod shutdown;
 mod subscriptions;
 mod subscriptions_confirm;
