@@ -99,14 +99,55 @@ pub trait DatabaseStep<T> {
 
 impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
     fn step(self, what: &'static str) -> Result<T, ApiError> {
-        self.map_err(|e| match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable(e),
-            other => {
-                ApiError::Unexpected(anyhow::Error::new(other).context(format!("Failed to {what}")))
+        self.map_err(|e| {
+            if database_unavailable(&e) {
+                ApiError::DatabaseUnavailable(e)
+            } else {
+                ApiError::Unexpected(anyhow::Error::new(e).context(format!("Failed to {what}")))
             }
         })
+    }
+}
+
+/// Whether the error says the database cannot serve us right now, rather
+/// than that something is wrong with the request or our SQL: no connection,
+/// a connection that broke or hung up mid-conversation (a server going away,
+/// a proxy in front of one that is down), or Postgres refusing connections
+/// while it starts, stops or is full.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exceptions; 57P0x: shutting down, crashed,
+            // starting up; 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_hangs_up_mid_handshake_is_unavailable_not_unexpected() {
+        let hung_up = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        let error = Err::<(), _>(hung_up)
+            .step("begin a transaction")
+            .unwrap_err();
+        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_missing_row_is_unexpected() {
+        let error = Err::<(), _>(sqlx::Error::RowNotFound)
+            .step("look something up")
+            .unwrap_err();
+        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
