@@ -187,9 +187,9 @@ fn run(
             .service(web::resource("/health_check").get(health_check))
             .service(web::resource("/ready").get(readiness))
             .service(
-                web::resource("/subscriptions")
-                    .wrap(from_fn(limit_per_ip))
-                    .post(subscribe),
+                // The handler checks the per-IP limit with the per-address
+                // one, in a single call to Redis.
+                web::resource("/subscriptions").post(subscribe),
             )
             .service(
                 web::resource("/subscriptions/confirm")

@@ -33,6 +33,19 @@ pub enum Decision {
     Limited { retry_after: Duration },
 }
 
+/// The outcome of the checks on a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionDecision {
+    Allowed,
+    /// The client is over its limit: it is told, with when to come back.
+    IpLimited {
+        retry_after: Duration,
+    },
+    /// The address has had its share of email: the client is not told, so the
+    /// form cannot be used to learn about someone's inbox.
+    AddressLimited,
+}
+
 /// One limit: its settings, its name in Redis keys, and its in-process twin.
 struct Policy {
     name: &'static str,
@@ -120,16 +133,38 @@ impl RateLimiter {
 
     #[tracing::instrument(name = "Check the per-IP limit", skip_all)]
     pub async fn check_ip(&self, ip: std::net::IpAddr) -> Decision {
-        self.check(&self.per_ip, &limit_subject(ip)).await
+        match self.check(&[(&self.per_ip, &limit_subject(ip))]).await {
+            Some((_, retry_after)) => Decision::Limited { retry_after },
+            None => Decision::Allowed,
+        }
     }
 
-    /// Whether one more email may go to this address. Keys hold a hash of the
-    /// lower-cased address, never the address itself.
-    #[tracing::instrument(name = "Check the per-address limit", skip_all)]
-    pub async fn check_address(&self, email: &SubscriberEmail) -> Decision {
+    /// The per-IP limit, then whether one more email may go to this address,
+    /// in one round trip to Redis. An address over its limit does not give
+    /// back the IP's charge: each submission counts against the client.
+    /// Address keys hold a hash of the lower-cased address, never the
+    /// address itself.
+    #[tracing::instrument(name = "Check the subscription limits", skip_all)]
+    pub async fn check_subscription(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        email: &SubscriberEmail,
+    ) -> SubscriptionDecision {
         let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
-        let subject: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.check(&self.per_address, &subject).await
+        let address: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let ip = ip.map(limit_subject);
+        let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
+        if let Some(ip) = &ip {
+            limits.push((&self.per_ip, ip));
+        }
+        limits.push((&self.per_address, &address));
+        match self.check(&limits).await {
+            None => SubscriptionDecision::Allowed,
+            Some((i, retry_after)) if std::ptr::eq(limits[i].0, &self.per_ip) => {
+                SubscriptionDecision::IpLimited { retry_after }
+            }
+            Some(_) => SubscriptionDecision::AddressLimited,
+        }
     }
 
     /// Whether Redis answers a PING within the check timeout.
@@ -147,43 +182,55 @@ impl RateLimiter {
         self.suppressed_emails.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    async fn check(&self, policy: &Policy, subject: &str) -> Decision {
-        let key = format!("{}rl:{}:{}", self.key_prefix, policy.name, subject);
-        let outcome = tokio::time::timeout(self.timeout, self.check_in_redis(policy, &key)).await;
-        match outcome {
-            Ok(Ok(decision)) => {
+    /// Checks `limits` in order, each against its subject. `None` when all
+    /// allow the request; otherwise the position of the first that refuses
+    /// it and when to come back. Limits before that one are charged.
+    async fn check(&self, limits: &[(&Policy, &str)]) -> Option<(usize, Duration)> {
+        let outcome = tokio::time::timeout(self.timeout, self.check_in_redis(limits)).await;
+        let cause = match outcome {
+            Ok(Ok(refusal)) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("Rate limits are back on Redis");
                 }
-                decision
+                return refusal;
             }
-            Ok(Err(e)) => {
-                self.degrade(&e.to_string());
-                policy.check_locally(subject)
-            }
-            Err(_) => {
-                self.degrade(&format!("no answer within {:?}", self.timeout));
-                policy.check_locally(subject)
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.timeout),
+        };
+        self.degrade(&cause);
+        limits
+            .iter()
+            .enumerate()
+            .find_map(
+                |(i, (policy, subject))| match policy.check_locally(subject) {
+                    Decision::Allowed => None,
+                    Decision::Limited { retry_after } => Some((i, retry_after)),
+                },
+            )
     }
 
-    async fn check_in_redis(&self, policy: &Policy, key: &str) -> redis::RedisResult<Decision> {
+    async fn check_in_redis(
+        &self,
+        limits: &[(&Policy, &str)],
+    ) -> redis::RedisResult<Option<(usize, Duration)>> {
+        let mut invocation = self.script.prepare_invoke();
+        for (policy, subject) in limits {
+            invocation
+                .key(format!("{}rl:{}:{}", self.key_prefix, policy.name, subject))
+                .arg(policy.limit.emission_interval().as_millis() as u64)
+                .arg(policy.limit.burst.max(1));
+        }
         let mut connection = self.redis.clone();
-        let (allowed, retry_after_ms): (i64, i64) = self
-            .script
-            .key(key)
-            .arg(policy.limit.emission_interval().as_millis() as u64)
-            .arg(policy.limit.burst.max(1))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(if allowed == 1 {
-            Decision::Allowed
-        } else {
-            Decision::Limited {
-                retry_after: Duration::from_millis(retry_after_ms.max(0) as u64),
-            }
-        })
+        let (allowed, retry_after_ms, refused_by): (i64, i64, usize) =
+            invocation.invoke_async(&mut connection).await?;
+        Ok((allowed != 1).then(|| {
+            // Lua counts from 1.
+            let position = refused_by.saturating_sub(1);
+            (
+                position,
+                Duration::from_millis(retry_after_ms.max(0) as u64),
+            )
+        }))
     }
 
     /// Logs the switch to in-process limits once, not on every request.

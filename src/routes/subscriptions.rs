@@ -14,7 +14,8 @@
 //! Two defences against using the form to flood someone's inbox keep that
 //! same answer: a honeypot field (people never see it, bots fill it in) makes
 //! the request a no-op, and past the per-address limit nothing is stored or
-//! sent. Per-IP limits apply before the handler runs.
+//! sent. The per-IP limit is checked here too, in the same round trip to
+//! Redis as the per-address one; an over-limit client gets 429.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -27,7 +28,7 @@ use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, Subscription
 use crate::emails::{self, EmailContent};
 use crate::outbox::{self, Doorbell, OutgoingEmail};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
-use crate::rate_limit::{Decision, RateLimiter};
+use crate::rate_limit::{Decision, RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::startup::ApplicationBaseUrl;
 
@@ -121,11 +122,36 @@ pub async fn subscribe(
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
+    let client = request
+        .peer_addr()
+        .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()));
+    let parsed = form.parse();
+    // A well-formed submission has both limits checked in one round trip;
+    // anything else only counts against its client.
+    let decision = match &parsed {
+        Ok(new_subscriber) if !form.is_from_a_bot() => {
+            limiter
+                .check_subscription(client, &new_subscriber.email)
+                .await
+        }
+        _ => match client {
+            Some(client) => match limiter.check_ip(client).await {
+                Decision::Allowed => SubscriptionDecision::Allowed,
+                Decision::Limited { retry_after } => {
+                    SubscriptionDecision::IpLimited { retry_after }
+                }
+            },
+            None => SubscriptionDecision::Allowed,
+        },
+    };
+    if let SubscriptionDecision::IpLimited { retry_after } = decision {
+        return Err(ApiError::TooManyRequests(retry_after));
+    }
     if form.is_from_a_bot() {
         tracing::info!("Honeypot field filled in: nothing stored or sent");
         return Ok(accepted(html));
     }
-    let new_subscriber = match form.parse() {
+    let new_subscriber = match parsed {
         Ok(new_subscriber) => new_subscriber,
         Err(errors) if html => {
             let form_again = SubscribePage {
@@ -138,7 +164,7 @@ pub async fn subscribe(
         }
         Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
     };
-    if let Decision::Limited { .. } = limiter.check_address(&new_subscriber.email).await {
+    if decision == SubscriptionDecision::AddressLimited {
         let suppressed_total = limiter.count_suppressed_email();
         tracing::warn!(
             suppressed_total,

@@ -63,6 +63,34 @@ async fn a_client_over_the_per_ip_limit_gets_429_with_retry_after_and_nothing_is
 }
 
 #[tokio::test]
+async fn refused_forms_and_honeypot_hits_count_against_the_client_too() {
+    let app = spawn_app_with(per_ip(3)).await;
+    app.mock_email_api_ok().await;
+
+    let statuses = [
+        app.post_subscriptions("name=&email=not-an-address")
+            .await
+            .status()
+            .as_u16(),
+        app.post_subscriptions(format!("{}&website=spam.example", subscriber(1)))
+            .await
+            .status()
+            .as_u16(),
+        app.post_subscriptions(subscriber(2))
+            .await
+            .status()
+            .as_u16(),
+        app.post_subscriptions(subscriber(3))
+            .await
+            .status()
+            .as_u16(),
+    ];
+
+    assert_eq!(statuses, [400, 200, 200, 429]);
+    assert_eq!(app.subscriber_count().await, 1);
+}
+
+#[tokio::test]
 async fn the_confirmation_endpoint_is_limited_per_ip_too() {
     let app = spawn_app_with(per_ip(2)).await;
     let unknown = format!("?subscription_token={}", "A".repeat(32));
