@@ -131,7 +131,7 @@ impl RateLimiter {
         &self.client_ip
     }
 
-    #[tracing::instrument(name = "Check the per-IP limit", skip_all)]
+    #[tracing::instrument(name = "Check the per-IP limit", level = "debug", skip_all)]
     pub async fn check_ip(&self, ip: std::net::IpAddr) -> Decision {
         match self.check(&[(&self.per_ip, &limit_subject(ip))]).await {
             Some((_, retry_after)) => Decision::Limited { retry_after },
@@ -144,7 +144,7 @@ impl RateLimiter {
     /// back the IP's charge: each submission counts against the client.
     /// Address keys hold a hash of the lower-cased address, never the
     /// address itself.
-    #[tracing::instrument(name = "Check the subscription limits", skip_all)]
+    #[tracing::instrument(name = "Check the subscription limits", level = "debug", skip_all)]
     pub async fn check_subscription(
         &self,
         ip: Option<std::net::IpAddr>,

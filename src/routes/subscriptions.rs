@@ -230,7 +230,7 @@ fn outgoing(
 /// typed, its lower-case form, or both), so concurrent submissions of one
 /// address all succeed: each waits for the first to commit, then reads its
 /// row.
-#[tracing::instrument(name = "Store the pending subscriber", skip_all)]
+#[tracing::instrument(name = "Store the pending subscriber", level = "debug", skip_all)]
 async fn upsert_pending_subscriber(
     connection: &mut PgConnection,
     new_subscriber: &NewSubscriber,
@@ -267,7 +267,7 @@ async fn upsert_pending_subscriber(
 
 /// Stores the token's hash, never the token: a copy of the database cannot
 /// confirm anyone.
-#[tracing::instrument(name = "Store the confirmation token", skip_all)]
+#[tracing::instrument(name = "Store the confirmation token", level = "debug", skip_all)]
 async fn store_token(
     connection: &mut PgConnection,
     subscriber_id: Uuid,

@@ -204,7 +204,7 @@ fn success(html: bool, heading: &str, message: &'static str) -> HttpResponse {
     }
 }
 
-#[tracing::instrument(name = "Look up the confirmation token", skip_all)]
+#[tracing::instrument(name = "Look up the confirmation token", level = "debug", skip_all)]
 async fn find_token(
     connection: &mut PgConnection,
     token: &SubscriptionToken,
@@ -225,7 +225,7 @@ async fn find_token(
 
 /// Marks the subscriber confirmed (keeping the first confirmation time as
 /// consent evidence) and the token used.
-#[tracing::instrument(name = "Mark the subscriber as confirmed", skip_all)]
+#[tracing::instrument(name = "Mark the subscriber as confirmed", level = "debug", skip_all)]
 async fn mark_confirmed(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
