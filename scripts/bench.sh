@@ -52,6 +52,17 @@ pids+=("${APP_PID}")
 wait_for_port 127.0.0.1 "${APP_PORT}" "the service"
 wait_for_port 127.0.0.1 "${STUB_PORT}" "the email API stand-in"
 
+# CPU time (clock ticks) so far of every process of the given names, one
+# "pid ticks name" line each.
+cpu_ticks() {
+  for pid in $(pgrep -d ' ' -x "$(IFS='|'; echo "$*")"); do
+    awk -v pid="${pid}" '{ sub(/^[^)]*\) /, ""); print pid, $12 + $13 }' "/proc/${pid}/stat" 2>/dev/null \
+      | sed "s/\$/ $(cat "/proc/${pid}/comm" 2>/dev/null)/"
+  done
+}
+CPU_OF=(newsletter postgres redis-server wrk email_api_stub)
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+
 rows=()
 # One wrk run; appends a row: name, connections, req/s, p50, p99, errors.
 run_wrk() {
@@ -69,9 +80,19 @@ run_wrk() {
   rows+=("${name}|${connections}|${rps}|${p50}|${p99}|$(( ${non2xx:-0} + ${socket:-0} ))")
 }
 
-for connections in 32 64; do
-  run_wrk subscribe "${connections}" scripts/bench/subscribe.lua "http://127.0.0.1:${APP_PORT}/subscriptions"
-done
+run_wrk subscribe 32 scripts/bench/subscribe.lua "http://127.0.0.1:${APP_PORT}/subscriptions"
+# Where the machine's time goes under the heaviest load: CPU per process
+# name, in % of one core, over the subscribe run at 64 connections. The
+# sample ends a second before wrk does, while every process is still busy.
+cpu_ticks "${CPU_OF[@]}" >"${WORK}/cpu_before"
+( sleep $(( DURATION - 1 )); cpu_ticks "${CPU_OF[@]}" >"${WORK}/cpu_after" ) &
+run_wrk subscribe 64 scripts/bench/subscribe.lua "http://127.0.0.1:${APP_PORT}/subscriptions"
+wait $!
+cpu_share=$(awk -v seconds=$(( DURATION - 1 )) -v tck="${TICKS_PER_SECOND}" '
+  NR == FNR { before[$1] = $2; next }
+  { used[$3] += $2 - (($1 in before) ? before[$1] : 0) }
+  END { for (name in used) printf "%s %.0f%%\n", name, 100 * used[name] / tck / seconds }
+' "${WORK}/cpu_before" "${WORK}/cpu_after" | sort -k2 -rn | paste -sd ',' | sed 's/,/, /g')
 log "waiting for the outbox to drain"
 for _ in $(seq 1 120); do
   pending=$(PGPASSWORD="${DB_PASSWORD}" psql -Atq -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d "${DB}" \
@@ -115,3 +136,4 @@ for row in "${rows[@]}" "${pg_rows[@]}"; do
   printf '%-20s %6s %10.0f %9s %9s %7s %10s\n' "${name}" "${connections}" "${rps}" "${p50}" "${p99}" "${errors}" "${ratio}"
 done
 printf '\npeak RSS of the service: %d MiB\n' $(( peak_rss_kib / 1024 ))
+printf 'CPU during subscribe at 64 connections (%% of one core): %s\n' "${cpu_share}"
