@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::configuration::DeliverySettings;
 use crate::domain::SubscriberEmail;
-use crate::email_client::{EmailClient, Message, Verdict};
+use crate::email_client::{EmailClient, EmailError, Message, Verdict};
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::store::{self, ClaimedEmail};
@@ -74,6 +74,7 @@ impl Ready {
 }
 
 /// Why one delivery attempt did not succeed.
+#[derive(Clone)]
 enum Failure {
     /// The API may accept the message later (no sooner than `retry_after`,
     /// if it said so).
@@ -83,6 +84,19 @@ enum Failure {
     },
     /// It never will.
     Permanent(String),
+}
+
+impl From<&EmailError> for Failure {
+    fn from(e: &EmailError) -> Self {
+        if e.is_retryable() {
+            Failure::Transient {
+                error: chain(e),
+                retry_after: e.retry_after(),
+            }
+        } else {
+            Failure::Permanent(chain(e))
+        }
+    }
 }
 
 impl DeliveryWorker {
@@ -210,24 +224,12 @@ impl DeliveryWorker {
                     }
                     refused
                 }
-                Err(e) if e.is_retryable() => {
-                    let (error, retry_after) = (chain(&e), e.retry_after());
-                    batch
-                        .iter()
-                        .map(|ready| {
-                            let failure = Failure::Transient {
-                                error: error.clone(),
-                                retry_after,
-                            };
-                            (&ready.email, failure)
-                        })
-                        .collect()
-                }
+                // The whole call failed: the same outcome for every message.
                 Err(e) => {
-                    let reason = chain(&e);
+                    let failure = Failure::from(&e);
                     batch
                         .iter()
-                        .map(|ready| (&ready.email, Failure::Permanent(reason.clone())))
+                        .map(|ready| (&ready.email, failure.clone()))
                         .collect()
                 }
             };

@@ -139,25 +139,29 @@ impl RateLimiter {
         }
     }
 
-    /// The per-IP limit, then whether one more email may go to this address,
-    /// in one round trip to Redis. An address over its limit does not give
-    /// back the IP's charge: each submission counts against the client.
-    /// Address keys hold a hash of the lower-cased address, never the
-    /// address itself.
+    /// The client's per-IP limit, then, for a submission that would send
+    /// email, whether one more may go to this address: both in one round trip
+    /// to Redis. An address over its limit does not give back the IP's
+    /// charge: each submission counts against the client. Address keys hold
+    /// a hash of the lower-cased address, never the address itself.
     #[tracing::instrument(name = "Check the subscription limits", level = "debug", skip_all)]
     pub async fn check_subscription(
         &self,
         ip: Option<std::net::IpAddr>,
-        email: &SubscriberEmail,
+        email: Option<&SubscriberEmail>,
     ) -> SubscriptionDecision {
-        let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
-        let address: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         let ip = ip.map(limit_subject);
-        let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
-        if let Some(ip) = &ip {
-            limits.push((&self.per_ip, ip));
-        }
-        limits.push((&self.per_address, &address));
+        let address = email.map(|email| {
+            let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        let limits: Vec<(&Policy, &str)> = [(&self.per_ip, &ip), (&self.per_address, &address)]
+            .into_iter()
+            .filter_map(|(policy, subject)| Some((policy, subject.as_deref()?)))
+            .collect();
         match self.check(&limits).await {
             None => SubscriptionDecision::Allowed,
             Some((i, retry_after)) if std::ptr::eq(limits[i].0, &self.per_ip) => {
@@ -186,6 +190,9 @@ impl RateLimiter {
     /// allow the request; otherwise the position of the first that refuses
     /// it and when to come back. Limits before that one are charged.
     async fn check(&self, limits: &[(&Policy, &str)]) -> Option<(usize, Duration)> {
+        if limits.is_empty() {
+            return None;
+        }
         let outcome = tokio::time::timeout(self.timeout, self.check_in_redis(limits)).await;
         let cause = match outcome {
             Ok(Ok(refusal)) => {

@@ -28,7 +28,7 @@ use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, Subscription
 use crate::emails::{self, EmailContent};
 use crate::outbox::{self, Doorbell, OutgoingEmail};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
-use crate::rate_limit::{Decision, RateLimiter, SubscriptionDecision};
+use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::startup::ApplicationBaseUrl;
 
@@ -126,24 +126,13 @@ pub async fn subscribe(
         .peer_addr()
         .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()));
     let parsed = form.parse();
-    // A well-formed submission has both limits checked in one round trip;
-    // anything else only counts against its client.
-    let decision = match &parsed {
-        Ok(new_subscriber) if !form.is_from_a_bot() => {
-            limiter
-                .check_subscription(client, &new_subscriber.email)
-                .await
-        }
-        _ => match client {
-            Some(client) => match limiter.check_ip(client).await {
-                Decision::Allowed => SubscriptionDecision::Allowed,
-                Decision::Limited { retry_after } => {
-                    SubscriptionDecision::IpLimited { retry_after }
-                }
-            },
-            None => SubscriptionDecision::Allowed,
-        },
+    // Only a submission that would send email is checked against its
+    // address; every submission counts against its client.
+    let email = match &parsed {
+        Ok(new_subscriber) if !form.is_from_a_bot() => Some(&new_subscriber.email),
+        _ => None,
     };
+    let decision = limiter.check_subscription(client, email).await;
     if let SubscriptionDecision::IpLimited { retry_after } = decision {
         return Err(ApiError::TooManyRequests(retry_after));
     }
