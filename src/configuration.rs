@@ -94,9 +94,10 @@ pub struct DeliverySettings {
     /// while the queue is quiet is still claimed at once.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub batch_linger_milliseconds: u64,
-    /// How long a claim holds. Longer than the email client's timeout, so a
-    /// message is never sent by two workers at once; a message claimed by a
-    /// worker that died is sent again once its claim lapses.
+    /// How long a claim holds. Longer than the email client's timeout plus
+    /// the batch linger, so a message is never sent by two workers at once; a
+    /// message claimed by a worker that died is sent again once its claim
+    /// lapses.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub claim_timeout_seconds: u64,
     /// Attempts before a message is marked failed.

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Some("worker") => {
             let pool = get_delivery_pool(&settings);
             let stop = CancellationToken::new();
-            let mut workers = spawn_workers(delivery_worker(&settings, pool)?, stop.clone());
+            let mut workers = spawn_workers(delivery_worker(&settings, pool)?, None, stop.clone());
             wait_for_termination().await?;
             tracing::info!("Stopping: finishing the emails in flight");
             stop.cancel();

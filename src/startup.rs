@@ -17,7 +17,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::email_client::MAX_BATCH;
-use crate::outbox::{DeliveryWorker, Doorbell, spawn_workers};
+use crate::outbox::{DeliveryWorker, Doorbell, Handoff, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
@@ -40,12 +40,20 @@ impl Application {
         let pool = get_connection_pool(&settings.database);
         let stop_workers = CancellationToken::new();
         let doorbell = Doorbell::default();
-        let mut workers = if settings.delivery.run_in_server {
+        let (handoff, mut workers) = if settings.delivery.run_in_server {
             let worker = delivery_worker(&settings, get_delivery_pool(&settings))?
                 .with_doorbell(doorbell.clone());
-            spawn_workers(worker, stop_workers.clone())
+            // Room for a few batches: a full queue only sends email the long way.
+            let (handoff, queue) = Handoff::new(
+                doorbell.clone(),
+                4 * settings.delivery.batch_size as usize,
+                settings.delivery.claim_timeout(),
+                settings.email_client.timeout(),
+            );
+            let workers = spawn_workers(worker, Some(queue), stop_workers.clone());
+            (handoff, workers)
         } else {
-            JoinSet::new()
+            (Handoff::doorbell_only(doorbell.clone()), JoinSet::new())
         };
         workers.spawn(
             doorbell
@@ -72,7 +80,7 @@ impl Application {
             settings.application.base_url,
             options,
             limiter,
-            doorbell,
+            handoff,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
@@ -103,11 +111,15 @@ impl Application {
 
 /// A delivery worker for these settings. Fails if a claim could lapse while
 /// the email API is still answering, which would let a second worker send
-/// the same message.
+/// the same message. A message handed over in the process may also wait out
+/// a batch linger before it is sent.
 pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWorker, anyhow::Error> {
-    if settings.delivery.claim_timeout() <= settings.email_client.timeout() {
+    if settings.delivery.claim_timeout()
+        <= settings.email_client.timeout() + settings.delivery.batch_linger()
+    {
         anyhow::bail!(
-            "delivery.claim_timeout_seconds must exceed email_client.timeout_milliseconds"
+            "delivery.claim_timeout_seconds must exceed email_client.timeout_milliseconds \
+             plus delivery.batch_linger_milliseconds"
         );
     }
     let batch_size = settings.delivery.batch_size;
@@ -167,14 +179,14 @@ fn run(
     base_url: String,
     options: SubscriptionOptions,
     limiter: RateLimiter,
-    doorbell: Doorbell,
+    handoff: Handoff,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
     let pool = web::Data::new(pool);
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let options = web::Data::new(options);
     let limiter = web::Data::new(limiter);
-    let doorbell = web::Data::new(doorbell);
+    let handoff = web::Data::new(handoff);
     let server = HttpServer::new(move || {
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
@@ -201,7 +213,7 @@ fn run(
             .app_data(base_url.clone())
             .app_data(options.clone())
             .app_data(limiter.clone())
-            .app_data(doorbell.clone())
+            .app_data(handoff.clone())
     })
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?

@@ -7,14 +7,18 @@
 //! send them, and record the outcome: sent, retry later with backoff, or
 //! failed for good (kept, with the last error, for an operator).
 //!
-//! Workers wake when a message is committed ([`Doorbell`]), and also poll, so
-//! a missed wake-up only delays a message by one poll interval.
+//! A handler in a process that runs workers hands its email straight to them
+//! ([`Handoff`]). Otherwise workers wake when a message is committed
+//! ([`Doorbell`]), and also poll, so a missed wake-up only delays a message
+//! by one poll interval.
 
 mod backoff;
 mod doorbell;
+mod handoff;
 mod store;
 mod worker;
 
 pub use doorbell::Doorbell;
+pub use handoff::{Handoff, HandoffQueue, Slot};
 pub use store::{ClaimedEmail, OutgoingEmail, claim_due, enqueue};
 pub use worker::{DeliveryWorker, spawn_workers};

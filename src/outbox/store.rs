@@ -32,26 +32,32 @@ pub struct ClaimedEmail {
     pub attempts: i32,
 }
 
-/// Records `email` in the outbox as part of the caller's transaction. The
-/// table's trigger notifies the workers when that transaction commits.
+/// Records `email` in the outbox as part of the caller's transaction.
+/// With `claim`, the caller's process holds the message for that long, its
+/// first attempt counted, exactly as if it had claimed it with
+/// [`claim_due`]: it is about to send it itself.
 #[tracing::instrument(name = "Enqueue an email", skip_all, fields(outbox_id = tracing::field::Empty))]
 pub async fn enqueue(
     connection: &mut PgConnection,
     email: &OutgoingEmail,
+    claim: Option<Duration>,
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::new_v4();
     tracing::Span::current().record("outbox_id", tracing::field::display(id));
     sqlx::query!(
         r#"
-        INSERT INTO email_outbox (id, recipient, subject, html_body, text_body, message_stream)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO email_outbox
+            (id, recipient, subject, html_body, text_body, message_stream, claimed_until, attempts)
+        VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8)
         "#,
         id,
         email.recipient.as_ref(),
         email.subject,
         email.html_body,
         email.text_body,
-        email.message_stream
+        email.message_stream,
+        claim.map(|c| c.as_secs_f64()),
+        i32::from(claim.is_some())
     )
     .execute(connection)
     .await?;

@@ -21,6 +21,7 @@ use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, Message, Verdict};
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
+use crate::outbox::handoff::{Handed, HandoffQueue};
 use crate::outbox::store::{self, ClaimedEmail};
 use crate::telemetry::error_chain_line as chain;
 
@@ -32,9 +33,17 @@ pub struct DeliveryWorker {
     doorbell: Doorbell,
 }
 
-/// Starts `settings.workers` delivery tasks on the current runtime.
-pub fn spawn_workers(worker: DeliveryWorker, shutdown: CancellationToken) -> JoinSet<()> {
+/// Starts `settings.workers` delivery tasks on the current runtime, and one
+/// more for the messages handed over in this process, if it takes any.
+pub fn spawn_workers(
+    worker: DeliveryWorker,
+    handoff: Option<HandoffQueue>,
+    shutdown: CancellationToken,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    if let Some(queue) = handoff {
+        tasks.spawn(worker.clone().deliver_handed_over(queue, shutdown.clone()));
+    }
     for n in 0..worker.settings.workers {
         let worker = worker.clone();
         let shutdown = shutdown.clone();
@@ -155,6 +164,73 @@ impl DeliveryWorker {
         }
     }
 
+    /// Delivers the messages handlers in this process committed already
+    /// claimed, in batches as the claim loop makes them: what is queued goes
+    /// at once, and after a batch that was not full more may gather for the
+    /// linger. On shutdown it takes no more and delivers what is queued.
+    pub async fn deliver_handed_over(self, queue: HandoffQueue, shutdown: CancellationToken) {
+        let HandoffQueue(mut queue) = queue;
+        let limit = self.settings.batch_size as usize;
+        let mut handed = Vec::with_capacity(limit);
+        let mut closed = false;
+        loop {
+            let received = tokio::select! {
+                received = queue.recv_many(&mut handed, limit) => received,
+                _ = shutdown.cancelled(), if !closed => {
+                    // Places already reserved still arrive; recv_many
+                    // returns 0 once they have and the queue is empty.
+                    queue.close();
+                    closed = true;
+                    continue;
+                }
+            };
+            if received == 0 {
+                return;
+            }
+            self.deliver_in_time(handed.drain(..)).await;
+            if received < limit && !closed {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.settings.batch_linger()) => {}
+                }
+            }
+        }
+    }
+
+    /// Sends the handed-over messages that can still go out before their
+    /// claims lapse. The others are left alone: once their claims lapse a
+    /// worker claims them, and they are sent once.
+    async fn deliver_in_time(&self, handed: impl Iterator<Item = Handed>) {
+        let now = std::time::Instant::now();
+        let (in_time, late): (Vec<Handed>, Vec<Handed>) =
+            handed.partition(|message| now < message.send_by);
+        let late = late.len();
+        if late > 0 {
+            tracing::warn!(
+                late,
+                "Emails waited too long in this process to be sent before their claims lapse; \
+                 workers will send them once the claims have lapsed"
+            );
+        }
+        self.send_all(in_time.into_iter().map(|message| message.email))
+            .await;
+    }
+
+    /// A message that cannot even be put into a request fails on its own;
+    /// the rest go out together.
+    async fn send_all(&self, emails: impl IntoIterator<Item = ClaimedEmail>) {
+        let mut ready = Vec::new();
+        for email in emails {
+            match Ready::recipient(&email) {
+                Ok(to) => ready.push(Ready { email, to }),
+                Err(reason) => self.give_up(&email, &Failure::Permanent(reason)).await,
+            }
+        }
+        if !ready.is_empty() {
+            self.deliver(&ready).await;
+        }
+    }
+
     async fn listen(&self) -> Option<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
         listener.listen(CHANNEL).await.ok()?;
@@ -182,18 +258,7 @@ impl DeliveryWorker {
             }
             return Ok(claimed);
         }
-        // A message that cannot even be put into a request fails on its own;
-        // the rest go out together.
-        let mut ready = Vec::with_capacity(claimed);
-        for email in batch {
-            match Ready::recipient(&email) {
-                Ok(to) => ready.push(Ready { email, to }),
-                Err(reason) => self.give_up(&email, &Failure::Permanent(reason)).await,
-            }
-        }
-        if !ready.is_empty() {
-            self.deliver(&ready).await;
-        }
+        self.send_all(batch).await;
         Ok(claimed)
     }
 

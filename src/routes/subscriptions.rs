@@ -3,8 +3,9 @@
 //! One transaction stores the subscriber (or finds the one with this address,
 //! compared case-insensitively), a confirmation token, and the email to send
 //! in the outbox. Once it commits the email will go out, whatever the email
-//! API is doing right now; the answer does not wait for it, and the doorbell
-//! wakes a delivery worker.
+//! API is doing right now; the answer does not wait for it. The email is
+//! handed to a delivery task in this process, or else the doorbell wakes a
+//! delivery worker.
 //!
 //! The answer is the same whether the address is new, pending or already
 //! confirmed, and each case does the same amount of database work, so the
@@ -26,7 +27,7 @@ use uuid::Uuid;
 
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
 use crate::emails::{self, EmailContent};
-use crate::outbox::{self, Doorbell, OutgoingEmail};
+use crate::outbox::{self, Handoff, OutgoingEmail};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -118,7 +119,7 @@ pub async fn subscribe(
     base_url: web::Data<ApplicationBaseUrl>,
     options: web::Data<SubscriptionOptions>,
     limiter: web::Data<RateLimiter>,
-    doorbell: web::Data<Doorbell>,
+    handoff: web::Data<Handoff>,
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
@@ -162,6 +163,7 @@ pub async fn subscribe(
         return Ok(accepted(html));
     }
 
+    let slot = handoff.reserve();
     let mut transaction = pool.begin().await.step("begin a transaction")?;
     let content = match upsert_pending_subscriber(&mut transaction, &new_subscriber)
         .await
@@ -179,14 +181,12 @@ pub async fn subscribe(
         }
         Subscriber::Confirmed => emails::already_subscribed(&base_url.0, &new_subscriber.name),
     };
-    outbox::enqueue(
-        &mut transaction,
-        &outgoing(new_subscriber.email, content, &options),
-    )
-    .await
-    .step("enqueue the email")?;
+    let email = outgoing(new_subscriber.email, content, &options);
+    let outbox_id = outbox::enqueue(&mut transaction, &email, slot.claim())
+        .await
+        .step("enqueue the email")?;
     transaction.commit().await.step("commit the subscription")?;
-    doorbell.ring();
+    slot.committed(outbox_id, email);
     Ok(accepted(html))
 }
 

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use newsletter::outbox::claim_due;
+use newsletter::domain::SubscriberEmail;
+use newsletter::outbox::{Doorbell, Handoff, OutgoingEmail, claim_due, enqueue};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -232,9 +233,11 @@ async fn a_committed_message_wakes_the_worker_without_waiting_for_the_poll() {
 #[tokio::test]
 async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one_batch() {
     // A linger far longer than a claim takes, and a poll that never comes.
+    // A claim must outlast the linger and a send.
     let app = spawn_app_with(|s| {
         s.delivery.workers = 1;
         s.delivery.batch_linger_milliseconds = 4_000;
+        s.delivery.claim_timeout_seconds = 10;
         s.delivery.poll_interval_milliseconds = 60_000;
     })
     .await;
@@ -362,6 +365,74 @@ async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more(
         assert!(!message.claimed, "a message was left claimed: {message:?}");
         assert_eq!(message.attempts, 0, "{message:?}");
     }
+}
+
+#[tokio::test]
+async fn a_message_the_server_sends_itself_is_not_also_claimed_by_other_workers() {
+    let app = spawn_app().await;
+    // A slow API keeps the message in flight for a while.
+    Mock::given(path(EMAIL_API))
+        .respond_with(|request: &wiremock::Request| {
+            accept_every_message(request).set_delay(Duration::from_millis(1_500))
+        })
+        .mount(&app.email_server)
+        .await;
+    // A worker elsewhere that looks for due messages every 200 ms meanwhile.
+    let stop = CancellationToken::new();
+    let elsewhere = tokio::spawn(app.delivery_worker().run(stop.clone()));
+
+    app.post_subscriptions(VALID_BODY).await;
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    elsewhere.await.unwrap();
+
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].attempts, 1);
+    assert_eq!(app.sent_emails().await.len(), 1, "sent twice");
+}
+
+#[tokio::test]
+async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.delivery.batch_size = 1;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let (handoff, queue) = Handoff::new(
+        Doorbell::default(),
+        10,
+        app.settings.delivery.claim_timeout(),
+        app.settings.email_client.timeout(),
+    );
+    for i in 0..3 {
+        let slot = handoff.reserve();
+        let mut transaction = app.db_pool.begin().await.unwrap();
+        let email = OutgoingEmail {
+            recipient: SubscriberEmail::parse(&format!("reader{i}@example.com")).unwrap(),
+            subject: "Hello".into(),
+            html_body: "<p>Hello</p>".into(),
+            text_body: "Hello".into(),
+            message_stream: "outbound".into(),
+        };
+        let id = enqueue(&mut transaction, &email, slot.claim())
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        slot.committed(id, email);
+    }
+
+    // Shutdown has begun before the task takes its first message.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    app.delivery_worker().deliver_handed_over(queue, stop).await;
+
+    let outbox = app.outbox().await;
+    assert!(
+        outbox.iter().all(|m| m.status == "sent" && m.attempts == 1),
+        "{outbox:?}"
+    );
+    assert_eq!(app.sent_emails().await.len(), 3);
 }
 
 #[tokio::test]
