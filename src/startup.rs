@@ -37,7 +37,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
-        let pool = get_connection_pool(&settings.database);
         let stop_workers = CancellationToken::new();
         let doorbell = Doorbell::default();
         let (handoff, mut workers) = if settings.delivery.run_in_server {
@@ -55,10 +54,13 @@ impl Application {
         } else {
             (Handoff::doorbell_only(doorbell.clone()), JoinSet::new())
         };
+        // Notifications go out one at a time: one connection is enough.
+        let mut notifier = settings.database.clone();
+        notifier.max_connections = 1;
         workers.spawn(
             doorbell
                 .clone()
-                .notify_other_processes(pool.clone(), stop_workers.clone()),
+                .notify_other_processes(get_connection_pool(&notifier), stop_workers.clone()),
         );
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
@@ -76,7 +78,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = run(
             listener,
-            pool,
+            settings.database,
             settings.application.base_url,
             options,
             limiter,
@@ -173,21 +175,39 @@ pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
 
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// HTTP worker threads: one per core.
+fn http_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Each HTTP worker thread gets a connection pool and a Redis connection of
+/// its own, created on that thread, and `database.max_connections` is shared
+/// out among the workers. A connection is driven by the runtime it was opened
+/// on: used from another worker's thread, each of its reads and writes
+/// would wake that thread, and that thread would wake the worker back.
 fn run(
     listener: TcpListener,
-    pool: PgPool,
+    database: DatabaseSettings,
     base_url: String,
     options: SubscriptionOptions,
     limiter: RateLimiter,
     handoff: Handoff,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
-    let pool = web::Data::new(pool);
+    let workers = http_workers();
+    let mut per_worker = database;
+    per_worker.max_connections = per_worker.max_connections.div_ceil(workers as u32).max(1);
+    let limiter = std::sync::Arc::new(limiter);
     let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let options = web::Data::new(options);
-    let limiter = web::Data::new(limiter);
     let handoff = web::Data::new(handoff);
     let server = HttpServer::new(move || {
+        let pool = web::Data::new(get_connection_pool(&per_worker));
+        let limiter = web::Data::new(
+            limiter
+                .for_this_thread()
+                .expect("the Redis client was valid when the limiter was built"),
+        );
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(form_config())
@@ -209,12 +229,13 @@ fn run(
                     .get(confirm)
                     .post(confirm_with_button),
             )
-            .app_data(pool.clone())
+            .app_data(pool)
             .app_data(base_url.clone())
             .app_data(options.clone())
-            .app_data(limiter.clone())
+            .app_data(limiter)
             .app_data(handoff.clone())
     })
+    .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?
     .run();

@@ -12,6 +12,7 @@ mod client_ip;
 mod middleware;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -84,7 +85,17 @@ impl Policy {
 }
 
 pub struct RateLimiter {
+    /// Driven by the runtime the limiter was made on (see
+    /// [`RateLimiter::for_this_thread`]).
     redis: ConnectionManager,
+    shared: Arc<Shared>,
+}
+
+/// What every copy of a limiter has in common: the limits, the in-process
+/// fallback and the counters, and how to reach Redis.
+struct Shared {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     script: redis::Script,
     key_prefix: String,
     timeout: Duration,
@@ -110,9 +121,10 @@ impl RateLimiter {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let redis = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
-            redis,
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let shared = Shared {
+            client,
+            config,
             script: redis::Script::new(include_str!("gcra.lua")),
             key_prefix: settings.key_prefix.clone(),
             timeout,
@@ -124,16 +136,38 @@ impl RateLimiter {
                 settings.trusted_proxies.clone(),
                 settings.forwarded_header.to_lowercase(),
             ),
+        };
+        Ok(Self {
+            redis,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// A limiter with the same limits, fallback and counters, whose Redis
+    /// connection is driven by the calling thread's runtime. Each HTTP worker
+    /// thread checks through one of its own: through a connection driven
+    /// elsewhere, every check would wake another thread and be woken back.
+    pub fn for_this_thread(&self) -> Result<Self, anyhow::Error> {
+        let redis = ConnectionManager::new_lazy_with_config(
+            self.shared.client.clone(),
+            self.shared.config.clone(),
+        )?;
+        Ok(Self {
+            redis,
+            shared: Arc::clone(&self.shared),
         })
     }
 
     pub fn client_ip(&self) -> &ClientIpResolver {
-        &self.client_ip
+        &self.shared.client_ip
     }
 
     #[tracing::instrument(name = "Check the per-IP limit", level = "debug", skip_all)]
     pub async fn check_ip(&self, ip: std::net::IpAddr) -> Decision {
-        match self.check(&[(&self.per_ip, &limit_subject(ip))]).await {
+        match self
+            .check(&[(&self.shared.per_ip, &limit_subject(ip))])
+            .await
+        {
             Some((_, retry_after)) => Decision::Limited { retry_after },
             None => Decision::Allowed,
         }
@@ -158,13 +192,16 @@ impl RateLimiter {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         });
-        let limits: Vec<(&Policy, &str)> = [(&self.per_ip, &ip), (&self.per_address, &address)]
-            .into_iter()
-            .filter_map(|(policy, subject)| Some((policy, subject.as_deref()?)))
-            .collect();
+        let limits: Vec<(&Policy, &str)> = [
+            (&self.shared.per_ip, &ip),
+            (&self.shared.per_address, &address),
+        ]
+        .into_iter()
+        .filter_map(|(policy, subject)| Some((policy, subject.as_deref()?)))
+        .collect();
         match self.check(&limits).await {
             None => SubscriptionDecision::Allowed,
-            Some((i, retry_after)) if std::ptr::eq(limits[i].0, &self.per_ip) => {
+            Some((i, retry_after)) if std::ptr::eq(limits[i].0, &self.shared.per_ip) => {
                 SubscriptionDecision::IpLimited { retry_after }
             }
             Some(_) => SubscriptionDecision::AddressLimited,
@@ -176,14 +213,17 @@ impl RateLimiter {
         let mut connection = self.redis.clone();
         let ping = redis::cmd("PING");
         let answer = ping.query_async::<String>(&mut connection);
-        let patience = self.timeout.max(Duration::from_millis(100));
+        let patience = self.shared.timeout.max(Duration::from_millis(100));
         matches!(tokio::time::timeout(patience, answer).await, Ok(Ok(_)))
     }
 
     /// Counts an email that was not sent because of the per-address limit,
     /// and returns the total so far in this process.
     pub fn count_suppressed_email(&self) -> u64 {
-        self.suppressed_emails.fetch_add(1, Ordering::Relaxed) + 1
+        self.shared
+            .suppressed_emails
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
     }
 
     /// Checks `limits` in order, each against its subject. `None` when all
@@ -193,16 +233,16 @@ impl RateLimiter {
         if limits.is_empty() {
             return None;
         }
-        let outcome = tokio::time::timeout(self.timeout, self.check_in_redis(limits)).await;
+        let outcome = tokio::time::timeout(self.shared.timeout, self.check_in_redis(limits)).await;
         let cause = match outcome {
             Ok(Ok(refusal)) => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
+                if self.shared.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("Rate limits are back on Redis");
                 }
                 return refusal;
             }
             Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {:?}", self.timeout),
+            Err(_) => format!("no answer within {:?}", self.shared.timeout),
         };
         self.degrade(&cause);
         limits
@@ -220,10 +260,13 @@ impl RateLimiter {
         &self,
         limits: &[(&Policy, &str)],
     ) -> redis::RedisResult<Option<(usize, Duration)>> {
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = self.shared.script.prepare_invoke();
         for (policy, subject) in limits {
             invocation
-                .key(format!("{}rl:{}:{}", self.key_prefix, policy.name, subject))
+                .key(format!(
+                    "{}rl:{}:{}",
+                    self.shared.key_prefix, policy.name, subject
+                ))
                 .arg(policy.limit.emission_interval().as_millis() as u64)
                 .arg(policy.limit.burst.max(1));
         }
@@ -242,7 +285,7 @@ impl RateLimiter {
 
     /// Logs the switch to in-process limits once, not on every request.
     fn degrade(&self, cause: &str) {
-        if !self.degraded.swap(true, Ordering::Relaxed) {
+        if !self.shared.degraded.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 cause,
                 "Redis is unavailable: rate limits fall back to this process until it answers again"

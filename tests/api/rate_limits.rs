@@ -298,3 +298,33 @@ async fn with_redis_unreachable_from_the_start_limits_still_apply_in_process() {
 
     assert_eq!(statuses, [200, 200, 429]);
 }
+
+#[tokio::test]
+async fn without_redis_the_limits_are_shared_by_every_worker_thread_of_the_server() {
+    let app = spawn_app_with(|s| {
+        s.redis_uri = "redis://127.0.0.1:1".to_owned().into();
+        s.rate_limit.per_ip = tight(2);
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    // A new connection for every request: the server hands new connections
+    // to its worker threads in turn.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    let mut statuses = Vec::new();
+    for i in 1..=4 {
+        let response = client
+            .post(format!("{}/subscriptions", app.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(subscriber(i))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+
+    assert_eq!(statuses, [200, 200, 429, 429]);
+}
