@@ -36,7 +36,7 @@ pub struct ClaimedEmail {
 /// With `claim`, the caller's process holds the message for that long, its
 /// first attempt counted, exactly as if it had claimed it with
 /// [`claim_due`]: it is about to send it itself.
-#[tracing::instrument(name = "Enqueue an email", skip_all, fields(outbox_id = tracing::field::Empty))]
+#[tracing::instrument(name = "Enqueue an email", level = "debug", skip_all, fields(outbox_id = tracing::field::Empty))]
 pub async fn enqueue(
     connection: &mut PgConnection,
     email: &OutgoingEmail,
