@@ -80,6 +80,12 @@ run_wrk() {
   rows+=("${name}|${connections}|${rps}|${p50}|${p99}|$(( ${non2xx:-0} + ${socket:-0} ))")
 }
 
+# Warm-up, not measured: the first seconds open connections and grow a
+# fresh database's tables and indexes. pgbench, which runs last, finds the
+# database warm too.
+log "warming up for 5 s"
+BENCH_RUN="${RUN}-warm-up" wrk -t2 -c32 -d5s -s scripts/bench/subscribe.lua \
+  "http://127.0.0.1:${APP_PORT}/subscriptions" >/dev/null
 run_wrk subscribe 32 scripts/bench/subscribe.lua "http://127.0.0.1:${APP_PORT}/subscriptions"
 # Where the machine's time goes under the heaviest load: CPU per process
 # name, in % of one core, over the subscribe run at 64 connections. The
