@@ -1,6 +1,6 @@
 //! SIGTERM on the real binary, as a platform sends it on redeploy: the
 //! server stops taking connections, finishes the requests it is serving,
-//! and exits cleanly.
+//! sends the email they queued, and exits cleanly.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -123,4 +123,9 @@ async fn on_sigterm_the_server_finishes_a_request_in_flight_refuses_new_ones_and
     .await;
     assert!(exit.success(), "the server exited with {exit}");
     assert_eq!(app.subscriber_status().await, "pending_confirmation");
+    // The request's email was handed to the server's delivery task, which
+    // sent it before the process exited.
+    let outbox = app.outbox().await;
+    assert_eq!(outbox[0].status, "sent", "{outbox:?}");
+    assert_eq!(app.sent_emails().await.len(), 1);
 }
