@@ -175,6 +175,10 @@ pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
 
 const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a new worker keeps trying to open its Redis connection before it
+/// leaves that to the first request.
+const REDIS_WARM_UP: Duration = Duration::from_secs(2);
+
 /// HTTP worker threads: one per core.
 fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -208,6 +212,10 @@ fn run(
                 .for_this_thread()
                 .expect("the Redis client was valid when the limiter was built"),
         );
+        // Connect now rather than on the first request, which would otherwise
+        // wait for the connection or fall back to the in-process limits.
+        let warm_up = limiter.clone();
+        tokio::spawn(async move { warm_up.ping_redis(REDIS_WARM_UP).await });
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(form_config())

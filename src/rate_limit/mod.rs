@@ -208,13 +208,23 @@ impl RateLimiter {
         }
     }
 
-    /// Whether Redis answers a PING within the check timeout.
-    pub async fn ping_redis(&self) -> bool {
-        let mut connection = self.redis.clone();
-        let ping = redis::cmd("PING");
-        let answer = ping.query_async::<String>(&mut connection);
-        let patience = self.shared.timeout.max(Duration::from_millis(100));
-        matches!(tokio::time::timeout(patience, answer).await, Ok(Ok(_)))
+    /// Whether Redis answers a PING within `patience`. A new connection's
+    /// first attempt may time out while it connects, so it asks again until
+    /// `patience` runs out.
+    pub async fn ping_redis(&self, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let mut connection = self.redis.clone();
+            let ping = redis::cmd("PING");
+            let answer = ping.query_async::<String>(&mut connection);
+            if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, answer).await {
+                return true;
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Counts an email that was not sent because of the per-address limit,
