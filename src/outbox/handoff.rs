@@ -123,3 +123,62 @@ impl Slot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SubscriberEmail;
+
+    fn email() -> OutgoingEmail {
+        OutgoingEmail {
+            recipient: SubscriberEmail::parse("ursula@example.com").unwrap(),
+            subject: "Hello".into(),
+            html_body: "<p>Hello</p>".into(),
+            text_body: "Hello".into(),
+            message_stream: "outbound".into(),
+        }
+    }
+
+    const CLAIM: Duration = Duration::from_secs(60);
+    const SEND_TIME: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_reserved_message_is_claimed_and_arrives_on_the_queue() {
+        let (handoff, HandoffQueue(mut queue)) =
+            Handoff::new(Doorbell::default(), 1, CLAIM, SEND_TIME);
+
+        let slot = handoff.reserve();
+        assert_eq!(slot.claim(), Some(CLAIM));
+        let id = Uuid::new_v4();
+        slot.committed(id, email());
+
+        let handed = queue.try_recv().expect("nothing was handed over");
+        assert_eq!(handed.email.id, id);
+        assert_eq!(handed.email.attempts, 1);
+        assert!(handed.send_by <= Instant::now() + CLAIM - SEND_TIME);
+    }
+
+    #[tokio::test]
+    async fn with_the_queue_full_a_message_goes_unclaimed_and_rings_the_doorbell() {
+        let doorbell = Doorbell::default();
+        let (handoff, _queue) = Handoff::new(doorbell.clone(), 1, CLAIM, SEND_TIME);
+
+        let _holds_the_only_place = handoff.reserve();
+        let slot = handoff.reserve();
+        assert_eq!(slot.claim(), None);
+        slot.committed(Uuid::new_v4(), email());
+
+        tokio::time::timeout(Duration::from_millis(100), doorbell.rung())
+            .await
+            .expect("the doorbell was not rung");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_slot_gives_its_place_back() {
+        let (handoff, _queue) = Handoff::new(Doorbell::default(), 1, CLAIM, SEND_TIME);
+
+        drop(handoff.reserve());
+
+        assert_eq!(handoff.reserve().claim(), Some(CLAIM));
+    }
+}

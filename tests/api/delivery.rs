@@ -218,7 +218,7 @@ async fn bodies_are_cleared_once_a_message_is_sent() {
 }
 
 #[tokio::test]
-async fn a_committed_message_wakes_the_worker_without_waiting_for_the_poll() {
+async fn a_committed_message_is_delivered_without_waiting_for_the_poll() {
     // With a one-minute poll, only the notification can deliver in time.
     let app = spawn_app_with(|s| s.delivery.poll_interval_milliseconds = 60_000).await;
     app.mock_email_api_ok().await;
