@@ -171,7 +171,8 @@ pub struct DatabaseSettings {
     #[serde(deserialize_with = "deserialize_bool_from_anything")]
     pub require_ssl: bool,
     /// Connections one process opens for HTTP requests, shared out among its
-    /// HTTP worker threads (one per core). Delivery workers have their own.
+    /// HTTP worker threads (one per core, at least one connection each).
+    /// Delivery workers have their own.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub max_connections: u32,
     /// Upper bound on waiting for a connection: when Postgres is down a
