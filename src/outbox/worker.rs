@@ -149,10 +149,7 @@ impl DeliveryWorker {
             // Some were due: more are probably coming. Let them gather rather
             // than claim each one in a transaction of its own.
             if claimed > 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.settings.batch_linger()) => {}
-                }
+                self.linger(&shutdown).await;
                 continue;
             }
             tokio::select! {
@@ -189,11 +186,17 @@ impl DeliveryWorker {
             }
             self.deliver_in_time(handed.drain(..)).await;
             if received < limit && !closed {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(self.settings.batch_linger()) => {}
-                }
+                self.linger(&shutdown).await;
             }
+        }
+    }
+
+    /// Lets more messages gather after a batch that was not full, unless
+    /// shutdown begins meanwhile.
+    async fn linger(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(self.settings.batch_linger()) => {}
         }
     }
 

@@ -280,15 +280,21 @@ async fn with_redis_gone_the_app_keeps_answering_and_returns_to_redis_when_it_is
     .await;
 }
 
-#[tokio::test]
-async fn with_redis_unreachable_from_the_start_limits_still_apply_in_process() {
-    // Nothing listens on port 1.
+/// An app whose Redis is unreachable from the start (nothing listens on
+/// port 1), with a per-IP burst of 2.
+async fn app_without_redis() -> TestApp {
     let app = spawn_app_with(|s| {
         s.redis_uri = "redis://127.0.0.1:1".to_owned().into();
         s.rate_limit.per_ip = tight(2);
     })
     .await;
     app.mock_email_api_ok().await;
+    app
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_from_the_start_limits_still_apply_in_process() {
+    let app = app_without_redis().await;
 
     let statuses = [
         subscribe_status(&app, subscriber(1)).await,
@@ -301,12 +307,7 @@ async fn with_redis_unreachable_from_the_start_limits_still_apply_in_process() {
 
 #[tokio::test]
 async fn without_redis_the_limits_are_shared_by_every_worker_thread_of_the_server() {
-    let app = spawn_app_with(|s| {
-        s.redis_uri = "redis://127.0.0.1:1".to_owned().into();
-        s.rate_limit.per_ip = tight(2);
-    })
-    .await;
-    app.mock_email_api_ok().await;
+    let app = app_without_redis().await;
     // A new connection for every request: the server hands new connections
     // to its worker threads in turn.
     let client = reqwest::Client::builder()
