@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
+use crate::connections::{Connections, IDLE_BEFORE_PING};
 use crate::email_client::MAX_BATCH;
 use crate::outbox::{DeliveryWorker, Doorbell, Handoff, spawn_workers};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
@@ -173,8 +174,6 @@ pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
         .connect_lazy_with(settings.with_db())
 }
 
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How long a new worker keeps trying to open its Redis connection before it
 /// leaves that to the first request.
 const REDIS_WARM_UP: Duration = Duration::from_secs(2);
@@ -206,7 +205,7 @@ fn run(
     let options = web::Data::new(options);
     let handoff = web::Data::new(handoff);
     let server = HttpServer::new(move || {
-        let pool = web::Data::new(get_connection_pool(&per_worker));
+        let connections = web::Data::new(Connections::new(&per_worker));
         let limiter = web::Data::new(
             limiter
                 .for_this_thread()
@@ -237,7 +236,7 @@ fn run(
                     .get(confirm)
                     .post(confirm_with_button),
             )
-            .app_data(pool)
+            .app_data(connections)
             .app_data(base_url.clone())
             .app_data(options.clone())
             .app_data(limiter)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
-use sqlx::PgPool;
 
+use crate::connections::Connections;
 use crate::rate_limit::RateLimiter;
 
 /// How long each check may take: a load balancer polls this often.
@@ -26,15 +26,15 @@ struct Readiness {
     redis: &'static str,
 }
 
-pub async fn readiness(pool: web::Data<PgPool>, limiter: web::Data<RateLimiter>) -> HttpResponse {
+pub async fn readiness(
+    connections: web::Data<Connections>,
+    limiter: web::Data<RateLimiter>,
+) -> HttpResponse {
     let (postgres_ok, redis_ok) = tokio::join!(
-        tokio::time::timeout(
-            CHECK_TIMEOUT,
-            sqlx::query("SELECT 1").execute(pool.get_ref())
-        ),
+        tokio::time::timeout(CHECK_TIMEOUT, postgres_answers(&connections)),
         limiter.ping_redis(REDIS_CHECK_TIMEOUT),
     );
-    let postgres_ok = matches!(postgres_ok, Ok(Ok(_)));
+    let postgres_ok = matches!(postgres_ok, Ok(Ok(())));
     let body = Readiness {
         postgres: if postgres_ok { "ok" } else { "unavailable" },
         redis: if redis_ok {
@@ -48,4 +48,11 @@ pub async fn readiness(pool: web::Data<PgPool>, limiter: web::Data<RateLimiter>)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+async fn postgres_answers(connections: &Connections) -> Result<(), sqlx::Error> {
+    let mut connection = connections.acquire().await?;
+    sqlx::query("SELECT 1").execute(&mut *connection).await?;
+    connection.give_back();
+    Ok(())
 }

@@ -22,9 +22,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde::Deserialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::connections::Connections;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::outbox::{self, Handoff, OutgoingEmail};
@@ -115,7 +116,7 @@ enum Subscriber {
 pub async fn subscribe(
     request: HttpRequest,
     form: web::Form<SubscribeForm>,
-    pool: web::Data<PgPool>,
+    connections: web::Data<Connections>,
     base_url: web::Data<ApplicationBaseUrl>,
     options: web::Data<SubscriptionOptions>,
     limiter: web::Data<RateLimiter>,
@@ -164,7 +165,8 @@ pub async fn subscribe(
     }
 
     let slot = handoff.reserve();
-    let mut transaction = pool.begin().await.step("begin a transaction")?;
+    let mut connection = connections.acquire().await.step("get a connection")?;
+    let mut transaction = connection.begin().await.step("begin a transaction")?;
     let content = match upsert_pending_subscriber(&mut transaction, &new_subscriber)
         .await
         .step("store the subscriber")?
@@ -186,6 +188,7 @@ pub async fn subscribe(
         .await
         .step("enqueue the email")?;
     transaction.commit().await.step("commit the subscription")?;
+    connection.give_back();
     slot.committed(outbox_id, email);
     Ok(accepted(html))
 }

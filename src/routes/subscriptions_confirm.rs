@@ -14,9 +14,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::connections::Connections;
 use crate::domain::SubscriptionToken;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
@@ -73,13 +74,13 @@ impl TokenRecord {
 pub async fn confirm(
     request: HttpRequest,
     parameters: web::Query<Parameters>,
-    pool: web::Data<PgPool>,
+    connections: web::Data<Connections>,
     options: web::Data<SubscriptionOptions>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) if options.confirm_with_button => inspect(&pool, token).await?,
-        Ok(token) => confirm_token(&pool, &token).await?,
+        Ok(token) if options.confirm_with_button => inspect(&connections, token).await?,
+        Ok(token) => confirm_token(&connections, &token).await?,
     };
     respond(outcome, wants_html(&request))
 }
@@ -88,21 +89,22 @@ pub async fn confirm(
 pub async fn confirm_with_button(
     request: HttpRequest,
     form: web::Form<Parameters>,
-    pool: web::Data<PgPool>,
+    connections: web::Data<Connections>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) => confirm_token(&pool, &token).await?,
+        Ok(token) => confirm_token(&connections, &token).await?,
     };
     respond(outcome, wants_html(&request))
 }
 
 /// Looks at a token without using it.
-async fn inspect(pool: &PgPool, token: SubscriptionToken) -> Result<Outcome, ApiError> {
-    let mut connection = pool.acquire().await.step("get a connection")?;
+async fn inspect(connections: &Connections, token: SubscriptionToken) -> Result<Outcome, ApiError> {
+    let mut connection = connections.acquire().await.step("get a connection")?;
     let record = find_token(&mut connection, &token)
         .await
         .step("look up the confirmation token")?;
+    connection.give_back();
     Ok(match record {
         None => Outcome::NotValid,
         Some(record) => record
@@ -113,12 +115,28 @@ async fn inspect(pool: &PgPool, token: SubscriptionToken) -> Result<Outcome, Api
 
 /// Uses a token: confirms its subscriber if it is valid and unused.
 #[tracing::instrument(name = "Confirm the subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
-async fn confirm_token(pool: &PgPool, token: &SubscriptionToken) -> Result<Outcome, ApiError> {
-    let mut transaction = pool.begin().await.step("begin a transaction")?;
+async fn confirm_token(
+    connections: &Connections,
+    token: &SubscriptionToken,
+) -> Result<Outcome, ApiError> {
+    let mut connection = connections.acquire().await.step("get a connection")?;
+    let outcome = confirm_on(&mut connection, token).await?;
+    // Every way out of `confirm_on` but an error ends its transaction, so
+    // the connection can serve the next request.
+    connection.give_back();
+    Ok(outcome)
+}
+
+async fn confirm_on(
+    connection: &mut PgConnection,
+    token: &SubscriptionToken,
+) -> Result<Outcome, ApiError> {
+    let mut transaction = connection.begin().await.step("begin a transaction")?;
     let Some(record) = find_token(&mut transaction, token)
         .await
         .step("look up the confirmation token")?
     else {
+        transaction.rollback().await.step("end the transaction")?;
         return Ok(Outcome::NotValid);
     };
     tracing::Span::current().record(
@@ -126,6 +144,7 @@ async fn confirm_token(pool: &PgPool, token: &SubscriptionToken) -> Result<Outco
         tracing::field::display(record.subscriber_id),
     );
     if let Some(outcome) = record.settled_outcome() {
+        transaction.rollback().await.step("end the transaction")?;
         return Ok(outcome);
     }
     mark_confirmed(&mut transaction, record.subscriber_id, token)
