@@ -1,4 +1,4 @@
-//! Builds the application: the connection pool, the email client, the routes,
+//! Builds the application: the database connections, the email client, the routes,
 //! the HTTP server and the delivery workers, and how they stop together.
 
 use std::net::TcpListener;
@@ -149,7 +149,7 @@ pub fn get_delivery_pool(settings: &Settings) -> PgPool {
     get_connection_pool(&database)
 }
 
-/// The pool connects lazily: the server starts and answers its health check
+/// The pool of the delivery workers and of `newsletter worker`. It connects lazily: the server starts and answers its health check
 /// even while Postgres is still coming up, and requests that need the database
 /// fail fast with 503 until it is reachable.
 ///
@@ -183,7 +183,7 @@ fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Each HTTP worker thread gets a connection pool and a Redis connection of
+/// Each HTTP worker thread gets a connection cache and a Redis connection of
 /// its own, created on that thread, and `database.max_connections` is shared
 /// out among the workers. A connection is driven by the runtime it was opened
 /// on: used from another worker's thread, each of its reads and writes
