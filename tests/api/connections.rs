@@ -26,6 +26,14 @@ async fn backend_pid(lease: &mut Lease) -> i32 {
         .expect("Failed to ask for the backend's pid")
 }
 
+/// Takes a connection, runs a query on it and gives it back: the backend's pid.
+async fn use_and_give_back(connections: &Connections) -> i32 {
+    let mut lease = connections.acquire().await.unwrap();
+    let pid = backend_pid(&mut lease).await;
+    lease.give_back();
+    pid
+}
+
 async fn backend_is_gone(database: &TestDatabase, pid: i32) -> bool {
     let alive: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
@@ -39,9 +47,7 @@ async fn backend_is_gone(database: &TestDatabase, pid: i32) -> bool {
 #[tokio::test]
 async fn a_connection_given_back_serves_the_next_request() {
     let (connections, _database) = cache(2, 1_000).await;
-    let mut first = connections.acquire().await.unwrap();
-    let pid = backend_pid(&mut first).await;
-    first.give_back();
+    let pid = use_and_give_back(&connections).await;
     assert_eq!(connections.idle(), 1);
 
     let mut second = connections.acquire().await.unwrap();
@@ -93,9 +99,7 @@ async fn a_request_waits_for_a_connection_to_come_back_and_gives_up_at_the_acqui
 #[tokio::test]
 async fn an_idle_connection_whose_backend_died_is_replaced_before_it_is_handed_out() {
     let (connections, database) = cache(1, 1_000).await;
-    let mut first = connections.acquire().await.unwrap();
-    let pid = backend_pid(&mut first).await;
-    first.give_back();
+    let pid = use_and_give_back(&connections).await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(pid)
         .execute(&database.pool)
