@@ -7,6 +7,7 @@ use askama::Template;
 
 use crate::domain::{SubscriberName, SubscriptionToken};
 
+#[derive(Clone)]
 pub struct EmailContent {
     pub subject: &'static str,
     pub html_body: String,

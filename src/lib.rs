@@ -11,5 +11,6 @@ pub mod outbox;
 pub mod pages;
 pub mod rate_limit;
 pub mod routes;
+pub mod signups;
 pub mod startup;
 pub mod telemetry;

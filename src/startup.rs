@@ -24,10 +24,8 @@ use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
     health_check, home, readiness, stylesheet, subscribe,
 };
+use crate::signups::{SignupSettings, Signups};
 use crate::telemetry::RequestSpan;
-
-/// The public address of the service, shared with handlers that build links.
-pub struct ApplicationBaseUrl(pub String);
 
 pub struct Application {
     port: u16,
@@ -66,9 +64,12 @@ impl Application {
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let options = SubscriptionOptions {
+            confirm_with_button: settings.subscriptions.confirm_with_button,
+        };
+        let signups = SignupSettings {
+            base_url: settings.application.base_url,
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
-            confirm_with_button: settings.subscriptions.confirm_with_button,
         };
         let address = format!(
             "{}:{}",
@@ -80,8 +81,8 @@ impl Application {
         let server = run(
             listener,
             settings.database,
-            settings.application.base_url,
             options,
+            signups,
             limiter,
             handoff,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
@@ -178,6 +179,10 @@ pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
 /// leaves that to the first request.
 const REDIS_WARM_UP: Duration = Duration::from_secs(2);
 
+/// Sign-up writers per HTTP worker thread, each with a transaction open at a
+/// time. Sign-ups that arrive while all are busy share the next transaction.
+const SIGNUP_WRITERS: usize = 2;
+
 /// HTTP worker threads: one per core.
 fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -191,8 +196,8 @@ fn http_workers() -> usize {
 fn run(
     listener: TcpListener,
     database: DatabaseSettings,
-    base_url: String,
     options: SubscriptionOptions,
+    signups: SignupSettings,
     limiter: RateLimiter,
     handoff: Handoff,
     shutdown_timeout: Duration,
@@ -201,11 +206,18 @@ fn run(
     let mut per_worker = database;
     per_worker.max_connections = per_worker.max_connections.div_ceil(workers as u32).max(1);
     let limiter = std::sync::Arc::new(limiter);
-    let base_url = web::Data::new(ApplicationBaseUrl(base_url));
     let options = web::Data::new(options);
+    let signups = std::sync::Arc::new(signups);
+    let writers = SIGNUP_WRITERS.min(per_worker.max_connections as usize);
     let handoff = web::Data::new(handoff);
     let server = HttpServer::new(move || {
-        let connections = web::Data::new(Connections::new(&per_worker));
+        let connections = Connections::new(&per_worker);
+        let signups = web::Data::new(Signups::start(
+            connections.clone(),
+            signups.clone(),
+            writers,
+        ));
+        let connections = web::Data::new(connections);
         let limiter = web::Data::new(
             limiter
                 .for_this_thread()
@@ -237,7 +249,7 @@ fn run(
                     .post(confirm_with_button),
             )
             .app_data(connections)
-            .app_data(base_url.clone())
+            .app_data(signups)
             .app_data(options.clone())
             .app_data(limiter)
             .app_data(handoff.clone())

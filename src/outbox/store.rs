@@ -32,36 +32,43 @@ pub struct ClaimedEmail {
     pub attempts: i32,
 }
 
-/// Records `email` in the outbox as part of the caller's transaction.
-/// With `claim`, the caller's process holds the message for that long, its
-/// first attempt counted, exactly as if it had claimed it with
-/// [`claim_due`]: it is about to send it itself.
-#[tracing::instrument(name = "Enqueue an email", level = "debug", skip_all, fields(outbox_id = tracing::field::Empty))]
+/// Records `emails` in the outbox as part of the caller's transaction and
+/// returns their ids, in order. An email with a claim is held by the caller's
+/// process for that long, its first attempt counted, exactly as if it had
+/// claimed it with [`claim_due`]: it is about to send it itself.
+#[tracing::instrument(name = "Enqueue emails", level = "debug", skip_all, fields(emails = emails.len()))]
 pub async fn enqueue(
     connection: &mut PgConnection,
-    email: &OutgoingEmail,
-    claim: Option<Duration>,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::new_v4();
-    tracing::Span::current().record("outbox_id", tracing::field::display(id));
+    emails: &[(&OutgoingEmail, Option<Duration>)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = emails.iter().map(|_| Uuid::new_v4()).collect();
+    let column = |field: fn(&OutgoingEmail) -> &str| -> Vec<&str> {
+        emails.iter().map(|(email, _)| field(email)).collect()
+    };
+    let claims: Vec<Option<f64>> = emails
+        .iter()
+        .map(|(_, claim)| claim.map(|c| c.as_secs_f64()))
+        .collect();
     sqlx::query!(
         r#"
         INSERT INTO email_outbox
             (id, recipient, subject, html_body, text_body, message_stream, claimed_until, attempts)
-        VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8)
+        SELECT id, recipient, subject, html_body, text_body, message_stream,
+               now() + make_interval(secs => claim), CASE WHEN claim IS NULL THEN 0 ELSE 1 END
+        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[])
+            AS new (id, recipient, subject, html_body, text_body, message_stream, claim)
         "#,
-        id,
-        email.recipient.as_ref(),
-        email.subject,
-        email.html_body,
-        email.text_body,
-        email.message_stream,
-        claim.map(|c| c.as_secs_f64()),
-        i32::from(claim.is_some())
+        &ids,
+        &column(|e| e.recipient.as_ref()) as &[&str],
+        &column(|e| &e.subject) as &[&str],
+        &column(|e| &e.html_body) as &[&str],
+        &column(|e| &e.text_body) as &[&str],
+        &column(|e| &e.message_stream) as &[&str],
+        &claims as &[Option<f64>]
     )
     .execute(connection)
     .await?;
-    Ok(id)
+    Ok(ids)
 }
 
 /// Claims up to `limit` due messages for `lease`. `SKIP LOCKED` lets

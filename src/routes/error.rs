@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::signups::StoreError;
 use crate::telemetry::error_chain_fmt;
 
 #[derive(thiserror::Error)]
@@ -28,7 +29,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// Postgres could not be reached in time: retrying later may work.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] anyhow::Error),
     #[error("Something went wrong on our side. Please try again later.")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -100,12 +101,24 @@ pub trait DatabaseStep<T> {
 impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
     fn step(self, what: &'static str) -> Result<T, ApiError> {
         self.map_err(|e| {
-            if database_unavailable(&e) {
+            let unavailable = database_unavailable(&e);
+            let e = anyhow::Error::new(e).context(format!("Failed to {what}"));
+            if unavailable {
                 ApiError::DatabaseUnavailable(e)
             } else {
-                ApiError::Unexpected(anyhow::Error::new(e).context(format!("Failed to {what}")))
+                ApiError::Unexpected(e)
             }
         })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if database_unavailable(e.cause()) {
+            ApiError::DatabaseUnavailable(e.into())
+        } else {
+            ApiError::Unexpected(e.into())
+        }
     }
 }
 

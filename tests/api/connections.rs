@@ -2,22 +2,9 @@
 
 use std::time::Duration;
 
-use newsletter::configuration::get_configuration;
 use newsletter::connections::{Connections, Lease};
 
-use crate::helpers::{TestDatabase, eventually};
-
-async fn cache(
-    max_connections: u32,
-    acquire_timeout_milliseconds: u64,
-) -> (Connections, TestDatabase) {
-    let mut settings = get_configuration().expect("Failed to read the configuration");
-    let database = TestDatabase::create(&settings.database).await;
-    settings.database = database.settings.clone();
-    settings.database.max_connections = max_connections;
-    settings.database.acquire_timeout_milliseconds = acquire_timeout_milliseconds;
-    (Connections::new(&settings.database), database)
-}
+use crate::helpers::{TestDatabase, connection_cache as cache, eventually};
 
 async fn backend_pid(lease: &mut Lease) -> i32 {
     sqlx::query_scalar("SELECT pg_backend_pid()")

@@ -415,11 +415,11 @@ async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
             text_body: "Hello".into(),
             message_stream: "outbound".into(),
         };
-        let id = enqueue(&mut transaction, &email, slot.claim())
+        let ids = enqueue(&mut transaction, &[(&email, slot.claim())])
             .await
             .unwrap();
         transaction.commit().await.unwrap();
-        slot.committed(id, email);
+        slot.committed(ids[0], email);
     }
 
     // Shutdown has begun before the task takes its first message.

@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
+use newsletter::connections::Connections;
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, delivery_worker};
@@ -446,6 +447,20 @@ impl TcpProxy {
 
 /// A database of its own for one test, with a random name, dropped (with any
 /// connections still open to it) when the value is dropped.
+/// A connection cache of `max_connections` on a database of its own, with
+/// no tables.
+pub async fn connection_cache(
+    max_connections: u32,
+    acquire_timeout_milliseconds: u64,
+) -> (Connections, TestDatabase) {
+    let mut settings = get_configuration().expect("Failed to read the configuration");
+    let database = TestDatabase::create(&settings.database).await;
+    settings.database = database.settings.clone();
+    settings.database.max_connections = max_connections;
+    settings.database.acquire_timeout_milliseconds = acquire_timeout_milliseconds;
+    (Connections::new(&settings.database), database)
+}
+
 pub struct TestDatabase {
     pub settings: DatabaseSettings,
     pub pool: PgPool,

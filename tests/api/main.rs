@@ -9,5 +9,6 @@ mod migrations;
 mod pages;
 mod rate_limits;
 mod shutdown;
+mod signups;
 mod subscriptions;
 mod subscriptions_confirm;
