@@ -164,29 +164,59 @@ impl DeliveryWorker {
     /// Delivers the messages handlers in this process committed already
     /// claimed, in batches as the claim loop makes them: what is queued goes
     /// at once, and after a batch that was not full more may gather for the
-    /// linger. On shutdown it takes no more and delivers what is queued.
+    /// linger, or until they fill a batch. On shutdown it takes no more and
+    /// delivers what is queued.
     pub async fn deliver_handed_over(self, queue: HandoffQueue, shutdown: CancellationToken) {
         let HandoffQueue(mut queue) = queue;
         let limit = self.settings.batch_size as usize;
         let mut handed = Vec::with_capacity(limit);
         let mut closed = false;
         loop {
-            let received = tokio::select! {
-                received = queue.recv_many(&mut handed, limit) => received,
-                _ = shutdown.cancelled(), if !closed => {
-                    // Places already reserved still arrive; recv_many
-                    // returns 0 once they have and the queue is empty.
-                    queue.close();
-                    closed = true;
-                    continue;
+            if handed.is_empty() {
+                let received = tokio::select! {
+                    received = queue.recv_many(&mut handed, limit) => received,
+                    _ = shutdown.cancelled(), if !closed => {
+                        // Places already reserved still arrive; recv_many
+                        // returns 0 once they have and the queue is empty.
+                        queue.close();
+                        closed = true;
+                        continue;
+                    }
+                };
+                if received == 0 {
+                    return;
                 }
-            };
-            if received == 0 {
-                return;
             }
+            let full = handed.len() >= limit;
             self.deliver_in_time(handed.drain(..)).await;
-            if received < limit && !closed {
-                self.linger(&shutdown).await;
+            if !full && !closed {
+                self.gather(&mut queue, &mut handed, limit, &shutdown).await;
+            }
+        }
+    }
+
+    /// Takes messages off the queue into `handed` for up to the linger,
+    /// stopping early once they fill a batch. Taking them, rather than
+    /// sleeping while they pile up, keeps the queue's places free: a busy
+    /// instance would otherwise fill the queue during the linger and send the
+    /// rest the long way.
+    async fn gather(
+        &self,
+        queue: &mut tokio::sync::mpsc::Receiver<Handed>,
+        handed: &mut Vec<Handed>,
+        limit: usize,
+        shutdown: &CancellationToken,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.settings.batch_linger();
+        while handed.len() < limit {
+            tokio::select! {
+                received = queue.recv_many(handed, limit - handed.len()) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = shutdown.cancelled() => return,
             }
         }
     }

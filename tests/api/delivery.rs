@@ -273,6 +273,33 @@ async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one
 }
 
 #[tokio::test]
+async fn messages_that_fill_a_batch_during_the_linger_are_sent_without_waiting_it_out() {
+    let app = spawn_app_with(|s| {
+        s.delivery.batch_size = 2;
+        s.delivery.batch_linger_milliseconds = 4_000;
+        s.delivery.claim_timeout_seconds = 10;
+        s.delivery.poll_interval_milliseconds = 60_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions("name=First&email=first%40example.com")
+        .await;
+    app.wait_for_emails(1).await;
+
+    // The first went alone; the linger after it has begun.
+    let started = std::time::Instant::now();
+    app.post_subscriptions("name=Second&email=second%40example.com")
+        .await;
+    app.post_subscriptions("name=Third&email=third%40example.com")
+        .await;
+    app.wait_for_emails(3).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a full batch waited for the linger to end"
+    );
+}
+
+#[tokio::test]
 async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_lapses() {
     let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
     app.mock_email_api_ok().await;
