@@ -4,7 +4,9 @@
 # measures with wrk: subscribe (a new address each request), confirm (real
 # tokens) and the health check, at 32 and 64 connections; and, with pgbench,
 # the subscribe handler's SQL transaction on the same Postgres at the same
-# client counts. Prints one table.
+# client counts, once for one sign-up per transaction (the ratio's
+# reference) and once for batches of ten, as the service writes them under
+# load. Prints one table; pgbench rows count sign-ups per second.
 #   scripts/bench.sh            20 s per run
 #   DURATION=60 scripts/bench.sh
 set -euo pipefail
@@ -115,10 +117,14 @@ done
 peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/${APP_PID}/status")
 
 pg_rows=()
-for connections in 32 64; do
-  log "pgbench: the subscribe transaction, ${connections} clients, ${DURATION} s"
+# One pgbench run; appends a row: name, clients, sign-ups/s, p50, p99 and
+# failures per transaction.
+run_pgbench() {
+  local name=$1 connections=$2 script=$3 sign_ups=$4
+  log "pgbench: ${name}, ${connections} clients, ${DURATION} s"
+  local out tps failed p50 p99
   out=$(cd "${WORK}" && PGPASSWORD="${DB_PASSWORD}" pgbench -n -M prepared -c "${connections}" -j 2 \
-    -T "${DURATION}" -l --log-prefix=pg -f "${OLDPWD}/scripts/bench/subscribe.sql" \
+    -T "${DURATION}" -l --log-prefix=pg -f "${OLDPWD}/${script}" \
     -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" "${DB}" 2>&1)
   tps=$(awk '/^tps/ {print $3; exit}' <<<"${out}")
   failed=$(awk '/number of failed transactions/ {print $5}' <<<"${out}")
@@ -126,17 +132,24 @@ for connections in 32 64; do
   read -r p50 p99 < <(cat "${WORK}"/pg.* | awk '{print $3}' | sort -n | awk '
     { v[NR] = $1 } END { printf "%.2fms %.2fms\n", v[int(NR * 0.5)] / 1000, v[int(NR * 0.99)] / 1000 }')
   rm -f "${WORK}"/pg.*
-  pg_rows+=("pgbench subscribe|${connections}|${tps}|${p50}|${p99}|${failed:-0}")
+  pg_rows+=("${name}|${connections}|$(awk -v t="${tps}" -v n="${sign_ups}" 'BEGIN { print t * n }')|${p50}|${p99}|${failed:-0}")
+}
+for connections in 32 64; do
+  run_pgbench "pgbench subscribe" "${connections}" scripts/bench/subscribe.sql 1
+done
+for connections in 32 64; do
+  run_pgbench "pgbench batch of 10" "${connections}" scripts/bench/subscribe_batch.sql 10
 done
 
 printf '\n%-20s %6s %10s %9s %9s %7s %10s\n' "load" "conns" "req/s" "p50" "p99" "errors" "vs pgbench"
+# The ratio is against pgbench's one sign-up per transaction.
 for row in "${rows[@]}" "${pg_rows[@]}"; do
   IFS='|' read -r name connections rps p50 p99 errors <<<"${row}"
   ratio=""
   if [ "${name}" = subscribe ]; then
     for pg in "${pg_rows[@]}"; do
-      IFS='|' read -r _ pg_connections pg_tps _ _ _ <<<"${pg}"
-      [ "${pg_connections}" = "${connections}" ] && ratio=$(awk -v a="${rps}" -v b="${pg_tps}" 'BEGIN { printf "%.2f", a / b }')
+      IFS='|' read -r pg_name pg_connections pg_tps _ _ _ <<<"${pg}"
+      [ "${pg_name}" = "pgbench subscribe" ] && [ "${pg_connections}" = "${connections}" ] && ratio=$(awk -v a="${rps}" -v b="${pg_tps}" 'BEGIN { printf "%.2f", a / b }')
     done
   fi
   printf '%-20s %6s %10.0f %9s %9s %7s %10s\n' "${name}" "${connections}" "${rps}" "${p50}" "${p99}" "${errors}" "${ratio}"
