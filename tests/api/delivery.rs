@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use newsletter::configuration::Settings;
 use newsletter::domain::SubscriberEmail;
 use newsletter::outbox::{Doorbell, Handoff, OutgoingEmail, claim_due, enqueue};
 use tokio_util::sync::CancellationToken;
@@ -230,18 +231,36 @@ async fn a_committed_message_is_delivered_without_waiting_for_the_poll() {
     app.wait_for_emails(1).await;
 }
 
-#[tokio::test]
-async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one_batch() {
-    // A linger far longer than a claim takes, and a poll that never comes.
-    // A claim must outlast the linger and a send.
+/// An app whose delivery lingers far longer than a claim takes, with a poll
+/// that never comes, and an email API that accepts everything. A claim must
+/// outlast the linger and a send.
+async fn app_with_a_long_linger(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let app = spawn_app_with(|s| {
-        s.delivery.workers = 1;
         s.delivery.batch_linger_milliseconds = 4_000;
         s.delivery.claim_timeout_seconds = 10;
         s.delivery.poll_interval_milliseconds = 60_000;
+        customise(s);
     })
     .await;
     app.mock_email_api_ok().await;
+    app
+}
+
+/// Subscribes two more addresses while delivery lingers after the first
+/// address's email, and returns how long their emails took.
+async fn two_more_while_the_first_lingers(app: &TestApp) -> Duration {
+    let started = std::time::Instant::now();
+    app.post_subscriptions("name=Second&email=second%40example.com")
+        .await;
+    app.post_subscriptions("name=Third&email=third%40example.com")
+        .await;
+    app.wait_for_emails(3).await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one_batch() {
+    let app = app_with_a_long_linger(|s| s.delivery.workers = 1).await;
 
     let started = std::time::Instant::now();
     app.post_subscriptions("name=First&email=first%40example.com")
@@ -251,12 +270,7 @@ async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one
         started.elapsed() < Duration::from_secs(3),
         "the first message waited for the linger"
     );
-    // These two arrive while the worker lingers after the first batch.
-    app.post_subscriptions("name=Second&email=second%40example.com")
-        .await;
-    app.post_subscriptions("name=Third&email=third%40example.com")
-        .await;
-    app.wait_for_emails(3).await;
+    two_more_while_the_first_lingers(&app).await;
     app.wait_for_outbox_to_settle().await;
 
     // A batch is marked sent by one statement, so it shares one sent_at.
@@ -274,27 +288,15 @@ async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one
 
 #[tokio::test]
 async fn messages_that_fill_a_batch_during_the_linger_are_sent_without_waiting_it_out() {
-    let app = spawn_app_with(|s| {
-        s.delivery.batch_size = 2;
-        s.delivery.batch_linger_milliseconds = 4_000;
-        s.delivery.claim_timeout_seconds = 10;
-        s.delivery.poll_interval_milliseconds = 60_000;
-    })
-    .await;
-    app.mock_email_api_ok().await;
+    let app = app_with_a_long_linger(|s| s.delivery.batch_size = 2).await;
     app.post_subscriptions("name=First&email=first%40example.com")
         .await;
     app.wait_for_emails(1).await;
 
     // The first went alone; the linger after it has begun.
-    let started = std::time::Instant::now();
-    app.post_subscriptions("name=Second&email=second%40example.com")
-        .await;
-    app.post_subscriptions("name=Third&email=third%40example.com")
-        .await;
-    app.wait_for_emails(3).await;
+    let waited = two_more_while_the_first_lingers(&app).await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        waited < Duration::from_secs(3),
         "a full batch waited for the linger to end"
     );
 }
