@@ -39,8 +39,7 @@ cleanup() {
   wait 2>/dev/null || true
   PGPASSWORD="${DB_PASSWORD}" psql -q -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres \
     -c "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null 2>&1 || true
-  redis-cli -h "${REDIS_HOST}" -p "${REDIS_PORT}" --scan --pattern "bench:${RUN}:*" 2>/dev/null \
-    | xargs -r redis-cli -h "${REDIS_HOST}" -p "${REDIS_PORT}" del >/dev/null 2>&1 || true
+  delete_redis_keys "bench:${RUN}:"
   rm -rf "${WORK}"
 }
 trap cleanup EXIT

@@ -186,6 +186,7 @@ replay() {
   done
   PGPASSWORD="${DB_PASSWORD}" psql -q -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres \
     -c "DROP DATABASE IF EXISTS ${db} WITH (FORCE)" >/dev/null
+  delete_redis_keys "rolling:${run}:"
 
   local out requests non2xx socket p99
   out=$(cat "${WORK}/wrk.out")
