@@ -179,6 +179,28 @@ pub struct DatabaseSettings {
     /// request fails fast with 503 instead of hanging.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub acquire_timeout_milliseconds: u64,
+    /// Postgres cancels a statement of the service that runs longer.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub statement_timeout_milliseconds: u64,
+    /// Postgres gives up on a lock the service waits for longer.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub lock_timeout_milliseconds: u64,
+    /// Postgres ends a session of the service that sits in an open
+    /// transaction for longer, releasing its locks.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub idle_in_transaction_timeout_milliseconds: u64,
+    /// The service's own deadline for a whole transaction, from `BEGIN` to
+    /// `COMMIT`: what ends the wait when a connection silently stopped
+    /// answering and no server-side timeout can reach us.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub transaction_timeout_milliseconds: u64,
+    /// Seconds of silence on a connection before Postgres probes the client
+    /// with TCP keepalives (then every `tcp_keepalive_interval_seconds`,
+    /// giving up after 3 unanswered probes).
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub tcp_keepalive_idle_seconds: u64,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub tcp_keepalive_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -289,8 +311,39 @@ impl DatabaseSettings {
         self.without_db().database(&self.database_name)
     }
 
+    /// Connection options for the service's own connections: the database,
+    /// with the limits on how long a statement, a lock wait and an idle
+    /// transaction may take, and the server's keepalive probes. Migrations
+    /// do not use these: building an index may rightly take minutes.
+    pub fn with_limits(&self) -> PgConnectOptions {
+        self.with_db().options([
+            (
+                "statement_timeout",
+                self.statement_timeout_milliseconds.to_string(),
+            ),
+            ("lock_timeout", self.lock_timeout_milliseconds.to_string()),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_timeout_milliseconds.to_string(),
+            ),
+            (
+                "tcp_keepalives_idle",
+                self.tcp_keepalive_idle_seconds.to_string(),
+            ),
+            (
+                "tcp_keepalives_interval",
+                self.tcp_keepalive_interval_seconds.to_string(),
+            ),
+            ("tcp_keepalives_count", "3".to_owned()),
+        ])
+    }
+
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_milliseconds)
+    }
+
+    pub fn work_timeout(&self) -> Duration {
+        Duration::from_millis(self.transaction_timeout_milliseconds)
     }
 }
 

@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::SubscriberEmail;
+use crate::emails::Email;
 
 #[derive(Debug, Clone)]
 pub struct EmailClient {
@@ -29,27 +30,18 @@ enum Transport {
     Console,
 }
 
-/// One message to send.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub to: &'a SubscriberEmail,
-    pub subject: &'a str,
-    pub html_body: &'a str,
-    pub text_body: &'a str,
-    /// Postmark keeps transactional and broadcast mail apart by stream.
-    pub message_stream: &'a str,
-}
-
 /// Why an email was not accepted. Callers can tell an unreachable API from a
 /// refusal, and a refusal carries the status and what the API said.
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
     #[error("the email API could not be reached or did not answer in time")]
     Unreachable(#[source] reqwest::Error),
-    #[error("the email API refused the message with {status}: {body}")]
+    #[error("the email API refused the request with {status}: {body}")]
     Rejected {
         status: StatusCode,
         body: String,
+        /// Postmark's `ErrorCode`, when the body is one of its JSON errors.
+        code: Option<i64>,
         /// What the API asked for in `Retry-After`, if anything.
         retry_after: Option<Duration>,
     },
@@ -64,9 +56,25 @@ pub enum EmailError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
-    /// Refused for a reason of its own (an inactive recipient, an invalid
-    /// field): sending it again gets the same answer.
-    Refused(String),
+    /// Refused, with Postmark's error code and message.
+    Refused {
+        code: i64,
+        message: String,
+    },
+}
+
+impl Verdict {
+    /// Whether a Postmark error code names trouble that passes or that an
+    /// operator can fix without touching the message: a bad server token
+    /// (10), maintenance (100), the sender signature missing or
+    /// unconfirmed (400, 401), the account not allowed to send, pending or
+    /// suspended (405, 412, 413), the rate limit (429). Anything else is
+    /// about the message itself (an invalid request, 300; an inactive
+    /// recipient that bounced or complained, 406) and fails the same way
+    /// every time.
+    pub fn is_transient(code: i64) -> bool {
+        matches!(code, 10 | 100 | 400 | 401 | 405 | 412 | 413 | 429)
+    }
 }
 
 /// The most messages Postmark takes in one batch call.
@@ -77,11 +85,13 @@ impl EmailError {
     /// connection failures, 5xx and 429 are passing trouble. 401 and 403 mean
     /// our token is wrong: an operator can fix that, so the message waits for
     /// the fix instead of being given up. Any other 4xx (an invalid address,
-    /// 422) fails the same way every time.
+    /// 422) fails the same way every time, unless Postmark's error code in
+    /// the body says it is about our account rather than the messages
+    /// ([`Verdict::is_transient`]).
     pub fn is_retryable(&self) -> bool {
         match self {
             EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => true,
-            EmailError::Rejected { status, .. } => {
+            EmailError::Rejected { status, code, .. } => {
                 status.is_server_error()
                     || matches!(
                         *status,
@@ -90,6 +100,7 @@ impl EmailError {
                             | StatusCode::UNAUTHORIZED
                             | StatusCode::FORBIDDEN
                     )
+                    || code.is_some_and(Verdict::is_transient)
             }
         }
     }
@@ -128,7 +139,8 @@ struct SendEmailRequest<'a> {
     message_stream: &'a str,
 }
 
-/// One entry of the batch answer, in the order the messages were sent.
+/// One entry of the batch answer, in the order the messages were sent; also
+/// the shape of Postmark's error bodies.
 #[derive(Deserialize)]
 struct BatchAnswer {
     #[serde(rename = "ErrorCode")]
@@ -142,10 +154,10 @@ impl From<BatchAnswer> for Verdict {
         if answer.error_code == 0 {
             Verdict::Accepted
         } else {
-            Verdict::Refused(format!(
-                "the email API refused it (error {}): {}",
-                answer.error_code, answer.message
-            ))
+            Verdict::Refused {
+                code: answer.error_code,
+                message: answer.message,
+            }
         }
     }
 }
@@ -178,7 +190,7 @@ impl EmailClient {
     /// Sends up to [`MAX_BATCH`] messages in one call. `Ok` holds a verdict
     /// per message, in order; `Err` means none was accepted.
     #[tracing::instrument(name = "Send a batch of emails", skip_all, fields(size = messages.len()))]
-    pub async fn send_batch(&self, messages: &[Message<'_>]) -> Result<Vec<Verdict>, EmailError> {
+    pub async fn send_batch(&self, messages: &[&Email]) -> Result<Vec<Verdict>, EmailError> {
         assert!(
             messages.len() <= MAX_BATCH,
             "a batch holds at most {MAX_BATCH} messages"
@@ -191,8 +203,8 @@ impl EmailClient {
                     tracing::info!(
                         from = %self.sender,
                         to = %message.to,
-                        subject = message.subject,
-                        text_body = message.text_body,
+                        subject = message.content.subject,
+                        text_body = message.content.text_body,
                         "Email written to the console instead of being sent"
                     );
                 }
@@ -208,10 +220,10 @@ impl EmailClient {
                     .map(|message| SendEmailRequest {
                         from: self.sender.as_ref(),
                         to: message.to.as_ref(),
-                        subject: message.subject,
-                        html_body: message.html_body,
-                        text_body: message.text_body,
-                        message_stream: message.message_stream,
+                        subject: &message.content.subject,
+                        html_body: &message.content.html_body,
+                        text_body: &message.content.text_body,
+                        message_stream: &message.message_stream,
                     })
                     .collect();
                 let response = http
@@ -252,6 +264,9 @@ async fn rejection(response: reqwest::Response) -> EmailError {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let mut body = response.text().await.unwrap_or_default();
+    let code = serde_json::from_str::<BatchAnswer>(&body)
+        .ok()
+        .map(|answer| answer.error_code);
     if body.len() > MAX_ERROR_BODY_BYTES {
         let cut = body.floor_char_boundary(MAX_ERROR_BODY_BYTES);
         body.truncate(cut);
@@ -259,6 +274,7 @@ async fn rejection(response: reqwest::Response) -> EmailError {
     EmailError::Rejected {
         status,
         body,
+        code,
         retry_after,
     }
 }
@@ -328,18 +344,20 @@ mod tests {
         client: &EmailClient,
         recipients: &[&str],
     ) -> Result<Vec<Verdict>, EmailError> {
-        let addresses: Vec<SubscriberEmail> = recipients.iter().map(|r| email(r)).collect();
-        let messages: Vec<Message> = addresses
+        let emails: Vec<Email> = recipients
             .iter()
-            .map(|to| Message {
-                to,
-                subject: "Subject",
-                html_body: "<p>Hi</p>",
-                text_body: "Hi",
-                message_stream: "outbound",
+            .map(|to| Email {
+                to: email(to),
+                content: crate::emails::EmailContent {
+                    subject: "Subject".into(),
+                    html_body: "<p>Hi</p>".into(),
+                    text_body: "Hi".into(),
+                },
+                message_stream: "outbound".into(),
             })
             .collect();
-        client.send_batch(&messages).await
+        let emails: Vec<&Email> = emails.iter().collect();
+        client.send_batch(&emails).await
     }
 
     async fn send(client: &EmailClient) -> Result<Vec<Verdict>, EmailError> {
@@ -418,10 +436,12 @@ mod tests {
         .unwrap();
 
         assert_eq!(verdicts[0], Verdict::Accepted);
-        assert!(
-            matches!(&verdicts[1], Verdict::Refused(reason) if reason.contains("406") && reason.contains("Inactive recipient")),
-            "{:?}",
-            verdicts[1]
+        assert_eq!(
+            verdicts[1],
+            Verdict::Refused {
+                code: 406,
+                message: "Inactive recipient".into()
+            }
         );
         assert_eq!(verdicts[2], Verdict::Accepted);
     }
@@ -485,6 +505,40 @@ mod tests {
         ] {
             let err = error_for(ResponseTemplate::new(status)).await;
             assert_eq!(err.is_retryable(), retryable, "status {status}");
+        }
+    }
+
+    #[test]
+    fn postmark_codes_about_our_account_or_its_limits_are_transient_and_ones_about_the_message_are_not()
+     {
+        for (code, transient) in [
+            (10, true),
+            (100, true),
+            (400, true),
+            (401, true),
+            (405, true),
+            (412, true),
+            (413, true),
+            (429, true),
+            (300, false),
+            (406, false),
+            (402, false),
+            (0xdead, false),
+        ] {
+            assert_eq!(Verdict::is_transient(code), transient, "error code {code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_422_whose_postmark_code_is_about_the_account_is_retryable() {
+        for (code, retryable) in [(405, true), (412, true), (300, false), (406, false)] {
+            let body = serde_json::json!({ "ErrorCode": code, "Message": "refused" });
+            let err = error_for(ResponseTemplate::new(422).set_body_json(body)).await;
+            assert!(
+                matches!(err, EmailError::Rejected { code: Some(c), .. } if c == code),
+                "{err:?}"
+            );
+            assert_eq!(err.is_retryable(), retryable, "error code {code}");
         }
     }
 

@@ -1,17 +1,41 @@
-//! The emails the service sends: subject and both bodies, rendered from
-//! `src/templates/emails/`. The HTML bodies are escaped automatically (askama
-//! escapes `.html` templates), so nothing a person typed reaches them as
-//! markup; the text bodies are sent as they are.
+//! The emails the service sends, and the one shape an email has from here to
+//! the wire: [`EmailContent`] (subject and both bodies) and [`Email`] (that
+//! content for one recipient on one message stream). The contents are
+//! rendered from `src/templates/emails/`. The HTML bodies are escaped
+//! automatically (askama escapes `.html` templates), so nothing a person
+//! typed reaches them as markup; the text bodies are sent as they are.
 
 use askama::Template;
 
-use crate::domain::{SubscriberName, SubscriptionToken};
+use crate::domain::{SubscriberEmail, SubscriberName, SubscriptionToken};
 
-#[derive(Clone)]
+/// What an email says.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailContent {
-    pub subject: &'static str,
+    pub subject: String,
     pub html_body: String,
     pub text_body: String,
+}
+
+/// An email for one recipient: what the outbox stores and the email client
+/// sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub to: SubscriberEmail,
+    pub content: EmailContent,
+    /// Postmark keeps transactional and broadcast mail apart by stream.
+    pub message_stream: String,
+}
+
+impl EmailContent {
+    /// Bytes of text it carries: what it costs to store and to send.
+    pub fn len(&self) -> usize {
+        self.subject.len() + self.html_body.len() + self.text_body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Template)]
@@ -51,7 +75,7 @@ pub fn confirmation(
     let link = confirmation_link(base_url, token);
     let (name, link) = (name.as_ref(), link.as_str());
     EmailContent {
-        subject: "Please confirm your subscription",
+        subject: "Please confirm your subscription".to_owned(),
         html_body: render(&ConfirmationHtml { name, link }),
         text_body: render(&ConfirmationText { name, link }),
     }
@@ -63,7 +87,7 @@ pub fn already_subscribed(base_url: &str, name: &SubscriberName) -> EmailContent
     let home = base_url.trim_end_matches('/');
     let name = name.as_ref();
     EmailContent {
-        subject: "You are already subscribed",
+        subject: "You are already subscribed".to_owned(),
         html_body: render(&AlreadySubscribedHtml { name, home }),
         text_body: render(&AlreadySubscribedText { name, home }),
     }

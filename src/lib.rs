@@ -2,7 +2,7 @@
 //! form, confirm through a link in an email, and the list lives in Postgres.
 
 pub mod configuration;
-pub mod connections;
+pub mod db;
 pub mod domain;
 pub mod email_client;
 pub mod emails;

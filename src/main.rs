@@ -9,9 +9,10 @@
 
 use anyhow::Context;
 use newsletter::configuration::get_configuration;
+use newsletter::db;
 use newsletter::migrate;
-use newsletter::outbox::spawn_workers;
-use newsletter::startup::{Application, delivery_worker, get_connection_pool, get_delivery_pool};
+use newsletter::outbox::{self, spawn_workers};
+use newsletter::startup::{Application, delivery_db, delivery_worker};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,9 @@ Commands:
   serve     Serve HTTP (the default)
   migrate   Create the database if missing and apply pending migrations
   worker    Deliver queued email only, without serving HTTP
+  outbox requeue-failed
+            Queue every failed email that still has its content to be sent
+            again, with a fresh count of attempts
 
 Settings come from ./configuration and APP_* environment variables;
 APP_ENVIRONMENT selects local (default) or production.";
@@ -48,13 +52,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("migrate") => {
             migrate::ensure_database_exists(&settings.database).await?;
-            let pool = get_connection_pool(&settings.database);
+            let pool = db::migration_pool(&settings.database);
             migrate::run_pending(&pool).await?;
         }
+        Some("outbox") if std::env::args().nth(2).as_deref() == Some("requeue-failed") => {
+            let db = db::Db::connect_lazy(&settings.database, 1);
+            let done = outbox::requeue_failed(db.pool())
+                .await
+                .context("Failed to queue the failed emails again")?;
+            println!("{} failed emails queued to be sent again.", done.requeued);
+            if done.without_body > 0 {
+                println!(
+                    "{} failed emails were left as they are: their content was cleared \
+                     by an earlier release, so there is nothing to send.",
+                    done.without_body
+                );
+            }
+        }
         Some("worker") => {
-            let pool = get_delivery_pool(&settings);
+            let db = delivery_db(&settings);
             let stop = CancellationToken::new();
-            let mut workers = spawn_workers(delivery_worker(&settings, pool)?, None, stop.clone());
+            let mut workers = spawn_workers(delivery_worker(&settings, db)?, stop.clone());
             wait_for_termination().await?;
             tracing::info!("Stopping: finishing the emails in flight");
             stop.cancel();

@@ -1,5 +1,5 @@
-//! Builds the application: the database connections, the email client, the routes,
-//! the HTTP server and the delivery workers, and how they stop together.
+//! Builds the application: the database pools, the outbox and its delivery
+//! workers, the routes and the HTTP server, and how they stop together.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -9,16 +9,14 @@ use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::configuration::{DatabaseSettings, Settings};
-use crate::connections::{Connections, IDLE_BEFORE_PING};
+use crate::db::Db;
 use crate::email_client::MAX_BATCH;
-use crate::outbox::{DeliveryWorker, Doorbell, Handoff, spawn_workers};
+use crate::outbox::{DeliveryWorker, Outbox};
 use crate::rate_limit::{RateLimiter, limit_per_ip};
 use crate::routes::{
     ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
@@ -37,30 +35,15 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
         let stop_workers = CancellationToken::new();
-        let doorbell = Doorbell::default();
-        let (handoff, mut workers) = if settings.delivery.run_in_server {
-            let worker = delivery_worker(&settings, get_delivery_pool(&settings))?
-                .with_doorbell(doorbell.clone());
-            // Room for a few batches: a full queue only sends email the long way.
-            let (handoff, queue) = Handoff::new(
-                doorbell.clone(),
-                4 * settings.delivery.batch_size as usize,
-                settings.delivery.claim_timeout(),
-                settings.email_client.timeout(),
-            );
-            let workers = spawn_workers(worker, Some(queue), stop_workers.clone());
-            (handoff, workers)
+        let worker = if settings.delivery.run_in_server {
+            Some(delivery_worker(&settings, delivery_db(&settings))?)
         } else {
-            (Handoff::doorbell_only(doorbell.clone()), JoinSet::new())
+            None
         };
         // Notifications go out one at a time: one connection is enough.
-        let mut notifier = settings.database.clone();
-        notifier.max_connections = 1;
-        workers.spawn(
-            doorbell
-                .clone()
-                .notify_other_processes(get_connection_pool(&notifier), stop_workers.clone()),
-        );
+        let notifier = Db::connect_lazy(&settings.database, 1);
+        let (outbox, workers) =
+            Outbox::start(worker, notifier.pool().clone(), stop_workers.clone());
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let options = SubscriptionOptions {
@@ -84,7 +67,7 @@ impl Application {
             options,
             signups,
             limiter,
-            handoff,
+            outbox,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
@@ -117,7 +100,7 @@ impl Application {
 /// the email API is still answering, which would let a second worker send
 /// the same message. A message handed over in the process may also wait out
 /// a batch linger before it is sent.
-pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWorker, anyhow::Error> {
+pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, anyhow::Error> {
     if settings.delivery.claim_timeout()
         <= settings.email_client.timeout() + settings.delivery.batch_linger()
     {
@@ -135,44 +118,19 @@ pub fn delivery_worker(settings: &Settings, pool: PgPool) -> Result<DeliveryWork
         .client()
         .context("Failed to build the email client")?;
     Ok(DeliveryWorker::new(
-        pool,
+        db.pool().clone(),
         email_client,
         settings.delivery.clone(),
+        settings.email_client.timeout(),
     ))
 }
 
 /// Delivery workers get a pool of their own, so that a backlog of email
 /// cannot take the connections HTTP requests need (and the other way round).
 /// Two connections per worker: one to claim while the other records outcomes.
-pub fn get_delivery_pool(settings: &Settings) -> PgPool {
-    let mut database = settings.database.clone();
-    database.max_connections = (settings.delivery.workers as u32).max(1) * 2;
-    get_connection_pool(&database)
-}
-
-/// The pool of the delivery workers and of `newsletter worker`. It connects lazily: the server starts and answers its health check
-/// even while Postgres is still coming up, and requests that need the database
-/// fail fast with 503 until it is reachable.
-///
-/// A connection that sat idle is pinged before it is handed out, so one that
-/// died meanwhile (Postgres restarted, a proxy dropped it) is replaced instead
-/// of failing a request. One in steady use is not: under load that ping was
-/// one more round trip on every request.
-pub fn get_connection_pool(settings: &DatabaseSettings) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout())
-        .test_before_acquire(false)
-        .before_acquire(|connection, metadata| {
-            Box::pin(async move {
-                if metadata.idle_for < IDLE_BEFORE_PING {
-                    return Ok(true);
-                }
-                // A failed ping discards the connection; the pool opens another.
-                Ok(connection.ping().await.is_ok())
-            })
-        })
-        .connect_lazy_with(settings.with_db())
+pub fn delivery_db(settings: &Settings) -> Db {
+    let connections = (settings.delivery.workers as u32).max(1) * 2;
+    Db::connect_lazy(&settings.database, connections)
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -188,9 +146,9 @@ fn http_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Each HTTP worker thread gets a connection cache and a Redis connection of
-/// its own, created on that thread, and `database.max_connections` is shared
-/// out among the workers. A connection is driven by the runtime it was opened
+/// Each HTTP worker thread gets a pool and a Redis connection of its own,
+/// created on that thread, and `database.max_connections` is shared out
+/// among the workers. A connection is driven by the runtime it was opened
 /// on: used from another worker's thread, each of its reads and writes
 /// would wake that thread, and that thread would wake the worker back.
 fn run(
@@ -199,25 +157,24 @@ fn run(
     options: SubscriptionOptions,
     signups: SignupSettings,
     limiter: RateLimiter,
-    handoff: Handoff,
+    outbox: Outbox,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
     let workers = http_workers();
-    let mut per_worker = database;
-    per_worker.max_connections = per_worker.max_connections.div_ceil(workers as u32).max(1);
+    let per_worker = database.max_connections.div_ceil(workers as u32).max(1);
     let limiter = std::sync::Arc::new(limiter);
     let options = web::Data::new(options);
     let signups = std::sync::Arc::new(signups);
-    let writers = SIGNUP_WRITERS.min(per_worker.max_connections as usize);
-    let handoff = web::Data::new(handoff);
+    let writers = SIGNUP_WRITERS.min(per_worker as usize);
     let server = HttpServer::new(move || {
-        let connections = Connections::new(&per_worker);
+        let db = Db::connect_lazy(&database, per_worker);
         let signups = web::Data::new(Signups::start(
-            connections.clone(),
+            db.clone(),
+            outbox.clone(),
             signups.clone(),
             writers,
         ));
-        let connections = web::Data::new(connections);
+        let db = web::Data::new(db);
         let limiter = web::Data::new(
             limiter
                 .for_this_thread()
@@ -248,11 +205,10 @@ fn run(
                     .get(confirm)
                     .post(confirm_with_button),
             )
-            .app_data(connections)
+            .app_data(db)
             .app_data(signups)
             .app_data(options.clone())
             .app_data(limiter)
-            .app_data(handoff.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())

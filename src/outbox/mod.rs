@@ -1,16 +1,25 @@
-//! The transactional outbox. A handler that needs an email sent writes it to
-//! the `email_outbox` table inside its own transaction ([`enqueue`]); once
-//! that transaction commits, the email will be delivered even if the email
-//! API is down at that moment or the process dies. Delivery workers
-//! ([`DeliveryWorker`]) claim due messages with `FOR UPDATE SKIP LOCKED`, so
-//! any number of them across any number of replicas share the table safely,
-//! send them, and record the outcome: sent, retry later with backoff, or
-//! failed for good (kept, with the last error, for an operator).
+//! The transactional outbox. Code that needs an email sent queues it with
+//! [`Outbox::enqueue`] inside its own transaction; once that transaction
+//! commits, the email will be delivered even if the email API is down at
+//! that moment or the process dies. Nothing else is asked of the caller: the
+//! email is handed to a delivery task in this process, or the workers
+//! elsewhere are woken, by the transaction's commit itself.
 //!
-//! A handler in a process that runs workers hands its email straight to them
-//! ([`Handoff`]). Otherwise workers wake when a message is committed
-//! ([`Doorbell`]), and also poll, so a missed wake-up only delays a message
-//! by one poll interval.
+//! Delivery workers ([`DeliveryWorker`]) claim due messages with `FOR UPDATE
+//! SKIP LOCKED`, so any number of them across any number of replicas share
+//! the table safely, send them, and record the outcome under their claim:
+//! sent, retry later with backoff, or failed (kept whole, with the last
+//! error, for an operator to send again with `newsletter outbox
+//! requeue-failed`).
+//!
+//! A one-off email (a confirmation) is stored with its content. Content that
+//! many recipients share (a newsletter issue) is stored once
+//! ([`Outbox::enqueue_shared`]); each recipient's row carries only the
+//! values that are filled into it when it is sent.
+//!
+//! Adding a kind of email takes a template in `src/templates/emails/`, a
+//! function in [`crate::emails`] that renders it into an
+//! [`EmailContent`], and a call to `enqueue` where it is caused.
 
 mod backoff;
 mod doorbell;
@@ -18,7 +27,122 @@ mod handoff;
 mod store;
 mod worker;
 
-pub use doorbell::Doorbell;
-pub use handoff::{Handoff, HandoffQueue, Slot};
-pub use store::{ClaimedEmail, OutgoingEmail, claim_due, enqueue};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use store::{Personalisation, Requeued, personalise, requeue_failed};
 pub use worker::{DeliveryWorker, spawn_workers};
+
+use crate::db::Transaction;
+use crate::domain::SubscriberEmail;
+use crate::emails::{Email, EmailContent};
+use doorbell::Doorbell;
+use handoff::Handoff;
+use store::{Message, Start};
+
+/// Where email goes. Cheap to clone; every clone feeds the same delivery.
+#[derive(Clone)]
+pub struct Outbox {
+    /// Present when this process delivers email itself.
+    handoff: Option<Handoff>,
+    doorbell: Doorbell,
+}
+
+impl Outbox {
+    /// The outbox of a serving process, and its background tasks, which stop
+    /// once `stop` is cancelled and the email in flight is sent. With a
+    /// `worker`, this process delivers email, its own first; without, it
+    /// leaves delivery to workers elsewhere (`newsletter worker`) and wakes
+    /// them through Postgres after each commit, on a connection of
+    /// `notifier`.
+    pub fn start(
+        worker: Option<DeliveryWorker>,
+        notifier: PgPool,
+        stop: CancellationToken,
+    ) -> (Self, JoinSet<()>) {
+        let doorbell = Doorbell::default();
+        let (handoff, mut tasks) = match worker {
+            Some(worker) => {
+                // Room for a few batches: a full queue only sends email the
+                // long way.
+                let (handoff, queue) = Handoff::new(
+                    4 * worker.batch_size(),
+                    worker.claim_timeout(),
+                    worker.send_time(),
+                );
+                let worker = worker.with_doorbell(doorbell.clone());
+                let mut tasks = spawn_workers(worker.clone(), stop.clone());
+                tasks.spawn(worker.deliver_handed_over(queue, stop.clone()));
+                (Some(handoff), tasks)
+            }
+            None => (None, JoinSet::new()),
+        };
+        tasks.spawn(doorbell.clone().notify_other_processes(notifier, stop));
+        (Self { handoff, doorbell }, tasks)
+    }
+
+    /// Queues `emails` in `transaction`. Once it commits they are on their
+    /// way; if it does not, they never existed.
+    #[tracing::instrument(name = "Queue emails", level = "debug", skip_all, fields(emails = emails.len()))]
+    pub async fn enqueue(
+        &self,
+        transaction: &mut Transaction<'_>,
+        emails: Vec<Email>,
+    ) -> Result<(), sqlx::Error> {
+        let places: Vec<_> = emails
+            .iter()
+            .map(|_| self.handoff.as_ref().and_then(Handoff::reserve))
+            .collect();
+        let starts: Vec<Start> = places
+            .iter()
+            .map(|place| match place {
+                Some(place) => Start::Claimed {
+                    claim: Uuid::new_v4(),
+                    lease: place.lease,
+                },
+                None => Start::Unclaimed,
+            })
+            .collect();
+        let rows: Vec<(&Email, Start)> = emails.iter().zip(starts.iter().copied()).collect();
+        let ids = store::insert(transaction, &rows).await?;
+        let doorbell = self.doorbell.clone();
+        transaction.after_commit(move || {
+            let mut unclaimed = false;
+            for (((email, place), start), id) in emails.into_iter().zip(places).zip(starts).zip(ids)
+            {
+                match (place, start) {
+                    (Some(place), Start::Claimed { claim, .. }) => place.send(Message {
+                        id,
+                        claim,
+                        attempts: 1,
+                        email,
+                    }),
+                    _ => unclaimed = true,
+                }
+            }
+            if unclaimed {
+                doorbell.ring();
+            }
+        });
+        Ok(())
+    }
+
+    /// Queues `content` for every one of `recipients` in `transaction`,
+    /// storing it once; each recipient's values fill its `{{placeholders}}`
+    /// when their email is sent. Returns the content's id.
+    #[tracing::instrument(name = "Queue a shared email", level = "debug", skip_all, fields(recipients = recipients.len()))]
+    pub async fn enqueue_shared(
+        &self,
+        transaction: &mut Transaction<'_>,
+        content: &EmailContent,
+        message_stream: &str,
+        recipients: &[(SubscriberEmail, Personalisation)],
+    ) -> Result<Uuid, sqlx::Error> {
+        let id = store::insert_shared(transaction, content, message_stream, recipients).await?;
+        let doorbell = self.doorbell.clone();
+        transaction.after_commit(move || doorbell.ring());
+        Ok(id)
+    }
+}

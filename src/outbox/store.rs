@@ -1,74 +1,212 @@
 //! The SQL behind the outbox. Every state change of a message is one
 //! statement, so a worker that dies between two of them leaves the message in
-//! a state another worker can pick up.
+//! a state another worker can pick up. Every change a worker makes to a
+//! message it claimed names its claim (`claim_id`): once the claim lapsed and
+//! another worker claimed the message, the first worker's late updates match
+//! no row.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::SubscriberEmail;
+use crate::emails::{Email, EmailContent};
 
-/// An email to be sent once the caller's transaction commits.
+/// A message a worker holds: the email, and what the outbox knows of it.
 #[derive(Debug, Clone)]
-pub struct OutgoingEmail {
-    pub recipient: SubscriberEmail,
-    pub subject: String,
-    pub html_body: String,
-    pub text_body: String,
-    pub message_stream: String,
-}
-
-/// A message a worker holds until its claim lapses.
-#[derive(Debug)]
-pub struct ClaimedEmail {
+pub struct Message {
     pub id: Uuid,
-    pub recipient: String,
-    pub subject: String,
-    pub html_body: Option<String>,
-    pub text_body: Option<String>,
-    pub message_stream: String,
+    /// The claim under which it is held; every update names it.
+    pub claim: Uuid,
     /// Attempts so far, this one included.
     pub attempts: i32,
+    pub email: Email,
 }
 
-/// Records `emails` in the outbox as part of the caller's transaction and
-/// returns their ids, in order. An email with a claim is held by the caller's
-/// process for that long, its first attempt counted, exactly as if it had
-/// claimed it with [`claim_due`]: it is about to send it itself.
-#[tracing::instrument(name = "Enqueue emails", level = "debug", skip_all, fields(emails = emails.len()))]
-pub async fn enqueue(
+/// Placeholder values for one recipient of a shared content, filled in at
+/// send time: `{{name}}` in a body becomes the value of `name`.
+pub type Personalisation = BTreeMap<String, String>;
+
+/// A row as claimed, before its recipient is parsed and its content put
+/// together.
+struct Claimed {
+    id: Uuid,
+    claim_id: Uuid,
+    attempts: i32,
+    recipient: String,
+    message_stream: String,
+    subject: Option<String>,
+    html_body: Option<String>,
+    text_body: Option<String>,
+    personalisation: Option<sqlx::types::Json<Personalisation>>,
+}
+
+impl Claimed {
+    /// The message, or why it can never be sent (with its id and claim, to
+    /// record that).
+    fn into_message(self) -> Result<Message, (Uuid, Uuid, i32, String)> {
+        let unsendable = |reason: String| (self.id, self.claim_id, self.attempts, reason);
+        let to = SubscriberEmail::parse(&self.recipient)
+            .map_err(|e| unsendable(format!("invalid recipient: {e}")))?;
+        let (Some(subject), Some(html_body), Some(text_body)) =
+            (&self.subject, &self.html_body, &self.text_body)
+        else {
+            return Err(unsendable("the message has no body".into()));
+        };
+        let mut content = EmailContent {
+            subject: subject.clone(),
+            html_body: html_body.clone(),
+            text_body: text_body.clone(),
+        };
+        if let Some(values) = &self.personalisation {
+            content = personalise(&content, values);
+        }
+        Ok(Message {
+            id: self.id,
+            claim: self.claim_id,
+            attempts: self.attempts,
+            email: Email {
+                to,
+                content,
+                message_stream: self.message_stream,
+            },
+        })
+    }
+}
+
+/// Fills `{{key}}` placeholders with one recipient's values: as they are in
+/// the subject and the text body, HTML-escaped in the HTML body. A
+/// placeholder without a value is left as it is.
+pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailContent {
+    let fill = |body: &str, escape: bool| {
+        values.iter().fold(body.to_owned(), |body, (key, value)| {
+            let value = if escape {
+                askama::filters::escape(value, askama::filters::Html)
+                    .map(|escaped| escaped.to_string())
+                    .unwrap_or_default()
+            } else {
+                value.clone()
+            };
+            body.replace(&format!("{{{{{key}}}}}"), &value)
+        })
+    };
+    EmailContent {
+        subject: fill(&content.subject, false),
+        html_body: fill(&content.html_body, true),
+        text_body: fill(&content.text_body, false),
+    }
+}
+
+/// How a new row starts out: free for any worker, or already claimed by the
+/// process that inserts it, which will send it itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    Unclaimed,
+    /// Held for this long from the insert, under this claim, its first
+    /// attempt counted.
+    Claimed {
+        claim: Uuid,
+        lease: Duration,
+    },
+}
+
+impl Start {
+    fn columns(self) -> (Option<Uuid>, Option<f64>) {
+        match self {
+            Start::Unclaimed => (None, None),
+            Start::Claimed { claim, lease } => (Some(claim), Some(lease.as_secs_f64())),
+        }
+    }
+}
+
+/// Records one-off `emails` (each with its own content) in the caller's
+/// transaction; returns their ids, in order. A claim runs from the
+/// statement's own clock, which is never earlier than the moment the caller
+/// decided on it.
+pub async fn insert(
     connection: &mut PgConnection,
-    emails: &[(&OutgoingEmail, Option<Duration>)],
+    emails: &[(&Email, Start)],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = emails.iter().map(|_| Uuid::new_v4()).collect();
-    let column = |field: fn(&OutgoingEmail) -> &str| -> Vec<&str> {
+    let column = |field: fn(&Email) -> &str| -> Vec<&str> {
         emails.iter().map(|(email, _)| field(email)).collect()
     };
-    let claims: Vec<Option<f64>> = emails
-        .iter()
-        .map(|(_, claim)| claim.map(|c| c.as_secs_f64()))
-        .collect();
+    let (claims, leases): (Vec<Option<Uuid>>, Vec<Option<f64>>) =
+        emails.iter().map(|(_, start)| start.columns()).unzip();
     sqlx::query!(
         r#"
         INSERT INTO email_outbox
-            (id, recipient, subject, html_body, text_body, message_stream, claimed_until, attempts)
+            (id, recipient, subject, html_body, text_body, message_stream,
+             claim_id, claimed_until, attempts)
         SELECT id, recipient, subject, html_body, text_body, message_stream,
-               now() + make_interval(secs => claim), CASE WHEN claim IS NULL THEN 0 ELSE 1 END
-        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[])
-            AS new (id, recipient, subject, html_body, text_body, message_stream, claim)
+               claim_id, clock_timestamp() + make_interval(secs => lease),
+               CASE WHEN lease IS NULL THEN 0 ELSE 1 END
+        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::uuid[], $8::float8[])
+            AS new (id, recipient, subject, html_body, text_body, message_stream, claim_id, lease)
         "#,
         &ids,
-        &column(|e| e.recipient.as_ref()) as &[&str],
-        &column(|e| &e.subject) as &[&str],
-        &column(|e| &e.html_body) as &[&str],
-        &column(|e| &e.text_body) as &[&str],
+        &column(|e| e.to.as_ref()) as &[&str],
+        &column(|e| &e.content.subject) as &[&str],
+        &column(|e| &e.content.html_body) as &[&str],
+        &column(|e| &e.content.text_body) as &[&str],
         &column(|e| &e.message_stream) as &[&str],
-        &claims as &[Option<f64>]
+        &claims as &[Option<Uuid>],
+        &leases as &[Option<f64>]
     )
     .execute(connection)
     .await?;
     Ok(ids)
+}
+
+/// Records `content` once and one unclaimed row per recipient referring to
+/// it, in the caller's transaction.
+pub async fn insert_shared(
+    connection: &mut PgConnection,
+    content: &EmailContent,
+    message_stream: &str,
+    recipients: &[(SubscriberEmail, Personalisation)],
+) -> Result<Uuid, sqlx::Error> {
+    let content_id = Uuid::new_v4();
+    sqlx::query!(
+        "INSERT INTO email_contents (id, subject, html_body, text_body) VALUES ($1, $2, $3, $4)",
+        content_id,
+        content.subject,
+        content.html_body,
+        content.text_body
+    )
+    .execute(&mut *connection)
+    .await?;
+    let ids: Vec<Uuid> = recipients.iter().map(|_| Uuid::new_v4()).collect();
+    let addresses: Vec<&str> = recipients.iter().map(|(to, _)| to.as_ref()).collect();
+    let values: Vec<serde_json::Value> = recipients
+        .iter()
+        .map(|(_, values)| serde_json::to_value(values).expect("a map of strings is JSON"))
+        .collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO email_outbox (id, recipient, content_id, personalisation, message_stream)
+        SELECT id, recipient, $3, personalisation, $4
+        FROM UNNEST($1::uuid[], $2::text[], $5::jsonb[]) AS new (id, recipient, personalisation)
+        "#,
+        &ids,
+        &addresses as &[&str],
+        content_id,
+        message_stream,
+        &values
+    )
+    .execute(connection)
+    .await?;
+    Ok(content_id)
+}
+
+/// What [`claim_due`] found: messages to send, and rows that can never be
+/// sent, with the reason.
+pub struct Claim {
+    pub messages: Vec<Message>,
+    pub unsendable: Vec<(Uuid, Uuid, i32, String)>,
 }
 
 /// Claims up to `limit` due messages for `lease`. `SKIP LOCKED` lets
@@ -76,105 +214,214 @@ pub async fn enqueue(
 /// message whose claim lapsed (its worker died) is due again. The attempt is
 /// counted here, so a message that crashes every worker that touches it still
 /// runs out of attempts.
-pub async fn claim_due(
-    pool: &PgPool,
-    lease: Duration,
-    limit: i64,
-) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
-    sqlx::query_as!(
-        ClaimedEmail,
+pub async fn claim_due(pool: &PgPool, lease: Duration, limit: i64) -> Result<Claim, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        Claimed,
         r#"
-        UPDATE email_outbox
-        SET claimed_until = now() + make_interval(secs => $1),
-            attempts = attempts + 1
-        WHERE id IN (
-            SELECT id FROM email_outbox
-            WHERE status = 'pending'
-              AND next_attempt_at <= now()
-              AND (claimed_until IS NULL OR claimed_until < now())
-            ORDER BY next_attempt_at
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
+        WITH claimed AS (
+            UPDATE email_outbox
+            SET claimed_until = now() + make_interval(secs => $1),
+                claim_id = gen_random_uuid(),
+                attempts = attempts + 1
+            WHERE id IN (
+                SELECT id FROM email_outbox
+                WHERE status = 'pending'
+                  AND next_attempt_at <= now()
+                  AND (claimed_until IS NULL OR claimed_until < now())
+                ORDER BY next_attempt_at
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING id, claim_id, attempts, recipient, message_stream, subject,
+                      html_body, text_body, content_id, personalisation
         )
-        RETURNING id, recipient, subject, html_body, text_body, message_stream, attempts
+        SELECT claimed.id, claimed.claim_id AS "claim_id!", claimed.attempts,
+               claimed.recipient, claimed.message_stream,
+               COALESCE(content.subject, claimed.subject) AS subject,
+               COALESCE(content.html_body, claimed.html_body) AS html_body,
+               COALESCE(content.text_body, claimed.text_body) AS text_body,
+               claimed.personalisation AS "personalisation: sqlx::types::Json<Personalisation>"
+        FROM claimed
+        LEFT JOIN email_contents content ON content.id = claimed.content_id
         "#,
         lease.as_secs_f64(),
         limit
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut claim = Claim {
+        messages: Vec::with_capacity(rows.len()),
+        unsendable: Vec::new(),
+    };
+    for row in rows {
+        match row.into_message() {
+            Ok(message) => claim.messages.push(message),
+            Err(unsendable) => claim.unsendable.push(unsendable),
+        }
+    }
+    Ok(claim)
 }
 
-/// The API accepted these messages. The bodies are cleared: they hold a
-/// confirmation link, and a copy of the database must not confirm anyone.
-pub async fn mark_sent(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// The API accepted these messages. Inline bodies are cleared: a
+/// confirmation's hold its link, and a copy of the database must not confirm
+/// anyone. Returns how many were still held under these claims.
+pub async fn mark_sent(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
+    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+    let done = sqlx::query!(
         r#"
         UPDATE email_outbox
         SET status = 'sent', sent_at = now(), claimed_until = NULL,
             html_body = NULL, text_body = NULL, last_error = NULL
-        WHERE id = ANY($1)
+        FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id)
+        WHERE email_outbox.id = held.id AND email_outbox.claim_id = held.claim_id
+          AND email_outbox.status = 'pending'
         "#,
-        ids
+        &ids,
+        &claims
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// The attempt failed in a way that may pass: try again after `delay`.
+/// Returns whether the message was still held under `claim`.
 pub async fn reschedule(
     pool: &PgPool,
-    id: Uuid,
+    (id, claim): (Uuid, Uuid),
     delay: Duration,
     error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
         r#"
         UPDATE email_outbox
-        SET next_attempt_at = now() + make_interval(secs => $2),
-            claimed_until = NULL, last_error = $3
-        WHERE id = $1
+        SET next_attempt_at = now() + make_interval(secs => $3),
+            claimed_until = NULL, last_error = $4
+        WHERE id = $1 AND claim_id = $2 AND status = 'pending'
         "#,
         id,
+        claim,
         delay.as_secs_f64(),
         error
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
-/// The message cannot be delivered: keep it, with the reason, for an
-/// operator. The bodies are cleared for the same reason as in [`mark_sent`].
-pub async fn mark_failed(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// The message cannot be delivered as things stand: keep it, whole, with
+/// the reason, so that an operator can send it again once the cause is
+/// fixed ([`requeue_failed`]). Returns whether it was still held under
+/// `claim`.
+pub async fn mark_failed(
+    pool: &PgPool,
+    (id, claim): (Uuid, Uuid),
+    error: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
         r#"
         UPDATE email_outbox
-        SET status = 'failed', failed_at = now(), claimed_until = NULL,
-            html_body = NULL, text_body = NULL, last_error = $2
-        WHERE id = $1
+        SET status = 'failed', failed_at = now(), claimed_until = NULL, last_error = $3
+        WHERE id = $1 AND claim_id = $2 AND status = 'pending'
         "#,
         id,
+        claim,
         error
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// Hands claimed messages back untouched (on shutdown), without counting the
 /// attempt that never happened.
-pub async fn release(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+pub async fn release(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
+    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+    let done = sqlx::query!(
         r#"
         UPDATE email_outbox
         SET claimed_until = NULL, attempts = attempts - 1
-        WHERE id = ANY($1) AND status = 'pending'
+        FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id)
+        WHERE email_outbox.id = held.id AND email_outbox.claim_id = held.claim_id
+          AND email_outbox.status = 'pending'
         "#,
-        ids
+        &ids,
+        &claims
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
+}
+
+/// What [`requeue_failed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    /// Failed messages queued again, with a fresh count of attempts.
+    pub requeued: u64,
+    /// Failed messages left as they are: their bodies were cleared by an
+    /// earlier release, so there is nothing to send.
+    pub without_body: u64,
+}
+
+/// Queues every failed message that can still be sent again, as if new.
+pub async fn requeue_failed(pool: &PgPool) -> Result<Requeued, sqlx::Error> {
+    let requeued = sqlx::query!(
+        r#"
+        UPDATE email_outbox
+        SET status = 'pending', attempts = 0, next_attempt_at = now(),
+            claimed_until = NULL, claim_id = NULL, failed_at = NULL
+        WHERE status = 'failed'
+          AND (content_id IS NOT NULL OR (html_body IS NOT NULL AND text_body IS NOT NULL))
+        "#
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let without_body = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM email_outbox WHERE status = 'failed'"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Requeued {
+        requeued,
+        without_body: without_body as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content() -> EmailContent {
+        EmailContent {
+            subject: "Issue 7 for {{name}}".into(),
+            html_body: "<p>Dear {{name}}, <a href=\"{{unsubscribe}}\">leave</a></p>".into(),
+            text_body: "Dear {{name}}, leave: {{unsubscribe}} {{unknown}}".into(),
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled_per_recipient_and_escaped_in_html_only() {
+        let values = Personalisation::from([
+            ("name".to_owned(), "Tom & <Jerry>".to_owned()),
+            (
+                "unsubscribe".to_owned(),
+                "https://x.test/u?a=1&b=2".to_owned(),
+            ),
+        ]);
+
+        let filled = personalise(&content(), &values);
+
+        assert_eq!(filled.subject, "Issue 7 for Tom & <Jerry>");
+        assert_eq!(
+            filled.text_body,
+            "Dear Tom & <Jerry>, leave: https://x.test/u?a=1&b=2 {{unknown}}"
+        );
+        assert!(
+            filled.html_body.contains("Dear Tom &#38; &#60;Jerry&#62;,"),
+            "{}",
+            filled.html_body
+        );
+        assert!(!filled.html_body.contains("<Jerry>"));
+    }
 }

@@ -3,6 +3,11 @@
 //! batch had messages, let more gather for a moment, or else sleep until a
 //! notification or the poll interval, whichever comes first.
 //!
+//! Every outcome is recorded under the worker's claim: a worker whose claim
+//! lapsed (it was paused, or its writes waited out a database outage) and
+//! was taken over finds its late updates match nothing, and logs that
+//! instead of overwriting the newer claim's outcome.
+//!
 //! Shutdown: when the token is cancelled the worker finishes the messages it
 //! is sending (bounded by the email client's timeout), records the outcomes,
 //! hands back any it claimed but had not started, and returns. A worker killed outright
@@ -12,17 +17,18 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::configuration::DeliverySettings;
-use crate::domain::SubscriberEmail;
-use crate::email_client::{EmailClient, EmailError, Message, Verdict};
+use crate::email_client::{EmailClient, EmailError, Verdict};
+use crate::emails::Email;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
-use crate::outbox::handoff::{Handed, HandoffQueue};
-use crate::outbox::store::{self, ClaimedEmail};
+use crate::outbox::handoff::Handed;
+use crate::outbox::store::{self, Message};
 use crate::telemetry::error_chain_line as chain;
 
 #[derive(Clone)]
@@ -30,20 +36,15 @@ pub struct DeliveryWorker {
     pool: PgPool,
     email_client: EmailClient,
     settings: DeliverySettings,
+    /// The email client's timeout: the longest one send can take.
+    send_time: Duration,
     doorbell: Doorbell,
 }
 
-/// Starts `settings.workers` delivery tasks on the current runtime, and one
-/// more for the messages handed over in this process, if it takes any.
-pub fn spawn_workers(
-    worker: DeliveryWorker,
-    handoff: Option<HandoffQueue>,
-    shutdown: CancellationToken,
-) -> JoinSet<()> {
+/// Starts `settings.workers` delivery tasks on the current runtime, which
+/// claim due messages from the outbox until `shutdown` is cancelled.
+pub fn spawn_workers(worker: DeliveryWorker, shutdown: CancellationToken) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    if let Some(queue) = handoff {
-        tasks.spawn(worker.clone().deliver_handed_over(queue, shutdown.clone()));
-    }
     for n in 0..worker.settings.workers {
         let worker = worker.clone();
         let shutdown = shutdown.clone();
@@ -54,32 +55,6 @@ pub fn spawn_workers(
         });
     }
     tasks
-}
-
-/// A claimed message with a recipient and bodies that can be sent.
-struct Ready {
-    email: ClaimedEmail,
-    to: SubscriberEmail,
-}
-
-impl Ready {
-    /// The recipient to send to, or why this message can never be sent.
-    fn recipient(email: &ClaimedEmail) -> Result<SubscriberEmail, String> {
-        if email.html_body.is_none() || email.text_body.is_none() {
-            return Err("the message has no body".into());
-        }
-        SubscriberEmail::parse(&email.recipient).map_err(|e| format!("invalid recipient: {e}"))
-    }
-
-    fn message(&self) -> Message<'_> {
-        Message {
-            to: &self.to,
-            subject: &self.email.subject,
-            html_body: self.email.html_body.as_deref().unwrap_or_default(),
-            text_body: self.email.text_body.as_deref().unwrap_or_default(),
-            message_stream: &self.email.message_stream,
-        }
-    }
 }
 
 /// Why one delivery attempt did not succeed.
@@ -108,21 +83,56 @@ impl From<&EmailError> for Failure {
     }
 }
 
+impl Failure {
+    /// A message the API refused inside a batch it took: passing trouble
+    /// (its rate limit, maintenance, our account) or the message itself.
+    fn refused(code: i64, message: &str, retryable: bool) -> Self {
+        let error = format!("the email API refused it (error {code}): {message}");
+        if retryable {
+            Failure::Transient {
+                error,
+                retry_after: None,
+            }
+        } else {
+            Failure::Permanent(error)
+        }
+    }
+}
+
 impl DeliveryWorker {
-    pub fn new(pool: PgPool, email_client: EmailClient, settings: DeliverySettings) -> Self {
+    /// `send_time` is the email client's timeout.
+    pub fn new(
+        pool: PgPool,
+        email_client: EmailClient,
+        settings: DeliverySettings,
+        send_time: Duration,
+    ) -> Self {
         Self {
             pool,
             email_client,
             settings,
+            send_time,
             doorbell: Doorbell::default(),
         }
     }
 
-    /// Wakes this worker when the given doorbell rings (handlers in the same
-    /// process ring it after committing email).
-    pub fn with_doorbell(mut self, doorbell: Doorbell) -> Self {
+    /// Wakes this worker when the given doorbell rings (transactions in the
+    /// same process ring it after committing email).
+    pub(super) fn with_doorbell(mut self, doorbell: Doorbell) -> Self {
         self.doorbell = doorbell;
         self
+    }
+
+    pub(super) fn batch_size(&self) -> usize {
+        self.settings.batch_size as usize
+    }
+
+    pub(super) fn claim_timeout(&self) -> Duration {
+        self.settings.claim_timeout()
+    }
+
+    pub(super) fn send_time(&self) -> Duration {
+        self.send_time
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -166,8 +176,11 @@ impl DeliveryWorker {
     /// at once, and after a batch that was not full more may gather for the
     /// linger, or until they fill a batch. On shutdown it takes no more and
     /// delivers what is queued.
-    pub async fn deliver_handed_over(self, queue: HandoffQueue, shutdown: CancellationToken) {
-        let HandoffQueue(mut queue) = queue;
+    pub(super) async fn deliver_handed_over(
+        self,
+        mut queue: mpsc::Receiver<Handed>,
+        shutdown: CancellationToken,
+    ) {
         let limit = self.settings.batch_size as usize;
         let mut handed = Vec::with_capacity(limit);
         let mut closed = false;
@@ -202,7 +215,7 @@ impl DeliveryWorker {
     /// rest the long way.
     async fn gather(
         &self,
-        queue: &mut tokio::sync::mpsc::Receiver<Handed>,
+        queue: &mut mpsc::Receiver<Handed>,
         handed: &mut Vec<Handed>,
         limit: usize,
         shutdown: &CancellationToken,
@@ -236,7 +249,7 @@ impl DeliveryWorker {
     async fn deliver_in_time(&self, handed: impl Iterator<Item = Handed>) {
         let now = std::time::Instant::now();
         let (in_time, late): (Vec<Handed>, Vec<Handed>) =
-            handed.partition(|message| now < message.send_by);
+            handed.partition(|(_, send_by)| now < *send_by);
         let late = late.len();
         if late > 0 {
             tracing::warn!(
@@ -245,22 +258,9 @@ impl DeliveryWorker {
                  workers will send them once the claims have lapsed"
             );
         }
-        self.send_all(in_time.into_iter().map(|message| message.email))
-            .await;
-    }
-
-    /// A message that cannot even be put into a request fails on its own;
-    /// the rest go out together.
-    async fn send_all(&self, emails: impl IntoIterator<Item = ClaimedEmail>) {
-        let mut ready = Vec::new();
-        for email in emails {
-            match Ready::recipient(&email) {
-                Ok(to) => ready.push(Ready { email, to }),
-                Err(reason) => self.give_up(&email, &Failure::Permanent(reason)).await,
-            }
-        }
-        if !ready.is_empty() {
-            self.deliver(&ready).await;
+        let in_time: Vec<Message> = in_time.into_iter().map(|(message, _)| message).collect();
+        if !in_time.is_empty() {
+            self.deliver(&in_time).await;
         }
     }
 
@@ -273,64 +273,98 @@ impl DeliveryWorker {
     /// Claims one batch and sends it to the email API in one call; returns
     /// how many were claimed.
     async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
-        let batch = store::claim_due(
+        let claim = store::claim_due(
             &self.pool,
             self.settings.claim_timeout(),
             self.settings.batch_size,
         )
         .await?;
-        let claimed = batch.len();
+        let claimed = claim.messages.len() + claim.unsendable.len();
+        for (id, claim, attempts, reason) in claim.unsendable {
+            self.give_up((id, claim), attempts, &Failure::Permanent(reason))
+                .await;
+        }
+        let batch = claim.messages;
         if shutdown.is_cancelled() {
             // Claimed just as shutdown began: hand them back unsent.
-            let ids: Vec<Uuid> = batch.iter().map(|m| m.id).collect();
-            if !ids.is_empty() {
-                self.record("release the unsent batch", || {
-                    store::release(&self.pool, &ids)
+            let held: Vec<(Uuid, Uuid)> = batch.iter().map(held).collect();
+            if !held.is_empty() {
+                self.record("release the unsent batch", held.len(), || {
+                    store::release(&self.pool, &held)
                 })
                 .await;
             }
             return Ok(claimed);
         }
-        self.send_all(batch).await;
+        if !batch.is_empty() {
+            self.deliver(&batch).await;
+        }
         Ok(claimed)
     }
 
-    /// Sends the batch and records each message's outcome: the accepted ones
-    /// in one statement, the others one by one.
+    /// Sends the batch in one call and records each message's outcome. A
+    /// whole batch refused for good (a 422, say) is most likely refused for
+    /// one bad message in it: each message is then sent on its own, so that
+    /// only the bad one fails.
     #[tracing::instrument(name = "Deliver a batch of emails", skip_all, fields(size = batch.len()))]
-    async fn deliver(&self, batch: &[Ready]) {
-        let messages: Vec<Message> = batch.iter().map(Ready::message).collect();
-        let failures: Vec<(&ClaimedEmail, Failure)> =
-            match self.email_client.send_batch(&messages).await {
-                Ok(verdicts) => {
-                    let mut refused = Vec::new();
-                    let mut sent = Vec::with_capacity(batch.len());
-                    for (ready, verdict) in batch.iter().zip(verdicts) {
-                        match verdict {
-                            Verdict::Accepted => sent.push(ready.email.id),
-                            Verdict::Refused(reason) => {
-                                refused.push((&ready.email, Failure::Permanent(reason)))
-                            }
-                        }
-                    }
-                    if !sent.is_empty() {
-                        tracing::info!(sent = sent.len(), "Emails accepted by the email API");
-                        self.record("mark the emails as sent", || {
-                            store::mark_sent(&self.pool, &sent)
-                        })
-                        .await;
-                    }
-                    refused
+    async fn deliver(&self, batch: &[Message]) {
+        match self.send(batch).await {
+            Err(e) if batch.len() > 1 && !e.is_retryable() => {
+                tracing::warn!(
+                    error = %chain(&e),
+                    "The email API refused a whole batch; sending its messages one at a time"
+                );
+                for message in batch {
+                    let alone = std::slice::from_ref(message);
+                    let outcome = self.send(alone).await;
+                    self.record_outcomes(alone, outcome).await;
                 }
-                // The whole call failed: the same outcome for every message.
-                Err(e) => {
-                    let failure = Failure::from(&e);
-                    batch
-                        .iter()
-                        .map(|ready| (&ready.email, failure.clone()))
-                        .collect()
+            }
+            outcome => self.record_outcomes(batch, outcome).await,
+        }
+    }
+
+    async fn send(&self, batch: &[Message]) -> Result<Vec<Verdict>, EmailError> {
+        let emails: Vec<&Email> = batch.iter().map(|message| &message.email).collect();
+        self.email_client.send_batch(&emails).await
+    }
+
+    /// The accepted messages in one statement, the others one by one.
+    async fn record_outcomes(&self, batch: &[Message], outcome: Result<Vec<Verdict>, EmailError>) {
+        let failures: Vec<(&Message, Failure)> = match outcome {
+            Ok(verdicts) => {
+                let mut refused = Vec::new();
+                let mut sent = Vec::with_capacity(batch.len());
+                for (message, verdict) in batch.iter().zip(verdicts) {
+                    match verdict {
+                        Verdict::Accepted => sent.push(held(message)),
+                        Verdict::Refused {
+                            code,
+                            message: reason,
+                        } => refused.push((
+                            message,
+                            Failure::refused(code, &reason, Verdict::is_transient(code)),
+                        )),
+                    }
                 }
-            };
+                if !sent.is_empty() {
+                    tracing::info!(sent = sent.len(), "Emails accepted by the email API");
+                    self.record("mark the emails as sent", sent.len(), || {
+                        store::mark_sent(&self.pool, &sent)
+                    })
+                    .await;
+                }
+                refused
+            }
+            // The whole call failed: the same outcome for every message.
+            Err(e) => {
+                let failure = Failure::from(&e);
+                batch
+                    .iter()
+                    .map(|message| (message, failure.clone()))
+                    .collect()
+            }
+        };
         for (message, failure) in failures {
             self.retry_or_give_up(message, failure).await;
         }
@@ -338,7 +372,7 @@ impl DeliveryWorker {
 
     /// Schedules another attempt for a passing failure while attempts remain;
     /// otherwise keeps the message as failed.
-    async fn retry_or_give_up(&self, message: &ClaimedEmail, failure: Failure) {
+    async fn retry_or_give_up(&self, message: &Message, failure: Failure) {
         match failure {
             Failure::Transient { error, retry_after }
                 if message.attempts < self.settings.max_attempts =>
@@ -356,47 +390,62 @@ impl DeliveryWorker {
                     retry_in_ms = delay.as_millis() as u64,
                     "Email not sent, will retry"
                 );
-                self.record("schedule a retry", || {
-                    store::reschedule(&self.pool, message.id, delay, &error)
+                self.record("schedule a retry", 1, || {
+                    store::reschedule(&self.pool, held(message), delay, &error)
                 })
                 .await;
             }
-            failure => self.give_up(message, &failure).await,
+            failure => {
+                self.give_up(held(message), message.attempts, &failure)
+                    .await
+            }
         }
     }
 
-    async fn give_up(&self, message: &ClaimedEmail, failure: &Failure) {
+    async fn give_up(&self, held: (Uuid, Uuid), attempts: i32, failure: &Failure) {
         let error = match failure {
             Failure::Transient { error, .. } => {
-                format!("gave up after {} attempts: {error}", message.attempts)
+                format!("gave up after {attempts} attempts: {error}")
             }
             Failure::Permanent(reason) => reason.clone(),
         };
         tracing::error!(
-            outbox_id = %message.id,
-            attempt = message.attempts,
+            outbox_id = %held.0,
+            attempt = attempts,
             error = %error,
             "Email could not be delivered; kept as failed"
         );
-        self.record("mark the email as failed", || {
-            store::mark_failed(&self.pool, message.id, &error)
+        self.record("mark the email as failed", 1, || {
+            store::mark_failed(&self.pool, held, &error)
         })
         .await;
     }
 
-    /// Writes an outcome, retrying for a while if Postgres is unavailable.
-    /// The email has already left (or not) at this point; losing the record
-    /// of a sent message would get it sent twice once its claim lapses.
-    async fn record<F, Fut>(&self, what: &str, write: F)
+    /// Writes an outcome for `expected` messages, retrying for a while if
+    /// Postgres is unavailable. The email has already left (or not) at this
+    /// point; losing the record of a sent message would get it sent twice
+    /// once its claim lapses. Messages no longer held under this worker's
+    /// claim are left to the claim that replaced it.
+    async fn record<F, Fut>(&self, what: &str, expected: usize, write: F)
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<(), sqlx::Error>>,
+        Fut: Future<Output = Result<u64, sqlx::Error>>,
     {
         let mut delay = Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + self.settings.claim_timeout() / 2;
         loop {
             match write().await {
-                Ok(()) => return,
+                Ok(done) => {
+                    let lost = expected.saturating_sub(done as usize);
+                    if lost > 0 {
+                        tracing::warn!(
+                            lost,
+                            "Failed to {what} for some emails: their claims lapsed and another \
+                             worker holds them now, so its outcome stands"
+                        );
+                    }
+                    return;
+                }
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::warn!(error = %e, "Failed to {what}, retrying");
                     tokio::time::sleep(delay).await;
@@ -412,6 +461,11 @@ impl DeliveryWorker {
             }
         }
     }
+}
+
+/// What identifies a held message in every update: its id and claim.
+fn held(message: &Message) -> (Uuid, Uuid) {
+    (message.id, message.claim)
 }
 
 /// Resolves when a notification arrives, or when the listening connection

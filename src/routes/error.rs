@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::signups::StoreError;
+use crate::db;
 use crate::telemetry::error_chain_fmt;
 
 #[derive(thiserror::Error)]
@@ -100,8 +100,14 @@ pub trait DatabaseStep<T> {
 
 impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
     fn step(self, what: &'static str) -> Result<T, ApiError> {
+        self.map_err(db::Error::Sql).step(what)
+    }
+}
+
+impl<T> DatabaseStep<T> for Result<T, db::Error> {
+    fn step(self, what: &'static str) -> Result<T, ApiError> {
         self.map_err(|e| {
-            let unavailable = database_unavailable(&e);
+            let unavailable = e.is_unavailable();
             let e = anyhow::Error::new(e).context(format!("Failed to {what}"));
             if unavailable {
                 ApiError::DatabaseUnavailable(e)
@@ -109,37 +115,6 @@ impl<T> DatabaseStep<T> for Result<T, sqlx::Error> {
                 ApiError::Unexpected(e)
             }
         })
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        if database_unavailable(e.cause()) {
-            ApiError::DatabaseUnavailable(e.into())
-        } else {
-            ApiError::Unexpected(e.into())
-        }
-    }
-}
-
-/// Whether the error says the database cannot serve us right now, rather
-/// than that something is wrong with the request or our SQL: no connection,
-/// a connection that broke or hung up mid-conversation (a server going away,
-/// a proxy in front of one that is down), or Postgres refusing connections
-/// while it starts, stops or is full.
-fn database_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exceptions; 57P0x: shutting down, crashed,
-            // starting up; 53300: too many connections.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
-        }),
-        _ => false,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::connections::Connections;
+use crate::db::Db;
 use crate::rate_limit::RateLimiter;
 
 /// How long each check may take: a load balancer polls this often.
@@ -26,12 +26,9 @@ struct Readiness {
     redis: &'static str,
 }
 
-pub async fn readiness(
-    connections: web::Data<Connections>,
-    limiter: web::Data<RateLimiter>,
-) -> HttpResponse {
+pub async fn readiness(db: web::Data<Db>, limiter: web::Data<RateLimiter>) -> HttpResponse {
     let (postgres_ok, redis_ok) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, postgres_answers(&connections)),
+        tokio::time::timeout(CHECK_TIMEOUT, db.ping()),
         limiter.ping_redis(REDIS_CHECK_TIMEOUT),
     );
     let postgres_ok = matches!(postgres_ok, Ok(Ok(())));
@@ -48,11 +45,4 @@ pub async fn readiness(
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
-}
-
-async fn postgres_answers(connections: &Connections) -> Result<(), sqlx::Error> {
-    let mut connection = connections.acquire().await?;
-    sqlx::query("SELECT 1").execute(&mut *connection).await?;
-    connection.give_back();
-    Ok(())
 }

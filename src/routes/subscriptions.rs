@@ -1,11 +1,11 @@
 //! `POST /subscriptions`: a person asks to join the list.
 //!
-//! One transaction stores the subscriber (or finds the one with this address,
-//! compared case-insensitively), a confirmation token, and the email to send
-//! in the outbox ([`crate::signups`]). Once it commits the email will go out,
-//! whatever the email API is doing right now; the answer does not wait for
-//! it. The email is handed to a delivery task in this process, or else the
-//! doorbell wakes a delivery worker.
+//! The request reads as: parse the form, check the limits, store the
+//! sign-up, answer. Storing is one transaction ([`crate::signups`]): the
+//! subscriber (or the one with this address, compared case-insensitively), a
+//! confirmation token, and the email to send, in the outbox. Once it commits
+//! the email will go out, whatever the email API is doing right now; the
+//! answer does not wait for it.
 //!
 //! The answer is the same whether the address is new, pending or already
 //! confirmed, and each case does the same amount of database work, so the
@@ -23,10 +23,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
-use crate::outbox::Handoff;
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
-use crate::routes::error::ApiError;
+use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::Signups;
 
 /// A subscription form is two short fields; anything much larger is not one.
@@ -104,7 +103,6 @@ pub async fn subscribe(
     form: web::Form<SubscribeForm>,
     signups: web::Data<Signups>,
     limiter: web::Data<RateLimiter>,
-    handoff: web::Data<Handoff>,
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
@@ -148,7 +146,10 @@ pub async fn subscribe(
         return Ok(accepted(html));
     }
 
-    let stored = signups.store(new_subscriber, handoff.reserve()).await?;
+    let stored = signups
+        .store(new_subscriber)
+        .await
+        .step("store the sign-up")?;
     if let Some(subscriber_id) = stored.subscriber_id {
         tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     }

@@ -14,10 +14,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::connections::Connections;
+use crate::db::{Db, Transaction};
 use crate::domain::SubscriptionToken;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
@@ -74,13 +74,13 @@ impl TokenRecord {
 pub async fn confirm(
     request: HttpRequest,
     parameters: web::Query<Parameters>,
-    connections: web::Data<Connections>,
+    db: web::Data<Db>,
     options: web::Data<SubscriptionOptions>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) if options.confirm_with_button => inspect(&connections, token).await?,
-        Ok(token) => confirm_token(&connections, &token).await?,
+        Ok(token) if options.confirm_with_button => inspect(&db, token).await?,
+        Ok(token) => confirm_token(&db, &token).await?,
     };
     respond(outcome, wants_html(&request))
 }
@@ -89,22 +89,21 @@ pub async fn confirm(
 pub async fn confirm_with_button(
     request: HttpRequest,
     form: web::Form<Parameters>,
-    connections: web::Data<Connections>,
+    db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) => confirm_token(&connections, &token).await?,
+        Ok(token) => confirm_token(&db, &token).await?,
     };
     respond(outcome, wants_html(&request))
 }
 
 /// Looks at a token without using it.
-async fn inspect(connections: &Connections, token: SubscriptionToken) -> Result<Outcome, ApiError> {
-    let mut connection = connections.acquire().await.step("get a connection")?;
-    let record = find_token(&mut connection, &token)
+async fn inspect(db: &Db, token: SubscriptionToken) -> Result<Outcome, ApiError> {
+    let record = db
+        .transaction(async |transaction| find_token(transaction, &token).await)
         .await
         .step("look up the confirmation token")?;
-    connection.give_back();
     Ok(match record {
         None => Outcome::NotValid,
         Some(record) => record
@@ -115,28 +114,19 @@ async fn inspect(connections: &Connections, token: SubscriptionToken) -> Result<
 
 /// Uses a token: confirms its subscriber if it is valid and unused.
 #[tracing::instrument(name = "Confirm the subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
-async fn confirm_token(
-    connections: &Connections,
-    token: &SubscriptionToken,
-) -> Result<Outcome, ApiError> {
-    let mut connection = connections.acquire().await.step("get a connection")?;
-    let outcome = confirm_on(&mut connection, token).await?;
-    // Every way out of `confirm_on` but an error ends its transaction, so
-    // the connection can serve the next request.
-    connection.give_back();
-    Ok(outcome)
+async fn confirm_token(db: &Db, token: &SubscriptionToken) -> Result<Outcome, ApiError> {
+    db.transaction(async |transaction| confirm_in(transaction, token).await)
+        .await
+        .step("confirm the subscriber")
 }
 
-async fn confirm_on(
-    connection: &mut PgConnection,
+/// Looks the token up and, if it is valid and unused, marks its subscriber
+/// confirmed and the token used.
+async fn confirm_in(
+    transaction: &mut Transaction<'_>,
     token: &SubscriptionToken,
-) -> Result<Outcome, ApiError> {
-    let mut transaction = connection.begin().await.step("begin a transaction")?;
-    let Some(record) = find_token(&mut transaction, token)
-        .await
-        .step("look up the confirmation token")?
-    else {
-        transaction.rollback().await.step("end the transaction")?;
+) -> Result<Outcome, sqlx::Error> {
+    let Some(record) = find_token(transaction, token).await? else {
         return Ok(Outcome::NotValid);
     };
     tracing::Span::current().record(
@@ -144,13 +134,9 @@ async fn confirm_on(
         tracing::field::display(record.subscriber_id),
     );
     if let Some(outcome) = record.settled_outcome() {
-        transaction.rollback().await.step("end the transaction")?;
         return Ok(outcome);
     }
-    mark_confirmed(&mut transaction, record.subscriber_id, token)
-        .await
-        .step("confirm the subscriber")?;
-    transaction.commit().await.step("commit the confirmation")?;
+    mark_confirmed(transaction, record.subscriber_id, token).await?;
     Ok(Outcome::Confirmed)
 }
 

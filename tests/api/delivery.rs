@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use newsletter::configuration::Settings;
+use newsletter::db::Db;
 use newsletter::domain::SubscriberEmail;
-use newsletter::outbox::{Doorbell, Handoff, OutgoingEmail, claim_due, enqueue};
+use newsletter::emails::{Email, EmailContent};
+use newsletter::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -307,11 +309,14 @@ async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_la
     app.mock_email_api_ok().await;
     app.post_subscriptions(VALID_BODY).await;
     // A worker claims the message and dies before sending it.
-    let claimed = claim_due(&app.db_pool, Duration::from_millis(500), 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
-    drop(claimed);
+    let claimed = sqlx::query(
+        "UPDATE email_outbox SET claimed_until = now() + interval '500 milliseconds', \
+                claim_id = gen_random_uuid(), attempts = attempts + 1",
+    )
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(claimed.rows_affected(), 1);
 
     let stop = CancellationToken::new();
     let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
@@ -420,6 +425,18 @@ async fn a_message_the_server_sends_itself_is_not_also_claimed_by_other_workers(
     assert_eq!(app.sent_emails().await.len(), 1, "sent twice");
 }
 
+fn email_to(i: usize) -> Email {
+    Email {
+        to: SubscriberEmail::parse(&format!("reader{i}@example.com")).unwrap(),
+        content: EmailContent {
+            subject: "Hello".into(),
+            html_body: "<p>Hello</p>".into(),
+            text_body: "Hello".into(),
+        },
+        message_stream: "outbound".into(),
+    }
+}
+
 #[tokio::test]
 async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
     let app = spawn_app_with(|s| {
@@ -427,34 +444,27 @@ async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
         s.delivery.batch_size = 1;
     })
     .await;
-    app.mock_email_api_ok().await;
-    let (handoff, queue) = Handoff::new(
-        Doorbell::default(),
-        10,
-        app.settings.delivery.claim_timeout(),
-        app.settings.email_client.timeout(),
-    );
+    // Slow enough that the later messages are still queued in the process
+    // when shutdown begins.
+    Mock::given(path(EMAIL_API))
+        .respond_with(move |request: &wiremock::Request| {
+            accept_every_message(request).set_delay(Duration::from_millis(300))
+        })
+        .mount(&app.email_server)
+        .await;
+    let db = Db::connect_lazy(&app.settings.database, 2);
+    let stop = CancellationToken::new();
+    let (outbox, mut tasks) =
+        Outbox::start(Some(app.delivery_worker()), db.pool().clone(), stop.clone());
     for i in 0..3 {
-        let slot = handoff.reserve();
-        let mut transaction = app.db_pool.begin().await.unwrap();
-        let email = OutgoingEmail {
-            recipient: SubscriberEmail::parse(&format!("reader{i}@example.com")).unwrap(),
-            subject: "Hello".into(),
-            html_body: "<p>Hello</p>".into(),
-            text_body: "Hello".into(),
-            message_stream: "outbound".into(),
-        };
-        let ids = enqueue(&mut transaction, &[(&email, slot.claim())])
+        db.transaction(async |transaction| outbox.enqueue(transaction, vec![email_to(i)]).await)
             .await
             .unwrap();
-        transaction.commit().await.unwrap();
-        slot.committed(ids[0], email);
     }
 
-    // Shutdown has begun before the task takes its first message.
-    let stop = CancellationToken::new();
+    app.wait_for_emails(1).await;
     stop.cancel();
-    app.delivery_worker().deliver_handed_over(queue, stop).await;
+    while tasks.join_next().await.is_some() {}
 
     let outbox = app.outbox().await;
     assert!(
@@ -462,6 +472,68 @@ async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
         "{outbox:?}"
     );
     assert_eq!(app.sent_emails().await.len(), 3);
+}
+
+#[tokio::test]
+async fn content_shared_by_many_recipients_is_stored_once_and_filled_in_for_each() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    let db = Db::connect_lazy(&app.settings.database, 2);
+    let stop = CancellationToken::new();
+    let (outbox, mut tasks) =
+        Outbox::start(Some(app.delivery_worker()), db.pool().clone(), stop.clone());
+    let issue = EmailContent {
+        subject: "Issue 1".into(),
+        html_body: "<p>Dear {{name}}</p>".into(),
+        text_body: "Dear {{name}}".into(),
+    };
+    let recipients: Vec<_> = ["Ada", "Grace", "Tom & Jerry"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let values = [("name".to_owned(), (*name).to_owned())].into();
+            (email_to(i).to, values)
+        })
+        .collect();
+    db.transaction(async |transaction| {
+        outbox
+            .enqueue_shared(transaction, &issue, "broadcast", &recipients)
+            .await
+    })
+    .await
+    .unwrap();
+
+    let sent = app.wait_for_emails(3).await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+
+    let contents: i64 = sqlx::query_scalar("SELECT count(*) FROM email_contents")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(contents, 1);
+    let mut bodies: Vec<(String, String)> = sent
+        .iter()
+        .map(|m| {
+            (
+                m["TextBody"].as_str().unwrap().to_owned(),
+                m["HtmlBody"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            ("Dear Ada".to_owned(), "<p>Dear Ada</p>".to_owned()),
+            ("Dear Grace".to_owned(), "<p>Dear Grace</p>".to_owned()),
+            (
+                "Dear Tom & Jerry".to_owned(),
+                "<p>Dear Tom &#38; Jerry</p>".to_owned()
+            ),
+        ]
+    );
+    assert!(sent.iter().all(|m| m["MessageStream"] == "broadcast"));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
-use newsletter::connections::Connections;
+use newsletter::db::Db;
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, delivery_worker};
@@ -233,7 +233,7 @@ impl TestApp {
     /// A delivery worker like the ones the app runs, for tests that run the
     /// app without them (`delivery.run_in_server = false`).
     pub fn delivery_worker(&self) -> DeliveryWorker {
-        delivery_worker(&self.settings, self.db_pool.clone()).unwrap()
+        delivery_worker(&self.settings, Db::connect_lazy(&self.settings.database, 2)).unwrap()
     }
 
     pub fn confirmation_links(&self, email: &serde_json::Value) -> ConfirmationLinks {
@@ -445,22 +445,24 @@ impl TcpProxy {
     }
 }
 
-/// A database of its own for one test, with a random name, dropped (with any
-/// connections still open to it) when the value is dropped.
-/// A connection cache of `max_connections` on a database of its own, with
-/// no tables.
-pub async fn connection_cache(
+/// A pool of `max_connections` on a database of its own, migrated.
+pub async fn database_with_pool(
     max_connections: u32,
     acquire_timeout_milliseconds: u64,
-) -> (Connections, TestDatabase) {
+) -> (Db, TestDatabase) {
     let mut settings = get_configuration().expect("Failed to read the configuration");
     let database = TestDatabase::create(&settings.database).await;
+    database.migrate().await;
     settings.database = database.settings.clone();
-    settings.database.max_connections = max_connections;
     settings.database.acquire_timeout_milliseconds = acquire_timeout_milliseconds;
-    (Connections::new(&settings.database), database)
+    (
+        Db::connect_lazy(&settings.database, max_connections),
+        database,
+    )
 }
 
+/// A database of its own for one test, with a random name, dropped (with any
+/// connections still open to it) when the value is dropped.
 pub struct TestDatabase {
     pub settings: DatabaseSettings,
     pub pool: PgPool,

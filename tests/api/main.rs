@@ -1,7 +1,6 @@
 //! Black-box tests: each starts the application on a random port against its
 //! own freshly created database and a mock email API.
 
-mod connections;
 mod delivery;
 mod health_check;
 mod helpers;

@@ -1,63 +1,77 @@
 //! The sign-up writers, against a real Postgres: sign-ups that queue up
-//! share a transaction, and share its fate.
+//! share a transaction, and none of them can make another fail.
 
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
-use newsletter::connections::Connections;
+use newsletter::db::{self, Db};
 use newsletter::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
-use newsletter::outbox::{Doorbell, Handoff};
-use newsletter::signups::{SignupSettings, Signups, StoreError, Stored};
+use newsletter::outbox::Outbox;
+use newsletter::signups::{SignupSettings, Signups, Stored};
+use tokio::task::{JoinHandle, LocalSet};
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestDatabase, connection_cache, eventually};
+use crate::helpers::{TestDatabase, database_with_pool, eventually};
 
-/// One writer on a cache of one connection, on a migrated database.
-async fn one_writer() -> (Arc<Signups>, Connections, TestDatabase) {
-    let (connections, database) = connection_cache(1, 5_000).await;
-    database.migrate().await;
+/// One writer on a pool of one connection, on a migrated database. The
+/// writers are tasks of the thread that starts them, as on an HTTP worker.
+async fn one_writer(acquire_timeout_milliseconds: u64) -> (Rc<Signups>, Db, TestDatabase) {
+    let (db, database) = database_with_pool(1, acquire_timeout_milliseconds).await;
     let settings = Arc::new(SignupSettings {
         base_url: "http://127.0.0.1".into(),
         token_lifetime: chrono::Duration::days(1),
         message_stream: "outbound".into(),
     });
-    let signups = Arc::new(Signups::start(connections.clone(), settings, 1));
-    (signups, connections, database)
+    // No delivery in this process: the email stays in the outbox.
+    let (outbox, _) = Outbox::start(None, database.pool.clone(), CancellationToken::new());
+    let signups = Rc::new(Signups::start(db.clone(), outbox, settings, 1));
+    (signups, db, database)
 }
 
 fn sign_up(
-    signups: &Arc<Signups>,
+    signups: &Rc<Signups>,
+    name: &str,
     email: &str,
-) -> tokio::task::JoinHandle<Result<Stored, StoreError>> {
+) -> JoinHandle<Result<Stored, db::Error>> {
     let subscriber = NewSubscriber {
-        name: SubscriberName::parse("Le Guin").unwrap(),
+        name: SubscriberName::parse(name).unwrap(),
         email: SubscriberEmail::parse(email).unwrap(),
     };
-    let slot = Handoff::doorbell_only(Doorbell::default()).reserve();
     let signups = signups.clone();
-    tokio::spawn(async move { signups.store(subscriber, slot).await })
+    tokio::task::spawn_local(async move { signups.store(subscriber).await })
 }
 
-/// Starts three sign-ups while the only connection is taken, and lets them
-/// go once the writer holds the first and the other two wait in the queue.
-async fn three_sign_ups_behind_a_busy_connection(
-    signups: &Arc<Signups>,
-    connections: &Connections,
-) -> Vec<Result<Stored, StoreError>> {
-    let busy = connections.acquire().await.unwrap();
-    let pending: Vec<_> = ["a@example.com", "b@example.com", "c@example.com"]
-        .into_iter()
-        .map(|email| sign_up(signups, email))
+/// Starts a sign-up for each `(name, email)` while the only connection is
+/// taken, and lets them go once the writer holds the first and the others
+/// wait in the queue: they are written as one batch.
+async fn one_batch(
+    signups: &Rc<Signups>,
+    db: &Db,
+    people: &[(&str, &str)],
+) -> Vec<Result<Stored, db::Error>> {
+    let busy = db.acquire().await.unwrap();
+    let pending: Vec<_> = people
+        .iter()
+        .map(|(name, email)| sign_up(signups, name, email))
         .collect();
-    eventually("two sign-ups are queued behind the first", || async {
-        (signups.queued() == 2).then_some(())
+    eventually("the sign-ups are queued behind the first", || async {
+        (signups.queued() == people.len() - 1).then_some(())
     })
     .await;
-    busy.give_back();
+    drop(busy);
     let mut results = Vec::new();
     for handle in pending {
         results.push(handle.await.unwrap());
     }
     results
 }
+
+const THREE: [(&str, &str); 3] = [
+    ("Le Guin", "a@example.com"),
+    ("Le Guin", "b@example.com"),
+    ("Le Guin", "c@example.com"),
+];
 
 async fn count(database: &TestDatabase, query: &'static str) -> i64 {
     sqlx::query_scalar(query)
@@ -66,62 +80,133 @@ async fn count(database: &TestDatabase, query: &'static str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn sign_ups_waiting_for_a_connection_are_stored_in_one_transaction() {
-    let (signups, connections, database) = one_writer().await;
-
-    let results = three_sign_ups_behind_a_busy_connection(&signups, &connections).await;
-
-    for result in results {
-        assert!(result.unwrap().subscriber_id.is_some());
-    }
-    // Rows written by one transaction carry its id in xmin.
-    let transactions = count(
-        &database,
-        "SELECT count(DISTINCT xmin::text) FROM (
-             SELECT xmin FROM subscriptions
-             UNION ALL SELECT xmin FROM confirmation_tokens
-             UNION ALL SELECT xmin FROM email_outbox) AS written",
-    )
-    .await;
-    assert_eq!(transactions, 1);
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM subscriptions").await,
-        3
-    );
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM confirmation_tokens").await,
-        3
-    );
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM email_outbox").await,
-        3
-    );
+async fn stored(database: &TestDatabase) -> [i64; 3] {
+    [
+        count(database, "SELECT count(*) FROM subscriptions").await,
+        count(database, "SELECT count(*) FROM confirmation_tokens").await,
+        count(database, "SELECT count(*) FROM email_outbox").await,
+    ]
 }
 
 #[tokio::test]
-async fn when_a_batch_fails_every_sign_up_in_it_fails_and_none_is_stored() {
-    let (signups, connections, database) = one_writer().await;
-    // Every token insert now fails, after the subscribers went in.
-    sqlx::query(
-        "ALTER TABLE confirmation_tokens ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
-    )
-    .execute(&database.pool)
-    .await
-    .unwrap();
+async fn sign_ups_waiting_for_a_connection_are_stored_in_one_transaction() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, db, database) = one_writer(5_000).await;
 
-    let results = three_sign_ups_behind_a_busy_connection(&signups, &connections).await;
+            let results = one_batch(&signups, &db, &THREE).await;
 
-    for result in results {
-        let error = result.unwrap_err();
-        assert_eq!(error.to_string(), "Failed to store the confirmation tokens");
-    }
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM subscriptions").await,
-        0
-    );
-    assert_eq!(
-        count(&database, "SELECT count(*) FROM email_outbox").await,
-        0
-    );
+            for result in results {
+                assert!(result.unwrap().subscriber_id.is_some());
+            }
+            // Rows written by one transaction carry its id in xmin.
+            let transactions = count(
+                &database,
+                "SELECT count(DISTINCT xmin::text) FROM (
+                     SELECT xmin FROM subscriptions
+                     UNION ALL SELECT xmin FROM confirmation_tokens
+                     UNION ALL SELECT xmin FROM email_outbox) AS written",
+            )
+            .await;
+            assert_eq!(transactions, 1);
+            assert_eq!(stored(&database).await, [3, 3, 3]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_sign_up_postgres_refuses_fails_alone_and_the_rest_of_its_batch_is_stored() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, db, database) = one_writer(5_000).await;
+            // Postgres now refuses one name: the batch fails as a whole.
+            sqlx::query(
+                "ALTER TABLE subscriptions ADD CONSTRAINT refuse_poison \
+                 CHECK (name <> 'Poison') NOT VALID",
+            )
+            .execute(&database.pool)
+            .await
+            .unwrap();
+
+            let results = one_batch(
+                &signups,
+                &db,
+                &[
+                    ("Le Guin", "a@example.com"),
+                    ("Poison", "p@example.com"),
+                    ("Le Guin", "c@example.com"),
+                ],
+            )
+            .await;
+
+            assert!(results[0].is_ok(), "{:?}", results[0]);
+            let refused = results[1].as_ref().unwrap_err();
+            assert!(!refused.is_unavailable(), "{refused:?}");
+            assert!(results[2].is_ok(), "{:?}", results[2]);
+            assert_eq!(stored(&database).await, [2, 2, 2]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_connection_is_killed_mid_transaction_is_written_on_a_fresh_one() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, db, database) = one_writer(5_000).await;
+            // Slow enough to be caught in the middle.
+            sqlx::raw_sql(
+                "CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$; \
+                 CREATE TRIGGER slow_down AFTER INSERT ON subscriptions \
+                 FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
+            )
+            .execute(&database.pool)
+            .await
+            .unwrap();
+            let killer = tokio::spawn({
+                let pool = database.pool.clone();
+                async move {
+                    eventually("the batch to be inside its transaction", || async {
+                        let killed: Option<bool> = sqlx::query_scalar(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE query LIKE '%INSERT INTO subscriptions%' \
+                               AND pid <> pg_backend_pid() AND state = 'active'",
+                        )
+                        .fetch_optional(&pool)
+                        .await
+                        .unwrap();
+                        killed
+                    })
+                    .await
+                }
+            });
+
+            let results = one_batch(&signups, &db, &THREE).await;
+
+            assert!(killer.await.unwrap(), "no connection was killed");
+            for result in results {
+                assert!(result.unwrap().subscriber_id.is_some());
+            }
+            assert_eq!(stored(&database).await, [3, 3, 3]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_sign_up_that_cannot_get_a_connection_in_time_fails_as_unavailable_and_stores_nothing() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, db, database) = one_writer(300).await;
+            let busy = db.acquire().await.unwrap();
+
+            let started = std::time::Instant::now();
+            let result = sign_up(&signups, "Le Guin", "a@example.com").await.unwrap();
+
+            let error = result.unwrap_err();
+            assert!(error.is_unavailable(), "{error:?}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+            drop(busy);
+            assert_eq!(stored(&database).await, [0, 0, 0]);
+        })
+        .await;
 }

@@ -1,0 +1,268 @@
+//! Group commit: many small pieces of work written in one transaction.
+//!
+//! Work submitted while this wing's writers are busy queues up; the next free
+//! writer takes everything queued (up to a count and a weight) into one
+//! transaction. A busy instance then pays a transaction's round trips, and
+//! Postgres a commit, once per batch rather than once per piece. Nothing
+//! waits to fill a batch: work that finds a writer and a connection free is
+//! written at once, alone. Each piece gets its own answer, and it comes only
+//! after the commit that made it durable.
+//!
+//! The wing knows no SQL: it is given the function that writes a batch, and
+//! that function must write a batch of one exactly as it writes one piece
+//! among many. That is what keeps one piece from failing another. When a
+//! batch fails with nothing committed, each of its pieces is written again
+//! alone, so only the pieces that fail by themselves get an error. (A batch
+//! whose `COMMIT` outcome is unknown is not retried: it may have committed.)
+//!
+//! A piece waits at most its deadline (the pool's acquire timeout) to be
+//! taken into a batch; past that it gets [`Error::TimedOut`] and is not
+//! written. A piece whose caller stopped waiting before its batch started is
+//! dropped unwritten, as if it had never been submitted.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::db::{Db, Error, Transaction};
+
+/// Something the wing writes: how much of a batch's weight it takes.
+pub trait Batched: Send + 'static {
+    /// Counted against [`GroupCommitLimits::max_weight`].
+    fn weight(&self) -> usize;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommitLimits {
+    /// Writers, each with at most one transaction open. Fewer writers than
+    /// connections make bigger batches and leave connections for other work.
+    pub writers: usize,
+    /// Most pieces in one transaction.
+    pub max_pieces: usize,
+    /// Most weight in one transaction; a batch always takes its first piece.
+    pub max_weight: usize,
+    /// Pieces held before `submit` waits for room.
+    pub queue: usize,
+}
+
+/// The submitting side. Dropped, its writers finish what they hold and stop.
+pub struct GroupCommit<P, O> {
+    queue: mpsc::Sender<Queued<P, O>>,
+    deadline: Duration,
+}
+
+struct Queued<P, O> {
+    piece: P,
+    deadline: Instant,
+    answer: oneshot::Sender<Result<O, Error>>,
+}
+
+impl<P: Batched, O: Send + 'static> GroupCommit<P, O> {
+    /// Starts the writers as tasks local to the calling thread, which must
+    /// run a [`tokio::task::LocalSet`] (every HTTP worker thread does): the
+    /// writers use the connections of that thread's pool, which are driven
+    /// by that thread. `write` writes a batch in the transaction it is given
+    /// and returns one output per piece, in order.
+    pub fn start<W>(db: Db, limits: GroupCommitLimits, write: W) -> Self
+    where
+        W: AsyncFn(&mut Transaction<'_>, &[P]) -> Result<Vec<O>, sqlx::Error> + 'static,
+    {
+        let (queue, receiver) = mpsc::channel(limits.queue.max(1));
+        let deadline = db.pool.options().get_acquire_timeout();
+        let shared = Rc::new(Writers {
+            queue: Mutex::new(Queue {
+                receiver,
+                held_over: None,
+            }),
+            db,
+            limits,
+            deadline,
+            write,
+        });
+        for _ in 0..limits.writers.max(1) {
+            tokio::task::spawn_local(shared.clone().write_batches());
+        }
+        Self { queue, deadline }
+    }
+
+    /// Writes `piece`, with whatever else is queued, and answers once it has
+    /// committed.
+    pub async fn submit(&self, piece: P) -> Result<O, Error> {
+        let stopped = || Error::Sql(sqlx::Error::PoolClosed);
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            piece,
+            deadline: Instant::now() + self.deadline,
+            answer,
+        };
+        self.queue.send(queued).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    /// Pieces queued and not yet taken into a batch.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+struct Writers<P, O, W> {
+    queue: Mutex<Queue<P, O>>,
+    db: Db,
+    limits: GroupCommitLimits,
+    /// How long a piece may wait to be taken into a batch.
+    deadline: Duration,
+    write: W,
+}
+
+/// The pieces waiting for a writer, and the one that did not fit in the last
+/// batch taken.
+struct Queue<P, O> {
+    receiver: mpsc::Receiver<Queued<P, O>>,
+    held_over: Option<Queued<P, O>>,
+}
+
+impl<P: Batched, O> Queue<P, O> {
+    async fn next(&mut self) -> Option<Queued<P, O>> {
+        match self.held_over.take() {
+            Some(queued) => Some(queued),
+            None => self.receiver.recv().await,
+        }
+    }
+
+    /// `first` and the pieces queued behind it, as many as the limits allow.
+    fn batch(&mut self, first: Queued<P, O>, limits: &GroupCommitLimits) -> Vec<Queued<P, O>> {
+        let mut weight = first.piece.weight();
+        let mut batch = vec![first];
+        while batch.len() < limits.max_pieces
+            && let Ok(next) = self.receiver.try_recv()
+        {
+            weight += next.piece.weight();
+            if weight > limits.max_weight {
+                self.held_over = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        batch
+    }
+}
+
+impl<P, O, W> Writers<P, O, W>
+where
+    P: Batched,
+    O: Send + 'static,
+    W: AsyncFn(&mut Transaction<'_>, &[P]) -> Result<Vec<O>, sqlx::Error>,
+{
+    async fn write_batches(self: Rc<Self>) {
+        loop {
+            let mut queue = self.queue.lock().await;
+            let Some(first) = queue.next().await else {
+                return;
+            };
+            // Pieces that arrive while a connection is found join this batch.
+            let connection = self.db.acquire().await;
+            let mut batch = queue.batch(first, &self.limits);
+            drop(queue);
+            batch = still_wanted(batch, self.deadline);
+            if batch.is_empty() {
+                continue;
+            }
+            let connection = match connection {
+                Ok(connection) => connection,
+                Err(error) => {
+                    answer_all(batch.into_iter().map(|q| q.answer).collect(), error);
+                    continue;
+                }
+            };
+            let (pieces, answers): (Vec<P>, Vec<_>) =
+                batch.into_iter().map(|q| (q.piece, q.answer)).unzip();
+            let outcome = connection
+                .transaction(async |transaction| (self.write)(transaction, &pieces).await)
+                .await;
+            match outcome {
+                Ok(outputs) => {
+                    for (answer, output) in answers.into_iter().zip(outputs) {
+                        let _ = answer.send(Ok(output));
+                    }
+                }
+                Err(error) if pieces.len() > 1 && error.nothing_committed() => {
+                    tracing::warn!(
+                        pieces = pieces.len(),
+                        error = %crate::telemetry::error_chain_line(&error),
+                        "A batch failed; writing its pieces one at a time"
+                    );
+                    self.write_alone(pieces, answers).await;
+                }
+                Err(error) => answer_all(answers, error),
+            }
+        }
+    }
+
+    /// Writes each piece in a transaction of its own, so that only the
+    /// pieces that fail by themselves fail.
+    async fn write_alone(&self, pieces: Vec<P>, answers: Vec<oneshot::Sender<Result<O, Error>>>) {
+        for (piece, answer) in pieces.into_iter().zip(answers) {
+            if answer.is_closed() {
+                continue;
+            }
+            let alone = std::slice::from_ref(&piece);
+            let outcome = self
+                .db
+                .transaction(async |transaction| (self.write)(transaction, alone).await)
+                .await
+                .map(|mut outputs| outputs.pop().expect("one output per piece"));
+            let _ = answer.send(outcome);
+        }
+    }
+}
+
+/// Drops the pieces whose caller gave up, and answers those past their
+/// deadline without writing them.
+fn still_wanted<P, O>(batch: Vec<Queued<P, O>>, deadline: Duration) -> Vec<Queued<P, O>> {
+    let now = Instant::now();
+    batch
+        .into_iter()
+        .filter(|queued| !queued.answer.is_closed())
+        .filter_map(|queued| {
+            if now < queued.deadline {
+                return Some(queued);
+            }
+            let _ = queued.answer.send(Err(Error::TimedOut(deadline)));
+            None
+        })
+        .collect()
+}
+
+/// Gives every piece of a batch the batch's error.
+fn answer_all<O>(answers: Vec<oneshot::Sender<Result<O, Error>>>, error: Error) {
+    if let [_] = answers.as_slice() {
+        let answer = answers.into_iter().next().expect("one answer");
+        let _ = answer.send(Err(error));
+        return;
+    }
+    for answer in answers {
+        let _ = answer.send(Err(copy_of(&error)));
+    }
+}
+
+/// The same error for another piece of a batch. `sqlx::Error` cannot be
+/// cloned; what callers branch on (whether the database is unavailable) and
+/// what is logged (the message) survive the copy.
+fn copy_of(error: &Error) -> Error {
+    match error {
+        Error::TimedOut(d) => Error::TimedOut(*d),
+        Error::CommitUnknown(e) => Error::CommitUnknown(copy_sqlx(e)),
+        Error::Sql(e) => Error::Sql(copy_sqlx(e)),
+    }
+}
+
+fn copy_sqlx(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        sqlx::Error::Io(io) => sqlx::Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        other if super::is_unavailable(other) => sqlx::Error::Protocol(other.to_string()),
+        other => sqlx::Error::Configuration(other.to_string().into()),
+    }
+}

@@ -1,0 +1,108 @@
+//! Storing sign-ups: a pending subscriber (or the one already there with the
+//! address), a confirmation token and the email for them, all in one
+//! transaction ([`transaction`]), and the answer only once it has committed.
+//!
+//! Sign-ups are written through a [`GroupCommit`]: those that arrive while
+//! their worker thread's writers are busy share the next transaction. That
+//! is all this module asks of it; how batches form, and how one sign-up that
+//! Postgres refuses is kept from failing the others, is the wing's business.
+
+mod transaction;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::db::{self, Batched, Db, GroupCommit, GroupCommitLimits};
+use crate::domain::{NewSubscriber, SubscriptionToken};
+use crate::emails::{self, EmailContent};
+use crate::outbox::Outbox;
+
+/// Sign-ups a worker thread holds before new ones wait to be queued.
+const QUEUE: usize = 1024;
+/// Most sign-ups written in one transaction.
+const MAX_BATCH: usize = 64;
+/// Most bytes of email a batch carries. The outbox insert sends every email
+/// of the batch in one message, and one larger than a TLS record (16 KiB)
+/// leaves in more than one write. sqlx 0.9.0 does not set `TCP_NODELAY`, so
+/// the second write waits for the first to be acknowledged, and Postgres,
+/// still missing the rest of the message, delays that acknowledgement (up to
+/// 40 ms on Linux). A typical confirmation is under 1 KiB.
+const BATCH_BYTES: usize = 14 * 1024;
+/// Bytes of an outbox row besides its email (id, lengths, stream, claim).
+const ROW_BYTES: usize = 128;
+
+/// What the sign-up emails need to know.
+#[derive(Debug, Clone)]
+pub struct SignupSettings {
+    pub base_url: String,
+    pub token_lifetime: chrono::Duration,
+    /// Message stream for confirmations and notices.
+    pub message_stream: String,
+}
+
+/// One worker thread's way to store sign-ups.
+pub struct Signups {
+    writes: GroupCommit<SignUp, Stored>,
+    settings: Arc<SignupSettings>,
+}
+
+/// What became of a stored sign-up.
+#[derive(Debug)]
+pub struct Stored {
+    /// The pending subscriber who was sent a confirmation; `None` when the
+    /// address was already confirmed and got a notice instead.
+    pub subscriber_id: Option<Uuid>,
+}
+
+/// A sign-up on its way to the database.
+struct SignUp {
+    subscriber: NewSubscriber,
+    /// The token and its email, used unless the address is confirmed.
+    token: SubscriptionToken,
+    confirmation: EmailContent,
+}
+
+impl Batched for SignUp {
+    fn weight(&self) -> usize {
+        ROW_BYTES + self.subscriber.email.as_ref().len() + self.confirmation.len()
+    }
+}
+
+impl Signups {
+    /// Starts `writers` writers on the calling HTTP worker thread, writing on
+    /// connections of `db`; their email goes to `outbox`.
+    pub fn start(db: Db, outbox: Outbox, settings: Arc<SignupSettings>, writers: usize) -> Self {
+        let limits = GroupCommitLimits {
+            writers,
+            max_pieces: MAX_BATCH,
+            max_weight: BATCH_BYTES,
+            queue: QUEUE,
+        };
+        let write_settings = settings.clone();
+        let writes = GroupCommit::start(db, limits, async move |transaction, sign_ups| {
+            transaction::store(transaction, &outbox, &write_settings, sign_ups).await
+        });
+        Self { writes, settings }
+    }
+
+    /// Stores `subscriber` and returns once it has committed.
+    pub async fn store(&self, subscriber: NewSubscriber) -> Result<Stored, db::Error> {
+        // Nearly every sign-up is a new or pending address: its email is
+        // rendered here, on the request's time, rather than by the writer.
+        let token = SubscriptionToken::generate();
+        let confirmation = emails::confirmation(&self.settings.base_url, &subscriber.name, &token);
+        self.writes
+            .submit(SignUp {
+                subscriber,
+                token,
+                confirmation,
+            })
+            .await
+    }
+
+    /// Sign-ups queued and not yet taken into a transaction.
+    pub fn queued(&self) -> usize {
+        self.writes.queued()
+    }
+}
