@@ -90,6 +90,45 @@ ensure_chromium() {
   apt_install chromium chromium-driver
 }
 
+# Prints "pid command line" for each process whose command line names the
+# directory $1. Reads /proc itself: a fresh Debian may lack procps's pgrep.
+processes_naming() {
+  local dir=$1 entry args
+  for entry in /proc/[0-9]*; do
+    # A process that has exited since the listing has no command line.
+    mapfile -d '' -t args 2>/dev/null <"${entry}/cmdline" || continue
+    if [[ "${args[*]}" == *"${dir}/"* ]]; then
+      printf '%s %s\n' "${entry#/proc/}" "${args[*]}"
+    fi
+  done
+}
+
+# Fails the run if a process of a browser the tests started is still
+# running. Every browser the tests start keeps its files in a directory under
+# $1 (their BROWSER_TEST_DIR), and each of its processes, chromedriver and
+# Chromium's helpers included, names that directory on its command line; a
+# browser started by anything else (another run, a person) does not. The
+# survivors are listed and then ended, so that a leak fails this run instead
+# of running for as long as the machine stays up. Removes $1; calling it
+# again finds nothing.
+check_no_browsers_left() {
+  local dir=$1 left
+  left=$(processes_naming "${dir}")
+  if [ -n "${left}" ]; then
+    printf 'still running after the tests:\n' >&2
+    cut -c1-160 <<<"${left}" | sed 's/^/  /' >&2
+    # shellcheck disable=SC2046 # one pid a word
+    kill -KILL $(cut -d' ' -f1 <<<"${left}") 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      [ -z "$(processes_naming "${dir}")" ] && break
+      sleep 0.1
+    done
+  fi
+  rm -rf "${dir}"
+  [ -z "${left}" ] \
+    || die "the browser tests left $(wc -l <<<"${left}") processes running (listed above, now ended)"
+}
+
 # Settings for the service under a load test on this machine: its own
 # database and Redis keys, the email API stand-in on $3, and no per-IP limit
 # (every request of the load comes from 127.0.0.1).

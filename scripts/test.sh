@@ -26,12 +26,19 @@ log "running clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 log "running the tests"
 results="$(mktemp)"
-trap 'rm -f "${results}"' EXIT
+# Every browser the tests start keeps its files in a directory under this
+# one: the check at the end tells the browsers this run left running from
+# anyone else's. The trap runs it too when the run stops early (a test
+# binary that crashed never ends its browsers).
+BROWSER_TEST_DIR="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-browsers-XXXXXXXXXX")"
+export BROWSER_TEST_DIR
+trap 'rm -f "${results}"; check_no_browsers_left "${BROWSER_TEST_DIR}"' EXIT
 cargo test --lib --bins --tests 2>&1 | tee "${results}"
 # The previous release against this revision's schema, and proof that the
 # check catches a breaking migration.
 scripts/compat_check.sh
 scripts/compat_check.sh --self-test
+check_no_browsers_left "${BROWSER_TEST_DIR}"
 
 # One closing line for the whole suite.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "${results}"
