@@ -9,6 +9,9 @@
 # load. Prints one table; pgbench rows count sign-ups per second.
 #   scripts/bench.sh            20 s per run
 #   DURATION=60 scripts/bench.sh
+#   NEWSLETTER_BIN=path/to/newsletter scripts/bench.sh   measure that build
+#   SKIP_PGBENCH=1 scripts/bench.sh                       the service only
+# scripts/bench_compare.sh measures two revisions side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -26,8 +29,15 @@ ensure_redis
 command -v wrk >/dev/null || apt_install wrk
 command -v pgbench >/dev/null || apt_install postgresql-contrib
 
-log "building the release binaries"
-SQLX_OFFLINE=true cargo build --release --quiet --bin newsletter --example email_api_stub
+NEWSLETTER_BIN="${NEWSLETTER_BIN:-}"
+if [ -z "${NEWSLETTER_BIN}" ]; then
+  log "building the release binaries"
+  SQLX_OFFLINE=true cargo build --release --bin newsletter --example email_api_stub
+  NEWSLETTER_BIN=target/release/newsletter
+elif [ ! -x target/release/examples/email_api_stub ]; then
+  log "building the email API stand-in"
+  SQLX_OFFLINE=true cargo build --release --example email_api_stub
+fi
 
 export_load_test_settings "${DB}" "bench:${RUN}:" "${STUB_PORT}"
 export APP_APPLICATION__PORT="${APP_PORT}"
@@ -44,10 +54,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/newsletter migrate >/dev/null
+"${NEWSLETTER_BIN}" migrate >/dev/null
 target/release/examples/email_api_stub "${STUB_PORT}" "${TOKENS}" &
 pids+=($!)
-target/release/newsletter >/dev/null &
+"${NEWSLETTER_BIN}" >/dev/null &
 APP_PID=$!
 pids+=("${APP_PID}")
 wait_for_port 127.0.0.1 "${APP_PORT}" "the service"
@@ -133,12 +143,14 @@ run_pgbench() {
   rm -f "${WORK}"/pg.*
   pg_rows+=("${name}|${connections}|$(awk -v t="${tps}" -v n="${sign_ups}" 'BEGIN { print t * n }')|${p50}|${p99}|${failed:-0}")
 }
-for connections in 32 64; do
-  run_pgbench "pgbench subscribe" "${connections}" scripts/bench/subscribe.sql 1
-done
-for connections in 32 64; do
-  run_pgbench "pgbench batch of 10" "${connections}" scripts/bench/subscribe_batch.sql 10
-done
+if [ -z "${SKIP_PGBENCH:-}" ]; then
+  for connections in 32 64; do
+    run_pgbench "pgbench subscribe" "${connections}" scripts/bench/subscribe.sql 1
+  done
+  for connections in 32 64; do
+    run_pgbench "pgbench batch of 10" "${connections}" scripts/bench/subscribe_batch.sql 10
+  done
+fi
 
 printf '\n%-20s %6s %10s %9s %9s %7s %10s\n' "load" "conns" "req/s" "p50" "p99" "errors" "vs pgbench"
 # The ratio is against pgbench's one sign-up per transaction.
