@@ -266,3 +266,98 @@ fn copy_sqlx(e: &sqlx::Error) -> sqlx::Error {
         other => sqlx::Error::Configuration(other.to_string().into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Piece(usize);
+
+    impl Batched for Piece {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn queued(weight: usize) -> Queued<Piece, ()> {
+        Queued {
+            piece: Piece(weight),
+            deadline: Instant::now() + Duration::from_secs(60),
+            answer: oneshot::channel().0,
+        }
+    }
+
+    fn limits(max_pieces: usize, max_weight: usize) -> GroupCommitLimits {
+        GroupCommitLimits {
+            writers: 1,
+            max_pieces,
+            max_weight,
+            queue: 64,
+        }
+    }
+
+    /// A queue holding pieces of the given weights, in order.
+    fn queue_of(weights: &[usize]) -> Queue<Piece, ()> {
+        let (sender, receiver) = mpsc::channel(64);
+        for &weight in weights {
+            sender.try_send(queued(weight)).ok().unwrap();
+        }
+        Queue {
+            receiver,
+            held_over: None,
+        }
+    }
+
+    fn weights(batch: &[Queued<Piece, ()>]) -> Vec<usize> {
+        batch.iter().map(|q| q.piece.0).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_before_its_weight_limit_and_the_next_piece_starts_the_next() {
+        let mut queue = queue_of(&[4, 4, 4, 1]);
+        let limits = limits(10, 10);
+
+        let first = queue.next().await.unwrap();
+        assert_eq!(weights(&queue.batch(first, &limits)), [4, 4]);
+        let next = queue.next().await.unwrap();
+        assert_eq!(weights(&queue.batch(next, &limits)), [4, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_at_most_its_number_of_pieces() {
+        let mut queue = queue_of(&[1, 1, 1, 1, 1]);
+
+        let first = queue.next().await.unwrap();
+        assert_eq!(queue.batch(first, &limits(3, 100)).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_piece_heavier_than_the_limit_is_still_written_alone() {
+        let mut queue = queue_of(&[50, 1]);
+
+        let first = queue.next().await.unwrap();
+        assert_eq!(weights(&queue.batch(first, &limits(10, 10))), [50]);
+    }
+
+    #[test]
+    fn pieces_past_their_deadline_are_answered_unwritten_and_abandoned_ones_dropped() {
+        let (answer, mut late_answer) = oneshot::channel();
+        let late = Queued {
+            piece: Piece(1),
+            deadline: Instant::now() - Duration::from_millis(1),
+            answer,
+        };
+        let abandoned = queued(1);
+        let on_time = queued(2);
+
+        let (kept_answer, _kept_answered) = oneshot::channel::<Result<(), Error>>();
+        let kept = Queued {
+            answer: kept_answer,
+            ..on_time
+        };
+        let batch = still_wanted(vec![late, abandoned, kept], Duration::from_secs(2));
+
+        assert_eq!(weights(&batch), [2]);
+        assert!(matches!(late_answer.try_recv(), Ok(Err(Error::TimedOut(_)))));
+    }
+}
