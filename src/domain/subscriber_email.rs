@@ -1,9 +1,13 @@
 use email_address::{EmailAddress, Options};
 
+use crate::domain::unwanted_characters::UnwantedCharacter;
+
 /// An address we can send a confirmation email to: a syntactically valid
 /// `local@domain.tld`, with surrounding whitespace trimmed. Display names
 /// ("Ada <ada@example.com>"), domain literals and dotless domains are refused:
-/// none of them belong in a subscription form.
+/// none of them belong in a subscription form. So are control and invisible
+/// formatting characters anywhere in it: an address goes into an email
+/// header, where CR and LF start a new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriberEmail(String);
 
@@ -12,6 +16,10 @@ impl SubscriberEmail {
         let candidate = raw.trim();
         if candidate.is_empty() {
             return Err("The email address must not be empty.".into());
+        }
+        // Before the syntax check, whose reason quotes the address back.
+        if let Some(unwanted) = UnwantedCharacter::find_in(candidate) {
+            return Err(format!("The email address must not contain {unwanted}."));
         }
         let options = Options::default()
             .without_display_text()
@@ -72,6 +80,40 @@ mod tests {
     fn the_reason_quotes_the_rejected_address() {
         let err = SubscriberEmail::parse("not-an-address").unwrap_err();
         assert!(err.contains("not-an-address"), "{err}");
+    }
+
+    #[test]
+    fn control_and_formatting_characters_inside_an_address_are_rejected_by_code_point() {
+        let cases = [
+            ("ursula\0@example.com", "U+0000", "NUL"),
+            (
+                "ursula@example.com\r\nBcc: victim@example.com",
+                "U+000D",
+                "CR LF",
+            ),
+            ("ursula\t@example.com", "U+0009", "TAB"),
+            (
+                "ursula@\u{202E}moc.elpmaxe",
+                "U+202E",
+                "right-to-left override",
+            ),
+            ("urs\u{200B}ula@example.com", "U+200B", "zero width space"),
+            ("ursula@exa\u{2060}mple.com", "U+2060", "word joiner"),
+            ("\u{FEFF}ursula@example.com", "U+FEFF", "byte order mark"),
+            (
+                "ursula@example.com\u{2029}x",
+                "U+2029",
+                "paragraph separator",
+            ),
+        ];
+        for (raw, code_point, case) in cases {
+            let err = SubscriberEmail::parse(raw).expect_err(case);
+            assert!(err.contains(code_point), "{case}: {err}");
+            assert!(
+                err.starts_with("The email address must not contain"),
+                "{case}: {err}"
+            );
+        }
     }
 
     proptest! {
