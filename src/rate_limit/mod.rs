@@ -176,8 +176,9 @@ impl RateLimiter {
     /// The client's per-IP limit, then, for a submission that would send
     /// email, whether one more may go to this address: both in one round trip
     /// to Redis. An address over its limit does not give back the IP's
-    /// charge: each submission counts against the client. Address keys hold
-    /// a hash of the lower-cased address, never the address itself.
+    /// charge: each submission counts against the client. The address limit
+    /// counts the mailbox the address delivers to ([`SubscriberEmail::mailbox`]),
+    /// so `victim+1@` and `victim+2@` share one budget.
     #[tracing::instrument(name = "Check the subscription limits", level = "debug", skip_all)]
     pub async fn check_subscription(
         &self,
@@ -185,13 +186,7 @@ impl RateLimiter {
         email: Option<&SubscriberEmail>,
     ) -> SubscriptionDecision {
         let ip = ip.map(limit_subject);
-        let address = email.map(|email| {
-            let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
+        let address = email.map(address_subject);
         let limits: Vec<(&Policy, &str)> = [
             (&self.shared.per_ip, &ip),
             (&self.shared.per_address, &address),
@@ -304,6 +299,17 @@ impl RateLimiter {
     }
 }
 
+/// The per-address subject: a hash of the mailbox, so that Redis never holds
+/// an address. For an address without a `+tag` outside Gmail this is the
+/// hash of the lower-cased address, as before mailboxes were counted, so
+/// budgets carry over a deploy.
+fn address_subject(email: &SubscriberEmail) -> String {
+    Sha256::digest(email.mailbox().as_ref().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +382,23 @@ mod tests {
             .filter(|d| **d == Decision::Allowed)
             .count();
         assert_eq!(allowed, 3, "{decisions:?}");
+    }
+
+    #[test]
+    fn spellings_of_one_mailbox_share_an_address_subject_that_hides_the_address() {
+        let subject = |raw: &str| address_subject(&SubscriberEmail::parse(raw).unwrap());
+        let victim = subject("victim@gmail.com");
+        for spelling in [
+            "Victim@Gmail.com",
+            "victim+1@gmail.com",
+            "v.i.c.t.i.m@gmail.com",
+            "victim@googlemail.com",
+        ] {
+            assert_eq!(subject(spelling), victim, "{spelling}");
+        }
+        assert_ne!(subject("victim@outlook.com"), victim);
+        assert_eq!(victim.len(), 64);
+        assert!(victim.bytes().all(|b| b.is_ascii_hexdigit()), "{victim}");
     }
 
     #[test]

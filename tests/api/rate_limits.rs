@@ -139,6 +139,37 @@ async fn the_per_address_limit_ignores_letter_case() {
 }
 
 #[tokio::test]
+async fn the_per_address_limit_counts_mailboxes_not_spellings() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
+    app.mock_email_api_ok().await;
+
+    for address in [
+        "victim%2B1%40example.com",
+        "Victim%2Bnews%40Example.com",
+        "victim%40example.com",
+        "v.i.c.t.i.m%40gmail.com",
+        "victim%2Bspam%40googlemail.com",
+        "VICTIM%40gmail.com",
+    ] {
+        let status = subscribe_status(&app, format!("name=Ada&email={address}")).await;
+        assert_eq!(status, 200, "{address}");
+    }
+
+    let mut recipients: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|row| row.recipient)
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["v.i.c.t.i.m@gmail.com", "victim+1@example.com"],
+        "one email per mailbox, to the address as typed"
+    );
+}
+
+#[tokio::test]
 async fn a_filled_honeypot_gets_the_normal_answer_and_nothing_is_stored_or_sent() {
     let app = spawn_app_with(|_| {}).await;
     app.mock_email_api_ok().await;
