@@ -6,8 +6,10 @@ mod new_subscriber;
 mod subscriber_email;
 mod subscriber_name;
 mod subscription_token;
+mod unwanted_characters;
+mod web_address;
 
 pub use new_subscriber::NewSubscriber;
-pub use subscriber_email::SubscriberEmail;
+pub use subscriber_email::{Mailbox, SubscriberEmail};
 pub use subscriber_name::SubscriberName;
 pub use subscription_token::SubscriptionToken;

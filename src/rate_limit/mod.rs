@@ -7,6 +7,9 @@
 //! milliseconds the check falls back to an in-process limiter with the same
 //! rules (per replica, so looser, but never absent), the degradation is
 //! logged once, and the next check that Redis answers switches back.
+//!
+//! A sign-up that passed the checks but could not be stored sent no email:
+//! [`RateLimiter::refund_address`] gives its address back the charge.
 
 mod client_ip;
 mod middleware;
@@ -97,6 +100,7 @@ struct Shared {
     client: redis::Client,
     config: ConnectionManagerConfig,
     script: redis::Script,
+    refund_script: redis::Script,
     key_prefix: String,
     timeout: Duration,
     degraded: AtomicBool,
@@ -126,6 +130,7 @@ impl RateLimiter {
             client,
             config,
             script: redis::Script::new(include_str!("gcra.lua")),
+            refund_script: redis::Script::new(include_str!("gcra_refund.lua")),
             key_prefix: settings.key_prefix.clone(),
             timeout,
             degraded: AtomicBool::new(false),
@@ -176,8 +181,9 @@ impl RateLimiter {
     /// The client's per-IP limit, then, for a submission that would send
     /// email, whether one more may go to this address: both in one round trip
     /// to Redis. An address over its limit does not give back the IP's
-    /// charge: each submission counts against the client. Address keys hold
-    /// a hash of the lower-cased address, never the address itself.
+    /// charge: each submission counts against the client. The address limit
+    /// counts the mailbox the address delivers to ([`SubscriberEmail::mailbox`]),
+    /// so `victim+1@` and `victim+2@` share one budget.
     #[tracing::instrument(name = "Check the subscription limits", level = "debug", skip_all)]
     pub async fn check_subscription(
         &self,
@@ -185,13 +191,7 @@ impl RateLimiter {
         email: Option<&SubscriberEmail>,
     ) -> SubscriptionDecision {
         let ip = ip.map(limit_subject);
-        let address = email.map(|email| {
-            let digest = Sha256::digest(email.as_ref().to_lowercase().as_bytes());
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        });
+        let address = email.map(address_subject);
         let limits: Vec<(&Policy, &str)> = [
             (&self.shared.per_ip, &ip),
             (&self.shared.per_address, &address),
@@ -206,6 +206,43 @@ impl RateLimiter {
             }
             Some(_) => SubscriptionDecision::AddressLimited,
         }
+    }
+
+    /// Gives back the one email's worth of the per-address budget that the
+    /// last allowed [`RateLimiter::check_subscription`] charged for this
+    /// address's mailbox. For a sign-up that was allowed but could not be
+    /// stored, and so sent nothing: a database outage must not use up the
+    /// budget of the people who tried during it. After a check that refused
+    /// the address nothing was charged, and nothing should be given back.
+    ///
+    /// The budget never grows past its burst, however often this is called.
+    /// The IP's charge stays: the client did make the request. When Redis
+    /// does not answer in time the failure is logged like a check's and
+    /// nothing is given back. The in-process fallback cannot give back at
+    /// all (`governor` has no such operation), so a sign-up checked there
+    /// during an outage keeps its charge; if Redis is back by the time of
+    /// the refund, Redis gives back a charge it never took, which the burst
+    /// still bounds.
+    #[tracing::instrument(name = "Refund the per-address limit", level = "debug", skip_all)]
+    pub async fn refund_address(&self, email: &SubscriberEmail) {
+        let policy = &self.shared.per_address;
+        let key = self.key(policy, &address_subject(email));
+        let outcome =
+            tokio::time::timeout(self.shared.timeout, self.refund_in_redis(policy, &key)).await;
+        let cause = match outcome {
+            Ok(Ok(given_back)) => {
+                tracing::debug!(given_back, "Per-address charge refunded");
+                self.recover();
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.shared.timeout),
+        };
+        tracing::debug!(
+            cause,
+            "The per-address charge could not be refunded: Redis is unavailable"
+        );
+        self.degrade(&cause);
     }
 
     /// Whether Redis answers a PING within `patience`. A new connection's
@@ -246,9 +283,7 @@ impl RateLimiter {
         let outcome = tokio::time::timeout(self.shared.timeout, self.check_in_redis(limits)).await;
         let cause = match outcome {
             Ok(Ok(refusal)) => {
-                if self.shared.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Rate limits are back on Redis");
-                }
+                self.recover();
                 return refusal;
             }
             Ok(Err(e)) => e.to_string(),
@@ -273,10 +308,7 @@ impl RateLimiter {
         let mut invocation = self.shared.script.prepare_invoke();
         for (policy, subject) in limits {
             invocation
-                .key(format!(
-                    "{}rl:{}:{}",
-                    self.shared.key_prefix, policy.name, subject
-                ))
+                .key(self.key(policy, subject))
                 .arg(policy.limit.emission_interval().as_millis() as u64)
                 .arg(policy.limit.burst.max(1));
         }
@@ -293,6 +325,31 @@ impl RateLimiter {
         }))
     }
 
+    /// Returns whether a charge was given back.
+    async fn refund_in_redis(&self, policy: &Policy, key: &str) -> redis::RedisResult<bool> {
+        let mut connection = self.redis.clone();
+        let given_back: i64 = self
+            .shared
+            .refund_script
+            .key(key)
+            .arg(policy.limit.emission_interval().as_millis() as u64)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(given_back == 1)
+    }
+
+    /// Where Redis keeps a subject's state for one limit.
+    fn key(&self, policy: &Policy, subject: &str) -> String {
+        format!("{}rl:{}:{}", self.shared.key_prefix, policy.name, subject)
+    }
+
+    /// Logs the return to Redis once, after an outage.
+    fn recover(&self) {
+        if self.shared.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("Rate limits are back on Redis");
+        }
+    }
+
     /// Logs the switch to in-process limits once, not on every request.
     fn degrade(&self, cause: &str) {
         if !self.shared.degraded.swap(true, Ordering::Relaxed) {
@@ -302,6 +359,17 @@ impl RateLimiter {
             );
         }
     }
+}
+
+/// The per-address subject: a hash of the mailbox, so that Redis never holds
+/// an address. For an address without a `+tag` outside Gmail this is the
+/// hash of the lower-cased address, as before mailboxes were counted, so
+/// budgets carry over a deploy.
+fn address_subject(email: &SubscriberEmail) -> String {
+    Sha256::digest(email.mailbox().as_ref().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -376,6 +444,23 @@ mod tests {
             .filter(|d| **d == Decision::Allowed)
             .count();
         assert_eq!(allowed, 3, "{decisions:?}");
+    }
+
+    #[test]
+    fn spellings_of_one_mailbox_share_an_address_subject_that_hides_the_address() {
+        let subject = |raw: &str| address_subject(&SubscriberEmail::parse(raw).unwrap());
+        let victim = subject("victim@gmail.com");
+        for spelling in [
+            "Victim@Gmail.com",
+            "victim+1@gmail.com",
+            "v.i.c.t.i.m@gmail.com",
+            "victim@googlemail.com",
+        ] {
+            assert_eq!(subject(spelling), victim, "{spelling}");
+        }
+        assert_ne!(subject("victim@outlook.com"), victim);
+        assert_eq!(victim.len(), 64);
+        assert!(victim.bytes().all(|b| b.is_ascii_hexdigit()), "{victim}");
     }
 
     #[test]

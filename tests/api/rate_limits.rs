@@ -1,10 +1,17 @@
 //! Abuse protection against a real Redis. Every test has its own key prefix
-//! (set by `spawn_app`), so tests never share a budget unless they mean to.
+//! (set by `spawn_app`, or by `limiter_with_address_burst` for the tests of a
+//! limiter alone), so tests never share a budget unless they mean to.
+
+use std::time::Duration;
 
 use newsletter::configuration::{LimitSettings, Settings, get_configuration};
+use newsletter::domain::SubscriberEmail;
+use newsletter::rate_limit::RateLimiter;
+use newsletter::rate_limit::SubscriptionDecision::{self, AddressLimited, Allowed};
 use secrecy::ExposeSecret;
+use uuid::Uuid;
 
-use crate::helpers::{TcpProxy, TestApp, eventually, spawn_app_with};
+use crate::helpers::{RedisKeys, TcpProxy, TestApp, eventually, spawn_app_with};
 
 fn tight(burst: u32) -> LimitSettings {
     LimitSettings {
@@ -136,6 +143,154 @@ async fn the_per_address_limit_ignores_letter_case() {
         .await;
 
     assert_eq!(app.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_per_address_limit_counts_mailboxes_not_spellings() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
+    app.mock_email_api_ok().await;
+
+    for address in [
+        "victim%2B1%40example.com",
+        "Victim%2Bnews%40Example.com",
+        "victim%40example.com",
+        "v.i.c.t.i.m%40gmail.com",
+        "victim%2Bspam%40googlemail.com",
+        "VICTIM%40gmail.com",
+    ] {
+        let status = subscribe_status(&app, format!("name=Ada&email={address}")).await;
+        assert_eq!(status, 200, "{address}");
+    }
+
+    let mut recipients: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .map(|row| row.recipient)
+        .collect();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["v.i.c.t.i.m@gmail.com", "victim+1@example.com"],
+        "one email per mailbox, to the address as typed"
+    );
+}
+
+/// A limiter of a test's own on the real Redis, with a per-address burst of
+/// `burst`, and a timeout long enough that no check falls back to the
+/// in-process limits (which cannot refund). Its keys go when the guard does.
+async fn limiter_with_address_burst(burst: u32) -> (RateLimiter, RedisKeys) {
+    let configuration = get_configuration().unwrap();
+    let mut settings = configuration.rate_limit;
+    settings.key_prefix = format!("test:{}:", Uuid::new_v4().simple());
+    settings.redis_timeout_milliseconds = 5_000;
+    settings.per_address = tight(burst);
+    let keys = RedisKeys {
+        uri: configuration.redis_uri.clone(),
+        prefix: settings.key_prefix.clone(),
+    };
+    let limiter = RateLimiter::new(&configuration.redis_uri, &settings).unwrap();
+    assert!(
+        limiter.ping_redis(Duration::from_secs(10)).await,
+        "Redis does not answer"
+    );
+    (limiter, keys)
+}
+
+/// The per-address decisions for `email`, one check after another.
+async fn address_checks(
+    limiter: &RateLimiter,
+    email: &SubscriberEmail,
+    n: usize,
+) -> Vec<SubscriptionDecision> {
+    let mut decisions = Vec::new();
+    for _ in 0..n {
+        decisions.push(limiter.check_subscription(None, Some(email)).await);
+    }
+    decisions
+}
+
+#[tokio::test]
+async fn a_refund_gives_back_what_the_last_allowed_check_charged() {
+    let (limiter, _keys) = limiter_with_address_burst(1).await;
+    let email = SubscriberEmail::parse("victim@example.com").unwrap();
+
+    let before = address_checks(&limiter, &email, 2).await;
+    limiter.refund_address(&email).await;
+    let after = address_checks(&limiter, &email, 2).await;
+
+    assert_eq!(before, [Allowed, AddressLimited]);
+    assert_eq!(after, [Allowed, AddressLimited]);
+}
+
+#[tokio::test]
+async fn a_check_then_a_refund_leaves_the_budget_as_it_was() {
+    let (limiter, _keys) = limiter_with_address_burst(1).await;
+    let email = SubscriberEmail::parse("victim@example.com").unwrap();
+
+    assert_eq!(address_checks(&limiter, &email, 1).await, [Allowed]);
+    limiter.refund_address(&email).await;
+
+    assert_eq!(
+        address_checks(&limiter, &email, 2).await,
+        [Allowed, AddressLimited]
+    );
+}
+
+#[tokio::test]
+async fn refunds_never_grant_more_than_the_burst() {
+    let (limiter, _keys) = limiter_with_address_burst(2).await;
+    let untouched = SubscriberEmail::parse("untouched@example.com").unwrap();
+    let charged_once = SubscriberEmail::parse("charged@example.com").unwrap();
+
+    for _ in 0..3 {
+        limiter.refund_address(&untouched).await;
+    }
+    address_checks(&limiter, &charged_once, 1).await;
+    for _ in 0..3 {
+        limiter.refund_address(&charged_once).await;
+    }
+
+    for email in [&untouched, &charged_once] {
+        assert_eq!(
+            address_checks(&limiter, email, 3).await,
+            [Allowed, Allowed, AddressLimited],
+            "{email}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refund_goes_to_the_mailbox_whatever_the_spelling() {
+    let (limiter, _keys) = limiter_with_address_burst(1).await;
+    let typed = SubscriberEmail::parse("V.ictim+news@gmail.com").unwrap();
+    let other_spelling = SubscriberEmail::parse("victim@googlemail.com").unwrap();
+
+    assert_eq!(address_checks(&limiter, &typed, 1).await, [Allowed]);
+    limiter.refund_address(&typed).await;
+
+    assert_eq!(
+        address_checks(&limiter, &other_spelling, 2).await,
+        [Allowed, AddressLimited]
+    );
+}
+
+#[tokio::test]
+async fn without_redis_a_refund_gives_nothing_back_and_the_limit_still_holds() {
+    let mut settings = get_configuration().unwrap().rate_limit;
+    settings.per_address = tight(1);
+    // Nothing listens on port 1.
+    let limiter = RateLimiter::new(&"redis://127.0.0.1:1".to_owned().into(), &settings).unwrap();
+    let email = SubscriberEmail::parse("victim@example.com").unwrap();
+
+    let before = address_checks(&limiter, &email, 1).await;
+    tokio::time::timeout(Duration::from_secs(5), limiter.refund_address(&email))
+        .await
+        .expect("the refund waited past its timeout");
+    let after = address_checks(&limiter, &email, 1).await;
+
+    assert_eq!(before, [Allowed]);
+    assert_eq!(after, [AddressLimited], "the in-process limit was undone");
 }
 
 #[tokio::test]

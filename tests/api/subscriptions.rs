@@ -130,6 +130,108 @@ async fn subscribe_names_the_problem_in_the_reason() {
 }
 
 #[tokio::test]
+async fn control_and_invisible_characters_get_400_naming_the_character_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let name = |n: &str| format!("name={n}&email=ursula%40example.com");
+    let email = |e: &str| format!("name=Ursula&email={e}");
+    let cases = [
+        (name("Ursula%00Le%20Guin"), "U+0000", "NUL in the name"),
+        (name("Ursula%0D%0ALe%20Guin"), "U+000D", "CR LF in the name"),
+        (
+            name("Ursula%E2%80%AEniuG"),
+            "U+202E",
+            "bidi override in the name",
+        ),
+        (
+            name("Ursula%E2%80%8BLe%20Guin"),
+            "U+200B",
+            "zero width space in the name",
+        ),
+        (
+            email("ursula%00%40example.com"),
+            "U+0000",
+            "NUL in the email",
+        ),
+        (
+            email("ursula%40example.com%0D%0ABcc%3A%20victim%40example.com"),
+            "U+000D",
+            "CR LF in the email",
+        ),
+        (
+            email("ursula%40%E2%80%AEmoc.elpmaxe"),
+            "U+202E",
+            "bidi override in the email",
+        ),
+        (
+            email("urs%E2%80%8Bula%40example.com"),
+            "U+200B",
+            "zero width space in the email",
+        ),
+    ];
+
+    for (body, code_point, case) in cases {
+        let response = app.post_subscriptions(body).await;
+
+        let status = response.status().as_u16();
+        let reason = response.text().await.unwrap();
+        assert_eq!(status, 400, "case `{case}` answered {status}: {reason}");
+        assert!(
+            reason.contains("must not contain") && reason.contains(code_point),
+            "case `{case}` gave the reason {reason:?}"
+        );
+    }
+    assert_eq!(app.subscriber_count().await, 0, "a subscriber was stored");
+    assert!(app.outbox().await.is_empty(), "an email was queued");
+}
+
+#[tokio::test]
+async fn a_name_with_a_link_gets_400_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let cases = [
+        ("http%3A%2F%2Fspam.example", "a scheme"),
+        ("Win%20at%20www.spam.example", "a www. host"),
+        ("Cheap%20pills%20at%20pills.shop", "a domain name"),
+        ("bit.ly%2Fx", "a short link"),
+    ];
+
+    for (name, case) in cases {
+        let response = app
+            .post_subscriptions(format!("name={name}&email=victim%40example.com"))
+            .await;
+
+        let status = response.status().as_u16();
+        let reason = response.text().await.unwrap();
+        assert_eq!(status, 400, "case `{case}` answered {status}: {reason}");
+        assert!(
+            reason.contains("must not contain a link"),
+            "case `{case}` gave the reason {reason:?}"
+        );
+    }
+    assert_eq!(app.subscriber_count().await, 0, "a subscriber was stored");
+    assert!(app.outbox().await.is_empty(), "an email was queued");
+}
+
+#[tokio::test]
+async fn names_with_dots_that_are_not_links_are_accepted() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+
+    for (i, name) in ["J.R.R.%20Tolkien", "Mr.Smith", "Dr.%20Jane%20Doe"]
+        .into_iter()
+        .enumerate()
+    {
+        let response = app
+            .post_subscriptions(format!("name={name}&email=reader{i}%40example.com"))
+            .await;
+
+        assert_eq!(response.status().as_u16(), 200, "{name}");
+    }
+    assert_eq!(app.subscriber_count().await, 3);
+}
+
+#[tokio::test]
 async fn subscribe_returns_413_for_a_body_over_the_limit() {
     let app = spawn_app().await;
     let body = format!("name={}&email=ursula%40example.com", "a".repeat(10_000));
