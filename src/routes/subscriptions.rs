@@ -15,7 +15,7 @@
 //! Two defences against using the form to flood someone's inbox keep that
 //! same answer: a honeypot field (people never see it, bots fill it in) makes
 //! the request a no-op, and past the per-address limit nothing is stored or
-//! sent. The per-IP limit is checked here too, in the same round trip to
+//! sent. A sign-up that fails to store gives its charge back to the address. The per-IP limit is checked here too, in the same round trip to
 //! Redis as the per-address one; an over-limit client gets 429.
 
 use actix_web::http::StatusCode;
@@ -146,10 +146,16 @@ pub async fn subscribe(
         return Ok(accepted(html));
     }
 
-    let stored = signups
-        .store(new_subscriber)
-        .await
-        .step("store the sign-up")?;
+    let email = new_subscriber.email.clone();
+    let stored = match signups.store(new_subscriber).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            // Nothing was stored or sent: the address keeps its budget, so
+            // that a person who retries after a 5xx still gets their email.
+            limiter.refund_address(&email).await;
+            return Err(e).step("store the sign-up");
+        }
+    };
     if let Some(subscriber_id) = stored.subscriber_id {
         tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     }

@@ -133,6 +133,33 @@ async fn past_the_per_address_limit_the_answer_is_unchanged_but_no_email_is_sent
 }
 
 #[tokio::test]
+async fn a_sign_up_that_fails_to_store_does_not_spend_the_address_budget() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
+    app.mock_email_api_ok().await;
+    // Postgres refuses every sign-up until the constraint goes.
+    sqlx::query(
+        "ALTER TABLE subscriptions ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
+    )
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let body = "name=Ada&email=ada%40example.com";
+
+    for attempt in 1..=3 {
+        let status = subscribe_status(&app, body).await;
+        assert!(status >= 500, "attempt {attempt} was answered {status}");
+    }
+    sqlx::query("ALTER TABLE subscriptions DROP CONSTRAINT refuse_all")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(subscribe_status(&app, body).await, 200);
+
+    assert_eq!(app.outbox().await.len(), 1, "the confirmation was not queued");
+    assert_eq!(app.subscriber_count().await, 1);
+}
+
+#[tokio::test]
 async fn the_per_address_limit_ignores_letter_case() {
     let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
     app.mock_email_api_ok().await;
