@@ -12,7 +12,7 @@ use newsletter::configuration::get_configuration;
 use newsletter::migrate;
 use newsletter::outbox::spawn_workers;
 use newsletter::startup::{Application, delivery_worker, get_connection_pool, get_delivery_pool};
-use newsletter::telemetry::{get_subscriber, init_subscriber};
+use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "\
@@ -34,12 +34,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // Read first: the settings say which shape log lines take.
+    let settings = get_configuration().context("Failed to read the configuration")?;
     // Postgres notices ("relation already exists, skipping") are not news.
-    init_subscriber(get_subscriber(
+    init_subscriber(get_subscriber_in(
+        settings.log_format,
         "info,sqlx::postgres::notice=warn",
         std::io::stdout,
     ));
-    let settings = get_configuration().context("Failed to read the configuration")?;
 
     match command.as_deref() {
         None | Some("serve") => {
