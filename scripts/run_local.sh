@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the service locally on a fresh Debian machine: makes sure Postgres
 # and Redis are running (installing them if needed), creates and migrates the
-# database, then serves on http://127.0.0.1:8000. Emails are written to the
-# log.
+# database, then serves on http://127.0.0.1:8000. Logs are plain lines, and
+# emails are printed to the terminal instead of being sent, each confirmation
+# link on a line of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -10,8 +11,9 @@ source scripts/lib.sh
 ensure_rust
 ensure_postgres
 ensure_redis
-log "building the service"
-SQLX_OFFLINE=true cargo build --quiet
+# Cargo's progress stays visible: the first build takes several minutes.
+log "building the service (the first build takes a few minutes)"
+SQLX_OFFLINE=true cargo build
 log "migrating the database"
 target/debug/newsletter migrate
 log "serving on http://127.0.0.1:8000 (Ctrl-C to stop)"

@@ -27,6 +27,21 @@ pub struct Settings {
     /// TLS, `rediss://user:password@host:port`.
     pub redis_uri: SecretString,
     pub rate_limit: RateLimitSettings,
+    /// How log lines are written. Absent means JSON, so that an environment
+    /// has to ask for the text format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of the log lines on stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for a log pipeline to parse.
+    #[default]
+    Json,
+    /// One plain line per event, for a person reading a terminal.
+    Text,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -456,6 +471,29 @@ mod tests {
             ]
         );
         assert_eq!(settings.rate_limit.per_ip.burst, 7);
+    }
+
+    #[test]
+    fn logs_are_text_locally_and_json_in_production_unless_app_log_format_says_otherwise() {
+        let cases = [
+            (Environment::Local, None, LogFormat::Text),
+            (Environment::Local, Some("json"), LogFormat::Json),
+            (Environment::Production, None, LogFormat::Json),
+            (Environment::Production, Some("text"), LogFormat::Text),
+        ];
+        for (environment, variable, expected) in cases {
+            let pairs: Vec<_> = variable
+                .map(|v| ("APP_LOG_FORMAT", v))
+                .into_iter()
+                .collect();
+            let settings = load(&configuration_dir(), environment, vars(&pairs)).unwrap();
+            assert_eq!(
+                settings.log_format,
+                expected,
+                "{} with APP_LOG_FORMAT={variable:?}",
+                environment.as_str()
+            );
+        }
     }
 
     #[test]

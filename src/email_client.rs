@@ -197,15 +197,26 @@ impl EmailClient {
         );
         match &self.transport {
             Transport::Console => {
+                use std::io::Write;
                 for message in messages {
-                    // Local runs only: the text body is printed so that a
-                    // developer can follow the links in it.
+                    // Local runs only: the text body, confirmation token
+                    // included, goes to stdout so that a developer can open
+                    // the link. The one place a token is written out; the
+                    // log line below leaves the body out.
+                    let email = console_email(
+                        self.sender.as_ref(),
+                        message.to.as_ref(),
+                        &message.content.subject,
+                        &message.content.text_body,
+                    );
+                    // One write under the lock, so that no log line from
+                    // another thread lands inside the email. Nowhere to
+                    // report a failure to: the log goes to stdout as well.
+                    let _ = std::io::stdout().lock().write_all(email.as_bytes());
                     tracing::info!(
-                        from = %self.sender,
                         to = %message.to,
                         subject = message.content.subject,
-                        text_body = message.content.text_body,
-                        "Email written to the console instead of being sent"
+                        "Email printed to the console instead of being sent"
                     );
                 }
                 Ok(vec![Verdict::Accepted; messages.len()])
@@ -276,6 +287,123 @@ async fn rejection(response: reqwest::Response) -> EmailError {
         body,
         code,
         retry_after,
+    }
+}
+
+/// An email as the console backend prints it: a block between two rules,
+/// with From, To and Subject, a blank line, the text body as it is, and then
+/// every link of the body again, each alone on a line, since a body may put
+/// a link inside a sentence and a terminal selects a whole line most easily.
+fn console_email(from: &str, to: &str, subject: &str, text_body: &str) -> String {
+    const WIDTH: usize = 78;
+    let mut block = format!(
+        "{:=^WIDTH$}\nFrom: {from}\nTo: {to}\nSubject: {subject}\n\n{text_body}",
+        " Email (console backend: not sent) "
+    );
+    if !text_body.ends_with('\n') {
+        block.push('\n');
+    }
+    let mut links: Vec<&str> = Vec::new();
+    for word in text_body.split_whitespace() {
+        let word = word.trim_start_matches(['(', '<', '[', '"', '\'']);
+        let word = word.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '>', ']', '"', '\'']);
+        let is_link = word.starts_with("http://") || word.starts_with("https://");
+        if is_link && !links.contains(&word) {
+            links.push(word);
+        }
+    }
+    if !links.is_empty() {
+        block.push_str(&format!("{:-^WIDTH$}\n", " Links, one per line "));
+        for link in links {
+            block.push_str(link);
+            block.push('\n');
+        }
+    }
+    block.push_str(&format!("{:=^WIDTH$}\n", ""));
+    block
+}
+
+#[cfg(test)]
+mod console_email_tests {
+    use super::console_email;
+    use crate::domain::{SubscriberName, SubscriptionToken};
+
+    #[test]
+    fn the_confirmation_link_stands_alone_on_a_line() {
+        let token = SubscriptionToken::parse("AbCdEfGhIjKlMnOpQrStUvWxYz012345").unwrap();
+        let name = SubscriberName::parse("Ursula").unwrap();
+        let email = crate::emails::confirmation("http://127.0.0.1:8000", &name, &token);
+        let link = "http://127.0.0.1:8000/subscriptions/confirm?subscription_token=\
+                    AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+
+        let printed = console_email(
+            "newsletter@example.com",
+            "ursula@example.com",
+            &email.subject,
+            &email.text_body,
+        );
+
+        assert!(
+            printed.lines().any(|line| line == link),
+            "no line holds the link alone:\n{printed}"
+        );
+    }
+
+    #[test]
+    fn the_block_has_the_headers_a_blank_line_and_the_body_as_it_is_between_two_rules() {
+        let body = "Hello Ursula,\n\n  Indented, and with    spaces kept.\n";
+
+        let printed = console_email("from@example.com", "to@example.com", "Hi", body);
+
+        let lines: Vec<&str> = printed.lines().collect();
+        assert!(lines[0].starts_with("====") && lines[0].contains("not sent"));
+        assert_eq!(
+            lines[1..5],
+            [
+                "From: from@example.com",
+                "To: to@example.com",
+                "Subject: Hi",
+                ""
+            ]
+        );
+        assert!(printed.contains(&format!("\n\n{body}")), "{printed}");
+        assert!(
+            lines.last().unwrap().chars().all(|c| c == '=') && printed.ends_with('\n'),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("Links"),
+            "a body without links: {printed}"
+        );
+    }
+
+    #[test]
+    fn links_are_listed_without_the_punctuation_around_them() {
+        let cases = [
+            (
+                "end of a sentence",
+                "Visit https://a.test/x?t=1.",
+                "https://a.test/x?t=1",
+            ),
+            (
+                "in brackets",
+                "(see <https://a.test/y>)",
+                "https://a.test/y",
+            ),
+            (
+                "last word, no newline",
+                "Go to http://a.test/z",
+                "http://a.test/z",
+            ),
+        ];
+        for (case, body, link) in cases {
+            let printed = console_email("f@example.com", "t@example.com", "S", body);
+
+            assert!(
+                printed.lines().any(|line| line == link),
+                "{case}: no line holds {link} alone:\n{printed}"
+            );
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use newsletter::db;
 use newsletter::migrate;
 use newsletter::outbox::{self, spawn_workers};
 use newsletter::startup::{Application, delivery_db, delivery_worker};
-use newsletter::telemetry::{get_subscriber, init_subscriber};
+use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "\
@@ -38,12 +38,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    // Read first: the settings say which shape log lines take.
+    let settings = get_configuration().context("Failed to read the configuration")?;
     // Postgres notices ("relation already exists, skipping") are not news.
-    init_subscriber(get_subscriber(
+    init_subscriber(get_subscriber_in(
+        settings.log_format,
         "info,sqlx::postgres::notice=warn",
         std::io::stdout,
     ));
-    let settings = get_configuration().context("Failed to read the configuration")?;
 
     match command.as_deref() {
         None | Some("serve") => {

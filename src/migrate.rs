@@ -7,6 +7,25 @@
 //! query on that table queue behind it, so each transactional migration runs
 //! with a short `lock_timeout`: it gives up quickly, lets traffic through,
 //! and is tried again a little later.
+//!
+//! A migration that runs outside a transaction (`-- no-transaction`) builds
+//! an index CONCURRENTLY. When such a build fails it leaves the index behind
+//! marked invalid: present, ignored by queries, and, for a unique index, not
+//! enforcing anything. A later `CREATE INDEX CONCURRENTLY IF NOT EXISTS` of
+//! the same name then skips it and the step is recorded as applied, while the
+//! constraint it was meant to add does not exist. So after every such
+//! migration the migrator looks for invalid indexes in the schemas the app
+//! uses and rebuilds each one with `REINDEX INDEX CONCURRENTLY`, which blocks
+//! no writer either (and drops the copies a failed REINDEX leaves behind).
+//! Rebuilding first, rather than failing at once, is what most invalid indexes
+//! need: they come from a build that was interrupted (a cancelled deploy, a
+//! lost connection, a deadlock) and succeed when built again. A rebuild that
+//! fails again fails for a reason a person must fix, such as rows that break a
+//! unique index; then the step is taken out of the migration history, so that
+//! the next `newsletter migrate` runs it again, and the deploy stops with an
+//! error that names the index and what to do. It must stop: the steps after it
+//! may rely on the index, as the contract step that drops the case-sensitive
+//! unique constraint relies on the case-insensitive one.
 
 use std::time::Duration;
 
@@ -104,6 +123,9 @@ pub async fn run_pending_with(pool: &PgPool, policy: LockPolicy) -> Result<(), a
                 migration.version, migration.description
             )
         })?;
+        if migration.no_tx {
+            ensure_indexes_are_valid(pool, migration).await?;
+        }
     }
     tracing::info!("The schema is up to date");
     Ok(())
@@ -169,4 +191,166 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, anyhow::Error> {
         .fetch_all(pool)
         .await
         .context("Failed to read the migration history")
+}
+
+/// An index Postgres has marked invalid.
+#[derive(Debug, sqlx::FromRow)]
+struct InvalidIndex {
+    /// Schema-qualified and quoted, ready to go into a statement.
+    name: String,
+    /// `CREATE [UNIQUE] INDEX …`, for the operator to see what it covers.
+    definition: String,
+    /// A copy that a failed `REINDEX … CONCURRENTLY` left behind
+    /// (`<name>_ccnew`, or `<name>_ccold` when only the final drop failed).
+    /// Postgres's advice for these is to drop them: the index they copy
+    /// still exists, and rebuilding the copy would give the table a second,
+    /// redundant index.
+    reindex_leftover: bool,
+}
+
+/// Makes every invalid index valid after `migration` (which ran outside a
+/// transaction), rebuilding it or, for a leftover copy, dropping it. If one
+/// stays invalid, takes the step out of the migration history and fails, so
+/// that the step is never recorded while an index does not work.
+async fn ensure_indexes_are_valid(
+    pool: &PgPool,
+    migration: &Migration,
+) -> Result<(), anyhow::Error> {
+    let mut connection = pool
+        .acquire()
+        .await
+        .context("Failed to connect to check the indexes")?;
+    let invalid = invalid_indexes(&mut connection).await?;
+    if invalid.is_empty() {
+        tracing::info!(version = migration.version, "Every index is valid");
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    for index in &invalid {
+        let outcome = if index.reindex_leftover {
+            tracing::warn!(
+                index = %index.name,
+                "Dropping an invalid copy left by a failed REINDEX"
+            );
+            drop_index(&mut connection, &index.name).await
+        } else {
+            tracing::warn!(
+                version = migration.version,
+                index = %index.name,
+                "The index is invalid (a concurrent build failed); rebuilding it"
+            );
+            rebuild(&mut connection, index).await
+        };
+        match outcome {
+            Ok(()) => tracing::info!(index = %index.name, "The index is no longer invalid"),
+            Err(e) => failures.push((index.name.as_str(), e)),
+        }
+    }
+    // Check again rather than trust the statements: only the catalog says
+    // whether an index is in use.
+    let still_invalid = invalid_indexes(&mut connection).await?;
+    if still_invalid.is_empty() {
+        return Ok(());
+    }
+
+    let unrecorded = sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(migration.version)
+        .execute(&mut *connection)
+        .await;
+    let mut report = format!(
+        "After migration {} ({}), {} index(es) are still invalid: they exist, but Postgres \
+         does not use them, and a unique one enforces nothing.",
+        migration.version,
+        migration.description,
+        still_invalid.len()
+    );
+    for index in &still_invalid {
+        report.push_str(&format!("\n- {}: {}", index.name, index.definition));
+        if let Some((_, e)) = failures.iter().find(|(name, _)| *name == index.name) {
+            report.push_str(&format!("\n  {e:#}"));
+        }
+    }
+    match unrecorded {
+        Ok(_) => report.push_str(
+            "\nThe migration is no longer recorded as applied. Fix what the rebuild reported \
+             (for a unique index: merge or delete the rows that share a key), then run \
+             `newsletter migrate` again: it rebuilds the index and records the migration.",
+        ),
+        Err(e) => report.push_str(&format!(
+            "\nThe migration is STILL RECORDED as applied: removing it failed ({e}). Run \
+             `DELETE FROM _sqlx_migrations WHERE version = {}`, fix what the rebuild reported, \
+             then run `newsletter migrate` again.",
+            migration.version
+        )),
+    }
+    Err(anyhow::anyhow!(report))
+}
+
+/// The invalid indexes in the schemas on the search path: the ones the app's
+/// tables live in.
+async fn invalid_indexes(
+    connection: &mut PgConnection,
+) -> Result<Vec<InvalidIndex>, anyhow::Error> {
+    sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, c.relname) AS name, \
+                pg_get_indexdef(c.oid) AS definition, \
+                c.relname ~ '_cc(new|old)[0-9]*$' AS reindex_leftover \
+         FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = ANY (current_schemas(false)) \
+         ORDER BY n.nspname, c.relname",
+    )
+    .fetch_all(connection)
+    .await
+    .context("Failed to look for invalid indexes")
+}
+
+/// `REINDEX INDEX CONCURRENTLY`. When it fails, Postgres leaves the copy it
+/// was building behind, itself invalid: it is dropped here, or every later
+/// attempt would add one more.
+async fn rebuild(connection: &mut PgConnection, index: &InvalidIndex) -> Result<(), anyhow::Error> {
+    let before: Vec<String> = invalid_indexes(connection)
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "REINDEX INDEX CONCURRENTLY {}",
+        index.name
+    )))
+    .execute(&mut *connection)
+    .await;
+    let Err(error) = result else {
+        return Ok(());
+    };
+    // sqlx's own message repeats Postgres's; the SQLSTATE tells a duplicate
+    // key (23505) from an interruption.
+    let reason = match error.as_database_error() {
+        Some(e) => format!(
+            "{} (SQLSTATE {})",
+            e.message(),
+            e.code().unwrap_or_default()
+        ),
+        None => error.to_string(),
+    };
+    let error = anyhow::anyhow!("REINDEX INDEX CONCURRENTLY {} failed: {reason}", index.name);
+    for leftover in invalid_indexes(connection).await? {
+        if leftover.reindex_leftover && !before.contains(&leftover.name) {
+            drop_index(connection, &leftover.name)
+                .await
+                .map_err(|e| e.context(format!("{error:#}")))?;
+        }
+    }
+    Err(error)
+}
+
+async fn drop_index(connection: &mut PgConnection, name: &str) -> Result<(), anyhow::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP INDEX CONCURRENTLY IF EXISTS {name}"
+    )))
+    .execute(connection)
+    .await
+    .with_context(|| format!("Failed to drop the invalid index {name}"))?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
-//! Structured logs: one JSON object per line on stdout. Every line carries the
-//! fields of the spans it happened in, so the request id that
+//! Logs on stdout, in one of two shapes (`log_format`): one JSON object per
+//! line for a log pipeline, the default everywhere but local runs; or plain
+//! lines for a person at a terminal, the local default. Either way every line
+//! carries the fields of the spans it happened in, so the request id that
 //! `tracing-actix-web` puts on each request's root span appears on every line
 //! logged while serving that request.
 
@@ -9,23 +11,56 @@ use actix_web::{Error, HttpMessage};
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt};
 
-/// Builds the subscriber. `default_filter` applies unless `RUST_LOG` is set.
+use crate::configuration::LogFormat;
+
+/// Builds a subscriber that writes JSON lines. `default_filter` applies
+/// unless `RUST_LOG` is set.
 pub fn get_subscriber<Sink>(default_filter: &str, sink: Sink) -> impl Subscriber + Send + Sync
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    get_subscriber_in(LogFormat::Json, default_filter, sink)
+}
+
+/// Builds a subscriber that writes lines in `format`. `default_filter`
+/// applies unless `RUST_LOG` is set.
+pub fn get_subscriber_in<Sink>(
+    format: LogFormat,
+    default_filter: &str,
+    sink: Sink,
+) -> impl Subscriber + Send + Sync
 where
     Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_span_list(true)
-        .with_writer(sink)
-        .finish()
+    Registry::default()
+        .with(filter)
+        .with(log_lines(format, sink))
+}
+
+/// The layer that writes each event as one line in `format`.
+fn log_lines<S, Sink>(format: LogFormat, sink: Sink) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(sink)
+            .boxed(),
+        // No colour codes: the same bytes whether the lines reach a
+        // terminal, a file or a test, so they can be searched and copied.
+        LogFormat::Text => fmt::layer().with_ansi(false).with_writer(sink).boxed(),
+    }
 }
 
 /// Installs the subscriber for the whole process, and routes records of the

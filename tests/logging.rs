@@ -1,14 +1,18 @@
-//! What the service writes to its log, checked on the real output: JSON lines
-//! that carry the request id, and never a token or a secret. This binary has
-//! a single test because it installs the process-wide log subscriber.
+//! What the service writes to stdout, checked on the real output: JSON lines
+//! or, in local runs, plain lines, that carry the request id and never a
+//! token or a secret; and, from the console email backend, each email with
+//! its confirmation link on a line of its own. Only one test installs the
+//! process-wide log subscriber; the others run the `newsletter` binary.
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use newsletter::configuration::{LogFormat, get_configuration};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use wiremock::Mock;
@@ -92,4 +96,217 @@ async fn logs_are_json_lines_with_request_ids_and_without_tokens_or_secrets() {
         !output.contains("password"),
         "the database password was logged"
     );
+}
+
+/// A `newsletter` process whose stdout is collected line by line, killed
+/// when dropped.
+struct Newsletter {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Newsletter {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Newsletter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `newsletter` as a developer runs it: the local environment, with no
+/// `APP_*` variable but the ones `configure` sets.
+fn newsletter(configure: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("APP_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(configure.iter().copied());
+    command
+}
+
+fn is_json(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
+}
+
+/// Splits stdout into the emails the console backend printed (each a list
+/// of lines, rules included) and the log lines around them.
+fn emails_and_log(lines: &[String]) -> (Vec<Vec<String>>, Vec<String>) {
+    let (mut emails, mut log) = (Vec::new(), Vec::new());
+    let mut email: Option<Vec<String>> = None;
+    for line in lines {
+        let rule = line.starts_with("=====");
+        match email.as_mut() {
+            None if rule => email = Some(vec![line.clone()]),
+            None => log.push(line.clone()),
+            Some(open) => {
+                open.push(line.clone());
+                if rule {
+                    emails.extend(email.take());
+                }
+            }
+        }
+    }
+    (emails, log)
+}
+
+#[tokio::test]
+async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone_on_a_line() {
+    let settings = get_configuration().unwrap();
+    let db = helpers::TestDatabase::create(&settings.database).await;
+    db.migrate().await;
+    let redis_keys = helpers::RedisKeys {
+        uri: settings.redis_uri.clone(),
+        prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Newsletter::start(&mut newsletter(&[
+        ("APP_APPLICATION__PORT", &port),
+        ("APP_APPLICATION__BASE_URL", &base),
+        ("APP_DATABASE__DATABASE_NAME", &db.settings.database_name),
+        ("APP_RATE_LIMIT__KEY_PREFIX", &redis_keys.prefix),
+    ]));
+    let client = reqwest::Client::new();
+    helpers::eventually("the server to answer", || async {
+        let response = client.get(format!("{base}/health_check")).send().await;
+        response.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+
+    let subscribed = client
+        .post(format!("{base}/subscriptions"))
+        .form(&[("name", "Ursula"), ("email", "ursula@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.status().as_u16(), 200);
+    let email = helpers::eventually("the email to be printed", || async {
+        emails_and_log(&server.lines()).0.pop()
+    })
+    .await;
+    let link = email
+        .iter()
+        .find(|line| line.starts_with(&format!("{base}/subscriptions/confirm?")))
+        .unwrap_or_else(|| panic!("no line starts with the link:\n{}", email.join("\n")));
+    assert!(
+        !link.contains(char::is_whitespace),
+        "the link shares its line: {link}"
+    );
+    assert!(email.contains(&"To: ursula@example.com".to_string()));
+    let confirmed = client.get(link).send().await.unwrap();
+    assert_eq!(confirmed.status().as_u16(), 200, "the printed link failed");
+    helpers::eventually("the confirmation to be logged", || async {
+        server
+            .lines()
+            .iter()
+            .any(|l| l.contains("http.route=/subscriptions/confirm") && l.contains("Finished"))
+            .then_some(())
+    })
+    .await;
+
+    let (_, logged) = emails_and_log(&server.lines());
+    let token = link.rsplit('=').next().unwrap();
+    for line in &logged {
+        assert!(!is_json(line), "a JSON line in a local run: {line}");
+        assert!(!line.contains(token), "the token was logged: {line}");
+        if line.contains("HTTP request{") {
+            let id = line.split("request_id=").nth(1).unwrap_or_default();
+            assert!(
+                id.starts_with(|c: char| c.is_ascii_hexdigit()),
+                "no request id: {line}"
+            );
+        }
+    }
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("HTTP request{") && l.contains("Finished the request")),
+        "no request was logged: {logged:#?}"
+    );
+}
+
+#[tokio::test]
+async fn logs_are_plain_locally_json_in_production_and_app_log_format_picks_either() {
+    let settings = get_configuration().unwrap();
+    let db = helpers::TestDatabase::create(&settings.database).await;
+    let name = db.settings.database_name.as_str();
+    let local = [("APP_DATABASE__DATABASE_NAME", name)];
+    let local_json = [local[0], ("APP_LOG_FORMAT", "json")];
+    // The local Postgres has no TLS, which production requires.
+    let production = [
+        local[0],
+        ("APP_ENVIRONMENT", "production"),
+        ("APP_DATABASE__REQUIRE_SSL", "false"),
+    ];
+    let production_text = [
+        production[0],
+        production[1],
+        production[2],
+        ("APP_LOG_FORMAT", "text"),
+    ];
+    let cases = [
+        ("local", &local[..], LogFormat::Text),
+        (
+            "local, APP_LOG_FORMAT=json",
+            &local_json[..],
+            LogFormat::Json,
+        ),
+        ("production", &production[..], LogFormat::Json),
+        (
+            "production, APP_LOG_FORMAT=text",
+            &production_text[..],
+            LogFormat::Text,
+        ),
+    ];
+
+    for (case, variables, format) in cases {
+        let run = newsletter(variables).arg("migrate").output().unwrap();
+
+        let stdout = String::from_utf8(run.stdout).unwrap();
+        assert!(
+            run.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            stdout.contains("The schema is up to date"),
+            "{case}: {stdout}"
+        );
+        for line in stdout.lines() {
+            assert_eq!(is_json(line), format == LogFormat::Json, "{case}: {line}");
+        }
+        if format == LogFormat::Text {
+            assert!(
+                stdout
+                    .lines()
+                    .all(|l| l.contains(" INFO ") || l.contains(" WARN ")),
+                "{case}: a line without its level: {stdout}"
+            );
+        }
+    }
 }

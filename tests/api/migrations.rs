@@ -1,7 +1,9 @@
 //! The schema evolves in expand/contract steps so that the release before a
 //! change keeps working while the change is rolled out. These tests pin that
 //! down for the `status` column: the earlier release's insert survives step 2
-//! (expand) and breaks only at step 3 (contract).
+//! (expand) and breaks only at step 3 (contract). They also check that a
+//! step building an index CONCURRENTLY is never recorded as applied while
+//! the index it built is invalid.
 
 use std::time::Duration;
 
@@ -309,6 +311,182 @@ async fn a_migration_blocked_by_a_long_transaction_lets_traffic_through_and_retr
         "the migration did not wait for the lock"
     );
     migrated.expect("the migration failed after the lock was released");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, MIGRATOR.iter().count());
+}
+
+/// The step that builds the case-insensitive unique index CONCURRENTLY.
+fn case_insensitive_index_step() -> usize {
+    MIGRATOR
+        .iter()
+        .position(|m| m.description.contains("case insensitively"))
+        .unwrap()
+        + 1
+}
+
+const CASE_INSENSITIVE_INDEX: &str = "subscriptions_email_lower_key";
+
+async fn is_recorded(pool: &PgPool, step: usize) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = $1)")
+        .bind(version_of_step(step))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The names of the indexes Postgres has marked invalid.
+async fn invalid_indexes(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE NOT i.indisvalid ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// A database where the case-insensitive index could not be built: two
+/// subscribers differ only by case (the release before the index allowed
+/// it), so the first `newsletter migrate` failed on that step and left the
+/// index behind, invalid. This is how the silent case starts: the step's
+/// `CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS` skips an index that
+/// exists, valid or not.
+async fn database_after_a_failed_case_insensitive_build() -> TestDatabase {
+    let db = fresh_database().await;
+    let step = case_insensitive_index_step();
+    MIGRATOR
+        .run_to(version_of_step(step - 1), &db.pool)
+        .await
+        .unwrap();
+    for email in ["ada@example.com", "Ada@Example.com"] {
+        sqlx::query(
+            "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+             VALUES ($1, $2, 'Ada', now(), 'confirmed')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(email)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    let first_run = newsletter::migrate::run_pending(&db.pool).await;
+
+    assert!(
+        first_run.is_err(),
+        "the build should fail on the duplicates"
+    );
+    assert_eq!(
+        invalid_indexes(&db.pool).await,
+        vec![CASE_INSENSITIVE_INDEX],
+        "the failed build should leave its index invalid"
+    );
+    assert!(!is_recorded(&db.pool, step).await);
+    db
+}
+
+#[tokio::test]
+async fn a_step_whose_unique_index_stays_invalid_is_not_recorded_and_fails_naming_the_index() {
+    let db = database_after_a_failed_case_insensitive_build().await;
+    let step = case_insensitive_index_step();
+
+    // The deploy is run again without the duplicates being merged.
+    let second_run = newsletter::migrate::run_pending(&db.pool).await;
+
+    let error = format!(
+        "{:?}",
+        second_run.expect_err("a step with an invalid index succeeded")
+    );
+    assert!(error.contains(CASE_INSENSITIVE_INDEX), "{error}");
+    assert!(
+        error.contains("newsletter migrate"),
+        "no way forward: {error}"
+    );
+    assert!(
+        !is_recorded(&db.pool, step).await,
+        "the step is recorded as applied while its unique index is invalid"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied as usize,
+        step - 1,
+        "the steps after it ran, and the next drops the case-sensitive constraint"
+    );
+    assert_eq!(
+        invalid_indexes(&db.pool).await,
+        vec![CASE_INSENSITIVE_INDEX],
+        "the failed rebuild left a copy behind"
+    );
+}
+
+#[tokio::test]
+async fn once_the_duplicates_are_merged_the_next_run_rebuilds_the_index_and_drops_failed_copies() {
+    let db = database_after_a_failed_case_insensitive_build().await;
+    // An operator tries a rebuild by hand before merging the duplicates. It
+    // fails and leaves the copy it was building, invalid too.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "REINDEX INDEX CONCURRENTLY {CASE_INSENSITIVE_INDEX}"
+    )))
+    .execute(&db.pool)
+    .await
+    .expect_err("the duplicates are still there");
+    assert_eq!(invalid_indexes(&db.pool).await.len(), 2);
+    sqlx::query("DELETE FROM subscriptions WHERE email = 'Ada@Example.com'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    newsletter::migrate::run_pending(&db.pool)
+        .await
+        .expect("the index should be rebuilt once the duplicates are gone");
+
+    assert_eq!(invalid_indexes(&db.pool).await, Vec::<String>::new());
+    let copies: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class \
+         WHERE relkind = 'i' AND relname ~ '_cc(new|old)[0-9]*$'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        copies.is_empty(),
+        "a failed rebuild's copy was kept: {copies:?}"
+    );
+    assert!(is_recorded(&db.pool, case_insensitive_index_step()).await);
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, MIGRATOR.iter().count());
+    let case_variant = sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+         VALUES ($1, 'ADA@example.com', 'Ada', now(), 'confirmed')",
+    )
+    .bind(Uuid::new_v4())
+    .execute(&db.pool)
+    .await;
+    let code = case_variant
+        .expect_err("the rebuilt index must enforce uniqueness")
+        .as_database_error()
+        .and_then(|e| e.code())
+        .unwrap()
+        .into_owned();
+    assert_eq!(code, "23505");
+}
+
+#[tokio::test]
+async fn on_a_fresh_database_every_step_is_recorded_and_every_index_is_valid() {
+    let db = fresh_database().await;
+
+    newsletter::migrate::run_pending(&db.pool).await.unwrap();
+
+    assert_eq!(invalid_indexes(&db.pool).await, Vec::<String>::new());
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&db.pool)
         .await
