@@ -223,7 +223,7 @@ pub struct DatabaseSettings {
 pub enum EmailBackend {
     /// Postmark's HTTP API.
     Postmark,
-    /// Writes each email to the log instead of sending it: for local runs.
+    /// Prints each email on stdout instead of sending it: for local runs.
     Console,
 }
 

@@ -1,7 +1,7 @@
 //! Sends email. In production through Postmark's batch API (`POST
 //! /email/batch`, up to 500 messages a call: under load one HTTP request
 //! carries a whole batch of the outbox instead of one per email); in local
-//! runs through a console backend that writes each message to the log, so the
+//! runs through a console backend that prints each message on stdout, so the
 //! whole subscribe-and-confirm flow works without a provider. This module
 //! knows nothing about subscribers or the database.
 
