@@ -358,6 +358,9 @@ mod tests {
         let batch = still_wanted(vec![late, abandoned, kept], Duration::from_secs(2));
 
         assert_eq!(weights(&batch), [2]);
-        assert!(matches!(late_answer.try_recv(), Ok(Err(Error::TimedOut(_)))));
+        assert!(matches!(
+            late_answer.try_recv(),
+            Ok(Err(Error::TimedOut(_)))
+        ));
     }
 }

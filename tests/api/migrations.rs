@@ -237,13 +237,10 @@ async fn the_previous_release_still_upserts_after_the_case_insensitive_index() {
     let case_variant = upsert("ADA@example.com").await;
 
     assert!(first.is_ok() && same.is_ok(), "{first:?} {same:?}");
-    let code = case_variant
-        .expect_err("a case variant must not become a second subscriber")
-        .as_database_error()
-        .and_then(|e| e.code())
-        .unwrap()
-        .into_owned();
-    assert_eq!(code, "23505");
+    assert_unique_violation(
+        case_variant,
+        "a case variant must not become a second subscriber",
+    );
 }
 
 #[tokio::test]
@@ -471,13 +468,7 @@ async fn once_the_duplicates_are_merged_the_next_run_rebuilds_the_index_and_drop
     .bind(Uuid::new_v4())
     .execute(&db.pool)
     .await;
-    let code = case_variant
-        .expect_err("the rebuilt index must enforce uniqueness")
-        .as_database_error()
-        .and_then(|e| e.code())
-        .unwrap()
-        .into_owned();
-    assert_eq!(code, "23505");
+    assert_unique_violation(case_variant, "the rebuilt index must enforce uniqueness");
 }
 
 #[tokio::test]
@@ -492,4 +483,14 @@ async fn on_a_fresh_database_every_step_is_recorded_and_every_index_is_valid() {
         .await
         .unwrap();
     assert_eq!(applied as usize, MIGRATOR.iter().count());
+}
+
+/// Asserts that `result` is Postgres refusing a duplicate (SQLSTATE 23505).
+fn assert_unique_violation<T: std::fmt::Debug>(result: Result<T, sqlx::Error>, why: &str) {
+    let code = result
+        .expect_err(why)
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned());
+    assert_eq!(code.as_deref(), Some("23505"), "{why}");
 }

@@ -137,12 +137,10 @@ async fn a_sign_up_that_fails_to_store_does_not_spend_the_address_budget() {
     let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
     app.mock_email_api_ok().await;
     // Postgres refuses every sign-up until the constraint goes.
-    sqlx::query(
-        "ALTER TABLE subscriptions ADD CONSTRAINT refuse_all CHECK (false) NOT VALID",
-    )
-    .execute(&app.db_pool)
-    .await
-    .unwrap();
+    sqlx::query("ALTER TABLE subscriptions ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
     let body = "name=Ada&email=ada%40example.com";
 
     for attempt in 1..=3 {
@@ -155,7 +153,11 @@ async fn a_sign_up_that_fails_to_store_does_not_spend_the_address_budget() {
         .unwrap();
     assert_eq!(subscribe_status(&app, body).await, 200);
 
-    assert_eq!(app.outbox().await.len(), 1, "the confirmation was not queued");
+    assert_eq!(
+        app.outbox().await.len(),
+        1,
+        "the confirmation was not queued"
+    );
     assert_eq!(app.subscriber_count().await, 1);
 }
 
