@@ -118,7 +118,7 @@ pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, an
         .client()
         .context("Failed to build the email client")?;
     Ok(DeliveryWorker::new(
-        db.pool().clone(),
+        db,
         email_client,
         settings.delivery.clone(),
         settings.email_client.timeout(),

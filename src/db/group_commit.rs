@@ -16,8 +16,10 @@
 //! whose `COMMIT` outcome is unknown is not retried: it may have committed.)
 //!
 //! A piece waits at most its deadline (the pool's acquire timeout) to be
-//! taken into a batch; past that it gets [`Error::TimedOut`] and is not
-//! written. A piece whose caller stopped waiting before its batch started is
+//! taken into a batch, or to be written alone; past that it gets
+//! [`Error::NotStarted`] and is not written. A batch that failed because the
+//! database is unavailable is not split: each piece alone would fail the
+//! same way, only later. A piece whose caller stopped waiting before its batch started is
 //! dropped unwritten, as if it had never been submitted.
 
 use std::rc::Rc;
@@ -171,39 +173,78 @@ where
             let connection = match connection {
                 Ok(connection) => connection,
                 Err(error) => {
-                    answer_all(batch.into_iter().map(|q| q.answer).collect(), error);
+                    let waiting = batch
+                        .into_iter()
+                        .map(|q| Waiting {
+                            answer: q.answer,
+                            deadline: q.deadline,
+                        })
+                        .collect();
+                    answer_all(waiting, error);
                     continue;
                 }
             };
-            let (pieces, answers): (Vec<P>, Vec<_>) =
-                batch.into_iter().map(|q| (q.piece, q.answer)).unzip();
+            let (pieces, waiting): (Vec<P>, Vec<Waiting<O>>) = batch
+                .into_iter()
+                .map(|q| {
+                    let waiting = Waiting {
+                        answer: q.answer,
+                        deadline: q.deadline,
+                    };
+                    (q.piece, waiting)
+                })
+                .unzip();
             let outcome = connection
                 .transaction(async |transaction| (self.write)(transaction, &pieces).await)
                 .await;
             match outcome {
-                Ok(outputs) => {
-                    for (answer, output) in answers.into_iter().zip(outputs) {
-                        let _ = answer.send(Ok(output));
+                Ok(outputs) if outputs.len() == pieces.len() => {
+                    for (waiting, output) in waiting.into_iter().zip(outputs) {
+                        let _ = waiting.answer.send(Ok(output));
                     }
                 }
-                Err(error) if pieces.len() > 1 && error.nothing_committed() => {
+                Ok(outputs) => {
+                    // A bug in `write`; its work is committed, but which
+                    // output is whose cannot be told.
+                    tracing::error!(
+                        pieces = pieces.len(),
+                        outputs = outputs.len(),
+                        "A batch write returned the wrong number of outputs"
+                    );
+                    let error = Error::Sql(sqlx::Error::Protocol(
+                        "the batch write returned the wrong number of outputs".into(),
+                    ));
+                    answer_all(waiting, error);
+                }
+                // Postgres refused something in the batch, not the batch as
+                // such: find out which piece, by writing each alone. When
+                // the database is unavailable, every piece alone would fail
+                // the same way, only later.
+                Err(error)
+                    if pieces.len() > 1 && error.nothing_committed() && !error.is_unavailable() =>
+                {
                     tracing::warn!(
                         pieces = pieces.len(),
                         error = %crate::telemetry::error_chain_line(&error),
                         "A batch failed; writing its pieces one at a time"
                     );
-                    self.write_alone(pieces, answers).await;
+                    self.write_alone(pieces, waiting).await;
                 }
-                Err(error) => answer_all(answers, error),
+                Err(error) => answer_all(waiting, error),
             }
         }
     }
 
     /// Writes each piece in a transaction of its own, so that only the
-    /// pieces that fail by themselves fail.
-    async fn write_alone(&self, pieces: Vec<P>, answers: Vec<oneshot::Sender<Result<O, Error>>>) {
-        for (piece, answer) in pieces.into_iter().zip(answers) {
-            if answer.is_closed() {
+    /// pieces that fail by themselves fail. A piece past its deadline by
+    /// then is answered without being written.
+    async fn write_alone(&self, pieces: Vec<P>, waiting: Vec<Waiting<O>>) {
+        for (piece, waiting) in pieces.into_iter().zip(waiting) {
+            if waiting.answer.is_closed() {
+                continue;
+            }
+            if Instant::now() >= waiting.deadline {
+                let _ = waiting.answer.send(Err(Error::NotStarted(self.deadline)));
                 continue;
             }
             let alone = std::slice::from_ref(&piece);
@@ -211,10 +252,21 @@ where
                 .db
                 .transaction(async |transaction| (self.write)(transaction, alone).await)
                 .await
-                .map(|mut outputs| outputs.pop().expect("one output per piece"));
-            let _ = answer.send(outcome);
+                .and_then(|mut outputs| match (outputs.pop(), outputs.is_empty()) {
+                    (Some(output), true) => Ok(output),
+                    _ => Err(Error::Sql(sqlx::Error::Protocol(
+                        "the batch write returned the wrong number of outputs".into(),
+                    ))),
+                });
+            let _ = waiting.answer.send(outcome);
         }
     }
+}
+
+/// A piece's caller, waiting for its answer until a deadline.
+struct Waiting<O> {
+    answer: oneshot::Sender<Result<O, Error>>,
+    deadline: Instant,
 }
 
 /// Drops the pieces whose caller gave up, and answers those past their
@@ -228,22 +280,22 @@ fn still_wanted<P, O>(batch: Vec<Queued<P, O>>, deadline: Duration) -> Vec<Queue
             if now < queued.deadline {
                 return Some(queued);
             }
-            let _ = queued.answer.send(Err(Error::TimedOut(deadline)));
+            let _ = queued.answer.send(Err(Error::NotStarted(deadline)));
             None
         })
         .collect()
 }
 
 /// Gives every piece of a batch the batch's error.
-fn answer_all<O>(answers: Vec<oneshot::Sender<Result<O, Error>>>, error: Error) {
-    if let [_] = answers.as_slice() {
-        let answer = answers.into_iter().next().expect("one answer");
-        let _ = answer.send(Err(error));
+fn answer_all<O>(waiting: Vec<Waiting<O>>, error: Error) {
+    let mut waiting = waiting.into_iter();
+    let Some(last) = waiting.next_back() else {
         return;
+    };
+    for other in waiting {
+        let _ = other.answer.send(Err(copy_of(&error)));
     }
-    for answer in answers {
-        let _ = answer.send(Err(copy_of(&error)));
-    }
+    let _ = last.answer.send(Err(error));
 }
 
 /// The same error for another piece of a batch. `sqlx::Error` cannot be
@@ -252,6 +304,7 @@ fn answer_all<O>(answers: Vec<oneshot::Sender<Result<O, Error>>>, error: Error) 
 fn copy_of(error: &Error) -> Error {
     match error {
         Error::TimedOut(d) => Error::TimedOut(*d),
+        Error::NotStarted(d) => Error::NotStarted(*d),
         Error::CommitUnknown(e) => Error::CommitUnknown(copy_sqlx(e)),
         Error::Sql(e) => Error::Sql(copy_sqlx(e)),
     }
@@ -360,7 +413,7 @@ mod tests {
         assert_eq!(weights(&batch), [2]);
         assert!(matches!(
             late_answer.try_recv(),
-            Ok(Err(Error::TimedOut(_)))
+            Ok(Err(Error::NotStarted(_)))
         ));
     }
 }

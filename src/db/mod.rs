@@ -11,11 +11,16 @@
 //! lock wait or an idle transaction that runs past its limit
 //! (`statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`,
 //! set on every connection), and probes an idle client with TCP keepalives
-//! so that a client that vanished does not hold its locks. On this side, a
-//! whole transaction has a deadline: a connection that silently stopped
-//! answering (a dropped route, a frozen server) cannot hang a request or a
-//! worker until the kernel gives up; it becomes a [`Error::TimedOut`], which
-//! the HTTP edge answers with 503, and the connection is closed.
+//! so that a client that vanished does not hold its locks. sqlx does not let
+//! us set keepalives on our side of the socket, so this side keeps its own
+//! deadline: a whole transaction, and each statement of the delivery
+//! workers ([`Db::bounded`]), must finish within the work timeout. A
+//! connection that silently stopped answering (a dropped route, a frozen
+//! server) cannot hang a request or a worker until the kernel gives up; it
+//! becomes a [`Error::TimedOut`], which the HTTP edge answers with 503, and
+//! a transaction's connection is closed. (A worker's goes back to sqlx's
+//! pool, whose check on return may hold that one pool place until the kernel
+//! gives up on the socket; the worker itself goes on.)
 //!
 //! [`Connection::transaction`] runs a piece of work, commits it, and only then
 //! runs what the work asked to happen after the commit
@@ -26,6 +31,8 @@
 mod group_commit;
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPoolOptions, Postgres};
@@ -56,6 +63,9 @@ pub enum Error {
     /// the deadline passed during `COMMIT`.
     #[error("the database did not finish the work within {0:?}")]
     TimedOut(Duration),
+    /// The work waited longer than this for its turn and was never started.
+    #[error("the work waited over {0:?} for a connection and was not started")]
+    NotStarted(Duration),
 }
 
 impl Error {
@@ -64,14 +74,14 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Sql(e) => is_unavailable(e),
-            Error::CommitUnknown(_) | Error::TimedOut(_) => true,
+            Error::CommitUnknown(_) | Error::TimedOut(_) | Error::NotStarted(_) => true,
         }
     }
 
     /// Whether nothing of the work can have been committed, so that running
     /// it again cannot do it twice.
     pub fn nothing_committed(&self) -> bool {
-        matches!(self, Error::Sql(_))
+        matches!(self, Error::Sql(_) | Error::NotStarted(_))
     }
 }
 
@@ -210,15 +220,20 @@ impl Connection {
         mut self,
         work: impl AsyncFn(&mut Transaction<'_>) -> Result<T, sqlx::Error>,
     ) -> Result<T, Error> {
+        // One deadline for everything, the second attempt included.
+        let deadline = Instant::now() + self.db.work_timeout;
         let db = self.db.clone();
-        match self.run(&work).await {
+        match self.run(&work, deadline).await {
             Err(Error::Sql(e)) if is_broken_connection(&e) => {
                 tracing::warn!(
                     error = %crate::telemetry::error_chain_line(&e),
                     "A database connection broke before COMMIT; running the transaction again on a fresh one"
                 );
                 drop(self);
-                db.acquire_checked().await?.run(&work).await
+                db.acquire_checked(deadline)
+                    .await?
+                    .run(&work, deadline)
+                    .await
             }
             other => other,
         }
@@ -227,14 +242,14 @@ impl Connection {
     async fn run<T>(
         &mut self,
         work: &impl AsyncFn(&mut Transaction<'_>) -> Result<T, sqlx::Error>,
+        deadline: Instant,
     ) -> Result<T, Error> {
-        let deadline = self.db.work_timeout;
-        let outcome = tokio::time::timeout(deadline, run_on(&mut self.inner, work)).await;
-        let outcome = outcome.unwrap_or(Err(Error::TimedOut(deadline)));
+        let outcome = tokio::time::timeout_at(deadline, run_on(&mut self.inner, work)).await;
+        let outcome = outcome.unwrap_or(Err(Error::TimedOut(self.db.work_timeout)));
         if let Err(e) = &outcome {
             let broken = match e {
                 Error::Sql(e) | Error::CommitUnknown(e) => is_broken_connection(e),
-                Error::TimedOut(_) => true,
+                Error::TimedOut(_) | Error::NotStarted(_) => true,
             };
             if broken {
                 // Its socket may be mid-message: never lend it out again.
@@ -246,20 +261,36 @@ impl Connection {
 }
 
 impl Db {
-    /// A connection that answered a ping just now. After one connection
-    /// broke, the others that sat idle for less than [`IDLE_BEFORE_PING`]
-    /// may be just as dead (Postgres restarted): each of those is closed
-    /// and the next one tried.
-    async fn acquire_checked(&self) -> Result<Connection, Error> {
-        let tries = self.pool.options().get_max_connections() + 1;
-        for _ in 0..tries {
-            let mut connection = self.acquire().await?;
-            match tokio::time::timeout(self.work_timeout, connection.inner.ping()).await {
-                Ok(Ok(())) => return Ok(connection),
-                _ => connection.inner.close_on_drop(),
+    /// A connection that answered a ping just now, found before `deadline`.
+    /// After one connection broke, the others that sat idle for less than
+    /// [`IDLE_BEFORE_PING`] may be just as dead (Postgres restarted): each of
+    /// those is closed and the next one tried.
+    async fn acquire_checked(&self, deadline: Instant) -> Result<Connection, Error> {
+        let checked = async {
+            loop {
+                let mut connection = self.acquire().await?;
+                if connection.inner.ping().await.is_ok() {
+                    return Ok(connection);
+                }
+                connection.inner.close_on_drop();
             }
+        };
+        tokio::time::timeout_at(deadline, checked)
+            .await
+            .unwrap_or(Err(Error::TimedOut(self.work_timeout)))
+    }
+
+    /// `work`, a single statement or a few on the pool, abandoned with
+    /// [`Error::TimedOut`] once the work timeout passes: for the delivery
+    /// workers, whose statements are each their own transaction.
+    pub async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.work_timeout, work).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(Error::TimedOut(self.work_timeout)),
         }
-        Err(Error::Sql(sqlx::Error::PoolTimedOut))
     }
 }
 

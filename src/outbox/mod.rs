@@ -132,6 +132,11 @@ impl Outbox {
     /// Queues `content` for every one of `recipients` in `transaction`,
     /// storing it once; each recipient's values fill its `{{placeholders}}`
     /// when their email is sent. Returns the content's id.
+    ///
+    /// The release before the one that added this cannot read such rows
+    /// (their `subject` is NULL, and its workers would fail the whole claim
+    /// they are in): call it only in a release that no such worker runs
+    /// beside, which a rolling update to the release after this one ensures.
     #[tracing::instrument(name = "Queue a shared email", level = "debug", skip_all, fields(recipients = recipients.len()))]
     pub async fn enqueue_shared(
         &self,

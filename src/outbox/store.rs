@@ -44,10 +44,14 @@ struct Claimed {
 }
 
 impl Claimed {
-    /// The message, or why it can never be sent (with its id and claim, to
-    /// record that).
-    fn into_message(self) -> Result<Message, (Uuid, Uuid, i32, String)> {
-        let unsendable = |reason: String| (self.id, self.claim_id, self.attempts, reason);
+    /// The message, or why it can never be sent.
+    fn into_message(self) -> Result<Message, Unsendable> {
+        let unsendable = |reason: String| Unsendable {
+            id: self.id,
+            claim: self.claim_id,
+            attempts: self.attempts,
+            reason,
+        };
         let to = SubscriberEmail::parse(&self.recipient)
             .map_err(|e| unsendable(format!("invalid recipient: {e}")))?;
         let (Some(subject), Some(html_body), Some(text_body)) =
@@ -78,25 +82,44 @@ impl Claimed {
 
 /// Fills `{{key}}` placeholders with one recipient's values: as they are in
 /// the subject and the text body, HTML-escaped in the HTML body. A
-/// placeholder without a value is left as it is.
+/// placeholder without a value is left as it is. One pass over each body:
+/// a value that itself looks like a placeholder is not filled in again.
 pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailContent {
-    let fill = |body: &str, escape: bool| {
-        values.iter().fold(body.to_owned(), |body, (key, value)| {
-            let value = if escape {
-                askama::filters::escape(value, askama::filters::Html)
-                    .map(|escaped| escaped.to_string())
-                    .unwrap_or_default()
-            } else {
-                value.clone()
-            };
-            body.replace(&format!("{{{{{key}}}}}"), &value)
-        })
-    };
     EmailContent {
-        subject: fill(&content.subject, false),
-        html_body: fill(&content.html_body, true),
-        text_body: fill(&content.text_body, false),
+        subject: fill(&content.subject, values, false),
+        html_body: fill(&content.html_body, values, true),
+        text_body: fill(&content.text_body, values, false),
     }
+}
+
+fn fill(body: &str, values: &Personalisation, escape: bool) -> String {
+    let mut filled = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        filled.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let value = after
+            .find("}}")
+            .and_then(|end| Some((values.get(&after[..end])?, end)));
+        match value {
+            Some((value, end)) => {
+                if escape {
+                    let escaped = askama::filters::escape(value, askama::filters::Html)
+                        .expect("escaping into a string cannot fail");
+                    filled.push_str(&escaped.to_string());
+                } else {
+                    filled.push_str(value);
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                filled.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    filled.push_str(rest);
+    filled
 }
 
 /// How a new row starts out: free for any worker, or already claimed by the
@@ -203,10 +226,18 @@ pub async fn insert_shared(
 }
 
 /// What [`claim_due`] found: messages to send, and rows that can never be
-/// sent, with the reason.
+/// sent.
 pub struct Claim {
     pub messages: Vec<Message>,
-    pub unsendable: Vec<(Uuid, Uuid, i32, String)>,
+    pub unsendable: Vec<Unsendable>,
+}
+
+/// A claimed row that can never be sent as it is, and why.
+pub struct Unsendable {
+    pub id: Uuid,
+    pub claim: Uuid,
+    pub attempts: i32,
+    pub reason: String,
 }
 
 /// Claims up to `limit` due messages for `lease`. `SKIP LOCKED` lets
@@ -363,28 +394,30 @@ pub struct Requeued {
     pub without_body: u64,
 }
 
-/// Queues every failed message that can still be sent again, as if new.
+/// Queues every failed message that can still be sent again, as if new, and
+/// counts the ones that cannot, in one statement.
 pub async fn requeue_failed(pool: &PgPool) -> Result<Requeued, sqlx::Error> {
-    let requeued = sqlx::query!(
+    let counts = sqlx::query!(
         r#"
-        UPDATE email_outbox
-        SET status = 'pending', attempts = 0, next_attempt_at = now(),
-            claimed_until = NULL, claim_id = NULL, failed_at = NULL
-        WHERE status = 'failed'
-          AND (content_id IS NOT NULL OR (html_body IS NOT NULL AND text_body IS NOT NULL))
+        WITH requeued AS (
+            UPDATE email_outbox
+            SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                claimed_until = NULL, claim_id = NULL, failed_at = NULL
+            WHERE status = 'failed'
+              AND (content_id IS NOT NULL OR (html_body IS NOT NULL AND text_body IS NOT NULL))
+            RETURNING id
+        )
+        SELECT
+            (SELECT count(*) FROM requeued) AS "requeued!",
+            (SELECT count(*) FROM email_outbox
+             WHERE status = 'failed' AND id NOT IN (SELECT id FROM requeued)) AS "without_body!"
         "#
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    let without_body = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM email_outbox WHERE status = 'failed'"#
     )
     .fetch_one(pool)
     .await?;
     Ok(Requeued {
-        requeued,
-        without_body: without_body as u64,
+        requeued: counts.requeued as u64,
+        without_body: counts.without_body as u64,
     })
 }
 
@@ -423,5 +456,23 @@ mod tests {
             filled.html_body
         );
         assert!(!filled.html_body.contains("<Jerry>"));
+    }
+
+    #[test]
+    fn a_value_that_looks_like_a_placeholder_is_not_filled_in_again() {
+        let values = Personalisation::from([
+            ("name".to_owned(), "{{unsubscribe}}".to_owned()),
+            ("unsubscribe".to_owned(), "https://x.test/u".to_owned()),
+        ]);
+
+        let filled = personalise(&content(), &values);
+
+        assert!(
+            filled
+                .text_body
+                .starts_with("Dear {{unsubscribe}}, leave: https://x.test/u"),
+            "{}",
+            filled.text_body
+        );
     }
 }

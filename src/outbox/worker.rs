@@ -13,9 +13,8 @@
 //! hands back any it claimed but had not started, and returns. A worker killed outright
 //! hands nothing back; its claims lapse and another worker takes over.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -23,17 +22,18 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::configuration::DeliverySettings;
+use crate::db::{self, Db};
 use crate::email_client::{EmailClient, EmailError, Verdict};
 use crate::emails::Email;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::handoff::Handed;
-use crate::outbox::store::{self, Message};
+use crate::outbox::store::{self, Message, Unsendable};
 use crate::telemetry::error_chain_line as chain;
 
 #[derive(Clone)]
 pub struct DeliveryWorker {
-    pool: PgPool,
+    db: Db,
     email_client: EmailClient,
     settings: DeliverySettings,
     /// The email client's timeout: the longest one send can take.
@@ -102,13 +102,13 @@ impl Failure {
 impl DeliveryWorker {
     /// `send_time` is the email client's timeout.
     pub fn new(
-        pool: PgPool,
+        db: Db,
         email_client: EmailClient,
         settings: DeliverySettings,
         send_time: Duration,
     ) -> Self {
         Self {
-            pool,
+            db,
             email_client,
             settings,
             send_time,
@@ -247,7 +247,7 @@ impl DeliveryWorker {
     /// claims lapse. The others are left alone: once their claims lapse a
     /// worker claims them, and they are sent once.
     async fn deliver_in_time(&self, handed: impl Iterator<Item = Handed>) {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let (in_time, late): (Vec<Handed>, Vec<Handed>) =
             handed.partition(|(_, send_by)| now < *send_by);
         let late = late.len();
@@ -258,46 +258,55 @@ impl DeliveryWorker {
                  workers will send them once the claims have lapsed"
             );
         }
+        let Some(send_by) = in_time.iter().map(|(_, send_by)| *send_by).min() else {
+            return;
+        };
         let in_time: Vec<Message> = in_time.into_iter().map(|(message, _)| message).collect();
-        if !in_time.is_empty() {
-            self.deliver(&in_time).await;
-        }
+        self.deliver(&in_time, send_by).await;
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
         listener.listen(CHANNEL).await.ok()?;
         Some(listener)
     }
 
     /// Claims one batch and sends it to the email API in one call; returns
     /// how many were claimed.
-    async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
-        let claim = store::claim_due(
-            &self.pool,
-            self.settings.claim_timeout(),
-            self.settings.batch_size,
-        )
-        .await?;
+    async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, db::Error> {
+        // Taken before the claim, so never later than the claim's real end.
+        let send_by = Instant::now() + self.settings.claim_timeout().saturating_sub(self.send_time);
+        let claim = self
+            .db
+            .bounded(store::claim_due(
+                self.db.pool(),
+                self.settings.claim_timeout(),
+                self.settings.batch_size,
+            ))
+            .await?;
         let claimed = claim.messages.len() + claim.unsendable.len();
-        for (id, claim, attempts, reason) in claim.unsendable {
-            self.give_up((id, claim), attempts, &Failure::Permanent(reason))
-                .await;
-        }
         let batch = claim.messages;
         if shutdown.is_cancelled() {
             // Claimed just as shutdown began: hand them back unsent.
             let held: Vec<(Uuid, Uuid)> = batch.iter().map(held).collect();
             if !held.is_empty() {
                 self.record("release the unsent batch", held.len(), || {
-                    store::release(&self.pool, &held)
+                    store::release(self.db.pool(), &held)
                 })
                 .await;
             }
-            return Ok(claimed);
+        } else if !batch.is_empty() {
+            self.deliver(&batch, send_by).await;
         }
-        if !batch.is_empty() {
-            self.deliver(&batch).await;
+        for Unsendable {
+            id,
+            claim,
+            attempts,
+            reason,
+        } in claim.unsendable
+        {
+            self.give_up((id, claim), attempts, &Failure::Permanent(reason))
+                .await;
         }
         Ok(claimed)
     }
@@ -305,16 +314,24 @@ impl DeliveryWorker {
     /// Sends the batch in one call and records each message's outcome. A
     /// whole batch refused for good (a 422, say) is most likely refused for
     /// one bad message in it: each message is then sent on its own, so that
-    /// only the bad one fails.
+    /// only the bad one fails. Nothing is sent from `send_by` on, when the
+    /// claims could lapse during the send and another worker send the same
+    /// messages: those left are sent by whoever claims them next.
     #[tracing::instrument(name = "Deliver a batch of emails", skip_all, fields(size = batch.len()))]
-    async fn deliver(&self, batch: &[Message]) {
+    async fn deliver(&self, batch: &[Message], send_by: Instant) {
+        if !in_time(send_by, batch.len()) {
+            return;
+        }
         match self.send(batch).await {
             Err(e) if batch.len() > 1 && !e.is_retryable() => {
                 tracing::warn!(
                     error = %chain(&e),
                     "The email API refused a whole batch; sending its messages one at a time"
                 );
-                for message in batch {
+                for (n, message) in batch.iter().enumerate() {
+                    if !in_time(send_by, batch.len() - n) {
+                        return;
+                    }
                     let alone = std::slice::from_ref(message);
                     let outcome = self.send(alone).await;
                     self.record_outcomes(alone, outcome).await;
@@ -350,7 +367,7 @@ impl DeliveryWorker {
                 if !sent.is_empty() {
                     tracing::info!(sent = sent.len(), "Emails accepted by the email API");
                     self.record("mark the emails as sent", sent.len(), || {
-                        store::mark_sent(&self.pool, &sent)
+                        store::mark_sent(self.db.pool(), &sent)
                     })
                     .await;
                 }
@@ -391,7 +408,7 @@ impl DeliveryWorker {
                     "Email not sent, will retry"
                 );
                 self.record("schedule a retry", 1, || {
-                    store::reschedule(&self.pool, held(message), delay, &error)
+                    store::reschedule(self.db.pool(), held(message), delay, &error)
                 })
                 .await;
             }
@@ -416,7 +433,7 @@ impl DeliveryWorker {
             "Email could not be delivered; kept as failed"
         );
         self.record("mark the email as failed", 1, || {
-            store::mark_failed(&self.pool, held, &error)
+            store::mark_failed(self.db.pool(), held, &error)
         })
         .await;
     }
@@ -434,7 +451,7 @@ impl DeliveryWorker {
         let mut delay = Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + self.settings.claim_timeout() / 2;
         loop {
-            match write().await {
+            match self.db.bounded(write()).await {
                 Ok(done) => {
                     let lost = expected.saturating_sub(done as usize);
                     if lost > 0 {
@@ -447,13 +464,13 @@ impl DeliveryWorker {
                     return;
                 }
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %e, "Failed to {what}, retrying");
+                    tracing::warn!(error = %chain(&e), "Failed to {what}, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(
-                        error = %e,
+                        error = %chain(&e),
                         "Failed to {what}; the message will be retried when its claim lapses"
                     );
                     return;
@@ -461,6 +478,20 @@ impl DeliveryWorker {
             }
         }
     }
+}
+
+/// Whether messages may still be sent, their claims holding until the send
+/// is over; if not, says that the `left` ones are left to lapse.
+fn in_time(send_by: Instant, left: usize) -> bool {
+    if Instant::now() < send_by {
+        return true;
+    }
+    tracing::warn!(
+        left,
+        "Emails held too long to be sent before their claims lapse; \
+         whoever claims them next sends them"
+    );
+    false
 }
 
 /// What identifies a held message in every update: its id and claim.
@@ -493,7 +524,7 @@ struct Outage {
 }
 
 impl Outage {
-    fn continues(&mut self, error: &sqlx::Error) {
+    fn continues(&mut self, error: &db::Error) {
         if self.since.is_none() {
             self.since = Some(std::time::Instant::now());
             tracing::error!(error = %chain(error), "Email delivery paused: the outbox cannot be read");

@@ -15,8 +15,9 @@
 //! Two defences against using the form to flood someone's inbox keep that
 //! same answer: a honeypot field (people never see it, bots fill it in) makes
 //! the request a no-op, and past the per-address limit nothing is stored or
-//! sent. A sign-up that fails to store gives its charge back to the address. The per-IP limit is checked here too, in the same round trip to
-//! Redis as the per-address one; an over-limit client gets 429.
+//! sent. A sign-up that fails to store gives its charge back to the address.
+//! The per-IP limit is checked here too, in the same round trip to Redis as
+//! the per-address one; an over-limit client gets 429.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -106,17 +107,8 @@ pub async fn subscribe(
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
-    let client = request
-        .peer_addr()
-        .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()));
     let parsed = form.parse();
-    // Only a submission that would send email is checked against its
-    // address; every submission counts against its client.
-    let email = match &parsed {
-        Ok(new_subscriber) if !form.is_from_a_bot() => Some(&new_subscriber.email),
-        _ => None,
-    };
-    let decision = limiter.check_subscription(client, email).await;
+    let decision = check_limits(&request, &form, &parsed, &limiter).await;
     if let SubscriptionDecision::IpLimited { retry_after } = decision {
         return Err(ApiError::TooManyRequests(retry_after));
     }
@@ -126,15 +118,7 @@ pub async fn subscribe(
     }
     let new_subscriber = match parsed {
         Ok(new_subscriber) => new_subscriber,
-        Err(errors) if html => {
-            let form_again = SubscribePage {
-                name: form.name.as_deref().unwrap_or_default(),
-                email: form.email.as_deref().unwrap_or_default(),
-                name_error: errors.name,
-                email_error: errors.email,
-            };
-            return Ok(page(StatusCode::BAD_REQUEST, &form_again));
-        }
+        Err(errors) if html => return Ok(form_again(&form, errors)),
         Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
     };
     if decision == SubscriptionDecision::AddressLimited {
@@ -150,9 +134,12 @@ pub async fn subscribe(
     let stored = match signups.store(new_subscriber).await {
         Ok(stored) => stored,
         Err(e) => {
-            // Nothing was stored or sent: the address keeps its budget, so
-            // that a person who retries after a 5xx still gets their email.
-            limiter.refund_address(&email).await;
+            // When nothing was stored or sent, the address keeps its
+            // budget, so that a person who retries after a 5xx still gets
+            // their email. A commit that may have gone through keeps it spent.
+            if e.nothing_committed() {
+                limiter.refund_address(&email).await;
+            }
             return Err(e).step("store the sign-up");
         }
     };
@@ -160,6 +147,36 @@ pub async fn subscribe(
         tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     }
     Ok(accepted(html))
+}
+
+/// Every submission counts against its client; only one that would send
+/// email is checked against its address.
+async fn check_limits(
+    request: &HttpRequest,
+    form: &SubscribeForm,
+    parsed: &Result<NewSubscriber, FormErrors>,
+    limiter: &RateLimiter,
+) -> SubscriptionDecision {
+    let client = request
+        .peer_addr()
+        .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()));
+    let email = match parsed {
+        Ok(new_subscriber) if !form.is_from_a_bot() => Some(&new_subscriber.email),
+        _ => None,
+    };
+    limiter.check_subscription(client, email).await
+}
+
+/// The form again, with what was typed and the reason next to each
+/// refused field.
+fn form_again(form: &SubscribeForm, errors: FormErrors) -> HttpResponse {
+    let page_again = SubscribePage {
+        name: form.name.as_deref().unwrap_or_default(),
+        email: form.email.as_deref().unwrap_or_default(),
+        name_error: errors.name,
+        email_error: errors.email,
+    };
+    page(StatusCode::BAD_REQUEST, &page_again)
 }
 
 /// The answer to every accepted submission, whatever became of it.
