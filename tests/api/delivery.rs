@@ -11,14 +11,15 @@ use newsletter::db::Db;
 use newsletter::domain::SubscriberEmail;
 use newsletter::emails::{Email, EmailContent};
 use newsletter::outbox::{DeliveryWorker, Outbox};
+use newsletter::startup::delivery_worker;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    EMAIL_API, HeldEmailApi, TestApp, accept_every_message, answer_each_message, eventually,
-    spawn_app, spawn_app_with,
+    EMAIL_API, HeldEmailApi, TcpProxy, TestApp, accept_every_message, answer_each_message,
+    eventually, spawn_app, spawn_app_with,
 };
 
 const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
@@ -896,4 +897,121 @@ async fn a_failed_message_keeps_its_content_and_the_requeue_command_sends_it_aga
     for field in ["To", "Subject", "HtmlBody", "TextBody", "MessageStream"] {
         assert_eq!(sent[1][field], sent[0][field], "{field}");
     }
+}
+
+/// A claim is long enough for one send, but a refused batch is sent again
+/// one message after another under that same claim. A message whose send
+/// starts too late to end before the claim lapses can be claimed and sent
+/// by another worker meanwhile: the worker must leave it to them.
+#[tokio::test]
+async fn a_refused_batch_sent_one_message_at_a_time_sends_none_twice_when_its_claim_runs_out() {
+    const RECIPIENTS: [&str; 2] = ["ada@example.com", "grace@example.com"];
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    subscribe_all(&app, &RECIPIENTS).await;
+    // The API refuses the batch at once, as it does when one message in it
+    // is bad, and then takes its time over each message sent alone.
+    let api = HeldEmailApi::start(
+        |batch| batch.len() == 1,
+        |batch| {
+            if batch.len() > 1 {
+                let refusal = serde_json::json!({ "ErrorCode": 300, "Message": "Invalid 'To'" });
+                (422, refusal)
+            } else {
+                (
+                    200,
+                    serde_json::json!([{ "ErrorCode": 0, "Message": "OK" }]),
+                )
+            }
+        },
+    )
+    .await;
+    // Claims of 6 s and sends of at most 5 s: settings the app accepts.
+    let mut settings = app.settings.clone();
+    settings.delivery.claim_timeout_seconds = 6;
+    settings.email_client.timeout_milliseconds = 5_000;
+    settings.email_client.base_url = api.uri.clone();
+    let worker = delivery_worker(&settings, Db::connect_lazy(&settings.database, 2)).unwrap();
+    let stop_first = CancellationToken::new();
+    let first = tokio::spawn(worker.run(stop_first.clone()));
+    // The first message sent alone is answered once less of the claim is
+    // left than a send may take, and well before the send times out.
+    api.wait_for_requests(2).await;
+    eventually("the claim to have less than a send's time left", || async {
+        let left: f64 = sqlx::query_scalar(
+            "SELECT min(extract(epoch FROM claimed_until - now()))::float8 FROM email_outbox",
+        )
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+        (left < 4.5).then_some(())
+    })
+    .await;
+    // Stopped now, the first worker claims nothing more once it is done.
+    stop_first.cancel();
+    api.release_one();
+    eventually("every claim to lapse or end", || async {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE claimed_until > now()")
+                .fetch_one(&app.db_pool)
+                .await
+                .unwrap();
+        (held == 0).then_some(())
+    })
+    .await;
+
+    // Whatever the first worker left, a second one sends.
+    deliver_in_one_batch(&app).await;
+    api.release();
+    first.await.unwrap();
+
+    let sent_alone: Vec<serde_json::Value> = api
+        .requests()
+        .into_iter()
+        .filter(|batch| batch.len() == 1)
+        .flatten()
+        .chain(app.sent_emails().await)
+        .collect();
+    for recipient in RECIPIENTS {
+        let times = sent_alone.iter().filter(|m| m["To"] == recipient).count();
+        assert_eq!(times, 1, "{recipient} was sent {times} times");
+    }
+}
+
+/// Postgres's own timeouts cannot reach a worker whose connection went
+/// dark: only a deadline on the worker's side ends its wait, as one does
+/// for HTTP requests.
+#[tokio::test]
+async fn a_worker_whose_database_connections_go_dark_delivers_again_on_new_ones() {
+    let proxy = TcpProxy::to_postgres().await;
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.database.transaction_timeout_milliseconds = 1_000;
+        s.delivery.run_in_server = false;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    subscribe_and_settle(&app).await;
+
+    // The worker's connections stop answering, as after a failover to a
+    // server that took over the address; new connections reach Postgres.
+    proxy.freeze_open_connections();
+    // Queued meanwhile, on a connection of another instance.
+    let recipient = "ada@example.com";
+    sqlx::query(
+        "INSERT INTO email_outbox (id, recipient, subject, html_body, text_body, message_stream) \
+         VALUES (gen_random_uuid(), $1, 'Hello', '<p>Hello</p>', 'Hello', 'outbound')",
+    )
+    .bind(recipient)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+
+    let sent = app.wait_for_emails(2).await;
+    assert_eq!(sent[1]["To"], recipient);
+    proxy.thaw();
+    stop.cancel();
+    worker.await.unwrap();
 }

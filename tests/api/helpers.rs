@@ -487,6 +487,11 @@ impl HeldEmailApi {
         .await
     }
 
+    /// Lets the oldest held answer go.
+    pub fn release_one(&self) {
+        self.gate.add_permits(1);
+    }
+
     /// Lets every held answer go, and answers later requests at once.
     pub fn release(&self) {
         self.gate.close();
@@ -612,6 +617,14 @@ impl TcpProxy {
     /// like this; unlike a cut, nothing tells the client to give up.
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::SeqCst);
+        self.freeze_open_connections();
+    }
+
+    /// Freezes the connections open now and carries new ones as before: what
+    /// a client sees when the server it was talking to vanished and another
+    /// took over its address (a failover), or when a middlebox forgot the
+    /// connections it was tracking.
+    pub fn freeze_open_connections(&self) {
         for link in self.connections.lock().unwrap().iter() {
             link.frozen.send_replace(true);
         }
