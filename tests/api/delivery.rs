@@ -2,20 +2,24 @@
 //! subscription's email arrives once the API accepts it, at most once after
 //! acceptance, and a message that cannot be delivered is kept as failed.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use newsletter::configuration::Settings;
 use newsletter::db::Db;
 use newsletter::domain::SubscriberEmail;
 use newsletter::emails::{Email, EmailContent};
-use newsletter::outbox::Outbox;
+use newsletter::outbox::{DeliveryWorker, Outbox};
+use newsletter::startup::delivery_worker;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    EMAIL_API, TestApp, accept_every_message, answer_each_message, eventually, spawn_app,
-    spawn_app_with,
+    EMAIL_API, HeldEmailApi, TcpProxy, TestApp, accept_every_message, answer_each_message,
+    eventually, spawn_app, spawn_app_with,
 };
 
 const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
@@ -589,6 +593,425 @@ async fn a_worker_in_another_process_is_woken_by_the_notification_sent_after_com
     app.post_subscriptions(VALID_BODY).await;
 
     app.wait_for_emails(1).await;
+    stop.cancel();
+    worker.await.unwrap();
+}
+
+/// A worker on the app's database that sends to `api` and holds its claims
+/// for `claim_seconds`. Built directly: with a claim shorter than a send to
+/// `api` can take, the app's own settings check would refuse it.
+fn worker_sending_to(app: &TestApp, api: &HeldEmailApi, claim_seconds: u64) -> DeliveryWorker {
+    let mut settings = app.settings.delivery.clone();
+    settings.claim_timeout_seconds = claim_seconds;
+    DeliveryWorker::new(
+        Db::connect_lazy(&app.settings.database, 2).pool().clone(),
+        api.client(),
+        settings,
+        Duration::from_secs(60),
+    )
+}
+
+/// The one message's claim, and whether it still holds.
+async fn claim_of_the_message(app: &TestApp) -> (Option<Uuid>, bool) {
+    sqlx::query_as("SELECT claim_id, coalesce(claimed_until > now(), false) FROM email_outbox")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_for_the_claim_to_lapse(app: &TestApp) {
+    eventually("the first worker's claim to lapse", || async {
+        let (_, holds) = claim_of_the_message(app).await;
+        (!holds).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_claim_lapsed_cannot_fail_a_message_another_worker_sent_meanwhile() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+    // The first worker's send outlasts its claim and ends in a refusal.
+    let slow_api = HeldEmailApi::answering_each_message(406).await;
+    let stop_first = CancellationToken::new();
+    let first = tokio::spawn(worker_sending_to(&app, &slow_api, 1).run(stop_first.clone()));
+    slow_api.wait_for_requests(1).await;
+    wait_for_the_claim_to_lapse(&app).await;
+
+    let stop_second = CancellationToken::new();
+    let second = tokio::spawn(app.delivery_worker().run(stop_second.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop_second.cancel();
+    second.await.unwrap();
+    assert_eq!(outbox[0].status, "sent");
+    // Stopping waits for the send in flight and the recording of its outcome.
+    stop_first.cancel();
+    slow_api.release();
+    first.await.unwrap();
+
+    let outbox = app.outbox().await;
+    assert_eq!(outbox[0].status, "sent", "the late refusal was recorded");
+    assert_eq!(outbox[0].last_error, None);
+    assert_eq!(outbox[0].attempts, 2);
+}
+
+/// A worker claims the message and sends it to an API that answers with
+/// `late_answer` only when the test says so. Its claim lapses; a second
+/// worker claims the message and is sending it when the first hears back.
+/// The first worker's outcome must leave the message to the second, which
+/// then sends it.
+async fn a_late_answer_to_a_lapsed_claim_leaves_the_message_to_the_newer_one(
+    late_answer: HeldEmailApi,
+) {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.post_subscriptions(VALID_BODY).await;
+    let stop_first = CancellationToken::new();
+    let first = tokio::spawn(worker_sending_to(&app, &late_answer, 1).run(stop_first.clone()));
+    late_answer.wait_for_requests(1).await;
+    wait_for_the_claim_to_lapse(&app).await;
+    let second_api = HeldEmailApi::answering_each_message(0).await;
+    let stop_second = CancellationToken::new();
+    let second = tokio::spawn(worker_sending_to(&app, &second_api, 60).run(stop_second.clone()));
+    second_api.wait_for_requests(1).await;
+    let (newer_claim, _) = claim_of_the_message(&app).await;
+
+    stop_first.cancel();
+    late_answer.release();
+    first.await.unwrap();
+
+    let outbox = app.outbox().await;
+    assert_eq!(outbox[0].status, "pending", "{outbox:?}");
+    assert_eq!(
+        claim_of_the_message(&app).await,
+        (newer_claim, true),
+        "the newer claim was released"
+    );
+    assert_eq!(outbox[0].last_error, None);
+    second_api.release();
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop_second.cancel();
+    second.await.unwrap();
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].last_error, None);
+    assert_eq!(outbox[0].attempts, 2);
+}
+
+#[tokio::test]
+async fn a_late_refusal_to_a_worker_whose_claim_lapsed_does_not_fail_the_message_another_holds() {
+    a_late_answer_to_a_lapsed_claim_leaves_the_message_to_the_newer_one(
+        HeldEmailApi::answering_each_message(406).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_error_to_a_worker_whose_claim_lapsed_does_not_reschedule_the_message_another_holds()
+{
+    a_late_answer_to_a_lapsed_claim_leaves_the_message_to_the_newer_one(
+        HeldEmailApi::answering_status(503).await,
+    )
+    .await;
+}
+
+/// Subscribes each address, in order, through the app.
+async fn subscribe_all(app: &TestApp, addresses: &[&str]) {
+    for address in addresses {
+        let response = app
+            .post_subscriptions(format!("name=Reader&email={}", address.replace('@', "%40")))
+            .await;
+        assert_eq!(response.status().as_u16(), 200, "{address}");
+    }
+}
+
+/// Runs one worker until no message is pending, started after the messages
+/// were queued so that it claims them as one batch.
+async fn deliver_in_one_batch(app: &TestApp) -> Vec<crate::helpers::OutboxRow> {
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    worker.await.unwrap();
+    outbox
+}
+
+#[tokio::test]
+async fn a_batch_refused_with_422_for_one_bad_message_still_delivers_the_others() {
+    const BAD: &str = "bounce@example.com";
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    Mock::given(path(EMAIL_API))
+        .respond_with(|request: &wiremock::Request| {
+            let batch: Vec<serde_json::Value> = serde_json::from_slice(&request.body).unwrap();
+            if batch.iter().any(|message| message["To"] == BAD) {
+                ResponseTemplate::new(422).set_body_json(serde_json::json!({
+                    "ErrorCode": 300,
+                    "Message": format!("Invalid 'To' address: '{BAD}'."),
+                }))
+            } else {
+                accept_every_message(request)
+            }
+        })
+        .mount(&app.email_server)
+        .await;
+    let good = ["ada@example.com", "grace@example.com", "joan@example.com"];
+    subscribe_all(&app, &[good[0], BAD, good[1], good[2]]).await;
+
+    let outbox = deliver_in_one_batch(&app).await;
+
+    let requests: Vec<Vec<serde_json::Value>> = app
+        .email_api_requests()
+        .await
+        .iter()
+        .map(|request| serde_json::from_slice(&request.body).unwrap())
+        .collect();
+    assert_eq!(
+        requests[0].len(),
+        4,
+        "the messages were not sent as one batch"
+    );
+    for message in &outbox {
+        let sent_alone = requests[1..]
+            .iter()
+            .filter(|batch| batch.len() == 1 && batch[0]["To"] == message.recipient.as_str())
+            .count();
+        assert_eq!(sent_alone, 1, "{}", message.recipient);
+        assert_eq!(message.attempts, 1, "{message:?}");
+        if message.recipient == BAD {
+            assert_eq!(message.status, "failed");
+            let error = message.last_error.as_deref().unwrap();
+            assert!(
+                error.contains("422") && error.contains("Invalid 'To' address"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(message.status, "sent", "{message:?}");
+            assert_eq!(message.last_error, None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_refused_inside_a_batch_for_a_passing_reason_is_retried_and_one_refused_for_good_is_not()
+ {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    // The rate limit (429) and a suspended account (405) refuse a message
+    // the first time only; an inactive recipient (406) refuses it always.
+    let refused_once = Arc::new(Mutex::new(HashSet::new()));
+    Mock::given(path(EMAIL_API))
+        .respond_with(move |request: &wiremock::Request| {
+            answer_each_message(request, |message| {
+                let to = message["To"].as_str().unwrap();
+                match to {
+                    "inactive@example.com" => 406,
+                    "limited@example.com" | "suspended@example.com" => {
+                        let first_time = refused_once.lock().unwrap().insert(to.to_owned());
+                        match (first_time, to) {
+                            (true, "limited@example.com") => 429,
+                            (true, _) => 405,
+                            (false, _) => 0,
+                        }
+                    }
+                    _ => 0,
+                }
+            })
+        })
+        .mount(&app.email_server)
+        .await;
+    subscribe_all(
+        &app,
+        &[
+            "limited@example.com",
+            "inactive@example.com",
+            "suspended@example.com",
+            "fine@example.com",
+        ],
+    )
+    .await;
+
+    let outbox = deliver_in_one_batch(&app).await;
+
+    let sent = app.sent_emails().await;
+    for message in &outbox {
+        let attempts_seen = sent
+            .iter()
+            .filter(|email| email["To"] == message.recipient.as_str())
+            .count();
+        let (status, attempts) = match message.recipient.as_str() {
+            "limited@example.com" | "suspended@example.com" => ("sent", 2),
+            "inactive@example.com" => ("failed", 1),
+            _ => ("sent", 1),
+        };
+        assert_eq!(
+            (
+                message.status.as_str(),
+                message.attempts,
+                attempts_seen as i32
+            ),
+            (status, attempts, attempts),
+            "{message:?}"
+        );
+        if status == "failed" {
+            let error = message.last_error.as_deref().unwrap();
+            assert!(error.contains("406"), "{error}");
+        } else {
+            assert_eq!(message.last_error, None, "{message:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_message_keeps_its_content_and_the_requeue_command_sends_it_again() {
+    let app = spawn_app().await;
+    Mock::given(path(EMAIL_API))
+        .respond_with(|request: &wiremock::Request| answer_each_message(request, |_| 406))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.email_server)
+        .await;
+    app.mock_email_api_ok().await;
+    let outbox = subscribe_and_settle(&app).await;
+    assert_eq!(outbox[0].status, "failed");
+    assert!(outbox[0].has_body, "the failed message lost its content");
+
+    let mut requeue = std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"));
+    requeue.args(["outbox", "requeue-failed"]).env(
+        "APP_DATABASE__DATABASE_NAME",
+        &app.settings.database.database_name,
+    );
+    let output = tokio::task::spawn_blocking(move || requeue.output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        printed.contains("1 failed emails queued to be sent again."),
+        "{printed}"
+    );
+    let outbox = app.wait_for_outbox_to_settle().await;
+    assert_eq!(outbox[0].status, "sent");
+    assert_eq!(outbox[0].attempts, 1, "the count of attempts starts again");
+    let sent = app.sent_emails().await;
+    assert_eq!(sent.len(), 2);
+    for field in ["To", "Subject", "HtmlBody", "TextBody", "MessageStream"] {
+        assert_eq!(sent[1][field], sent[0][field], "{field}");
+    }
+}
+
+/// A claim is long enough for one send, but a refused batch is sent again
+/// one message after another under that same claim. A message whose send
+/// starts too late to end before the claim lapses can be claimed and sent
+/// by another worker meanwhile: the worker must leave it to them.
+#[tokio::test]
+async fn a_refused_batch_sent_one_message_at_a_time_sends_none_twice_when_its_claim_runs_out() {
+    const RECIPIENTS: [&str; 2] = ["ada@example.com", "grace@example.com"];
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    subscribe_all(&app, &RECIPIENTS).await;
+    // The API refuses the batch at once, as it does when one message in it
+    // is bad, and then takes its time over each message sent alone.
+    let api = HeldEmailApi::start(
+        |batch| batch.len() == 1,
+        |batch| {
+            if batch.len() > 1 {
+                let refusal = serde_json::json!({ "ErrorCode": 300, "Message": "Invalid 'To'" });
+                (422, refusal)
+            } else {
+                (
+                    200,
+                    serde_json::json!([{ "ErrorCode": 0, "Message": "OK" }]),
+                )
+            }
+        },
+    )
+    .await;
+    // Claims of 6 s and sends of at most 5 s: settings the app accepts.
+    let mut settings = app.settings.clone();
+    settings.delivery.claim_timeout_seconds = 6;
+    settings.email_client.timeout_milliseconds = 5_000;
+    settings.email_client.base_url = api.uri.clone();
+    let worker = delivery_worker(&settings, Db::connect_lazy(&settings.database, 2)).unwrap();
+    let stop_first = CancellationToken::new();
+    let first = tokio::spawn(worker.run(stop_first.clone()));
+    // The first message sent alone is answered once less of the claim is
+    // left than a send may take, and well before the send times out.
+    api.wait_for_requests(2).await;
+    eventually("the claim to have less than a send's time left", || async {
+        let left: f64 = sqlx::query_scalar(
+            "SELECT min(extract(epoch FROM claimed_until - now()))::float8 FROM email_outbox",
+        )
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+        (left < 4.5).then_some(())
+    })
+    .await;
+    // Stopped now, the first worker claims nothing more once it is done.
+    stop_first.cancel();
+    api.release_one();
+    eventually("every claim to lapse or end", || async {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE claimed_until > now()")
+                .fetch_one(&app.db_pool)
+                .await
+                .unwrap();
+        (held == 0).then_some(())
+    })
+    .await;
+
+    // Whatever the first worker left, a second one sends.
+    deliver_in_one_batch(&app).await;
+    api.release();
+    first.await.unwrap();
+
+    let sent_alone: Vec<serde_json::Value> = api
+        .requests()
+        .into_iter()
+        .filter(|batch| batch.len() == 1)
+        .flatten()
+        .chain(app.sent_emails().await)
+        .collect();
+    for recipient in RECIPIENTS {
+        let times = sent_alone.iter().filter(|m| m["To"] == recipient).count();
+        assert_eq!(times, 1, "{recipient} was sent {times} times");
+    }
+}
+
+/// Postgres's own timeouts cannot reach a worker whose connection went
+/// dark: only a deadline on the worker's side ends its wait, as one does
+/// for HTTP requests.
+#[tokio::test]
+async fn a_worker_whose_database_connections_go_dark_delivers_again_on_new_ones() {
+    let proxy = TcpProxy::to_postgres().await;
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.database.transaction_timeout_milliseconds = 1_000;
+        s.delivery.run_in_server = false;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    subscribe_and_settle(&app).await;
+
+    // The worker's connections stop answering, as after a failover to a
+    // server that took over the address; new connections reach Postgres.
+    proxy.freeze_open_connections();
+    // Queued meanwhile, on a connection of another instance.
+    let recipient = "ada@example.com";
+    sqlx::query(
+        "INSERT INTO email_outbox (id, recipient, subject, html_body, text_body, message_stream) \
+         VALUES (gen_random_uuid(), $1, 'Hello', '<p>Hello</p>', 'Hello', 'outbound')",
+    )
+    .bind(recipient)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+
+    let sent = app.wait_for_emails(2).await;
+    assert_eq!(sent[1]["To"], recipient);
+    proxy.thaw();
     stop.cancel();
     worker.await.unwrap();
 }

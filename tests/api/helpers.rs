@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
 use newsletter::db::Db;
+use newsletter::domain::SubscriberEmail;
+use newsletter::email_client::EmailClient;
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, delivery_worker};
@@ -14,6 +16,8 @@ use newsletter::telemetry::{get_subscriber, init_subscriber};
 use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -375,12 +379,164 @@ where
     }
 }
 
+/// An email API that holds the answers to the requests it chooses until the
+/// test releases them: a send stays in flight for exactly as long as a test
+/// needs, whatever the machine's load, which a fixed delay cannot promise.
+pub struct HeldEmailApi {
+    pub uri: String,
+    received: Arc<Mutex<Vec<Vec<serde_json::Value>>>>,
+    /// A permit per held answer released; closed once every answer is.
+    gate: Arc<Semaphore>,
+}
+
+/// What [`HeldEmailApi`] answers a batch with: a status and a JSON body.
+type Answer = (u16, serde_json::Value);
+
+impl HeldEmailApi {
+    /// Holds every batch, then answers each of its messages with `code` (0
+    /// for accepted).
+    pub async fn answering_each_message(code: i64) -> Self {
+        Self::start(
+            |_| true,
+            move |batch| {
+                let answers: Vec<_> = batch
+                    .iter()
+                    .map(|_| serde_json::json!({ "ErrorCode": code, "Message": "Held answer" }))
+                    .collect();
+                (200, answers.into())
+            },
+        )
+        .await
+    }
+
+    /// Holds every batch, then answers it with `status`.
+    pub async fn answering_status(status: u16) -> Self {
+        Self::start(|_| true, move |_| (status, serde_json::Value::Null)).await
+    }
+
+    /// Answers each batch with what `answer` gives it; those that `hold`
+    /// picks only once released.
+    pub async fn start(
+        hold: impl Fn(&[serde_json::Value]) -> bool + Send + Sync + 'static,
+        answer: impl Fn(&[serde_json::Value]) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let rules = Arc::new((hold, answer));
+        let (accept_received, accept_gate) = (received.clone(), gate.clone());
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let (received, gate, rules) =
+                    (accept_received.clone(), accept_gate.clone(), rules.clone());
+                tokio::spawn(async move {
+                    let Some(batch) = read_batch(&mut connection).await else {
+                        return;
+                    };
+                    let (hold, answer) = &*rules;
+                    let held = hold(&batch);
+                    let (status, body) = answer(&batch);
+                    received.lock().unwrap().push(batch);
+                    if held {
+                        // Err once closed: every answer is released.
+                        if let Ok(permit) = gate.acquire().await {
+                            permit.forget();
+                        }
+                    }
+                    let body = body.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status} Answer\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = connection.write_all(response.as_bytes()).await;
+                    let _ = connection.shutdown().await;
+                });
+            }
+        });
+        Self {
+            uri,
+            received,
+            gate,
+        }
+    }
+
+    /// A Postmark client for this API, with a timeout far longer than any
+    /// claim in the tests.
+    pub fn client(&self) -> EmailClient {
+        EmailClient::postmark(
+            self.uri.clone(),
+            SubscriberEmail::parse("newsletter@example.com").unwrap(),
+            SecretString::from("test-token"),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    }
+
+    /// Every batch received so far, held or answered.
+    pub fn requests(&self) -> Vec<Vec<serde_json::Value>> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub async fn wait_for_requests(&self, n: usize) {
+        eventually(
+            &format!("{n} requests reach the held email API"),
+            || async { (self.requests().len() >= n).then_some(()) },
+        )
+        .await
+    }
+
+    /// Lets the oldest held answer go.
+    pub fn release_one(&self) {
+        self.gate.add_permits(1);
+    }
+
+    /// Lets every held answer go, and answers later requests at once.
+    pub fn release(&self) {
+        self.gate.close();
+    }
+}
+
+/// Reads one HTTP request and returns its body, a batch of messages.
+async fn read_batch(connection: &mut tokio::net::TcpStream) -> Option<Vec<serde_json::Value>> {
+    let mut request = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())?;
+            let body = end + 4..end + 4 + length;
+            if request.len() >= body.end {
+                return serde_json::from_slice(&request[body]).ok();
+            }
+        }
+        let read = connection.read(&mut buffer).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        request.extend_from_slice(&buffer[..read]);
+    }
+}
+
 /// A TCP forwarder between the app and Postgres that a test can cut and
-/// restore, to play a database outage without touching the real server.
+/// restore, to play a database outage without touching the real server, or
+/// freeze and thaw, to play a link that silently stops carrying bytes.
 pub struct TcpProxy {
     pub port: u16,
     up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Whether new connections start frozen.
+    frozen: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<Link>>>,
+}
+
+/// One proxied connection: the task forwarding it, and whether it is frozen.
+struct Link {
+    forwarding: tokio::task::JoinHandle<()>,
+    frozen: watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -406,28 +562,39 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
-        let (accept_up, accept_connections) = (up.clone(), connections.clone());
+        let (accept_up, accept_frozen, accept_connections) =
+            (up.clone(), frozen.clone(), connections.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
                 let target = target.clone();
-                let forward = tokio::spawn(async move {
+                let (frozen, thawed) = watch::channel(accept_frozen.load(Ordering::SeqCst));
+                let forwarding = tokio::spawn(async move {
                     let (host, port) = &*target;
-                    if let Ok(mut server) =
-                        tokio::net::TcpStream::connect((host.as_str(), *port)).await
+                    if let Ok(server) = tokio::net::TcpStream::connect((host.as_str(), *port)).await
                     {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        let (from_client, to_client) = client.into_split();
+                        let (from_server, to_server) = server.into_split();
+                        tokio::join!(
+                            forward(from_client, to_server, thawed.clone()),
+                            forward(from_server, to_client, thawed),
+                        );
                     }
                 });
-                accept_connections.lock().unwrap().push(forward);
+                accept_connections
+                    .lock()
+                    .unwrap()
+                    .push(Link { forwarding, frozen });
             }
         });
         Self {
             port,
             up,
+            frozen,
             connections,
         }
     }
@@ -435,14 +602,63 @@ impl TcpProxy {
     /// Closes every open connection and refuses new ones.
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
+        for link in self.connections.lock().unwrap().drain(..) {
+            link.forwarding.abort();
         }
     }
 
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+
+    /// Stops carrying bytes, in both directions, on every connection, open
+    /// or new, while keeping them all open: neither end hears anything, not
+    /// even a close. A route that went dark, or a server that hangs, looks
+    /// like this; unlike a cut, nothing tells the client to give up.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        self.freeze_open_connections();
+    }
+
+    /// Freezes the connections open now and carries new ones as before: what
+    /// a client sees when the server it was talking to vanished and another
+    /// took over its address (a failover), or when a middlebox forgot the
+    /// connections it was tracking.
+    pub fn freeze_open_connections(&self) {
+        for link in self.connections.lock().unwrap().iter() {
+            link.frozen.send_replace(true);
+        }
+    }
+
+    /// Carries bytes again on every connection, those held while frozen
+    /// first.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+        for link in self.connections.lock().unwrap().iter() {
+            link.frozen.send_replace(false);
+        }
+    }
+}
+
+/// Copies one direction of a proxied connection. While the link is frozen
+/// what is read is held back, and so is the end of the stream: a close must
+/// not get through a link that carries nothing.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let read = from.read(&mut buffer).await.unwrap_or(0);
+        if frozen.wait_for(|frozen| !frozen).await.is_err() {
+            return; // the proxy is gone
+        }
+        if read == 0 || to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// A pool of `max_connections` on a database of its own, migrated.

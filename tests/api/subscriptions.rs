@@ -1,8 +1,11 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{
-    BASE_URL, EMAIL_API, TcpProxy, accept_every_message, spawn_app, spawn_app_with,
+    BASE_URL, EMAIL_API, TcpProxy, accept_every_message, eventually, spawn_app, spawn_app_with,
 };
 
 const VALID_BODY: &str = "name=le%20guin&email=ursula_le_guin%40gmail.com";
@@ -557,4 +560,197 @@ async fn subscribe_works_again_without_a_restart_once_the_database_is_back() {
     assert!(during.headers().contains_key("Retry-After"));
     assert_eq!(after.status().as_u16(), 200);
     assert_eq!(app.subscriber_count().await, 2);
+}
+
+/// Fails the test if `request` has not answered within `limit`: a request
+/// that waits on the database must end, one way or another.
+async fn within<T>(limit: Duration, request: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, request)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {limit:?}"))
+}
+
+/// Awaits `request`, then counts it as answered.
+async fn counted<T>(answered: &AtomicUsize, request: impl std::future::Future<Output = T>) -> T {
+    let response = request.await;
+    answered.fetch_add(1, Ordering::SeqCst);
+    response
+}
+
+#[tokio::test]
+async fn a_sign_up_waiting_on_a_lock_held_elsewhere_answers_503_once_the_lock_timeout_passes() {
+    // The lock timeout alone can end the wait: the statement and
+    // transaction deadlines are far beyond the test's patience.
+    let app = spawn_app_with(|s| {
+        s.database.lock_timeout_milliseconds = 200;
+        s.database.statement_timeout_milliseconds = 60_000;
+        s.database.transaction_timeout_milliseconds = 60_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let mut migration = app.db_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *migration)
+        .await
+        .unwrap();
+
+    let during = within(Duration::from_secs(10), app.post_subscriptions(VALID_BODY)).await;
+    migration.rollback().await.unwrap();
+    let after = app.post_subscriptions(VALID_BODY).await;
+
+    assert_eq!(during.status().as_u16(), 503);
+    assert!(during.headers().contains_key("Retry-After"));
+    assert_eq!(after.status().as_u16(), 200);
+    assert_eq!(app.subscriber_count().await, 1);
+    assert_eq!(app.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn requests_on_a_database_connection_that_stops_answering_get_503_instead_of_hanging() {
+    let proxy = TcpProxy::to_postgres().await;
+    // No server-side timeout can reach a client whose link went dark: only
+    // the app's own deadline on a transaction can end the wait.
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.database.statement_timeout_milliseconds = 60_000;
+        s.database.lock_timeout_milliseconds = 60_000;
+        s.database.idle_in_transaction_timeout_milliseconds = 60_000;
+        s.database.transaction_timeout_milliseconds = 1_500;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    // Held locks stop both requests inside their transactions, where the
+    // link then goes dark: what each waits for is an answer that the
+    // database sends once the locks go, and that never arrives.
+    let mut migration = app.db_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE subscriptions, confirmation_tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *migration)
+        .await
+        .unwrap();
+    let answered = AtomicUsize::new(0);
+    let requests = async {
+        tokio::join!(
+            counted(&answered, app.click(&link)),
+            counted(
+                &answered,
+                app.post_subscriptions("name=Grace&email=grace%40example.com")
+            ),
+        )
+    };
+    let dark_link = async {
+        // On a loaded machine a deadline may pass before both wait: the
+        // locks hold until the rollback, so the other request then ends by
+        // its own deadline or meets the dark link too.
+        eventually("both requests to wait for the locks", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+            (waiting == 2 || answered.load(Ordering::SeqCst) > 0).then_some(())
+        })
+        .await;
+        proxy.freeze();
+        migration.rollback().await.unwrap();
+    };
+
+    let ((confirm, subscribe), ()) = within(Duration::from_secs(15), async {
+        tokio::join!(requests, dark_link)
+    })
+    .await;
+
+    for (what, response) in [("confirm", &confirm), ("subscribe", &subscribe)] {
+        assert_eq!(response.status().as_u16(), 503, "{what}");
+        assert!(response.headers().contains_key("Retry-After"), "{what}");
+    }
+    proxy.thaw();
+    let subscribe = app
+        .post_subscriptions("name=Grace&email=grace%40example.com")
+        .await;
+    assert_eq!(subscribe.status().as_u16(), 200);
+    assert_eq!(app.click(&link).await.status().as_u16(), 200);
+    assert_eq!(app.subscriber_count().await, 2);
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE email = $1")
+        .bind("ursula_le_guin@gmail.com")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "confirmed");
+}
+
+#[tokio::test]
+async fn sign_ups_sent_together_with_ones_postgres_refuses_all_succeed() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        // A sign-up gives up after waiting this long for its turn. Refused
+        // sign-ups are under test here, not how fast a loaded machine
+        // writes the ones queued behind them.
+        s.database.acquire_timeout_milliseconds = 10_000;
+    })
+    .await;
+    // Postgres now refuses one name: a transaction with it fails as a whole.
+    sqlx::query(
+        "ALTER TABLE subscriptions ADD CONSTRAINT refuse_poison CHECK (name <> 'Poison') NOT VALID",
+    )
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let sign_ups: Vec<(bool, String)> = (0..65)
+        .map(|i| {
+            let poison = i % 13 == 6;
+            let name = if poison { "Poison" } else { "Reader" };
+            (poison, format!("name={name}&email=reader{i}%40example.com"))
+        })
+        .collect();
+
+    let responses = futures::future::join_all(
+        sign_ups
+            .iter()
+            .map(|(_, body)| app.post_subscriptions(body.clone())),
+    )
+    .await;
+
+    for ((poison, body), response) in sign_ups.iter().zip(&responses) {
+        let status = response.status();
+        if *poison {
+            assert!(status.is_server_error(), "{body}: {status}");
+        } else {
+            assert_eq!(status.as_u16(), 200, "{body}");
+        }
+    }
+    let mut good: Vec<String> = sign_ups
+        .iter()
+        .enumerate()
+        .filter(|(_, (poison, _))| !poison)
+        .map(|(i, _)| format!("reader{i}@example.com"))
+        .collect();
+    good.sort();
+    let pool = &app.db_pool;
+    let stored = |query: &'static str| async move {
+        let mut addresses: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await.unwrap();
+        addresses.sort();
+        addresses
+    };
+    assert_eq!(good.len(), 60);
+    assert_eq!(stored("SELECT email FROM subscriptions").await, good);
+    assert_eq!(
+        stored(
+            "SELECT s.email FROM confirmation_tokens t \
+             JOIN subscriptions s ON s.id = t.subscriber_id"
+        )
+        .await,
+        good,
+        "tokens"
+    );
+    assert_eq!(
+        stored("SELECT recipient FROM email_outbox").await,
+        good,
+        "emails"
+    );
 }
