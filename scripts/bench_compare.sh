@@ -8,6 +8,7 @@
 #   scripts/bench_compare.sh BEFORE            BEFORE against the work tree
 #   scripts/bench_compare.sh BEFORE AFTER      two revisions
 #   ROUNDS=3 DURATION=15 scripts/bench_compare.sh a60833f
+#   ROUNDS=0 scripts/bench_compare.sh a60833f  only build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -52,6 +53,7 @@ before=$(build "$1")
 after=$(build "${2:-work-tree}")
 # The email API stand-in comes from the work tree either way.
 SQLX_OFFLINE=true cargo build --release --example email_api_stub >&2
+[ "${ROUNDS}" -gt 0 ] || exit 0
 
 results=()
 for round in $(seq 1 "${ROUNDS}"); do

@@ -42,8 +42,7 @@ impl Application {
         };
         // Notifications go out one at a time: one connection is enough.
         let notifier = Db::connect_lazy(&settings.database, 1);
-        let (outbox, workers) =
-            Outbox::start(worker, notifier.pool().clone(), stop_workers.clone());
+        let (outbox, workers) = Outbox::start(worker, notifier, stop_workers.clone());
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let options = SubscriptionOptions {
@@ -127,9 +126,10 @@ pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, an
 
 /// Delivery workers get a pool of their own, so that a backlog of email
 /// cannot take the connections HTTP requests need (and the other way round).
-/// Two connections per worker: one to claim while the other records outcomes.
+/// Three connections per worker: one it listens for notifications on, one
+/// to claim while another records outcomes.
 pub fn delivery_db(settings: &Settings) -> Db {
-    let connections = (settings.delivery.workers as u32).max(1) * 2;
+    let connections = (settings.delivery.workers as u32).max(1) * 3;
     Db::connect_lazy(&settings.database, connections)
 }
 

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use futures::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPoolOptions, Postgres};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -160,9 +161,8 @@ impl Db {
         }
     }
 
-    /// The pool itself, for the delivery workers' single statements (each is
-    /// its own transaction, bounded by the server-side timeouts) and for
-    /// listening to notifications.
+    /// The pool itself, for listening to notifications and for commands an
+    /// operator runs by hand.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -280,16 +280,35 @@ impl Db {
             .unwrap_or(Err(Error::TimedOut(self.work_timeout)))
     }
 
-    /// `work`, a single statement or a few on the pool, abandoned with
-    /// [`Error::TimedOut`] once the work timeout passes: for the delivery
-    /// workers, whose statements are each their own transaction.
+    /// Runs `work`, a statement or a few that are each their own
+    /// transaction, on a connection from the pool, and abandons it with
+    /// [`Error::TimedOut`] once the work timeout passes, closing the
+    /// connection: for the delivery workers and the doorbell, which must not
+    /// wait on a connection that went silent.
+    ///
+    /// `work` returns a boxed future, unlike [`Db::transaction`]'s: the
+    /// workers run on tasks that may move between threads, and the compiler
+    /// cannot yet prove an async closure's future `Send` for every lifetime
+    /// of the connection it borrows.
     pub async fn bounded<T>(
         &self,
-        work: impl Future<Output = Result<T, sqlx::Error>>,
+        work: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.work_timeout, work).await {
-            Ok(outcome) => Ok(outcome?),
-            Err(_) => Err(Error::TimedOut(self.work_timeout)),
+        let deadline = Instant::now() + self.work_timeout;
+        let mut connection = self.acquire().await?;
+        let outcome = tokio::time::timeout_at(deadline, work(&mut connection.inner)).await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if is_broken_connection(&e) {
+                    connection.inner.close_on_drop();
+                }
+                Err(Error::Sql(e))
+            }
+            Err(_) => {
+                connection.inner.close_on_drop();
+                Err(Error::TimedOut(self.work_timeout))
+            }
         }
     }
 }

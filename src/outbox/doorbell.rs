@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
 
 /// The channel workers listen on.
 pub const CHANNEL: &str = "email_outbox";
@@ -37,15 +38,21 @@ impl Doorbell {
 
     /// Sends a notification to other processes' workers for each burst of
     /// rings, until `stop` is cancelled.
-    pub async fn notify_other_processes(self, pool: PgPool, stop: CancellationToken) {
+    pub async fn notify_other_processes(self, db: Db, stop: CancellationToken) {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.remote.notified() => {}
             }
-            let sent = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&pool)
+            // Bounded, so that a silent connection cannot hold up shutdown.
+            let sent = db
+                .bounded(|connection| {
+                    Box::pin(
+                        sqlx::query("SELECT pg_notify($1, '')")
+                            .bind(CHANNEL)
+                            .execute(connection),
+                    )
+                })
                 .await;
             if let Err(e) = sent {
                 // The workers poll as well: a lost notification only delays.

@@ -27,7 +27,6 @@ mod handoff;
 mod store;
 mod worker;
 
-use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -35,7 +34,7 @@ use uuid::Uuid;
 pub use store::{Personalisation, Requeued, personalise, requeue_failed};
 pub use worker::{DeliveryWorker, spawn_workers};
 
-use crate::db::Transaction;
+use crate::db::{Db, Transaction};
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
 use doorbell::Doorbell;
@@ -59,7 +58,7 @@ impl Outbox {
     /// `notifier`.
     pub fn start(
         worker: Option<DeliveryWorker>,
-        notifier: PgPool,
+        notifier: Db,
         stop: CancellationToken,
     ) -> (Self, JoinSet<()>) {
         let doorbell = Doorbell::default();

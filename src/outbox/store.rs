@@ -245,7 +245,11 @@ pub struct Unsendable {
 /// message whose claim lapsed (its worker died) is due again. The attempt is
 /// counted here, so a message that crashes every worker that touches it still
 /// runs out of attempts.
-pub async fn claim_due(pool: &PgPool, lease: Duration, limit: i64) -> Result<Claim, sqlx::Error> {
+pub async fn claim_due(
+    connection: &mut PgConnection,
+    lease: Duration,
+    limit: i64,
+) -> Result<Claim, sqlx::Error> {
     let rows = sqlx::query_as!(
         Claimed,
         r#"
@@ -278,7 +282,7 @@ pub async fn claim_due(pool: &PgPool, lease: Duration, limit: i64) -> Result<Cla
         lease.as_secs_f64(),
         limit
     )
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await?;
     let mut claim = Claim {
         messages: Vec::with_capacity(rows.len()),
@@ -296,8 +300,11 @@ pub async fn claim_due(pool: &PgPool, lease: Duration, limit: i64) -> Result<Cla
 /// The API accepted these messages. Inline bodies are cleared: a
 /// confirmation's hold its link, and a copy of the database must not confirm
 /// anyone. Returns how many were still held under these claims.
-pub async fn mark_sent(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
-    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+pub async fn mark_sent(
+    connection: &mut PgConnection,
+    held: Vec<(Uuid, Uuid)>,
+) -> Result<u64, sqlx::Error> {
+    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.into_iter().unzip();
     let done = sqlx::query!(
         r#"
         UPDATE email_outbox
@@ -310,7 +317,7 @@ pub async fn mark_sent(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx
         &ids,
         &claims
     )
-    .execute(pool)
+    .execute(connection)
     .await?;
     Ok(done.rows_affected())
 }
@@ -318,10 +325,10 @@ pub async fn mark_sent(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx
 /// The attempt failed in a way that may pass: try again after `delay`.
 /// Returns whether the message was still held under `claim`.
 pub async fn reschedule(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     (id, claim): (Uuid, Uuid),
     delay: Duration,
-    error: &str,
+    error: String,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"
@@ -335,7 +342,7 @@ pub async fn reschedule(
         delay.as_secs_f64(),
         error
     )
-    .execute(pool)
+    .execute(connection)
     .await?;
     Ok(done.rows_affected())
 }
@@ -345,9 +352,9 @@ pub async fn reschedule(
 /// fixed ([`requeue_failed`]). Returns whether it was still held under
 /// `claim`.
 pub async fn mark_failed(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     (id, claim): (Uuid, Uuid),
-    error: &str,
+    error: String,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"
@@ -359,15 +366,18 @@ pub async fn mark_failed(
         claim,
         error
     )
-    .execute(pool)
+    .execute(connection)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Hands claimed messages back untouched (on shutdown), without counting the
 /// attempt that never happened.
-pub async fn release(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx::Error> {
-    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+pub async fn release(
+    connection: &mut PgConnection,
+    held: Vec<(Uuid, Uuid)>,
+) -> Result<u64, sqlx::Error> {
+    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.into_iter().unzip();
     let done = sqlx::query!(
         r#"
         UPDATE email_outbox
@@ -379,7 +389,7 @@ pub async fn release(pool: &PgPool, held: &[(Uuid, Uuid)]) -> Result<u64, sqlx::
         &ids,
         &claims
     )
-    .execute(pool)
+    .execute(connection)
     .await?;
     Ok(done.rows_affected())
 }

@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -278,11 +280,13 @@ impl DeliveryWorker {
         let send_by = Instant::now() + self.settings.claim_timeout().saturating_sub(self.send_time);
         let claim = self
             .db
-            .bounded(store::claim_due(
-                self.db.pool(),
-                self.settings.claim_timeout(),
-                self.settings.batch_size,
-            ))
+            .bounded(|connection| {
+                Box::pin(store::claim_due(
+                    connection,
+                    self.settings.claim_timeout(),
+                    self.settings.batch_size,
+                ))
+            })
             .await?;
         let claimed = claim.messages.len() + claim.unsendable.len();
         let batch = claim.messages;
@@ -290,8 +294,8 @@ impl DeliveryWorker {
             // Claimed just as shutdown began: hand them back unsent.
             let held: Vec<(Uuid, Uuid)> = batch.iter().map(held).collect();
             if !held.is_empty() {
-                self.record("release the unsent batch", held.len(), || {
-                    store::release(self.db.pool(), &held)
+                self.record("release the unsent batch", held.len(), move |connection| {
+                    Box::pin(store::release(connection, held.clone()))
                 })
                 .await;
             }
@@ -366,8 +370,8 @@ impl DeliveryWorker {
                 }
                 if !sent.is_empty() {
                     tracing::info!(sent = sent.len(), "Emails accepted by the email API");
-                    self.record("mark the emails as sent", sent.len(), || {
-                        store::mark_sent(self.db.pool(), &sent)
+                    self.record("mark the emails as sent", sent.len(), move |connection| {
+                        Box::pin(store::mark_sent(connection, sent.clone()))
                     })
                     .await;
                 }
@@ -407,8 +411,9 @@ impl DeliveryWorker {
                     retry_in_ms = delay.as_millis() as u64,
                     "Email not sent, will retry"
                 );
-                self.record("schedule a retry", 1, || {
-                    store::reschedule(self.db.pool(), held(message), delay, &error)
+                let held = held(message);
+                self.record("schedule a retry", 1, move |connection| {
+                    Box::pin(store::reschedule(connection, held, delay, error.clone()))
                 })
                 .await;
             }
@@ -432,8 +437,8 @@ impl DeliveryWorker {
             error = %error,
             "Email could not be delivered; kept as failed"
         );
-        self.record("mark the email as failed", 1, || {
-            store::mark_failed(self.db.pool(), held, &error)
+        self.record("mark the email as failed", 1, move |connection| {
+            Box::pin(store::mark_failed(connection, held, error.clone()))
         })
         .await;
     }
@@ -443,15 +448,16 @@ impl DeliveryWorker {
     /// point; losing the record of a sent message would get it sent twice
     /// once its claim lapses. Messages no longer held under this worker's
     /// claim are left to the claim that replaced it.
-    async fn record<F, Fut>(&self, what: &str, expected: usize, write: F)
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<u64, sqlx::Error>>,
-    {
+    async fn record(
+        &self,
+        what: &str,
+        expected: usize,
+        write: impl for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>>,
+    ) {
         let mut delay = Duration::from_millis(100);
         let deadline = tokio::time::Instant::now() + self.settings.claim_timeout() / 2;
         loop {
-            match self.db.bounded(write()).await {
+            match self.db.bounded(&write).await {
                 Ok(done) => {
                     let lost = expected.saturating_sub(done as usize);
                     if lost > 0 {

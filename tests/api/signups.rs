@@ -24,7 +24,7 @@ async fn one_writer(acquire_timeout_milliseconds: u64) -> (Rc<Signups>, Db, Test
         message_stream: "outbound".into(),
     });
     // No delivery in this process: the email stays in the outbox.
-    let (outbox, _) = Outbox::start(None, database.pool.clone(), CancellationToken::new());
+    let (outbox, _) = Outbox::start(None, db.clone(), CancellationToken::new());
     let signups = Rc::new(Signups::start(db.clone(), outbox, settings, 1));
     (signups, db, database)
 }
