@@ -34,6 +34,11 @@ build() {
     SQLX_OFFLINE=true cargo build --release --bin newsletter --example email_api_stub >&2
   else
     name=$(git rev-parse --short "${revision}")
+    # A revision's build never changes: keep it between runs.
+    if [ -x "${BUILDS}/${name}/newsletter" ]; then
+      printf '%s\n' "${BUILDS}/${name}/newsletter"
+      return 0
+    fi
     local checkout="${BUILDS}/src-${name}"
     log "building ${revision} (${name})"
     rm -rf "${checkout}"
