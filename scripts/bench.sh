@@ -11,6 +11,7 @@
 #   DURATION=60 scripts/bench.sh
 #   NEWSLETTER_BIN=path/to/newsletter scripts/bench.sh   measure that build
 #   SKIP_PGBENCH=1 scripts/bench.sh                       the service only
+#   SUBSCRIBE_ONLY=1 SKIP_PGBENCH=1 scripts/bench.sh      subscribe only
 # scripts/bench_compare.sh measures two revisions side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,12 +118,14 @@ for _ in $(seq 1 120); do
   [ "${pending}" = 0 ] && break
   sleep 1
 done
-for connections in 32 64; do
-  run_wrk confirm "${connections}" scripts/bench/confirm.lua "http://127.0.0.1:${APP_PORT}/"
-done
-for connections in 32 64; do
-  run_wrk health_check "${connections}" "" "http://127.0.0.1:${APP_PORT}/health_check"
-done
+if [ -z "${SUBSCRIBE_ONLY:-}" ]; then
+  for connections in 32 64; do
+    run_wrk confirm "${connections}" scripts/bench/confirm.lua "http://127.0.0.1:${APP_PORT}/"
+  done
+  for connections in 32 64; do
+    run_wrk health_check "${connections}" "" "http://127.0.0.1:${APP_PORT}/health_check"
+  done
+fi
 peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/${APP_PID}/status")
 
 pg_rows=()
