@@ -4,7 +4,8 @@
 # release keeps serving on the new schema; a migration that breaks it fails
 # here, before it ships.
 #
-#   scripts/compat_check.sh [PREV_REV]   PREV_REV defaults to HEAD~1
+#   scripts/compat_check.sh [PREV_REV]   PREV_REV defaults to the revision
+#                                        before the newest schema change
 #   scripts/compat_check.sh --self-test  adds a deliberately breaking
 #                                        migration and expects a failure
 #
@@ -23,7 +24,16 @@ if [ "${1:-}" = "--self-test" ]; then
   self_test=1
   shift
 fi
-PREV="$(git rev-parse --short "${1:-HEAD~1}")"
+# The release that serves while this schema rolls out is the one from before
+# the newest change to migrations/, however many commits came after it.
+# (HEAD~1 would find nothing to check whenever the last commit left the
+# schema alone.)
+default_prev() {
+  local changed
+  changed="$(git log -1 --format=%H -- migrations/)"
+  git rev-parse --verify --quiet "${changed}~1" || git rev-parse HEAD~1
+}
+PREV="$(git rev-parse --short "${1:-$(default_prev)}")"
 
 if [ "${self_test}" = 0 ] && git diff --quiet "${PREV}" HEAD -- migrations/; then
   log "compatibility: the schema has not changed since ${PREV}, nothing to check"
