@@ -173,27 +173,12 @@ where
             let connection = match connection {
                 Ok(connection) => connection,
                 Err(error) => {
-                    let waiting = batch
-                        .into_iter()
-                        .map(|q| Waiting {
-                            answer: q.answer,
-                            deadline: q.deadline,
-                        })
-                        .collect();
-                    answer_all(waiting, error);
+                    answer_all(batch.into_iter().map(|q| q.split().1).collect(), error);
                     continue;
                 }
             };
-            let (pieces, waiting): (Vec<P>, Vec<Waiting<O>>) = batch
-                .into_iter()
-                .map(|q| {
-                    let waiting = Waiting {
-                        answer: q.answer,
-                        deadline: q.deadline,
-                    };
-                    (q.piece, waiting)
-                })
-                .unzip();
+            let (pieces, waiting): (Vec<P>, Vec<Waiting<O>>) =
+                batch.into_iter().map(Queued::split).unzip();
             let outcome = connection
                 .transaction(async |transaction| (self.write)(transaction, &pieces).await)
                 .await;
@@ -211,10 +196,7 @@ where
                         outputs = outputs.len(),
                         "A batch write returned the wrong number of outputs"
                     );
-                    let error = Error::Sql(sqlx::Error::Protocol(
-                        "the batch write returned the wrong number of outputs".into(),
-                    ));
-                    answer_all(waiting, error);
+                    answer_all(waiting, wrong_number_of_outputs());
                 }
                 // Postgres refused something in the batch, not the batch as
                 // such: find out which piece, by writing each alone. When
@@ -254,13 +236,30 @@ where
                 .await
                 .and_then(|mut outputs| match (outputs.pop(), outputs.is_empty()) {
                     (Some(output), true) => Ok(output),
-                    _ => Err(Error::Sql(sqlx::Error::Protocol(
-                        "the batch write returned the wrong number of outputs".into(),
-                    ))),
+                    _ => Err(wrong_number_of_outputs()),
                 });
             let _ = waiting.answer.send(outcome);
         }
     }
+}
+
+impl<P, O> Queued<P, O> {
+    /// The piece, and who waits for its answer.
+    fn split(self) -> (P, Waiting<O>) {
+        let waiting = Waiting {
+            answer: self.answer,
+            deadline: self.deadline,
+        };
+        (self.piece, waiting)
+    }
+}
+
+/// The error for pieces whose `write` returned more or fewer outputs than
+/// it was given pieces: a bug in `write`, whose outcome cannot be told apart.
+fn wrong_number_of_outputs() -> Error {
+    Error::Sql(sqlx::Error::Protocol(
+        "the batch write returned the wrong number of outputs".into(),
+    ))
 }
 
 /// A piece's caller, waiting for its answer until a deadline.
