@@ -48,6 +48,8 @@ use crate::configuration::DatabaseSettings;
 /// steady use is not: under load that ping is one more round trip on every
 /// request.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+/// How long that ping may take before the connection counts as dead.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Why database work did not happen, or may not have.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +152,12 @@ impl Db {
                     if metadata.idle_for < IDLE_BEFORE_PING {
                         return Ok(true);
                     }
-                    // A failed ping discards the connection; the pool opens another.
-                    Ok(connection.ping().await.is_ok())
+                    // A failed ping discards the connection; the pool opens
+                    // another. So does one that does not answer in time: a
+                    // silent connection would otherwise use up the whole
+                    // acquire timeout, and stay idle for the next acquire.
+                    let ping = tokio::time::timeout(PING_TIMEOUT, connection.ping()).await;
+                    Ok(matches!(ping, Ok(Ok(()))))
                 })
             })
             .connect_lazy_with(settings.with_limits());
@@ -192,11 +198,6 @@ impl Db {
             Ok(())
         })
         .await
-    }
-
-    /// Connections open and waiting for work.
-    pub fn idle(&self) -> usize {
-        self.pool.num_idle()
     }
 }
 

@@ -206,10 +206,24 @@ impl TestApp {
 
     /// Waits until at least `n` messages have reached the mock email API.
     pub async fn wait_for_emails(&self, n: usize) -> Vec<serde_json::Value> {
-        eventually(&format!("{n} emails reach the email API"), || async {
-            let received = self.sent_emails().await;
-            (received.len() >= n).then_some(received)
-        })
+        self.wait_for_emails_within(Duration::from_secs(10), n)
+            .await
+    }
+
+    /// Like [`TestApp::wait_for_emails`], failing the test after `patience`.
+    pub async fn wait_for_emails_within(
+        &self,
+        patience: Duration,
+        n: usize,
+    ) -> Vec<serde_json::Value> {
+        eventually_within(
+            patience,
+            &format!("{n} emails reach the email API"),
+            || async {
+                let received = self.sent_emails().await;
+                (received.len() >= n).then_some(received)
+            },
+        )
         .await
     }
 
@@ -366,7 +380,16 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    eventually_within(Duration::from_secs(10), what, check).await
+}
+
+/// Like [`eventually`], failing the test after `patience`.
+pub async fn eventually_within<T, F, Fut>(patience: Duration, what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         if let Some(value) = check().await {
             return value;
