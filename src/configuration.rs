@@ -27,6 +27,10 @@ pub struct Settings {
     /// TLS, `rediss://user:password@host:port`.
     pub redis_uri: SecretString,
     pub rate_limit: RateLimitSettings,
+    pub admin: AdminSettings,
+    /// What the newsletter is called and who sends it: shown on every public
+    /// page and in every email.
+    pub newsletter: NewsletterSettings,
     /// How log lines are written. Absent means JSON, so that an environment
     /// has to ask for the text format.
     #[serde(default)]
@@ -60,6 +64,11 @@ pub struct RateLimitSettings {
     pub per_ip: LimitSettings,
     /// Emails per recipient address.
     pub per_address: LimitSettings,
+    /// Sign-in attempts per admin account (per browser that has signed in
+    /// to that account before, for such a browser; see `src/admin`).
+    pub login_per_account: LimitSettings,
+    /// Sign-in attempts per client IP, whichever account they name.
+    pub login_per_ip: LimitSettings,
 }
 
 impl RateLimitSettings {
@@ -161,6 +170,41 @@ impl SubscriptionSettings {
     pub fn token_lifetime(&self) -> chrono::Duration {
         chrono::Duration::hours(self.token_expiry_hours as i64)
     }
+}
+
+/// The admin side: sessions and their cookie.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// A session ends after this long without a request (each request
+    /// starts the wait again).
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub session_idle_timeout_seconds: u64,
+    /// A session ends this long after sign-in, however busy.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub session_lifetime_seconds: u64,
+    /// Whether the session cookie is sent over HTTPS only. Off for local
+    /// runs on plain HTTP, on everywhere else.
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub secure_cookie: bool,
+}
+
+impl AdminSettings {
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_idle_timeout_seconds)
+    }
+
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.session_lifetime_seconds)
+    }
+}
+
+/// The newsletter's own name, its one-paragraph description and the
+/// display name its emails come from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewsletterSettings {
+    pub title: String,
+    pub description: String,
+    pub sender_name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,7 @@
 //! A self-hostable newsletter subscription service: people subscribe through a
 //! form, confirm through a link in an email, and the list lives in Postgres.
 
+pub mod admin;
 pub mod configuration;
 pub mod db;
 pub mod domain;

@@ -391,6 +391,8 @@ mod tests {
             forwarded_header: "X-Forwarded-For".into(),
             per_ip: limit,
             per_address: limit,
+            login_per_account: limit,
+            login_per_ip: limit,
         }
     }
 
