@@ -4,6 +4,8 @@
 --   Usernames are unique case-insensitively. A TOTP secret is present once
 --   the admin has enrolled a second factor; totp_last_step is the last time
 --   step a code was accepted for, so that one code cannot be used twice.
+--   session_generation goes up with every password change: a session made
+--   under an older generation is no longer honoured, on any replica.
 -- * admin_recovery_codes: the SHA-256 of each one-time recovery code.
 -- * audit_log: who did what and when. Rows outlive the admin they name
 --   (admin_id is set to NULL, the username stays).
@@ -14,6 +16,7 @@ CREATE TABLE admins (
     password_hash text NOT NULL,
     totp_secret bytea NULL,
     totp_last_step bigint NULL,
+    session_generation bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     password_changed_at timestamptz NOT NULL DEFAULT now()
 );
