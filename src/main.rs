@@ -6,8 +6,11 @@
 //! - `newsletter worker`: only deliver queued email, until SIGTERM. For
 //!   scaling delivery apart from the web tier (set
 //!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
+//! - `newsletter admin create|reset-password --username NAME`: add an admin,
+//!   or give one a new password; see `newsletter::admin::cli`.
 
 use anyhow::Context;
+use newsletter::admin;
 use newsletter::configuration::get_configuration;
 use newsletter::db;
 use newsletter::migrate;
@@ -26,13 +29,19 @@ Commands:
   outbox requeue-failed
             Queue every failed email that still has its content to be sent
             again, with a fresh count of attempts
+  admin create --username NAME [--email ADDRESS]
+            Add an admin; reads the password from standard input
+  admin reset-password --username NAME
+            Give an admin a new password, read from standard input, and
+            end their sessions
 
 Settings come from ./configuration and APP_* environment variables;
 APP_ENVIRONMENT selects local (default) or production.";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let command = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().collect();
+    let command = args.get(1).cloned();
     if matches!(command.as_deref(), Some("-h" | "--help" | "help")) {
         println!("{USAGE}");
         return Ok(());
@@ -57,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::migration_pool(&settings.database);
             migrate::run_pending(&pool).await?;
         }
-        Some("outbox") if std::env::args().nth(2).as_deref() == Some("requeue-failed") => {
+        Some("outbox") if args.get(2).map(String::as_str) == Some("requeue-failed") => {
             let db = db::Db::connect_lazy(&settings.database, 1);
             let done = outbox::requeue_failed(db.pool())
                 .await
@@ -71,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
         Some("worker") => {
             let db = delivery_db(&settings);
             let stop = CancellationToken::new();
