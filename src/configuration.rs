@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_number_from_string};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::domain::SubscriberEmail;
-use crate::email_client::EmailClient;
+use crate::domain::{Newsletter, NewsletterPart, SubscriberEmail};
+use crate::email_client::{EmailClient, Sender};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -199,12 +199,32 @@ impl AdminSettings {
 }
 
 /// The newsletter's own name, its one-paragraph description and the
-/// display name its emails come from.
+/// display name its emails come from, as configured. The service uses them
+/// as a [`Newsletter`], parsed at start-up ([`NewsletterSettings::parse`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct NewsletterSettings {
     pub title: String,
     pub description: String,
     pub sender_name: String,
+}
+
+impl NewsletterSettings {
+    /// The newsletter these settings describe, or an error that names the
+    /// setting to fix: better to refuse to start than to show a broken
+    /// title on every page.
+    pub fn parse(&self) -> Result<Newsletter, anyhow::Error> {
+        Newsletter::parse(&self.title, &self.description, &self.sender_name).map_err(|e| {
+            let key = match e.part() {
+                NewsletterPart::Title => "title",
+                NewsletterPart::Description => "description",
+                NewsletterPart::SenderName => "sender_name",
+            };
+            anyhow::anyhow!(
+                "Invalid newsletter.{key} (APP_NEWSLETTER__{}): {e}",
+                key.to_uppercase()
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -416,11 +436,13 @@ impl EmailClientSettings {
     }
 
     /// Builds the configured client, refusing a Postmark backend without a
-    /// token: better to fail at start-up than on the first subscriber.
-    pub fn client(&self) -> Result<EmailClient, anyhow::Error> {
-        let sender = self
+    /// token: better to fail at start-up than on the first subscriber. Its
+    /// emails come from `newsletter`'s sender name at `sender_email`.
+    pub fn client(&self, newsletter: &Newsletter) -> Result<EmailClient, anyhow::Error> {
+        let address = self
             .sender()
             .map_err(|e| anyhow::anyhow!("Invalid email_client.sender_email: {e}"))?;
+        let sender = Sender::new(newsletter, &address);
         match self.backend {
             EmailBackend::Console => Ok(EmailClient::console(sender)),
             EmailBackend::Postmark => {
@@ -567,10 +589,73 @@ mod tests {
 
     #[test]
     fn the_postmark_backend_requires_a_token() {
-        let mut settings = load(&configuration_dir(), Environment::Production, vars(&[]))
-            .unwrap()
-            .email_client;
-        settings.authorization_token = None;
-        assert!(settings.client().is_err());
+        let settings = load(&configuration_dir(), Environment::Production, vars(&[])).unwrap();
+        let newsletter = settings.newsletter.parse().unwrap();
+        let mut email_client = settings.email_client;
+        email_client.authorization_token = None;
+        assert!(email_client.client(&newsletter).is_err());
+    }
+
+    #[test]
+    fn the_newsletter_comes_from_app_newsletter_variables() {
+        let settings = load(
+            &configuration_dir(),
+            Environment::Production,
+            vars(&[
+                ("APP_NEWSLETTER__TITLE", "Rust Weekly"),
+                ("APP_NEWSLETTER__DESCRIPTION", "Crabs, weekly."),
+                ("APP_NEWSLETTER__SENDER_NAME", "The Rust Desk"),
+            ]),
+        )
+        .unwrap();
+
+        let newsletter = settings.newsletter.parse().unwrap();
+
+        assert_eq!(newsletter.title(), "Rust Weekly");
+        assert_eq!(newsletter.description(), "Crabs, weekly.");
+        assert_eq!(newsletter.sender_name(), "The Rust Desk");
+    }
+
+    #[test]
+    fn the_newsletter_of_every_environment_file_parses() {
+        for environment in [Environment::Local, Environment::Production] {
+            let settings = load(&configuration_dir(), environment, vars(&[])).unwrap();
+            if let Err(e) = settings.newsletter.parse() {
+                panic!("{}: {e}", environment.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_newsletter_setting_is_named_with_its_variable() {
+        let cases = [
+            (
+                "APP_NEWSLETTER__TITLE",
+                "",
+                "newsletter.title (APP_NEWSLETTER__TITLE)",
+            ),
+            (
+                "APP_NEWSLETTER__TITLE",
+                "Rust\nWeekly",
+                "newsletter.title (APP_NEWSLETTER__TITLE)",
+            ),
+            (
+                "APP_NEWSLETTER__SENDER_NAME",
+                " ",
+                "newsletter.sender_name (APP_NEWSLETTER__SENDER_NAME)",
+            ),
+        ];
+        for (variable, value, named) in cases {
+            let settings = load(
+                &configuration_dir(),
+                Environment::Local,
+                vars(&[(variable, value)]),
+            )
+            .unwrap();
+
+            let reason = settings.newsletter.parse().unwrap_err().to_string();
+
+            assert!(reason.contains(named), "{variable}={value:?}: {reason}");
+        }
     }
 }

@@ -11,13 +11,54 @@ use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::SubscriberEmail;
+use crate::domain::{Newsletter, SubscriberEmail};
 use crate::emails::Email;
 
 #[derive(Debug, Clone)]
 pub struct EmailClient {
-    sender: SubscriberEmail,
+    sender: Sender,
     transport: Transport,
+}
+
+/// Who every email comes from: the newsletter's sender name and our
+/// address, as the `From` header carries them, e.g. `"The Rust Desk"
+/// <news@example.com>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender(String);
+
+impl Sender {
+    /// Takes the display name from a [`Newsletter`], whose sender name holds
+    /// no control characters: with CR and LF refused, quoting is all a
+    /// header needs, and no name can start a header of its own.
+    pub fn new(newsletter: &Newsletter, address: &SubscriberEmail) -> Self {
+        Self(name_addr(newsletter.sender_name(), address.as_ref()))
+    }
+}
+
+impl AsRef<str> for Sender {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An RFC 5322 `name-addr` (section 3.4) with the display name as a
+/// quoted-string (section 3.2.4): a backslash before each `"` and `\`.
+/// Always quoted, so that a comma, a colon or an `@` in the name cannot be
+/// read as a second address or a group: a quoted-string is a valid
+/// display name whatever printable text it holds.
+fn name_addr(display_name: &str, address: &str) -> String {
+    let mut header = String::with_capacity(display_name.len() + address.len() + 6);
+    header.push('"');
+    for c in display_name.chars() {
+        if matches!(c, '"' | '\\') {
+            header.push('\\');
+        }
+        header.push(c);
+    }
+    header.push_str("\" <");
+    header.push_str(address);
+    header.push('>');
+    header
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +206,7 @@ impl From<BatchAnswer> for Verdict {
 impl EmailClient {
     pub fn postmark(
         base_url: String,
-        sender: SubscriberEmail,
+        sender: Sender,
         token: SecretString,
         timeout: Duration,
     ) -> Result<Self, anyhow::Error> {
@@ -180,7 +221,7 @@ impl EmailClient {
         })
     }
 
-    pub fn console(sender: SubscriberEmail) -> Self {
+    pub fn console(sender: Sender) -> Self {
         Self {
             sender,
             transport: Transport::Console,
@@ -324,6 +365,77 @@ fn console_email(from: &str, to: &str, subject: &str, text_body: &str) -> String
 }
 
 #[cfg(test)]
+mod sender_tests {
+    use super::*;
+
+    fn sender(display_name: &str) -> Sender {
+        let newsletter = Newsletter::parse("Title", "", display_name).unwrap();
+        Sender::new(
+            &newsletter,
+            &SubscriberEmail::parse("news@example.com").unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_display_name_is_quoted_before_the_address() {
+        assert_eq!(
+            sender("The Rust Desk").as_ref(),
+            r#""The Rust Desk" <news@example.com>"#
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_in_the_display_name_are_escaped() {
+        let cases = [
+            (
+                r#"The "Rust" Desk"#,
+                r#""The \"Rust\" Desk" <news@example.com>"#,
+            ),
+            (r"Back\slash", r#""Back\\slash" <news@example.com>"#),
+            (r#"\""#, r#""\\\"" <news@example.com>"#),
+        ];
+        for (display_name, expected) in cases {
+            assert_eq!(sender(display_name).as_ref(), expected, "{display_name}");
+        }
+    }
+
+    #[test]
+    fn address_syntax_in_the_display_name_stays_inside_the_quotes() {
+        let from = sender("Desk <evil@example.com>, other@example.com; group:");
+        assert_eq!(
+            from.as_ref(),
+            r#""Desk <evil@example.com>, other@example.com; group:" <news@example.com>"#
+        );
+    }
+
+    #[test]
+    fn letters_beyond_ascii_are_kept_as_they_are() {
+        assert_eq!(
+            sender("Þórunn's Brief 📬").as_ref(),
+            r#""Þórunn's Brief 📬" <news@example.com>"#
+        );
+    }
+
+    /// The header cannot be split: a sender name with a line break never
+    /// becomes a [`Newsletter`], so it never reaches a [`Sender`].
+    #[test]
+    fn a_sender_name_that_would_add_a_header_is_refused_before_it_reaches_one() {
+        for name in [
+            "Desk\r\nBcc: victim@example.com",
+            "Desk\nBcc: victim@example.com",
+            "Desk\rBcc: victim@example.com",
+            "Desk\u{85}Bcc: victim@example.com",
+            "Desk\u{2028}Bcc: victim@example.com",
+        ] {
+            assert!(
+                Newsletter::parse("Title", "", name).is_err(),
+                "accepted {name:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 mod console_email_tests {
     use super::console_email;
     use crate::domain::{SubscriberName, SubscriptionToken};
@@ -332,7 +444,9 @@ mod console_email_tests {
     fn the_confirmation_link_stands_alone_on_a_line() {
         let token = SubscriptionToken::parse("AbCdEfGhIjKlMnOpQrStUvWxYz012345").unwrap();
         let name = SubscriberName::parse("Ursula").unwrap();
-        let email = crate::emails::confirmation("http://127.0.0.1:8000", &name, &token);
+        let newsletter = crate::domain::Newsletter::parse("Rust Weekly", "", "Desk").unwrap();
+        let email =
+            crate::emails::confirmation(&newsletter, "http://127.0.0.1:8000", &name, &token);
         let link = "http://127.0.0.1:8000/subscriptions/confirm?subscription_token=\
                     AbCdEfGhIjKlMnOpQrStUvWxYz012345";
 
@@ -444,10 +558,15 @@ mod tests {
         SubscriberEmail::parse(address).unwrap()
     }
 
+    fn sender() -> Sender {
+        let newsletter = Newsletter::parse("The Rust Desk", "", "The Rust Desk").unwrap();
+        Sender::new(&newsletter, &email("sender@example.com"))
+    }
+
     fn client(base_url: String, timeout: Duration) -> EmailClient {
         EmailClient::postmark(
             base_url,
-            email("sender@example.com"),
+            sender(),
             SecretString::from("server-token"),
             timeout,
         )
@@ -540,7 +659,7 @@ mod tests {
         let requests = server.received_requests().await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
         let message = &body[0];
-        assert_eq!(message["From"], "sender@example.com");
+        assert_eq!(message["From"], r#""The Rust Desk" <sender@example.com>"#);
         assert_eq!(message["To"], "ursula@example.com");
         assert_eq!(message["Subject"], "Subject");
         assert_eq!(message["HtmlBody"], "<p>Hi</p>");
@@ -709,7 +828,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_console_backend_sends_nothing_and_accepts_every_message() {
-        let client = EmailClient::console(email("sender@example.com"));
+        let client = EmailClient::console(sender());
         let verdicts = send_to(&client, &["a@example.com", "b@example.com"])
             .await
             .unwrap();

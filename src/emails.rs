@@ -3,11 +3,14 @@
 //! content for one recipient on one message stream). The contents are
 //! rendered from `src/templates/emails/`. The HTML bodies are escaped
 //! automatically (askama escapes `.html` templates), so nothing a person
-//! typed reaches them as markup; the text bodies are sent as they are.
+//! typed, and nothing in the newsletter's title, reaches them as markup; the
+//! text bodies (`.txt`, which askama leaves alone) are sent as they are.
+//! Every email names the newsletter by its title, in the subject and in both
+//! bodies.
 
 use askama::Template;
 
-use crate::domain::{SubscriberEmail, SubscriberName, SubscriptionToken};
+use crate::domain::{Newsletter, SubscriberEmail, SubscriberName, SubscriptionToken};
 
 /// What an email says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,7 @@ impl EmailContent {
 #[derive(Template)]
 #[template(path = "emails/confirmation.html")]
 struct ConfirmationHtml<'a> {
+    title: &'a str,
     name: &'a str,
     link: &'a str,
 }
@@ -48,6 +52,7 @@ struct ConfirmationHtml<'a> {
 #[derive(Template)]
 #[template(path = "emails/confirmation.txt")]
 struct ConfirmationText<'a> {
+    title: &'a str,
     name: &'a str,
     link: &'a str,
 }
@@ -55,6 +60,7 @@ struct ConfirmationText<'a> {
 #[derive(Template)]
 #[template(path = "emails/already_subscribed.html")]
 struct AlreadySubscribedHtml<'a> {
+    title: &'a str,
     name: &'a str,
     home: &'a str,
 }
@@ -62,34 +68,40 @@ struct AlreadySubscribedHtml<'a> {
 #[derive(Template)]
 #[template(path = "emails/already_subscribed.txt")]
 struct AlreadySubscribedText<'a> {
+    title: &'a str,
     name: &'a str,
     home: &'a str,
 }
 
 /// Asks a new subscriber to confirm. Both bodies carry the same link.
 pub fn confirmation(
+    newsletter: &Newsletter,
     base_url: &str,
     name: &SubscriberName,
     token: &SubscriptionToken,
 ) -> EmailContent {
     let link = confirmation_link(base_url, token);
-    let (name, link) = (name.as_ref(), link.as_str());
+    let (title, name, link) = (newsletter.title(), name.as_ref(), link.as_str());
     EmailContent {
-        subject: "Please confirm your subscription".to_owned(),
-        html_body: render(&ConfirmationHtml { name, link }),
-        text_body: render(&ConfirmationText { name, link }),
+        subject: format!("Please confirm your subscription to {title}"),
+        html_body: render(&ConfirmationHtml { title, name, link }),
+        text_body: render(&ConfirmationText { title, name, link }),
     }
 }
 
 /// Sent instead of a confirmation when the address is already on the list,
 /// so that the form answers the same whether or not an address is subscribed.
-pub fn already_subscribed(base_url: &str, name: &SubscriberName) -> EmailContent {
+pub fn already_subscribed(
+    newsletter: &Newsletter,
+    base_url: &str,
+    name: &SubscriberName,
+) -> EmailContent {
     let home = base_url.trim_end_matches('/');
-    let name = name.as_ref();
+    let (title, name) = (newsletter.title(), name.as_ref());
     EmailContent {
-        subject: "You are already subscribed".to_owned(),
-        html_body: render(&AlreadySubscribedHtml { name, home }),
-        text_body: render(&AlreadySubscribedText { name, home }),
+        subject: format!("You are already subscribed to {title}"),
+        html_body: render(&AlreadySubscribedHtml { title, name, home }),
+        text_body: render(&AlreadySubscribedText { title, name, home }),
     }
 }
 
@@ -119,10 +131,34 @@ mod tests {
         SubscriberName::parse(raw).unwrap()
     }
 
+    fn newsletter(title: &str) -> Newsletter {
+        Newsletter::parse(title, "About things.", "The Desk").unwrap()
+    }
+
+    /// Both emails a sign-up can get, for `title`.
+    fn both_emails(title: &str) -> [EmailContent; 2] {
+        let newsletter = newsletter(title);
+        let base = "https://news.example.com";
+        [
+            confirmation(
+                &newsletter,
+                base,
+                &name("Ada"),
+                &SubscriptionToken::generate(),
+            ),
+            already_subscribed(&newsletter, base, &name("Ada")),
+        ]
+    }
+
     #[test]
     fn both_confirmation_bodies_contain_the_confirmation_link() {
         let token = SubscriptionToken::generate();
-        let email = confirmation("https://news.example.com", &name("Ada"), &token);
+        let email = confirmation(
+            &newsletter("Rust Weekly"),
+            "https://news.example.com",
+            &name("Ada"),
+            &token,
+        );
         let link = format!(
             "https://news.example.com/subscriptions/confirm?subscription_token={}",
             token.as_ref()
@@ -143,8 +179,17 @@ mod tests {
         let token = SubscriptionToken::generate();
         let typed = name("Tom & Jerry's");
         for email in [
-            confirmation("https://news.example.com", &typed, &token),
-            already_subscribed("https://news.example.com", &typed),
+            confirmation(
+                &newsletter("Rust Weekly"),
+                "https://news.example.com",
+                &typed,
+                &token,
+            ),
+            already_subscribed(
+                &newsletter("Rust Weekly"),
+                "https://news.example.com",
+                &typed,
+            ),
         ] {
             assert!(
                 email.html_body.contains("Tom &#38; Jerry&#39;s"),
@@ -164,8 +209,8 @@ mod tests {
         let token = SubscriptionToken::generate();
         let base = "https://x.example.com/\"><script>";
         for email in [
-            confirmation(base, &name("Ada"), &token),
-            already_subscribed(base, &name("Ada")),
+            confirmation(&newsletter("Rust Weekly"), base, &name("Ada"), &token),
+            already_subscribed(&newsletter("Rust Weekly"), base, &name("Ada")),
         ] {
             assert!(!email.html_body.contains("<script>"), "{}", email.html_body);
         }
@@ -173,8 +218,42 @@ mod tests {
 
     #[test]
     fn the_already_subscribed_notice_has_no_confirmation_link() {
-        let email = already_subscribed("https://news.example.com", &name("Ada"));
+        let email = already_subscribed(
+            &newsletter("Rust Weekly"),
+            "https://news.example.com",
+            &name("Ada"),
+        );
         assert!(!email.text_body.contains("subscription_token"));
         assert!(!email.html_body.contains("subscription_token"));
+    }
+
+    #[test]
+    fn every_email_names_the_newsletter_in_its_subject_and_both_bodies() {
+        for email in both_emails("Rust Weekly") {
+            for (part, text) in [
+                ("subject", &email.subject),
+                ("html body", &email.html_body),
+                ("text body", &email.text_body),
+            ] {
+                assert!(text.contains("Rust Weekly"), "{part}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn markup_in_the_title_is_escaped_in_html_bodies_only() {
+        let title = "<script>alert(1)</script> & Co";
+        for email in both_emails(title) {
+            assert!(!email.html_body.contains("<script>"), "{}", email.html_body);
+            assert!(
+                email
+                    .html_body
+                    .contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; Co"),
+                "{}",
+                email.html_body
+            );
+            assert!(email.text_body.contains(title), "{}", email.text_body);
+            assert!(email.subject.contains(title), "{}", email.subject);
+        }
     }
 }

@@ -1,31 +1,52 @@
 //! The pages people see in a browser, rendered from `src/templates/` with
 //! automatic HTML escaping, and how a handler tells a browser from an API
-//! client.
+//! client. Every page carries the [`Newsletter`]: `base.html` puts its title
+//! in the browser tab and the page header, escaped like everything else.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
+use crate::domain::Newsletter;
+
 /// The subscribe form, empty or filled back in with what was typed and the
-/// reason next to each field that was refused.
-#[derive(Template, Default)]
+/// reason next to each field that was refused. It also says what the
+/// newsletter is: its description.
+#[derive(Template)]
 #[template(path = "subscribe.html")]
 pub struct SubscribePage<'a> {
+    pub newsletter: &'a Newsletter,
     pub name: &'a str,
     pub email: &'a str,
     pub name_error: Option<String>,
     pub email_error: Option<String>,
 }
 
+impl<'a> SubscribePage<'a> {
+    /// The form as a first visit shows it.
+    pub fn empty(newsletter: &'a Newsletter) -> Self {
+        Self {
+            newsletter,
+            name: "",
+            email: "",
+            name_error: None,
+            email_error: None,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "check_inbox.html")]
-pub struct CheckInboxPage;
+pub struct CheckInboxPage<'a> {
+    pub newsletter: &'a Newsletter,
+}
 
 /// What became of a confirmation link.
 #[derive(Template)]
 #[template(path = "confirmation.html")]
 pub struct ConfirmationPage<'a> {
+    pub newsletter: &'a Newsletter,
     pub heading: &'a str,
     pub message: &'a str,
     /// Whether to point the person back to the form.
@@ -37,6 +58,7 @@ pub struct ConfirmationPage<'a> {
 #[derive(Template)]
 #[template(path = "confirm_button.html")]
 pub struct ConfirmButtonPage<'a> {
+    pub newsletter: &'a Newsletter,
     pub token: &'a str,
 }
 
@@ -69,13 +91,18 @@ pub fn page(status: StatusCode, template: &impl Template) -> HttpResponse {
 mod tests {
     use super::*;
 
+    fn newsletter() -> Newsletter {
+        Newsletter::parse("Rust Weekly", "Crabs, weekly.", "The Rust Desk").unwrap()
+    }
+
     #[test]
     fn typed_values_are_escaped_when_the_form_is_shown_again() {
+        let newsletter = newsletter();
         let page = SubscribePage {
             name: "Ada",
             email: "\"><script>alert(1)</script>",
             email_error: Some("'\"><script>' is not valid".into()),
-            ..Default::default()
+            ..SubscribePage::empty(&newsletter)
         }
         .render()
         .unwrap();
@@ -85,14 +112,72 @@ mod tests {
 
     #[test]
     fn each_error_is_tied_to_its_field() {
+        let newsletter = newsletter();
         let page = SubscribePage {
             name_error: Some("The name must not be empty.".into()),
-            ..Default::default()
+            ..SubscribePage::empty(&newsletter)
         }
         .render()
         .unwrap();
         assert!(page.contains(r#"aria-describedby="name-error""#));
         assert!(page.contains(r#"id="name-error">The name must not be empty."#));
         assert!(!page.contains("email-error"));
+    }
+
+    #[test]
+    fn every_page_shows_the_newsletter_title_escaped_in_the_tab_and_the_header() {
+        let newsletter = Newsletter::parse("<i>Rust</i> & Co", "", "Desk").unwrap();
+        let escaped = "&#60;i&#62;Rust&#60;/i&#62; &#38; Co";
+        let pages = [
+            ("subscribe", SubscribePage::empty(&newsletter).render()),
+            (
+                "check inbox",
+                CheckInboxPage {
+                    newsletter: &newsletter,
+                }
+                .render(),
+            ),
+            (
+                "confirmation",
+                ConfirmationPage {
+                    newsletter: &newsletter,
+                    heading: "Subscription confirmed",
+                    message: "Thank you!",
+                    offer_to_subscribe: false,
+                }
+                .render(),
+            ),
+            (
+                "confirm button",
+                ConfirmButtonPage {
+                    newsletter: &newsletter,
+                    token: "token",
+                }
+                .render(),
+            ),
+        ];
+        for (which, page) in pages {
+            let page = page.unwrap();
+            assert!(!page.contains("<i>"), "{which}: {page}");
+            assert!(
+                page.contains(&format!(" · {escaped}</title>")),
+                "{which}: {page}"
+            );
+            assert!(
+                page.contains(&format!(
+                    r#"<header class="masthead"><a href="/">{escaped}</a>"#
+                )),
+                "{which}: {page}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_subscribe_page_says_what_the_newsletter_is() {
+        let page = SubscribePage::empty(&newsletter()).render().unwrap();
+        assert!(
+            page.contains(r#"<p class="description">Crabs, weekly.</p>"#),
+            "{page}"
+        );
     }
 }

@@ -49,6 +49,7 @@ impl Application {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };
         let signups = SignupSettings {
+            newsletter: settings.newsletter.parse()?,
             base_url: settings.application.base_url,
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
@@ -114,7 +115,7 @@ pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, an
     }
     let email_client = settings
         .email_client
-        .client()
+        .client(&settings.newsletter.parse()?)
         .context("Failed to build the email client")?;
     Ok(DeliveryWorker::new(
         db,
@@ -164,6 +165,7 @@ fn run(
     let per_worker = database.max_connections.div_ceil(workers as u32).max(1);
     let limiter = std::sync::Arc::new(limiter);
     let options = web::Data::new(options);
+    let newsletter = web::Data::new(signups.newsletter.clone());
     let signups = std::sync::Arc::new(signups);
     let writers = SIGNUP_WRITERS.min(per_worker as usize);
     let server = HttpServer::new(move || {
@@ -208,6 +210,7 @@ fn run(
             .app_data(db)
             .app_data(signups)
             .app_data(options.clone())
+            .app_data(newsletter.clone())
             .app_data(limiter)
     })
     .workers(workers)

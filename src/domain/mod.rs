@@ -3,6 +3,7 @@
 //! check it again. This module depends on nothing else in the crate.
 
 mod new_subscriber;
+mod newsletter;
 mod subscriber_email;
 mod subscriber_name;
 mod subscription_token;
@@ -10,6 +11,7 @@ mod unwanted_characters;
 mod web_address;
 
 pub use new_subscriber::NewSubscriber;
+pub use newsletter::{Newsletter, NewsletterError, NewsletterPart};
 pub use subscriber_email::{Mailbox, SubscriberEmail};
 pub use subscriber_name::SubscriberName;
 pub use subscription_token::SubscriptionToken;

@@ -2,12 +2,13 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
-use actix_web::{HttpResponse, mime};
+use actix_web::{HttpResponse, mime, web};
 
+use crate::domain::Newsletter;
 use crate::pages::{STYLESHEET, SubscribePage, page};
 
-pub async fn home() -> HttpResponse {
-    page(StatusCode::OK, &SubscribePage::default())
+pub async fn home(newsletter: web::Data<Newsletter>) -> HttpResponse {
+    page(StatusCode::OK, &SubscribePage::empty(&newsletter))
 }
 
 pub async fn stylesheet() -> HttpResponse {

@@ -23,7 +23,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
+use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -104,6 +104,7 @@ pub async fn subscribe(
     form: web::Form<SubscribeForm>,
     signups: web::Data<Signups>,
     limiter: web::Data<RateLimiter>,
+    newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
@@ -114,11 +115,11 @@ pub async fn subscribe(
     }
     if form.is_from_a_bot() {
         tracing::info!("Honeypot field filled in: nothing stored or sent");
-        return Ok(accepted(html));
+        return Ok(accepted(html, &newsletter));
     }
     let new_subscriber = match parsed {
         Ok(new_subscriber) => new_subscriber,
-        Err(errors) if html => return Ok(form_again(&form, errors)),
+        Err(errors) if html => return Ok(form_again(&newsletter, &form, errors)),
         Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
     };
     if decision == SubscriptionDecision::AddressLimited {
@@ -127,7 +128,7 @@ pub async fn subscribe(
             suppressed_total,
             "Per-address email limit reached: nothing stored or sent"
         );
-        return Ok(accepted(html));
+        return Ok(accepted(html, &newsletter));
     }
 
     let email = new_subscriber.email.clone();
@@ -146,7 +147,7 @@ pub async fn subscribe(
     if let Some(subscriber_id) = stored.subscriber_id {
         tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     }
-    Ok(accepted(html))
+    Ok(accepted(html, &newsletter))
 }
 
 /// Every submission counts against its client; only one that would send
@@ -169,8 +170,9 @@ async fn check_limits(
 
 /// The form again, with what was typed and the reason next to each
 /// refused field.
-fn form_again(form: &SubscribeForm, errors: FormErrors) -> HttpResponse {
+fn form_again(newsletter: &Newsletter, form: &SubscribeForm, errors: FormErrors) -> HttpResponse {
     let page_again = SubscribePage {
+        newsletter,
         name: form.name.as_deref().unwrap_or_default(),
         email: form.email.as_deref().unwrap_or_default(),
         name_error: errors.name,
@@ -180,9 +182,9 @@ fn form_again(form: &SubscribeForm, errors: FormErrors) -> HttpResponse {
 }
 
 /// The answer to every accepted submission, whatever became of it.
-fn accepted(html: bool) -> HttpResponse {
+fn accepted(html: bool, newsletter: &Newsletter) -> HttpResponse {
     if html {
-        page(StatusCode::OK, &CheckInboxPage)
+        page(StatusCode::OK, &CheckInboxPage { newsletter })
     } else {
         HttpResponse::Ok().finish()
     }

@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{Db, Transaction};
-use crate::domain::SubscriptionToken;
+use crate::domain::{Newsletter, SubscriptionToken};
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -76,13 +76,14 @@ pub async fn confirm(
     parameters: web::Query<Parameters>,
     db: web::Data<Db>,
     options: web::Data<SubscriptionOptions>,
+    newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
         Ok(token) if options.confirm_with_button => inspect(&db, token).await?,
         Ok(token) => confirm_token(&db, &token).await?,
     };
-    respond(outcome, wants_html(&request))
+    respond(outcome, wants_html(&request), &newsletter)
 }
 
 #[tracing::instrument(name = "Press the confirm button", skip_all)]
@@ -90,12 +91,13 @@ pub async fn confirm_with_button(
     request: HttpRequest,
     form: web::Form<Parameters>,
     db: web::Data<Db>,
+    newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
         Ok(token) => confirm_token(&db, &token).await?,
     };
-    respond(outcome, wants_html(&request))
+    respond(outcome, wants_html(&request), &newsletter)
 }
 
 /// Looks at a token without using it.
@@ -142,12 +144,17 @@ async fn confirm_in(
 
 /// A page for browsers, plain text for everyone else. Refusals go through
 /// [`ApiError`], which picks their status for both.
-fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
+fn respond(
+    outcome: Outcome,
+    html: bool,
+    newsletter: &Newsletter,
+) -> Result<HttpResponse, ApiError> {
     let (heading, refusal) = match outcome {
         Outcome::AwaitingClick(token) => {
             return Ok(page(
                 StatusCode::OK,
                 &ConfirmButtonPage {
+                    newsletter,
                     token: token.as_ref(),
                 },
             ));
@@ -155,6 +162,7 @@ fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
         Outcome::Confirmed => {
             return Ok(success(
                 html,
+                newsletter,
                 "Subscription confirmed",
                 "Your subscription is confirmed. Thank you!",
             ));
@@ -162,6 +170,7 @@ fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
         Outcome::AlreadyConfirmed => {
             return Ok(success(
                 html,
+                newsletter,
                 "Already confirmed",
                 "Your subscription is already confirmed.",
             ));
@@ -185,6 +194,7 @@ fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
     Ok(page(
         refusal.status_code(),
         &ConfirmationPage {
+            newsletter,
             heading,
             message: &message,
             offer_to_subscribe: true,
@@ -192,11 +202,17 @@ fn respond(outcome: Outcome, html: bool) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-fn success(html: bool, heading: &str, message: &'static str) -> HttpResponse {
+fn success(
+    html: bool,
+    newsletter: &Newsletter,
+    heading: &str,
+    message: &'static str,
+) -> HttpResponse {
     if html {
         page(
             StatusCode::OK,
             &ConfirmationPage {
+                newsletter,
                 heading,
                 message,
                 offer_to_subscribe: false,

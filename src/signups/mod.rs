@@ -14,7 +14,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::db::{self, Batched, Db, GroupCommit, GroupCommitLimits};
-use crate::domain::{NewSubscriber, SubscriptionToken};
+use crate::domain::{NewSubscriber, Newsletter, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::outbox::Outbox;
 
@@ -35,6 +35,8 @@ const ROW_BYTES: usize = 128;
 /// What the sign-up emails need to know.
 #[derive(Debug, Clone)]
 pub struct SignupSettings {
+    /// Named in every email.
+    pub newsletter: Newsletter,
     pub base_url: String,
     pub token_lifetime: chrono::Duration,
     /// Message stream for confirmations and notices.
@@ -91,7 +93,12 @@ impl Signups {
         // Nearly every sign-up is a new or pending address: its email is
         // rendered here, on the request's time, rather than by the writer.
         let token = SubscriptionToken::generate();
-        let confirmation = emails::confirmation(&self.settings.base_url, &subscriber.name, &token);
+        let confirmation = emails::confirmation(
+            &self.settings.newsletter,
+            &self.settings.base_url,
+            &subscriber.name,
+            &token,
+        );
         self.writes
             .submit(SignUp {
                 subscriber,

@@ -48,9 +48,11 @@ pub(super) async fn store(
             to: sign_up.subscriber.email.clone(),
             content: match known {
                 Known::Pending(_) => sign_up.confirmation.clone(),
-                Known::Confirmed => {
-                    emails::already_subscribed(&settings.base_url, &sign_up.subscriber.name)
-                }
+                Known::Confirmed => emails::already_subscribed(
+                    &settings.newsletter,
+                    &settings.base_url,
+                    &sign_up.subscriber.name,
+                ),
             },
             message_stream: settings.message_stream.clone(),
         })

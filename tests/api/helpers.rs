@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
 use newsletter::db::Db;
-use newsletter::domain::SubscriberEmail;
-use newsletter::email_client::EmailClient;
+use newsletter::domain::{Newsletter, SubscriberEmail};
+use newsletter::email_client::{EmailClient, Sender};
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, delivery_worker};
@@ -490,7 +490,10 @@ impl HeldEmailApi {
     pub fn client(&self) -> EmailClient {
         EmailClient::postmark(
             self.uri.clone(),
-            SubscriberEmail::parse("newsletter@example.com").unwrap(),
+            Sender::new(
+                &Newsletter::parse("Newsletter", "", "Newsletter").unwrap(),
+                &SubscriberEmail::parse("newsletter@example.com").unwrap(),
+            ),
             SecretString::from("test-token"),
             Duration::from_secs(60),
         )

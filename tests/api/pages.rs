@@ -1,6 +1,9 @@
 //! What a browser gets: pages for the form and the confirmation link, with
 //! security headers, while API clients keep plain answers.
 
+use newsletter::configuration::{EmailBackend, get_configuration};
+use newsletter::startup::Application;
+
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 const VALID_FORM: &str = "name=Ada&email=ada%40example.com&website=";
@@ -269,4 +272,130 @@ async fn the_confirm_button_refuses_an_unknown_token() {
         .unwrap();
 
     assert_eq!(response.status().as_u16(), 401);
+}
+
+/// A title and a description written to break out of the markup.
+const HOSTILE_TITLE: &str = "<script>alert(1)</script> Weekly";
+const HOSTILE_DESCRIPTION: &str = "Crabs & <b onclick=\"x()\">rust</b>, weekly.";
+
+async fn app_with_a_hostile_newsletter() -> TestApp {
+    spawn_app_with(|s| {
+        s.newsletter.title = HOSTILE_TITLE.into();
+        s.newsletter.description = HOSTILE_DESCRIPTION.into();
+    })
+    .await
+}
+
+/// The title as a page carries it: escaped, in the tab and in the header.
+fn assert_shows_the_escaped_title(page: &str, which: &str) {
+    let escaped = "&#60;script&#62;alert(1)&#60;/script&#62; Weekly";
+    assert!(!page.contains("<script"), "{which} runs the title: {page}");
+    assert!(
+        page.contains(&format!(" · {escaped}</title>")),
+        "{which} has no title in the tab: {page}"
+    );
+    assert!(
+        page.contains(&format!(r#"<a href="/">{escaped}</a>"#)),
+        "{which} has no title in the header: {page}"
+    );
+}
+
+#[tokio::test]
+async fn the_subscribe_page_shows_the_configured_title_and_description_escaped() {
+    let app = app_with_a_hostile_newsletter().await;
+
+    let page = app
+        .browse(format!("{}/", app.address))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert_shows_the_escaped_title(&page, "the subscribe page");
+    assert!(
+        page.contains("<h1>Subscribe to &#60;script&#62;alert(1)&#60;/script&#62; Weekly</h1>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"Crabs &#38; &#60;b onclick=&#34;x()&#34;&#62;rust&#60;/b&#62;, weekly."#),
+        "the description is missing or unescaped: {page}"
+    );
+}
+
+#[tokio::test]
+async fn every_other_page_shows_the_configured_title_escaped() {
+    let app = spawn_app_with(|s| {
+        s.newsletter.title = HOSTILE_TITLE.into();
+        s.subscriptions.confirm_with_button = true;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+
+    let refused = app.submit_form("name=&email=nope&website=").await;
+    let check_inbox = app.submit_form(VALID_FORM).await;
+    let link = app.local(&link_from_first_email(&app).await);
+    let button = app.browse(link).await;
+    let unknown = app
+        .browse(format!(
+            "{}/subscriptions/confirm?subscription_token={}",
+            app.address,
+            "A".repeat(32)
+        ))
+        .await;
+
+    for (which, response) in [
+        ("the refused form", refused),
+        ("the check-your-inbox page", check_inbox),
+        ("the confirm button page", button),
+        ("the link-not-valid page", unknown),
+    ] {
+        assert!(is_html(&response), "{which}");
+        assert_shows_the_escaped_title(&response.text().await.unwrap(), which);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_description_leaves_no_empty_paragraph() {
+    let app = spawn_app_with(|s| s.newsletter.description = String::new()).await;
+
+    let page = app
+        .browse(format!("{}/", app.address))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert!(!page.contains(r#"class="description""#), "{page}");
+    assert!(page.contains("<h1>Subscribe to "), "{page}");
+}
+
+#[tokio::test]
+async fn the_app_refuses_to_start_with_an_empty_title_or_one_with_a_line_break() {
+    let cases = [
+        ("an empty title", "", "must not be empty"),
+        ("a blank title", "  ", "must not be empty"),
+        ("a line feed", "Rust\nWeekly", "U+000A"),
+        ("a carriage return", "Rust\rWeekly", "U+000D"),
+    ];
+    // Whether or not the server runs delivery itself, which builds the
+    // email client and so reads the newsletter first.
+    for run_in_server in [true, false] {
+        for (case, title, reason) in cases {
+            let mut settings = get_configuration().unwrap();
+            settings.application.port = 0;
+            settings.email_client.backend = EmailBackend::Console;
+            settings.delivery.run_in_server = run_in_server;
+            settings.newsletter.title = title.into();
+
+            let Err(error) = Application::build(settings).await else {
+                panic!("started with {case} (run_in_server = {run_in_server})");
+            };
+
+            let error = format!("{error:#}");
+            assert!(
+                error.contains("APP_NEWSLETTER__TITLE") && error.contains(reason),
+                "{case} (run_in_server = {run_in_server}): {error}"
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use newsletter::db::{self, Db};
-use newsletter::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
+use newsletter::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use newsletter::outbox::Outbox;
 use newsletter::signups::{SignupSettings, Signups, Stored};
 use tokio::task::{JoinHandle, LocalSet};
@@ -19,6 +19,7 @@ use crate::helpers::{TestDatabase, database_with_pool, eventually};
 async fn one_writer(acquire_timeout_milliseconds: u64) -> (Rc<Signups>, Db, TestDatabase) {
     let (db, database) = database_with_pool(1, acquire_timeout_milliseconds).await;
     let settings = Arc::new(SignupSettings {
+        newsletter: Newsletter::parse("Rust Weekly", "", "The Rust Desk").unwrap(),
         base_url: "http://127.0.0.1".into(),
         token_lifetime: chrono::Duration::days(1),
         message_stream: "outbound".into(),

@@ -277,7 +277,13 @@ async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
     let emails = app.wait_for_emails(1).await;
     let body = &emails[0];
     assert_eq!(body["To"], "ursula_le_guin@gmail.com");
-    assert_eq!(body["Subject"], "Please confirm your subscription");
+    assert_eq!(
+        body["Subject"],
+        format!(
+            "Please confirm your subscription to {}",
+            app.settings.newsletter.title
+        )
+    );
     assert_eq!(body["MessageStream"], "outbound");
     assert_eq!(
         app.email_api_requests().await[0]
@@ -286,6 +292,48 @@ async fn subscribe_sends_a_confirmation_email_to_the_subscriber() {
             .unwrap(),
         "test-token"
     );
+}
+
+#[tokio::test]
+async fn emails_name_the_configured_newsletter_and_come_from_its_quoted_sender_name() {
+    let app = spawn_app_with(|s| {
+        s.newsletter.title = "Rust <Weekly> & Co".into();
+        s.newsletter.sender_name = r#"The "Rust" Desk"#.into();
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(VALID_BODY).await;
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    app.click(&link).await;
+
+    // A confirmation, then the notice to an address already confirmed.
+    app.post_subscriptions(VALID_BODY).await;
+
+    let from = format!(
+        r#""The \"Rust\" Desk" <{}>"#,
+        app.settings.email_client.sender_email
+    );
+    for (i, email) in app.wait_for_emails(2).await.iter().enumerate() {
+        let field = |name: &str| email[name].as_str().unwrap().to_owned();
+        assert_eq!(field("From"), from, "email {i}");
+        assert!(
+            field("Subject").ends_with(" to Rust <Weekly> & Co"),
+            "email {i}"
+        );
+        assert!(
+            field("HtmlBody").contains("Rust &#60;Weekly&#62; &#38; Co"),
+            "email {i}: {}",
+            field("HtmlBody")
+        );
+        assert!(!field("HtmlBody").contains("<Weekly>"), "email {i}");
+        assert!(
+            field("TextBody").contains("Rust <Weekly> & Co"),
+            "email {i}: {}",
+            field("TextBody")
+        );
+    }
 }
 
 #[tokio::test]
@@ -431,7 +479,13 @@ async fn subscribing_after_confirming_sends_a_notice_without_a_confirmation_link
 
     let emails = app.wait_for_emails(2).await;
     let body = &emails[1];
-    assert_eq!(body["Subject"], "You are already subscribed");
+    assert_eq!(
+        body["Subject"],
+        format!(
+            "You are already subscribed to {}",
+            app.settings.newsletter.title
+        )
+    );
     assert!(
         !body["TextBody"]
             .as_str()
