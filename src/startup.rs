@@ -6,22 +6,21 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
+use crate::admin::sessions::SessionStore;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::db::Db;
 use crate::email_client::MAX_BATCH;
 use crate::outbox::{DeliveryWorker, Outbox};
-use crate::rate_limit::{RateLimiter, limit_per_ip};
-use crate::routes::{
-    ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button,
-    health_check, home, readiness, stylesheet, subscribe,
-};
+use crate::rate_limit::RateLimiter;
+use crate::routes::admin::SessionCookies;
+use crate::routes::{self, ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
 use crate::telemetry::RequestSpan;
 
@@ -45,6 +44,13 @@ impl Application {
         let (outbox, workers) = Outbox::start(worker, notifier, stop_workers.clone());
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
+        let sessions = SessionStore::new(
+            &settings.redis_uri,
+            &settings.rate_limit.key_prefix,
+            &settings.admin,
+        )
+        .context("Failed to set up admin sessions")?;
+        let cookies = SessionCookies::new(settings.admin.secure_cookie);
         let options = SubscriptionOptions {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };
@@ -61,13 +67,18 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("Failed to bind {address}"))?;
         let port = listener.local_addr()?.port();
-        let server = run(
-            listener,
-            settings.database,
+        let services = Services {
             options,
             signups,
             limiter,
+            sessions,
+            cookies,
             outbox,
+        };
+        let server = run(
+            listener,
+            settings.database,
+            services,
             Duration::from_secs(settings.application.shutdown_timeout_seconds),
         )?;
         tracing::info!(%address, port, "Listening");
@@ -134,6 +145,19 @@ pub fn delivery_db(settings: &Settings) -> Db {
     Db::connect_lazy(&settings.database, connections)
 }
 
+/// What the HTTP worker threads are built from.
+struct Services {
+    options: SubscriptionOptions,
+    signups: SignupSettings,
+    /// Each thread makes its own copy, with a Redis connection of its own.
+    limiter: RateLimiter,
+    /// One for all threads: admin traffic is light, and the store's Redis
+    /// connection is multiplexed.
+    sessions: SessionStore,
+    cookies: SessionCookies,
+    outbox: Outbox,
+}
+
 /// How long a new worker keeps trying to open its Redis connection before it
 /// leaves that to the first request.
 const REDIS_WARM_UP: Duration = Duration::from_secs(2);
@@ -155,12 +179,19 @@ fn http_workers() -> usize {
 fn run(
     listener: TcpListener,
     database: DatabaseSettings,
-    options: SubscriptionOptions,
-    signups: SignupSettings,
-    limiter: RateLimiter,
-    outbox: Outbox,
+    services: Services,
     shutdown_timeout: Duration,
 ) -> Result<Server, anyhow::Error> {
+    let Services {
+        options,
+        signups,
+        limiter,
+        sessions,
+        cookies,
+        outbox,
+    } = services;
+    let sessions = web::Data::new(sessions);
+    let cookies = web::Data::new(cookies);
     let workers = http_workers();
     let per_worker = database.max_connections.div_ceil(workers as u32).max(1);
     let limiter = std::sync::Arc::new(limiter);
@@ -190,28 +221,15 @@ fn run(
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(form_config())
             .app_data(query_config())
-            // Resources rather than bare routes: a wrong method gets 405.
             .wrap(security_headers())
-            .service(web::resource("/").get(home))
-            .service(web::resource("/style.css").get(stylesheet))
-            .service(web::resource("/health_check").get(health_check))
-            .service(web::resource("/ready").get(readiness))
-            .service(
-                // The handler checks the per-IP limit with the per-address
-                // one, in a single call to Redis.
-                web::resource("/subscriptions").post(subscribe),
-            )
-            .service(
-                web::resource("/subscriptions/confirm")
-                    .wrap(from_fn(limit_per_ip))
-                    .get(confirm)
-                    .post(confirm_with_button),
-            )
+            .configure(routes::configure)
             .app_data(db)
             .app_data(signups)
             .app_data(options.clone())
             .app_data(newsletter.clone())
             .app_data(limiter)
+            .app_data(sessions.clone())
+            .app_data(cookies.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())

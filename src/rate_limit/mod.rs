@@ -37,6 +37,16 @@ pub enum Decision {
     Limited { retry_after: Duration },
 }
 
+/// What a sign-in attempt is counted against besides its IP.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginSubject<'a> {
+    /// The username as typed (canonical form), whether or not it exists, so
+    /// the limits do not tell which accounts do.
+    Account(&'a str),
+    /// The token of a browser that signed in to that account before.
+    RememberedBrowser(&'a str),
+}
+
 /// The outcome of the checks on a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionDecision {
@@ -107,6 +117,9 @@ struct Shared {
     suppressed_emails: AtomicU64,
     per_ip: Policy,
     per_address: Policy,
+    login_per_ip: Policy,
+    login_per_account: Policy,
+    login_per_browser: Policy,
     client_ip: ClientIpResolver,
 }
 
@@ -137,6 +150,10 @@ impl RateLimiter {
             suppressed_emails: AtomicU64::new(0),
             per_ip: Policy::new("ip", settings.per_ip),
             per_address: Policy::new("address", settings.per_address),
+            login_per_ip: Policy::new("login-ip", settings.login_per_ip),
+            login_per_account: Policy::new("login-account", settings.login_per_account),
+            // The same allowance as an account's, but a budget of its own.
+            login_per_browser: Policy::new("login-browser", settings.login_per_account),
             client_ip: ClientIpResolver::new(
                 settings.trusted_proxies.clone(),
                 settings.forwarded_header.to_lowercase(),
@@ -205,6 +222,38 @@ impl RateLimiter {
                 SubscriptionDecision::IpLimited { retry_after }
             }
             Some(_) => SubscriptionDecision::AddressLimited,
+        }
+    }
+
+    /// The limits on one sign-in attempt (or one second-factor code): the
+    /// client's IP, then the account it names, both in one round trip.
+    ///
+    /// A browser that has signed in to the account before draws on a budget
+    /// of its own instead of the account's. Otherwise anyone could keep an
+    /// account's budget empty with a wrong password a minute, and its owner
+    /// could never get in; this way the owner's usual browser still can,
+    /// and any other gets in once the attempts stop and the budget refills.
+    #[tracing::instrument(name = "Check the sign-in limits", level = "debug", skip_all)]
+    pub async fn check_login(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        who: LoginSubject<'_>,
+    ) -> Decision {
+        let ip = ip.map(limit_subject);
+        let (policy, subject) = match who {
+            LoginSubject::Account(username) => (&self.shared.login_per_account, hashed(username)),
+            LoginSubject::RememberedBrowser(token) => {
+                (&self.shared.login_per_browser, hashed(token))
+            }
+        };
+        let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
+        if let Some(ip) = ip.as_deref() {
+            limits.push((&self.shared.login_per_ip, ip));
+        }
+        limits.push((policy, &subject));
+        match self.check(&limits).await {
+            Some((_, retry_after)) => Decision::Limited { retry_after },
+            None => Decision::Allowed,
         }
     }
 
@@ -366,10 +415,13 @@ impl RateLimiter {
 /// hash of the lower-cased address, as before mailboxes were counted, so
 /// budgets carry over a deploy.
 fn address_subject(email: &SubscriberEmail) -> String {
-    Sha256::digest(email.mailbox().as_ref().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hashed(email.mailbox().as_ref())
+}
+
+/// A subject as it appears in a key: its SHA-256, so Redis holds no address,
+/// username or token, and every key has the same shape whatever was typed.
+fn hashed(subject: &str) -> String {
+    hex::encode(Sha256::digest(subject.as_bytes()))
 }
 
 #[cfg(test)]

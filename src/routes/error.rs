@@ -19,6 +19,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A state-changing admin form without the session's CSRF token.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Gone(String),
     #[error("Too many requests. Please try again in {} seconds.", retry_after_seconds(*.0))]
@@ -30,6 +33,10 @@ pub enum ApiError {
     /// Postgres could not be reached in time: retrying later may work.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     DatabaseUnavailable(#[source] anyhow::Error),
+    /// Redis, where admin sessions live, could not be reached in time: no
+    /// one can sign in until it answers. The public side does not need it.
+    #[error("Signing in is unavailable right now. Please try again in a moment.")]
+    SessionsUnavailable(#[source] anyhow::Error),
     #[error("Something went wrong on our side. Please try again later.")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -45,11 +52,14 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable(_) | ApiError::SessionsUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,7 +69,7 @@ impl ResponseError for ApiError {
             .content_type("text/plain; charset=utf-8")
             .body(self.to_string());
         let retry_after = match self {
-            ApiError::DatabaseUnavailable(_) => Some(5),
+            ApiError::DatabaseUnavailable(_) | ApiError::SessionsUnavailable(_) => Some(5),
             ApiError::TooManyRequests(wait) => Some(retry_after_seconds(*wait)),
             _ => None,
         };

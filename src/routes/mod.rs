@@ -2,6 +2,7 @@
 //! domain types, runs its steps, and answers; failures go through
 //! [`error::ApiError`].
 
+pub mod admin;
 mod error;
 mod health_check;
 mod home;
@@ -15,3 +16,135 @@ pub use home::{home, stylesheet};
 pub use readiness::readiness;
 pub use subscriptions::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
 pub use subscriptions_confirm::{confirm, confirm_with_button};
+
+use actix_web::dev::HttpServiceFactory;
+use actix_web::http::Method;
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, resource};
+
+use crate::rate_limit::limit_per_ip;
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Anyone,
+    /// Only a signed-in admin: registered inside the `/admin` scope, behind
+    /// its guard, and nowhere else.
+    Admin,
+}
+
+/// One path the service answers, with the methods it takes.
+pub struct Endpoint {
+    pub path: &'static str,
+    pub access: Access,
+    pub methods: &'static [Method],
+    /// Registers the resource at the path it is given (relative to the
+    /// scope it is registered in).
+    register: fn(&mut web::ServiceConfig, &str),
+}
+
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+const GET_POST: &[Method] = &[Method::GET, Method::POST];
+
+/// Every route of the service: the one list both the server and the tests
+/// read, so a test can check each of them against its access rule.
+/// Resources rather than bare routes: a wrong method gets 405.
+pub fn endpoints() -> Vec<Endpoint> {
+    use Access::{Admin, Anyone};
+    let endpoint = |path, access, methods, register| Endpoint {
+        path,
+        access,
+        methods,
+        register,
+    };
+    vec![
+        endpoint("/", Anyone, GET, |c, p| add(c, resource(p).get(home))),
+        endpoint("/style.css", Anyone, GET, |c, p| {
+            add(c, resource(p).get(stylesheet))
+        }),
+        endpoint("/health_check", Anyone, GET, |c, p| {
+            add(c, resource(p).get(health_check))
+        }),
+        endpoint("/ready", Anyone, GET, |c, p| {
+            add(c, resource(p).get(readiness))
+        }),
+        // The handler checks the per-IP limit with the per-address one, in
+        // a single call to Redis.
+        endpoint("/subscriptions", Anyone, POST, |c, p| {
+            add(c, resource(p).post(subscribe))
+        }),
+        endpoint("/subscriptions/confirm", Anyone, GET_POST, |c, p| {
+            let limited = resource(p).wrap(from_fn(limit_per_ip));
+            add(c, limited.get(confirm).post(confirm_with_button))
+        }),
+        endpoint("/login", Anyone, GET_POST, |c, p| {
+            add(c, resource(p).get(admin::login_page).post(admin::log_in))
+        }),
+        endpoint("/login/code", Anyone, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p).get(admin::code_page).post(admin::submit_code),
+            )
+        }),
+        endpoint("/admin/dashboard", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::dashboard))
+        }),
+        endpoint("/admin/email", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::change_email))
+        }),
+        endpoint("/admin/subscribers", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::subscribers))
+        }),
+        endpoint("/admin/subscribers.csv", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::export_subscribers))
+        }),
+        endpoint("/admin/password", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(admin::password_page)
+                    .post(admin::change_password),
+            )
+        }),
+        endpoint("/admin/totp", Admin, GET_POST, |c, p| {
+            add(c, resource(p).get(admin::totp_page).post(admin::enrol_totp))
+        }),
+        endpoint("/admin/logout", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::log_out))
+        }),
+    ]
+}
+
+fn add(config: &mut web::ServiceConfig, service: impl HttpServiceFactory + 'static) {
+    config.service(service);
+}
+
+/// Registers [`endpoints`]: the public ones as they are, the admin ones in
+/// the `/admin` scope, whose guard also answers any path under `/admin`
+/// that names no route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let mut newsroom = web::scope(ADMIN_PREFIX).wrap(from_fn(admin::require_admin));
+    for endpoint in endpoints() {
+        match endpoint.access {
+            Access::Anyone => {
+                assert!(
+                    !endpoint.path.starts_with(ADMIN_PREFIX),
+                    "{} is under {ADMIN_PREFIX} but open to anyone",
+                    endpoint.path
+                );
+                (endpoint.register)(config, endpoint.path);
+            }
+            Access::Admin => {
+                let path = endpoint
+                    .path
+                    .strip_prefix(ADMIN_PREFIX)
+                    .expect("admin paths start with /admin");
+                newsroom = newsroom.configure(|config| (endpoint.register)(config, path));
+            }
+        }
+    }
+    config.service(newsroom);
+}
+
+pub const ADMIN_PREFIX: &str = "/admin";

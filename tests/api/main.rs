@@ -1,6 +1,7 @@
 //! Black-box tests: each starts the application on a random port against its
 //! own freshly created database and a mock email API.
 
+mod admin;
 mod admin_accounts;
 mod admin_sessions;
 mod delivery;

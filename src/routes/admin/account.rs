@@ -1,0 +1,247 @@
+//! The signed-in admin's own account: password, the address test sends go
+//! to, and the second factor.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::admin::accounts;
+use crate::admin::audit::{self, Action};
+use crate::admin::password::{self, NewPassword, Verified};
+use crate::admin::totp::{self, TotpSecret};
+use crate::db::Db;
+use crate::domain::SubscriberEmail;
+use crate::pages::page;
+use crate::rate_limit::RateLimiter;
+use crate::routes::admin::SessionCookies;
+use crate::routes::admin::dashboard::render_dashboard;
+use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
+use crate::routes::admin::login::{actor_for, client_ip, see_other};
+use crate::routes::admin::pages::{Nav, PasswordPage, RecoveryCodesPage, TotpPage};
+use crate::routes::error::{ApiError, DatabaseStep};
+
+pub fn nav(admin: &SignedIn) -> Nav<'_> {
+    Nav {
+        username: &admin.admin.username,
+        csrf_token: &admin.session.data.csrf_token,
+    }
+}
+
+pub async fn password_page(admin: SignedIn) -> HttpResponse {
+    page(
+        StatusCode::OK,
+        &PasswordPage {
+            newsletter: &admin.newsletter,
+            nav: nav(&admin),
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    current_password: Option<SecretString>,
+    new_password: Option<SecretString>,
+    new_password_check: Option<SecretString>,
+}
+
+/// A new password ends every session of this admin, this one included:
+/// whoever else had one (a stolen cookie, a forgotten browser) is out.
+#[tracing::instrument(name = "Change a password", skip_all)]
+pub async fn change_password(
+    request: HttpRequest,
+    form: Protected<PasswordForm>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+    cookies: web::Data<SessionCookies>,
+) -> Result<HttpResponse, ApiError> {
+    use secrecy::ExposeSecret;
+    let Protected { admin, form } = form;
+    let empty = || SecretString::from("");
+    let refuse = |error: &str| {
+        page(
+            StatusCode::BAD_REQUEST,
+            &PasswordPage {
+                newsletter: &admin.newsletter,
+                nav: nav(&admin),
+                error: Some(error),
+            },
+        )
+    };
+    let current = form.current_password.unwrap_or_else(empty);
+    let verified = password::verify(current, Some(admin.admin.password_hash.clone()))
+        .await
+        .map_err(ApiError::Unexpected)?;
+    if !matches!(verified, Verified::Yes { .. }) {
+        return Ok(refuse("The current password is wrong."));
+    }
+    let new = form.new_password.unwrap_or_else(empty);
+    let check = form.new_password_check.unwrap_or_else(empty);
+    if new.expose_secret() != check.expose_secret() {
+        return Ok(refuse("The two new passwords differ."));
+    }
+    let new = match NewPassword::parse(new) {
+        Ok(new) => new,
+        Err(reason) => return Ok(refuse(&reason)),
+    };
+    let hash = password::hash(&new).await.map_err(ApiError::Unexpected)?;
+    let ip = client_ip(&request, &limiter);
+    db.transaction(async |tx| {
+        accounts::change_password(tx, admin.admin.id, &hash).await?;
+        audit::record(
+            tx,
+            &actor_for(&admin.admin, ip),
+            Action::PasswordChanged,
+            "",
+        )
+        .await
+    })
+    .await
+    .step("change the password")?;
+    // The new generation already ends them on every replica; deleting them
+    // is tidiness, and a failure here must not undo the change.
+    if let Err(e) = session_store(&request).destroy_all(admin.admin.id).await {
+        tracing::warn!(error = ?e, "Could not delete the sessions of an admin whose password changed");
+    }
+    let mut answer = see_other("/login?notice=password-changed");
+    answer
+        .add_cookie(&cookies.no_session())
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(answer)
+}
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    #[serde(default)]
+    email: String,
+}
+
+/// The address an admin's test sends go to; empty removes it.
+pub async fn change_email(
+    request: HttpRequest,
+    form: Protected<EmailForm>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Protected { admin, form } = form;
+    let typed = form.email.trim();
+    let email = if typed.is_empty() {
+        None
+    } else {
+        match SubscriberEmail::parse(typed) {
+            Ok(email) => Some(email),
+            Err(reason) => {
+                return render_dashboard(&db, &admin, StatusCode::BAD_REQUEST, Some(reason)).await;
+            }
+        }
+    };
+    let ip = client_ip(&request, &limiter);
+    let detail = email
+        .as_ref()
+        .map_or("removed".to_owned(), |e| e.as_ref().to_owned());
+    db.transaction(async |tx| {
+        accounts::set_email(tx, admin.admin.id, email.as_ref()).await?;
+        audit::record(
+            tx,
+            &actor_for(&admin.admin, ip),
+            Action::EmailChanged,
+            &detail,
+        )
+        .await
+    })
+    .await
+    .step("change the admin's address")?;
+    Ok(see_other("/admin/dashboard"))
+}
+
+/// Starts enrolment: a new secret, kept in the session until a code from
+/// the app proves it was scanned, shown as a QR code and as text.
+pub async fn totp_page(request: HttpRequest, admin: SignedIn) -> Result<HttpResponse, ApiError> {
+    let secret = TotpSecret::generate();
+    let mut session = admin.session.clone();
+    session.data.pending_totp_secret = Some(secret.as_bytes().to_vec());
+    session_store(&request)
+        .save(&session)
+        .await
+        .map_err(sessions_unavailable)?;
+    Ok(totp_form(&admin, &secret, StatusCode::OK, None))
+}
+
+fn totp_form(
+    admin: &SignedIn,
+    secret: &TotpSecret,
+    status: StatusCode,
+    error: Option<&str>,
+) -> HttpResponse {
+    let issuer = admin.newsletter.title();
+    let url = totp::otpauth_url(secret, issuer, &admin.admin.username);
+    page(
+        status,
+        &TotpPage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+            already_enabled: admin.admin.totp_secret.is_some(),
+            qr_svg: &totp::qr_svg(&url),
+            secret: &secret.display_base32(),
+            error,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// Turns TOTP on once a code from the app matches the pending secret, and
+/// shows the recovery codes, the only time they are ever shown.
+#[tracing::instrument(name = "Enrol a second factor", skip_all)]
+pub async fn enrol_totp(
+    request: HttpRequest,
+    form: Protected<CodeForm>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Protected { admin, form } = form;
+    let Some(pending) = admin.session.data.pending_totp_secret.clone() else {
+        return Ok(see_other("/admin/totp"));
+    };
+    let secret = TotpSecret::from_bytes(pending);
+    let Some(step) = totp::verify(&secret, &form.code, std::time::SystemTime::now()) else {
+        return Ok(totp_form(
+            &admin,
+            &secret,
+            StatusCode::BAD_REQUEST,
+            Some(
+                "That code does not match. Check the app shows this newsletter and try the current code.",
+            ),
+        ));
+    };
+    let codes = totp::generate_recovery_codes();
+    let hashes: Vec<Vec<u8>> = codes.iter().map(|c| totp::hash_recovery_code(c)).collect();
+    let ip = client_ip(&request, &limiter);
+    db.transaction(async |tx| {
+        accounts::enable_totp(tx, admin.admin.id, secret.as_bytes(), &hashes).await?;
+        // The code just typed counts as used.
+        accounts::accept_totp_step(tx, admin.admin.id, step).await?;
+        audit::record(tx, &actor_for(&admin.admin, ip), Action::TotpEnrolled, "").await
+    })
+    .await
+    .step("turn on two-factor sign-in")?;
+    let mut session = admin.session.clone();
+    session.data.pending_totp_secret = None;
+    session_store(&request)
+        .save(&session)
+        .await
+        .map_err(sessions_unavailable)?;
+    Ok(page(
+        StatusCode::OK,
+        &RecoveryCodesPage {
+            newsletter: &admin.newsletter,
+            nav: nav(&admin),
+            codes: &codes,
+        },
+    ))
+}

@@ -1,0 +1,185 @@
+//! The admin pages' templates (`src/templates/admin/`).
+
+use askama::Template;
+
+use crate::admin::audit::Entry;
+use crate::domain::Newsletter;
+
+/// What every page behind the sign-in shows: who is signed in, and the
+/// sign-out button, whose form needs the session's CSRF token.
+pub struct Nav<'a> {
+    pub username: &'a str,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/login.html")]
+pub struct LoginPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub username: &'a str,
+    /// Why the last attempt failed, or why signing in is impossible now.
+    pub error: Option<&'a str>,
+    /// A note for someone sent here on purpose (signed out, password changed).
+    pub notice: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/login_code.html")]
+pub struct CodePage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub csrf_token: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// One day of the dashboard chart.
+pub struct Day {
+    pub label: String,
+    pub sign_ups: i64,
+    pub confirmations: i64,
+}
+
+/// One bar of the chart, placed in SVG user units.
+pub struct Bar {
+    pub x: u32,
+    pub y: u32,
+    pub height: u32,
+    pub title: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+pub struct DashboardPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub email: &'a str,
+    pub totp_enabled: bool,
+    pub unused_recovery_codes: i64,
+    pub by_status: Vec<(String, i64)>,
+    pub total: i64,
+    pub sign_ups_30_days: i64,
+    /// Of the people who signed up in the last 30 days, the share who
+    /// confirmed, as a whole percentage; None without sign-ups.
+    pub confirmation_rate: Option<i64>,
+    pub chart: Chart,
+    pub outbox_queued: i64,
+    pub outbox_failed: i64,
+    pub audit: Vec<Entry>,
+    pub email_error: Option<String>,
+}
+
+/// The sign-ups and confirmations chart, computed here so the template only
+/// places rectangles.
+pub struct Chart {
+    pub days: Vec<Day>,
+    pub sign_up_bars: Vec<Bar>,
+    pub confirmation_bars: Vec<Bar>,
+    pub peak: i64,
+    pub width: u32,
+    pub height: u32,
+    /// Labels under the first, middle and last day.
+    pub labels: Vec<(u32, String)>,
+}
+
+impl Chart {
+    /// Each day gets a slot with two bars, sign-ups and confirmations, scaled
+    /// so the busiest day reaches the top.
+    pub fn new(days: Vec<Day>) -> Self {
+        const SLOT: u32 = 20;
+        const BAR: u32 = 8;
+        const PLOT_HEIGHT: u32 = 120;
+        const TOP: u32 = 10;
+        let peak = days
+            .iter()
+            .map(|d| d.sign_ups.max(d.confirmations))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let bar = |slot: usize, offset: u32, value: i64, what: &str, label: &str| {
+            let height = ((value as f64 / peak as f64) * f64::from(PLOT_HEIGHT)).round() as u32;
+            Bar {
+                x: slot as u32 * SLOT + offset,
+                y: TOP + PLOT_HEIGHT - height,
+                height,
+                title: format!("{label}: {value} {what}"),
+            }
+        };
+        let sign_up_bars = days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| bar(i, 2, d.sign_ups, "sign-ups", &d.label))
+            .collect();
+        let confirmation_bars = days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| bar(i, 2 + BAR, d.confirmations, "confirmations", &d.label))
+            .collect();
+        let labels = [0, days.len() / 2, days.len().saturating_sub(1)]
+            .into_iter()
+            .filter_map(|i| Some((i as u32 * SLOT + 2, days.get(i)?.label.clone())))
+            .collect();
+        Self {
+            width: days.len().max(1) as u32 * SLOT,
+            height: TOP + PLOT_HEIGHT + 20,
+            days,
+            sign_up_bars,
+            confirmation_bars,
+            peak,
+            labels,
+        }
+    }
+
+    pub fn baseline(&self) -> u32 {
+        self.height - 20
+    }
+}
+
+/// One row of the subscriber list.
+pub struct SubscriberRow {
+    pub email: String,
+    pub name: String,
+    pub status: String,
+    pub subscribed_at: String,
+    pub confirmed_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/subscribers.html")]
+pub struct SubscribersPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub query: &'a str,
+    pub status: &'a str,
+    pub rows: Vec<SubscriberRow>,
+    /// The address of the next page, when there is one.
+    pub next_page: Option<String>,
+    /// The export of what is shown (every page of it).
+    pub export: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/password.html")]
+pub struct PasswordPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/totp.html")]
+pub struct TotpPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub already_enabled: bool,
+    /// The QR code, an `<svg>` element drawn here from the secret.
+    pub qr_svg: &'a str,
+    pub secret: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/recovery_codes.html")]
+pub struct RecoveryCodesPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub codes: &'a [String],
+}
