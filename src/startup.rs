@@ -51,6 +51,7 @@ impl Application {
         )
         .context("Failed to set up admin sessions")?;
         let cookies = SessionCookies::new(settings.admin.secure_cookie);
+        tokio::spawn(crate::admin::password::warm_up());
         let options = SubscriptionOptions {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };

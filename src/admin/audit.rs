@@ -23,6 +23,8 @@ pub enum Action {
     EmailChanged,
     TotpEnrolled,
     RecoveryCodeUsed,
+    /// The subscriber list left the service as a file.
+    SubscribersExported,
 }
 
 impl Action {
@@ -37,6 +39,7 @@ impl Action {
             Action::EmailChanged => "email-changed",
             Action::TotpEnrolled => "totp-enrolled",
             Action::RecoveryCodeUsed => "recovery-code-used",
+            Action::SubscribersExported => "subscribers-exported",
         }
     }
 }

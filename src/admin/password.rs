@@ -121,6 +121,13 @@ pub async fn verify(
         .context("The password checking task failed")?
 }
 
+/// Makes the dummy hash ahead of the first sign-in. Made on first use
+/// instead, it would make the first check of an unknown username cost two
+/// hashes, and that one answer slower than a wrong password's.
+pub async fn warm_up() {
+    let _ = tokio::task::spawn_blocking(|| LazyLock::force(&DUMMY_HASH)).await;
+}
+
 fn hasher() -> Argon2<'static> {
     let params = Params::new(M_COST, T_COST, P_COST, None)
         .expect("The Argon2 parameters are within the algorithm's bounds");

@@ -595,6 +595,9 @@ async fn without_redis_signing_in_answers_503_while_the_subscribe_form_keeps_wor
     );
     assert_eq!(subscribe.status(), StatusCode::OK);
     assert_eq!(app.subscriber_count().await, 1);
+    // A page behind the sign-in cannot check its session either.
+    let page = dashboard_with_cookie(&app, &"ab".repeat(32)).await;
+    assert_eq!(page, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 /// The TOTP secret shown on the enrolment page.
@@ -866,6 +869,12 @@ async fn the_csv_export_streams_every_matching_subscriber_with_formulas_defused(
         .await
         .unwrap();
     assert_eq!(filtered.lines().count(), 2);
+    let exports = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|a| a == "subscribers-exported")
+        .count();
+    assert_eq!(exports, 2, "each export is on record");
 }
 
 #[tokio::test]

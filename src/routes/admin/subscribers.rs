@@ -11,15 +11,18 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
+use crate::rate_limit::RateLimiter;
 use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::login::{actor_for, client_ip, record};
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage};
 use crate::routes::error::{ApiError, DatabaseStep};
 
@@ -209,11 +212,21 @@ struct Export {
 }
 
 pub async fn export_subscribers(
-    _admin: SignedIn,
+    request: HttpRequest,
+    admin: SignedIn,
     parameters: web::Query<ListParameters>,
     db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let selection = Selection::parse(&parameters.q, &parameters.status)?;
+    // Who took a copy of the list, and which part of it, is on record.
+    let detail = format!(
+        "search {:?}, status {:?}",
+        parameters.q.trim(),
+        parameters.status
+    );
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    record(&db, &actor, Action::SubscribersExported, &detail).await?;
     let start = Export {
         db: db.get_ref().clone(),
         selection,
