@@ -45,6 +45,8 @@ impl EmailContent {
 #[template(path = "emails/confirmation.html")]
 struct ConfirmationHtml<'a> {
     title: &'a str,
+    /// The newsletter's one paragraph, at the foot of the email.
+    description: &'a str,
     name: &'a str,
     link: &'a str,
 }
@@ -53,6 +55,8 @@ struct ConfirmationHtml<'a> {
 #[template(path = "emails/confirmation.txt")]
 struct ConfirmationText<'a> {
     title: &'a str,
+    /// The newsletter's one paragraph, at the foot of the email.
+    description: &'a str,
     name: &'a str,
     link: &'a str,
 }
@@ -61,6 +65,8 @@ struct ConfirmationText<'a> {
 #[template(path = "emails/already_subscribed.html")]
 struct AlreadySubscribedHtml<'a> {
     title: &'a str,
+    /// The newsletter's one paragraph, at the foot of the email.
+    description: &'a str,
     name: &'a str,
     home: &'a str,
 }
@@ -69,6 +75,8 @@ struct AlreadySubscribedHtml<'a> {
 #[template(path = "emails/already_subscribed.txt")]
 struct AlreadySubscribedText<'a> {
     title: &'a str,
+    /// The newsletter's one paragraph, at the foot of the email.
+    description: &'a str,
     name: &'a str,
     home: &'a str,
 }
@@ -82,10 +90,21 @@ pub fn confirmation(
 ) -> EmailContent {
     let link = confirmation_link(base_url, token);
     let (title, name, link) = (newsletter.title(), name.as_ref(), link.as_str());
+    let description = newsletter.description();
     EmailContent {
         subject: format!("Please confirm your subscription to {title}"),
-        html_body: render(&ConfirmationHtml { title, name, link }),
-        text_body: render(&ConfirmationText { title, name, link }),
+        html_body: render(&ConfirmationHtml {
+            title,
+            description,
+            name,
+            link,
+        }),
+        text_body: render(&ConfirmationText {
+            title,
+            description,
+            name,
+            link,
+        }),
     }
 }
 
@@ -98,10 +117,21 @@ pub fn already_subscribed(
 ) -> EmailContent {
     let home = base_url.trim_end_matches('/');
     let (title, name) = (newsletter.title(), name.as_ref());
+    let description = newsletter.description();
     EmailContent {
         subject: format!("You are already subscribed to {title}"),
-        html_body: render(&AlreadySubscribedHtml { title, name, home }),
-        text_body: render(&AlreadySubscribedText { title, name, home }),
+        html_body: render(&AlreadySubscribedHtml {
+            title,
+            description,
+            name,
+            home,
+        }),
+        text_body: render(&AlreadySubscribedText {
+            title,
+            description,
+            name,
+            home,
+        }),
     }
 }
 
@@ -225,6 +255,22 @@ mod tests {
         );
         assert!(!email.text_body.contains("subscription_token"));
         assert!(!email.html_body.contains("subscription_token"));
+    }
+
+    #[test]
+    fn every_email_ends_with_the_newsletters_description() {
+        for email in both_emails("Rust Weekly") {
+            assert!(
+                email.html_body.contains("About things."),
+                "{}",
+                email.html_body
+            );
+            assert!(
+                email.text_body.contains("About things."),
+                "{}",
+                email.text_body
+            );
+        }
     }
 
     #[test]

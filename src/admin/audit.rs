@@ -139,6 +139,7 @@ mod tests {
             Action::EmailChanged,
             Action::TotpEnrolled,
             Action::RecoveryCodeUsed,
+            Action::SubscribersExported,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

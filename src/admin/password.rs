@@ -86,9 +86,28 @@ impl fmt::Debug for NewPassword {
 pub async fn hash(password: &NewPassword) -> Result<String, anyhow::Error> {
     // The blocking task needs its own copy; it is wiped when dropped.
     let password = SecretString::from(password.expose());
-    tokio::task::spawn_blocking(move || hash_now(password.expose_secret()))
+    on_a_hashing_slot(move || hash_now(password.expose_secret()))
         .await
         .context("The password hashing task failed")?
+}
+
+/// Runs one Argon2 computation on the blocking pool, never more at once than
+/// the machine has cores. Each takes 19 MiB and a core for tens of
+/// milliseconds; unbounded, a burst of sign-in attempts from many addresses
+/// would queue hundreds on tokio's blocking pool (up to 512 threads) and
+/// hold gigabytes. Past the cores they wait here instead, costing nothing.
+async fn on_a_hashing_slot<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    static SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores)
+    });
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    tokio::task::spawn_blocking(work).await
 }
 
 /// The outcome of checking a candidate password.
@@ -116,7 +135,7 @@ pub async fn verify(
     candidate: SecretString,
     stored: Option<String>,
 ) -> Result<Verified, anyhow::Error> {
-    tokio::task::spawn_blocking(move || verify_now(candidate.expose_secret(), stored.as_deref()))
+    on_a_hashing_slot(move || verify_now(candidate.expose_secret(), stored.as_deref()))
         .await
         .context("The password checking task failed")?
 }

@@ -147,6 +147,15 @@ pub struct Session {
     pub data: SessionData,
 }
 
+/// Whom a remembered browser signed in as: the admin, and the session
+/// generation then. A password change raises the generation, so browsers
+/// remembered before it no longer count as the owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrowserOwner {
+    pub admin_id: Uuid,
+    pub generation: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// Redis did not answer (down, timed out): sign-in and admin pages
@@ -333,15 +342,16 @@ impl SessionStore {
     /// successfully, kept for 30 days. Sign-in attempts from a remembered
     /// browser draw on their own limit, so someone hammering an account's
     /// sign-in cannot lock its owner out.
-    #[tracing::instrument(name = "Remember a browser", skip_all, fields(%admin_id))]
-    pub async fn remember_device(&self, admin_id: Uuid) -> Result<String, SessionError> {
+    #[tracing::instrument(name = "Remember a browser", skip_all, fields(admin_id = %owner.admin_id))]
+    pub async fn remember_device(&self, owner: BrowserOwner) -> Result<String, SessionError> {
         let token = random_token();
         let key = self.device_key(&token);
+        let value = format!("{}:{}", owner.admin_id, owner.generation);
         within_deadline(async {
             let () = self
                 .redis
                 .clone()
-                .set_ex(&key, admin_id.to_string(), DEVICE_LIFETIME.as_secs())
+                .set_ex(&key, value, DEVICE_LIFETIME.as_secs())
                 .await?;
             Ok(())
         })
@@ -352,14 +362,20 @@ impl SessionStore {
     /// The admin a device token was issued to, if it is known and unexpired.
     /// A token of the wrong shape is answered without asking Redis.
     #[tracing::instrument(name = "Recognise a browser", skip_all)]
-    pub async fn device_admin(&self, token: &str) -> Result<Option<Uuid>, SessionError> {
+    pub async fn device_admin(&self, token: &str) -> Result<Option<BrowserOwner>, SessionError> {
         if !is_token(token) {
             return Ok(None);
         }
         let key = self.device_key(token);
-        let admin: Option<String> =
+        let owner: Option<String> =
             within_deadline(async { Ok(self.redis.clone().get(&key).await?) }).await?;
-        Ok(admin.and_then(|admin| Uuid::parse_str(&admin).ok()))
+        Ok(owner.and_then(|owner| {
+            let (admin_id, generation) = owner.split_once(':')?;
+            Some(BrowserOwner {
+                admin_id: Uuid::parse_str(admin_id).ok()?,
+                generation: generation.parse().ok()?,
+            })
+        }))
     }
 
     /// Whether Redis answers now (for the sign-in page or readiness).

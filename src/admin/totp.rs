@@ -31,8 +31,9 @@ const SECRET_BYTES: usize = 20;
 /// Recovery codes given to an admin at once.
 const RECOVERY_CODES: usize = 10;
 
-/// Characters in one recovery code, not counting its hyphen.
-const RECOVERY_CODE_LENGTH: usize = 10;
+/// Characters in one recovery code, not counting its hyphens: 16 of 31
+/// symbols, about 79 bits.
+const RECOVERY_CODE_LENGTH: usize = 16;
 
 /// Lowercase letters and digits without the ones read or typed as another
 /// (0/o, 1/l/i): 31 characters, so ten of them carry about 50 bits.
@@ -177,21 +178,21 @@ fn totp(secret: &TotpSecret, digits: u8) -> Builder {
         .with_secret(secret.0.clone())
 }
 
-/// Ten one-time recovery codes, each ten characters of an unambiguous
-/// alphabet shown as `xxxxx-xxxxx`: about 50 bits each.
+/// Ten one-time recovery codes, each sixteen characters of an unambiguous
+/// alphabet shown as `xxxx-xxxx-xxxx-xxxx`: about 79 bits each.
 pub fn generate_recovery_codes() -> Vec<String> {
     let mut rng = rand::rng();
     let mut codes: Vec<String> = Vec::with_capacity(RECOVERY_CODES);
     while codes.len() < RECOVERY_CODES {
         let mut code = String::with_capacity(RECOVERY_CODE_LENGTH + 1);
         for i in 0..RECOVERY_CODE_LENGTH {
-            if i == RECOVERY_CODE_LENGTH / 2 {
+            if i > 0 && i % 4 == 0 {
                 code.push('-');
             }
             let index = rng.random_range(0..RECOVERY_ALPHABET.len());
             code.push(char::from(RECOVERY_ALPHABET[index]));
         }
-        // Two equal codes in 2^50 will not happen; if they did, one of the
+        // Two equal codes in 2^79 will not happen; if they did, one of the
         // ten would be worth nothing once the other was used.
         if !codes.contains(&code) {
             codes.push(code);
@@ -200,19 +201,23 @@ pub fn generate_recovery_codes() -> Vec<String> {
     codes
 }
 
-/// What the database stores for a recovery code: SHA-256 of the code
-/// lowercased, without spaces and hyphens, so that it matches however it is
-/// typed. A fast hash is enough here, unlike for passwords: the code is 50
-/// random bits, not something a person chose, so a stolen hash cannot be
-/// reversed by trying likely codes, and trying all 2^50 of them is beyond
-/// reach while the codes are still of use.
-pub fn hash_recovery_code(code: &str) -> Vec<u8> {
+/// What the database stores for an admin's recovery code: SHA-256 of the
+/// admin's id and the code lowercased, without spaces and hyphens, so that
+/// it matches however it is typed. A fast hash is enough here, unlike for
+/// passwords: the code is 79 random bits, not something a person chose, so
+/// a stolen hash cannot be reversed by trying likely codes, and trying all
+/// 2^79 is out of reach. The id makes every admin's hashes different, so
+/// one search cannot aim at every stored code at once.
+pub fn hash_recovery_code(admin_id: uuid::Uuid, code: &str) -> Vec<u8> {
     let normalised: String = code
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '-')
         .flat_map(char::to_lowercase)
         .collect();
-    Sha256::digest(normalised.as_bytes()).to_vec()
+    let mut hasher = Sha256::new();
+    hasher.update(admin_id.as_bytes());
+    hasher.update(normalised.as_bytes());
+    hasher.finalize().to_vec()
 }
 
 #[cfg(test)]
@@ -409,11 +414,16 @@ mod tests {
         assert_eq!(codes.len(), 10);
         assert_eq!(codes.iter().collect::<HashSet<_>>().len(), 10);
         for code in &codes {
-            let (left, right) = code.split_once('-').expect(code);
-            assert_eq!((left.len(), right.len()), (5, 5), "{code}");
+            let groups: Vec<&str> = code.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [4, 4, 4, 4],
+                "{code}"
+            );
             assert!(
-                left.chars()
-                    .chain(right.chars())
+                groups
+                    .concat()
+                    .chars()
                     .all(|c| RECOVERY_ALPHABET.contains(&(c as u8))),
                 "{code}"
             );
@@ -426,10 +436,16 @@ mod tests {
 
     #[test]
     fn a_recovery_code_hashes_the_same_however_it_is_typed() {
-        let expected = Sha256::digest(b"abcdefghjk").to_vec();
-        for typed in ["abcdefghjk", "ABCDE-FGHJK", "abcde fghjk", " AbCdE-fGhJk "] {
-            assert_eq!(hash_recovery_code(typed), expected, "{typed}");
+        let admin = uuid::Uuid::new_v4();
+        let expected = hash_recovery_code(admin, "abcdefghjk");
+        for typed in ["ABCDE-FGHJK", "abcde fghjk", " AbCdE-fGhJk "] {
+            assert_eq!(hash_recovery_code(admin, typed), expected, "{typed}");
         }
-        assert_ne!(hash_recovery_code("abcde-fghjm"), expected);
+        assert_ne!(hash_recovery_code(admin, "abcde-fghjm"), expected);
+        // The same code of another admin is stored differently.
+        assert_ne!(
+            hash_recovery_code(uuid::Uuid::new_v4(), "abcdefghjk"),
+            expected
+        );
     }
 }

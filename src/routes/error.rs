@@ -84,7 +84,7 @@ impl ResponseError for ApiError {
 
 /// Whole seconds, rounded up: retrying after a rounded-down wait would be
 /// refused again.
-fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 

@@ -107,7 +107,10 @@ impl Browser {
 
 fn hidden_csrf_token(page: &str) -> String {
     let marker = r#"name="csrf_token" value=""#;
-    let start = page.find(marker).expect("the page has a CSRF field") + marker.len();
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"))
+        + marker.len();
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
 
@@ -619,7 +622,14 @@ async fn enrol(browser: &Browser) -> (TotpSecret, String, Vec<String>) {
     let code = totp::code_at(&secret, std::time::SystemTime::now());
     let token = hidden_csrf_token(&page);
     let response = browser
-        .post("/admin/totp", &[("code", &code), ("csrf_token", &token)])
+        .post(
+            "/admin/totp",
+            &[
+                ("code", &code),
+                ("password", PASSWORD),
+                ("csrf_token", &token),
+            ],
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = response.text().await.unwrap();
@@ -907,4 +917,106 @@ async fn an_admin_sets_and_clears_the_address_test_sends_go_to() {
             .await
             .contains(&"email-changed".to_owned())
     );
+}
+
+#[tokio::test]
+async fn with_totp_on_a_browser_that_signed_in_before_still_gets_to_enter_its_code() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.login_per_account.burst = 4;
+        s.rate_limit.login_per_account.per_period = 1;
+        s.rate_limit.login_per_account.period_seconds = 3600;
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let owner = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let (_, _, recovery_codes) = enrol(&owner).await;
+    owner.submit("/admin/logout", &[]).await;
+    let attacker = Browser::new(&app);
+    while attacker
+        .log_in("ada", "guessing and guessing")
+        .await
+        .status()
+        != StatusCode::TOO_MANY_REQUESTS
+    {}
+
+    let password_step = owner.log_in("ada", PASSWORD).await;
+    let code_step = submit_code(&owner, &recovery_codes[0]).await;
+
+    assert_eq!(location(&password_step), "/login/code");
+    assert_eq!(code_step.status(), StatusCode::SEE_OTHER);
+    assert!(owner.is_signed_in().await);
+}
+
+#[tokio::test]
+async fn enrolling_a_second_factor_needs_the_password() {
+    let app = spawn_app().await;
+    let id = create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let page = browser.get("/admin/totp").await.text().await.unwrap();
+    let code = totp::code_at(&secret_on(&page), std::time::SystemTime::now());
+    let token = hidden_csrf_token(&page);
+
+    let response = browser
+        .post(
+            "/admin/totp",
+            &[
+                ("code", &code),
+                ("password", "not my password"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let enrolled: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT totp_secret FROM admins WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(enrolled, None);
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_a_sign_in_waiting_for_its_code() {
+    let app = spawn_app().await;
+    let id = create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let (_, _, recovery_codes) = enrol(&browser).await;
+    browser.submit("/admin/logout", &[]).await;
+    browser.log_in("ada", PASSWORD).await;
+
+    // What `newsletter admin reset-password` does.
+    let hash = password::hash(
+        &NewPassword::parse(SecretString::from("an entirely new password")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    accounts::change_password(&mut connection, id, &hash)
+        .await
+        .unwrap();
+    let response = submit_code(&browser, &recovery_codes[0]).await;
+
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/login");
+    assert!(!browser.is_signed_in().await);
+}
+
+#[tokio::test]
+async fn a_search_or_page_address_that_cannot_match_any_row_is_a_400_not_a_500() {
+    let app = spawn_app().await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    for path in [
+        "/admin/subscribers?q=%00",
+        "/admin/subscribers.csv?q=a%00b",
+        "/admin/subscribers?after=-7000000000000000000_00000000-0000-0000-0000-000000000000",
+        "/admin/subscribers?after=nonsense",
+        "/admin/subscribers?status=deleted",
+    ] {
+        let response = browser.get(path).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use newsletter::admin::sessions::{SessionData, SessionError, SessionStore, Stage};
+use newsletter::admin::sessions::{BrowserOwner, SessionData, SessionError, SessionStore, Stage};
 use newsletter::configuration::{AdminSettings, get_configuration};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -362,9 +362,13 @@ async fn a_remembered_device_names_its_admin_for_30_days() {
     let t = TestStore::new(admin_settings(60, 3_600)).await;
     let admin = Uuid::new_v4();
 
-    let token = t.store.remember_device(admin).await.unwrap();
+    let owner = BrowserOwner {
+        admin_id: admin,
+        generation: 3,
+    };
+    let token = t.store.remember_device(owner).await.unwrap();
 
-    assert_eq!(t.store.device_admin(&token).await.unwrap(), Some(admin));
+    assert_eq!(t.store.device_admin(&token).await.unwrap(), Some(owner));
     let key = format!("{}device:{}", t.prefix, hex::encode(Sha256::digest(&token)));
     let ttl = t.pttl(&key).await;
     let thirty_days = 30 * 24 * 3_600 * 1_000;
@@ -381,7 +385,11 @@ async fn a_remembered_device_names_its_admin_for_30_days() {
 #[tokio::test]
 async fn an_unknown_or_malformed_device_token_names_nobody() {
     let t = TestStore::new(admin_settings(60, 3_600)).await;
-    let token = t.store.remember_device(Uuid::new_v4()).await.unwrap();
+    let owner = BrowserOwner {
+        admin_id: Uuid::new_v4(),
+        generation: 0,
+    };
+    let token = t.store.remember_device(owner).await.unwrap();
 
     for (case, other) in [
         ("unknown", "0".repeat(64)),

@@ -14,10 +14,13 @@ use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{Decision, LoginSubject};
 use crate::routes::admin::SessionCookies;
 use crate::routes::admin::dashboard::render_dashboard;
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
-use crate::routes::admin::login::{actor_for, client_ip, see_other};
+use crate::routes::admin::login::{
+    actor_for, client_ip, see_other, with_cookies, with_retry_after,
+};
 use crate::routes::admin::pages::{Nav, PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::routes::error::{ApiError, DatabaseStep};
 
@@ -69,6 +72,21 @@ pub async fn change_password(
             },
         )
     };
+    // Someone with a stolen session could guess the password here as well
+    // as at the sign-in: the same limits apply.
+    let ip = client_ip(&request, &limiter);
+    let subject = LoginSubject::Account(&admin.admin.username);
+    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
+        let answer = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &PasswordPage {
+                newsletter: &admin.newsletter,
+                nav: nav(&admin),
+                error: Some("Too many attempts. Please wait a minute and try again."),
+            },
+        );
+        return Ok(with_retry_after(answer, retry_after));
+    }
     let current = form.current_password.unwrap_or_else(empty);
     let verified = password::verify(current, Some(admin.admin.password_hash.clone()))
         .await
@@ -86,7 +104,6 @@ pub async fn change_password(
         Err(reason) => return Ok(refuse(&reason)),
     };
     let hash = password::hash(&new).await.map_err(ApiError::Unexpected)?;
-    let ip = client_ip(&request, &limiter);
     db.transaction(async |tx| {
         accounts::change_password(tx, admin.admin.id, &hash).await?;
         audit::record(
@@ -104,11 +121,10 @@ pub async fn change_password(
     if let Err(e) = session_store(&request).destroy_all(admin.admin.id).await {
         tracing::warn!(error = ?e, "Could not delete the sessions of an admin whose password changed");
     }
-    let mut answer = see_other("/login?notice=password-changed");
-    answer
-        .add_cookie(&cookies.no_session())
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(answer)
+    with_cookies(
+        see_other("/login?notice=password-changed"),
+        [cookies.no_session()],
+    )
 }
 
 #[derive(Deserialize)]
@@ -190,17 +206,20 @@ fn totp_form(
 }
 
 #[derive(Deserialize)]
-pub struct CodeForm {
+pub struct EnrolForm {
     #[serde(default)]
     code: String,
+    password: Option<SecretString>,
 }
 
 /// Turns TOTP on once a code from the app matches the pending secret, and
-/// shows the recovery codes, the only time they are ever shown.
+/// shows the recovery codes, the only time they are ever shown. The
+/// password is asked for too: with a stolen session alone, nobody can put
+/// their own app in place of the owner's, or turn the factor on for them.
 #[tracing::instrument(name = "Enrol a second factor", skip_all)]
 pub async fn enrol_totp(
     request: HttpRequest,
-    form: Protected<CodeForm>,
+    form: Protected<EnrolForm>,
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
@@ -209,6 +228,26 @@ pub async fn enrol_totp(
         return Ok(see_other("/admin/totp"));
     };
     let secret = TotpSecret::from_bytes(pending);
+    let ip = client_ip(&request, &limiter);
+    let subject = LoginSubject::Account(&admin.admin.username);
+    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
+        let error = "Too many attempts. Please wait a minute and try again.";
+        let answer = totp_form(&admin, &secret, StatusCode::TOO_MANY_REQUESTS, Some(error));
+        return Ok(with_retry_after(answer, retry_after));
+    }
+    let typed = form.password.unwrap_or_else(|| SecretString::from(""));
+    let verified = password::verify(typed, Some(admin.admin.password_hash.clone()))
+        .await
+        .map_err(ApiError::Unexpected)?;
+    if !matches!(verified, Verified::Yes { .. }) {
+        let error = "The password is wrong.";
+        return Ok(totp_form(
+            &admin,
+            &secret,
+            StatusCode::BAD_REQUEST,
+            Some(error),
+        ));
+    }
     let Some(step) = totp::verify(&secret, &form.code, std::time::SystemTime::now()) else {
         return Ok(totp_form(
             &admin,
@@ -220,8 +259,10 @@ pub async fn enrol_totp(
         ));
     };
     let codes = totp::generate_recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes.iter().map(|c| totp::hash_recovery_code(c)).collect();
-    let ip = client_ip(&request, &limiter);
+    let hashes: Vec<Vec<u8>> = codes
+        .iter()
+        .map(|c| totp::hash_recovery_code(admin.admin.id, c))
+        .collect();
     db.transaction(async |tx| {
         accounts::enable_totp(tx, admin.admin.id, secret.as_bytes(), &hashes).await?;
         // The code just typed counts as used.

@@ -25,7 +25,7 @@ impl SessionCookies {
         Self { secure }
     }
 
-    fn session_name(&self) -> &'static str {
+    pub fn session_name(&self) -> &'static str {
         if self.secure {
             "__Host-session"
         } else {

@@ -19,7 +19,10 @@ use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::wants_html;
 use crate::routes::admin::SessionCookies;
+use crate::routes::admin::login::{login_form, with_retry_after};
+use crate::routes::admin::pages::LoginPage;
 use crate::routes::error::{ApiError, DatabaseStep};
+use actix_web::http::StatusCode;
 
 /// The admin a request under `/admin` was made by, and the session it came
 /// with. Handlers take it as an argument; only the guard creates it.
@@ -49,10 +52,22 @@ pub async fn require_admin(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let signed_in = authenticate(request.request()).await?;
-    let Some(signed_in) = signed_in else {
-        let answer = sign_in_first(request.request());
-        return Ok(request.into_response(answer).map_into_right_body());
+    let signed_in = match authenticate(request.request()).await {
+        Ok(signed_in) => signed_in,
+        Err(e @ ApiError::SessionsUnavailable(_)) if wants_html(request.request()) => {
+            // The error is logged like any other; the person gets a page.
+            tracing::error!(error = ?e, "Admin page refused: sessions cannot be checked");
+            let answer = unavailable_page(request.request());
+            return Ok(request.into_response(answer).map_into_right_body());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let signed_in = match signed_in {
+        Visitor::SignedIn(signed_in) => signed_in,
+        Visitor::Anonymous { forget_cookie } => {
+            let answer = sign_in_first(request.request(), forget_cookie);
+            return Ok(request.into_response(answer).map_into_right_body());
+        }
     };
     request
         .extensions_mut()
@@ -72,19 +87,35 @@ pub fn no_store(headers: &mut header::HeaderMap) {
     );
 }
 
-async fn authenticate(request: &HttpRequest) -> Result<Option<SignedInAdmin>, ApiError> {
+/// Who is asking, as far as the guard can tell.
+enum Visitor {
+    SignedIn(SignedInAdmin),
+    /// Not signed in. `forget_cookie` when the browser holds a cookie that
+    /// names no session worth keeping (unknown, expired, ended); a sign-in
+    /// waiting for its code keeps its cookie.
+    Anonymous {
+        forget_cookie: bool,
+    },
+}
+
+async fn authenticate(request: &HttpRequest) -> Result<Visitor, ApiError> {
     let cookies = request
         .app_data::<web::Data<SessionCookies>>()
         .expect("the session cookies are registered as app data");
+    let stale = Visitor::Anonymous {
+        forget_cookie: request.cookie(cookies.session_name()).is_some(),
+    };
     let Some(id) = cookies.session_id(request) else {
-        return Ok(None);
+        return Ok(stale);
     };
     let store = session_store(request);
     let Some(session) = store.load(&id).await.map_err(sessions_unavailable)? else {
-        return Ok(None);
+        return Ok(stale);
     };
     if session.data.stage != Stage::SignedIn {
-        return Ok(None);
+        return Ok(Visitor::Anonymous {
+            forget_cookie: false,
+        });
     }
     let db = request
         .app_data::<web::Data<Db>>()
@@ -101,7 +132,7 @@ async fn authenticate(request: &HttpRequest) -> Result<Option<SignedInAdmin>, Ap
                 .app_data::<web::Data<Newsletter>>()
                 .expect("the newsletter is registered as app data")
                 .clone();
-            Ok(Some(SignedInAdmin {
+            Ok(Visitor::SignedIn(SignedInAdmin {
                 admin,
                 session,
                 newsletter,
@@ -112,7 +143,7 @@ async fn authenticate(request: &HttpRequest) -> Result<Option<SignedInAdmin>, Ap
                 .destroy(&session.id)
                 .await
                 .map_err(sessions_unavailable)?;
-            Ok(None)
+            Ok(stale)
         }
     }
 }
@@ -127,12 +158,21 @@ pub fn sessions_unavailable(e: SessionError) -> ApiError {
     ApiError::SessionsUnavailable(anyhow::Error::new(e))
 }
 
-/// A browser is sent to the sign-in page; other clients are told to sign in.
-fn sign_in_first(request: &HttpRequest) -> HttpResponse {
+/// A browser is sent to the sign-in page, and a cookie it came with that
+/// names no good session is removed; other clients are told to sign in.
+fn sign_in_first(request: &HttpRequest, forget_cookie: bool) -> HttpResponse {
     let mut answer = if wants_html(request) {
-        HttpResponse::SeeOther()
+        let mut answer = HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/login"))
-            .finish()
+            .finish();
+        let cookies = request
+            .app_data::<web::Data<SessionCookies>>()
+            .expect("the session cookies are registered as app data");
+        if forget_cookie {
+            // Removing a cookie cannot fail for a well-formed one like ours.
+            let _ = answer.add_cookie(&cookies.no_session());
+        }
+        answer
     } else {
         HttpResponse::Unauthorized()
             .content_type(ContentType::plaintext())
@@ -159,17 +199,39 @@ impl FromRequest for SignedIn {
     }
 }
 
-/// Whether `token` is the session's CSRF token, compared in constant time.
-pub fn csrf_matches(session: &SessionData, token: Option<&str>) -> bool {
-    token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(session.csrf_token.as_bytes())))
+/// Accepts a form's fields only when their `csrf_token` is the session's,
+/// compared in constant time; 403 otherwise, whatever else is wrong with the
+/// form.
+pub fn check_csrf(session: &SessionData, fields: &[(String, String)]) -> Result<(), ApiError> {
+    let token = fields
+        .iter()
+        .find(|(name, _)| name == "csrf_token")
+        .map(|(_, value)| value.as_bytes());
+    match token {
+        Some(token) if bool::from(token.ct_eq(session.csrf_token.as_bytes())) => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "This form has expired or did not come from this site. Go back, reload the page \
+             and try again."
+                .into(),
+        )),
+    }
 }
 
-/// The CSRF answer: 403, whatever else is wrong with the form.
-pub fn csrf_refused() -> ApiError {
-    ApiError::Forbidden(
-        "This form has expired or did not come from this site. Go back, reload the page \
-         and try again."
-            .into(),
+/// The sign-in page saying why nobody can sign in now, for a browser that
+/// asked for an admin page while Redis is unreachable.
+fn unavailable_page(request: &HttpRequest) -> HttpResponse {
+    let newsletter = request
+        .app_data::<web::Data<Newsletter>>()
+        .expect("the newsletter is registered as app data");
+    let page = LoginPage {
+        newsletter,
+        username: "",
+        error: Some("Admin pages are unavailable right now. Please try again in a few minutes."),
+        notice: None,
+    };
+    with_retry_after(
+        login_form(StatusCode::SERVICE_UNAVAILABLE, &page),
+        std::time::Duration::from_secs(30),
     )
 }
 
@@ -193,13 +255,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Protected<T> {
             // Read as pairs first: a form whose other fields are wrong
             // still gets its token checked first.
             let fields = body.await?.into_inner();
-            let token = fields
-                .iter()
-                .find(|(name, _)| name == "csrf_token")
-                .map(|(_, value)| value.as_str());
-            if !csrf_matches(&admin.session.data, token) {
-                return Err(csrf_refused().into());
-            }
+            check_csrf(&admin.session.data, &fields)?;
             let form = parse_fields(&fields)?;
             Ok(Protected { admin, form })
         })

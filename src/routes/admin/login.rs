@@ -5,12 +5,14 @@
 //! work: an unknown username is checked against a dummy hash. Every attempt
 //! counts against the client's IP and the account it names (or, for a
 //! browser that signed in to that account before, that browser's own
-//! allowance: see `RateLimiter::check_login`). Each step of a sign-in gets
-//! a new session id, so an id planted in a browser before sign-in is worth
-//! nothing after it.
+//! allowance: see `RateLimiter::check_login`), codes at the second step
+//! included. Each step of a sign-in gets a new session id, so an id planted
+//! in a browser before sign-in is worth nothing after it.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
+use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,7 +22,7 @@ use serde::Deserialize;
 use crate::admin::accounts::{self, Admin};
 use crate::admin::audit::{self, Action, Actor};
 use crate::admin::password::{self, Verified};
-use crate::admin::sessions::{Session, SessionData, Stage};
+use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, Stage};
 use crate::admin::totp::{self, TotpSecret};
 use crate::admin::username::AdminUsername;
 use crate::db::Db;
@@ -29,16 +31,20 @@ use crate::pages::page;
 use crate::rate_limit::{Decision, LoginSubject, RateLimiter};
 use crate::routes::admin::SessionCookies;
 use crate::routes::admin::guard::{
-    Protected, csrf_matches, csrf_refused, no_store, parse_fields, session_store,
-    sessions_unavailable,
+    Protected, check_csrf, no_store, parse_fields, session_store, sessions_unavailable,
 };
 use crate::routes::admin::pages::{CodePage, LoginPage};
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::routes::error::{ApiError, DatabaseStep, retry_after_seconds};
 
 /// Wrong codes one sign-in may try before it starts over from the password.
 const CODE_ATTEMPTS: u32 = 5;
 
+/// How long the second step waits for its code. Short: a half-done sign-in
+/// is worth something to whoever holds its cookie.
+const CODE_STEP_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
 const WRONG_CREDENTIALS: &str = "The username or password is wrong.";
+const UNAVAILABLE: &str = "Signing in is unavailable right now. Please try again in a few minutes.";
 
 #[derive(Deserialize)]
 pub struct Notice {
@@ -51,46 +57,57 @@ pub async fn login_page(
     query: web::Query<Notice>,
     cookies: web::Data<SessionCookies>,
     newsletter: web::Data<Newsletter>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     // Only known notices are shown: the query string is not a way to put
     // words on this page.
     let notice = match query.notice.as_deref() {
         Some("signed-out") => Some("You are signed out."),
         Some("password-changed") => Some("Your password was changed. Sign in with the new one."),
         Some("code-attempts") => Some("Too many wrong codes. Sign in again."),
+        Some("code-expired") => Some("The sign-in took too long. Sign in again."),
         _ => None,
     };
-    if cookies.session_id(&request).is_some() && notice.is_none() {
-        // The dashboard's guard decides whether that session is any good;
-        // a stale cookie comes back here without the redirect.
-        if let Some(Ok(Some(session))) = load_session(&request, &cookies).await
-            && session.data.stage == Stage::SignedIn
-        {
-            return see_other("/admin/dashboard");
-        }
+    let form = |status, error| {
+        login_form(
+            status,
+            &LoginPage {
+                newsletter: &newsletter,
+                username: "",
+                error,
+                notice,
+            },
+        )
+    };
+    let store = session_store(&request);
+    if !store.is_available().await {
+        return Ok(unavailable(form(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(UNAVAILABLE),
+        )));
     }
-    login_form(
-        StatusCode::OK,
-        &LoginPage {
-            newsletter: &newsletter,
-            notice,
-            username: "",
-            error: None,
-        },
-    )
+    if let Some(session) = current_session(&request, &cookies).await?
+        && session.data.stage == Stage::SignedIn
+        && notice.is_none()
+    {
+        // The dashboard's guard decides whether that session is still any
+        // good; a stale one comes back here without the cookie.
+        return Ok(see_other("/admin/dashboard"));
+    }
+    Ok(form(StatusCode::OK, None))
 }
 
-async fn load_session(
+/// The session the browser's cookie names, if it names one.
+async fn current_session(
     request: &HttpRequest,
     cookies: &SessionCookies,
-) -> Option<Result<Option<Session>, ApiError>> {
-    let id = cookies.session_id(request)?;
-    Some(
-        session_store(request)
-            .load(&id)
-            .await
-            .map_err(sessions_unavailable),
-    )
+) -> Result<Option<Session>, ApiError> {
+    let Some(id) = cookies.session_id(request) else {
+        return Ok(None);
+    };
+    session_store(request)
+        .load(&id)
+        .await
+        .map_err(sessions_unavailable)
 }
 
 #[derive(Deserialize)]
@@ -111,7 +128,9 @@ pub async fn log_in(
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { username, password } = form.into_inner();
     let password = password.unwrap_or_else(|| SecretString::from(""));
-    let typed = username.trim().to_lowercase();
+    // ASCII only: Unicode lower-casing would turn a Kelvin sign into a `k`
+    // and sign in an admin under a name they never chose.
+    let typed = username.trim().to_ascii_lowercase();
     let shown_again = username.chars().take(64).collect::<String>();
     let retry = |status, error| {
         login_form(
@@ -129,14 +148,10 @@ pub async fn log_in(
     // checked, rather than after it was found right.
     if !store.is_available().await {
         tracing::warn!("Sign-in refused: the session store is unavailable");
-        let mut answer = retry(
+        return Ok(unavailable(retry(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Signing in is unavailable right now. Please try again in a few minutes.",
-        );
-        answer
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(30));
-        return Ok(answer);
+            UNAVAILABLE,
+        )));
     }
     let ip = client_ip(&request, &limiter);
     let admin = match AdminUsername::parse(&typed) {
@@ -149,30 +164,13 @@ pub async fn log_in(
         Err(_) => None,
     };
     let browser = cookies.browser_token(&request);
-    let remembered = match (&admin, &browser) {
-        (Some(admin), Some(token)) => {
-            store
-                .device_admin(token)
-                .await
-                .map_err(sessions_unavailable)?
-                == Some(admin.id)
-        }
-        _ => false,
-    };
-    let subject = match &browser {
-        Some(token) if remembered => LoginSubject::RememberedBrowser(token),
-        _ => LoginSubject::Account(&typed),
-    };
+    let subject = attempt_subject(store, browser.as_deref(), admin.as_ref(), &typed).await?;
     if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let mut answer = retry(
+        let answer = retry(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-in attempts. Please wait a minute and try again.",
         );
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        answer
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return Ok(answer);
+        return Ok(with_retry_after(answer, retry_after));
     }
     let stored = admin.as_ref().map(|admin| admin.password_hash.clone());
     let verified = password::verify(password, stored)
@@ -186,13 +184,8 @@ pub async fn log_in(
                 username: Some(typed.chars().take(64).collect()),
                 client_ip: ip,
             };
-            record(
-                &db,
-                &actor,
-                Action::SignInFailed,
-                "wrong username or password",
-            )
-            .await?;
+            let why = "wrong username or password";
+            record(&db, &actor, Action::SignInFailed, why).await?;
             return Ok(retry(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS));
         }
     };
@@ -205,13 +198,41 @@ pub async fn log_in(
     if admin.totp_secret.is_some() {
         let data = SessionData::new(admin.id, admin.session_generation, Stage::AwaitingCode);
         let id = store.create(&data).await.map_err(sessions_unavailable)?;
-        let mut answer = see_other("/login/code");
-        answer
-            .add_cookie(&cookies.session(&id))
-            .map_err(|e| ApiError::Unexpected(e.into()))?;
-        return Ok(answer);
+        return with_cookies(see_other("/login/code"), [cookies.session(&id)]);
     }
     signed_in(&request, &db, &cookies, &admin, ip, "with a password").await
+}
+
+/// What an attempt on `admin` counts against besides the client's IP: the
+/// allowance of this browser when it signed in as this admin, under the
+/// current password, before; the account's otherwise. The browser's token
+/// is looked up whether or not the username exists: a lookup for existing
+/// accounts only would make their answers a round trip slower.
+async fn attempt_subject<'a>(
+    store: &SessionStore,
+    browser: Option<&'a str>,
+    admin: Option<&Admin>,
+    typed: &'a str,
+) -> Result<LoginSubject<'a>, ApiError> {
+    let Some(token) = browser else {
+        return Ok(LoginSubject::Account(typed));
+    };
+    let owner = store
+        .device_admin(token)
+        .await
+        .map_err(sessions_unavailable)?;
+    let remembered = admin.is_some_and(|admin| {
+        owner
+            == Some(BrowserOwner {
+                admin_id: admin.id,
+                generation: admin.session_generation,
+            })
+    });
+    Ok(if remembered {
+        LoginSubject::RememberedBrowser(token)
+    } else {
+        LoginSubject::Account(typed)
+    })
 }
 
 /// The last step of every sign-in: a new session, a remembered browser,
@@ -227,18 +248,19 @@ async fn signed_in(
     let store = session_store(request);
     let data = SessionData::new(admin.id, admin.session_generation, Stage::SignedIn);
     let id = store.create(&data).await.map_err(sessions_unavailable)?;
+    let owner = BrowserOwner {
+        admin_id: admin.id,
+        generation: admin.session_generation,
+    };
     let token = store
-        .remember_device(admin.id)
+        .remember_device(owner)
         .await
         .map_err(sessions_unavailable)?;
     record(db, &actor_for(admin, ip), Action::SignIn, how).await?;
-    let mut answer = see_other("/admin/dashboard");
-    for cookie in [cookies.session(&id), cookies.remembered_browser(token)] {
-        answer
-            .add_cookie(&cookie)
-            .map_err(|e| ApiError::Unexpected(e.into()))?;
-    }
-    Ok(answer)
+    with_cookies(
+        see_other("/admin/dashboard"),
+        [cookies.session(&id), cookies.remembered_browser(token)],
+    )
 }
 
 /// Ends the session the browser arrived with, if any, so that signing in
@@ -263,17 +285,45 @@ pub async fn code_page(
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     match awaiting_code(&request, &cookies).await? {
-        Some(session) => Ok(code_form(&newsletter, StatusCode::OK, &session, None)),
-        None => Ok(see_other("/login")),
+        Ok(session) => Ok(code_form(&newsletter, StatusCode::OK, &session, None)),
+        Err(back) => Ok(back),
     }
 }
 
+/// The session waiting for a code, or where to send a browser without one.
+/// A session that waited past [`CODE_STEP_LIFETIME`] is ended.
 async fn awaiting_code(
     request: &HttpRequest,
     cookies: &SessionCookies,
-) -> Result<Option<Session>, ApiError> {
-    let session = load_session(request, cookies).await.transpose()?.flatten();
-    Ok(session.filter(|s| s.data.stage == Stage::AwaitingCode))
+) -> Result<Result<Session, HttpResponse>, ApiError> {
+    let Some(session) = current_session(request, cookies).await? else {
+        return Ok(Err(see_other("/login")));
+    };
+    if session.data.stage != Stage::AwaitingCode {
+        return Ok(Err(see_other("/login")));
+    }
+    let started =
+        std::time::UNIX_EPOCH + Duration::from_secs(session.data.created_at.max(0) as u64);
+    if started.elapsed().unwrap_or_default() > CODE_STEP_LIFETIME {
+        return start_over(request, cookies, &session, "/login?notice=code-expired")
+            .await
+            .map(Err);
+    }
+    Ok(Ok(session))
+}
+
+/// Ends a half-done sign-in and sends the browser back to the password.
+async fn start_over(
+    request: &HttpRequest,
+    cookies: &SessionCookies,
+    session: &Session,
+    to: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    session_store(request)
+        .destroy(&session.id)
+        .await
+        .map_err(sessions_unavailable)?;
+    with_cookies(see_other(to), [cookies.no_session()])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,48 +357,46 @@ pub async fn submit_code(
     cookies: web::Data<SessionCookies>,
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(mut session) = awaiting_code(&request, &cookies).await? else {
-        return Ok(see_other("/login"));
+    let mut session = match awaiting_code(&request, &cookies).await? {
+        Ok(session) => session,
+        Err(back) => return Ok(back),
     };
-    let token = form
-        .iter()
-        .find(|(name, _)| name == "csrf_token")
-        .map(|(_, value)| value.as_str());
-    if !csrf_matches(&session.data, token) {
-        return Err(csrf_refused());
-    }
+    check_csrf(&session.data, &form)?;
     let CodeForm { code } = parse_fields(&form)?;
     let admin = db
         .transaction(async |tx| accounts::find(tx, session.data.admin_id).await)
         .await
         .step("look up the admin")?;
-    let (Some(admin), Some(secret)) = (admin.clone(), admin.and_then(|admin| admin.totp_secret))
-    else {
-        session_store(&request)
-            .destroy(&session.id)
-            .await
-            .map_err(sessions_unavailable)?;
-        return Ok(see_other("/login"));
+    // The password this step followed must still be the admin's: a reset
+    // since then ends the half-done sign-in as it ends sessions.
+    let current = admin.filter(|a| a.session_generation == session.data.generation);
+    let Some((admin, secret)) = current.and_then(|a| Some((a.clone(), a.totp_secret?))) else {
+        return start_over(&request, &cookies, &session, "/login").await;
     };
     let ip = client_ip(&request, &limiter);
-    if let Decision::Limited { retry_after } = limiter
-        .check_login(ip, LoginSubject::Account(&admin.username))
-        .await
-    {
-        let mut answer = code_form(
+    let browser = cookies.browser_token(&request);
+    let subject = attempt_subject(
+        session_store(&request),
+        browser.as_deref(),
+        Some(&admin),
+        &admin.username,
+    )
+    .await?;
+    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
+        let error = "Too many attempts. Please wait a minute and try again.";
+        let answer = code_form(
             &newsletter,
             StatusCode::TOO_MANY_REQUESTS,
             &session,
-            Some("Too many attempts. Please wait a minute and try again."),
+            Some(error),
         );
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        answer
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return Ok(answer);
+        return Ok(with_retry_after(answer, retry_after));
     }
-    let secret = TotpSecret::from_bytes(secret);
-    let step = totp::verify(&secret, &code, std::time::SystemTime::now());
+    let step = totp::verify(
+        &TotpSecret::from_bytes(secret),
+        &code,
+        std::time::SystemTime::now(),
+    );
     let accepted = db
         .transaction(async |tx| match step {
             // A code is good once: the step it matched must be newer than
@@ -358,7 +406,7 @@ pub async fn submit_code(
                 .await?
                 .then_some(SecondFactor::Code)),
             None => {
-                let hash = totp::hash_recovery_code(&code);
+                let hash = totp::hash_recovery_code(admin.id, &code);
                 Ok(accounts::use_recovery_code(tx, admin.id, &hash)
                     .await?
                     .then_some(SecondFactor::RecoveryCode))
@@ -377,22 +425,15 @@ pub async fn submit_code(
         .await?;
         session.data.failed_codes += 1;
         if session.data.failed_codes >= CODE_ATTEMPTS {
-            store
-                .destroy(&session.id)
-                .await
-                .map_err(sessions_unavailable)?;
-            let mut answer = see_other("/login?notice=code-attempts");
-            answer
-                .add_cookie(&cookies.no_session())
-                .map_err(|e| ApiError::Unexpected(e.into()))?;
-            return Ok(answer);
+            return start_over(&request, &cookies, &session, "/login?notice=code-attempts").await;
         }
         store.save(&session).await.map_err(sessions_unavailable)?;
+        let error = "That code is not right. Codes change every 30 seconds; try the current one.";
         return Ok(code_form(
             &newsletter,
             StatusCode::UNAUTHORIZED,
             &session,
-            Some("That code is not right. Codes change every 30 seconds; try the current one."),
+            Some(error),
         ));
     };
     if how == SecondFactor::RecoveryCode {
@@ -422,12 +463,15 @@ pub async fn log_out(
         .await
         .map_err(sessions_unavailable)?;
     let ip = client_ip(&request, &limiter);
-    record(&db, &actor_for(&admin.admin, ip), Action::SignOut, "").await?;
-    let mut answer = see_other("/login?notice=signed-out");
-    answer
-        .add_cookie(&cookies.no_session())
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(answer)
+    // The session is gone whatever the log says: a failure to write the
+    // entry must not leave the browser thinking it is still signed in.
+    if let Err(e) = record(&db, &actor_for(&admin.admin, ip), Action::SignOut, "").await {
+        tracing::warn!(error = ?e, "Could not record a sign-out in the audit log");
+    }
+    with_cookies(
+        see_other("/login?notice=signed-out"),
+        [cookies.no_session()],
+    )
 }
 
 pub fn client_ip(request: &HttpRequest, limiter: &RateLimiter) -> Option<IpAddr> {
@@ -459,7 +503,32 @@ pub fn see_other(location: &'static str) -> HttpResponse {
     answer
 }
 
-fn login_form(status: StatusCode, login: &LoginPage<'_>) -> HttpResponse {
+pub fn with_cookies<const N: usize>(
+    mut answer: HttpResponse,
+    cookies: [Cookie<'static>; N],
+) -> Result<HttpResponse, ApiError> {
+    for cookie in cookies {
+        answer
+            .add_cookie(&cookie)
+            .map_err(|e| ApiError::Unexpected(e.into()))?;
+    }
+    Ok(answer)
+}
+
+/// A limited attempt's answer, with when to try again.
+pub fn with_retry_after(mut answer: HttpResponse, wait: Duration) -> HttpResponse {
+    answer.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_seconds(wait)),
+    );
+    answer
+}
+
+fn unavailable(answer: HttpResponse) -> HttpResponse {
+    with_retry_after(answer, Duration::from_secs(30))
+}
+
+pub fn login_form(status: StatusCode, login: &LoginPage<'_>) -> HttpResponse {
     let mut answer = page(status, login);
     no_store(answer.headers_mut());
     answer

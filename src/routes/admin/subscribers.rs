@@ -12,7 +12,8 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+use futures::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -60,6 +61,14 @@ impl Selection {
                 "The search is longer than {QUERY_LIMIT} characters."
             )));
         }
+        // No address or name holds one (sign-up refuses them), and Postgres
+        // refuses a NUL in a pattern outright.
+        if let Some(c) = query.chars().find(|c| c.is_control()) {
+            return Err(ApiError::BadRequest(format!(
+                "The search contains the control character U+{:04X}.",
+                u32::from(c)
+            )));
+        }
         let status = match status {
             "" => None,
             "confirmed" => Some("confirmed"),
@@ -94,8 +103,14 @@ impl Cursor {
         let malformed = || ApiError::BadRequest("The page address is malformed.".into());
         let (micros, id) = raw.split_once('_').ok_or_else(malformed)?;
         let micros: i64 = micros.parse().map_err(|_| malformed())?;
+        // Cursors come from rows, all signed up after 1970 and before the
+        // year 10000; anything else was made up, and could be outside what
+        // Postgres stores.
+        let subscribed_at = DateTime::from_timestamp_micros(micros)
+            .filter(|at| micros >= 0 && at.year() < 10_000)
+            .ok_or_else(malformed)?;
         Ok(Self {
-            subscribed_at: DateTime::from_timestamp_micros(micros).ok_or_else(malformed)?,
+            subscribed_at,
             id: Uuid::parse_str(id).map_err(|_| malformed())?,
         })
     }
@@ -227,14 +242,17 @@ pub async fn export_subscribers(
     );
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
     record(&db, &actor, Action::SubscribersExported, &detail).await?;
-    let start = Export {
+    let mut export = Export {
         db: db.get_ref().clone(),
         selection,
         cursor: None,
         header_written: false,
         done: false,
     };
-    let chunks = futures::stream::unfold(start, |mut export| async move {
+    // The first chunk is read before the answer starts: if the database is
+    // down, the admin gets a 503 rather than a 200 and a truncated file.
+    let first = export.next_chunk().await?;
+    let rest = futures::stream::unfold(export, |mut export| async move {
         if export.done {
             return None;
         }
@@ -251,7 +269,7 @@ pub async fn export_subscribers(
             parameters: vec![DispositionParam::Filename("subscribers.csv".into())],
         })
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .streaming(chunks))
+        .streaming(futures::stream::iter([Ok::<_, ApiError>(first)]).chain(rest)))
 }
 
 impl Export {
@@ -340,6 +358,21 @@ mod tests {
         ] {
             assert!(Cursor::parse(forged).is_err(), "{forged} was accepted");
         }
+    }
+
+    #[test]
+    fn a_search_with_a_control_character_is_refused() {
+        assert!(Selection::parse("ada\0", "").is_err());
+        assert!(Selection::parse("ada\n", "").is_err());
+    }
+
+    #[test]
+    fn a_cursor_outside_the_years_rows_have_is_refused() {
+        let id = Uuid::nil();
+        assert!(Cursor::parse(&format!("-7000000000000000000_{id}")).is_err());
+        assert!(Cursor::parse(&format!("-1_{id}")).is_err());
+        assert!(Cursor::parse(&format!("300000000000000000_{id}")).is_err());
+        assert!(Cursor::parse(&format!("1700000000000000_{id}")).is_ok());
     }
 
     #[test]
