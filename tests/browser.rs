@@ -1,7 +1,9 @@
 //! End-to-end tests in a real headless Chromium, driven over WebDriver
 //! (chromedriver) the way a person would use the service: open the form,
-//! fill it in, submit, open the link from the email. Screenshots of every
-//! page go to `target/tmp/screenshots/` for a person to look at.
+//! fill it in, submit, open the link from the email; and the way an admin
+//! runs the newsroom, from the account the command line creates to signing
+//! out. Screenshots of every page, at desktop and phone widths, go to
+//! `target/tmp/screenshots/` for a person to look at.
 //!
 //! Every test starts its own chromedriver, which starts its own Chromium:
 //! a dozen processes that outlive the test unless something ends them.
@@ -22,14 +24,17 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use newsletter::admin::totp::{self, TotpSecret};
+use reqwest::Url;
 use serde_json::json;
 
 /// A headless Chromium with a WebDriver session on its own chromedriver.
@@ -286,6 +291,123 @@ impl Browser {
             .unwrap()
     }
 
+    /// Waits for an element, for pages that have no heading of their own to
+    /// wait for.
+    async fn wait_for(&self, css: &str) -> Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css:?}: {e}"))
+    }
+
+    /// Clicks the element `css` picks (a link, a button). Admin pages hold
+    /// more than one submit button (the navigation's sign-out is one), so
+    /// unlike [`Browser::submit`] this names which.
+    async fn press(&self, css: &str) {
+        self.wait_for(css).await.click().await.unwrap();
+    }
+
+    /// Waits until the address in the bar passes `check`: a page that
+    /// reloads with the same heading (a search) has no other sign.
+    async fn wait_for_address(&self, what: &str, check: impl Fn(&Url) -> bool) -> Url {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.client.current_url().await.unwrap();
+            if check(&url) {
+                return url;
+            }
+            assert!(Instant::now() < deadline, "never got to {what}; at {url}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    /// Signs in on the form, as a person types it; the caller waits for
+    /// whichever page should follow.
+    async fn sign_in(&self, app: &helpers::TestApp, username: &str, password: &str) {
+        self.client
+            .goto(&format!("{}/login", app.address))
+            .await
+            .unwrap();
+        self.wait_for_heading("Sign in").await;
+        self.fill("username", username).await;
+        self.fill("password", password).await;
+        self.press(r#"form[action="/login"] button[type=submit]"#)
+            .await;
+    }
+
+    /// Presses "Sign out" in the navigation and waits for the sign-in page.
+    async fn sign_out(&self) {
+        self.press(".admin-nav button[type=submit]").await;
+        self.wait_for_address("the sign-in page", |url| url.path() == "/login")
+            .await;
+        self.wait_for_heading("Sign in").await;
+    }
+
+    /// Whether the page can be scrolled sideways. A table in a `.scroll`
+    /// box scrolls within it and does not count.
+    async fn scrolls_sideways(&self) -> bool {
+        let overflow = self
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth > window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        overflow == json!(true)
+    }
+
+    /// The element's box, asserting that it is shown, has a size and lies
+    /// within the width of the window: nothing of it is cut off.
+    async fn assert_shown_whole(&self, css: &str) -> (f64, f64) {
+        let element = self.wait_for(css).await;
+        assert!(element.is_displayed().await.unwrap(), "{css} is hidden");
+        let (x, _, width, height) = element.rectangle().await.unwrap();
+        assert!(width > 0.0 && height > 0.0, "{css} is {width}x{height}");
+        let window = self
+            .client
+            .execute("return window.innerWidth;", vec![])
+            .await
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert!(
+            x >= 0.0 && x + width <= window + 0.5,
+            "{css} spans {x}..{} of a window {window} wide",
+            x + width
+        );
+        (width, height)
+    }
+
+    /// Scrolls the page until the element `css` picks is at the top of the
+    /// window, for a screenshot of what is below the first screen.
+    async fn scroll_to(&self, css: &str) {
+        let element = self.wait_for(css).await;
+        let argument = serde_json::to_value(&element).unwrap();
+        self.client
+            .execute(
+                "arguments[0].scrollIntoView({ block: 'start' });",
+                vec![argument],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The texts of every element `css` picks, in page order.
+    async fn texts_of_all(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.client.find_all(Locator::Css(css)).await.unwrap() {
+            texts.push(element.text().await.unwrap());
+        }
+        texts
+    }
+
     async fn screenshot(&self, name: &str) {
         let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&directory).unwrap();
@@ -453,4 +575,397 @@ async fn a_test_that_fails_with_its_browser_open_leaves_no_browser_process_runni
     }
     assert!(left.is_empty(), "still running: {left:#?}");
     assert!(!Path::new(&marker).exists(), "{marker} is still there");
+}
+
+/// The password every admin of these tests is created with.
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Runs `newsletter admin create` the way an operator does: the built
+/// binary, configured by the same files and `APP_*` variables as the app
+/// under test and pointed at that app's database, with the password piped
+/// in on standard input.
+async fn create_admin_with_the_command(app: &helpers::TestApp, username: &str, email: &str) {
+    use secrecy::ExposeSecret;
+    let database = app.settings.database.clone();
+    let arguments = ["admin", "create", "--username", username, "--email", email].map(String::from);
+    // Waiting on a child process blocks: not on the runtime the app's
+    // server and the browser's client share.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"))
+            .args(&arguments)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("APP_DATABASE__HOST", &database.host)
+            .env("APP_DATABASE__PORT", database.port.to_string())
+            .env("APP_DATABASE__USERNAME", &database.username)
+            .env("APP_DATABASE__PASSWORD", database.password.expose_secret())
+            .env("APP_DATABASE__DATABASE_NAME", &database.database_name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the newsletter binary did not start");
+        // Closed once written: the command reads one line, then the end.
+        let mut stdin = command.stdin.take().unwrap();
+        writeln!(stdin, "{ADMIN_PASSWORD}").unwrap();
+        drop(stdin);
+        command.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "`newsletter admin create` failed ({}):\n{said}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains(&format!("Created the admin {username}.")),
+        "{said}"
+    );
+}
+
+/// Stores a subscriber directly, signed up (and, if `confirmed`, confirmed)
+/// `days_ago`.
+async fn store_subscriber(
+    app: &helpers::TestApp,
+    email: &str,
+    name: &str,
+    confirmed: bool,
+    days_ago: i32,
+) {
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status, confirmed_at) \
+         VALUES ($1, $2, $3, now() - make_interval(days => $4), $5, \
+                 CASE WHEN $6 THEN now() - make_interval(days => $4) END)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(email)
+    .bind(name)
+    .bind(days_ago)
+    .bind(if confirmed {
+        "confirmed"
+    } else {
+        "pending_confirmation"
+    })
+    .bind(confirmed)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+}
+
+/// Five subscribers: four signed up in the last 30 days (on three different
+/// days), two of those confirmed, and one from long before.
+async fn store_a_few_subscribers(app: &helpers::TestApp) {
+    store_subscriber(app, "ada@example.com", "Ada Lovelace", true, 0).await;
+    // The address does not give the name away: a search for part of the
+    // name finds her by her name.
+    store_subscriber(app, "gh@example.com", "Grace Hopper", false, 0).await;
+    store_subscriber(app, "alan@example.com", "Alan Turing", true, 3).await;
+    store_subscriber(app, "kj@example.com", "Katherine Johnson", false, 12).await;
+    store_subscriber(app, "ewd@example.com", "Edsger Dijkstra", true, 45).await;
+}
+
+/// The dashboard's figures for [`store_a_few_subscribers`], and its chart
+/// drawn whole with a bar on each of the three days with sign-ups.
+async fn assert_the_dashboard_shows_the_list(browser: &Browser) {
+    assert_eq!(browser.text_of("#total").await, "5");
+    assert_eq!(browser.text_of(r#"dd[data-status="confirmed"]"#).await, "3");
+    assert_eq!(
+        browser
+            .text_of(r#"dd[data-status="pending_confirmation"]"#)
+            .await,
+        "2"
+    );
+    assert_eq!(browser.text_of("#sign-ups").await, "4");
+    assert_eq!(browser.text_of("#confirmation-rate").await, "50%");
+
+    let (width, height) = browser.assert_shown_whole("svg#daily-chart").await;
+    assert!(
+        width >= 300.0 && height >= 100.0,
+        "the chart is too small to read: {width}x{height}"
+    );
+    let bars = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#daily-chart rect.sign-ups')]\
+               .map(bar => bar.getBoundingClientRect().height);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let bars: Vec<f64> = serde_json::from_value(bars).unwrap();
+    assert_eq!(bars.len(), 30, "a bar for each of the last 30 days");
+    let drawn = bars.iter().filter(|height| **height > 0.0).count();
+    assert_eq!(drawn, 3, "bars on the days with sign-ups: {bars:?}");
+    // Today's date under the chart's right end, not cut off by the edge.
+    browser
+        .assert_shown_whole(".chart-labels span:last-child")
+        .await;
+
+    // A figure whose words run out of its box.
+    let overflowing = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.figures > div')]\
+               .filter(box => box.scrollWidth > box.clientWidth)\
+               .map(box => box.textContent.trim());",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflowing, json!([]), "figures too wide for their box");
+}
+
+/// Searches the subscriber list and waits for the results.
+async fn search_subscribers(browser: &Browser, words: &str) {
+    browser.fill("q", words).await;
+    browser.press("form.search button[type=submit]").await;
+    browser
+        .wait_for_address("the search's results", |url| {
+            url.path() == "/admin/subscribers"
+                && url
+                    .query_pairs()
+                    .any(|(key, value)| key == "q" && value == words)
+        })
+        .await;
+    browser.wait_for("#subscribers").await;
+}
+
+/// The names in the subscriber list as shown.
+async fn names_listed(browser: &Browser) -> Vec<String> {
+    browser
+        .texts_of_all("#subscribers tbody td:nth-child(2)")
+        .await
+}
+
+/// Turns on two-factor sign-in from its page, with the code an app would
+/// show for the key on it; the key, that code and the recovery codes shown.
+async fn enrol_a_second_factor(
+    browser: &Browser,
+    screenshots: &str,
+) -> (TotpSecret, String, Vec<String>) {
+    browser.press(r#".admin-nav a[href="/admin/totp"]"#).await;
+    browser.wait_for_heading("Two-factor sign-in").await;
+    let (width, height) = browser.assert_shown_whole("#totp-qr svg").await;
+    assert!(
+        width >= 150.0 && height >= 150.0,
+        "the QR code is too small to scan: {width}x{height}"
+    );
+    browser.screenshot(&format!("{screenshots}-totp")).await;
+
+    let shown = browser.text_of("#totp-secret").await;
+    let base32: String = shown.chars().filter(|c| !c.is_whitespace()).collect();
+    let key = totp_rs::Secret::try_from_base32(&base32)
+        .unwrap_or_else(|e| panic!("the key {shown:?} is not base32: {e:?}"));
+    let secret = TotpSecret::from_bytes(key.as_bytes().to_vec());
+    let code = totp::code_at(&secret, std::time::SystemTime::now());
+    browser.fill("code", &code).await;
+    browser
+        .press(r#"form[action="/admin/totp"] button[type=submit]"#)
+        .await;
+
+    browser.wait_for_heading("Two-factor sign-in is on").await;
+    let recovery_codes = browser.texts_of_all("#recovery-codes code").await;
+    assert_eq!(recovery_codes.len(), 10, "{recovery_codes:?}");
+    for shown in &recovery_codes {
+        assert!(
+            shown.len() == 11 && shown.as_bytes()[5] == b'-',
+            "not a recovery code: {shown:?}"
+        );
+    }
+    browser.assert_shown_whole("#recovery-codes").await;
+    browser
+        .screenshot(&format!("{screenshots}-recovery-codes"))
+        .await;
+    (secret, code, recovery_codes)
+}
+
+/// Signs out and checks the session is over: the sign-in page says so, and
+/// the dashboard sends the browser back to it.
+async fn sign_out_for_good(browser: &Browser, app: &helpers::TestApp, screenshot: &str) {
+    browser.sign_out().await;
+    let url = browser.client.current_url().await.unwrap();
+    assert_eq!(url.query(), Some("notice=signed-out"));
+    assert_eq!(browser.text_of(".notice").await, "You are signed out.");
+    browser.screenshot(screenshot).await;
+
+    browser
+        .client
+        .goto(&format!("{}/admin/dashboard", app.address))
+        .await
+        .unwrap();
+    browser
+        .wait_for_address("the sign-in page", |url| url.path() == "/login")
+        .await;
+    browser.wait_for_heading("Sign in").await;
+}
+
+#[tokio::test]
+async fn an_admin_created_with_the_command_signs_in_with_a_code_and_finds_subscribers_in_a_real_browser()
+ {
+    let app = helpers::spawn_app().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(1280, 900).await;
+
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    assert_eq!(browser.path().await, "/admin/dashboard");
+    assert_the_dashboard_shows_the_list(&browser).await;
+    let activity = browser.texts_of_all("#audit-log td").await;
+    assert!(
+        activity.iter().any(|cell| cell == "admin-created")
+            && activity.iter().any(|cell| cell == "from the command line"),
+        "the command's work is in the audit log: {activity:?}"
+    );
+    browser.screenshot("admin-desktop-01-dashboard").await;
+    browser.scroll_to("#chart-heading").await;
+    browser.screenshot("admin-desktop-01-dashboard-below").await;
+
+    browser
+        .press(r#".admin-nav a[href="/admin/subscribers"]"#)
+        .await;
+    browser.wait_for_heading("Subscribers").await;
+    assert_eq!(names_listed(&browser).await.len(), 5);
+    browser.screenshot("admin-desktop-02-subscribers").await;
+    search_subscribers(&browser, "hopp").await;
+    assert_eq!(names_listed(&browser).await, ["Grace Hopper"]);
+    browser
+        .screenshot("admin-desktop-03-subscribers-search")
+        .await;
+
+    // A download lands out of WebDriver's reach: fetch what the export link
+    // points at with the browser's own session instead.
+    let export = browser
+        .wait_for("a#export")
+        .await
+        .prop("href")
+        .await
+        .unwrap()
+        .expect("the export link has an address");
+    let session = browser.client.get_named_cookie("session").await.unwrap();
+    let response = reqwest::Client::new()
+        .get(&export)
+        .header(
+            reqwest::header::COOKIE,
+            format!("session={}", session.value()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{export}");
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+    assert!(
+        content_type.to_str().unwrap().starts_with("text/csv"),
+        "{content_type:?}"
+    );
+    let file = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(file.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        ["email", "name", "status", "subscribed_at", "confirmed_at"]
+    );
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|row| row.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 1, "only what the search found: {file}");
+    assert_eq!(
+        rows[0][..3],
+        ["gh@example.com", "Grace Hopper", "pending_confirmation"]
+    );
+
+    let (secret, enrolment_code, _) = enrol_a_second_factor(&browser, "admin-desktop-04").await;
+
+    browser.sign_out().await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Enter your code").await;
+    assert_eq!(browser.path().await, "/login/code");
+    browser.screenshot("admin-desktop-05-code").await;
+    // The code that turned TOTP on counts as used: wait for the app to show
+    // the next one, as a person would.
+    let code = helpers::eventually_within(
+        Duration::from_secs(35),
+        "the authenticator's next code",
+        || async {
+            let code = totp::code_at(&secret, std::time::SystemTime::now());
+            (code != enrolment_code).then_some(code)
+        },
+    )
+    .await;
+    browser.fill("code", &code).await;
+    browser
+        .press(r#"form[action="/login/code"] button[type=submit]"#)
+        .await;
+    browser.wait_for_heading("Dashboard").await;
+    assert_eq!(browser.path().await, "/admin/dashboard");
+    let account = browser.text_of("#account-heading + p").await;
+    assert!(
+        account.contains("Two-factor sign-in is on (10 recovery codes left)"),
+        "{account}"
+    );
+
+    sign_out_for_good(&browser, &app, "admin-desktop-06-signed-out").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn on_a_phone_the_newsroom_fits_the_screen_and_a_recovery_code_signs_in() {
+    let app = helpers::spawn_app().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(390, 844).await;
+
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    assert_the_dashboard_shows_the_list(&browser).await;
+    browser.assert_shown_whole(".admin-nav").await;
+    assert!(!browser.scrolls_sideways().await, "the dashboard");
+    browser.screenshot("admin-phone-01-dashboard").await;
+    browser.scroll_to("#chart-heading").await;
+    browser.screenshot("admin-phone-01-dashboard-chart").await;
+    browser.scroll_to("#audit-heading").await;
+    browser
+        .screenshot("admin-phone-01-dashboard-activity")
+        .await;
+
+    browser
+        .press(r#".admin-nav a[href="/admin/subscribers"]"#)
+        .await;
+    browser.wait_for_heading("Subscribers").await;
+    // Every one of them has an "a" in their name or address.
+    search_subscribers(&browser, "a").await;
+    assert_eq!(names_listed(&browser).await.len(), 5);
+    // The table may be wider than a phone: its own box scrolls, the page
+    // does not.
+    assert!(!browser.scrolls_sideways().await, "the subscriber list");
+    browser
+        .assert_shown_whole(".scroll:has(> #subscribers)")
+        .await;
+    browser.assert_shown_whole("a#export").await;
+    browser.screenshot("admin-phone-02-subscribers").await;
+
+    let (_, _, recovery_codes) = enrol_a_second_factor(&browser, "admin-phone-03").await;
+    assert!(!browser.scrolls_sideways().await, "the recovery codes");
+
+    browser.sign_out().await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Enter your code").await;
+    assert!(!browser.scrolls_sideways().await, "the code page");
+    browser.screenshot("admin-phone-04-code").await;
+    browser.fill("code", &recovery_codes[0]).await;
+    browser
+        .press(r#"form[action="/login/code"] button[type=submit]"#)
+        .await;
+    browser.wait_for_heading("Dashboard").await;
+    let account = browser.text_of("#account-heading + p").await;
+    assert!(
+        account.contains("(9 recovery codes left)"),
+        "the recovery code was used up: {account}"
+    );
+
+    sign_out_for_good(&browser, &app, "admin-phone-05-signed-out").await;
+    browser.close().await;
 }
