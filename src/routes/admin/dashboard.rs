@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::pages::page;
 use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::pages::{Chart, DashboardPage, Day};
+use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
 
 /// Audit entries the dashboard shows.
@@ -54,7 +54,14 @@ pub async fn render_dashboard(
             totp_enabled: admin.admin.totp_secret.is_some(),
             unused_recovery_codes,
             total: figures.by_status.iter().map(|(_, n)| n).sum(),
-            by_status: figures.by_status,
+            by_status: figures
+                .by_status
+                .into_iter()
+                .map(|(status, n)| {
+                    let label = status_label(&status);
+                    (status, label, n)
+                })
+                .collect(),
             sign_ups_30_days,
             confirmation_rate,
             chart: Chart::new(figures.days),

@@ -69,9 +69,7 @@ pub async fn require_admin(
             return Ok(request.into_response(answer).map_into_right_body());
         }
     };
-    request
-        .extensions_mut()
-        .insert(SignedIn(Rc::new(signed_in)));
+    request.extensions_mut().insert(signed_in);
     let mut response = next.call(request).await?;
     no_store(response.headers_mut());
     Ok(response.map_into_left_body())
@@ -89,7 +87,7 @@ pub fn no_store(headers: &mut header::HeaderMap) {
 
 /// Who is asking, as far as the guard can tell.
 enum Visitor {
-    SignedIn(SignedInAdmin),
+    SignedIn(SignedIn),
     /// Not signed in. `forget_cookie` when the browser holds a cookie that
     /// names no session worth keeping (unknown, expired, ended); a sign-in
     /// waiting for its code keeps its cookie.
@@ -132,11 +130,11 @@ async fn authenticate(request: &HttpRequest) -> Result<Visitor, ApiError> {
                 .app_data::<web::Data<Newsletter>>()
                 .expect("the newsletter is registered as app data")
                 .clone();
-            Ok(Visitor::SignedIn(SignedInAdmin {
+            Ok(Visitor::SignedIn(SignedIn(Rc::new(SignedInAdmin {
                 admin,
                 session,
                 newsletter,
-            }))
+            }))))
         }
         _ => {
             store

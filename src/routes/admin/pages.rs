@@ -54,7 +54,8 @@ pub struct DashboardPage<'a> {
     pub email: &'a str,
     pub totp_enabled: bool,
     pub unused_recovery_codes: i64,
-    pub by_status: Vec<(String, i64)>,
+    /// Each status, how a person reads it, and its count.
+    pub by_status: Vec<(String, &'static str, i64)>,
     pub total: i64,
     pub sign_ups_30_days: i64,
     /// Of the people who signed up in the last 30 days, the share who
@@ -77,7 +78,7 @@ pub struct Chart {
     pub width: u32,
     pub height: u32,
     /// Labels under the first, middle and last day.
-    pub labels: Vec<(u32, String)>,
+    pub labels: Vec<String>,
 }
 
 impl Chart {
@@ -115,7 +116,7 @@ impl Chart {
             .collect();
         let labels = [0, days.len() / 2, days.len().saturating_sub(1)]
             .into_iter()
-            .filter_map(|i| Some((i as u32 * SLOT + 2, days.get(i)?.label.clone())))
+            .filter_map(|i| Some(days.get(i)?.label.clone()))
             .collect();
         Self {
             width: days.len().max(1) as u32 * SLOT,
@@ -128,6 +129,7 @@ impl Chart {
         }
     }
 
+    /// Where the bars stand: below it, nothing is drawn.
     pub fn baseline(&self) -> u32 {
         self.height - 20
     }
@@ -137,7 +139,7 @@ impl Chart {
 pub struct SubscriberRow {
     pub email: String,
     pub name: String,
-    pub status: String,
+    pub status: &'static str,
     pub subscribed_at: String,
     pub confirmed_at: String,
 }
@@ -182,4 +184,13 @@ pub struct RecoveryCodesPage<'a> {
     pub newsletter: &'a Newsletter,
     pub nav: Nav<'a>,
     pub codes: &'a [String],
+}
+
+/// A subscriber's status as the pages show it.
+pub fn status_label(status: &str) -> &'static str {
+    match status {
+        "confirmed" => "Confirmed",
+        "pending_confirmation" => "Waiting for confirmation",
+        _ => "Other",
+    }
 }
