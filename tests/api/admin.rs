@@ -909,6 +909,11 @@ async fn an_admin_sets_and_clears_the_address_test_sends_go_to() {
         .submit("/admin/email", &[("email", "not an address")])
         .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains(r#"value="not an address""#),
+        "what was typed is kept"
+    );
     assert_eq!(stored().await.as_deref(), Some("ada@example.com"));
     browser.submit("/admin/email", &[("email", "")]).await;
     assert_eq!(stored().await, None);

@@ -16,7 +16,7 @@ use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::{Decision, LoginSubject};
 use crate::routes::admin::SessionCookies;
-use crate::routes::admin::dashboard::render_dashboard;
+use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
 use crate::routes::admin::login::{
     actor_for, client_ip, see_other, with_cookies, with_retry_after,
@@ -148,7 +148,8 @@ pub async fn change_email(
         match SubscriberEmail::parse(typed) {
             Ok(email) => Some(email),
             Err(reason) => {
-                return render_dashboard(&db, &admin, StatusCode::BAD_REQUEST, Some(reason)).await;
+                let refused = RefusedEmail { typed, reason };
+                return render_dashboard(&db, &admin, StatusCode::BAD_REQUEST, Some(refused)).await;
             }
         }
     };

@@ -25,12 +25,19 @@ pub async fn dashboard(admin: SignedIn, db: web::Data<Db>) -> Result<HttpRespons
     render_dashboard(&db, &admin, StatusCode::OK, None).await
 }
 
-/// The dashboard, with the reason the address form was refused if it was.
+/// An address the admin typed and the reason it was refused.
+pub struct RefusedEmail<'a> {
+    pub typed: &'a str,
+    pub reason: String,
+}
+
+/// The dashboard; after a refused address, with what was typed in the field
+/// and the reason next to it.
 pub async fn render_dashboard(
     db: &Db,
     admin: &SignedIn,
     status: StatusCode,
-    email_error: Option<String>,
+    refused: Option<RefusedEmail<'_>>,
 ) -> Result<HttpResponse, ApiError> {
     let (figures, audit, unused_recovery_codes) = db
         .transaction(async |tx| {
@@ -50,7 +57,11 @@ pub async fn render_dashboard(
         &DashboardPage {
             newsletter: &admin.newsletter,
             nav: nav(admin),
-            email: admin.admin.email.as_deref().unwrap_or_default(),
+            email: refused
+                .as_ref()
+                .map(|r| r.typed)
+                .or(admin.admin.email.as_deref())
+                .unwrap_or_default(),
             totp_enabled: admin.admin.totp_secret.is_some(),
             unused_recovery_codes,
             total: figures.by_status.iter().map(|(_, n)| n).sum(),
@@ -68,7 +79,7 @@ pub async fn render_dashboard(
             outbox_queued: figures.outbox_queued,
             outbox_failed: figures.outbox_failed,
             audit,
-            email_error,
+            email_error: refused.map(|r| r.reason),
         },
     ))
 }
