@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::helpers::{
-    BROWSER_ACCEPT, TestApp, eventually, eventually_within, spawn_app, spawn_app_with,
+    BROWSER_ACCEPT, TcpProxy, TestApp, eventually, eventually_within, spawn_app, spawn_app_with,
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -1024,4 +1024,30 @@ async fn a_search_or_page_address_that_cannot_match_any_row_is_a_400_not_a_500()
         let response = browser.get(path).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
     }
+}
+
+#[tokio::test]
+async fn without_postgres_admin_pages_and_sign_in_answer_503_and_recover() {
+    let proxy = TcpProxy::to_postgres().await;
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.database.acquire_timeout_milliseconds = 1_000;
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    proxy.cut();
+    let page = browser.get("/admin/dashboard").await;
+    let sign_in = Browser::new(&app).log_in("ada", PASSWORD).await;
+    proxy.restore();
+
+    for response in [page, sign_in] {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(RETRY_AFTER));
+    }
+    eventually("the dashboard to come back", || async {
+        browser.is_signed_in().await.then_some(())
+    })
+    .await;
 }
