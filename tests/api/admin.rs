@@ -1051,3 +1051,19 @@ async fn without_postgres_admin_pages_and_sign_in_answer_503_and_recover() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn reloading_the_enrolment_page_keeps_the_secret_already_scanned() {
+    let app = spawn_app().await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    let first = browser.get("/admin/totp").await.text().await.unwrap();
+    let second = browser.get("/admin/totp").await.text().await.unwrap();
+
+    assert_eq!(secret_on(&first).as_bytes(), secret_on(&second).as_bytes());
+    // Enrolled, the next enrolment starts from a new secret.
+    let (enrolled, _, _) = enrol(&browser).await;
+    let next = browser.get("/admin/totp").await.text().await.unwrap();
+    assert_ne!(secret_on(&next).as_bytes(), enrolled.as_bytes());
+}

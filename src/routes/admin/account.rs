@@ -175,6 +175,12 @@ pub async fn change_email(
 /// Starts enrolment: a new secret, kept in the session until a code from
 /// the app proves it was scanned, shown as a QR code and as text.
 pub async fn totp_page(request: HttpRequest, admin: SignedIn) -> Result<HttpResponse, ApiError> {
+    // A secret already waiting is shown again: a reload, or the page open
+    // in a second tab, must not make the code the admin just scanned wrong.
+    if let Some(pending) = &admin.session.data.pending_totp_secret {
+        let secret = TotpSecret::from_bytes(pending.clone());
+        return Ok(totp_form(&admin, &secret, StatusCode::OK, None));
+    }
     let secret = TotpSecret::generate();
     let mut session = admin.session.clone();
     session.data.pending_totp_secret = Some(secret.as_bytes().to_vec());
