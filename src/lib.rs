@@ -8,6 +8,7 @@ pub mod domain;
 pub mod email_client;
 pub mod emails;
 pub mod migrate;
+pub mod newsletters;
 pub mod outbox;
 pub mod pages;
 pub mod rate_limit;

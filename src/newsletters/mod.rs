@@ -1,0 +1,11 @@
+//! Newsletter issues: what an admin writes ([`Draft`]) and how it becomes an
+//! email ([`render`]). Rendering happens once per issue; what differs per
+//! recipient (their name, their unsubscribe link) is left as `{{key}}`
+//! placeholders that the outbox fills when each email is sent, so an issue
+//! is stored once however many people receive it.
+
+mod draft;
+mod render;
+
+pub use draft::{Draft, DraftError, DraftField};
+pub use render::{RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
