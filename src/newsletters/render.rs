@@ -10,9 +10,10 @@
 //! HTML body. The outbox fills any `{{key}}` it has a value for, wherever it
 //! came from, so no `{{` the author (or the newsletter's settings) typed may
 //! reach the email as it is: in the HTML fragment every `{` becomes the
-//! entity `&#123;`, which reads the same; in plain text, which has no
-//! escapes, and in the short values of the templates, an invisible word
-//! joiner (U+2060) goes between two braces (`literal_braces`).
+//! entity `&#123;`, which reads the same; in plain text and in the short
+//! values of the templates, every `{{` is written as the outbox's
+//! [`LITERAL_BRACES`], which it turns back into `{{` without filling
+//! anything (`literal_braces`).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use super::Draft;
 use crate::domain::Newsletter;
 use crate::emails::EmailContent;
+use crate::outbox::LITERAL_BRACES;
 
 /// The placeholder the outbox fills with the recipient's name.
 pub const RECIPIENT_NAME: &str = "name";
@@ -131,24 +133,15 @@ fn html_fragment(markdown: &str) -> String {
     SANITISER.clean(&html).to_string().replace('{', "&#123;")
 }
 
-/// `text` with a word joiner between any two adjacent braces, so that no
-/// `{{` remains: the outbox has no way to write a brace pair that it will
-/// not read as the start of a placeholder, and a reader does not see the
-/// joiner.
+/// `text` with every `{{` written as the outbox's [`LITERAL_BRACES`], so
+/// that braces the author typed come out as typed and are never filled in
+/// as a placeholder.
 fn literal_braces(text: &str) -> Cow<'_, str> {
-    if !text.contains("{{") {
-        return Cow::Borrowed(text);
+    if text.contains("{{") {
+        Cow::Owned(text.replace("{{", LITERAL_BRACES))
+    } else {
+        Cow::Borrowed(text)
     }
-    let mut literal = String::with_capacity(text.len() + 8);
-    let mut previous = None;
-    for c in text.chars() {
-        if c == '{' && previous == Some('{') {
-            literal.push('\u{2060}');
-        }
-        literal.push(c);
-        previous = Some(c);
-    }
-    Cow::Owned(literal)
 }
 
 /// The content as plain text, for mail clients that do not show HTML and for
@@ -492,49 +485,13 @@ mod tests {
         render(&newsletter(), &Draft::parse("Issue 1", content).unwrap())
     }
 
-    /// The outbox's rule for filling placeholders, as `outbox::store` documents
-    /// and implements it in `personalise` (which the outbox does not export):
-    /// each `{{key}}` that has a value becomes that value, HTML-escaped in the
-    /// HTML body and as it is elsewhere; any other `{{` stays as it is; a
-    /// value is never read again for placeholders.
+    /// The outbox's own filling, with these values.
     fn personalise(content: &EmailContent, values: &[(&str, &str)]) -> EmailContent {
-        let fill = |body: &str, escape: bool| {
-            let mut filled = String::new();
-            let mut rest = body;
-            while let Some(start) = rest.find("{{") {
-                filled.push_str(&rest[..start]);
-                let after = &rest[start + 2..];
-                let value = after.find("}}").and_then(|end| {
-                    let key = &after[..end];
-                    let (_, value) = values.iter().find(|(k, _)| *k == key)?;
-                    Some((*value, end))
-                });
-                match value {
-                    Some((value, end)) => {
-                        if escape {
-                            let escaped = askama::filters::escape(value, askama::filters::Html)
-                                .unwrap()
-                                .to_string();
-                            filled.push_str(&escaped);
-                        } else {
-                            filled.push_str(value);
-                        }
-                        rest = &after[end + 2..];
-                    }
-                    None => {
-                        filled.push_str("{{");
-                        rest = after;
-                    }
-                }
-            }
-            filled.push_str(rest);
-            filled
-        };
-        EmailContent {
-            subject: fill(&content.subject, false),
-            html_body: fill(&content.html_body, true),
-            text_body: fill(&content.text_body, false),
-        }
+        let values = values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        crate::outbox::personalise(content, &values)
     }
 
     const RECIPIENT: [(&str, &str); 2] = [
@@ -544,12 +501,6 @@ mod tests {
             "https://news.example.com/unsubscribe?token=a&b",
         ),
     ];
-
-    /// What a reader sees of some text: without the word joiners that keep
-    /// braces from the outbox.
-    fn as_read(text: &str) -> String {
-        text.replace('\u{2060}', "")
-    }
 
     #[test]
     fn headings_lists_links_code_and_tables_become_html() {
@@ -734,8 +685,8 @@ mod tests {
         let newsletter = Newsletter::parse("{{name}} Weekly", "{{unsubscribe_url}}", "D").unwrap();
         let email = personalise(&render(&newsletter, &draft), &RECIPIENT);
 
-        assert_eq!(as_read(&email.subject), "Hi {{name}}");
-        let text = as_read(&email.text_body);
+        assert_eq!(&email.subject.to_owned(), "Hi {{name}}");
+        let text = &email.text_body.to_owned();
         // Inline code is plain text in plain text: the backticks go.
         assert!(
             text.contains("Write {{name}} or {{unsubscribe_url}}, even {{name}} and {{{name}}}."),
@@ -760,7 +711,7 @@ mod tests {
         );
         assert_eq!(html.matches("Ada &#38; Bob").count(), 1, "{html}");
         assert_eq!(html.matches("token=a&#38;b").count(), 1, "{html}");
-        assert!(as_read(html).contains("<h1>Hi {{name}}</h1>"), "{html}");
+        assert!(html.to_owned().contains("<h1>Hi {{name}}</h1>"), "{html}");
     }
 
     #[test]
@@ -910,7 +861,7 @@ End with style.";
 
     proptest! {
         #[test]
-        fn any_content_renders_without_script_and_with_only_the_templates_placeholders(
+        fn any_content_renders_without_script_and_fills_only_the_templates_placeholders(
             content in markdownish()
         ) {
             let Ok(draft) = Draft::parse("Title", &content) else {
@@ -921,10 +872,15 @@ End with style.";
             for tag in ["<script", "<style", "<iframe"] {
                 prop_assert!(!html.contains(tag), "{} in\n{}", tag, email.html_body);
             }
-            for body in [&email.html_body, &email.text_body] {
-                prop_assert_eq!(body.matches("{{").count(), 2, "{}", body);
-                prop_assert_eq!(body.matches("{{name}}").count(), 1, "{}", body);
-                prop_assert_eq!(body.matches("{{unsubscribe_url}}").count(), 1, "{}", body);
+            // Whatever braces the author typed, only the template's own two
+            // placeholders are filled.
+            let filled = personalise(
+                &email,
+                &[(RECIPIENT_NAME, "NAME-VALUE"), (UNSUBSCRIBE_URL, "UNSUBSCRIBE-VALUE")],
+            );
+            for body in [&filled.html_body, &filled.text_body] {
+                prop_assert_eq!(body.matches("NAME-VALUE").count(), 1, "{}", body);
+                prop_assert_eq!(body.matches("UNSUBSCRIBE-VALUE").count(), 1, "{}", body);
             }
         }
     }

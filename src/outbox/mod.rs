@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use store::{Personalisation, Requeued, requeue_failed};
+pub use store::{LITERAL_BRACES, Personalisation, Requeued, personalise, requeue_failed};
 pub use worker::{DeliveryWorker, spawn_workers};
 
 use crate::db::{Db, Transaction};

@@ -84,6 +84,8 @@ impl Claimed {
 /// the subject and the text body, HTML-escaped in the HTML body. A
 /// placeholder without a value is left as it is. One pass over each body:
 /// a value that itself looks like a placeholder is not filled in again.
+/// [`LITERAL_BRACES`] is how a body says `{{` and means it: it becomes `{{`
+/// and is never read as the start of a placeholder.
 pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailContent {
     EmailContent {
         subject: fill(&content.subject, values, false),
@@ -92,11 +94,20 @@ pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailCon
     }
 }
 
+/// What a stored body holds where it means two opening braces as they are
+/// (text a person wrote), not a placeholder: filling turns it into `{{`.
+pub const LITERAL_BRACES: &str = "{{{{}}";
+
 fn fill(body: &str, values: &Personalisation, escape: bool) -> String {
     let mut filled = String::with_capacity(body.len());
     let mut rest = body;
     while let Some(start) = rest.find("{{") {
         filled.push_str(&rest[..start]);
+        if let Some(after) = rest[start..].strip_prefix(LITERAL_BRACES) {
+            filled.push_str("{{");
+            rest = after;
+            continue;
+        }
         let after = &rest[start + 2..];
         let value = after
             .find("}}")
@@ -441,6 +452,22 @@ mod tests {
             html_body: "<p>Dear {{name}}, <a href=\"{{unsubscribe}}\">leave</a></p>".into(),
             text_body: "Dear {{name}}, leave: {{unsubscribe}} {{unknown}}".into(),
         }
+    }
+
+    #[test]
+    fn literal_braces_come_out_as_typed_and_are_never_filled() {
+        let content = EmailContent {
+            subject: format!("{LITERAL_BRACES}name}}}} for {{{{name}}}}"),
+            html_body: format!("<p>{LITERAL_BRACES}{LITERAL_BRACES}</p>"),
+            text_body: format!("{LITERAL_BRACES}{{{{name}}}}"),
+        };
+        let values = Personalisation::from([("name".to_owned(), "Ada".to_owned())]);
+
+        let filled = personalise(&content, &values);
+
+        assert_eq!(filled.subject, "{{name}} for Ada");
+        assert_eq!(filled.html_body, "<p>{{{{</p>");
+        assert_eq!(filled.text_body, "{{Ada");
     }
 
     #[test]
