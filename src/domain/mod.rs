@@ -15,3 +15,4 @@ pub use newsletter::{Newsletter, NewsletterError, NewsletterPart};
 pub use subscriber_email::{Mailbox, SubscriberEmail};
 pub use subscriber_name::SubscriberName;
 pub use subscription_token::SubscriptionToken;
+pub(crate) use unwanted_characters::UnwantedCharacter;

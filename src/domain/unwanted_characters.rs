@@ -25,6 +25,10 @@ impl UnwantedCharacter {
         text.chars().find(|&c| is_unwanted(c)).map(Self)
     }
 
+    pub fn character(self) -> char {
+        self.0
+    }
+
     /// What a person calls the character, for the ones they may have met.
     fn common_name(self) -> Option<&'static str> {
         Some(match self.0 {

@@ -1,7 +1,7 @@
 //! An issue as an admin wrote it, refused with a reason a form can show when
 //! it could not be sent as it is.
 
-use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+use crate::domain::UnwantedCharacter;
 
 /// What an admin wrote: a title, which becomes the subject, and Markdown
 /// content. Holding one means both are within their limits.
@@ -101,16 +101,8 @@ fn parse_title(raw: &str) -> Result<String, DraftError> {
     }
     // A subject is a header: a line break in it would split it, and an
     // invisible character would make it read differently from what it is.
-    if let Some(c) = title.chars().find(|&c| {
-        matches!(
-            c.general_category(),
-            GeneralCategory::Control
-                | GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
-        )
-    }) {
-        return Err(unwanted(DraftField::Title, c));
+    if let Some(found) = UnwantedCharacter::find_in(title) {
+        return Err(unwanted(DraftField::Title, found.character()));
     }
     Ok(title.to_owned())
 }
