@@ -98,7 +98,7 @@ pub struct SessionData {
     /// Unix seconds when the session was made: the absolute lifetime counts
     /// from here.
     pub created_at: i64,
-    /// Failed TOTP codes in this session (the code step gives up after a
+    /// Failed TOTP codes so far in this sign-in (the code step gives up after a
     /// few).
     pub failed_codes: u32,
     /// A TOTP secret being enrolled, until the admin confirms it with a code.

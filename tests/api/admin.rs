@@ -87,7 +87,7 @@ impl Browser {
         hidden_csrf_token(&page)
     }
 
-    /// `POST` to an admin form with this session's CSRF token.
+    /// `POST` to an admin form with the CSRF token of the browser's session.
     async fn submit(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         let token = self.csrf_token().await;
         let mut form = fields.to_vec();

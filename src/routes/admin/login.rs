@@ -449,7 +449,7 @@ pub async fn submit_code(
 #[derive(Deserialize)]
 pub struct NoFields {}
 
-/// Ends this session and forgets the cookie.
+/// Ends the admin's session and forgets the cookie.
 pub async fn log_out(
     request: HttpRequest,
     form: Protected<NoFields>,
