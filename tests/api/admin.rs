@@ -7,6 +7,7 @@ use newsletter::admin::accounts;
 use newsletter::admin::password::{self, NewPassword};
 use newsletter::admin::totp::{self, TotpSecret};
 use newsletter::admin::username::AdminUsername;
+use newsletter::configuration::LimitSettings;
 use newsletter::routes::{Access, endpoints};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -18,6 +19,31 @@ use crate::helpers::{
 };
 
 const PASSWORD: &str = "correct horse battery staple";
+
+/// `burst` attempts at once, then one per `period`.
+fn login_limit(burst: u32, period: Duration) -> LimitSettings {
+    LimitSettings {
+        burst,
+        per_period: 1,
+        period_seconds: period.as_secs(),
+    }
+}
+
+/// Someone else tries wrong passwords on `username` until refused.
+async fn exhaust_account(app: &TestApp, username: &str) {
+    let attacker = Browser::new(app);
+    while attacker
+        .log_in(username, "guessing and guessing")
+        .await
+        .status()
+        != StatusCode::TOO_MANY_REQUESTS
+    {}
+}
+
+/// Whether the audit log holds an entry for `action`.
+async fn audited(app: &TestApp, action: &str) -> bool {
+    audit_actions(app).await.iter().any(|a| a == action)
+}
 
 /// An admin stored the way `newsletter admin create` stores one.
 async fn create_admin(app: &TestApp, username: &str, password: &str) -> Uuid {
@@ -373,7 +399,7 @@ async fn signing_out_ends_the_session_and_its_cookie_no_longer_works() {
     assert!(!browser.is_signed_in().await);
     // Another session of the same admin is not affected.
     assert_eq!(dashboard_with_cookie(&app, &id).await, StatusCode::OK);
-    assert!(audit_actions(&app).await.contains(&"sign-out".to_owned()));
+    assert!(audited(&app, "sign-out").await);
 }
 
 #[tokio::test]
@@ -446,11 +472,7 @@ async fn a_password_change_ends_every_session_of_that_admin() {
         fresh.log_in("ada", new_password).await.status(),
         StatusCode::SEE_OTHER
     );
-    assert!(
-        audit_actions(&app)
-            .await
-            .contains(&"password-changed".to_owned())
-    );
+    assert!(audited(&app, "password-changed").await);
 }
 
 #[tokio::test]
@@ -499,9 +521,7 @@ async fn a_password_change_is_refused_with_the_reason_when_something_is_wrong() 
 #[tokio::test]
 async fn sign_in_attempts_on_one_account_are_limited_with_retry_after() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_account.burst = 3;
-        s.rate_limit.login_per_account.per_period = 1;
-        s.rate_limit.login_per_account.period_seconds = 60;
+        s.rate_limit.login_per_account = login_limit(3, Duration::from_secs(60))
     })
     .await;
     create_admin(&app, "ada", PASSWORD).await;
@@ -530,21 +550,13 @@ async fn sign_in_attempts_on_one_account_are_limited_with_retry_after() {
 #[tokio::test]
 async fn a_browser_that_signed_in_before_is_not_locked_out_by_attempts_on_its_account() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_account.burst = 2;
-        s.rate_limit.login_per_account.per_period = 1;
-        s.rate_limit.login_per_account.period_seconds = 3600;
+        s.rate_limit.login_per_account = login_limit(2, Duration::from_secs(3600))
     })
     .await;
     create_admin(&app, "ada", PASSWORD).await;
     let owner = Browser::signed_in(&app, "ada", PASSWORD).await;
     owner.submit("/admin/logout", &[]).await;
-    let attacker = Browser::new(&app);
-    while attacker
-        .log_in("ada", "guessing and guessing")
-        .await
-        .status()
-        != StatusCode::TOO_MANY_REQUESTS
-    {}
+    exhaust_account(&app, "ada").await;
 
     let response = owner.log_in("ada", PASSWORD).await;
 
@@ -554,12 +566,9 @@ async fn a_browser_that_signed_in_before_is_not_locked_out_by_attempts_on_its_ac
 
 #[tokio::test]
 async fn sign_in_attempts_from_one_ip_are_limited_whatever_account_they_name() {
-    let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_ip.burst = 3;
-        s.rate_limit.login_per_ip.per_period = 1;
-        s.rate_limit.login_per_ip.period_seconds = 60;
-    })
-    .await;
+    let app =
+        spawn_app_with(|s| s.rate_limit.login_per_ip = login_limit(3, Duration::from_secs(60)))
+            .await;
     let browser = Browser::new(&app);
     for name in ["ann", "ben", "cat"] {
         assert_eq!(
@@ -699,11 +708,7 @@ async fn a_recovery_code_signs_in_once() {
     let second = submit_code(&browser, &recovery_codes[3]).await;
 
     assert_eq!(second.status(), StatusCode::UNAUTHORIZED);
-    assert!(
-        audit_actions(&app)
-            .await
-            .contains(&"recovery-code-used".to_owned())
-    );
+    assert!(audited(&app, "recovery-code-used").await);
 }
 
 #[tokio::test]
@@ -917,32 +922,20 @@ async fn an_admin_sets_and_clears_the_address_test_sends_go_to() {
     assert_eq!(stored().await.as_deref(), Some("ada@example.com"));
     browser.submit("/admin/email", &[("email", "")]).await;
     assert_eq!(stored().await, None);
-    assert!(
-        audit_actions(&app)
-            .await
-            .contains(&"email-changed".to_owned())
-    );
+    assert!(audited(&app, "email-changed").await);
 }
 
 #[tokio::test]
 async fn with_totp_on_a_browser_that_signed_in_before_still_gets_to_enter_its_code() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_account.burst = 4;
-        s.rate_limit.login_per_account.per_period = 1;
-        s.rate_limit.login_per_account.period_seconds = 3600;
+        s.rate_limit.login_per_account = login_limit(4, Duration::from_secs(3600))
     })
     .await;
     create_admin(&app, "ada", PASSWORD).await;
     let owner = Browser::signed_in(&app, "ada", PASSWORD).await;
     let (_, _, recovery_codes) = enrol(&owner).await;
     owner.submit("/admin/logout", &[]).await;
-    let attacker = Browser::new(&app);
-    while attacker
-        .log_in("ada", "guessing and guessing")
-        .await
-        .status()
-        != StatusCode::TOO_MANY_REQUESTS
-    {}
+    exhaust_account(&app, "ada").await;
 
     let password_step = owner.log_in("ada", PASSWORD).await;
     let code_step = submit_code(&owner, &recovery_codes[0]).await;
@@ -1066,4 +1059,37 @@ async fn reloading_the_enrolment_page_keeps_the_secret_already_scanned() {
     let (enrolled, _, _) = enrol(&browser).await;
     let next = browser.get("/admin/totp").await.text().await.unwrap();
     assert_ne!(secret_on(&next).as_bytes(), enrolled.as_bytes());
+}
+
+#[tokio::test]
+async fn odd_sign_in_requests_get_a_4xx_with_a_reason() {
+    let app = spawn_app().await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let client = bare_client();
+    let login = format!("{}/login", app.address);
+
+    let huge = client
+        .post(&login)
+        .form(&[("username", "ada"), ("password", &"x".repeat(1 << 20))])
+        .send()
+        .await
+        .unwrap();
+    let json = client
+        .post(&login)
+        .json(&serde_json::json!({ "username": "ada", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let nul = client
+        .post(&login)
+        .form(&[("username", "ada\0\r\n"), ("password", "with\0nul\r\n")])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(nul.status(), StatusCode::UNAUTHORIZED);
+    assert!(!huge.text().await.unwrap().is_empty());
+    assert!(audited(&app, "sign-in-failed").await);
 }

@@ -19,7 +19,7 @@ use crate::routes::admin::SessionCookies;
 use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
 use crate::routes::admin::login::{
-    actor_for, client_ip, see_other, with_cookies, with_retry_after,
+    TOO_MANY_ATTEMPTS, actor_for, client_ip, see_other, with_cookies, with_retry_after,
 };
 use crate::routes::admin::pages::{Nav, PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -40,6 +40,36 @@ pub async fn password_page(admin: SignedIn) -> HttpResponse {
             error: None,
         },
     )
+}
+
+/// The outcome of asking a signed-in admin for their password again.
+enum Recheck {
+    Confirmed,
+    Wrong,
+    Limited(std::time::Duration),
+}
+
+/// Checks the password an admin typed to confirm a sensitive change. Someone
+/// with a stolen session could guess it here as well as at the sign-in, so
+/// the account's sign-in limits apply.
+async fn recheck_password(
+    admin: &SignedIn,
+    ip: Option<std::net::IpAddr>,
+    limiter: &RateLimiter,
+    typed: Option<SecretString>,
+) -> Result<Recheck, ApiError> {
+    let subject = LoginSubject::Account(&admin.admin.username);
+    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
+        return Ok(Recheck::Limited(retry_after));
+    }
+    let typed = typed.unwrap_or_else(|| SecretString::from(""));
+    let verified = password::verify(typed, Some(admin.admin.password_hash.clone()))
+        .await
+        .map_err(ApiError::Unexpected)?;
+    Ok(match verified {
+        Verified::Yes { .. } => Recheck::Confirmed,
+        Verified::No => Recheck::Wrong,
+    })
 }
 
 #[derive(Deserialize)]
@@ -72,27 +102,21 @@ pub async fn change_password(
             },
         )
     };
-    // Someone with a stolen session could guess the password here as well
-    // as at the sign-in: the same limits apply.
     let ip = client_ip(&request, &limiter);
-    let subject = LoginSubject::Account(&admin.admin.username);
-    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let answer = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            &PasswordPage {
-                newsletter: &admin.newsletter,
-                nav: nav(&admin),
-                error: Some("Too many attempts. Please wait a minute and try again."),
-            },
-        );
-        return Ok(with_retry_after(answer, retry_after));
-    }
-    let current = form.current_password.unwrap_or_else(empty);
-    let verified = password::verify(current, Some(admin.admin.password_hash.clone()))
-        .await
-        .map_err(ApiError::Unexpected)?;
-    if !matches!(verified, Verified::Yes { .. }) {
-        return Ok(refuse("The current password is wrong."));
+    match recheck_password(&admin, ip, &limiter, form.current_password).await? {
+        Recheck::Confirmed => {}
+        Recheck::Wrong => return Ok(refuse("The current password is wrong.")),
+        Recheck::Limited(retry_after) => {
+            let answer = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &PasswordPage {
+                    newsletter: &admin.newsletter,
+                    nav: nav(&admin),
+                    error: Some(TOO_MANY_ATTEMPTS),
+                },
+            );
+            return Ok(with_retry_after(answer, retry_after));
+        }
     }
     let new = form.new_password.unwrap_or_else(empty);
     let check = form.new_password_check.unwrap_or_else(empty);
@@ -236,24 +260,17 @@ pub async fn enrol_totp(
     };
     let secret = TotpSecret::from_bytes(pending);
     let ip = client_ip(&request, &limiter);
-    let subject = LoginSubject::Account(&admin.admin.username);
-    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let error = "Too many attempts. Please wait a minute and try again.";
-        let answer = totp_form(&admin, &secret, StatusCode::TOO_MANY_REQUESTS, Some(error));
-        return Ok(with_retry_after(answer, retry_after));
-    }
-    let typed = form.password.unwrap_or_else(|| SecretString::from(""));
-    let verified = password::verify(typed, Some(admin.admin.password_hash.clone()))
-        .await
-        .map_err(ApiError::Unexpected)?;
-    if !matches!(verified, Verified::Yes { .. }) {
-        let error = "The password is wrong.";
-        return Ok(totp_form(
-            &admin,
-            &secret,
-            StatusCode::BAD_REQUEST,
-            Some(error),
-        ));
+    match recheck_password(&admin, ip, &limiter, form.password).await? {
+        Recheck::Confirmed => {}
+        Recheck::Wrong => {
+            let error = Some("The password is wrong.");
+            return Ok(totp_form(&admin, &secret, StatusCode::BAD_REQUEST, error));
+        }
+        Recheck::Limited(retry_after) => {
+            let error = Some(TOO_MANY_ATTEMPTS);
+            let answer = totp_form(&admin, &secret, StatusCode::TOO_MANY_REQUESTS, error);
+            return Ok(with_retry_after(answer, retry_after));
+        }
     }
     let Some(step) = totp::verify(&secret, &form.code, std::time::SystemTime::now()) else {
         return Ok(totp_form(

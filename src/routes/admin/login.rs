@@ -43,6 +43,9 @@ const CODE_ATTEMPTS: u32 = 5;
 /// is worth something to whoever holds its cookie.
 const CODE_STEP_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
+/// What a limited code or password check answers.
+pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Please wait a minute and try again.";
+
 const WRONG_CREDENTIALS: &str = "The username or password is wrong.";
 const UNAVAILABLE: &str = "Signing in is unavailable right now. Please try again in a few minutes.";
 
@@ -383,7 +386,7 @@ pub async fn submit_code(
     )
     .await?;
     if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let error = "Too many attempts. Please wait a minute and try again.";
+        let error = TOO_MANY_ATTEMPTS;
         let answer = code_form(
             &newsletter,
             StatusCode::TOO_MANY_REQUESTS,
