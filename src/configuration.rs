@@ -22,6 +22,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub email_client: EmailClientSettings,
     pub delivery: DeliverySettings,
+    pub campaigns: CampaignSettings,
     pub subscriptions: SubscriptionSettings,
     /// Where rate limits are kept, e.g. `redis://127.0.0.1:6379` or, with
     /// TLS, `rediss://user:password@host:port`.
@@ -152,6 +153,58 @@ impl DeliverySettings {
 
     pub fn backoff_max(&self) -> Duration {
         Duration::from_secs(self.backoff_max_seconds)
+    }
+}
+
+/// How newsletter issues are sent: see `crate::campaigns`. Senders run
+/// wherever outbox delivery runs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CampaignSettings {
+    /// Sender tasks per process.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub senders: usize,
+    /// Deliveries per batch: per claim and per call to the email API.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub batch_size: i32,
+    /// Recipients recorded per statement when an issue goes out.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub audience_chunk: i64,
+    /// The most emails per second the whole fleet sends on the broadcast
+    /// stream, shared by every process through Redis.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub messages_per_second: u32,
+    /// How long a batch claim holds; longer than the email client's
+    /// timeout, so that no two senders hold the same batch.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub claim_timeout_seconds: u64,
+    /// Attempts before a delivery is marked failed. Throttling answers
+    /// (429) do not count.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_attempts: i16,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub backoff_base_milliseconds: u64,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub backoff_max_seconds: u64,
+    /// How often idle senders look for work when no notification arrives.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub poll_interval_milliseconds: u64,
+}
+
+impl CampaignSettings {
+    pub fn claim_timeout(&self) -> Duration {
+        Duration::from_secs(self.claim_timeout_seconds)
+    }
+
+    pub fn backoff_base(&self) -> Duration {
+        Duration::from_millis(self.backoff_base_milliseconds)
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_secs(self.backoff_max_seconds)
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_milliseconds)
     }
 }
 
@@ -301,6 +354,9 @@ pub struct EmailClientSettings {
     pub timeout_milliseconds: u64,
     /// The Postmark message stream for transactional mail (confirmations).
     pub transactional_stream: String,
+    /// The Postmark message stream for newsletter issues: bulk mail is kept
+    /// apart from transactional mail, whose reputation it must not risk.
+    pub broadcast_stream: String,
 }
 
 /// The environment the service runs in, chosen by `APP_ENVIRONMENT`.

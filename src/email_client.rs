@@ -96,7 +96,8 @@ pub enum EmailError {
 /// What the API decided about one message of a batch it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Accepted,
+    /// Taken, under the API's id for the message (none from the console).
+    Accepted { message_id: Option<String> },
     /// Refused, with Postmark's error code and message.
     Refused {
         code: i64,
@@ -178,6 +179,14 @@ struct SendEmailRequest<'a> {
     html_body: &'a str,
     text_body: &'a str,
     message_stream: &'a str,
+    /// Comes back in webhooks: how a bounce finds its delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata>,
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    delivery_id: String,
 }
 
 /// One entry of the batch answer, in the order the messages were sent; also
@@ -188,12 +197,16 @@ struct BatchAnswer {
     error_code: i64,
     #[serde(rename = "Message", default)]
     message: String,
+    #[serde(rename = "MessageID", default)]
+    message_id: Option<String>,
 }
 
 impl From<BatchAnswer> for Verdict {
     fn from(answer: BatchAnswer) -> Self {
         if answer.error_code == 0 {
-            Verdict::Accepted
+            Verdict::Accepted {
+                message_id: answer.message_id,
+            }
         } else {
             Verdict::Refused {
                 code: answer.error_code,
@@ -260,7 +273,7 @@ impl EmailClient {
                         "Email printed to the console instead of being sent"
                     );
                 }
-                Ok(vec![Verdict::Accepted; messages.len()])
+                Ok(vec![Verdict::Accepted { message_id: None }; messages.len()])
             }
             Transport::Postmark {
                 http,
@@ -276,6 +289,9 @@ impl EmailClient {
                         html_body: &message.content.html_body,
                         text_body: &message.content.text_body,
                         message_stream: &message.message_stream,
+                        metadata: message.delivery.map(|id| Metadata {
+                            delivery_id: id.to_string(),
+                        }),
                     })
                     .collect();
                 let response = http
@@ -577,10 +593,12 @@ mod tests {
     fn answer(error_codes: &[i64]) -> ResponseTemplate {
         let entries: Vec<_> = error_codes
             .iter()
-            .map(|code| {
+            .enumerate()
+            .map(|(n, code)| {
                 serde_json::json!({
                     "ErrorCode": code,
                     "Message": if *code == 0 { "OK" } else { "Inactive recipient" },
+                    "MessageID": format!("message-{n}"),
                 })
             })
             .collect();
@@ -601,6 +619,7 @@ mod tests {
                     text_body: "Hi".into(),
                 },
                 message_stream: "outbound".into(),
+                delivery: None,
             })
             .collect();
         let emails: Vec<&Email> = emails.iter().collect();
@@ -641,7 +660,18 @@ mod tests {
         )
         .await;
 
-        assert_eq!(result.unwrap(), vec![Verdict::Accepted, Verdict::Accepted]);
+        let ids: Vec<Option<String>> = result
+            .unwrap()
+            .into_iter()
+            .map(|verdict| match verdict {
+                Verdict::Accepted { message_id } => message_id,
+                refused => panic!("expected every message accepted, got {refused:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![Some("message-0".to_owned()), Some("message-1".to_owned())]
+        );
     }
 
     #[tokio::test]
@@ -682,7 +712,7 @@ mod tests {
         .await
         .unwrap();
 
-        assert_eq!(verdicts[0], Verdict::Accepted);
+        assert!(matches!(verdicts[0], Verdict::Accepted { .. }));
         assert_eq!(
             verdicts[1],
             Verdict::Refused {
@@ -690,7 +720,7 @@ mod tests {
                 message: "Inactive recipient".into()
             }
         );
-        assert_eq!(verdicts[2], Verdict::Accepted);
+        assert!(matches!(verdicts[2], Verdict::Accepted { .. }));
     }
 
     #[tokio::test]
@@ -832,6 +862,10 @@ mod tests {
         let verdicts = send_to(&client, &["a@example.com", "b@example.com"])
             .await
             .unwrap();
-        assert_eq!(verdicts, vec![Verdict::Accepted, Verdict::Accepted]);
+        assert_eq!(
+            verdicts,
+            vec![Verdict::Accepted { message_id: None }; 2],
+            "the console has no message ids to give"
+        );
     }
 }

@@ -28,6 +28,9 @@ pub struct Email {
     pub content: EmailContent,
     /// Postmark keeps transactional and broadcast mail apart by stream.
     pub message_stream: String,
+    /// The newsletter delivery it is, if it is one: sent along as metadata
+    /// so that webhooks about it can be traced back.
+    pub delivery: Option<crate::campaigns::DeliveryId>,
 }
 
 impl EmailContent {

@@ -98,6 +98,7 @@ mod tests {
                     text_body: "Hello".into(),
                 },
                 message_stream: "outbound".into(),
+                delivery: None,
             },
         }
     }

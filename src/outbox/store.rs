@@ -75,6 +75,7 @@ impl Claimed {
                 to,
                 content,
                 message_stream: self.message_stream,
+                delivery: None,
             },
         })
     }

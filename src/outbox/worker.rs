@@ -358,7 +358,7 @@ impl DeliveryWorker {
                 let mut sent = Vec::with_capacity(batch.len());
                 for (message, verdict) in batch.iter().zip(verdicts) {
                     match verdict {
-                        Verdict::Accepted => sent.push(held(message)),
+                        Verdict::Accepted { .. } => sent.push(held(message)),
                         Verdict::Refused {
                             code,
                             message: reason,

@@ -55,6 +55,7 @@ pub(super) async fn store(
                 ),
             },
             message_stream: settings.message_stream.clone(),
+            delivery: None,
         })
         .collect();
     outbox.enqueue(transaction, emails).await?;

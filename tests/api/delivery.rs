@@ -438,6 +438,7 @@ fn email_to(i: usize) -> Email {
             text_body: "Hello".into(),
         },
         message_stream: "outbound".into(),
+        delivery: None,
     }
 }
 

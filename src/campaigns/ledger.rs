@@ -1,0 +1,969 @@
+//! Every statement on `newsletter_issues`, `deliveries`, `delivery_batches`
+//! and `publish_requests`. Each function takes a `&mut PgConnection`, so it
+//! runs on a pooled connection or inside the caller's transaction alike.
+//!
+//! Three rules keep the ledger honest:
+//! - a change to deliveries and the issue's counters is one statement, so
+//!   the counters never drift from the rows they count;
+//! - a sender's every write names the batch claim it holds, so a sender
+//!   whose lease lapsed (and whose batch another sender took) changes
+//!   nothing;
+//! - a delivery is marked sent only with the email API's answer in hand.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+// Dynamic SQL here only splices this module's own constants, never input.
+use sqlx::{AssertSqlSafe, PgConnection};
+use uuid::Uuid;
+
+use crate::emails::EmailContent;
+
+/// Postgres channel announcing that an issue has work for senders (it was
+/// published, resumed, or had failed deliveries queued again).
+pub const WORK_CHANNEL: &str = "newsletter_work";
+
+/// Postgres channel on which every change to an issue's row is announced,
+/// with the issue's id as payload (a trigger sends it).
+pub const PROGRESS_CHANNEL: &str = "newsletter_progress";
+
+/// Where an issue stands. "Scheduled" is not a state of its own: it is a
+/// sending issue whose `send_at` is still ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueState {
+    Sending,
+    Paused,
+    Cancelled,
+    Done,
+}
+
+impl IssueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueState::Sending => "sending",
+            IssueState::Paused => "paused",
+            IssueState::Cancelled => "cancelled",
+            IssueState::Done => "done",
+        }
+    }
+
+    fn parse(state: &str) -> Self {
+        match state {
+            "paused" => IssueState::Paused,
+            "cancelled" => IssueState::Cancelled,
+            "done" => IssueState::Done,
+            // The table's CHECK allows nothing else.
+            _ => IssueState::Sending,
+        }
+    }
+}
+
+/// What the publish form carries so that submitting it twice publishes
+/// once: 16 to 128 letters, digits, `-` or `_` (the form puts a UUID in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(key: &str) -> Result<Self, String> {
+        let key = key.trim();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if !(16..=128).contains(&key.len()) || !key.chars().all(allowed) {
+            return Err("The form's idempotency key is missing or malformed; \
+                 reload the page and submit it again."
+                .into());
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An issue as the publish form submits it, already parsed and rendered.
+pub struct NewIssue<'a> {
+    pub title: &'a str,
+    /// The Markdown as written.
+    pub content: &'a str,
+    /// What it renders to, with the recipient's `{{placeholders}}` left in.
+    pub rendered: &'a EmailContent,
+    pub message_stream: &'a str,
+    /// `None` sends it now.
+    pub send_at: Option<DateTime<Utc>>,
+    pub created_by: Uuid,
+}
+
+impl NewIssue<'_> {
+    /// What makes two submissions "the same": title, content and schedule.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut digest = Sha256::new();
+        for part in [
+            self.title,
+            self.content,
+            &self.send_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+        ] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        digest.finalize().to_vec()
+    }
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub issue_id: Uuid,
+    /// The key had published this issue already: nothing new was stored.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("this form was already submitted with different content")]
+    KeyReused,
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Stores an issue and wakes the senders, in the caller's transaction,
+/// unless `key` published one in the past 24 hours: then the same content
+/// gets that issue back and other content [`PublishError::KeyReused`].
+///
+/// The key is taken before the issue is written: a concurrent request with
+/// the same key waits on the key's unique index until this transaction
+/// ends, then finds the key taken and replays (or is refused).
+pub async fn publish(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    issue: NewIssue<'_>,
+) -> Result<Published, PublishError> {
+    let issue_id = Uuid::new_v4();
+    let fingerprint = issue.fingerprint();
+    let taken: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO publish_requests (admin_id, idempotency_key, fingerprint, issue_id) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (admin_id, idempotency_key) DO UPDATE \
+             SET fingerprint = EXCLUDED.fingerprint, issue_id = EXCLUDED.issue_id, \
+                 created_at = now() \
+             WHERE publish_requests.created_at < now() - interval '24 hours' \
+         RETURNING issue_id",
+    )
+    .bind(issue.created_by)
+    .bind(key.as_str())
+    .bind(&fingerprint)
+    .bind(issue_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if taken.is_none() {
+        let (earlier, issue_id): (Vec<u8>, Uuid) = sqlx::query_as(
+            "SELECT fingerprint, issue_id FROM publish_requests \
+             WHERE admin_id = $1 AND idempotency_key = $2",
+        )
+        .bind(issue.created_by)
+        .bind(key.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        return if earlier == fingerprint {
+            Ok(Published {
+                issue_id,
+                replayed: true,
+            })
+        } else {
+            Err(PublishError::KeyReused)
+        };
+    }
+    sqlx::query(
+        "INSERT INTO newsletter_issues \
+             (id, title, content, subject, html_body, text_body, message_stream, send_at, \
+              created_by, rate_since) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), $9, COALESCE($8, now()))",
+    )
+    .bind(issue_id)
+    .bind(issue.title)
+    .bind(issue.content)
+    .bind(&issue.rendered.subject)
+    .bind(&issue.rendered.html_body)
+    .bind(&issue.rendered.text_body)
+    .bind(issue.message_stream)
+    .bind(issue.send_at)
+    .bind(issue.created_by)
+    .execute(&mut *conn)
+    .await?;
+    wake_senders(conn).await?;
+    Ok(Published {
+        issue_id,
+        replayed: false,
+    })
+}
+
+/// Tells senders on every replica, at commit, that there is work.
+async fn wake_senders(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WORK_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One issue in the list, with its counts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IssueSummary {
+    pub id: Uuid,
+    pub title: String,
+    #[sqlx(try_from = "String")]
+    pub state: StateColumn,
+    pub send_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub audience_complete: bool,
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+/// `state` as read from a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateColumn(pub IssueState);
+
+impl TryFrom<String> for StateColumn {
+    type Error = std::convert::Infallible;
+    fn try_from(state: String) -> Result<Self, Self::Error> {
+        Ok(StateColumn(IssueState::parse(&state)))
+    }
+}
+
+impl IssueSummary {
+    pub fn state(&self) -> IssueState {
+        self.state.0
+    }
+
+    /// Recorded and not yet sent, failed or skipped.
+    pub fn queued(&self) -> i64 {
+        self.recipients - self.sent - self.failed - self.skipped
+    }
+
+    /// Waiting for its `send_at`.
+    pub fn is_scheduled(&self) -> bool {
+        self.state() == IssueState::Sending && self.send_at > Utc::now()
+    }
+
+    /// What a person reads as its state.
+    pub fn label(&self) -> &'static str {
+        if self.is_scheduled() {
+            "scheduled"
+        } else {
+            self.state().as_str()
+        }
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "id, title, state, send_at, created_at, audience_complete, \
+                               recipients, sent, failed, skipped";
+
+/// The latest `limit` issues, newest first.
+pub async fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<IssueSummary>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM newsletter_issues ORDER BY created_at DESC, id LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// An issue whole: what it says and where it stands.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Issue {
+    #[sqlx(flatten)]
+    pub summary: IssueSummary,
+    pub content: String,
+    pub subject: String,
+    pub html_body: String,
+    pub text_body: String,
+    pub message_stream: String,
+}
+
+impl Issue {
+    pub fn rendered(&self) -> EmailContent {
+        EmailContent {
+            subject: self.subject.clone(),
+            html_body: self.html_body.clone(),
+            text_body: self.text_body.clone(),
+        }
+    }
+}
+
+pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Issue>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS}, content, subject, html_body, text_body, message_stream \
+         FROM newsletter_issues WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Where a campaign stands, for its page and its live updates.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub summary: IssueSummary,
+    /// Deliveries settled per second since sending began or last resumed.
+    pub rate_per_second: Option<f64>,
+}
+
+impl Progress {
+    /// Settled (sent, failed or skipped) out of all recorded, in percent;
+    /// 100 only once every recipient is recorded and settled.
+    pub fn percent(&self) -> u8 {
+        let s = &self.summary;
+        if s.state() == IssueState::Done {
+            return 100;
+        }
+        if s.recipients == 0 {
+            return 0;
+        }
+        let settled = s.sent + s.failed + s.skipped;
+        let percent = (settled * 100 / s.recipients).min(100) as u8;
+        if s.audience_complete { percent } else { percent.min(99) }
+    }
+
+    /// Seconds until the queued deliveries are settled at the current rate.
+    pub fn seconds_left(&self) -> Option<u64> {
+        let rate = self.rate_per_second.filter(|rate| *rate > 0.0)?;
+        if self.summary.state() != IssueState::Sending {
+            return None;
+        }
+        Some((self.summary.queued() as f64 / rate).ceil() as u64)
+    }
+}
+
+pub async fn progress(conn: &mut PgConnection, id: Uuid) -> Result<Option<Progress>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        summary: IssueSummary,
+        elapsed: Option<f64>,
+        rate_base: i64,
+    }
+    let row: Option<Row> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS}, rate_base, \
+                EXTRACT(EPOCH FROM (COALESCE(finished_at, now()) - rate_since))::float8 AS elapsed \
+         FROM newsletter_issues WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| {
+        let settled = row.summary.sent + row.summary.failed + row.summary.skipped;
+        let rate_per_second = row
+            .elapsed
+            .filter(|elapsed| *elapsed > 0.5)
+            .map(|elapsed| (settled - row.rate_base).max(0) as f64 / elapsed);
+        Progress {
+            summary: row.summary,
+            rate_per_second,
+        }
+    }))
+}
+
+/// Stops handing out the issue's batches; those in flight finish. Returns
+/// whether the issue was sending.
+pub async fn pause(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE newsletter_issues SET state = 'paused' WHERE id = $1 AND state = 'sending'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Hands out the issue's batches again. Returns whether it was paused.
+pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE newsletter_issues \
+         SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped \
+         WHERE id = $1 AND state = 'paused'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        wake_senders(conn).await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends the campaign: every delivery still queued and not in a batch a
+/// sender holds right now is skipped as cancelled. A batch in flight
+/// finishes (its email may already be with the API) and skips what it
+/// leaves queued when it ends. Returns whether the issue was sending or
+/// paused.
+pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let cancelled: Option<Uuid> = sqlx::query_scalar(
+        "WITH issue AS ( \
+             SELECT id FROM newsletter_issues \
+             WHERE id = $1 AND state IN ('sending', 'paused') FOR UPDATE \
+         ), closed AS ( \
+             UPDATE delivery_batches b SET done = true, claim_id = NULL, claimed_until = NULL \
+             FROM issue \
+             WHERE b.issue_id = issue.id AND NOT b.done \
+               AND (b.claimed_until IS NULL OR b.claimed_until < now()) \
+             RETURNING b.first_seq, b.last_seq \
+         ), skipped AS ( \
+             UPDATE deliveries d \
+             SET status = 'skipped', last_error = 'the issue was cancelled', updated_at = now() \
+             FROM closed \
+             WHERE d.issue_id = $1 AND d.seq BETWEEN closed.first_seq AND closed.last_seq \
+               AND d.status = 'queued' \
+             RETURNING 1 \
+         ) \
+         UPDATE newsletter_issues i \
+         SET state = 'cancelled', skipped = skipped + (SELECT count(*) FROM skipped), \
+             finished_at = now() \
+         FROM issue WHERE i.id = issue.id \
+         RETURNING i.id",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(cancelled.is_some())
+}
+
+/// Queues the issue's failed deliveries again with a fresh count of
+/// attempts, and reopens their batches. Returns how many were queued. A
+/// cancelled issue stays cancelled: nothing is requeued.
+pub async fn requeue_failed(conn: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+    let requeued: Option<i64> = sqlx::query_scalar(
+        "WITH issue AS ( \
+             SELECT id FROM newsletter_issues \
+             WHERE id = $1 AND state IN ('sending', 'paused', 'done') FOR UPDATE \
+         ), requeued AS ( \
+             UPDATE deliveries d SET status = 'queued', attempts = 0, updated_at = now() \
+             FROM issue WHERE d.issue_id = issue.id AND d.status = 'failed' \
+             RETURNING d.seq \
+         ), reopened AS ( \
+             UPDATE delivery_batches b \
+             SET done = false, attempts = 0, next_attempt_at = now() \
+             WHERE b.issue_id = $1 \
+               AND EXISTS (SELECT 1 FROM requeued r WHERE r.seq BETWEEN b.first_seq AND b.last_seq) \
+             RETURNING 1 \
+         ) \
+         UPDATE newsletter_issues i \
+         SET failed = failed - (SELECT count(*) FROM requeued), \
+             state = CASE WHEN state = 'done' THEN 'sending' ELSE state END, \
+             finished_at = CASE WHEN state = 'done' THEN NULL ELSE finished_at END, \
+             rate_since = CASE WHEN state = 'done' THEN now() ELSE rate_since END, \
+             rate_base = CASE WHEN state = 'done' THEN sent + failed - (SELECT count(*) FROM requeued) + skipped ELSE rate_base END \
+         FROM issue WHERE i.id = issue.id AND (SELECT count(*) FROM reopened) >= 0 \
+           AND (SELECT count(*) FROM requeued) > 0 \
+         RETURNING (SELECT count(*) FROM requeued)",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let requeued = requeued.unwrap_or(0) as u64;
+    if requeued > 0 {
+        wake_senders(conn).await?;
+    }
+    Ok(requeued)
+}
+
+/// A recipient who did not get the issue, and why.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Undelivered {
+    pub seq: i32,
+    /// `None` once the subscriber was erased.
+    pub email: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempts: i16,
+}
+
+/// The issue's failed and skipped deliveries after `after_seq`, in order,
+/// at most `limit`.
+pub async fn undelivered(
+    conn: &mut PgConnection,
+    id: Uuid,
+    after_seq: i32,
+    limit: i64,
+) -> Result<Vec<Undelivered>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.seq, s.email, d.status, d.last_error AS reason, d.attempts \
+         FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscriber_id \
+         WHERE d.issue_id = $1 AND d.seq > $2 AND d.status IN ('failed', 'skipped') \
+         ORDER BY d.seq LIMIT $3",
+    )
+    .bind(id)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Names one delivery wherever it travels: in the email API's `Metadata`,
+/// and back in its webhooks. Written `<issue id>:<seq>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryId {
+    pub issue_id: Uuid,
+    pub seq: i32,
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.issue_id, self.seq)
+    }
+}
+
+impl FromStr for DeliveryId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (issue, seq) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not a delivery id"))?;
+        Ok(DeliveryId {
+            issue_id: issue
+                .parse()
+                .map_err(|_| format!("`{s}` is not a delivery id"))?,
+            seq: seq
+                .parse()
+                .ok()
+                .filter(|seq| *seq > 0)
+                .ok_or_else(|| format!("`{s}` is not a delivery id"))?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What recorders and senders do.
+
+/// A recorder's hold on an issue whose audience is not recorded yet.
+#[derive(Debug, Clone, Copy)]
+pub struct AudienceClaim {
+    pub issue_id: Uuid,
+    pub claim: Uuid,
+}
+
+/// Takes the next due issue whose audience is not yet recorded, for `lease`.
+pub async fn claim_audience(
+    conn: &mut PgConnection,
+    lease: Duration,
+) -> Result<Option<AudienceClaim>, sqlx::Error> {
+    let claimed: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "UPDATE newsletter_issues \
+         SET audience_claim = gen_random_uuid(), \
+             audience_claimed_until = now() + make_interval(secs => $1) \
+         WHERE id = ( \
+             SELECT id FROM newsletter_issues \
+             WHERE state = 'sending' AND NOT audience_complete AND send_at <= now() \
+               AND (audience_claimed_until IS NULL OR audience_claimed_until < now()) \
+             ORDER BY send_at LIMIT 1 FOR UPDATE SKIP LOCKED \
+         ) \
+         RETURNING id, audience_claim",
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.map(|(issue_id, claim)| AudienceClaim { issue_id, claim }))
+}
+
+/// What one chunk of audience recording did.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk {
+    pub recorded: i64,
+    pub complete: bool,
+}
+
+/// Records the next `chunk` confirmed subscribers (by id, after the cursor)
+/// who had confirmed by the issue's `send_at`, numbers them on from the
+/// last, cuts them into batches of `batch_size`, and moves the cursor and
+/// the lease on, all in one statement. `None` when the claim was lost or
+/// the issue was paused or cancelled meanwhile.
+///
+/// `confirmed_at <= send_at` is what freezes the audience although it is
+/// recorded over several statements: someone confirming after the issue
+/// went out is never included, however late their chunk is read.
+pub async fn record_audience_chunk(
+    conn: &mut PgConnection,
+    claim: AudienceClaim,
+    chunk: i64,
+    batch_size: i32,
+    lease: Duration,
+) -> Result<Option<Chunk>, sqlx::Error> {
+    let recorded: Option<(i64, bool)> = sqlx::query_as(
+        "WITH issue AS ( \
+             SELECT id, send_at, recipients, audience_cursor FROM newsletter_issues \
+             WHERE id = $1 AND audience_claim = $2 AND state = 'sending' \
+               AND NOT audience_complete \
+             FOR UPDATE \
+         ), chosen AS ( \
+             SELECT s.id, (issue.recipients + row_number() OVER (ORDER BY s.id))::int AS seq \
+             FROM issue, subscriptions s \
+             WHERE s.id > COALESCE(issue.audience_cursor, '00000000-0000-0000-0000-000000000000') \
+               AND s.status = 'confirmed' AND s.confirmed_at <= issue.send_at \
+             ORDER BY s.id LIMIT $3 \
+         ), recorded AS ( \
+             INSERT INTO deliveries (issue_id, seq, subscriber_id) \
+             SELECT $1, seq, id FROM chosen \
+         ), bounds AS ( \
+             SELECT min(seq) AS low, max(seq) AS high, count(*) AS n, max(id) AS last_id \
+             FROM chosen \
+         ), batches AS ( \
+             INSERT INTO delivery_batches (issue_id, first_seq, last_seq) \
+             SELECT $1, first, LEAST(first + $4 - 1, bounds.high) \
+             FROM bounds, generate_series(bounds.low, bounds.high, $4) AS first \
+             WHERE bounds.n > 0 \
+         ) \
+         UPDATE newsletter_issues i \
+         SET recipients = i.recipients + bounds.n, \
+             audience_cursor = COALESCE(bounds.last_id, i.audience_cursor), \
+             audience_complete = bounds.n < $3, \
+             audience_claimed_until = now() + make_interval(secs => $5) \
+         FROM issue, bounds WHERE i.id = issue.id \
+         RETURNING bounds.n, i.audience_complete",
+    )
+    .bind(claim.issue_id)
+    .bind(claim.claim)
+    .bind(chunk)
+    .bind(batch_size)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((recorded, complete)) = recorded else {
+        return Ok(None);
+    };
+    if complete {
+        finish_issue_if_settled(conn, claim.issue_id).await?;
+    }
+    if recorded > 0 {
+        wake_senders(conn).await?;
+    }
+    Ok(Some(Chunk {
+        recorded,
+        complete,
+    }))
+}
+
+/// Marks a sending issue done once its audience is recorded and no batch
+/// is left open.
+async fn finish_issue_if_settled(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE newsletter_issues SET state = 'done', finished_at = now() \
+         WHERE id = $1 AND state = 'sending' AND audience_complete \
+           AND NOT EXISTS (SELECT 1 FROM delivery_batches WHERE issue_id = $1 AND NOT done)",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A batch a sender holds, with the issue's content to render from.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedBatch {
+    pub issue_id: Uuid,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub claim_id: Uuid,
+    /// Earlier attempts of this batch that failed as a whole.
+    pub attempts: i32,
+    pub subject: String,
+    pub html_body: String,
+    pub text_body: String,
+    pub message_stream: String,
+}
+
+impl ClaimedBatch {
+    pub fn content(&self) -> EmailContent {
+        EmailContent {
+            subject: self.subject.clone(),
+            html_body: self.html_body.clone(),
+            text_body: self.text_body.clone(),
+        }
+    }
+}
+
+/// Takes the next due batch of a sending issue for `lease`. `SKIP LOCKED`
+/// lets senders on every replica claim different batches without waiting
+/// on each other; a batch whose lease lapsed (its sender died) is due again.
+pub async fn claim_batch(
+    conn: &mut PgConnection,
+    lease: Duration,
+) -> Result<Option<ClaimedBatch>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH claimed AS ( \
+             UPDATE delivery_batches b \
+             SET claim_id = gen_random_uuid(), \
+                 claimed_until = now() + make_interval(secs => $1) \
+             WHERE (b.issue_id, b.first_seq) = ( \
+                 SELECT due.issue_id, due.first_seq \
+                 FROM delivery_batches due \
+                 JOIN newsletter_issues i ON i.id = due.issue_id AND i.state = 'sending' \
+                 WHERE NOT due.done AND due.next_attempt_at <= now() \
+                   AND (due.claimed_until IS NULL OR due.claimed_until < now()) \
+                 ORDER BY due.next_attempt_at, due.issue_id, due.first_seq \
+                 LIMIT 1 FOR UPDATE OF due SKIP LOCKED \
+             ) \
+             RETURNING b.issue_id, b.first_seq, b.last_seq, b.claim_id, b.attempts \
+         ) \
+         SELECT claimed.issue_id, claimed.first_seq, claimed.last_seq, claimed.claim_id, \
+                claimed.attempts, i.subject, i.html_body, i.text_body, i.message_stream \
+         FROM claimed JOIN newsletter_issues i ON i.id = claimed.issue_id",
+    )
+    .bind(lease.as_secs_f64())
+    .fetch_optional(conn)
+    .await
+}
+
+/// One queued delivery of a claimed batch, with who it goes to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recipient {
+    pub seq: i32,
+    pub subscriber_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub attempts: i16,
+}
+
+/// The batch's queued deliveries to confirmed subscribers. Those whose
+/// subscriber is no longer confirmed (or no longer exists) are skipped
+/// first, in the same statement that counts them.
+pub async fn batch_recipients(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+) -> Result<Vec<Recipient>, sqlx::Error> {
+    sqlx::query(
+        "WITH skipped AS ( \
+             UPDATE deliveries d \
+             SET status = 'skipped', updated_at = now(), \
+                 last_error = 'no longer subscribed when the issue was sent' \
+             WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
+               AND NOT EXISTS ( \
+                   SELECT 1 FROM subscriptions s \
+                   WHERE s.id = d.subscriber_id AND s.status = 'confirmed') \
+               AND EXISTS ( \
+                   SELECT 1 FROM delivery_batches b \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+             RETURNING 1 \
+         ) \
+         UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
+         WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
+    )
+    .bind(batch.issue_id)
+    .bind(batch.first_seq)
+    .bind(batch.last_seq)
+    .bind(batch.claim_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "SELECT d.seq, d.subscriber_id, s.email, s.name, d.attempts \
+         FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id \
+         WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
+           AND s.status = 'confirmed' \
+         ORDER BY d.seq",
+    )
+    .bind(batch.issue_id)
+    .bind(batch.first_seq)
+    .bind(batch.last_seq)
+    .fetch_all(conn)
+    .await
+}
+
+/// The API accepted these deliveries: `(seq, MessageID)`. Returns how many
+/// were still held under the batch's claim.
+pub async fn mark_sent(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+    sent: &[(i32, String)],
+) -> Result<u64, sqlx::Error> {
+    let (seqs, ids): (Vec<i32>, Vec<&str>) =
+        sent.iter().map(|(seq, id)| (*seq, id.as_str())).unzip();
+    settle(
+        conn,
+        batch,
+        "UPDATE deliveries d \
+         SET status = 'sent', message_id = new.value, last_error = NULL, \
+             attempts = d.attempts + 1, updated_at = now() \
+         FROM UNNEST($5::int[], $6::text[]) AS new (seq, value)",
+        "sent",
+        &seqs,
+        &ids,
+    )
+    .await
+}
+
+/// These deliveries can never be sent as they are: `(seq, reason)`.
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+    failed: &[(i32, String)],
+) -> Result<u64, sqlx::Error> {
+    let (seqs, reasons): (Vec<i32>, Vec<&str>) =
+        failed.iter().map(|(seq, why)| (*seq, why.as_str())).unzip();
+    settle(
+        conn,
+        batch,
+        "UPDATE deliveries d \
+         SET status = 'failed', last_error = new.value, \
+             attempts = d.attempts + 1, updated_at = now() \
+         FROM UNNEST($5::int[], $6::text[]) AS new (seq, value)",
+        "failed",
+        &seqs,
+        &reasons,
+    )
+    .await
+}
+
+/// Moves the listed queued deliveries of a held batch to a final status
+/// and adds them to the issue's counter of that status, in one statement.
+async fn settle(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+    update: &str,
+    counter: &str,
+    seqs: &[i32],
+    values: &[&str],
+) -> Result<u64, sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let settled: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH settled AS ( \
+             {update} \
+             WHERE d.issue_id = $1 AND d.seq = new.seq AND d.seq BETWEEN $2 AND $3 \
+               AND d.status = 'queued' \
+               AND EXISTS ( \
+                   SELECT 1 FROM delivery_batches b \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+             RETURNING 1 \
+         ), counted AS ( \
+             UPDATE newsletter_issues SET {counter} = {counter} + (SELECT count(*) FROM settled) \
+             WHERE id = $1 AND (SELECT count(*) FROM settled) > 0 \
+         ) \
+         SELECT count(*) FROM settled"
+    )))
+    .bind(batch.issue_id)
+    .bind(batch.first_seq)
+    .bind(batch.last_seq)
+    .bind(batch.claim_id)
+    .bind(seqs)
+    .bind(values)
+    .fetch_one(conn)
+    .await?;
+    Ok(settled as u64)
+}
+
+/// The API refused these deliveries for now: `(seq, error)`. Each keeps its
+/// place in the queue with the attempt counted, unless it has had
+/// `max_attempts`, in which case it fails with the error. Returns how many
+/// failed for good.
+pub async fn note_passing_errors(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+    errors: &[(i32, String)],
+    max_attempts: i16,
+) -> Result<u64, sqlx::Error> {
+    // Whether an attempt was the last is decided in the statement, from
+    // the row's own count: a copy read at claim time could be stale.
+    let (seqs, texts): (Vec<i32>, Vec<&str>) =
+        errors.iter().map(|(seq, e)| (*seq, e.as_str())).unzip();
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let failed: i64 = sqlx::query_scalar(
+        "WITH noted AS ( \
+             UPDATE deliveries d \
+             SET attempts = d.attempts + 1, updated_at = now(), \
+                 last_error = CASE WHEN d.attempts + 1 >= $7 \
+                     THEN 'gave up after ' || (d.attempts + 1) || ' attempts: ' || new.value \
+                     ELSE new.value END, \
+                 status = CASE WHEN d.attempts + 1 >= $7 THEN 'failed' ELSE 'queued' END \
+             FROM UNNEST($5::int[], $6::text[]) AS new (seq, value) \
+             WHERE d.issue_id = $1 AND d.seq = new.seq AND d.seq BETWEEN $2 AND $3 \
+               AND d.status = 'queued' \
+               AND EXISTS ( \
+                   SELECT 1 FROM delivery_batches b \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+             RETURNING d.status \
+         ), counted AS ( \
+             UPDATE newsletter_issues \
+             SET failed = failed + (SELECT count(*) FROM noted WHERE status = 'failed') \
+             WHERE id = $1 AND (SELECT count(*) FROM noted WHERE status = 'failed') > 0 \
+         ) \
+         SELECT count(*) FROM noted WHERE status = 'failed'",
+    )
+    .bind(batch.issue_id)
+    .bind(batch.first_seq)
+    .bind(batch.last_seq)
+    .bind(batch.claim_id)
+    .bind(&seqs)
+    .bind(&texts)
+    .bind(max_attempts)
+    .fetch_one(conn)
+    .await?;
+    Ok(failed as u64)
+}
+
+/// How a sender lets go of a batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// The batch was worked through: it is done unless deliveries are still
+    /// queued in it, which are tried again after the delay.
+    Worked { retry_in: Duration },
+    /// Nothing was sent (throttled, shutting down, or the call failed as a
+    /// whole): try again after the delay; `count` says whether this counts
+    /// as a failed attempt of the batch, which lengthens its next backoff.
+    Untouched { retry_in: Duration, count: bool },
+}
+
+/// Lets go of a held batch; finishes the issue once nothing is left. When
+/// the issue was cancelled meanwhile, what the batch leaves queued is
+/// skipped instead of tried again.
+pub async fn release_batch(
+    conn: &mut PgConnection,
+    batch: &ClaimedBatch,
+    release: Release,
+) -> Result<(), sqlx::Error> {
+    let (retry_in, count) = match release {
+        Release::Worked { retry_in } => (retry_in, false),
+        Release::Untouched { retry_in, count } => (retry_in, count),
+    };
+    let worked = matches!(release, Release::Worked { .. });
+    sqlx::query(
+        "WITH issue AS ( \
+             SELECT state FROM newsletter_issues WHERE id = $1 \
+         ), cancelled AS ( \
+             UPDATE deliveries d \
+             SET status = 'skipped', last_error = 'the issue was cancelled', updated_at = now() \
+             WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
+               AND (SELECT state FROM issue) = 'cancelled' \
+               AND EXISTS ( \
+                   SELECT 1 FROM delivery_batches b \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+             RETURNING 1 \
+         ), counted AS ( \
+             UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM cancelled) \
+             WHERE id = $1 AND (SELECT count(*) FROM cancelled) > 0 \
+         ) \
+         UPDATE delivery_batches b \
+         SET claim_id = NULL, claimed_until = NULL, \
+             done = (SELECT state FROM issue) = 'cancelled' OR ($6 AND NOT EXISTS ( \
+                 SELECT 1 FROM deliveries d \
+                 WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued')), \
+             attempts = CASE WHEN $7 THEN b.attempts + 1 WHEN $6 THEN 0 ELSE b.attempts END, \
+             next_attempt_at = now() + make_interval(secs => $5) \
+         WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4",
+    )
+    .bind(batch.issue_id)
+    .bind(batch.first_seq)
+    .bind(batch.last_seq)
+    .bind(batch.claim_id)
+    .bind(retry_in.as_secs_f64())
+    .bind(worked)
+    .bind(count)
+    .execute(&mut *conn)
+    .await?;
+    finish_issue_if_settled(conn, batch.issue_id).await
+}

@@ -1,0 +1,27 @@
+//! Publishing an issue to every confirmed subscriber, through a delivery
+//! ledger: one `deliveries` row per recipient, recorded when the issue goes
+//! out and moved `queued → sent | failed | skipped` as senders work through
+//! it. The ledger is the truth an operator reads ("who got what"), and what
+//! makes a campaign safe to interrupt: a delivery is marked sent only after
+//! the email API accepted it, so a sender that dies mid-batch leaves its
+//! batch queued, and the next one to claim the batch sends it again (the
+//! one batch in flight is the most a crash can send twice).
+//!
+//! - [`ledger`]: every statement on issues, deliveries and batches.
+//! - [`audience`]: records an issue's recipients in chunks by subscriber id,
+//!   each chunk in a statement of its own.
+//! - [`sender`]: claims batches of deliveries, renders each recipient's
+//!   email, sends them through the email API's batch endpoint under the
+//!   fleet-wide [`throttle`], and records each outcome.
+//! - [`progress`]: carries the database's change notifications to pages
+//!   watching an issue.
+//!
+//! Senders and recorders run wherever outbox delivery runs (the server with
+//! `delivery.run_in_server`, or `newsletter worker`).
+
+pub mod ledger;
+
+pub use ledger::{
+    DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, NewIssue, Progress, PublishError,
+    Published, Undelivered,
+};
