@@ -3,7 +3,8 @@
 //! - `newsletter` (or `newsletter serve`): serve HTTP until SIGTERM.
 //! - `newsletter migrate`: create the database if needed and apply pending
 //!   migrations, then exit. Deploy jobs run this before new instances start.
-//! - `newsletter worker`: only deliver queued email, until SIGTERM. For
+//! - `newsletter worker`: only deliver queued email and newsletter issues,
+//!   until SIGTERM. For
 //!   scaling delivery apart from the web tier (set
 //!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
 //! - `newsletter admin create|reset-password --username NAME`: add an admin,
@@ -15,7 +16,7 @@ use newsletter::configuration::get_configuration;
 use newsletter::db;
 use newsletter::migrate;
 use newsletter::outbox::{self, spawn_workers};
-use newsletter::startup::{Application, delivery_db, delivery_worker};
+use newsletter::startup::{Application, campaign_sender, delivery_db, delivery_worker};
 use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -85,10 +86,12 @@ async fn main() -> anyhow::Result<()> {
             let db = delivery_db(&settings);
             let stop = CancellationToken::new();
             let mut workers = spawn_workers(delivery_worker(&settings, db)?, stop.clone());
+            let mut senders = campaign_sender(&settings)?.spawn(stop.clone());
             wait_for_termination().await?;
             tracing::info!("Stopping: finishing the emails in flight");
             stop.cancel();
             while workers.join_next().await.is_some() {}
+            while senders.join_next().await.is_some() {}
         }
         Some(other) => {
             eprintln!("Unknown command `{other}`.\n\n{USAGE}");

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::admin::sessions::SessionStore;
+use crate::campaigns::sender::Sender;
+use crate::campaigns::throttle::Throttle;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::db::Db;
 use crate::email_client::MAX_BATCH;
@@ -41,7 +43,11 @@ impl Application {
         };
         // Notifications go out one at a time: one connection is enough.
         let notifier = Db::connect_lazy(&settings.database, 1);
-        let (outbox, workers) = Outbox::start(worker, notifier, stop_workers.clone());
+        let (outbox, mut workers) = Outbox::start(worker, notifier, stop_workers.clone());
+        if settings.delivery.run_in_server {
+            let mut senders = campaign_sender(&settings)?.spawn(stop_workers.clone());
+            workers.spawn(async move { while senders.join_next().await.is_some() {} });
+        }
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let sessions = SessionStore::new(
@@ -135,6 +141,34 @@ pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, an
         settings.delivery.clone(),
         settings.email_client.timeout(),
     ))
+}
+
+/// Campaign senders for these settings, with a pool of their own: per
+/// sender, one connection it listens on and one it works on, and one spare.
+pub fn campaign_sender(settings: &Settings) -> Result<Sender, anyhow::Error> {
+    let campaigns = &settings.campaigns;
+    let connections = (campaigns.senders as u32).max(1) * 2 + 1;
+    let db = Db::connect_lazy(&settings.database, connections);
+    let email_client = settings
+        .email_client
+        .client(&settings.newsletter.parse()?)
+        .context("Failed to build the email client")?;
+    let throttle = Throttle::new(
+        &settings.redis_uri,
+        &settings.rate_limit.key_prefix,
+        &settings.email_client.broadcast_stream,
+        campaigns.messages_per_second,
+        campaigns.batch_size.max(1) as u32,
+    )
+    .context("Failed to set up the campaign throttle")?;
+    Sender::new(
+        db,
+        email_client,
+        throttle,
+        campaigns.clone(),
+        settings.application.base_url.clone(),
+        settings.email_client.timeout(),
+    )
 }
 
 /// Delivery workers get a pool of their own, so that a backlog of email

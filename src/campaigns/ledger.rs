@@ -32,7 +32,8 @@ pub const PROGRESS_CHANNEL: &str = "newsletter_progress";
 
 /// Where an issue stands. "Scheduled" is not a state of its own: it is a
 /// sending issue whose `send_at` is still ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum IssueState {
     Sending,
     Paused,
@@ -47,16 +48,6 @@ impl IssueState {
             IssueState::Paused => "paused",
             IssueState::Cancelled => "cancelled",
             IssueState::Done => "done",
-        }
-    }
-
-    fn parse(state: &str) -> Self {
-        match state {
-            "paused" => IssueState::Paused,
-            "cancelled" => IssueState::Cancelled,
-            "done" => IssueState::Done,
-            // The table's CHECK allows nothing else.
-            _ => IssueState::Sending,
         }
     }
 }
@@ -213,8 +204,7 @@ async fn wake_senders(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 pub struct IssueSummary {
     pub id: Uuid,
     pub title: String,
-    #[sqlx(try_from = "String")]
-    pub state: StateColumn,
+    pub state: IssueState,
     pub send_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub audience_complete: bool,
@@ -224,20 +214,9 @@ pub struct IssueSummary {
     pub skipped: i64,
 }
 
-/// `state` as read from a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateColumn(pub IssueState);
-
-impl TryFrom<String> for StateColumn {
-    type Error = std::convert::Infallible;
-    fn try_from(state: String) -> Result<Self, Self::Error> {
-        Ok(StateColumn(IssueState::parse(&state)))
-    }
-}
-
 impl IssueSummary {
     pub fn state(&self) -> IssueState {
-        self.state.0
+        self.state
     }
 
     /// Recorded and not yet sent, failed or skipped.
@@ -326,7 +305,11 @@ impl Progress {
         }
         let settled = s.sent + s.failed + s.skipped;
         let percent = (settled * 100 / s.recipients).min(100) as u8;
-        if s.audience_complete { percent } else { percent.min(99) }
+        if s.audience_complete {
+            percent
+        } else {
+            percent.min(99)
+        }
     }
 
     /// Seconds until the queued deliveries are settled at the current rate.
@@ -608,7 +591,8 @@ pub async fn record_audience_chunk(
              INSERT INTO deliveries (issue_id, seq, subscriber_id) \
              SELECT $1, seq, id FROM chosen \
          ), bounds AS ( \
-             SELECT min(seq) AS low, max(seq) AS high, count(*) AS n, max(id) AS last_id \
+             SELECT min(seq) AS low, max(seq) AS high, count(*) AS n, \
+                    (SELECT id FROM chosen ORDER BY seq DESC LIMIT 1) AS last_id \
              FROM chosen \
          ), batches AS ( \
              INSERT INTO delivery_batches (issue_id, first_seq, last_seq) \
@@ -640,10 +624,7 @@ pub async fn record_audience_chunk(
     if recorded > 0 {
         wake_senders(conn).await?;
     }
-    Ok(Some(Chunk {
-        recorded,
-        complete,
-    }))
+    Ok(Some(Chunk { recorded, complete }))
 }
 
 /// Marks a sending issue done once its audience is recorded and no batch
@@ -660,13 +641,20 @@ async fn finish_issue_if_settled(conn: &mut PgConnection, id: Uuid) -> Result<()
     Ok(())
 }
 
-/// A batch a sender holds, with the issue's content to render from.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ClaimedBatch {
+/// Which batch, under which claim: what every write of its sender names.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct BatchKey {
     pub issue_id: Uuid,
     pub first_seq: i32,
     pub last_seq: i32,
     pub claim_id: Uuid,
+}
+
+/// A batch a sender holds, with the issue's content to render from.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedBatch {
+    #[sqlx(flatten)]
+    pub key: BatchKey,
     /// Earlier attempts of this batch that failed as a whole.
     pub attempts: i32,
     pub subject: String,
@@ -732,7 +720,7 @@ pub struct Recipient {
 /// first, in the same statement that counts them.
 pub async fn batch_recipients(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
+    batch: BatchKey,
 ) -> Result<Vec<Recipient>, sqlx::Error> {
     sqlx::query(
         "WITH skipped AS ( \
@@ -775,7 +763,7 @@ pub async fn batch_recipients(
 /// were still held under the batch's claim.
 pub async fn mark_sent(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
+    batch: BatchKey,
     sent: &[(i32, String)],
 ) -> Result<u64, sqlx::Error> {
     let (seqs, ids): (Vec<i32>, Vec<&str>) =
@@ -797,7 +785,7 @@ pub async fn mark_sent(
 /// These deliveries can never be sent as they are: `(seq, reason)`.
 pub async fn mark_failed(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
+    batch: BatchKey,
     failed: &[(i32, String)],
 ) -> Result<u64, sqlx::Error> {
     let (seqs, reasons): (Vec<i32>, Vec<&str>) =
@@ -820,7 +808,7 @@ pub async fn mark_failed(
 /// and adds them to the issue's counter of that status, in one statement.
 async fn settle(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
+    batch: BatchKey,
     update: &str,
     counter: &str,
     seqs: &[i32],
@@ -861,7 +849,7 @@ async fn settle(
 /// failed for good.
 pub async fn note_passing_errors(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
+    batch: BatchKey,
     errors: &[(i32, String)],
     max_attempts: i16,
 ) -> Result<u64, sqlx::Error> {
@@ -906,31 +894,19 @@ pub async fn note_passing_errors(
     Ok(failed as u64)
 }
 
-/// How a sender lets go of a batch.
-#[derive(Debug, Clone, Copy)]
-pub enum Release {
-    /// The batch was worked through: it is done unless deliveries are still
-    /// queued in it, which are tried again after the delay.
-    Worked { retry_in: Duration },
-    /// Nothing was sent (throttled, shutting down, or the call failed as a
-    /// whole): try again after the delay; `count` says whether this counts
-    /// as a failed attempt of the batch, which lengthens its next backoff.
-    Untouched { retry_in: Duration, count: bool },
-}
-
-/// Lets go of a held batch; finishes the issue once nothing is left. When
-/// the issue was cancelled meanwhile, what the batch leaves queued is
-/// skipped instead of tried again.
+/// Lets go of a held batch: it is done once none of its deliveries is
+/// queued; otherwise those are tried again after `retry_in`.
+/// `failed_attempt` says the batch's call failed as a whole, which counts
+/// towards its backoff; anything else (sent, throttled, shutting down)
+/// resets the count. When the issue was cancelled meanwhile, what the batch
+/// leaves queued is skipped instead. Finishes the issue once nothing is
+/// left.
 pub async fn release_batch(
     conn: &mut PgConnection,
-    batch: &ClaimedBatch,
-    release: Release,
+    batch: BatchKey,
+    retry_in: Duration,
+    failed_attempt: bool,
 ) -> Result<(), sqlx::Error> {
-    let (retry_in, count) = match release {
-        Release::Worked { retry_in } => (retry_in, false),
-        Release::Untouched { retry_in, count } => (retry_in, count),
-    };
-    let worked = matches!(release, Release::Worked { .. });
     sqlx::query(
         "WITH issue AS ( \
              SELECT state FROM newsletter_issues WHERE id = $1 \
@@ -949,10 +925,10 @@ pub async fn release_batch(
          ) \
          UPDATE delivery_batches b \
          SET claim_id = NULL, claimed_until = NULL, \
-             done = (SELECT state FROM issue) = 'cancelled' OR ($6 AND NOT EXISTS ( \
+             done = (SELECT state FROM issue) = 'cancelled' OR NOT EXISTS ( \
                  SELECT 1 FROM deliveries d \
-                 WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued')), \
-             attempts = CASE WHEN $7 THEN b.attempts + 1 WHEN $6 THEN 0 ELSE b.attempts END, \
+                 WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued'), \
+             attempts = CASE WHEN $6 THEN b.attempts + 1 ELSE 0 END, \
              next_attempt_at = now() + make_interval(secs => $5) \
          WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4",
     )
@@ -961,8 +937,7 @@ pub async fn release_batch(
     .bind(batch.last_seq)
     .bind(batch.claim_id)
     .bind(retry_in.as_secs_f64())
-    .bind(worked)
-    .bind(count)
+    .bind(failed_attempt)
     .execute(&mut *conn)
     .await?;
     finish_issue_if_settled(conn, batch.issue_id).await

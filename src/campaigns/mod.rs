@@ -8,9 +8,8 @@
 //! one batch in flight is the most a crash can send twice).
 //!
 //! - [`ledger`]: every statement on issues, deliveries and batches.
-//! - [`audience`]: records an issue's recipients in chunks by subscriber id,
-//!   each chunk in a statement of its own.
-//! - [`sender`]: claims batches of deliveries, renders each recipient's
+//! - [`sender`]: records a published issue's audience in chunks by
+//!   subscriber id, each chunk a statement of its own; claims batches of deliveries, renders each recipient's
 //!   email, sends them through the email API's batch endpoint under the
 //!   fleet-wide [`throttle`], and records each outcome.
 //! - [`progress`]: carries the database's change notifications to pages
@@ -20,6 +19,8 @@
 //! `delivery.run_in_server`, or `newsletter worker`).
 
 pub mod ledger;
+pub mod sender;
+pub mod throttle;
 
 pub use ledger::{
     DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, NewIssue, Progress, PublishError,

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub(crate) use backoff::retry_delay;
 pub use store::{LITERAL_BRACES, Personalisation, Requeued, personalise, requeue_failed};
 pub use worker::{DeliveryWorker, spawn_workers};
 

@@ -61,6 +61,7 @@ pub fn answer_each_message(
                 "ErrorCode": code,
                 "Message": if code == 0 { "OK" } else { "Refused by the test" },
                 "To": message["To"],
+                "MessageID": Uuid::new_v4().to_string(),
             })
         })
         .collect();
@@ -296,6 +297,12 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.delivery.claim_timeout_seconds = 5;
     settings.delivery.backoff_base_milliseconds = 50;
     settings.delivery.backoff_max_seconds = 1;
+    settings.campaigns.senders = 1;
+    settings.campaigns.poll_interval_milliseconds = 200;
+    settings.campaigns.claim_timeout_seconds = 5;
+    settings.campaigns.backoff_base_milliseconds = 50;
+    settings.campaigns.backoff_max_seconds = 1;
+    settings.campaigns.messages_per_second = 100_000;
     // Keys of this test only; limits generous enough for any test that does
     // not set its own.
     settings.rate_limit.key_prefix = format!("test:{}:", Uuid::new_v4().simple());

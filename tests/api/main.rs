@@ -4,6 +4,7 @@
 mod admin;
 mod admin_accounts;
 mod admin_sessions;
+mod campaigns;
 mod delivery;
 mod health_check;
 mod helpers;

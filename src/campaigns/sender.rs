@@ -1,0 +1,528 @@
+//! Senders: the tasks that take an issue from published to settled. Each
+//! repeats: record a due issue's audience if one waits (in chunks, each
+//! its own statement, under a lease), else claim one batch of deliveries,
+//! send it and record each outcome; with nothing to do, sleep until a
+//! notification on [`WORK_CHANNEL`] or the poll interval.
+//!
+//! A batch is worked through as: skip the recipients no longer subscribed,
+//! render each other one's email from the issue (their name, their
+//! unsubscribe link), book the batch on the fleet's [`Throttle`], send it in
+//! one call to the email API, then record per delivery: sent (with the
+//! API's MessageID), failed for good, or left queued with the attempt
+//! counted. The batch is then released: done, or due again after a backoff
+//! for what is still queued.
+//!
+//! Crashes: nothing is marked sent before the API took it, and every write
+//! names the batch's claim. A sender killed at any point leaves its batch
+//! claimed until the lease lapses; whoever claims it next sends what is
+//! still queued in it. So a kill costs at most the one batch in flight
+//! being sent twice, never a recipient skipped.
+//!
+//! Shutdown: a sender finishes the batch it is sending and records it; a
+//! batch it holds but has not sent is released untouched.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::campaigns::ledger::{
+    self, AudienceClaim, BatchKey, ClaimedBatch, DeliveryId, Recipient, WORK_CHANNEL,
+};
+use crate::campaigns::throttle::Throttle;
+use crate::configuration::CampaignSettings;
+use crate::db::{self, Db};
+use crate::domain::SubscriberEmail;
+use crate::email_client::{EmailClient, EmailError, MAX_BATCH, Verdict};
+use crate::emails::Email;
+use crate::newsletters::{RECIPIENT_NAME, UNSUBSCRIBE_URL};
+use crate::outbox::{Personalisation, personalise, retry_delay};
+use crate::telemetry::error_chain_line as chain;
+
+/// Everything a sender needs; cheap to clone, one clone per task.
+#[derive(Clone)]
+pub struct Sender {
+    db: Db,
+    email_client: EmailClient,
+    throttle: std::sync::Arc<Throttle>,
+    settings: CampaignSettings,
+    /// The service's public address, for unsubscribe links.
+    base_url: String,
+    /// The email client's timeout: the longest one call can take.
+    send_time: Duration,
+}
+
+impl Sender {
+    /// Fails when a batch could outlive its claim while the API answers,
+    /// which would let two senders send it.
+    pub fn new(
+        db: Db,
+        email_client: EmailClient,
+        throttle: Throttle,
+        settings: CampaignSettings,
+        base_url: String,
+        send_time: Duration,
+    ) -> Result<Self, anyhow::Error> {
+        if settings.claim_timeout() <= send_time * 2 {
+            anyhow::bail!(
+                "campaigns.claim_timeout_seconds must be more than twice \
+                 email_client.timeout_milliseconds"
+            );
+        }
+        let batch_size = settings.batch_size;
+        if batch_size < 1 || batch_size as usize > MAX_BATCH {
+            anyhow::bail!(
+                "campaigns.batch_size must be between 1 and {MAX_BATCH}, not {batch_size}"
+            );
+        }
+        if settings.audience_chunk < batch_size as i64 {
+            anyhow::bail!("campaigns.audience_chunk must be at least campaigns.batch_size");
+        }
+        Ok(Self {
+            db,
+            email_client,
+            throttle: std::sync::Arc::new(throttle),
+            settings,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            send_time,
+        })
+    }
+
+    /// Starts `campaigns.senders` tasks, which work until `stop` is
+    /// cancelled.
+    pub fn spawn(self, stop: CancellationToken) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        for n in 0..self.settings.senders {
+            let sender = self.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                tracing::info!(sender = n, "Campaign sender started");
+                sender.run(stop).await;
+                tracing::info!(sender = n, "Campaign sender stopped");
+            });
+        }
+        tasks
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        let mut listener: Option<PgListener> = None;
+        let mut outage: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.work_once(&stop).await {
+                Ok(worked) => {
+                    if let Some(since) = outage.take() {
+                        tracing::info!(
+                            paused_for_ms = since.elapsed().as_millis() as u64,
+                            "Campaign sending resumed"
+                        );
+                    }
+                    if worked {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    if outage.is_none() {
+                        outage = Some(Instant::now());
+                        tracing::error!(
+                            error = %chain(&e),
+                            "Campaign sending paused: the ledger cannot be read"
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = next_notification(&mut listener) => {}
+                _ = tokio::time::sleep(self.settings.poll_interval()) => {}
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
+        listener.listen(WORK_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// Records one waiting audience, or works one batch. Returns whether
+    /// there was anything to do.
+    async fn work_once(&self, stop: &CancellationToken) -> Result<bool, db::Error> {
+        let lease = self.settings.claim_timeout();
+        let audience = self
+            .db
+            .bounded(|conn| Box::pin(ledger::claim_audience(conn, lease)))
+            .await?;
+        if let Some(claim) = audience {
+            self.record_audience(claim, stop).await?;
+            return Ok(true);
+        }
+        let batch = self
+            .db
+            .bounded(|conn| Box::pin(ledger::claim_batch(conn, lease)))
+            .await?;
+        match batch {
+            Some(batch) => {
+                self.work_batch(&batch, stop).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Records an issue's audience chunk by chunk while the claim holds.
+    #[tracing::instrument(name = "Record an issue's audience", skip_all, fields(issue_id = %claim.issue_id))]
+    async fn record_audience(
+        &self,
+        claim: AudienceClaim,
+        stop: &CancellationToken,
+    ) -> Result<(), db::Error> {
+        let started = Instant::now();
+        let mut recorded = 0;
+        while !stop.is_cancelled() {
+            let chunk = self
+                .db
+                .bounded(|conn| {
+                    Box::pin(ledger::record_audience_chunk(
+                        conn,
+                        claim,
+                        self.settings.audience_chunk,
+                        self.settings.batch_size,
+                        self.settings.claim_timeout(),
+                    ))
+                })
+                .await?;
+            let Some(chunk) = chunk else {
+                tracing::info!(
+                    recorded,
+                    "Audience recording stopped: the issue was paused, \
+                     cancelled, or taken over"
+                );
+                return Ok(());
+            };
+            recorded += chunk.recorded;
+            if chunk.complete {
+                tracing::info!(
+                    recorded,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Audience recorded"
+                );
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one claimed batch and records its outcomes.
+    #[tracing::instrument(
+        name = "Send a batch of an issue",
+        skip_all,
+        fields(issue_id = %batch.key.issue_id, first_seq = batch.key.first_seq)
+    )]
+    async fn work_batch(
+        &self,
+        batch: &ClaimedBatch,
+        stop: &CancellationToken,
+    ) -> Result<(), db::Error> {
+        // Taken before anything else, so never later than the claim's end.
+        let send_by = Instant::now() + self.settings.claim_timeout().saturating_sub(self.send_time);
+        let key = batch.key;
+        let recipients = self
+            .db
+            .bounded(|conn| Box::pin(ledger::batch_recipients(conn, key)))
+            .await?;
+        let (emails, unsendable) = self.render(batch, recipients);
+        self.record(key, "mark unsendable deliveries failed", move |conn| {
+            let unsendable = unsendable.clone();
+            Box::pin(async move { ledger::mark_failed(conn, key, &unsendable).await })
+        })
+        .await;
+        if emails.is_empty() {
+            return self.release(key, Duration::ZERO, false).await;
+        }
+        let wait = self.throttle.book(emails.len()).await;
+        if Instant::now() + wait >= send_by {
+            // Booked too far ahead to send under this claim: let it go and
+            // come back when its turn is near.
+            return self.release(key, wait, false).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return self.release(key, Duration::ZERO, false).await,
+        }
+        let outcome = self.send(&emails).await;
+        let (retry_in, failed_attempt) = match self.record_outcomes(batch, &emails, outcome).await {
+            // Deliveries the API refused for now come back after the base
+            // backoff; with none left the batch is done and this is unused.
+            Outcome::Worked => (self.settings.backoff_base(), false),
+            // Not a failed attempt: throttling slows a campaign down, never
+            // uses up its attempts.
+            Outcome::Throttled { retry_after } => (retry_after.unwrap_or(THROTTLED_PAUSE), false),
+            Outcome::Failed { retry_after } => (
+                retry_delay(
+                    batch.attempts + 1,
+                    self.settings.backoff_base(),
+                    self.settings.backoff_max(),
+                    retry_after,
+                ),
+                true,
+            ),
+        };
+        self.release(key, retry_in, failed_attempt).await
+    }
+
+    /// Each recipient's email, or why there can be none.
+    fn render(
+        &self,
+        batch: &ClaimedBatch,
+        recipients: Vec<Recipient>,
+    ) -> (BySeq<Email>, BySeq<String>) {
+        let content = batch.content();
+        let mut emails = Vec::with_capacity(recipients.len());
+        let mut unsendable = Vec::new();
+        for recipient in recipients {
+            let to = match SubscriberEmail::parse(&recipient.email) {
+                Ok(to) => to,
+                Err(e) => {
+                    unsendable.push((recipient.seq, format!("invalid recipient: {e}")));
+                    continue;
+                }
+            };
+            let values = Personalisation::from([
+                (RECIPIENT_NAME.to_owned(), recipient.name),
+                (
+                    UNSUBSCRIBE_URL.to_owned(),
+                    unsubscribe_url(&self.base_url, recipient.subscriber_id),
+                ),
+            ]);
+            emails.push((
+                recipient.seq,
+                Email {
+                    to,
+                    content: personalise(&content, &values),
+                    message_stream: batch.message_stream.clone(),
+                    delivery: Some(DeliveryId {
+                        issue_id: batch.key.issue_id,
+                        seq: recipient.seq,
+                    }),
+                },
+            ));
+        }
+        (emails, unsendable)
+    }
+
+    async fn send(&self, emails: &[(i32, Email)]) -> Result<Vec<Verdict>, EmailError> {
+        let batch: Vec<&Email> = emails.iter().map(|(_, email)| email).collect();
+        self.email_client.send_batch(&batch).await
+    }
+
+    /// Records what the API said of each delivery.
+    async fn record_outcomes(
+        &self,
+        batch: &ClaimedBatch,
+        emails: &[(i32, Email)],
+        outcome: Result<Vec<Verdict>, EmailError>,
+    ) -> Outcome {
+        let key = batch.key;
+        let verdicts = match outcome {
+            Ok(verdicts) => verdicts,
+            Err(e) if is_throttling(&e) => {
+                self.throttle.throttled();
+                tracing::warn!(error = %chain(&e), "The email API throttled a batch of an issue; it will be sent again");
+                return Outcome::Throttled {
+                    retry_after: e.retry_after(),
+                };
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %chain(&e), "A batch of an issue was not sent; it will be tried again");
+                let error = chain(&e);
+                let noted: Vec<(i32, String)> = emails
+                    .iter()
+                    .map(|(seq, _)| (*seq, error.clone()))
+                    .collect();
+                self.note_passing(key, noted).await;
+                return Outcome::Failed {
+                    retry_after: e.retry_after(),
+                };
+            }
+            Err(e) => {
+                // Refused for good as a whole: most likely for one bad
+                // message, which must not fail the others. Each goes alone.
+                tracing::warn!(
+                    error = %chain(&e),
+                    "The email API refused a whole batch of an issue; sending its messages one at a time"
+                );
+                self.send_one_by_one(emails).await
+            }
+        };
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        let mut passing = Vec::new();
+        for ((seq, _), verdict) in emails.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Accepted { message_id } => {
+                    sent.push((*seq, message_id.unwrap_or_default()))
+                }
+                Verdict::Refused { code, message } => {
+                    let error = format!("the email API refused it (error {code}): {message}");
+                    if code == 429 {
+                        self.throttle.throttled();
+                    }
+                    if Verdict::is_transient(code) {
+                        passing.push((*seq, error));
+                    } else {
+                        failed.push((*seq, error));
+                    }
+                }
+            }
+        }
+        if !sent.is_empty() {
+            self.throttle.accepted();
+            tracing::info!(sent = sent.len(), "Issue emails accepted by the email API");
+        }
+        self.record(key, "mark deliveries sent", move |conn| {
+            let sent = sent.clone();
+            Box::pin(async move { ledger::mark_sent(conn, key, &sent).await })
+        })
+        .await;
+        self.record(key, "mark deliveries failed", move |conn| {
+            let failed = failed.clone();
+            Box::pin(async move { ledger::mark_failed(conn, key, &failed).await })
+        })
+        .await;
+        self.note_passing(key, passing).await;
+        Outcome::Worked
+    }
+
+    /// A verdict for each email, sent alone.
+    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Verdict> {
+        let mut verdicts = Vec::with_capacity(emails.len());
+        for (_, email) in emails {
+            let verdict = match self.email_client.send_batch(&[email]).await {
+                Ok(mut one) => one.pop(),
+                Err(e) => Some(Verdict::Refused {
+                    // Passing trouble keeps the delivery queued.
+                    code: if e.is_retryable() { 429 } else { 0 },
+                    message: chain(&e),
+                }),
+            };
+            verdicts.push(verdict.unwrap_or(Verdict::Refused {
+                code: 0,
+                message: "the email API gave no answer for the message".into(),
+            }));
+        }
+        verdicts
+    }
+
+    /// Counts a passing refusal against each delivery; those out of attempts
+    /// fail.
+    async fn note_passing(&self, key: BatchKey, errors: Vec<(i32, String)>) {
+        let max_attempts = self.settings.max_attempts;
+        self.record(key, "count the attempt", move |conn| {
+            let errors = errors.clone();
+            Box::pin(
+                async move { ledger::note_passing_errors(conn, key, &errors, max_attempts).await },
+            )
+        })
+        .await;
+    }
+
+    async fn release(
+        &self,
+        key: BatchKey,
+        retry_in: Duration,
+        failed_attempt: bool,
+    ) -> Result<(), db::Error> {
+        self.record(key, "release the batch", move |conn| {
+            Box::pin(async move {
+                ledger::release_batch(conn, key, retry_in, failed_attempt).await?;
+                Ok(0)
+            })
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Writes an outcome, retrying for a while if Postgres is unavailable:
+    /// the email has left (or not) already, and losing the record of a sent
+    /// delivery would get it sent again once the claim lapses. Given up on
+    /// after half the lease; the batch is then claimed again when its
+    /// lease lapses, and what is still queued in it is sent again.
+    async fn record(
+        &self,
+        key: BatchKey,
+        what: &str,
+        write: impl for<'c> Fn(
+            &'c mut sqlx::PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<u64, sqlx::Error>>,
+    ) {
+        let mut delay = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + self.settings.claim_timeout() / 2;
+        loop {
+            match self.db.bounded(&write).await {
+                Ok(_) => return,
+                Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %chain(&e), "Failed to {what}, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %chain(&e),
+                        issue_id = %key.issue_id,
+                        first_seq = key.first_seq,
+                        "Failed to {what}; the batch is sent again when its claim lapses"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Values for deliveries, each with its `seq`.
+type BySeq<T> = Vec<(i32, T)>;
+
+/// How a batch's call went, for its release.
+enum Outcome {
+    /// The API answered for each message.
+    Worked,
+    /// The API asked us to slow down; nothing was sent.
+    Throttled { retry_after: Option<Duration> },
+    /// The call failed as a whole in a way that may pass.
+    Failed { retry_after: Option<Duration> },
+}
+
+/// How long a throttled batch waits when the API named no delay.
+const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
+
+/// A "too many requests" answer, by status or by Postmark's error code.
+fn is_throttling(e: &EmailError) -> bool {
+    matches!(
+        e,
+        EmailError::Rejected { status, code, .. }
+            if *status == reqwest::StatusCode::TOO_MANY_REQUESTS || *code == Some(429)
+    )
+}
+
+/// Where a recipient stops receiving the newsletter.
+pub fn unsubscribe_url(base_url: &str, subscriber_id: uuid::Uuid) -> String {
+    format!("{base_url}/unsubscribe?subscriber={subscriber_id}")
+}
+
+/// Resolves when a notification arrives, or when the listening connection
+/// was lost (notifications sent meanwhile are gone, so it is time to look).
+/// With no listener it never resolves, and the poll interval takes over.
+async fn next_notification(listener: &mut Option<PgListener>) {
+    match listener {
+        Some(active) => {
+            if active.try_recv().await.is_err() {
+                *listener = None;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
