@@ -133,6 +133,15 @@ pub async fn publish(
 ) -> Result<Published, PublishError> {
     let issue_id = Uuid::new_v4();
     let fingerprint = issue.fingerprint();
+    // Expired keys are forgotten here, by the only writer of the table: an
+    // admin's keys never outnumber a day of their submissions.
+    sqlx::query(
+        "DELETE FROM publish_requests \
+         WHERE admin_id = $1 AND created_at < now() - interval '24 hours'",
+    )
+    .bind(issue.created_by)
+    .execute(&mut *conn)
+    .await?;
     let taken: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO publish_requests (admin_id, idempotency_key, fingerprint, issue_id) \
          VALUES ($1, $2, $3, $4) \
@@ -625,6 +634,24 @@ pub async fn record_audience_chunk(
         wake_senders(conn).await?;
     }
     Ok(Some(Chunk { recorded, complete }))
+}
+
+/// Gives up a recorder's claim before its lease ends (the recorder stops,
+/// or the issue was paused), so that recording can go on at once when it
+/// may.
+pub async fn release_audience(
+    conn: &mut PgConnection,
+    claim: AudienceClaim,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE newsletter_issues SET audience_claimed_until = NULL \
+         WHERE id = $1 AND audience_claim = $2 AND NOT audience_complete",
+    )
+    .bind(claim.issue_id)
+    .bind(claim.claim)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Marks a sending issue done once its audience is recorded and no batch

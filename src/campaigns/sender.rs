@@ -198,10 +198,9 @@ impl Sender {
             let Some(chunk) = chunk else {
                 tracing::info!(
                     recorded,
-                    "Audience recording stopped: the issue was paused, \
-                     cancelled, or taken over"
+                    "Audience recording stopped: the issue was paused, cancelled, or taken over"
                 );
-                return Ok(());
+                break;
             };
             recorded += chunk.recorded;
             if chunk.complete {
@@ -213,7 +212,10 @@ impl Sender {
                 return Ok(());
             }
         }
-        Ok(())
+        // Paused or stopping: whoever records next need not wait out the lease.
+        self.db
+            .bounded(|conn| Box::pin(ledger::release_audience(conn, claim)))
+            .await
     }
 
     /// Sends one claimed batch and records its outcomes.
@@ -327,8 +329,8 @@ impl Sender {
         outcome: Result<Vec<Verdict>, EmailError>,
     ) -> Outcome {
         let key = batch.key;
-        let verdicts = match outcome {
-            Ok(verdicts) => verdicts,
+        let answers: Vec<Answer> = match outcome {
+            Ok(verdicts) => verdicts.into_iter().map(Answer::from).collect(),
             Err(e) if is_throttling(&e) => {
                 self.throttle.throttled();
                 tracing::warn!(error = %chain(&e), "The email API throttled a batch of an issue; it will be sent again");
@@ -361,26 +363,27 @@ impl Sender {
         let mut sent = Vec::new();
         let mut failed = Vec::new();
         let mut passing = Vec::new();
-        for ((seq, _), verdict) in emails.iter().zip(verdicts) {
-            match verdict {
-                Verdict::Accepted { message_id } => {
-                    sent.push((*seq, message_id.unwrap_or_default()))
-                }
-                Verdict::Refused { code, message } => {
-                    let error = format!("the email API refused it (error {code}): {message}");
-                    if code == 429 {
-                        self.throttle.throttled();
-                    }
-                    if Verdict::is_transient(code) {
-                        passing.push((*seq, error));
-                    } else {
-                        failed.push((*seq, error));
-                    }
-                }
+        let mut throttled = 0;
+        for ((seq, _), answer) in emails.iter().zip(answers) {
+            match answer {
+                Answer::Sent(message_id) => sent.push((*seq, message_id.unwrap_or_default())),
+                // Left queued, no attempt counted: the batch comes back
+                // after the backoff, at the slower pace.
+                Answer::Throttled => throttled += 1,
+                Answer::Passing(error) => passing.push((*seq, error)),
+                Answer::Refused(error) => failed.push((*seq, error)),
             }
         }
-        if !sent.is_empty() {
+        if throttled > 0 {
+            self.throttle.throttled();
+            tracing::warn!(
+                throttled,
+                "The email API throttled some emails of an issue; they will be sent again"
+            );
+        } else if !sent.is_empty() {
             self.throttle.accepted();
+        }
+        if !sent.is_empty() {
             tracing::info!(sent = sent.len(), "Issue emails accepted by the email API");
         }
         self.record(key, "mark deliveries sent", move |conn| {
@@ -397,24 +400,21 @@ impl Sender {
         Outcome::Worked
     }
 
-    /// A verdict for each email, sent alone.
-    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Verdict> {
-        let mut verdicts = Vec::with_capacity(emails.len());
+    /// What the API said of each email, sent alone.
+    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Answer> {
+        let mut answers = Vec::with_capacity(emails.len());
         for (_, email) in emails {
-            let verdict = match self.email_client.send_batch(&[email]).await {
-                Ok(mut one) => one.pop(),
-                Err(e) => Some(Verdict::Refused {
-                    // Passing trouble keeps the delivery queued.
-                    code: if e.is_retryable() { 429 } else { 0 },
-                    message: chain(&e),
-                }),
-            };
-            verdicts.push(verdict.unwrap_or(Verdict::Refused {
-                code: 0,
-                message: "the email API gave no answer for the message".into(),
-            }));
+            answers.push(match self.email_client.send_batch(&[email]).await {
+                Ok(mut one) => one.pop().map_or_else(
+                    || Answer::Passing("the email API gave no answer for the message".into()),
+                    Answer::from,
+                ),
+                Err(e) if is_throttling(&e) => Answer::Throttled,
+                Err(e) if e.is_retryable() => Answer::Passing(chain(&e)),
+                Err(e) => Answer::Refused(chain(&e)),
+            });
         }
-        verdicts
+        answers
     }
 
     /// Counts a passing refusal against each delivery; those out of attempts
@@ -477,6 +477,35 @@ impl Sender {
                         "Failed to {what}; the batch is sent again when its claim lapses"
                     );
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// What became of one email, as far as the ledger is concerned.
+enum Answer {
+    /// Accepted, under the API's MessageID.
+    Sent(Option<String>),
+    /// The API's rate limit: not an attempt.
+    Throttled,
+    /// Refused for a reason that may pass: an attempt.
+    Passing(String),
+    /// Refused for good.
+    Refused(String),
+}
+
+impl From<Verdict> for Answer {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Accepted { message_id } => Answer::Sent(message_id),
+            Verdict::Refused { code: 429, .. } => Answer::Throttled,
+            Verdict::Refused { code, message } => {
+                let error = format!("the email API refused it (error {code}): {message}");
+                if Verdict::is_transient(code) {
+                    Answer::Passing(error)
+                } else {
+                    Answer::Refused(error)
                 }
             }
         }
