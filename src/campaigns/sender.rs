@@ -256,7 +256,10 @@ impl Sender {
             _ = stop.cancelled() => return self.release(key, Duration::ZERO, false).await,
         }
         let outcome = self.send(&emails).await;
-        let (retry_in, failed_attempt) = match self.record_outcomes(batch, &emails, outcome).await {
+        let (retry_in, failed_attempt) = match self
+            .record_outcomes(batch, &emails, outcome, send_by)
+            .await
+        {
             // Deliveries the API refused for now come back after the base
             // backoff; with none left the batch is done and this is unused.
             Outcome::Worked => (self.settings.backoff_base(), false),
@@ -327,6 +330,7 @@ impl Sender {
         batch: &ClaimedBatch,
         emails: &[(i32, Email)],
         outcome: Result<Vec<Verdict>, EmailError>,
+        send_by: Instant,
     ) -> Outcome {
         let key = batch.key;
         let answers: Vec<Answer> = match outcome {
@@ -357,7 +361,7 @@ impl Sender {
                     error = %chain(&e),
                     "The email API refused a whole batch of an issue; sending its messages one at a time"
                 );
-                self.send_one_by_one(emails).await
+                self.send_one_by_one(emails, send_by).await
             }
         };
         let mut sent = Vec::new();
@@ -372,6 +376,7 @@ impl Sender {
                 Answer::Throttled => throttled += 1,
                 Answer::Passing(error) => passing.push((*seq, error)),
                 Answer::Refused(error) => failed.push((*seq, error)),
+                Answer::Unsent => {}
             }
         }
         if throttled > 0 {
@@ -401,9 +406,15 @@ impl Sender {
     }
 
     /// What the API said of each email, sent alone.
-    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Answer> {
+    /// Stops at `send_by`, after which the claim could lapse during a send:
+    /// the rest stay queued for whoever claims the batch next.
+    async fn send_one_by_one(&self, emails: &[(i32, Email)], send_by: Instant) -> Vec<Answer> {
         let mut answers = Vec::with_capacity(emails.len());
         for (_, email) in emails {
+            if Instant::now() >= send_by {
+                answers.push(Answer::Unsent);
+                continue;
+            }
             answers.push(match self.email_client.send_batch(&[email]).await {
                 Ok(mut one) => one.pop().map_or_else(
                     || Answer::Passing("the email API gave no answer for the message".into()),
@@ -493,6 +504,8 @@ enum Answer {
     Passing(String),
     /// Refused for good.
     Refused(String),
+    /// Not sent this time, nothing counted.
+    Unsent,
 }
 
 impl From<Verdict> for Answer {
