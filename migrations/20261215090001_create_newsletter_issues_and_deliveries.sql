@@ -68,6 +68,11 @@ CREATE TABLE deliveries (
     PRIMARY KEY (issue_id, seq)
 );
 
+-- "Who didn't get it": the few failed and skipped rows of an issue, without
+-- reading its sent ones. Queued rows, which every insert makes, are not in it.
+CREATE INDEX deliveries_undelivered_idx ON deliveries (issue_id, seq)
+    WHERE status IN ('failed', 'skipped');
+
 -- The seqs are the deliveries' own; attempts count a batch's failed calls.
 CREATE TABLE delivery_batches (
     issue_id uuid NOT NULL,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 // Dynamic SQL here only splices this module's own constants, never input.
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
@@ -383,82 +383,113 @@ pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
+        // Its last batches may have ended while it was paused.
+        finish_issue_if_settled(&mut *conn, id).await?;
         wake_senders(conn).await?;
     }
     Ok(done.rows_affected() == 1)
 }
 
-/// Ends the campaign: every delivery still queued and not in a batch a
-/// sender holds right now is skipped as cancelled. A batch in flight
-/// finishes (its email may already be with the API) and skips what it
-/// leaves queued when it ends. Returns whether the issue was sending or
-/// paused.
+/// Ends the campaign. Only the issue's state changes here, at once
+/// however large the audience: senders then close its open batches one by
+/// one, skipping what is still queued in them as cancelled (a batch in
+/// flight finishes first, its email may be with the API already). Returns
+/// whether the issue was sending or paused.
+///
+/// The explicit `FOR UPDATE` conflicts with the `FOR KEY SHARE` a sender
+/// takes on the issue while it releases a batch, so the release sees the
+/// cancellation or the cancellation waits for the release; a plain UPDATE
+/// would not wait (its lock is compatible with that one).
 pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
-        "WITH issue AS ( \
-             SELECT id FROM newsletter_issues \
-             WHERE id = $1 AND state IN ('sending', 'paused') FOR UPDATE \
-         ), closed AS ( \
-             UPDATE delivery_batches b SET done = true, claim_id = NULL, claimed_until = NULL \
-             FROM issue \
-             WHERE b.issue_id = issue.id AND NOT b.done \
-               AND (b.claimed_until IS NULL OR b.claimed_until < now()) \
-             RETURNING b.first_seq, b.last_seq \
-         ), skipped AS ( \
-             UPDATE deliveries d \
-             SET status = 'skipped', last_error = 'the issue was cancelled', updated_at = now() \
-             FROM closed \
-             WHERE d.issue_id = $1 AND d.seq BETWEEN closed.first_seq AND closed.last_seq \
-               AND d.status = 'queued' \
-             RETURNING 1 \
-         ) \
-         UPDATE newsletter_issues i \
-         SET state = 'cancelled', skipped = skipped + (SELECT count(*) FROM skipped), \
-             finished_at = now() \
-         FROM issue WHERE i.id = issue.id \
-         RETURNING i.id",
+    let mut transaction = conn.begin().await?;
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM newsletter_issues \
+         WHERE id = $1 AND state IN ('sending', 'paused') FOR UPDATE",
     )
     .bind(id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *transaction)
     .await?;
-    Ok(cancelled.is_some())
+    if found.is_none() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE newsletter_issues SET state = 'cancelled', finished_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *transaction)
+    .await?;
+    wake_senders(&mut transaction).await?;
+    transaction.commit().await?;
+    Ok(true)
 }
 
+/// Deliveries requeued per transaction: bounded, so that requeueing a
+/// whole failed campaign of a million never meets the statement timeout.
+const REQUEUE_CHUNK: i32 = 20_000;
+
 /// Queues the issue's failed deliveries again with a fresh count of
-/// attempts, and reopens their batches. Returns how many were queued. A
-/// cancelled issue stays cancelled: nothing is requeued.
+/// attempts, and reopens their batches, a range of seqs at a time. Returns
+/// how many were queued. A cancelled issue stays cancelled: nothing is
+/// requeued.
 pub async fn requeue_failed(conn: &mut PgConnection, id: Uuid) -> Result<u64, sqlx::Error> {
-    let requeued: Option<i64> = sqlx::query_scalar(
-        "WITH issue AS ( \
-             SELECT id FROM newsletter_issues \
-             WHERE id = $1 AND state IN ('sending', 'paused', 'done') FOR UPDATE \
-         ), requeued AS ( \
-             UPDATE deliveries d SET status = 'queued', attempts = 0, updated_at = now() \
-             FROM issue WHERE d.issue_id = issue.id AND d.status = 'failed' \
-             RETURNING d.seq \
-         ), reopened AS ( \
-             UPDATE delivery_batches b \
-             SET done = false, attempts = 0, next_attempt_at = now() \
-             WHERE b.issue_id = $1 \
-               AND EXISTS (SELECT 1 FROM requeued r WHERE r.seq BETWEEN b.first_seq AND b.last_seq) \
-             RETURNING 1 \
-         ) \
-         UPDATE newsletter_issues i \
-         SET failed = failed - (SELECT count(*) FROM requeued), \
-             state = CASE WHEN state = 'done' THEN 'sending' ELSE state END, \
-             finished_at = CASE WHEN state = 'done' THEN NULL ELSE finished_at END, \
-             rate_since = CASE WHEN state = 'done' THEN now() ELSE rate_since END, \
-             rate_base = CASE WHEN state = 'done' THEN sent + failed - (SELECT count(*) FROM requeued) + skipped ELSE rate_base END \
-         FROM issue WHERE i.id = issue.id AND (SELECT count(*) FROM reopened) >= 0 \
-           AND (SELECT count(*) FROM requeued) > 0 \
-         RETURNING (SELECT count(*) FROM requeued)",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let requeued = requeued.unwrap_or(0) as u64;
-    if requeued > 0 {
-        wake_senders(conn).await?;
+    let mut requeued = 0;
+    let mut from: i32 = 1;
+    loop {
+        let mut transaction = conn.begin().await?;
+        // The full row lock: releases of this issue's batches wait for it
+        // (see `cancel`), so none can close a batch this reopens.
+        let recipients: Option<i64> = sqlx::query_scalar(
+            "SELECT recipients FROM newsletter_issues \
+             WHERE id = $1 AND state IN ('sending', 'paused', 'done') FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(recipients) = recipients else { break };
+        if i64::from(from) > recipients {
+            break;
+        }
+        let to = from.saturating_add(REQUEUE_CHUNK - 1);
+        let done: i64 = sqlx::query_scalar(
+            "WITH reopened AS ( \
+                 UPDATE delivery_batches b \
+                 SET done = false, attempts = 0, next_attempt_at = now() \
+                 WHERE b.issue_id = $1 AND b.last_seq >= $2 AND b.first_seq <= $3 \
+                   AND EXISTS ( \
+                       SELECT 1 FROM deliveries d \
+                       WHERE d.issue_id = $1 AND d.seq BETWEEN b.first_seq AND b.last_seq \
+                         AND d.seq BETWEEN $2 AND $3 AND d.status = 'failed') \
+             ), requeued AS ( \
+                 UPDATE deliveries SET status = 'queued', attempts = 0, updated_at = now() \
+                 WHERE issue_id = $1 AND seq BETWEEN $2 AND $3 AND status = 'failed' \
+                 RETURNING 1 \
+             ), counted AS ( \
+                 UPDATE newsletter_issues \
+                 SET failed = failed - (SELECT count(*) FROM requeued), \
+                     state = CASE WHEN state = 'done' THEN 'sending' ELSE state END, \
+                     finished_at = CASE WHEN state = 'done' THEN NULL ELSE finished_at END, \
+                     rate_since = CASE WHEN state = 'done' THEN now() ELSE rate_since END, \
+                     rate_base = CASE WHEN state = 'done' \
+                         THEN sent + skipped + failed - (SELECT count(*) FROM requeued) \
+                         ELSE rate_base END \
+                 WHERE id = $1 AND (SELECT count(*) FROM requeued) > 0 \
+             ) \
+             SELECT count(*) FROM requeued",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *transaction)
+        .await?;
+        if done > 0 {
+            wake_senders(&mut transaction).await?;
+        }
+        transaction.commit().await?;
+        requeued += done as u64;
+        if to == i32::MAX {
+            break;
+        }
+        from = to + 1;
     }
     Ok(requeued)
 }
@@ -571,12 +602,15 @@ pub struct Chunk {
 /// Records the next `chunk` confirmed subscribers (by id, after the cursor)
 /// who had confirmed by the issue's `send_at`, numbers them on from the
 /// last, cuts them into batches of `batch_size`, and moves the cursor and
-/// the lease on, all in one statement. `None` when the claim was lost or
-/// the issue was paused or cancelled meanwhile.
+/// the lease on, in one short transaction. `None` when the claim was lost
+/// or the issue was paused or cancelled meanwhile.
 ///
 /// `confirmed_at <= send_at` is what freezes the audience although it is
-/// recorded over several statements: someone confirming after the issue
-/// went out is never included, however late their chunk is read.
+/// recorded over many transactions: someone confirming after the issue
+/// went out is never included, however late their chunk is read. Rows
+/// confirmed before `confirmed_at` existed have none, and are included.
+/// The cursor is read first and passed as a value, so that the chunk is an
+/// index range scan on the primary key from the cursor on.
 pub async fn record_audience_chunk(
     conn: &mut PgConnection,
     claim: AudienceClaim,
@@ -584,18 +618,26 @@ pub async fn record_audience_chunk(
     batch_size: i32,
     lease: Duration,
 ) -> Result<Option<Chunk>, sqlx::Error> {
-    let recorded: Option<(i64, bool)> = sqlx::query_as(
-        "WITH issue AS ( \
-             SELECT id, send_at, recipients, audience_cursor FROM newsletter_issues \
-             WHERE id = $1 AND audience_claim = $2 AND state = 'sending' \
-               AND NOT audience_complete \
-             FOR UPDATE \
-         ), chosen AS ( \
-             SELECT s.id, (issue.recipients + row_number() OVER (ORDER BY s.id))::int AS seq \
-             FROM issue, subscriptions s \
-             WHERE s.id > COALESCE(issue.audience_cursor, '00000000-0000-0000-0000-000000000000') \
-               AND s.status = 'confirmed' AND s.confirmed_at <= issue.send_at \
-             ORDER BY s.id LIMIT $3 \
+    let mut transaction = conn.begin().await?;
+    let issue: Option<(DateTime<Utc>, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT send_at, recipients, audience_cursor FROM newsletter_issues \
+         WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete \
+         FOR UPDATE",
+    )
+    .bind(claim.issue_id)
+    .bind(claim.claim)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some((send_at, recorded_before, cursor)) = issue else {
+        return Ok(None);
+    };
+    let (recorded, complete): (i64, bool) = sqlx::query_as(
+        "WITH chosen AS ( \
+             SELECT s.id, ($4 + row_number() OVER (ORDER BY s.id))::int AS seq \
+             FROM subscriptions s \
+             WHERE s.id > $2 AND s.status = 'confirmed' \
+               AND (s.confirmed_at IS NULL OR s.confirmed_at <= $3) \
+             ORDER BY s.id LIMIT $5 \
          ), recorded AS ( \
              INSERT INTO deliveries (issue_id, seq, subscriber_id) \
              SELECT $1, seq, id FROM chosen \
@@ -605,34 +647,34 @@ pub async fn record_audience_chunk(
              FROM chosen \
          ), batches AS ( \
              INSERT INTO delivery_batches (issue_id, first_seq, last_seq) \
-             SELECT $1, first, LEAST(first + $4 - 1, bounds.high) \
-             FROM bounds, generate_series(bounds.low, bounds.high, $4) AS first \
+             SELECT $1, first, LEAST(first + $6 - 1, bounds.high) \
+             FROM bounds, generate_series(bounds.low, bounds.high, $6) AS first \
              WHERE bounds.n > 0 \
          ) \
          UPDATE newsletter_issues i \
          SET recipients = i.recipients + bounds.n, \
              audience_cursor = COALESCE(bounds.last_id, i.audience_cursor), \
-             audience_complete = bounds.n < $3, \
-             audience_claimed_until = now() + make_interval(secs => $5) \
-         FROM issue, bounds WHERE i.id = issue.id \
+             audience_complete = bounds.n < $5, \
+             audience_claimed_until = now() + make_interval(secs => $7) \
+         FROM bounds WHERE i.id = $1 \
          RETURNING bounds.n, i.audience_complete",
     )
     .bind(claim.issue_id)
-    .bind(claim.claim)
+    .bind(cursor.unwrap_or(Uuid::nil()))
+    .bind(send_at)
+    .bind(recorded_before)
     .bind(chunk)
     .bind(batch_size)
     .bind(lease.as_secs_f64())
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *transaction)
     .await?;
-    let Some((recorded, complete)) = recorded else {
-        return Ok(None);
-    };
     if complete {
-        finish_issue_if_settled(conn, claim.issue_id).await?;
+        finish_issue_if_settled(&mut transaction, claim.issue_id).await?;
     }
     if recorded > 0 {
-        wake_senders(conn).await?;
+        wake_senders(&mut transaction).await?;
     }
+    transaction.commit().await?;
     Ok(Some(Chunk { recorded, complete }))
 }
 
@@ -677,6 +719,21 @@ pub struct BatchKey {
     pub claim_id: Uuid,
 }
 
+/// Marks done every sending issue that is settled but was not marked: its
+/// last release was cut short (the process died between the two), or it
+/// ended while paused. Senders run it when idle; it reads only the sending
+/// issues whose audience is complete.
+pub async fn finish_settled_issues(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE newsletter_issues i SET state = 'done', finished_at = now() \
+         WHERE i.state = 'sending' AND i.audience_complete \
+           AND NOT EXISTS (SELECT 1 FROM delivery_batches b WHERE b.issue_id = i.id AND NOT b.done)",
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// A batch a sender holds, with the issue's content to render from.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedBatch {
@@ -684,6 +741,8 @@ pub struct ClaimedBatch {
     pub key: BatchKey,
     /// Earlier attempts of this batch that failed as a whole.
     pub attempts: i32,
+    /// `Cancelled` when the batch is claimed only to be closed.
+    pub state: IssueState,
     pub subject: String,
     pub html_body: String,
     pub text_body: String,
@@ -700,9 +759,10 @@ impl ClaimedBatch {
     }
 }
 
-/// Takes the next due batch of a sending issue for `lease`. `SKIP LOCKED`
-/// lets senders on every replica claim different batches without waiting
-/// on each other; a batch whose lease lapsed (its sender died) is due again.
+/// Takes the next due batch of a sending issue (or an open batch of a
+/// cancelled one, to close) for `lease`. `SKIP LOCKED` lets senders on
+/// every replica claim different batches without waiting on each other; a
+/// batch whose lease lapsed (its sender died) is due again.
 pub async fn claim_batch(
     conn: &mut PgConnection,
     lease: Duration,
@@ -715,8 +775,10 @@ pub async fn claim_batch(
              WHERE (b.issue_id, b.first_seq) = ( \
                  SELECT due.issue_id, due.first_seq \
                  FROM delivery_batches due \
-                 JOIN newsletter_issues i ON i.id = due.issue_id AND i.state = 'sending' \
-                 WHERE NOT due.done AND due.next_attempt_at <= now() \
+                 JOIN newsletter_issues i ON i.id = due.issue_id \
+                 WHERE NOT due.done \
+                   AND ((i.state = 'sending' AND due.next_attempt_at <= now()) \
+                        OR i.state = 'cancelled') \
                    AND (due.claimed_until IS NULL OR due.claimed_until < now()) \
                  ORDER BY due.next_attempt_at, due.issue_id, due.first_seq \
                  LIMIT 1 FOR UPDATE OF due SKIP LOCKED \
@@ -724,7 +786,8 @@ pub async fn claim_batch(
              RETURNING b.issue_id, b.first_seq, b.last_seq, b.claim_id, b.attempts \
          ) \
          SELECT claimed.issue_id, claimed.first_seq, claimed.last_seq, claimed.claim_id, \
-                claimed.attempts, i.subject, i.html_body, i.text_body, i.message_stream \
+                claimed.attempts, i.state, i.subject, i.html_body, i.text_body, \
+                i.message_stream \
          FROM claimed JOIN newsletter_issues i ON i.id = claimed.issue_id",
     )
     .bind(lease.as_secs_f64())
@@ -786,18 +849,21 @@ pub async fn batch_recipients(
     .await
 }
 
-/// The API accepted these deliveries: `(seq, MessageID)`. Returns how many
-/// were still held under the batch's claim.
+/// The API accepted these deliveries: `(seq, MessageID)`. Unlike every
+/// other write of a sender this one does not need the claim to hold still:
+/// an email the API took has left, whoever holds its batch now, and the
+/// ledger must say so. Returns how many were still queued.
 pub async fn mark_sent(
     conn: &mut PgConnection,
     batch: BatchKey,
-    sent: &[(i32, String)],
+    sent: &[(i32, Option<String>)],
 ) -> Result<u64, sqlx::Error> {
-    let (seqs, ids): (Vec<i32>, Vec<&str>) =
-        sent.iter().map(|(seq, id)| (*seq, id.as_str())).unzip();
+    let (seqs, ids): (Vec<i32>, Vec<Option<&str>>) =
+        sent.iter().map(|(seq, id)| (*seq, id.as_deref())).unzip();
     settle(
         conn,
         batch,
+        Guard::None,
         "UPDATE deliveries d \
          SET status = 'sent', message_id = new.value, last_error = NULL, \
              attempts = d.attempts + 1, updated_at = now() \
@@ -815,11 +881,14 @@ pub async fn mark_failed(
     batch: BatchKey,
     failed: &[(i32, String)],
 ) -> Result<u64, sqlx::Error> {
-    let (seqs, reasons): (Vec<i32>, Vec<&str>) =
-        failed.iter().map(|(seq, why)| (*seq, why.as_str())).unzip();
+    let (seqs, reasons): (Vec<i32>, Vec<Option<&str>>) = failed
+        .iter()
+        .map(|(seq, why)| (*seq, Some(why.as_str())))
+        .unzip();
     settle(
         conn,
         batch,
+        Guard::Claim,
         "UPDATE deliveries d \
          SET status = 'failed', last_error = new.value, \
              attempts = d.attempts + 1, updated_at = now() \
@@ -831,15 +900,23 @@ pub async fn mark_failed(
     .await
 }
 
-/// Moves the listed queued deliveries of a held batch to a final status
-/// and adds them to the issue's counter of that status, in one statement.
+/// Whether a write needs the batch's claim to still be held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    Claim,
+    None,
+}
+
+/// Moves the listed queued deliveries of a batch to a final status and
+/// adds them to the issue's counter of that status, in one statement.
 async fn settle(
     conn: &mut PgConnection,
     batch: BatchKey,
+    guard: Guard,
     update: &str,
     counter: &str,
     seqs: &[i32],
-    values: &[&str],
+    values: &[Option<&str>],
 ) -> Result<u64, sqlx::Error> {
     if seqs.is_empty() {
         return Ok(0);
@@ -849,9 +926,9 @@ async fn settle(
              {update} \
              WHERE d.issue_id = $1 AND d.seq = new.seq AND d.seq BETWEEN $2 AND $3 \
                AND d.status = 'queued' \
-               AND EXISTS ( \
+               AND (NOT $7 OR EXISTS ( \
                    SELECT 1 FROM delivery_batches b \
-                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4)) \
              RETURNING 1 \
          ), counted AS ( \
              UPDATE newsletter_issues SET {counter} = {counter} + (SELECT count(*) FROM settled) \
@@ -865,6 +942,7 @@ async fn settle(
     .bind(batch.claim_id)
     .bind(seqs)
     .bind(values)
+    .bind(guard == Guard::Claim)
     .fetch_one(conn)
     .await?;
     Ok(settled as u64)
@@ -923,25 +1001,35 @@ pub async fn note_passing_errors(
 
 /// Lets go of a held batch: it is done once none of its deliveries is
 /// queued; otherwise those are tried again after `retry_in`.
-/// `failed_attempt` says the batch's call failed as a whole, which counts
-/// towards its backoff; anything else (sent, throttled, shutting down)
-/// resets the count. When the issue was cancelled meanwhile, what the batch
-/// leaves queued is skipped instead. Finishes the issue once nothing is
-/// left.
+/// `failed_attempt` says the batch's last try failed, which counts towards
+/// its backoff; anything else (sent, throttled, shutting down) resets the
+/// count. When the issue was cancelled, what the batch leaves queued is
+/// skipped instead. Finishes the issue once nothing is left.
+///
+/// Two statements in a transaction, on purpose: the first waits for any
+/// cancel or requeue of the issue in progress (they hold the issue's row
+/// lock, which conflicts with `FOR KEY SHARE`); the second then starts from
+/// a snapshot taken after it, and so sees their outcome. In one statement
+/// the snapshot would predate the wait, and a batch reopened by a requeue
+/// could be closed over its queued deliveries.
 pub async fn release_batch(
     conn: &mut PgConnection,
     batch: BatchKey,
     retry_in: Duration,
     failed_attempt: bool,
 ) -> Result<(), sqlx::Error> {
+    let mut transaction = conn.begin().await?;
+    let state: Option<IssueState> =
+        sqlx::query_scalar("SELECT state FROM newsletter_issues WHERE id = $1 FOR KEY SHARE")
+            .bind(batch.issue_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+    let cancelled = state == Some(IssueState::Cancelled);
     sqlx::query(
-        "WITH issue AS ( \
-             SELECT state FROM newsletter_issues WHERE id = $1 \
-         ), cancelled AS ( \
+        "WITH cancelled AS ( \
              UPDATE deliveries d \
              SET status = 'skipped', last_error = 'the issue was cancelled', updated_at = now() \
-             WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
-               AND (SELECT state FROM issue) = 'cancelled' \
+             WHERE $7 AND d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
                AND EXISTS ( \
                    SELECT 1 FROM delivery_batches b \
                    WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
@@ -952,7 +1040,7 @@ pub async fn release_batch(
          ) \
          UPDATE delivery_batches b \
          SET claim_id = NULL, claimed_until = NULL, \
-             done = (SELECT state FROM issue) = 'cancelled' OR NOT EXISTS ( \
+             done = $7 OR NOT EXISTS ( \
                  SELECT 1 FROM deliveries d \
                  WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued'), \
              attempts = CASE WHEN $6 THEN b.attempts + 1 ELSE 0 END, \
@@ -965,7 +1053,9 @@ pub async fn release_batch(
     .bind(batch.claim_id)
     .bind(retry_in.as_secs_f64())
     .bind(failed_attempt)
-    .execute(&mut *conn)
+    .bind(cancelled)
+    .execute(&mut *transaction)
     .await?;
-    finish_issue_if_settled(conn, batch.issue_id).await
+    finish_issue_if_settled(&mut transaction, batch.issue_id).await?;
+    transaction.commit().await
 }

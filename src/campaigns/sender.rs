@@ -28,9 +28,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::campaigns::ledger::{
-    self, AudienceClaim, BatchKey, ClaimedBatch, DeliveryId, Recipient, WORK_CHANNEL,
+    self, AudienceClaim, BatchKey, ClaimedBatch, DeliveryId, IssueState, Recipient, WORK_CHANNEL,
 };
-use crate::campaigns::throttle::Throttle;
+use crate::campaigns::throttle::{Booking, Throttle};
 use crate::configuration::CampaignSettings;
 use crate::db::{self, Db};
 use crate::domain::SubscriberEmail;
@@ -76,6 +76,12 @@ impl Sender {
                 "campaigns.batch_size must be between 1 and {MAX_BATCH}, not {batch_size}"
             );
         }
+        if settings.max_attempts < 1 {
+            anyhow::bail!("campaigns.max_attempts must be at least 1");
+        }
+        if settings.messages_per_second < 1 {
+            anyhow::bail!("campaigns.messages_per_second must be at least 1");
+        }
         if settings.audience_chunk < batch_size as i64 {
             anyhow::bail!("campaigns.audience_chunk must be at least campaigns.batch_size");
         }
@@ -113,15 +119,22 @@ impl Sender {
                 listener = self.listen().await;
             }
             match self.work_once(&stop).await {
-                Ok(worked) => {
+                Ok(next) => {
                     if let Some(since) = outage.take() {
                         tracing::info!(
                             paused_for_ms = since.elapsed().as_millis() as u64,
                             "Campaign sending resumed"
                         );
                     }
-                    if worked {
-                        continue;
+                    match next {
+                        Next::Again => continue,
+                        Next::After(pause) => {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(pause) => continue,
+                            }
+                        }
+                        Next::Idle => self.finish_settled_issues().await,
                     }
                 }
                 Err(e) => {
@@ -148,9 +161,21 @@ impl Sender {
         Some(listener)
     }
 
-    /// Records one waiting audience, or works one batch. Returns whether
-    /// there was anything to do.
-    async fn work_once(&self, stop: &CancellationToken) -> Result<bool, db::Error> {
+    /// Marks done the issues whose last release was cut short; a failure
+    /// is left for the next idle spell.
+    async fn finish_settled_issues(&self) {
+        let finished = self
+            .db
+            .bounded(|conn| Box::pin(ledger::finish_settled_issues(conn)))
+            .await;
+        if let Err(e) = finished {
+            tracing::warn!(error = %chain(&e), "Failed to look for settled issues");
+        }
+    }
+
+    /// Records one waiting audience, or works one batch; says what to do
+    /// next.
+    async fn work_once(&self, stop: &CancellationToken) -> Result<Next, db::Error> {
         let lease = self.settings.claim_timeout();
         let audience = self
             .db
@@ -158,18 +183,15 @@ impl Sender {
             .await?;
         if let Some(claim) = audience {
             self.record_audience(claim, stop).await?;
-            return Ok(true);
+            return Ok(Next::Again);
         }
         let batch = self
             .db
             .bounded(|conn| Box::pin(ledger::claim_batch(conn, lease)))
             .await?;
         match batch {
-            Some(batch) => {
-                self.work_batch(&batch, stop).await?;
-                Ok(true)
-            }
-            None => Ok(false),
+            Some(batch) => self.work_batch(&batch, stop).await,
+            None => Ok(Next::Idle),
         }
     }
 
@@ -228,10 +250,15 @@ impl Sender {
         &self,
         batch: &ClaimedBatch,
         stop: &CancellationToken,
-    ) -> Result<(), db::Error> {
+    ) -> Result<Next, db::Error> {
+        let key = batch.key;
+        if batch.state == IssueState::Cancelled {
+            // Claimed only to be closed: releasing skips what is queued.
+            self.release(key, Duration::ZERO, false).await?;
+            return Ok(Next::Again);
+        }
         // Taken before anything else, so never later than the claim's end.
         let send_by = Instant::now() + self.settings.claim_timeout().saturating_sub(self.send_time);
-        let key = batch.key;
         let recipients = self
             .db
             .bounded(|conn| Box::pin(ledger::batch_recipients(conn, key)))
@@ -243,40 +270,66 @@ impl Sender {
         })
         .await;
         if emails.is_empty() {
-            return self.release(key, Duration::ZERO, false).await;
+            self.release(key, Duration::ZERO, false).await?;
+            return Ok(Next::Again);
         }
-        let wait = self.throttle.book(emails.len()).await;
-        if Instant::now() + wait >= send_by {
-            // Booked too far ahead to send under this claim: let it go and
-            // come back when its turn is near.
-            return self.release(key, wait, false).await;
-        }
+        // The longest this sender may wait for its turn and still send
+        // under the claim.
+        let patience = send_by.saturating_duration_since(Instant::now());
+        let wait = match self.throttle.book(emails.len(), patience).await {
+            Booking::Booked { wait } => wait,
+            Booking::Full { free_in } => {
+                // The schedule is booked beyond this claim: nothing was
+                // booked. Let the batch go, due at once, and claim again
+                // when the schedule has room.
+                self.release(key, Duration::ZERO, false).await?;
+                return Ok(Next::After(free_in.saturating_sub(patience / 2)));
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return self.release(key, Duration::ZERO, false).await,
+            _ = stop.cancelled() => {
+                self.release(key, Duration::ZERO, false).await?;
+                return Ok(Next::Again);
+            }
         }
         let outcome = self.send(&emails).await;
-        let (retry_in, failed_attempt) = match self
-            .record_outcomes(batch, &emails, outcome, send_by)
-            .await
-        {
-            // Deliveries the API refused for now come back after the base
-            // backoff; with none left the batch is done and this is unused.
-            Outcome::Worked => (self.settings.backoff_base(), false),
-            // Not a failed attempt: throttling slows a campaign down, never
-            // uses up its attempts.
-            Outcome::Throttled { retry_after } => (retry_after.unwrap_or(THROTTLED_PAUSE), false),
-            Outcome::Failed { retry_after } => (
-                retry_delay(
-                    batch.attempts + 1,
-                    self.settings.backoff_base(),
-                    self.settings.backoff_max(),
-                    retry_after,
+        let (retry_in, failed_attempt) =
+            match self.record_outcomes(batch, &emails, outcome, send_by).await {
+                // Every delivery settled, or only throttled ones left: the
+                // batch is done, or due again after a short pause.
+                Outcome::Worked { passing: false } => (THROTTLED_PAUSE, false),
+                // Not a failed attempt: throttling slows a campaign down, never
+                // uses up its attempts.
+                Outcome::Throttled { retry_after } => (
+                    retry_after
+                        .unwrap_or(THROTTLED_PAUSE)
+                        .min(self.settings.backoff_max()),
+                    false,
                 ),
-                true,
-            ),
-        };
-        self.release(key, retry_in, failed_attempt).await
+                // Some deliveries, or the whole call, failed in a way that may
+                // pass: back off longer each time.
+                Outcome::Worked { passing: true } => (
+                    retry_delay(
+                        batch.attempts + 1,
+                        self.settings.backoff_base(),
+                        self.settings.backoff_max(),
+                        None,
+                    ),
+                    true,
+                ),
+                Outcome::Failed { retry_after } => (
+                    retry_delay(
+                        batch.attempts + 1,
+                        self.settings.backoff_base(),
+                        self.settings.backoff_max(),
+                        retry_after,
+                    ),
+                    true,
+                ),
+            };
+        self.release(key, retry_in, failed_attempt).await?;
+        Ok(Next::Again)
     }
 
     /// Each recipient's email, or why there can be none.
@@ -370,7 +423,7 @@ impl Sender {
         let mut throttled = 0;
         for ((seq, _), answer) in emails.iter().zip(answers) {
             match answer {
-                Answer::Sent(message_id) => sent.push((*seq, message_id.unwrap_or_default())),
+                Answer::Sent(message_id) => sent.push((*seq, message_id)),
                 // Left queued, no attempt counted: the batch comes back
                 // after the backoff, at the slower pace.
                 Answer::Throttled => throttled += 1,
@@ -401,8 +454,11 @@ impl Sender {
             Box::pin(async move { ledger::mark_failed(conn, key, &failed).await })
         })
         .await;
+        let passing_left = !passing.is_empty();
         self.note_passing(key, passing).await;
-        Outcome::Worked
+        Outcome::Worked {
+            passing: passing_left,
+        }
     }
 
     /// What the API said of each email, sent alone.
@@ -528,10 +584,21 @@ impl From<Verdict> for Answer {
 /// Values for deliveries, each with its `seq`.
 type BySeq<T> = Vec<(i32, T)>;
 
+/// What a sender does after a turn of work.
+enum Next {
+    /// Look for more work at once.
+    Again,
+    /// Look again after this pause (the fleet's schedule is full).
+    After(Duration),
+    /// Nothing was due: wait for a notification or the poll interval.
+    Idle,
+}
+
 /// How a batch's call went, for its release.
 enum Outcome {
-    /// The API answered for each message.
-    Worked,
+    /// The API answered for each message; `passing` when it refused some
+    /// for a reason that may pass.
+    Worked { passing: bool },
     /// The API asked us to slow down; nothing was sent.
     Throttled { retry_after: Option<Duration> },
     /// The call failed as a whole in a way that may pass.

@@ -26,6 +26,16 @@ pub const MAX_SLOWDOWN: f64 = 16.0;
 /// How long Redis has to answer a booking before the process books locally.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// What booking a batch on the schedule gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Booking {
+    /// Booked: send after `wait`.
+    Booked { wait: Duration },
+    /// Nothing booked: the schedule is full for `free_in`, longer than the
+    /// caller could wait.
+    Full { free_in: Duration },
+}
+
 pub struct Throttle {
     redis: ConnectionManager,
     script: redis::Script,
@@ -73,37 +83,47 @@ impl Throttle {
         })
     }
 
-    /// Books `messages` on the schedule and returns how long to wait before
-    /// sending them.
-    pub async fn book(&self, messages: usize) -> Duration {
+    /// Books `messages` on the schedule if their turn comes within
+    /// `patience`.
+    pub async fn book(&self, messages: usize, patience: Duration) -> Booking {
         let slowdown = *self.slowdown.lock().expect("never poisoned");
         let cost = self.interval.mul_f64(messages as f64 * slowdown);
-        let booked = tokio::time::timeout(REDIS_TIMEOUT, self.book_in_redis(cost)).await;
+        let booked = tokio::time::timeout(REDIS_TIMEOUT, self.book_in_redis(cost, patience)).await;
         match booked {
-            Ok(Ok(wait)) => {
+            Ok(Ok(booking)) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("The campaign send rate is shared through Redis again");
                 }
-                wait
+                booking
             }
-            Ok(Err(e)) => self.book_locally(cost, &e.to_string()),
-            Err(_) => self.book_locally(cost, "no answer in time"),
+            Ok(Err(e)) => self.book_locally(cost, patience, &e.to_string()),
+            Err(_) => self.book_locally(cost, patience, "no answer in time"),
         }
     }
 
-    async fn book_in_redis(&self, cost: Duration) -> redis::RedisResult<Duration> {
+    async fn book_in_redis(
+        &self,
+        cost: Duration,
+        patience: Duration,
+    ) -> redis::RedisResult<Booking> {
         let mut connection = self.redis.clone();
-        let wait_us: i64 = self
+        let (booked, wait_us): (i64, i64) = self
             .script
             .key(&self.key)
             .arg(cost.as_micros() as u64)
             .arg(self.burst.as_micros() as u64)
+            .arg(patience.as_micros() as u64)
             .invoke_async(&mut connection)
             .await?;
-        Ok(Duration::from_micros(wait_us.max(0) as u64))
+        let wait = Duration::from_micros(wait_us.max(0) as u64);
+        Ok(if booked == 1 {
+            Booking::Booked { wait }
+        } else {
+            Booking::Full { free_in: wait }
+        })
     }
 
-    fn book_locally(&self, cost: Duration, cause: &str) -> Duration {
+    fn book_locally(&self, cost: Duration, patience: Duration, cause: &str) -> Booking {
         if !self.degraded.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 cause,
@@ -115,8 +135,12 @@ impl Throttle {
         let mut free_from = self.local_free_from.lock().expect("never poisoned");
         let earliest = now.checked_sub(self.burst).unwrap_or(now);
         let start = free_from.unwrap_or(earliest).max(earliest);
+        let wait = start.saturating_duration_since(now);
+        if wait > patience {
+            return Booking::Full { free_in: wait };
+        }
         *free_from = Some(start + cost);
-        start.saturating_duration_since(now)
+        Booking::Booked { wait }
     }
 
     /// The email API asked us to slow down.
@@ -158,10 +182,15 @@ mod tests {
     async fn without_redis_bookings_follow_each_other_at_the_cap() {
         let throttle = unreachable_throttle(100, 10);
         let ten_messages = throttle.interval * 10;
+        let patience = Duration::from_secs(1);
+        let wait = |booking| match booking {
+            Booking::Booked { wait } => wait,
+            full => panic!("expected a booking, got {full:?}"),
+        };
 
-        let first = throttle.book_locally(ten_messages, "test");
-        let second = throttle.book_locally(ten_messages, "test");
-        let third = throttle.book_locally(ten_messages, "test");
+        let first = wait(throttle.book_locally(ten_messages, patience, "test"));
+        let second = wait(throttle.book_locally(ten_messages, patience, "test"));
+        let third = wait(throttle.book_locally(ten_messages, patience, "test"));
 
         // The first batch goes at once (the burst); each later one waits
         // for the ones before it: 10 messages at 100/s are 100 ms.
@@ -171,6 +200,28 @@ mod tests {
             third > Duration::from_millis(80) && third <= Duration::from_millis(110),
             "{third:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_turn_beyond_the_callers_patience_books_nothing() {
+        let throttle = unreachable_throttle(100, 10);
+        let second_of_messages = throttle.interval * 100;
+        let patience = Duration::from_millis(500);
+        throttle.book_locally(second_of_messages, patience, "test");
+        throttle.book_locally(second_of_messages, patience, "test");
+
+        let refused = throttle.book_locally(second_of_messages, patience, "test");
+        let refused_again = throttle.book_locally(second_of_messages, patience, "test");
+
+        // Refusals leave the schedule as it was: the same turn, not later.
+        let Booking::Full { free_in } = refused else {
+            panic!("expected no booking, got {refused:?}");
+        };
+        let Booking::Full { free_in: again } = refused_again else {
+            panic!("expected no booking, got {refused_again:?}");
+        };
+        assert!(free_in > patience, "{free_in:?}");
+        assert!(again <= free_in, "{again:?} after {free_in:?}");
     }
 
     #[tokio::test]
