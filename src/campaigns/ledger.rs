@@ -364,16 +364,26 @@ pub async fn pause(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Erro
 }
 
 /// Hands out the issue's batches again. Returns whether it was paused.
+///
+/// The recorder's lease is let go: a recorder stops at the first chunk it
+/// finds the issue paused, and its lease would otherwise keep the rest of
+/// the audience unrecorded until it lapsed. A recorder that never noticed
+/// the pause finds its claim gone at its next chunk and stops; chunks are
+/// recorded under the issue's row lock, so the two never both record one.
+/// An issue whose last batches finished while it was paused has nothing
+/// left to send, and is done at once.
 pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE newsletter_issues \
-         SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped \
+         SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped, \
+             audience_claim = NULL, audience_claimed_until = NULL \
          WHERE id = $1 AND state = 'paused'",
     )
     .bind(id)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
+        finish_issue_if_settled(conn, id).await?;
         wake_senders(conn).await?;
     }
     Ok(done.rows_affected() == 1)
