@@ -327,8 +327,8 @@ impl Sender {
         outcome: Result<Vec<Verdict>, EmailError>,
     ) -> Outcome {
         let key = batch.key;
-        let verdicts = match outcome {
-            Ok(verdicts) => verdicts,
+        let answers: Vec<Result<Verdict, EmailError>> = match outcome {
+            Ok(verdicts) => verdicts.into_iter().map(Ok).collect(),
             Err(e) if is_throttling(&e) => {
                 self.throttle.throttled();
                 tracing::warn!(error = %chain(&e), "The email API throttled a batch of an issue; it will be sent again");
@@ -361,23 +361,34 @@ impl Sender {
         let mut sent = Vec::new();
         let mut failed = Vec::new();
         let mut passing = Vec::new();
-        for ((seq, _), verdict) in emails.iter().zip(verdicts) {
-            match verdict {
-                Verdict::Accepted { message_id } => {
+        // Deliveries the API asked us to slow down for: they keep their
+        // place in the queue and their attempts, like a throttled batch.
+        let mut throttled = 0;
+        for ((seq, _), answer) in emails.iter().zip(answers) {
+            match answer {
+                Ok(Verdict::Accepted { message_id }) => {
                     sent.push((*seq, message_id.unwrap_or_default()))
                 }
-                Verdict::Refused { code, message } => {
+                Ok(Verdict::Refused { code: 429, .. }) => throttled += 1,
+                Err(e) if is_throttling(&e) => throttled += 1,
+                Ok(Verdict::Refused { code, message }) => {
                     let error = format!("the email API refused it (error {code}): {message}");
-                    if code == 429 {
-                        self.throttle.throttled();
-                    }
                     if Verdict::is_transient(code) {
                         passing.push((*seq, error));
                     } else {
                         failed.push((*seq, error));
                     }
                 }
+                Err(e) if e.is_retryable() => passing.push((*seq, chain(&e))),
+                Err(e) => failed.push((*seq, chain(&e))),
             }
+        }
+        if throttled > 0 {
+            self.throttle.throttled();
+            tracing::warn!(
+                throttled,
+                "The email API throttled messages of an issue; they will be sent again"
+            );
         }
         if !sent.is_empty() {
             self.throttle.accepted();
@@ -394,27 +405,27 @@ impl Sender {
         })
         .await;
         self.note_passing(key, passing).await;
-        Outcome::Worked
+        if throttled > 0 {
+            Outcome::Throttled { retry_after: None }
+        } else {
+            Outcome::Worked
+        }
     }
 
-    /// A verdict for each email, sent alone.
-    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Verdict> {
-        let mut verdicts = Vec::with_capacity(emails.len());
+    /// An answer for each email, sent alone.
+    async fn send_one_by_one(&self, emails: &[(i32, Email)]) -> Vec<Result<Verdict, EmailError>> {
+        let mut answers = Vec::with_capacity(emails.len());
         for (_, email) in emails {
-            let verdict = match self.email_client.send_batch(&[email]).await {
-                Ok(mut one) => one.pop(),
-                Err(e) => Some(Verdict::Refused {
-                    // Passing trouble keeps the delivery queued.
-                    code: if e.is_retryable() { 429 } else { 0 },
-                    message: chain(&e),
-                }),
+            let answer = match self.email_client.send_batch(&[email]).await {
+                Ok(mut one) => Ok(one.pop().unwrap_or(Verdict::Refused {
+                    code: 0,
+                    message: "the email API gave no answer for the message".into(),
+                })),
+                Err(e) => Err(e),
             };
-            verdicts.push(verdict.unwrap_or(Verdict::Refused {
-                code: 0,
-                message: "the email API gave no answer for the message".into(),
-            }));
+            answers.push(answer);
         }
-        verdicts
+        answers
     }
 
     /// Counts a passing refusal against each delivery; those out of attempts
@@ -490,7 +501,8 @@ type BySeq<T> = Vec<(i32, T)>;
 enum Outcome {
     /// The API answered for each message.
     Worked,
-    /// The API asked us to slow down; nothing was sent.
+    /// The API asked us to slow down, for the whole call or for some of
+    /// its messages; those are sent again.
     Throttled { retry_after: Option<Duration> },
     /// The call failed as a whole in a way that may pass.
     Failed { retry_after: Option<Duration> },
