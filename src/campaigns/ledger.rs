@@ -393,17 +393,30 @@ pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
 /// sender holds right now is skipped as cancelled. A batch in flight
 /// finishes (its email may already be with the API) and skips what it
 /// leaves queued when it ends. Returns whether the issue was sending or
-/// paused.
+/// paused; an issue cancelled already is swept again all the same, which
+/// closes what a sender that died in flight left open.
+///
+/// Two statements, the state first. The first waits for whoever holds the
+/// issue's row (a chunk of its audience being recorded, a batch being
+/// released) and makes every later chunk or release see the cancel; the
+/// second reads the batches after they are done. In one statement the
+/// batches would be read as they were when it began, and those recorded or
+/// released while it waited would be left open, queued for good.
 pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
-        "WITH issue AS ( \
-             SELECT id FROM newsletter_issues \
-             WHERE id = $1 AND state IN ('sending', 'paused') FOR UPDATE \
-         ), closed AS ( \
+    let cancelled = sqlx::query(
+        "UPDATE newsletter_issues SET state = 'cancelled', finished_at = now() \
+         WHERE id = $1 AND state IN ('sending', 'paused')",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "WITH closed AS ( \
              UPDATE delivery_batches b SET done = true, claim_id = NULL, claimed_until = NULL \
-             FROM issue \
-             WHERE b.issue_id = issue.id AND NOT b.done \
+             WHERE b.issue_id = $1 AND NOT b.done \
                AND (b.claimed_until IS NULL OR b.claimed_until < now()) \
+               AND EXISTS ( \
+                   SELECT 1 FROM newsletter_issues WHERE id = $1 AND state = 'cancelled') \
              RETURNING b.first_seq, b.last_seq \
          ), skipped AS ( \
              UPDATE deliveries d \
@@ -413,16 +426,13 @@ pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
                AND d.status = 'queued' \
              RETURNING 1 \
          ) \
-         UPDATE newsletter_issues i \
-         SET state = 'cancelled', skipped = skipped + (SELECT count(*) FROM skipped), \
-             finished_at = now() \
-         FROM issue WHERE i.id = issue.id \
-         RETURNING i.id",
+         UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
+         WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
     )
     .bind(id)
-    .fetch_optional(conn)
+    .execute(conn)
     .await?;
-    Ok(cancelled.is_some())
+    Ok(cancelled.rows_affected() == 1)
 }
 
 /// Queues the issue's failed deliveries again with a fresh count of
@@ -911,6 +921,15 @@ pub async fn note_passing_errors(
 /// resets the count. When the issue was cancelled meanwhile, what the batch
 /// leaves queued is skipped instead. Finishes the issue once nothing is
 /// left.
+///
+/// The issue's state is read under the issue's row lock: a cancel under
+/// way is waited for and then seen, so that the batch skips what it leaves;
+/// a cancel that comes later waits for the release and then finds the
+/// batch let go, to close. Read without the lock, a release that began
+/// before the cancel and ended after it would leave its deliveries queued
+/// for good. The lock is the one the statement takes anyway to count what
+/// it skips (a share lock would have two releases deadlock there), and is
+/// held for one statement, as every counter update holds it.
 pub async fn release_batch(
     conn: &mut PgConnection,
     batch: BatchKey,
@@ -919,7 +938,7 @@ pub async fn release_batch(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH issue AS ( \
-             SELECT state FROM newsletter_issues WHERE id = $1 \
+             SELECT state FROM newsletter_issues WHERE id = $1 FOR NO KEY UPDATE \
          ), cancelled AS ( \
              UPDATE deliveries d \
              SET status = 'skipped', last_error = 'the issue was cancelled', updated_at = now() \
