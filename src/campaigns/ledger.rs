@@ -603,14 +603,19 @@ pub struct Chunk {
 /// who had confirmed by the issue's `send_at`, numbers them on from the
 /// last, cuts them into batches of `batch_size`, and moves the cursor and
 /// the lease on, in one short transaction. `None` when the claim was lost
-/// or the issue was paused or cancelled meanwhile.
+/// or the issue was paused or cancelled meanwhile: the chunk is then rolled
+/// back, and whoever records next starts from the same cursor.
 ///
 /// `confirmed_at <= send_at` is what freezes the audience although it is
 /// recorded over many transactions: someone confirming after the issue
 /// went out is never included, however late their chunk is read. Rows
 /// confirmed before `confirmed_at` existed have none, and are included.
 /// The cursor is read first and passed as a value, so that the chunk is an
-/// index range scan on the primary key from the cursor on.
+/// index range scan on the primary key from the cursor on. It is read
+/// without a lock, and the statement's last step moves it on only if the
+/// claim, the state and the cursor are still as read: the issue's row is
+/// locked for a moment at the end, not for the whole chunk, so a pause or
+/// a cancel never waits behind a recording.
 pub async fn record_audience_chunk(
     conn: &mut PgConnection,
     claim: AudienceClaim,
@@ -621,8 +626,7 @@ pub async fn record_audience_chunk(
     let mut transaction = conn.begin().await?;
     let issue: Option<(DateTime<Utc>, i64, Option<Uuid>)> = sqlx::query_as(
         "SELECT send_at, recipients, audience_cursor FROM newsletter_issues \
-         WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete \
-         FOR UPDATE",
+         WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete",
     )
     .bind(claim.issue_id)
     .bind(claim.claim)
@@ -631,7 +635,7 @@ pub async fn record_audience_chunk(
     let Some((send_at, recorded_before, cursor)) = issue else {
         return Ok(None);
     };
-    let (recorded, complete): (i64, bool) = sqlx::query_as(
+    let moved_on: Option<(i64, bool)> = sqlx::query_as(
         "WITH chosen AS ( \
              SELECT s.id, ($4 + row_number() OVER (ORDER BY s.id))::int AS seq \
              FROM subscriptions s \
@@ -656,7 +660,9 @@ pub async fn record_audience_chunk(
              audience_cursor = COALESCE(bounds.last_id, i.audience_cursor), \
              audience_complete = bounds.n < $5, \
              audience_claimed_until = now() + make_interval(secs => $7) \
-         FROM bounds WHERE i.id = $1 \
+         FROM bounds \
+         WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
+           AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
          RETURNING bounds.n, i.audience_complete",
     )
     .bind(claim.issue_id)
@@ -666,8 +672,14 @@ pub async fn record_audience_chunk(
     .bind(chunk)
     .bind(batch_size)
     .bind(lease.as_secs_f64())
-    .fetch_one(&mut *transaction)
+    .bind(claim.claim)
+    .bind(cursor)
+    .fetch_optional(&mut *transaction)
     .await?;
+    let Some((recorded, complete)) = moved_on else {
+        transaction.rollback().await?;
+        return Ok(None);
+    };
     if complete {
         finish_issue_if_settled(&mut transaction, claim.issue_id).await?;
     }
