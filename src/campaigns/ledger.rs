@@ -410,6 +410,7 @@ pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     .fetch_optional(&mut *transaction)
     .await?;
     if found.is_none() {
+        transaction.rollback().await?;
         return Ok(false);
     }
     sqlx::query(
@@ -445,10 +446,12 @@ pub async fn requeue_failed(conn: &mut PgConnection, id: Uuid) -> Result<u64, sq
         .bind(id)
         .fetch_optional(&mut *transaction)
         .await?;
-        let Some(recipients) = recipients else { break };
-        if i64::from(from) > recipients {
+        // Ended explicitly: a transaction dropped unfinished is rolled back
+        // only when its connection is next used, holding the lock till then.
+        let Some(recipients) = recipients.filter(|n| i64::from(from) <= *n) else {
+            transaction.rollback().await?;
             break;
-        }
+        };
         let to = from.saturating_add(REQUEUE_CHUNK - 1);
         let done: i64 = sqlx::query_scalar(
             "WITH reopened AS ( \
@@ -633,6 +636,7 @@ pub async fn record_audience_chunk(
     .fetch_optional(&mut *transaction)
     .await?;
     let Some((send_at, recorded_before, cursor)) = issue else {
+        transaction.rollback().await?;
         return Ok(None);
     };
     let moved_on: Option<(i64, bool)> = sqlx::query_as(

@@ -713,7 +713,6 @@ async fn cancelling_an_issue_skips_what_is_queued_and_lets_the_batches_in_flight
     assert!(ledger::cancel(&mut conn, issue).await.unwrap());
     let cancelled = progress_of(&app, issue).await;
     assert_eq!(cancelled.summary.state().as_str(), "cancelled");
-    assert_eq!(cancelled.summary.skipped, 40, "the batches nobody held");
     api.release();
     wait_for_batches_to_settle(&app, issue).await;
 
