@@ -448,10 +448,10 @@ pub async fn requeue_failed(conn: &mut PgConnection, id: Uuid) -> Result<u64, sq
         .await?;
         // Ended explicitly: a transaction dropped unfinished is rolled back
         // only when its connection is next used, holding the lock till then.
-        let Some(recipients) = recipients.filter(|n| i64::from(from) <= *n) else {
+        if recipients.is_none_or(|n| i64::from(from) > n) {
             transaction.rollback().await?;
             break;
-        };
+        }
         let to = from.saturating_add(REQUEUE_CHUNK - 1);
         let done: i64 = sqlx::query_scalar(
             "WITH reopened AS ( \
