@@ -99,10 +99,7 @@ pub enum Verdict {
     /// Taken, under the API's id for the message (none from the console).
     Accepted { message_id: Option<String> },
     /// Refused, with Postmark's error code and message.
-    Refused {
-        code: i64,
-        message: String,
-    },
+    Refused { code: i64, message: String },
 }
 
 impl Verdict {

@@ -91,7 +91,9 @@ pub struct NewIssue<'a> {
     /// What it renders to, with the recipient's `{{placeholders}}` left in.
     pub rendered: &'a EmailContent,
     pub message_stream: &'a str,
-    /// `None` sends it now.
+    /// `None`, or a moment already past, sends it now. The moment is kept
+    /// as typed in the fingerprint, so that a form submitted again after
+    /// its moment has passed still replays.
     pub send_at: Option<DateTime<Utc>>,
     pub created_by: Uuid,
 }
@@ -179,7 +181,7 @@ pub async fn publish(
         "INSERT INTO newsletter_issues \
              (id, title, content, subject, html_body, text_body, message_stream, send_at, \
               created_by, rate_since) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), $9, COALESCE($8, now()))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()))",
     )
     .bind(issue_id)
     .bind(issue.title)
@@ -228,6 +230,9 @@ pub struct IssueSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateColumn(pub IssueState);
 
+// sqlx's `try_from` column attribute asks for `TryFrom`, even when nothing
+// can fail.
+#[allow(clippy::infallible_try_from)]
 impl TryFrom<String> for StateColumn {
     type Error = std::convert::Infallible;
     fn try_from(state: String) -> Result<Self, Self::Error> {
@@ -326,7 +331,11 @@ impl Progress {
         }
         let settled = s.sent + s.failed + s.skipped;
         let percent = (settled * 100 / s.recipients).min(100) as u8;
-        if s.audience_complete { percent } else { percent.min(99) }
+        if s.audience_complete {
+            percent
+        } else {
+            percent.min(99)
+        }
     }
 
     /// Seconds until the queued deliveries are settled at the current rate.
@@ -640,10 +649,7 @@ pub async fn record_audience_chunk(
     if recorded > 0 {
         wake_senders(conn).await?;
     }
-    Ok(Some(Chunk {
-        recorded,
-        complete,
-    }))
+    Ok(Some(Chunk { recorded, complete }))
 }
 
 /// Marks a sending issue done once its audience is recorded and no batch

@@ -20,6 +20,7 @@
 //! `delivery.run_in_server`, or `newsletter worker`).
 
 pub mod ledger;
+pub mod progress;
 
 pub use ledger::{
     DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, NewIssue, Progress, PublishError,
