@@ -8,6 +8,8 @@ mod delivery;
 mod health_check;
 mod helpers;
 mod migrations;
+mod newsletters;
+mod newsroom;
 mod pages;
 mod rate_limits;
 mod shutdown;
