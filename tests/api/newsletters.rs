@@ -993,3 +993,51 @@ async fn a_published_issue_reaches_every_confirmed_subscriber_and_its_updates_fo
     );
     assert!(sent.iter().all(|e| e["MessageStream"] == "broadcast"));
 }
+
+#[tokio::test]
+async fn on_sigterm_open_live_updates_end_and_the_server_exits_without_waiting_out_its_timeout() {
+    let (app, _) = signed_in(None).await;
+    let (server, port) = crate::shutdown::serve(&app);
+    let server = std::sync::Mutex::new(server);
+    let browser = Browser {
+        client: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    eventually("the server to answer", || async {
+        let response = browser
+            .client
+            .get(format!("{}/health_check", browser.address))
+            .send()
+            .await;
+        response.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    assert_eq!(
+        browser.log_in("ada", PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let path = publish(&browser, "Open stream", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    let signalled = tokio::time::Instant::now();
+    crate::shutdown::sigterm(&server.lock().unwrap());
+
+    // The configured shutdown timeout is 25 s: an open stream must not
+    // hold the server that long.
+    assert_eq!(events.next_block(Duration::from_secs(5)).await, None);
+    let exit = eventually("the server to exit", || async {
+        server.lock().unwrap().try_wait().unwrap()
+    })
+    .await;
+    assert!(exit.success(), "the server exited with {exit}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the server took {:?} to stop",
+        signalled.elapsed()
+    );
+}
