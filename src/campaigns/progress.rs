@@ -74,6 +74,7 @@ impl ProgressFeed {
             changes: self.changes.subscribe(),
             stop: self.stop.clone(),
             last: None,
+            pending: false,
         }
     }
 }
@@ -158,6 +159,8 @@ pub struct Watch {
     stop: CancellationToken,
     /// When `changed` last returned.
     last: Option<Instant>,
+    /// A change was received and not yet reported.
+    pending: bool,
 }
 
 impl Watch {
@@ -170,15 +173,18 @@ impl Watch {
     /// out the interval fold into this one: a read made after it returns
     /// sees every change they announced, since each is sent after its
     /// change commits.
+    ///
+    /// Cancel-safe: a change received before the caller gave up waiting (a
+    /// keep-alive timer won the race) is remembered for the next call.
     pub async fn changed(&mut self) -> Option<()> {
-        loop {
+        while !self.pending {
             let received = tokio::select! {
                 _ = self.stop.cancelled() => return None,
                 received = self.changes.recv() => received,
             };
             match received {
-                Ok(Change::Issue(id)) if id != self.issue_id => continue,
-                Ok(_) | Err(RecvError::Lagged(_)) => break,
+                Ok(Change::Issue(id)) if id != self.issue_id => {}
+                Ok(_) | Err(RecvError::Lagged(_)) => self.pending = true,
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -196,6 +202,7 @@ impl Watch {
                 Err(TryRecvError::Closed) => return None,
             }
         }
+        self.pending = false;
         self.last = Some(Instant::now());
         Some(())
     }
@@ -248,6 +255,24 @@ mod tests {
         // The burst was folded into that one wake-up.
         let again = tokio::time::timeout(Duration::from_millis(600), watch.changed()).await;
         assert!(again.is_err(), "woke again for announcements already read");
+    }
+
+    #[tokio::test]
+    async fn a_change_received_by_a_wait_given_up_on_is_reported_by_the_next() {
+        let (feed, changes) = feed();
+        let mine = Uuid::new_v4();
+        let mut watch = feed.watch(mine);
+        changes.send(Change::Issue(mine)).unwrap();
+        watch.changed().await.unwrap();
+
+        // The next wait receives this, then waits out the interval, and is
+        // given up on meanwhile.
+        changes.send(Change::Issue(mine)).unwrap();
+        let given_up = tokio::time::timeout(Duration::from_millis(50), watch.changed()).await;
+        assert!(given_up.is_err());
+
+        let next = tokio::time::timeout(Duration::from_secs(1), watch.changed()).await;
+        assert_eq!(next, Ok(Some(())), "the change was lost");
     }
 
     #[tokio::test]

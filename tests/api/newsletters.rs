@@ -362,8 +362,14 @@ async fn publishing_opens_the_issues_page_and_the_list_shows_it() {
     assert!(list.contains(">scheduled</span>"), "{list}");
     let page = browser.get(&path).await;
     assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
     let page = page.text().await.unwrap();
     assert!(page.contains("<h1>Issue &#60;One&#62;</h1>"), "{page}");
+    assert!(page.contains(r#"<script src="/admin/newsletters.js" defer>"#));
     for (count, value) in [
         ("recipients", 10),
         ("queued", 3),

@@ -5,7 +5,21 @@
 
 (function () {
   const issue = document.getElementById("issue");
-  if (!issue || !window.EventSource) {
+  if (!issue) {
+    return;
+  }
+  // Cancelling cannot be undone: ask once more. (Without scripts the
+  // button works at once.)
+  const cancel = issue.querySelector('form[data-action="cancel"]');
+  cancel.addEventListener("submit", (event) => {
+    const sure = window.confirm(
+      "Cancel this issue? Whoever has not been sent it yet will not get it. This cannot be undone."
+    );
+    if (!sure) {
+      event.preventDefault();
+    }
+  });
+  if (!window.EventSource) {
     return;
   }
   const set = (id, text) => {

@@ -143,3 +143,80 @@ pub struct IssueMissingPage<'a> {
     pub newsletter: &'a Newsletter,
     pub nav: Nav<'a>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_in_state<'a>(
+        newsletter: &'a Newsletter,
+        state: &'static str,
+        failed: i64,
+    ) -> IssuePage<'a> {
+        IssuePage {
+            newsletter,
+            nav: Nav {
+                username: "ada",
+                csrf_token: "token",
+            },
+            path: "/admin/newsletters/x".into(),
+            title: "Title".into(),
+            subject: "Title".into(),
+            text_body: String::new(),
+            send_at: String::new(),
+            created_at: String::new(),
+            progress: ProgressView {
+                state,
+                recipients: 10,
+                queued: 10 - failed,
+                sent: 0,
+                failed,
+                skipped: 0,
+                percent: 0,
+                rate: "–".into(),
+                time_left: "–".into(),
+                finished: matches!(state, "done" | "cancelled"),
+                audience_complete: true,
+            },
+            undelivered: Vec::new(),
+            later_page: false,
+            next_page: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn without_scripts_only_a_sending_issue_reloads_itself() {
+        let newsletter = Newsletter::parse("Weekly", "", "Desk").unwrap();
+        let refresh = r#"<noscript><meta http-equiv="refresh" content="5"></noscript>"#;
+        for (state, reloads) in [
+            ("sending", true),
+            ("scheduled", false),
+            ("paused", false),
+            ("done", false),
+            ("cancelled", false),
+        ] {
+            let page = page_in_state(&newsletter, state, 0).render().unwrap();
+            assert_eq!(page.contains(refresh), reloads, "{state}");
+        }
+    }
+
+    #[test]
+    fn each_state_offers_only_the_actions_it_allows() {
+        let newsletter = Newsletter::parse("Weekly", "", "Desk").unwrap();
+        for (state, failed, offered) in [
+            ("sending", 0, &["pause", "cancel"][..]),
+            ("sending", 2, &["pause", "cancel", "requeue"][..]),
+            ("paused", 0, &["resume", "cancel"][..]),
+            ("done", 1, &["requeue"][..]),
+            ("cancelled", 1, &[][..]),
+        ] {
+            let page = page_in_state(&newsletter, state, failed);
+            let shown: Vec<&str> = ["pause", "resume", "cancel", "requeue"]
+                .into_iter()
+                .filter(|action| page.shows(action))
+                .collect();
+            assert_eq!(shown, offered, "{state} with {failed} failed");
+        }
+    }
+}
