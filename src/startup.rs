@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::admin::sessions::SessionStore;
+use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::Sender;
 use crate::campaigns::throttle::Throttle;
 use crate::configuration::{DatabaseSettings, Settings};
@@ -21,7 +22,7 @@ use crate::db::Db;
 use crate::email_client::MAX_BATCH;
 use crate::outbox::{DeliveryWorker, Outbox};
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::SessionCookies;
+use crate::routes::admin::{PublishSettings, SessionCookies};
 use crate::routes::{self, ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
 use crate::telemetry::RequestSpan;
@@ -48,6 +49,18 @@ impl Application {
             let mut senders = campaign_sender(&settings)?.spawn(stop_workers.clone());
             workers.spawn(async move { while senders.join_next().await.is_some() {} });
         }
+        // Its one connection listens for as long as the server runs.
+        let streams = stop_workers.child_token();
+        end_streams_on_signal(streams.clone());
+        let (progress, listening) =
+            ProgressFeed::start(Db::connect_lazy(&settings.database, 1), streams);
+        workers.spawn(async move {
+            let _ = listening.await;
+        });
+        let publish = PublishSettings {
+            message_stream: settings.email_client.broadcast_stream.clone(),
+            base_url: settings.application.base_url.clone(),
+        };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?;
         let sessions = SessionStore::new(
@@ -81,6 +94,8 @@ impl Application {
             sessions,
             cookies,
             outbox,
+            publish,
+            progress,
         };
         let server = run(
             listener,
@@ -191,6 +206,9 @@ struct Services {
     sessions: SessionStore,
     cookies: SessionCookies,
     outbox: Outbox,
+    publish: PublishSettings,
+    /// Changes to newsletter issues, for the pages following them live.
+    progress: ProgressFeed,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -224,7 +242,11 @@ fn run(
         sessions,
         cookies,
         outbox,
+        publish,
+        progress,
     } = services;
+    let publish = web::Data::new(publish);
+    let progress = web::Data::new(progress);
     let sessions = web::Data::new(sessions);
     let cookies = web::Data::new(cookies);
     let workers = http_workers();
@@ -243,6 +265,7 @@ fn run(
             writers,
         ));
         let db = web::Data::new(db);
+        let outbox = web::Data::new(outbox.clone());
         let limiter = web::Data::new(
             limiter
                 .for_this_thread()
@@ -265,12 +288,41 @@ fn run(
             .app_data(limiter)
             .app_data(sessions.clone())
             .app_data(cookies.clone())
+            .app_data(outbox)
+            .app_data(publish.clone())
+            .app_data(progress.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Ends the pages' live streams as soon as the process is asked to stop.
+/// The server's graceful shutdown waits for every open connection, and a
+/// stream left open would hold it for the whole shutdown timeout; the
+/// server itself reacts to the same signals.
+fn end_streams_on_signal(streams: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let terminate = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut terminate) => {
+                    terminate.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot watch for SIGTERM; live streams end with the shutdown timeout");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = streams.cancelled() => {}
+            _ = terminate => streams.cancel(),
+            _ = tokio::signal::ctrl_c() => streams.cancel(),
+        }
+    });
 }
 
 /// Headers for every response. The pages load nothing but their own

@@ -968,3 +968,233 @@ async fn on_a_phone_the_newsroom_fits_the_screen_and_a_recovery_code_signs_in() 
     sign_out_for_good(&browser, &app, "admin-phone-05-signed-out").await;
     browser.close().await;
 }
+
+/// Writes an issue on the compose form, as a person types it.
+async fn write_an_issue(browser: &Browser, title: &str, content: &str) {
+    browser
+        .press(r#".admin-nav a[href="/admin/newsletters"]"#)
+        .await;
+    browser.wait_for_heading("Newsletters").await;
+    browser.press("a#new-issue").await;
+    browser.wait_for_heading("New issue").await;
+    browser.fill("title", title).await;
+    browser.fill("content", content).await;
+}
+
+/// The text of the preview's frame, read from inside it.
+async fn text_in_the_preview(browser: &Browser) -> String {
+    browser.wait_for("iframe#preview-html").await;
+    browser.client.enter_frame(0).await.unwrap();
+    let text = browser.text_of("body").await;
+    browser.client.enter_parent_frame().await.unwrap();
+    text
+}
+
+/// The issue's state as its page shows it (the badge capitalises it).
+async fn state_shown(browser: &Browser) -> String {
+    browser.text_of("#issue-state").await.to_lowercase()
+}
+
+/// Whether the page has been loaded anew since [`mark_the_page`].
+async fn page_was_reloaded(browser: &Browser) -> bool {
+    let marked = browser
+        .client
+        .execute("return window.notReloaded === true;", vec![])
+        .await
+        .unwrap();
+    marked != json!(true)
+}
+
+async fn mark_the_page(browser: &Browser) {
+    browser
+        .client
+        .execute("window.notReloaded = true;", vec![])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_writes_previews_tests_and_publishes_an_issue_and_watches_it_go_out() {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+
+    write_an_issue(
+        &browser,
+        "Winter issue",
+        "## What is new\n\nThe **winter** programme is out.\n\n- Talks\n- Workshops\n\n[Read it all](https://example.com/winter)",
+    )
+    .await;
+    browser.screenshot("newsletter-01-compose").await;
+
+    browser.press("button#preview-button").await;
+    browser.wait_for("#preview").await;
+    assert_eq!(browser.text_of("#preview-subject").await, "Winter issue");
+    let shown = text_in_the_preview(&browser).await;
+    assert!(shown.contains("Hello Ada Lovelace,"), "{shown}");
+    assert!(shown.contains("The winter programme is out."), "{shown}");
+    let (_, height) = browser.assert_shown_whole("iframe#preview-html").await;
+    assert!(
+        height >= 300.0,
+        "the preview is too small to read: {height}"
+    );
+    assert_eq!(browser.value_of("title").await, "Winter issue");
+    browser.screenshot("newsletter-02-preview").await;
+
+    browser.press("button#test-button").await;
+    browser.wait_for("#compose-notice").await;
+    assert_eq!(
+        browser.text_of("#compose-notice").await,
+        "Test sent to grace@example.com."
+    );
+    let test = &app.wait_for_emails(1).await[0];
+    assert_eq!(test["To"], "grace@example.com");
+    assert_eq!(test["Subject"], "Winter issue");
+
+    browser.press("button#publish-button").await;
+    browser
+        .wait_for_address("the issue's page", |url| {
+            url.path().starts_with("/admin/newsletters/") && !url.path().ends_with("/new")
+        })
+        .await;
+    browser.wait_for_heading("Winter issue").await;
+    browser.screenshot("newsletter-03-issue").await;
+    mark_the_page(&browser).await;
+
+    // The senders deliver it to the three confirmed subscribers; the page
+    // follows them live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_shown(&browser).await != "done" {
+        assert!(
+            Instant::now() < deadline,
+            "the issue never got done; it is {} at {}",
+            state_shown(&browser).await,
+            browser.text_of("#issue-percent").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.text_of("#issue-percent").await, "100%");
+    assert_eq!(browser.text_of("#count-sent").await, "3");
+    assert!(!page_was_reloaded(&browser).await, "the page reloaded");
+    browser.screenshot("newsletter-04-progress-100").await;
+
+    browser
+        .press(r#".admin-nav a[href="/admin/newsletters"]"#)
+        .await;
+    browser.wait_for_heading("Newsletters").await;
+    let row = browser.text_of("#issues tbody tr").await.to_lowercase();
+    assert!(
+        row.contains("winter issue") && row.contains("done"),
+        "{row}"
+    );
+    browser.screenshot("newsletter-05-list").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
+    let app = helpers::spawn_app().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    let browser = Browser::start(390, 844).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+
+    write_an_issue(
+        &browser,
+        "A long title that has to wrap on a phone screen",
+        "Hello.",
+    )
+    .await;
+    // Far ahead: no sender touches it while the test moves it by hand.
+    browser
+        .client
+        .execute(
+            "document.getElementById('send_at').value = '2099-01-01T09:00';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(!browser.scrolls_sideways().await, "the compose form");
+    browser.screenshot("newsletter-phone-01-compose").await;
+    browser.scroll_to("#send_at").await;
+    browser.assert_shown_whole("button#publish-button").await;
+    browser
+        .screenshot("newsletter-phone-01-compose-buttons")
+        .await;
+    browser.press("button#preview-button").await;
+    browser.wait_for("#preview").await;
+    assert!(!browser.scrolls_sideways().await, "the preview");
+    browser.assert_shown_whole("iframe#preview-html").await;
+    browser.screenshot("newsletter-phone-02-preview").await;
+    browser.press("button#publish-button").await;
+    browser.wait_for_heading("A long title").await;
+    assert_eq!(state_shown(&browser).await, "scheduled");
+    mark_the_page(&browser).await;
+    let id: uuid::Uuid = browser
+        .path()
+        .await
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    sqlx::query(
+        "UPDATE newsletter_issues SET send_at = now(), recipients = 8, sent = 2, \
+         audience_complete = true WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser.text_of("#issue-percent").await != "25%" {
+        assert!(Instant::now() < deadline, "the bar never moved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state_shown(&browser).await, "sending");
+    assert_eq!(browser.text_of("#count-queued").await, "6");
+    assert!(!browser.scrolls_sideways().await, "the issue's page");
+    browser.assert_shown_whole("#issue-progress").await;
+    browser.screenshot("newsletter-phone-03-sending").await;
+
+    sqlx::query(
+        "UPDATE newsletter_issues SET sent = 7, failed = 1, state = 'done', \
+         finished_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state_shown(&browser).await != "done" {
+        assert!(Instant::now() < deadline, "the state never changed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(browser.text_of("#issue-percent").await, "100%");
+    // Done: nothing to pause or cancel, a failure to requeue.
+    let offered = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('form[data-action]')]\
+               .filter(form => !form.hidden).map(form => form.dataset.action);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(offered, json!(["requeue"]));
+    assert!(!page_was_reloaded(&browser).await, "the page reloaded");
+    browser.screenshot("newsletter-phone-04-done").await;
+
+    browser
+        .press(r#".admin-nav a[href="/admin/newsletters"]"#)
+        .await;
+    browser.wait_for_heading("Newsletters").await;
+    assert!(!browser.scrolls_sideways().await, "the list");
+    browser.screenshot("newsletter-phone-05-list").await;
+    browser.close().await;
+}

@@ -25,6 +25,13 @@ pub enum Action {
     RecoveryCodeUsed,
     /// The subscriber list left the service as a file.
     SubscribersExported,
+    /// Newsletter issues: published, paused, resumed, cancelled, and their
+    /// failed deliveries queued again. The detail names the issue.
+    IssuePublished,
+    IssuePaused,
+    IssueResumed,
+    IssueCancelled,
+    FailedDeliveriesRequeued,
 }
 
 impl Action {
@@ -40,6 +47,11 @@ impl Action {
             Action::TotpEnrolled => "totp-enrolled",
             Action::RecoveryCodeUsed => "recovery-code-used",
             Action::SubscribersExported => "subscribers-exported",
+            Action::IssuePublished => "issue-published",
+            Action::IssuePaused => "issue-paused",
+            Action::IssueResumed => "issue-resumed",
+            Action::IssueCancelled => "issue-cancelled",
+            Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
         }
     }
 }

@@ -82,7 +82,9 @@ pub struct NewIssue<'a> {
     /// What it renders to, with the recipient's `{{placeholders}}` left in.
     pub rendered: &'a EmailContent,
     pub message_stream: &'a str,
-    /// `None` sends it now.
+    /// `None`, or a moment already past, sends it now. The moment is kept
+    /// as typed in the fingerprint, so that a form submitted again after
+    /// its moment has passed still replays.
     pub send_at: Option<DateTime<Utc>>,
     pub created_by: Uuid,
 }
@@ -179,7 +181,7 @@ pub async fn publish(
         "INSERT INTO newsletter_issues \
              (id, title, content, subject, html_body, text_body, message_stream, send_at, \
               created_by, rate_since) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), $9, COALESCE($8, now()))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()))",
     )
     .bind(issue_id)
     .bind(issue.title)

@@ -19,6 +19,7 @@
 //! `delivery.run_in_server`, or `newsletter worker`).
 
 pub mod ledger;
+pub mod progress;
 pub mod sender;
 pub mod throttle;
 

@@ -99,6 +99,36 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/subscribers.csv", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::export_subscribers))
         }),
+        // Its own body limit: an issue is far longer than the public forms.
+        endpoint("/admin/newsletters", Admin, GET_POST, |c, p| {
+            let compose = resource(p).app_data(admin::compose_form_config());
+            add(c, compose.get(admin::newsletters).post(admin::submit_issue))
+        }),
+        endpoint("/admin/newsletters.js", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::issue_script))
+        }),
+        // Before `{id}`, which would match it too.
+        endpoint("/admin/newsletters/new", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::compose_page))
+        }),
+        endpoint("/admin/newsletters/{id}", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::issue_page))
+        }),
+        endpoint("/admin/newsletters/{id}/events", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::issue_events))
+        }),
+        endpoint("/admin/newsletters/{id}/pause", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::pause_issue))
+        }),
+        endpoint("/admin/newsletters/{id}/resume", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::resume_issue))
+        }),
+        endpoint("/admin/newsletters/{id}/cancel", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::cancel_issue))
+        }),
+        endpoint("/admin/newsletters/{id}/requeue", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::requeue_failed))
+        }),
         endpoint("/admin/password", Admin, GET_POST, |c, p| {
             add(
                 c,

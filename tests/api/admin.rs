@@ -6,19 +6,19 @@ use std::time::Duration;
 use newsletter::admin::accounts;
 use newsletter::admin::password::{self, NewPassword};
 use newsletter::admin::totp::{self, TotpSecret};
-use newsletter::admin::username::AdminUsername;
 use newsletter::configuration::LimitSettings;
 use newsletter::routes::{Access, endpoints};
 use reqwest::StatusCode;
-use reqwest::header::{CACHE_CONTROL, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::header::{CACHE_CONTROL, RETRY_AFTER, SET_COOKIE};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::helpers::{
     BROWSER_ACCEPT, TcpProxy, TestApp, eventually, eventually_within, spawn_app, spawn_app_with,
 };
-
-const PASSWORD: &str = "correct horse battery staple";
+use crate::newsroom::{
+    Browser, PASSWORD, audit_actions, create_admin, hidden_csrf_token, location,
+};
 
 /// `burst` attempts at once, then one per `period`.
 fn login_limit(burst: u32, period: Duration) -> LimitSettings {
@@ -45,105 +45,6 @@ async fn audited(app: &TestApp, action: &str) -> bool {
     audit_actions(app).await.iter().any(|a| a == action)
 }
 
-/// An admin stored the way `newsletter admin create` stores one.
-async fn create_admin(app: &TestApp, username: &str, password: &str) -> Uuid {
-    let username = AdminUsername::parse(username).unwrap();
-    let password = NewPassword::parse(SecretString::from(password)).unwrap();
-    let hash = password::hash(&password).await.unwrap();
-    let mut connection = app.db_pool.acquire().await.unwrap();
-    accounts::create(&mut connection, &username, None, &hash)
-        .await
-        .unwrap()
-}
-
-/// A browser: keeps cookies, follows no redirect, asks for pages.
-struct Browser {
-    client: reqwest::Client,
-    address: String,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            address: app.address.clone(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .header("Accept", BROWSER_ACCEPT)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .header("Accept", BROWSER_ACCEPT)
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn log_in(&self, username: &str, password: &str) -> reqwest::Response {
-        self.post("/login", &[("username", username), ("password", password)])
-            .await
-    }
-
-    /// Signs in and checks it worked.
-    async fn signed_in(app: &TestApp, username: &str, password: &str) -> Self {
-        let browser = Self::new(app);
-        let response = browser.log_in(username, password).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(location(&response), "/admin/dashboard");
-        browser
-    }
-
-    /// The CSRF token in the forms of an admin page.
-    async fn csrf_token(&self) -> String {
-        let page = self.get("/admin/dashboard").await.text().await.unwrap();
-        hidden_csrf_token(&page)
-    }
-
-    /// `POST` to an admin form with the CSRF token of the browser's session.
-    async fn submit(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let token = self.csrf_token().await;
-        let mut form = fields.to_vec();
-        form.push(("csrf_token", &token));
-        self.post(path, &form).await
-    }
-
-    async fn is_signed_in(&self) -> bool {
-        let status = self.get("/admin/dashboard").await.status();
-        assert!(
-            status == StatusCode::OK || status == StatusCode::SEE_OTHER,
-            "unexpected {status}"
-        );
-        status == StatusCode::OK
-    }
-}
-
-fn hidden_csrf_token(page: &str) -> String {
-    let marker = r#"name="csrf_token" value=""#;
-    let start = page
-        .find(marker)
-        .unwrap_or_else(|| panic!("no CSRF field in {page}"))
-        + marker.len();
-    page[start..start + page[start..].find('"').unwrap()].to_owned()
-}
-
-fn location(response: &reqwest::Response) -> &str {
-    response.headers()[LOCATION].to_str().unwrap()
-}
-
 fn set_cookies(response: &reqwest::Response) -> Vec<String> {
     response
         .headers()
@@ -151,13 +52,6 @@ fn set_cookies(response: &reqwest::Response) -> Vec<String> {
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .collect()
-}
-
-async fn audit_actions(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
-        .fetch_all(&app.db_pool)
-        .await
-        .unwrap()
 }
 
 /// The Redis keys of this test's sessions.

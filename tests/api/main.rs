@@ -9,6 +9,8 @@ mod delivery;
 mod health_check;
 mod helpers;
 mod migrations;
+mod newsletters;
+mod newsroom;
 mod pages;
 mod rate_limits;
 mod shutdown;

@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, eventually, spawn_app_with};
 
 /// Starts `newsletter serve` on a free port, against the test's database,
 /// Redis keys and mock email API.
-fn serve(app: &TestApp) -> (Child, u16) {
+pub fn serve(app: &TestApp) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,7 +38,7 @@ fn serve(app: &TestApp) -> (Child, u16) {
     (child, port)
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let signalled = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

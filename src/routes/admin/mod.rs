@@ -15,6 +15,7 @@ mod cookies;
 mod dashboard;
 mod guard;
 mod login;
+mod newsletters;
 mod pages;
 mod subscribers;
 
@@ -23,4 +24,8 @@ pub use cookies::SessionCookies;
 pub use dashboard::dashboard;
 pub use guard::require_admin;
 pub use login::{code_page, log_in, log_out, login_page, submit_code};
+pub use newsletters::{
+    PublishSettings, cancel_issue, compose_form_config, compose_page, issue_events, issue_page,
+    issue_script, newsletters, pause_issue, requeue_failed, resume_issue, submit_issue,
+};
 pub use subscribers::{export_subscribers, subscribers};

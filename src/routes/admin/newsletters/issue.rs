@@ -1,0 +1,340 @@
+//! `GET /admin/newsletters/{id}`: one issue, where it stands, who did not
+//! get it and why; and the actions on it, each a `POST` that answers with
+//! the issue's page again: pause, resume, cancel, and queue the failed
+//! deliveries again.
+//!
+//! An action the issue's state does not allow (pausing a paused issue,
+//! cancelling a done one: two admins, or a stale tab) answers 409 with the
+//! issue's page as it is now and the reason on top. An address that names
+//! no issue answers 404, malformed or not.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::pages::{IssueMissingPage, IssuePage, UndeliveredRow};
+use super::view::{ProgressView, issue_path, parse_issue_id};
+use crate::admin::audit::{self, Action};
+use crate::campaigns::ledger::{self, IssueState, IssueSummary};
+use crate::db::Db;
+use crate::pages::page;
+use crate::rate_limit::RateLimiter;
+use crate::routes::ApiError;
+use crate::routes::admin::account::nav;
+use crate::routes::admin::guard::{Protected, SignedIn, no_store};
+use crate::routes::admin::login::{actor_for, client_ip};
+use crate::routes::error::DatabaseStep;
+
+/// Undelivered recipients on a page.
+const PAGE_SIZE: i64 = 50;
+
+/// The page's script: it follows the issue's live updates.
+const SCRIPT: &str = include_str!("../../../templates/admin/newsletter.js");
+
+/// This page runs its own script, which listens to this site: the
+/// service's policy, with those two allowed.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+                           connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                           base-uri 'none'";
+
+#[derive(Deserialize)]
+pub struct PageParameters {
+    after: Option<String>,
+}
+
+pub async fn issue_page(
+    admin: SignedIn,
+    id: web::Path<String>,
+    parameters: web::Query<PageParameters>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(id) = parse_issue_id(&id) else {
+        return Ok(missing(&admin));
+    };
+    let after = match parameters.after.as_deref() {
+        None => 0,
+        Some(raw) => raw
+            .parse::<i32>()
+            .ok()
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| ApiError::BadRequest("The page address is malformed.".into()))?,
+    };
+    render_issue(&db, &admin, id, after, StatusCode::OK, None).await
+}
+
+/// The issue's page with `status`, its undelivered list starting after
+/// `after`, and why an action was refused, if one was.
+async fn render_issue(
+    db: &Db,
+    admin: &SignedIn,
+    id: Uuid,
+    after: i32,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let read = db
+        .transaction(async |tx| {
+            let Some(issue) = ledger::find(tx, id).await? else {
+                return Ok(None);
+            };
+            let Some(progress) = ledger::progress(tx, id).await? else {
+                return Ok(None);
+            };
+            // One more than a page: whether it exists says whether a next
+            // page does.
+            let undelivered = ledger::undelivered(tx, id, after, PAGE_SIZE + 1).await?;
+            Ok(Some((issue, progress, undelivered)))
+        })
+        .await
+        .step("read the issue")?;
+    let Some((issue, progress, mut undelivered)) = read else {
+        return Ok(missing(admin));
+    };
+    let more = undelivered.len() as i64 > PAGE_SIZE;
+    undelivered.truncate(PAGE_SIZE as usize);
+    let path = issue_path(id);
+    let next_page = more
+        .then(|| undelivered.last())
+        .flatten()
+        .map(|last| format!("{path}?after={}#undelivered", last.seq));
+    let undelivered = undelivered
+        .into_iter()
+        .map(|row| UndeliveredRow {
+            email: row.email.unwrap_or_default(),
+            status: row.status,
+            reason: row.reason.unwrap_or_default(),
+            attempts: row.attempts,
+        })
+        .collect();
+    let mut answer = page(
+        status,
+        &IssuePage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+            path,
+            title: issue.summary.title.clone(),
+            subject: issue.subject.clone(),
+            text_body: issue.text_body.clone(),
+            send_at: issue
+                .summary
+                .send_at
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            created_at: issue
+                .summary
+                .created_at
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            progress: ProgressView::new(&progress),
+            undelivered,
+            later_page: after > 0,
+            next_page,
+            error,
+        },
+    );
+    answer.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(PAGE_POLICY),
+    );
+    Ok(answer)
+}
+
+fn missing(admin: &SignedIn) -> HttpResponse {
+    page(
+        StatusCode::NOT_FOUND,
+        &IssueMissingPage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+        },
+    )
+}
+
+pub async fn issue_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType(
+            "text/javascript; charset=utf-8"
+                .parse()
+                .expect("a valid media type"),
+        ))
+        .body(SCRIPT)
+}
+
+/// An action's form carries nothing but its CSRF token.
+#[derive(Deserialize)]
+pub struct ActionForm {}
+
+/// What an admin can do to an issue from its page.
+#[derive(Debug, Clone, Copy)]
+enum IssueAction {
+    Pause,
+    Resume,
+    Cancel,
+    Requeue,
+}
+
+impl IssueAction {
+    fn audited_as(self) -> Action {
+        match self {
+            IssueAction::Pause => Action::IssuePaused,
+            IssueAction::Resume => Action::IssueResumed,
+            IssueAction::Cancel => Action::IssueCancelled,
+            IssueAction::Requeue => Action::FailedDeliveriesRequeued,
+        }
+    }
+
+    /// Why the issue, as it is now, does not allow this action.
+    fn refusal(self, issue: &IssueSummary) -> String {
+        let state = issue.label();
+        match self {
+            IssueAction::Pause => {
+                format!("Only an issue that is sending can be paused; this one is {state}.")
+            }
+            IssueAction::Resume => {
+                format!("Only a paused issue can be resumed; this one is {state}.")
+            }
+            IssueAction::Cancel => format!("This issue is {state}: there is nothing to cancel."),
+            IssueAction::Requeue if issue.state() == IssueState::Cancelled => {
+                "This issue was cancelled: its failed deliveries stay as they are.".into()
+            }
+            IssueAction::Requeue => "There are no failed deliveries to queue again.".into(),
+        }
+    }
+}
+
+/// How an action went.
+enum Outcome {
+    Done,
+    Refused(IssueSummary),
+    Missing,
+}
+
+pub async fn pause_issue(
+    request: HttpRequest,
+    form: Protected<ActionForm>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    act(
+        IssueAction::Pause,
+        &request,
+        &form.admin,
+        &id,
+        &db,
+        &limiter,
+    )
+    .await
+}
+
+pub async fn resume_issue(
+    request: HttpRequest,
+    form: Protected<ActionForm>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    act(
+        IssueAction::Resume,
+        &request,
+        &form.admin,
+        &id,
+        &db,
+        &limiter,
+    )
+    .await
+}
+
+pub async fn cancel_issue(
+    request: HttpRequest,
+    form: Protected<ActionForm>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    act(
+        IssueAction::Cancel,
+        &request,
+        &form.admin,
+        &id,
+        &db,
+        &limiter,
+    )
+    .await
+}
+
+pub async fn requeue_failed(
+    request: HttpRequest,
+    form: Protected<ActionForm>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    act(
+        IssueAction::Requeue,
+        &request,
+        &form.admin,
+        &id,
+        &db,
+        &limiter,
+    )
+    .await
+}
+
+/// Applies the action and records it in the audit log, in one transaction;
+/// then back to the issue's page, or the page with the reason it could not
+/// be done.
+#[tracing::instrument(name = "Act on an issue", skip(request, admin, db, limiter))]
+async fn act(
+    action: IssueAction,
+    request: &HttpRequest,
+    admin: &SignedIn,
+    id: &str,
+    db: &Db,
+    limiter: &RateLimiter,
+) -> Result<HttpResponse, ApiError> {
+    let Some(id) = parse_issue_id(id) else {
+        return Ok(missing(admin));
+    };
+    let actor = actor_for(&admin.admin, client_ip(request, limiter));
+    let outcome = db
+        .transaction(async |tx| {
+            // The title is for the audit entry; it never changes.
+            let Some(issue) = ledger::find(tx, id).await? else {
+                return Ok(Outcome::Missing);
+            };
+            let (done, detail) = match action {
+                IssueAction::Pause => (ledger::pause(tx, id).await?, String::new()),
+                IssueAction::Resume => (ledger::resume(tx, id).await?, String::new()),
+                IssueAction::Cancel => (ledger::cancel(tx, id).await?, String::new()),
+                IssueAction::Requeue => {
+                    let requeued = ledger::requeue_failed(tx, id).await?;
+                    (requeued > 0, format!(", {requeued} deliveries"))
+                }
+            };
+            if !done {
+                return Ok(Outcome::Refused(issue.summary));
+            }
+            let detail = format!("{} ({id}){detail}", issue.summary.title);
+            audit::record(tx, &actor, action.audited_as(), &detail).await?;
+            Ok(Outcome::Done)
+        })
+        .await
+        .step("act on the issue")?;
+    match outcome {
+        Outcome::Done => {
+            let mut answer = HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, issue_path(id)))
+                .finish();
+            no_store(answer.headers_mut());
+            Ok(answer)
+        }
+        Outcome::Missing => Ok(missing(admin)),
+        Outcome::Refused(issue) => {
+            // Read before the action was tried: the page reads it again.
+            let reason = action.refusal(&issue);
+            render_issue(db, admin, id, 0, StatusCode::CONFLICT, Some(reason)).await
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The newsletter pages behind `/admin/newsletters`: the list of issues
+//! ([`list`]), writing one, with a preview, a test send to oneself and
+//! publishing ([`compose`]), an issue's own page with its progress, its
+//! undelivered recipients and the actions on it ([`issue`]), and the live
+//! updates that page listens to ([`events`]).
+//!
+//! What an issue is and how it travels lives in `crate::newsletters`
+//! (writing and rendering) and `crate::campaigns` (the delivery ledger and
+//! its progress feed); these handlers only parse, call them, and answer.
+
+mod compose;
+mod events;
+mod issue;
+mod list;
+mod pages;
+mod view;
+
+pub use compose::{compose_form_config, compose_page, submit_issue};
+pub use events::issue_events;
+pub use issue::{
+    cancel_issue, issue_page, issue_script, pause_issue, requeue_failed, resume_issue,
+};
+pub use list::newsletters;
+
+/// What publishing and test sends need from the settings, for the
+/// handlers' app data.
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    /// The email API's stream for bulk mail: issues and their test sends.
+    pub message_stream: String,
+    /// The service's public address, for the example unsubscribe link.
+    pub base_url: String,
+}

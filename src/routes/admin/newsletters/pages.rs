@@ -1,0 +1,222 @@
+//! The newsletter pages' templates (`src/templates/admin/newsletter*.html`).
+
+use askama::Template;
+
+use super::view::ProgressView;
+use crate::domain::Newsletter;
+use crate::routes::admin::pages::Nav;
+
+/// One issue in the list.
+pub struct IssueRow {
+    pub path: String,
+    pub title: String,
+    pub state: &'static str,
+    pub send_at: String,
+    pub recipients: i64,
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+}
+
+#[derive(Template)]
+#[template(path = "admin/newsletters.html")]
+pub struct NewslettersPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub rows: Vec<IssueRow>,
+}
+
+/// What the compose form holds: as typed, so that nothing is lost when it
+/// is shown again.
+pub struct ComposeFields<'a> {
+    pub title: &'a str,
+    pub content: &'a str,
+    pub send_at: &'a str,
+    /// The same for every showing of one form; see `compose`.
+    pub idempotency_key: String,
+}
+
+/// Why the form was refused, and the field it is about, if one.
+pub struct Refusal {
+    pub field: Option<&'static str>,
+    pub reason: String,
+}
+
+/// The email as a recipient would get it.
+pub struct Preview {
+    pub subject: String,
+    /// A whole HTML document, shown in a sandboxed frame (the template
+    /// escapes it into the frame's `srcdoc` attribute).
+    pub html: String,
+    pub text: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/newsletter_new.html")]
+pub struct ComposePage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub fields: ComposeFields<'a>,
+    pub refusal: Option<Refusal>,
+    pub notice: Option<String>,
+    pub preview: Option<Preview>,
+}
+
+impl ComposePage<'_> {
+    /// The reason to show next to `field`, if it was the one refused.
+    pub fn error_for(&self, field: &str) -> Option<&str> {
+        self.refusal
+            .as_ref()
+            .filter(|r| r.field == Some(field))
+            .map(|r| r.reason.as_str())
+    }
+
+    /// A reason that is about no field in particular.
+    pub fn general_error(&self) -> Option<&str> {
+        self.refusal
+            .as_ref()
+            .filter(|r| r.field.is_none())
+            .map(|r| r.reason.as_str())
+    }
+}
+
+/// One recipient who did not get the issue.
+pub struct UndeliveredRow {
+    /// Empty once the subscriber was erased.
+    pub email: String,
+    pub status: String,
+    pub reason: String,
+    pub attempts: i16,
+}
+
+#[derive(Template)]
+#[template(path = "admin/newsletter.html")]
+pub struct IssuePage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub path: String,
+    pub title: String,
+    pub subject: String,
+    pub text_body: String,
+    pub send_at: String,
+    pub created_at: String,
+    pub progress: ProgressView,
+    pub undelivered: Vec<UndeliveredRow>,
+    /// Whether the list starts after its beginning (`?after=`).
+    pub later_page: bool,
+    pub next_page: Option<String>,
+    /// Why the last action was refused.
+    pub error: Option<String>,
+}
+
+impl IssuePage<'_> {
+    /// The states in which a button applies, for the page and for its
+    /// script, which shows and hides the buttons as the state changes.
+    pub fn states_for(action: &str) -> &'static str {
+        match action {
+            "pause" => "sending scheduled",
+            "resume" => "paused",
+            "cancel" => "sending scheduled paused",
+            // Also needs failed deliveries; the script checks that too.
+            "requeue" => "sending scheduled paused done",
+            _ => "",
+        }
+    }
+
+    pub fn shows(&self, action: &str) -> bool {
+        let applies = Self::states_for(action)
+            .split(' ')
+            .any(|state| state == self.progress.state);
+        applies && (action != "requeue" || self.progress.failed > 0)
+    }
+
+    /// Whether a browser without scripts should reload to follow along.
+    pub fn refreshes(&self) -> bool {
+        self.progress.state == "sending"
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/newsletter_missing.html")]
+pub struct IssueMissingPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_in_state<'a>(
+        newsletter: &'a Newsletter,
+        state: &'static str,
+        failed: i64,
+    ) -> IssuePage<'a> {
+        IssuePage {
+            newsletter,
+            nav: Nav {
+                username: "ada",
+                csrf_token: "token",
+            },
+            path: "/admin/newsletters/x".into(),
+            title: "Title".into(),
+            subject: "Title".into(),
+            text_body: String::new(),
+            send_at: String::new(),
+            created_at: String::new(),
+            progress: ProgressView {
+                state,
+                recipients: 10,
+                queued: 10 - failed,
+                sent: 0,
+                failed,
+                skipped: 0,
+                percent: 0,
+                rate: "–".into(),
+                time_left: "–".into(),
+                finished: matches!(state, "done" | "cancelled"),
+                audience_complete: true,
+            },
+            undelivered: Vec::new(),
+            later_page: false,
+            next_page: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn without_scripts_only_a_sending_issue_reloads_itself() {
+        let newsletter = Newsletter::parse("Weekly", "", "Desk").unwrap();
+        let refresh = r#"<noscript><meta http-equiv="refresh" content="5"></noscript>"#;
+        for (state, reloads) in [
+            ("sending", true),
+            ("scheduled", false),
+            ("paused", false),
+            ("done", false),
+            ("cancelled", false),
+        ] {
+            let page = page_in_state(&newsletter, state, 0).render().unwrap();
+            assert_eq!(page.contains(refresh), reloads, "{state}");
+        }
+    }
+
+    #[test]
+    fn each_state_offers_only_the_actions_it_allows() {
+        let newsletter = Newsletter::parse("Weekly", "", "Desk").unwrap();
+        for (state, failed, offered) in [
+            ("sending", 0, &["pause", "cancel"][..]),
+            ("sending", 2, &["pause", "cancel", "requeue"][..]),
+            ("paused", 0, &["resume", "cancel"][..]),
+            ("done", 1, &["requeue"][..]),
+            ("cancelled", 1, &[][..]),
+        ] {
+            let page = page_in_state(&newsletter, state, failed);
+            let shown: Vec<&str> = ["pause", "resume", "cancel", "requeue"]
+                .into_iter()
+                .filter(|action| page.shows(action))
+                .collect();
+            assert_eq!(shown, offered, "{state} with {failed} failed");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! An issue's progress as people read it, in one shape for the page and
+//! for its live updates, so that both say the same in the same words.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::campaigns::ledger::{IssueState, Progress};
+
+/// Where an issue stands, with its figures ready to show.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    /// `sending`, `scheduled`, `paused`, `cancelled` or `done`.
+    pub state: &'static str,
+    pub recipients: i64,
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub percent: u8,
+    /// "12.5 emails a second", or "–" before there is anything to measure.
+    pub rate: String,
+    /// "about 3 min", or "–" when the issue is not sending.
+    pub time_left: String,
+    /// Nothing will change any more unless an admin acts: done or cancelled.
+    pub finished: bool,
+    /// Whether every recipient is recorded: until then, the counts grow.
+    pub audience_complete: bool,
+}
+
+impl ProgressView {
+    pub fn new(progress: &Progress) -> Self {
+        let summary = &progress.summary;
+        let state = summary.state();
+        Self {
+            state: summary.label(),
+            recipients: summary.recipients,
+            queued: summary.queued(),
+            sent: summary.sent,
+            failed: summary.failed,
+            skipped: summary.skipped,
+            percent: progress.percent(),
+            rate: match progress.rate_per_second {
+                // Paused or cancelled, the average since sending began says
+                // nothing about what comes next.
+                Some(rate) if matches!(state, IssueState::Sending | IssueState::Done) => {
+                    rate_text(rate)
+                }
+                _ => "–".into(),
+            },
+            time_left: progress
+                .seconds_left()
+                .map_or_else(|| "–".into(), duration_text),
+            finished: matches!(state, IssueState::Done | IssueState::Cancelled),
+            audience_complete: summary.audience_complete,
+        }
+    }
+}
+
+/// Where an issue's page is.
+pub fn issue_path(id: Uuid) -> String {
+    format!("/admin/newsletters/{id}")
+}
+
+/// An issue id from an address. Anything that is not one names no issue:
+/// the caller answers 404, as for an id that matches nothing.
+pub fn parse_issue_id(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw).ok()
+}
+
+fn rate_text(per_second: f64) -> String {
+    if per_second >= 10.0 {
+        format!("{per_second:.0} emails a second")
+    } else {
+        format!("{per_second:.1} emails a second")
+    }
+}
+
+/// Rounded to what a person waiting needs: seconds under a minute, then
+/// minutes, then hours and minutes.
+fn duration_text(seconds: u64) -> String {
+    match seconds {
+        0 => "under a second".into(),
+        1..60 => format!("about {seconds} s"),
+        60..3600 => format!("about {} min", seconds.div_ceil(60)),
+        _ => {
+            let minutes = seconds.div_ceil(60);
+            format!("about {} h {} min", minutes / 60, minutes % 60)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_left_are_rounded_for_a_person() {
+        assert_eq!(duration_text(0), "under a second");
+        assert_eq!(duration_text(45), "about 45 s");
+        assert_eq!(duration_text(61), "about 2 min");
+        assert_eq!(duration_text(3600), "about 1 h 0 min");
+        assert_eq!(duration_text(7500), "about 2 h 5 min");
+    }
+
+    #[test]
+    fn rates_keep_a_decimal_only_while_small() {
+        assert_eq!(rate_text(2.345), "2.3 emails a second");
+        assert_eq!(rate_text(1234.4), "1234 emails a second");
+    }
+
+    #[test]
+    fn an_address_that_is_not_an_issue_id_names_no_issue() {
+        assert!(parse_issue_id("not-an-id").is_none());
+        assert!(parse_issue_id("").is_none());
+        let id = Uuid::new_v4();
+        assert_eq!(parse_issue_id(&id.to_string()), Some(id));
+    }
+}

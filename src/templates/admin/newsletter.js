@@ -1,0 +1,62 @@
+// Follows an issue's progress on its page: the server sends where the issue
+// stands whenever it changes (see routes/admin/newsletters/events.rs), and
+// the bar, the figures and the buttons are brought up to date in place.
+"use strict";
+
+(function () {
+  const issue = document.getElementById("issue");
+  if (!issue) {
+    return;
+  }
+  // Cancelling cannot be undone: ask once more. (Without scripts the
+  // button works at once.)
+  const cancel = issue.querySelector('form[data-action="cancel"]');
+  cancel.addEventListener("submit", (event) => {
+    const sure = window.confirm(
+      "Cancel this issue? Whoever has not been sent it yet will not get it. This cannot be undone."
+    );
+    if (!sure) {
+      event.preventDefault();
+    }
+  });
+  if (!window.EventSource) {
+    return;
+  }
+  const set = (id, text) => {
+    const element = document.getElementById(id);
+    if (element) {
+      element.textContent = String(text);
+    }
+  };
+  const show = (progress) => {
+    const bar = document.getElementById("issue-progress");
+    bar.value = progress.percent;
+    bar.textContent = progress.percent + "%";
+    set("issue-percent", progress.percent + "%");
+    for (const count of ["recipients", "queued", "sent", "failed", "skipped"]) {
+      set("count-" + count, progress[count]);
+    }
+    set("issue-rate", progress.rate);
+    set("issue-time-left", progress.time_left);
+    const state = document.getElementById("issue-state");
+    state.textContent = progress.state;
+    state.className = "state state-" + progress.state;
+    issue.dataset.state = progress.state;
+    document.getElementById("audience-note").hidden = progress.audience_complete;
+    for (const form of issue.querySelectorAll("form[data-action]")) {
+      const applies = form.dataset.states.split(" ").includes(progress.state);
+      const needsFailed = form.dataset.action === "requeue";
+      form.hidden = !applies || (needsFailed && progress.failed === 0);
+    }
+  };
+  const source = new EventSource(issue.dataset.events);
+  source.onmessage = (event) => {
+    const progress = JSON.parse(event.data);
+    show(progress);
+    if (progress.finished) {
+      // Nothing more will come; without this the browser would connect
+      // again after each end of the stream.
+      source.close();
+    }
+  };
+})();

@@ -1,0 +1,1049 @@
+//! The newsletter pages over HTTP: writing an issue, previewing it, sending
+//! a test to oneself, publishing it once however often the form is sent,
+//! following its progress live, and pausing, resuming, cancelling and
+//! requeueing it.
+//!
+//! Issues that a test changes by hand are scheduled far ahead, so that no
+//! sender or recorder running in the app touches them meanwhile.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
+
+/// A moment no sender reaches while a test runs.
+const FAR_AHEAD: &str = "2099-01-01T09:00";
+
+/// An app with an admin signed in, whose test sends go to `email`.
+async fn signed_in(email: Option<&str>) -> (TestApp, Browser) {
+    let app = spawn_app().await;
+    let id = create_admin(&app, "ada", PASSWORD).await;
+    sqlx::query("UPDATE admins SET email = $2 WHERE id = $1")
+        .bind(id)
+        .bind(email)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    (app, browser)
+}
+
+/// The compose form's hidden fields, as a fresh form carries them.
+struct Form {
+    csrf_token: String,
+    idempotency_key: String,
+}
+
+async fn new_form(browser: &Browser) -> Form {
+    let response = browser.get("/admin/newsletters/new").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    Form {
+        csrf_token: hidden_field(&page, "csrf_token"),
+        idempotency_key: hidden_field(&page, "idempotency_key"),
+    }
+}
+
+fn hidden_field(page: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {page}"))
+        + marker.len();
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+/// Posts the compose form with `action` and these fields, on top of the
+/// form's hidden ones.
+async fn compose(
+    browser: &Browser,
+    form: &Form,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut all = vec![
+        ("csrf_token", form.csrf_token.as_str()),
+        ("idempotency_key", form.idempotency_key.as_str()),
+        ("action", action),
+    ];
+    all.extend_from_slice(fields);
+    browser.post("/admin/newsletters", &all).await
+}
+
+/// Publishes an issue with a fresh form and returns its page's path.
+async fn publish(browser: &Browser, title: &str, send_at: &str) -> String {
+    let form = new_form(browser).await;
+    let fields = [
+        ("title", title),
+        ("content", "Hello, *world*."),
+        ("send_at", send_at),
+    ];
+    let response = compose(browser, &form, "publish", &fields).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    location(&response).to_owned()
+}
+
+fn issue_id(path: &str) -> Uuid {
+    path.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+async fn issue_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+async fn issue_state(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM newsletter_issues WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+/// Undoes the escaping of an HTML attribute's value as the templates write
+/// it.
+fn unescape(attribute: &str) -> String {
+    attribute
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&")
+}
+
+/// The text between `start` and the next `end` in `page`.
+fn between<'a>(page: &'a str, start: &str, end: &str) -> &'a str {
+    let from = page
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in {page}"))
+        + start.len();
+    &page[from..from + page[from..].find(end).unwrap()]
+}
+
+#[tokio::test]
+async fn the_newsroom_lists_newsletters_in_its_navigation_and_offers_a_new_issue() {
+    let (_app, browser) = signed_in(None).await;
+
+    let page = browser.get("/admin/dashboard").await.text().await.unwrap();
+    assert!(page.contains(r#"<a href="/admin/newsletters">Newsletters</a>"#));
+    let list = browser.get("/admin/newsletters").await;
+    assert_eq!(list.status(), StatusCode::OK);
+    let list = list.text().await.unwrap();
+    assert!(list.contains(r#"href="/admin/newsletters/new""#), "{list}");
+    assert!(list.contains("No issue yet"), "{list}");
+}
+
+#[tokio::test]
+async fn each_showing_of_the_form_has_a_fresh_key_and_says_send_at_is_utc() {
+    let (_app, browser) = signed_in(None).await;
+
+    let first = new_form(&browser).await;
+    let second = new_form(&browser).await;
+
+    assert_ne!(first.idempotency_key, second.idempotency_key);
+    Uuid::parse_str(&first.idempotency_key).expect("the key is a UUID");
+    let page = browser
+        .get("/admin/newsletters/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"type="datetime-local""#), "{page}");
+    assert!(page.contains("Send at (UTC)"), "{page}");
+    for action in ["preview", "test", "publish"] {
+        assert!(
+            page.contains(&format!(r#"name="action" value="{action}""#)),
+            "no {action} button"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_preview_shows_the_email_as_a_subscriber_gets_it_sanitised_and_keeps_the_form() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let content =
+        "Hello **world**.\n\n<script>alert('no')</script>\n\n[Read more](https://example.com/more)";
+
+    let response = compose(
+        &browser,
+        &form,
+        "preview",
+        &[("title", "Issue #1"), ("content", content)],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("img-src http: https:"), "{policy}");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    let page = response.text().await.unwrap();
+    assert_eq!(between(&page, r#"id="preview-subject">"#, "<"), "Issue #1");
+    let frame = between(&page, "<iframe sandbox srcdoc=\"", "\"");
+    let html = unescape(frame);
+    assert!(html.contains("<strong>world</strong>"), "{html}");
+    assert!(html.contains("Hello Ada Lovelace,"), "{html}");
+    assert!(
+        html.contains(r#"href="https://newsletter.test/unsubscribe?token=example""#),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("{{"), "placeholders left: {html}");
+    // The frame holds the document escaped, never as markup of the page.
+    assert!(!frame.contains('<'), "{frame}");
+    let text = unescape(between(&page, r#"<pre id="preview-text">"#, "</pre>"));
+    assert!(text.contains("Hello Ada Lovelace,"), "{text}");
+    assert!(text.contains("https://newsletter.test/unsubscribe?token=example"));
+    // The form goes on with what was typed and the same key.
+    assert_eq!(hidden_field(&page, "idempotency_key"), form.idempotency_key);
+    assert!(page.contains(r#"value="Issue #1""#), "{page}");
+    assert!(page.contains("Hello **world**."), "{page}");
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_test_send_goes_to_the_admins_own_address_alone_on_the_broadcast_stream() {
+    let (app, browser) = signed_in(Some("ada@example.com")).await;
+    app.mock_email_api_ok().await;
+    let form = new_form(&browser).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "test",
+        &[("title", "Issue #1"), ("content", "Hello **world**.")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Test sent to ada@example.com."), "{page}");
+    assert_eq!(hidden_field(&page, "idempotency_key"), form.idempotency_key);
+    app.wait_for_outbox_to_settle().await;
+    let sent = app.sent_emails().await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let email = &sent[0];
+    assert_eq!(email["To"], "ada@example.com");
+    assert_eq!(email["MessageStream"], "broadcast");
+    assert_eq!(email["Subject"], "Issue #1");
+    let html = email["HtmlBody"].as_str().unwrap();
+    assert!(html.contains("Hello Ada Lovelace,"), "{html}");
+    assert!(html.contains("<strong>world</strong>"), "{html}");
+    assert_eq!(issue_count(&app).await, 0, "a test publishes nothing");
+}
+
+#[tokio::test]
+async fn a_test_send_without_an_address_of_ones_own_says_where_to_set_it_and_sends_nothing() {
+    let (app, browser) = signed_in(None).await;
+    app.mock_email_api_ok().await;
+    let form = new_form(&browser).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "test",
+        &[("title", "Issue #1"), ("content", "Hello.")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("You have no address for test sends yet."),
+        "{page}"
+    );
+    assert!(page.contains("“Your account” on the dashboard"), "{page}");
+    assert!(page.contains(r#"value="Issue #1""#), "the title is kept");
+    assert!(app.outbox().await.is_empty());
+    assert!(app.email_api_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_draft_that_cannot_be_sent_is_shown_again_with_the_reason_and_what_was_typed() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "publish",
+        &[("title", "  "), ("content", "Kept as typed.")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(r#"<p class="error" id="title-error">The title must not be empty.</p>"#),
+        "{page}"
+    );
+    assert!(page.contains("Kept as typed."), "{page}");
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_unreadable_send_at_is_refused_with_400_and_the_format_expected() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "publish",
+        &[
+            ("title", "Issue #1"),
+            ("content", "Hello."),
+            ("send_at", "next tuesday"),
+        ],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = response.text().await.unwrap();
+    assert!(page.contains(r#"id="send_at-error""#), "{page}");
+    assert!(page.contains("YYYY-MM-DDTHH:MM"), "{page}");
+    assert!(page.contains(r#"value="next tuesday""#), "{page}");
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_send_at_already_past_sends_the_issue_now() {
+    let (app, browser) = signed_in(None).await;
+
+    let path = publish(&browser, "Late", "2001-02-03T04:05").await;
+
+    let late: bool = sqlx::query_scalar(
+        "SELECT send_at > now() - interval '1 minute' FROM newsletter_issues WHERE id = $1",
+    )
+    .bind(issue_id(&path))
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert!(late, "the issue kept a send_at in the past");
+}
+
+#[tokio::test]
+async fn publishing_opens_the_issues_page_and_the_list_shows_it() {
+    let (app, browser) = signed_in(None).await;
+
+    let path = publish(&browser, "Issue <One>", FAR_AHEAD).await;
+
+    assert!(path.starts_with("/admin/newsletters/"), "{path}");
+    let id = issue_id(&path);
+    // Counts as senders keep them, set by hand.
+    sqlx::query(
+        "UPDATE newsletter_issues \
+         SET recipients = 10, sent = 4, failed = 2, skipped = 1 WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let list = browser
+        .get("/admin/newsletters")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains(&format!(r#"<a href="{path}">Issue &#60;One&#62;</a>"#)),
+        "{list}"
+    );
+    assert!(list.contains(">scheduled</span>"), "{list}");
+    let page = browser.get(&path).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"),
+        "{policy}"
+    );
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<h1>Issue &#60;One&#62;</h1>"), "{page}");
+    assert!(page.contains(r#"<script src="/admin/newsletters.js" defer>"#));
+    for (count, value) in [
+        ("recipients", 10),
+        ("queued", 3),
+        ("sent", 4),
+        ("failed", 2),
+        ("skipped", 1),
+    ] {
+        assert!(
+            page.contains(&format!(r#"id="count-{count}">{value}<"#)),
+            "{count} is not {value}: {page}"
+        );
+    }
+    assert!(page.contains(r#"<progress id="issue-progress" max="100" value="70">"#));
+    assert!(page.contains("Send time 2099-01-01 09:00 UTC"), "{page}");
+    assert_eq!(audit_actions(&app).await, ["sign-in", "issue-published"]);
+}
+
+#[tokio::test]
+async fn publishing_the_same_form_twice_publishes_once_and_answers_the_same() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let fields = [("title", "Once"), ("content", "Only once.")];
+
+    let first = compose(&browser, &form, "publish", &fields).await;
+    let second = compose(&browser, &form, "publish", &fields).await;
+
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(second.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&first), location(&second));
+    assert_eq!(issue_count(&app).await, 1);
+    assert_eq!(audit_actions(&app).await, ["sign-in", "issue-published"]);
+}
+
+#[tokio::test]
+async fn publishing_the_same_form_twice_at_once_publishes_once() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let fields = [("title", "Once"), ("content", "Only once.")];
+
+    let (first, second) = tokio::join!(
+        compose(&browser, &form, "publish", &fields),
+        compose(&browser, &form, "publish", &fields),
+    );
+
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(second.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&first), location(&second));
+    assert_eq!(issue_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_form_that_published_one_text_refuses_another_with_422() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let published = compose(
+        &browser,
+        &form,
+        "publish",
+        &[("title", "First"), ("content", "The first text.")],
+    )
+    .await;
+    assert_eq!(published.status(), StatusCode::SEE_OTHER);
+
+    let other = compose(
+        &browser,
+        &form,
+        "publish",
+        &[("title", "First"), ("content", "Another text.")],
+    )
+    .await;
+
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = other.text().await.unwrap();
+    assert!(
+        page.contains("This form already published an issue, with other text."),
+        "{page}"
+    );
+    assert!(page.contains("Another text."), "the text is kept");
+    assert_ne!(
+        hidden_field(&page, "idempotency_key"),
+        form.idempotency_key,
+        "a second press must be a new issue, on purpose"
+    );
+    assert_eq!(issue_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_key_used_more_than_a_day_ago_publishes_a_new_issue() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let fields = [("title", "Weekly"), ("content", "Same text.")];
+    let first = compose(&browser, &form, "publish", &fields).await;
+    sqlx::query("UPDATE publish_requests SET created_at = now() - interval '25 hours'")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let second = compose(&browser, &form, "publish", &fields).await;
+
+    assert_eq!(second.status(), StatusCode::SEE_OTHER);
+    assert_ne!(location(&first), location(&second));
+    assert_eq!(issue_count(&app).await, 2);
+}
+
+#[tokio::test]
+async fn an_issue_too_long_for_the_form_is_refused_with_413_and_one_just_too_long_with_422() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+
+    let huge = "a".repeat(1_000_000);
+    let refused = compose(
+        &browser,
+        &form,
+        "publish",
+        &[("title", "Huge"), ("content", &huge)],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let long = "a".repeat(200_001);
+    let response = compose(
+        &browser,
+        &form,
+        "preview",
+        &[("title", "Long"), ("content", &long)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("The content must be at most 200000 bytes long, not 200001."),
+        "{}",
+        &page[..2000]
+    );
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_address_that_names_no_issue_answers_404() {
+    let (_app, browser) = signed_in(None).await;
+    let unknown = Uuid::new_v4();
+
+    for path in [
+        "/admin/newsletters/not-an-issue".to_owned(),
+        format!("/admin/newsletters/{unknown}"),
+        format!("/admin/newsletters/{unknown}/events"),
+        "/admin/newsletters/12345/events".to_owned(),
+    ] {
+        let response = browser.get(&path).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "GET {path}");
+    }
+    for action in ["pause", "resume", "cancel", "requeue"] {
+        for id in ["not-an-issue".to_owned(), unknown.to_string()] {
+            let path = format!("/admin/newsletters/{id}/{action}");
+            let response = browser.submit(&path, &[]).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "POST {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_forms_of_an_issue_without_the_sessions_csrf_token_are_refused_and_change_nothing() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Guarded", FAR_AHEAD).await;
+    let form = new_form(&browser).await;
+
+    for action in ["pause", "cancel"] {
+        let response = browser
+            .post(&format!("{path}/{action}"), &[("csrf_token", "forged")])
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{action}");
+    }
+    let publish = browser
+        .post(
+            "/admin/newsletters",
+            &[
+                ("title", "Forged"),
+                ("content", "Forged."),
+                ("action", "publish"),
+                ("idempotency_key", &form.idempotency_key),
+            ],
+        )
+        .await;
+    assert_eq!(publish.status(), StatusCode::FORBIDDEN);
+
+    assert_eq!(issue_state(&app, issue_id(&path)).await, "sending");
+    assert_eq!(issue_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn pausing_resuming_and_cancelling_move_an_issue_through_its_states_on_record() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Steps", FAR_AHEAD).await;
+    let id = issue_id(&path);
+
+    for (action, state) in [
+        ("pause", "paused"),
+        ("resume", "sending"),
+        ("pause", "paused"),
+        ("cancel", "cancelled"),
+    ] {
+        let response = browser.submit(&format!("{path}/{action}"), &[]).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(location(&response), path);
+        assert_eq!(issue_state(&app, id).await, state, "after {action}");
+    }
+    assert_eq!(
+        audit_actions(&app).await,
+        [
+            "sign-in",
+            "issue-published",
+            "issue-paused",
+            "issue-resumed",
+            "issue-paused",
+            "issue-cancelled"
+        ]
+    );
+    let detail: String =
+        sqlx::query_scalar("SELECT detail FROM audit_log WHERE action = 'issue-cancelled'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(detail, format!("Steps ({id})"));
+}
+
+#[tokio::test]
+async fn an_action_the_issues_state_does_not_allow_answers_409_with_the_reason() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Steps", FAR_AHEAD).await;
+
+    let resume = browser.submit(&format!("{path}/resume"), &[]).await;
+    assert_eq!(resume.status(), StatusCode::CONFLICT);
+    let page = resume.text().await.unwrap();
+    assert!(
+        page.contains("Only a paused issue can be resumed; this one is scheduled."),
+        "{page}"
+    );
+    assert!(page.contains("<h1>Steps</h1>"), "the issue's page: {page}");
+
+    let cancel = browser.submit(&format!("{path}/cancel"), &[]).await;
+    assert_eq!(cancel.status(), StatusCode::SEE_OTHER);
+    for action in ["pause", "cancel", "requeue"] {
+        let again = browser.submit(&format!("{path}/{action}"), &[]).await;
+        assert_eq!(again.status(), StatusCode::CONFLICT, "{action}");
+    }
+    assert_eq!(issue_state(&app, issue_id(&path)).await, "cancelled");
+    let page = browser.get(&path).await.text().await.unwrap();
+    for action in ["pause", "resume", "cancel", "requeue"] {
+        let form = format!(r#"action="{path}/{action}" data-action="{action}""#);
+        let at = page
+            .find(&form)
+            .unwrap_or_else(|| panic!("no {action} form"));
+        let tag = &page[at..at + page[at..].find('>').unwrap()];
+        assert!(tag.ends_with(" hidden"), "{action} is offered: {tag}");
+    }
+}
+
+/// Stores a subscriber and `n` deliveries of the issue to them with
+/// `status` and `reason`, counted on the issue, as senders would leave them.
+async fn store_settled_deliveries(
+    app: &TestApp,
+    issue: Uuid,
+    email: &str,
+    n: i32,
+    status: &str,
+    reason: &str,
+) {
+    let subscriber = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status, confirmed_at) \
+         VALUES ($1, $2, 'Grace', now(), 'confirmed', now())",
+    )
+    .bind(subscriber)
+    .bind(email)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH recorded AS ( \
+             INSERT INTO deliveries (issue_id, seq, subscriber_id, status, attempts, last_error) \
+             SELECT $1, i.recipients + n, $2, $4, 1, $5 \
+             FROM newsletter_issues i, generate_series(1, $3) AS n WHERE i.id = $1 \
+             RETURNING seq \
+         ), batch AS ( \
+             INSERT INTO delivery_batches (issue_id, first_seq, last_seq, done) \
+             SELECT $1, min(seq), max(seq), true FROM recorded \
+         ) \
+         UPDATE newsletter_issues \
+         SET recipients = recipients + $3, audience_complete = true, \
+             failed = failed + CASE WHEN $4 = 'failed' THEN $3 ELSE 0 END, \
+             skipped = skipped + CASE WHEN $4 = 'skipped' THEN $3 ELSE 0 END \
+         WHERE id = $1",
+    )
+    .bind(issue)
+    .bind(subscriber)
+    .bind(n)
+    .bind(status)
+    .bind(reason)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_issue_page_lists_who_did_not_get_it_page_by_page_and_requeues_the_failed() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Misses", FAR_AHEAD).await;
+    let id = issue_id(&path);
+    store_settled_deliveries(&app, id, "full@example.com", 2, "failed", "mailbox full").await;
+    store_settled_deliveries(&app, id, "gone@example.com", 53, "skipped", "unsubscribed").await;
+
+    let page = browser.get(&path).await.text().await.unwrap();
+    let rows = page.matches("<tr><td>").count();
+    assert_eq!(rows, 50, "a page of the list");
+    assert!(
+        page.contains(
+            "<td>full@example.com</td><td>failed</td><td class=\"reason\">mailbox full</td>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-action="requeue""#));
+    let next = unescape(between(&page, r#"<p><a href=""#, r#"" rel="next""#));
+    assert_eq!(next, format!("{path}?after=50#undelivered"));
+    let rest = browser
+        .get(next.split('#').next().unwrap())
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(rest.matches("<tr><td>").count(), 5);
+    assert!(!rest.contains(r#"rel="next""#));
+    let malformed = browser.get(&format!("{path}?after=x")).await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+
+    let requeued = browser.submit(&format!("{path}/requeue"), &[]).await;
+
+    assert_eq!(requeued.status(), StatusCode::SEE_OTHER);
+    let (failed, queued): (i64, i64) = sqlx::query_as(
+        "SELECT i.failed, (SELECT count(*) FROM deliveries WHERE issue_id = $1 AND status = 'queued') \
+         FROM newsletter_issues i WHERE i.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!((failed, queued), (0, 2));
+    assert!(
+        audit_actions(&app)
+            .await
+            .contains(&"failed-deliveries-requeued".to_owned())
+    );
+    let again = browser.submit(&format!("{path}/requeue"), &[]).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("There are no failed deliveries to queue again.")
+    );
+}
+
+/// An issue's live updates, read as a browser's EventSource reads them.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(browser: &Browser, path: &str) -> Self {
+        let response = browser
+            .client
+            .get(format!("{}{path}/events", browser.address))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next block of the stream (an event or a comment), or `None` once
+    /// the stream has ended; fails the test after `patience`.
+    async fn next_block(&mut self, patience: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block = self.buffer[..end].to_owned();
+                self.buffer.drain(..end + 2);
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("no event within the deadline")
+                .unwrap();
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// The data of the next event, skipping comments.
+    async fn next_event(&mut self) -> Value {
+        self.next_event_within(Duration::from_secs(10)).await
+    }
+
+    async fn next_event_within(&mut self, patience: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let block = self
+                .next_block(left)
+                .await
+                .expect("the stream ended before the event");
+            let data = block.lines().find_map(|line| line.strip_prefix("data: "));
+            if let Some(data) = data {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    }
+
+    /// Events until one passes `check`, which is returned.
+    async fn until(&mut self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.until_within(Duration::from_secs(10), what, check)
+            .await
+    }
+
+    async fn until_within(
+        &mut self,
+        patience: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "no event with {what}");
+            let event = self.next_event_within(left).await;
+            if check(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_updates_start_with_where_the_issue_stands_and_follow_each_change() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Live", FAR_AHEAD).await;
+    let id = issue_id(&path);
+    let mut events = Events::open(&browser, &path).await;
+
+    let first = events.next_event().await;
+    assert_eq!(first["state"], "scheduled");
+    assert_eq!(first["recipients"], 0);
+    assert_eq!(first["percent"], 0);
+    assert_eq!(first["finished"], false);
+
+    let paused = browser.submit(&format!("{path}/pause"), &[]).await;
+    assert_eq!(paused.status(), StatusCode::SEE_OTHER);
+    let event = events
+        .until("the paused state", |e| e["state"] == "paused")
+        .await;
+    assert_eq!(event["rate"], "–");
+
+    sqlx::query(
+        "UPDATE newsletter_issues SET recipients = 4, sent = 2, audience_complete = true \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let event = events.until("two sent", |e| e["sent"] == 2).await;
+    assert_eq!(event["queued"], 2);
+    assert_eq!(event["percent"], 50);
+}
+
+#[tokio::test]
+async fn the_live_updates_end_once_the_issue_is_cancelled() {
+    let (_app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Ending", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    let cancelled = browser.submit(&format!("{path}/cancel"), &[]).await;
+    assert_eq!(cancelled.status(), StatusCode::SEE_OTHER);
+
+    let last = events
+        .until("the cancelled state", |e| e["state"] == "cancelled")
+        .await;
+    assert_eq!(last["finished"], true);
+    assert_eq!(events.next_block(Duration::from_secs(10)).await, None);
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_reaches_a_watching_page_as_a_few_events_ending_with_the_last() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Busy", FAR_AHEAD).await;
+    let id = issue_id(&path);
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    // 500 commits, each announced, in about as long as they take.
+    let started = tokio::time::Instant::now();
+    for sent in 1..=500 {
+        sqlx::query("UPDATE newsletter_issues SET recipients = 500, sent = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sent)
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+    }
+    let mut received = 0;
+    loop {
+        let event = events.next_event().await;
+        received += 1;
+        if event["sent"] == 500 {
+            break;
+        }
+    }
+
+    // At most one read per 250 ms, and one at the start of the burst.
+    let allowed = 2 + (started.elapsed().as_millis() / 250) as usize;
+    assert!(
+        received <= allowed,
+        "{received} events for a burst of {:?}, at most {allowed} expected",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn after_its_connection_is_lost_the_progress_feed_listens_again() {
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Reconnect", FAR_AHEAD).await;
+    let id = issue_id(&path);
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN \"newsletter_progress\"%'",
+    )
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "one listener per app");
+    // Changed until an update arrives: the first changes may come before
+    // the feed listens again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for sent in 1.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no update after the connection was lost"
+        );
+        sqlx::query("UPDATE newsletter_issues SET recipients = 9, sent = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sent)
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(1), events.next_event()).await;
+        if next.is_ok_and(|event| event["recipients"] == 9) {
+            break;
+        }
+    }
+}
+
+/// Needs the senders: an issue goes to every confirmed subscriber, and its
+/// live updates follow it to the end.
+#[tokio::test]
+async fn a_published_issue_reaches_every_confirmed_subscriber_and_its_updates_follow_it_to_100_percent()
+ {
+    let (app, browser) = signed_in(None).await;
+    app.mock_email_api_ok().await;
+    for (email, confirmed) in [
+        ("one@example.com", true),
+        ("two@example.com", true),
+        ("three@example.com", true),
+        ("pending@example.com", false),
+    ] {
+        sqlx::query(
+            "INSERT INTO subscriptions (id, email, name, subscribed_at, status, confirmed_at) \
+             VALUES ($1, $2, 'Reader', now() - interval '1 day', $3, \
+                     CASE WHEN $4 THEN now() - interval '1 day' END)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(email)
+        .bind(if confirmed {
+            "confirmed"
+        } else {
+            "pending_confirmation"
+        })
+        .bind(confirmed)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    }
+
+    let path = publish(&browser, "For everyone", "").await;
+    let mut events = Events::open(&browser, &path).await;
+
+    let last = events
+        .until_within(Duration::from_secs(30), "the done state", |e| {
+            e["state"] == "done"
+        })
+        .await;
+    assert_eq!(last["percent"], 100);
+    assert_eq!(last["sent"], 3);
+    assert_eq!(last["recipients"], 3);
+    let sent = eventually("three emails", || async {
+        let sent = app.sent_emails().await;
+        (sent.len() >= 3).then_some(sent)
+    })
+    .await;
+    let mut to: Vec<&str> = sent.iter().map(|e| e["To"].as_str().unwrap()).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["one@example.com", "three@example.com", "two@example.com"]
+    );
+    assert!(sent.iter().all(|e| e["MessageStream"] == "broadcast"));
+}
+
+#[tokio::test]
+async fn on_sigterm_open_live_updates_end_and_the_server_exits_without_waiting_out_its_timeout() {
+    let (app, _) = signed_in(None).await;
+    let (server, port) = crate::shutdown::serve(&app);
+    let server = std::sync::Mutex::new(server);
+    let browser = Browser {
+        client: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    eventually("the server to answer", || async {
+        let response = browser
+            .client
+            .get(format!("{}/health_check", browser.address))
+            .send()
+            .await;
+        response.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    assert_eq!(
+        browser.log_in("ada", PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let path = publish(&browser, "Open stream", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    let signalled = tokio::time::Instant::now();
+    crate::shutdown::sigterm(&server.lock().unwrap());
+
+    // The configured shutdown timeout is 25 s: an open stream must not
+    // hold the server that long.
+    assert_eq!(events.next_block(Duration::from_secs(5)).await, None);
+    let exit = eventually("the server to exit", || async {
+        server.lock().unwrap().try_wait().unwrap()
+    })
+    .await;
+    assert!(exit.success(), "the server exited with {exit}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the server took {:?} to stop",
+        signalled.elapsed()
+    );
+}

@@ -1,0 +1,121 @@
+//! Signing in to the newsroom and using it as a browser does, for every
+//! test of the admin pages.
+
+use newsletter::admin::accounts;
+use newsletter::admin::password::{self, NewPassword};
+use newsletter::admin::username::AdminUsername;
+use reqwest::StatusCode;
+use reqwest::header::LOCATION;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::helpers::{BROWSER_ACCEPT, TestApp};
+
+/// The password of every admin these tests create.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// An admin stored the way `newsletter admin create` stores one.
+pub async fn create_admin(app: &TestApp, username: &str, password: &str) -> Uuid {
+    let username = AdminUsername::parse(username).unwrap();
+    let password = NewPassword::parse(SecretString::from(password)).unwrap();
+    let hash = password::hash(&password).await.unwrap();
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    accounts::create(&mut connection, &username, None, &hash)
+        .await
+        .unwrap()
+}
+
+/// A browser: keeps cookies, follows no redirect, asks for pages.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub address: String,
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            address: app.address.clone(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .header("Accept", BROWSER_ACCEPT)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("Accept", BROWSER_ACCEPT)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn log_in(&self, username: &str, password: &str) -> reqwest::Response {
+        self.post("/login", &[("username", username), ("password", password)])
+            .await
+    }
+
+    /// Signs in and checks it worked.
+    pub async fn signed_in(app: &TestApp, username: &str, password: &str) -> Self {
+        let browser = Self::new(app);
+        let response = browser.log_in(username, password).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&response), "/admin/dashboard");
+        browser
+    }
+
+    /// The CSRF token in the forms of an admin page.
+    pub async fn csrf_token(&self) -> String {
+        let page = self.get("/admin/dashboard").await.text().await.unwrap();
+        hidden_csrf_token(&page)
+    }
+
+    /// `POST` to an admin form with the CSRF token of the browser's session.
+    pub async fn submit(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.csrf_token().await;
+        let mut form = fields.to_vec();
+        form.push(("csrf_token", &token));
+        self.post(path, &form).await
+    }
+
+    pub async fn is_signed_in(&self) -> bool {
+        let status = self.get("/admin/dashboard").await.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SEE_OTHER,
+            "unexpected {status}"
+        );
+        status == StatusCode::OK
+    }
+}
+
+pub fn hidden_csrf_token(page: &str) -> String {
+    let marker = r#"name="csrf_token" value=""#;
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"))
+        + marker.len();
+    page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+pub fn location(response: &reqwest::Response) -> &str {
+    response.headers()[LOCATION].to_str().unwrap()
+}
+
+pub async fn audit_actions(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap()
+}
