@@ -795,7 +795,8 @@ pub async fn claim_batch(
                  FROM delivery_batches due \
                  JOIN newsletter_issues i ON i.id = due.issue_id \
                  WHERE NOT due.done \
-                   AND ((i.state = 'sending' AND due.next_attempt_at <= now()) \
+                   AND ((i.state = 'sending' AND i.send_at <= now() \
+                         AND due.next_attempt_at <= now()) \
                         OR i.state = 'cancelled') \
                    AND (due.claimed_until IS NULL OR due.claimed_until < now()) \
                  ORDER BY due.next_attempt_at, due.issue_id, due.first_seq \
