@@ -117,17 +117,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/newsletters/{id}/events", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::issue_events))
         }),
-        endpoint("/admin/newsletters/{id}/pause", Admin, POST, |c, p| {
-            add(c, resource(p).post(admin::pause_issue))
-        }),
-        endpoint("/admin/newsletters/{id}/resume", Admin, POST, |c, p| {
-            add(c, resource(p).post(admin::resume_issue))
-        }),
-        endpoint("/admin/newsletters/{id}/cancel", Admin, POST, |c, p| {
-            add(c, resource(p).post(admin::cancel_issue))
-        }),
-        endpoint("/admin/newsletters/{id}/requeue", Admin, POST, |c, p| {
-            add(c, resource(p).post(admin::requeue_failed))
+        // pause, resume, cancel or requeue
+        endpoint("/admin/newsletters/{id}/{action}", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::act_on_issue))
         }),
         endpoint("/admin/password", Admin, GET_POST, |c, p| {
             add(

@@ -25,7 +25,7 @@ pub use dashboard::dashboard;
 pub use guard::require_admin;
 pub use login::{code_page, log_in, log_out, login_page, submit_code};
 pub use newsletters::{
-    PublishSettings, cancel_issue, compose_form_config, compose_page, issue_events, issue_page,
-    issue_script, newsletters, pause_issue, requeue_failed, resume_issue, submit_issue,
+    PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
+    issue_script, newsletters, submit_issue,
 };
 pub use subscribers::{export_subscribers, subscribers};

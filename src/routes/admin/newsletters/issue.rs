@@ -166,8 +166,9 @@ pub async fn issue_script() -> HttpResponse {
 pub struct ActionForm {}
 
 /// What an admin can do to an issue from its page.
-#[derive(Debug, Clone, Copy)]
-enum IssueAction {
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssueAction {
     Pause,
     Resume,
     Cancel,
@@ -210,76 +211,17 @@ enum Outcome {
     Missing,
 }
 
-pub async fn pause_issue(
+/// `POST /admin/newsletters/{id}/{action}`: pause, resume, cancel or
+/// requeue. Any other action names no route: 404.
+pub async fn act_on_issue(
     request: HttpRequest,
     form: Protected<ActionForm>,
-    id: web::Path<String>,
+    path: web::Path<(String, IssueAction)>,
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    act(
-        IssueAction::Pause,
-        &request,
-        &form.admin,
-        &id,
-        &db,
-        &limiter,
-    )
-    .await
-}
-
-pub async fn resume_issue(
-    request: HttpRequest,
-    form: Protected<ActionForm>,
-    id: web::Path<String>,
-    db: web::Data<Db>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    act(
-        IssueAction::Resume,
-        &request,
-        &form.admin,
-        &id,
-        &db,
-        &limiter,
-    )
-    .await
-}
-
-pub async fn cancel_issue(
-    request: HttpRequest,
-    form: Protected<ActionForm>,
-    id: web::Path<String>,
-    db: web::Data<Db>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    act(
-        IssueAction::Cancel,
-        &request,
-        &form.admin,
-        &id,
-        &db,
-        &limiter,
-    )
-    .await
-}
-
-pub async fn requeue_failed(
-    request: HttpRequest,
-    form: Protected<ActionForm>,
-    id: web::Path<String>,
-    db: web::Data<Db>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    act(
-        IssueAction::Requeue,
-        &request,
-        &form.admin,
-        &id,
-        &db,
-        &limiter,
-    )
-    .await
+    let (id, action) = path.into_inner();
+    act(action, &request, &form.admin, &id, &db, &limiter).await
 }
 
 /// Applies the action and records it in the audit log, in one transaction;

@@ -17,9 +17,7 @@ mod view;
 
 pub use compose::{compose_form_config, compose_page, submit_issue};
 pub use events::issue_events;
-pub use issue::{
-    cancel_issue, issue_page, issue_script, pause_issue, requeue_failed, resume_issue,
-};
+pub use issue::{act_on_issue, issue_page, issue_script};
 pub use list::newsletters;
 
 /// What publishing and test sends need from the settings, for the
