@@ -7,7 +7,7 @@
 //! against the test's database, Redis keys and mock email API.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +23,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
-    BASE_URL, EMAIL_API, HeldEmailApi, TestApp, accept_every_message, answer_each_message,
-    eventually, eventually_within, spawn_app, spawn_app_with,
+    EMAIL_API, HeldEmailApi, TestApp, accept_every_message, answer_each_message, eventually,
+    eventually_within, spawn_app, spawn_app_with,
 };
 
 /// Adds `n` subscribers with the given status, confirmed a minute ago when
@@ -1131,21 +1131,9 @@ struct Worker(Child);
 
 impl Worker {
     fn start(app: &TestApp, email_api: &str, settings: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"));
+        let mut command = app.newsletter_command(email_api);
         command
             .arg("worker")
-            .env(
-                "APP_DATABASE__DATABASE_NAME",
-                &app.settings.database.database_name,
-            )
-            .env(
-                "APP_RATE_LIMIT__KEY_PREFIX",
-                &app.settings.rate_limit.key_prefix,
-            )
-            .env("APP_APPLICATION__BASE_URL", BASE_URL)
-            .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
-            .env("APP_EMAIL_CLIENT__BASE_URL", email_api)
-            .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
             // A claim must outlast two calls; both short, so that the
             // claims of a killed worker lapse soon.
             .env("APP_EMAIL_CLIENT__TIMEOUT_MILLISECONDS", "1000")
@@ -1157,8 +1145,7 @@ impl Worker {
             .env("APP_CAMPAIGNS__POLL_INTERVAL_MILLISECONDS", "200")
             .env("APP_CAMPAIGNS__BACKOFF_BASE_MILLISECONDS", "50")
             .env("APP_CAMPAIGNS__BACKOFF_MAX_SECONDS", "1")
-            .env("APP_DELIVERY__POLL_INTERVAL_MILLISECONDS", "200")
-            .stdout(Stdio::null());
+            .env("APP_DELIVERY__POLL_INTERVAL_MILLISECONDS", "200");
         for (name, value) in settings {
             command.env(name, value);
         }

@@ -251,6 +251,28 @@ impl TestApp {
 
     /// A delivery worker like the ones the app runs, for tests that run the
     /// app without them (`delivery.run_in_server = false`).
+    /// The real `newsletter` binary, set up for this test's database, Redis
+    /// keys and public address, sending to the email API at `email_api`,
+    /// its output discarded. Add the command and any other settings.
+    pub fn newsletter_command(&self, email_api: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"));
+        command
+            .env(
+                "APP_DATABASE__DATABASE_NAME",
+                &self.settings.database.database_name,
+            )
+            .env(
+                "APP_RATE_LIMIT__KEY_PREFIX",
+                &self.settings.rate_limit.key_prefix,
+            )
+            .env("APP_APPLICATION__BASE_URL", BASE_URL)
+            .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
+            .env("APP_EMAIL_CLIENT__BASE_URL", email_api)
+            .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
     pub fn delivery_worker(&self) -> DeliveryWorker {
         delivery_worker(&self.settings, Db::connect_lazy(&self.settings.database, 2)).unwrap()
     }

@@ -2,7 +2,7 @@
 //! server stops taking connections, finishes the requests it is serving,
 //! sends the email they queued, and exits cleanly.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,21 +18,10 @@ pub fn serve(app: &TestApp) -> (Child, u16) {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_newsletter"))
+    let child = app
+        .newsletter_command(&app.email_server.uri())
         .env("APP_APPLICATION__PORT", port.to_string())
-        .env(
-            "APP_DATABASE__DATABASE_NAME",
-            &app.settings.database.database_name,
-        )
-        .env(
-            "APP_RATE_LIMIT__KEY_PREFIX",
-            &app.settings.rate_limit.key_prefix,
-        )
         .env("APP_RATE_LIMIT__PER_IP__BURST", "1000")
-        .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
-        .env("APP_EMAIL_CLIENT__BASE_URL", app.email_server.uri())
-        .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     (child, port)
