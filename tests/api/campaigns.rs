@@ -1346,3 +1346,51 @@ async fn two_worker_processes_share_one_send_rate() {
     let least = Duration::from_secs_f64((RECIPIENTS - 2 * BATCH) as f64 / CAP as f64);
     assert!(took >= least, "{RECIPIENTS} messages sent in {took:?}");
 }
+
+#[tokio::test]
+async fn each_delivery_keeps_the_message_id_the_api_gave_its_own_email() {
+    let app = spawn_app().await;
+    // Long ids, named after the recipient: together they are more than one
+    // statement recording them carries, so they are recorded in parts.
+    Mock::given(method("POST"))
+        .and(path(EMAIL_API))
+        .respond_with(|request: &Request| {
+            let messages: Vec<serde_json::Value> = serde_json::from_slice(&request.body).unwrap();
+            let answers: Vec<_> = messages
+                .iter()
+                .map(|message| {
+                    let to = message["To"].as_str().unwrap();
+                    serde_json::json!({
+                        "ErrorCode": 0,
+                        "Message": "OK",
+                        "MessageID": format!("{}:{to}", "m".repeat(400)),
+                    })
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(answers)
+        })
+        .mount(&app.email_server)
+        .await;
+    add_subscribers(&app, 60, "confirmed").await;
+
+    let issue = publish(&app, "Ids", "Hello {{name}}.").await;
+    let progress = wait_for_state(&app, issue, "done").await;
+
+    assert_eq!(progress.summary.sent, 60);
+    let recorded: Vec<(i32, String, Option<String>)> = sqlx::query_as(
+        "SELECT d.seq, s.email, d.message_id FROM deliveries d \
+         JOIN subscriptions s ON s.id = d.subscriber_id WHERE d.issue_id = $1 ORDER BY d.seq",
+    )
+    .bind(issue)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 60);
+    for (seq, email, message_id) in recorded {
+        let message_id = message_id.unwrap_or_else(|| panic!("delivery {seq} has no MessageID"));
+        assert!(
+            message_id.ends_with(&format!(":{email}")),
+            "delivery {seq} to {email} keeps the id of its own email, not {message_id}"
+        );
+    }
+}
