@@ -100,7 +100,10 @@ pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailCon
 pub const LITERAL_BRACES: &str = "{{{{}}";
 
 fn fill(body: &str, values: &Personalisation, escape: bool) -> String {
-    let mut filled = String::with_capacity(body.len());
+    // Room for each value once: sized to the body alone, a filled body
+    // outgrows it and doubles, and a campaign holds a batch of them.
+    let values_len: usize = values.values().map(String::len).sum();
+    let mut filled = String::with_capacity(body.len() + values_len);
     let mut rest = body;
     while let Some(start) = rest.find("{{") {
         filled.push_str(&rest[..start]);
