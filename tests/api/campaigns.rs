@@ -23,8 +23,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{
-    EMAIL_API, HeldEmailApi, TestApp, accept_every_message, answer_each_message, eventually,
-    eventually_within, spawn_app, spawn_app_with,
+    EMAIL_API, HeldEmailApi, TcpProxy, TestApp, accept_every_message, answer_each_message,
+    eventually, eventually_within, spawn_app, spawn_app_with,
 };
 
 /// Adds `n` subscribers with the given status, confirmed a minute ago when
@@ -1393,4 +1393,71 @@ async fn each_delivery_keeps_the_message_id_the_api_gave_its_own_email() {
             "delivery {seq} to {email} keeps the id of its own email, not {message_id}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Dependencies that go away mid-campaign.
+
+#[tokio::test]
+async fn a_database_outage_mid_campaign_loses_nobody_and_doubles_at_most_the_batch_in_flight() {
+    let proxy = TcpProxy::to_postgres().await;
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.database.port = proxy.port;
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 10;
+        s.campaigns.audience_chunk = 10;
+    })
+    .await;
+    add_subscribers(&app, 40, "confirmed").await;
+    let issue = publish(&app, "Through an outage", "Hello {{name}}.").await;
+    api.wait_for_requests(1).await;
+
+    // A batch is with the API; Postgres goes away before its outcome can
+    // be recorded, and the senders meet the outage.
+    proxy.cut();
+    let refused = proxy.refused();
+    api.release();
+    eventually("the app to meet the outage", || async {
+        (proxy.refused() > refused).then_some(())
+    })
+    .await;
+    proxy.restore();
+    wait_for_state(&app, issue, "done").await;
+
+    let rows = ledger_rows(&app, issue).await;
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|row| row.status == "sent"), "{rows:?}");
+    let sent: Vec<Value> = api.requests().into_iter().flatten().collect();
+    let received = messages_per_address(&sent, issue);
+    assert_eq!(received.len(), 40, "everyone reached the email API");
+    let twice = received.values().filter(|n| **n == 2).count();
+    assert!(
+        twice <= 10,
+        "{twice} sent twice: more than the batch in flight"
+    );
+    assert!(received.values().all(|n| *n <= 2), "{received:?}");
+}
+
+#[tokio::test]
+async fn without_redis_an_issue_still_goes_out_to_everyone_once() {
+    let app = spawn_app_with(|s| {
+        // Nothing listens there: the throttle keeps its schedule in the
+        // process.
+        s.redis_uri = secrecy::SecretString::from("redis://127.0.0.1:1");
+        s.campaigns.batch_size = 10;
+        s.campaigns.audience_chunk = 10;
+        s.campaigns.messages_per_second = 1_000;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    add_subscribers(&app, 30, "confirmed").await;
+
+    let issue = publish(&app, "No Redis", "Hello {{name}}.").await;
+    let progress = wait_for_state(&app, issue, "done").await;
+
+    assert_eq!((progress.summary.sent, progress.summary.failed), (30, 0));
+    let received = messages_per_address(&app.sent_emails().await, issue);
+    assert_eq!(received.len(), 30);
+    assert!(received.values().all(|n| *n == 1), "{received:?}");
 }

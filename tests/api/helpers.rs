@@ -583,6 +583,8 @@ async fn read_batch(connection: &mut tokio::net::TcpStream) -> Option<Vec<serde_
 pub struct TcpProxy {
     pub port: u16,
     up: Arc<AtomicBool>,
+    /// Connections turned away while cut.
+    refused: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether new connections start frozen.
     frozen: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<Link>>>,
@@ -617,6 +619,8 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accept_refused = refused.clone();
         let frozen = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let (accept_up, accept_frozen, accept_connections) =
@@ -624,6 +628,7 @@ impl TcpProxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !accept_up.load(Ordering::SeqCst) {
+                    accept_refused.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: the client sees the connection close
                 }
                 let target = target.clone();
@@ -649,6 +654,7 @@ impl TcpProxy {
         Self {
             port,
             up,
+            refused,
             frozen,
             connections,
         }
@@ -660,6 +666,12 @@ impl TcpProxy {
         for link in self.connections.lock().unwrap().drain(..) {
             link.forwarding.abort();
         }
+    }
+
+    /// How many connections were turned away while cut: proof that the app
+    /// met the outage rather than slipping past it.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub fn restore(&self) {

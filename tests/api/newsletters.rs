@@ -292,6 +292,64 @@ async fn a_draft_that_cannot_be_sent_is_shown_again_with_the_reason_and_what_was
 }
 
 #[tokio::test]
+async fn hostile_characters_in_any_field_are_refused_with_a_4xx_and_publish_nothing() {
+    let (app, browser) = signed_in(None).await;
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        (
+            "a NUL in the title",
+            &[("title", "Hi\0there"), ("content", "Hello.")],
+        ),
+        (
+            "a line break in the title",
+            &[("title", "Hi\r\nBcc: x"), ("content", "Hello.")],
+        ),
+        (
+            "a NUL in the content",
+            &[("title", "Hi"), ("content", "Hel\0lo.")],
+        ),
+        (
+            "a bidi override in the title",
+            &[("title", "Hi\u{202e}there"), ("content", "Hello.")],
+        ),
+        (
+            "a NUL in send_at",
+            &[
+                ("title", "Hi"),
+                ("content", "Hello."),
+                ("send_at", "2030-01-01T00:00\0"),
+            ],
+        ),
+    ];
+
+    for (case, fields) in cases {
+        let form = new_form(&browser).await;
+        let response = compose(&browser, &form, "publish", fields).await;
+        let status = response.status();
+        assert!(status.is_client_error(), "{case}: {status}");
+    }
+    let form = new_form(&browser).await;
+    let key = format!("{}\0", form.idempotency_key);
+    let response = browser
+        .post(
+            "/admin/newsletters",
+            &[
+                ("csrf_token", form.csrf_token.as_str()),
+                ("idempotency_key", &key),
+                ("action", "publish"),
+                ("title", "Hi"),
+                ("content", "Hello."),
+            ],
+        )
+        .await;
+    assert!(
+        response.status().is_client_error(),
+        "a NUL in the key: {}",
+        response.status()
+    );
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
 async fn an_unreadable_send_at_is_refused_with_400_and_the_format_expected() {
     let (app, browser) = signed_in(None).await;
     let form = new_form(&browser).await;
