@@ -29,6 +29,8 @@ pub struct Settings {
     pub redis_uri: SecretString,
     pub rate_limit: RateLimitSettings,
     pub admin: AdminSettings,
+    pub webhooks: WebhookSettings,
+    pub retention: RetentionSettings,
     /// What the newsletter is called and who sends it: shown on every public
     /// page and in every email.
     pub newsletter: NewsletterSettings,
@@ -188,6 +190,19 @@ pub struct CampaignSettings {
     /// How often idle senders look for work when no notification arrives.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub poll_interval_milliseconds: u64,
+    /// The complaint guard: an issue pauses itself once its spam complaints
+    /// pass this percentage of the messages it sent...
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub complaint_limit_percent: f64,
+    /// ...counted only from this many sent messages on, so that one early
+    /// complaint does not stop an issue.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub complaint_min_sent: i64,
+    /// An address that takes unsubscribe requests by email, offered in the
+    /// `List-Unsubscribe` header next to the link. None by default: someone
+    /// has to read that mailbox and act on what arrives.
+    #[serde(default)]
+    pub unsubscribe_mailbox: Option<String>,
 }
 
 impl CampaignSettings {
@@ -222,6 +237,56 @@ pub struct SubscriptionSettings {
 impl SubscriptionSettings {
     pub fn token_lifetime(&self) -> chrono::Duration {
         chrono::Duration::hours(self.token_expiry_hours as i64)
+    }
+}
+
+/// What the email provider tells the service: `POST /webhooks/postmark`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// The HTTP Basic credentials Postmark is given in each webhook's URL.
+    /// Until both are set, every webhook call is refused (401).
+    #[serde(default)]
+    pub postmark_username: Option<String>,
+    #[serde(default)]
+    pub postmark_password: Option<SecretString>,
+    /// Soft bounces in a row (with no delivery between them) that put an
+    /// address on the suppression list.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub soft_bounce_limit: i32,
+}
+
+/// What the retention job deletes, and how gently: see `crate::retention`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Whether the worker processes (and `newsletter serve` when it runs
+    /// delivery) run the job. One runs at a time across the fleet.
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub enabled: bool,
+    /// How often the job runs.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub interval_minutes: u64,
+    /// Rows deleted per statement, each in its own short transaction.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub batch_size: i64,
+    /// Email bodies (outbox rows, shared contents) are cleared this many
+    /// days after they were written.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub body_days: i64,
+    /// Outbox rows that were sent or given up are deleted after this many days.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub outbox_days: i64,
+    /// Sign-ups never confirmed are deleted this many days after sign-up.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub unconfirmed_days: i64,
+    /// Webhook record ids (kept to ignore repeats) are forgotten after this
+    /// many days; Postmark stops retrying long before.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub webhook_record_days: i64,
+}
+
+impl RetentionSettings {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_minutes * 60)
     }
 }
 
@@ -287,6 +352,9 @@ pub struct ApplicationSettings {
     pub port: u16,
     /// Public address of the service; confirmation links start with it.
     pub base_url: String,
+    /// Signs unsubscribe links and keys the hashes of suppressed addresses
+    /// (`crate::keys`): at least 32 bytes, set once per deployment.
+    pub hmac_secret: SecretString,
     /// How long in-flight requests get to finish after SIGTERM.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub shutdown_timeout_seconds: u64,
@@ -522,10 +590,12 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("configuration")
     }
 
+    /// These variables, and the secret production takes from the platform.
     fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        let secret = ("APP_APPLICATION__HMAC_SECRET", "a secret from the platform, 32+ bytes");
         Some(
-            pairs
-                .iter()
+            std::iter::once(&secret)
+                .chain(pairs)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
@@ -537,6 +607,14 @@ mod tests {
             load(&configuration_dir(), environment, vars(&[]))
                 .unwrap_or_else(|e| panic!("{} failed to load: {e}", environment.as_str()));
         }
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_its_secret() {
+        // Production has no secret in its file: the platform supplies it.
+        let error = load(&configuration_dir(), Environment::Production, Some(HashMap::new()))
+            .expect_err("production loaded without application.hmac_secret");
+        assert!(error.to_string().contains("hmac_secret"), "{error}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod email_client;
 pub mod emails;
+pub mod keys;
 pub mod migrate;
 pub mod newsletters;
 pub mod outbox;

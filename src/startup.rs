@@ -17,9 +17,10 @@ use crate::admin::sessions::SessionStore;
 use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::Sender;
 use crate::campaigns::throttle::Throttle;
-use crate::configuration::{DatabaseSettings, Settings};
+use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
 use crate::db::Db;
 use crate::email_client::MAX_BATCH;
+use crate::keys::Keys;
 use crate::outbox::{DeliveryWorker, Outbox};
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::{PublishSettings, SessionCookies};
@@ -70,6 +71,7 @@ impl Application {
         )
         .context("Failed to set up admin sessions")?;
         let cookies = SessionCookies::new(settings.admin.secure_cookie);
+        let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
         tokio::spawn(crate::admin::password::warm_up());
         let options = SubscriptionOptions {
             confirm_with_button: settings.subscriptions.confirm_with_button,
@@ -96,6 +98,8 @@ impl Application {
             outbox,
             publish,
             progress,
+            keys,
+            webhooks: settings.webhooks.clone(),
         };
         let server = run(
             listener,
@@ -209,6 +213,9 @@ struct Services {
     publish: PublishSettings,
     /// Changes to newsletter issues, for the pages following them live.
     progress: ProgressFeed,
+    /// Signs unsubscribe links and hashes suppressed addresses.
+    keys: Keys,
+    webhooks: WebhookSettings,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -244,7 +251,11 @@ fn run(
         outbox,
         publish,
         progress,
+        keys,
+        webhooks,
     } = services;
+    let keys = web::Data::new(keys);
+    let webhooks = web::Data::new(webhooks);
     let publish = web::Data::new(publish);
     let progress = web::Data::new(progress);
     let sessions = web::Data::new(sessions);
@@ -291,6 +302,8 @@ fn run(
             .app_data(outbox)
             .app_data(publish.clone())
             .app_data(progress.clone())
+            .app_data(keys.clone())
+            .app_data(webhooks.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())

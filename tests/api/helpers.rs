@@ -299,6 +299,10 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The Basic credentials every test app takes on `/webhooks/postmark`.
+pub const WEBHOOK_USERNAME: &str = "postmark";
+pub const WEBHOOK_PASSWORD: &str = "webhook password for tests";
+
 /// Like [`spawn_app`], with a chance to change the settings first.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     LazyLock::force(&TRACING);
@@ -325,6 +329,10 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.campaigns.backoff_base_milliseconds = 50;
     settings.campaigns.backoff_max_seconds = 1;
     settings.campaigns.messages_per_second = 100_000;
+    settings.webhooks.postmark_username = Some(WEBHOOK_USERNAME.to_owned());
+    settings.webhooks.postmark_password = Some(SecretString::from(WEBHOOK_PASSWORD));
+    // Tests that are about retention run it themselves.
+    settings.retention.enabled = false;
     // Keys of this test only; limits generous enough for any test that does
     // not set its own.
     settings.rate_limit.key_prefix = format!("test:{}:", Uuid::new_v4().simple());

@@ -1,0 +1,189 @@
+//! What the service derives from its one configured secret
+//! (`application.hmac_secret`): the key that signs unsubscribe links and the
+//! key that hashes the addresses kept on the suppression list after their
+//! subscriber was erased.
+//!
+//! Each purpose has its own key, derived as HMAC-SHA256(secret, purpose), so
+//! that a value made for one purpose is never accepted for another. Changing
+//! the secret breaks every unsubscribe link already sent and makes erased
+//! addresses unrecognisable: it is set once per deployment.
+
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use uuid::Uuid;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest secret accepted, in bytes: HMAC-SHA256's own key size.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The derived keys. Cheap to clone.
+#[derive(Clone)]
+pub struct Keys {
+    unsubscribe: [u8; 32],
+    address: [u8; 32],
+}
+
+impl Keys {
+    /// Derives the keys, or says why the secret cannot be used.
+    pub fn derive(secret: &SecretString) -> Result<Self, String> {
+        let secret = secret.expose_secret().as_bytes();
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "application.hmac_secret (APP_APPLICATION__HMAC_SECRET) must be at least \
+                 {MIN_SECRET_BYTES} bytes; it is {}. Generate one with `openssl rand -hex 32`.",
+                secret.len()
+            ));
+        }
+        let derive = |purpose: &[u8]| -> [u8; 32] { mac(secret, &[purpose]) };
+        Ok(Self {
+            unsubscribe: derive(b"unsubscribe link"),
+            address: derive(b"suppressed address"),
+        })
+    }
+
+    /// The token in `subscriber_id`'s unsubscribe link.
+    pub fn unsubscribe_token(&self, subscriber_id: Uuid) -> UnsubscribeToken {
+        let tag = mac(&self.unsubscribe, &[subscriber_id.as_bytes()]);
+        let mut bytes = [0u8; UnsubscribeToken::BYTES];
+        bytes[..16].copy_from_slice(subscriber_id.as_bytes());
+        bytes[16..].copy_from_slice(&tag[..UnsubscribeToken::TAG_BYTES]);
+        UnsubscribeToken(hex::encode(bytes))
+    }
+
+    /// The subscriber a token from an unsubscribe link names, if this
+    /// service signed it. The tag is compared in constant time.
+    pub fn verify_unsubscribe_token(&self, raw: &str) -> Result<Uuid, BadToken> {
+        if raw.len() != UnsubscribeToken::BYTES * 2 {
+            return Err(BadToken);
+        }
+        let bytes = hex::decode(raw).map_err(|_| BadToken)?;
+        let (id, tag) = bytes.split_at(16);
+        let mut check = HmacSha256::new_from_slice(&self.unsubscribe).expect("any key length");
+        check.update(id);
+        check.verify_truncated_left(tag).map_err(|_| BadToken)?;
+        Ok(Uuid::from_slice(id).expect("16 bytes"))
+    }
+
+    /// The keyed hash of an address, compared case-insensitively: what the
+    /// suppression list keeps. Without the secret it cannot be reversed by
+    /// hashing guessed addresses.
+    pub fn address_hash(&self, address: &str) -> Vec<u8> {
+        mac(&self.address, &[address.to_lowercase().as_bytes()]).to_vec()
+    }
+}
+
+/// Keys are secrets: keep them out of logs.
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys([REDACTED])")
+    }
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// An unsubscribe link's token: the subscriber id and the first 16 bytes of
+/// its HMAC, in hex. Stateless on purpose: one issue to a million people
+/// needs no million stored tokens, a link keeps working for as long as the
+/// secret does, and it can be checked without a database round trip.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnsubscribeToken(String);
+
+impl UnsubscribeToken {
+    const TAG_BYTES: usize = 16;
+    const BYTES: usize = 16 + Self::TAG_BYTES;
+}
+
+impl AsRef<str> for UnsubscribeToken {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UnsubscribeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A token this service did not sign, or not a token at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadToken;
+
+impl std::fmt::Display for BadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("This unsubscribe link is not valid: it may have been cut short when copied.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_for(secret: &str) -> Keys {
+        Keys::derive(&SecretString::from(secret)).unwrap()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_names_its_subscriber() {
+        let keys = keys_for(SECRET);
+        let id = Uuid::new_v4();
+        let token = keys.unsubscribe_token(id);
+        assert_eq!(keys.verify_unsubscribe_token(token.as_ref()), Ok(id));
+    }
+
+    #[test]
+    fn a_forged_truncated_or_foreign_token_is_refused() {
+        let keys = keys_for(SECRET);
+        let id = Uuid::new_v4();
+        let token = keys.unsubscribe_token(id).to_string();
+        // Someone else's id with this tag.
+        let other = format!("{}{}", Uuid::new_v4().simple(), &token[32..]);
+        // One hex digit of the tag changed.
+        let mut flipped = token.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let foreign = keys_for("another secret that is long enough!").unsubscribe_token(id);
+        for bad in [
+            other.as_str(),
+            flipped.as_str(),
+            &token[..token.len() - 2],
+            &token[..32],
+            "",
+            &format!("{token}00"),
+            &token.replace(|c: char| c.is_ascii_digit(), "z"),
+            foreign.as_ref(),
+        ] {
+            assert_eq!(keys.verify_unsubscribe_token(bad), Err(BadToken), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_address_hashes_the_same_in_any_letter_case_and_differs_by_key() {
+        let keys_a = keys_for(SECRET);
+        assert_eq!(
+            keys_a.address_hash("Ada@Example.com"),
+            keys_a.address_hash("ada@example.com")
+        );
+        assert_ne!(
+            keys_a.address_hash("ada@example.com"),
+            keys_for("another secret that is long enough!").address_hash("ada@example.com")
+        );
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_with_the_setting_to_fix() {
+        let error = Keys::derive(&SecretString::from("short")).unwrap_err();
+        assert!(error.contains("APP_APPLICATION__HMAC_SECRET"), "{error}");
+    }
+}
