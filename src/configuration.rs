@@ -592,7 +592,10 @@ mod tests {
 
     /// These variables, and the secret production takes from the platform.
     fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
-        let secret = ("APP_APPLICATION__HMAC_SECRET", "a secret from the platform, 32+ bytes");
+        let secret = (
+            "APP_APPLICATION__HMAC_SECRET",
+            "a secret from the platform, 32+ bytes",
+        );
         Some(
             std::iter::once(&secret)
                 .chain(pairs)
@@ -612,8 +615,12 @@ mod tests {
     #[test]
     fn production_refuses_to_start_without_its_secret() {
         // Production has no secret in its file: the platform supplies it.
-        let error = load(&configuration_dir(), Environment::Production, Some(HashMap::new()))
-            .expect_err("production loaded without application.hmac_secret");
+        let error = load(
+            &configuration_dir(),
+            Environment::Production,
+            Some(HashMap::new()),
+        )
+        .expect_err("production loaded without application.hmac_secret");
         assert!(error.to_string().contains("hmac_secret"), "{error}");
     }
 

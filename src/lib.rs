@@ -17,4 +17,5 @@ pub mod rate_limit;
 pub mod routes;
 pub mod signups;
 pub mod startup;
+pub mod suppression;
 pub mod telemetry;

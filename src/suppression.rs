@@ -1,0 +1,169 @@
+//! The suppression list: addresses the service never mails again, whatever
+//! asks it to (a campaign, a sign-up's confirmation, a notice).
+//!
+//! An entry is keyed by the address's keyed hash ([`Keys::address_hash`]) and
+//! also holds the address itself, in lower case, while a subscriber with that
+//! address exists: queries over many subscribers (a campaign's audience)
+//! join on the address, and a subscriber's erasure clears it, leaving only
+//! the hash, which still stops a new sign-up with that address.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::keys::Keys;
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The provider reported a hard bounce: the mailbox does not exist.
+    HardBounce,
+    /// Soft bounces in a row reached `webhooks.soft_bounce_limit`.
+    SoftBounce,
+    /// The recipient marked an email as spam.
+    SpamComplaint,
+    /// The provider suppressed the address on its side (the recipient
+    /// unsubscribed through it, or an operator did in its dashboard).
+    ProviderUnsubscribe,
+    /// The subscriber unsubscribed here and was then erased: the hash is all
+    /// that remains of them.
+    Unsubscribed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HardBounce => "hard_bounce",
+            Reason::SoftBounce => "soft_bounce",
+            Reason::SpamComplaint => "spam_complaint",
+            Reason::ProviderUnsubscribe => "provider_unsubscribe",
+            Reason::Unsubscribed => "unsubscribed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Reason::HardBounce,
+            Reason::SoftBounce,
+            Reason::SpamComplaint,
+            Reason::ProviderUnsubscribe,
+            Reason::Unsubscribed,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == raw)
+    }
+
+    /// How the admin pages say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::HardBounce => "hard bounce",
+            Reason::SoftBounce => "repeated soft bounces",
+            Reason::SpamComplaint => "spam complaint",
+            Reason::ProviderUnsubscribe => "unsubscribed at the email provider",
+            Reason::Unsubscribed => "unsubscribed, then erased",
+        }
+    }
+}
+
+/// An address's entry on the list.
+#[derive(Debug, Clone)]
+pub struct Suppression {
+    pub reason: Reason,
+    pub detail: Option<String>,
+    pub changed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Puts `address` on the list, or updates its entry when this change is
+/// newer than the one recorded (`changed_at`, as the provider dates it), so
+/// that a record delivered late never overwrites a later one. The address
+/// itself is kept only if a subscriber has it. Returns whether the entry
+/// was written.
+pub async fn suppress(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+    reason: Reason,
+    detail: Option<&str>,
+    changed_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query(
+        "INSERT INTO suppressions (address_hash, email, reason, detail, changed_at) \
+         VALUES ($1, (SELECT lower(email) FROM subscriptions WHERE lower(email) = lower($2)), \
+                 $3, $4, $5) \
+         ON CONFLICT (address_hash) DO UPDATE \
+         SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \
+             changed_at = EXCLUDED.changed_at, \
+             email = COALESCE(EXCLUDED.email, suppressions.email) \
+         WHERE suppressions.changed_at < EXCLUDED.changed_at",
+    )
+    .bind(keys.address_hash(address))
+    .bind(address)
+    .bind(reason.as_str())
+    .bind(detail)
+    .bind(changed_at)
+    .execute(conn)
+    .await?;
+    Ok(written.rows_affected() > 0)
+}
+
+/// Takes `address` off the list if its entry is older than `changed_at`
+/// (the provider reactivated it). Returns whether an entry was removed.
+pub async fn lift(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+    changed_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let lifted =
+        sqlx::query("DELETE FROM suppressions WHERE address_hash = $1 AND changed_at < $2")
+            .bind(keys.address_hash(address))
+            .bind(changed_at)
+            .execute(conn)
+            .await?;
+    Ok(lifted.rows_affected() > 0)
+}
+
+/// The entry for `address`, if it is on the list.
+pub async fn find(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+) -> Result<Option<Suppression>, sqlx::Error> {
+    let row: Option<(String, Option<String>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT reason, detail, changed_at, created_at FROM suppressions WHERE address_hash = $1",
+    )
+    .bind(keys.address_hash(address))
+    .fetch_optional(conn)
+    .await?;
+    row.map(|(reason, detail, changed_at, created_at)| {
+        let reason = Reason::parse(&reason).ok_or_else(|| {
+            sqlx::Error::Decode(format!("`{reason}` is not a suppression reason").into())
+        })?;
+        Ok(Suppression {
+            reason,
+            detail,
+            changed_at,
+            created_at,
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_as_written() {
+        for reason in [
+            Reason::HardBounce,
+            Reason::SoftBounce,
+            Reason::SpamComplaint,
+            Reason::ProviderUnsubscribe,
+            Reason::Unsubscribed,
+        ] {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("bounced"), None);
+    }
+}
