@@ -129,7 +129,8 @@ pub async fn find(
     keys: &Keys,
     address: &str,
 ) -> Result<Option<Suppression>, sqlx::Error> {
-    let row: Option<(String, Option<String>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    type Row = (String, Option<String>, DateTime<Utc>, DateTime<Utc>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT reason, detail, changed_at, created_at FROM suppressions WHERE address_hash = $1",
     )
     .bind(keys.address_hash(address))
