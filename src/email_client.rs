@@ -179,6 +179,28 @@ struct SendEmailRequest<'a> {
     /// Comes back in webhooks: how a bounce finds its delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<Metadata>,
+    /// Headers beyond Postmark's own fields: a newsletter's
+    /// `List-Unsubscribe` pair.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<Header>,
+}
+
+/// A header as Postmark's `Headers` field takes it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Header {
+    name: &'static str,
+    value: String,
+}
+
+/// The extra headers an email goes out with.
+fn headers(email: &Email) -> Vec<Header> {
+    email
+        .unsubscribe
+        .iter()
+        .flat_map(|links| links.headers())
+        .map(|(name, value)| Header { name, value })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -258,6 +280,7 @@ impl EmailClient {
                         self.sender.as_ref(),
                         message.to.as_ref(),
                         &message.content.subject,
+                        &headers(message),
                         &message.content.text_body,
                     );
                     // One write under the lock, so that no log line from
@@ -289,6 +312,7 @@ impl EmailClient {
                         metadata: message.delivery.map(|id| Metadata {
                             delivery_id: id.to_string(),
                         }),
+                        headers: headers(message),
                     })
                     .collect();
                 let started = std::time::Instant::now();
@@ -386,15 +410,27 @@ async fn rejection(response: reqwest::Response) -> EmailError {
 }
 
 /// An email as the console backend prints it: a block between two rules,
-/// with From, To and Subject, a blank line, the text body as it is, and then
-/// every link of the body again, each alone on a line, since a body may put
-/// a link inside a sentence and a terminal selects a whole line most easily.
-fn console_email(from: &str, to: &str, subject: &str, text_body: &str) -> String {
+/// with From, To, Subject and any other headers, a blank line, the text body
+/// as it is, and then every link of the body again, each alone on a line,
+/// since a body may put a link inside a sentence and a terminal selects a
+/// whole line most easily.
+fn console_email(
+    from: &str,
+    to: &str,
+    subject: &str,
+    headers: &[Header],
+    text_body: &str,
+) -> String {
     const WIDTH: usize = 78;
     let mut block = format!(
-        "{:=^WIDTH$}\nFrom: {from}\nTo: {to}\nSubject: {subject}\n\n{text_body}",
+        "{:=^WIDTH$}\nFrom: {from}\nTo: {to}\nSubject: {subject}\n",
         " Email (console backend: not sent) "
     );
+    for header in headers {
+        block.push_str(&format!("{}: {}\n", header.name, header.value));
+    }
+    block.push('\n');
+    block.push_str(text_body);
     if !text_body.ends_with('\n') {
         block.push('\n');
     }
@@ -508,6 +544,7 @@ mod console_email_tests {
             "newsletter@example.com",
             "ursula@example.com",
             &email.subject,
+            &[],
             &email.text_body,
         );
 
@@ -521,7 +558,7 @@ mod console_email_tests {
     fn the_block_has_the_headers_a_blank_line_and_the_body_as_it_is_between_two_rules() {
         let body = "Hello Ursula,\n\n  Indented, and with    spaces kept.\n";
 
-        let printed = console_email("from@example.com", "to@example.com", "Hi", body);
+        let printed = console_email("from@example.com", "to@example.com", "Hi", &[], body);
 
         let lines: Vec<&str> = printed.lines().collect();
         assert!(lines[0].starts_with("====") && lines[0].contains("not sent"));
@@ -565,7 +602,7 @@ mod console_email_tests {
             ),
         ];
         for (case, body, link) in cases {
-            let printed = console_email("f@example.com", "t@example.com", "S", body);
+            let printed = console_email("f@example.com", "t@example.com", "S", &[], body);
 
             assert!(
                 printed.lines().any(|line| line == link),
@@ -577,6 +614,7 @@ mod console_email_tests {
 
 #[cfg(test)]
 mod tests {
+    use super::headers as headers_of;
     use super::*;
     use wiremock::matchers::{any, header, method, path};
     use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -658,6 +696,7 @@ mod tests {
                 },
                 message_stream: "outbound".into(),
                 delivery: None,
+                unsubscribe: None,
             })
             .collect();
         let emails: Vec<&Email> = emails.iter().collect();
@@ -733,6 +772,88 @@ mod tests {
         assert_eq!(message["HtmlBody"], "<p>Hi</p>");
         assert_eq!(message["TextBody"], "Hi");
         assert_eq!(message["MessageStream"], "outbound");
+    }
+
+    fn unsubscribe_links() -> crate::emails::UnsubscribeLinks {
+        let keys =
+            crate::keys::Keys::derive(&SecretString::from("0123456789abcdef0123456789abcdef"))
+                .unwrap();
+        let token = keys.unsubscribe_token(uuid::Uuid::new_v4());
+        crate::emails::UnsubscribeLinks::new("https://news.example.com", &token, None)
+    }
+
+    #[tokio::test]
+    async fn a_newsletter_carries_its_unsubscribe_headers_and_other_emails_none() {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(answer(&[0, 0]))
+            .mount(&server)
+            .await;
+        let links = unsubscribe_links();
+        let content = crate::emails::EmailContent {
+            subject: "Subject".into(),
+            html_body: "<p>Hi</p>".into(),
+            text_body: "Hi".into(),
+        };
+        let newsletter = Email {
+            to: email("a@example.com"),
+            content: content.clone(),
+            message_stream: "broadcast".into(),
+            delivery: None,
+            unsubscribe: Some(links.clone()),
+        };
+        let confirmation = Email {
+            unsubscribe: None,
+            to: email("b@example.com"),
+            ..newsletter.clone()
+        };
+
+        client(server.uri(), Duration::from_secs(5))
+            .send_batch(&[&newsletter, &confirmation])
+            .await
+            .unwrap();
+
+        let requests = server.received_requests().await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+        assert_eq!(
+            body[0]["Headers"],
+            serde_json::json!([
+                { "Name": "List-Unsubscribe", "Value": format!("<{}>", links.url()) },
+                { "Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click" },
+            ])
+        );
+        assert_eq!(body[1].get("Headers"), None, "{}", body[1]);
+    }
+
+    #[test]
+    fn the_console_prints_the_unsubscribe_headers_with_the_others() {
+        let links = unsubscribe_links();
+        let headers = Email {
+            to: email("a@example.com"),
+            content: crate::emails::EmailContent {
+                subject: "S".into(),
+                html_body: String::new(),
+                text_body: "Body".into(),
+            },
+            message_stream: "broadcast".into(),
+            delivery: None,
+            unsubscribe: Some(links.clone()),
+        };
+
+        let printed = console_email(
+            "f@example.com",
+            "t@example.com",
+            "S",
+            &headers_of(&headers),
+            "Body",
+        );
+
+        let expected = format!(
+            "Subject: S\nList-Unsubscribe: <{}>\n\
+             List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\nBody",
+            links.url()
+        );
+        assert!(printed.contains(&expected), "{printed}");
     }
 
     #[tokio::test]

@@ -6,11 +6,14 @@
 //! typed, and nothing in the newsletter's title, reaches them as markup; the
 //! text bodies (`.txt`, which askama leaves alone) are sent as they are.
 //! Every email names the newsletter by its title, in the subject and in both
-//! bodies.
+//! bodies. A newsletter email also carries its recipient's way out
+//! ([`UnsubscribeLinks`]), which the email client turns into headers;
+//! confirmations and notices, which people asked for, never do.
 
 use askama::Template;
 
 use crate::domain::{Newsletter, SubscriberEmail, SubscriberName, SubscriptionToken};
+use crate::keys::UnsubscribeToken;
 
 /// What an email says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,79 @@ pub struct Email {
     /// The newsletter delivery it is, if it is one: sent along as metadata
     /// so that webhooks about it can be traced back.
     pub delivery: Option<crate::campaigns::DeliveryId>,
+    /// How the recipient leaves the list: newsletter emails only.
+    pub unsubscribe: Option<UnsubscribeLinks>,
+}
+
+/// One recipient's way off the list, for the `List-Unsubscribe` headers
+/// (RFC 2369) that mail clients show as an "Unsubscribe" button, with
+/// one-click unsubscribing (RFC 8058): the provider `POST`s
+/// `List-Unsubscribe=One-Click` to the link, and that alone unsubscribes.
+/// The same link is the visible one in the email's bodies.
+///
+/// Every part is built here from parsed values (a base URL from the
+/// configuration, a hex token, a parsed address, percent-encoded), so no
+/// header value can hold a line break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsubscribeLinks {
+    url: String,
+    mailto: Option<String>,
+}
+
+impl UnsubscribeLinks {
+    /// What `List-Unsubscribe-Post` says: the body a one-click request
+    /// carries.
+    pub const ONE_CLICK: &'static str = "List-Unsubscribe=One-Click";
+
+    /// `{base_url}/unsubscribe/{token}`, and, when an address takes
+    /// requests by email, `mailto:{mailbox}?subject=unsubscribe-{token}`.
+    pub fn new(
+        base_url: &str,
+        token: &UnsubscribeToken,
+        mailbox: Option<&SubscriberEmail>,
+    ) -> Self {
+        Self {
+            url: format!("{}/unsubscribe/{token}", base_url.trim_end_matches('/')),
+            mailto: mailbox.map(|mailbox| {
+                format!(
+                    "mailto:{}?subject=unsubscribe-{token}",
+                    mailto_address(mailbox.as_ref())
+                )
+            }),
+        }
+    }
+
+    /// The page that unsubscribes: what the bodies link to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The headers, by name, as they go out.
+    pub fn headers(&self) -> [(&'static str, String); 2] {
+        let mut list = format!("<{}>", self.url);
+        if let Some(mailto) = &self.mailto {
+            list.push_str(&format!(", <{mailto}>"));
+        }
+        [
+            ("List-Unsubscribe", list),
+            ("List-Unsubscribe-Post", Self::ONE_CLICK.to_owned()),
+        ]
+    }
+}
+
+/// An address as the `to` part of a `mailto:` URI (RFC 6068): characters
+/// with a meaning in the URI, or in the header around it (`%`, `?`, `#`,
+/// `&`, `=`, `,`, `<`, `>`), percent-encoded.
+fn mailto_address(address: &str) -> String {
+    let mut encoded = String::with_capacity(address.len());
+    for byte in address.bytes() {
+        if byte.is_ascii_alphanumeric() || b"@.-_~!$'*+".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 impl EmailContent {
@@ -181,6 +257,58 @@ mod tests {
             ),
             already_subscribed(&newsletter, base, &name("Ada")),
         ]
+    }
+
+    fn token() -> UnsubscribeToken {
+        let keys = crate::keys::Keys::derive(&secrecy::SecretString::from(
+            "0123456789abcdef0123456789abcdef",
+        ))
+        .unwrap();
+        keys.unsubscribe_token(uuid::Uuid::new_v4())
+    }
+
+    #[test]
+    fn the_unsubscribe_headers_offer_the_link_and_one_click() {
+        let token = token();
+        let links = UnsubscribeLinks::new("https://news.example.com/", &token, None);
+        let url = format!("https://news.example.com/unsubscribe/{token}");
+        assert_eq!(links.url(), url);
+        assert_eq!(
+            links.headers(),
+            [
+                ("List-Unsubscribe", format!("<{url}>")),
+                (
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mailbox_for_requests_is_offered_after_the_link() {
+        let token = token();
+        let mailbox = SubscriberEmail::parse("leave@news.example.com").unwrap();
+        let links = UnsubscribeLinks::new("https://news.example.com", &token, Some(&mailbox));
+        assert_eq!(
+            links.headers()[0].1,
+            format!(
+                "<https://news.example.com/unsubscribe/{token}>, \
+                 <mailto:leave@news.example.com?subject=unsubscribe-{token}>"
+            )
+        );
+    }
+
+    #[test]
+    fn characters_with_a_meaning_in_a_mailto_uri_are_percent_encoded() {
+        assert_eq!(
+            mailto_address("a%b?c#d,e<f>@x.example.com"),
+            "a%25b%3Fc%23d%2Ce%3Cf%3E@x.example.com"
+        );
+        assert_eq!(
+            mailto_address("o'neil+news@x.example"),
+            "o'neil+news@x.example"
+        );
     }
 
     #[test]

@@ -62,6 +62,36 @@ pub struct ConfirmButtonPage<'a> {
     pub token: &'a str,
 }
 
+/// What an unsubscribe link opens: a button, since opening the link must
+/// change nothing (mail systems' link scanners open every link). The
+/// button sends what a mail client's one-click request sends.
+#[derive(Template)]
+#[template(path = "unsubscribe.html")]
+pub struct UnsubscribePage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub token: &'a str,
+}
+
+/// What became of an unsubscribe request.
+#[derive(Template)]
+#[template(path = "unsubscribed.html")]
+pub struct UnsubscribedPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub heading: &'a str,
+    pub message: &'a str,
+    /// Who just left, offered a button that signs them up again (through
+    /// the usual confirmation).
+    pub resubscribe: Option<Resubscribe<'a>>,
+    /// Whether to point the person to the form.
+    pub offer_to_subscribe: bool,
+}
+
+/// The sign-up form's fields, filled in for someone who left.
+pub struct Resubscribe<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+}
+
 pub const STYLESHEET: &str = include_str!("templates/style.css");
 
 /// Whether the client asked for a page (browsers put `text/html` in
@@ -155,6 +185,25 @@ mod tests {
                 }
                 .render(),
             ),
+            (
+                "unsubscribe",
+                UnsubscribePage {
+                    newsletter: &newsletter,
+                    token: "token",
+                }
+                .render(),
+            ),
+            (
+                "unsubscribed",
+                UnsubscribedPage {
+                    newsletter: &newsletter,
+                    heading: "You are unsubscribed",
+                    message: "Bye.",
+                    resubscribe: None,
+                    offer_to_subscribe: false,
+                }
+                .render(),
+            ),
         ];
         for (which, page) in pages {
             let page = page.unwrap();
@@ -170,6 +219,51 @@ mod tests {
                 "{which}: {page}"
             );
         }
+    }
+
+    #[test]
+    fn the_unsubscribe_button_posts_the_one_click_form_to_its_own_link() {
+        let page = UnsubscribePage {
+            newsletter: &newsletter(),
+            token: "abc123",
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains(r#"<form method="post" action="/unsubscribe/abc123">"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"<input type="hidden" name="List-Unsubscribe" value="One-Click">"#),
+            "{page}"
+        );
+        assert!(page.contains(r#"<meta name="robots" content="noindex">"#));
+    }
+
+    #[test]
+    fn the_resubscribe_button_carries_the_name_and_address_escaped() {
+        let newsletter = newsletter();
+        let page = UnsubscribedPage {
+            newsletter: &newsletter,
+            heading: "You are unsubscribed",
+            message: "Bye.",
+            resubscribe: Some(Resubscribe {
+                name: "Tom \"&\" Jerry",
+                email: "tom@example.com",
+            }),
+            offer_to_subscribe: false,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains(r#"<form method="post" action="/subscriptions">"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"name="name" value="Tom &#34;&#38;&#34; Jerry""#),
+            "{page}"
+        );
+        assert!(page.contains(r#"name="email" value="tom@example.com""#));
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Application {
             base_url: settings.application.base_url,
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
+            keys: keys.clone(),
         };
         let address = format!(
             "{}:{}",
@@ -180,12 +181,14 @@ pub fn campaign_sender(settings: &Settings) -> Result<Sender, anyhow::Error> {
         campaigns.batch_size.max(1) as u32,
     )
     .context("Failed to set up the campaign throttle")?;
+    let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
     Sender::new(
         db,
         email_client,
         throttle,
         campaigns.clone(),
         settings.application.base_url.clone(),
+        keys,
         settings.email_client.timeout(),
     )
 }

@@ -35,7 +35,8 @@ use crate::configuration::CampaignSettings;
 use crate::db::{self, Db};
 use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, MAX_BATCH, Verdict};
-use crate::emails::Email;
+use crate::emails::{Email, UnsubscribeLinks};
+use crate::keys::Keys;
 use crate::newsletters::{RECIPIENT_NAME, UNSUBSCRIBE_URL};
 use crate::outbox::{Personalisation, personalise, retry_delay};
 use crate::telemetry::error_chain_line as chain;
@@ -49,6 +50,10 @@ pub struct Sender {
     settings: CampaignSettings,
     /// The service's public address, for unsubscribe links.
     base_url: String,
+    /// Signs each recipient's unsubscribe link.
+    keys: Keys,
+    /// Where unsubscribe requests by email go, if anywhere.
+    unsubscribe_mailbox: Option<SubscriberEmail>,
     /// The email client's timeout: the longest one call can take.
     send_time: Duration,
 }
@@ -62,6 +67,7 @@ impl Sender {
         throttle: Throttle,
         settings: CampaignSettings,
         base_url: String,
+        keys: Keys,
         send_time: Duration,
     ) -> Result<Self, anyhow::Error> {
         if settings.claim_timeout() <= send_time * 2 {
@@ -85,12 +91,20 @@ impl Sender {
         if settings.audience_chunk < batch_size as i64 {
             anyhow::bail!("campaigns.audience_chunk must be at least campaigns.batch_size");
         }
+        let unsubscribe_mailbox = settings
+            .unsubscribe_mailbox
+            .as_deref()
+            .map(SubscriberEmail::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("campaigns.unsubscribe_mailbox: {e}"))?;
         Ok(Self {
             db,
             email_client,
             throttle: std::sync::Arc::new(throttle),
             settings,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            keys,
+            unsubscribe_mailbox,
             send_time,
         })
     }
@@ -349,12 +363,10 @@ impl Sender {
                     continue;
                 }
             };
+            let unsubscribe = self.unsubscribe_links(recipient.subscriber_id);
             let values = Personalisation::from([
                 (RECIPIENT_NAME.to_owned(), recipient.name),
-                (
-                    UNSUBSCRIBE_URL.to_owned(),
-                    unsubscribe_url(&self.base_url, recipient.subscriber_id),
-                ),
+                (UNSUBSCRIBE_URL.to_owned(), unsubscribe.url().to_owned()),
             ]);
             emails.push((
                 recipient.seq,
@@ -366,10 +378,21 @@ impl Sender {
                         issue_id: batch.key.issue_id,
                         seq: recipient.seq,
                     }),
+                    unsubscribe: Some(unsubscribe),
                 },
             ));
         }
         (emails, unsendable)
+    }
+
+    /// A recipient's way off the list: the link in the bodies is the one
+    /// in the `List-Unsubscribe` header.
+    fn unsubscribe_links(&self, subscriber_id: uuid::Uuid) -> UnsubscribeLinks {
+        UnsubscribeLinks::new(
+            &self.base_url,
+            &self.keys.unsubscribe_token(subscriber_id),
+            self.unsubscribe_mailbox.as_ref(),
+        )
     }
 
     async fn send(&self, emails: &[(i32, Email)]) -> Result<Vec<Verdict>, EmailError> {
@@ -615,11 +638,6 @@ fn is_throttling(e: &EmailError) -> bool {
         EmailError::Rejected { status, code, .. }
             if *status == reqwest::StatusCode::TOO_MANY_REQUESTS || *code == Some(429)
     )
-}
-
-/// Where a recipient stops receiving the newsletter.
-pub fn unsubscribe_url(base_url: &str, subscriber_id: uuid::Uuid) -> String {
-    format!("{base_url}/unsubscribe?subscriber={subscriber_id}")
 }
 
 /// Resolves when a notification arrives, or when the listening connection

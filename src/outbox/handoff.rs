@@ -99,6 +99,7 @@ mod tests {
                 },
                 message_stream: "outbound".into(),
                 delivery: None,
+                unsubscribe: None,
             },
         }
     }

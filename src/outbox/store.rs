@@ -76,6 +76,7 @@ impl Claimed {
                 content,
                 message_stream: self.message_stream,
                 delivery: None,
+                unsubscribe: None,
             },
         })
     }

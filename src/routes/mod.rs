@@ -9,6 +9,7 @@ mod home;
 mod readiness;
 mod subscriptions;
 mod subscriptions_confirm;
+mod unsubscribe;
 
 pub use error::ApiError;
 pub use health_check::health_check;
@@ -134,6 +135,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         }),
         endpoint("/admin/logout", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::log_out))
+        }),
+        // GET shows a button; POST is the one-click unsubscribe. No per-IP
+        // limit: see `unsubscribe::resource`.
+        endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {
+            add(c, unsubscribe::resource(p))
         }),
     ]
 }

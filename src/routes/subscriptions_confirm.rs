@@ -4,7 +4,9 @@
 //! The token is looked up by its hash. An unknown token is refused, an
 //! expired one is gone (the person can subscribe again for a new link), and a
 //! token that was already used only confirms again what is confirmed, so a
-//! second click is harmless.
+//! second click is harmless. Someone who unsubscribed and signed up again
+//! stays unsubscribed until they open the new link; their older links were
+//! deleted when they unsubscribed, so none of those can bring them back.
 //!
 //! Mail systems' link scanners open links before people do. With
 //! `subscriptions.confirm_with_button` set, `GET` only shows a page whose
@@ -244,22 +246,26 @@ async fn find_token(
     .await
 }
 
-/// Marks the subscriber confirmed (keeping the first confirmation time as
-/// consent evidence) and the token used.
+/// Marks the subscriber confirmed and the token used. The confirmation
+/// time is consent evidence: it is set by the first confirmation and kept
+/// when a second link of the same sign-up is opened, while someone who had
+/// unsubscribed and comes back gives consent anew, so theirs is now, and
+/// they are no longer unsubscribed.
 #[tracing::instrument(name = "Mark the subscriber as confirmed", level = "debug", skip_all)]
 async fn mark_confirmed(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
     token: &SubscriptionToken,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"
-        UPDATE subscriptions
-        SET status = 'confirmed', confirmed_at = COALESCE(confirmed_at, now())
-        WHERE id = $1
-        "#,
-        subscriber_id
+    sqlx::query(
+        "UPDATE subscriptions \
+         SET status = 'confirmed', \
+             confirmed_at = CASE WHEN status = 'unsubscribed' THEN now() \
+                                 ELSE COALESCE(confirmed_at, now()) END, \
+             unsubscribed_at = NULL \
+         WHERE id = $1",
     )
+    .bind(subscriber_id)
     .execute(&mut *connection)
     .await?;
     sqlx::query!(

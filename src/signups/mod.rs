@@ -1,6 +1,8 @@
 //! Storing sign-ups: a pending subscriber (or the one already there with the
 //! address), a confirmation token and the email for them, all in one
 //! transaction ([`transaction`]), and the answer only once it has committed.
+//! An address on the suppression list gets nothing stored and no email, with
+//! the same answer.
 //!
 //! Sign-ups are written through a [`GroupCommit`]: those that arrive while
 //! their worker thread's writers are busy share the next transaction. That
@@ -16,6 +18,7 @@ use uuid::Uuid;
 use crate::db::{self, Batched, Db, GroupCommit, GroupCommitLimits};
 use crate::domain::{NewSubscriber, Newsletter, SubscriptionToken};
 use crate::emails::{self, EmailContent};
+use crate::keys::Keys;
 use crate::outbox::Outbox;
 
 /// Sign-ups a worker thread holds before new ones wait to be queued.
@@ -41,6 +44,8 @@ pub struct SignupSettings {
     pub token_lifetime: chrono::Duration,
     /// Message stream for confirmations and notices.
     pub message_stream: String,
+    /// Hashes addresses to look them up on the suppression list.
+    pub keys: Keys,
 }
 
 /// One worker thread's way to store sign-ups.
@@ -53,7 +58,8 @@ pub struct Signups {
 #[derive(Debug)]
 pub struct Stored {
     /// The pending subscriber who was sent a confirmation; `None` when the
-    /// address was already confirmed and got a notice instead.
+    /// address was already confirmed and got a notice instead, or is
+    /// suppressed and got nothing.
     pub subscriber_id: Option<Uuid>,
 }
 
@@ -63,6 +69,8 @@ struct SignUp {
     /// The token and its email, used unless the address is confirmed.
     token: SubscriptionToken,
     confirmation: EmailContent,
+    /// The address's key on the suppression list.
+    address_hash: Vec<u8>,
 }
 
 impl Batched for SignUp {
@@ -99,11 +107,13 @@ impl Signups {
             &subscriber.name,
             &token,
         );
+        let address_hash = self.settings.keys.address_hash(subscriber.email.as_ref());
         self.writes
             .submit(SignUp {
                 subscriber,
                 token,
                 confirmation,
+                address_hash,
             })
             .await
     }

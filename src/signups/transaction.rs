@@ -1,15 +1,19 @@
 //! The sign-up transaction and its SQL. For every sign-up of the batch it is
 //! given (one, or many that queued up together):
 //!
-//! 1. store a pending subscriber, or find the one that has the address;
-//! 2. store the confirmation token's hash, for those not yet confirmed;
-//! 3. queue their email: the confirmation, or for a confirmed address an
+//! 1. leave out the addresses on the suppression list: nothing is stored or
+//!    sent for them;
+//! 2. store a pending subscriber, or find the one that has the address;
+//! 3. store the confirmation token's hash, for those not yet confirmed;
+//! 4. queue their email: the confirmation, or for a confirmed address an
 //!    "already subscribed" notice.
 //!
 //! Every statement takes the whole batch at once, so a batch costs the
 //! round trips of one sign-up. A batch of one is written exactly like a
 //! sign-up among many, which is what lets the group commit retry the
 //! sign-ups of a failed batch one at a time.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -28,10 +32,21 @@ pub(super) async fn store(
     settings: &SignupSettings,
     sign_ups: &[SignUp],
 ) -> Result<Vec<Stored>, sqlx::Error> {
-    let subscribers: Vec<&NewSubscriber> = sign_ups.iter().map(|s| &s.subscriber).collect();
+    let suppressed = suppressed_addresses(transaction, sign_ups).await?;
+    let is_suppressed = |sign_up: &SignUp| suppressed.contains(&sign_up.address_hash);
+    let wanted: Vec<&SignUp> = sign_ups.iter().filter(|s| !is_suppressed(s)).collect();
+    if wanted.len() < sign_ups.len() {
+        // Without the address: the log must not say who is suppressed.
+        tracing::info!(
+            suppressed = sign_ups.len() - wanted.len(),
+            "Sign-up of a suppressed address: nothing stored or sent"
+        );
+    }
+
+    let subscribers: Vec<&NewSubscriber> = wanted.iter().map(|s| &s.subscriber).collect();
     let known = upsert_pending_subscribers(transaction, &subscribers).await?;
 
-    let tokens: Vec<(Uuid, &SubscriptionToken)> = sign_ups
+    let tokens: Vec<(Uuid, &SubscriptionToken)> = wanted
         .iter()
         .zip(&known)
         .filter_map(|(sign_up, known)| match known {
@@ -41,7 +56,7 @@ pub(super) async fn store(
         .collect();
     store_tokens(transaction, &tokens, Utc::now() + settings.token_lifetime).await?;
 
-    let emails = sign_ups
+    let emails: Vec<Email> = wanted
         .iter()
         .zip(&known)
         .map(|(sign_up, known)| Email {
@@ -56,26 +71,60 @@ pub(super) async fn store(
             },
             message_stream: settings.message_stream.clone(),
             delivery: None,
+            // Asked for by the person: nothing to unsubscribe from yet.
+            unsubscribe: None,
         })
         .collect();
-    outbox.enqueue(transaction, emails).await?;
+    if !emails.is_empty() {
+        outbox.enqueue(transaction, emails).await?;
+    }
 
-    Ok(known
-        .into_iter()
-        .map(|known| Stored {
-            subscriber_id: match known {
-                Known::Pending(id) => Some(id),
-                Known::Confirmed => None,
-            },
+    // `known` has an entry per sign-up that was not suppressed, in order.
+    let mut known = known.into_iter();
+    Ok(sign_ups
+        .iter()
+        .map(|sign_up| {
+            let known = if is_suppressed(sign_up) {
+                None
+            } else {
+                known.next()
+            };
+            Stored {
+                subscriber_id: match known {
+                    Some(Known::Pending(id)) => Some(id),
+                    Some(Known::Confirmed) | None => None,
+                },
+            }
         })
         .collect())
 }
 
+/// The address hashes of the batch that are on the suppression list.
+async fn suppressed_addresses(
+    connection: &mut PgConnection,
+    sign_ups: &[SignUp],
+) -> Result<HashSet<Vec<u8>>, sqlx::Error> {
+    let hashes: Vec<&[u8]> = sign_ups.iter().map(|s| s.address_hash.as_slice()).collect();
+    let found: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT address_hash FROM suppressions WHERE address_hash = ANY($1)")
+            .bind(&hashes)
+            .fetch_all(connection)
+            .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// What the database holds for an address once the sign-up is stored.
 enum Known {
+    /// Not (or no longer) confirmed: pending, or unsubscribed and signing up
+    /// again. Either way a new confirmation, and the status stays as it is
+    /// until the link is opened: coming back is a new consent.
     Pending(Uuid),
     Confirmed,
 }
+
+/// Rounds of insert-then-look-up before a sign-up gives up; see
+/// [`upsert_pending_subscribers`].
+const UPSERT_ROUNDS: usize = 3;
 
 /// Inserts pending subscribers, and finds the ones that already have these
 /// addresses in any letter case. `ON CONFLICT DO NOTHING` without a target
@@ -84,61 +133,94 @@ enum Known {
 /// address all succeed: each waits for the first to commit, then reads its
 /// row. Rows go in in address order, so two batches that share addresses
 /// wait for each other in the same order and cannot deadlock.
+///
+/// The retention job deletes old unconfirmed sign-ups while this runs: an
+/// address can conflict on the insert and be gone by the look-up that
+/// follows. Such addresses are inserted again, a few rounds at most, rather
+/// than failing a sign-up that would succeed a moment later.
 async fn upsert_pending_subscribers(
     connection: &mut PgConnection,
     subscribers: &[&NewSubscriber],
 ) -> Result<Vec<Known>, sqlx::Error> {
     let ids: Vec<Uuid> = subscribers.iter().map(|_| Uuid::new_v4()).collect();
-    let emails: Vec<&str> = subscribers.iter().map(|s| s.email.as_ref()).collect();
-    let names: Vec<&str> = subscribers.iter().map(|s| s.name.as_ref()).collect();
-    let inserted = sqlx::query_scalar!(
-        r#"
-        INSERT INTO subscriptions (id, email, name, subscribed_at, status)
-        SELECT id, email, name, $4, 'pending_confirmation'
-        FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS new (id, email, name)
-        ORDER BY lower(email)
-        ON CONFLICT DO NOTHING
-        RETURNING id
-        "#,
-        &ids,
-        &emails as &[&str],
-        &names as &[&str],
-        Utc::now()
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    let mut known: Vec<Option<Known>> = ids
-        .iter()
-        .map(|id| inserted.contains(id).then_some(Known::Pending(*id)))
-        .collect();
-
-    // Addresses already there, or taken by an earlier sign-up of this batch.
-    let missing: Vec<usize> = (0..known.len()).filter(|&i| known[i].is_none()).collect();
-    if !missing.is_empty() {
-        let addresses: Vec<&str> = missing.iter().map(|&i| emails[i]).collect();
-        let existing = sqlx::query!(
-            r#"
-            SELECT wanted.n AS "n!", s.id, s.status
-            FROM UNNEST($1::text[]) WITH ORDINALITY AS wanted (email, n)
-            JOIN subscriptions s ON lower(s.email) = lower(wanted.email)
-            "#,
-            &addresses as &[&str]
-        )
-        .fetch_all(&mut *connection)
-        .await?;
-        for row in existing {
-            let index = missing[usize::try_from(row.n - 1).expect("ordinality starts at 1")];
-            known[index] = Some(if row.status == "confirmed" {
+    let mut known: Vec<Option<Known>> = subscribers.iter().map(|_| None).collect();
+    let mut unresolved: Vec<usize> = (0..subscribers.len()).collect();
+    for _ in 0..UPSERT_ROUNDS {
+        if unresolved.is_empty() {
+            break;
+        }
+        let round: Vec<&NewSubscriber> = unresolved.iter().map(|&i| subscribers[i]).collect();
+        let round_ids: Vec<Uuid> = unresolved.iter().map(|&i| ids[i]).collect();
+        let inserted = insert_pending(connection, &round_ids, &round).await?;
+        for &i in &unresolved {
+            if inserted.contains(&ids[i]) {
+                known[i] = Some(Known::Pending(ids[i]));
+            }
+        }
+        // Addresses already there, or taken by an earlier sign-up of this batch.
+        unresolved.retain(|&i| known[i].is_none());
+        if unresolved.is_empty() {
+            break;
+        }
+        let addresses: Vec<&str> = unresolved
+            .iter()
+            .map(|&i| subscribers[i].email.as_ref())
+            .collect();
+        for (n, id, status) in find_existing(connection, &addresses).await? {
+            let index = unresolved[usize::try_from(n - 1).expect("ordinality starts at 1")];
+            known[index] = Some(if status == "confirmed" {
                 Known::Confirmed
             } else {
-                Known::Pending(row.id)
+                Known::Pending(id)
             });
         }
+        unresolved.retain(|&i| known[i].is_none());
     }
     known
         .into_iter()
         .map(|k| k.ok_or(sqlx::Error::RowNotFound))
         .collect()
+}
+
+/// Inserts the subscribers whose addresses are free; returns the ids of
+/// those inserted.
+async fn insert_pending(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+    subscribers: &[&NewSubscriber],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let emails: Vec<&str> = subscribers.iter().map(|s| s.email.as_ref()).collect();
+    let names: Vec<&str> = subscribers.iter().map(|s| s.name.as_ref()).collect();
+    sqlx::query_scalar(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+         SELECT id, email, name, $4, 'pending_confirmation' \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS new (id, email, name) \
+         ORDER BY lower(email) \
+         ON CONFLICT DO NOTHING \
+         RETURNING id",
+    )
+    .bind(ids)
+    .bind(&emails)
+    .bind(&names)
+    .bind(Utc::now())
+    .fetch_all(connection)
+    .await
+}
+
+/// The subscribers that have these addresses, in any letter case, as
+/// (1-based position in `addresses`, id, status).
+async fn find_existing(
+    connection: &mut PgConnection,
+    addresses: &[&str],
+) -> Result<Vec<(i64, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT wanted.n, s.id, s.status \
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS wanted (email, n) \
+         JOIN subscriptions s ON lower(s.email) = lower(wanted.email)",
+    )
+    .bind(addresses)
+    .fetch_all(connection)
+    .await
 }
 
 /// Stores the tokens' hashes, never the tokens: a copy of the database cannot

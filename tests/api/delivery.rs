@@ -439,6 +439,7 @@ fn email_to(i: usize) -> Email {
         },
         message_stream: "outbound".into(),
         delivery: None,
+        unsubscribe: None,
     }
 }
 

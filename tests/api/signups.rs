@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use newsletter::db::{self, Db};
 use newsletter::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
+use newsletter::keys::Keys;
 use newsletter::outbox::Outbox;
 use newsletter::signups::{SignupSettings, Signups, Stored};
+use newsletter::suppression::{self, Reason};
 use tokio::task::{JoinHandle, LocalSet};
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +25,19 @@ async fn one_writer(acquire_timeout_milliseconds: u64) -> (Rc<Signups>, Db, Test
         base_url: "http://127.0.0.1".into(),
         token_lifetime: chrono::Duration::days(1),
         message_stream: "outbound".into(),
+        keys: keys(),
     });
     // No delivery in this process: the email stays in the outbox.
     let (outbox, _) = Outbox::start(None, db.clone(), CancellationToken::new());
     let signups = Rc::new(Signups::start(db.clone(), outbox, settings, 1));
     (signups, db, database)
+}
+
+fn keys() -> Keys {
+    Keys::derive(&secrecy::SecretString::from(
+        "a secret for the sign-up writer tests only",
+    ))
+    .unwrap()
 }
 
 fn sign_up(
@@ -208,6 +218,98 @@ async fn a_sign_up_that_cannot_get_a_connection_in_time_fails_as_unavailable_and
             assert!(started.elapsed() < Duration::from_secs(5));
             drop(busy);
             assert_eq!(stored(&database).await, [0, 0, 0]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_suppressed_address_in_a_batch_gets_nothing_and_the_others_are_stored() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, db, database) = one_writer(5_000).await;
+            let mut conn = database.pool.acquire().await.unwrap();
+            suppression::suppress(
+                &mut conn,
+                &keys(),
+                "b@example.com",
+                Reason::HardBounce,
+                None,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+            drop(conn);
+
+            let results = one_batch(
+                &signups,
+                &db,
+                &[
+                    ("Le Guin", "a@example.com"),
+                    ("Le Guin", "B@Example.com"),
+                    ("Le Guin", "c@example.com"),
+                ],
+            )
+            .await;
+
+            let ids: Vec<bool> = results
+                .into_iter()
+                .map(|r| r.unwrap().subscriber_id.is_some())
+                .collect();
+            assert_eq!(ids, [true, false, true]);
+            assert_eq!(stored(&database).await, [2, 2, 2]);
+            let recipients: Vec<String> =
+                sqlx::query_scalar("SELECT recipient FROM email_outbox ORDER BY recipient")
+                    .fetch_all(&database.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(recipients, ["a@example.com", "c@example.com"]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_pending_sign_up_deleted_between_the_insert_and_the_look_up_is_inserted_again() {
+    LocalSet::new()
+        .run_until(async {
+            let (signups, _db, database) = one_writer(5_000).await;
+            let first = sign_up(&signups, "Le Guin", "a@example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .subscriber_id
+                .unwrap();
+            // Plays the retention job: right after the next insert finds
+            // the address taken, the old pending sign-up is deleted, once.
+            sqlx::raw_sql(
+                "CREATE TABLE deleted_once (done boolean); \
+                 CREATE FUNCTION expire_pending() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN \
+                     IF NOT EXISTS (SELECT 1 FROM deleted_once) THEN \
+                         INSERT INTO deleted_once VALUES (true); \
+                         DELETE FROM confirmation_tokens; \
+                         DELETE FROM subscriptions; \
+                     END IF; \
+                     RETURN NULL; \
+                 END $$; \
+                 CREATE TRIGGER expire_pending AFTER INSERT ON subscriptions \
+                 FOR EACH STATEMENT EXECUTE FUNCTION expire_pending();",
+            )
+            .execute(&database.pool)
+            .await
+            .unwrap();
+
+            let again = sign_up(&signups, "Le Guin", "a@example.com").await.unwrap();
+
+            let again = again.expect("the sign-up is stored").subscriber_id.unwrap();
+            assert_ne!(again, first, "a new subscriber row");
+            let deleted: i64 = count(&database, "SELECT count(*) FROM deleted_once").await;
+            assert_eq!(deleted, 1, "the old sign-up was deleted under the writer");
+            let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM subscriptions")
+                .fetch_all(&database.pool)
+                .await
+                .unwrap();
+            assert_eq!(ids, [again]);
+            assert_eq!(stored(&database).await, [1, 1, 2]);
         })
         .await;
 }

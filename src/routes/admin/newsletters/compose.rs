@@ -298,6 +298,7 @@ async fn send_test(
         content: personalise(rendered, &example_values(settings)),
         message_stream: settings.message_stream.clone(),
         delivery: None,
+        unsubscribe: None,
     };
     db.transaction(async |tx| outbox.enqueue(tx, vec![email.clone()]).await)
         .await

@@ -1,0 +1,200 @@
+//! `/unsubscribe/{token}`: leaving the list, from the link in every
+//! newsletter email and from the `List-Unsubscribe` header mail clients turn
+//! into a button.
+//!
+//! `GET` only shows a page with one button: link scanners open every link
+//! in an email, and opening one must not unsubscribe anyone. `POST` is
+//! RFC 8058's one-click request: mail providers send it on the reader's
+//! behalf, with `List-Unsubscribe=One-Click` as its form body (or, from
+//! some, no body at all), and no cookie, login or confirmation step can
+//! stand in its way. So it unsubscribes at once and answers 200, whatever
+//! the body, as often as it is sent.
+//!
+//! The token names the subscriber and carries an HMAC of their id
+//! ([`Keys::unsubscribe_token`]); a token this service did not sign is
+//! refused with 400 before the database is asked anything. Unsubscribing
+//! also deletes the subscriber's confirmation tokens: a confirmation link
+//! from an older sign-up must never bring them back without a fresh
+//! sign-up of their own.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, web};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::domain::Newsletter;
+use crate::keys::{BadToken, Keys};
+use crate::pages::{Resubscribe, UnsubscribePage, UnsubscribedPage, page, wants_html};
+use crate::routes::error::{ApiError, DatabaseStep};
+
+/// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
+/// larger ones are tolerated up to this, and refused with 413 beyond it.
+pub const BODY_LIMIT_BYTES: usize = 1024;
+
+/// The resource at `path`. Its answers are never cached (they follow a
+/// per-person link and say what happened to that person) nor indexed.
+///
+/// No per-IP rate limit, unlike the other public forms: mail providers send
+/// one-click requests for many readers from a few addresses, in bulk, and a
+/// limit would refuse people's unsubscribes. A forged token costs one HMAC
+/// and no database work, which is what a limit would have protected.
+pub fn resource(path: &str) -> impl HttpServiceFactory + 'static {
+    web::resource(path)
+        .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
+        .wrap(
+            DefaultHeaders::new()
+                .add((header::CACHE_CONTROL, "no-store"))
+                .add((HeaderName::from_static("x-robots-tag"), "noindex")),
+        )
+        .get(show)
+        .post(one_click)
+}
+
+/// `GET`: the page with the button, for a token this service signed.
+#[tracing::instrument(name = "Open an unsubscribe link", skip_all)]
+pub async fn show(
+    request: HttpRequest,
+    token: web::Path<String>,
+    keys: web::Data<Keys>,
+    newsletter: web::Data<Newsletter>,
+) -> Result<HttpResponse, ApiError> {
+    let token = token.into_inner();
+    if let Err(bad) = keys.verify_unsubscribe_token(&token) {
+        return refuse(bad, wants_html(&request), &newsletter);
+    }
+    Ok(page(
+        StatusCode::OK,
+        &UnsubscribePage {
+            newsletter: &newsletter,
+            token: &token,
+        },
+    ))
+}
+
+/// `POST`: unsubscribes the token's subscriber. The body is read (up to
+/// [`BODY_LIMIT_BYTES`]) and not looked at: with or without the one-click
+/// form, in any content type, the request means the same.
+#[tracing::instrument(name = "Unsubscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
+pub async fn one_click(
+    request: HttpRequest,
+    token: web::Path<String>,
+    _body: web::Bytes,
+    keys: web::Data<Keys>,
+    db: web::Data<Db>,
+    newsletter: web::Data<Newsletter>,
+) -> Result<HttpResponse, ApiError> {
+    let html = wants_html(&request);
+    let subscriber_id = match keys.verify_unsubscribe_token(&token) {
+        Ok(id) => id,
+        Err(bad) => return refuse(bad, html, &newsletter),
+    };
+    tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
+    let left = db
+        .transaction(async |transaction| unsubscribe(transaction, subscriber_id).await)
+        .await
+        .step("unsubscribe")?;
+    Ok(match left {
+        Some(leaver) => unsubscribed(html, &newsletter, &leaver),
+        None => not_on_the_list(html, &newsletter),
+    })
+}
+
+/// Who just left: what the button to come back fills in.
+struct Leaver {
+    name: String,
+    email: String,
+}
+
+/// Marks the subscriber unsubscribed (the time only the first time) and
+/// deletes their confirmation tokens. `None` when no subscriber has the id:
+/// they were erased, and there is nothing left to do.
+async fn unsubscribe(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<Option<Leaver>, sqlx::Error> {
+    let leaver: Option<(String, String)> = sqlx::query_as(
+        "UPDATE subscriptions \
+         SET status = 'unsubscribed', \
+             unsubscribed_at = CASE WHEN status = 'unsubscribed' \
+                                    THEN COALESCE(unsubscribed_at, now()) ELSE now() END \
+         WHERE id = $1 \
+         RETURNING name, email",
+    )
+    .bind(subscriber_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if leaver.is_some() {
+        sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
+            .bind(subscriber_id)
+            .execute(connection)
+            .await?;
+    }
+    Ok(leaver.map(|(name, email)| Leaver { name, email }))
+}
+
+fn unsubscribed(html: bool, newsletter: &Newsletter, leaver: &Leaver) -> HttpResponse {
+    const MESSAGE: &str = "You are unsubscribed. You will not receive another issue.";
+    if !html {
+        return plain(MESSAGE);
+    }
+    page(
+        StatusCode::OK,
+        &UnsubscribedPage {
+            newsletter,
+            heading: "You are unsubscribed",
+            message: MESSAGE,
+            resubscribe: Some(Resubscribe {
+                name: &leaver.name,
+                email: &leaver.email,
+            }),
+            offer_to_subscribe: false,
+        },
+    )
+}
+
+/// A valid link whose subscriber is gone: nothing to do, and nothing wrong.
+fn not_on_the_list(html: bool, newsletter: &Newsletter) -> HttpResponse {
+    const MESSAGE: &str = "This address is not on the list: you will not receive any issue.";
+    if !html {
+        return plain(MESSAGE);
+    }
+    page(
+        StatusCode::OK,
+        &UnsubscribedPage {
+            newsletter,
+            heading: "Not on the list",
+            message: MESSAGE,
+            resubscribe: None,
+            offer_to_subscribe: true,
+        },
+    )
+}
+
+/// A token this service did not sign: 400 with the reason, as a page for
+/// browsers.
+fn refuse(bad: BadToken, html: bool, newsletter: &Newsletter) -> Result<HttpResponse, ApiError> {
+    let refusal = ApiError::BadRequest(bad.to_string());
+    if !html {
+        return Err(refusal);
+    }
+    let message = refusal.to_string();
+    Ok(page(
+        StatusCode::BAD_REQUEST,
+        &UnsubscribedPage {
+            newsletter,
+            heading: "Link not valid",
+            message: &message,
+            resubscribe: None,
+            offer_to_subscribe: false,
+        },
+    ))
+}
+
+fn plain(message: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(message)
+}

@@ -1,0 +1,566 @@
+//! Leaving the list: the `List-Unsubscribe` headers on every newsletter
+//! email, the one-click `POST /unsubscribe/{token}`, the page `GET` shows,
+//! and what unsubscribing means afterwards for campaigns, sign-ups and
+//! confirmation links.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use newsletter::keys::Keys;
+use newsletter::suppression::{self, Reason};
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::campaigns::{add_subscribers, publish, wait_for_state};
+use crate::helpers::{BASE_URL, BROWSER_ACCEPT, HeldEmailApi, TestApp, spawn_app, spawn_app_with};
+
+fn keys(app: &TestApp) -> Keys {
+    Keys::derive(&app.settings.application.hmac_secret).unwrap()
+}
+
+/// The token in `subscriber_id`'s unsubscribe links.
+fn token_for(app: &TestApp, subscriber_id: Uuid) -> String {
+    keys(app).unsubscribe_token(subscriber_id).to_string()
+}
+
+/// What a mail provider's one-click request carries.
+const ONE_CLICK: (&str, &str) = (
+    "application/x-www-form-urlencoded",
+    "List-Unsubscribe=One-Click",
+);
+
+/// `POST /unsubscribe/{token}` with the given body (and its content type,
+/// if any) and `Accept` header, if any.
+async fn post_unsubscribe(
+    app: &TestApp,
+    token: &str,
+    body: Option<(&str, &str)>,
+    accept: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .api_client
+        .post(format!("{}/unsubscribe/{token}", app.address));
+    if let Some((content_type, body)) = body {
+        request = request
+            .header("Content-Type", content_type)
+            .body(body.to_owned());
+    }
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    request.send().await.expect("Failed to POST /unsubscribe")
+}
+
+/// The one-click request, as a mail provider sends it.
+async fn one_click(app: &TestApp, subscriber_id: Uuid) -> reqwest::Response {
+    post_unsubscribe(app, &token_for(app, subscriber_id), Some(ONE_CLICK), None).await
+}
+
+/// A subscriber's status and when they unsubscribed.
+async fn standing(app: &TestApp, subscriber_id: Uuid) -> (String, Option<DateTime<Utc>>) {
+    sqlx::query_as("SELECT status, unsubscribed_at FROM subscriptions WHERE id = $1")
+        .bind(subscriber_id)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+async fn one_confirmed(app: &TestApp) -> Uuid {
+    add_subscribers(app, 1, "confirmed").await[0]
+}
+
+/// The value of the header `name` in a message sent to the email API.
+fn header<'a>(message: &'a Value, name: &str) -> Option<&'a str> {
+    message["Headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h["Name"] == name)
+        .and_then(|h| h["Value"].as_str())
+}
+
+/// Subscribers' ids by address.
+async fn ids_by_address(app: &TestApp) -> HashMap<String, Uuid> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as("SELECT email, id FROM subscriptions")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn every_issue_email_carries_its_recipients_unsubscribe_link_in_headers_and_bodies_and_a_confirmation_none()
+ {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    add_subscribers(&app, 3, "confirmed").await;
+    let response = app
+        .post_subscriptions("name=Ursula&email=ursula%40example.com")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let issue = publish(&app, "Issue one", "Hello {{name}}.").await;
+    wait_for_state(&app, issue, "done").await;
+    let sent = app.wait_for_emails(4).await;
+
+    let ids = ids_by_address(&app).await;
+    let (issues, others): (Vec<&Value>, Vec<&Value>) = sent
+        .iter()
+        .partition(|m| m["MessageStream"] == app.settings.email_client.broadcast_stream);
+    assert_eq!((issues.len(), others.len()), (3, 1));
+    let mut links = HashSet::new();
+    for message in issues {
+        let id = ids[message["To"].as_str().unwrap()];
+        let url = format!("{BASE_URL}/unsubscribe/{}", token_for(&app, id));
+        assert_eq!(
+            header(message, "List-Unsubscribe"),
+            Some(format!("<{url}>").as_str()),
+            "{message}"
+        );
+        assert_eq!(
+            header(message, "List-Unsubscribe-Post"),
+            Some("List-Unsubscribe=One-Click")
+        );
+        for body in ["HtmlBody", "TextBody"] {
+            let text = message[body].as_str().unwrap();
+            assert!(text.contains(&url), "{body} lacks {url}: {text}");
+        }
+        links.insert(url);
+    }
+    assert_eq!(links.len(), 3, "each recipient has a link of their own");
+    let confirmation = others[0];
+    assert_eq!(header(confirmation, "List-Unsubscribe"), None);
+    assert_eq!(header(confirmation, "List-Unsubscribe-Post"), None);
+    assert!(confirmation.get("Headers").is_none(), "{confirmation}");
+}
+
+#[tokio::test]
+async fn the_unsubscribe_mailbox_is_offered_after_the_link_when_one_is_configured() {
+    let app = spawn_app_with(|s| {
+        s.campaigns.unsubscribe_mailbox = Some("leave@newsletter.test".into());
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let id = one_confirmed(&app).await;
+
+    let issue = publish(&app, "Issue one", "Hello {{name}}.").await;
+    wait_for_state(&app, issue, "done").await;
+
+    let sent = app.wait_for_emails(1).await;
+    let token = token_for(&app, id);
+    assert_eq!(
+        header(&sent[0], "List-Unsubscribe"),
+        Some(
+            format!(
+                "<{BASE_URL}/unsubscribe/{token}>, \
+                 <mailto:leave@newsletter.test?subject=unsubscribe-{token}>"
+            )
+            .as_str()
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_link_from_an_issue_unsubscribes_its_recipient_with_one_post() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let [reader, other] = add_subscribers(&app, 2, "confirmed").await[..] else {
+        unreachable!()
+    };
+    let issue = publish(&app, "Issue one", "Hello {{name}}.").await;
+    wait_for_state(&app, issue, "done").await;
+    let ids = ids_by_address(&app).await;
+    let sent = app.wait_for_emails(2).await;
+    let message = sent
+        .iter()
+        .find(|m| ids[m["To"].as_str().unwrap()] == reader)
+        .unwrap();
+    let link = header(message, "List-Unsubscribe").unwrap();
+    let link = reqwest::Url::parse(link.trim_matches(['<', '>'])).unwrap();
+
+    let response = app
+        .api_client
+        .post(app.local(&link))
+        .header("Content-Type", ONE_CLICK.0)
+        .body(ONE_CLICK.1)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(standing(&app, reader).await.0, "unsubscribed");
+    assert_eq!(standing(&app, other).await.0, "confirmed");
+}
+
+#[tokio::test]
+async fn a_one_click_post_unsubscribes_with_the_form_body_without_one_or_with_an_odd_one() {
+    let app = spawn_app().await;
+    let cases: [(&str, Option<(&str, &str)>); 5] = [
+        ("the one-click form", Some(ONE_CLICK)),
+        ("no body at all", None),
+        (
+            "an empty form",
+            Some(("application/x-www-form-urlencoded", "")),
+        ),
+        ("plain text", Some(("text/plain", "unsubscribe me"))),
+        (
+            "broken JSON",
+            Some(("application/json", "{\"List-Unsubscribe")),
+        ),
+    ];
+    for (case, body) in cases {
+        let id = one_confirmed(&app).await;
+
+        let response = post_unsubscribe(&app, &token_for(&app, id), body, None).await;
+
+        assert_eq!(response.status(), StatusCode::OK, "{case}");
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "{case}: no cookie"
+        );
+        assert_eq!(
+            response.headers().get("cache-control").unwrap(),
+            "no-store",
+            "{case}"
+        );
+        let (status, unsubscribed_at) = standing(&app, id).await;
+        assert_eq!(status, "unsubscribed", "{case}");
+        assert!(unsubscribed_at.is_some(), "{case}");
+    }
+}
+
+#[tokio::test]
+async fn unsubscribing_again_answers_200_and_keeps_the_first_time() {
+    let app = spawn_app().await;
+    let id = one_confirmed(&app).await;
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+    let (_, first) = standing(&app, id).await;
+
+    let again = one_click(&app, id).await;
+
+    assert_eq!(again.status(), StatusCode::OK);
+    let (status, at) = standing(&app, id).await;
+    assert_eq!(status, "unsubscribed");
+    assert_eq!(at, first);
+    assert!(first.is_some());
+}
+
+#[tokio::test]
+async fn a_pending_subscriber_can_unsubscribe_too() {
+    let app = spawn_app().await;
+    let id = add_subscribers(&app, 1, "pending_confirmation").await[0];
+
+    let response = one_click(&app, id).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(standing(&app, id).await.0, "unsubscribed");
+}
+
+#[tokio::test]
+async fn a_browser_is_told_it_is_done_and_offered_a_button_to_subscribe_again() {
+    let app = spawn_app().await;
+    let id = one_confirmed(&app).await;
+    let (name, email): (String, String) =
+        sqlx::query_as("SELECT name, email FROM subscriptions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+
+    let response = post_unsubscribe(
+        &app,
+        &token_for(&app, id),
+        Some(ONE_CLICK),
+        Some(BROWSER_ACCEPT),
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("You are unsubscribed"), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/subscriptions">"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"name="name" value="{name}""#)),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"name="email" value="{email}""#)),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_link_whose_subscriber_was_erased_answers_200_not_on_the_list() {
+    let app = spawn_app().await;
+
+    let response = one_click(&app, Uuid::new_v4()).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("not on the list"), "{text}");
+    assert_eq!(app.subscriber_count().await, 0);
+}
+
+#[tokio::test]
+async fn opening_the_link_shows_a_button_and_never_unsubscribes() {
+    let app = spawn_app().await;
+    let id = one_confirmed(&app).await;
+    let token = token_for(&app, id);
+    let url = format!("{}/unsubscribe/{token}", app.address);
+
+    for _ in 0..2 {
+        for response in [
+            app.browse(&url).await,
+            app.get(&format!("/unsubscribe/{token}")).await,
+        ] {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers().get("x-robots-tag").unwrap(), "noindex");
+            let page = response.text().await.unwrap();
+            assert!(
+                page.contains(&format!(
+                    r#"<form method="post" action="/unsubscribe/{token}">"#
+                )),
+                "{page}"
+            );
+            assert!(
+                page.contains(r#"name="List-Unsubscribe" value="One-Click""#),
+                "{page}"
+            );
+        }
+    }
+
+    assert_eq!(standing(&app, id).await, ("confirmed".to_owned(), None));
+}
+
+#[tokio::test]
+async fn a_forged_truncated_or_foreign_token_is_refused_with_400_and_changes_nothing() {
+    let app = spawn_app().await;
+    let [ada, bob] = add_subscribers(&app, 2, "confirmed").await[..] else {
+        unreachable!()
+    };
+    let token = token_for(&app, ada);
+    // Bob's id with the tag of Ada's link.
+    let foreign = format!("{}{}", bob.simple(), &token[32..]);
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let cases = [
+        ("another subscriber's id", foreign),
+        ("a changed tag", forged),
+        ("cut short", token[..token.len() - 4].to_owned()),
+        ("the id alone", ada.simple().to_string()),
+        ("not hex", "z".repeat(64)),
+        ("garbage", "not-a-token".to_owned()),
+    ];
+
+    for (case, bad) in &cases {
+        let plain = post_unsubscribe(&app, bad, Some(ONE_CLICK), None).await;
+        assert_eq!(plain.status(), StatusCode::BAD_REQUEST, "{case}");
+        let reason = plain.text().await.unwrap();
+        assert!(reason.contains("not valid"), "{case}: {reason}");
+
+        let browser = post_unsubscribe(&app, bad, Some(ONE_CLICK), Some(BROWSER_ACCEPT)).await;
+        assert_eq!(browser.status(), StatusCode::BAD_REQUEST, "{case}");
+        let page = browser.text().await.unwrap();
+        assert!(page.contains("Link not valid"), "{case}: {page}");
+
+        let opened = app
+            .browse(format!("{}/unsubscribe/{bad}", app.address))
+            .await;
+        assert_eq!(opened.status(), StatusCode::BAD_REQUEST, "{case}");
+    }
+
+    for id in [ada, bob] {
+        assert_eq!(standing(&app, id).await, ("confirmed".to_owned(), None));
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413_and_changes_nothing() {
+    let app = spawn_app().await;
+    let id = one_confirmed(&app).await;
+    let large = "x".repeat(64 * 1024);
+
+    let response = post_unsubscribe(
+        &app,
+        &token_for(&app, id),
+        Some(("text/plain", &large)),
+        None,
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(standing(&app, id).await.0, "confirmed");
+}
+
+#[tokio::test]
+async fn someone_who_unsubscribes_while_an_issue_is_under_way_is_not_sent_it() {
+    // One sender, held at its first batch: the rest wait their turn.
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 10;
+        s.campaigns.audience_chunk = 10;
+    })
+    .await;
+    add_subscribers(&app, 20, "confirmed").await;
+    let issue = publish(&app, "Leaving", "Hello {{name}}.").await;
+    api.wait_for_requests(1).await;
+    let in_flight: HashSet<String> = api.requests()[0]
+        .iter()
+        .map(|message| message["To"].as_str().unwrap().to_owned())
+        .collect();
+    let (address, leaver) = ids_by_address(&app)
+        .await
+        .into_iter()
+        .find(|(address, _)| !in_flight.contains(address))
+        .expect("someone waits for a later batch");
+
+    assert_eq!(one_click(&app, leaver).await.status(), StatusCode::OK);
+    api.release();
+    let progress = wait_for_state(&app, issue, "done").await;
+
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM deliveries WHERE issue_id = $1 AND subscriber_id = $2",
+    )
+    .bind(issue)
+    .bind(leaver)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "skipped");
+    let received: Vec<String> = api
+        .requests()
+        .into_iter()
+        .flatten()
+        .map(|message| message["To"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!received.contains(&address), "{address} was sent the issue");
+    assert_eq!(received.len(), 19);
+    assert_eq!((progress.summary.sent, progress.summary.skipped), (19, 1));
+}
+
+/// Signs Ursula up and returns the confirmation link of the `n`th email
+/// the API received (counting from 1).
+async fn sign_up_ursula(app: &TestApp, n: usize) -> reqwest::Url {
+    let response = app
+        .post_subscriptions("name=Ursula&email=ursula%40example.com")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = app.wait_for_emails(n).await;
+    app.confirmation_links(&sent[n - 1]).html
+}
+
+async fn ursula(app: &TestApp) -> (Uuid, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    sqlx::query_as(
+        "SELECT id, status, confirmed_at, unsubscribed_at FROM subscriptions \
+         WHERE email = 'ursula@example.com'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn subscribing_again_after_unsubscribing_takes_a_new_confirmation() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let first_link = sign_up_ursula(&app, 1).await;
+    assert_eq!(app.click(&first_link).await.status(), StatusCode::OK);
+    let (id, _, first_consent, _) = ursula(&app).await;
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+
+    let second_link = sign_up_ursula(&app, 2).await;
+
+    let sent = app.sent_emails().await;
+    assert!(
+        sent[1]["Subject"].as_str().unwrap().contains("confirm"),
+        "a confirmation, not an 'already subscribed' notice: {}",
+        sent[1]["Subject"]
+    );
+    let (same_id, status, _, unsubscribed_at) = ursula(&app).await;
+    assert_eq!(same_id, id);
+    assert_eq!(status, "unsubscribed", "until the new link is opened");
+    assert!(unsubscribed_at.is_some());
+
+    assert_eq!(app.click(&second_link).await.status(), StatusCode::OK);
+
+    let (_, status, consent, unsubscribed_at) = ursula(&app).await;
+    assert_eq!(status, "confirmed");
+    assert_eq!(unsubscribed_at, None);
+    assert!(
+        consent.unwrap() > first_consent.unwrap(),
+        "coming back is a new consent"
+    );
+}
+
+#[tokio::test]
+async fn a_confirmation_link_from_before_unsubscribing_does_not_subscribe() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let link = sign_up_ursula(&app, 1).await;
+    let (id, ..) = ursula(&app).await;
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+
+    let response = app.click(&link).await;
+
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (_, status, confirmed_at, _) = ursula(&app).await;
+    assert_eq!(status, "unsubscribed");
+    assert_eq!(confirmed_at, None);
+}
+
+#[tokio::test]
+async fn a_suppressed_address_gets_no_confirmation_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    suppression::suppress(
+        &mut conn,
+        &keys(&app),
+        "ursula@example.com",
+        Reason::HardBounce,
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+
+    let suppressed = app
+        .post_subscriptions("name=Ursula&email=Ursula%40Example.com")
+        .await;
+    let other = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+
+    assert_eq!(suppressed.status(), StatusCode::OK, "the same answer");
+    assert_eq!(other.status(), StatusCode::OK);
+    let addresses: Vec<String> = sqlx::query_scalar("SELECT email FROM subscriptions")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(addresses, ["ada@example.com"]);
+    let recipients: Vec<String> = app
+        .wait_for_outbox_to_settle()
+        .await
+        .into_iter()
+        .map(|row| row.recipient)
+        .collect();
+    assert_eq!(recipients, ["ada@example.com"]);
+    let sent = app.wait_for_emails(1).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["To"], "ada@example.com");
+}
