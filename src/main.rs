@@ -84,7 +84,8 @@ async fn main() -> anyhow::Result<()> {
             if done.without_body > 0 {
                 println!(
                     "{} failed emails were left as they are: their content was cleared \
-                     by an earlier release, so there is nothing to send.",
+                     (by retention after retention.body_days, or by an earlier release), \
+                     so there is nothing to send.",
                     done.without_body
                 );
             }
