@@ -14,6 +14,7 @@ pub mod newsletters;
 pub mod outbox;
 pub mod pages;
 pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod signups;
 pub mod startup;

@@ -4,19 +4,24 @@
 //! - `newsletter migrate`: create the database if needed and apply pending
 //!   migrations, then exit. Deploy jobs run this before new instances start.
 //! - `newsletter worker`: only deliver queued email and newsletter issues,
-//!   until SIGTERM. For
+//!   and run the retention job when it is enabled, until SIGTERM. For
 //!   scaling delivery apart from the web tier (set
 //!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
+//! - `newsletter retention`: run the retention job once, now, whenever the
+//!   last run was; still never beside a run in another process.
 //! - `newsletter admin create|reset-password --username NAME`: add an admin,
 //!   or give one a new password; see `newsletter::admin::cli`.
 
 use anyhow::Context;
 use newsletter::admin;
-use newsletter::configuration::get_configuration;
+use newsletter::configuration::{Settings, get_configuration};
 use newsletter::db;
 use newsletter::migrate;
 use newsletter::outbox::{self, spawn_workers};
-use newsletter::startup::{Application, campaign_sender, delivery_db, delivery_worker};
+use newsletter::retention::{Outcome, Retention, When};
+use newsletter::startup::{
+    Application, campaign_sender, delivery_db, delivery_worker, retention_job,
+};
 use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +31,10 @@ Usage: newsletter [COMMAND]
 Commands:
   serve     Serve HTTP (the default)
   migrate   Create the database if missing and apply pending migrations
-  worker    Deliver queued email only, without serving HTTP
+  worker    Deliver queued email (and run the retention job, if enabled),
+            without serving HTTP
+  retention Run the retention job once now, whenever it last ran; exits
+            with status 75 if another process is running it
   outbox requeue-failed
             Queue every failed email that still has its content to be sent
             again, with a fresh count of attempts
@@ -76,17 +84,22 @@ async fn main() -> anyhow::Result<()> {
             if done.without_body > 0 {
                 println!(
                     "{} failed emails were left as they are: their content was cleared \
-                     by an earlier release, so there is nothing to send.",
+                     (by retention after retention.body_days, or by an earlier release), \
+                     so there is nothing to send.",
                     done.without_body
                 );
             }
         }
         Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
+        Some("retention") => run_retention_now(&settings).await?,
         Some("worker") => {
             let db = delivery_db(&settings);
             let stop = CancellationToken::new();
             let mut workers = spawn_workers(delivery_worker(&settings, db)?, stop.clone());
             let mut senders = campaign_sender(&settings)?.spawn(stop.clone());
+            if let Some(retention) = retention_job(&settings)? {
+                senders.spawn(retention.run_periodically(stop.clone()));
+            }
             wait_for_termination().await?;
             tracing::info!("Stopping: finishing the emails in flight");
             stop.cancel();
@@ -97,6 +110,35 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("Unknown command `{other}`.\n\n{USAGE}");
             std::process::exit(2);
         }
+    }
+    Ok(())
+}
+
+/// `newsletter retention`: one run now, its progress in the log lines, its
+/// counts at the end. Ctrl-C stops it between two batches.
+async fn run_retention_now(settings: &Settings) -> anyhow::Result<()> {
+    let db = db::Db::connect_lazy(&settings.database, 1);
+    let retention = Retention::new(db, settings.retention.clone())?;
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        if wait_for_termination().await.is_ok() {
+            stopper.cancel();
+        }
+    });
+    match retention
+        .run(When::Now, &stop)
+        .await
+        .context("The retention run failed")?
+    {
+        Outcome::Finished(report) => println!("Retention run finished:\n{report}"),
+        Outcome::Stopped(report) => println!("Retention run stopped early:\n{report}"),
+        Outcome::Busy => {
+            eprintln!("Another process is running retention now; nothing was done.");
+            std::process::exit(75);
+        }
+        // A run asked for now is never early; said plainly all the same.
+        Outcome::NotDue => println!("Retention is not due; nothing was done."),
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use crate::email_client::MAX_BATCH;
 use crate::keys::Keys;
 use crate::outbox::{DeliveryWorker, Outbox};
 use crate::rate_limit::RateLimiter;
+use crate::retention::Retention;
 use crate::routes::admin::{PublishSettings, SessionCookies};
 use crate::routes::{self, ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
@@ -49,6 +50,9 @@ impl Application {
         if settings.delivery.run_in_server {
             let mut senders = campaign_sender(&settings)?.spawn(stop_workers.clone());
             workers.spawn(async move { while senders.join_next().await.is_some() {} });
+            if let Some(retention) = retention_job(&settings)? {
+                workers.spawn(retention.run_periodically(stop_workers.clone()));
+            }
         }
         // Its one connection listens for as long as the server runs.
         let streams = stop_workers.child_token();
@@ -191,6 +195,19 @@ pub fn campaign_sender(settings: &Settings) -> Result<Sender, anyhow::Error> {
         keys,
         settings.email_client.timeout(),
     )
+}
+
+/// The retention job, if `retention.enabled`, with one connection of its
+/// own: its batches run one after another, and never take a connection
+/// that requests or deliveries wait for.
+pub fn retention_job(settings: &Settings) -> Result<Option<Retention>, anyhow::Error> {
+    if !settings.retention.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Retention::new(
+        Db::connect_lazy(&settings.database, 1),
+        settings.retention.clone(),
+    )?))
 }
 
 /// Delivery workers get a pool of their own, so that a backlog of email

@@ -13,6 +13,7 @@ mod newsletters;
 mod newsroom;
 mod pages;
 mod rate_limits;
+mod retention;
 mod shutdown;
 mod signups;
 mod subscriptions;
