@@ -137,7 +137,10 @@ const UPSERT_ROUNDS: usize = 3;
 /// The retention job deletes old unconfirmed sign-ups while this runs: an
 /// address can conflict on the insert and be gone by the look-up that
 /// follows. Such addresses are inserted again, a few rounds at most, rather
-/// than failing a sign-up that would succeed a moment later.
+/// than failing a sign-up that would succeed a moment later. A row the
+/// look-up finds is key-share locked until the sign-up commits: the job
+/// skips locked rows, so it cannot delete one between the look-up and the
+/// token that refers to it.
 async fn upsert_pending_subscribers(
     connection: &mut PgConnection,
     subscribers: &[&NewSubscriber],
@@ -216,7 +219,8 @@ async fn find_existing(
     sqlx::query_as(
         "SELECT wanted.n, s.id, s.status \
          FROM UNNEST($1::text[]) WITH ORDINALITY AS wanted (email, n) \
-         JOIN subscriptions s ON lower(s.email) = lower(wanted.email)",
+         JOIN subscriptions s ON lower(s.email) = lower(wanted.email) \
+         FOR KEY SHARE OF s",
     )
     .bind(addresses)
     .fetch_all(connection)
