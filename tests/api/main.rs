@@ -17,3 +17,4 @@ mod shutdown;
 mod signups;
 mod subscriptions;
 mod subscriptions_confirm;
+mod webhooks;
