@@ -456,11 +456,10 @@ pub async fn report_delivery(
     .bind(delivery.seq)
     .fetch_optional(&mut *conn)
     .await?;
-    let allowed = match (was.as_deref(), report) {
-        (Some("sent"), _) => true,
-        (Some("bounced"), Report::Complained) => true,
-        _ => false,
-    };
+    let allowed = matches!(
+        (was.as_deref(), report),
+        (Some("sent"), _) | (Some("bounced"), Report::Complained)
+    );
     if !allowed {
         return Ok(None);
     }

@@ -46,8 +46,8 @@ pub async fn postmark_webhook(
     keys: web::Data<Keys>,
     policy: web::Data<Policy>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Err(refusal) = authenticate(request.headers(), &settings) {
-        return Ok(refusal);
+    if authenticate(request.headers(), &settings).is_err() {
+        return Ok(unauthorized());
     }
     let record = postmark::parse(&body).map_err(|e| {
         tracing::warn!(reason = %e, "Refused a Postmark webhook record");
@@ -66,9 +66,13 @@ pub async fn postmark_webhook(
     Ok(HttpResponse::Ok().finish())
 }
 
-/// Checks the request's Basic credentials, or answers 401 with the scheme
-/// to use. Until both credentials are configured nothing is accepted.
-fn authenticate(headers: &HeaderMap, settings: &WebhookSettings) -> Result<(), HttpResponse> {
+/// Credentials missing, wrong, or not configured: answered with 401.
+#[derive(Debug)]
+struct Refused;
+
+/// Checks the request's Basic credentials. Until both credentials are
+/// configured nothing is accepted.
+fn authenticate(headers: &HeaderMap, settings: &WebhookSettings) -> Result<(), Refused> {
     let (Some(username), Some(password)) = (
         settings
             .postmark_username
@@ -84,18 +88,18 @@ fn authenticate(headers: &HeaderMap, settings: &WebhookSettings) -> Result<(), H
             "Refused a Postmark webhook: webhooks.postmark_username and postmark_password \
              (APP_WEBHOOKS__POSTMARK_USERNAME, APP_WEBHOOKS__POSTMARK_PASSWORD) are not both set"
         );
-        return Err(unauthorized());
+        return Err(Refused);
     };
     let Some((given_username, given_password)) = basic_credentials(headers) else {
         tracing::warn!("Refused a Postmark webhook without Basic credentials");
-        return Err(unauthorized());
+        return Err(Refused);
     };
     let matches = same(&given_username, username) & same(&given_password, password);
     if bool::from(matches) {
         Ok(())
     } else {
         tracing::warn!("Refused a Postmark webhook with the wrong credentials");
-        Err(unauthorized())
+        Err(Refused)
     }
 }
 
@@ -167,13 +171,15 @@ mod tests {
             (with_authorization("Bearer abc"), "another scheme"),
             (with_authorization("Basic ###"), "not base64"),
         ] {
-            let refused = authenticate(&headers, &configured).unwrap_err();
-            assert_eq!(refused.status(), 401, "{case}");
-            assert!(
-                refused.headers().contains_key(header::WWW_AUTHENTICATE),
-                "{case}"
-            );
+            assert!(authenticate(&headers, &configured).is_err(), "{case}");
         }
+    }
+
+    #[test]
+    fn a_refusal_says_which_scheme_to_use() {
+        let refused = unauthorized();
+        assert_eq!(refused.status(), 401);
+        assert!(refused.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

@@ -661,3 +661,34 @@ async fn a_confirmation_to_a_suppressed_address_is_kept_failed_and_never_sent() 
         );
     }
 }
+
+#[tokio::test]
+async fn an_email_queued_before_its_address_was_suppressed_is_failed_not_sent() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    app.mock_email_api_ok().await;
+    let email = "queued@example.com";
+    let signed_up = app
+        .post_subscriptions("name=Reader&email=queued%40example.com")
+        .await;
+    assert_eq!(signed_up.status(), 200);
+    // Queued, and nobody has sent it yet when the address is suppressed.
+    assert_eq!(app.outbox().await[0].status, "pending");
+    deliver(
+        &app,
+        &subscription_change(email, &at(10), Some("HardBounce")),
+    )
+    .await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert_eq!(outbox[0].status, "failed");
+    assert_eq!(
+        outbox[0].last_error.as_deref(),
+        Some("suppressed: hard bounce")
+    );
+    assert!(app.sent_emails().await.is_empty());
+}
