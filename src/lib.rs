@@ -20,3 +20,4 @@ pub mod signups;
 pub mod startup;
 pub mod suppression;
 pub mod telemetry;
+pub mod webhooks;

@@ -105,6 +105,7 @@ impl Application {
             progress,
             keys,
             webhooks: settings.webhooks.clone(),
+            webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
         };
         let server = run(
             listener,
@@ -236,6 +237,8 @@ struct Services {
     /// Signs unsubscribe links and hashes suppressed addresses.
     keys: Keys,
     webhooks: WebhookSettings,
+    /// What webhook records are judged by.
+    webhook_policy: crate::webhooks::Policy,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -273,7 +276,9 @@ fn run(
         progress,
         keys,
         webhooks,
+        webhook_policy,
     } = services;
+    let webhook_policy = web::Data::new(webhook_policy);
     let keys = web::Data::new(keys);
     let webhooks = web::Data::new(webhooks);
     let publish = web::Data::new(publish);
@@ -324,6 +329,7 @@ fn run(
             .app_data(progress.clone())
             .app_data(keys.clone())
             .app_data(webhooks.clone())
+            .app_data(webhook_policy.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())

@@ -150,6 +150,29 @@ pub async fn find(
     .transpose()
 }
 
+/// SQL for what a message kept from a suppressed address says as its
+/// error, `suppressed: <label>`, from the reason in `column`: for the
+/// statements that skip suppressed recipients many at a time. `column` is
+/// the caller's own SQL, never input.
+pub fn skipped_because_sql(column: &str) -> String {
+    let mut sql = format!("'suppressed: ' || CASE {column}");
+    for reason in [
+        Reason::HardBounce,
+        Reason::SoftBounce,
+        Reason::SpamComplaint,
+        Reason::ProviderUnsubscribe,
+        Reason::Unsubscribed,
+    ] {
+        sql.push_str(&format!(
+            " WHEN '{}' THEN '{}'",
+            reason.as_str(),
+            reason.label()
+        ));
+    }
+    sql.push_str(&format!(" ELSE {column} END"));
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +22,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
+use crate::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
 /// published, resumed, or had failed deliveries queued again).
@@ -220,9 +222,19 @@ pub struct IssueSummary {
     pub created_at: DateTime<Utc>,
     pub audience_complete: bool,
     pub recipients: i64,
+    /// Every message the email API accepted, those reported bounced or
+    /// complained about afterwards included.
     pub sent: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Of those sent, the deliveries the provider reported as hard bounces
+    /// (and not complained about since).
+    pub bounced: i64,
+    /// Of those sent, the deliveries whose recipient marked them as spam.
+    pub complained: i64,
+    /// Why the issue paused itself (the complaint guard); `None` when an
+    /// admin paused it, or it is not paused.
+    pub paused_reason: Option<String>,
 }
 
 impl IssueSummary {
@@ -251,7 +263,8 @@ impl IssueSummary {
 }
 
 const SUMMARY_COLUMNS: &str = "id, title, state, send_at, created_at, audience_complete, \
-                               recipients, sent, failed, skipped";
+                               recipients, sent, failed, skipped, bounced, complained, \
+                               paused_reason";
 
 /// The latest `limit` issues, newest first.
 pub async fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<IssueSummary>, sqlx::Error> {
@@ -366,7 +379,8 @@ pub async fn progress(conn: &mut PgConnection, id: Uuid) -> Result<Option<Progre
 /// whether the issue was sending.
 pub async fn pause(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE newsletter_issues SET state = 'paused' WHERE id = $1 AND state = 'sending'",
+        "UPDATE newsletter_issues SET state = 'paused', paused_reason = NULL \
+         WHERE id = $1 AND state = 'sending'",
     )
     .bind(id)
     .execute(conn)
@@ -374,11 +388,114 @@ pub async fn pause(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Erro
     Ok(done.rows_affected() == 1)
 }
 
+/// Pauses a sending issue on the service's own initiative, saying why on
+/// its page (the complaint guard). Returns whether it was sending.
+pub async fn pause_with_reason(
+    conn: &mut PgConnection,
+    id: Uuid,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE newsletter_issues SET state = 'paused', paused_reason = $2 \
+         WHERE id = $1 AND state = 'sending'",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What the email provider reported about a delivery after sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A hard bounce: the message never arrived.
+    Bounced,
+    /// The recipient marked it as spam.
+    Complained,
+}
+
+impl Report {
+    fn status(self) -> &'static str {
+        match self {
+            Report::Bounced => "bounced",
+            Report::Complained => "complained",
+        }
+    }
+}
+
+/// The issue's counts after a report changed one of its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub state: IssueState,
+    pub sent: i64,
+    pub complained: i64,
+}
+
+/// Moves a delivery the provider reported on: `sent → bounced`,
+/// `sent → complained`, or `bounced → complained` (the complaint is the
+/// stronger fact; a bounce after a complaint changes nothing). `sent` keeps
+/// counting it; `bounced` and `complained` count the rows in those states,
+/// changed in the same statement as the row. Returns the issue's counts,
+/// or `None` when nothing changed: the delivery is unknown, not sent (yet),
+/// or already in that state (a repeated report). `why` becomes the
+/// delivery's reason on the issue's page.
+///
+/// The delivery's row is locked first, so that two reports about it at
+/// once move it one after the other, each from the state the other left.
+pub async fn report_delivery(
+    conn: &mut PgConnection,
+    delivery: DeliveryId,
+    report: Report,
+    why: &str,
+) -> Result<Option<Reported>, sqlx::Error> {
+    let was: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM deliveries WHERE issue_id = $1 AND seq = $2 FOR UPDATE",
+    )
+    .bind(delivery.issue_id)
+    .bind(delivery.seq)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let allowed = matches!(
+        (was.as_deref(), report),
+        (Some("sent"), _) | (Some("bounced"), Report::Complained)
+    );
+    if !allowed {
+        return Ok(None);
+    }
+    let counts: Option<(IssueState, i64, i64)> = sqlx::query_as(
+        "WITH changed AS ( \
+             UPDATE deliveries SET status = $3, last_error = $5, updated_at = now() \
+             WHERE issue_id = $1 AND seq = $2 AND status = $4 \
+             RETURNING 1 \
+         ) \
+         UPDATE newsletter_issues \
+         SET bounced = bounced + CASE WHEN $3 = 'bounced' THEN 1 \
+                                      WHEN $4 = 'bounced' THEN -1 ELSE 0 END, \
+             complained = complained + CASE WHEN $3 = 'complained' THEN 1 ELSE 0 END \
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM changed) \
+         RETURNING state, sent, complained",
+    )
+    .bind(delivery.issue_id)
+    .bind(delivery.seq)
+    .bind(report.status())
+    .bind(was)
+    .bind(why)
+    .fetch_optional(conn)
+    .await?;
+    Ok(counts.map(|(state, sent, complained)| Reported {
+        state,
+        sent,
+        complained,
+    }))
+}
+
 /// Hands out the issue's batches again. Returns whether it was paused.
 pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE newsletter_issues \
-         SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped \
+         SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped, \
+             paused_reason = NULL \
          WHERE id = $1 AND state = 'paused'",
     )
     .bind(id)
@@ -510,8 +627,12 @@ pub struct Undelivered {
     pub attempts: i16,
 }
 
-/// The issue's failed and skipped deliveries after `after_seq`, in order,
-/// at most `limit`.
+/// The issue's deliveries that did not reach their recipient (failed,
+/// skipped, bounced) or that did and were complained about, after
+/// `after_seq`, in order, at most `limit`. The status list is the
+/// predicate of `deliveries_unreached_idx`, word for word, so that the
+/// planner can prove the index covers it: the rows come from that small
+/// index, not from a scan of the issue's every delivery.
 pub async fn undelivered(
     conn: &mut PgConnection,
     id: Uuid,
@@ -521,7 +642,8 @@ pub async fn undelivered(
     sqlx::query_as(
         "SELECT d.seq, s.email, d.status, d.last_error AS reason, d.attempts \
          FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscriber_id \
-         WHERE d.issue_id = $1 AND d.seq > $2 AND d.status IN ('failed', 'skipped') \
+         WHERE d.issue_id = $1 AND d.seq > $2 \
+           AND d.status IN ('failed', 'skipped', 'bounced', 'complained') \
          ORDER BY d.seq LIMIT $3",
     )
     .bind(id)
@@ -607,7 +729,9 @@ pub struct Chunk {
 /// Records the next `chunk` confirmed subscribers (by id, after the cursor)
 /// who had confirmed by the issue's `send_at`, numbers them on from the
 /// last, cuts them into batches of `batch_size`, and moves the cursor and
-/// the lease on, in one short transaction. `None` when the claim was lost
+/// the lease on, in one short transaction. A subscriber whose address is
+/// on the suppression list is recorded as skipped, with the reason, so
+/// that the issue's page says who was left out and why. `None` when the claim was lost
 /// or the issue was paused or cancelled meanwhile: the chunk is then rolled
 /// back, and whoever records next starts from the same cursor.
 ///
@@ -641,47 +765,19 @@ pub async fn record_audience_chunk(
         transaction.rollback().await?;
         return Ok(None);
     };
-    let moved_on: Option<(i64, bool)> = sqlx::query_as(
-        "WITH chosen AS ( \
-             SELECT s.id, ($4 + row_number() OVER (ORDER BY s.id))::int AS seq \
-             FROM subscriptions s \
-             WHERE s.id > $2 AND s.status = 'confirmed' \
-               AND (s.confirmed_at IS NULL OR s.confirmed_at <= $3) \
-             ORDER BY s.id LIMIT $5 \
-         ), recorded AS ( \
-             INSERT INTO deliveries (issue_id, seq, subscriber_id) \
-             SELECT $1, seq, id FROM chosen \
-         ), bounds AS ( \
-             SELECT min(seq) AS low, max(seq) AS high, count(*) AS n, \
-                    (SELECT id FROM chosen ORDER BY seq DESC LIMIT 1) AS last_id \
-             FROM chosen \
-         ), batches AS ( \
-             INSERT INTO delivery_batches (issue_id, first_seq, last_seq) \
-             SELECT $1, first, LEAST(first + $6 - 1, bounds.high) \
-             FROM bounds, generate_series(bounds.low, bounds.high, $6) AS first \
-             WHERE bounds.n > 0 \
-         ) \
-         UPDATE newsletter_issues i \
-         SET recipients = i.recipients + bounds.n, \
-             audience_cursor = COALESCE(bounds.last_id, i.audience_cursor), \
-             audience_complete = bounds.n < $5, \
-             audience_claimed_until = now() + make_interval(secs => $7) \
-         FROM bounds \
-         WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
-           AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
-         RETURNING bounds.n, i.audience_complete",
-    )
-    .bind(claim.issue_id)
-    .bind(cursor.unwrap_or(Uuid::nil()))
-    .bind(send_at)
-    .bind(recorded_before)
-    .bind(chunk)
-    .bind(batch_size)
-    .bind(lease.as_secs_f64())
-    .bind(claim.claim)
-    .bind(cursor)
-    .fetch_optional(&mut *transaction)
-    .await?;
+    let moved_on: Option<(i64, bool)> =
+        sqlx::query_as(AssertSqlSafe(RECORD_AUDIENCE_CHUNK.as_str()))
+            .bind(claim.issue_id)
+            .bind(cursor.unwrap_or(Uuid::nil()))
+            .bind(send_at)
+            .bind(recorded_before)
+            .bind(chunk)
+            .bind(batch_size)
+            .bind(lease.as_secs_f64())
+            .bind(claim.claim)
+            .bind(cursor)
+            .fetch_optional(&mut *transaction)
+            .await?;
     let Some((recorded, complete)) = moved_on else {
         transaction.rollback().await?;
         return Ok(None);
@@ -695,6 +791,51 @@ pub async fn record_audience_chunk(
     transaction.commit().await?;
     Ok(Some(Chunk { recorded, complete }))
 }
+
+/// The statement of [`record_audience_chunk`]. The suppression list is
+/// joined on the address in lower case, which its unique index on `email`
+/// answers one lookup per subscriber.
+static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH chosen AS ( \
+             SELECT s.id, ($4 + row_number() OVER (ORDER BY s.id))::int AS seq, \
+                    sup.reason AS suppressed \
+             FROM subscriptions s \
+             LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
+             WHERE s.id > $2 AND s.status = 'confirmed' \
+               AND (s.confirmed_at IS NULL OR s.confirmed_at <= $3) \
+             ORDER BY s.id LIMIT $5 \
+         ), recorded AS ( \
+             INSERT INTO deliveries (issue_id, seq, subscriber_id, status, last_error, updated_at) \
+             SELECT $1, seq, id, \
+                    CASE WHEN suppressed IS NULL THEN 'queued' ELSE 'skipped' END, \
+                    {why}, \
+                    CASE WHEN suppressed IS NOT NULL THEN now() END \
+             FROM chosen \
+         ), bounds AS ( \
+             SELECT min(seq) AS low, max(seq) AS high, count(*) AS n, \
+                    count(suppressed) AS suppressed, \
+                    (SELECT id FROM chosen ORDER BY seq DESC LIMIT 1) AS last_id \
+             FROM chosen \
+         ), batches AS ( \
+             INSERT INTO delivery_batches (issue_id, first_seq, last_seq) \
+             SELECT $1, first, LEAST(first + $6 - 1, bounds.high) \
+             FROM bounds, generate_series(bounds.low, bounds.high, $6) AS first \
+             WHERE bounds.n > 0 \
+         ) \
+         UPDATE newsletter_issues i \
+         SET recipients = i.recipients + bounds.n, \
+             skipped = i.skipped + bounds.suppressed, \
+             audience_cursor = COALESCE(bounds.last_id, i.audience_cursor), \
+             audience_complete = bounds.n < $5, \
+             audience_claimed_until = now() + make_interval(secs => $7) \
+         FROM bounds \
+         WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
+           AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
+         RETURNING bounds.n, i.audience_complete",
+        why = suppression::skipped_because_sql("suppressed"),
+    )
+});
 
 /// Gives up a recorder's claim before its lease ends (the recorder stops,
 /// or the issue was paused), so that recording can go on at once when it
@@ -824,41 +965,30 @@ pub struct Recipient {
     pub attempts: i16,
 }
 
-/// The batch's queued deliveries to confirmed subscribers. Those whose
-/// subscriber is no longer confirmed (or no longer exists) are skipped
-/// first, in the same statement that counts them.
+/// The batch's queued deliveries to confirmed subscribers whose address is
+/// not suppressed. The others (no longer confirmed, erased, or suppressed
+/// since the audience was recorded) are skipped first, with the reason, in
+/// the same statement that counts them.
 pub async fn batch_recipients(
     conn: &mut PgConnection,
     batch: BatchKey,
 ) -> Result<Vec<Recipient>, sqlx::Error> {
-    sqlx::query(
-        "WITH skipped AS ( \
-             UPDATE deliveries d \
-             SET status = 'skipped', updated_at = now(), \
-                 last_error = 'no longer subscribed when the issue was sent' \
-             WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM subscriptions s \
-                   WHERE s.id = d.subscriber_id AND s.status = 'confirmed') \
-               AND EXISTS ( \
-                   SELECT 1 FROM delivery_batches b \
-                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
-             RETURNING 1 \
-         ) \
-         UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
-         WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
-    )
-    .bind(batch.issue_id)
-    .bind(batch.first_seq)
-    .bind(batch.last_seq)
-    .bind(batch.claim_id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(AssertSqlSafe(SKIP_UNWANTED.as_str()))
+        .bind(batch.issue_id)
+        .bind(batch.first_seq)
+        .bind(batch.last_seq)
+        .bind(batch.claim_id)
+        .execute(&mut *conn)
+        .await?;
+    // A suppression committed between the two statements leaves its
+    // delivery queued and out of this list: the batch is then released
+    // with it queued, and the next claim skips it.
     sqlx::query_as(
         "SELECT d.seq, d.subscriber_id, s.email, s.name, d.attempts \
          FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id \
          WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
            AND s.status = 'confirmed' \
+           AND NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.email = lower(s.email)) \
          ORDER BY d.seq",
     )
     .bind(batch.issue_id)
@@ -867,6 +997,36 @@ pub async fn batch_recipients(
     .fetch_all(conn)
     .await
 }
+
+/// The statement of [`batch_recipients`] that skips the batch's queued
+/// deliveries nobody should get, each with why.
+static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH unwanted AS ( \
+             SELECT d.seq, \
+                    CASE WHEN s.id IS NULL OR s.status <> 'confirmed' \
+                         THEN 'no longer subscribed when the issue was sent' \
+                         ELSE {why} END AS why \
+             FROM deliveries d \
+             LEFT JOIN subscriptions s ON s.id = d.subscriber_id \
+             LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
+             WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
+               AND (s.id IS NULL OR s.status <> 'confirmed' OR sup.reason IS NOT NULL) \
+         ), skipped AS ( \
+             UPDATE deliveries d \
+             SET status = 'skipped', updated_at = now(), last_error = unwanted.why \
+             FROM unwanted \
+             WHERE d.issue_id = $1 AND d.seq = unwanted.seq AND d.status = 'queued' \
+               AND EXISTS ( \
+                   SELECT 1 FROM delivery_batches b \
+                   WHERE b.issue_id = $1 AND b.first_seq = $2 AND b.claim_id = $4) \
+             RETURNING 1 \
+         ) \
+         UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
+         WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
+        why = suppression::skipped_because_sql("sup.reason"),
+    )
+});
 
 /// The API accepted these deliveries: `(seq, MessageID)`. Unlike every
 /// other write of a sender this one does not need the claim to hold still:

@@ -84,7 +84,8 @@ impl Outbox {
     }
 
     /// Queues `emails` in `transaction`. Once it commits they are on their
-    /// way; if it does not, they never existed.
+    /// way; if it does not, they never existed. One to an address on the
+    /// suppression list is kept as failed, with the reason, and never sent.
     #[tracing::instrument(name = "Queue emails", level = "debug", skip_all, fields(emails = emails.len()))]
     pub async fn enqueue(
         &self,
@@ -106,15 +107,18 @@ impl Outbox {
             })
             .collect();
         let rows: Vec<(&Email, Start)> = emails.iter().zip(starts.iter().copied()).collect();
-        let ids = store::insert(transaction, &rows).await?;
+        let stored = store::insert(transaction, &rows).await?;
         let doorbell = self.doorbell.clone();
         transaction.after_commit(move || {
             let mut unclaimed = false;
-            for (((email, place), start), id) in emails.into_iter().zip(places).zip(starts).zip(ids)
+            for (((email, place), start), stored) in
+                emails.into_iter().zip(places).zip(starts).zip(stored)
             {
                 match (place, start) {
+                    // Stored as failed: its place is given back unused.
+                    _ if stored.suppressed => {}
                     (Some(place), Start::Claimed { claim, .. }) => place.send(Message {
-                        id,
+                        id: stored.id,
                         claim,
                         attempts: 1,
                         email,

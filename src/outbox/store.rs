@@ -8,11 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use std::sync::LazyLock;
+
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
+use crate::suppression;
 
 /// A message a worker holds: the email, and what the outbox knows of it.
 #[derive(Debug, Clone)]
@@ -31,6 +34,7 @@ pub type Personalisation = BTreeMap<String, String>;
 
 /// A row as claimed, before its recipient is parsed and its content put
 /// together.
+#[derive(sqlx::FromRow)]
 struct Claimed {
     id: Uuid,
     claim_id: Uuid,
@@ -41,6 +45,9 @@ struct Claimed {
     html_body: Option<String>,
     text_body: Option<String>,
     personalisation: Option<sqlx::types::Json<Personalisation>>,
+    /// Why the recipient must not be mailed, when their address is on the
+    /// suppression list.
+    suppressed: Option<String>,
 }
 
 impl Claimed {
@@ -52,6 +59,9 @@ impl Claimed {
             attempts: self.attempts,
             reason,
         };
+        if let Some(why) = &self.suppressed {
+            return Err(unsendable(why.clone()));
+        }
         let to = SubscriberEmail::parse(&self.recipient)
             .map_err(|e| unsendable(format!("invalid recipient: {e}")))?;
         let (Some(subject), Some(html_body), Some(text_body)) =
@@ -160,45 +170,75 @@ impl Start {
     }
 }
 
+/// What [`insert`] stored for one email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub id: Uuid,
+    /// The recipient's address is on the suppression list: the row was
+    /// stored as failed, with the reason, and must not be sent.
+    pub suppressed: bool,
+}
+
 /// Records one-off `emails` (each with its own content) in the caller's
-/// transaction; returns their ids, in order. A claim runs from the
-/// statement's own clock, which is never earlier than the moment the caller
-/// decided on it.
+/// transaction; returns what became of each, in order. A claim runs from
+/// the statement's own clock, which is never earlier than the moment the
+/// caller decided on it. An email to a suppressed address is stored
+/// failed, unclaimed, with the suppression as its error: kept, so that the
+/// outbox shows what was held back and why.
 pub async fn insert(
     connection: &mut PgConnection,
     emails: &[(&Email, Start)],
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<Inserted>, sqlx::Error> {
     let ids: Vec<Uuid> = emails.iter().map(|_| Uuid::new_v4()).collect();
     let column = |field: fn(&Email) -> &str| -> Vec<&str> {
         emails.iter().map(|(email, _)| field(email)).collect()
     };
     let (claims, leases): (Vec<Option<Uuid>>, Vec<Option<f64>>) =
         emails.iter().map(|(_, start)| start.columns()).unzip();
-    sqlx::query!(
-        r#"
-        INSERT INTO email_outbox
-            (id, recipient, subject, html_body, text_body, message_stream,
-             claim_id, claimed_until, attempts)
-        SELECT id, recipient, subject, html_body, text_body, message_stream,
-               claim_id, clock_timestamp() + make_interval(secs => lease),
-               CASE WHEN lease IS NULL THEN 0 ELSE 1 END
-        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                    $7::uuid[], $8::float8[])
-            AS new (id, recipient, subject, html_body, text_body, message_stream, claim_id, lease)
-        "#,
-        &ids,
-        &column(|e| e.to.as_ref()) as &[&str],
-        &column(|e| &e.content.subject) as &[&str],
-        &column(|e| &e.content.html_body) as &[&str],
-        &column(|e| &e.content.text_body) as &[&str],
-        &column(|e| &e.message_stream) as &[&str],
-        &claims as &[Option<Uuid>],
-        &leases as &[Option<f64>]
-    )
-    .execute(connection)
-    .await?;
-    Ok(ids)
+    let suppressed: Vec<Option<Uuid>> = sqlx::query_scalar(AssertSqlSafe(INSERT.as_str()))
+        .bind(&ids)
+        .bind(column(|e| e.to.as_ref()))
+        .bind(column(|e| &e.content.subject))
+        .bind(column(|e| &e.content.html_body))
+        .bind(column(|e| &e.content.text_body))
+        .bind(column(|e| &e.message_stream))
+        .bind(&claims)
+        .bind(&leases)
+        .fetch_all(connection)
+        .await?;
+    Ok(ids
+        .into_iter()
+        .map(|id| Inserted {
+            id,
+            suppressed: suppressed.contains(&Some(id)),
+        })
+        .collect())
 }
+
+/// The statement of [`insert`]; returns the ids of the rows stored failed
+/// because their recipient is suppressed.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO email_outbox \
+             (id, recipient, subject, html_body, text_body, message_stream, \
+              claim_id, claimed_until, attempts, status, last_error, failed_at) \
+         SELECT new.id, new.recipient, new.subject, new.html_body, new.text_body, \
+                new.message_stream, \
+                CASE WHEN sup.reason IS NULL THEN new.claim_id END, \
+                CASE WHEN sup.reason IS NULL \
+                     THEN clock_timestamp() + make_interval(secs => new.lease) END, \
+                CASE WHEN new.lease IS NULL OR sup.reason IS NOT NULL THEN 0 ELSE 1 END, \
+                CASE WHEN sup.reason IS NULL THEN 'pending' ELSE 'failed' END, \
+                {why}, \
+                CASE WHEN sup.reason IS NOT NULL THEN now() END \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::uuid[], $8::float8[]) \
+             AS new (id, recipient, subject, html_body, text_body, message_stream, claim_id, lease) \
+         LEFT JOIN suppressions sup ON sup.email = lower(new.recipient) \
+         RETURNING CASE WHEN status = 'failed' THEN id END",
+        why = suppression::skipped_because_sql("sup.reason"),
+    )
+});
 
 /// Records `content` once and one unclaimed row per recipient referring to
 /// it, in the caller's transaction.
@@ -260,14 +300,15 @@ pub struct Unsendable {
 /// concurrent workers claim disjoint sets without waiting on each other; a
 /// message whose claim lapsed (its worker died) is due again. The attempt is
 /// counted here, so a message that crashes every worker that touches it still
-/// runs out of attempts.
+/// runs out of attempts. A message whose recipient was suppressed after it
+/// was queued comes back unsendable, the suppression its reason: it is
+/// never handed to the email API.
 pub async fn claim_due(
     connection: &mut PgConnection,
     lease: Duration,
     limit: i64,
 ) -> Result<Claim, sqlx::Error> {
-    let rows = sqlx::query_as!(
-        Claimed,
+    let rows: Vec<Claimed> = sqlx::query_as(AssertSqlSafe(format!(
         r#"
         WITH claimed AS (
             UPDATE email_outbox
@@ -286,18 +327,21 @@ pub async fn claim_due(
             RETURNING id, claim_id, attempts, recipient, message_stream, subject,
                       html_body, text_body, content_id, personalisation
         )
-        SELECT claimed.id, claimed.claim_id AS "claim_id!", claimed.attempts,
+        SELECT claimed.id, claimed.claim_id, claimed.attempts,
                claimed.recipient, claimed.message_stream,
                COALESCE(content.subject, claimed.subject) AS subject,
                COALESCE(content.html_body, claimed.html_body) AS html_body,
                COALESCE(content.text_body, claimed.text_body) AS text_body,
-               claimed.personalisation AS "personalisation: sqlx::types::Json<Personalisation>"
+               claimed.personalisation,
+               {why} AS suppressed
         FROM claimed
         LEFT JOIN email_contents content ON content.id = claimed.content_id
+        LEFT JOIN suppressions sup ON sup.email = lower(claimed.recipient)
         "#,
-        lease.as_secs_f64(),
-        limit
-    )
+        why = suppression::skipped_because_sql("sup.reason"),
+    )))
+    .bind(lease.as_secs_f64())
+    .bind(limit)
     .fetch_all(connection)
     .await?;
     let mut claim = Claim {

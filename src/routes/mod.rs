@@ -10,6 +10,7 @@ mod readiness;
 mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;
+mod webhooks;
 
 pub use error::ApiError;
 pub use health_check::health_check;
@@ -17,6 +18,7 @@ pub use home::{home, stylesheet};
 pub use readiness::readiness;
 pub use subscriptions::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
 pub use subscriptions_confirm::{confirm, confirm_with_button};
+pub use webhooks::{WEBHOOK_BODY_LIMIT_BYTES, postmark_webhook};
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
@@ -140,6 +142,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         // limit: see `unsubscribe::resource`.
         endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {
             add(c, unsubscribe::resource(p))
+        }),
+        // Postmark's own credentials, checked by the handler; a body limit
+        // of its own, for bounce records that carry the message's headers.
+        endpoint("/webhooks/postmark", Anyone, POST, |c, p| {
+            let hook = resource(p).app_data(webhooks::webhook_body_config());
+            add(c, hook.post(postmark_webhook))
         }),
     ]
 }

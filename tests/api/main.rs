@@ -19,3 +19,4 @@ mod signups;
 mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;
+mod webhooks;

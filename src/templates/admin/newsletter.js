@@ -33,8 +33,13 @@
     bar.value = progress.percent;
     bar.textContent = progress.percent + "%";
     set("issue-percent", progress.percent + "%");
-    for (const count of ["recipients", "queued", "sent", "failed", "skipped"]) {
+    for (const count of ["recipients", "queued", "sent", "failed", "skipped", "bounced", "complained"]) {
       set("count-" + count, progress[count]);
+    }
+    const reason = document.getElementById("paused-reason");
+    if (reason) {
+      reason.textContent = progress.paused_reason || "";
+      reason.hidden = !progress.paused_reason;
     }
     set("issue-rate", progress.rate);
     set("issue-time-left", progress.time_left);

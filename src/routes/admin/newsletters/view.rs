@@ -16,6 +16,12 @@ pub struct ProgressView {
     pub sent: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Of those sent, reported back as hard bounces.
+    pub bounced: i64,
+    /// Of those sent, marked as spam by their recipient.
+    pub complained: i64,
+    /// Why the issue paused itself, when it did (the complaint guard).
+    pub paused_reason: Option<String>,
     pub percent: u8,
     /// "12.5 emails a second", or "–" before there is anything to measure.
     pub rate: String,
@@ -38,6 +44,14 @@ impl ProgressView {
             sent: summary.sent,
             failed: summary.failed,
             skipped: summary.skipped,
+            bounced: summary.bounced,
+            complained: summary.complained,
+            // Kept by a cancelled issue too, but said only while paused:
+            // once an admin acts, it is their decision that stands.
+            paused_reason: summary
+                .paused_reason
+                .clone()
+                .filter(|_| state == IssueState::Paused),
             percent: progress.percent(),
             rate: match progress.rate_per_second {
                 // Paused or cancelled, the average since sending began says
