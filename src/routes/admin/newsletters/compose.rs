@@ -224,14 +224,15 @@ fn parse_send_at(raw: &str) -> Result<Option<DateTime<Utc>>, String> {
     Ok(Some(local.and_utc()))
 }
 
-/// The values previews and test sends fill the placeholders with.
+/// The values previews and test sends fill the placeholders with. The
+/// link has the shape of a real one, but names nobody: opened, it says so.
 fn example_values(settings: &PublishSettings) -> Personalisation {
     Personalisation::from([
         (RECIPIENT_NAME.to_owned(), EXAMPLE_NAME.to_owned()),
         (
             UNSUBSCRIBE_URL.to_owned(),
             format!(
-                "{}/unsubscribe?token=example",
+                "{}/unsubscribe/example",
                 settings.base_url.trim_end_matches('/')
             ),
         ),
