@@ -15,5 +15,6 @@ mod pages;
 mod rate_limits;
 mod shutdown;
 mod signups;
+mod subscriber_records;
 mod subscriptions;
 mod subscriptions_confirm;
