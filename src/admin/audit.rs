@@ -32,6 +32,12 @@ pub enum Action {
     IssueResumed,
     IssueCancelled,
     FailedDeliveriesRequeued,
+    /// One subscriber's record left the service as a file, or the
+    /// subscriber was erased. The detail names the subscriber by id only:
+    /// the log outlives the erasure, and must not keep the address it
+    /// removed.
+    SubscriberExported,
+    SubscriberErased,
 }
 
 impl Action {
@@ -52,6 +58,8 @@ impl Action {
             Action::IssueResumed => "issue-resumed",
             Action::IssueCancelled => "issue-cancelled",
             Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
+            Action::SubscriberExported => "subscriber-exported",
+            Action::SubscriberErased => "subscriber-erased",
         }
     }
 }
@@ -152,6 +160,13 @@ mod tests {
             Action::TotpEnrolled,
             Action::RecoveryCodeUsed,
             Action::SubscribersExported,
+            Action::IssuePublished,
+            Action::IssuePaused,
+            Action::IssueResumed,
+            Action::IssueCancelled,
+            Action::FailedDeliveriesRequeued,
+            Action::SubscriberExported,
+            Action::SubscriberErased,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

@@ -102,6 +102,15 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/subscribers.csv", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::export_subscribers))
         }),
+        endpoint("/admin/subscribers/{id}", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::subscriber_page))
+        }),
+        endpoint("/admin/subscribers/{id}/export", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::export_subscriber))
+        }),
+        endpoint("/admin/subscribers/{id}/erase", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::erase_subscriber))
+        }),
         // Its own body limit: an issue is far longer than the public forms.
         endpoint("/admin/newsletters", Admin, GET_POST, |c, p| {
             let compose = resource(p).app_data(admin::compose_form_config());

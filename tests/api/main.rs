@@ -16,6 +16,7 @@ mod rate_limits;
 mod retention;
 mod shutdown;
 mod signups;
+mod subscriber_records;
 mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;

@@ -28,4 +28,6 @@ pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
     issue_script, newsletters, submit_issue,
 };
-pub use subscribers::{export_subscribers, subscribers};
+pub use subscribers::{
+    erase_subscriber, export_subscriber, export_subscribers, subscriber_page, subscribers,
+};

@@ -137,6 +137,8 @@ impl Chart {
 
 /// One row of the subscriber list.
 pub struct SubscriberRow {
+    /// The subscriber's own page.
+    pub path: String,
     pub email: String,
     pub name: String,
     pub status: &'static str,
@@ -156,6 +158,64 @@ pub struct SubscribersPage<'a> {
     pub next_page: Option<String>,
     /// The export of what is shown (every page of it).
     pub export: String,
+    /// What the admin was sent here after (a subscriber erased).
+    pub notice: Option<&'static str>,
+}
+
+/// A subscriber's status and consent, as their page shows them.
+pub struct SubscriberView {
+    pub email: String,
+    pub name: String,
+    pub status: String,
+    pub status_label: &'static str,
+    /// Times in UTC, or empty when it did not happen (yet).
+    pub subscribed_at: String,
+    pub confirmed_at: String,
+    pub unsubscribed_at: String,
+}
+
+/// The subscriber's entry on the suppression list.
+pub struct SuppressionView {
+    pub reason: &'static str,
+    pub detail: String,
+    pub changed_at: String,
+}
+
+/// One issue sent (or being sent) to the subscriber.
+pub struct DeliveryRow {
+    /// The issue's page.
+    pub path: String,
+    pub title: String,
+    pub status: String,
+    pub attempts: i16,
+    pub last_error: String,
+    pub updated_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/subscriber.html")]
+pub struct SubscriberPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    /// This page's address; the export and erase forms are under it.
+    pub path: String,
+    pub subscriber: SubscriberView,
+    pub suppression: Option<SuppressionView>,
+    pub deliveries: Vec<DeliveryRow>,
+    /// Deliveries not shown, older than those that are.
+    pub more_deliveries: i64,
+    /// Why the last erase was refused.
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/subscriber_missing.html")]
+pub struct SubscriberMissingPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    /// Whether the address held something that is not a subscriber id at
+    /// all, rather than an id that matches nobody.
+    pub malformed: bool,
 }
 
 #[derive(Template)]
@@ -191,6 +251,7 @@ pub fn status_label(status: &str) -> &'static str {
     match status {
         "confirmed" => "Confirmed",
         "pending_confirmation" => "Waiting for confirmation",
+        "unsubscribed" => "Unsubscribed",
         _ => "Other",
     }
 }

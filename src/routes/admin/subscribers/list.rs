@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::record::subscriber_path;
 use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
@@ -43,7 +44,13 @@ pub struct ListParameters {
     #[serde(default)]
     status: String,
     after: Option<String>,
+    /// What the admin was sent here after; only known ones are shown, so
+    /// that a link cannot put words on the page.
+    notice: Option<String>,
 }
+
+/// Where a subscriber's erasure sends the admin: the list, saying so.
+pub const ERASED_PATH: &str = "/admin/subscribers?notice=erased";
 
 /// Which subscribers a page or an export is about.
 #[derive(Clone)]
@@ -73,9 +80,11 @@ impl Selection {
             "" => None,
             "confirmed" => Some("confirmed"),
             "pending_confirmation" => Some("pending_confirmation"),
+            "unsubscribed" => Some("unsubscribed"),
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "`{other}` is not a status: use confirmed or pending_confirmation."
+                    "`{other}` is not a status: use confirmed, pending_confirmation or \
+                     unsubscribed."
                 )));
             }
         };
@@ -171,7 +180,12 @@ pub async fn subscribers(
     parameters: web::Query<ListParameters>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
-    let ListParameters { q, status, after } = parameters.into_inner();
+    let ListParameters {
+        q,
+        status,
+        after,
+        notice,
+    } = parameters.into_inner();
     let selection = Selection::parse(&q, &status)?;
     let cursor = after.as_deref().map(Cursor::parse).transpose()?;
     // One more than a page: whether it exists says whether a next page does.
@@ -193,6 +207,7 @@ pub async fn subscribers(
     let rows = rows
         .into_iter()
         .map(|row| SubscriberRow {
+            path: subscriber_path(row.id),
             email: row.email,
             name: row.name,
             status: status_label(&row.status),
@@ -213,6 +228,13 @@ pub async fn subscribers(
             rows,
             next_page,
             export,
+            notice: match notice.as_deref() {
+                Some("erased") => Some(
+                    "The subscriber was erased. If they had unsubscribed or were suppressed, \
+                     only a hash of their address remains, on the suppression list.",
+                ),
+                _ => None,
+            },
         },
     ))
 }
@@ -379,5 +401,6 @@ mod tests {
     fn an_unknown_status_is_refused() {
         assert!(Selection::parse("", "deleted").is_err());
         assert!(Selection::parse("", "confirmed").is_ok());
+        assert!(Selection::parse("", "unsubscribed").is_ok());
     }
 }

@@ -1,0 +1,221 @@
+//! `POST /admin/subscribers/{id}/erase`: forgets a subscriber, for a
+//! request to be erased.
+//!
+//! One transaction, with the subscriber's row locked first (a confirmation
+//! or an unsubscribe arriving meanwhile waits, then finds nobody), deletes
+//! everything that holds their address or points at them: their
+//! confirmation tokens, the outbox emails addressed to them, their run of
+//! soft bounces, and the subscriber row itself.
+//!
+//! What must outlive them is kept without the address:
+//! * If they unsubscribed, or the address is on the suppression list (a
+//!   bounce, a complaint, the provider's own unsubscribe), the list keeps
+//!   the address's keyed hash and nothing else, so that a later sign-up
+//!   with it is still recognised and never mailed. Someone who never left
+//!   and was never suppressed leaves no entry: they may sign up again.
+//! * The delivery ledger keeps its rows: they hold only the subscriber id,
+//!   which from now on matches nobody. A delivery still queued for them is
+//!   skipped by the sender, which looks the recipient up when it sends, and
+//!   the issue's counts stay true.
+//!
+//! The form must carry the subscriber's address, typed again: the one
+//! thing here that cannot be undone should not be one click away.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::list::ERASED_PATH;
+use super::page::{missing, render};
+use super::record::{self, Subscriber, parse_subscriber_id};
+use crate::admin::audit::{self, Action, Actor};
+use crate::db::Db;
+use crate::keys::Keys;
+use crate::rate_limit::RateLimiter;
+use crate::routes::admin::guard::{Protected, SignedIn};
+use crate::routes::admin::login::{actor_for, client_ip, see_other};
+use crate::routes::error::{ApiError, DatabaseStep};
+use crate::suppression::Reason;
+
+#[derive(Deserialize)]
+pub struct EraseForm {
+    /// The subscriber's address, typed by the admin to confirm.
+    #[serde(default)]
+    confirm_address: String,
+}
+
+/// How an erasure went.
+enum Outcome {
+    /// Gone; whether a hash of the address stays on the suppression list.
+    Erased {
+        hash_kept: bool,
+    },
+    /// The typed address was not theirs: nothing was done.
+    NotConfirmed,
+    Missing,
+}
+
+pub async fn erase_subscriber(
+    request: HttpRequest,
+    form: Protected<EraseForm>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    keys: web::Data<Keys>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Protected { admin, form } = form;
+    let Some(id) = parse_subscriber_id(&id) else {
+        return Ok(missing(&admin, true));
+    };
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    match erase(&db, &keys, &actor, id, &form.confirm_address).await? {
+        Outcome::Erased { .. } => Ok(see_other(ERASED_PATH)),
+        Outcome::Missing => Ok(missing(&admin, false)),
+        Outcome::NotConfirmed => refuse(&db, &keys, &admin, id).await,
+    }
+}
+
+async fn refuse(
+    db: &Db,
+    keys: &Keys,
+    admin: &SignedIn,
+    id: Uuid,
+) -> Result<HttpResponse, ApiError> {
+    let reason = "Nothing was erased: to confirm, type the subscriber's address exactly as it \
+                  is shown.";
+    render(
+        db,
+        keys,
+        admin,
+        id,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(reason.into()),
+    )
+    .await
+}
+
+#[tracing::instrument(name = "Erase a subscriber", skip(db, keys, actor, typed))]
+async fn erase(
+    db: &Db,
+    keys: &Keys,
+    actor: &Actor,
+    id: Uuid,
+    typed: &str,
+) -> Result<Outcome, ApiError> {
+    let outcome = db
+        .transaction(async |tx| {
+            let Some(subscriber) = record::lock(tx, id).await? else {
+                return Ok(Outcome::Missing);
+            };
+            if !confirms(typed, &subscriber.email) {
+                return Ok(Outcome::NotConfirmed);
+            }
+            let hash_kept = keep_only_the_hash(tx, keys, &subscriber).await?;
+            delete_personal_data(tx, keys, &subscriber).await?;
+            // The id alone: the log outlives the erasure.
+            let detail = if hash_kept {
+                format!("subscriber {id}; the address stays on the suppression list as a hash")
+            } else {
+                format!("subscriber {id}")
+            };
+            audit::record(tx, actor, Action::SubscriberErased, &detail).await?;
+            Ok(Outcome::Erased { hash_kept })
+        })
+        .await
+        .step("erase the subscriber")?;
+    if let Outcome::Erased { hash_kept } = outcome {
+        tracing::info!(%id, hash_kept, "Subscriber erased");
+    }
+    Ok(outcome)
+}
+
+/// Whether the admin typed the subscriber's address. Letter case and the
+/// spaces around it do not matter: sign-up treats addresses the same way.
+fn confirms(typed: &str, address: &str) -> bool {
+    let typed = typed.trim();
+    !typed.is_empty() && typed.to_lowercase() == address.to_lowercase()
+}
+
+/// Leaves the suppression list holding the address's keyed hash only, if
+/// the subscriber must never be mailed again: they unsubscribed (given an
+/// entry of their own if they have none), or they already have one. Returns
+/// whether an entry remains.
+async fn keep_only_the_hash(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    subscriber: &Subscriber,
+) -> Result<bool, sqlx::Error> {
+    let hash = keys.address_hash(&subscriber.email);
+    let unsubscribed = subscriber.status == "unsubscribed";
+    if unsubscribed {
+        // An existing entry (a complaint, a bounce) says more than this one
+        // would: it stays as it is.
+        sqlx::query(
+            "INSERT INTO suppressions (address_hash, email, reason, changed_at) \
+             VALUES ($1, NULL, $2, $3) ON CONFLICT (address_hash) DO NOTHING",
+        )
+        .bind(&hash)
+        .bind(Reason::Unsubscribed.as_str())
+        .bind(subscriber.unsubscribed_at.unwrap_or_else(Utc::now))
+        .execute(&mut *conn)
+        .await?;
+    }
+    // By hash and by address: whichever way an entry was written, the
+    // address leaves the list with the subscriber.
+    let entries = sqlx::query(
+        "UPDATE suppressions SET email = NULL WHERE address_hash = $1 OR email = lower($2)",
+    )
+    .bind(&hash)
+    .bind(&subscriber.email)
+    .execute(&mut *conn)
+    .await?;
+    Ok(unsubscribed || entries.rows_affected() > 0)
+}
+
+/// Deletes every row that holds the subscriber's address or names them,
+/// their own row last (the tokens refer to it).
+async fn delete_personal_data(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    subscriber: &Subscriber,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
+        .bind(subscriber.id)
+        .execute(&mut *conn)
+        .await?;
+    // Sent or not: an unsent confirmation would otherwise still go out,
+    // and a sent one keeps the address until retention. A worker holding
+    // one now finds its claim gone and changes nothing. No index on the
+    // recipient: the outbox is read whole, which for a table that
+    // retention keeps short is cheaper than an index every enqueue pays.
+    sqlx::query("DELETE FROM email_outbox WHERE lower(recipient) = lower($1)")
+        .bind(&subscriber.email)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM soft_bounces WHERE address_hash = $1")
+        .bind(keys.address_hash(&subscriber.email))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM subscriptions WHERE id = $1")
+        .bind(subscriber.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirms;
+
+    #[test]
+    fn only_the_subscribers_own_address_confirms_an_erasure() {
+        assert!(confirms("ada@example.com", "ada@example.com"));
+        assert!(confirms("  Ada@Example.COM ", "ada@example.com"));
+        assert!(!confirms("", "ada@example.com"));
+        assert!(!confirms("yes", "ada@example.com"));
+        assert!(!confirms("ada@example.co", "ada@example.com"));
+    }
+}

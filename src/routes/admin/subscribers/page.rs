@@ -1,0 +1,144 @@
+//! `GET /admin/subscribers/{id}`: one subscriber, as far as this service
+//! knows them: their status and consent, their entry on the suppression
+//! list, the latest issues sent to them; and the forms to export and to
+//! erase what is stored about them.
+//!
+//! An address that names nobody answers 404, with a page that says whether
+//! the id was malformed or matches no one (erased, perhaps).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::record::{self, issue_path, parse_subscriber_id, subscriber_path};
+use crate::db::Db;
+use crate::keys::Keys;
+use crate::pages::page;
+use crate::routes::admin::account::nav;
+use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::pages::{
+    DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
+    status_label,
+};
+use crate::routes::error::{ApiError, DatabaseStep};
+use crate::suppression::{self, Suppression};
+
+/// Deliveries the page lists; the export has every one.
+const DELIVERIES_SHOWN: i64 = 20;
+
+pub async fn subscriber_page(
+    admin: SignedIn,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    keys: web::Data<Keys>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(id) = parse_subscriber_id(&id) else {
+        return Ok(missing(&admin, true));
+    };
+    render(&db, &keys, &admin, id, StatusCode::OK, None).await
+}
+
+/// What the page shows, read in one transaction so that its parts agree.
+struct Read {
+    subscriber: record::Subscriber,
+    suppression: Option<Suppression>,
+    deliveries: Vec<record::Delivery>,
+    delivery_count: i64,
+}
+
+#[tracing::instrument(name = "Read a subscriber's record", skip(db, keys))]
+async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> {
+    db.transaction(async |tx| {
+        let Some(subscriber) = record::find(tx, id).await? else {
+            return Ok(None);
+        };
+        let suppression = suppression::find(tx, keys, &subscriber.email).await?;
+        let deliveries = record::deliveries(tx, id, DELIVERIES_SHOWN).await?;
+        let delivery_count = record::delivery_count(tx, id).await?;
+        Ok(Some(Read {
+            subscriber,
+            suppression,
+            deliveries,
+            delivery_count,
+        }))
+    })
+    .await
+    .step("read the subscriber")
+}
+
+/// The subscriber's page with `status`, and why an erase was refused if one
+/// was; the not-found page if they do not exist (any more).
+pub(super) async fn render(
+    db: &Db,
+    keys: &Keys,
+    admin: &SignedIn,
+    id: Uuid,
+    status: StatusCode,
+    error: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(read) = read(db, keys, id).await? else {
+        return Ok(missing(admin, false));
+    };
+    let Read {
+        subscriber,
+        suppression,
+        deliveries,
+        delivery_count,
+    } = read;
+    let more_deliveries = delivery_count - deliveries.len() as i64;
+    Ok(page(
+        status,
+        &SubscriberPage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+            path: subscriber_path(id),
+            subscriber: SubscriberView {
+                status_label: status_label(&subscriber.status),
+                email: subscriber.email,
+                name: subscriber.name,
+                status: subscriber.status,
+                subscribed_at: time(Some(subscriber.subscribed_at)),
+                confirmed_at: time(subscriber.confirmed_at),
+                unsubscribed_at: time(subscriber.unsubscribed_at),
+            },
+            suppression: suppression.map(|entry| SuppressionView {
+                reason: entry.reason.label(),
+                detail: entry.detail.unwrap_or_default(),
+                changed_at: time(Some(entry.changed_at)),
+            }),
+            deliveries: deliveries
+                .into_iter()
+                .map(|row| DeliveryRow {
+                    path: issue_path(row.issue_id),
+                    title: row
+                        .title
+                        .unwrap_or_else(|| format!("Issue {}", row.issue_id)),
+                    status: row.status,
+                    attempts: row.attempts,
+                    last_error: row.last_error.unwrap_or_default(),
+                    updated_at: time(row.updated_at),
+                })
+                .collect(),
+            more_deliveries,
+            error,
+        },
+    ))
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map(|at| at.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// 404: `malformed` when the address held no subscriber id at all.
+pub(super) fn missing(admin: &SignedIn, malformed: bool) -> HttpResponse {
+    page(
+        StatusCode::NOT_FOUND,
+        &SubscriberMissingPage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+            malformed,
+        },
+    )
+}
