@@ -1198,3 +1198,81 @@ async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
     browser.screenshot("newsletter-phone-05-list").await;
     browser.close().await;
 }
+
+/// The unsubscribe link in the HTML body of the issue sent to `address`.
+fn unsubscribe_link_sent_to(emails: &[serde_json::Value], address: &str) -> Url {
+    let email = emails
+        .iter()
+        .find(|email| email["To"].as_str().is_some_and(|to| to.contains(address)))
+        .unwrap_or_else(|| panic!("no email to {address}"));
+    let html = email["HtmlBody"].as_str().unwrap();
+    let link = linkify::LinkFinder::new()
+        .links(html)
+        .map(|link| link.as_str().to_owned())
+        .find(|link| link.contains("/unsubscribe/"))
+        .unwrap_or_else(|| panic!("no unsubscribe link in {html}"));
+    Url::parse(&link).unwrap()
+}
+
+#[tokio::test]
+async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_their_page() {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    write_an_issue(&browser, "Spring issue", "The **spring** programme is out.").await;
+    browser.press("button#publish-button").await;
+    browser.wait_for_heading("Spring issue").await;
+    // The three confirmed subscribers get it.
+    let emails = app.wait_for_emails(3).await;
+    let link = app.local(&unsubscribe_link_sent_to(&emails, "ada@example.com"));
+
+    // Opening the link, as a link scanner would, only shows the button.
+    browser.client.goto(link.as_str()).await.unwrap();
+    browser.wait_for_heading("Unsubscribe").await;
+    browser.screenshot("unsubscribe-01-button").await;
+    let status = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status FROM subscriptions WHERE email = 'ada@example.com'",
+        )
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(status().await, "confirmed");
+
+    browser
+        .press(r#"form[action^="/unsubscribe/"] button[type=submit]"#)
+        .await;
+    browser.wait_for_heading("You are unsubscribed").await;
+    assert_eq!(
+        browser
+            .text_of("form[action=\"/subscriptions\"] button")
+            .await,
+        "Subscribe again"
+    );
+    browser.screenshot("unsubscribe-02-done").await;
+    assert_eq!(status().await, "unsubscribed");
+
+    // The admin finds her and sees that she left.
+    browser
+        .client
+        .goto(&format!("{}/admin/subscribers", app.address))
+        .await
+        .unwrap();
+    search_subscribers(&browser, "ada@example.com").await;
+    browser
+        .press(r#"a[aria-label="Details of ada@example.com"]"#)
+        .await;
+    browser.wait_for_heading("ada@example.com").await;
+    let shown = browser.text_of("#status").await;
+    assert!(shown.starts_with("Unsubscribed since "), "{shown}");
+    assert_ne!(browser.text_of("#unsubscribed-at").await, "–");
+    let delivered = browser.text_of("#deliveries tbody").await;
+    assert!(delivered.contains("Spring issue"), "{delivered}");
+    browser.screenshot("unsubscribe-03-admin-sees-it").await;
+    browser.close().await;
+}

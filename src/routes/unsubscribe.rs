@@ -145,7 +145,8 @@ fn unsubscribed(html: bool, newsletter: &Newsletter, leaver: &Leaver) -> HttpRes
         &UnsubscribedPage {
             newsletter,
             heading: "You are unsubscribed",
-            message: MESSAGE,
+            // The heading already says it.
+            message: "You will not receive another issue.",
             resubscribe: Some(Resubscribe {
                 name: &leaver.name,
                 email: &leaver.email,
