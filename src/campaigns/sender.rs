@@ -307,6 +307,17 @@ impl Sender {
                 return Ok(Next::Again);
             }
         }
+        // A turn can be many seconds away: whoever unsubscribed or was
+        // suppressed meanwhile is skipped now rather than sent the issue.
+        let emails = if wait.is_zero() {
+            emails
+        } else {
+            self.still_wanted(key, emails).await?
+        };
+        if emails.is_empty() {
+            self.release(key, Duration::ZERO, false).await?;
+            return Ok(Next::Again);
+        }
         let outcome = self.send(&emails).await;
         let (retry_in, failed_attempt) =
             match self.record_outcomes(batch, &emails, outcome, send_by).await {
@@ -344,6 +355,22 @@ impl Sender {
             };
         self.release(key, retry_in, failed_attempt).await?;
         Ok(Next::Again)
+    }
+
+    /// The emails whose recipients are still to get the issue; the others
+    /// are skipped in the ledger, with the reason, as when the batch was read.
+    async fn still_wanted(
+        &self,
+        key: BatchKey,
+        mut emails: BySeq<Email>,
+    ) -> Result<BySeq<Email>, db::Error> {
+        let recipients = self
+            .db
+            .bounded(|conn| Box::pin(ledger::batch_recipients(conn, key)))
+            .await?;
+        let wanted: std::collections::HashSet<i32> = recipients.iter().map(|r| r.seq).collect();
+        emails.retain(|(seq, _)| wanted.contains(seq));
+        Ok(emails)
     }
 
     /// Each recipient's email, or why there can be none.

@@ -453,6 +453,52 @@ async fn someone_who_unsubscribes_while_an_issue_is_under_way_is_not_sent_it() {
     assert_eq!((progress.summary.sent, progress.summary.skipped), (19, 1));
 }
 
+#[tokio::test]
+async fn someone_who_unsubscribes_while_their_batch_waits_its_turn_is_not_sent_it() {
+    // One message a second, one per batch: after the burst an idle schedule
+    // allows (one batch's worth), the third batch, read as soon as it is
+    // claimed, waits about a second for its turn.
+    let app = spawn_app_with(|s| {
+        s.campaigns.batch_size = 1;
+        s.campaigns.messages_per_second = 1;
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    add_subscribers(&app, 3, "confirmed").await;
+    let issue = publish(&app, "Waiting", "Hello {{name}}.").await;
+    app.wait_for_emails(2).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let leaver: Uuid = loop {
+        let claimed: Option<Uuid> = sqlx::query_scalar(
+            "SELECT d.subscriber_id FROM deliveries d \
+             JOIN delivery_batches b ON b.issue_id = d.issue_id AND b.first_seq = d.seq \
+             WHERE d.issue_id = $1 AND d.seq = 3 AND b.claim_id IS NOT NULL AND NOT b.done",
+        )
+        .bind(issue)
+        .fetch_optional(&app.db_pool)
+        .await
+        .unwrap();
+        if let Some(leaver) = claimed {
+            break leaver;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the third batch was never claimed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+
+    assert_eq!(one_click(&app, leaver).await.status(), StatusCode::OK);
+    let progress = wait_for_state(&app, issue, "done").await;
+
+    assert_eq!(
+        app.sent_emails().await.len(),
+        2,
+        "the leaver was sent the issue"
+    );
+    assert_eq!((progress.summary.sent, progress.summary.skipped), (2, 1));
+}
+
 /// Signs Ursula up and returns the confirmation link of the `n`th email
 /// the API received (counting from 1).
 async fn sign_up_ursula(app: &TestApp, n: usize) -> reqwest::Url {
