@@ -140,7 +140,14 @@ async fn confirm_in(
     if let Some(outcome) = record.settled_outcome() {
         return Ok(outcome);
     }
-    mark_confirmed(transaction, record.subscriber_id, token).await?;
+    if !mark_confirmed(transaction, record.subscriber_id, token).await? {
+        // Someone else used or deleted the token since it was read (a
+        // second click, or the subscriber unsubscribing): say what it is now.
+        return Ok(match find_token(transaction, token).await? {
+            Some(record) => record.settled_outcome().unwrap_or(Outcome::NotValid),
+            None => Outcome::NotValid,
+        });
+    }
     Ok(Outcome::Confirmed)
 }
 
@@ -250,13 +257,28 @@ async fn find_token(
 /// time is consent evidence: it is set by the first confirmation and kept
 /// when a second link of the same sign-up is opened, while someone who had
 /// unsubscribed and comes back gives consent anew, so theirs is now, and
-/// they are no longer unsubscribed.
+/// they are no longer unsubscribed. `false` when the token was used or
+/// deleted since it was read: nothing is changed then.
 #[tracing::instrument(name = "Mark the subscriber as confirmed", level = "debug", skip_all)]
 async fn mark_confirmed(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
     token: &SubscriptionToken,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
+    // The token first, and only if it is still unused: it is locked from
+    // here to the commit, and an unsubscribe, which deletes the tokens
+    // before it changes the subscriber, takes the locks in the same order.
+    // Whichever commits first, the later action stands.
+    let used = sqlx::query(
+        "UPDATE confirmation_tokens SET used_at = now() \
+         WHERE token_hash = $1 AND used_at IS NULL",
+    )
+    .bind(token.hash())
+    .execute(&mut *connection)
+    .await?;
+    if used.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query(
         "UPDATE subscriptions \
          SET status = 'confirmed', \
@@ -266,13 +288,7 @@ async fn mark_confirmed(
          WHERE id = $1",
     )
     .bind(subscriber_id)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query!(
-        "UPDATE confirmation_tokens SET used_at = now() WHERE token_hash = $1",
-        token.hash()
-    )
     .execute(connection)
     .await?;
-    Ok(())
+    Ok(true)
 }

@@ -110,11 +110,17 @@ struct Leaver {
 
 /// Marks the subscriber unsubscribed (the time only the first time) and
 /// deletes their confirmation tokens. `None` when no subscriber has the id:
-/// they were erased, and there is nothing left to do.
+/// they were erased, and there is nothing left to do. The tokens go first:
+/// a confirmation locks its token before the subscriber, so the two take
+/// their locks in one order and the later action stands.
 async fn unsubscribe(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
 ) -> Result<Option<Leaver>, sqlx::Error> {
+    sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
+        .bind(subscriber_id)
+        .execute(&mut *connection)
+        .await?;
     let leaver: Option<(String, String)> = sqlx::query_as(
         "UPDATE subscriptions \
          SET status = 'unsubscribed', \
@@ -124,14 +130,8 @@ async fn unsubscribe(
          RETURNING name, email",
     )
     .bind(subscriber_id)
-    .fetch_optional(&mut *connection)
+    .fetch_optional(connection)
     .await?;
-    if leaver.is_some() {
-        sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
-            .bind(subscriber_id)
-            .execute(connection)
-            .await?;
-    }
     Ok(leaver.map(|(name, email)| Leaver { name, email }))
 }
 

@@ -521,6 +521,59 @@ async fn ursula(app: &TestApp) -> (Uuid, String, Option<DateTime<Utc>>, Option<D
 }
 
 #[tokio::test]
+async fn a_confirmation_racing_an_unsubscribe_does_not_subscribe_them_again() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let link = sign_up_ursula(&app, 1).await;
+    let (id, ..) = ursula(&app).await;
+    // An unsubscribe under way: its tokens deleted, not yet committed.
+    let mut unsubscribing = app.db_pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
+        .bind(id)
+        .execute(&mut *unsubscribing)
+        .await
+        .unwrap();
+    let confirming = {
+        let app_link = app.local(&link);
+        let client = reqwest::Client::new();
+        tokio::spawn(async move { client.get(app_link).send().await.unwrap() })
+    };
+    // The confirmation read the token and now waits for its lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the confirmation never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    sqlx::query(
+        "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *unsubscribing)
+    .await
+    .unwrap();
+    unsubscribing.commit().await.unwrap();
+
+    let answer = confirming.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let (_, status, _, unsubscribed_at) = ursula(&app).await;
+    assert_eq!(status, "unsubscribed");
+    assert!(unsubscribed_at.is_some());
+}
+
+#[tokio::test]
 async fn subscribing_again_after_unsubscribing_takes_a_new_confirmation() {
     let app = spawn_app().await;
     app.mock_email_api_ok().await;
