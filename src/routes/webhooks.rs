@@ -34,21 +34,24 @@ use crate::webhooks::{self, Applied, Policy, postmark};
 /// large headers either way.
 pub const WEBHOOK_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
-pub fn webhook_body_config() -> web::PayloadConfig {
-    web::PayloadConfig::new(WEBHOOK_BODY_LIMIT_BYTES)
-}
-
 pub async fn postmark_webhook(
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     settings: web::Data<WebhookSettings>,
     db: web::Data<Db>,
     keys: web::Data<Keys>,
     policy: web::Data<Policy>,
 ) -> Result<HttpResponse, ApiError> {
+    // The credentials first: a caller without them gets its 401 before
+    // the service buffers a byte of what it sent.
     if authenticate(request.headers(), &settings).is_err() {
         return Ok(unauthorized());
     }
+    let body = payload
+        .to_bytes_limited(WEBHOOK_BODY_LIMIT_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(WEBHOOK_BODY_LIMIT_BYTES))?
+        .map_err(|e| ApiError::BadRequest(format!("The body could not be read: {e}.")))?;
     let record = postmark::parse(&body).map_err(|e| {
         tracing::warn!(reason = %e, "Refused a Postmark webhook record");
         ApiError::BadRequest(e.to_string())

@@ -438,6 +438,22 @@ async fn wrong_or_missing_credentials_are_refused_with_401_and_nothing_is_record
 }
 
 #[tokio::test]
+async fn an_oversized_body_gets_401_without_credentials_and_413_with_them() {
+    let app = spawn_app().await;
+    let huge = format!(
+        r#"{{"RecordType":"Bounce","Padding":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+
+    let stranger = post_webhook_as(&app, None, huge.clone()).await;
+    let postmark = post_webhook_as(&app, Some((WEBHOOK_USERNAME, WEBHOOK_PASSWORD)), huge).await;
+
+    assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(postmark.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(webhook_records(&app).await, 0);
+}
+
+#[tokio::test]
 async fn without_configured_credentials_every_webhook_is_refused() {
     let app = spawn_app_with(|s| s.webhooks.postmark_password = None).await;
 
