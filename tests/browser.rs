@@ -1170,8 +1170,10 @@ async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
     .execute(&app.db_pool)
     .await
     .unwrap();
+    // An idle sender may finish the issue first (its audience is complete
+    // and no batch is open): wait for this update, not only for "done".
     let deadline = Instant::now() + Duration::from_secs(10);
-    while state_shown(&browser).await != "done" {
+    while state_shown(&browser).await != "done" || browser.text_of("#count-failed").await != "1" {
         assert!(Instant::now() < deadline, "the state never changed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
