@@ -6,10 +6,12 @@
 //! | record                                   | effect                                          |
 //! |------------------------------------------|-------------------------------------------------|
 //! | hard bounce (or any with `Inactive`)     | suppress (hard bounce); the delivery `bounced`  |
+//! | unsubscribe reply (`Unsubscribe` bounce) | suppress (unsubscribed at the provider)         |
 //! | soft bounce                              | one more in a row; suppress at the limit        |
 //! | other bounce (auto-reply, challenge...)  | nothing                                         |
 //! | spam complaint                           | suppress; the delivery `complained`; the guard  |
-//! | subscription change, suppressed          | suppress, with Postmark's reason                |
+//! | subscription change, suppressed          | suppress, with Postmark's reason (an unknown    |
+//! |                                          | one as unsubscribed at the provider)            |
 //! | subscription change, reactivated         | lift, if the suppression is older               |
 //! | delivery                                 | the soft bounces in a row start again           |
 //!

@@ -307,6 +307,12 @@ async fn subscription_changes_suppress_with_postmarks_reason_and_a_newer_reactiv
         ("a@example.com", "HardBounce", "hard_bounce"),
         ("b@example.com", "SpamComplaint", "spam_complaint"),
         ("c@example.com", "ManualSuppression", "provider_unsubscribe"),
+        // A reason Postmark adds later: it stopped sending all the same.
+        (
+            "d@example.com",
+            "SomethingPostmarkAddsNextYear",
+            "provider_unsubscribe",
+        ),
     ] {
         deliver(&app, &subscription_change(email, &at(60), Some(reason))).await;
         assert_eq!(suppression(&app, email).await.unwrap().0, ours, "{reason}");
@@ -352,6 +358,26 @@ async fn soft_bounces_in_a_row_suppress_at_the_limit_and_a_delivery_between_star
     deliver(&app, &bounce(5, "SoftBounce", email, false, None)).await;
 
     assert_eq!(suppression(&app, email).await.unwrap().0, "soft_bounce");
+}
+
+#[tokio::test]
+async fn an_unsubscribe_reply_suppresses_the_address_even_while_postmark_keeps_it_active() {
+    let app = spawn_app().await;
+    let (issue, sent) = sent_issue(&app, 1).await;
+    let (email, delivery_id) = &sent[0];
+
+    deliver(
+        &app,
+        &bounce(1, "Unsubscribe", email, false, Some(delivery_id)),
+    )
+    .await;
+
+    assert_eq!(
+        suppression(&app, email).await.unwrap().0,
+        "provider_unsubscribe"
+    );
+    let (status, _) = delivery_row(&app, issue, seq_of(delivery_id)).await;
+    assert_eq!(status, "sent", "the email arrived: it is no bounce");
 }
 
 #[tokio::test]
