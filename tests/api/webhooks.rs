@@ -569,6 +569,77 @@ async fn the_complaint_guard_pauses_a_sending_issue_only_once_its_sample_is_sent
     assert_ne!(summary.state().as_str(), "paused");
 }
 
+#[tokio::test]
+async fn after_an_admin_resumes_the_complaint_guard_judges_only_what_was_sent_since() {
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 2;
+        s.campaigns.complaint_min_sent = 4;
+        s.campaigns.complaint_limit_percent = 10.0;
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    add_subscribers(&app, 12, "confirmed").await;
+    let issue = publish(&app, "Too much", "Hello {{name}}.").await;
+    // Four sent, one complaint: 25 % of a full sample.
+    api.wait_for_requests(1).await;
+    api.release_one();
+    api.wait_for_requests(2).await;
+    api.release_one();
+    wait_for_sent(&app, issue, 4).await;
+    complain_about_a_sent_one(&app, issue, 1).await;
+    assert_eq!(state_of(&app, issue).await, "paused");
+
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let response = browser
+        .submit(&format!("/admin/newsletters/{issue}/resume"), &[])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // A late complaint about an email sent before the pause: 2 of 4 in
+    // all, but nothing sent since the resume to judge it on.
+    complain_about_a_sent_one(&app, issue, 2).await;
+    assert_eq!(state_of(&app, issue).await, "sending");
+
+    // Four more sent, and a second complaint since the resume: 2 of 4.
+    api.release_one();
+    api.release_one();
+    wait_for_sent(&app, issue, 8).await;
+    complain_about_a_sent_one(&app, issue, 3).await;
+    api.release();
+
+    let summary = progress_of(&app, issue).await.summary;
+    assert_eq!(summary.state().as_str(), "paused");
+    let reason = summary.paused_reason.unwrap();
+    assert!(
+        reason.contains("2 spam complaints for 4 emails sent"),
+        "{reason}"
+    );
+}
+
+async fn state_of(app: &TestApp, issue: Uuid) -> &'static str {
+    progress_of(app, issue).await.summary.state().as_str()
+}
+
+/// Posts a complaint, with `record_id`, about the first delivery of the
+/// issue that is sent and not complained about yet.
+async fn complain_about_a_sent_one(app: &TestApp, issue: Uuid, record_id: i64) {
+    let seq: i32 = sqlx::query_scalar(
+        "SELECT seq FROM deliveries WHERE issue_id = $1 AND status = 'sent' ORDER BY seq LIMIT 1",
+    )
+    .bind(issue)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    let email = seq_email(app, issue, seq).await;
+    deliver(
+        app,
+        &complaint(record_id, &email, Some(&format!("{issue}:{seq}"))),
+    )
+    .await;
+}
+
 async fn wait_for_sent(app: &TestApp, issue: Uuid, n: i64) {
     eventually(&format!("{n} sent"), || async {
         (progress_of(app, issue).await.summary.sent >= n).then_some(())
