@@ -436,14 +436,25 @@ pub struct Reported {
     pub complained: i64,
 }
 
-/// Moves a delivery the provider reported on: `sent → bounced`,
-/// `sent → complained`, or `bounced → complained` (the complaint is the
-/// stronger fact; a bounce after a complaint changes nothing). `sent` keeps
-/// counting it; `bounced` and `complained` count the rows in those states,
-/// changed in the same statement as the row. Returns the issue's counts
-/// (see [`Reported`]), or `None` when nothing changed: the delivery is
-/// unknown, not sent (yet), or already in that state (a repeated report).
-/// `why` becomes the delivery's reason on the issue's page.
+/// Moves a delivery the provider reported on: `sent` or `queued` to
+/// `bounced` or `complained`, or `bounced → complained` (the complaint is
+/// the stronger fact; a bounce after a complaint changes nothing). `sent`
+/// keeps counting it (and starts to, for a queued one: see below);
+/// `bounced` and `complained` count the rows in those states, changed in
+/// the same statement as the row. Returns the issue's counts (see
+/// [`Reported`]), or `None` when nothing changed: the delivery is unknown,
+/// failed or skipped, or already in that state (a repeated report). `why`
+/// becomes the delivery's reason on the issue's page.
+///
+/// A report can arrive while its delivery is still `queued`: the provider
+/// rejected it at once, before the sender recorded the API's answer (or
+/// while that write is retried through a database blip). The provider
+/// reports only on messages it accepted, so the delivery was sent: `sent`
+/// counts it here, in the same statement. [`mark_sent`] moves only queued
+/// rows and counts only those it moved, so the sender's late answer then
+/// changes nothing and counts nothing twice. Dropping such a report instead
+/// would lose it for good: its record is remembered, so the provider's
+/// retry would be taken for a repeat.
 ///
 /// The delivery's row is locked first, so that two reports about it at
 /// once move it one after the other, each from the state the other left.
@@ -462,7 +473,7 @@ pub async fn report_delivery(
     .await?;
     let allowed = matches!(
         (was.as_deref(), report),
-        (Some("sent"), _) | (Some("bounced"), Report::Complained)
+        (Some("sent" | "queued"), _) | (Some("bounced"), Report::Complained)
     );
     if !allowed {
         return Ok(None);
@@ -474,7 +485,8 @@ pub async fn report_delivery(
              RETURNING 1 \
          ) \
          UPDATE newsletter_issues \
-         SET bounced = bounced + CASE WHEN $3 = 'bounced' THEN 1 \
+         SET sent = sent + CASE WHEN $4 = 'queued' THEN 1 ELSE 0 END, \
+             bounced = bounced + CASE WHEN $3 = 'bounced' THEN 1 \
                                       WHEN $4 = 'bounced' THEN -1 ELSE 0 END, \
              complained = complained + CASE WHEN $3 = 'complained' THEN 1 ELSE 0 END \
          WHERE id = $1 AND EXISTS (SELECT 1 FROM changed) \

@@ -234,9 +234,9 @@ async fn report(
         complained,
     }) = ledger::report_delivery(conn, delivery, report, why).await?
     else {
-        // Not a delivery that was sent (yet): the address is suppressed all
-        // the same, which is what matters for the next issue.
-        tracing::info!(%delivery, ?report, "The reported delivery was not sent, or was reported already");
+        // Unknown, failed or skipped, or reported already: the address is
+        // suppressed all the same, which is what matters for the next issue.
+        tracing::info!(%delivery, ?report, "The reported delivery was not one to move, or was reported already");
         return Ok(());
     };
     if report != Report::Complained || state != IssueState::Sending {

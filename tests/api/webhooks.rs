@@ -381,6 +381,53 @@ async fn an_unsubscribe_reply_suppresses_the_address_even_while_postmark_keeps_i
 }
 
 #[tokio::test]
+async fn a_hard_bounce_before_the_send_was_recorded_marks_the_delivery_bounced_and_counts_it_once()
+{
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 1;
+    })
+    .await;
+    add_subscribers(&app, 2, "confirmed").await;
+    let issue = publish(&app, "Issue one", "Hello {{name}}.").await;
+    // The email is with the API, whose answer is held: the ledger still
+    // has it queued when Postmark reports the bounce.
+    api.wait_for_requests(1).await;
+    let delivery_id = api.requests()[0][0]["Metadata"]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seq = seq_of(&delivery_id);
+    let email = seq_email(&app, issue, seq).await;
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "queued");
+
+    deliver(
+        &app,
+        &bounce(1, "HardBounce", &email, true, Some(&delivery_id)),
+    )
+    .await;
+
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "bounced");
+    let summary = progress_of(&app, issue).await.summary;
+    assert_eq!(
+        (summary.sent, summary.bounced),
+        (1, 1),
+        "sent and bounced each count it"
+    );
+
+    // The sender's answer arrives afterwards and changes nothing.
+    api.release();
+    let summary = wait_for_state(&app, issue, "done").await.summary;
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "bounced");
+    assert_eq!(
+        (summary.sent, summary.bounced, summary.failed),
+        (2, 1, 0),
+        "counted once"
+    );
+}
+
+#[tokio::test]
 async fn bounces_that_say_nothing_about_the_address_are_recorded_without_effect() {
     let app = spawn_app().await;
     for (id, type_name) in [
