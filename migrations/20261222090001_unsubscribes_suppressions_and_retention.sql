@@ -76,3 +76,9 @@ ALTER TABLE newsletter_issues ADD COLUMN bounced bigint NOT NULL DEFAULT 0;
 ALTER TABLE newsletter_issues ADD COLUMN complained bigint NOT NULL DEFAULT 0;
 -- Why the issue paused when nobody pressed Pause (the complaint guard).
 ALTER TABLE newsletter_issues ADD COLUMN paused_reason text NULL;
+-- Where the complaint guard starts counting: `sent` and `complained` when
+-- an admin last resumed the issue after the guard paused it. The guard
+-- judges what was sent and complained about since, so that the complaints
+-- it already paused for do not pause the issue again at the next one.
+ALTER TABLE newsletter_issues ADD COLUMN guard_sent_base bigint NOT NULL DEFAULT 0;
+ALTER TABLE newsletter_issues ADD COLUMN guard_complained_base bigint NOT NULL DEFAULT 0;

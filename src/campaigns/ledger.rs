@@ -424,22 +424,37 @@ impl Report {
     }
 }
 
-/// The issue's counts after a report changed one of its deliveries.
+/// The issue's counts after a report changed one of its deliveries, as
+/// the complaint guard judges them: counted since an admin last resumed
+/// the issue after the guard paused it (from the start if never).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reported {
     pub state: IssueState,
+    /// Sent since the guard's baseline.
     pub sent: i64,
+    /// Complained about since the guard's baseline.
     pub complained: i64,
 }
 
-/// Moves a delivery the provider reported on: `sent → bounced`,
-/// `sent → complained`, or `bounced → complained` (the complaint is the
-/// stronger fact; a bounce after a complaint changes nothing). `sent` keeps
-/// counting it; `bounced` and `complained` count the rows in those states,
-/// changed in the same statement as the row. Returns the issue's counts,
-/// or `None` when nothing changed: the delivery is unknown, not sent (yet),
-/// or already in that state (a repeated report). `why` becomes the
-/// delivery's reason on the issue's page.
+/// Moves a delivery the provider reported on: `sent` or `queued` to
+/// `bounced` or `complained`, or `bounced → complained` (the complaint is
+/// the stronger fact; a bounce after a complaint changes nothing). `sent`
+/// keeps counting it (and starts to, for a queued one: see below);
+/// `bounced` and `complained` count the rows in those states, changed in
+/// the same statement as the row. Returns the issue's counts (see
+/// [`Reported`]), or `None` when nothing changed: the delivery is unknown,
+/// failed or skipped, or already in that state (a repeated report). `why`
+/// becomes the delivery's reason on the issue's page.
+///
+/// A report can arrive while its delivery is still `queued`: the provider
+/// rejected it at once, before the sender recorded the API's answer (or
+/// while that write is retried through a database blip). The provider
+/// reports only on messages it accepted, so the delivery was sent: `sent`
+/// counts it here, in the same statement. [`mark_sent`] moves only queued
+/// rows and counts only those it moved, so the sender's late answer then
+/// changes nothing and counts nothing twice. Dropping such a report instead
+/// would lose it for good: its record is remembered, so the provider's
+/// retry would be taken for a repeat.
 ///
 /// The delivery's row is locked first, so that two reports about it at
 /// once move it one after the other, each from the state the other left.
@@ -458,7 +473,7 @@ pub async fn report_delivery(
     .await?;
     let allowed = matches!(
         (was.as_deref(), report),
-        (Some("sent"), _) | (Some("bounced"), Report::Complained)
+        (Some("sent" | "queued"), _) | (Some("bounced"), Report::Complained)
     );
     if !allowed {
         return Ok(None);
@@ -470,11 +485,12 @@ pub async fn report_delivery(
              RETURNING 1 \
          ) \
          UPDATE newsletter_issues \
-         SET bounced = bounced + CASE WHEN $3 = 'bounced' THEN 1 \
+         SET sent = sent + CASE WHEN $4 = 'queued' THEN 1 ELSE 0 END, \
+             bounced = bounced + CASE WHEN $3 = 'bounced' THEN 1 \
                                       WHEN $4 = 'bounced' THEN -1 ELSE 0 END, \
              complained = complained + CASE WHEN $3 = 'complained' THEN 1 ELSE 0 END \
          WHERE id = $1 AND EXISTS (SELECT 1 FROM changed) \
-         RETURNING state, sent, complained",
+         RETURNING state, sent - guard_sent_base, complained - guard_complained_base",
     )
     .bind(delivery.issue_id)
     .bind(delivery.seq)
@@ -491,10 +507,21 @@ pub async fn report_delivery(
 }
 
 /// Hands out the issue's batches again. Returns whether it was paused.
+///
+/// Resuming an issue the complaint guard paused is the admin's judgement
+/// on the complaints so far: the guard counts afresh from here (see
+/// [`Reported`]). Judged on its whole history instead, the issue would
+/// pause again at the very next complaint, however few came since. A
+/// resume after an admin's own pause keeps the count going, so that
+/// pausing and resuming does not wipe out the guard's sample.
 pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE newsletter_issues \
          SET state = 'sending', rate_since = now(), rate_base = sent + failed + skipped, \
+             guard_sent_base = CASE WHEN paused_reason IS NULL THEN guard_sent_base \
+                                    ELSE sent END, \
+             guard_complained_base = CASE WHEN paused_reason IS NULL \
+                                          THEN guard_complained_base ELSE complained END, \
              paused_reason = NULL \
          WHERE id = $1 AND state = 'paused'",
     )

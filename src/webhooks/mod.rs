@@ -6,10 +6,12 @@
 //! | record                                   | effect                                          |
 //! |------------------------------------------|-------------------------------------------------|
 //! | hard bounce (or any with `Inactive`)     | suppress (hard bounce); the delivery `bounced`  |
+//! | unsubscribe reply (`Unsubscribe` bounce) | suppress (unsubscribed at the provider)         |
 //! | soft bounce                              | one more in a row; suppress at the limit        |
 //! | other bounce (auto-reply, challenge...)  | nothing                                         |
 //! | spam complaint                           | suppress; the delivery `complained`; the guard  |
-//! | subscription change, suppressed          | suppress, with Postmark's reason                |
+//! | subscription change, suppressed          | suppress, with Postmark's reason (an unknown    |
+//! |                                          | one as unsubscribed at the provider)            |
 //! | subscription change, reactivated         | lift, if the suppression is older               |
 //! | delivery                                 | the soft bounces in a row start again           |
 //!
@@ -24,6 +26,8 @@
 //! `campaigns.complaint_limit_percent` of what it sent, counted from
 //! `campaigns.complaint_min_sent` sent on. Complaints at that rate put the
 //! sending domain's reputation at risk; an admin decides whether to go on.
+//! Resuming is that decision: the guard then judges only what is sent and
+//! complained about after it, on a new sample of the same size.
 
 pub mod postmark;
 
@@ -60,15 +64,19 @@ impl Policy {
         }
     }
 
-    /// Why an issue with these counts must pause, if it must.
+    /// Why an issue must pause, if it must, given what it sent and had
+    /// complaints about since the guard last started counting (see
+    /// [`Reported`]).
     pub fn complaint_guard(&self, sent: i64, complained: i64) -> Option<String> {
         let rate = complained as f64 * 100.0 / sent.max(1) as f64;
         (sent >= self.complaint_min_sent && rate > self.complaint_limit_percent).then(|| {
             format!(
                 "Paused by the complaint guard: {complained} spam complaints for {sent} emails \
-                 sent ({rate:.2}%), above the limit of {}% (counted from {} sent on). Resume \
-                 only once you know why readers complain.",
-                self.complaint_limit_percent, self.complaint_min_sent
+                 sent ({rate:.2}%) since sending began or was last resumed after the guard, \
+                 above the limit of {}% (judged from {} sent on). Resume only once you know \
+                 why readers complain: the guard then counts afresh, and pauses again if the \
+                 complaints over the next {} sent pass the limit.",
+                self.complaint_limit_percent, self.complaint_min_sent, self.complaint_min_sent
             )
         })
     }
@@ -226,9 +234,9 @@ async fn report(
         complained,
     }) = ledger::report_delivery(conn, delivery, report, why).await?
     else {
-        // Not a delivery that was sent (yet): the address is suppressed all
-        // the same, which is what matters for the next issue.
-        tracing::info!(%delivery, ?report, "The reported delivery was not sent, or was reported already");
+        // Unknown, failed or skipped, or reported already: the address is
+        // suppressed all the same, which is what matters for the next issue.
+        tracing::info!(%delivery, ?report, "The reported delivery was not one to move, or was reported already");
         return Ok(());
     };
     if report != Report::Complained || state != IssueState::Sending {
@@ -368,5 +376,6 @@ mod tests {
             "{reason}"
         );
         assert!(reason.contains("limit of 0.1%"), "{reason}");
+        assert!(reason.contains("over the next 1000 sent"), "{reason}");
     }
 }

@@ -9,7 +9,8 @@
 //! - `SubscriptionChange`: `Recipient`, `ChangedAt`, `SuppressSending`
 //!   (true: the address was suppressed; false: reactivated),
 //!   `SuppressionReason` (`HardBounce`, `SpamComplaint` or
-//!   `ManualSuppression`; null on a reactivation), `Origin` (`Recipient`,
+//!   `ManualSuppression` today; null on a reactivation; a reason added
+//!   later suppresses all the same, logged), `Origin` (`Recipient`,
 //!   `Customer`, `Admin`), `MessageID` (null for manual changes);
 //! - `Delivery`: `Recipient`, `DeliveredAt`, `MessageID`, `Metadata`.
 //!
@@ -79,8 +80,8 @@ pub enum BounceKind {
     /// The address will never take mail: suppress it, and the delivery
     /// counts as bounced.
     Hard,
-    /// The recipient asked to be taken off by replying "unsubscribe", and
-    /// Postmark deactivated the address.
+    /// The recipient asked to be taken off by replying "unsubscribe":
+    /// suppress the address, whether Postmark deactivated it or not.
     Unsubscribe,
     /// May pass: counts towards `webhooks.soft_bounce_limit`.
     Soft,
@@ -98,9 +99,11 @@ impl BounceKind {
     /// Mirroring that here keeps campaigns from trying, and from recording
     /// a refusal per issue for it. A type this list does not know yet has
     /// no effect unless the address was deactivated.
+    /// An `Unsubscribe` is the recipient's wish to leave, which this
+    /// service honours even when Postmark keeps the address active.
     pub fn classify(type_name: &str, inactive: bool) -> Self {
         match type_name {
-            "Unsubscribe" if inactive => BounceKind::Unsubscribe,
+            "Unsubscribe" => BounceKind::Unsubscribe,
             _ if inactive => BounceKind::Hard,
             "HardBounce" | "BadEmailAddress" | "ManuallyDeactivated" => BounceKind::Hard,
             "SoftBounce" | "Transient" | "DnsError" | "Blocked" | "SpamNotification"
@@ -236,12 +239,17 @@ impl Raw {
             // An unsubscribe through Postmark's link or header, or a
             // suppression made in its dashboard: this service did not ask.
             (true, Some("ManualSuppression")) => Some(Reason::ProviderUnsubscribe),
+            // Postmark stopped sending to the address whatever the reason:
+            // refusing the record would leave it unsuppressed here for good,
+            // and every campaign would try it again. The closest reason of
+            // ours is kept, and the new one logged for someone to map.
             (true, other) => {
-                return Err(BadRecord(format!(
-                    "SuppressionReason {} is not one this service knows: HardBounce, \
-                     SpamComplaint or ManualSuppression.",
-                    other.map_or("(none)".into(), |r| format!("`{}`", r.escape_debug()))
-                )));
+                tracing::warn!(
+                    suppression_reason = %other.unwrap_or("(none)").escape_debug(),
+                    "Postmark suppressed an address for a reason this service does not know; \
+                     suppressed here as unsubscribed at the provider"
+                );
+                Some(Reason::ProviderUnsubscribe)
             }
         };
         let origin = self.origin.as_deref().map(clean);
@@ -432,7 +440,7 @@ mod tests {
             ("Blocked", false, BounceKind::Soft),
             ("SoftBounce", true, BounceKind::Hard),
             ("Unsubscribe", true, BounceKind::Unsubscribe),
-            ("Unsubscribe", false, BounceKind::Other),
+            ("Unsubscribe", false, BounceKind::Unsubscribe),
             ("AutoResponder", false, BounceKind::Other),
             ("AddressChange", false, BounceKind::Other),
             ("Subscribe", false, BounceKind::Other),
@@ -513,8 +521,31 @@ mod tests {
             assert_eq!(change.suppressed, expected, "{reason:?}");
             assert_eq!(change.origin.as_deref(), Some("Recipient"));
         }
-        let unknown = parse_json(subscription_change(true, Some("Moonphase"))).unwrap_err();
-        assert!(unknown.to_string().contains("Moonphase"), "{unknown}");
+    }
+
+    #[test]
+    fn a_suppression_for_a_reason_postmark_adds_later_still_suppresses() {
+        for reason in [Some("SomethingPostmarkAddsNextYear"), None] {
+            let record = parse_json(subscription_change(true, reason))
+                .unwrap_or_else(|e| panic!("{reason:?} refused: {e}"));
+            let Event::SubscriptionChange(change) = record.event else {
+                panic!("not a subscription change");
+            };
+            assert_eq!(
+                change.suppressed,
+                Some(Reason::ProviderUnsubscribe),
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unsubscribe_reply_suppresses_even_while_postmark_keeps_the_address_active() {
+        let record = parse_json(bounce("Unsubscribe", false)).unwrap();
+        let Event::Bounce(bounce) = record.event else {
+            panic!("not a bounce: {record:?}");
+        };
+        assert_eq!(bounce.kind, BounceKind::Unsubscribe);
     }
 
     #[test]

@@ -307,6 +307,12 @@ async fn subscription_changes_suppress_with_postmarks_reason_and_a_newer_reactiv
         ("a@example.com", "HardBounce", "hard_bounce"),
         ("b@example.com", "SpamComplaint", "spam_complaint"),
         ("c@example.com", "ManualSuppression", "provider_unsubscribe"),
+        // A reason Postmark adds later: it stopped sending all the same.
+        (
+            "d@example.com",
+            "SomethingPostmarkAddsNextYear",
+            "provider_unsubscribe",
+        ),
     ] {
         deliver(&app, &subscription_change(email, &at(60), Some(reason))).await;
         assert_eq!(suppression(&app, email).await.unwrap().0, ours, "{reason}");
@@ -352,6 +358,73 @@ async fn soft_bounces_in_a_row_suppress_at_the_limit_and_a_delivery_between_star
     deliver(&app, &bounce(5, "SoftBounce", email, false, None)).await;
 
     assert_eq!(suppression(&app, email).await.unwrap().0, "soft_bounce");
+}
+
+#[tokio::test]
+async fn an_unsubscribe_reply_suppresses_the_address_even_while_postmark_keeps_it_active() {
+    let app = spawn_app().await;
+    let (issue, sent) = sent_issue(&app, 1).await;
+    let (email, delivery_id) = &sent[0];
+
+    deliver(
+        &app,
+        &bounce(1, "Unsubscribe", email, false, Some(delivery_id)),
+    )
+    .await;
+
+    assert_eq!(
+        suppression(&app, email).await.unwrap().0,
+        "provider_unsubscribe"
+    );
+    let (status, _) = delivery_row(&app, issue, seq_of(delivery_id)).await;
+    assert_eq!(status, "sent", "the email arrived: it is no bounce");
+}
+
+#[tokio::test]
+async fn a_hard_bounce_before_the_send_was_recorded_marks_the_delivery_bounced_and_counts_it_once()
+{
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 1;
+    })
+    .await;
+    add_subscribers(&app, 2, "confirmed").await;
+    let issue = publish(&app, "Issue one", "Hello {{name}}.").await;
+    // The email is with the API, whose answer is held: the ledger still
+    // has it queued when Postmark reports the bounce.
+    api.wait_for_requests(1).await;
+    let delivery_id = api.requests()[0][0]["Metadata"]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seq = seq_of(&delivery_id);
+    let email = seq_email(&app, issue, seq).await;
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "queued");
+
+    deliver(
+        &app,
+        &bounce(1, "HardBounce", &email, true, Some(&delivery_id)),
+    )
+    .await;
+
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "bounced");
+    let summary = progress_of(&app, issue).await.summary;
+    assert_eq!(
+        (summary.sent, summary.bounced),
+        (1, 1),
+        "sent and bounced each count it"
+    );
+
+    // The sender's answer arrives afterwards and changes nothing.
+    api.release();
+    let summary = wait_for_state(&app, issue, "done").await.summary;
+    assert_eq!(delivery_row(&app, issue, seq).await.0, "bounced");
+    assert_eq!(
+        (summary.sent, summary.bounced, summary.failed),
+        (2, 1, 0),
+        "counted once"
+    );
 }
 
 #[tokio::test]
@@ -557,6 +630,77 @@ async fn the_complaint_guard_pauses_a_sending_issue_only_once_its_sample_is_sent
     let summary = progress_of(&app, issue).await.summary;
     assert_eq!(summary.paused_reason, None);
     assert_ne!(summary.state().as_str(), "paused");
+}
+
+#[tokio::test]
+async fn after_an_admin_resumes_the_complaint_guard_judges_only_what_was_sent_since() {
+    let api = HeldEmailApi::answering_each_message(0).await;
+    let app = spawn_app_with(|s| {
+        s.email_client.base_url = api.uri.clone();
+        s.campaigns.batch_size = 2;
+        s.campaigns.complaint_min_sent = 4;
+        s.campaigns.complaint_limit_percent = 10.0;
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    add_subscribers(&app, 12, "confirmed").await;
+    let issue = publish(&app, "Too much", "Hello {{name}}.").await;
+    // Four sent, one complaint: 25 % of a full sample.
+    api.wait_for_requests(1).await;
+    api.release_one();
+    api.wait_for_requests(2).await;
+    api.release_one();
+    wait_for_sent(&app, issue, 4).await;
+    complain_about_a_sent_one(&app, issue, 1).await;
+    assert_eq!(state_of(&app, issue).await, "paused");
+
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let response = browser
+        .submit(&format!("/admin/newsletters/{issue}/resume"), &[])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // A late complaint about an email sent before the pause: 2 of 4 in
+    // all, but nothing sent since the resume to judge it on.
+    complain_about_a_sent_one(&app, issue, 2).await;
+    assert_eq!(state_of(&app, issue).await, "sending");
+
+    // Four more sent, and a second complaint since the resume: 2 of 4.
+    api.release_one();
+    api.release_one();
+    wait_for_sent(&app, issue, 8).await;
+    complain_about_a_sent_one(&app, issue, 3).await;
+    api.release();
+
+    let summary = progress_of(&app, issue).await.summary;
+    assert_eq!(summary.state().as_str(), "paused");
+    let reason = summary.paused_reason.unwrap();
+    assert!(
+        reason.contains("2 spam complaints for 4 emails sent"),
+        "{reason}"
+    );
+}
+
+async fn state_of(app: &TestApp, issue: Uuid) -> &'static str {
+    progress_of(app, issue).await.summary.state().as_str()
+}
+
+/// Posts a complaint, with `record_id`, about the first delivery of the
+/// issue that is sent and not complained about yet.
+async fn complain_about_a_sent_one(app: &TestApp, issue: Uuid, record_id: i64) {
+    let seq: i32 = sqlx::query_scalar(
+        "SELECT seq FROM deliveries WHERE issue_id = $1 AND status = 'sent' ORDER BY seq LIMIT 1",
+    )
+    .bind(issue)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    let email = seq_email(app, issue, seq).await;
+    deliver(
+        app,
+        &complaint(record_id, &email, Some(&format!("{issue}:{seq}"))),
+    )
+    .await;
 }
 
 async fn wait_for_sent(app: &TestApp, issue: Uuid, n: i64) {
