@@ -486,9 +486,10 @@ async fn only_subscribers_confirmed_when_an_issue_goes_out_receive_it() {
     );
 }
 
-#[tokio::test]
-async fn subscribers_who_leave_before_their_message_goes_out_are_skipped_and_counted() {
-    // One sender, held at its first batch: the rest wait their turn.
+/// An issue to `subscribers` confirmed subscribers, in batches of 10, held
+/// at its first batch: the API has it (the addresses returned) and answers
+/// once released, and the rest wait their turn.
+pub async fn a_held_issue(subscribers: i32) -> (HeldEmailApi, TestApp, Uuid, HashSet<String>) {
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
@@ -496,14 +497,20 @@ async fn subscribers_who_leave_before_their_message_goes_out_are_skipped_and_cou
         s.campaigns.audience_chunk = 10;
     })
     .await;
-    add_subscribers(&app, 30, "confirmed").await;
+    add_subscribers(&app, subscribers, "confirmed").await;
     let issue = publish(&app, "Leaving", "Hello {{name}}.").await;
     api.wait_for_requests(1).await;
-    let rows = ledger_rows(&app, issue).await;
-    let in_flight: HashSet<String> = api.requests()[0]
+    let in_flight = api.requests()[0]
         .iter()
         .map(|message| message["To"].as_str().unwrap().to_owned())
         .collect();
+    (api, app, issue, in_flight)
+}
+
+#[tokio::test]
+async fn subscribers_who_leave_before_their_message_goes_out_are_skipped_and_counted() {
+    let (api, app, issue, in_flight) = a_held_issue(30).await;
+    let rows = ledger_rows(&app, issue).await;
     let (flying, waiting): (Vec<&Delivery>, Vec<&Delivery>) = rows
         .iter()
         .partition(|row| in_flight.contains(row.email.as_ref().unwrap()));

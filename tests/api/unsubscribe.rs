@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::campaigns::{add_subscribers, publish, wait_for_state};
-use crate::helpers::{BASE_URL, BROWSER_ACCEPT, HeldEmailApi, TestApp, spawn_app, spawn_app_with};
+use crate::campaigns::{a_held_issue, add_subscribers, publish, wait_for_state};
+use crate::helpers::{BASE_URL, BROWSER_ACCEPT, TestApp, spawn_app, spawn_app_with};
 
 fn keys(app: &TestApp) -> Keys {
     Keys::derive(&app.settings.application.hmac_secret).unwrap()
@@ -408,21 +408,7 @@ async fn a_body_over_the_limit_is_refused_with_413_and_changes_nothing() {
 
 #[tokio::test]
 async fn someone_who_unsubscribes_while_an_issue_is_under_way_is_not_sent_it() {
-    // One sender, held at its first batch: the rest wait their turn.
-    let api = HeldEmailApi::answering_each_message(0).await;
-    let app = spawn_app_with(|s| {
-        s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 10;
-        s.campaigns.audience_chunk = 10;
-    })
-    .await;
-    add_subscribers(&app, 20, "confirmed").await;
-    let issue = publish(&app, "Leaving", "Hello {{name}}.").await;
-    api.wait_for_requests(1).await;
-    let in_flight: HashSet<String> = api.requests()[0]
-        .iter()
-        .map(|message| message["To"].as_str().unwrap().to_owned())
-        .collect();
+    let (api, app, issue, in_flight) = a_held_issue(20).await;
     let (address, leaver) = ids_by_address(&app)
         .await
         .into_iter()
