@@ -76,8 +76,10 @@ pub struct Suppression {
 /// Puts `address` on the list, or updates its entry when this change is
 /// newer than the one recorded (`changed_at`, as the provider dates it), so
 /// that a record delivered late never overwrites a later one. The address
-/// itself is kept only if a subscriber has it. Returns whether the entry
-/// was written.
+/// itself is kept only if a subscriber has it, and no other entry holds it:
+/// two spellings can hash apart (Rust and Postgres lower-case some letters
+/// differently) and still be one address to the database. Returns whether
+/// the entry was written.
 pub async fn suppress(
     conn: &mut PgConnection,
     keys: &Keys,
@@ -88,7 +90,11 @@ pub async fn suppress(
 ) -> Result<bool, sqlx::Error> {
     let written = sqlx::query(
         "INSERT INTO suppressions (address_hash, email, reason, detail, changed_at) \
-         VALUES ($1, (SELECT lower(email) FROM subscriptions WHERE lower(email) = lower($2)), \
+         VALUES ($1, \
+                 (SELECT lower(s.email) FROM subscriptions s \
+                  WHERE lower(s.email) = lower($2) \
+                    AND NOT EXISTS (SELECT 1 FROM suppressions x \
+                                    WHERE x.email = lower($2) AND x.address_hash <> $1)), \
                  $3, $4, $5) \
          ON CONFLICT (address_hash) DO UPDATE \
          SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \

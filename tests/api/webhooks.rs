@@ -845,3 +845,27 @@ async fn an_email_queued_before_its_address_was_suppressed_is_failed_not_sent() 
     );
     assert!(app.sent_emails().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_address_another_entry_already_holds_is_suppressed_without_a_conflict() {
+    let app = spawn_app().await;
+    let ada = add_subscribers(&app, 1, "confirmed").await[0];
+    let email = subscriber_email(&app, ada).await;
+    // An entry made for another spelling of the address, which hashed apart.
+    sqlx::query(
+        "INSERT INTO suppressions (address_hash, email, reason, changed_at) \
+         VALUES ('\\x00'::bytea, lower($1), 'hard_bounce', now() - interval '1 day')",
+    )
+    .bind(&email)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+
+    deliver(&app, &complaint(7, &email, None)).await;
+
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(entries, 2);
+}
