@@ -257,16 +257,22 @@ async fn logs_are_plain_locally_json_in_production_and_app_log_format_picks_eith
     let name = db.settings.database_name.as_str();
     let local = [("APP_DATABASE__DATABASE_NAME", name)];
     let local_json = [local[0], ("APP_LOG_FORMAT", "json")];
-    // The local Postgres has no TLS, which production requires.
+    // The local Postgres has no TLS, which production requires; production
+    // takes its secret from the platform.
     let production = [
         local[0],
         ("APP_ENVIRONMENT", "production"),
         ("APP_DATABASE__REQUIRE_SSL", "false"),
+        (
+            "APP_APPLICATION__HMAC_SECRET",
+            "a production secret of 32 bytes or more",
+        ),
     ];
     let production_text = [
         production[0],
         production[1],
         production[2],
+        production[3],
         ("APP_LOG_FORMAT", "text"),
     ];
     let cases = [
