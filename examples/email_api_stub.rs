@@ -11,11 +11,19 @@
 //! answer (reading and parsing the body included), one per line: the
 //! server's share of a call's round trip.
 //!
+//! For the fault run (scripts/fault_run.sh) it can also misbehave: `POST
+//! /fault/500`, `/fault/429` or `/fault/hang` makes every later send answer
+//! 500, answer 429, or never answer, until `POST /fault/ok`. A send refused
+//! or left hanging is not recorded: Postmark did not take it. With
+//! `EMAIL_STUB_RECIPIENTS` set to a path, the `To` of every accepted message
+//! is appended there, one per line.
+//!
 //! `cargo run --release --example email_api_stub -- PORT TOKENS_FILE [TIMINGS_FILE]`
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use actix_web::dev::Service;
@@ -26,23 +34,75 @@ struct Tokens(Mutex<BufWriter<File>>);
 
 struct Timings(Mutex<BufWriter<File>>);
 
+struct Recipients(Option<Mutex<BufWriter<File>>>);
+
+/// How sends are answered: one of the `FAULT_*` values.
+struct Fault(AtomicU8);
+
+const FAULT_NONE: u8 = 0;
+const FAULT_500: u8 = 1;
+const FAULT_429: u8 = 2;
+const FAULT_HANG: u8 = 3;
+
 /// The one field the stand-in reads; the others are skipped unparsed,
 /// which keeps a batch of large newsletter bodies cheap to take in.
 #[derive(Deserialize)]
 struct Message {
     #[serde(rename = "TextBody", default)]
     text_body: String,
+    #[serde(rename = "To", default)]
+    to: String,
 }
 
-async fn single(message: web::Json<Message>, tokens: web::Data<Tokens>) -> HttpResponse {
-    record_tokens(std::slice::from_ref(&message), &tokens);
+async fn single(
+    message: web::Json<Message>,
+    tokens: web::Data<Tokens>,
+    recipients: web::Data<Recipients>,
+    fault: web::Data<Fault>,
+) -> HttpResponse {
+    if let Some(refusal) = misbehave(&fault).await {
+        return refusal;
+    }
+    record(std::slice::from_ref(&message), &tokens, &recipients);
     HttpResponse::Ok().json(accepted())
 }
 
-async fn batch(messages: web::Json<Vec<Message>>, tokens: web::Data<Tokens>) -> HttpResponse {
-    record_tokens(&messages, &tokens);
+async fn batch(
+    messages: web::Json<Vec<Message>>,
+    tokens: web::Data<Tokens>,
+    recipients: web::Data<Recipients>,
+    fault: web::Data<Fault>,
+) -> HttpResponse {
+    if let Some(refusal) = misbehave(&fault).await {
+        return refusal;
+    }
+    record(&messages, &tokens, &recipients);
     let answers: Vec<_> = messages.iter().map(|_| accepted()).collect();
     HttpResponse::Ok().json(answers)
+}
+
+/// The answer the current fault gives instead of accepting, if any. A hang
+/// lasts until the caller gives up and closes the connection, which drops
+/// this future.
+async fn misbehave(fault: &Fault) -> Option<HttpResponse> {
+    match fault.0.load(Ordering::Relaxed) {
+        FAULT_500 => Some(HttpResponse::InternalServerError().body("injected fault")),
+        FAULT_429 => Some(HttpResponse::TooManyRequests().body("injected fault")),
+        FAULT_HANG => std::future::pending().await,
+        _ => None,
+    }
+}
+
+async fn set_fault(kind: web::Path<String>, fault: web::Data<Fault>) -> HttpResponse {
+    let value = match kind.as_str() {
+        "ok" => FAULT_NONE,
+        "500" => FAULT_500,
+        "429" => FAULT_429,
+        "hang" => FAULT_HANG,
+        _ => return HttpResponse::NotFound().body("faults: ok, 500, 429, hang"),
+    };
+    fault.0.store(value, Ordering::Relaxed);
+    HttpResponse::Ok().finish()
 }
 
 fn accepted() -> serde_json::Value {
@@ -53,7 +113,14 @@ fn accepted() -> serde_json::Value {
     })
 }
 
-fn record_tokens(messages: &[Message], tokens: &Tokens) {
+fn record(messages: &[Message], tokens: &Tokens, recipients: &Recipients) {
+    if let Some(recipients) = &recipients.0 {
+        let mut file = recipients.lock().unwrap();
+        for message in messages {
+            let _ = writeln!(file, "{}", message.to);
+        }
+        let _ = file.flush();
+    }
     let mut file = tokens.0.lock().unwrap();
     for message in messages {
         if let Some((_, rest)) = message.text_body.split_once("subscription_token=") {
@@ -80,6 +147,12 @@ async fn main() -> std::io::Result<()> {
         Ok(BufWriter::new(file))
     };
     let tokens = web::Data::new(Tokens(Mutex::new(append(path)?)));
+    let recipients = match std::env::var_os("EMAIL_STUB_RECIPIENTS") {
+        Some(path) => Some(Mutex::new(append(path.to_string_lossy().into_owned())?)),
+        None => None,
+    };
+    let recipients = web::Data::new(Recipients(recipients));
+    let fault = web::Data::new(Fault(AtomicU8::new(FAULT_NONE)));
     let timings = match args.next() {
         Some(path) => Some(web::Data::new(Timings(Mutex::new(append(path)?)))),
         None => None,
@@ -88,6 +161,8 @@ async fn main() -> std::io::Result<()> {
         let timings = timings.clone();
         App::new()
             .app_data(tokens.clone())
+            .app_data(recipients.clone())
+            .app_data(fault.clone())
             // Postmark takes up to 50 MB per batch call; 500 newsletters of
             // 10 KB each are well over the default 32 KiB.
             .app_data(web::JsonConfig::default().limit(50 * 1024 * 1024))
@@ -108,6 +183,7 @@ async fn main() -> std::io::Result<()> {
             })
             .route("/email/batch", web::post().to(batch))
             .route("/email", web::post().to(single))
+            .route("/fault/{kind}", web::post().to(set_fault))
     })
     .workers(1)
     .bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a number")))?
