@@ -120,14 +120,12 @@ async fn create_database(
             Ok(())
         }
         Err(e) if sqlstate(&e).as_deref() == Some(DUPLICATE_DATABASE) => Ok(()),
-        Err(e) if sqlstate(&e).as_deref() == Some(INSUFFICIENT_PRIVILEGE) => {
-            Err(anyhow::anyhow!(
-                "Database {name} does not exist, and user {user} may not create databases ({e}). \
+        Err(e) if sqlstate(&e).as_deref() == Some(INSUFFICIENT_PRIVILEGE) => Err(anyhow::anyhow!(
+            "Database {name} does not exist, and user {user} may not create databases ({e}). \
                  Create it as an administrator (CREATE DATABASE \"{name}\" OWNER \"{user}\"), \
                  or grant the user CREATEDB, then run `newsletter migrate` again.",
-                user = settings.username,
-            ))
-        }
+            user = settings.username,
+        )),
         Err(e) => Err(anyhow::Error::new(e).context(format!("Failed to create database {name}"))),
     }
 }

@@ -82,9 +82,14 @@ fn resolved(value: &str) -> String {
         "${newsletter-db.PORT}" => "25060".into(),
         "${newsletter-db.USERNAME}" | "${newsletter-db.DATABASE}" => "newsletter".into(),
         "${newsletter-db.PASSWORD}" => "a-database-password".into(),
-        "${newsletter-cache.DATABASE_URL}" => "rediss://default:password@cache.example.com:25061".into(),
+        "${newsletter-cache.DATABASE_URL}" => {
+            "rediss://default:password@cache.example.com:25061".into()
+        }
         other => {
-            assert!(!other.contains("${"), "no test value for the binding {other}");
+            assert!(
+                !other.contains("${"),
+                "no test value for the binding {other}"
+            );
             other.into()
         }
     }
@@ -125,7 +130,11 @@ fn configuration_variables() -> BTreeSet<String> {
     }
     let mut names = BTreeSet::new();
     for file in ["base.yaml", "production.yaml"] {
-        leaves("", &yaml(&Path::new("configuration").join(file)), &mut names);
+        leaves(
+            "",
+            &yaml(&Path::new("configuration").join(file)),
+            &mut names,
+        );
     }
     names
 }
@@ -206,7 +215,10 @@ async fn the_spec_health_checks_ask_paths_that_answer_200() {
         assert_eq!(response.status().as_u16(), 200, "{check}: GET {path}");
     }
     assert_eq!(service["health_check"]["http_path"], "/ready");
-    assert_eq!(service["liveness_health_check"]["http_path"], "/health_check");
+    assert_eq!(
+        service["liveness_health_check"]["http_path"],
+        "/health_check"
+    );
 }
 
 #[test]
@@ -274,8 +286,7 @@ fn traffic_reaches_the_service_through_ingress_rules() {
     assert!(
         rules
             .iter()
-            .any(|r| r["component"]["name"] == "newsletter"
-                && r["match"]["path"]["prefix"] == "/"),
+            .any(|r| r["component"]["name"] == "newsletter" && r["match"]["path"]["prefix"] == "/"),
         "no ingress rule sends / to the service: {rules:?}"
     );
 }
@@ -298,7 +309,9 @@ fn the_metrics_port_is_internal_to_the_app() {
 #[test]
 fn no_secret_value_is_committed() {
     let spec = committed_spec();
-    let secret_names = ["TOKEN", "SECRET", "PASSWORD", "USERNAME", "KEY", "URI", "URL"];
+    let secret_names = [
+        "TOKEN", "SECRET", "PASSWORD", "USERNAME", "KEY", "URI", "URL",
+    ];
 
     for component in [service(&spec), migrate_job(&spec)] {
         for (key, value, kind) in envs(component) {

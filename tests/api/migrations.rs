@@ -610,7 +610,10 @@ impl Drop for OwnRole {
             })
         });
         if let Ok(Err(e)) = cleanup.join() {
-            eprintln!("Failed to drop the test role and database {name}: {e}");
+            eprintln!(
+                "Failed to drop the test role and database {}: {e}",
+                self.settings.database_name
+            );
         }
     }
 }
@@ -689,8 +692,14 @@ async fn a_missing_database_with_no_maintenance_database_reachable_fails_naming_
 
     let message = format!("{error:#}");
     let name = &role.settings.database_name;
-    assert!(message.contains(&format!("Database {name} does not exist")), "{message}");
-    assert!(message.contains(&maintenance[0]) && message.contains(&maintenance[1]), "{message}");
+    assert!(
+        message.contains(&format!("Database {name} does not exist")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&maintenance[0]) && message.contains(&maintenance[1]),
+        "{message}"
+    );
     assert!(message.contains("CREATE DATABASE"), "{message}");
     assert!(!role.database_exists().await);
 }
