@@ -470,8 +470,9 @@ pub fn get_configuration() -> Result<Settings, config::ConfigError> {
 }
 
 /// The layering itself. `variables` replaces the process environment when
-/// given, so the override rules can be tested without touching global state.
-fn load(
+/// given, so the override rules (and a deployment's variables, as in
+/// `spec.yaml`) can be tested without touching global state.
+pub fn load(
     directory: &Path,
     environment: Environment,
     variables: Option<HashMap<String, String>>,

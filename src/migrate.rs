@@ -37,35 +37,104 @@ use crate::configuration::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Where `ensure_database_exists` goes to create a missing database: the
+/// `postgres` database of a plain server, then `defaultdb`, the default
+/// database of DigitalOcean's (and other providers') managed clusters.
+pub const MAINTENANCE_DATABASES: &[&str] = &["postgres", "defaultdb"];
+
+/// The SQLSTATE of `invalid_catalog_name`: the database does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
+/// The SQLSTATE of `duplicate_database`: another run created it first.
+const DUPLICATE_DATABASE: &str = "42P04";
+/// The SQLSTATE of `insufficient_privilege`.
+const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
 /// Creates the configured database if it does not exist, so that a fresh
-/// Postgres server needs no manual step.
+/// Postgres server needs no manual step. See
+/// [`ensure_database_exists_via`].
 pub async fn ensure_database_exists(settings: &DatabaseSettings) -> Result<(), anyhow::Error> {
-    let mut connection = PgConnection::connect_with(&settings.without_db().database("postgres"))
-        .await
-        .with_context(|| {
-            format!(
-                "Failed to connect to Postgres at {}:{}",
-                settings.host, settings.port
-            )
-        })?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&settings.database_name)
-            .fetch_one(&mut connection)
-            .await
-            .context("Failed to check whether the database exists")?;
-    if !exists {
-        let statement = format!(
-            r#"CREATE DATABASE "{}""#,
-            settings.database_name.replace('"', "\"\"")
-        );
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut connection)
-            .await
-            .with_context(|| format!("Failed to create database {}", settings.database_name))?;
-        tracing::info!(database = %settings.database_name, "Created the database");
+    ensure_database_exists_via(settings, MAINTENANCE_DATABASES).await
+}
+
+/// Connects to the configured database first: when it exists, as it always
+/// does on a managed cluster, nothing else is needed, and the app's user may
+/// well be unable to reach any other database. Only when Postgres says it
+/// does not exist does this connect to the first of `maintenance` it can
+/// reach and create it there.
+pub async fn ensure_database_exists_via(
+    settings: &DatabaseSettings,
+    maintenance: &[&str],
+) -> Result<(), anyhow::Error> {
+    let name = &settings.database_name;
+    let server = format!("{}:{}", settings.host, settings.port);
+    match PgConnection::connect_with(&settings.with_db()).await {
+        Ok(connection) => {
+            let _ = connection.close().await;
+            return Ok(());
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "Failed to connect to database {name} at {server} as {}",
+                settings.username
+            )));
+        }
     }
-    Ok(())
+    tracing::info!(database = %name, "The database does not exist; creating it");
+
+    let mut unreachable = Vec::new();
+    for maintenance_database in maintenance {
+        let options = settings.without_db().database(maintenance_database);
+        let mut connection = match PgConnection::connect_with(&options).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                unreachable.push(format!("{maintenance_database} ({e})"));
+                continue;
+            }
+        };
+        let created = create_database(&mut connection, settings).await;
+        let _ = connection.close().await;
+        return created;
+    }
+    Err(anyhow::anyhow!(
+        "Database {name} does not exist at {server}, and user {user} could reach none of the \
+         databases to create it from: {}. Create it as an administrator \
+         (CREATE DATABASE \"{name}\" OWNER \"{user}\"), then run `newsletter migrate` again.",
+        unreachable.join("; "),
+        user = settings.username,
+    ))
+}
+
+async fn create_database(
+    connection: &mut PgConnection,
+    settings: &DatabaseSettings,
+) -> Result<(), anyhow::Error> {
+    let name = &settings.database_name;
+    let statement = format!(r#"CREATE DATABASE "{}""#, name.replace('"', "\"\""));
+    match sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(connection)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "Created the database");
+            Ok(())
+        }
+        Err(e) if sqlstate(&e).as_deref() == Some(DUPLICATE_DATABASE) => Ok(()),
+        Err(e) if sqlstate(&e).as_deref() == Some(INSUFFICIENT_PRIVILEGE) => Err(anyhow::anyhow!(
+            "Database {name} does not exist, and user {user} may not create databases ({e}). \
+                 Create it as an administrator (CREATE DATABASE \"{name}\" OWNER \"{user}\"), \
+                 or grant the user CREATEDB, then run `newsletter migrate` again.",
+            user = settings.username,
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("Failed to create database {name}"))),
+    }
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|code| code.into_owned())
 }
 
 /// How patient a migration is with locks.
@@ -117,12 +186,15 @@ pub async fn run_pending_with(pool: &PgPool, policy: LockPolicy) -> Result<(), a
             n + 1,
             pending.len()
         );
-        apply(pool, migration, policy).await.with_context(|| {
-            format!(
-                "Failed to apply migration {} ({})",
-                migration.version, migration.description
-            )
-        })?;
+        apply(pool, migration, policy)
+            .await
+            .map_err(explain_missing_privilege)
+            .with_context(|| {
+                format!(
+                    "Failed to apply migration {} ({})",
+                    migration.version, migration.description
+                )
+            })?;
         if migration.no_tx {
             ensure_indexes_are_valid(pool, migration).await?;
         }
@@ -168,6 +240,27 @@ async fn apply(
             }
             other => return other,
         }
+    }
+}
+
+/// From PostgreSQL 15 on, only a database's owner may create in its `public`
+/// schema; a managed cluster's app user is not the owner. Say what to do.
+fn explain_missing_privilege(error: MigrateError) -> anyhow::Error {
+    let database_error = match &error {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => e.as_database_error(),
+        _ => None,
+    };
+    let denied = database_error.and_then(|e| e.code()).as_deref() == Some(INSUFFICIENT_PRIVILEGE);
+    let error = anyhow::Error::new(error);
+    if denied {
+        error.context(
+            "The database's user may not change the schema. From PostgreSQL 15 on, only the \
+             database's owner may create in schema public: as an administrator, run \
+             ALTER DATABASE <database> OWNER TO <user>, or, in that database, \
+             GRANT USAGE, CREATE ON SCHEMA public TO <user> (README, \"Deploying\").",
+        )
+    } else {
+        error
     }
 }
 

@@ -12,8 +12,9 @@ use serde::Serialize;
 use crate::db::Db;
 use crate::rate_limit::RateLimiter;
 
-/// How long each check may take: a load balancer polls this often.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long each check may take: a load balancer polls this often. The
+/// platform's check must wait longer than this (`spec.yaml`).
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Redis never makes the instance unready, so its check must not make the
 /// answer late either: load balancers give up on a check after as little as

@@ -6,6 +6,7 @@ mod admin_accounts;
 mod admin_sessions;
 mod campaigns;
 mod delivery;
+mod deploy_spec;
 mod health_check;
 mod helpers;
 mod migrations;

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use newsletter::configuration::get_configuration;
-use newsletter::migrate::MIGRATOR;
+use newsletter::configuration::{DatabaseSettings, get_configuration};
+use newsletter::migrate::{MIGRATOR, ensure_database_exists_via};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
@@ -493,4 +494,258 @@ fn assert_unique_violation<T: std::fmt::Debug>(result: Result<T, sqlx::Error>, w
         .and_then(|e| e.code())
         .map(|code| code.into_owned());
     assert_eq!(code.as_deref(), Some("23505"), "{why}");
+}
+
+/// A login role of its own, without the right to create databases, and the
+/// name of a database for it; the database (whoever owns it) and the role are
+/// dropped when the value is dropped. Nothing else on the server changes.
+struct OwnRole {
+    /// Connects as the role, to its database.
+    settings: DatabaseSettings,
+    admin: DatabaseSettings,
+}
+
+impl OwnRole {
+    async fn create() -> Self {
+        let admin = get_configuration().unwrap().database;
+        let name = format!("test_role_{}", Uuid::new_v4().simple());
+        let mut connection = sqlx::PgConnection::connect_with(&admin.without_db())
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"CREATE ROLE "{name}" LOGIN NOCREATEDB PASSWORD 'role-password'"#
+        )))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        let mut settings = admin.clone();
+        settings.username = name.clone();
+        settings.password = SecretString::from("role-password");
+        settings.database_name = name;
+        Self { settings, admin }
+    }
+
+    async fn as_admin(&self, database: Option<&str>, statement: String) {
+        let options = match database {
+            Some(database) => self.admin.without_db().database(database),
+            None => self.admin.without_db(),
+        };
+        let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+    }
+
+    /// Creates the role's database, owned by the role or by the administrator.
+    async fn create_database(&self, owned_by_the_role: bool) {
+        let name = &self.settings.database_name;
+        let owner = if owned_by_the_role {
+            name.as_str()
+        } else {
+            self.admin.username.as_str()
+        };
+        self.as_admin(None, format!(r#"CREATE DATABASE "{name}" OWNER "{owner}""#))
+            .await;
+    }
+
+    async fn database_exists(&self) -> bool {
+        let mut connection = sqlx::PgConnection::connect_with(&self.admin.without_db())
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&self.settings.database_name)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap()
+    }
+
+    /// `newsletter migrate`, connecting as the role.
+    fn run_migrate(&self) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"))
+            .arg("migrate")
+            .env("APP_DATABASE__USERNAME", &self.settings.username)
+            .env(
+                "APP_DATABASE__PASSWORD",
+                self.settings.password.expose_secret(),
+            )
+            .env("APP_DATABASE__DATABASE_NAME", &self.settings.database_name)
+            .output()
+            .unwrap()
+    }
+
+    async fn applied_migrations(&self) -> usize {
+        let pool = PgPool::connect_with(self.settings.with_db()).await.unwrap();
+        let applied: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        applied as usize
+    }
+}
+
+impl Drop for OwnRole {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.settings.database_name.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut connection = sqlx::PgConnection::connect_with(&admin.without_db()).await?;
+                for statement in [
+                    format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#),
+                    format!(r#"DROP ROLE IF EXISTS "{name}""#),
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut connection)
+                        .await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            })
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!(
+                "Failed to drop the test role and database {}: {e}",
+                self.settings.database_name
+            );
+        }
+    }
+}
+
+/// Names of maintenance databases that do not exist: a user who can reach
+/// nothing but its own database, as on a managed cluster.
+fn unreachable_maintenance_databases() -> [String; 2] {
+    [
+        format!("no_postgres_{}", Uuid::new_v4().simple()),
+        format!("no_defaultdb_{}", Uuid::new_v4().simple()),
+    ]
+}
+
+#[tokio::test]
+async fn an_existing_database_is_used_without_reaching_a_maintenance_database() {
+    let role = OwnRole::create().await;
+    role.create_database(true).await;
+    let maintenance = unreachable_maintenance_databases();
+    let maintenance: Vec<&str> = maintenance.iter().map(String::as_str).collect();
+
+    let result = ensure_database_exists_via(&role.settings, &maintenance).await;
+
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_migrate_command_migrates_a_database_its_user_owns_without_createdb() {
+    let role = OwnRole::create().await;
+    role.create_database(true).await;
+
+    let output = role.run_migrate();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(role.applied_migrations().await, MIGRATOR.iter().count());
+}
+
+#[tokio::test]
+async fn a_missing_database_is_created_through_the_first_maintenance_database_reachable() {
+    let settings = get_configuration().unwrap();
+    let db = TestDatabase::create(&settings.database).await;
+    db.pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE "{}" WITH (FORCE)"#,
+        db.settings.database_name
+    )))
+    .execute(
+        &mut sqlx::PgConnection::connect_with(&db.settings.without_db())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let missing = format!("no_postgres_{}", Uuid::new_v4().simple());
+
+    ensure_database_exists_via(&db.settings, &[&missing, "postgres"])
+        .await
+        .expect("the database should have been created through `postgres`");
+
+    let connection = sqlx::PgConnection::connect_with(&db.settings.with_db()).await;
+    assert!(connection.is_ok(), "the database was not created");
+}
+
+#[tokio::test]
+async fn a_missing_database_with_no_maintenance_database_reachable_fails_naming_it() {
+    let role = OwnRole::create().await;
+    let maintenance = unreachable_maintenance_databases();
+    let names: Vec<&str> = maintenance.iter().map(String::as_str).collect();
+
+    let error = ensure_database_exists_via(&role.settings, &names)
+        .await
+        .expect_err("no database could have been created");
+
+    let message = format!("{error:#}");
+    let name = &role.settings.database_name;
+    assert!(
+        message.contains(&format!("Database {name} does not exist")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&maintenance[0]) && message.contains(&maintenance[1]),
+        "{message}"
+    );
+    assert!(message.contains("CREATE DATABASE"), "{message}");
+    assert!(!role.database_exists().await);
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_create_databases_is_told_to_create_it_or_grant_createdb() {
+    let role = OwnRole::create().await;
+
+    let error = ensure_database_exists_via(&role.settings, &["postgres"])
+        .await
+        .expect_err("a role without CREATEDB created a database");
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&role.settings.database_name) && message.contains("CREATEDB"),
+        "{message}"
+    );
+    assert!(!role.database_exists().await);
+}
+
+#[tokio::test]
+async fn without_a_grant_on_schema_public_migrate_says_which_grant_and_succeeds_once_given() {
+    // From PostgreSQL 15 on (the servers this runs against), a user that does
+    // not own the database may not create in its public schema, as on a
+    // managed cluster.
+    let role = OwnRole::create().await;
+    role.create_database(false).await;
+    let refused = role.run_migrate();
+    let name = &role.settings.database_name;
+    role.as_admin(
+        Some(name),
+        format!(r#"GRANT USAGE, CREATE ON SCHEMA public TO "{name}""#),
+    )
+    .await;
+    let granted = role.run_migrate();
+
+    assert!(!refused.status.success(), "migrated without a grant");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("GRANT USAGE, CREATE ON SCHEMA public"),
+        "{stderr}"
+    );
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert_eq!(role.applied_migrations().await, MIGRATOR.iter().count());
 }
