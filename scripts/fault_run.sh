@@ -26,22 +26,35 @@ PG_PROXY_PORT=18232
 FAULT_REDIS_PORT=18279
 CONCURRENCY="${CONCURRENCY:-16}"
 
-if [ "${1:-}" = "--short" ]; then
-  profile=debug
-  # second: what happens then
-  LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; API_500_AT=28; API_429_AT=33
-  API_HANG_AT=38; API_OK_AT=50; KILL_AT=56
-else
-  profile=release
-  LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; API_500_AT=70; API_429_AT=85
-  API_HANG_AT=100; API_OK_AT=115; KILL_AT=130
-fi
+# The second of the load at which each fault begins.
+case "${1:-}" in
+  --short)
+    profile=debug
+    LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; API_500_AT=28; API_429_AT=33
+    API_HANG_AT=38; API_OK_AT=50; KILL_AT=56 ;;
+  "")
+    profile=release
+    LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; API_500_AT=70; API_429_AT=85
+    API_HANG_AT=100; API_OK_AT=115; KILL_AT=130 ;;
+  *) die "usage: scripts/fault_run.sh [--short]" ;;
+esac
 PG_CUT_SECONDS=10
 DRAIN_SECONDS=300
+# The delivery settings the duplicates bound is computed from, set here so
+# that the bound and the replicas agree.
+export APP_DELIVERY__WORKERS=2 APP_DELIVERY__BATCH_SIZE=50
+
+# One run at a time: a second would find the first one's ports taken.
+exec 9>"${TMPDIR:-/tmp}/newsletter-fault-run.lock"
+flock -n 9 || die "another fault run is going on"
+for port in "${LB_PORT}" "${R1_PORT}" "${R2_PORT}" "${STUB_PORT}" "${PG_PROXY_PORT}" "${FAULT_REDIS_PORT}"; do
+  port_open 127.0.0.1 "${port}" && die "port ${port} is taken; the fault run needs 18200-18279 free"
+done
 
 ensure_postgres
-ensure_redis
-command -v haproxy >/dev/null || apt_install haproxy
+# Debian installs HAProxy in /usr/sbin, which a user's PATH may lack.
+HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+[ -x "${HAPROXY}" ] || { apt_install haproxy; HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"; }
 command -v redis-server >/dev/null || apt_install redis-server
 
 log "building the service and the fault run's tools (${profile})"
@@ -66,16 +79,16 @@ cleanup() {
     -c "DROP DATABASE IF EXISTS ${db} WITH (FORCE)" >/dev/null 2>&1 || true
   # A failed run keeps its logs for whoever looks into it.
   if [ "${status}" != 0 ]; then
-    mkdir -p target/fault-run
-    cp "${WORK}"/*.log target/fault-run/ 2>/dev/null || true
-    printf 'logs of the failed run: target/fault-run/\n' >&2
+    mkdir -p "target/fault-run/${run}"
+    cp "${WORK}"/*.log "target/fault-run/${run}/" 2>/dev/null || true
+    printf 'logs of the failed run: target/fault-run/%s/\n' "${run}" >&2
   fi
   rm -rf "${WORK}"
 }
 trap cleanup EXIT
 
 sql() {
-  PGPASSWORD="${DB_PASSWORD}" psql -q -At -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d "${db}" "$@"
+  PGPASSWORD="${DB_PASSWORD}" psql -q -At -v ON_ERROR_STOP=1 -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d "${db}" "$@"
 }
 
 # The private Redis keeps nothing on disk: a restart forgets every counter,
@@ -94,16 +107,17 @@ start_replica() {
 }
 
 wait_until_ready() {
-  local port=$1
+  local n=$1 port=$2
   for _ in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port}/ready" || true)" = 200 ] \
+    kill -0 "${replica_pids[n - 1]}" 2>/dev/null || die "replica ${n} exited (its log: see below)"
+    [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port}/ready" || true)" = 200 ] \
       && return 0
     sleep 0.25
   done
-  die "the replica on port ${port} never became ready"
+  die "replica ${n} on port ${port} never became ready"
 }
 
-fault_api() { curl -s --fail -X POST "http://127.0.0.1:${STUB_PORT}/fault/$1" >/dev/null; }
+fault_api() { curl -s -m 5 --fail -X POST "http://127.0.0.1:${STUB_PORT}/fault/$1" >/dev/null; }
 
 started=0
 until_second() {
@@ -127,18 +141,18 @@ wait_for_port 127.0.0.1 "${STUB_PORT}" "the email API stand-in"
 wait_for_port 127.0.0.1 "${PG_PROXY_PORT}" "the Postgres proxy"
 
 # The replicas reach Postgres and Redis only through what the run controls.
-export APP_DATABASE__PORT="${PG_PROXY_PORT}"
+export APP_DATABASE__HOST=127.0.0.1 APP_DATABASE__PORT="${PG_PROXY_PORT}"
 export APP_REDIS_URI="redis://127.0.0.1:${FAULT_REDIS_PORT}"
 export APP_LOG_FORMAT=json RUST_LOG=info
 start_replica 1 "${R1_PORT}"
 start_replica 2 "${R2_PORT}"
-wait_until_ready "${R1_PORT}"
-wait_until_ready "${R2_PORT}"
+wait_until_ready 1 "${R1_PORT}"
+wait_until_ready 2 "${R2_PORT}"
 
 sed -e "s|\${WORK}|${WORK}|" -e "s|\${LB_PORT}|${LB_PORT}|" \
   -e "s|\${R1_PORT}|${R1_PORT}|" -e "s|\${R2_PORT}|${R2_PORT}|" \
   scripts/fault/haproxy.cfg >"${WORK}/haproxy.cfg"
-haproxy -q -f "${WORK}/haproxy.cfg" &
+"${HAPROXY}" -q -f "${WORK}/haproxy.cfg" &
 pids+=($!)
 wait_for_port 127.0.0.1 "${LB_PORT}" HAProxy
 
@@ -180,7 +194,7 @@ log "killing replica 1 with SIGKILL and starting it again"
 kill -KILL "${replica_pids[0]}"
 wait "${replica_pids[0]}" 2>/dev/null || true
 start_replica 1 "${R1_PORT}"
-wait_until_ready "${R1_PORT}"
+wait_until_ready 1 "${R1_PORT}"
 log "replica 1 is back"
 
 wait "${load_pid}"
@@ -205,11 +219,13 @@ CREATE TEMP TABLE answers (address text, status int);
 \copy answers FROM '${WORK}/answers' WITH (FORMAT text, DELIMITER ' ')
 CREATE TEMP TABLE received (address text);
 \copy received FROM '${EMAIL_STUB_RECIPIENTS}' WITH (FORMAT text)
+CREATE TEMP TABLE emails AS SELECT address, count(*) AS n FROM received GROUP BY address;
 CREATE TEMP TABLE stored AS
-  SELECT a.address,
-         EXISTS (SELECT 1 FROM subscriptions s WHERE lower(s.email) = lower(a.address)) AS subscriber,
-         (SELECT count(*) FROM received r WHERE r.address = a.address) AS emails
-  FROM answers a WHERE a.status = 200;
+  SELECT a.address, s.email IS NOT NULL AS subscriber, coalesce(e.n, 0) AS emails
+  FROM answers a
+  LEFT JOIN subscriptions s ON lower(s.email) = lower(a.address)
+  LEFT JOIN emails e ON e.address = a.address
+  WHERE a.status = 200;
 SELECT 'requests sent', count(*) FROM answers;
 SELECT 'answered ' || CASE status WHEN 0 THEN 'nothing' ELSE status::text END, count(*)
   FROM answers GROUP BY status ORDER BY status;
@@ -220,15 +236,17 @@ SELECT 'subscribers in the database', count(*) FROM subscriptions;
 SELECT 'confirmation emails received', count(*) FROM received;
 SELECT 'emails still pending', count(*) FROM email_outbox WHERE status = 'pending';
 SELECT 'emails failed for good', count(*) FROM email_outbox WHERE status = 'failed';
-SELECT 'duplicates', coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM received GROUP BY address) d;
+SELECT 'duplicates', coalesce(sum(n - 1), 0) FROM emails;
 SELECT 'lost', count(*) FILTER (WHERE NOT subscriber OR emails = 0) FROM stored;
 SQL
 
 # An email goes twice only when a batch reached the API and its outcome was
-# never recorded, so its claim lapsed and another worker sent it again: at
-# the kill, each of the killed replica's delivery workers may have had one
-# batch out; at the cut, each worker of both replicas.
-bound=$((3 * workers * batch))
+# never recorded, so its claim lapsed and another worker sent it again. A
+# cut of Postgres shorter than half the claim does not do it (the outcome is
+# written again until the claim is half gone); the kill does, for each batch
+# the killed replica had out: one per delivery worker, and one of the emails
+# handed over straight from sign-ups.
+bound=$(((APP_DELIVERY__WORKERS + 1) * APP_DELIVERY__BATCH_SIZE))
 
 printf '\nfault run (%s, %s s of load, %s clients)\n' "${profile}" "${LOAD_SECONDS}" "${CONCURRENCY}"
 printf '| %-32s | %8s |\n' "" "count" "--------------------------------" "--------"
@@ -239,6 +257,12 @@ printf '| %-32s | %8s |\n\n' "duplicates allowed" "${bound}"
 
 lost=$(awk -F'|' '$1 == "lost" {print $2}' "${WORK}/table")
 duplicates=$(awk -F'|' '$1 == "duplicates" {print $2}' "${WORK}/table")
+stored=$(awk -F'|' '$1 == "stored (answered 200)" {print $2}' "${WORK}/table")
+refused=$(awk -F'|' '$1 ~ /^answered / && $1 != "answered 200" {n += $2} END {print n + 0}' "${WORK}/table")
+# A run where nothing was stored, or no fault showed, proves nothing.
+[ "${stored:-0}" -gt 0 ] || die "no sign-up was answered 200"
+[ "${refused}" -gt 0 ] || die "every sign-up was answered 200: the faults did not reach the service"
+grep -q cut "${WORK}/proxy.log" || die "the Postgres proxy never cut"
 [ "${lost}" = 0 ] || die "${lost} sign-ups answered 200 were lost"
 [ "${duplicates}" -le "${bound}" ] || die "${duplicates} duplicate emails, more than ${bound}"
 log "nothing lost"
