@@ -96,7 +96,7 @@ fn pools(families: &Families, registry: &mut Registry) {
 /// What the database says, read in one go so that the figures agree.
 struct DatabaseState {
     outbox_pending: i64,
-    outbox_retrying: i64,
+    outbox_claimed: i64,
     oldest_pending_seconds: f64,
     issues: Vec<IssueRow>,
 }
@@ -120,10 +120,10 @@ async fn read_database(db: &Db) -> Result<DatabaseState, crate::db::Error> {
 async fn query(connection: &mut PgConnection) -> Result<DatabaseState, sqlx::Error> {
     // Pending messages only: sent and failed ones stay for weeks (see
     // retention) and counting them would grow with the table.
-    let (outbox_pending, outbox_retrying, oldest_pending_seconds): (i64, i64, f64) =
+    let (outbox_pending, outbox_claimed, oldest_pending_seconds): (i64, i64, f64) =
         sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE attempts = 0), \
-                    count(*) FILTER (WHERE attempts > 0), \
+            "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
+                    count(*) FILTER (WHERE claimed_until >= now()), \
                     COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at)), 0)::float8 \
              FROM email_outbox WHERE status = 'pending'",
         )
@@ -137,7 +137,7 @@ async fn query(connection: &mut PgConnection) -> Result<DatabaseState, sqlx::Err
     .await?;
     Ok(DatabaseState {
         outbox_pending,
-        outbox_retrying,
+        outbox_claimed,
         oldest_pending_seconds,
         issues,
     })
@@ -150,11 +150,12 @@ impl DatabaseState {
             .get_or_create(&StatusLabels { status: "pending" })
             .set(self.outbox_pending);
         outbox
-            .get_or_create(&StatusLabels { status: "retrying" })
-            .set(self.outbox_retrying);
+            .get_or_create(&StatusLabels { status: "claimed" })
+            .set(self.outbox_claimed);
         registry.register(
             "outbox_messages",
-            "Emails waiting in the outbox: pending (never tried) and retrying (tried, to be tried again)",
+            "Emails not yet sent or given up: pending (waiting for a worker, a retry among them) \
+             and claimed (a worker is sending them now)",
             outbox,
         );
         let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

@@ -8,6 +8,7 @@ mod campaigns;
 mod delivery;
 mod health_check;
 mod helpers;
+mod metrics;
 mod migrations;
 mod newsletters;
 mod newsroom;
