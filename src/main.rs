@@ -21,8 +21,7 @@ use newsletter::migrate;
 use newsletter::outbox::{self, spawn_workers};
 use newsletter::retention::{Outcome, Retention, When};
 use newsletter::startup::{
-    self, Application, campaign_sender, delivery_db, delivery_worker, metrics_server,
-    retention_job,
+    self, Application, campaign_sender, delivery_db, delivery_worker, metrics_server, retention_job,
 };
 use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;

@@ -44,6 +44,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
         let stop_workers = CancellationToken::new();
         let metrics = metrics(&settings);
+        let metrics_server = metrics_server(&settings, &metrics)?;
         let worker = if settings.delivery.run_in_server {
             let db = metrics.watch_pool("delivery", delivery_db(&settings));
             Some(delivery_worker(&settings, db)?.with_metrics(metrics.clone()))
@@ -103,7 +104,6 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("Failed to bind {address}"))?;
         let port = listener.local_addr()?.port();
-        let metrics_server = metrics_server(&settings, &metrics)?;
         let services = Services {
             options,
             signups,
@@ -166,7 +166,10 @@ pub fn metrics(settings: &Settings) -> Metrics {
 
 /// Serves `GET /metrics` for `metrics` on `application.host` and
 /// `metrics.port`.
-pub fn metrics_server(settings: &Settings, metrics: &Metrics) -> Result<MetricsServer, anyhow::Error> {
+pub fn metrics_server(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<MetricsServer, anyhow::Error> {
     MetricsServer::start(
         &settings.application.host,
         settings.metrics.port,

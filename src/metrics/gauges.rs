@@ -77,7 +77,10 @@ fn pools(families: &Families, registry: &mut Registry) {
         let idle = connection_pool.num_idle() as i64;
         let open = i64::from(connection_pool.size());
         connections
-            .get_or_create(&PoolStateLabels { pool, state: "idle" })
+            .get_or_create(&PoolStateLabels {
+                pool,
+                state: "idle",
+            })
             .inc_by(idle);
         connections
             .get_or_create(&PoolStateLabels {
@@ -120,15 +123,14 @@ async fn read_database(db: &Db) -> Result<DatabaseState, crate::db::Error> {
 async fn query(connection: &mut PgConnection) -> Result<DatabaseState, sqlx::Error> {
     // Pending messages only: sent and failed ones stay for weeks (see
     // retention) and counting them would grow with the table.
-    let (outbox_pending, outbox_claimed, oldest_pending_seconds): (i64, i64, f64) =
-        sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
+    let (outbox_pending, outbox_claimed, oldest_pending_seconds): (i64, i64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
                     count(*) FILTER (WHERE claimed_until >= now()), \
                     COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at)), 0)::float8 \
              FROM email_outbox WHERE status = 'pending'",
-        )
-        .fetch_one(&mut *connection)
-        .await?;
+    )
+    .fetch_one(&mut *connection)
+    .await?;
     let issues: Vec<IssueRow> = sqlx::query_as(
         "SELECT id, state, recipients, sent, failed, skipped, bounced, complained \
          FROM newsletter_issues WHERE state IN ('sending', 'paused')",

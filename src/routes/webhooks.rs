@@ -24,9 +24,9 @@ use subtle::ConstantTimeEq;
 use crate::configuration::WebhookSettings;
 use crate::db::Db;
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::routes::ApiError;
 use crate::routes::error::DatabaseStep;
-use crate::metrics::Metrics;
 use crate::webhooks::{self, Applied, Policy, postmark};
 
 /// Largest body taken. A bounce record carries the bounced message's

@@ -282,15 +282,17 @@ async fn requests_count_under_their_route_pattern_not_their_path() {
     let unmatched = [("route", "unmatched"), ("status", "404")];
     let before = scrape(&app).await;
 
-    app.get_confirm("subscription_token=not-a-token").await;
-    app.get_confirm("subscription_token=secret-looking-value")
+    app.get_confirm("?subscription_token=not-a-token").await;
+    app.get_confirm("?subscription_token=secret-looking-value")
         .await;
     app.get("/no/such/page").await;
 
     let after = scrape(&app).await;
     assert_eq!(
         after.value(requests, &confirm),
-        before.value(requests, &confirm) + 2.0
+        before.value(requests, &confirm) + 2.0,
+        "{}",
+        after.text
     );
     assert_eq!(
         after.value(requests, &unmatched),
