@@ -31,6 +31,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub webhooks: WebhookSettings,
     pub retention: RetentionSettings,
+    /// The Prometheus endpoint, on a listener of its own.
+    pub metrics: MetricsSettings,
     /// What the newsletter is called and who sends it: shown on every public
     /// page and in every email.
     pub newsletter: NewsletterSettings,
@@ -238,6 +240,15 @@ impl SubscriptionSettings {
     pub fn token_lifetime(&self) -> chrono::Duration {
         chrono::Duration::hours(self.token_expiry_hours as i64)
     }
+}
+
+/// `GET /metrics`, served on a port of its own on `application.host`, so
+/// that the load balancer in front of the public port never exposes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// 0 picks a free port (tests).
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub port: u16,
 }
 
 /// What the email provider tells the service: `POST /webhooks/postmark`.

@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Newsletter, SubscriberEmail};
 use crate::emails::Email;
+use crate::metrics::{EmailApiError, Metrics};
 
 #[derive(Debug, Clone)]
 pub struct EmailClient {
     sender: Sender,
     transport: Transport,
+    /// Counts what is sent and what fails, and times each call.
+    metrics: Metrics,
 }
 
 /// Who every email comes from: the newsletter's sender name and our
@@ -144,6 +147,21 @@ impl EmailError {
         }
     }
 
+    /// What the failure counts as in the metrics.
+    pub fn kind(&self) -> EmailApiError {
+        match self {
+            EmailError::Unreachable(_) => EmailApiError::unreachable,
+            EmailError::UnreadableAnswer(_) => EmailApiError::unreadable_answer,
+            EmailError::Rejected { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                EmailApiError::rate_limited
+            }
+            EmailError::Rejected { status, .. } if status.is_server_error() => {
+                EmailApiError::server_error
+            }
+            EmailError::Rejected { .. } => EmailApiError::rejected,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EmailError::Rejected { retry_after, .. } => *retry_after,
@@ -250,6 +268,7 @@ impl EmailClient {
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 token,
             },
+            metrics: Metrics::default(),
         })
     }
 
@@ -257,13 +276,53 @@ impl EmailClient {
         Self {
             sender,
             transport: Transport::Console,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same client, counting into `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// Sends up to [`MAX_BATCH`] messages in one call. `Ok` holds a verdict
     /// per message, in order; `Err` means none was accepted.
     #[tracing::instrument(name = "Send a batch of emails", skip_all, fields(size = messages.len()))]
     pub async fn send_batch(&self, messages: &[&Email]) -> Result<Vec<Verdict>, EmailError> {
+        let started = std::time::Instant::now();
+        let outcome = self.call(messages).await;
+        self.metrics.email_api_batch(started.elapsed());
+        self.count(messages, &outcome);
+        outcome
+    }
+
+    /// Emails accepted per stream, and failures by kind.
+    fn count(&self, messages: &[&Email], outcome: &Result<Vec<Verdict>, EmailError>) {
+        let verdicts = match outcome {
+            Ok(verdicts) => verdicts,
+            Err(e) => return self.metrics.email_api_error(e.kind()),
+        };
+        let mut sent: Vec<(&str, u64)> = Vec::new();
+        for (message, verdict) in messages.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Accepted { .. } => {
+                    let stream = message.message_stream.as_str();
+                    match sent.iter_mut().find(|(s, _)| *s == stream) {
+                        Some((_, count)) => *count += 1,
+                        None => sent.push((stream, 1)),
+                    }
+                }
+                Verdict::Refused { .. } => {
+                    self.metrics.email_api_error(EmailApiError::message_refused)
+                }
+            }
+        }
+        for (stream, count) in sent {
+            self.metrics.emails_sent(stream, count);
+        }
+    }
+
+    async fn call(&self, messages: &[&Email]) -> Result<Vec<Verdict>, EmailError> {
         assert!(
             messages.len() <= MAX_BATCH,
             "a batch holds at most {MAX_BATCH} messages"

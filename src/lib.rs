@@ -9,6 +9,7 @@ pub mod domain;
 pub mod email_client;
 pub mod emails;
 pub mod keys;
+pub mod metrics;
 pub mod migrate;
 pub mod newsletters;
 pub mod outbox;

@@ -4,7 +4,8 @@
 //! - `newsletter migrate`: create the database if needed and apply pending
 //!   migrations, then exit. Deploy jobs run this before new instances start.
 //! - `newsletter worker`: only deliver queued email and newsletter issues,
-//!   and run the retention job when it is enabled, until SIGTERM. For
+//!   and run the retention job when it is enabled, until SIGTERM; serves
+//!   `GET /metrics` like `serve` does. For
 //!   scaling delivery apart from the web tier (set
 //!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
 //! - `newsletter retention`: run the retention job once, now, whenever the
@@ -20,7 +21,7 @@ use newsletter::migrate;
 use newsletter::outbox::{self, spawn_workers};
 use newsletter::retention::{Outcome, Retention, When};
 use newsletter::startup::{
-    Application, campaign_sender, delivery_db, delivery_worker, retention_job,
+    self, Application, campaign_sender, delivery_db, delivery_worker, metrics_server, retention_job,
 };
 use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
@@ -93,10 +94,15 @@ async fn main() -> anyhow::Result<()> {
         Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
         Some("retention") => run_retention_now(&settings).await?,
         Some("worker") => {
-            let db = delivery_db(&settings);
+            let metrics = startup::metrics(&settings);
+            let metrics_server = metrics_server(&settings, &metrics)?;
+            let db = metrics.watch_pool("delivery", delivery_db(&settings));
+            let worker = delivery_worker(&settings, db)?.with_metrics(metrics.clone());
             let stop = CancellationToken::new();
-            let mut workers = spawn_workers(delivery_worker(&settings, db)?, stop.clone());
-            let mut senders = campaign_sender(&settings)?.spawn(stop.clone());
+            let mut workers = spawn_workers(worker, stop.clone());
+            let mut senders = campaign_sender(&settings)?
+                .with_metrics(&metrics)
+                .spawn(stop.clone());
             if let Some(retention) = retention_job(&settings)? {
                 senders.spawn(retention.run_periodically(stop.clone()));
             }
@@ -105,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             stop.cancel();
             while workers.join_next().await.is_some() {}
             while senders.join_next().await.is_some() {}
+            metrics_server.stop().await;
         }
         Some(other) => {
             eprintln!("Unknown command `{other}`.\n\n{USAGE}");

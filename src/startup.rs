@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tokio::task::JoinSet;
@@ -21,6 +21,9 @@ use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
 use crate::db::Db;
 use crate::email_client::MAX_BATCH;
 use crate::keys::Keys;
+use crate::metrics::Metrics;
+use crate::metrics::http::count_requests;
+use crate::metrics::server::MetricsServer;
 use crate::outbox::{DeliveryWorker, Outbox};
 use crate::rate_limit::RateLimiter;
 use crate::retention::Retention;
@@ -34,13 +37,17 @@ pub struct Application {
     server: Server,
     workers: JoinSet<()>,
     stop_workers: CancellationToken,
+    metrics_server: MetricsServer,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
         let stop_workers = CancellationToken::new();
+        let metrics = metrics(&settings);
+        let metrics_server = metrics_server(&settings, &metrics)?;
         let worker = if settings.delivery.run_in_server {
-            Some(delivery_worker(&settings, delivery_db(&settings))?)
+            let db = metrics.watch_pool("delivery", delivery_db(&settings));
+            Some(delivery_worker(&settings, db)?.with_metrics(metrics.clone()))
         } else {
             None
         };
@@ -48,7 +55,9 @@ impl Application {
         let notifier = Db::connect_lazy(&settings.database, 1);
         let (outbox, mut workers) = Outbox::start(worker, notifier, stop_workers.clone());
         if settings.delivery.run_in_server {
-            let mut senders = campaign_sender(&settings)?.spawn(stop_workers.clone());
+            let mut senders = campaign_sender(&settings)?
+                .with_metrics(&metrics)
+                .spawn(stop_workers.clone());
             workers.spawn(async move { while senders.join_next().await.is_some() {} });
             if let Some(retention) = retention_job(&settings)? {
                 workers.spawn(retention.run_periodically(stop_workers.clone()));
@@ -67,7 +76,8 @@ impl Application {
             base_url: settings.application.base_url.clone(),
         };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
-            .context("Failed to set up rate limiting")?;
+            .context("Failed to set up rate limiting")?
+            .with_metrics(metrics.clone());
         let sessions = SessionStore::new(
             &settings.redis_uri,
             &settings.rate_limit.key_prefix,
@@ -106,6 +116,7 @@ impl Application {
             keys,
             webhooks: settings.webhooks.clone(),
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
+            metrics,
         };
         let server = run(
             listener,
@@ -119,6 +130,7 @@ impl Application {
             server,
             workers,
             stop_workers,
+            metrics_server,
         })
     }
 
@@ -127,16 +139,42 @@ impl Application {
         self.port
     }
 
+    /// Where `GET /metrics` is served: differs from the configured port
+    /// when that was 0.
+    pub fn metrics_address(&self) -> std::net::SocketAddr {
+        self.metrics_server.address()
+    }
+
     /// Serves until SIGINT or SIGTERM. Then the server stops accepting
     /// connections and lets in-flight requests finish within the shutdown
     /// timeout; the delivery workers keep sending meanwhile (requests may
-    /// still enqueue email) and stop last.
+    /// still enqueue email) and stop, and the metrics listener last.
     pub async fn run_until_stopped(mut self) -> Result<(), std::io::Error> {
         let served = self.server.await;
         self.stop_workers.cancel();
         while self.workers.join_next().await.is_some() {}
+        self.metrics_server.stop().await;
         served
     }
+}
+
+/// The metrics of one process, whose scrapes read the database's gauges on
+/// a connection of their own: a scrape never takes one a request needs.
+pub fn metrics(settings: &Settings) -> Metrics {
+    Metrics::with_database(Db::connect_lazy(&settings.database, 1))
+}
+
+/// Serves `GET /metrics` for `metrics` on `application.host` and
+/// `metrics.port`.
+pub fn metrics_server(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<MetricsServer, anyhow::Error> {
+    MetricsServer::start(
+        &settings.application.host,
+        settings.metrics.port,
+        metrics.clone(),
+    )
 }
 
 /// A delivery worker for these settings. Fails if a claim could lapse while
@@ -239,6 +277,7 @@ struct Services {
     webhooks: WebhookSettings,
     /// What webhook records are judged by.
     webhook_policy: crate::webhooks::Policy,
+    metrics: Metrics,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -277,7 +316,9 @@ fn run(
         keys,
         webhooks,
         webhook_policy,
+        metrics,
     } = services;
+    let metrics = web::Data::new(metrics);
     let webhook_policy = web::Data::new(webhook_policy);
     let keys = web::Data::new(keys);
     let webhooks = web::Data::new(webhooks);
@@ -293,7 +334,7 @@ fn run(
     let signups = std::sync::Arc::new(signups);
     let writers = SIGNUP_WRITERS.min(per_worker as usize);
     let server = HttpServer::new(move || {
-        let db = Db::connect_lazy(&database, per_worker);
+        let db = metrics.watch_pool("http", Db::connect_lazy(&database, per_worker));
         let signups = web::Data::new(Signups::start(
             db.clone(),
             outbox.clone(),
@@ -313,6 +354,7 @@ fn run(
         tokio::spawn(async move { warm_up.ping_redis(REDIS_WARM_UP).await });
         App::new()
             .wrap(TracingLogger::<RequestSpan>::new())
+            .wrap(from_fn(count_requests))
             .app_data(form_config())
             .app_data(query_config())
             .wrap(security_headers())
@@ -330,6 +372,7 @@ fn run(
             .app_data(keys.clone())
             .app_data(webhooks.clone())
             .app_data(webhook_policy.clone())
+            .app_data(metrics.clone())
     })
     .workers(workers)
     .shutdown_timeout(shutdown_timeout.as_secs())

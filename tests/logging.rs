@@ -187,6 +187,7 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
     let base = format!("http://127.0.0.1:{port}");
     let server = Newsletter::start(&mut newsletter(&[
         ("APP_APPLICATION__PORT", &port),
+        ("APP_METRICS__PORT", "0"),
         ("APP_APPLICATION__BASE_URL", &base),
         ("APP_DATABASE__DATABASE_NAME", &db.settings.database_name),
         ("APP_RATE_LIMIT__KEY_PREFIX", &redis_keys.prefix),

@@ -37,6 +37,7 @@ use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, MAX_BATCH, Verdict};
 use crate::emails::{Email, UnsubscribeLinks};
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::newsletters::{RECIPIENT_NAME, UNSUBSCRIBE_URL};
 use crate::outbox::{Personalisation, personalise, retry_delay};
 use crate::telemetry::error_chain_line as chain;
@@ -107,6 +108,16 @@ impl Sender {
             unsubscribe_mailbox,
             send_time,
         })
+    }
+
+    /// The same senders, counting what the email API does into `metrics`,
+    /// and their pool's connections under `campaigns`.
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        Self {
+            db: metrics.watch_pool("campaigns", self.db),
+            email_client: self.email_client.with_metrics(metrics.clone()),
+            ..self
+        }
     }
 
     /// Starts `campaigns.senders` tasks, which work until `stop` is

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::future::BoxFuture;
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPoolOptions, Postgres};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -135,6 +136,9 @@ pub fn migration_pool(settings: &DatabaseSettings) -> PgPool {
 pub struct Db {
     pool: PgPool,
     work_timeout: Duration,
+    /// Tasks in [`Db::acquire`] now; a gauge nobody reads unless the pool
+    /// is watched ([`crate::metrics::Metrics::watch_pool`]).
+    waiting: Gauge,
 }
 
 impl Db {
@@ -164,7 +168,14 @@ impl Db {
         Self {
             pool,
             work_timeout: settings.work_timeout(),
+            waiting: Gauge::default(),
         }
+    }
+
+    /// The same pool, counting the tasks that wait for a connection in
+    /// `waiting`.
+    pub(crate) fn counting_waits(self, waiting: Gauge) -> Self {
+        Self { waiting, ..self }
     }
 
     /// The pool itself, for listening to notifications and for commands an
@@ -176,6 +187,7 @@ impl Db {
     /// A connection from the pool. Waits at most the acquire timeout, then
     /// fails with [`sqlx::Error::PoolTimedOut`].
     pub async fn acquire(&self) -> Result<Connection, Error> {
+        let _waiting = Waiting::start(&self.waiting);
         Ok(Connection {
             inner: self.pool.acquire().await?,
             db: self.clone(),
@@ -198,6 +210,24 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+/// Counts a task as waiting for a connection for as long as it lives, so
+/// that an acquire cancelled midway (a request whose client went away) is
+/// not counted as waiting for ever.
+struct Waiting<'a>(&'a Gauge);
+
+impl<'a> Waiting<'a> {
+    fn start(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -359,13 +359,15 @@ pub async fn claim_due(
 
 /// The API accepted these messages. Inline bodies are cleared: a
 /// confirmation's hold its link, and a copy of the database must not confirm
-/// anyone. Returns how many were still held under these claims.
+/// anyone. Returns, for each message still held under these claims, the
+/// seconds from its commit to now.
 pub async fn mark_sent(
     connection: &mut PgConnection,
     held: Vec<(Uuid, Uuid)>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<f64>, sqlx::Error> {
     let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.into_iter().unzip();
-    let done = sqlx::query!(
+    // `enqueued_at` is the insert's clock time, a moment before the commit.
+    sqlx::query_scalar(
         r#"
         UPDATE email_outbox
         SET status = 'sent', sent_at = now(), claimed_until = NULL,
@@ -373,13 +375,13 @@ pub async fn mark_sent(
         FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id)
         WHERE email_outbox.id = held.id AND email_outbox.claim_id = held.claim_id
           AND email_outbox.status = 'pending'
+        RETURNING EXTRACT(EPOCH FROM clock_timestamp() - email_outbox.enqueued_at)::float8
         "#,
-        &ids,
-        &claims
     )
-    .execute(connection)
-    .await?;
-    Ok(done.rows_affected())
+    .bind(&ids)
+    .bind(&claims)
+    .fetch_all(connection)
+    .await
 }
 
 /// The attempt failed in a way that may pass: try again after `delay`.

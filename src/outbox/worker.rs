@@ -27,6 +27,7 @@ use crate::configuration::DeliverySettings;
 use crate::db::{self, Db};
 use crate::email_client::{EmailClient, EmailError, Verdict};
 use crate::emails::Email;
+use crate::metrics::Metrics;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::handoff::Handed;
@@ -41,6 +42,7 @@ pub struct DeliveryWorker {
     /// The email client's timeout: the longest one send can take.
     send_time: Duration,
     doorbell: Doorbell,
+    metrics: Metrics,
 }
 
 /// Starts `settings.workers` delivery tasks on the current runtime, which
@@ -115,6 +117,17 @@ impl DeliveryWorker {
             settings,
             send_time,
             doorbell: Doorbell::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Counts into `metrics`: what the email API does, and how long each
+    /// email took from its commit to being recorded as sent.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self {
+            email_client: self.email_client.with_metrics(metrics.clone()),
+            metrics,
+            ..self
         }
     }
 
@@ -370,8 +383,14 @@ impl DeliveryWorker {
                 }
                 if !sent.is_empty() {
                     tracing::info!(sent = sent.len(), "Emails accepted by the email API");
+                    let metrics = self.metrics.clone();
                     self.record("mark the emails as sent", sent.len(), move |connection| {
-                        Box::pin(store::mark_sent(connection, sent.clone()))
+                        let (sent, metrics) = (sent.clone(), metrics.clone());
+                        Box::pin(async move {
+                            let delays = store::mark_sent(connection, sent).await?;
+                            metrics.outbox_sent(&delays);
+                            Ok(delays.len() as u64)
+                        })
                     })
                     .await;
                 }

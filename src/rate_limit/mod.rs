@@ -29,6 +29,7 @@ pub use middleware::limit_per_ip;
 
 use crate::configuration::{LimitSettings, RateLimitSettings};
 use crate::domain::SubscriberEmail;
+use crate::metrics::Metrics;
 
 /// The outcome of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,8 @@ struct Shared {
     login_per_account: Policy,
     login_per_browser: Policy,
     client_ip: ClientIpResolver,
+    /// Counts the checks the in-process limiter decided.
+    metrics: Metrics,
 }
 
 impl RateLimiter {
@@ -158,11 +161,21 @@ impl RateLimiter {
                 settings.trusted_proxies.clone(),
                 settings.forwarded_header.to_lowercase(),
             ),
+            metrics: Metrics::default(),
         };
         Ok(Self {
             redis,
             shared: Arc::new(shared),
         })
+    }
+
+    /// The same limiter, counting its fallbacks into `metrics`. Called on
+    /// the limiter as built, before any copy of it is made.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_metrics is called before the limiter is copied")
+            .metrics = metrics;
+        self
     }
 
     /// A limiter with the same limits, fallback and counters, whose Redis
@@ -338,6 +351,7 @@ impl RateLimiter {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", self.shared.timeout),
         };
+        self.shared.metrics.rate_limit_fallback();
         self.degrade(&cause);
         limits
             .iter()

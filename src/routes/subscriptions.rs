@@ -24,6 +24,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
+use crate::metrics::{Metrics, Suppressed};
 use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -105,15 +106,18 @@ pub async fn subscribe(
     signups: web::Data<Signups>,
     limiter: web::Data<RateLimiter>,
     newsletter: web::Data<Newsletter>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let form = form.into_inner();
     let parsed = form.parse();
     let decision = check_limits(&request, &form, &parsed, &limiter).await;
     if let SubscriptionDecision::IpLimited { retry_after } = decision {
+        metrics.signup_rate_limited();
         return Err(ApiError::TooManyRequests(retry_after));
     }
     if form.is_from_a_bot() {
+        metrics.signup_suppressed(Suppressed::honeypot);
         tracing::info!("Honeypot field filled in: nothing stored or sent");
         return Ok(accepted(html, &newsletter));
     }
@@ -123,6 +127,7 @@ pub async fn subscribe(
         Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
     };
     if decision == SubscriptionDecision::AddressLimited {
+        metrics.signup_suppressed(Suppressed::address_limit);
         let suppressed_total = limiter.count_suppressed_email();
         tracing::warn!(
             suppressed_total,
@@ -144,6 +149,11 @@ pub async fn subscribe(
             return Err(e).step("store the sign-up");
         }
     };
+    if stored.suppressed {
+        metrics.signup_suppressed(Suppressed::suppression_list);
+    } else {
+        metrics.signup_stored();
+    }
     if let Some(subscriber_id) = stored.subscriber_id {
         tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     }

@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::configuration::WebhookSettings;
 use crate::db::Db;
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::routes::ApiError;
 use crate::routes::error::DatabaseStep;
 use crate::webhooks::{self, Applied, Policy, postmark};
@@ -41,6 +42,7 @@ pub async fn postmark_webhook(
     db: web::Data<Db>,
     keys: web::Data<Keys>,
     policy: web::Data<Policy>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     // The credentials first: a caller without them gets its 401 before
     // the service buffers a byte of what it sent.
@@ -60,6 +62,9 @@ pub async fn postmark_webhook(
         .transaction(async |tx| webhooks::apply(tx, &keys, &policy, &record).await)
         .await
         .step("apply a webhook record")?;
+    if applied == Applied::Applied {
+        metrics.webhook_record(webhooks::counted_as(&record.event));
+    }
     tracing::info!(
         record_type = record.event.record_type(),
         record_id = %record.id,

@@ -61,6 +61,8 @@ pub struct Stored {
     /// address was already confirmed and got a notice instead, or is
     /// suppressed and got nothing.
     pub subscriber_id: Option<Uuid>,
+    /// The address is on the suppression list: nothing was stored or sent.
+    pub suppressed: bool,
 }
 
 /// A sign-up on its way to the database.

@@ -84,16 +84,14 @@ pub(super) async fn store(
     Ok(sign_ups
         .iter()
         .map(|sign_up| {
-            let known = if is_suppressed(sign_up) {
-                None
-            } else {
-                known.next()
-            };
+            let suppressed = is_suppressed(sign_up);
+            let known = if suppressed { None } else { known.next() };
             Stored {
                 subscriber_id: match known {
                     Some(Known::Pending(id)) => Some(id),
                     Some(Known::Confirmed) | None => None,
                 },
+                suppressed,
             }
         })
         .collect())

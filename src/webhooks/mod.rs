@@ -38,6 +38,7 @@ use crate::campaigns::ledger::{self, Report, Reported};
 use crate::campaigns::{DeliveryId, IssueState};
 use crate::configuration::{CampaignSettings, WebhookSettings};
 use crate::keys::Keys;
+use crate::metrics::WebhookRecord;
 use crate::suppression::{self, Reason};
 use postmark::{Bounce, BounceKind, Complaint, Delivered, Event, Record, SubscriptionChange};
 
@@ -115,6 +116,20 @@ pub async fn apply(
         Event::Delivery(delivered) => delivered_to(conn, keys, delivered).await?,
     }
     Ok(Applied::Applied)
+}
+
+/// What a handled record counts as in the metrics.
+pub fn counted_as(event: &Event) -> WebhookRecord {
+    match event {
+        Event::Bounce(bounce) => match bounce.kind {
+            BounceKind::Hard => WebhookRecord::hard_bounce,
+            BounceKind::Soft => WebhookRecord::soft_bounce,
+            BounceKind::Unsubscribe | BounceKind::Other => WebhookRecord::other_bounce,
+        },
+        Event::SpamComplaint(_) => WebhookRecord::spam_complaint,
+        Event::SubscriptionChange(_) => WebhookRecord::subscription_change,
+        Event::Delivery(_) => WebhookRecord::delivery,
+    }
 }
 
 /// Takes the record's id; false when it was taken already. A concurrent

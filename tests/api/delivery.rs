@@ -556,6 +556,7 @@ async fn the_worker_command_delivers_queued_email_and_stops_cleanly_on_sigterm()
         .env("APP_EMAIL_CLIENT__BASE_URL", app.email_server.uri())
         .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
         .env("APP_DELIVERY__POLL_INTERVAL_MILLISECONDS", "100")
+        .env("APP_METRICS__PORT", "0")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

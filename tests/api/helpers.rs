@@ -74,6 +74,8 @@ pub const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xm
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// Where `GET /metrics` is served, e.g. `http://127.0.0.1:40123`.
+    pub metrics_address: String,
     pub db_pool: PgPool,
     pub email_server: MockServer,
     pub api_client: reqwest::Client,
@@ -269,6 +271,8 @@ impl TestApp {
             .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
             .env("APP_EMAIL_CLIENT__BASE_URL", email_api)
             .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
+            // A free port each: tests run side by side.
+            .env("APP_METRICS__PORT", "0")
             .stdout(std::process::Stdio::null());
         command
     }
@@ -313,6 +317,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     database.migrate().await;
     settings.database = database.settings.clone();
     settings.application.port = 0;
+    settings.metrics.port = 0;
     settings.application.base_url = BASE_URL.to_owned();
     settings.email_client.backend = EmailBackend::Postmark;
     settings.email_client.base_url = email_server.uri();
@@ -357,11 +362,13 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("Failed to build the application");
     let port = application.port();
+    let metrics_address = format!("http://{}", application.metrics_address());
     tokio::spawn(application.run_until_stopped());
 
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_address,
         db_pool: database.pool.clone(),
         email_server,
         settings,

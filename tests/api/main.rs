@@ -9,6 +9,7 @@ mod delivery;
 mod deploy_spec;
 mod health_check;
 mod helpers;
+mod metrics;
 mod migrations;
 mod newsletters;
 mod newsroom;

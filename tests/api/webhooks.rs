@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 use crate::newsroom::{Browser, PASSWORD, create_admin};
 
-async fn post_webhook(app: &TestApp, record: &Value) -> reqwest::Response {
+pub async fn post_webhook(app: &TestApp, record: &Value) -> reqwest::Response {
     post_webhook_as(
         app,
         Some((WEBHOOK_USERNAME, WEBHOOK_PASSWORD)),
@@ -79,7 +79,7 @@ fn bounce(id: i64, type_name: &str, email: &str, inactive: bool, delivery: Optio
     })
 }
 
-fn complaint(id: i64, email: &str, delivery: Option<&str>) -> Value {
+pub fn complaint(id: i64, email: &str, delivery: Option<&str>) -> Value {
     let mut record = bounce(id, "SpamComplaint", email, true, delivery);
     record["RecordType"] = json!("SpamComplaint");
     record["TypeCode"] = json!(512);
