@@ -33,12 +33,21 @@ if [[ ! -r $secrets_file ]]; then
     exit 1
 fi
 
+# Only the secrets above: a misspelt name would be added unnoticed, and a
+# name the spec already sets would override its binding. A line that is not
+# KEY=VALUE is reported by number only, since it may be a pasted secret.
 declare -A secrets=()
+lineno=0
 while IFS= read -r line || [[ -n $line ]]; do
+    lineno=$((lineno + 1))
     [[ -z $line || $line == \#* ]] && continue
     key=${line%%=*}
     if [[ $line != *=* || ! $key =~ ^APP_[A-Z0-9_]+$ ]]; then
-        echo "$secrets_file: not a KEY=VALUE line with an APP_ name: ${key}" >&2
+        echo "$secrets_file:$lineno: not a KEY=VALUE line with an APP_ name." >&2
+        exit 1
+    fi
+    if [[ " ${required[*]} " != *" $key "* ]]; then
+        echo "$secrets_file:$lineno: $key is not one of: ${required[*]}." >&2
         exit 1
     fi
     secrets[$key]=${line#*=}

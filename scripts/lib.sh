@@ -130,8 +130,9 @@ check_no_browsers_left() {
 }
 
 # Settings for the service under a load test on this machine: its own
-# database and Redis keys, the email API stand-in on $3, and no per-IP limit
-# (every request of the load comes from 127.0.0.1).
+# database and Redis keys, the email API stand-in on $3, no per-IP limit
+# (every request of the load comes from 127.0.0.1), and a metrics listener
+# on a free port, since several processes share the machine.
 export_load_test_settings() {
   local database=$1 key_prefix=$2 stub_port=$3
   export APP_ENVIRONMENT=local
@@ -142,6 +143,7 @@ export_load_test_settings() {
   export APP_RATE_LIMIT__KEY_PREFIX="${key_prefix}"
   export APP_RATE_LIMIT__PER_IP__BURST=1000000000
   export APP_RATE_LIMIT__PER_IP__PER_PERIOD=1000000000
+  export APP_METRICS__PORT=0
 }
 
 # Deletes the Redis keys a load run made under its key prefix: a long run
@@ -169,16 +171,23 @@ ensure_rust() {
 }
 
 # Test databases are dropped by the tests themselves; a run that was killed
-# can leave some behind. Ones still in use (another run) refuse to be dropped.
+# can leave some behind, and the login roles the migration tests make (with
+# a known password). Ones still in use (another run) refuse to be dropped.
 drop_stale_test_databases() {
   export PGPASSWORD="${DB_PASSWORD}"
-  local stale
+  local stale roles
   stale=$(psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -Atc \
-    "SELECT datname FROM pg_database WHERE datname ~ '^test_[0-9a-f]{32}$'") || return 0
-  [ -z "${stale}" ] && return 0
-  log "dropping $(wc -w <<<"${stale}") test databases left by an interrupted run"
+    "SELECT datname FROM pg_database WHERE datname ~ '^test_(role_)?[0-9a-f]{32}$'") || return 0
+  roles=$(psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -Atc \
+    "SELECT rolname FROM pg_roles WHERE rolname ~ '^test_role_[0-9a-f]{32}$'") || return 0
+  [ -z "${stale}${roles}" ] && return 0
+  log "dropping $(wc -w <<<"${stale}") test databases and $(wc -w <<<"${roles}") roles left by an interrupted run"
   for db in ${stale}; do
     psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -qc "DROP DATABASE IF EXISTS ${db}" \
+      >/dev/null 2>&1 || true
+  done
+  for role in ${roles}; do
+    psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -qc "DROP ROLE IF EXISTS ${role}" \
       >/dev/null 2>&1 || true
   done
 }

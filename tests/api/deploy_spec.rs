@@ -16,9 +16,6 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
-/// The Prometheus listener's default port (`metrics.port`).
-const METRICS_PORT: u64 = 9100;
-
 /// The secrets `scripts/do_spec.sh` adds, with values of the right shape.
 const SECRETS: &[(&str, &str)] = &[
     ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "a-postmark-token"),
@@ -261,14 +258,26 @@ fn the_service_runs_two_instances_of_a_size_that_allows_several() {
     let size = service["instance_size_slug"].as_str().unwrap_or_default();
 
     assert!(service["instance_count"].as_u64().unwrap_or(1) >= 2);
+    // Current sizes that allow more than one instance (App Platform marks
+    // apps-s-1vcpu-0.5gb and apps-s-1vcpu-1gb-fixed single_instance_only,
+    // and the legacy basic-* and professional-* sizes map onto current ones).
+    let several = [
+        "apps-s-1vcpu-1gb",
+        "apps-s-1vcpu-2gb",
+        "apps-s-2vcpu-4gb",
+        "apps-d-1vcpu-0.5gb",
+        "apps-d-1vcpu-1gb",
+        "apps-d-1vcpu-2gb",
+        "apps-d-1vcpu-4gb",
+        "apps-d-2vcpu-4gb",
+        "apps-d-2vcpu-8gb",
+        "apps-d-4vcpu-8gb",
+        "apps-d-4vcpu-16gb",
+        "apps-d-8vcpu-32gb",
+    ];
     assert!(
-        !size.starts_with("basic-") && !size.starts_with("professional-"),
-        "{size} is a legacy size"
-    );
-    // Shared-CPU sizes that App Platform marks single_instance_only.
-    assert!(
-        !["apps-s-1vcpu-0.5gb", "apps-s-1vcpu-1gb-fixed"].contains(&size),
-        "{size} allows a single instance only"
+        several.contains(&size),
+        "{size} is not a current size that allows several instances"
     );
 }
 
@@ -294,16 +303,24 @@ fn traffic_reaches_the_service_through_ingress_rules() {
 #[test]
 fn the_metrics_port_is_internal_to_the_app() {
     let spec = committed_spec();
-    let internal = service(&spec)["internal_ports"]
+    let service = service(&spec);
+    let mut envs = envs(service);
+    envs.extend(
+        SECRETS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string(), "SECRET".into())),
+    );
+    let metrics_port = u64::from(production_settings(&envs).metrics.port);
+    let internal = service["internal_ports"]
         .as_array()
         .cloned()
         .unwrap_or_default();
 
     assert!(
-        internal.iter().any(|p| p.as_u64() == Some(METRICS_PORT)),
-        "internal_ports {internal:?} lack the metrics port {METRICS_PORT}"
+        internal.iter().any(|p| p.as_u64() == Some(metrics_port)),
+        "internal_ports {internal:?} lack the metrics port {metrics_port}"
     );
-    assert_ne!(service(&spec)["http_port"].as_u64(), Some(METRICS_PORT));
+    assert_ne!(service["http_port"].as_u64(), Some(metrics_port));
 }
 
 #[test]
@@ -382,24 +399,47 @@ fn the_deploy_script_adds_the_secrets_to_the_service_and_the_job() {
 }
 
 #[test]
-fn the_deploy_script_refuses_a_secrets_file_that_lacks_one() {
-    let directory = tempfile_directory();
-    let secrets_file = directory.join("do-secrets.env");
-    let lines: String = SECRETS[1..]
+fn the_deploy_script_refuses_a_secrets_file_it_cannot_trust_and_never_echoes_a_secret() {
+    let all: String = SECRETS.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let without_first: String = SECRETS[1..]
         .iter()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
-    std::fs::write(&secrets_file, lines).unwrap();
+    let cases = [
+        ("a secret missing", without_first, SECRETS[0].0),
+        (
+            "a pasted token on a line of its own",
+            format!("{all}pasted-token-0123456789\n"),
+            ":5:",
+        ),
+        (
+            "a misspelt name",
+            format!("{all}APP_WEBHOOK__POSTMARK_PASSWORD=x\n"),
+            "APP_WEBHOOK__POSTMARK_PASSWORD is not one of",
+        ),
+        (
+            "a name the spec binds itself",
+            format!("{all}APP_DATABASE__PASSWORD=x\n"),
+            "APP_DATABASE__PASSWORD is not one of",
+        ),
+    ];
+    for (case, lines, reason) in cases {
+        let directory = tempfile_directory();
+        let secrets_file = directory.join("do-secrets.env");
+        std::fs::write(&secrets_file, lines).unwrap();
 
-    let output = std::process::Command::new("scripts/do_spec.sh")
-        .env("NEWSLETTER_SECRETS", &secrets_file)
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&directory).unwrap();
+        let output = std::process::Command::new("scripts/do_spec.sh")
+            .env("NEWSLETTER_SECRETS", &secrets_file)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&directory).unwrap();
 
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty(), "a partial spec was printed");
-    assert!(String::from_utf8_lossy(&output.stderr).contains(SECRETS[0].0));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{case}: accepted");
+        assert!(output.stdout.is_empty(), "{case}: a spec was printed");
+        assert!(stderr.contains(reason), "{case}: {stderr}");
+        assert!(!stderr.contains("pasted-token"), "{case}: echoed a secret");
+    }
 }
 
 /// A fresh directory under `target/tmp`, for the test to remove.

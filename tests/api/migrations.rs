@@ -722,13 +722,18 @@ async fn a_user_who_may_not_create_databases_is_told_to_create_it_or_grant_creat
 
 #[tokio::test]
 async fn without_a_grant_on_schema_public_migrate_says_which_grant_and_succeeds_once_given() {
-    // From PostgreSQL 15 on (the servers this runs against), a user that does
-    // not own the database may not create in its public schema, as on a
-    // managed cluster.
+    // From PostgreSQL 15 on, a user that does not own the database may not
+    // create in its public schema, as on a managed cluster. Revoking it from
+    // everyone in this database makes an older server behave the same.
     let role = OwnRole::create().await;
     role.create_database(false).await;
-    let refused = role.run_migrate();
     let name = &role.settings.database_name;
+    role.as_admin(
+        Some(name),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+    )
+    .await;
+    let refused = role.run_migrate();
     role.as_admin(
         Some(name),
         format!(r#"GRANT USAGE, CREATE ON SCHEMA public TO "{name}""#),
