@@ -11,6 +11,7 @@ mod helpers;
 mod migrations;
 mod newsletters;
 mod newsroom;
+mod openapi;
 mod pages;
 mod rate_limits;
 mod retention;
