@@ -38,6 +38,10 @@ cargo test --lib --bins --tests 2>&1 | tee "${results}"
 # check catches a breaking migration.
 scripts/compat_check.sh
 scripts/compat_check.sh --self-test
+# A live service against its own contract, and proof that the fuzzer
+# catches a route that breaks it.
+scripts/fuzz_api.sh
+scripts/fuzz_api.sh --self-test
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 
 # One closing line for the whole suite.
