@@ -42,6 +42,10 @@ scripts/compat_check.sh --self-test
 # API that fails and hangs, and a killed replica: no sign-up answered 200 may
 # be lost (docs/fault-run.md has a full-length run).
 scripts/fault_run.sh --short
+# A live service against its own contract, and proof that the fuzzer
+# catches a route that breaks it.
+scripts/fuzz_api.sh
+scripts/fuzz_api.sh --self-test
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 
 # One closing line for the whole suite.

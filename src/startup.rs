@@ -359,6 +359,7 @@ fn run(
             .app_data(query_config())
             .wrap(security_headers())
             .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
             .app_data(db)
             .app_data(signups)
             .app_data(options.clone())

@@ -7,10 +7,14 @@ use actix_web::{HttpResponse, mime, web};
 use crate::domain::Newsletter;
 use crate::pages::{STYLESHEET, SubscribePage, page};
 
+#[utoipa::path(get, path = "/", tag = "public",
+    responses((status = 200, description = "The subscribe page.", body = String, content_type = "text/html")))]
 pub async fn home(newsletter: web::Data<Newsletter>) -> HttpResponse {
     page(StatusCode::OK, &SubscribePage::empty(&newsletter))
 }
 
+#[utoipa::path(get, path = "/style.css", tag = "public",
+    responses((status = 200, description = "The pages' stylesheet.", body = String, content_type = "text/css")))]
 pub async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(mime::TEXT_CSS_UTF_8))

@@ -6,7 +6,10 @@ pub mod admin;
 mod error;
 mod health_check;
 mod home;
+pub(crate) mod openapi;
 mod readiness;
+#[cfg(feature = "fuzz-self-test")]
+mod self_test;
 mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;
@@ -61,7 +64,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         methods,
         register,
     };
-    vec![
+    #[allow(unused_mut)]
+    let mut endpoints = vec![
         endpoint("/", Anyone, GET, |c, p| add(c, resource(p).get(home))),
         endpoint("/style.css", Anyone, GET, |c, p| {
             add(c, resource(p).get(stylesheet))
@@ -71,6 +75,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         }),
         endpoint("/ready", Anyone, GET, |c, p| {
             add(c, resource(p).get(readiness))
+        }),
+        endpoint("/openapi.json", Anyone, GET, |c, p| {
+            add(c, resource(p).get(openapi::openapi_json))
         }),
         // The handler checks the per-IP limit with the per-address one, in
         // a single call to Redis.
@@ -158,7 +165,20 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/webhooks/postmark", Anyone, POST, |c, p| {
             add(c, resource(p).post(postmark_webhook))
         }),
-    ]
+    ];
+    #[cfg(feature = "fuzz-self-test")]
+    endpoints.push(endpoint("/fuzz-self-test/broken", Anyone, GET, |c, p| {
+        add(c, resource(p).get(self_test::broken))
+    }));
+    endpoints
+}
+
+/// Any path that names no route: a plain-text 404, like every other
+/// refusal, rather than an empty body of no type.
+pub async fn not_found() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("There is nothing at this address.")
 }
 
 fn add(config: &mut web::ServiceConfig, service: impl HttpServiceFactory + 'static) {

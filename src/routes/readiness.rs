@@ -21,12 +21,21 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// half a second.
 const REDIS_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
+    /// `ok` or `unavailable`.
+    #[schema(value_type = String)]
     postgres: &'static str,
+    /// `ok`, or `unavailable, rate limits per process` (tolerated).
+    #[schema(value_type = String)]
     redis: &'static str,
 }
 
+#[utoipa::path(get, path = "/ready", tag = "public",
+    responses(
+        (status = 200, description = "Postgres answers: this instance takes traffic.", body = Readiness),
+        (status = 503, description = "Postgres does not answer.", body = Readiness),
+    ))]
 pub async fn readiness(db: web::Data<Db>, limiter: web::Data<RateLimiter>) -> HttpResponse {
     let (postgres_ok, redis_ok) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, db.ping()),

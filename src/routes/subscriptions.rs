@@ -42,7 +42,7 @@ pub struct SubscriptionOptions {
 
 /// The form as sent. Fields are optional here so that a missing one gets its
 /// own message instead of a deserializer error.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct SubscribeForm {
     name: Option<String>,
     email: Option<String>,
@@ -99,6 +99,14 @@ impl std::fmt::Display for FormErrors {
     }
 }
 
+#[utoipa::path(post, path = "/subscriptions", tag = "public",
+    request_body(content = inline(SubscribeForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Accepted (whatever became of it): the check-your-inbox page for browsers, an empty text for other clients.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "A field is missing or invalid: the form again with the reasons for browsers, the reasons for other clients.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 429, description = "Too many requests from this client.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::FormRefusals, crate::routes::openapi::Unavailable,
+    ))]
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn subscribe(
     request: HttpRequest,
@@ -196,6 +204,10 @@ fn accepted(html: bool, newsletter: &Newsletter) -> HttpResponse {
     if html {
         page(StatusCode::OK, &CheckInboxPage { newsletter })
     } else {
-        HttpResponse::Ok().finish()
+        // Empty, but typed like every other answer: a body without a
+        // content type is one the contract cannot describe.
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .finish()
     }
 }

@@ -54,6 +54,13 @@ pub fn resource(path: &str) -> impl HttpServiceFactory + 'static {
 }
 
 /// `GET`: the page with the button, for a token this service signed.
+#[utoipa::path(get, path = "/unsubscribe/{token}", tag = "public",
+    params(("token" = String, Path, description = "The signed token from the unsubscribe link.")),
+    responses(
+        (status = 200, description = "The page with the Unsubscribe button; nothing changes.", body = String, content_type = "text/html"),
+        (status = 400, description = "A token this service did not sign.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
+    ))]
 #[tracing::instrument(name = "Open an unsubscribe link", skip_all)]
 pub async fn show(
     request: HttpRequest,
@@ -77,6 +84,16 @@ pub async fn show(
 /// `POST`: unsubscribes the token's subscriber. The body is read (up to
 /// [`BODY_LIMIT_BYTES`]) and not looked at: with or without the one-click
 /// form, in any content type, the request means the same.
+#[utoipa::path(post, path = "/unsubscribe/{token}", tag = "public",
+    params(("token" = String, Path, description = "The signed token from the unsubscribe link.")),
+    request_body(content = String, description = "RFC 8058's `List-Unsubscribe=One-Click`, or anything else: the body is not looked at.", content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Unsubscribed, or not on the list.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "A token this service did not sign, or a body that could not be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
+        (status = 413, description = "A body over 1 KiB.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::Unavailable,
+    ))]
 #[tracing::instrument(name = "Unsubscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn one_click(
     request: HttpRequest,

@@ -35,6 +35,17 @@ use crate::webhooks::{self, Applied, Policy, postmark};
 /// large headers either way.
 pub const WEBHOOK_BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
+#[utoipa::path(post, path = "/webhooks/postmark", tag = "webhooks",
+    request_body(content = serde_json::Value, description = "A Postmark Bounce, SpamComplaint, SubscriptionChange or Delivery webhook record.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored (or already stored)."),
+        (status = 400, description = "Not a record this service takes; retrying cannot help.", body = String, content_type = "text/plain"),
+        (status = 401, description = "Basic credentials missing or wrong, or none configured.", body = String, content_type = "text/plain",
+         headers(("WWW-Authenticate" = String))),
+        (status = 413, description = "A body over 1 MiB.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::Unavailable,
+    ),
+    security(("postmark" = [])))]
 pub async fn postmark_webhook(
     request: HttpRequest,
     payload: web::Payload,

@@ -13,6 +13,7 @@ mod metrics;
 mod migrations;
 mod newsletters;
 mod newsroom;
+mod openapi;
 mod pages;
 mod rate_limits;
 mod retention;

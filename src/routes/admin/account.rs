@@ -31,6 +31,8 @@ pub fn nav(admin: &SignedIn) -> Nav<'_> {
     }
 }
 
+#[utoipa::path(get, path = "/admin/password", tag = "admin",
+    responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
 pub async fn password_page(admin: SignedIn) -> HttpResponse {
     page(
         StatusCode::OK,
@@ -72,15 +74,26 @@ async fn recheck_password(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordForm {
+    #[schema(value_type = Option<String>)]
     current_password: Option<SecretString>,
+    #[schema(value_type = Option<String>)]
     new_password: Option<SecretString>,
+    #[schema(value_type = Option<String>)]
     new_password_check: Option<SecretString>,
 }
 
 /// A new password ends every session of this admin, this one included:
 /// whoever else had one (a stolen cookie, a forgotten browser) is out.
+#[utoipa::path(post, path = "/admin/password", tag = "admin",
+    request_body(content = inline(PasswordForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Changed: every session ends, to /login.", headers(("Location" = String))),
+        (status = 400, description = "Wrong current password, differing or too weak new ones: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::AdminForm,
+    ))]
 #[tracing::instrument(name = "Change a password", skip_all)]
 pub async fn change_password(
     request: HttpRequest,
@@ -151,13 +164,20 @@ pub async fn change_password(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EmailForm {
     #[serde(default)]
     email: String,
 }
 
 /// The address an admin's test sends go to; empty removes it.
+#[utoipa::path(post, path = "/admin/email", tag = "admin",
+    request_body(content = inline(EmailForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Changed: to the dashboard.", headers(("Location" = String))),
+        (status = 400, description = "Not an address: the dashboard again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        crate::routes::openapi::AdminForm,
+    ))]
 pub async fn change_email(
     request: HttpRequest,
     form: Protected<EmailForm>,
@@ -198,6 +218,8 @@ pub async fn change_email(
 
 /// Starts enrolment: a new secret, kept in the session until a code from
 /// the app proves it was scanned, shown as a QR code and as text.
+#[utoipa::path(get, path = "/admin/totp", tag = "admin",
+    responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
 pub async fn totp_page(request: HttpRequest, admin: SignedIn) -> Result<HttpResponse, ApiError> {
     // A secret already waiting is shown again: a reload, or the page open
     // in a second tab, must not make the code the admin just scanned wrong.
@@ -236,10 +258,11 @@ fn totp_form(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EnrolForm {
     #[serde(default)]
     code: String,
+    #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
 }
 
@@ -247,6 +270,15 @@ pub struct EnrolForm {
 /// shows the recovery codes, the only time they are ever shown. The
 /// password is asked for too: with a stolen session alone, nobody can put
 /// their own app in place of the owner's, or turn the factor on for them.
+#[utoipa::path(post, path = "/admin/totp", tag = "admin",
+    request_body(content = inline(EnrolForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Enrolled: the recovery codes, shown once.", body = String, content_type = "text/html"),
+        (status = 303, description = "No enrolment under way: to /admin/totp.", headers(("Location" = String))),
+        (status = 400, description = "Wrong password or code: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::AdminForm,
+    ))]
 #[tracing::instrument(name = "Enrol a second factor", skip_all)]
 pub async fn enrol_totp(
     request: HttpRequest,

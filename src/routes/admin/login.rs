@@ -49,12 +49,21 @@ pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Please wait a minute and
 const WRONG_CREDENTIALS: &str = "The username or password is wrong.";
 const UNAVAILABLE: &str = "Signing in is unavailable right now. Please try again in a few minutes.";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Notice {
     notice: Option<String>,
 }
 
 /// The sign-in form; a browser already signed in goes straight on.
+#[utoipa::path(get, path = "/login", tag = "sign-in",
+    params(Notice),
+    responses(
+        (status = 200, description = "The sign-in form.", body = String, content_type = "text/html"),
+        (status = 303, description = "Already signed in: to the dashboard.", headers(("Location" = String))),
+        (status = 400, description = "A query string that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 503, description = "The session store is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+    ))]
 pub async fn login_page(
     request: HttpRequest,
     query: web::Query<Notice>,
@@ -113,13 +122,24 @@ async fn current_session(
         .map_err(sessions_unavailable)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct Credentials {
     #[serde(default)]
     username: String,
+    #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
 }
 
+#[utoipa::path(post, path = "/login", tag = "sign-in",
+    request_body(content = inline(Credentials), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in (to the dashboard), or on to the code step (to /login/code).", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 401, description = "Wrong username or password: the form again.", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "The session store or the database is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::FormRefusals,
+    ))]
 #[tracing::instrument(name = "Sign in", skip_all, fields(username = tracing::field::Empty))]
 pub async fn log_in(
     request: HttpRequest,
@@ -282,6 +302,12 @@ async fn end_current_session(
 }
 
 /// The second step, for an admin with TOTP on.
+#[utoipa::path(get, path = "/login/code", tag = "sign-in",
+    responses(
+        (status = 200, description = "The code form, for a sign-in waiting for its second factor.", body = String, content_type = "text/html"),
+        (status = 303, description = "No sign-in is waiting for a code: to /login.", headers(("Location" = String))),
+        (status = 503, description = "The session store is unavailable.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+    ))]
 pub async fn code_page(
     request: HttpRequest,
     cookies: web::Data<SessionCookies>,
@@ -345,12 +371,23 @@ impl SecondFactor {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CodeForm {
     #[serde(default)]
     code: String,
 }
 
+#[utoipa::path(post, path = "/login/code", tag = "sign-in",
+    request_body(content = inline(CodeForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in, or no sign-in waiting for a code (to /login).", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 401, description = "A wrong code: the form again.", body = String, content_type = "text/html"),
+        (status = 403, description = "Without the sign-in's CSRF token.", body = String, content_type = "text/plain"),
+        (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "The session store or the database is unavailable.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::FormRefusals,
+    ))]
 #[tracing::instrument(name = "Check a sign-in code", skip_all)]
 pub async fn submit_code(
     request: HttpRequest,
@@ -449,10 +486,17 @@ pub async fn submit_code(
     signed_in(&request, &db, &cookies, &admin, ip, how.describe()).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NoFields {}
 
 /// Ends the admin's session and forgets the cookie.
+#[utoipa::path(post, path = "/admin/logout", tag = "admin",
+    request_body(content = inline(NoFields), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed out: to /login.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::AdminForm,
+    ))]
 pub async fn log_out(
     request: HttpRequest,
     form: Protected<NoFields>,

@@ -10,14 +10,14 @@
 //! that changes something carries the session's CSRF token
 //! ([`guard::Protected`]), on top of the `SameSite=Strict` cookie.
 
-mod account;
+pub(crate) mod account;
 mod cookies;
-mod dashboard;
+pub(crate) mod dashboard;
 mod guard;
-mod login;
-mod newsletters;
+pub(crate) mod login;
+pub(crate) mod newsletters;
 mod pages;
-mod subscribers;
+pub(crate) mod subscribers;
 
 pub use account::{change_email, change_password, enrol_totp, password_page, totp_page};
 pub use cookies::SessionCookies;

@@ -51,6 +51,8 @@ pub fn compose_form_config() -> web::FormConfig {
         .error_handler(|e, _| ApiError::from(e).into())
 }
 
+#[utoipa::path(get, path = "/admin/newsletters/new", tag = "admin",
+    responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
 pub async fn compose_page(admin: SignedIn) -> HttpResponse {
     let fields = ComposeFields {
         title: "",
@@ -61,7 +63,7 @@ pub async fn compose_page(admin: SignedIn) -> HttpResponse {
     compose_form(&admin, StatusCode::OK, fields, None, None)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ComposeForm {
     #[serde(default)]
     title: String,
@@ -96,6 +98,15 @@ impl Step {
     }
 }
 
+#[utoipa::path(post, path = "/admin/newsletters", tag = "admin",
+    request_body(content = inline(ComposeForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A preview, or a test sent: the form again.", body = String, content_type = "text/html"),
+        (status = 303, description = "Published: to the issue's page.", headers(("Location" = String))),
+        (status = 400, description = "An unknown action, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 422, description = "A title or content refused, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
+        crate::routes::openapi::AdminForm,
+    ))]
 pub async fn submit_issue(
     request: HttpRequest,
     form: Protected<ComposeForm>,

@@ -28,6 +28,13 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// broke off (or ended while the page stays open).
 const RETRY_MILLISECONDS: u32 = 5_000;
 
+#[utoipa::path(get, path = "/admin/newsletters/{id}/events", tag = "admin",
+    params(("id" = String, Path, description = "The issue's id.")),
+    responses(
+        (status = 200, description = "The issue's progress as Server-Sent Events, until it finishes.", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No such issue.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn issue_events(
     id: web::Path<String>,
     db: web::Data<Db>,

@@ -39,11 +39,20 @@ const PAGE_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'sel
                            connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
                            base-uri 'none'";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParameters {
     after: Option<String>,
 }
 
+#[utoipa::path(get, path = "/admin/newsletters/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The issue's id."), PageParameters),
+    responses(
+        (status = 200, description = "The issue's page.", body = String, content_type = "text/html"),
+        (status = 400, description = "A page address that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such issue.", content((String = "text/html"), (String = "text/plain"))),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn issue_page(
     admin: SignedIn,
     id: web::Path<String>,
@@ -151,6 +160,8 @@ fn missing(admin: &SignedIn) -> HttpResponse {
     )
 }
 
+#[utoipa::path(get, path = "/admin/newsletters.js", tag = "admin",
+    responses((status = 200, description = "The issue page's script.", body = String, content_type = "text/javascript"), crate::routes::openapi::AdminOnly))]
 pub async fn issue_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(
@@ -162,11 +173,11 @@ pub async fn issue_script() -> HttpResponse {
 }
 
 /// An action's form carries nothing but its CSRF token.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ActionForm {}
 
 /// What an admin can do to an issue from its page.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IssueAction {
     Pause,
@@ -213,6 +224,16 @@ enum Outcome {
 
 /// `POST /admin/newsletters/{id}/{action}`: pause, resume, cancel or
 /// requeue. Any other action names no route: 404.
+#[utoipa::path(post, path = "/admin/newsletters/{id}/{action}", tag = "admin",
+    params(("id" = String, Path, description = "The issue's id."), ("action" = inline(IssueAction), Path)),
+    request_body(content = inline(ActionForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Done: to the issue's page.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such issue, or no such action.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 409, description = "The issue's state does not allow the action: its page, with the reason.", body = String, content_type = "text/html"),
+        crate::routes::openapi::AdminForm,
+    ))]
 pub async fn act_on_issue(
     request: HttpRequest,
     form: Protected<ActionForm>,

@@ -8,10 +8,10 @@
 //! (writing and rendering) and `crate::campaigns` (the delivery ledger and
 //! its progress feed); these handlers only parse, call them, and answer.
 
-mod compose;
-mod events;
-mod issue;
-mod list;
+pub(crate) mod compose;
+pub(crate) mod events;
+pub(crate) mod issue;
+pub(crate) mod list;
 mod pages;
 mod view;
 

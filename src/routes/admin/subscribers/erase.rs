@@ -40,7 +40,7 @@ use crate::routes::admin::login::{actor_for, client_ip, see_other};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::suppression::Reason;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct EraseForm {
     /// The subscriber's address, typed by the admin to confirm.
     #[serde(default)]
@@ -58,6 +58,16 @@ enum Outcome {
     Missing,
 }
 
+#[utoipa::path(post, path = "/admin/subscribers/{id}/erase", tag = "admin",
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    request_body(content = inline(EraseForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Erased: to the list.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 422, description = "The typed address is not theirs: nothing was erased.", body = String, content_type = "text/html"),
+        crate::routes::openapi::AdminForm,
+    ))]
 pub async fn erase_subscriber(
     request: HttpRequest,
     form: Protected<EraseForm>,

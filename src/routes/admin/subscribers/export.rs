@@ -27,7 +27,7 @@ use crate::suppression::{self, Suppression};
 
 /// The file. Field names are part of what the person receives: keep them
 /// plain and stable.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SubscriberExport {
     exported_at: DateTime<Utc>,
     subscriber: SubscriberPart,
@@ -39,7 +39,7 @@ struct SubscriberExport {
     suppression: Option<SuppressionPart>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SubscriberPart {
     id: Uuid,
     email: String,
@@ -47,23 +47,32 @@ struct SubscriberPart {
     status: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Consent {
     subscribed_at: DateTime<Utc>,
     confirmed_at: Option<DateTime<Utc>>,
     unsubscribed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SuppressionPart {
     /// As stored (`spam_complaint`), and as the admin pages say it.
+    #[schema(value_type = String)]
     reason: &'static str,
+    #[schema(value_type = String)]
     reason_label: &'static str,
     detail: Option<String>,
     changed_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/admin/subscribers/{id}/export", tag = "admin",
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    responses(
+        (status = 200, description = "Everything stored about the subscriber.", body = SubscriberExport, content_type = "application/json"),
+        (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn export_subscriber(
     request: HttpRequest,
     admin: SignedIn,

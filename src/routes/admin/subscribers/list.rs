@@ -37,7 +37,8 @@ const EXPORT_CHUNK: i64 = 1000;
 /// The longest search the form sends.
 const QUERY_LIMIT: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParameters {
     #[serde(default)]
     q: String,
@@ -175,6 +176,13 @@ fn cursor_after(row: &Subscriber) -> Cursor {
     }
 }
 
+#[utoipa::path(get, path = "/admin/subscribers", tag = "admin",
+    params(ListParameters),
+    responses(
+        (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
+        (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn subscribers(
     admin: SignedIn,
     parameters: web::Query<ListParameters>,
@@ -248,6 +256,13 @@ struct Export {
     done: bool,
 }
 
+#[utoipa::path(get, path = "/admin/subscribers.csv", tag = "admin",
+    params(ListParameters),
+    responses(
+        (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
+        (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn export_subscribers(
     request: HttpRequest,
     admin: SignedIn,

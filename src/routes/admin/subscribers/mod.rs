@@ -6,10 +6,10 @@
 //!
 //! The reads that the page and the export share are in [`record`].
 
-mod erase;
-mod export;
-mod list;
-mod page;
+pub(crate) mod erase;
+pub(crate) mod export;
+pub(crate) mod list;
+pub(crate) mod page;
 mod record;
 
 pub use erase::erase_subscriber;

@@ -27,6 +27,13 @@ use crate::suppression::{self, Suppression};
 /// Deliveries the page lists; the export has every one.
 const DELIVERIES_SHOWN: i64 = 20;
 
+#[utoipa::path(get, path = "/admin/subscribers/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    responses(
+        (status = 200, description = "The subscriber's page.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
+        crate::routes::openapi::AdminOnly,
+    ))]
 pub async fn subscriber_page(
     admin: SignedIn,
     id: web::Path<String>,

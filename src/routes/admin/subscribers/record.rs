@@ -61,7 +61,7 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Subscriber
 }
 
 /// One issue's delivery to the subscriber, from the ledger.
-#[derive(Debug, sqlx::FromRow, Serialize)]
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub issue_id: Uuid,
     /// None if the issue itself is gone (the ledger has no foreign key).
@@ -111,7 +111,7 @@ pub async fn delivery_count(
 /// When a confirmation link was made, until when it worked, and when it was
 /// used. The token's hash stays out: it is a credential, not data about the
 /// person.
-#[derive(Debug, sqlx::FromRow, Serialize)]
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct TokenTimes {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -133,7 +133,7 @@ pub async fn confirmation_tokens(
 
 /// An email in the outbox addressed to the subscriber, without its bodies:
 /// until it is sent they hold a live confirmation link.
-#[derive(Debug, sqlx::FromRow, Serialize)]
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct OutboxEmail {
     pub id: Uuid,
     pub subject: Option<String>,
