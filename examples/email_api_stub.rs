@@ -60,11 +60,10 @@ async fn single(
     recipients: web::Data<Recipients>,
     fault: web::Data<Fault>,
 ) -> HttpResponse {
-    if let Some(refusal) = misbehave(&fault).await {
-        return refusal;
+    match take(std::slice::from_ref(&message), &tokens, &recipients, &fault).await {
+        Ok(()) => HttpResponse::Ok().json(accepted()),
+        Err(refusal) => refusal,
     }
-    record(std::slice::from_ref(&message), &tokens, &recipients);
-    HttpResponse::Ok().json(accepted())
 }
 
 async fn batch(
@@ -73,12 +72,24 @@ async fn batch(
     recipients: web::Data<Recipients>,
     fault: web::Data<Fault>,
 ) -> HttpResponse {
-    if let Some(refusal) = misbehave(&fault).await {
-        return refusal;
+    match take(&messages, &tokens, &recipients, &fault).await {
+        Ok(()) => HttpResponse::Ok().json(messages.iter().map(|_| accepted()).collect::<Vec<_>>()),
+        Err(refusal) => refusal,
     }
-    record(&messages, &tokens, &recipients);
-    let answers: Vec<_> = messages.iter().map(|_| accepted()).collect();
-    HttpResponse::Ok().json(answers)
+}
+
+/// Records `messages` as accepted, unless the current fault answers instead.
+async fn take(
+    messages: &[Message],
+    tokens: &Tokens,
+    recipients: &Recipients,
+    fault: &Fault,
+) -> Result<(), HttpResponse> {
+    if let Some(refusal) = misbehave(fault).await {
+        return Err(refusal);
+    }
+    record(messages, tokens, recipients);
+    Ok(())
 }
 
 /// The answer the current fault gives instead of accepting, if any. A hang

@@ -90,17 +90,7 @@ async fn the_migrate_command_creates_the_database_and_applies_every_migration() 
     let settings = get_configuration().unwrap();
     let db = TestDatabase::create(&settings.database).await;
     // Let the command create the database itself.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        r#"DROP DATABASE "{}" WITH (FORCE)"#,
-        db.settings.database_name
-    )))
-    .execute(
-        &mut sqlx::PgConnection::connect_with(&db.settings.without_db())
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    drop_database(&db).await;
 
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_newsletter"))
@@ -659,17 +649,7 @@ async fn a_missing_database_is_created_through_the_first_maintenance_database_re
     let settings = get_configuration().unwrap();
     let db = TestDatabase::create(&settings.database).await;
     db.pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        r#"DROP DATABASE "{}" WITH (FORCE)"#,
-        db.settings.database_name
-    )))
-    .execute(
-        &mut sqlx::PgConnection::connect_with(&db.settings.without_db())
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    drop_database(&db).await;
     let missing = format!("no_postgres_{}", Uuid::new_v4().simple());
 
     ensure_database_exists_via(&db.settings, &[&missing, "postgres"])
@@ -753,4 +733,20 @@ async fn without_a_grant_on_schema_public_migrate_says_which_grant_and_succeeds_
         String::from_utf8_lossy(&granted.stderr)
     );
     assert_eq!(role.applied_migrations().await, MIGRATOR.iter().count());
+}
+
+/// Drops a test's database now, for a test about what happens without it;
+/// the test database's own clean-up then finds nothing to drop.
+async fn drop_database(db: &TestDatabase) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"DROP DATABASE "{}" WITH (FORCE)"#,
+        db.settings.database_name
+    )))
+    .execute(
+        &mut sqlx::PgConnection::connect_with(&db.settings.without_db())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
 }
