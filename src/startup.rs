@@ -42,9 +42,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
+        // What the configuration can still refuse is read before anything
+        // starts or binds a port.
+        let newsletter = settings.newsletter.parse()?;
+        let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
         let stop_workers = CancellationToken::new();
         let metrics = metrics(&settings);
-        let metrics_server = metrics_server(&settings, &metrics)?;
         let worker = if settings.delivery.run_in_server {
             let db = metrics.watch_pool("delivery", delivery_db(&settings));
             Some(delivery_worker(&settings, db)?.with_metrics(metrics.clone()))
@@ -85,13 +88,13 @@ impl Application {
         )
         .context("Failed to set up admin sessions")?;
         let cookies = SessionCookies::new(settings.admin.secure_cookie);
-        let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
         tokio::spawn(crate::admin::password::warm_up());
         let options = SubscriptionOptions {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };
+        let metrics_server = metrics_server(&settings, &metrics)?;
         let signups = SignupSettings {
-            newsletter: settings.newsletter.parse()?,
+            newsletter,
             base_url: settings.application.base_url,
             token_lifetime: settings.subscriptions.token_lifetime(),
             message_stream: settings.email_client.transactional_stream.clone(),
