@@ -178,6 +178,12 @@ impl Db {
         Self { waiting, ..self }
     }
 
+    /// How long one piece of work may take before its connection is given
+    /// up as silent.
+    pub fn work_timeout(&self) -> Duration {
+        self.work_timeout
+    }
+
     /// The pool itself, for listening to notifications and for commands an
     /// operator runs by hand.
     pub fn pool(&self) -> &PgPool {

@@ -281,9 +281,18 @@ impl DeliveryWorker {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
-        listener.listen(CHANNEL).await.ok()?;
-        Some(listener)
+        // The pool may hand over a connection that has gone silent, and
+        // LISTEN on it would wait for ever: give up after the work timeout
+        // and poll meanwhile; the next round tries again.
+        let listening = async {
+            let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
+            listener.listen(CHANNEL).await.ok()?;
+            Some(listener)
+        };
+        tokio::time::timeout(self.db.work_timeout(), listening)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Claims one batch and sends it to the email API in one call; returns
