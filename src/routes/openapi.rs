@@ -147,6 +147,33 @@ fn map(entries: Vec<(&str, Response)>) -> BTreeMap<String, RefOr<Response>> {
         .collect()
 }
 
+/// What a confirmation link answers, whether it is opened (`GET`) or its
+/// button pressed (`POST`).
+pub struct ConfirmationAnswers;
+
+impl IntoResponses for ConfirmationAnswers {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        map(vec![
+            (
+                "200",
+                page_or_plain(
+                    "Confirmed, or already confirmed; with `confirm_with_button`, the page with the button.",
+                ),
+            ),
+            (
+                "400",
+                page_or_plain("The token is missing or not 32 letters and digits."),
+            ),
+            ("401", page_or_plain("No such token.")),
+            ("410", page_or_plain("The link has expired.")),
+            (
+                "429",
+                with_retry_after(plain("Too many requests from this client.")),
+            ),
+        ])
+    }
+}
+
 /// Postgres could not be reached in time (or a statement ran past its
 /// limits): retrying later may work.
 pub struct Unavailable;

@@ -73,16 +73,16 @@ impl TokenRecord {
     }
 }
 
-#[utoipa::path(get, path = "/subscriptions/confirm", tag = "public",
+#[utoipa::path(
+    get,
+    path = "/subscriptions/confirm",
+    tag = "public",
     params(Parameters),
     responses(
-        (status = 200, description = "Confirmed, or already confirmed; with `confirm_with_button`, the page with the button.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 400, description = "The token is missing or not 32 letters and digits.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 401, description = "No such token.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 410, description = "The link has expired.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 429, description = "Too many requests from this client.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::ConfirmationAnswers,
         crate::routes::openapi::Unavailable,
-    ))]
+    )
+)]
 #[tracing::instrument(name = "Open a confirmation link", skip_all)]
 pub async fn confirm(
     request: HttpRequest,
@@ -102,11 +102,7 @@ pub async fn confirm(
 #[utoipa::path(post, path = "/subscriptions/confirm", tag = "public",
     request_body(content = inline(Parameters), content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Confirmed, or already confirmed; with `confirm_with_button`, the page with the button.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 400, description = "The token is missing or not 32 letters and digits.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 401, description = "No such token.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 410, description = "The link has expired.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 429, description = "Too many requests from this client.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::ConfirmationAnswers,
         crate::routes::openapi::FormRefusals, crate::routes::openapi::Unavailable,
     ))]
 #[tracing::instrument(name = "Press the confirm button", skip_all)]
