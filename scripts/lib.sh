@@ -9,6 +9,26 @@ REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Runs a named step of a longer command and remembers how long it took;
+# print_step_times lists them all (call it from an EXIT trap, so that a run
+# that stops early still says where its time went).
+STEP_TIMES=()
+step() {
+  local name=$1 started status=0
+  shift
+  started=$(date +%s)
+  log "${name}"
+  "$@" || status=$?
+  STEP_TIMES+=("$(printf '%6ss  %s%s' "$(($(date +%s) - started))" "${name}" \
+    "$([ "${status}" = 0 ] || printf '  (failed, exit %s)' "${status}")")")
+  return "${status}"
+}
+print_step_times() {
+  [ "${#STEP_TIMES[@]}" -gt 0 ] || return 0
+  printf '\ntime per step:\n' >&2
+  printf '  %s\n' "${STEP_TIMES[@]}" >&2
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Runs a command as root: directly when we are root, through sudo otherwise.

@@ -8,23 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_rust
-ensure_postgres
-ensure_redis
-ensure_chromium
-drop_stale_test_databases
-
-# Compile against the committed query metadata: a query changed without
-# running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
-export SQLX_OFFLINE=true
-
-scripts/lint_migrations.sh --self-test
-scripts/lint_migrations.sh
-log "checking formatting"
-cargo fmt --all -- --check
-log "running clippy"
-cargo clippy --all-targets --quiet -- -D warnings
-log "running the tests"
+started_at=$(date +%s)
 results="$(mktemp)"
 # Every browser the tests start keeps its files in a directory under this
 # one: the check at the end tells the browsers this run left running from
@@ -32,20 +16,43 @@ results="$(mktemp)"
 # binary that crashed never ends its browsers).
 BROWSER_TEST_DIR="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-browsers-XXXXXXXXXX")"
 export BROWSER_TEST_DIR
-trap 'rm -f "${results}"; check_no_browsers_left "${BROWSER_TEST_DIR}"' EXIT
-cargo test --lib --bins --tests 2>&1 | tee "${results}"
+finish() {
+  print_step_times
+  printf '  %6ss  in all\n' "$(($(date +%s) - started_at))" >&2
+  rm -f "${results}"
+  check_no_browsers_left "${BROWSER_TEST_DIR}"
+}
+trap finish EXIT
+
+step "checking the tools" ensure_rust
+step "starting Postgres" ensure_postgres
+step "starting Redis" ensure_redis
+step "installing Chromium" ensure_chromium
+drop_stale_test_databases
+
+# Compile against the committed query metadata: a query changed without
+# running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
+export SQLX_OFFLINE=true
+
+step "linting migrations (self-test)" scripts/lint_migrations.sh --self-test
+step "linting migrations" scripts/lint_migrations.sh
+step "checking formatting" cargo fmt --all -- --check
+step "running clippy" cargo clippy --all-targets --quiet -- -D warnings
+step "building the tests" cargo test --lib --bins --tests --no-run
+run_tests() { cargo test --lib --bins --tests 2>&1 | tee "${results}"; }
+step "running the tests" run_tests
 # The previous release against this revision's schema, and proof that the
 # check catches a breaking migration.
-scripts/compat_check.sh
-scripts/compat_check.sh --self-test
+step "compatibility check" scripts/compat_check.sh
+step "compatibility check (self-test)" scripts/compat_check.sh --self-test
 # Two replicas under load through a database cut, a Redis restart, an email
 # API that fails and hangs, and a killed replica: no sign-up answered 200 may
 # be lost (docs/fault-run.md has a full-length run).
-scripts/fault_run.sh --short
+step "fault run (short)" scripts/fault_run.sh --short
 # A live service against its own contract, and proof that the fuzzer
 # catches a route that breaks it.
-scripts/fuzz_api.sh
-scripts/fuzz_api.sh --self-test
+step "fuzzing the API" scripts/fuzz_api.sh
+step "fuzzing the API (self-test)" scripts/fuzz_api.sh --self-test
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 
 # One closing line for the whole suite.
