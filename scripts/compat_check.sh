@@ -8,22 +8,40 @@
 #                                        before the newest schema change
 #   scripts/compat_check.sh --self-test  adds a deliberately breaking
 #                                        migration and expects a failure
+#   --build-only (with either)           build the release's tests, run
+#                                        nothing (scripts/test.sh builds
+#                                        while other tests run)
 #
-# How: PREV_REV is checked out into a temporary directory and its migrations/
-# replaced by this revision's, so its tests (which migrate each test database
-# with the migrations compiled into them) run on the new schema. Its tests of
-# the migration history itself are skipped: they are about the history, not
-# about the release's behaviour.
+# How: PREV_REV's files are extracted under target/compat/ and its
+# migrations/ replaced by this revision's, so its tests (which migrate each
+# test database with the migrations compiled into them) run on the new
+# schema. Its tests of the migration history itself are skipped: they are
+# about the history, not about the release's behaviour.
+#
+# The release builds with this checkout's Cargo.lock and keeps its
+# intermediate artifacts in this checkout's target/ (cargo's build-dir), so
+# the dependencies compiled for this revision are not compiled again; only
+# the release's own crate is. Its package is renamed for the build (the
+# crate keeps its name), so that its artifacts can never take the place of
+# this revision's, and the self-test's copy has a name of its own too: both
+# can be built ahead and run later. The self-test runs only the subscription
+# tests: a rename of a column they write fails them at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ROOT="$PWD"
 self_test=0
-if [ "${1:-}" = "--self-test" ]; then
-  self_test=1
+build_only=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --self-test) self_test=1 ;;
+    --build-only) build_only=1 ;;
+    -*) die "usage: $0 [--self-test] [--build-only] [PREV_REV]" ;;
+    *) break ;;
+  esac
   shift
-fi
+done
 # The release that serves while this schema rolls out is the one from before
 # the newest change to migrations/, however many commits came after it.
 # (HEAD~1 would find nothing to check whenever the last commit left the
@@ -40,28 +58,69 @@ if [ "${self_test}" = 0 ] && git diff --quiet "${PREV}" HEAD -- migrations/; the
   exit 0
 fi
 
+variant=previous-release
+[ "${self_test}" = 1 ] && variant=previous-release-broken
+TREE="${ROOT}/target/compat/${variant}"
 WORK="$(mktemp -d)"
-cleanup() {
-  git worktree remove --force "${WORK}/prev" >/dev/null 2>&1 || true
-  git worktree prune
-  rm -rf "${WORK}"
-}
-trap cleanup EXIT
+trap 'rm -rf "${WORK}"' EXIT
 
-git worktree add --quiet --detach "${WORK}/prev" "${PREV}"
-rm -rf "${WORK}/prev/migrations"
-cp -r migrations "${WORK}/prev/migrations"
+# The tree is extracted afresh each time, but git gives every file the
+# commit's time: a tree extracted again is not rebuilt.
+rm -rf "${TREE}"
+mkdir -p "${TREE}"
+git archive "${PREV}" | tar -x -C "${TREE}"
+cp Cargo.lock "${TREE}/Cargo.lock"
+# The package gets a name of its own; its library keeps the crate name
+# `newsletter` that its tests import.
+python3 - "${TREE}/Cargo.toml" "newsletter-${variant}" <<'PY' || die "could not rename the package in ${PREV}'s Cargo.toml"
+import re, sys
+path, package = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text, renamed = re.subn(r'(?m)^name = "newsletter"$', f'name = "{package}"', text, count=1)
+if not renamed:
+    sys.exit(1)
+if re.search(r'(?m)^\[lib\]$', text):
+    text = re.sub(r'(?m)^\[lib\]$', '[lib]\nname = "newsletter"', text, count=1)
+else:
+    text += '\n[lib]\nname = "newsletter"\n'
+open(path, "w").write(text)
+PY
+rm -rf "${TREE}/migrations"
+cp -rp migrations "${TREE}/migrations"
 if [ "${self_test}" = 1 ]; then
-  cp scripts/testdata/breaking_migration.sql "${WORK}/prev/migrations/99991231000000_breaking.sql"
+  cp -p scripts/testdata/breaking_migration.sql "${TREE}/migrations/99991231000000_breaking.sql"
+fi
+# Adding a file dated the directory now: date it as this checkout's, so that
+# the build script (which watches migrations/) sees nothing new next time.
+touch -r migrations "${TREE}/migrations"
+
+prev_cargo() {
+  (
+    cd "${TREE}"
+    SQLX_OFFLINE=true CARGO_TARGET_DIR="${ROOT}/target/compat/out" CARGO_BUILD_BUILD_DIR="${ROOT}/target" \
+      cargo "$@" 2>&1
+  )
+}
+
+if [ "${build_only}" = 1 ]; then
+  log "compatibility: building ${PREV}'s API tests ($( [ "${self_test}" = 1 ] && echo "with a breaking migration" || echo "on this schema"))"
+  prev_cargo test --quiet --test api --no-run >"${WORK}/build.log" || {
+    cat "${WORK}/build.log" >&2
+    die "${PREV}'s tests do not build"
+  }
+  exit 0
 fi
 
-log "compatibility: ${PREV}'s API tests on this revision's schema"
+# Tests at once: they mostly wait on Postgres and Redis.
+threads="${TEST_THREADS:-$(test_threads)}"
+if [ "${self_test}" = 1 ]; then
+  filter=(subscriptions::)
+else
+  filter=(--skip migrations::)
+fi
+log "compatibility: ${PREV}'s API tests on this revision's schema (${threads} at once)"
 set +e
-(
-  cd "${WORK}/prev"
-  SQLX_OFFLINE=true CARGO_TARGET_DIR="${ROOT}/target/compat" \
-    cargo test --quiet --test api -- --skip migrations:: 2>&1
-) >"${WORK}/tests.log"
+prev_cargo test --quiet --test api -- --test-threads "${threads}" "${filter[@]}" >"${WORK}/tests.log"
 result=$?
 set -e
 
@@ -70,7 +129,7 @@ if [ "${self_test}" = 1 ]; then
     die "a deliberately breaking migration passed the compatibility check"
   fi
   grep -q "^test result: FAILED" "${WORK}/tests.log" \
-    || die "the self-test failed without any test failing: $(tail -n 20 "${WORK}/tests.log")" 
+    || die "the self-test failed without any test failing: $(tail -n 20 "${WORK}/tests.log")"
   log "compatibility: a deliberately breaking migration fails the check, as it should"
   exit 0
 fi
@@ -83,11 +142,7 @@ if [ "${result}" != 0 ]; then
   [ -n "${failed}" ] || die "${PREV}'s tests failed on this revision's schema without naming a test"
   for name in ${failed}; do
     log "compatibility: running ${name} again, alone"
-    if ! (
-      cd "${WORK}/prev"
-      SQLX_OFFLINE=true CARGO_TARGET_DIR="${ROOT}/target/compat" \
-        cargo test --quiet --test api -- --exact "${name}" 2>&1
-    ) >"${WORK}/again.log"; then
+    if ! prev_cargo test --quiet --test api -- --exact "${name}" >"${WORK}/again.log"; then
       tail -n 30 "${WORK}/again.log" >&2
       die "${PREV} fails on this revision's schema: a release still running during the rollout would break"
     fi

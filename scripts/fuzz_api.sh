@@ -18,7 +18,8 @@
 #                                    and require the fuzzer to catch it
 #
 # FUZZ_MAX_EXAMPLES (default 20) and FUZZ_MAX_SECONDS (default 180) bound
-# the run; FUZZ_SEED replays one.
+# the run; FUZZ_SEED replays one. With NEWSLETTER_BUILT set, the binaries
+# are taken as built (scripts/test.sh builds them all before its checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -44,10 +45,19 @@ if ! "${venv}/bin/schemathesis" --version 2>/dev/null | grep -qF "${SCHEMATHESIS
   "${venv}/bin/pip" install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
 
-features=()
-[ "${self_test}" = 1 ] && features=(--features fuzz-self-test)
-log "building the service${features[*]:+ with ${features[*]}}"
-SQLX_OFFLINE=true cargo build --quiet --bin newsletter --example email_api_stub "${features[@]}"
+# The service with the broken route is built apart, in target/fuzz-self-test/
+# (sharing target/'s compiled dependencies), so that it never takes the
+# place of the ordinary build another script may be running.
+service=target/debug/newsletter
+[ "${self_test}" = 1 ] && service=target/fuzz-self-test/debug/newsletter
+if [ -z "${NEWSLETTER_BUILT:-}" ]; then
+  log "building the service"
+  SQLX_OFFLINE=true cargo build --quiet --bin newsletter --example email_api_stub
+  if [ "${self_test}" = 1 ]; then
+    SQLX_OFFLINE=true CARGO_BUILD_BUILD_DIR=target cargo build --quiet --bin newsletter \
+      --features fuzz-self-test --target-dir target/fuzz-self-test
+  fi
+fi
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 run="$(date +%s)_$$"
@@ -82,12 +92,12 @@ export APP_WEBHOOKS__POSTMARK_PASSWORD="fuzz-${run}"
 export RUST_LOG="${RUST_LOG:-warn}"
 
 log "starting the service on port ${port} (database ${db})"
-target/debug/newsletter migrate >"${work}/migrate.log" 2>&1 || { cat "${work}/migrate.log"; die "migration failed"; }
+"${service}" migrate >"${work}/migrate.log" 2>&1 || { cat "${work}/migrate.log"; die "migration failed"; }
 password="fuzz-password-${run}"
-printf '%s\n' "${password}" | target/debug/newsletter admin create --username fuzzer >/dev/null
+printf '%s\n' "${password}" | "${service}" admin create --username fuzzer >/dev/null
 target/debug/examples/email_api_stub "${stub_port}" "${work}/tokens" &
 pids+=($!)
-target/debug/newsletter >"${work}/service.log" 2>&1 &
+"${service}" >"${work}/service.log" 2>&1 &
 pids+=($!)
 wait_for_port 127.0.0.1 "${stub_port}" "the email API stub"
 wait_for_port 127.0.0.1 "${port}" "the service"

@@ -20,9 +20,67 @@ step() {
   started=$(date +%s)
   log "${name}"
   "$@" || status=$?
-  STEP_TIMES+=("$(printf '%6ss  %s%s' "$(($(date +%s) - started))" "${name}" \
-    "$([ "${status}" = 0 ] || printf '  (failed, exit %s)' "${status}")")")
+  note_step_time "${name}" "$(($(date +%s) - started))" "${status}"
   return "${status}"
+}
+note_step_time() {
+  local name=$1 seconds=$2 status=$3
+  STEP_TIMES+=("$(printf '%6ss  %s%s' "${seconds}" "${name}" \
+    "$([ "${status}" = 0 ] || printf '  (failed, exit %s)' "${status}")")")
+}
+
+# Steps side by side: start each with step_in_background, then wait for
+# them all with wait_for_background_steps, which shows each one's output
+# whole, in the order they were started, and fails if any failed. For steps
+# that spend their time waiting (on a timeline, a fuzzer's time limit, a
+# database) rather than on the cores.
+BACKGROUND_STEPS=()
+step_in_background() {
+  local name=$1 dir
+  shift
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-step-XXXXXXXX")"
+  log "${name} (started beside the others)"
+  (
+    started=$(date +%s)
+    status=0
+    "$@" >"${dir}/output" 2>&1 || status=$?
+    printf '%s %s\n' "$(($(date +%s) - started))" "${status}" >"${dir}/result"
+  ) &
+  BACKGROUND_STEPS+=("$!|${dir}|${name}")
+}
+# Ends the background steps still running, and every process they started
+# (for a run that stops early): each gets SIGTERM, so the scripts among them
+# clean up after themselves as they would on Ctrl-C.
+stop_background_steps() {
+  local entry pid
+  for entry in "${BACKGROUND_STEPS[@]}"; do
+    kill_tree "${entry%%|*}"
+  done
+}
+kill_tree() {
+  local pid=$1 child children
+  # Listed before the signal: once a process is gone, its children are
+  # someone else's.
+  children=$(cat /proc/"${pid}"/task/*/children 2>/dev/null || true)
+  kill -TERM "${pid}" 2>/dev/null || true
+  for child in ${children}; do
+    kill_tree "${child}"
+  done
+}
+wait_for_background_steps() {
+  local entry pid dir name seconds status failed=0
+  for entry in "${BACKGROUND_STEPS[@]}"; do
+    IFS='|' read -r pid dir name <<<"${entry}"
+    wait "${pid}" || true
+    read -r seconds status <"${dir}/result" 2>/dev/null || { seconds=0; status=1; }
+    log "${name}: its output"
+    cat "${dir}/output" >&2
+    note_step_time "${name}" "${seconds}" "${status}"
+    [ "${status}" = 0 ] || failed=1
+    rm -rf "${dir}"
+  done
+  BACKGROUND_STEPS=()
+  return "${failed}"
 }
 print_step_times() {
   [ "${#STEP_TIMES[@]}" -gt 0 ] || return 0
@@ -188,6 +246,49 @@ ensure_rust() {
     || die "cargo is missing: install Rust (https://rustup.rs) and run this again"
   cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 \
     || die "rustfmt and clippy are missing: rustup component add rustfmt clippy"
+}
+
+# The test runner: cargo-nextest runs every test in a process of its own and
+# the tests of all binaries in one pool (.config/nextest.toml). Installed
+# from crates.io when missing, which takes a few minutes once.
+ensure_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    log "using $(cargo nextest --version 2>/dev/null | head -n 1)"
+    return 0
+  fi
+  log "installing cargo-nextest from crates.io (once; a few minutes)"
+  cargo install --locked cargo-nextest
+}
+
+# Lists the N slowest tests of the last nextest run, from its JUnit report:
+# where to look first when the suite grows slow.
+slowest_tests() {
+  local report=target/nextest/default/junit.xml
+  [ -f "${report}" ] || return 0
+  printf '\nslowest tests:\n' >&2
+  python3 - "${report}" "$1" <<'PY' >&2
+import sys, xml.etree.ElementTree as tree
+cases = tree.parse(sys.argv[1]).getroot().iter("testcase")
+timed = sorted(((float(c.get("time", 0)), c.get("classname", ""), c.get("name", "")) for c in cases), reverse=True)
+for seconds, binary, name in timed[: int(sys.argv[2])]:
+    print(f"  {seconds:6.1f}s  {binary} {name}")
+PY
+}
+
+# How many tests may run at once: a few per core, since a test mostly waits
+# on Postgres, Redis or a mock API, but no more than Postgres has
+# connections for. A test's app holds up to a dozen; ROOM_FOR_OTHERS are
+# left for whatever else runs meanwhile.
+test_threads() {
+  local cores max_connections threads room
+  cores=$(nproc)
+  threads=$((cores * 3))
+  max_connections=$(PGPASSWORD="${DB_PASSWORD}" psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" \
+    -d postgres -Atc "SHOW max_connections" 2>/dev/null || echo 100)
+  room=$(((max_connections - ${ROOM_FOR_OTHERS:-20}) / 12))
+  [ "${room}" -lt "${threads}" ] && threads=${room}
+  [ "${threads}" -ge 1 ] || threads=1
+  echo "${threads}"
 }
 
 # Test databases are dropped by the tests themselves; a run that was killed

@@ -9,7 +9,6 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 started_at=$(date +%s)
-results="$(mktemp)"
 # Every browser the tests start keeps its files in a directory under this
 # one: the check at the end tells the browsers this run left running from
 # anyone else's. The trap runs it too when the run stops early (a test
@@ -17,9 +16,9 @@ results="$(mktemp)"
 BROWSER_TEST_DIR="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-browsers-XXXXXXXXXX")"
 export BROWSER_TEST_DIR
 finish() {
+  stop_background_steps
   print_step_times
   printf '  %6ss  in all\n' "$(($(date +%s) - started_at))" >&2
-  rm -f "${results}"
   check_no_browsers_left "${BROWSER_TEST_DIR}"
 }
 trap finish EXIT
@@ -28,32 +27,82 @@ step "checking the tools" ensure_rust
 step "starting Postgres" ensure_postgres
 step "starting Redis" ensure_redis
 step "installing Chromium" ensure_chromium
+step "installing cargo-nextest" ensure_nextest
 drop_stale_test_databases
 
 # Compile against the committed query metadata: a query changed without
 # running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
 export SQLX_OFFLINE=true
+# Tests at once: most of a test's time is spent waiting on Postgres, Redis
+# or a mock API, so more of them than there are cores; each holds a dozen
+# connections at most, and Postgres's limit must leave room for the rest.
+TEST_THREADS="${TEST_THREADS:-$(test_threads)}"
+export TEST_THREADS
 
-step "linting migrations (self-test)" scripts/lint_migrations.sh --self-test
-step "linting migrations" scripts/lint_migrations.sh
+lint_migrations() {
+  scripts/lint_migrations.sh --self-test
+  scripts/lint_migrations.sh
+}
+step "linting migrations" lint_migrations
 step "checking formatting" cargo fmt --all -- --check
-step "running clippy" cargo clippy --all-targets --quiet -- -D warnings
-step "building the tests" cargo test --lib --bins --tests --no-run
-run_tests() { cargo test --lib --bins --tests 2>&1 | tee "${results}"; }
-step "running the tests" run_tests
-# The previous release against this revision's schema, and proof that the
-# check catches a breaking migration.
-step "compatibility check" scripts/compat_check.sh
-step "compatibility check (self-test)" scripts/compat_check.sh --self-test
-# Two replicas under load through a database cut, a Redis restart, an email
-# API that fails and hangs, and a killed replica: no sign-up answered 200 may
-# be lost (docs/fault-run.md has a full-length run).
-step "fault run (short)" scripts/fault_run.sh --short
+
+# Everything this revision's checks run, built once: the tests (listed for
+# nextest, which then runs them without calling cargo again), the service,
+# the load and fault tools, and the service with the fuzzer's broken route
+# (apart, in target/fuzz-self-test/, sharing the compiled dependencies).
+build_all() {
+  mkdir -p target
+  cargo nextest list --lib --bins --tests --list-type binaries-only \
+    --message-format json >target/nextest-binaries.json
+  cargo metadata --format-version 1 >target/nextest-cargo-metadata.json
+  cargo build --bins --examples
+  CARGO_BUILD_BUILD_DIR=target cargo build --bin newsletter --features fuzz-self-test \
+    --target-dir target/fuzz-self-test
+}
+step "building" build_all
+export NEWSLETTER_BUILT=1
+
+# The tests mostly wait on Postgres, Redis and mock APIs, which leaves a
+# core for the builds the later checks need: lints, and the previous
+# release's tests for the compatibility check.
+run_tests() {
+  cargo nextest run --binaries-metadata target/nextest-binaries.json \
+    --cargo-metadata target/nextest-cargo-metadata.json --test-threads "${TEST_THREADS}"
+}
+step_in_background "running the tests" run_tests
+build_for_later_checks() {
+  cargo clippy --all-targets --quiet -- -D warnings
+  scripts/compat_check.sh --build-only
+  scripts/compat_check.sh --self-test --build-only
+}
+step_in_background "clippy, and building the previous release" build_for_later_checks
+wait_for_background_steps
+
+# The checks below spend most of their time on a timeline (the fault run's
+# load), a time limit (the fuzzer) or a database (the previous release's
+# tests), not on the cores. The fuzzer runs beside the other two, which run
+# one after the other: together they would hold more connections than
+# Postgres allows.
+#
 # A live service against its own contract, and proof that the fuzzer
 # catches a route that breaks it.
-step "fuzzing the API" scripts/fuzz_api.sh
-step "fuzzing the API (self-test)" scripts/fuzz_api.sh --self-test
+fuzz() {
+  scripts/fuzz_api.sh
+  scripts/fuzz_api.sh --self-test
+}
+step_in_background "fuzzing the API" fuzz
+# Two replicas under load through a database cut, a Redis restart, an email
+# API that fails and hangs, and a killed replica: no sign-up answered 200 may
+# be lost (docs/fault-run.md has a full-length run). Then the previous
+# release against this revision's schema, and proof that the check catches
+# a breaking migration.
+fault_run_then_compatibility() {
+  step "fault run (short)" scripts/fault_run.sh --short
+  TEST_THREADS="$(ROOM_FOR_OTHERS=50 test_threads)" step "compatibility check" scripts/compat_check.sh
+  step "compatibility check (self-test)" scripts/compat_check.sh --self-test
+  print_step_times
+}
+step_in_background "fault run, then the compatibility check" fault_run_then_compatibility
+wait_for_background_steps
 check_no_browsers_left "${BROWSER_TEST_DIR}"
-
-# One closing line for the whole suite.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "${results}"
+slowest_tests 10

@@ -72,7 +72,8 @@ async fn on_sigterm_the_server_finishes_a_request_in_flight_refuses_new_ones_and
     eventually("the subscription to wait for the lock", || async {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_locks \
-             WHERE relation = 'subscriptions'::regclass AND NOT granted",
+             WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND relation = 'subscriptions'::regclass AND NOT granted",
         )
         .fetch_one(&app.db_pool)
         .await

@@ -180,7 +180,8 @@ async fn a_batch_whose_connection_is_killed_mid_transaction_is_written_on_a_fres
                     eventually("the batch to be inside its transaction", || async {
                         let killed: Option<bool> = sqlx::query_scalar(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                             WHERE query LIKE '%INSERT INTO subscriptions%' \
+                             WHERE datname = current_database() \
+                               AND query LIKE '%INSERT INTO subscriptions%' \
                                AND pid <> pg_backend_pid() AND state = 'active'",
                         )
                         .fetch_optional(&pool)
