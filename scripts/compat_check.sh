@@ -71,18 +71,30 @@ mkdir -p "${TREE}"
 git archive "${PREV}" | tar -x -C "${TREE}"
 cp Cargo.lock "${TREE}/Cargo.lock"
 # The package gets a name of its own; its library keeps the crate name
-# `newsletter` that its tests import.
-python3 - "${TREE}/Cargo.toml" "newsletter-${variant}" <<'PY' || die "could not rename the package in ${PREV}'s Cargo.toml"
+# `newsletter` that its tests import. Its build profiles are this
+# checkout's: a profile of its own would compile every dependency again.
+python3 - "${TREE}/Cargo.toml" "newsletter-${variant}" Cargo.toml <<'PY' || die "could not adapt ${PREV}'s Cargo.toml"
 import re, sys
-path, package = sys.argv[1], sys.argv[2]
-text = open(path).read()
+path, package, ours = sys.argv[1], sys.argv[2], sys.argv[3]
+# A manifest as its sections: (header, text), the part before the first
+# header under None.
+def sections(text):
+    parts = re.split(r'(?m)^(\[[^\]]+\])$', text)
+    found = [(None, parts[0])]
+    found += [(parts[i], parts[i + 1]) for i in range(1, len(parts), 2)]
+    return found
+theirs = sections(open(path).read())
+profiles = [s for s in sections(open(ours).read()) if s[0] and s[0].startswith("[profile.")]
+kept = [s for s in theirs if not (s[0] and s[0].startswith("[profile."))]
+text = "".join((header or "") + body for header, body in kept)
 text, renamed = re.subn(r'(?m)^name = "newsletter"$', f'name = "{package}"', text, count=1)
 if not renamed:
-    sys.exit(1)
+    sys.exit("no package named newsletter")
 if re.search(r'(?m)^\[lib\]$', text):
     text = re.sub(r'(?m)^\[lib\]$', '[lib]\nname = "newsletter"', text, count=1)
 else:
     text += '\n[lib]\nname = "newsletter"\n'
+text += "\n" + "".join(header + body for header, body in profiles)
 open(path, "w").write(text)
 PY
 rm -rf "${TREE}/migrations"

@@ -59,7 +59,6 @@ if [ -z "${NEWSLETTER_BUILT:-}" ]; then
   fi
 fi
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 run="$(date +%s)_$$"
 db="fuzz_${run}"
 prefix="fuzz:${run}:"

@@ -108,6 +108,9 @@ apt_install() {
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# A TCP port on 127.0.0.1 that nothing listens on now.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # Uses a Postgres that is already listening; otherwise starts the local
 # cluster, installing PostgreSQL first if needed. With USE_DOCKER=1 and a
 # working Docker engine it runs a container instead.
@@ -134,6 +137,56 @@ ensure_postgres() {
   fi
   wait_for_port "${DB_HOST}" "${DB_PORT}" Postgres
   command -v psql >/dev/null || apt_install postgresql-client
+}
+
+# Starts a Postgres cluster of the test run's own, from the installed
+# PostgreSQL's binaries (installing them if needed), on a free port, and
+# points this shell and every process it starts at it (APP_DATABASE__PORT).
+# Made for tests: no fsync (nothing in it outlives the run), and room for
+# the connections of many tests at once, which a server's default 100 is
+# not. stop_private_postgres removes it. With USE_DOCKER=1 it uses
+# ensure_postgres instead.
+PRIVATE_POSTGRES=""
+start_private_postgres() {
+  if [ "${USE_DOCKER:-0}" = 1 ]; then
+    ensure_postgres
+    return 0
+  fi
+  local bin port
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -z "${bin}" ]; then
+    apt_install postgresql postgresql-client
+    bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  fi
+  command -v psql >/dev/null || apt_install postgresql-client
+  PRIVATE_POSTGRES="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-postgres-XXXXXXXX")"
+  # initdb refuses to run as root: the cluster belongs to postgres then.
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "${PRIVATE_POSTGRES}"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "${bin}/initdb" -D "${PRIVATE_POSTGRES}/data" -U "${DB_USER}" -A trust -E UTF8 \
+    --no-sync >"${PRIVATE_POSTGRES}/initdb.log" 2>&1 \
+    || die "initdb failed: $(cat "${PRIVATE_POSTGRES}/initdb.log")"
+  port="$(free_port)"
+  "${as[@]}" "${bin}/pg_ctl" -D "${PRIVATE_POSTGRES}/data" -l "${PRIVATE_POSTGRES}/server.log" -w \
+    -o "-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${PRIVATE_POSTGRES}" \
+    -o "-c max_connections=500 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null || die "the test run's Postgres did not start: $(tail -n 20 "${PRIVATE_POSTGRES}/server.log")"
+  DB_HOST=127.0.0.1
+  DB_PORT="${port}"
+  export APP_DATABASE__HOST=127.0.0.1 APP_DATABASE__PORT="${port}"
+  log "the test run's own Postgres listens on 127.0.0.1:${port} (${PRIVATE_POSTGRES})"
+}
+stop_private_postgres() {
+  [ -n "${PRIVATE_POSTGRES}" ] || return 0
+  local bin as=()
+  bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "${bin}/pg_ctl" -D "${PRIVATE_POSTGRES}/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "${PRIVATE_POSTGRES}"
+  PRIVATE_POSTGRES=""
 }
 
 # Uses a Redis that is already listening on 127.0.0.1:6379; otherwise starts
@@ -282,7 +335,7 @@ PY
 test_threads() {
   local cores max_connections threads room
   cores=$(nproc)
-  threads=$((cores * 3))
+  threads=$((cores * 4))
   max_connections=$(PGPASSWORD="${DB_PASSWORD}" psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" \
     -d postgres -Atc "SHOW max_connections" 2>/dev/null || echo 100)
   room=$(((max_connections - ${ROOM_FOR_OTHERS:-20}) / 12))
@@ -291,24 +344,3 @@ test_threads() {
   echo "${threads}"
 }
 
-# Test databases are dropped by the tests themselves; a run that was killed
-# can leave some behind, and the login roles the migration tests make (with
-# a known password). Ones still in use (another run) refuse to be dropped.
-drop_stale_test_databases() {
-  export PGPASSWORD="${DB_PASSWORD}"
-  local stale roles
-  stale=$(psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -Atc \
-    "SELECT datname FROM pg_database WHERE datname ~ '^test_(role_)?[0-9a-f]{32}$'") || return 0
-  roles=$(psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -Atc \
-    "SELECT rolname FROM pg_roles WHERE rolname ~ '^test_role_[0-9a-f]{32}$'") || return 0
-  [ -z "${stale}${roles}" ] && return 0
-  log "dropping $(wc -w <<<"${stale}") test databases and $(wc -w <<<"${roles}") roles left by an interrupted run"
-  for db in ${stale}; do
-    psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -qc "DROP DATABASE IF EXISTS ${db}" \
-      >/dev/null 2>&1 || true
-  done
-  for role in ${roles}; do
-    psql -h "${DB_HOST}" -p "${DB_PORT}" -U "${DB_USER}" -d postgres -qc "DROP ROLE IF EXISTS ${role}" \
-      >/dev/null 2>&1 || true
-  done
-}

@@ -17,6 +17,7 @@ BROWSER_TEST_DIR="$(mktemp -d "${TMPDIR:-/tmp}/newsletter-browsers-XXXXXXXXXX")"
 export BROWSER_TEST_DIR
 finish() {
   stop_background_steps
+  stop_private_postgres
   print_step_times
   printf '  %6ss  in all\n' "$(($(date +%s) - started_at))" >&2
   check_no_browsers_left "${BROWSER_TEST_DIR}"
@@ -24,18 +25,16 @@ finish() {
 trap finish EXIT
 
 step "checking the tools" ensure_rust
-step "starting Postgres" ensure_postgres
+step "starting Postgres" start_private_postgres
 step "starting Redis" ensure_redis
 step "installing Chromium" ensure_chromium
 step "installing cargo-nextest" ensure_nextest
-drop_stale_test_databases
 
 # Compile against the committed query metadata: a query changed without
 # running scripts/prepare_sqlx.sh fails here instead of in a Docker build.
 export SQLX_OFFLINE=true
 # Tests at once: most of a test's time is spent waiting on Postgres, Redis
-# or a mock API, so more of them than there are cores; each holds a dozen
-# connections at most, and Postgres's limit must leave room for the rest.
+# or a mock API, so more of them than there are cores.
 TEST_THREADS="${TEST_THREADS:-$(test_threads)}"
 export TEST_THREADS
 
@@ -80,9 +79,7 @@ wait_for_background_steps
 
 # The checks below spend most of their time on a timeline (the fault run's
 # load), a time limit (the fuzzer) or a database (the previous release's
-# tests), not on the cores. The fuzzer runs beside the other two, which run
-# one after the other: together they would hold more connections than
-# Postgres allows.
+# tests), not on the cores: they run side by side.
 #
 # A live service against its own contract, and proof that the fuzzer
 # catches a route that breaks it.
@@ -93,16 +90,15 @@ fuzz() {
 step_in_background "fuzzing the API" fuzz
 # Two replicas under load through a database cut, a Redis restart, an email
 # API that fails and hangs, and a killed replica: no sign-up answered 200 may
-# be lost (docs/fault-run.md has a full-length run). Then the previous
-# release against this revision's schema, and proof that the check catches
-# a breaking migration.
-fault_run_then_compatibility() {
-  step "fault run (short)" scripts/fault_run.sh --short
-  TEST_THREADS="$(ROOM_FOR_OTHERS=50 test_threads)" step "compatibility check" scripts/compat_check.sh
-  step "compatibility check (self-test)" scripts/compat_check.sh --self-test
-  print_step_times
+# be lost (docs/fault-run.md has a full-length run).
+step_in_background "fault run (short)" scripts/fault_run.sh --short
+# The previous release against this revision's schema, and proof that the
+# check catches a breaking migration.
+compatibility() {
+  scripts/compat_check.sh
+  scripts/compat_check.sh --self-test
 }
-step_in_background "fault run, then the compatibility check" fault_run_then_compatibility
+step_in_background "compatibility check" compatibility
 wait_for_background_steps
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 slowest_tests 10

@@ -18,11 +18,9 @@ use newsletter::admin;
 use newsletter::configuration::{Settings, get_configuration};
 use newsletter::db;
 use newsletter::migrate;
-use newsletter::outbox::{self, spawn_workers};
+use newsletter::outbox;
 use newsletter::retention::{Outcome, Retention, When};
-use newsletter::startup::{
-    self, Application, campaign_sender, delivery_db, delivery_worker, metrics_server, retention_job,
-};
+use newsletter::startup::{self, Application, Background, metrics_server};
 use newsletter::telemetry::{get_subscriber_in, init_subscriber};
 use tokio_util::sync::CancellationToken;
 
@@ -96,21 +94,10 @@ async fn main() -> anyhow::Result<()> {
         Some("worker") => {
             let metrics = startup::metrics(&settings);
             let metrics_server = metrics_server(&settings, &metrics)?;
-            let db = metrics.watch_pool("delivery", delivery_db(&settings));
-            let worker = delivery_worker(&settings, db)?.with_metrics(metrics.clone());
-            let stop = CancellationToken::new();
-            let mut workers = spawn_workers(worker, stop.clone());
-            let mut senders = campaign_sender(&settings)?
-                .with_metrics(&metrics)
-                .spawn(stop.clone());
-            if let Some(retention) = retention_job(&settings)? {
-                senders.spawn(retention.run_periodically(stop.clone()));
-            }
+            let background = Background::start(&settings, &metrics, true)?;
             wait_for_termination().await?;
             tracing::info!("Stopping: finishing the emails in flight");
-            stop.cancel();
-            while workers.join_next().await.is_some() {}
-            while senders.join_next().await.is_some() {}
+            background.stop().await;
             metrics_server.stop().await;
         }
         Some(other) => {

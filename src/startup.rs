@@ -19,6 +19,7 @@ use crate::campaigns::sender::Sender;
 use crate::campaigns::throttle::Throttle;
 use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
 use crate::db::Db;
+use crate::db::wakeups::{Notifier, Wakeups};
 use crate::email_client::MAX_BATCH;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
@@ -35,8 +36,7 @@ use crate::telemetry::RequestSpan;
 pub struct Application {
     port: u16,
     server: Server,
-    workers: JoinSet<()>,
-    stop_workers: CancellationToken,
+    background: Background,
     metrics_server: MetricsServer,
 }
 
@@ -46,37 +46,16 @@ impl Application {
         // starts or binds a port.
         let newsletter = settings.newsletter.parse()?;
         let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
-        let stop_workers = CancellationToken::new();
         let metrics = metrics(&settings);
-        let worker = if settings.delivery.run_in_server {
-            let db = metrics.watch_pool("delivery", delivery_db(&settings));
-            Some(delivery_worker(&settings, db)?.with_metrics(metrics.clone()))
-        } else {
-            None
-        };
-        // Notifications go out one at a time: one connection is enough.
-        let notifier = Db::connect_lazy(&settings.database, 1);
-        let (outbox, mut workers) = Outbox::start(worker, notifier, stop_workers.clone());
-        if settings.delivery.run_in_server {
-            let mut senders = campaign_sender(&settings)?
-                .with_metrics(&metrics)
-                .spawn(stop_workers.clone());
-            workers.spawn(async move { while senders.join_next().await.is_some() {} });
-            if let Some(retention) = retention_job(&settings)? {
-                workers.spawn(retention.run_periodically(stop_workers.clone()));
-            }
-        }
-        // Its one connection listens for as long as the server runs.
-        let streams = stop_workers.child_token();
+        let background = Background::start(&settings, &metrics, settings.delivery.run_in_server)?;
+        // The pages' live streams end at SIGTERM, before the workers stop.
+        let streams = background.stop.child_token();
         end_streams_on_signal(streams.clone());
-        let (progress, listening) =
-            ProgressFeed::start(Db::connect_lazy(&settings.database, 1), streams);
-        workers.spawn(async move {
-            let _ = listening.await;
-        });
+        let progress = ProgressFeed::new(background.wakeups.clone(), streams);
         let publish = PublishSettings {
             message_stream: settings.email_client.broadcast_stream.clone(),
             base_url: settings.application.base_url.clone(),
+            senders: background.notifier.clone(),
         };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?
@@ -113,7 +92,7 @@ impl Application {
             limiter,
             sessions,
             cookies,
-            outbox,
+            outbox: background.outbox.clone(),
             publish,
             progress,
             keys,
@@ -131,8 +110,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            workers,
-            stop_workers,
+            background,
             metrics_server,
         })
     }
@@ -152,12 +130,101 @@ impl Application {
     /// connections and lets in-flight requests finish within the shutdown
     /// timeout; the delivery workers keep sending meanwhile (requests may
     /// still enqueue email) and stop, and the metrics listener last.
-    pub async fn run_until_stopped(mut self) -> Result<(), std::io::Error> {
+    pub async fn run_until_stopped(self) -> Result<(), std::io::Error> {
         let served = self.server.await;
-        self.stop_workers.cancel();
-        while self.workers.join_next().await.is_some() {}
+        self.background.stop().await;
         self.metrics_server.stop().await;
         served
+    }
+
+    /// The process's listener: `listening()` on it resolves once other
+    /// processes' notifications reach this one.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.background.wakeups
+    }
+}
+
+/// The channels a process listens on: work for its delivery loops, and
+/// changes for the pages that follow an issue live.
+const CHANNELS: [&str; 3] = [
+    crate::outbox::CHANNEL,
+    crate::campaigns::ledger::WORK_CHANNEL,
+    crate::campaigns::ledger::PROGRESS_CHANNEL,
+];
+
+/// Everything a process runs besides its HTTP server, built the same way
+/// for `newsletter serve` and `newsletter worker`: the one listener and the
+/// one notifier of the process, the outbox, and, in a process that
+/// delivers, the delivery workers, the campaign senders and the retention
+/// job. A new background job is wired in here and nowhere else.
+pub struct Background {
+    /// Where requests queue email; delivered here when this process
+    /// delivers, by workers elsewhere otherwise.
+    pub outbox: Outbox,
+    /// The process's one listening connection.
+    pub wakeups: Wakeups,
+    /// Sends the process's notifications, after commit.
+    pub notifier: Notifier,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Background {
+    /// Starts it all; with `deliver`, the loops that send email too. Fails
+    /// on settings that would let two workers send one message.
+    pub fn start(
+        settings: &Settings,
+        metrics: &Metrics,
+        deliver: bool,
+    ) -> Result<Self, anyhow::Error> {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        // One connection each: the listener holds its own for good, and
+        // notifications go out one at a time.
+        let (wakeups, listening) = Wakeups::start(
+            Db::connect_lazy(&settings.database, 1),
+            &CHANNELS,
+            stop.clone(),
+        );
+        let (notifier, notifying) =
+            Notifier::start(Db::connect_lazy(&settings.database, 1), stop.clone());
+        tasks.spawn(async move {
+            let _ = listening.await;
+        });
+        tasks.spawn(async move {
+            let _ = notifying.await;
+        });
+        let worker = if deliver {
+            let db = metrics.watch_pool("delivery", delivery_db(settings));
+            Some(delivery_worker(settings, db, wakeups.clone())?.with_metrics(metrics.clone()))
+        } else {
+            None
+        };
+        let (outbox, mut workers) = Outbox::start(worker, notifier.clone(), stop.clone());
+        tasks.spawn(async move { while workers.join_next().await.is_some() {} });
+        if deliver {
+            let mut senders = campaign_sender(settings, wakeups.clone(), notifier.clone())?
+                .with_metrics(metrics)
+                .spawn(stop.clone());
+            tasks.spawn(async move { while senders.join_next().await.is_some() {} });
+            if let Some(retention) = retention_job(settings)? {
+                tasks.spawn(retention.run_periodically(stop.clone()));
+            }
+        }
+        Ok(Self {
+            outbox,
+            wakeups,
+            notifier,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops every task and waits for them: the email in flight is sent
+    /// and recorded first.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 
@@ -184,7 +251,11 @@ pub fn metrics_server(
 /// the email API is still answering, which would let a second worker send
 /// the same message. A message handed over in the process may also wait out
 /// a batch linger before it is sent.
-pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, anyhow::Error> {
+pub fn delivery_worker(
+    settings: &Settings,
+    db: Db,
+    wakeups: Wakeups,
+) -> Result<DeliveryWorker, anyhow::Error> {
     if settings.delivery.claim_timeout()
         <= settings.email_client.timeout() + settings.delivery.batch_linger()
     {
@@ -206,12 +277,17 @@ pub fn delivery_worker(settings: &Settings, db: Db) -> Result<DeliveryWorker, an
         email_client,
         settings.delivery.clone(),
         settings.email_client.timeout(),
+        wakeups,
     ))
 }
 
 /// Campaign senders for these settings, with a pool of their own: per
-/// sender, one connection it listens on and one it works on, and one spare.
-pub fn campaign_sender(settings: &Settings) -> Result<Sender, anyhow::Error> {
+/// sender, one connection it works on and one it records on, and one spare.
+pub fn campaign_sender(
+    settings: &Settings,
+    wakeups: Wakeups,
+    notifier: Notifier,
+) -> Result<Sender, anyhow::Error> {
     let campaigns = &settings.campaigns;
     let connections = (campaigns.senders as u32).max(1) * 2 + 1;
     let db = Db::connect_lazy(&settings.database, connections);
@@ -236,6 +312,8 @@ pub fn campaign_sender(settings: &Settings) -> Result<Sender, anyhow::Error> {
         settings.application.base_url.clone(),
         keys,
         settings.email_client.timeout(),
+        wakeups,
+        notifier,
     )
 }
 
@@ -254,10 +332,10 @@ pub fn retention_job(settings: &Settings) -> Result<Option<Retention>, anyhow::E
 
 /// Delivery workers get a pool of their own, so that a backlog of email
 /// cannot take the connections HTTP requests need (and the other way round).
-/// Three connections per worker: one it listens for notifications on, one
-/// to claim while another records outcomes.
+/// Two connections per worker, one to claim while the other records
+/// outcomes, and one more for the batches handed over in this process.
 pub fn delivery_db(settings: &Settings) -> Db {
-    let connections = (settings.delivery.workers as u32).max(1) * 3;
+    let connections = (settings.delivery.workers as u32).max(1) * 2 + 1;
     Db::connect_lazy(&settings.database, connections)
 }
 

@@ -25,7 +25,8 @@ use crate::emails::EmailContent;
 use crate::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
-/// published, resumed, or had failed deliveries queued again).
+/// published, resumed, cancelled, had failed deliveries queued again, or a
+/// part of its audience recorded). Sent after the commit, never in it.
 pub const WORK_CHANNEL: &str = "newsletter_work";
 
 /// Postgres channel on which every change to an issue's row is announced,
@@ -123,7 +124,8 @@ pub enum PublishError {
     Sql(#[from] sqlx::Error),
 }
 
-/// Stores an issue and wakes the senders, in the caller's transaction,
+/// Stores an issue in the caller's transaction (the caller wakes the
+/// senders once it commits, [`super::wake_senders_after_commit`]),
 /// unless `key` published one in the past 24 hours: then the same content
 /// gets that issue back and other content [`PublishError::KeyReused`].
 ///
@@ -196,20 +198,10 @@ pub async fn publish(
     .bind(issue.created_by)
     .execute(&mut *conn)
     .await?;
-    wake_senders(conn).await?;
     Ok(Published {
         issue_id,
         replayed: false,
     })
-}
-
-/// Tells senders on every replica, at commit, that there is work.
-async fn wake_senders(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(WORK_CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// One issue in the list, with its counts.
@@ -531,7 +523,6 @@ pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     if done.rows_affected() == 1 {
         // Its last batches may have ended while it was paused.
         finish_issue_if_settled(&mut *conn, id).await?;
-        wake_senders(conn).await?;
     }
     Ok(done.rows_affected() == 1)
 }
@@ -565,7 +556,6 @@ pub async fn cancel(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     .bind(id)
     .execute(&mut *transaction)
     .await?;
-    wake_senders(&mut transaction).await?;
     transaction.commit().await?;
     Ok(true)
 }
@@ -630,9 +620,6 @@ pub async fn requeue_failed(conn: &mut PgConnection, id: Uuid) -> Result<u64, sq
         .bind(to)
         .fetch_one(&mut *transaction)
         .await?;
-        if done > 0 {
-            wake_senders(&mut transaction).await?;
-        }
         transaction.commit().await?;
         requeued += done as u64;
         if to == i32::MAX {
@@ -811,9 +798,6 @@ pub async fn record_audience_chunk(
     };
     if complete {
         finish_issue_if_settled(&mut transaction, claim.issue_id).await?;
-    }
-    if recorded > 0 {
-        wake_senders(&mut transaction).await?;
     }
     transaction.commit().await?;
     Ok(Some(Chunk { recorded, complete }))

@@ -23,6 +23,16 @@ pub mod progress;
 pub mod sender;
 pub mod throttle;
 
+use crate::db::Transaction;
+use crate::db::wakeups::Notifier;
+
+/// Wakes the senders of every process once `transaction` commits: call it
+/// after publishing, resuming, cancelling or requeueing in it.
+pub fn wake_senders_after_commit(transaction: &mut Transaction<'_>, notifier: &Notifier) {
+    let notifier = notifier.clone();
+    transaction.after_commit(move || notifier.ring(ledger::WORK_CHANNEL));
+}
+
 pub use ledger::{
     DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, NewIssue, Progress, PublishError,
     Published, Undelivered,

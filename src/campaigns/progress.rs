@@ -1,77 +1,48 @@
 //! Carries the database's announcements of changed issues to the pages
 //! watching them. Every change to an issue's row is announced by a trigger
-//! on [`PROGRESS_CHANNEL`], whichever replica or worker made it; one
-//! connection per process listens ([`ProgressFeed::start`]) and passes each
-//! announced issue id to every watcher through a broadcast channel. A
-//! watcher ([`Watch`]) waits for its own issue's announcements and lets its
-//! owner read the issue's one row again, at most every
-//! [`Watch::MIN_INTERVAL`]: a campaign that settles thousands of deliveries a
-//! second announces thousands of changes, and a page needs a few of them.
+//! on [`PROGRESS_CHANNEL`], whichever replica or worker made it; the
+//! process's one listener ([`crate::db::wakeups`]) passes it to every
+//! watcher ([`Watch`]), which waits for its own issue's announcements and
+//! lets its owner read the issue's one row again, at most every
+//! [`Watch::MIN_INTERVAL`]: a campaign that settles thousands of deliveries
+//! a second announces thousands of changes, and a page needs a few of them.
 //!
 //! Nothing here polls: when the listening connection is lost, notifications
 //! sent meanwhile are gone, so once it is back every watcher is told to read
-//! again ([`Change::Unknown`]). A watcher that fell behind the channel is
-//! told the same. When the feed stops (the server is stopping), every
-//! watcher's [`Watch::changed`] returns `None`, which ends the streams
-//! built on it instead of holding the server's shutdown up.
+//! again. A watcher that fell behind is told the same. When the feed stops
+//! (the server is stopping), every watcher's [`Watch::changed`] returns
+//! `None`, which ends the streams built on it instead of holding the
+//! server's shutdown up.
 
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::campaigns::ledger::PROGRESS_CHANNEL;
-use crate::db::Db;
-use crate::telemetry::error_chain_line;
+use crate::db::wakeups::{Subscription, Wakeup, Wakeups};
 
-/// What the feed passes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// This issue's row changed.
-    Issue(Uuid),
-    /// Any issue may have changed: announcements were missed.
-    Unknown,
-}
-
-/// Announcements a slow watcher may fall behind by before it lags (and then
-/// reads again, which covers whatever it missed).
-const CAPACITY: usize = 1024;
-
-/// Waits between attempts to listen again after the connection failed:
-/// doubling from the first to the last.
-const RECONNECT_FIRST: Duration = Duration::from_millis(500);
-const RECONNECT_LAST: Duration = Duration::from_secs(30);
-
-/// The process's one listener, as seen by watchers. Cheap to clone.
+/// What the pages watching issues need: the process's listener, and when
+/// to stop. Cheap to clone.
 #[derive(Clone)]
 pub struct ProgressFeed {
-    changes: broadcast::Sender<Change>,
+    wakeups: Wakeups,
     stop: CancellationToken,
 }
 
 impl ProgressFeed {
-    /// Listens on a connection of `db` until `stop` is cancelled, then
-    /// ends every watch. The task reconnects on its own after a lost
-    /// connection, waiting longer after each failed attempt.
-    pub fn start(db: Db, stop: CancellationToken) -> (Self, JoinHandle<()>) {
-        let (changes, _) = broadcast::channel(CAPACITY);
-        let feed = Self {
-            changes: changes.clone(),
-            stop: stop.clone(),
-        };
-        let task = tokio::spawn(listen(db, changes, stop));
-        (feed, task)
+    /// Watches end once `stop` is cancelled. `wakeups` must listen on
+    /// [`PROGRESS_CHANNEL`].
+    pub fn new(wakeups: Wakeups, stop: CancellationToken) -> Self {
+        Self { wakeups, stop }
     }
 
     /// Watches one issue, from now on.
     pub fn watch(&self, issue_id: Uuid) -> Watch {
         Watch {
             issue_id,
-            changes: self.changes.subscribe(),
+            changes: self.wakeups.subscribe(PROGRESS_CHANNEL),
             stop: self.stop.clone(),
             last: None,
             pending: false,
@@ -79,83 +50,10 @@ impl ProgressFeed {
     }
 }
 
-/// The listening loop: connect, listen, pass announcements on; after a
-/// failure, wait and start again.
-async fn listen(db: Db, changes: broadcast::Sender<Change>, stop: CancellationToken) {
-    let mut wait = RECONNECT_FIRST;
-    while !stop.is_cancelled() {
-        let listener = tokio::select! {
-            _ = stop.cancelled() => return,
-            listener = connect(&db) => listener,
-        };
-        match listener {
-            Ok(mut listener) => {
-                // Whatever changed while nobody listened was not announced.
-                let _ = changes.send(Change::Unknown);
-                wait = RECONNECT_FIRST;
-                let failure = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    failure = pass_on(&mut listener, &changes) => failure,
-                };
-                tracing::warn!(
-                    error = %error_chain_line(&failure),
-                    "Lost the connection that listens for newsletter progress; listening again"
-                );
-            }
-            Err(e) => {
-                tracing::error!(
-                    error = %error_chain_line(&e),
-                    retry_in_ms = wait.as_millis() as u64,
-                    "Cannot listen for newsletter progress; pages watching an issue get no updates"
-                );
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(RECONNECT_LAST);
-    }
-}
-
-async fn connect(db: &Db) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(db.pool()).await?;
-    // A lost connection is reported rather than re-established inside
-    // `try_recv`: this loop says so, and tells the watchers to read again.
-    listener.eager_reconnect(false);
-    listener.listen(PROGRESS_CHANNEL).await?;
-    Ok(listener)
-}
-
-/// Passes announcements on until the connection fails; returns why.
-async fn pass_on(listener: &mut PgListener, changes: &broadcast::Sender<Change>) -> sqlx::Error {
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                // The trigger sends the issue's id; anything else would be a
-                // stranger on the channel, and reading every issue is safe.
-                let change = notification
-                    .payload()
-                    .parse()
-                    .map_or(Change::Unknown, Change::Issue);
-                // No watcher at all is the usual case, and not an error.
-                let _ = changes.send(change);
-            }
-            Ok(None) => {
-                return sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "the listening connection closed",
-                ));
-            }
-            Err(e) => return e,
-        }
-    }
-}
-
 /// One issue, watched for changes.
 pub struct Watch {
     issue_id: Uuid,
-    changes: broadcast::Receiver<Change>,
+    changes: Subscription,
     stop: CancellationToken,
     /// When `changed` last returned.
     last: Option<Instant>,
@@ -180,12 +78,17 @@ impl Watch {
         while !self.pending {
             let received = tokio::select! {
                 _ = self.stop.cancelled() => return None,
-                received = self.changes.recv() => received,
+                received = self.changes.next() => received,
             };
-            match received {
-                Ok(Change::Issue(id)) if id != self.issue_id => {}
-                Ok(_) | Err(RecvError::Lagged(_)) => self.pending = true,
-                Err(RecvError::Closed) => return None,
+            // The trigger sends the issue's id; anything else on the channel
+            // would be a stranger, and reading again is always safe.
+            let other_issue = matches!(
+                &received,
+                Wakeup::Notified(payload)
+                    if payload.parse::<Uuid>().is_ok_and(|id| id != self.issue_id)
+            );
+            if !other_issue {
+                self.pending = true;
             }
         }
         if let Some(last) = self.last {
@@ -195,13 +98,7 @@ impl Watch {
             }
         }
         // What queued up meanwhile is covered by the read that follows.
-        loop {
-            match self.changes.try_recv() {
-                Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return None,
-            }
-        }
+        self.changes.skip_queued();
         self.pending = false;
         self.last = Some(Instant::now());
         Some(())
@@ -212,13 +109,29 @@ impl Watch {
 mod tests {
     use super::*;
 
-    fn feed() -> (ProgressFeed, broadcast::Sender<Change>) {
-        let (changes, _) = broadcast::channel(4);
-        let feed = ProgressFeed {
-            changes: changes.clone(),
-            stop: CancellationToken::new(),
-        };
-        (feed, changes)
+    /// A feed, and what announces changes to it.
+    fn feed() -> (ProgressFeed, Announcer) {
+        let wakeups = Wakeups::unconnected(&[PROGRESS_CHANNEL]);
+        let feed = ProgressFeed::new(wakeups.clone(), CancellationToken::new());
+        (feed, Announcer(wakeups))
+    }
+
+    struct Announcer(Wakeups);
+
+    impl Announcer {
+        fn send(&self, change: Change) -> Result<(), ()> {
+            let wakeup = match change {
+                Change::Issue(id) => Wakeup::Notified(id.to_string()),
+                Change::Unknown => Wakeup::Missed,
+            };
+            self.0.announce(PROGRESS_CHANNEL, wakeup);
+            Ok(())
+        }
+    }
+
+    enum Change {
+        Issue(Uuid),
+        Unknown,
     }
 
     #[tokio::test]
@@ -247,7 +160,7 @@ mod tests {
         let first = Instant::now();
 
         // Far more than the channel holds: the watch lags, and must not fail.
-        for _ in 0..100 {
+        for _ in 0..3_000 {
             let _ = changes.send(Change::Issue(mine));
         }
         watch.changed().await.unwrap();

@@ -23,7 +23,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +31,7 @@ use crate::campaigns::ledger::{
 };
 use crate::campaigns::throttle::{Booking, Throttle};
 use crate::configuration::CampaignSettings;
+use crate::db::wakeups::{Notifier, Wakeups};
 use crate::db::{self, Db};
 use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, MAX_BATCH, Verdict};
@@ -57,11 +57,17 @@ pub struct Sender {
     unsubscribe_mailbox: Option<SubscriberEmail>,
     /// The email client's timeout: the longest one call can take.
     send_time: Duration,
+    /// The process's listener, for work announced by other processes.
+    wakeups: Wakeups,
+    /// Announces work to the senders of every process.
+    notifier: Notifier,
 }
 
 impl Sender {
     /// Fails when a batch could outlive its claim while the API answers,
-    /// which would let two senders send it.
+    /// which would let two senders send it. `wakeups` must listen on
+    /// [`WORK_CHANNEL`].
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         email_client: EmailClient,
@@ -70,6 +76,8 @@ impl Sender {
         base_url: String,
         keys: Keys,
         send_time: Duration,
+        wakeups: Wakeups,
+        notifier: Notifier,
     ) -> Result<Self, anyhow::Error> {
         if settings.claim_timeout() <= send_time * 2 {
             anyhow::bail!(
@@ -107,6 +115,8 @@ impl Sender {
             keys,
             unsubscribe_mailbox,
             send_time,
+            wakeups,
+            notifier,
         })
     }
 
@@ -137,12 +147,11 @@ impl Sender {
     }
 
     async fn run(self, stop: CancellationToken) {
-        let mut listener: Option<PgListener> = None;
+        // Before the first look for work: what is announced after it reaches
+        // this subscription, what was there before it the look finds.
+        let mut announced = self.wakeups.subscribe(WORK_CHANNEL);
         let mut outage: Option<Instant> = None;
         while !stop.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             match self.work_once(&stop).await {
                 Ok(next) => {
                     if let Some(since) = outage.take() {
@@ -174,16 +183,10 @@ impl Sender {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = next_notification(&mut listener) => {}
+                _ = announced.next() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }
         }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
-        listener.listen(WORK_CHANNEL).await.ok()?;
-        Some(listener)
     }
 
     /// Marks done the issues whose last release was cut short; a failure
@@ -250,6 +253,10 @@ impl Sender {
                 break;
             };
             recorded += chunk.recorded;
+            if chunk.recorded > 0 {
+                // Its batches are open to every sender, in every process.
+                self.notifier.ring(WORK_CHANNEL);
+            }
             if chunk.complete {
                 tracing::info!(
                     recorded,
@@ -676,18 +683,4 @@ fn is_throttling(e: &EmailError) -> bool {
         EmailError::Rejected { status, code, .. }
             if *status == reqwest::StatusCode::TOO_MANY_REQUESTS || *code == Some(429)
     )
-}
-
-/// Resolves when a notification arrives, or when the listening connection
-/// was lost (notifications sent meanwhile are gone, so it is time to look).
-/// With no listener it never resolves, and the poll interval takes over.
-async fn next_notification(listener: &mut Option<PgListener>) {
-    match listener {
-        Some(active) => {
-            if active.try_recv().await.is_err() {
-                *listener = None;
-            }
-        }
-        None => std::future::pending::<()>().await,
-    }
 }

@@ -22,6 +22,9 @@
 //! pool, whose check on return may hold that one pool place until the kernel
 //! gives up on the socket; the worker itself goes on.)
 //!
+//! Processes wake each other through [`wakeups`]: one listening connection
+//! per process, and notifications sent after the commit they announce.
+//!
 //! [`Connection::transaction`] runs a piece of work, commits it, and only then
 //! runs what the work asked to happen after the commit
 //! ([`Transaction::after_commit`]): handing email to the delivery task, say.
@@ -29,6 +32,7 @@
 //! more on a fresh connection before anyone sees an error.
 
 mod group_commit;
+pub mod wakeups;
 
 use std::time::Duration;
 

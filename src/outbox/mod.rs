@@ -32,10 +32,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub(crate) use backoff::retry_delay;
+pub use doorbell::CHANNEL;
 pub use store::{LITERAL_BRACES, Personalisation, Requeued, personalise, requeue_failed};
 pub use worker::{DeliveryWorker, spawn_workers};
 
-use crate::db::{Db, Transaction};
+use crate::db::Transaction;
+use crate::db::wakeups::Notifier;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
 use doorbell::Doorbell;
@@ -54,16 +56,16 @@ impl Outbox {
     /// The outbox of a serving process, and its background tasks, which stop
     /// once `stop` is cancelled and the email in flight is sent. With a
     /// `worker`, this process delivers email, its own first; without, it
-    /// leaves delivery to workers elsewhere (`newsletter worker`) and wakes
-    /// them through Postgres after each commit, on a connection of
+    /// leaves delivery to workers elsewhere (`newsletter worker`). Either
+    /// way workers in other processes are woken after each commit, through
     /// `notifier`.
     pub fn start(
         worker: Option<DeliveryWorker>,
-        notifier: Db,
+        notifier: Notifier,
         stop: CancellationToken,
     ) -> (Self, JoinSet<()>) {
-        let doorbell = Doorbell::default();
-        let (handoff, mut tasks) = match worker {
+        let doorbell = Doorbell::new(notifier);
+        let (handoff, tasks) = match worker {
             Some(worker) => {
                 // Room for a few batches: a full queue only sends email the
                 // long way.
@@ -79,7 +81,6 @@ impl Outbox {
             }
             None => (None, JoinSet::new()),
         };
-        tasks.spawn(doorbell.clone().notify_other_processes(notifier, stop));
         (Self { handoff, doorbell }, tasks)
     }
 

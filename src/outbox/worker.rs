@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
-use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::configuration::DeliverySettings;
+use crate::db::wakeups::Wakeups;
 use crate::db::{self, Db};
 use crate::email_client::{EmailClient, EmailError, Verdict};
 use crate::emails::Email;
@@ -41,7 +41,10 @@ pub struct DeliveryWorker {
     settings: DeliverySettings,
     /// The email client's timeout: the longest one send can take.
     send_time: Duration,
-    doorbell: Doorbell,
+    /// The process's listener, for notifications from other processes.
+    wakeups: Wakeups,
+    /// Rung by transactions in this process that committed email.
+    doorbell: Option<Doorbell>,
     metrics: Metrics,
 }
 
@@ -104,19 +107,22 @@ impl Failure {
 }
 
 impl DeliveryWorker {
-    /// `send_time` is the email client's timeout.
+    /// `send_time` is the email client's timeout; `wakeups` is the
+    /// process's listener, which must listen on [`CHANNEL`].
     pub fn new(
         db: Db,
         email_client: EmailClient,
         settings: DeliverySettings,
         send_time: Duration,
+        wakeups: Wakeups,
     ) -> Self {
         Self {
             db,
             email_client,
             settings,
             send_time,
-            doorbell: Doorbell::default(),
+            wakeups,
+            doorbell: None,
             metrics: Metrics::default(),
         }
     }
@@ -134,7 +140,7 @@ impl DeliveryWorker {
     /// Wakes this worker when the given doorbell rings (transactions in the
     /// same process ring it after committing email).
     pub(super) fn with_doorbell(mut self, doorbell: Doorbell) -> Self {
-        self.doorbell = doorbell;
+        self.doorbell = Some(doorbell);
         self
     }
 
@@ -151,12 +157,11 @@ impl DeliveryWorker {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener: Option<PgListener> = None;
+        // Before the first claim: what commits after it is announced to
+        // this subscription, what committed before it the claim finds.
+        let mut notified = self.wakeups.subscribe(CHANNEL);
         let mut outage = Outage::default();
         while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
             let claimed = match self.deliver_due(&shutdown).await {
                 Ok(claimed) => {
                     outage.ended();
@@ -179,8 +184,8 @@ impl DeliveryWorker {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.doorbell.rung() => {}
-                _ = next_notification(&mut listener) => {}
+                _ = rung(self.doorbell.as_ref()) => {}
+                _ = notified.next() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }
         }
@@ -278,21 +283,6 @@ impl DeliveryWorker {
         };
         let in_time: Vec<Message> = in_time.into_iter().map(|(message, _)| message).collect();
         self.deliver(&in_time, send_by).await;
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        // The pool may hand over a connection that has gone silent, and
-        // LISTEN on it would wait for ever: give up after the work timeout
-        // and poll meanwhile; the next round tries again.
-        let listening = async {
-            let mut listener = PgListener::connect_with(self.db.pool()).await.ok()?;
-            listener.listen(CHANNEL).await.ok()?;
-            Some(listener)
-        };
-        tokio::time::timeout(self.db.work_timeout(), listening)
-            .await
-            .ok()
-            .flatten()
     }
 
     /// Claims one batch and sends it to the email API in one call; returns
@@ -533,20 +523,11 @@ fn held(message: &Message) -> (Uuid, Uuid) {
     (message.id, message.claim)
 }
 
-/// Resolves when a notification arrives, or when the listening connection
-/// was lost and re-established (notifications sent meanwhile are gone, so it
-/// is time to look). With no usable listener it never resolves and the poll
-/// interval takes over.
-async fn next_notification(listener: &mut Option<PgListener>) {
-    match listener {
-        Some(active) => match active.try_recv().await {
-            Ok(_) => {}
-            Err(_) => {
-                *listener = None;
-                std::future::pending::<()>().await
-            }
-        },
-        None => std::future::pending::<()>().await,
+/// Resolves when the process's doorbell rings; never without one.
+async fn rung(doorbell: Option<&Doorbell>) {
+    match doorbell {
+        Some(doorbell) => doorbell.rung().await,
+        None => std::future::pending().await,
     }
 }
 

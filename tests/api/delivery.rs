@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use newsletter::configuration::Settings;
 use newsletter::db::Db;
+use newsletter::db::wakeups::Notifier;
 use newsletter::domain::SubscriberEmail;
 use newsletter::emails::{Email, EmailContent};
 use newsletter::outbox::{DeliveryWorker, Outbox};
-use newsletter::startup::delivery_worker;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{any, path};
@@ -19,7 +19,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     EMAIL_API, HeldEmailApi, TcpProxy, TestApp, accept_every_message, answer_each_message,
-    eventually, spawn_app, spawn_app_with,
+    delivery_worker_for, eventually, listening, spawn_app, spawn_app_with,
 };
 
 const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
@@ -195,7 +195,7 @@ async fn a_message_refused_inside_a_batch_is_kept_as_failed_and_the_rest_are_sen
 
     // One worker, started after all three are queued: they go in one batch.
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     let outbox = app.wait_for_outbox_to_settle().await;
     stop.cancel();
     worker.await.unwrap();
@@ -229,8 +229,6 @@ async fn a_committed_message_is_delivered_without_waiting_for_the_poll() {
     // With a one-minute poll, only the notification can deliver in time.
     let app = spawn_app_with(|s| s.delivery.poll_interval_milliseconds = 60_000).await;
     app.mock_email_api_ok().await;
-    // Let the worker finish its first poll and start listening.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     app.post_subscriptions(VALID_BODY).await;
 
@@ -323,7 +321,7 @@ async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_la
     assert_eq!(claimed.rows_affected(), 1);
 
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     let outbox = app.wait_for_outbox_to_settle().await;
     stop.cancel();
     worker.await.unwrap();
@@ -347,9 +345,10 @@ async fn several_workers_share_the_outbox_and_send_each_message_once() {
     }
 
     let stop = CancellationToken::new();
-    let workers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(app.delivery_worker().run(stop.clone())))
-        .collect();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(tokio::spawn(app.delivery_worker().await.run(stop.clone())));
+    }
     let outbox = app.wait_for_outbox_to_settle().await;
     stop.cancel();
     for worker in workers {
@@ -387,7 +386,7 @@ async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more(
             .await;
     }
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     app.wait_for_emails(1).await; // the first message is in flight
 
     stop.cancel();
@@ -417,7 +416,7 @@ async fn a_message_the_server_sends_itself_is_not_also_claimed_by_other_workers(
         .await;
     // A worker elsewhere that looks for due messages every 200 ms meanwhile.
     let stop = CancellationToken::new();
-    let elsewhere = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let elsewhere = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
 
     app.post_subscriptions(VALID_BODY).await;
     let outbox = app.wait_for_outbox_to_settle().await;
@@ -460,7 +459,11 @@ async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
         .await;
     let db = Db::connect_lazy(&app.settings.database, 2);
     let stop = CancellationToken::new();
-    let (outbox, mut tasks) = Outbox::start(Some(app.delivery_worker()), db.clone(), stop.clone());
+    let (outbox, mut tasks) = Outbox::start(
+        Some(app.delivery_worker().await),
+        Notifier::silent(),
+        stop.clone(),
+    );
     for i in 0..3 {
         db.transaction(async |transaction| outbox.enqueue(transaction, vec![email_to(i)]).await)
             .await
@@ -485,7 +488,11 @@ async fn content_shared_by_many_recipients_is_stored_once_and_filled_in_for_each
     app.mock_email_api_ok().await;
     let db = Db::connect_lazy(&app.settings.database, 2);
     let stop = CancellationToken::new();
-    let (outbox, mut tasks) = Outbox::start(Some(app.delivery_worker()), db.clone(), stop.clone());
+    let (outbox, mut tasks) = Outbox::start(
+        Some(app.delivery_worker().await),
+        Notifier::silent(),
+        stop.clone(),
+    );
     let issue = EmailContent {
         subject: "Issue 1".into(),
         html_body: "<p>Dear {{name}}</p>".into(),
@@ -587,9 +594,7 @@ async fn a_worker_in_another_process_is_woken_by_the_notification_sent_after_com
     .await;
     app.mock_email_api_ok().await;
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
-    // Let it finish its first poll and start listening.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
 
     app.post_subscriptions(VALID_BODY).await;
 
@@ -601,7 +606,11 @@ async fn a_worker_in_another_process_is_woken_by_the_notification_sent_after_com
 /// A worker on the app's database that sends to `api` and holds its claims
 /// for `claim_seconds`. Built directly: with a claim shorter than a send to
 /// `api` can take, the app's own settings check would refuse it.
-fn worker_sending_to(app: &TestApp, api: &HeldEmailApi, claim_seconds: u64) -> DeliveryWorker {
+async fn worker_sending_to(
+    app: &TestApp,
+    api: &HeldEmailApi,
+    claim_seconds: u64,
+) -> DeliveryWorker {
     let mut settings = app.settings.delivery.clone();
     settings.claim_timeout_seconds = claim_seconds;
     DeliveryWorker::new(
@@ -610,6 +619,7 @@ fn worker_sending_to(app: &TestApp, api: &HeldEmailApi, claim_seconds: u64) -> D
         settings,
         // It believes a send takes no time, as a worker that was paused would.
         Duration::ZERO,
+        listening(&app.settings, newsletter::outbox::CHANNEL).await,
     )
 }
 
@@ -637,12 +647,16 @@ async fn a_worker_whose_claim_lapsed_cannot_fail_a_message_another_worker_sent_m
     // The first worker's send outlasts its claim and ends in a refusal.
     let slow_api = HeldEmailApi::answering_each_message(406).await;
     let stop_first = CancellationToken::new();
-    let first = tokio::spawn(worker_sending_to(&app, &slow_api, 1).run(stop_first.clone()));
+    let first = tokio::spawn(
+        worker_sending_to(&app, &slow_api, 1)
+            .await
+            .run(stop_first.clone()),
+    );
     slow_api.wait_for_requests(1).await;
     wait_for_the_claim_to_lapse(&app).await;
 
     let stop_second = CancellationToken::new();
-    let second = tokio::spawn(app.delivery_worker().run(stop_second.clone()));
+    let second = tokio::spawn(app.delivery_worker().await.run(stop_second.clone()));
     let outbox = app.wait_for_outbox_to_settle().await;
     stop_second.cancel();
     second.await.unwrap();
@@ -669,12 +683,20 @@ async fn a_late_answer_to_a_lapsed_claim_leaves_the_message_to_the_newer_one(
     let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
     app.post_subscriptions(VALID_BODY).await;
     let stop_first = CancellationToken::new();
-    let first = tokio::spawn(worker_sending_to(&app, &late_answer, 1).run(stop_first.clone()));
+    let first = tokio::spawn(
+        worker_sending_to(&app, &late_answer, 1)
+            .await
+            .run(stop_first.clone()),
+    );
     late_answer.wait_for_requests(1).await;
     wait_for_the_claim_to_lapse(&app).await;
     let second_api = HeldEmailApi::answering_each_message(0).await;
     let stop_second = CancellationToken::new();
-    let second = tokio::spawn(worker_sending_to(&app, &second_api, 60).run(stop_second.clone()));
+    let second = tokio::spawn(
+        worker_sending_to(&app, &second_api, 60)
+            .await
+            .run(stop_second.clone()),
+    );
     second_api.wait_for_requests(1).await;
     let (newer_claim, _) = claim_of_the_message(&app).await;
 
@@ -730,7 +752,7 @@ async fn subscribe_all(app: &TestApp, addresses: &[&str]) {
 /// were queued so that it claims them as one batch.
 async fn deliver_in_one_batch(app: &TestApp) -> Vec<crate::helpers::OutboxRow> {
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     let outbox = app.wait_for_outbox_to_settle().await;
     stop.cancel();
     worker.await.unwrap();
@@ -933,7 +955,7 @@ async fn a_refused_batch_sent_one_message_at_a_time_sends_none_twice_when_its_cl
     settings.delivery.claim_timeout_seconds = 6;
     settings.email_client.timeout_milliseconds = 5_000;
     settings.email_client.base_url = api.uri.clone();
-    let worker = delivery_worker(&settings, Db::connect_lazy(&settings.database, 2)).unwrap();
+    let worker = delivery_worker_for(&settings).await;
     let stop_first = CancellationToken::new();
     let first = tokio::spawn(worker.run(stop_first.clone()));
     // The first message sent alone is answered once less of the claim is
@@ -994,7 +1016,7 @@ async fn a_worker_whose_database_connections_go_dark_delivers_again_on_new_ones(
     .await;
     app.mock_email_api_ok().await;
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     subscribe_and_settle(&app).await;
 
     // The worker's connections stop answering, as after a failover to a

@@ -5,19 +5,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use newsletter::campaigns::ledger;
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
 use newsletter::db::Db;
+use newsletter::db::wakeups::{Notifier, Wakeups};
 use newsletter::domain::{Newsletter, SubscriberEmail};
 use newsletter::email_client::{EmailClient, Sender};
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
-use newsletter::startup::{Application, delivery_worker};
+use newsletter::startup::{Application, campaign_sender, delivery_worker};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
 use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -277,8 +280,18 @@ impl TestApp {
         command
     }
 
-    pub fn delivery_worker(&self) -> DeliveryWorker {
-        delivery_worker(&self.settings, Db::connect_lazy(&self.settings.database, 2)).unwrap()
+    /// A delivery worker of its own, as another process would run it, with
+    /// a listener of its own that already listens: a message committed from
+    /// now on wakes it.
+    pub async fn delivery_worker(&self) -> DeliveryWorker {
+        delivery_worker_for(&self.settings).await
+    }
+
+    /// Campaign senders of their own, as another process would run them,
+    /// already listening for work.
+    pub async fn campaign_sender(&self) -> newsletter::campaigns::sender::Sender {
+        let wakeups = listening(&self.settings, ledger::WORK_CHANNEL).await;
+        campaign_sender(&self.settings, wakeups, Notifier::silent()).unwrap()
     }
 
     pub fn confirmation_links(&self, email: &serde_json::Value) -> ConfirmationLinks {
@@ -297,6 +310,21 @@ impl TestApp {
             plain_text: extract("TextBody"),
         }
     }
+}
+
+/// A delivery worker for `settings`, as another process would run it; see
+/// [`TestApp::delivery_worker`].
+pub async fn delivery_worker_for(settings: &Settings) -> DeliveryWorker {
+    let wakeups = listening(settings, newsletter::outbox::CHANNEL).await;
+    delivery_worker(settings, Db::connect_lazy(&settings.database, 2), wakeups).unwrap()
+}
+
+/// A listener on `channel`, once it listens. It runs until the test ends.
+pub async fn listening(settings: &Settings, channel: &'static str) -> Wakeups {
+    let db = Db::connect_lazy(&settings.database, 1);
+    let (wakeups, _runs_on) = Wakeups::start(db, &[channel], CancellationToken::new());
+    wakeups.listening().await;
+    wakeups
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -16,6 +16,7 @@ mod newsroom;
 mod openapi;
 mod pages;
 mod rate_limits;
+mod readme;
 mod retention;
 mod shutdown;
 mod signups;

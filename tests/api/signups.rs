@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use newsletter::db::wakeups::Notifier;
 use newsletter::db::{self, Db};
 use newsletter::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use newsletter::keys::Keys;
@@ -28,7 +29,7 @@ async fn one_writer(acquire_timeout_milliseconds: u64) -> (Rc<Signups>, Db, Test
         keys: keys(),
     });
     // No delivery in this process: the email stays in the outbox.
-    let (outbox, _) = Outbox::start(None, db.clone(), CancellationToken::new());
+    let (outbox, _) = Outbox::start(None, Notifier::silent(), CancellationToken::new());
     let signups = Rc::new(Signups::start(db.clone(), outbox, settings, 1));
     (signups, db, database)
 }

@@ -833,7 +833,7 @@ async fn an_email_queued_before_its_address_was_suppressed_is_failed_not_sent() 
     .await;
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let worker = tokio::spawn(app.delivery_worker().run(stop.clone()));
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
     let outbox = app.wait_for_outbox_to_settle().await;
     stop.cancel();
     worker.await.unwrap();

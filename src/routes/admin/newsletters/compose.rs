@@ -20,6 +20,7 @@ use super::pages::{ComposeFields, ComposePage, Preview, Refusal};
 use super::view::issue_path;
 use crate::admin::audit::{self, Action};
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
+use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
@@ -360,6 +361,7 @@ async fn publish(
             match ledger::publish(tx, key, new).await {
                 Ok(published) => {
                     if !published.replayed {
+                        wake_senders_after_commit(tx, &settings.senders);
                         let detail = format!("{} ({})", issue.draft.title(), published.issue_id);
                         audit::record(tx, &actor, Action::IssuePublished, &detail).await?;
                     }

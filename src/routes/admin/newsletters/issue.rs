@@ -14,11 +14,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::PublishSettings;
 use super::pages::{IssueMissingPage, IssuePage, UndeliveredRow};
 use super::view::{ProgressView, issue_path, parse_issue_id};
 use crate::admin::audit::{self, Action};
 use crate::campaigns::ledger::{self, IssueState, IssueSummary};
+use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
+use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiError;
@@ -240,21 +243,32 @@ pub async fn act_on_issue(
     path: web::Path<(String, IssueAction)>,
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
+    settings: web::Data<PublishSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    act(action, &request, &form.admin, &id, &db, &limiter).await
+    act(
+        action,
+        &request,
+        &form.admin,
+        &id,
+        &db,
+        &settings.senders,
+        &limiter,
+    )
+    .await
 }
 
 /// Applies the action and records it in the audit log, in one transaction;
 /// then back to the issue's page, or the page with the reason it could not
 /// be done.
-#[tracing::instrument(name = "Act on an issue", skip(request, admin, db, limiter))]
+#[tracing::instrument(name = "Act on an issue", skip(request, admin, db, senders, limiter))]
 async fn act(
     action: IssueAction,
     request: &HttpRequest,
     admin: &SignedIn,
     id: &str,
     db: &Db,
+    senders: &Notifier,
     limiter: &RateLimiter,
 ) -> Result<HttpResponse, ApiError> {
     let Some(id) = parse_issue_id(id) else {
@@ -278,6 +292,11 @@ async fn act(
             };
             if !done {
                 return Ok(Outcome::Refused(issue.summary));
+            }
+            if !matches!(action, IssueAction::Pause) {
+                // Work to take up (resumed, requeued), or batches to close
+                // (cancelled).
+                wake_senders_after_commit(tx, senders);
             }
             let detail = format!("{} ({id}){detail}", issue.summary.title);
             audit::record(tx, &actor, action.audited_as(), &detail).await?;

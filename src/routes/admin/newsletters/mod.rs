@@ -20,7 +20,7 @@ pub use events::issue_events;
 pub use issue::{act_on_issue, issue_page, issue_script};
 pub use list::newsletters;
 
-/// What publishing and test sends need from the settings, for the
+/// What publishing, test sends and the actions on an issue need, for the
 /// handlers' app data.
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
@@ -28,4 +28,7 @@ pub struct PublishSettings {
     pub message_stream: String,
     /// The service's public address, for the example unsubscribe link.
     pub base_url: String,
+    /// Wakes the senders of every process once a publish, resume, cancel
+    /// or requeue has committed.
+    pub senders: crate::db::wakeups::Notifier,
 }
