@@ -178,6 +178,8 @@ impl Background {
         deliver: bool,
     ) -> Result<Self, anyhow::Error> {
         let stop = CancellationToken::new();
+        // Should a step below fail, what the ones before it started stops.
+        let started = stop.clone().drop_guard();
         let mut tasks = JoinSet::new();
         // One connection each: the listener holds its own for good, and
         // notifications go out one at a time.
@@ -211,6 +213,7 @@ impl Background {
                 tasks.spawn(retention.run_periodically(stop.clone()));
             }
         }
+        started.disarm();
         Ok(Self {
             outbox,
             wakeups,
@@ -225,6 +228,15 @@ impl Background {
     pub async fn stop(mut self) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Dropped without [`Background::stop`] (a start or a build that failed
+/// halfway), every task is told to stop, the listener and the notifier
+/// included, rather than left running with nobody to stop them.
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
