@@ -12,14 +12,14 @@
 //! error, for an operator to send again with `newsletter outbox
 //! requeue-failed`).
 //!
-//! A one-off email (a confirmation) is stored with its content. Content that
-//! many recipients share (a newsletter issue) is stored once
-//! ([`Outbox::enqueue_shared`]); each recipient's row carries only the
-//! values that are filled into it when it is sent.
+//! Every email is stored with its content. (Rows that refer to content
+//! stored once in `email_contents`, filled in per recipient, are still read
+//! and sent: nothing writes them any more, since newsletter issues travel
+//! through the campaigns' ledger.)
 //!
 //! Adding a kind of email takes a template in `src/templates/emails/`, a
 //! function in [`crate::emails`] that renders it into an
-//! [`EmailContent`], and a call to `enqueue` where it is caused.
+//! [`crate::emails::EmailContent`], and a call to `enqueue` where it is caused.
 
 mod backoff;
 mod doorbell;
@@ -38,8 +38,7 @@ pub use worker::{DeliveryWorker, spawn_workers};
 
 use crate::db::Transaction;
 use crate::db::wakeups::Notifier;
-use crate::domain::SubscriberEmail;
-use crate::emails::{Email, EmailContent};
+use crate::emails::Email;
 use doorbell::Doorbell;
 use handoff::Handoff;
 use store::{Message, Start};
@@ -132,27 +131,5 @@ impl Outbox {
             }
         });
         Ok(())
-    }
-
-    /// Queues `content` for every one of `recipients` in `transaction`,
-    /// storing it once; each recipient's values fill its `{{placeholders}}`
-    /// when their email is sent. Returns the content's id.
-    ///
-    /// The release before the one that added this cannot read such rows
-    /// (their `subject` is NULL, and its workers would fail the whole claim
-    /// they are in): call it only in a release that no such worker runs
-    /// beside, which a rolling update to the release after this one ensures.
-    #[tracing::instrument(name = "Queue a shared email", level = "debug", skip_all, fields(recipients = recipients.len()))]
-    pub async fn enqueue_shared(
-        &self,
-        transaction: &mut Transaction<'_>,
-        content: &EmailContent,
-        message_stream: &str,
-        recipients: &[(SubscriberEmail, Personalisation)],
-    ) -> Result<Uuid, sqlx::Error> {
-        let id = store::insert_shared(transaction, content, message_stream, recipients).await?;
-        let doorbell = self.doorbell.clone();
-        transaction.after_commit(move || doorbell.ring());
-        Ok(id)
     }
 }

@@ -240,47 +240,6 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Records `content` once and one unclaimed row per recipient referring to
-/// it, in the caller's transaction.
-pub async fn insert_shared(
-    connection: &mut PgConnection,
-    content: &EmailContent,
-    message_stream: &str,
-    recipients: &[(SubscriberEmail, Personalisation)],
-) -> Result<Uuid, sqlx::Error> {
-    let content_id = Uuid::new_v4();
-    sqlx::query!(
-        "INSERT INTO email_contents (id, subject, html_body, text_body) VALUES ($1, $2, $3, $4)",
-        content_id,
-        content.subject,
-        content.html_body,
-        content.text_body
-    )
-    .execute(&mut *connection)
-    .await?;
-    let ids: Vec<Uuid> = recipients.iter().map(|_| Uuid::new_v4()).collect();
-    let addresses: Vec<&str> = recipients.iter().map(|(to, _)| to.as_ref()).collect();
-    let values: Vec<serde_json::Value> = recipients
-        .iter()
-        .map(|(_, values)| serde_json::to_value(values).expect("a map of strings is JSON"))
-        .collect();
-    sqlx::query!(
-        r#"
-        INSERT INTO email_outbox (id, recipient, content_id, personalisation, message_stream)
-        SELECT id, recipient, $3, personalisation, $4
-        FROM UNNEST($1::uuid[], $2::text[], $5::jsonb[]) AS new (id, recipient, personalisation)
-        "#,
-        &ids,
-        &addresses as &[&str],
-        content_id,
-        message_stream,
-        &values
-    )
-    .execute(connection)
-    .await?;
-    Ok(content_id)
-}
-
 /// What [`claim_due`] found: messages to send, and rows that can never be
 /// sent.
 pub struct Claim {
