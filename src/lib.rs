@@ -5,6 +5,7 @@ pub mod admin;
 pub mod campaigns;
 pub mod configuration;
 pub mod db;
+pub mod delivery;
 pub mod domain;
 pub mod email_client;
 pub mod emails;

@@ -33,6 +33,7 @@ use crate::campaigns::throttle::{Booking, Throttle};
 use crate::configuration::CampaignSettings;
 use crate::db::wakeups::{Notifier, Wakeups};
 use crate::db::{self, Db};
+use crate::delivery::answer::{Answer, THROTTLED_PAUSE};
 use crate::domain::SubscriberEmail;
 use crate::email_client::{EmailClient, EmailError, MAX_BATCH, Verdict};
 use crate::emails::{Email, UnsubscribeLinks};
@@ -454,35 +455,37 @@ impl Sender {
         send_by: Instant,
     ) -> Outcome {
         let key = batch.key;
-        let answers: Vec<Answer> = match outcome {
-            Ok(verdicts) => verdicts.into_iter().map(Answer::from).collect(),
-            Err(e) if is_throttling(&e) => {
-                self.throttle.throttled();
-                tracing::warn!(error = %chain(&e), "The email API throttled a batch of an issue; it will be sent again");
-                return Outcome::Throttled {
-                    retry_after: e.retry_after(),
-                };
-            }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %chain(&e), "A batch of an issue was not sent; it will be tried again");
-                let error = chain(&e);
-                let noted: Vec<(i32, String)> = emails
-                    .iter()
-                    .map(|(seq, _)| (*seq, error.clone()))
-                    .collect();
-                self.note_passing(key, noted).await;
-                return Outcome::Failed {
-                    retry_after: e.retry_after(),
-                };
-            }
-            Err(e) => {
+        let answers: Vec<Option<Answer>> = if Answer::calls_for_one_by_one(&outcome, emails.len()) {
+            if let Err(e) = &outcome {
                 // Refused for good as a whole: most likely for one bad
                 // message, which must not fail the others. Each goes alone.
                 tracing::warn!(
-                    error = %chain(&e),
+                    error = %chain(e),
                     "The email API refused a whole batch of an issue; sending its messages one at a time"
                 );
-                self.send_one_by_one(emails, send_by).await
+            }
+            self.send_one_by_one(emails, send_by).await
+        } else {
+            match outcome {
+                Ok(verdicts) => verdicts.into_iter().map(|v| Some(Answer::of(v))).collect(),
+                Err(e) => match Answer::of_failed_call(&e) {
+                    Answer::Throttled { retry_after } => {
+                        self.throttle.throttled();
+                        tracing::warn!(error = %chain(&e), "The email API throttled a batch of an issue; it will be sent again");
+                        return Outcome::Throttled { retry_after };
+                    }
+                    Answer::Passing { error, retry_after } => {
+                        tracing::warn!(error = %error, "A batch of an issue was not sent; it will be tried again");
+                        let noted: Vec<(i32, String)> = emails
+                            .iter()
+                            .map(|(seq, _)| (*seq, error.clone()))
+                            .collect();
+                        self.note_passing(key, noted).await;
+                        return Outcome::Failed { retry_after };
+                    }
+                    // A single message refused for good: its own answer.
+                    refused => vec![Some(refused)],
+                },
             }
         };
         let mut sent = Vec::new();
@@ -491,13 +494,14 @@ impl Sender {
         let mut throttled = 0;
         for ((seq, _), answer) in emails.iter().zip(answers) {
             match answer {
-                Answer::Sent(message_id) => sent.push((*seq, message_id)),
+                Some(Answer::Sent(message_id)) => sent.push((*seq, message_id)),
                 // Left queued, no attempt counted: the batch comes back
                 // after the backoff, at the slower pace.
-                Answer::Throttled => throttled += 1,
-                Answer::Passing(error) => passing.push((*seq, error)),
-                Answer::Refused(error) => failed.push((*seq, error)),
-                Answer::Unsent => {}
+                Some(Answer::Throttled { .. }) => throttled += 1,
+                Some(Answer::Passing { error, .. }) => passing.push((*seq, error)),
+                Some(Answer::Refused(error)) => failed.push((*seq, error)),
+                // Not sent this time: nothing to count.
+                None => {}
             }
         }
         if throttled > 0 {
@@ -532,22 +536,22 @@ impl Sender {
     /// What the API said of each email, sent alone.
     /// Stops at `send_by`, after which the claim could lapse during a send:
     /// the rest stay queued for whoever claims the batch next.
-    async fn send_one_by_one(&self, emails: &[(i32, Email)], send_by: Instant) -> Vec<Answer> {
+    async fn send_one_by_one(
+        &self,
+        emails: &[(i32, Email)],
+        send_by: Instant,
+    ) -> Vec<Option<Answer>> {
         let mut answers = Vec::with_capacity(emails.len());
         for (_, email) in emails {
             if Instant::now() >= send_by {
-                answers.push(Answer::Unsent);
+                answers.push(None);
                 continue;
             }
-            answers.push(match self.email_client.send_batch(&[email]).await {
-                Ok(mut one) => one.pop().map_or_else(
-                    || Answer::Passing("the email API gave no answer for the message".into()),
-                    Answer::from,
-                ),
-                Err(e) if is_throttling(&e) => Answer::Throttled,
-                Err(e) if e.is_retryable() => Answer::Passing(chain(&e)),
-                Err(e) => Answer::Refused(chain(&e)),
-            });
+            let mut answer = Answer::of_call(self.email_client.send_batch(&[email]).await, 1);
+            answers.push(Some(answer.pop().unwrap_or_else(|| Answer::Passing {
+                error: "the email API gave no answer for the message".into(),
+                retry_after: None,
+            })));
         }
         answers
     }
@@ -618,37 +622,6 @@ impl Sender {
     }
 }
 
-/// What became of one email, as far as the ledger is concerned.
-enum Answer {
-    /// Accepted, under the API's MessageID.
-    Sent(Option<String>),
-    /// The API's rate limit: not an attempt.
-    Throttled,
-    /// Refused for a reason that may pass: an attempt.
-    Passing(String),
-    /// Refused for good.
-    Refused(String),
-    /// Not sent this time, nothing counted.
-    Unsent,
-}
-
-impl From<Verdict> for Answer {
-    fn from(verdict: Verdict) -> Self {
-        match verdict {
-            Verdict::Accepted { message_id } => Answer::Sent(message_id),
-            Verdict::Refused { code: 429, .. } => Answer::Throttled,
-            Verdict::Refused { code, message } => {
-                let error = format!("the email API refused it (error {code}): {message}");
-                if Verdict::is_transient(code) {
-                    Answer::Passing(error)
-                } else {
-                    Answer::Refused(error)
-                }
-            }
-        }
-    }
-}
-
 /// Values for deliveries, each with its `seq`.
 type BySeq<T> = Vec<(i32, T)>;
 
@@ -671,16 +644,4 @@ enum Outcome {
     Throttled { retry_after: Option<Duration> },
     /// The call failed as a whole in a way that may pass.
     Failed { retry_after: Option<Duration> },
-}
-
-/// How long a throttled batch waits when the API named no delay.
-const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
-
-/// A "too many requests" answer, by status or by Postmark's error code.
-fn is_throttling(e: &EmailError) -> bool {
-    matches!(
-        e,
-        EmailError::Rejected { status, code, .. }
-            if *status == reqwest::StatusCode::TOO_MANY_REQUESTS || *code == Some(429)
-    )
 }

@@ -343,25 +343,37 @@ pub async fn mark_sent(
     .await
 }
 
-/// The attempt failed in a way that may pass: try again after `delay`.
-/// Returns whether the message was still held under `claim`.
+/// Whether the attempt the claim counted stands: a throttled message gives
+/// it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Counted,
+    GivenBack,
+}
+
+/// The attempt failed in a way that may pass, or the API asked us to slow
+/// down: try again after `delay`. Returns whether the message was still
+/// held under `claim`.
 pub async fn reschedule(
     connection: &mut PgConnection,
     (id, claim): (Uuid, Uuid),
     delay: Duration,
     error: String,
+    attempt: Attempt,
 ) -> Result<u64, sqlx::Error> {
+    let given_back = i32::from(attempt == Attempt::GivenBack);
     let done = sqlx::query!(
         r#"
         UPDATE email_outbox
         SET next_attempt_at = now() + make_interval(secs => $3),
-            claimed_until = NULL, last_error = $4
+            claimed_until = NULL, last_error = $4, attempts = attempts - $5
         WHERE id = $1 AND claim_id = $2 AND status = 'pending'
         "#,
         id,
         claim,
         delay.as_secs_f64(),
-        error
+        error,
+        given_back
     )
     .execute(connection)
     .await?;

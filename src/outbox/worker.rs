@@ -25,13 +25,14 @@ use uuid::Uuid;
 use crate::configuration::DeliverySettings;
 use crate::db::wakeups::Wakeups;
 use crate::db::{self, Db};
+use crate::delivery::answer::{Answer, THROTTLED_PAUSE};
 use crate::email_client::{EmailClient, EmailError, Verdict};
 use crate::emails::Email;
 use crate::metrics::Metrics;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::handoff::Handed;
-use crate::outbox::store::{self, Message, Unsendable};
+use crate::outbox::store::{self, Attempt, Message, Unsendable};
 use crate::telemetry::error_chain_line as chain;
 
 #[derive(Clone)]
@@ -62,48 +63,6 @@ pub fn spawn_workers(worker: DeliveryWorker, shutdown: CancellationToken) -> Joi
         });
     }
     tasks
-}
-
-/// Why one delivery attempt did not succeed.
-#[derive(Clone)]
-enum Failure {
-    /// The API may accept the message later (no sooner than `retry_after`,
-    /// if it said so).
-    Transient {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// It never will.
-    Permanent(String),
-}
-
-impl From<&EmailError> for Failure {
-    fn from(e: &EmailError) -> Self {
-        if e.is_retryable() {
-            Failure::Transient {
-                error: chain(e),
-                retry_after: e.retry_after(),
-            }
-        } else {
-            Failure::Permanent(chain(e))
-        }
-    }
-}
-
-impl Failure {
-    /// A message the API refused inside a batch it took: passing trouble
-    /// (its rate limit, maintenance, our account) or the message itself.
-    fn refused(code: i64, message: &str, retryable: bool) -> Self {
-        let error = format!("the email API refused it (error {code}): {message}");
-        if retryable {
-            Failure::Transient {
-                error,
-                retry_after: None,
-            }
-        } else {
-            Failure::Permanent(error)
-        }
-    }
 }
 
 impl DeliveryWorker {
@@ -321,8 +280,7 @@ impl DeliveryWorker {
             reason,
         } in claim.unsendable
         {
-            self.give_up((id, claim), attempts, &Failure::Permanent(reason))
-                .await;
+            self.give_up((id, claim), attempts, reason).await;
         }
         Ok(claimed)
     }
@@ -338,23 +296,25 @@ impl DeliveryWorker {
         if !in_time(send_by, batch.len()) {
             return;
         }
-        match self.send(batch).await {
-            Err(e) if batch.len() > 1 && !e.is_retryable() => {
+        let outcome = self.send(batch).await;
+        if Answer::calls_for_one_by_one(&outcome, batch.len()) {
+            if let Err(e) = &outcome {
                 tracing::warn!(
-                    error = %chain(&e),
+                    error = %chain(e),
                     "The email API refused a whole batch; sending its messages one at a time"
                 );
-                for (n, message) in batch.iter().enumerate() {
-                    if !in_time(send_by, batch.len() - n) {
-                        return;
-                    }
-                    let alone = std::slice::from_ref(message);
-                    let outcome = self.send(alone).await;
-                    self.record_outcomes(alone, outcome).await;
-                }
             }
-            outcome => self.record_outcomes(batch, outcome).await,
+            for (n, message) in batch.iter().enumerate() {
+                if !in_time(send_by, batch.len() - n) {
+                    return;
+                }
+                let alone = std::slice::from_ref(message);
+                let outcome = self.send(alone).await;
+                self.record_outcomes(alone, outcome).await;
+            }
+            return;
         }
+        self.record_outcomes(batch, outcome).await;
     }
 
     async fn send(&self, batch: &[Message]) -> Result<Vec<Verdict>, EmailError> {
@@ -364,91 +324,105 @@ impl DeliveryWorker {
 
     /// The accepted messages in one statement, the others one by one.
     async fn record_outcomes(&self, batch: &[Message], outcome: Result<Vec<Verdict>, EmailError>) {
-        let failures: Vec<(&Message, Failure)> = match outcome {
-            Ok(verdicts) => {
-                let mut refused = Vec::new();
-                let mut sent = Vec::with_capacity(batch.len());
-                for (message, verdict) in batch.iter().zip(verdicts) {
-                    match verdict {
-                        Verdict::Accepted { .. } => sent.push(held(message)),
-                        Verdict::Refused {
-                            code,
-                            message: reason,
-                        } => refused.push((
-                            message,
-                            Failure::refused(code, &reason, Verdict::is_transient(code)),
-                        )),
-                    }
-                }
-                if !sent.is_empty() {
-                    tracing::info!(sent = sent.len(), "Emails accepted by the email API");
-                    let metrics = self.metrics.clone();
-                    self.record("mark the emails as sent", sent.len(), move |connection| {
-                        let (sent, metrics) = (sent.clone(), metrics.clone());
-                        Box::pin(async move {
-                            let delays = store::mark_sent(connection, sent).await?;
-                            metrics.outbox_sent(&delays);
-                            Ok(delays.len() as u64)
-                        })
-                    })
-                    .await;
-                }
-                refused
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut others = Vec::new();
+        for (message, answer) in batch.iter().zip(Answer::of_call(outcome, batch.len())) {
+            match answer {
+                Answer::Sent(_) => sent.push(held(message)),
+                answer => others.push((message, answer)),
             }
-            // The whole call failed: the same outcome for every message.
-            Err(e) => {
-                let failure = Failure::from(&e);
-                batch
-                    .iter()
-                    .map(|message| (message, failure.clone()))
-                    .collect()
-            }
-        };
-        for (message, failure) in failures {
-            self.retry_or_give_up(message, failure).await;
         }
+        if !sent.is_empty() {
+            tracing::info!(sent = sent.len(), "Emails accepted by the email API");
+            let metrics = self.metrics.clone();
+            self.record("mark the emails as sent", sent.len(), move |connection| {
+                let (sent, metrics) = (sent.clone(), metrics.clone());
+                Box::pin(async move {
+                    let delays = store::mark_sent(connection, sent).await?;
+                    metrics.outbox_sent(&delays);
+                    Ok(delays.len() as u64)
+                })
+            })
+            .await;
+        }
+        for (message, answer) in others {
+            match answer {
+                Answer::Sent(_) => unreachable!("sent messages were recorded above"),
+                Answer::Throttled { retry_after } => self.slow_down(message, retry_after).await,
+                Answer::Passing { error, retry_after } => {
+                    self.retry_or_give_up(message, error, retry_after).await
+                }
+                Answer::Refused(reason) => {
+                    self.give_up(held(message), message.attempts, reason).await
+                }
+            }
+        }
+    }
+
+    /// Sends a throttled message again after the pause the API asked for,
+    /// and gives its attempt back: the API's rate limit says nothing about
+    /// the message.
+    async fn slow_down(&self, message: &Message, retry_after: Option<Duration>) {
+        let delay = retry_after
+            .unwrap_or(THROTTLED_PAUSE)
+            .min(self.settings.backoff_max());
+        tracing::warn!(
+            outbox_id = %message.id,
+            retry_in_ms = delay.as_millis() as u64,
+            "The email API throttled an email; it goes again without counting the attempt"
+        );
+        let held = held(message);
+        self.record("schedule a throttled email", 1, move |connection| {
+            Box::pin(store::reschedule(
+                connection,
+                held,
+                delay,
+                "the email API asked to slow down (rate limited)".to_owned(),
+                Attempt::GivenBack,
+            ))
+        })
+        .await;
     }
 
     /// Schedules another attempt for a passing failure while attempts remain;
     /// otherwise keeps the message as failed.
-    async fn retry_or_give_up(&self, message: &Message, failure: Failure) {
-        match failure {
-            Failure::Transient { error, retry_after }
-                if message.attempts < self.settings.max_attempts =>
-            {
-                let delay = retry_delay(
-                    message.attempts,
-                    self.settings.backoff_base(),
-                    self.settings.backoff_max(),
-                    retry_after,
-                );
-                tracing::warn!(
-                    outbox_id = %message.id,
-                    attempt = message.attempts,
-                    error = %error,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "Email not sent, will retry"
-                );
-                let held = held(message);
-                self.record("schedule a retry", 1, move |connection| {
-                    Box::pin(store::reschedule(connection, held, delay, error.clone()))
-                })
-                .await;
-            }
-            failure => {
-                self.give_up(held(message), message.attempts, &failure)
-                    .await
-            }
+    async fn retry_or_give_up(
+        &self,
+        message: &Message,
+        error: String,
+        retry_after: Option<Duration>,
+    ) {
+        if message.attempts >= self.settings.max_attempts {
+            let error = format!("gave up after {} attempts: {error}", message.attempts);
+            return self.give_up(held(message), message.attempts, error).await;
         }
+        let delay = retry_delay(
+            message.attempts,
+            self.settings.backoff_base(),
+            self.settings.backoff_max(),
+            retry_after,
+        );
+        tracing::warn!(
+            outbox_id = %message.id,
+            attempt = message.attempts,
+            error = %error,
+            retry_in_ms = delay.as_millis() as u64,
+            "Email not sent, will retry"
+        );
+        let held = held(message);
+        self.record("schedule a retry", 1, move |connection| {
+            Box::pin(store::reschedule(
+                connection,
+                held,
+                delay,
+                error.clone(),
+                Attempt::Counted,
+            ))
+        })
+        .await;
     }
 
-    async fn give_up(&self, held: (Uuid, Uuid), attempts: i32, failure: &Failure) {
-        let error = match failure {
-            Failure::Transient { error, .. } => {
-                format!("gave up after {attempts} attempts: {error}")
-            }
-            Failure::Permanent(reason) => reason.clone(),
-        };
+    async fn give_up(&self, held: (Uuid, Uuid), attempts: i32, error: String) {
         tracing::error!(
             outbox_id = %held.0,
             attempt = attempts,

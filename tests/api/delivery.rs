@@ -87,7 +87,7 @@ async fn an_email_api_answering_429_is_retried_no_sooner_than_retry_after() {
     let wait: f64 = eventually("the 429 to be recorded", || async {
         sqlx::query_scalar::<_, f64>(
             "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM email_outbox \
-             WHERE attempts = 1 AND claimed_until IS NULL AND last_error IS NOT NULL",
+             WHERE claimed_until IS NULL AND last_error IS NOT NULL",
         )
         .fetch_optional(&app.db_pool)
         .await
@@ -98,6 +98,24 @@ async fn an_email_api_answering_429_is_retried_no_sooner_than_retry_after() {
     let outbox = app.wait_for_outbox_to_settle().await;
     assert_eq!(outbox[0].status, "sent");
     assert!(outbox[0].last_error.is_none());
+    assert_eq!(
+        outbox[0].attempts, 1,
+        "the throttled call counted as an attempt"
+    );
+}
+
+#[tokio::test]
+async fn an_email_the_api_keeps_throttling_is_sent_once_it_may_without_using_up_its_attempts() {
+    // Two attempts at most, and the API throttles the first four calls:
+    // were throttling an attempt, the email would fail after the second.
+    let app = spawn_app_with(|s| s.delivery.max_attempts = 2).await;
+    fail_then_accept(&app, ResponseTemplate::new(429), 4).await;
+
+    let outbox = subscribe_and_settle(&app).await;
+
+    assert_eq!(outbox[0].status, "sent", "{:?}", outbox[0]);
+    assert_eq!(outbox[0].attempts, 1);
+    assert_eq!(app.sent_emails().await.len(), 5);
 }
 
 #[tokio::test]
@@ -795,10 +813,13 @@ async fn a_message_refused_inside_a_batch_for_a_passing_reason_is_retried_and_on
             .iter()
             .filter(|email| email["To"] == message.recipient.as_str())
             .count();
-        let (status, attempts) = match message.recipient.as_str() {
-            "limited@example.com" | "suspended@example.com" => ("sent", 2),
-            "inactive@example.com" => ("failed", 1),
-            _ => ("sent", 1),
+        // (status, attempts counted, times sent): the rate limit is not an
+        // attempt, a suspended account is.
+        let expected = match message.recipient.as_str() {
+            "limited@example.com" => ("sent", 1, 2),
+            "suspended@example.com" => ("sent", 2, 2),
+            "inactive@example.com" => ("failed", 1, 1),
+            _ => ("sent", 1, 1),
         };
         assert_eq!(
             (
@@ -806,9 +827,10 @@ async fn a_message_refused_inside_a_batch_for_a_passing_reason_is_retried_and_on
                 message.attempts,
                 attempts_seen as i32
             ),
-            (status, attempts, attempts),
+            expected,
             "{message:?}"
         );
+        let status = expected.0;
         if status == "failed" {
             let error = message.last_error.as_deref().unwrap();
             assert!(error.contains("406"), "{error}");
