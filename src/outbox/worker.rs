@@ -371,17 +371,9 @@ impl DeliveryWorker {
             retry_in_ms = delay.as_millis() as u64,
             "The email API throttled an email; it goes again without counting the attempt"
         );
-        let held = held(message);
-        self.record("schedule a throttled email", 1, move |connection| {
-            Box::pin(store::reschedule(
-                connection,
-                held,
-                delay,
-                "the email API asked to slow down (rate limited)".to_owned(),
-                Attempt::GivenBack,
-            ))
-        })
-        .await;
+        let error = "the email API asked to slow down (rate limited)".to_owned();
+        self.send_again(message, delay, error, Attempt::GivenBack)
+            .await;
     }
 
     /// Schedules another attempt for a passing failure while attempts remain;
@@ -409,14 +401,27 @@ impl DeliveryWorker {
             retry_in_ms = delay.as_millis() as u64,
             "Email not sent, will retry"
         );
+        self.send_again(message, delay, error, Attempt::Counted)
+            .await;
+    }
+
+    /// Records that `message` goes again after `delay`, with `error` as
+    /// its last one.
+    async fn send_again(
+        &self,
+        message: &Message,
+        delay: Duration,
+        error: String,
+        attempt: Attempt,
+    ) {
         let held = held(message);
-        self.record("schedule a retry", 1, move |connection| {
+        self.record("schedule another attempt", 1, move |connection| {
             Box::pin(store::reschedule(
                 connection,
                 held,
                 delay,
                 error.clone(),
-                Attempt::Counted,
+                attempt,
             ))
         })
         .await;
