@@ -92,10 +92,13 @@ async fn main() -> anyhow::Result<()> {
         Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
         Some("retention") => run_retention_now(&settings).await?,
         Some("worker") => {
+            // Watched before anything starts: a SIGTERM that arrives while
+            // the workers start still stops them cleanly.
+            let terminated = termination()?;
             let metrics = startup::metrics(&settings);
             let metrics_server = metrics_server(&settings, &metrics)?;
             let background = Background::start(&settings, &metrics, true)?;
-            wait_for_termination().await?;
+            terminated.await;
             tracing::info!("Stopping: finishing the emails in flight");
             background.stop().await;
             metrics_server.stop().await;
@@ -115,10 +118,10 @@ async fn run_retention_now(settings: &Settings) -> anyhow::Result<()> {
     let retention = Retention::new(db, settings.retention.clone())?;
     let stop = CancellationToken::new();
     let stopper = stop.clone();
+    let terminated = termination()?;
     tokio::spawn(async move {
-        if wait_for_termination().await.is_ok() {
-            stopper.cancel();
-        }
+        terminated.await;
+        stopper.cancel();
     });
     match retention
         .run(When::Now, &stop)
@@ -138,10 +141,16 @@ async fn run_retention_now(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what platforms send on redeploy).
-async fn wait_for_termination() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-    }
+/// Both are watched from this call on, not from the first wait: the
+/// default action of either ends the process at once.
+fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

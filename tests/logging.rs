@@ -132,11 +132,13 @@ impl Drop for Newsletter {
 }
 
 /// `newsletter` as a developer runs it: the local environment, with no
-/// `APP_*` variable but the ones `configure` sets.
+/// `APP_*` variable but the ones `configure` sets, and where the tests'
+/// Postgres is (the test command runs one of its own).
 fn newsletter(configure: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"));
     for (name, _) in std::env::vars() {
-        if name.starts_with("APP_") {
+        let postgres = name == "APP_DATABASE__HOST" || name == "APP_DATABASE__PORT";
+        if name.starts_with("APP_") && !postgres {
             command.env_remove(name);
         }
     }

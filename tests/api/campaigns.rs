@@ -1300,8 +1300,8 @@ async fn two_worker_processes_share_one_send_rate() {
         || async {
             let listening: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                   AND query LIKE '%LISTEN \"newsletter_work\"%'",
+                 WHERE datname = current_database() \
+                   AND query LIKE 'LISTEN %\"newsletter_work\"%'",
             )
             .fetch_one(&app.db_pool)
             .await
