@@ -13,9 +13,9 @@
 # (scripts/fuzz/hooks.py). Everything is stopped and dropped at the end.
 #
 #   scripts/fuzz_api.sh              fuzz the service
-#   scripts/fuzz_api.sh --self-test  build it with a deliberately broken
-#                                    route (the `fuzz-self-test` feature)
-#                                    and require the fuzzer to catch it
+#   scripts/fuzz_api.sh --self-test  serve it with a deliberately broken
+#                                    route (src/routes/self_test.rs) and
+#                                    require the fuzzer to catch it
 #
 # FUZZ_MAX_EXAMPLES (default 20) and FUZZ_MAX_SECONDS (default 180) bound
 # the run; FUZZ_SEED replays one. With NEWSLETTER_BUILT set, the binaries
@@ -45,19 +45,13 @@ if ! "${venv}/bin/schemathesis" --version 2>/dev/null | grep -qF "${SCHEMATHESIS
   "${venv}/bin/pip" install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}"
 fi
 
-# The service with the broken route is built apart, in target/fuzz-self-test/
-# (sharing target/'s compiled dependencies), so that it never takes the
-# place of the ordinary build another script may be running.
 service=target/debug/newsletter
-[ "${self_test}" = 1 ] && service=target/fuzz-self-test/debug/newsletter
 if [ -z "${NEWSLETTER_BUILT:-}" ]; then
   log "building the service"
   SQLX_OFFLINE=true cargo build --quiet --bin newsletter --example email_api_stub
-  if [ "${self_test}" = 1 ]; then
-    SQLX_OFFLINE=true CARGO_BUILD_BUILD_DIR=target cargo build --quiet --bin newsletter \
-      --features fuzz-self-test --target-dir target/fuzz-self-test
-  fi
 fi
+# The debug build serves a deliberately broken route when asked to.
+[ "${self_test}" = 1 ] && export NEWSLETTER_FUZZ_SELF_TEST_ROUTE=1
 
 run="$(date +%s)_$$"
 db="fuzz_${run}"

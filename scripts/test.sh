@@ -47,16 +47,13 @@ step "checking formatting" cargo fmt --all -- --check
 
 # Everything this revision's checks run, built once: the tests (listed for
 # nextest, which then runs them without calling cargo again), the service,
-# the load and fault tools, and the service with the fuzzer's broken route
-# (apart, in target/fuzz-self-test/, sharing the compiled dependencies).
+# and the load and fault tools.
 build_all() {
   mkdir -p target
   cargo nextest list --lib --bins --tests --list-type binaries-only \
     --message-format json >target/nextest-binaries.json
   cargo metadata --format-version 1 >target/nextest-cargo-metadata.json
   cargo build --bins --examples
-  CARGO_BUILD_BUILD_DIR=target cargo build --bin newsletter --features fuzz-self-test \
-    --target-dir target/fuzz-self-test
 }
 step "building" build_all
 export NEWSLETTER_BUILT=1

@@ -8,7 +8,7 @@ mod health_check;
 mod home;
 pub(crate) mod openapi;
 mod readiness;
-#[cfg(feature = "fuzz-self-test")]
+#[cfg(debug_assertions)]
 mod self_test;
 mod subscriptions;
 mod subscriptions_confirm;
@@ -166,10 +166,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             add(c, resource(p).post(postmark_webhook))
         }),
     ];
-    #[cfg(feature = "fuzz-self-test")]
-    endpoints.push(endpoint("/fuzz-self-test/broken", Anyone, GET, |c, p| {
-        add(c, resource(p).get(self_test::broken))
-    }));
+    #[cfg(debug_assertions)]
+    if self_test::enabled() {
+        endpoints.push(endpoint("/fuzz-self-test/broken", Anyone, GET, |c, p| {
+            add(c, resource(p).get(self_test::broken))
+        }));
+    }
     endpoints
 }
 

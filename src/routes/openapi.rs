@@ -83,8 +83,10 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
         #[allow(unused_mut)]
         let mut document = ApiDoc::openapi();
-        #[cfg(feature = "fuzz-self-test")]
-        document.merge(super::self_test::SelfTestDoc::openapi());
+        #[cfg(debug_assertions)]
+        if super::self_test::enabled() {
+            document.merge(super::self_test::SelfTestDoc::openapi());
+        }
         document
     });
     &DOCUMENT

@@ -1,8 +1,11 @@
-//! A deliberately broken route, compiled only with the `fuzz-self-test`
-//! feature, which no release build turns on. `scripts/fuzz_api.sh
-//! --self-test` builds the service with it and requires the fuzzer to
-//! fail: proof that a route answering 5xx to some input does not pass
-//! unnoticed.
+//! A deliberately broken route, for `scripts/fuzz_api.sh --self-test`,
+//! which requires the fuzzer to fail on it: proof that a route answering
+//! 5xx to some input does not pass unnoticed. It exists only in debug
+//! builds (a release never compiles it), and there only when the process
+//! starts with `NEWSLETTER_FUZZ_SELF_TEST_ROUTE=1`: the fuzzer's self-test
+//! runs the very binary the rest of the test command built.
+
+use std::sync::LazyLock;
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -11,6 +14,14 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(paths(broken))]
 pub struct SelfTestDoc;
+
+/// Whether this process serves the broken route.
+pub fn enabled() -> bool {
+    static ENABLED: LazyLock<bool> = LazyLock::new(|| {
+        std::env::var_os("NEWSLETTER_FUZZ_SELF_TEST_ROUTE").is_some_and(|v| v == "1")
+    });
+    *ENABLED
+}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -104,3 +104,27 @@ async fn a_path_that_names_no_route_gets_a_plain_text_404() {
             .starts_with("text/plain")
     );
 }
+
+#[tokio::test]
+async fn the_fuzzers_broken_route_is_not_served_unless_asked_for() {
+    let app = spawn_app().await;
+
+    let response = app
+        .api_client
+        .get(format!("{}/fuzz-self-test/broken?n=-1", app.address))
+        .send()
+        .await
+        .unwrap();
+    let document: serde_json::Value = app
+        .api_client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(document["paths"].get("/fuzz-self-test/broken").is_none());
+}
