@@ -181,10 +181,12 @@ impl Background {
         // Should a step below fail, what the ones before it started stops.
         let started = stop.clone().drop_guard();
         let mut tasks = JoinSet::new();
-        // One connection each: the listener holds its own for good, and
-        // notifications go out one at a time.
+        // The listener holds one connection for good, and one more is
+        // spare: a LISTEN given up on a silent connection may keep that one
+        // until the kernel gives up on it. Notifications go out one at a
+        // time.
         let (wakeups, listening) = Wakeups::start(
-            Db::connect_lazy(&settings.database, 1),
+            Db::connect_lazy(&settings.database, 2),
             &CHANNELS,
             stop.clone(),
         );
@@ -237,6 +239,9 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.stop.cancel();
+        // Let them finish as they do on a stop: aborted, a delivery in
+        // flight would lose the record of a message the API took.
+        self.tasks.detach_all();
     }
 }
 

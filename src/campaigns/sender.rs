@@ -184,7 +184,8 @@ impl Sender {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = announced.next() => {}
+                // What else was announced meanwhile, the look below finds.
+                _ = announced.next() => announced.skip_queued(),
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }
         }

@@ -295,8 +295,10 @@ impl Notifier {
     async fn send_on_ring(self, db: Db, stop: CancellationToken) {
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                // A ring that came with the stop still goes out.
+                biased;
                 _ = self.bell.notified() => {}
+                _ = stop.cancelled() => return,
             }
             let channels = std::mem::take(
                 &mut *self

@@ -353,7 +353,9 @@ pub enum Attempt {
 
 /// The attempt failed in a way that may pass, or the API asked us to slow
 /// down: try again after `delay`. Returns whether the message was still
-/// held under `claim`.
+/// held under `claim`. Once done it matches nothing: written again (its
+/// first answer lost on the way back), it cannot give an attempt back
+/// twice.
 pub async fn reschedule(
     connection: &mut PgConnection,
     (id, claim): (Uuid, Uuid),
@@ -367,7 +369,7 @@ pub async fn reschedule(
         UPDATE email_outbox
         SET next_attempt_at = now() + make_interval(secs => $3),
             claimed_until = NULL, last_error = $4, attempts = attempts - $5
-        WHERE id = $1 AND claim_id = $2 AND status = 'pending'
+        WHERE id = $1 AND claim_id = $2 AND status = 'pending' AND claimed_until IS NOT NULL
         "#,
         id,
         claim,

@@ -144,7 +144,8 @@ impl DeliveryWorker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = rung(self.doorbell.as_ref()) => {}
-                _ = notified.next() => {}
+                // What else was announced meanwhile, the claim below finds.
+                _ = notified.next() => notified.skip_queued(),
                 _ = tokio::time::sleep(self.settings.poll_interval()) => {}
             }
         }

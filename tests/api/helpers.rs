@@ -323,7 +323,9 @@ pub async fn delivery_worker_for(settings: &Settings) -> DeliveryWorker {
 pub async fn listening(settings: &Settings, channel: &'static str) -> Wakeups {
     let db = Db::connect_lazy(&settings.database, 1);
     let (wakeups, _runs_on) = Wakeups::start(db, &[channel], CancellationToken::new());
-    wakeups.listening().await;
+    tokio::time::timeout(Duration::from_secs(10), wakeups.listening())
+        .await
+        .expect("the listener did not listen within 10 s");
     wakeups
 }
 

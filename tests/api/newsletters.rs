@@ -973,13 +973,18 @@ async fn after_its_connection_is_lost_the_progress_feed_listens_again() {
     let mut events = Events::open(&browser, &path).await;
     events.next_event().await;
 
-    let ended: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query LIKE 'LISTEN %\"newsletter_progress\"%'",
-    )
-    .fetch_all(&app.db_pool)
-    .await
-    .unwrap();
+    // The app's listener may still be connecting: ended once it is there.
+    let ended: Vec<bool> = eventually("the app's listener to be ended", || async {
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %\"newsletter_progress\"%'",
+        )
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+        (!ended.is_empty()).then_some(ended)
+    })
+    .await;
     assert_eq!(ended, [true], "one listener per app");
     // Changed until an update arrives: the first changes may come before
     // the feed listens again.
