@@ -13,6 +13,7 @@
 //! hands back any it claimed but had not started, and returns. A worker killed outright
 //! hands nothing back; its claims lapse and another worker takes over.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -46,6 +47,9 @@ pub struct DeliveryWorker {
     wakeups: Wakeups,
     /// Rung by transactions in this process that committed email.
     doorbell: Option<Doorbell>,
+    /// Until when the email API asked this process's workers to wait, after
+    /// its last throttling answer: shared by every clone.
+    throttled_until: Arc<Mutex<Option<Instant>>>,
     metrics: Metrics,
 }
 
@@ -82,6 +86,7 @@ impl DeliveryWorker {
             send_time,
             wakeups,
             doorbell: None,
+            throttled_until: Arc::default(),
             metrics: Metrics::default(),
         }
     }
@@ -121,6 +126,17 @@ impl DeliveryWorker {
         let mut notified = self.wakeups.subscribe(CHANNEL);
         let mut outage = Outage::default();
         while !shutdown.is_cancelled() {
+            // Throttled: no claim until the API said it would take more.
+            let throttled_until = *self
+                .throttled_until
+                .lock()
+                .expect("never held across a panic");
+            if let Some(until) = throttled_until.filter(|until| *until > Instant::now()) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
             let claimed = match self.deliver_due(&shutdown).await {
                 Ok(claimed) => {
                     outage.ended();
@@ -362,11 +378,20 @@ impl DeliveryWorker {
 
     /// Sends a throttled message again after the pause the API asked for,
     /// and gives its attempt back: the API's rate limit says nothing about
-    /// the message.
+    /// the message. Meanwhile this process's workers claim nothing more:
+    /// each claim would only be throttled in turn.
     async fn slow_down(&self, message: &Message, retry_after: Option<Duration>) {
         let delay = retry_after
             .unwrap_or(THROTTLED_PAUSE)
             .min(self.settings.backoff_max());
+        {
+            let mut until = self
+                .throttled_until
+                .lock()
+                .expect("never held across a panic");
+            let resume = Instant::now() + delay;
+            *until = Some(until.map_or(resume, |until| until.max(resume)));
+        }
         tracing::warn!(
             outbox_id = %message.id,
             retry_in_ms = delay.as_millis() as u64,

@@ -105,6 +105,49 @@ async fn an_email_api_answering_429_is_retried_no_sooner_than_retry_after() {
 }
 
 #[tokio::test]
+async fn after_a_throttling_answer_the_worker_claims_nothing_until_the_api_said_it_may() {
+    // One message a call: were the worker to go on claiming, the second
+    // would reach the API at once, to be throttled in turn.
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.delivery.batch_size = 1;
+        s.delivery.backoff_max_seconds = 10;
+    })
+    .await;
+    let arrivals = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    Mock::given(path(EMAIL_API))
+        .respond_with({
+            let arrivals = arrivals.clone();
+            move |request: &wiremock::Request| {
+                let mut arrivals = arrivals.lock().unwrap();
+                arrivals.push(std::time::Instant::now());
+                if arrivals.len() == 1 {
+                    ResponseTemplate::new(429).insert_header("Retry-After", "2")
+                } else {
+                    accept_every_message(request)
+                }
+            }
+        })
+        .mount(&app.email_server)
+        .await;
+    subscribe_all(&app, &["first@example.com", "second@example.com"]).await;
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(app.delivery_worker().await.run(stop.clone()));
+    let outbox = app.wait_for_outbox_to_settle().await;
+    stop.cancel();
+    worker.await.unwrap();
+
+    assert!(outbox.iter().all(|m| m.status == "sent"), "{outbox:?}");
+    let arrivals = arrivals.lock().unwrap().clone();
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(1_900),
+        "the next call came {gap:?} after the throttling answer, which asked for 2 s"
+    );
+}
+
+#[tokio::test]
 async fn an_email_the_api_keeps_throttling_is_sent_once_it_may_without_using_up_its_attempts() {
     // Two attempts at most, and the API throttles the first three calls:
     // were throttling an attempt, the email would fail after the second.
