@@ -105,8 +105,8 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     let app = helpers::spawn_app_with(|s| {
-        s.delivery.workers = 2;
-        s.delivery.poll_interval_milliseconds = 1000;
+        s.delivery.sending.workers = 2;
+        s.delivery.sending.poll_interval_milliseconds = 1000;
     })
     .await;
     println!("Delay from commit to the email API receiving the message, in ms");

@@ -221,6 +221,20 @@ ensure_chromium() {
   apt_install chromium chromium-driver
 }
 
+# The SMTP provider's tests and benchmark run tests/smtp_server.py on
+# aiosmtpd. Debian's package installs it for Debian's own python3, and the
+# first python3 on PATH may be another one (pyenv, a virtualenv) that does
+# not see it: SMTP_TEST_PYTHON names the interpreter, for the tests too.
+SMTP_TEST_PYTHON="${SMTP_TEST_PYTHON:-/usr/bin/python3}"
+export SMTP_TEST_PYTHON
+ensure_smtp_test_server() {
+  if "${SMTP_TEST_PYTHON}" -c 'import aiosmtpd' 2>/dev/null; then
+    log "using aiosmtpd $("${SMTP_TEST_PYTHON}" -c 'import aiosmtpd; print(aiosmtpd.__version__)')"
+    return 0
+  fi
+  apt_install python3-aiosmtpd
+}
+
 # Prints "pid command line" for each process whose command line names the
 # directory $1. Reads /proc itself: a fresh Debian may lack procps's pgrep.
 processes_naming() {
@@ -268,7 +282,7 @@ export_load_test_settings() {
   local database=$1 key_prefix=$2 stub_port=$3
   export APP_ENVIRONMENT=local
   export APP_DATABASE__DATABASE_NAME="${database}"
-  export APP_EMAIL_CLIENT__BACKEND=postmark
+  export APP_EMAIL_CLIENT__PROVIDERS=postmark
   export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${stub_port}"
   export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=load-test
   export APP_RATE_LIMIT__KEY_PREFIX="${key_prefix}"

@@ -24,7 +24,11 @@ finish() {
 }
 trap finish EXIT
 
-step "checking the tools" ensure_rust
+check_tools() {
+  ensure_rust
+  ensure_smtp_test_server
+}
+step "checking the tools" check_tools
 step "starting Postgres" start_private_postgres
 step "starting Redis" ensure_redis
 step "installing Chromium" ensure_chromium

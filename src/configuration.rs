@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_number_from_string};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::delivery::failover::Breaker;
+use crate::delivery::postmark::{EmailClient, Sender};
+use crate::delivery::smtp::SmtpSettings;
 use crate::domain::{Newsletter, NewsletterPart, SubscriberEmail};
-use crate::email_client::{EmailClient, Sender};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -101,35 +103,35 @@ impl LimitSettings {
     }
 }
 
-/// How the outbox worker delivers email.
+/// How a send loop works through its source (see `crate::delivery::engine`):
+/// the outbox's workers (`delivery`) and the campaigns' senders
+/// (`campaigns`) each have one, with the same keys.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DeliverySettings {
-    /// Whether `newsletter serve` runs delivery workers itself. Turn it off
-    /// when workers run on their own (`newsletter worker`).
-    #[serde(deserialize_with = "deserialize_bool_from_anything")]
-    pub run_in_server: bool,
-    /// Delivery tasks per process.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
+pub struct SendLoopSettings {
+    /// Send tasks per process (`senders` is the campaigns' older name).
+    #[serde(alias = "senders", deserialize_with = "deserialize_number_from_string")]
     pub workers: usize,
-    /// Messages a worker claims at once.
+    /// Emails a task claims at once, and sends in one call.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub batch_size: i64,
-    /// How often workers look for due messages when no notification arrives.
+    /// How often idle tasks look for work when no notification arrives.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub poll_interval_milliseconds: u64,
-    /// After a batch that was neither empty nor full, how long a worker lets
-    /// more messages gather before it claims again. Under load this turns
-    /// many claims of a message or two into few larger ones; an email sent
+    /// After a batch that was neither empty nor full, how long a task lets
+    /// more emails gather before it claims again. Under load this turns
+    /// many claims of an email or two into few larger ones; an email sent
     /// while the queue is quiet is still claimed at once.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
+    #[serde(default, deserialize_with = "deserialize_number_from_string")]
     pub batch_linger_milliseconds: u64,
-    /// How long a claim holds. Longer than the email client's timeout plus
-    /// the batch linger, so a message is never sent by two workers at once; a
-    /// message claimed by a worker that died is sent again once its claim
-    /// lapses.
+    /// How long a claim holds: longer than a call to a provider can take,
+    /// so that an email is never sent by two tasks at once (a call that
+    /// finds a provider down moves on to the next only while the claim
+    /// outlasts that one's call too). An email claimed by a task that died
+    /// is sent again once its claim lapses.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub claim_timeout_seconds: u64,
-    /// Attempts before a message is marked failed.
+    /// Attempts before an email is marked failed. Throttling answers, and
+    /// calls that found every provider down, do not count.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub max_attempts: i32,
     #[serde(deserialize_with = "deserialize_number_from_string")]
@@ -138,7 +140,11 @@ pub struct DeliverySettings {
     pub backoff_max_seconds: u64,
 }
 
-impl DeliverySettings {
+impl SendLoopSettings {
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.max(1) as usize
+    }
+
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_milliseconds)
     }
@@ -158,18 +164,49 @@ impl DeliverySettings {
     pub fn backoff_max(&self) -> Duration {
         Duration::from_secs(self.backoff_max_seconds)
     }
+
+    /// Refuses settings under which two tasks could send the same batch
+    /// (a claim no longer than `min_claim`, which `rule` explains), or a
+    /// batch no provider takes. `section` names them in the error.
+    pub fn check(
+        &self,
+        section: &str,
+        (min_claim, rule): (Duration, &str),
+        max_batch: usize,
+    ) -> Result<(), anyhow::Error> {
+        if self.claim_timeout() <= min_claim {
+            anyhow::bail!("{section}.claim_timeout_seconds must be more than {rule}");
+        }
+        if self.batch_size < 1 || self.batch_size as usize > max_batch {
+            anyhow::bail!(
+                "{section}.batch_size must be between 1 and {max_batch}, not {}",
+                self.batch_size
+            );
+        }
+        if self.max_attempts < 1 {
+            anyhow::bail!("{section}.max_attempts must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// How the outbox's workers deliver email.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliverySettings {
+    /// Whether `newsletter serve` runs delivery workers itself. Turn it off
+    /// when workers run on their own (`newsletter worker`).
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub run_in_server: bool,
+    #[serde(flatten)]
+    pub sending: SendLoopSettings,
 }
 
 /// How newsletter issues are sent: see `crate::campaigns`. Senders run
 /// wherever outbox delivery runs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CampaignSettings {
-    /// Sender tasks per process.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub senders: usize,
-    /// Deliveries per batch: per claim and per call to the email API.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub batch_size: i32,
+    #[serde(flatten)]
+    pub sending: SendLoopSettings,
     /// Recipients recorded per statement when an issue goes out.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub audience_chunk: i64,
@@ -177,21 +214,6 @@ pub struct CampaignSettings {
     /// stream, shared by every process through Redis.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub messages_per_second: u32,
-    /// How long a batch claim holds; longer than the email client's
-    /// timeout, so that no two senders hold the same batch.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub claim_timeout_seconds: u64,
-    /// Attempts before a delivery is marked failed. Throttling answers
-    /// (429) do not count.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub max_attempts: i16,
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub backoff_base_milliseconds: u64,
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub backoff_max_seconds: u64,
-    /// How often idle senders look for work when no notification arrives.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub poll_interval_milliseconds: u64,
     /// The complaint guard: an issue pauses itself once its spam complaints
     /// pass this percentage of the messages it sent...
     #[serde(deserialize_with = "deserialize_number_from_string")]
@@ -205,24 +227,6 @@ pub struct CampaignSettings {
     /// has to read that mailbox and act on what arrives.
     #[serde(default)]
     pub unsubscribe_mailbox: Option<String>,
-}
-
-impl CampaignSettings {
-    pub fn claim_timeout(&self) -> Duration {
-        Duration::from_secs(self.claim_timeout_seconds)
-    }
-
-    pub fn backoff_base(&self) -> Duration {
-        Duration::from_millis(self.backoff_base_milliseconds)
-    }
-
-    pub fn backoff_max(&self) -> Duration {
-        Duration::from_secs(self.backoff_max_seconds)
-    }
-
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_milliseconds)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,13 +423,37 @@ pub struct DatabaseSettings {
 pub enum EmailBackend {
     /// Postmark's HTTP API.
     Postmark,
+    /// An SMTP server, with `email_client.smtp`'s settings.
+    Smtp,
     /// Prints each email on stdout instead of sending it: for local runs.
     Console,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct EmailClientSettings {
-    pub backend: EmailBackend,
+    /// The providers, in the order they are used: the first while it
+    /// answers, the next while its circuit is open.
+    #[serde(deserialize_with = "one_or_many")]
+    pub providers: Vec<EmailBackend>,
+    /// The broadcast stream's providers, when they differ; empty means the
+    /// same as `providers`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub broadcast_providers: Vec<EmailBackend>,
+    /// Consecutive "down" failures (no answer, 5xx, refused credentials,
+    /// an account on hold) that open a provider's circuit.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub open_circuit_after_failures: u32,
+    /// How long an open circuit waits before one call probes the provider.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub probe_after_milliseconds: u64,
+    /// The setting `providers` replaced. Still read, only to refuse it at
+    /// start-up: ignored, an old `APP_EMAIL_CLIENT__BACKEND=console` would
+    /// quietly leave the service sending through Postmark.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The SMTP provider's settings, needed when `smtp` is listed.
+    #[serde(default)]
+    pub smtp: Option<SmtpSettings>,
     pub base_url: String,
     pub sender_email: String,
     pub authorization_token: Option<SecretString>,
@@ -436,6 +464,24 @@ pub struct EmailClientSettings {
     /// The Postmark message stream for newsletter issues: bulk mail is kept
     /// apart from transactional mail, whose reputation it must not risk.
     pub broadcast_stream: String,
+}
+
+/// A list, or one value on its own (`providers: smtp`, or
+/// `APP_EMAIL_CLIENT__PROVIDERS=smtp`).
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<EmailBackend>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(EmailBackend),
+        Many(Vec<EmailBackend>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// The environment the service runs in, chosen by `APP_ENVIRONMENT`.
@@ -500,6 +546,8 @@ pub fn load(
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("rate_limit.trusted_proxies")
+                .with_list_parse_key("email_client.providers")
+                .with_list_parse_key("email_client.broadcast_providers")
                 .source(variables),
         )
         .build()?
@@ -571,25 +619,47 @@ impl EmailClientSettings {
         Duration::from_millis(self.timeout_milliseconds)
     }
 
-    /// Builds the configured client, refusing a Postmark backend without a
+    /// The Postmark (or console) client, refusing Postmark without a
     /// token: better to fail at start-up than on the first subscriber. Its
     /// emails come from `newsletter`'s sender name at `sender_email`.
     pub fn client(&self, newsletter: &Newsletter) -> Result<EmailClient, anyhow::Error> {
+        let sender = self.from(newsletter)?;
+        if !self.providers.contains(&EmailBackend::Postmark)
+            && !self.broadcast_providers.contains(&EmailBackend::Postmark)
+        {
+            return Ok(EmailClient::console(sender));
+        }
+        let token = self.authorization_token.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "email_client.authorization_token is required by the postmark provider \
+                 (set APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN)"
+            )
+        })?;
+        EmailClient::postmark(self.base_url.clone(), sender, token, self.timeout())
+    }
+
+    /// The `From` of every email: `newsletter`'s sender name at
+    /// `sender_email`.
+    pub fn from(&self, newsletter: &Newsletter) -> Result<Sender, anyhow::Error> {
         let address = self
             .sender()
             .map_err(|e| anyhow::anyhow!("Invalid email_client.sender_email: {e}"))?;
-        let sender = Sender::new(newsletter, &address);
-        match self.backend {
-            EmailBackend::Console => Ok(EmailClient::console(sender)),
-            EmailBackend::Postmark => {
-                let token = self.authorization_token.clone().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "email_client.authorization_token is required by the postmark backend \
-                         (set APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN)"
-                    )
-                })?;
-                EmailClient::postmark(self.base_url.clone(), sender, token, self.timeout())
-            }
+        Ok(Sender::new(newsletter, &address))
+    }
+
+    /// The broadcast stream's providers.
+    pub fn broadcast_providers(&self) -> &[EmailBackend] {
+        if self.broadcast_providers.is_empty() {
+            &self.providers
+        } else {
+            &self.broadcast_providers
+        }
+    }
+
+    pub fn breaker(&self) -> Breaker {
+        Breaker {
+            open_after: self.open_circuit_after_failures.max(1),
+            probe_after: Duration::from_millis(self.probe_after_milliseconds),
         }
     }
 }
@@ -673,7 +743,7 @@ mod tests {
             Some("s3cr3t".to_owned())
         );
         assert!(!settings.delivery.run_in_server);
-        assert_eq!(settings.delivery.max_attempts, 3);
+        assert_eq!(settings.delivery.sending.max_attempts, 3);
         assert_eq!(
             settings.subscriptions.token_lifetime(),
             chrono::Duration::hours(48)

@@ -7,7 +7,6 @@ pub mod configuration;
 pub mod db;
 pub mod delivery;
 pub mod domain;
-pub mod email_client;
 pub mod emails;
 pub mod keys;
 pub mod metrics;

@@ -15,17 +15,17 @@ use tracing_actix_web::TracingLogger;
 
 use crate::admin::sessions::SessionStore;
 use crate::campaigns::progress::ProgressFeed;
-use crate::campaigns::sender::Sender;
-use crate::campaigns::throttle::Throttle;
+use crate::campaigns::sender::{CampaignSource, Sender};
 use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
 use crate::db::Db;
 use crate::db::wakeups::{Notifier, Wakeups};
-use crate::email_client::MAX_BATCH;
+use crate::delivery::Routes;
+use crate::delivery::throttle::{Throttle, Throttles};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
-use crate::outbox::{DeliveryWorker, Outbox};
+use crate::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
 use crate::retention::Retention;
 use crate::routes::admin::{PublishSettings, SessionCookies};
@@ -198,17 +198,27 @@ impl Background {
         tasks.spawn(async move {
             let _ = notifying.await;
         });
-        let worker = if deliver {
-            let db = metrics.watch_pool("delivery", delivery_db(settings));
-            Some(delivery_worker(settings, db, wakeups.clone())?.with_metrics(metrics.clone()))
+        // One set of providers and throttles for both sources: a provider
+        // found down by one is skipped by the other, and test sends share
+        // the broadcast stream's rate with newsletter issues.
+        let sending = if deliver {
+            Some(Sending::new(settings, metrics)?)
         } else {
             None
         };
+        let worker = match &sending {
+            Some(sending) => {
+                let db = metrics.watch_pool("delivery", delivery_db(settings));
+                Some(sending.delivery_worker(settings, db, wakeups.clone(), notifier.clone())?)
+            }
+            None => None,
+        };
         let (outbox, mut workers) = Outbox::start(worker, notifier.clone(), stop.clone());
         tasks.spawn(async move { while workers.join_next().await.is_some() {} });
-        if deliver {
-            let mut senders = campaign_sender(settings, wakeups.clone(), notifier.clone())?
-                .with_metrics(metrics)
+        if let Some(sending) = &sending {
+            let db = metrics.watch_pool("campaigns", campaigns_db(settings));
+            let mut senders = sending
+                .campaign_sender(settings, db, wakeups.clone(), notifier.clone())?
                 .spawn(stop.clone());
             tasks.spawn(async move { while senders.join_next().await.is_some() {} });
             if let Some(retention) = retention_job(settings)? {
@@ -264,74 +274,150 @@ pub fn metrics_server(
     )
 }
 
-/// A delivery worker for these settings. Fails if a claim could lapse while
-/// the email API is still answering, which would let a second worker send
-/// the same message. A message handed over in the process may also wait out
-/// a batch linger before it is sent.
+/// What both sources send through, built once per process: the
+/// providers of each stream with their circuits, and each stream's throttle.
+pub struct Sending {
+    routes: Routes,
+    throttles: Throttles,
+    metrics: Metrics,
+}
+
+impl Sending {
+    pub fn new(settings: &Settings, metrics: &Metrics) -> Result<Self, anyhow::Error> {
+        let routes = Routes::build(
+            &settings.email_client,
+            &settings.newsletter.parse()?,
+            metrics,
+        )
+        .context("Failed to set up the email providers")?;
+        let campaigns = &settings.campaigns;
+        let throttle = Throttle::new(
+            &settings.redis_uri,
+            &settings.rate_limit.key_prefix,
+            &settings.email_client.broadcast_stream,
+            campaigns.messages_per_second,
+            campaigns.sending.batch_size.max(1) as u32,
+        )
+        .context("Failed to set up the broadcast throttle")?;
+        let throttles =
+            Throttles::default().with(&settings.email_client.broadcast_stream, throttle);
+        Ok(Self {
+            routes,
+            throttles,
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// The outbox's workers. Fails if a claim could lapse while a call
+    /// (and its failover) is still going, which would let a second worker
+    /// send the same message. A message handed over in the process may also
+    /// wait out a batch linger before it is sent.
+    pub fn delivery_worker(
+        &self,
+        settings: &Settings,
+        db: Db,
+        wakeups: Wakeups,
+        notifier: Notifier,
+    ) -> Result<DeliveryWorker, anyhow::Error> {
+        let delivery = &settings.delivery.sending;
+        let send_time = settings.email_client.timeout();
+        delivery.check(
+            "delivery",
+            (
+                send_time + delivery.batch_linger(),
+                "email_client.timeout_milliseconds plus delivery.batch_linger_milliseconds",
+            ),
+            self.routes.max_batch(),
+        )?;
+        let source = OutboxSource::new(
+            db.clone(),
+            delivery.clone(),
+            send_time,
+            Doorbell::new(notifier),
+            self.metrics.clone(),
+        );
+        Ok(DeliveryWorker::new(
+            source,
+            db,
+            self.routes.clone(),
+            self.throttles.clone(),
+            delivery.clone(),
+            wakeups,
+        ))
+    }
+
+    /// The campaigns' senders.
+    pub fn campaign_sender(
+        &self,
+        settings: &Settings,
+        db: Db,
+        wakeups: Wakeups,
+        notifier: Notifier,
+    ) -> Result<Sender, anyhow::Error> {
+        let campaigns = &settings.campaigns;
+        let send_time = settings.email_client.timeout();
+        // A sender may wait for its turn on the throttle under the claim
+        // too: the claim leaves it as long again as a call.
+        campaigns.sending.check(
+            "campaigns",
+            (send_time * 2, "twice email_client.timeout_milliseconds"),
+            self.routes.max_batch(),
+        )?;
+        let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
+        let source = CampaignSource::new(
+            db.clone(),
+            campaigns.clone(),
+            settings.application.base_url.clone(),
+            keys,
+            send_time,
+            notifier,
+        )?;
+        Ok(Sender::new(
+            source,
+            db,
+            self.routes.clone(),
+            self.throttles.clone(),
+            campaigns.sending.clone(),
+            wakeups,
+        ))
+    }
+}
+
+/// A delivery worker for these settings, with providers of its own: for
+/// tests and tools that run one outside [`Background`].
 pub fn delivery_worker(
     settings: &Settings,
     db: Db,
     wakeups: Wakeups,
 ) -> Result<DeliveryWorker, anyhow::Error> {
-    if settings.delivery.claim_timeout()
-        <= settings.email_client.timeout() + settings.delivery.batch_linger()
-    {
-        anyhow::bail!(
-            "delivery.claim_timeout_seconds must exceed email_client.timeout_milliseconds \
-             plus delivery.batch_linger_milliseconds"
-        );
-    }
-    let batch_size = settings.delivery.batch_size;
-    if batch_size < 1 || batch_size > MAX_BATCH as i64 {
-        anyhow::bail!("delivery.batch_size must be between 1 and {MAX_BATCH}, not {batch_size}");
-    }
-    let email_client = settings
-        .email_client
-        .client(&settings.newsletter.parse()?)
-        .context("Failed to build the email client")?;
-    Ok(DeliveryWorker::new(
+    Sending::new(settings, &Metrics::default())?.delivery_worker(
+        settings,
         db,
-        email_client,
-        settings.delivery.clone(),
-        settings.email_client.timeout(),
         wakeups,
-    ))
+        Notifier::silent(),
+    )
 }
 
-/// Campaign senders for these settings, with a pool of their own: per
-/// sender, one connection it works on and one it records on, and one spare.
+/// Campaign senders for these settings, with providers and a pool of their
+/// own: for tests and tools that run them outside [`Background`].
 pub fn campaign_sender(
     settings: &Settings,
     wakeups: Wakeups,
     notifier: Notifier,
 ) -> Result<Sender, anyhow::Error> {
-    let campaigns = &settings.campaigns;
-    let connections = (campaigns.senders as u32).max(1) * 2 + 1;
-    let db = Db::connect_lazy(&settings.database, connections);
-    let email_client = settings
-        .email_client
-        .client(&settings.newsletter.parse()?)
-        .context("Failed to build the email client")?;
-    let throttle = Throttle::new(
-        &settings.redis_uri,
-        &settings.rate_limit.key_prefix,
-        &settings.email_client.broadcast_stream,
-        campaigns.messages_per_second,
-        campaigns.batch_size.max(1) as u32,
-    )
-    .context("Failed to set up the campaign throttle")?;
-    let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;
-    Sender::new(
-        db,
-        email_client,
-        throttle,
-        campaigns.clone(),
-        settings.application.base_url.clone(),
-        keys,
-        settings.email_client.timeout(),
+    Sending::new(settings, &Metrics::default())?.campaign_sender(
+        settings,
+        campaigns_db(settings),
         wakeups,
         notifier,
     )
+}
+
+/// The senders' pool: per sender, one connection it works on and one it
+/// records on, and one spare.
+fn campaigns_db(settings: &Settings) -> Db {
+    let connections = (settings.campaigns.sending.workers as u32).max(1) * 2 + 1;
+    Db::connect_lazy(&settings.database, connections)
 }
 
 /// The retention job, if `retention.enabled`, with one connection of its
@@ -352,7 +438,7 @@ pub fn retention_job(settings: &Settings) -> Result<Option<Retention>, anyhow::E
 /// Two connections per worker, one to claim while the other records
 /// outcomes, and one more for the batches handed over in this process.
 pub fn delivery_db(settings: &Settings) -> Db {
-    let connections = (settings.delivery.workers as u32).max(1) * 2 + 1;
+    let connections = (settings.delivery.sending.workers as u32).max(1) * 2 + 1;
     Db::connect_lazy(&settings.database, connections)
 }
 

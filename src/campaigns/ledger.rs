@@ -1039,13 +1039,14 @@ static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The API accepted these deliveries: `(seq, MessageID)`. Unlike every
-/// other write of a sender this one does not need the claim to hold still:
-/// an email the API took has left, whoever holds its batch now, and the
-/// ledger must say so. Returns how many were still queued.
+/// `provider` accepted these deliveries: `(seq, its message id)`. Unlike
+/// every other write of a sender this one does not need the claim to hold
+/// still: an email the provider took has left, whoever holds its batch
+/// now, and the ledger must say so. Returns how many were still queued.
 pub async fn mark_sent(
     conn: &mut PgConnection,
     batch: BatchKey,
+    provider: Provider,
     sent: &[(i32, Option<String>)],
 ) -> Result<u64, sqlx::Error> {
     let (seqs, ids): (Vec<i32>, Vec<Option<&str>>) =
@@ -1054,14 +1055,39 @@ pub async fn mark_sent(
         conn,
         batch,
         Guard::None,
-        "UPDATE deliveries d \
-         SET status = 'sent', message_id = ($6::text[])[array_position($5::int[], d.seq)], \
-             last_error = NULL, attempts = d.attempts + 1, updated_at = now()",
+        &format!(
+            "UPDATE deliveries d \
+             SET status = 'sent', message_id = ($6::text[])[array_position($5::int[], d.seq)], \
+                 provider = '{}', last_error = NULL, attempts = d.attempts + 1, \
+                 updated_at = now()",
+            provider.as_str()
+        ),
         "sent",
         &seqs,
         &ids,
     )
     .await
+}
+
+/// A provider's name as the ledger records it: one of the configured
+/// providers', never text from outside, so it is written into the
+/// statement as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Provider(&'static str);
+
+impl Provider {
+    /// `name` must be a plain lowercase word, as every provider's is.
+    pub fn new(name: &'static str) -> Self {
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()),
+            "a provider's name is a plain lowercase word, not {name:?}"
+        );
+        Self(name)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
 }
 
 /// These deliveries can never be sent as they are: `(seq, reason)`.

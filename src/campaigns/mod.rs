@@ -21,7 +21,6 @@
 pub mod ledger;
 pub mod progress;
 pub mod sender;
-pub mod throttle;
 
 use crate::db::Transaction;
 use crate::db::wakeups::Notifier;

@@ -1,6 +1,135 @@
-//! Email delivery, as the outbox's workers and the campaigns' senders share
-//! it. Both loops read a provider's answer through [`answer`]: one
-//! classification, so that a refusal means the same wherever the email
-//! came from.
+//! Email delivery: one engine for every email the service sends.
+//!
+//! - [`engine`]: the send loop. Sources (the outbox, the campaign ledger)
+//!   say how to claim a batch and record its outcomes; the engine claims,
+//!   throttles, sends and records, the same way for each.
+//! - [`answer`]: what a provider's answer means for each email.
+//! - [`provider`]: what a provider is; [`postmark`] (and the console) and
+//!   [`smtp`] are the two there are.
+//! - [`failover`]: a stream's providers in order, each behind a circuit.
+//! - [`throttle`]: the fleet's sending rate per stream, kept in Redis.
 
 pub mod answer;
+pub mod engine;
+pub mod failover;
+pub mod postmark;
+pub mod provider;
+pub mod smtp;
+pub mod throttle;
+
+use std::sync::Arc;
+
+use crate::configuration::{EmailBackend, EmailClientSettings};
+use crate::domain::Newsletter;
+use crate::metrics::Metrics;
+use failover::Providers;
+use provider::Provider;
+
+/// Which providers each message stream goes through.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    transactional: Providers,
+    broadcast: Providers,
+    broadcast_stream: String,
+}
+
+impl Routes {
+    /// The configured providers of both streams, each built once: when the
+    /// streams list the same providers they share one set of circuits.
+    pub fn build(
+        settings: &EmailClientSettings,
+        newsletter: &Newsletter,
+        metrics: &Metrics,
+    ) -> Result<Self, anyhow::Error> {
+        if let Some(backend) = &settings.backend {
+            anyhow::bail!(
+                "email_client.backend is now email_client.providers, a list: set \
+                 APP_EMAIL_CLIENT__PROVIDERS={backend} instead of APP_EMAIL_CLIENT__BACKEND"
+            );
+        }
+        let from = settings.from(newsletter)?;
+        let mut built: Vec<(EmailBackend, Arc<dyn Provider>)> = Vec::new();
+        let mut providers =
+            |list: &[EmailBackend]| -> Result<Vec<Arc<dyn Provider>>, anyhow::Error> {
+                let mut chosen = Vec::with_capacity(list.len());
+                for backend in list {
+                    if let Some((_, provider)) = built.iter().find(|(b, _)| b == backend) {
+                        chosen.push(provider.clone());
+                        continue;
+                    }
+                    let provider: Arc<dyn Provider> = match backend {
+                        EmailBackend::Console => {
+                            Arc::new(postmark::EmailClient::console(from.clone()))
+                        }
+                        EmailBackend::Postmark => {
+                            Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))
+                        }
+                        EmailBackend::Smtp => {
+                            let smtp = settings.smtp.as_ref().ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "email_client.smtp is required by the smtp provider \
+                                 (set APP_EMAIL_CLIENT__SMTP__HOST and the others)"
+                                )
+                            })?;
+                            Arc::new(smtp::SmtpProvider::new(smtp, from.clone())?)
+                        }
+                    };
+                    built.push((*backend, provider.clone()));
+                    chosen.push(provider);
+                }
+                Ok(chosen)
+            };
+        let transactional = Providers::new(
+            providers(&settings.providers)?,
+            settings.breaker(),
+            metrics.clone(),
+        )?;
+        let broadcast = if settings.broadcast_providers.is_empty() {
+            transactional.clone()
+        } else {
+            Providers::new(
+                providers(&settings.broadcast_providers)?,
+                settings.breaker(),
+                metrics.clone(),
+            )?
+        };
+        Ok(Self {
+            transactional,
+            broadcast,
+            broadcast_stream: settings.broadcast_stream.clone(),
+        })
+    }
+
+    /// Every stream through `provider` alone, its circuit never opening:
+    /// for tools and tests that drive the engine with a provider of their
+    /// own.
+    pub fn only(provider: Arc<dyn Provider>) -> Self {
+        let breaker = failover::Breaker {
+            open_after: u32::MAX,
+            probe_after: std::time::Duration::from_secs(1),
+        };
+        let providers = Providers::new(vec![provider], breaker, Metrics::default())
+            .expect("one provider is a list");
+        Self {
+            transactional: providers.clone(),
+            broadcast: providers,
+            broadcast_stream: String::new(),
+        }
+    }
+
+    /// The providers of `stream`.
+    pub fn of(&self, stream: &str) -> &Providers {
+        if stream == self.broadcast_stream {
+            &self.broadcast
+        } else {
+            &self.transactional
+        }
+    }
+
+    /// The most emails one call may carry, whatever the stream.
+    pub fn max_batch(&self) -> usize {
+        self.transactional
+            .max_batch()
+            .min(self.broadcast.max_batch())
+    }
+}

@@ -35,6 +35,7 @@ use prometheus_client::registry::{Registry, Unit};
 use sqlx::PgPool;
 
 use crate::db::Db;
+use crate::delivery::failover::CircuitState;
 
 /// Every metric name starts with it.
 const PREFIX: &str = "newsletter";
@@ -83,6 +84,9 @@ struct Families {
     email_api_duration: Histogram,
     commit_to_send: Histogram,
     rate_limit_fallbacks: Counter,
+    provider_sent: Family<ProviderStreamLabels, Counter>,
+    provider_failures: Family<ProviderClassLabels, Counter>,
+    provider_circuits: Family<ProviderStateLabels, Gauge>,
     webhook_records: Family<RecordLabels, Counter>,
     pool_waiting: Family<PoolLabels, Gauge>,
     /// The pools whose connections are counted at each scrape.
@@ -113,6 +117,24 @@ struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabels {
     stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderStreamLabels {
+    provider: &'static str,
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderClassLabels {
+    provider: &'static str,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderStateLabels {
+    provider: &'static str,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -240,6 +262,25 @@ impl Default for Families {
             "Rate limit checks decided by the in-process limiter because Redis did not answer",
             rate_limit_fallbacks.clone(),
         );
+        let provider_sent = Family::<ProviderStreamLabels, Counter>::default();
+        registry.register(
+            "provider_emails_sent",
+            "Emails an email provider accepted, by provider and message stream",
+            provider_sent.clone(),
+        );
+        let provider_failures = Family::<ProviderClassLabels, Counter>::default();
+        registry.register(
+            "provider_failures",
+            "Calls and emails an email provider did not take, by provider and class \
+             (down, throttled, passing, refused)",
+            provider_failures.clone(),
+        );
+        let provider_circuits = Family::<ProviderStateLabels, Gauge>::default();
+        registry.register(
+            "provider_circuit",
+            "1 for the state each email provider's circuit is in (closed, open, half_open)",
+            provider_circuits.clone(),
+        );
         let webhook_records = Family::<RecordLabels, Counter>::default();
         registry.register(
             "webhook_records",
@@ -264,6 +305,9 @@ impl Default for Families {
             email_api_duration,
             commit_to_send,
             rate_limit_fallbacks,
+            provider_sent,
+            provider_failures,
+            provider_circuits,
             webhook_records,
             pool_waiting,
             pools: Mutex::new(Vec::new()),
@@ -372,6 +416,42 @@ impl Metrics {
     pub fn outbox_sent(&self, delays_seconds: &[f64]) {
         for delay in delays_seconds {
             self.inner.commit_to_send.observe(delay.max(0.0));
+        }
+    }
+
+    /// `count` emails of `stream` accepted by `provider`.
+    pub fn provider_sent(&self, provider: &'static str, stream: &str, count: u64) {
+        self.inner
+            .provider_sent
+            .get_or_create(&ProviderStreamLabels {
+                provider,
+                stream: stream.to_owned(),
+            })
+            .inc_by(count);
+    }
+
+    /// A call or an email `provider` did not take, by class.
+    pub fn provider_failure(&self, provider: &'static str, class: &'static str) {
+        self.inner
+            .provider_failures
+            .get_or_create(&ProviderClassLabels { provider, class })
+            .inc();
+    }
+
+    /// `provider`'s circuit is now in `state`.
+    pub fn provider_circuit(&self, provider: &'static str, state: CircuitState) {
+        for each in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
+            self.inner
+                .provider_circuits
+                .get_or_create(&ProviderStateLabels {
+                    provider,
+                    state: each.as_str(),
+                })
+                .set(i64::from(each == state));
         }
     }
 

@@ -5,7 +5,7 @@
 //! email is handed to a delivery task in this process, or the workers
 //! elsewhere are woken, by the transaction's commit itself.
 //!
-//! Delivery workers ([`DeliveryWorker`]) claim due messages with `FOR UPDATE
+//! Delivery workers (the delivery engine over [`OutboxSource`]) claim due messages with `FOR UPDATE
 //! SKIP LOCKED`, so any number of them across any number of replicas share
 //! the table safely, send them, and record the outcome under their claim:
 //! sent, retry later with backoff, or failed (kept whole, with the last
@@ -34,12 +34,12 @@ use uuid::Uuid;
 pub(crate) use backoff::retry_delay;
 pub use doorbell::CHANNEL;
 pub use store::{LITERAL_BRACES, Personalisation, Requeued, personalise, requeue_failed};
-pub use worker::{DeliveryWorker, spawn_workers};
+pub use worker::{DeliveryWorker, OutboxSource};
 
 use crate::db::Transaction;
 use crate::db::wakeups::Notifier;
 use crate::emails::Email;
-use doorbell::Doorbell;
+pub use doorbell::Doorbell;
 use handoff::Handoff;
 use store::{Message, Start};
 
@@ -63,22 +63,22 @@ impl Outbox {
         notifier: Notifier,
         stop: CancellationToken,
     ) -> (Self, JoinSet<()>) {
-        let doorbell = Doorbell::new(notifier);
-        let (handoff, tasks) = match worker {
+        let (doorbell, handoff, tasks) = match worker {
             Some(worker) => {
+                let source = worker.source();
                 // Room for a few batches: a full queue only sends email the
                 // long way.
                 let (handoff, queue) = Handoff::new(
-                    4 * worker.batch_size(),
-                    worker.claim_timeout(),
-                    worker.send_time(),
+                    4 * source.batch_size(),
+                    source.claim_timeout(),
+                    source.send_time(),
                 );
-                let worker = worker.with_doorbell(doorbell.clone());
-                let mut tasks = spawn_workers(worker.clone(), stop.clone());
-                tasks.spawn(worker.deliver_handed_over(queue, stop.clone()));
-                (Some(handoff), tasks)
+                let doorbell = source.doorbell().clone();
+                let mut tasks = worker.spawn(stop.clone());
+                tasks.spawn(worker::deliver_handed_over(worker, queue, stop.clone()));
+                (doorbell, Some(handoff), tasks)
             }
-            None => (None, JoinSet::new()),
+            None => (Doorbell::new(notifier), None, JoinSet::new()),
         };
         (Self { handoff, doorbell }, tasks)
     }

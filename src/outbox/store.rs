@@ -318,20 +318,25 @@ pub async fn claim_due(
 
 /// The API accepted these messages. Inline bodies are cleared: a
 /// confirmation's hold its link, and a copy of the database must not confirm
-/// anyone. Returns, for each message still held under these claims, the
-/// seconds from its commit to now.
+/// anyone. Each message records the provider that took it. Returns, for
+/// each message still held under these claims, the seconds from its commit
+/// to now.
 pub async fn mark_sent(
     connection: &mut PgConnection,
-    held: Vec<(Uuid, Uuid)>,
+    held: Vec<((Uuid, Uuid), &'static str)>,
 ) -> Result<Vec<f64>, sqlx::Error> {
-    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.into_iter().unzip();
+    let (ids, (claims, providers)): (Vec<Uuid>, (Vec<Uuid>, Vec<&str>)) = held
+        .into_iter()
+        .map(|((id, claim), provider)| (id, (claim, provider)))
+        .unzip();
     // `enqueued_at` is the insert's clock time, a moment before the commit.
     sqlx::query_scalar(
         r#"
         UPDATE email_outbox
         SET status = 'sent', sent_at = now(), claimed_until = NULL,
-            html_body = NULL, text_body = NULL, last_error = NULL
-        FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id)
+            html_body = NULL, text_body = NULL, last_error = NULL,
+            provider = held.provider
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS held (id, claim_id, provider)
         WHERE email_outbox.id = held.id AND email_outbox.claim_id = held.claim_id
           AND email_outbox.status = 'pending'
         RETURNING EXTRACT(EPOCH FROM clock_timestamp() - email_outbox.enqueued_at)::float8
@@ -339,6 +344,7 @@ pub async fn mark_sent(
     )
     .bind(&ids)
     .bind(&claims)
+    .bind(&providers)
     .fetch_all(connection)
     .await
 }

@@ -386,7 +386,7 @@ async fn an_issues_audience_is_who_had_confirmed_by_its_send_time_however_many_c
     // second audience chunk up, so that confirmations land mid-recording.
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -446,7 +446,7 @@ async fn an_issues_audience_is_who_had_confirmed_by_its_send_time_however_many_c
 #[tokio::test]
 async fn only_subscribers_confirmed_when_an_issue_goes_out_receive_it() {
     let app = spawn_app_with(|s| {
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -492,7 +492,7 @@ pub async fn a_held_issue(subscribers: i32) -> (HeldEmailApi, TestApp, Uuid, Has
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -578,8 +578,8 @@ async fn app_with_held_api(n: i32) -> (TestApp, HeldEmailApi) {
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.senders = 2;
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.workers = 2;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -672,9 +672,9 @@ async fn an_issue_paused_while_its_audience_was_recorded_records_the_rest_once_r
     // so that resuming cannot rely on one running out.
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
-        s.campaigns.claim_timeout_seconds = 60;
+        s.campaigns.sending.claim_timeout_seconds = 60;
     })
     .await;
     app.mock_email_api_ok().await;
@@ -751,7 +751,7 @@ async fn cancelling_an_issue_skips_what_is_queued_and_lets_the_batches_in_flight
 async fn cancelling_an_issue_while_its_audience_is_recorded_leaves_nothing_queued() {
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -807,7 +807,7 @@ async fn a_batch_released_as_its_issue_is_cancelled_leaves_nothing_queued() {
     let api = HeldEmailApi::answering_each_message(100).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -907,10 +907,10 @@ impl Respond for ThrottlingApi {
 #[tokio::test]
 async fn throttling_answers_slow_an_issue_down_without_using_up_its_attempts() {
     let app = spawn_app_with(|s| {
-        s.campaigns.senders = 2;
-        s.campaigns.batch_size = 5;
+        s.campaigns.sending.workers = 2;
+        s.campaigns.sending.batch_size = 5;
         s.campaigns.audience_chunk = 5;
-        s.campaigns.max_attempts = 3;
+        s.campaigns.sending.max_attempts = 3;
     })
     .await;
     let api = Arc::new(ThrottlingApi {
@@ -963,9 +963,9 @@ impl<R: Respond> Respond for ArcResponder<R> {
 #[tokio::test]
 async fn whole_calls_that_fail_use_up_attempts_and_failed_deliveries_go_out_once_requeued() {
     let app = spawn_app_with(|s| {
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
-        s.campaigns.max_attempts = 3;
+        s.campaigns.sending.max_attempts = 3;
     })
     .await;
     Mock::given(method("POST"))
@@ -1007,7 +1007,7 @@ async fn whole_calls_that_fail_use_up_attempts_and_failed_deliveries_go_out_once
 #[tokio::test]
 async fn a_message_the_api_refuses_for_good_fails_alone_and_the_rest_of_its_batch_is_sent() {
     let app = spawn_app_with(|s| {
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -1051,7 +1051,7 @@ async fn a_message_the_api_refuses_for_good_fails_alone_and_the_rest_of_its_batc
 #[tokio::test]
 async fn a_batch_refused_as_a_whole_is_sent_a_message_at_a_time_and_only_the_bad_one_fails() {
     let app = spawn_app_with(|s| {
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -1105,8 +1105,8 @@ async fn a_batch_refused_as_a_whole_is_sent_a_message_at_a_time_and_only_the_bad
 #[tokio::test]
 async fn two_issues_published_together_both_reach_everyone_once() {
     let app = spawn_app_with(|s| {
-        s.campaigns.senders = 2;
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.workers = 2;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -1413,7 +1413,7 @@ async fn a_database_outage_mid_campaign_loses_nobody_and_doubles_at_most_the_bat
     let app = spawn_app_with(|s| {
         s.database.port = proxy.port;
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
     })
     .await;
@@ -1453,7 +1453,7 @@ async fn without_redis_an_issue_still_goes_out_to_everyone_once() {
         // Nothing listens there: the throttle keeps its schedule in the
         // process.
         s.redis_uri = secrecy::SecretString::from("redis://127.0.0.1:1");
-        s.campaigns.batch_size = 10;
+        s.campaigns.sending.batch_size = 10;
         s.campaigns.audience_chunk = 10;
         s.campaigns.messages_per_second = 1_000;
     })

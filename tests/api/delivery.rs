@@ -9,9 +9,12 @@ use std::time::Duration;
 use newsletter::configuration::Settings;
 use newsletter::db::Db;
 use newsletter::db::wakeups::Notifier;
+use newsletter::delivery::Routes;
+use newsletter::delivery::throttle::Throttles;
 use newsletter::domain::SubscriberEmail;
 use newsletter::emails::{Email, EmailContent};
-use newsletter::outbox::{DeliveryWorker, Outbox};
+use newsletter::metrics::Metrics;
+use newsletter::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{any, path};
@@ -72,7 +75,7 @@ async fn an_email_api_that_times_out_gets_the_email_once_it_recovers() {
 
 #[tokio::test]
 async fn an_email_api_answering_429_is_retried_no_sooner_than_retry_after() {
-    let app = spawn_app_with(|s| s.delivery.backoff_max_seconds = 10).await;
+    let app = spawn_app_with(|s| s.delivery.sending.backoff_max_seconds = 10).await;
     fail_then_accept(
         &app,
         ResponseTemplate::new(429).insert_header("Retry-After", "2"),
@@ -110,8 +113,8 @@ async fn after_a_throttling_answer_the_worker_claims_nothing_until_the_api_said_
     // would reach the API at once, to be throttled in turn.
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.delivery.batch_size = 1;
-        s.delivery.backoff_max_seconds = 10;
+        s.delivery.sending.batch_size = 1;
+        s.delivery.sending.backoff_max_seconds = 10;
     })
     .await;
     let arrivals = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
@@ -151,7 +154,7 @@ async fn after_a_throttling_answer_the_worker_claims_nothing_until_the_api_said_
 async fn an_email_the_api_keeps_throttling_is_sent_once_it_may_without_using_up_its_attempts() {
     // Two attempts at most, and the API throttles the first three calls:
     // were throttling an attempt, the email would fail after the second.
-    let app = spawn_app_with(|s| s.delivery.max_attempts = 2).await;
+    let app = spawn_app_with(|s| s.delivery.sending.max_attempts = 2).await;
     fail_then_accept(&app, ResponseTemplate::new(429), 3).await;
 
     let outbox = subscribe_and_settle(&app).await;
@@ -215,7 +218,7 @@ async fn a_422_is_not_retried_and_the_message_is_kept_as_failed_with_its_error()
 
 #[tokio::test]
 async fn a_message_is_kept_as_failed_after_the_configured_number_of_attempts() {
-    let app = spawn_app_with(|s| s.delivery.max_attempts = 3).await;
+    let app = spawn_app_with(|s| s.delivery.sending.max_attempts = 3).await;
     Mock::given(path(EMAIL_API))
         .respond_with(ResponseTemplate::new(503))
         .mount(&app.email_server)
@@ -288,7 +291,7 @@ async fn bodies_are_cleared_once_a_message_is_sent() {
 #[tokio::test]
 async fn a_committed_message_is_delivered_without_waiting_for_the_poll() {
     // With a one-minute poll, only the notification can deliver in time.
-    let app = spawn_app_with(|s| s.delivery.poll_interval_milliseconds = 60_000).await;
+    let app = spawn_app_with(|s| s.delivery.sending.poll_interval_milliseconds = 60_000).await;
     app.mock_email_api_ok().await;
 
     app.post_subscriptions(VALID_BODY).await;
@@ -301,9 +304,9 @@ async fn a_committed_message_is_delivered_without_waiting_for_the_poll() {
 /// outlast the linger and a send.
 async fn app_with_a_long_linger(customise: impl FnOnce(&mut Settings)) -> TestApp {
     let app = spawn_app_with(|s| {
-        s.delivery.batch_linger_milliseconds = 4_000;
-        s.delivery.claim_timeout_seconds = 10;
-        s.delivery.poll_interval_milliseconds = 60_000;
+        s.delivery.sending.batch_linger_milliseconds = 4_000;
+        s.delivery.sending.claim_timeout_seconds = 10;
+        s.delivery.sending.poll_interval_milliseconds = 60_000;
         customise(s);
     })
     .await;
@@ -325,7 +328,7 @@ async fn two_more_while_the_first_lingers(app: &TestApp) -> Duration {
 
 #[tokio::test]
 async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one_batch() {
-    let app = app_with_a_long_linger(|s| s.delivery.workers = 1).await;
+    let app = app_with_a_long_linger(|s| s.delivery.sending.workers = 1).await;
 
     let started = std::time::Instant::now();
     app.post_subscriptions("name=First&email=first%40example.com")
@@ -353,7 +356,7 @@ async fn a_lone_message_is_claimed_at_once_and_the_ones_after_it_gather_into_one
 
 #[tokio::test]
 async fn messages_that_fill_a_batch_during_the_linger_are_sent_without_waiting_it_out() {
-    let app = app_with_a_long_linger(|s| s.delivery.batch_size = 2).await;
+    let app = app_with_a_long_linger(|s| s.delivery.sending.batch_size = 2).await;
     app.post_subscriptions("name=First&email=first%40example.com")
         .await;
     app.wait_for_emails(1).await;
@@ -396,7 +399,7 @@ async fn a_message_claimed_by_a_worker_that_died_is_delivered_after_its_claim_la
 async fn several_workers_share_the_outbox_and_send_each_message_once() {
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.delivery.batch_size = 3;
+        s.delivery.sending.batch_size = 3;
     })
     .await;
     app.mock_email_api_ok().await;
@@ -433,7 +436,7 @@ async fn several_workers_share_the_outbox_and_send_each_message_once() {
 async fn on_shutdown_a_worker_finishes_the_message_in_flight_and_claims_no_more() {
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.delivery.batch_size = 1;
+        s.delivery.sending.batch_size = 1;
     })
     .await;
     Mock::given(path(EMAIL_API))
@@ -507,7 +510,7 @@ fn email_to(i: usize) -> Email {
 async fn on_shutdown_the_messages_handed_over_in_the_process_are_still_sent() {
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.delivery.batch_size = 1;
+        s.delivery.sending.batch_size = 1;
     })
     .await;
     // Slow enough that the later messages are still queued in the process
@@ -555,7 +558,7 @@ async fn the_worker_command_delivers_queued_email_and_stops_cleanly_on_sigterm()
             "APP_DATABASE__DATABASE_NAME",
             &app.settings.database.database_name,
         )
-        .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
+        .env("APP_EMAIL_CLIENT__PROVIDERS", "postmark")
         .env("APP_EMAIL_CLIENT__BASE_URL", app.email_server.uri())
         .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
         .env("APP_DELIVERY__POLL_INTERVAL_MILLISECONDS", "100")
@@ -585,7 +588,7 @@ async fn a_worker_in_another_process_is_woken_by_the_notification_sent_after_com
     // database, and polls only once a minute.
     let app = spawn_app_with(|s| {
         s.delivery.run_in_server = false;
-        s.delivery.poll_interval_milliseconds = 60_000;
+        s.delivery.sending.poll_interval_milliseconds = 60_000;
     })
     .await;
     app.mock_email_api_ok().await;
@@ -607,14 +610,23 @@ async fn worker_sending_to(
     api: &HeldEmailApi,
     claim_seconds: u64,
 ) -> DeliveryWorker {
-    let mut settings = app.settings.delivery.clone();
+    let mut settings = app.settings.delivery.sending.clone();
     settings.claim_timeout_seconds = claim_seconds;
-    DeliveryWorker::new(
-        Db::connect_lazy(&app.settings.database, 2),
-        api.client(),
-        settings,
+    let db = Db::connect_lazy(&app.settings.database, 2);
+    let source = OutboxSource::new(
+        db.clone(),
+        settings.clone(),
         // It believes a send takes no time, as a worker that was paused would.
         Duration::ZERO,
+        Doorbell::new(Notifier::silent()),
+        Metrics::default(),
+    );
+    DeliveryWorker::new(
+        source,
+        db,
+        Routes::only(Arc::new(api.client())),
+        Throttles::default(),
+        settings,
         listening(&app.settings, newsletter::outbox::CHANNEL).await,
     )
 }
@@ -952,7 +964,7 @@ async fn a_refused_batch_sent_one_message_at_a_time_sends_none_twice_when_its_cl
     .await;
     // Claims of 6 s and sends of at most 5 s: settings the app accepts.
     let mut settings = app.settings.clone();
-    settings.delivery.claim_timeout_seconds = 6;
+    settings.delivery.sending.claim_timeout_seconds = 6;
     settings.email_client.timeout_milliseconds = 5_000;
     settings.email_client.base_url = api.uri.clone();
     let worker = delivery_worker_for(&settings).await;

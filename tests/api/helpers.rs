@@ -9,8 +9,8 @@ use newsletter::campaigns::ledger;
 use newsletter::configuration::{DatabaseSettings, EmailBackend, Settings, get_configuration};
 use newsletter::db::Db;
 use newsletter::db::wakeups::{Notifier, Wakeups};
+use newsletter::delivery::postmark::{EmailClient, Sender};
 use newsletter::domain::{Newsletter, SubscriberEmail};
-use newsletter::email_client::{EmailClient, Sender};
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, campaign_sender, delivery_worker};
@@ -271,7 +271,7 @@ impl TestApp {
                 &self.settings.rate_limit.key_prefix,
             )
             .env("APP_APPLICATION__BASE_URL", BASE_URL)
-            .env("APP_EMAIL_CLIENT__BACKEND", "postmark")
+            .env("APP_EMAIL_CLIENT__PROVIDERS", "postmark")
             .env("APP_EMAIL_CLIENT__BASE_URL", email_api)
             .env("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "test-token")
             // A free port each: tests run side by side.
@@ -349,20 +349,23 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.application.port = 0;
     settings.metrics.port = 0;
     settings.application.base_url = BASE_URL.to_owned();
-    settings.email_client.backend = EmailBackend::Postmark;
+    settings.email_client.providers = vec![EmailBackend::Postmark];
+    // Tests about retries count every failed call as an attempt; those
+    // about failover open circuits with settings of their own.
+    settings.email_client.open_circuit_after_failures = 1_000;
     settings.email_client.base_url = email_server.uri();
     settings.email_client.authorization_token = Some(SecretString::from("test-token"));
     settings.email_client.timeout_milliseconds = 2_000;
-    settings.delivery.workers = 1;
-    settings.delivery.poll_interval_milliseconds = 200;
-    settings.delivery.claim_timeout_seconds = 5;
-    settings.delivery.backoff_base_milliseconds = 50;
-    settings.delivery.backoff_max_seconds = 1;
-    settings.campaigns.senders = 1;
-    settings.campaigns.poll_interval_milliseconds = 200;
-    settings.campaigns.claim_timeout_seconds = 5;
-    settings.campaigns.backoff_base_milliseconds = 50;
-    settings.campaigns.backoff_max_seconds = 1;
+    settings.delivery.sending.workers = 1;
+    settings.delivery.sending.poll_interval_milliseconds = 200;
+    settings.delivery.sending.claim_timeout_seconds = 5;
+    settings.delivery.sending.backoff_base_milliseconds = 50;
+    settings.delivery.sending.backoff_max_seconds = 1;
+    settings.campaigns.sending.workers = 1;
+    settings.campaigns.sending.poll_interval_milliseconds = 200;
+    settings.campaigns.sending.claim_timeout_seconds = 5;
+    settings.campaigns.sending.backoff_base_milliseconds = 50;
+    settings.campaigns.sending.backoff_max_seconds = 1;
     settings.campaigns.messages_per_second = 100_000;
     settings.webhooks.postmark_username = Some(WEBHOOK_USERNAME.to_owned());
     settings.webhooks.postmark_password = Some(SecretString::from(WEBHOOK_PASSWORD));

@@ -20,6 +20,8 @@ mod readme;
 mod retention;
 mod shutdown;
 mod signups;
+mod smtp;
+mod smtp_server;
 mod subscriber_records;
 mod subscriptions;
 mod subscriptions_confirm;

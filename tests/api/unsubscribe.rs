@@ -445,7 +445,7 @@ async fn someone_who_unsubscribes_while_their_batch_waits_its_turn_is_not_sent_i
     // allows (one batch's worth), the third batch, read as soon as it is
     // claimed, waits about a second for its turn.
     let app = spawn_app_with(|s| {
-        s.campaigns.batch_size = 1;
+        s.campaigns.sending.batch_size = 1;
         s.campaigns.messages_per_second = 1;
     })
     .await;

@@ -386,7 +386,7 @@ async fn a_hard_bounce_before_the_send_was_recorded_marks_the_delivery_bounced_a
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 1;
+        s.campaigns.sending.batch_size = 1;
     })
     .await;
     add_subscribers(&app, 2, "confirmed").await;
@@ -577,7 +577,7 @@ async fn the_complaint_guard_pauses_a_sending_issue_only_once_its_sample_is_sent
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 2;
+        s.campaigns.sending.batch_size = 2;
         s.campaigns.complaint_min_sent = 4;
         s.campaigns.complaint_limit_percent = 10.0;
     })
@@ -637,7 +637,7 @@ async fn after_an_admin_resumes_the_complaint_guard_judges_only_what_was_sent_si
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 2;
+        s.campaigns.sending.batch_size = 2;
         s.campaigns.complaint_min_sent = 4;
         s.campaigns.complaint_limit_percent = 10.0;
     })
@@ -769,7 +769,7 @@ async fn a_subscriber_suppressed_after_the_audience_was_recorded_is_skipped_befo
     let api = HeldEmailApi::answering_each_message(0).await;
     let app = spawn_app_with(|s| {
         s.email_client.base_url = api.uri.clone();
-        s.campaigns.batch_size = 1;
+        s.campaigns.sending.batch_size = 1;
     })
     .await;
     add_subscribers(&app, 2, "confirmed").await;

@@ -11,9 +11,14 @@ use reqwest::{Client, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use futures::future::BoxFuture;
+
+use crate::delivery::answer::Answer;
+use crate::delivery::provider::{Failure, Provider};
 use crate::domain::{Newsletter, SubscriberEmail};
 use crate::emails::Email;
 use crate::metrics::{EmailApiError, Metrics};
+use crate::telemetry::error_chain_line;
 
 #[derive(Debug, Clone)]
 pub struct EmailClient {
@@ -143,6 +148,23 @@ impl EmailError {
                             | StatusCode::FORBIDDEN
                     )
                     || code.is_some_and(Verdict::is_transient)
+            }
+        }
+    }
+
+    /// Whether the failure says Postmark cannot take mail from us now,
+    /// rather than something about these messages: no answer, a 5xx, a
+    /// refused token, or an error code about our account. Such failures
+    /// open its circuit and move sending to the next provider.
+    pub fn is_down(&self) -> bool {
+        match self {
+            EmailError::Unreachable(_) => true,
+            EmailError::UnreadableAnswer(_) => false,
+            EmailError::Rejected { status, code, .. } => {
+                status.is_server_error()
+                    || matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+                    || code
+                        .is_some_and(|code| matches!(code, 10 | 100 | 400 | 401 | 405 | 412 | 413))
             }
         }
     }
@@ -411,6 +433,82 @@ impl EmailClient {
             }
         }
     }
+}
+
+impl Provider for EmailClient {
+    fn name(&self) -> &'static str {
+        match self.transport {
+            Transport::Postmark { .. } => "postmark",
+            Transport::Console => "console",
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn send<'a>(&'a self, emails: &'a [&'a Email]) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {
+        Box::pin(async move {
+            let provider = self.name();
+            match self.send_batch(emails).await {
+                Ok(verdicts) => Ok(verdicts
+                    .into_iter()
+                    .map(|verdict| answer_of(provider, verdict))
+                    .collect()),
+                Err(error) => Err(Failure {
+                    answer: answer_of_failed_call(&error),
+                    down: error.is_down(),
+                }),
+            }
+        })
+    }
+}
+
+/// What Postmark decided about one message of a call it took.
+fn answer_of(provider: &'static str, verdict: Verdict) -> Answer {
+    match verdict {
+        Verdict::Accepted { message_id } => Answer::Sent {
+            message_id,
+            provider,
+        },
+        Verdict::Refused { code: 429, .. } => Answer::Throttled { retry_after: None },
+        Verdict::Refused { code, message } => {
+            let error = format!("the email API refused it (error {code}): {message}");
+            if Verdict::is_transient(code) {
+                Answer::Passing {
+                    error,
+                    retry_after: None,
+                }
+            } else {
+                Answer::Refused(error)
+            }
+        }
+    }
+}
+
+/// What a call that failed as a whole says of each message in it.
+fn answer_of_failed_call(error: &EmailError) -> Answer {
+    if is_throttling(error) {
+        Answer::Throttled {
+            retry_after: error.retry_after(),
+        }
+    } else if error.is_retryable() {
+        Answer::Passing {
+            error: error_chain_line(error),
+            retry_after: error.retry_after(),
+        }
+    } else {
+        Answer::Refused(error_chain_line(error))
+    }
+}
+
+/// A "too many requests" answer, by status or by Postmark's error code.
+fn is_throttling(error: &EmailError) -> bool {
+    matches!(
+        error,
+        EmailError::Rejected { status, code, .. }
+            if *status == reqwest::StatusCode::TOO_MANY_REQUESTS || *code == Some(429)
+    )
 }
 
 /// A batch as a JSON array, one part per message, sent as a stream: the
@@ -1084,6 +1182,68 @@ mod tests {
             verdicts,
             vec![Verdict::Accepted { message_id: None }; 2],
             "the console has no message ids to give"
+        );
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    fn rejected(status: u16, code: Option<i64>) -> EmailError {
+        EmailError::Rejected {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            body: String::new(),
+            code,
+            retry_after: Some(Duration::from_secs(3)),
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_is_throttling_by_status_or_by_code_and_never_an_attempt() {
+        for (case, error) in [
+            ("status 429", rejected(429, None)),
+            ("code 429 in a 422", rejected(422, Some(429))),
+        ] {
+            assert_eq!(
+                answer_of_failed_call(&error),
+                Answer::Throttled {
+                    retry_after: Some(Duration::from_secs(3))
+                },
+                "{case}"
+            );
+        }
+        let one_message = Verdict::Refused {
+            code: 429,
+            message: "Rate limit exceeded".into(),
+        };
+        assert_eq!(
+            answer_of("postmark", one_message),
+            Answer::Throttled { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn server_errors_and_account_codes_pass_and_message_codes_are_final() {
+        assert!(matches!(
+            answer_of_failed_call(&rejected(503, None)),
+            Answer::Passing { .. }
+        ));
+        assert!(matches!(
+            answer_of_failed_call(&rejected(422, Some(412))),
+            Answer::Passing { .. }
+        ));
+        assert!(matches!(
+            answer_of_failed_call(&rejected(422, Some(300))),
+            Answer::Refused(_)
+        ));
+        let inactive = Verdict::Refused {
+            code: 406,
+            message: "Inactive recipient".into(),
+        };
+        assert_eq!(
+            answer_of("postmark", inactive),
+            Answer::Refused("the email API refused it (error 406): Inactive recipient".into())
         );
     }
 }

@@ -1,4 +1,4 @@
-//! One sending rate for the whole fleet. Every sender, in every process,
+//! One sending rate per stream for the whole fleet. Every sender, in every process,
 //! books its batch on one schedule kept in Redis before sending it: a batch
 //! of n messages takes n intervals of the schedule (the interval being one
 //! second divided by the cap), and the sender waits until its booking
@@ -13,8 +13,8 @@
 //! the outage is logged once: sending goes on, and should several replicas
 //! then exceed the cap together, the API's throttling answers slow them.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,6 +34,53 @@ pub enum Booking {
     /// Nothing booked: the schedule is full for `free_in`, longer than the
     /// caller could wait.
     Full { free_in: Duration },
+}
+
+/// The throttles of the streams that have one; a stream without one (the
+/// transactional stream, by default) sends as fast as its providers take.
+#[derive(Clone, Default)]
+pub struct Throttles {
+    streams: Vec<(String, Arc<Throttle>)>,
+}
+
+impl Throttles {
+    /// Adds a throttle for `stream`.
+    pub fn with(mut self, stream: &str, throttle: Throttle) -> Self {
+        self.streams.push((stream.to_owned(), Arc::new(throttle)));
+        self
+    }
+
+    fn of(&self, stream: &str) -> Option<&Throttle> {
+        self.streams
+            .iter()
+            .find(|(name, _)| name == stream)
+            .map(|(_, throttle)| throttle.as_ref())
+    }
+
+    /// Books `messages` of `stream`; at once for a stream without a
+    /// throttle.
+    pub async fn book(&self, stream: &str, messages: usize, patience: Duration) -> Booking {
+        match self.of(stream) {
+            Some(throttle) => throttle.book(messages, patience).await,
+            None => Booking::Booked {
+                wait: Duration::ZERO,
+            },
+        }
+    }
+
+    /// A provider asked `stream`'s sending to slow down.
+    pub fn throttled(&self, stream: &str) {
+        if let Some(throttle) = self.of(stream) {
+            throttle.throttled();
+        }
+    }
+
+    /// A provider took emails of `stream`.
+    pub fn accepted(&self, stream: &str) {
+        if let Some(throttle) = self.of(stream) {
+            throttle.accepted();
+        }
+    }
 }
 
 pub struct Throttle {

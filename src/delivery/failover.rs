@@ -1,0 +1,315 @@
+//! The providers of a stream, in the configured order, each behind a
+//! circuit breaker. A call goes to the first provider whose circuit lets
+//! it through:
+//!
+//! - **Closed**: the provider is in use. A failure that says it is down
+//!   ([`Failure::down`]: refused connection, timeout, 5xx, refused
+//!   credentials, an account on hold) counts; `open_after` of them in a row
+//!   open the circuit. Any other answer, a refusal of one email included,
+//!   shows the provider up and resets the count.
+//! - **Open**: skipped, so sending moves to the next provider at once,
+//!   until `probe_after` has passed.
+//! - **Half-open**: one call, the probe, goes through; the others skip the
+//!   provider meanwhile. The probe's answer closes the circuit again or
+//!   keeps it open for another `probe_after`. Since the first provider is
+//!   always tried first, sending returns to it as soon as a probe passes.
+//!
+//! A call that finds a provider down goes on to the next one at once, in
+//! the same call, while the batch's claim has time left: the emails were
+//! not taken (or, after a timeout, possibly taken: then the next provider
+//! may send them again, at most this one batch). When every circuit is
+//! open the call sends nothing and answers "throttled" until the next
+//! probe is due: an outage of every provider uses up no email's attempts,
+//! and nothing is lost.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::delivery::answer::Answer;
+use crate::delivery::provider::{Failure, Provider};
+use crate::emails::Email;
+use crate::metrics::Metrics;
+
+/// When a circuit opens and when it is probed.
+#[derive(Debug, Clone, Copy)]
+pub struct Breaker {
+    /// Consecutive "down" failures that open a circuit.
+    pub open_after: u32,
+    /// How long an open circuit waits before it lets a probe through.
+    pub probe_after: Duration,
+}
+
+/// A circuit's state, as the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        probe_at: Instant,
+    },
+    /// A probe is in flight.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Circuit {
+    provider: Arc<dyn Provider>,
+    state: Mutex<State>,
+}
+
+/// A stream's providers, in order; cheap to clone, shared by every task of
+/// the process so that they all see one circuit per provider.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    circuits: Arc<[Circuit]>,
+    breaker: Breaker,
+    metrics: Metrics,
+}
+
+/// What letting a call through a circuit gave.
+enum Admission {
+    Let,
+    /// Open: skipped until the probe is due.
+    Skip {
+        probe_at: Option<Instant>,
+    },
+}
+
+impl Providers {
+    /// Fails on an empty list: a stream needs a provider.
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        breaker: Breaker,
+        metrics: Metrics,
+    ) -> Result<Self, anyhow::Error> {
+        if providers.is_empty() {
+            anyhow::bail!("a stream needs at least one email provider");
+        }
+        let circuits: Arc<[Circuit]> = providers
+            .into_iter()
+            .map(|provider| Circuit {
+                provider,
+                state: Mutex::new(State::Closed { failures: 0 }),
+            })
+            .collect();
+        for circuit in circuits.iter() {
+            metrics.provider_circuit(circuit.provider.name(), CircuitState::Closed);
+        }
+        Ok(Self {
+            circuits,
+            breaker,
+            metrics,
+        })
+    }
+
+    /// The most emails a call may carry: the smallest of the providers'.
+    pub fn max_batch(&self) -> usize {
+        self.circuits
+            .iter()
+            .map(|circuit| circuit.provider.max_batch())
+            .min()
+            .unwrap_or(1)
+    }
+
+    /// The providers' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.circuits
+            .iter()
+            .map(|circuit| circuit.provider.name())
+            .collect()
+    }
+
+    /// Each provider's circuit state, in order.
+    pub fn states(&self) -> Vec<(&'static str, CircuitState)> {
+        self.circuits
+            .iter()
+            .map(|circuit| (circuit.provider.name(), circuit.state()))
+            .collect()
+    }
+
+    /// Sends `emails` through the first provider that takes calls, moving
+    /// on while providers are down and `send_by` allows. One answer per
+    /// email, each `Sent` naming the provider that took it.
+    pub async fn send(&self, emails: &[&Email], send_by: Instant) -> Result<Vec<Answer>, Failure> {
+        let mut last_failure = None;
+        let mut next_probe: Option<Instant> = None;
+        for circuit in self.circuits.iter() {
+            if last_failure.is_some() && Instant::now() >= send_by {
+                break;
+            }
+            match self.admit(circuit) {
+                Admission::Skip { probe_at } => {
+                    next_probe = match (next_probe, probe_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    continue;
+                }
+                Admission::Let => {}
+            }
+            let name = circuit.provider.name();
+            let outcome = circuit.provider.send(emails).await;
+            match outcome {
+                Err(failure) if failure.down => {
+                    self.metrics.provider_failure(name, "down");
+                    tracing::warn!(
+                        provider = name,
+                        error = ?failure.answer,
+                        "The email provider looks down; trying the next one"
+                    );
+                    self.failed(circuit);
+                    last_failure = Some(failure);
+                }
+                outcome => {
+                    self.succeeded(circuit);
+                    self.count(name, emails, &outcome);
+                    return outcome;
+                }
+            }
+        }
+        match last_failure {
+            Some(failure) => Err(failure),
+            None => {
+                // Every circuit open: nothing tried, nothing used up.
+                let retry_after = next_probe
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+                    .unwrap_or(self.breaker.probe_after);
+                Err(Failure {
+                    answer: Answer::Throttled {
+                        retry_after: Some(retry_after.max(Duration::from_millis(100))),
+                    },
+                    down: true,
+                })
+            }
+        }
+    }
+
+    fn admit(&self, circuit: &Circuit) -> Admission {
+        let mut state = circuit.state.lock().expect("never poisoned");
+        match *state {
+            State::Closed { .. } => Admission::Let,
+            State::Open { probe_at } if Instant::now() >= probe_at => {
+                *state = State::HalfOpen;
+                drop(state);
+                self.metrics
+                    .provider_circuit(circuit.provider.name(), CircuitState::HalfOpen);
+                tracing::info!(
+                    provider = circuit.provider.name(),
+                    "Probing an email provider whose circuit was open"
+                );
+                Admission::Let
+            }
+            State::Open { probe_at } => Admission::Skip {
+                probe_at: Some(probe_at),
+            },
+            State::HalfOpen => Admission::Skip { probe_at: None },
+        }
+    }
+
+    fn failed(&self, circuit: &Circuit) {
+        let mut state = circuit.state.lock().expect("never poisoned");
+        let opens = match *state {
+            State::Closed { failures } if failures + 1 < self.breaker.open_after => {
+                *state = State::Closed {
+                    failures: failures + 1,
+                };
+                false
+            }
+            _ => true,
+        };
+        if opens {
+            let was_open = !matches!(*state, State::Closed { .. });
+            *state = State::Open {
+                probe_at: Instant::now() + self.breaker.probe_after,
+            };
+            drop(state);
+            self.metrics
+                .provider_circuit(circuit.provider.name(), CircuitState::Open);
+            if !was_open {
+                tracing::error!(
+                    provider = circuit.provider.name(),
+                    probe_in_ms = self.breaker.probe_after.as_millis() as u64,
+                    "Email provider circuit opened: sending moves to the next provider"
+                );
+            }
+        }
+    }
+
+    fn succeeded(&self, circuit: &Circuit) {
+        let mut state = circuit.state.lock().expect("never poisoned");
+        let was_closed = matches!(*state, State::Closed { .. });
+        *state = State::Closed { failures: 0 };
+        drop(state);
+        if !was_closed {
+            self.metrics
+                .provider_circuit(circuit.provider.name(), CircuitState::Closed);
+            tracing::info!(
+                provider = circuit.provider.name(),
+                "Email provider answered again: its circuit is closed"
+            );
+        }
+    }
+
+    /// Emails sent per stream and failures by class, for `provider`.
+    fn count(
+        &self,
+        provider: &'static str,
+        emails: &[&Email],
+        outcome: &Result<Vec<Answer>, Failure>,
+    ) {
+        match outcome {
+            Ok(answers) => {
+                for (email, answer) in emails.iter().zip(answers) {
+                    match answer {
+                        Answer::Sent { .. } => {
+                            self.metrics
+                                .provider_sent(provider, &email.message_stream, 1)
+                        }
+                        other => self.metrics.provider_failure(provider, class(other)),
+                    }
+                }
+            }
+            Err(failure) => self
+                .metrics
+                .provider_failure(provider, class(&failure.answer)),
+        }
+    }
+}
+
+impl Circuit {
+    fn state(&self) -> CircuitState {
+        match *self.state.lock().expect("never poisoned") {
+            State::Closed { .. } => CircuitState::Closed,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+}
+
+/// The failure class an answer counts under.
+fn class(answer: &Answer) -> &'static str {
+    match answer {
+        Answer::Sent { .. } => "none",
+        Answer::Throttled { .. } => "throttled",
+        Answer::Passing { .. } => "passing",
+        Answer::Refused(_) => "refused",
+    }
+}
