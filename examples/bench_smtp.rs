@@ -3,9 +3,11 @@
 //! for each pool size (1, 4 and 16), and prints emails per second for each.
 //! Each pool size starts with a fresh provider, so opening its sessions is
 //! part of its time. scripts/bench_smtp.sh starts the server
-//! (tests/smtp_server.py --discard) and runs this against it.
+//! (tests/smtp_server.py --discard) and runs this against it. With a third
+//! argument, `starttls` or `implicit`, the sessions are encrypted (and the
+//! server's certificate is not checked: it is a self-signed one).
 //!
-//! `cargo run --release --example bench_smtp -- PORT [EMAILS]`
+//! `cargo run --release --example bench_smtp -- PORT [EMAILS] [none|starttls|implicit]`
 
 use std::time::Instant;
 
@@ -31,22 +33,28 @@ async fn main() -> Result<(), anyhow::Error> {
         Some(count) => count.parse()?,
         None => 5000,
     };
+    let tls = match args.next().as_deref() {
+        None | Some("none") => SmtpTls::None,
+        Some("starttls") => SmtpTls::Starttls,
+        Some("implicit") => SmtpTls::Implicit,
+        Some(other) => anyhow::bail!("TLS is none, starttls or implicit, not {other}"),
+    };
     let emails = emails(count)?;
     let sender = Sender::new(
         &Newsletter::parse("Rust Weekly", "", "The Rust Desk").map_err(anyhow::Error::msg)?,
         &SubscriberEmail::parse("news@desk.example.com").map_err(anyhow::Error::msg)?,
     );
-    println!("{count} emails in batches of {BATCH}, one call at a time");
+    println!("{count} emails in batches of {BATCH}, one call at a time, TLS {tls:?}");
     for pool_size in POOL_SIZES {
         let settings = SmtpSettings {
             host: "127.0.0.1".into(),
             port,
-            tls: SmtpTls::None,
+            tls,
             username: None,
             password: None,
             pool_size,
             timeout_milliseconds: 10_000,
-            accept_invalid_certificates: false,
+            accept_invalid_certificates: tls != SmtpTls::None,
         };
         let provider = SmtpProvider::new(&settings, sender.clone())?;
         let started = Instant::now();

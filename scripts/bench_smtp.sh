@@ -8,6 +8,9 @@
 #   scripts/bench_smtp.sh                 5000 emails, release build
 #   N=1000 scripts/bench_smtp.sh          a quick run
 #   PROFILE=dev scripts/bench_smtp.sh     the debug build (no release build)
+#   TLS=starttls scripts/bench_smtp.sh    encrypted sessions (starttls or
+#                                         implicit), with a self-signed
+#                                         certificate made for the run
 #   TIMEOUT=300 scripts/bench_smtp.sh     gives up 300 s after the build
 #                                         (default 120)
 # The server is stopped when the script ends, however it ends.
@@ -18,11 +21,16 @@ source scripts/lib.sh
 N="${N:-5000}"
 TIMEOUT="${TIMEOUT:-120}"
 PROFILE="${PROFILE:-release}"
+TLS="${TLS:-none}"
 [[ "${N}" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number of emails, not '${N}'"
 case "${PROFILE}" in
   release) BUILD_FLAGS=(--release); BIN=target/release/examples/bench_smtp ;;
   dev) BUILD_FLAGS=(); BIN=target/debug/examples/bench_smtp ;;
   *) die "PROFILE is release or dev, not '${PROFILE}'" ;;
+esac
+case "${TLS}" in
+  none|starttls|implicit) ;;
+  *) die "TLS is none, starttls or implicit, not '${TLS}'" ;;
 esac
 
 ensure_smtp_test_server
@@ -40,9 +48,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+TLS_ARGS=()
+if [ "${TLS}" != none ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "${WORK}/key.pem" -out "${WORK}/cert.pem" 2>/dev/null
+  [ "${TLS}" = starttls ] && TLS_ARGS=(--starttls) || TLS_ARGS=(--implicit-tls)
+  TLS_ARGS+=("${WORK}/cert.pem" "${WORK}/key.pem")
+fi
+
 # The server picks a free port and writes it once it listens.
 "${SMTP_TEST_PYTHON}" tests/smtp_server.py --discard --port 0 \
-  --ready-file "${WORK}/port" 2>"${WORK}/server.log" &
+  --ready-file "${WORK}/port" "${TLS_ARGS[@]}" 2>"${WORK}/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   [ -s "${WORK}/port" ] && break
@@ -53,5 +70,5 @@ done
 PORT="$(cat "${WORK}/port")"
 log "SMTP server listening on 127.0.0.1:${PORT}"
 
-timeout "${TIMEOUT}" "${BIN}" "${PORT}" "${N}" \
+timeout "${TIMEOUT}" "${BIN}" "${PORT}" "${N}" "${TLS}" \
   || die "the benchmark failed or ran past ${TIMEOUT} s"

@@ -320,12 +320,13 @@ impl Sending {
         notifier: Notifier,
     ) -> Result<DeliveryWorker, anyhow::Error> {
         let delivery = &settings.delivery.sending;
-        let send_time = settings.email_client.timeout();
+        let send_time = self.routes.longest_call();
         delivery.check(
             "delivery",
             (
                 send_time + delivery.batch_linger(),
-                "email_client.timeout_milliseconds plus delivery.batch_linger_milliseconds",
+                "the longest call to a provider (email_client.timeout_milliseconds, twice \
+                 email_client.smtp.timeout_milliseconds) plus delivery.batch_linger_milliseconds",
             ),
             self.routes.max_batch(),
         )?;
@@ -355,12 +356,16 @@ impl Sending {
         notifier: Notifier,
     ) -> Result<Sender, anyhow::Error> {
         let campaigns = &settings.campaigns;
-        let send_time = settings.email_client.timeout();
+        let send_time = self.routes.longest_call();
         // A sender may wait for its turn on the throttle under the claim
         // too: the claim leaves it as long again as a call.
         campaigns.sending.check(
             "campaigns",
-            (send_time * 2, "twice email_client.timeout_milliseconds"),
+            (
+                send_time * 2,
+                "twice the longest call to a provider (email_client.timeout_milliseconds, \
+                 twice email_client.smtp.timeout_milliseconds)",
+            ),
             self.routes.max_batch(),
         )?;
         let keys = Keys::derive(&settings.application.hmac_secret).map_err(anyhow::Error::msg)?;

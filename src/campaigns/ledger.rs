@@ -641,6 +641,23 @@ pub struct Undelivered {
     pub attempts: i16,
 }
 
+/// How many of the issue's deliveries each provider took, most first.
+/// Deliveries sent before providers were recorded are not counted. Reads
+/// every delivery of the issue: for the issue's page, not for a loop.
+pub async fn sent_by_provider(
+    conn: &mut PgConnection,
+    issue_id: Uuid,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, count(*) FROM deliveries \
+         WHERE issue_id = $1 AND provider IS NOT NULL \
+         GROUP BY provider ORDER BY count(*) DESC, provider",
+    )
+    .bind(issue_id)
+    .fetch_all(conn)
+    .await
+}
+
 /// The issue's deliveries that did not reach their recipient (failed,
 /// skipped, bounced) or that did and were complained about, after
 /// `after_seq`, in order, at most `limit`. The status list is the

@@ -129,6 +129,15 @@ impl Providers {
             .unwrap_or(1)
     }
 
+    /// The longest one call can take, over every provider it may try.
+    pub fn longest_call(&self) -> Duration {
+        self.circuits
+            .iter()
+            .map(|circuit| circuit.provider.longest_call())
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The providers' names, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.circuits
@@ -185,21 +194,33 @@ impl Providers {
                 }
             }
         }
-        match last_failure {
-            Some(failure) => Err(failure),
-            None => {
-                // Every circuit open: nothing tried, nothing used up.
-                let retry_after = next_probe
-                    .map(|at| at.saturating_duration_since(Instant::now()))
-                    .unwrap_or(self.breaker.probe_after);
-                Err(Failure {
-                    answer: Answer::Throttled {
-                        retry_after: Some(retry_after.max(Duration::from_millis(100))),
-                    },
-                    down: true,
-                })
+        match (last_failure, self.next_probe()) {
+            // Every circuit open, this call's failures included: the
+            // outage is no fault of the emails. They wait for the next
+            // probe without counting an attempt, however long it lasts.
+            (Some(failure), Some(probe_at)) if failure.down => Err(wait_for(probe_at)),
+            (Some(failure), _) => Err(failure),
+            (None, probe_at) => {
+                Err(wait_for(probe_at.or(next_probe).unwrap_or_else(|| {
+                    Instant::now() + self.breaker.probe_after
+                })))
             }
         }
+    }
+
+    /// When the next probe is due, if every circuit is open.
+    fn next_probe(&self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for circuit in self.circuits.iter() {
+            match *circuit.state.lock().expect("never poisoned") {
+                State::Closed { .. } => return None,
+                State::Open { probe_at } => {
+                    earliest = Some(earliest.map_or(probe_at, |e| e.min(probe_at)))
+                }
+                State::HalfOpen => {}
+            }
+        }
+        earliest
     }
 
     fn admit(&self, circuit: &Circuit) -> Admission {
@@ -304,6 +325,17 @@ impl Circuit {
     }
 }
 
+/// Nothing was sent: every provider is down until `probe_at`.
+fn wait_for(probe_at: Instant) -> Failure {
+    let retry_after = probe_at.saturating_duration_since(Instant::now());
+    Failure {
+        answer: Answer::Throttled {
+            retry_after: Some(retry_after.max(Duration::from_millis(100))),
+        },
+        down: true,
+    }
+}
+
 /// The failure class an answer counts under.
 fn class(answer: &Answer) -> &'static str {
     match answer {
@@ -311,5 +343,206 @@ fn class(answer: &Answer) -> &'static str {
         Answer::Throttled { .. } => "throttled",
         Answer::Passing { .. } => "passing",
         Answer::Refused(_) => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::domain::SubscriberEmail;
+    use crate::emails::EmailContent;
+
+    /// A provider that is down while `down` is set, and takes every email
+    /// otherwise; it counts the calls it gets.
+    #[derive(Debug)]
+    struct Switchable {
+        name: &'static str,
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Switchable {
+        fn new(name: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                name,
+                down: AtomicBool::new(false),
+                calls: AtomicUsize::new(0),
+            })
+        }
+
+        fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Provider for Switchable {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+
+        fn max_batch(&self) -> usize {
+            500
+        }
+
+        fn longest_call(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+
+        fn send<'a>(
+            &'a self,
+            emails: &'a [&'a Email],
+        ) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(Failure::down("connection refused"));
+                }
+                Ok(emails
+                    .iter()
+                    .map(|_| Answer::Sent {
+                        message_id: None,
+                        provider: self.name,
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    fn email() -> Email {
+        Email {
+            to: SubscriberEmail::parse("reader@example.com").unwrap(),
+            content: EmailContent {
+                subject: "Hi".into(),
+                html_body: "<p>Hi</p>".into(),
+                text_body: "Hi".into(),
+            },
+            message_stream: "outbound".into(),
+            delivery: None,
+            unsubscribe: None,
+        }
+    }
+
+    fn providers(list: &[&Arc<Switchable>], probe_after: Duration) -> Providers {
+        let list = list
+            .iter()
+            .map(|p| Arc::clone(p) as Arc<dyn Provider>)
+            .collect();
+        let breaker = Breaker {
+            open_after: 2,
+            probe_after,
+        };
+        Providers::new(list, breaker, Metrics::default()).unwrap()
+    }
+
+    async fn send(providers: &Providers) -> Result<Vec<Answer>, Failure> {
+        let email = email();
+        let far = Instant::now() + Duration::from_secs(60);
+        providers.send(&[&email], far).await
+    }
+
+    fn sent_by(outcome: Result<Vec<Answer>, Failure>) -> &'static str {
+        match outcome.unwrap().pop().unwrap() {
+            Answer::Sent { provider, .. } => provider,
+            other => panic!("not sent: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_finds_the_first_provider_down_is_sent_by_the_next_at_once() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::from_secs(60));
+        first.set_down(true);
+
+        assert_eq!(sent_by(send(&providers).await), "smtp");
+        assert_eq!(providers.states()[0].1, CircuitState::Closed, "one failure");
+        assert_eq!(sent_by(send(&providers).await), "smtp");
+        assert_eq!(providers.states()[0].1, CircuitState::Open, "two in a row");
+
+        // Open: the first provider is not even tried.
+        let calls = first.calls();
+        assert_eq!(sent_by(send(&providers).await), "smtp");
+        assert_eq!(first.calls(), calls);
+    }
+
+    #[tokio::test]
+    async fn once_the_probe_is_due_a_provider_that_answers_again_takes_sending_back() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        // The probe is due as soon as the circuit opens.
+        let providers = providers(&[&first, &second], Duration::ZERO);
+        first.set_down(true);
+        send(&providers).await.unwrap();
+        send(&providers).await.unwrap();
+        assert_eq!(providers.states()[0].1, CircuitState::Open);
+
+        first.set_down(false);
+        assert_eq!(sent_by(send(&providers).await), "postmark");
+        assert_eq!(providers.states()[0].1, CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_fails_keeps_the_circuit_open_for_another_wait() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::ZERO);
+        first.set_down(true);
+        send(&providers).await.unwrap();
+        send(&providers).await.unwrap();
+        let calls = first.calls();
+
+        assert_eq!(sent_by(send(&providers).await), "smtp", "the probe failed");
+        assert_eq!(first.calls(), calls + 1, "the probe went to the first");
+        assert_eq!(providers.states()[0].1, CircuitState::Open);
+    }
+
+    #[tokio::test]
+    async fn with_every_circuit_open_nothing_is_tried_and_the_emails_wait_for_the_probe() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::from_secs(30));
+        first.set_down(true);
+        second.set_down(true);
+        // Before the circuits open, a failed call is an attempt...
+        let failure = send(&providers).await.unwrap_err();
+        assert!(
+            matches!(failure.answer, Answer::Passing { .. }),
+            "{failure:?}"
+        );
+        // ...and the call that opens the last of them is not.
+        let failure = send(&providers).await.unwrap_err();
+        assert!(
+            matches!(failure.answer, Answer::Throttled { .. }),
+            "{failure:?}"
+        );
+        let calls = (first.calls(), second.calls());
+
+        let failure = send(&providers).await.unwrap_err();
+
+        assert_eq!((first.calls(), second.calls()), calls);
+        match failure.answer {
+            // Throttled: the wait uses up none of the emails' attempts.
+            Answer::Throttled {
+                retry_after: Some(wait),
+            } => assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(25)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_past_the_claims_deadline_is_not_tried_after_a_failure() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::from_secs(60));
+        first.set_down(true);
+        let email = email();
+
+        let outcome = providers.send(&[&email], Instant::now()).await;
+
+        assert!(outcome.unwrap_err().down);
+        assert_eq!(second.calls(), 0, "its call could outlast the claim");
     }
 }

@@ -126,6 +126,14 @@ impl Routes {
         }
     }
 
+    /// The longest one call can take, whatever the stream and provider:
+    /// what a claim must outlast.
+    pub fn longest_call(&self) -> std::time::Duration {
+        self.transactional
+            .longest_call()
+            .max(self.broadcast.longest_call())
+    }
+
     /// The most emails one call may carry, whatever the stream.
     pub fn max_batch(&self) -> usize {
         self.transactional

@@ -75,6 +75,9 @@ enum Transport {
         http: Client,
         base_url: String,
         token: SecretString,
+        /// Bounds each call, from the request to the last byte of the
+        /// answer.
+        timeout: Duration,
     },
     Console,
 }
@@ -289,6 +292,7 @@ impl EmailClient {
                 http,
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 token,
+                timeout,
             },
             metrics: Metrics::default(),
         })
@@ -380,6 +384,7 @@ impl EmailClient {
                 http,
                 base_url,
                 token,
+                ..
             } => {
                 let body: Vec<SendEmailRequest> = messages
                     .iter()
@@ -445,6 +450,13 @@ impl Provider for EmailClient {
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn longest_call(&self) -> Duration {
+        match self.transport {
+            Transport::Postmark { timeout, .. } => timeout,
+            Transport::Console => Duration::ZERO,
+        }
     }
 
     fn send<'a>(&'a self, emails: &'a [&'a Email]) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {

@@ -8,6 +8,8 @@
 //! the provider is down: that is what opens its circuit and moves sending
 //! to the next one (see [`super::failover`]).
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use crate::delivery::answer::Answer;
@@ -21,6 +23,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// The most emails one call may carry.
     fn max_batch(&self) -> usize;
+
+    /// The longest one call can take, however many emails it carries: a
+    /// batch's claim must outlast it.
+    fn longest_call(&self) -> Duration;
 
     /// Sends `emails` in one call. `Ok` holds one answer per email, in
     /// order; `Err` means the call failed as a whole.

@@ -167,8 +167,12 @@ impl SmtpProvider {
         })
     }
 
-    /// One email, from its message to its answer.
-    async fn deliver(&self, email: &Email) -> Outcome {
+    /// One email, from its message to its answer. One that cannot start
+    /// by `start_by` (every session busy with the call's earlier emails)
+    /// is not sent: it is answered as throttled, and goes again without
+    /// counting an attempt. That bounds a whole call by twice the timeout,
+    /// whatever its size, so that a batch's claim outlasts it.
+    async fn deliver(&self, email: &Email, start_by: tokio::time::Instant) -> Outcome {
         let message = match self.message(email) {
             Ok(message) => message,
             Err(reason) => {
@@ -179,7 +183,9 @@ impl SmtpProvider {
         };
         // Waiting for a free session is not the server's time: the timeout
         // starts once one is ours.
-        let permit = self.sessions.permit().await;
+        let Ok(permit) = tokio::time::timeout_at(start_by, self.sessions.permit()).await else {
+            return Outcome::Answer(Answer::Throttled { retry_after: None });
+        };
         let exchange = self.exchange(permit, &message);
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(_)) => Outcome::Answer(Answer::Sent {
@@ -292,6 +298,12 @@ impl Provider for SmtpProvider {
         postmark::MAX_BATCH
     }
 
+    /// The last email starts within the timeout, and takes at most the
+    /// timeout.
+    fn longest_call(&self) -> Duration {
+        self.timeout * 2
+    }
+
     fn send<'a>(&'a self, emails: &'a [&'a Email]) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {
         let span = tracing::info_span!("Send a batch of emails over SMTP", size = emails.len());
         Box::pin(
@@ -302,7 +314,11 @@ impl Provider for SmtpProvider {
                 // The futures are made up front (they do nothing until
                 // polled): a closure inside the stream would leave the
                 // compiler unable to prove the whole future `Send`.
-                let deliveries: Vec<_> = emails.iter().map(|email| self.deliver(email)).collect();
+                let start_by = tokio::time::Instant::now() + self.timeout;
+                let deliveries: Vec<_> = emails
+                    .iter()
+                    .map(|email| self.deliver(email, start_by))
+                    .collect();
                 let outcomes: Vec<Outcome> = stream::iter(deliveries)
                     .buffered(self.pool_size.get())
                     .collect()
@@ -357,11 +373,11 @@ enum Outcome {
     Down(SendError),
 }
 
-/// Where and how one email's exchange failed.
+/// Where and how one email's exchange failed. lettre's errors print their
+/// cause themselves, so they are part of each message rather than a
+/// source: the cause chain would say it twice.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
-    /// lettre's errors print their cause themselves, so they are part of
-    /// the message rather than a source: the chain would say it twice.
     #[error("could not open a session with the SMTP server at {server}: {error}")]
     Session { server: String, error: SessionError },
     #[error("the SMTP server at {server} failed the transaction: {error}")]
@@ -538,9 +554,11 @@ enum Encryption {
     None,
     Starttls(TlsParameters),
     /// lettre opens these sockets itself, with Nagle's algorithm on (see
-    /// `Server::connect`): it can put TLS only around a socket of its own
-    /// before the greeting, and doing the TLS ourselves would mean a second
-    /// set of certificate checks beside lettre's.
+    /// `Server::connect`), so each email waits for a delayed ACK: about 20
+    /// emails a second per session on loopback, against hundreds for the
+    /// others. lettre can put TLS before the greeting only around a socket
+    /// of its own, and doing the TLS ourselves would mean a second set of
+    /// certificate checks beside lettre's; its next release fixes this.
     Implicit(TlsParameters),
 }
 
@@ -597,10 +615,12 @@ impl Server {
     /// and then the `.` that ends it as two writes; with Nagle on, the
     /// second waits for the server to acknowledge the first, which a server
     /// delays by up to 40 ms when it has nothing to say yet: 40 ms per
-    /// email on every session. lettre leaves the option alone on the
-    /// sockets it opens, so for plain and STARTTLS sessions we open the
+    /// email on every session. lettre 0.11.23 leaves the option alone on
+    /// the sockets it opens, so for plain and STARTTLS sessions we open the
     /// socket. (Implicit TLS still goes through lettre, which can only wrap
-    /// its own sockets in TLS; see `Encryption::Implicit`.)
+    /// its own sockets in TLS; see `Encryption::Implicit`.) lettre's pull
+    /// request 1159, merged after 0.11.23, sets the option itself: once a
+    /// release has it, this can go.
     async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
         stream.set_nodelay(true)?;
@@ -608,13 +628,12 @@ impl Server {
     }
 }
 
-/// Why a session could not be opened.
+/// Why a session could not be opened: both causes print as part of the
+/// message, as in [`SendError`].
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("could not connect: {0}")]
     Connect(std::io::Error),
-    /// lettre's errors print their cause themselves, so they are part of
-    /// the message rather than a source: the chain would say it twice.
     #[error("{0}")]
     Smtp(#[from] smtp::Error),
 }

@@ -25,6 +25,7 @@ use crate::helpers::{
     EMAIL_API, HeldEmailApi, TcpProxy, TestApp, accept_every_message, answer_each_message,
     eventually, eventually_within, spawn_app, spawn_app_with,
 };
+use crate::smtp_server::{SmtpServer, SmtpServerOptions};
 
 /// Adds `n` subscribers with the given status, confirmed a minute ago when
 /// confirmed; returns their ids in order.
@@ -1224,6 +1225,79 @@ async fn a_worker_killed_mid_send_leaves_nobody_out_and_sends_at_most_its_batche
     assert_eq!(progress.summary.sent, 300);
     // Two senders: at most two batches of 20 were in flight.
     assert_everyone_sent_once_at_most_some_twice(&app, issue, 300, stranded * 20).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_failing_over_to_smtp_leaves_nobody_out_and_sends_at_most_its_batches_in_flight_twice()
+ {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    // Postmark is down, and slow to say so: every call probes it first
+    // (the probe is due at once), so batches are in flight when the kill
+    // comes, and each goes on to SMTP.
+    Mock::given(method("POST"))
+        .and(path(EMAIL_API))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(200)))
+        .mount(&app.email_server)
+        .await;
+    let smtp = SmtpServer::start(SmtpServerOptions::default()).await;
+    let port = smtp.settings().port.to_string();
+    let failover = [
+        ("APP_EMAIL_CLIENT__PROVIDERS", "postmark,smtp"),
+        ("APP_EMAIL_CLIENT__OPEN_CIRCUIT_AFTER_FAILURES", "1"),
+        ("APP_EMAIL_CLIENT__PROBE_AFTER_MILLISECONDS", "0"),
+        ("APP_EMAIL_CLIENT__SMTP__HOST", "127.0.0.1"),
+        ("APP_EMAIL_CLIENT__SMTP__PORT", port.as_str()),
+        ("APP_EMAIL_CLIENT__SMTP__TLS", "none"),
+        ("APP_EMAIL_CLIENT__SMTP__POOL_SIZE", "4"),
+        // A call may take twice it: within the claim of 3 s.
+        ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "500"),
+    ];
+    add_subscribers(&app, 300, "confirmed").await;
+    let mut first = Worker::start(&app, &app.email_server.uri(), &failover);
+
+    let issue = publish(&app, "Killed while failing over", "Hello {{name}}.").await;
+    eventually_within(
+        Duration::from_secs(20),
+        "a few batches to go through SMTP and one to be in flight",
+        || async {
+            let received = smtp.received().len();
+            (received >= 60 && held_batches(&app, issue).await >= 1).then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    let at_the_kill = progress_of(&app, issue).await;
+    let stranded = held_batches(&app, issue).await;
+    assert!(
+        at_the_kill.summary.sent < 300,
+        "the campaign ended before the kill"
+    );
+    assert!(stranded >= 1, "no batch was in flight at the kill");
+
+    let _second = Worker::start(&app, &app.email_server.uri(), &failover);
+    let progress = wait_for_state_within(&app, issue, "done", Duration::from_secs(30)).await;
+
+    assert_eq!(progress.summary.sent, 300);
+    let rows = ledger_rows(&app, issue).await;
+    assert!(rows.iter().all(|row| row.status == "sent"));
+    let mut received: HashMap<String, usize> = HashMap::new();
+    for message in smtp.received() {
+        *received.entry(message.rcpt_to).or_default() += 1;
+    }
+    for row in &rows {
+        let address = row.email.as_ref().unwrap();
+        assert!(received.contains_key(address), "{address} got nothing");
+    }
+    let twice = received.values().filter(|n| **n == 2).count();
+    assert!(
+        twice <= stranded * 20,
+        "{twice} recipients got the issue twice; at most {} may",
+        stranded * 20
+    );
+    assert!(
+        received.values().all(|n| *n <= 2),
+        "some got it three times"
+    );
 }
 
 #[tokio::test]

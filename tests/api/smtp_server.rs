@@ -198,6 +198,15 @@ impl SmtpServer {
         }
     }
 
+    /// Settings as `settings()`, with a timeout that fits the tests' claims
+    /// of 5 seconds: a call may take twice it.
+    pub fn app_settings(&self) -> SmtpSettings {
+        SmtpSettings {
+            timeout_milliseconds: 1_000,
+            ..self.settings()
+        }
+    }
+
     /// Every message received so far, in the order they arrived.
     pub fn received(&self) -> Vec<ReceivedMessage> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("messages")) else {
@@ -282,4 +291,19 @@ fn certificate(dir: &Directory) -> [PathBuf; 2] {
         String::from_utf8_lossy(&output.stderr)
     );
     [cert, key]
+}
+
+/// Settings for a plain-text server on `port` of this host, as
+/// [`SmtpServer::app_settings`] makes them: for a server that is not there.
+pub fn plain_settings(port: u16) -> SmtpSettings {
+    SmtpSettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        username: None,
+        password: None,
+        pool_size: 4,
+        timeout_milliseconds: 1_000,
+        accept_invalid_certificates: false,
+    }
 }

@@ -97,11 +97,12 @@ async fn render_issue(
             // One more than a page: whether it exists says whether a next
             // page does.
             let undelivered = ledger::undelivered(tx, id, after, PAGE_SIZE + 1).await?;
-            Ok(Some((issue, progress, undelivered)))
+            let providers = ledger::sent_by_provider(tx, id).await?;
+            Ok(Some((issue, progress, undelivered, providers)))
         })
         .await
         .step("read the issue")?;
-    let Some((issue, progress, mut undelivered)) = read else {
+    let Some((issue, progress, mut undelivered, providers)) = read else {
         return Ok(missing(admin));
     };
     let more = undelivered.len() as i64 > PAGE_SIZE;
@@ -140,6 +141,7 @@ async fn render_issue(
                 .format("%Y-%m-%d %H:%M UTC")
                 .to_string(),
             progress: ProgressView::new(&progress),
+            providers,
             undelivered,
             later_page: after > 0,
             next_page,

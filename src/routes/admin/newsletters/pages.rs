@@ -102,6 +102,8 @@ pub struct IssuePage<'a> {
     pub send_at: String,
     pub created_at: String,
     pub progress: ProgressView,
+    /// How many emails each provider took, as of when the page was loaded.
+    pub providers: Vec<(String, i64)>,
     pub undelivered: Vec<UndeliveredRow>,
     /// Whether the list starts after its beginning (`?after=`).
     pub later_page: bool,
@@ -181,6 +183,7 @@ mod tests {
                 finished: matches!(state, "done" | "cancelled"),
                 audience_complete: true,
             },
+            providers: vec![("postmark".into(), 0)],
             undelivered: Vec::new(),
             later_page: false,
             next_page: None,
