@@ -22,6 +22,7 @@ LB_PORT=18200
 R1_PORT=18201
 R2_PORT=18202
 STUB_PORT=18225
+SMTP_PORT=18226
 PG_PROXY_PORT=18232
 FAULT_REDIS_PORT=18279
 CONCURRENCY="${CONCURRENCY:-16}"
@@ -30,16 +31,16 @@ CONCURRENCY="${CONCURRENCY:-16}"
 case "${1:-}" in
   --short)
     profile=debug
-    LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; API_500_AT=28; API_429_AT=33
-    API_HANG_AT=38; API_OK_AT=50; KILL_AT=56
+    LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; API_500_AT=28; SMTP_DOWN_AT=30
+    SMTP_UP_AT=33; API_429_AT=33; API_HANG_AT=38; API_OK_AT=50; KILL_AT=56
     # Emails that failed during the API faults come back within seconds,
     # not the production backoff's minute: the drain is short, and what it
     # proves (every one sent in the end) is the same.
     export APP_DELIVERY__BACKOFF_MAX_SECONDS=5 ;;
   "")
     profile=release
-    LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; API_500_AT=70; API_429_AT=85
-    API_HANG_AT=100; API_OK_AT=115; KILL_AT=130 ;;
+    LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; API_500_AT=70; SMTP_DOWN_AT=75
+    SMTP_UP_AT=85; API_429_AT=85; API_HANG_AT=100; API_OK_AT=115; KILL_AT=130 ;;
   *) die "usage: scripts/fault_run.sh [--short]" ;;
 esac
 PG_CUT_SECONDS=10
@@ -51,7 +52,7 @@ export APP_DELIVERY__WORKERS=2 APP_DELIVERY__BATCH_SIZE=50
 # One run at a time: a second would find the first one's ports taken.
 exec 9>"${TMPDIR:-/tmp}/newsletter-fault-run.lock"
 flock -n 9 || die "another fault run is going on"
-for port in "${LB_PORT}" "${R1_PORT}" "${R2_PORT}" "${STUB_PORT}" "${PG_PROXY_PORT}" "${FAULT_REDIS_PORT}"; do
+for port in "${LB_PORT}" "${R1_PORT}" "${R2_PORT}" "${STUB_PORT}" "${SMTP_PORT}" "${PG_PROXY_PORT}" "${FAULT_REDIS_PORT}"; do
   port_open 127.0.0.1 "${port}" && die "port ${port} is taken; the fault run needs 18200-18279 free"
 done
 
@@ -60,6 +61,7 @@ ensure_postgres
 HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 [ -x "${HAPROXY}" ] || { apt_install haproxy; HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"; }
 command -v redis-server >/dev/null || apt_install redis-server
+ensure_smtp_test_server
 
 # With NEWSLETTER_BUILT set the binaries are taken as built (scripts/test.sh
 # builds them all before its checks, which then run side by side).
@@ -77,9 +79,10 @@ db="fault_${run}"
 pids=()
 replica_pids=(0 0)
 redis_pid=0
+smtp_pid=0
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}" "${replica_pids[@]}" "${redis_pid}"; do
+  for pid in "${pids[@]}" "${replica_pids[@]}" "${redis_pid}" "${smtp_pid}"; do
     [ "${pid}" != 0 ] && kill -KILL "${pid}" 2>/dev/null || true
   done
   wait 2>/dev/null || true
@@ -106,6 +109,15 @@ start_redis() {
     --dir "${WORK}" >>"${WORK}/redis.log" 2>&1 &
   redis_pid=$!
   wait_for_port 127.0.0.1 "${FAULT_REDIS_PORT}" "the run's Redis"
+}
+
+# The second provider: a real SMTP server that writes what it receives into
+# ${WORK}/smtp, one file per message and recipient.
+start_smtp() {
+  "${SMTP_TEST_PYTHON}" tests/smtp_server.py --port "${SMTP_PORT}" --dir "${WORK}/smtp" \
+    >>"${WORK}/smtp.log" 2>&1 &
+  smtp_pid=$!
+  wait_for_port 127.0.0.1 "${SMTP_PORT}" "the SMTP server"
 }
 
 start_replica() {
@@ -145,6 +157,7 @@ pids+=($!)
 proxy_pid=$!
 pids+=("${proxy_pid}")
 start_redis
+start_smtp
 wait_for_port 127.0.0.1 "${STUB_PORT}" "the email API stand-in"
 wait_for_port 127.0.0.1 "${PG_PROXY_PORT}" "the Postgres proxy"
 
@@ -152,6 +165,14 @@ wait_for_port 127.0.0.1 "${PG_PROXY_PORT}" "the Postgres proxy"
 export APP_DATABASE__HOST=127.0.0.1 APP_DATABASE__PORT="${PG_PROXY_PORT}"
 export APP_REDIS_URI="redis://127.0.0.1:${FAULT_REDIS_PORT}"
 export APP_LOG_FORMAT=json RUST_LOG=info
+# Postmark's stand-in first, the SMTP server when it is down: circuits open
+# after three failures, and are probed again after two seconds.
+export APP_EMAIL_CLIENT__PROVIDERS=postmark,smtp
+export APP_EMAIL_CLIENT__OPEN_CIRCUIT_AFTER_FAILURES=3
+export APP_EMAIL_CLIENT__PROBE_AFTER_MILLISECONDS=2000
+export APP_EMAIL_CLIENT__SMTP__HOST=127.0.0.1 APP_EMAIL_CLIENT__SMTP__PORT="${SMTP_PORT}"
+export APP_EMAIL_CLIENT__SMTP__TLS=none APP_EMAIL_CLIENT__SMTP__POOL_SIZE=4
+export APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS=5000
 start_replica 1 "${R1_PORT}"
 start_replica 2 "${R2_PORT}"
 wait_until_ready 1 "${R1_PORT}"
@@ -185,8 +206,15 @@ wait "${redis_pid}" 2>/dev/null || true
 start_redis
 
 until_second "${API_500_AT}"
-log "the email API answers 500"
+log "the email API answers 500: sending moves to SMTP"
 fault_api 500
+until_second "${SMTP_DOWN_AT}"
+log "the SMTP server stops too: both providers are down"
+kill -KILL "${smtp_pid}"
+wait "${smtp_pid}" 2>/dev/null || true
+until_second "${SMTP_UP_AT}"
+log "the SMTP server is back"
+start_smtp
 until_second "${API_429_AT}"
 log "the email API answers 429"
 fault_api 429
@@ -217,6 +245,16 @@ while :; do
   sleep 2
 done
 
+# What the SMTP server received counts as received, as the stand-in's list.
+"${SMTP_TEST_PYTHON}" - "${WORK}/smtp" >>"${EMAIL_STUB_RECIPIENTS}" <<'PY'
+import json, os, sys
+directory = sys.argv[1]
+for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+    if name.endswith(".json"):
+        with open(os.path.join(directory, name)) as f:
+            print(json.load(f)["rcpt_to"])
+PY
+
 # Count with the service stopped, so nothing moves under the counting.
 for pid in "${replica_pids[@]}"; do kill -TERM "${pid}" 2>/dev/null || true; done
 for pid in "${replica_pids[@]}"; do wait "${pid}" 2>/dev/null || true; done
@@ -242,6 +280,7 @@ SELECT '  with a subscriber', count(*) FILTER (WHERE subscriber) FROM stored;
 SELECT '  with a confirmation email', count(*) FILTER (WHERE emails > 0) FROM stored;
 SELECT 'subscribers in the database', count(*) FROM subscriptions;
 SELECT 'confirmation emails received', count(*) FROM received;
+SELECT '  through SMTP', count(*) FROM email_outbox WHERE provider = 'smtp';
 SELECT 'emails still pending', count(*) FROM email_outbox WHERE status = 'pending';
 SELECT 'emails failed for good', count(*) FROM email_outbox WHERE status = 'failed';
 SELECT 'duplicates', coalesce(sum(n - 1), 0) FROM emails;

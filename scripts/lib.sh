@@ -282,7 +282,9 @@ export_load_test_settings() {
   local database=$1 key_prefix=$2 stub_port=$3
   export APP_ENVIRONMENT=local
   export APP_DATABASE__DATABASE_NAME="${database}"
-  export APP_EMAIL_CLIENT__PROVIDERS=postmark
+  # Both names: scripts/bench_compare.sh runs builds from before
+  # `providers` replaced `backend` too.
+  export APP_EMAIL_CLIENT__PROVIDERS=postmark APP_EMAIL_CLIENT__BACKEND=postmark
   export APP_EMAIL_CLIENT__BASE_URL="http://127.0.0.1:${stub_port}"
   export APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=load-test
   export APP_RATE_LIMIT__KEY_PREFIX="${key_prefix}"

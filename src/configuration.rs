@@ -686,6 +686,66 @@ mod tests {
         )
     }
 
+    /// The providers `Routes::build` makes of these variables, by name.
+    fn providers_from(pairs: &[(&str, &str)]) -> Result<Vec<&'static str>, String> {
+        let settings = load(&configuration_dir(), Environment::Local, vars(pairs))
+            .map_err(|e| e.to_string())?;
+        let newsletter = settings.newsletter.parse().unwrap();
+        crate::delivery::Routes::build(
+            &settings.email_client,
+            &newsletter,
+            &crate::metrics::Metrics::default(),
+        )
+        .map(|routes| {
+            routes
+                .of(&settings.email_client.transactional_stream)
+                .names()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn providers_come_as_an_ordered_list_and_smtp_needs_its_settings() {
+        let both = [
+            ("APP_EMAIL_CLIENT__PROVIDERS", "postmark,smtp"),
+            ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "token"),
+        ];
+        let error = providers_from(&both).unwrap_err();
+        assert!(error.contains("email_client.smtp"), "{error}");
+
+        let with_smtp = [
+            both[0],
+            both[1],
+            ("APP_EMAIL_CLIENT__SMTP__HOST", "mail.example.com"),
+            ("APP_EMAIL_CLIENT__SMTP__PORT", "587"),
+            ("APP_EMAIL_CLIENT__SMTP__TLS", "starttls"),
+            ("APP_EMAIL_CLIENT__SMTP__POOL_SIZE", "4"),
+            ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "5000"),
+        ];
+        assert_eq!(providers_from(&with_smtp).unwrap(), ["postmark", "smtp"]);
+        assert_eq!(
+            providers_from(&[("APP_EMAIL_CLIENT__PROVIDERS", "console")]).unwrap(),
+            ["console"]
+        );
+    }
+
+    #[test]
+    fn the_old_backend_setting_is_refused_unless_it_names_the_one_provider_listed() {
+        let error = providers_from(&[("APP_EMAIL_CLIENT__BACKEND", "postmark")]).unwrap_err();
+        assert!(
+            error.contains("APP_EMAIL_CLIENT__PROVIDERS=postmark"),
+            "{error}"
+        );
+        assert_eq!(
+            providers_from(&[
+                ("APP_EMAIL_CLIENT__BACKEND", "console"),
+                ("APP_EMAIL_CLIENT__PROVIDERS", "console"),
+            ])
+            .unwrap(),
+            ["console"]
+        );
+    }
+
     #[test]
     fn every_environment_file_loads() {
         for environment in [Environment::Local, Environment::Production] {

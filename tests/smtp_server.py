@@ -25,6 +25,7 @@ import logging
 import os
 import ssl
 import sys
+import time
 import warnings
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -63,6 +64,7 @@ class Handler:
         self.answer = args.answer
         self.session_answer = args.session_answer
         self.sequence = itertools.count()
+        self.started = "{:020d}".format(time.time_ns())
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         if self.session_answer:
@@ -109,7 +111,9 @@ class Handler:
                 "html": html.get_content() if html is not None else None,
                 "raw": raw.decode("utf-8", errors="replace"),
             }
-            name = "{:08d}-{}.json".format(number, index)
+            # The start time first: a server started again in the same
+            # directory adds to what the one before it wrote, in order.
+            name = "{}-{:08d}-{}.json".format(self.started, number, index)
             write_atomically(os.path.join(self.directory, name), json.dumps(record))
 
 

@@ -240,14 +240,8 @@ impl CampaignSource {
 impl Source for CampaignSource {
     type Claim = Held;
     type Key = i32;
-
-    fn name(&self) -> &'static str {
-        "campaigns"
-    }
-
-    fn channel(&self) -> &'static str {
-        WORK_CHANNEL
-    }
+    const NAME: &'static str = "campaigns";
+    const CHANNEL: &'static str = WORK_CHANNEL;
 
     async fn claim(&self, stop: &CancellationToken) -> Result<Turn<Self>, db::Error> {
         let lease = self.lease();

@@ -44,10 +44,9 @@ pub trait Source: Send + Sync + 'static {
     type Key: Send + Sync;
 
     /// For logs: "outbox", "campaigns".
-    fn name(&self) -> &'static str;
-
+    const NAME: &'static str;
     /// The channel on which work for this source is announced.
-    fn channel(&self) -> &'static str;
+    const CHANNEL: &'static str;
 
     /// One turn of claiming: a batch to send, other work done, or nothing
     /// due. Work other than a claim stops early on `stop`.
@@ -169,7 +168,7 @@ impl<S: Source> Engine<S> {
     /// Starts the configured number of tasks, which work until `stop`.
     pub fn spawn(&self, stop: CancellationToken) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        let name = self.inner.source.name();
+        let name = S::NAME;
         for n in 0..self.inner.settings.workers {
             let engine = self.clone();
             let stop = stop.clone();
@@ -187,7 +186,7 @@ impl<S: Source> Engine<S> {
         let source = &self.inner.source;
         // Before the first claim: what commits after it is announced to
         // this subscription, what committed before it the claim finds.
-        let mut notified = self.inner.wakeups.subscribe(source.channel());
+        let mut notified = self.inner.wakeups.subscribe(S::CHANNEL);
         let mut outage = Outage::default();
         while !stop.is_cancelled() {
             if let Some(until) = self.paused_until() {
@@ -198,11 +197,11 @@ impl<S: Source> Engine<S> {
             }
             let turn = match source.claim(&stop).await {
                 Ok(turn) => {
-                    outage.ended(source.name());
+                    outage.ended(S::NAME);
                     turn
                 }
                 Err(e) => {
-                    outage.continues(source.name(), &e);
+                    outage.continues(S::NAME, &e);
                     Turn::Idle
                 }
             };
@@ -255,7 +254,7 @@ impl<S: Source> Engine<S> {
 
     /// Sends a claimed batch and has the source record each outcome. On
     /// `stop` during a wait for the throttle the batch is handed back.
-    #[tracing::instrument(name = "Deliver a batch", skip_all, fields(source = self.inner.source.name(), size = batch.emails.len()))]
+    #[tracing::instrument(name = "Deliver a batch", skip_all, fields(source = S::NAME, size = batch.emails.len()))]
     pub async fn deliver(&self, batch: Batch<S>, stop: &CancellationToken) {
         let source = &self.inner.source;
         let Batch {
@@ -304,7 +303,7 @@ impl<S: Source> Engine<S> {
                 .unwrap_or(THROTTLED_PAUSE)
                 .min(self.inner.settings.backoff_max());
             tracing::warn!(
-                source = source.name(),
+                source = S::NAME,
                 pause_ms = pause.as_millis() as u64,
                 "Throttled: no claims until the pause is over; the emails go again without \
                  counting the attempt"

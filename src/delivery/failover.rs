@@ -87,6 +87,8 @@ pub struct Providers {
 /// What letting a call through a circuit gave.
 enum Admission {
     Let,
+    /// Half-open: this call is the probe.
+    Probe,
     /// Open: skipped until the probe is due.
     Skip {
         probe_at: Option<Instant>,
@@ -164,7 +166,7 @@ impl Providers {
             if last_failure.is_some() && Instant::now() >= send_by {
                 break;
             }
-            match self.admit(circuit) {
+            let probing = match self.admit(circuit) {
                 Admission::Skip { probe_at } => {
                     next_probe = match (next_probe, probe_at) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -172,10 +174,15 @@ impl Providers {
                     };
                     continue;
                 }
-                Admission::Let => {}
-            }
+                Admission::Let => false,
+                Admission::Probe => true,
+            };
             let name = circuit.provider.name();
-            let outcome = circuit.provider.send(emails).await;
+            let outcome = if probing && emails.len() > 1 {
+                self.probe(circuit, emails).await
+            } else {
+                circuit.provider.send(emails).await
+            };
             match outcome {
                 Err(failure) if failure.down => {
                     self.metrics.provider_failure(name, "down");
@@ -223,6 +230,35 @@ impl Providers {
         earliest
     }
 
+    /// A probe carries one email: should it time out, only that one may
+    /// go twice, through the next provider. Once the provider has answered
+    /// it, the rest of the batch follows.
+    async fn probe(&self, circuit: &Circuit, emails: &[&Email]) -> Result<Vec<Answer>, Failure> {
+        let mut answers = match circuit.provider.send(&emails[..1]).await {
+            Ok(answers) => answers,
+            Err(failure) if failure.down => return Err(failure),
+            Err(failure) => vec![failure.answer],
+        };
+        let rest = &emails[1..];
+        match circuit.provider.send(rest).await {
+            Ok(more) => answers.extend(more),
+            // A refusal of the rest as a whole may be for one bad email:
+            // they go again, and the engine's one-by-one fallback finds it.
+            Err(Failure {
+                answer: Answer::Refused(error),
+                ..
+            }) if rest.len() > 1 => answers.extend(vec![
+                Answer::Passing {
+                    error,
+                    retry_after: None,
+                };
+                rest.len()
+            ]),
+            Err(failure) => answers.extend(vec![failure.answer; rest.len()]),
+        }
+        Ok(answers)
+    }
+
     fn admit(&self, circuit: &Circuit) -> Admission {
         let mut state = circuit.state.lock().expect("never poisoned");
         match *state {
@@ -236,7 +272,7 @@ impl Providers {
                     provider = circuit.provider.name(),
                     "Probing an email provider whose circuit was open"
                 );
-                Admission::Let
+                Admission::Probe
             }
             State::Open { probe_at } => Admission::Skip {
                 probe_at: Some(probe_at),
@@ -363,6 +399,8 @@ mod tests {
         name: &'static str,
         down: AtomicBool,
         calls: AtomicUsize,
+        /// The size of each call, in order.
+        sizes: std::sync::Mutex<Vec<usize>>,
     }
 
     impl Switchable {
@@ -371,6 +409,7 @@ mod tests {
                 name,
                 down: AtomicBool::new(false),
                 calls: AtomicUsize::new(0),
+                sizes: std::sync::Mutex::new(Vec::new()),
             })
         }
 
@@ -402,6 +441,7 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
+                self.sizes.lock().unwrap().push(emails.len());
                 if self.down.load(Ordering::SeqCst) {
                     return Err(Failure::down("connection refused"));
                 }
@@ -499,6 +539,37 @@ mod tests {
         assert_eq!(sent_by(send(&providers).await), "smtp", "the probe failed");
         assert_eq!(first.calls(), calls + 1, "the probe went to the first");
         assert_eq!(providers.states()[0].1, CircuitState::Open);
+    }
+
+    #[tokio::test]
+    async fn a_probe_risks_one_email_and_the_rest_of_the_batch_follows_once_it_is_answered() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::ZERO);
+        first.set_down(true);
+        send(&providers).await.unwrap();
+        send(&providers).await.unwrap();
+        let batch = [email(), email(), email()];
+        let batch: Vec<&Email> = batch.iter().collect();
+        let far = Instant::now() + Duration::from_secs(60);
+
+        // The probe fails: only one email went to the first provider.
+        let answers = providers.send(&batch, far).await.unwrap();
+        assert_eq!(first.sizes.lock().unwrap().last(), Some(&1));
+        assert_eq!(second.sizes.lock().unwrap().last(), Some(&3));
+        assert_eq!(answers.len(), 3);
+
+        // The probe passes: the rest follow it through the first provider.
+        first.set_down(false);
+        let answers = providers.send(&batch, far).await.unwrap();
+        let sizes = first.sizes.lock().unwrap().clone();
+        assert_eq!(sizes[sizes.len() - 2..], [1, 2]);
+        assert!(answers.iter().all(|a| matches!(
+            a,
+            Answer::Sent {
+                provider: "postmark",
+                ..
+            }
+        )));
     }
 
     #[tokio::test]

@@ -42,10 +42,16 @@ impl Routes {
         metrics: &Metrics,
     ) -> Result<Self, anyhow::Error> {
         if let Some(backend) = &settings.backend {
-            anyhow::bail!(
-                "email_client.backend is now email_client.providers, a list: set \
-                 APP_EMAIL_CLIENT__PROVIDERS={backend} instead of APP_EMAIL_CLIENT__BACKEND"
-            );
+            // Both may be set while a fleet moves from one release to the
+            // next (the older reads only `backend`): fine when they agree.
+            let agrees = settings.providers.len() == 1
+                && format!("{:?}", settings.providers[0]).eq_ignore_ascii_case(backend.trim());
+            if !agrees {
+                anyhow::bail!(
+                    "email_client.backend is now email_client.providers, a list: set \
+                     APP_EMAIL_CLIENT__PROVIDERS={backend} instead of APP_EMAIL_CLIENT__BACKEND"
+                );
+            }
         }
         let from = settings.from(newsletter)?;
         let mut built: Vec<(EmailBackend, Arc<dyn Provider>)> = Vec::new();

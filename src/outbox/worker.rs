@@ -177,14 +177,8 @@ impl OutboxSource {
 impl Source for OutboxSource {
     type Claim = ();
     type Key = Held;
-
-    fn name(&self) -> &'static str {
-        "outbox"
-    }
-
-    fn channel(&self) -> &'static str {
-        CHANNEL
-    }
+    const NAME: &'static str = "outbox";
+    const CHANNEL: &'static str = CHANNEL;
 
     async fn claim(&self, _stop: &CancellationToken) -> Result<Turn<Self>, db::Error> {
         let send_by = DeliveryWorker::send_by(&self.settings, self.send_time);
