@@ -4,17 +4,21 @@
 # compare. Builds the release binary of each revision, then runs
 # scripts/bench.sh (the service only, no pgbench) against them in turns,
 # BEFORE, AFTER, BEFORE, AFTER, ..., and prints the subscribe figures of
-# every turn in one table.
+# every turn in one table. Then, unless CAMPAIGN_N=0, the campaign
+# benchmark (scripts/bench_campaign.sh, CAMPAIGN_N subscribers, a million by
+# default) the same way: deliveries per second and the worker's peak RSS.
 #   scripts/bench_compare.sh BEFORE            BEFORE against the work tree
 #   scripts/bench_compare.sh BEFORE AFTER      two revisions
 #   ROUNDS=3 DURATION=15 scripts/bench_compare.sh a60833f
 #   ROUNDS=0 scripts/bench_compare.sh a60833f  only build
+#   CAMPAIGN_N=0 scripts/bench_compare.sh a60833f  subscribe only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 [ $# -ge 1 ] || die "usage: scripts/bench_compare.sh BEFORE [AFTER]"
 ROUNDS="${ROUNDS:-2}"
+CAMPAIGN_N="${CAMPAIGN_N:-1000000}"
 export DURATION="${DURATION:-15}"
 BUILDS=target/bench-builds
 ROOT=$PWD
@@ -88,4 +92,32 @@ printf '%s\n' "${results[@]}" | awk -F'|' '
       b = sum["before|" c] / n["before|" c]; a = sum["after|" c] / n["after|" c]
       printf "mean at %d connections: before %.0f req/s, after %.0f req/s, after/before %.2f\n", c, b, a, a / b
     }
+  }'
+
+[ "${CAMPAIGN_N}" -gt 0 ] || exit 0
+campaigns=()
+for round in $(seq 1 "${ROUNDS}"); do
+  for side in before after; do
+    bin=${before}
+    [ "${side}" = after ] && bin=${after}
+    log "campaign round ${round}: ${side} (${bin}), ${CAMPAIGN_N} subscribers"
+    out=$(NEWSLETTER_BIN="${bin}" N="${CAMPAIGN_N}" scripts/bench_campaign.sh)
+    printf '%s\n' "${out}"
+    rate=$(awk '/^deliveries\/s, end to end/ {print $5}' <<<"${out}")
+    sustained=$(awk '/^deliveries\/s, sustained/ {print $5}' <<<"${out}")
+    rss=$(awk '/^peak RSS of the worker/ {print $6}' <<<"${out}")
+    campaigns+=("${round}|${side}|${rate}|${sustained}|${rss}")
+  done
+done
+printf '\ncampaign fan-out to %s: before = %s, after = %s\n' "${CAMPAIGN_N}" "$1" "${2:-the work tree}"
+printf '%-6s %-7s %14s %14s %14s\n' round build "end to end/s" "sustained/s" "peak RSS MiB"
+for row in "${campaigns[@]}"; do
+  IFS='|' read -r round side rate sustained rss <<<"${row}"
+  printf '%-6s %-7s %14s %14s %14s\n' "${round}" "${side}" "${rate}" "${sustained}" "${rss}"
+done
+printf '%s\n' "${campaigns[@]}" | awk -F'|' '
+  { sum[$2] += $3; n[$2]++; if ($5 > rss[$2]) rss[$2] = $5 }
+  END {
+    printf "mean end to end: before %.0f/s, after %.0f/s, after/before %.2f; highest peak RSS: before %s MiB, after %s MiB\n",
+      sum["before"] / n["before"], sum["after"] / n["after"], (sum["after"] / n["after"]) / (sum["before"] / n["before"]), rss["before"], rss["after"]
   }'
