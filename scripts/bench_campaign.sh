@@ -54,8 +54,9 @@ export_load_test_settings "${DB}" "${KEY_PREFIX}" "${STUB_PORT}"
 # JSON lines, as in production: the round trips are read off them.
 export APP_LOG_FORMAT=json
 # Production's level, plus one line per call to the email API with its
-# duration (a debug line of the email client).
-export RUST_LOG="info,newsletter::email_client=debug"
+# duration (a debug line of the Postmark client: `delivery::postmark`, or
+# `email_client` in builds before it moved).
+export RUST_LOG="info,newsletter::delivery::postmark=debug,newsletter::email_client=debug"
 # Far above what the worker can reach: the throttle books, never waits.
 export APP_CAMPAIGNS__MESSAGES_PER_SECOND=1000000
 

@@ -228,6 +228,8 @@ ensure_chromium() {
 SMTP_TEST_PYTHON="${SMTP_TEST_PYTHON:-/usr/bin/python3}"
 export SMTP_TEST_PYTHON
 ensure_smtp_test_server() {
+  # The TLS tests make a self-signed certificate for it.
+  command -v openssl >/dev/null || apt_install openssl
   if "${SMTP_TEST_PYTHON}" -c 'import aiosmtpd' 2>/dev/null; then
     log "using aiosmtpd $("${SMTP_TEST_PYTHON}" -c 'import aiosmtpd; print(aiosmtpd.__version__)')"
     return 0

@@ -12,7 +12,9 @@
 //!   since one bad email must not fail the others;
 //! - a throttling answer pauses this engine's claims until the provider
 //!   said it would take more, and never counts as an attempt;
-//! - record-with-retry ([`record`]), for the sources' writes.
+//! - record-with-retry ([`record`]), for the sources' writes;
+//! - emails a source claimed in this process and hands over at once
+//!   ([`Engine::deliver_queued`]), sent in batches as they come.
 //!
 //! Nothing is sent from the batch's `send_by` on: after it, the claim
 //! could lapse during the call and another task send the same emails.
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +107,15 @@ pub struct Batch<S: Source + ?Sized> {
     pub claim: S::Claim,
     pub emails: Vec<(S::Key, Email)>,
     /// When sending must stop for the claim to outlast the call.
+    pub send_by: Instant,
+}
+
+/// An email already claimed in this process and handed to the engine
+/// without a claim of its turn: a source's short way to the engine.
+pub struct Queued<K> {
+    pub key: K,
+    pub email: Email,
+    /// When sending must stop for its claim to outlast the call.
     pub send_by: Instant,
 }
 
@@ -448,6 +460,106 @@ impl<S: Source> Engine<S> {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+}
+
+impl<S: Source> Engine<S>
+where
+    S::Claim: Default,
+{
+    /// Delivers what arrives on `queue` in batches, as the claim loop makes
+    /// them: what is queued goes at once, and after a batch that was not
+    /// full more may gather for the linger, or until they fill a batch. On
+    /// `stop` it takes no more and delivers what is queued.
+    pub async fn deliver_queued(
+        self,
+        mut queue: mpsc::Receiver<Queued<S::Key>>,
+        stop: CancellationToken,
+    ) {
+        let limit = self.inner.settings.batch_size();
+        let mut queued = Vec::with_capacity(limit);
+        let mut closed = false;
+        loop {
+            if queued.is_empty() {
+                let received = tokio::select! {
+                    received = queue.recv_many(&mut queued, limit) => received,
+                    _ = stop.cancelled(), if !closed => {
+                        // Places already reserved still arrive; recv_many
+                        // returns 0 once they have and the queue is empty.
+                        queue.close();
+                        closed = true;
+                        continue;
+                    }
+                };
+                if received == 0 {
+                    return;
+                }
+            }
+            let full = queued.len() >= limit;
+            self.deliver_in_time(queued.drain(..), &stop).await;
+            if !full && !closed {
+                self.gather(&mut queue, &mut queued, limit, &stop).await;
+            }
+        }
+    }
+
+    /// Takes emails off the queue into `queued` for up to the linger,
+    /// stopping early once they fill a batch. Taking them, rather than
+    /// sleeping while they pile up, keeps the queue's places free: a busy
+    /// process would otherwise fill the queue during the linger and send
+    /// the rest the long way.
+    async fn gather(
+        &self,
+        queue: &mut mpsc::Receiver<Queued<S::Key>>,
+        queued: &mut Vec<Queued<S::Key>>,
+        limit: usize,
+        stop: &CancellationToken,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.inner.settings.batch_linger();
+        while queued.len() < limit {
+            tokio::select! {
+                received = queue.recv_many(queued, limit - queued.len()) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Sends the queued emails that can still go out before their claims
+    /// lapse. The others are left alone: once their claims lapse the
+    /// source's claim finds them, and they are sent once.
+    async fn deliver_in_time(
+        &self,
+        queued: impl Iterator<Item = Queued<S::Key>>,
+        stop: &CancellationToken,
+    ) {
+        let now = Instant::now();
+        let (in_time, late): (Vec<_>, Vec<_>) = queued.partition(|queued| now < queued.send_by);
+        if !late.is_empty() {
+            tracing::warn!(
+                source = S::NAME,
+                late = late.len(),
+                "Emails waited too long in this process to be sent before their claims lapse; \
+                 they are sent once the claims have lapsed"
+            );
+        }
+        let Some(send_by) = in_time.iter().map(|queued| queued.send_by).min() else {
+            return;
+        };
+        let emails = in_time
+            .into_iter()
+            .map(|queued| (queued.key, queued.email))
+            .collect();
+        let batch = Batch {
+            claim: S::Claim::default(),
+            emails,
+            send_by,
+        };
+        self.deliver(batch, stop).await;
     }
 }
 

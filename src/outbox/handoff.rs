@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::delivery::engine::Queued;
 use crate::outbox::store::Message;
+use crate::outbox::worker::Held;
 
 /// A message passed over, and the last moment it may still be sent.
-pub(super) type Handed = (Message, Instant);
+pub(super) type Handed = Queued<Held>;
 
 /// The sending side of the queue.
 #[derive(Clone)]
@@ -74,7 +76,11 @@ pub(super) struct Place {
 impl Place {
     /// Passes the committed message over.
     pub fn send(self, message: Message) {
-        self.permit.send((message, self.send_by));
+        self.permit.send(Queued {
+            key: Held::from(&message),
+            email: message.email,
+            send_by: self.send_by,
+        });
     }
 }
 
@@ -117,9 +123,9 @@ mod tests {
         let id = message.id;
         place.send(message);
 
-        let (handed, send_by) = queue.try_recv().expect("nothing was handed over");
-        assert_eq!(handed.id, id);
-        assert!(send_by <= Instant::now() + LEASE - SEND_TIME);
+        let handed = queue.try_recv().expect("nothing was handed over");
+        assert_eq!(handed.key.id(), id);
+        assert!(handed.send_by <= Instant::now() + LEASE - SEND_TIME);
     }
 
     #[tokio::test]

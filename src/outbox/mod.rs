@@ -75,7 +75,7 @@ impl Outbox {
                 );
                 let doorbell = source.doorbell().clone();
                 let mut tasks = worker.spawn(stop.clone());
-                tasks.spawn(worker::deliver_handed_over(worker, queue, stop.clone()));
+                tasks.spawn(worker.deliver_queued(queue, stop.clone()));
                 (doorbell, Some(handoff), tasks)
             }
             None => (Doorbell::new(notifier), None, JoinSet::new()),

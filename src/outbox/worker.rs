@@ -6,17 +6,16 @@
 //! nothing, and logs that instead of overwriting the newer claim's outcome.
 //!
 //! Messages committed in this process arrive already claimed, through the
-//! hand-off queue ([`deliver_handed_over`]), and go through the same
-//! engine.
+//! hand-off queue, which the engine delivers from as well
+//! ([`Engine::deliver_queued`]).
 //!
 //! Shutdown: the engine finishes the messages it is sending (bounded by
 //! the email client's timeout), records the outcomes, hands back any it
 //! claimed but had not started, and returns. A worker killed outright hands
 //! nothing back; its claims lapse and another worker takes over.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,7 +26,6 @@ use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::metrics::Metrics;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
-use crate::outbox::handoff::Handed;
 use crate::outbox::store::{self, Attempt, Message, Unsendable};
 
 /// The outbox's send loops: the engine over the outbox.
@@ -65,6 +63,11 @@ impl From<&Message> for Held {
 impl Held {
     fn pair(&self) -> (Uuid, Uuid) {
         (self.id, self.claim)
+    }
+
+    /// The message's id in the outbox.
+    pub fn id(&self) -> Uuid {
+        self.id
     }
 }
 
@@ -295,105 +298,4 @@ impl Source for OutboxSource {
     async fn rung(&self) {
         self.doorbell.rung().await
     }
-}
-
-/// Delivers the messages handlers in this process committed already
-/// claimed, in batches as the claim loop makes them: what is queued goes at
-/// once, and after a batch that was not full more may gather for the
-/// linger, or until they fill a batch. On shutdown it takes no more and
-/// delivers what is queued.
-pub(super) async fn deliver_handed_over(
-    engine: DeliveryWorker,
-    mut queue: mpsc::Receiver<Handed>,
-    shutdown: CancellationToken,
-) {
-    let limit = engine.source().batch_size();
-    let linger = engine.source().settings.batch_linger();
-    let mut handed = Vec::with_capacity(limit);
-    let mut closed = false;
-    loop {
-        if handed.is_empty() {
-            let received = tokio::select! {
-                received = queue.recv_many(&mut handed, limit) => received,
-                _ = shutdown.cancelled(), if !closed => {
-                    // Places already reserved still arrive; recv_many
-                    // returns 0 once they have and the queue is empty.
-                    queue.close();
-                    closed = true;
-                    continue;
-                }
-            };
-            if received == 0 {
-                return;
-            }
-        }
-        let full = handed.len() >= limit;
-        deliver_in_time(&engine, handed.drain(..), &shutdown).await;
-        if !full && !closed {
-            gather(&mut queue, &mut handed, limit, linger, &shutdown).await;
-        }
-    }
-}
-
-/// Takes messages off the queue into `handed` for up to the linger,
-/// stopping early once they fill a batch. Taking them, rather than sleeping
-/// while they pile up, keeps the queue's places free: a busy instance would
-/// otherwise fill the queue during the linger and send the rest the long
-/// way.
-async fn gather(
-    queue: &mut mpsc::Receiver<Handed>,
-    handed: &mut Vec<Handed>,
-    limit: usize,
-    linger: Duration,
-    shutdown: &CancellationToken,
-) {
-    let deadline = tokio::time::Instant::now() + linger;
-    while handed.len() < limit {
-        tokio::select! {
-            received = queue.recv_many(handed, limit - handed.len()) => {
-                if received == 0 {
-                    return;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => return,
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Sends the handed-over messages that can still go out before their claims
-/// lapse. The others are left alone: once their claims lapse a worker claims
-/// them, and they are sent once.
-async fn deliver_in_time(
-    engine: &DeliveryWorker,
-    handed: impl Iterator<Item = Handed>,
-    shutdown: &CancellationToken,
-) {
-    let now = Instant::now();
-    let (in_time, late): (Vec<Handed>, Vec<Handed>) =
-        handed.partition(|(_, send_by)| now < *send_by);
-    if !late.is_empty() {
-        tracing::warn!(
-            late = late.len(),
-            "Emails waited too long in this process to be sent before their claims lapse; \
-             workers will send them once the claims have lapsed"
-        );
-    }
-    let Some(send_by) = in_time.iter().map(|(_, send_by)| *send_by).min() else {
-        return;
-    };
-    let emails = in_time
-        .into_iter()
-        .map(|(message, _)| (Held::from(&message), message.email))
-        .collect();
-    engine
-        .deliver(
-            Batch {
-                claim: (),
-                emails,
-                send_by,
-            },
-            shutdown,
-        )
-        .await;
 }

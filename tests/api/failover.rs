@@ -12,6 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::campaigns::{add_subscribers, publish, wait_for_state};
 use crate::helpers::{TestApp, accept_every_message, eventually, spawn_app_with};
+use crate::newsroom::{Browser, PASSWORD, create_admin};
 use crate::smtp_server::{SmtpServer, SmtpServerOptions};
 
 /// An address nothing listens on: connections to it are refused until a
@@ -87,6 +88,18 @@ async fn confirmations_and_issues_go_out_through_smtp_with_their_message_ids_rec
     let issue = publish(&app, "By SMTP", "Hello {{name}}.").await;
     let progress = wait_for_state(&app, issue, "done").await;
     assert_eq!(progress.summary.sent, 3);
+    create_admin(&app, "ada", PASSWORD).await;
+    let page = Browser::signed_in(&app, "ada", PASSWORD)
+        .await
+        .get(&format!("/admin/newsletters/{issue}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"<dd data-provider="smtp">3</dd>"#),
+        "{page}"
+    );
     let received = smtp.wait_for_messages(4).await;
     let deliveries: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT s.email, d.provider, d.message_id FROM deliveries d \
