@@ -31,7 +31,7 @@ CONCURRENCY="${CONCURRENCY:-16}"
 case "${1:-}" in
   --short)
     profile=debug
-    LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; API_500_AT=28; SMTP_DOWN_AT=30
+    LOAD_SECONDS=75; PG_CUT_AT=8; REDIS_AT=22; ISSUE_AT=26; API_500_AT=28; SMTP_DOWN_AT=30
     SMTP_UP_AT=33; API_429_AT=33; API_HANG_AT=38; API_OK_AT=50; KILL_AT=56
     # Emails that failed during the API faults come back within seconds,
     # not the production backoff's minute: the drain is short, and what it
@@ -39,12 +39,16 @@ case "${1:-}" in
     export APP_DELIVERY__BACKOFF_MAX_SECONDS=5 ;;
   "")
     profile=release
-    LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; API_500_AT=70; SMTP_DOWN_AT=75
+    LOAD_SECONDS=180; PG_CUT_AT=20; REDIS_AT=50; ISSUE_AT=66; API_500_AT=70; SMTP_DOWN_AT=75
     SMTP_UP_AT=85; API_429_AT=85; API_HANG_AT=100; API_OK_AT=115; KILL_AT=130 ;;
   *) die "usage: scripts/fault_run.sh [--short]" ;;
 esac
 PG_CUT_SECONDS=10
 DRAIN_SECONDS=300
+# An issue goes out to this many confirmed subscribers during the provider
+# faults, at a rate that keeps it sending through them.
+ISSUE_RECIPIENTS=2000
+export APP_CAMPAIGNS__MESSAGES_PER_SECOND=100 APP_CAMPAIGNS__BATCH_SIZE=50
 # The delivery settings the duplicates bound is computed from, set here so
 # that the bound and the replicas agree.
 export APP_DELIVERY__WORKERS=2 APP_DELIVERY__BATCH_SIZE=50
@@ -150,6 +154,14 @@ export EMAIL_STUB_RECIPIENTS="${WORK}/recipients"
 
 log "migrating a fresh database"
 "${bin}/newsletter" migrate >/dev/null
+sql -v n="${ISSUE_RECIPIENTS}" <<'SQL'
+INSERT INTO subscriptions (id, email, name, subscribed_at, status, confirmed_at)
+SELECT gen_random_uuid(), 'issue-reader' || g || '@example.com', 'Reader ' || g,
+       now() - interval '30 days', 'confirmed', now() - interval '29 days'
+FROM generate_series(1, :n) AS g;
+SQL
+admin_id=$(sql -c "INSERT INTO admins (id, username, password_hash) \
+  VALUES (gen_random_uuid(), 'fault-run-editor', 'never signs in') RETURNING id")
 
 "${bin}/examples/email_api_stub" "${STUB_PORT}" "${WORK}/tokens" &
 pids+=($!)
@@ -168,6 +180,7 @@ export APP_LOG_FORMAT=json RUST_LOG=info
 # Postmark's stand-in first, the SMTP server when it is down: circuits open
 # after three failures, and are probed again after two seconds.
 export APP_EMAIL_CLIENT__PROVIDERS=postmark,smtp
+unset APP_EMAIL_CLIENT__BACKEND
 export APP_EMAIL_CLIENT__OPEN_CIRCUIT_AFTER_FAILURES=3
 export APP_EMAIL_CLIENT__PROBE_AFTER_MILLISECONDS=2000
 export APP_EMAIL_CLIENT__SMTP__HOST=127.0.0.1 APP_EMAIL_CLIENT__SMTP__PORT="${SMTP_PORT}"
@@ -205,6 +218,28 @@ kill -TERM "${redis_pid}"
 wait "${redis_pid}" 2>/dev/null || true
 start_redis
 
+until_second "${ISSUE_AT}"
+log "publishing an issue to ${ISSUE_RECIPIENTS} subscribers"
+# As `ledger::publish` does it: the issue sent now, and the senders woken.
+issue_id=$(sql -v admin="${admin_id}" <<'SQL'
+BEGIN;
+WITH issue AS (
+  INSERT INTO newsletter_issues
+    (id, title, content, subject, html_body, text_body, message_stream, send_at, created_by,
+     rate_since)
+  VALUES (gen_random_uuid(), 'Through the faults', 'Hello {{name}}.', 'Through the faults',
+          '<p>Hello {{name}}.</p>', 'Hello {{name}}.', 'broadcast', now(), :'admin', now())
+  RETURNING id
+)
+INSERT INTO publish_requests (admin_id, idempotency_key, fingerprint, issue_id)
+SELECT :'admin', 'fault-run', sha256(convert_to('Hello', 'UTF8')), id FROM issue
+RETURNING issue_id;
+SELECT pg_notify('newsletter_work', '') \g /dev/null
+COMMIT;
+SQL
+)
+[ -n "${issue_id}" ] || die "publishing stored no issue"
+
 until_second "${API_500_AT}"
 log "the email API answers 500: sending moves to SMTP"
 fault_api 500
@@ -239,9 +274,10 @@ log "waiting up to ${DRAIN_SECONDS} s for the outbox to drain"
 drain_started=$(date +%s)
 while :; do
   pending=$(sql -c "SELECT count(*) FROM email_outbox WHERE status = 'pending'")
-  [ "${pending}" = 0 ] && break
+  issue_state=$(sql -c "SELECT state FROM newsletter_issues WHERE id = '${issue_id}'")
+  [ "${pending}" = 0 ] && [ "${issue_state}" = done ] && break
   [ "$(($(date +%s) - drain_started))" -ge "${DRAIN_SECONDS}" ] && break
-  log "${pending} emails still pending"
+  log "${pending} emails still pending, the issue ${issue_state}"
   sleep 2
 done
 
@@ -278,13 +314,25 @@ SELECT 'answered ' || CASE status WHEN 0 THEN 'nothing' ELSE status::text END, c
 SELECT 'stored (answered 200)', count(*) FROM stored;
 SELECT '  with a subscriber', count(*) FILTER (WHERE subscriber) FROM stored;
 SELECT '  with a confirmation email', count(*) FILTER (WHERE emails > 0) FROM stored;
-SELECT 'subscribers in the database', count(*) FROM subscriptions;
-SELECT 'confirmation emails received', count(*) FROM received;
+SELECT 'subscribers in the database', count(*) FROM subscriptions
+  WHERE email NOT LIKE 'issue-reader%';
+SELECT 'confirmation emails received', count(*) FROM received
+  WHERE address NOT LIKE 'issue-reader%';
 SELECT '  through SMTP', count(*) FROM email_outbox WHERE provider = 'smtp';
 SELECT 'emails still pending', count(*) FROM email_outbox WHERE status = 'pending';
 SELECT 'emails failed for good', count(*) FROM email_outbox WHERE status = 'failed';
 SELECT 'duplicates', coalesce(sum(n - 1), 0) FROM emails;
 SELECT 'lost', count(*) FILTER (WHERE NOT subscriber OR emails = 0) FROM stored;
+CREATE TEMP TABLE issue AS
+  SELECT s.email AS address, d.status, d.provider, coalesce(e.n, 0) AS emails
+  FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id
+  LEFT JOIN emails e ON e.address = s.email
+  WHERE d.issue_id = '${issue_id}';
+SELECT 'issue recipients', count(*) FROM issue;
+SELECT '  sent through SMTP', count(*) FILTER (WHERE provider = 'smtp') FROM issue;
+SELECT '  not sent', count(*) FILTER (WHERE status <> 'sent') FROM issue;
+SELECT '  issue duplicates', coalesce(sum(emails - 1) FILTER (WHERE emails > 1), 0) FROM issue;
+SELECT '  issue lost', count(*) FILTER (WHERE status <> 'sent' OR emails = 0) FROM issue;
 SQL
 
 # An email goes twice only when a batch reached the API and its outcome was
@@ -294,13 +342,17 @@ SQL
 # the killed replica had out: one per delivery worker, and one of the emails
 # handed over straight from sign-ups.
 bound=$(((APP_DELIVERY__WORKERS + 1) * APP_DELIVERY__BATCH_SIZE))
+# The issue's batches in flight at the kill: one per sender of the killed
+# replica (two), and one email per probe of a provider that timed out.
+issue_bound=$((2 * APP_CAMPAIGNS__BATCH_SIZE + 20))
 
 printf '\nfault run (%s, %s s of load, %s clients)\n' "${profile}" "${LOAD_SECONDS}" "${CONCURRENCY}"
 printf '| %-32s | %8s |\n' "" "count" "--------------------------------" "--------"
 while IFS='|' read -r what count; do
   printf '| %-32s | %8s |\n' "${what}" "${count}"
 done <"${WORK}/table"
-printf '| %-32s | %8s |\n\n' "duplicates allowed" "${bound}"
+printf '| %-32s | %8s |\n' "duplicates allowed" "${bound}"
+printf '| %-32s | %8s |\n\n' "  issue duplicates allowed" "${issue_bound}"
 
 lost=$(awk -F'|' '$1 == "lost" {print $2}' "${WORK}/table")
 duplicates=$(awk -F'|' '$1 == "duplicates" {print $2}' "${WORK}/table")
@@ -312,4 +364,12 @@ refused=$(awk -F'|' '$1 ~ /^answered / && $1 != "answered 200" {n += $2} END {pr
 grep -q cut "${WORK}/proxy.log" || die "the Postgres proxy never cut"
 [ "${lost}" = 0 ] || die "${lost} sign-ups answered 200 were lost"
 [ "${duplicates}" -le "${bound}" ] || die "${duplicates} duplicate emails, more than ${bound}"
+issue_recipients=$(awk -F'|' '$1 == "issue recipients" {print $2}' "${WORK}/table")
+issue_lost=$(awk -F'|' '$1 == "  issue lost" {print $2}' "${WORK}/table")
+issue_duplicates=$(awk -F'|' '$1 == "  issue duplicates" {print $2}' "${WORK}/table")
+[ "${issue_recipients}" = "${ISSUE_RECIPIENTS}" ] \
+  || die "the issue recorded ${issue_recipients} recipients, not ${ISSUE_RECIPIENTS}"
+[ "${issue_lost}" = 0 ] || die "${issue_lost} of the issue's recipients were not reached"
+[ "${issue_duplicates}" -le "${issue_bound}" ] \
+  || die "${issue_duplicates} recipients got the issue twice, more than ${issue_bound}"
 log "nothing lost"
