@@ -108,7 +108,8 @@ impl LimitSettings {
 /// (`campaigns`) each have one, with the same keys.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SendLoopSettings {
-    /// Send tasks per process (`senders` is the campaigns' older name).
+    /// Send tasks per process: `delivery.workers`, and `campaigns.senders`
+    /// (the name its settings have always had, which the alias keeps).
     #[serde(alias = "senders", deserialize_with = "deserialize_number_from_string")]
     pub workers: usize,
     /// Emails a task claims at once, and sends in one call.
@@ -163,6 +164,14 @@ impl SendLoopSettings {
 
     pub fn backoff_max(&self) -> Duration {
         Duration::from_secs(self.backoff_max_seconds)
+    }
+
+    /// How long a throttled email waits: what the provider asked for, a
+    /// second if it named nothing, never more than the longest backoff.
+    pub fn throttled_delay(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(crate::delivery::answer::THROTTLED_PAUSE)
+            .min(self.backoff_max())
     }
 
     /// Refuses settings under which two tasks could send the same batch

@@ -242,6 +242,7 @@ impl Source for CampaignSource {
     type Key = i32;
     const NAME: &'static str = "campaigns";
     const CHANNEL: &'static str = WORK_CHANNEL;
+    const PAUSES_ON_FULL_SCHEDULE: bool = true;
 
     async fn claim(&self, stop: &CancellationToken) -> Result<Turn<Self>, db::Error> {
         let lease = self.lease();
@@ -382,12 +383,7 @@ impl Source for CampaignSource {
         let (retry_in, failed_attempt) = match (throttled, passing_left) {
             // Not a failed attempt: throttling slows an issue down, never
             // uses up its attempts.
-            (Some(retry_after), _) => (
-                retry_after
-                    .unwrap_or(THROTTLED_PAUSE)
-                    .min(sending.backoff_max()),
-                false,
-            ),
+            (Some(retry_after), _) => (sending.throttled_delay(retry_after), false),
             // Failed in a way that may pass: back off longer each time.
             (None, true) => (
                 retry_delay(

@@ -34,7 +34,7 @@ use crate::configuration::SendLoopSettings;
 use crate::db::wakeups::Wakeups;
 use crate::db::{self, Db};
 use crate::delivery::Routes;
-use crate::delivery::answer::{Answer, THROTTLED_PAUSE};
+use crate::delivery::answer::Answer;
 use crate::delivery::throttle::{Booking, Throttles};
 use crate::emails::Email;
 use crate::telemetry::error_chain_line as chain;
@@ -50,6 +50,10 @@ pub trait Source: Send + Sync + 'static {
     const NAME: &'static str;
     /// The channel on which work for this source is announced.
     const CHANNEL: &'static str;
+    /// Whether a batch that finds its stream's schedule full pauses the
+    /// source's tasks: for a source whose emails all share one stream. One
+    /// that mixes streams (the outbox) must not hold back the others.
+    const PAUSES_ON_FULL_SCHEDULE: bool;
 
     /// One turn of claiming: a batch to send, other work done, or nothing
     /// due. Work other than a claim stops early on `stop`.
@@ -299,21 +303,25 @@ impl<S: Source> Engine<S> {
                 }
             }
         };
+        // The stream's schedule was full: the source's tasks wait for it
+        // only when all its emails share one stream.
+        let mut throttled = if S::PAUSES_ON_FULL_SCHEDULE {
+            longest_throttle(&outcomes)
+        } else {
+            None
+        };
         if !emails.is_empty() {
             let answers = self.send(&emails, send_by).await;
-            outcomes.extend(emails.into_iter().map(|(key, _)| key).zip(answers));
+            let sent: Vec<_> = emails
+                .into_iter()
+                .map(|(key, _)| key)
+                .zip(answers)
+                .collect();
+            throttled = throttled.max(longest_throttle(&sent));
+            outcomes.extend(sent);
         }
-        let throttled = outcomes
-            .iter()
-            .filter_map(|(_, answer)| match answer {
-                Some(Answer::Throttled { retry_after }) => Some(*retry_after),
-                _ => None,
-            })
-            .max();
         if let Some(retry_after) = throttled {
-            let pause = retry_after
-                .unwrap_or(THROTTLED_PAUSE)
-                .min(self.inner.settings.backoff_max());
+            let pause = self.inner.settings.throttled_delay(retry_after);
             tracing::warn!(
                 source = S::NAME,
                 pause_ms = pause.as_millis() as u64,
@@ -337,7 +345,11 @@ impl<S: Source> Engine<S> {
         Vec<(S::Key, Option<Answer>)>,
         Duration,
     ) {
-        let patience = send_by.saturating_duration_since(Instant::now());
+        // Less a margin, so that the turn leaves time to check who still
+        // wants the emails and to start the call before `send_by`.
+        let patience = send_by
+            .saturating_duration_since(Instant::now())
+            .mul_f64(0.9);
         let mut wait = Duration::ZERO;
         let mut full: Vec<(String, Duration)> = Vec::new();
         let mut streams: Vec<(&str, usize)> = Vec::new();
@@ -418,6 +430,9 @@ impl<S: Source> Engine<S> {
             return vec![None; batch.len()];
         }
         let providers = self.inner.routes.of(stream);
+        // Every provider down is no reason to slow the stream's rate down:
+        // only a provider's own throttling answers are.
+        let mut every_provider_down = false;
         let answers = match providers.send(batch, send_by).await {
             Ok(answers) => answers.into_iter().map(Some).collect(),
             Err(failure) if batch.len() > 1 && matches!(failure.answer, Answer::Refused(_)) => {
@@ -438,15 +453,19 @@ impl<S: Source> Engine<S> {
                 }
                 answers
             }
-            Err(failure) => vec![Some(failure.answer); batch.len()],
+            Err(failure) => {
+                every_provider_down = failure.down;
+                vec![Some(failure.answer); batch.len()]
+            }
         };
         let sent = answers
             .iter()
             .filter(|answer| matches!(answer, Some(Answer::Sent { .. })))
             .count();
-        if answers
-            .iter()
-            .any(|answer| matches!(answer, Some(Answer::Throttled { .. })))
+        if !every_provider_down
+            && answers
+                .iter()
+                .any(|answer| matches!(answer, Some(Answer::Throttled { .. })))
         {
             self.inner.throttles.throttled(stream);
         } else if sent > 0 {
@@ -493,6 +512,14 @@ where
                 };
                 if received == 0 {
                     return;
+                }
+            }
+            // Throttled: wait as the claim loop does; what can no longer be
+            // sent in time is left to lapse and be claimed.
+            if let Some(until) = self.paused_until() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = stop.cancelled() => {}
                 }
             }
             let full = queued.len() >= limit;
@@ -561,6 +588,18 @@ where
         };
         self.deliver(batch, stop).await;
     }
+}
+
+/// The longest pause the throttling answers among `outcomes` ask for, if
+/// any was throttled.
+fn longest_throttle<K>(outcomes: &[(K, Option<Answer>)]) -> Option<Option<Duration>> {
+    outcomes
+        .iter()
+        .filter_map(|(_, answer)| match answer {
+            Some(Answer::Throttled { retry_after }) => Some(*retry_after),
+            _ => None,
+        })
+        .max()
 }
 
 /// Whether emails may still be sent, their claims holding until the call

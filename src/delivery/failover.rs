@@ -69,17 +69,29 @@ enum State {
     HalfOpen,
 }
 
+/// A provider and the state of its circuit. One per provider in a
+/// process, shared by every stream that lists it: a provider found down on
+/// one stream is skipped on the other too.
 #[derive(Debug)]
-struct Circuit {
+pub struct Circuit {
     provider: Arc<dyn Provider>,
     state: Mutex<State>,
+}
+
+impl Circuit {
+    pub fn new(provider: Arc<dyn Provider>) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        })
+    }
 }
 
 /// A stream's providers, in order; cheap to clone, shared by every task of
 /// the process so that they all see one circuit per provider.
 #[derive(Debug, Clone)]
 pub struct Providers {
-    circuits: Arc<[Circuit]>,
+    circuits: Arc<[Arc<Circuit>]>,
     breaker: Breaker,
     metrics: Metrics,
 }
@@ -98,25 +110,18 @@ enum Admission {
 impl Providers {
     /// Fails on an empty list: a stream needs a provider.
     pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
+        circuits: Vec<Arc<Circuit>>,
         breaker: Breaker,
         metrics: Metrics,
     ) -> Result<Self, anyhow::Error> {
-        if providers.is_empty() {
+        if circuits.is_empty() {
             anyhow::bail!("a stream needs at least one email provider");
         }
-        let circuits: Arc<[Circuit]> = providers
-            .into_iter()
-            .map(|provider| Circuit {
-                provider,
-                state: Mutex::new(State::Closed { failures: 0 }),
-            })
-            .collect();
-        for circuit in circuits.iter() {
-            metrics.provider_circuit(circuit.provider.name(), CircuitState::Closed);
+        for circuit in &circuits {
+            metrics.provider_circuit(circuit.provider.name(), circuit.state());
         }
         Ok(Self {
-            circuits,
+            circuits: circuits.into(),
             breaker,
             metrics,
         })
@@ -179,7 +184,7 @@ impl Providers {
             };
             let name = circuit.provider.name();
             let outcome = if probing && emails.len() > 1 {
-                self.probe(circuit, emails).await
+                self.probe(circuit, emails, send_by).await
             } else {
                 circuit.provider.send(emails).await
             };
@@ -232,28 +237,46 @@ impl Providers {
 
     /// A probe carries one email: should it time out, only that one may
     /// go twice, through the next provider. Once the provider has answered
-    /// it, the rest of the batch follows.
-    async fn probe(&self, circuit: &Circuit, emails: &[&Email]) -> Result<Vec<Answer>, Failure> {
+    /// it, the rest of the batch follows, while the claim leaves time for
+    /// it; what is left then goes again, no attempt counted.
+    async fn probe(
+        &self,
+        circuit: &Circuit,
+        emails: &[&Email],
+        send_by: Instant,
+    ) -> Result<Vec<Answer>, Failure> {
         let mut answers = match circuit.provider.send(&emails[..1]).await {
             Ok(answers) => answers,
             Err(failure) if failure.down => return Err(failure),
             Err(failure) => vec![failure.answer],
         };
         let rest = &emails[1..];
+        if Instant::now() >= send_by {
+            answers.extend(vec![Answer::Throttled { retry_after: None }; rest.len()]);
+            return Ok(answers);
+        }
         match circuit.provider.send(rest).await {
             Ok(more) => answers.extend(more),
-            // A refusal of the rest as a whole may be for one bad email:
-            // they go again, and the engine's one-by-one fallback finds it.
+            // Refused as a whole, most likely for one bad email: each goes
+            // alone, as the engine would do it, while time allows.
             Err(Failure {
-                answer: Answer::Refused(error),
+                answer: Answer::Refused(_),
                 ..
-            }) if rest.len() > 1 => answers.extend(vec![
-                Answer::Passing {
-                    error,
-                    retry_after: None,
-                };
-                rest.len()
-            ]),
+            }) if rest.len() > 1 => {
+                for email in rest {
+                    if Instant::now() >= send_by {
+                        answers.push(Answer::Throttled { retry_after: None });
+                        continue;
+                    }
+                    answers.push(match circuit.provider.send(&[email]).await {
+                        Ok(mut answer) => answer.pop().unwrap_or(Answer::Passing {
+                            error: "the provider gave no answer for the email".into(),
+                            retry_after: None,
+                        }),
+                        Err(failure) => failure.answer,
+                    });
+                }
+            }
             Err(failure) => answers.extend(vec![failure.answer; rest.len()]),
         }
         Ok(answers)
@@ -473,7 +496,7 @@ mod tests {
     fn providers(list: &[&Arc<Switchable>], probe_after: Duration) -> Providers {
         let list = list
             .iter()
-            .map(|p| Arc::clone(p) as Arc<dyn Provider>)
+            .map(|p| Circuit::new(Arc::clone(p) as Arc<dyn Provider>))
             .collect();
         let breaker = Breaker {
             open_after: 2,
@@ -570,6 +593,35 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[tokio::test]
+    async fn a_probe_past_the_claims_deadline_sends_its_one_email_and_leaves_the_rest_unsent() {
+        let (first, second) = (Switchable::new("postmark"), Switchable::new("smtp"));
+        let providers = providers(&[&first, &second], Duration::ZERO);
+        first.set_down(true);
+        send(&providers).await.unwrap();
+        send(&providers).await.unwrap();
+        first.set_down(false);
+        let batch = [email(), email(), email()];
+        let batch: Vec<&Email> = batch.iter().collect();
+
+        let answers = providers.send(&batch, Instant::now()).await.unwrap();
+
+        assert_eq!(first.sizes.lock().unwrap().last(), Some(&1));
+        assert!(matches!(
+            answers[0],
+            Answer::Sent {
+                provider: "postmark",
+                ..
+            }
+        ));
+        // Not sent: they go again without an attempt counted.
+        assert!(
+            answers[1..]
+                .iter()
+                .all(|a| matches!(a, Answer::Throttled { .. }))
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::configuration::{EmailBackend, EmailClientSettings};
 use crate::domain::Newsletter;
 use crate::metrics::Metrics;
-use failover::Providers;
+use failover::{Circuit, Providers};
 use provider::Provider;
 
 /// Which providers each message stream goes through.
@@ -34,8 +34,8 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The configured providers of both streams, each built once: when the
-    /// streams list the same providers they share one set of circuits.
+    /// The configured providers of both streams, each built once with one
+    /// circuit, which both streams share.
     pub fn build(
         settings: &EmailClientSettings,
         newsletter: &Newsletter,
@@ -54,37 +54,35 @@ impl Routes {
             }
         }
         let from = settings.from(newsletter)?;
-        let mut built: Vec<(EmailBackend, Arc<dyn Provider>)> = Vec::new();
-        let mut providers =
-            |list: &[EmailBackend]| -> Result<Vec<Arc<dyn Provider>>, anyhow::Error> {
-                let mut chosen = Vec::with_capacity(list.len());
-                for backend in list {
-                    if let Some((_, provider)) = built.iter().find(|(b, _)| b == backend) {
-                        chosen.push(provider.clone());
-                        continue;
-                    }
-                    let provider: Arc<dyn Provider> = match backend {
-                        EmailBackend::Console => {
-                            Arc::new(postmark::EmailClient::console(from.clone()))
-                        }
-                        EmailBackend::Postmark => {
-                            Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))
-                        }
-                        EmailBackend::Smtp => {
-                            let smtp = settings.smtp.as_ref().ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "email_client.smtp is required by the smtp provider \
-                                 (set APP_EMAIL_CLIENT__SMTP__HOST and the others)"
-                                )
-                            })?;
-                            Arc::new(smtp::SmtpProvider::new(smtp, from.clone())?)
-                        }
-                    };
-                    built.push((*backend, provider.clone()));
-                    chosen.push(provider);
+        let mut built: Vec<(EmailBackend, Arc<Circuit>)> = Vec::new();
+        let mut providers = |list: &[EmailBackend]| -> Result<Vec<Arc<Circuit>>, anyhow::Error> {
+            let mut chosen = Vec::with_capacity(list.len());
+            for backend in list {
+                if let Some((_, circuit)) = built.iter().find(|(b, _)| b == backend) {
+                    chosen.push(circuit.clone());
+                    continue;
                 }
-                Ok(chosen)
-            };
+                let provider: Arc<dyn Provider> = match backend {
+                    EmailBackend::Console => Arc::new(postmark::EmailClient::console(from.clone())),
+                    EmailBackend::Postmark => {
+                        Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))
+                    }
+                    EmailBackend::Smtp => {
+                        let smtp = settings.smtp.as_ref().ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "email_client.smtp is required by the smtp provider \
+                                 (set APP_EMAIL_CLIENT__SMTP__HOST and the others)"
+                            )
+                        })?;
+                        Arc::new(smtp::SmtpProvider::new(smtp, from.clone())?)
+                    }
+                };
+                let circuit = Circuit::new(provider);
+                built.push((*backend, circuit.clone()));
+                chosen.push(circuit);
+            }
+            Ok(chosen)
+        };
         let transactional = Providers::new(
             providers(&settings.providers)?,
             settings.breaker(),
@@ -114,7 +112,7 @@ impl Routes {
             open_after: u32::MAX,
             probe_after: std::time::Duration::from_secs(1),
         };
-        let providers = Providers::new(vec![provider], breaker, Metrics::default())
+        let providers = Providers::new(vec![Circuit::new(provider)], breaker, Metrics::default())
             .expect("one provider is a list");
         Self {
             transactional: providers.clone(),

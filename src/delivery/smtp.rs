@@ -183,8 +183,11 @@ impl SmtpProvider {
         };
         // Waiting for a free session is not the server's time: the timeout
         // starts once one is ours.
-        let Ok(permit) = tokio::time::timeout_at(start_by, self.sessions.permit()).await else {
-            return Outcome::Answer(Answer::Throttled { retry_after: None });
+        // A permit that is free is taken even past the deadline: the time
+        // is checked again once it is ours.
+        let permit = match tokio::time::timeout_at(start_by, self.sessions.permit()).await {
+            Ok(permit) if tokio::time::Instant::now() < start_by => permit,
+            _ => return Outcome::NotStarted,
         };
         let exchange = self.exchange(permit, &message);
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -256,10 +259,12 @@ impl SmtpProvider {
 
     /// One answer per email, or the call's failure when the server looked
     /// down for every one of them.
+    /// Emails that never started say nothing about the server: the call
+    /// is down when every email that started found it down.
     fn answers(&self, outcomes: Vec<Outcome>) -> Result<Vec<Answer>, Failure> {
         let mut down = outcomes.iter().filter_map(|outcome| match outcome {
             Outcome::Down(error) => Some(error),
-            Outcome::Answer(_) => None,
+            Outcome::Answer(_) | Outcome::NotStarted => None,
         });
         if let Some(first) = down.next() {
             let cause = error_chain_line(first);
@@ -270,7 +275,11 @@ impl SmtpProvider {
                 emails = outcomes.len(),
                 "The SMTP server looks down"
             );
-            if failed == outcomes.len() {
+            let started = outcomes
+                .iter()
+                .filter(|outcome| !matches!(outcome, Outcome::NotStarted))
+                .count();
+            if failed == started {
                 return Err(Failure::down(cause));
             }
         }
@@ -282,6 +291,9 @@ impl SmtpProvider {
                     error: error_chain_line(&error),
                     retry_after: None,
                 },
+                // Not sent: it goes again without an attempt counted, as
+                // for a server asking us to slow down.
+                Outcome::NotStarted => Answer::Throttled { retry_after: None },
             })
             .collect())
     }
@@ -369,6 +381,8 @@ struct Prepared {
 /// What became of one email, before the call's answer is made of them all.
 enum Outcome {
     Answer(Answer),
+    /// No session came free within the call's time: never sent.
+    NotStarted,
     /// The server looked down while this email was on its way.
     Down(SendError),
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::configuration::SendLoopSettings;
 use crate::db::{self, Db};
-use crate::delivery::answer::{Answer, THROTTLED_PAUSE};
+use crate::delivery::answer::Answer;
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::metrics::Metrics;
 use crate::outbox::backoff::retry_delay;
@@ -182,6 +182,7 @@ impl Source for OutboxSource {
     type Key = Held;
     const NAME: &'static str = "outbox";
     const CHANNEL: &'static str = CHANNEL;
+    const PAUSES_ON_FULL_SCHEDULE: bool = false;
 
     async fn claim(&self, _stop: &CancellationToken) -> Result<Turn<Self>, db::Error> {
         let send_by = DeliveryWorker::send_by(&self.settings, self.send_time);
@@ -269,9 +270,7 @@ impl Source for OutboxSource {
                 // The provider's rate limit says nothing about the message:
                 // its attempt is given back.
                 Answer::Throttled { retry_after } => {
-                    let delay = retry_after
-                        .unwrap_or(THROTTLED_PAUSE)
-                        .min(self.settings.backoff_max());
+                    let delay = self.settings.throttled_delay(retry_after);
                     let error = "the email provider asked to slow down (rate limited)".to_owned();
                     self.send_again(held, delay, error, Attempt::GivenBack)
                         .await

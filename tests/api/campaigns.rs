@@ -1249,8 +1249,12 @@ async fn a_worker_killed_while_failing_over_to_smtp_leaves_nobody_out_and_sends_
         ("APP_EMAIL_CLIENT__SMTP__PORT", port.as_str()),
         ("APP_EMAIL_CLIENT__SMTP__TLS", "none"),
         ("APP_EMAIL_CLIENT__SMTP__POOL_SIZE", "4"),
-        // A call may take twice it: within the claim of 3 s.
-        ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "500"),
+        // Long enough that no email times out on a busy machine: one that
+        // did could have arrived, and would go again, outside the bound
+        // this test checks. A call may take twice it, and a claim must
+        // outlast two calls.
+        ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "1500"),
+        ("APP_CAMPAIGNS__CLAIM_TIMEOUT_SECONDS", "7"),
     ];
     add_subscribers(&app, 300, "confirmed").await;
     let mut first = Worker::start(&app, &app.email_server.uri(), &failover);
