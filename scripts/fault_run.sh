@@ -335,16 +335,17 @@ SELECT '  issue duplicates', coalesce(sum(emails - 1) FILTER (WHERE emails > 1),
 SELECT '  issue lost', count(*) FILTER (WHERE status <> 'sent' OR emails = 0) FROM issue;
 SQL
 
-# An email goes twice only when a batch reached the API and its outcome was
-# never recorded, so its claim lapsed and another worker sent it again. A
+# An email goes twice only when a batch reached a provider and its outcome
+# was never recorded, so its claim lapsed and another task sent it again. A
 # cut of Postgres shorter than half the claim does not do it (the outcome is
 # written again until the claim is half gone); the kill does, for each batch
 # the killed replica had out: one per delivery worker, and one of the emails
-# handed over straight from sign-ups.
-bound=$(((APP_DELIVERY__WORKERS + 1) * APP_DELIVERY__BATCH_SIZE))
-# The issue's batches in flight at the kill: one per sender of the killed
-# replica (two), and one email per probe of a provider that timed out.
-issue_bound=$((2 * APP_CAMPAIGNS__BATCH_SIZE + 20))
+# handed over straight from sign-ups. Failing over does too, once per task:
+# a batch whose call timed out (the stand-in hanging, the SMTP server
+# killed mid-transaction) may have arrived, and the next provider sends it.
+bound=$((2 * (APP_DELIVERY__WORKERS + 1) * APP_DELIVERY__BATCH_SIZE))
+# The same for the issue, whose batches go one per sender (two a replica).
+issue_bound=$((2 * 2 * APP_CAMPAIGNS__BATCH_SIZE))
 
 printf '\nfault run (%s, %s s of load, %s clients)\n' "${profile}" "${LOAD_SECONDS}" "${CONCURRENCY}"
 printf '| %-32s | %8s |\n' "" "count" "--------------------------------" "--------"
