@@ -68,6 +68,20 @@ fn provider_of<'a>(rows: &'a [(String, String, Option<String>)], recipient: &str
         .unwrap_or_else(|| panic!("no provider recorded for {recipient}: {rows:?}"))
 }
 
+/// Each of `readers`' confirmations went out through `provider`.
+fn assert_sent_by(
+    rows: &[(String, String, Option<String>)],
+    readers: std::ops::Range<usize>,
+    provider: &str,
+) {
+    for n in readers {
+        assert_eq!(
+            provider_of(rows, &format!("reader{n}@example.com")),
+            provider
+        );
+    }
+}
+
 #[tokio::test]
 async fn confirmations_and_issues_go_out_through_smtp_with_their_message_ids_recorded() {
     let smtp = SmtpServer::start(SmtpServerOptions::default()).await;
@@ -142,12 +156,7 @@ async fn while_postmark_refuses_connections_smtp_carries_on_and_sending_returns_
 
     sign_up(&app, 0..3).await;
     let rows = wait_for_outbox_sent(&app, 3).await;
-    for n in 0..3 {
-        assert_eq!(
-            provider_of(&rows, &format!("reader{n}@example.com")),
-            "smtp"
-        );
-    }
+    assert_sent_by(&rows, 0..3, "smtp");
     assert_eq!(smtp.wait_for_messages(3).await.len(), 3);
 
     let back = MockServer::builder()
@@ -191,12 +200,7 @@ async fn postmark_failing_with(answer: ResponseTemplate, attempts: i32) {
     sign_up(&app, 0..2).await;
 
     let rows = wait_for_outbox_sent(&app, 2).await;
-    for n in 0..2 {
-        assert_eq!(
-            provider_of(&rows, &format!("reader{n}@example.com")),
-            "smtp"
-        );
-    }
+    assert_sent_by(&rows, 0..2, "smtp");
     assert_eq!(smtp.wait_for_messages(2).await.len(), 2);
 }
 
@@ -229,12 +233,7 @@ async fn while_smtp_is_down_postmark_carries_on() {
     sign_up(&app, 0..2).await;
 
     let rows = wait_for_outbox_sent(&app, 2).await;
-    for n in 0..2 {
-        assert_eq!(
-            provider_of(&rows, &format!("reader{n}@example.com")),
-            "postmark"
-        );
-    }
+    assert_sent_by(&rows, 0..2, "postmark");
     assert_eq!(app.sent_emails().await.len(), 2);
 }
 

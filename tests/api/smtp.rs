@@ -11,7 +11,7 @@ use newsletter::domain::{Newsletter, SubscriberEmail};
 use newsletter::emails::{Email, EmailContent, UnsubscribeLinks};
 use secrecy::SecretString;
 
-use crate::smtp_server::{SmtpServer, SmtpServerOptions};
+use crate::smtp_server::{SmtpServer, SmtpServerOptions, plain_settings};
 
 /// The sender as Python's parser gives the header back: the display name
 /// without the quotes it does not need.
@@ -390,13 +390,8 @@ async fn a_server_that_never_answers_fails_the_call_as_down_after_the_timeout() 
 
 fn unreachable_settings(port: u16) -> SmtpSettings {
     SmtpSettings {
-        host: "127.0.0.1".into(),
-        port,
-        tls: SmtpTls::None,
-        username: None,
-        password: None,
         pool_size: 2,
         timeout_milliseconds: 5_000,
-        accept_invalid_certificates: false,
+        ..plain_settings(port)
     }
 }
