@@ -332,9 +332,13 @@ impl Metrics {
 
     /// The text Prometheus scrapes: the counters, then the gauges read now.
     pub async fn render(&self) -> Result<String, std::fmt::Error> {
-        let now = gauges::read(&self.inner).await;
+        // The counters first, then the database: an email counted as sent
+        // was recorded before the count, so the gauges read after it show
+        // it sent too. Read the other way round, one scrape could show it
+        // both sent and still being sent.
         let mut text = String::new();
         encode_registry(&mut text, &self.inner.registry)?;
+        let now = gauges::read(&self.inner).await;
         encode_registry(&mut text, &now)?;
         encode_eof(&mut text)?;
         Ok(text)
