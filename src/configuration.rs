@@ -18,6 +18,9 @@ use crate::delivery::postmark::{EmailClient, Sender};
 use crate::delivery::smtp::SmtpSettings;
 use crate::domain::{Newsletter, NewsletterPart, SubscriberEmail};
 
+mod production;
+pub use production::{Refused, is_published, key_problem, refuse_placeholders};
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub application: ApplicationSettings,
@@ -382,6 +385,11 @@ pub struct ApplicationSettings {
     /// How long in-flight requests get to finish after SIGTERM.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub shutdown_timeout_seconds: u64,
+    /// `Strict-Transport-Security: max-age=` this on every answer; 0 sends
+    /// none (local runs on plain HTTP). TLS ends at the platform's edge, so
+    /// the service never sees https itself and cannot decide from a request.
+    #[serde(default, deserialize_with = "deserialize_number_from_string")]
+    pub hsts_max_age_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -532,7 +540,11 @@ pub fn get_configuration() -> Result<Settings, config::ConfigError> {
         .unwrap_or_else(|_| "local".into())
         .try_into()
         .map_err(config::ConfigError::Message)?;
-    load(&directory, environment, None)
+    let settings = load(&directory, environment, None)?;
+    if environment == Environment::Production {
+        refuse_placeholders(&settings).map_err(|e| config::ConfigError::Foreign(Box::new(e)))?;
+    }
+    Ok(settings)
 }
 
 /// The layering itself. `variables` replaces the process environment when
@@ -868,6 +880,18 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(!printed.contains("db-pass-123"), "{printed}");
         assert!(!printed.contains("email-token-456"), "{printed}");
+    }
+
+    #[test]
+    fn production_tells_browsers_to_use_https_for_a_year_and_local_runs_do_not() {
+        let hsts = |environment| {
+            load(&configuration_dir(), environment, vars(&[]))
+                .unwrap()
+                .application
+                .hsts_max_age_seconds
+        };
+        assert_eq!(hsts(Environment::Production), 31_536_000);
+        assert_eq!(hsts(Environment::Local), 0);
     }
 
     #[test]

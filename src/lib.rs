@@ -15,6 +15,7 @@ pub mod newsletters;
 pub mod outbox;
 pub mod pages;
 pub mod rate_limit;
+pub mod readiness;
 pub mod retention;
 pub mod routes;
 pub mod signups;

@@ -27,6 +27,7 @@ use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
 use crate::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
+use crate::readiness;
 use crate::retention::Retention;
 use crate::routes::admin::{PublishSettings, SessionCookies};
 use crate::routes::{self, ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
@@ -60,6 +61,11 @@ impl Application {
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?
             .with_metrics(metrics.clone());
+        let readiness = readiness::Checker::start(
+            &settings.database,
+            limiter.for_this_thread()?,
+            background.stop.child_token(),
+        );
         let sessions = SessionStore::new(
             &settings.redis_uri,
             &settings.rate_limit.key_prefix,
@@ -96,16 +102,16 @@ impl Application {
             publish,
             progress,
             keys,
+            readiness,
             webhooks: settings.webhooks.clone(),
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
             metrics,
         };
-        let server = run(
-            listener,
-            settings.database,
-            services,
-            Duration::from_secs(settings.application.shutdown_timeout_seconds),
-        )?;
+        let shape = ServerShape {
+            shutdown_timeout: Duration::from_secs(settings.application.shutdown_timeout_seconds),
+            hsts_max_age_seconds: settings.application.hsts_max_age_seconds,
+        };
+        let server = run(listener, settings.database, services, shape)?;
         tracing::info!(%address, port, "Listening");
         Ok(Self {
             port,
@@ -463,6 +469,8 @@ struct Services {
     progress: ProgressFeed,
     /// Signs unsubscribe links and hashes suppressed addresses.
     keys: Keys,
+    /// The last check of the dependencies, for `/ready`.
+    readiness: readiness::Checker,
     webhooks: WebhookSettings,
     /// What webhook records are judged by.
     webhook_policy: crate::webhooks::Policy,
@@ -487,11 +495,17 @@ fn http_workers() -> usize {
 /// among the workers. A connection is driven by the runtime it was opened
 /// on: used from another worker's thread, each of its reads and writes
 /// would wake that thread, and that thread would wake the worker back.
+/// How the HTTP server itself behaves, apart from what handlers share.
+struct ServerShape {
+    shutdown_timeout: Duration,
+    hsts_max_age_seconds: u64,
+}
+
 fn run(
     listener: TcpListener,
     database: DatabaseSettings,
     services: Services,
-    shutdown_timeout: Duration,
+    shape: ServerShape,
 ) -> Result<Server, anyhow::Error> {
     let Services {
         options,
@@ -503,10 +517,12 @@ fn run(
         publish,
         progress,
         keys,
+        readiness,
         webhooks,
         webhook_policy,
         metrics,
     } = services;
+    let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
     let webhook_policy = web::Data::new(webhook_policy);
     let keys = web::Data::new(keys);
@@ -546,7 +562,7 @@ fn run(
             .wrap(from_fn(count_requests))
             .app_data(form_config())
             .app_data(query_config())
-            .wrap(security_headers())
+            .wrap(security_headers(shape.hsts_max_age_seconds))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
             .app_data(db)
@@ -560,12 +576,13 @@ fn run(
             .app_data(publish.clone())
             .app_data(progress.clone())
             .app_data(keys.clone())
+            .app_data(readiness.clone())
             .app_data(webhooks.clone())
             .app_data(webhook_policy.clone())
             .app_data(metrics.clone())
     })
     .workers(workers)
-    .shutdown_timeout(shutdown_timeout.as_secs())
+    .shutdown_timeout(shape.shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
     Ok(server)
@@ -600,8 +617,19 @@ fn end_streams_on_signal(streams: CancellationToken) {
 /// Headers for every response. The pages load nothing but their own
 /// stylesheet and submit only to this site; they may not be framed; and no
 /// Referer leaves them (a confirmation page's address holds a token).
-fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+/// Behind TLS (production), browsers are told to use nothing else.
+/// `DefaultHeaders` adds nothing to an error a middleware returns, so the
+/// middlewares answer their refusals as responses instead.
+fn security_headers(hsts_max_age_seconds: u64) -> DefaultHeaders {
+    let headers = if hsts_max_age_seconds > 0 {
+        DefaultHeaders::new().add((
+            header::STRICT_TRANSPORT_SECURITY,
+            format!("max-age={hsts_max_age_seconds}"),
+        ))
+    } else {
+        DefaultHeaders::new()
+    };
+    headers
         .add((
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; style-src 'self'; form-action 'self'; \

@@ -134,7 +134,7 @@ impl Drop for Newsletter {
 /// `newsletter` as a developer runs it: the local environment, with no
 /// `APP_*` variable but the ones `configure` sets, and where the tests'
 /// Postgres is (the test command runs one of its own).
-fn newsletter(configure: &[(&str, &str)]) -> Command {
+fn newsletter<V: AsRef<std::ffi::OsStr>>(configure: &[(&str, V)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"));
     for (name, _) in std::env::vars() {
         let postgres = name == "APP_DATABASE__HOST" || name == "APP_DATABASE__PORT";
@@ -142,7 +142,7 @@ fn newsletter(configure: &[(&str, &str)]) -> Command {
             command.env_remove(name);
         }
     }
-    command.envs(configure.iter().copied());
+    command.envs(configure.iter().map(|(name, value)| (name, value)));
     command
 }
 
@@ -188,7 +188,7 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
         .to_string();
     let base = format!("http://127.0.0.1:{port}");
     let server = Newsletter::start(&mut newsletter(&[
-        ("APP_APPLICATION__PORT", &port),
+        ("APP_APPLICATION__PORT", port.as_str()),
         ("APP_METRICS__PORT", "0"),
         ("APP_APPLICATION__BASE_URL", &base),
         ("APP_DATABASE__DATABASE_NAME", &db.settings.database_name),
@@ -258,26 +258,16 @@ async fn logs_are_plain_locally_json_in_production_and_app_log_format_picks_eith
     let settings = get_configuration().unwrap();
     let db = helpers::TestDatabase::create(&settings.database).await;
     let name = db.settings.database_name.as_str();
-    let local = [("APP_DATABASE__DATABASE_NAME", name)];
-    let local_json = [local[0], ("APP_LOG_FORMAT", "json")];
+    let local = vec![("APP_DATABASE__DATABASE_NAME", name.to_owned())];
+    let local_json = [local.clone(), vec![("APP_LOG_FORMAT", "json".to_owned())]].concat();
     // The local Postgres has no TLS, which production requires; production
-    // takes its secret from the platform.
-    let production = [
-        local[0],
-        ("APP_ENVIRONMENT", "production"),
-        ("APP_DATABASE__REQUIRE_SSL", "false"),
-        (
-            "APP_APPLICATION__HMAC_SECRET",
-            "a production secret of 32 bytes or more",
-        ),
-    ];
+    // takes its secrets from the platform.
+    let production = helpers::production_variables(name);
     let production_text = [
-        production[0],
-        production[1],
-        production[2],
-        production[3],
-        ("APP_LOG_FORMAT", "text"),
-    ];
+        production.clone(),
+        vec![("APP_LOG_FORMAT", "text".to_owned())],
+    ]
+    .concat();
     let cases = [
         ("local", &local[..], LogFormat::Text),
         (

@@ -1,17 +1,19 @@
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 
 use crate::rate_limit::{Decision, RateLimiter};
 use crate::routes::ApiError;
 
 /// Refuses a request with 429 and `Retry-After` when its client is over the
 /// per-IP limit, before the handler reads the body or touches the database.
+/// The refusal is an answer, not an error: the headers every answer gets
+/// are added only to answers.
 pub async fn limit_per_ip(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let limiter = request
         .app_data::<web::Data<RateLimiter>>()
         .expect("the rate limiter is registered as app data")
@@ -19,8 +21,10 @@ pub async fn limit_per_ip(
     if let Some(peer) = request.peer_addr() {
         let client = limiter.client_ip().resolve(peer.ip(), request.headers());
         if let Decision::Limited { retry_after } = limiter.check_ip(client).await {
-            return Err(ApiError::TooManyRequests(retry_after).into());
+            let refusal = actix_web::Error::from(ApiError::TooManyRequests(retry_after));
+            let answer = HttpResponse::from_error(refusal);
+            return Ok(request.into_response(answer).map_into_right_body());
         }
     }
-    next.call(request).await
+    Ok(next.call(request).await?.map_into_left_body())
 }

@@ -18,7 +18,7 @@ mod webhooks;
 pub use error::ApiError;
 pub use health_check::health_check;
 pub use home::{home, stylesheet};
-pub use readiness::{CHECK_TIMEOUT as READINESS_CHECK_TIMEOUT, readiness};
+pub use readiness::readiness;
 pub use subscriptions::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
 pub use subscriptions_confirm::{confirm, confirm_with_button};
 pub use webhooks::{WEBHOOK_BODY_LIMIT_BYTES, postmark_webhook};

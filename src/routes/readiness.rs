@@ -1,25 +1,16 @@
 //! `GET /ready`: whether this instance should receive traffic. Unlike
-//! `/health_check` (liveness: the process answers), it checks the
+//! `/health_check` (liveness: the process answers), it reports the
 //! dependencies: Postgres, without which nothing can be stored, and Redis.
 //! Redis down does not make an instance unready, because the rate limits fall
 //! back to the process; it is reported so an operator can see it.
-
-use std::time::Duration;
+//!
+//! The answer comes from the last background check (`crate::readiness`):
+//! a call costs no connection, so polling it cannot starve requests.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::db::Db;
-use crate::rate_limit::RateLimiter;
-
-/// How long each check may take: a load balancer polls this often. The
-/// platform's check must wait longer than this (`spec.yaml`).
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Redis never makes the instance unready, so its check must not make the
-/// answer late either: load balancers give up on a check after as little as
-/// half a second.
-const REDIS_CHECK_TIMEOUT: Duration = Duration::from_millis(300);
+use crate::readiness::Checker;
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
@@ -33,18 +24,15 @@ struct Readiness {
 
 #[utoipa::path(get, path = "/ready", tag = "public",
     responses(
-        (status = 200, description = "Postgres answers: this instance takes traffic.", body = Readiness),
-        (status = 503, description = "Postgres does not answer.", body = Readiness),
+        (status = 200, description = "Postgres answered the last check: this instance takes traffic.", body = Readiness),
+        (status = 503, description = "Postgres did not answer the last check, or no check has finished yet.", body = Readiness),
     ))]
-pub async fn readiness(db: web::Data<Db>, limiter: web::Data<RateLimiter>) -> HttpResponse {
-    let (postgres_ok, redis_ok) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, db.ping()),
-        limiter.ping_redis(REDIS_CHECK_TIMEOUT),
-    );
-    let postgres_ok = matches!(postgres_ok, Ok(Ok(())));
+pub async fn readiness(checker: web::Data<Checker>) -> HttpResponse {
+    let report = checker.report().await;
+    let postgres_ok = report.is_some_and(|r| r.postgres);
     let body = Readiness {
         postgres: if postgres_ok { "ok" } else { "unavailable" },
-        redis: if redis_ok {
+        redis: if report.is_some_and(|r| r.redis) {
             "ok"
         } else {
             "unavailable, rate limits per process"

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use config::FileFormat;
 use newsletter::configuration::{Environment, Settings, load};
-use newsletter::routes::READINESS_CHECK_TIMEOUT;
+use newsletter::readiness::{FIRST_REPORT_PATIENCE, REFRESH_INTERVAL};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -219,17 +219,22 @@ async fn the_spec_health_checks_ask_paths_that_answer_200() {
 }
 
 #[test]
-fn the_readiness_check_waits_longer_than_ready_waits_for_postgres() {
+fn the_readiness_probe_outwaits_a_new_instances_first_check_and_polls_no_faster_than_checks_run() {
     let spec = committed_spec();
-    // The platform's default is 1 s.
-    let timeout = service(&spec)["health_check"]["timeout_seconds"]
-        .as_f64()
-        .unwrap_or(1.0);
+    let check = &service(&spec)["health_check"];
+    // The platform's defaults are 1 s and 10 s.
+    let timeout = check["timeout_seconds"].as_f64().unwrap_or(1.0);
+    let period = check["period_seconds"].as_f64().unwrap_or(10.0);
 
     assert!(
-        timeout > READINESS_CHECK_TIMEOUT.as_secs_f64(),
-        "the readiness check gives up after {timeout} s, no later than /ready's own \
-         {READINESS_CHECK_TIMEOUT:?} check of Postgres"
+        timeout > FIRST_REPORT_PATIENCE.as_secs_f64(),
+        "the probe gives up after {timeout} s, no later than /ready waits for a new \
+         instance's first check ({FIRST_REPORT_PATIENCE:?})"
+    );
+    assert!(
+        period >= REFRESH_INTERVAL.as_secs_f64(),
+        "the probe polls every {period} s, faster than the checks run ({REFRESH_INTERVAL:?}): \
+         it would read the same report twice"
     );
 }
 

@@ -856,3 +856,29 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// The variables of a production instance on this machine's Postgres
+/// (which has no TLS) and `database_name`: fresh secrets of the right
+/// lengths, an https address, credentials for the webhooks. What a real
+/// deployment sets, so that production's start-up checks pass; a test
+/// changes one to see it refused.
+pub fn production_variables(database_name: &str) -> Vec<(&'static str, String)> {
+    let fresh = || Uuid::new_v4().simple().to_string();
+    vec![
+        ("APP_ENVIRONMENT", "production".to_owned()),
+        ("APP_DATABASE__REQUIRE_SSL", "false".to_owned()),
+        ("APP_DATABASE__DATABASE_NAME", database_name.to_owned()),
+        ("APP_DATABASE__PASSWORD", fresh()),
+        (
+            "APP_APPLICATION__HMAC_SECRET",
+            format!("{}{}", fresh(), fresh()),
+        ),
+        (
+            "APP_APPLICATION__BASE_URL",
+            "https://news.example.com".to_owned(),
+        ),
+        ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", fresh()),
+        ("APP_WEBHOOKS__POSTMARK_USERNAME", "postmark".to_owned()),
+        ("APP_WEBHOOKS__POSTMARK_PASSWORD", fresh()),
+    ]
+}

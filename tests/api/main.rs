@@ -16,6 +16,7 @@ mod newsletters;
 mod newsroom;
 mod openapi;
 mod pages;
+mod production_settings;
 mod rate_limits;
 mod readme;
 mod retention;

@@ -400,3 +400,73 @@ async fn the_app_refuses_to_start_with_an_empty_title_or_one_with_a_line_break()
         }
     }
 }
+
+#[tokio::test]
+async fn every_answer_carries_strict_transport_security_when_it_is_set() {
+    let app = spawn_app_with(|s| {
+        s.application.hsts_max_age_seconds = 31_536_000;
+        s.rate_limit.per_ip.burst = 1;
+        s.rate_limit.per_ip.per_period = 1;
+    })
+    .await;
+    let client = &app.api_client;
+    let confirm = format!("{}/subscriptions/confirm", app.address);
+    let answers = [
+        ("a page", client.get(format!("{}/", app.address))),
+        (
+            "no such path",
+            client.get(format!("{}/no/such/page", app.address)),
+        ),
+        (
+            "a wrong method",
+            client.delete(format!("{}/login", app.address)),
+        ),
+        (
+            "an admin page, signed out",
+            client.get(format!("{}/admin/dashboard", app.address)),
+        ),
+        (
+            "a bad query",
+            client.get(format!("{confirm}?subscription_token=%ff")),
+        ),
+        // The first spends the client's one request; the second is refused
+        // by the rate limit's middleware, before any handler.
+        (
+            "a confirmation",
+            client.get(format!("{confirm}?subscription_token=x")),
+        ),
+        (
+            "too many requests",
+            client.get(format!("{confirm}?subscription_token=x")),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (case, request) in answers {
+        let response = request.send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        let hsts = response.headers().get("strict-transport-security");
+        assert_eq!(
+            hsts.map(|h| h.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "{case} ({}) came without it",
+            response.status()
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "the limit did not answer");
+}
+
+#[tokio::test]
+async fn local_runs_on_plain_http_send_no_strict_transport_security() {
+    let app = spawn_app().await;
+
+    let response = app.get("/").await;
+
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none(),
+        "{:?}",
+        response.headers()
+    );
+}

@@ -60,7 +60,12 @@ pub async fn require_admin(
             let answer = unavailable_page(request.request());
             return Ok(request.into_response(answer).map_into_right_body());
         }
-        Err(e) => return Err(e.into()),
+        // An answer rather than an error, so that it gets the headers every
+        // answer gets.
+        Err(e) => {
+            let answer = HttpResponse::from_error(actix_web::Error::from(e));
+            return Ok(request.into_response(answer).map_into_right_body());
+        }
     };
     let signed_in = match signed_in {
         Visitor::SignedIn(signed_in) => signed_in,
