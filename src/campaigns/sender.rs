@@ -335,9 +335,9 @@ impl Source for CampaignSource {
                 }
                 Some(Answer::Passing { error, retry_after }) => {
                     passing_retry_after = passing_retry_after.max(retry_after);
-                    passing.push((seq, error))
+                    passing.push((seq, error.to_string()))
                 }
-                Some(Answer::Refused(error)) => failed.push((seq, error)),
+                Some(Answer::Refused(error)) => failed.push((seq, error.to_string())),
                 // Not sent this time: nothing to count.
                 None => {}
             }
