@@ -128,6 +128,10 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// What a message whose stored recipient no longer parses as an address
+/// says as its error. The parser's own reason quotes the address.
+pub const INVALID_RECIPIENT: &str = "invalid recipient: not an address this service sends to";
+
 /// How long a throttled message waits when the provider named no delay.
 pub const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 
