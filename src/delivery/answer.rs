@@ -59,7 +59,10 @@ pub enum Code {
     /// Postmark's `ErrorCode` for one message.
     Postmark(i64),
     /// An HTTP status, with Postmark's `ErrorCode` when the body held one.
-    Http { status: u16, error_code: Option<i64> },
+    Http {
+        status: u16,
+        error_code: Option<i64>,
+    },
     /// An SMTP reply code, with its enhanced status code (RFC 3463) when
     /// the reply began with one.
     Smtp {

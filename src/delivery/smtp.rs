@@ -422,7 +422,10 @@ impl SendError {
             Reading::Down => Outcome::Down(self),
             Reading::Throttled => Outcome::Answer(Answer::Throttled { retry_after: None }),
             Reading::Passing => Outcome::Answer(Answer::Passing {
-                error: with_reply(Refusal::new("the SMTP server turned it away for now"), error),
+                error: with_reply(
+                    Refusal::new("the SMTP server turned it away for now"),
+                    error,
+                ),
                 retry_after: None,
             }),
             Reading::Refused => Outcome::Answer(Answer::Refused(match error.status() {

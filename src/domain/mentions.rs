@@ -161,7 +161,10 @@ mod tests {
             "zebulon",
             "quirke",
         ] {
-            assert!(forms.iter().any(|f| f == expected), "{expected} not in {forms:?}");
+            assert!(
+                forms.iter().any(|f| f == expected),
+                "{expected} not in {forms:?}"
+            );
         }
     }
 
@@ -173,7 +176,10 @@ mod tests {
                 r#"search "ZEBULON.QUIRKE+letters@example.org", status """#,
                 r#"search "[erased]", status """#,
             ),
-            ("q=zebulon.quirke%2Bletters%40example.org&status=", "q=[erased]&status="),
+            (
+                "q=zebulon.quirke%2Bletters%40example.org&status=",
+                "q=[erased]&status=",
+            ),
             ("Zebulon Quirke exported", "[erased] exported"),
             ("wrote to zebulon.quirke@example.org", "wrote to [erased]"),
             ("a search for quirke", "a search for [erased]"),
@@ -186,7 +192,12 @@ mod tests {
     #[test]
     fn text_that_mentions_them_only_inside_other_words_is_left_alone() {
         let mentions = Mentions::of("ada@example.com", "Ada Byron");
-        for text in ["adamant", "a Byronic hero", "status confirmed, no search", ""] {
+        for text in [
+            "adamant",
+            "a Byronic hero",
+            "status confirmed, no search",
+            "",
+        ] {
             assert_eq!(mentions.scrub(text), None, "{text}");
         }
         assert_eq!(
@@ -198,7 +209,10 @@ mod tests {
     #[test]
     fn short_name_words_are_looked_for_only_as_the_whole_name() {
         let mentions = Mentions::of("al@example.com", "Al Wu");
-        assert_eq!(mentions.scrub("al wu searched").as_deref(), Some("[erased] searched"));
+        assert_eq!(
+            mentions.scrub("al wu searched").as_deref(),
+            Some("[erased] searched")
+        );
         assert_eq!(mentions.scrub("wu"), None);
     }
 

@@ -384,15 +384,17 @@ fn smtp_codes(details: &str) -> Option<String> {
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .filter(|word| !word.is_empty());
     let reply = words.find(|word| {
-        word.len() == 3 && word.bytes().all(|b| b.is_ascii_digit()) && matches!(&word[..1], "4" | "5")
+        word.len() == 3
+            && word.bytes().all(|b| b.is_ascii_digit())
+            && matches!(&word[..1], "4" | "5")
     })?;
     let enhanced = words.next().filter(|word| {
         let parts: Vec<&str> = word.split('.').collect();
         parts.len() == 3
             && matches!(parts[0], "4" | "5")
-            && parts
-                .iter()
-                .all(|part| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()))
+            && parts.iter().all(|part| {
+                (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+            })
     });
     Some(match enhanced {
         Some(enhanced) => format!("SMTP {reply} {enhanced}"),
@@ -478,10 +480,7 @@ mod tests {
                 .parse::<DateTime<Utc>>()
                 .unwrap()
         );
-        assert_eq!(
-            bounce.detail.as_deref(),
-            Some("SMTP 550 5.1.1")
-        );
+        assert_eq!(bounce.detail.as_deref(), Some("SMTP 550 5.1.1"));
         assert_eq!(
             bounce.delivery,
             Some(DeliveryId {
@@ -582,7 +581,7 @@ mod tests {
                 panic!("not a subscription change");
             };
             assert_eq!(change.suppressed, expected, "{reason:?}");
-            assert_eq!(change.origin.as_deref(), Some("Recipient"));
+            assert_eq!(change.origin, Some("Recipient"));
         }
     }
 
@@ -699,9 +698,15 @@ mod tests {
     #[test]
     fn of_a_bounces_details_only_the_smtp_codes_are_kept() {
         for (details, kept) in [
-            ("smtp;550 5.1.1 <ada@example.com>: unknown user", Some("SMTP 550 5.1.1")),
+            (
+                "smtp;550 5.1.1 <ada@example.com>: unknown user",
+                Some("SMTP 550 5.1.1"),
+            ),
             ("smtp; 452 4.2.2 mailbox full", Some("SMTP 452 4.2.2")),
-            ("smtp;554 Message refused for user42@example.com", Some("SMTP 554")),
+            (
+                "smtp;554 Message refused for user42@example.com",
+                Some("SMTP 554"),
+            ),
             ("ada@example.com does not exist", None),
             ("user 12345 at host 1.2.3.4", None),
             ("", None),
