@@ -6,6 +6,9 @@
 //!
 //! A mention counts only as a whole word: `ada` is found in `ada@x.example`
 //! and in `search "Ada"`, not in `adamant`. Matching ignores letter case.
+//! A common local part or name word (`info`, `news`) is cut from unrelated
+//! text too, an issue's title in the audit log say: an erasure errs on the
+//! side of cutting, and the entry keeps its action, actor and time.
 
 /// What a mention is replaced with.
 pub const ERASED: &str = "[erased]";
