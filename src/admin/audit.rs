@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::Mentions;
+
 /// What happened. Stored as the text of [`Action::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -112,6 +114,49 @@ pub async fn record(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Cuts every mention of a person out of the log, for their erasure: from
+/// every row's detail (an admin's search, written by releases that kept
+/// it), and from the username of failed sign-ins, which is whatever was
+/// typed and may be a subscriber's address. The usernames of admins' own
+/// actions are the admins' and stay. Returns how many rows changed.
+///
+/// The log has no index that could find text inside a detail: the sieve
+/// reads it whole, which an erasure, rare and done by hand, can afford.
+pub async fn erase_mentions(
+    conn: &mut PgConnection,
+    mentions: &Mentions,
+) -> Result<u64, sqlx::Error> {
+    type Row = (i64, Option<String>, String);
+    let candidates: Vec<Row> = sqlx::query_as(
+        "SELECT id, CASE WHEN action = $2 THEN username END, detail FROM audit_log \
+         WHERE detail ILIKE ANY($1) OR (action = $2 AND username ILIKE ANY($1)) \
+         FOR UPDATE",
+    )
+    .bind(mentions.like_patterns())
+    .bind(Action::SignInFailed.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut changed = 0;
+    for (id, typed, detail) in candidates {
+        let username = typed.as_deref().and_then(|typed| mentions.scrub(typed));
+        let detail = mentions.scrub(&detail);
+        if username.is_none() && detail.is_none() {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE audit_log SET username = COALESCE($2, username), \
+             detail = COALESCE($3, detail) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(username)
+        .bind(detail)
+        .execute(&mut *conn)
+        .await?;
+        changed += 1;
+    }
+    Ok(changed)
 }
 
 /// `text` with each control character replaced by U+FFFD.

@@ -428,6 +428,29 @@ pub struct Reported {
     pub complained: i64,
 }
 
+/// What an erased subscriber's deliveries say as their reason.
+pub const ERASED_REASON: &str = "the reason was erased with the recipient";
+
+/// Replaces the reasons of a subscriber's deliveries, for their erasure.
+/// This release writes only codes and fixed text there, but the previous
+/// one wrote the provider's words, which may quote the address; the
+/// reasons cannot be told apart, so all of them go. The states and counts
+/// stay: the issue's figures remain true.
+pub async fn erase_reasons_of(
+    conn: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let erased = sqlx::query(
+        "UPDATE deliveries SET last_error = $2 \
+         WHERE subscriber_id = $1 AND last_error IS NOT NULL",
+    )
+    .bind(subscriber_id)
+    .bind(ERASED_REASON)
+    .execute(conn)
+    .await?;
+    Ok(erased.rows_affected())
+}
+
 /// Moves a delivery the provider reported on: `sent` or `queued` to
 /// `bounced` or `complained`, or `bounced → complained` (the complaint is
 /// the stronger fact; a bounce after a complaint changes nothing). `sent`

@@ -32,7 +32,7 @@ use crate::campaigns::ledger::{
 use crate::configuration::CampaignSettings;
 use crate::db::wakeups::Notifier;
 use crate::db::{self, Db};
-use crate::delivery::answer::{Answer, THROTTLED_PAUSE};
+use crate::delivery::answer::{Answer, INVALID_RECIPIENT, THROTTLED_PAUSE};
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, UnsubscribeLinks};
@@ -166,8 +166,10 @@ impl CampaignSource {
         for recipient in recipients {
             let to = match SubscriberEmail::parse(&recipient.email) {
                 Ok(to) => to,
-                Err(e) => {
-                    unsendable.push((recipient.seq, format!("invalid recipient: {e}")));
+                // The parser's reason quotes the address; the ledger keeps
+                // only that it was not one.
+                Err(_) => {
+                    unsendable.push((recipient.seq, INVALID_RECIPIENT.to_owned()));
                     continue;
                 }
             };
@@ -335,9 +337,9 @@ impl Source for CampaignSource {
                 }
                 Some(Answer::Passing { error, retry_after }) => {
                     passing_retry_after = passing_retry_after.max(retry_after);
-                    passing.push((seq, error))
+                    passing.push((seq, error.to_string()))
                 }
-                Some(Answer::Refused(error)) => failed.push((seq, error)),
+                Some(Answer::Refused(error)) => failed.push((seq, error.to_string())),
                 // Not sent this time: nothing to count.
                 None => {}
             }

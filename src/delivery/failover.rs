@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, Refusal};
 use crate::delivery::provider::{Failure, Provider};
 use crate::emails::Email;
 use crate::metrics::Metrics;
@@ -270,7 +270,7 @@ impl Providers {
                     }
                     answers.push(match circuit.provider.send(&[email]).await {
                         Ok(mut answer) => answer.pop().unwrap_or(Answer::Passing {
-                            error: "the provider gave no answer for the email".into(),
+                            error: Refusal::new("the provider gave no answer for the email"),
                             retry_after: None,
                         }),
                         Err(failure) => failure.answer,
@@ -466,7 +466,7 @@ mod tests {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 self.sizes.lock().unwrap().push(emails.len());
                 if self.down.load(Ordering::SeqCst) {
-                    return Err(Failure::down("connection refused"));
+                    return Err(Failure::down(Refusal::new("connection refused")));
                 }
                 Ok(emails
                     .iter()

@@ -13,12 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use futures::future::BoxFuture;
 
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, Code, Refusal};
 use crate::delivery::provider::{Failure, Provider};
 use crate::domain::{Newsletter, SubscriberEmail};
 use crate::emails::Email;
 use crate::metrics::{EmailApiError, Metrics};
-use crate::telemetry::error_chain_line;
 
 #[derive(Debug, Clone)]
 pub struct EmailClient {
@@ -484,8 +483,12 @@ fn answer_of(provider: &'static str, verdict: Verdict) -> Answer {
             provider,
         },
         Verdict::Refused { code: 429, .. } => Answer::Throttled { retry_after: None },
-        Verdict::Refused { code, message } => {
-            let error = format!("the email API refused it (error {code}): {message}");
+        // Postmark's message often quotes the recipient's address: the
+        // code alone is kept (see `Refusal`).
+        Verdict::Refused { code, .. } => {
+            let error = Refusal::new("the email API refused it")
+                .with_code(Code::Postmark(code))
+                .because(error_code_meaning(code));
             if Verdict::is_transient(code) {
                 Answer::Passing {
                     error,
@@ -506,11 +509,55 @@ fn answer_of_failed_call(error: &EmailError) -> Answer {
         }
     } else if error.is_retryable() {
         Answer::Passing {
-            error: error_chain_line(error),
+            error: refusal_of(error),
             retry_after: error.retry_after(),
         }
     } else {
-        Answer::Refused(error_chain_line(error))
+        Answer::Refused(refusal_of(error))
+    }
+}
+
+/// A failed call as it is recorded: its status and Postmark's error code,
+/// never the body, which may quote an address.
+fn refusal_of(error: &EmailError) -> Refusal {
+    match error {
+        EmailError::Unreachable(_) => {
+            Refusal::new("the email API could not be reached or did not answer in time")
+        }
+        EmailError::UnreadableAnswer(_) => Refusal::new("the email API's answer could not be read"),
+        EmailError::Rejected { status, code, .. } => {
+            let refusal = Refusal::new("the email API refused the request").with_code(Code::Http {
+                status: status.as_u16(),
+                error_code: *code,
+            });
+            match code {
+                Some(code) => refusal.because(error_code_meaning(*code)),
+                None => refusal.because(status.canonical_reason().unwrap_or("no reason given")),
+            }
+        }
+    }
+}
+
+/// What one of Postmark's error codes means, in its own words where it has
+/// some (<https://postmarkapp.com/developer/api/overview#error-codes>).
+fn error_code_meaning(code: i64) -> &'static str {
+    match code {
+        10 => "bad or missing server token",
+        100 => "maintenance",
+        300 => "invalid email request",
+        400 => "sender signature not found",
+        401 => "sender signature not confirmed",
+        402 => "invalid JSON",
+        403 => "incompatible JSON",
+        405 => "not allowed to send",
+        406 => "inactive recipient",
+        409 => "JSON required",
+        410 => "too many batch messages",
+        411 => "forbidden attachment type",
+        412 => "account is pending",
+        413 => "account may not send",
+        429 => "rate limit exceeded",
+        _ => "an error code this service does not know",
     }
 }
 
@@ -1255,7 +1302,37 @@ mod answer_tests {
         };
         assert_eq!(
             answer_of("postmark", inactive),
-            Answer::Refused("the email API refused it (error 406): Inactive recipient".into())
+            Answer::Refused(
+                Refusal::new("the email API refused it")
+                    .with_code(Code::Postmark(406))
+                    .because("inactive recipient")
+            )
+        );
+    }
+
+    #[test]
+    fn what_is_kept_of_a_refusal_never_quotes_the_providers_words() {
+        let quoting = Verdict::Refused {
+            code: 300,
+            message: "Invalid 'To' address: 'ada@example.com'.".into(),
+        };
+        let Answer::Refused(refusal) = answer_of("postmark", quoting) else {
+            panic!("an invalid request is refused for good");
+        };
+        assert_eq!(
+            refusal.to_string(),
+            "the email API refused it (error 300): invalid email request"
+        );
+        let rejected = EmailError::Rejected {
+            status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            body: r#"{"ErrorCode":300,"Message":"Invalid 'To' address: 'ada@example.com'."}"#
+                .into(),
+            code: Some(300),
+            retry_after: None,
+        };
+        assert_eq!(
+            refusal_of(&rejected).to_string(),
+            "the email API refused the request (422, error 300): invalid email request"
         );
     }
 }

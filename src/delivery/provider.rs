@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, Refusal};
 use crate::emails::Email;
 
 /// An email provider: Postmark, an SMTP server, or the console.
@@ -47,10 +47,10 @@ pub struct Failure {
 
 impl Failure {
     /// The provider cannot take mail now, for a reason that may pass.
-    pub fn down(error: impl Into<String>) -> Self {
+    pub fn down(error: Refusal) -> Self {
         Self {
             answer: Answer::Passing {
-                error: error.into(),
+                error,
                 retry_after: None,
             },
             down: true,

@@ -37,7 +37,7 @@ use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_nu
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, Code, Refusal};
 use crate::delivery::postmark::{self, Sender};
 use crate::delivery::provider::{Failure, Provider};
 use crate::emails::Email;
@@ -176,9 +176,13 @@ impl SmtpProvider {
         let message = match self.message(email) {
             Ok(message) => message,
             Err(reason) => {
-                return Outcome::Answer(Answer::Refused(format!(
-                    "the email could not be written for SMTP: {reason}"
-                )));
+                // The reason quotes the address: the log has it, the
+                // record does not.
+                tracing::warn!(%reason, "An email could not be written for SMTP");
+                return Outcome::Answer(Answer::Refused(
+                    Refusal::new("the email could not be written for SMTP")
+                        .because("its recipient is not an address SMTP can carry"),
+                ));
             }
         };
         // Waiting for a free session is not the server's time: the timeout
@@ -280,7 +284,7 @@ impl SmtpProvider {
                 .filter(|outcome| !matches!(outcome, Outcome::NotStarted))
                 .count();
             if failed == started {
-                return Err(Failure::down(cause));
+                return Err(Failure::down(first.refusal()));
             }
         }
         Ok(outcomes
@@ -288,7 +292,7 @@ impl SmtpProvider {
             .map(|outcome| match outcome {
                 Outcome::Answer(answer) => answer,
                 Outcome::Down(error) => Answer::Passing {
-                    error: error_chain_line(&error),
+                    error: error.refusal(),
                     retry_after: None,
                 },
                 // Not sent: it goes again without an attempt counted, as
@@ -418,17 +422,94 @@ impl SendError {
             Reading::Down => Outcome::Down(self),
             Reading::Throttled => Outcome::Answer(Answer::Throttled { retry_after: None }),
             Reading::Passing => Outcome::Answer(Answer::Passing {
-                error: format!(
-                    "the SMTP server turned it away for now {}",
-                    quote_reply(error)
+                error: with_reply(
+                    Refusal::new("the SMTP server turned it away for now"),
+                    error,
                 ),
                 retry_after: None,
             }),
             Reading::Refused => Outcome::Answer(Answer::Refused(match error.status() {
-                Some(_) => format!("the SMTP server refused it {}", quote_reply(error)),
-                None => format!("the SMTP server cannot take it: {error}"),
+                Some(_) => with_reply(Refusal::new("the SMTP server refused it"), error),
+                None => Refusal::new("the SMTP server cannot take it")
+                    .because("the SMTP client would not send it to this server"),
             })),
         }
+    }
+
+    /// What is recorded of a server that looked down: the codes of its
+    /// reply if it gave one, never its text.
+    fn refusal(&self) -> Refusal {
+        match self {
+            SendError::TimedOut { .. } => Refusal::new("the SMTP server did not answer in time"),
+            SendError::Session {
+                error: SessionError::Connect(_),
+                ..
+            } => Refusal::new("the SMTP server could not be reached"),
+            SendError::Session {
+                error: SessionError::Smtp(error),
+                ..
+            } => with_reply(Refusal::new("the SMTP server refused the session"), error),
+            SendError::Transaction { error, .. } => {
+                with_reply(Refusal::new("the SMTP server is not taking mail"), error)
+            }
+        }
+    }
+}
+
+/// `refusal` with the codes of the reply that `error` holds, if any, and
+/// what they mean. The reply's text is left out: it often quotes the
+/// recipient's address (`550 5.1.1 <ada@example.com>: unknown`).
+fn with_reply(refusal: Refusal, error: &smtp::Error) -> Refusal {
+    let Some(reply) = error.status().map(u16::from) else {
+        return refusal.because("the connection failed without a reply");
+    };
+    let text = reply_text(error);
+    let enhanced = split_enhanced_code(&text).0.and_then(|code| {
+        let mut parts = code.split('.').map(str::parse::<u16>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(class)), Some(Ok(subject)), Some(Ok(detail))) => {
+                Some([class, subject, detail])
+            }
+            _ => None,
+        }
+    });
+    refusal
+        .with_code(Code::Smtp { reply, enhanced })
+        .because(reply_meaning(reply, enhanced))
+}
+
+/// What a negative reply means: by its enhanced code (RFC 3463) when it has
+/// one, else by its reply code (RFC 5321).
+fn reply_meaning(reply: u16, enhanced: Option<[u16; 3]>) -> &'static str {
+    match enhanced.map(|[_, subject, detail]| (subject, detail)) {
+        Some((1, 1)) => "bad destination mailbox address",
+        Some((1, 2)) => "bad destination system address",
+        Some((1, 3)) => "bad destination mailbox address syntax",
+        Some((1, _)) => "addressing status",
+        Some((2, 1)) => "mailbox disabled",
+        Some((2, 2)) => "mailbox full",
+        Some((2, 3)) => "message length exceeds administrative limit",
+        Some((2, _)) => "mailbox status",
+        Some((3, _)) => "mail system status",
+        Some((4, _)) => "network and routing status",
+        Some((5, _)) => "mail delivery protocol status",
+        Some((6, _)) => "message content or media status",
+        Some((7, 1)) => "delivery not authorized, message refused",
+        Some((7, _)) => "security or policy status",
+        _ => match reply {
+            421 => "service not available",
+            450 => "mailbox unavailable",
+            451 => "local error in processing",
+            452 => "insufficient system storage",
+            530 => "authentication required",
+            535 => "authentication credentials invalid",
+            550 => "mailbox unavailable",
+            551 => "user not local",
+            552 => "exceeded storage allocation",
+            553 => "mailbox name not allowed",
+            554 => "transaction failed",
+            _ => "a reply this service does not name",
+        },
     }
 }
 
@@ -537,20 +618,6 @@ fn reply_text(error: &smtp::Error) -> String {
     std::error::Error::source(error)
         .map(|text| text.to_string())
         .unwrap_or_default()
-}
-
-/// A negative reply as an answer quotes it, `(550 5.1.1): <a@b>: unknown`:
-/// the codes in brackets, then what the server said.
-fn quote_reply(error: &smtp::Error) -> String {
-    let text = reply_text(error);
-    let (enhanced, rest) = split_enhanced_code(&text);
-    let code = error
-        .status()
-        .map_or_else(|| "no code".to_owned(), |code| u16::from(code).to_string());
-    match enhanced {
-        Some(enhanced) => format!("({code} {enhanced}): {rest}"),
-        None => format!("({code}): {rest}"),
-    }
 }
 
 /// How sessions are opened.

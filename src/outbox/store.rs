@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::delivery::answer::INVALID_RECIPIENT;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
 use crate::suppression;
@@ -62,8 +63,10 @@ impl Claimed {
         if let Some(why) = &self.suppressed {
             return Err(unsendable(why.clone()));
         }
+        // The parser's reason quotes the address: the outbox keeps only that
+        // it was not one.
         let to = SubscriberEmail::parse(&self.recipient)
-            .map_err(|e| unsendable(format!("invalid recipient: {e}")))?;
+            .map_err(|_| unsendable(INVALID_RECIPIENT.to_owned()))?;
         let (Some(subject), Some(html_body), Some(text_body)) =
             (&self.subject, &self.html_body, &self.text_body)
         else {

@@ -276,9 +276,10 @@ impl Source for OutboxSource {
                         .await
                 }
                 Answer::Passing { error, retry_after } => {
-                    self.retry_or_give_up(held, error, retry_after).await
+                    self.retry_or_give_up(held, error.to_string(), retry_after)
+                        .await
                 }
-                Answer::Refused(reason) => self.give_up(held, reason).await,
+                Answer::Refused(reason) => self.give_up(held, reason.to_string()).await,
             }
         }
     }

@@ -157,7 +157,7 @@ async fn bounced(
     let address = bounce.address.as_ref();
     let detail = match &bounce.detail {
         Some(detail) => format!("{}: {detail}", bounce.type_name),
-        None => bounce.type_name.clone(),
+        None => bounce.type_name.to_owned(),
     };
     match bounce.kind {
         BounceKind::Hard => {

@@ -4,7 +4,7 @@
 //! fields read here, per kind (Postmark's names):
 //! - `Bounce` and `SpamComplaint`: `ID` (a number, unique per record),
 //!   `Type` and `TypeCode`, `Email`, `BouncedAt`, `Inactive` (Postmark
-//!   itself stopped sending to the address), `Description`, `Details`,
+//!   itself stopped sending to the address), `Details`,
 //!   `MessageID`, `Metadata`;
 //! - `SubscriptionChange`: `Recipient`, `ChangedAt`, `SuppressSending`
 //!   (true: the address was suppressed; false: reactivated),
@@ -18,6 +18,12 @@
 //! newsletter email ([`DeliveryId`]), and names the delivery a record is
 //! about. Records without an `ID` get one derived from their content, so
 //! that the same record posted twice is recognised as such.
+//!
+//! What is kept of a record's text is what a closed set allows: a bounce's
+//! `Type` and a change's `Origin` when they are names Postmark documents,
+//! and from a bounce's `Details` only the SMTP codes. The receiving server's
+//! words (`Details`, `Description`) often quote the recipient's address,
+//! and a suppression outlives the subscriber it was about.
 //!
 //! Everything else is ignored, and unknown fields are allowed: Postmark adds
 //! some now and then. An unknown `RecordType` is refused, so that a webhook
@@ -65,11 +71,12 @@ impl Event {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bounce {
     pub kind: BounceKind,
-    /// Postmark's `Type`, as it said it.
-    pub type_name: String,
+    /// Postmark's `Type`, if it is one Postmark documents.
+    pub type_name: &'static str,
     pub address: SubscriberEmail,
     pub bounced_at: DateTime<Utc>,
-    /// What the receiving server said, for the admin pages.
+    /// The codes the receiving server answered with (`SMTP 550 5.1.1`), for
+    /// the admin pages.
     pub detail: Option<String>,
     pub delivery: Option<DeliveryId>,
 }
@@ -128,7 +135,7 @@ pub struct SubscriptionChange {
     /// it reactivated it.
     pub suppressed: Option<Reason>,
     /// Who made the change at Postmark (`Recipient`, `Customer`, `Admin`).
-    pub origin: Option<String>,
+    pub origin: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,7 +168,6 @@ struct Raw {
     delivered_at: Option<String>,
     #[serde(default)]
     inactive: bool,
-    description: Option<String>,
     details: Option<String>,
     #[serde(rename = "MessageID")]
     message_id: Option<String>,
@@ -196,21 +202,14 @@ impl Raw {
     fn bounce(self) -> Result<Record, BadRecord> {
         let id = required(self.id, "ID")?;
         let type_name = required(self.type_name.as_deref(), "Type")?;
-        let detail = [self.description.as_deref(), self.details.as_deref()]
-            .into_iter()
-            .flatten()
-            .map(clean)
-            .filter(|part| !part.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
         Ok(Record {
             id: id.to_string(),
             event: Event::Bounce(Bounce {
                 kind: BounceKind::classify(type_name, self.inactive),
-                type_name: clean(type_name),
+                type_name: known(BOUNCE_TYPES, type_name).unwrap_or("an unknown bounce type"),
                 address: address(self.email.as_deref(), "Email")?,
                 bounced_at: moment(self.bounced_at.as_deref(), "BouncedAt")?,
-                detail: (!detail.is_empty()).then_some(detail),
+                detail: self.details.as_deref().and_then(smtp_codes),
                 delivery: delivery_id(self.metadata.as_ref()),
             }),
         })
@@ -252,6 +251,8 @@ impl Raw {
                 Some(Reason::ProviderUnsubscribe)
             }
         };
+        // The id is made of the origin as it came, as it always was: the
+        // same record gets the same id from every release.
         let origin = self.origin.as_deref().map(clean);
         let id = derived_id(&[
             "SubscriptionChange",
@@ -268,7 +269,10 @@ impl Raw {
                 address,
                 changed_at,
                 suppressed,
-                origin,
+                origin: self
+                    .origin
+                    .as_deref()
+                    .map(|origin| known(ORIGINS, origin).unwrap_or("unknown")),
             }),
         })
     }
@@ -335,6 +339,67 @@ fn delivery_id(metadata: Option<&HashMap<String, serde_json::Value>>) -> Option<
             None
         }
     }
+}
+
+/// Postmark's bounce types
+/// (<https://postmarkapp.com/developer/api/bounce-api#bounce-types>).
+const BOUNCE_TYPES: &[&str] = &[
+    "HardBounce",
+    "Transient",
+    "Unsubscribe",
+    "Subscribe",
+    "AutoResponder",
+    "AddressChange",
+    "DnsError",
+    "SpamNotification",
+    "OpenRelayTest",
+    "Unknown",
+    "SoftBounce",
+    "VirusNotification",
+    "ChallengeVerification",
+    "BadEmailAddress",
+    "SpamComplaint",
+    "ManuallyDeactivated",
+    "Unconfirmed",
+    "Blocked",
+    "SMTPApiError",
+    "InboundError",
+    "DMARCPolicy",
+    "TemplateRenderingFailed",
+];
+
+/// Who can change an address's state at Postmark.
+const ORIGINS: &[&str] = &["Recipient", "Customer", "Admin"];
+
+/// `name` as the list spells it, if the list has it.
+fn known(list: &[&'static str], name: &str) -> Option<&'static str> {
+    list.iter().copied().find(|known| *known == name)
+}
+
+/// The SMTP reply code and enhanced status code a bounce's `Details` give
+/// (`smtp;550 5.1.1 <ada@example.com>: unknown user` gives `SMTP 550
+/// 5.1.1`), and nothing of the text around them.
+fn smtp_codes(details: &str) -> Option<String> {
+    let mut words = details
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|word| !word.is_empty());
+    let reply = words.find(|word| {
+        word.len() == 3
+            && word.bytes().all(|b| b.is_ascii_digit())
+            && matches!(&word[..1], "4" | "5")
+    })?;
+    let enhanced = words.next().filter(|word| {
+        let parts: Vec<&str> = word.split('.').collect();
+        parts.len() == 3
+            && matches!(parts[0], "4" | "5")
+            && parts.iter().all(|part| {
+                (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+            })
+    });
+    Some(match enhanced {
+        Some(enhanced) => format!("SMTP {reply} {enhanced}"),
+        None => format!("SMTP {reply}"),
+    })
 }
 
 /// Text from the provider with the characters no stored field should carry
@@ -415,10 +480,7 @@ mod tests {
                 .parse::<DateTime<Utc>>()
                 .unwrap()
         );
-        assert_eq!(
-            bounce.detail.as_deref(),
-            Some("The server was unable to deliver your message. smtp;550 5.1.1 unknown user")
-        );
+        assert_eq!(bounce.detail.as_deref(), Some("SMTP 550 5.1.1"));
         assert_eq!(
             bounce.delivery,
             Some(DeliveryId {
@@ -519,7 +581,7 @@ mod tests {
                 panic!("not a subscription change");
             };
             assert_eq!(change.suppressed, expected, "{reason:?}");
-            assert_eq!(change.origin.as_deref(), Some("Recipient"));
+            assert_eq!(change.origin, Some("Recipient"));
         }
     }
 
@@ -631,6 +693,35 @@ mod tests {
     #[test]
     fn provider_text_loses_control_characters_and_is_cut_short() {
         assert_eq!(clean("a\u{0}b\r\nc\u{202E}d"), "a b  c d");
+    }
+
+    #[test]
+    fn of_a_bounces_details_only_the_smtp_codes_are_kept() {
+        for (details, kept) in [
+            (
+                "smtp;550 5.1.1 <ada@example.com>: unknown user",
+                Some("SMTP 550 5.1.1"),
+            ),
+            ("smtp; 452 4.2.2 mailbox full", Some("SMTP 452 4.2.2")),
+            (
+                "smtp;554 Message refused for user42@example.com",
+                Some("SMTP 554"),
+            ),
+            ("ada@example.com does not exist", None),
+            ("user 12345 at host 1.2.3.4", None),
+            ("", None),
+        ] {
+            assert_eq!(smtp_codes(details).as_deref(), kept, "{details}");
+        }
+    }
+
+    #[test]
+    fn a_bounce_of_a_type_postmark_does_not_document_keeps_none_of_its_text() {
+        let record = parse_json(bounce("Bounced <ada@example.com>", true)).unwrap();
+        let Event::Bounce(bounce) = record.event else {
+            panic!("not a bounce: {record:?}");
+        };
+        assert_eq!(bounce.type_name, "an unknown bounce type");
         assert_eq!(clean(&"x".repeat(10_000)).len(), 500);
     }
 }

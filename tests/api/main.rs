@@ -7,6 +7,7 @@ mod admin_sessions;
 mod campaigns;
 mod delivery;
 mod deploy_spec;
+mod erasure;
 mod failover;
 mod health_check;
 mod helpers;

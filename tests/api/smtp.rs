@@ -231,7 +231,7 @@ async fn a_wrong_password_fails_the_call_as_down() {
 
     assert!(failure.down, "{failure:?}");
     match &failure.answer {
-        Answer::Passing { error, .. } => assert!(error.contains("535"), "{error}"),
+        Answer::Passing { error, .. } => assert!(error.to_string().contains("535"), "{error}"),
         other => panic!("expected a passing answer, got {other:?}"),
     }
     assert!(server.received().is_empty());
@@ -259,7 +259,8 @@ async fn a_refused_recipient_is_refused_for_good_and_the_rest_of_its_batch_is_se
     message_id(&answers[0]);
     match &answers[1] {
         Answer::Refused(reason) => assert!(
-            reason.starts_with("the SMTP server refused it (550 5.1.1): <gone@example.com>"),
+            reason.to_string()
+                == "the SMTP server refused it (550 5.1.1): bad destination mailbox address",
             "{reason}"
         ),
         other => panic!("expected the refused recipient refused for good, got {other:?}"),
@@ -304,7 +305,7 @@ async fn a_server_answering_451_gives_passing_or_throttled_as_its_reply_says() {
                     error,
                     retry_after: None,
                 } if !throttled => {
-                    assert!(error.contains("451 4.3.0"), "{case}: {error}")
+                    assert!(error.to_string().contains("451 4.3.0"), "{case}: {error}")
                 }
                 other => panic!("{case}: got {other:?}"),
             }

@@ -1,22 +1,35 @@
 //! `POST /admin/subscribers/{id}/erase`: forgets a subscriber, for a
 //! request to be erased.
 //!
-//! One transaction, with the subscriber's row locked first (a confirmation
-//! or an unsubscribe arriving meanwhile waits, then finds nobody), deletes
-//! everything that holds their address or points at them: their
-//! confirmation tokens, the outbox emails addressed to them, their run of
-//! soft bounces, and the subscriber row itself.
+//! Afterwards no table holds their address or name in any form (letter
+//! case, the local part, the mailbox without its `+tag`, URL-encoded, inside
+//! other text), except as the suppression list's keyed hash. One
+//! transaction, with the subscriber's row locked first (a confirmation or
+//! an unsubscribe arriving meanwhile waits, then finds nobody):
+//! * deletes what holds their address or points at them: their
+//!   confirmation tokens, the outbox emails addressed to them (bodies,
+//!   personalisation and errors with them), their run of soft bounces, and
+//!   the subscriber row itself;
+//! * replaces the reasons of their deliveries in the ledger, and the detail
+//!   of their suppression entry: the previous release wrote the provider's
+//!   own words there, which often quote the address (this one writes codes
+//!   and fixed text only: see [`crate::delivery::answer::Refusal`]);
+//! * cuts every mention of them out of the audit log: an admin's search
+//!   kept by the previous release, a failed sign-in's typed username.
 //!
 //! What must outlive them is kept without the address:
 //! * If they unsubscribed, or the address is on the suppression list (a
 //!   bounce, a complaint, the provider's own unsubscribe), the list keeps
-//!   the address's keyed hash and nothing else, so that a later sign-up
-//!   with it is still recognised and never mailed. Someone who never left
-//!   and was never suppressed leaves no entry: they may sign up again.
-//! * The delivery ledger keeps its rows: they hold only the subscriber id,
-//!   which from now on matches nobody. A delivery still queued for them is
-//!   skipped by the sender, which looks the recipient up when it sends, and
-//!   the issue's counts stay true.
+//!   the address's keyed hash and its reason, nothing else, so that a later
+//!   sign-up with it is still recognised and never mailed. Someone who
+//!   never left and was never suppressed leaves no entry: they may sign up
+//!   again.
+//! * The delivery ledger keeps its rows, with their states: they hold only
+//!   the subscriber id, which from now on matches nobody. A delivery still
+//!   queued for them is skipped by the sender, which looks the recipient up
+//!   when it sends, and the issue's counts stay true.
+//! * `webhook_records` keeps the ids of the provider's records: a number,
+//!   or a digest of the record's fields, never the record itself.
 //!
 //! The form must carry the subscriber's address, typed again: the one
 //! thing here that cannot be undone should not be one click away.
@@ -32,7 +45,9 @@ use super::list::ERASED_PATH;
 use super::page::{missing, render};
 use super::record::{self, Subscriber, parse_subscriber_id};
 use crate::admin::audit::{self, Action, Actor};
+use crate::campaigns::ledger;
 use crate::db::Db;
+use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::guard::{Protected, SignedIn};
@@ -125,12 +140,17 @@ async fn erase(
             }
             let hash_kept = keep_only_the_hash(tx, keys, &subscriber).await?;
             delete_personal_data(tx, keys, &subscriber).await?;
+            ledger::erase_reasons_of(tx, subscriber.id).await?;
+            let mentions = Mentions::of(&subscriber.email, &subscriber.name);
+            let cut = audit::erase_mentions(tx, &mentions).await?;
             // The id alone: the log outlives the erasure.
-            let detail = if hash_kept {
-                format!("subscriber {id}; the address stays on the suppression list as a hash")
-            } else {
-                format!("subscriber {id}")
-            };
+            let mut detail = format!("subscriber {id}");
+            if hash_kept {
+                detail.push_str("; the address stays on the suppression list as a hash");
+            }
+            if cut > 0 {
+                detail.push_str(&format!("; mentions of them cut from {cut} audit entries"));
+            }
             audit::record(tx, actor, Action::SubscriberErased, &detail).await?;
             Ok(Outcome::Erased { hash_kept })
         })
@@ -149,10 +169,10 @@ fn confirms(typed: &str, address: &str) -> bool {
     !typed.is_empty() && typed.to_lowercase() == address.to_lowercase()
 }
 
-/// Leaves the suppression list holding the address's keyed hash only, if
-/// the subscriber must never be mailed again: they unsubscribed (given an
-/// entry of their own if they have none), or they already have one. Returns
-/// whether an entry remains.
+/// Leaves the suppression list holding the address's keyed hash and reason
+/// only, if the subscriber must never be mailed again: they unsubscribed
+/// (given an entry of their own if they have none), or they already have
+/// one. Returns whether an entry remains.
 async fn keep_only_the_hash(
     conn: &mut PgConnection,
     keys: &Keys,
@@ -174,9 +194,11 @@ async fn keep_only_the_hash(
         .await?;
     }
     // By hash and by address: whichever way an entry was written, the
-    // address leaves the list with the subscriber.
+    // address leaves the list with the subscriber, and so does the detail,
+    // which the previous release filled with the provider's words.
     let entries = sqlx::query(
-        "UPDATE suppressions SET email = NULL WHERE address_hash = $1 OR email = lower($2)",
+        "UPDATE suppressions SET email = NULL, detail = NULL \
+         WHERE address_hash = $1 OR email = lower($2)",
     )
     .bind(&hash)
     .bind(&subscriber.email)
