@@ -8,7 +8,7 @@
 //! same goes for remembered browsers (`{prefix}device:{hash}`).
 //!
 //! A session ends after a while without requests (the idle timeout, slid
-//! forward by every [`SessionStore::load`]) and at the latest a fixed time
+//! forward by every [`SessionStore::load`], never by [`SessionStore::peek`]) and at the latest a fixed time
 //! after it was made (the lifetime), however busy it is. Both are enforced by
 //! the key's TTL, which is always the smaller of the two, so an expired
 //! session is gone from Redis rather than merely refused.
@@ -273,6 +273,22 @@ impl SessionStore {
             }))
         })
         .await
+    }
+
+    /// The session's data, if it exists and is within its lifetime, as
+    /// [`SessionStore::load`] finds it but without starting the idle wait
+    /// again: for checks made on the admin's behalf rather than by them, such
+    /// as an open live-progress page asking every few seconds whether its
+    /// session still stands. Sliding there would let a tab left open keep a
+    /// session alive for its whole lifetime. Deletes nothing either: an
+    /// unreadable or expired session is left to the next `load`.
+    pub async fn peek(&self, id: &SessionId) -> Result<Option<SessionData>, SessionError> {
+        let key = self.session_key(id);
+        let value: Option<String> =
+            within_deadline(async { Ok(self.redis.clone().get(&key).await?) }).await?;
+        Ok(value
+            .and_then(|value| serde_json::from_str::<SessionData>(&value).ok())
+            .filter(|data| self.ttl_for(data).is_some()))
     }
 
     /// Stores new data under the same id, with the TTL rules of
