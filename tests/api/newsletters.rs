@@ -1034,6 +1034,33 @@ async fn an_open_live_updates_page_does_not_keep_an_idle_session_alive() {
 }
 
 #[tokio::test]
+async fn the_live_updates_end_when_redis_cannot_vouch_for_the_session() {
+    let proxy = crate::helpers::TcpProxy::to_redis().await;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.redis_uri = format!("redis://127.0.0.1:{}", proxy.port).into();
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let path = publish(&browser, "Watched", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    proxy.cut();
+
+    events.until_the_end(SESSION_END_NOTICED).await;
+    // Connecting again gets the guard's answer while Redis is away.
+    let again = browser
+        .client
+        .get(format!("{}{path}/events", browser.address))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
 async fn a_burst_of_changes_reaches_a_watching_page_as_a_few_events_ending_with_the_last() {
     let (app, browser) = signed_in(None).await;
     let path = publish(&browser, "Busy", FAR_AHEAD).await;
