@@ -261,7 +261,7 @@ async fn logs_are_plain_locally_json_in_production_and_app_log_format_picks_eith
     let local = [("APP_DATABASE__DATABASE_NAME", name)];
     let local_json = [local[0], ("APP_LOG_FORMAT", "json")];
     // The local Postgres has no TLS, which production requires; production
-    // takes its secret from the platform.
+    // takes its secrets from the platform.
     let production = [
         local[0],
         ("APP_ENVIRONMENT", "production"),
@@ -270,12 +270,17 @@ async fn logs_are_plain_locally_json_in_production_and_app_log_format_picks_eith
             "APP_APPLICATION__HMAC_SECRET",
             "a production secret of 32 bytes or more",
         ),
+        (
+            "APP_ADMIN__TOTP_KEY",
+            "cHJvZHVjdGlvbiB0b3RwIGtleSBvZiAzMiBieXRlcyE=",
+        ),
     ];
     let production_text = [
         production[0],
         production[1],
         production[2],
         production[3],
+        production[4],
         ("APP_LOG_FORMAT", "text"),
     ];
     let cases = [
