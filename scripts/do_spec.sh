@@ -9,8 +9,14 @@
 #
 #   APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN=…   (the Postmark server token)
 #   APP_APPLICATION__HMAC_SECRET=…            (openssl rand -hex 32, set once)
+#   APP_ADMIN__TOTP_KEY=…                     (openssl rand -base64 32; seals TOTP secrets)
 #   APP_WEBHOOKS__POSTMARK_USERNAME=…
 #   APP_WEBHOOKS__POSTMARK_PASSWORD=…
+#
+# and, only while a TOTP key rotation is under way (README, "Rotating the
+# TOTP key"), the keys it replaces, comma-separated:
+#
+#   APP_ADMIN__PREVIOUS_TOTP_KEYS=…
 #
 # Each goes into the shared `envs` list as `type: SECRET`: App Platform
 # encrypts it on submission and never shows it again. Because `doctl apps
@@ -24,8 +30,12 @@ secrets_file=${NEWSLETTER_SECRETS:-$HOME/.config/newsletter/do-secrets.env}
 required=(
     APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN
     APP_APPLICATION__HMAC_SECRET
+    APP_ADMIN__TOTP_KEY
     APP_WEBHOOKS__POSTMARK_USERNAME
     APP_WEBHOOKS__POSTMARK_PASSWORD
+)
+optional=(
+    APP_ADMIN__PREVIOUS_TOTP_KEYS
 )
 
 if [[ ! -r $secrets_file ]]; then
@@ -46,8 +56,8 @@ while IFS= read -r line || [[ -n $line ]]; do
         echo "$secrets_file:$lineno: not a KEY=VALUE line with an APP_ name." >&2
         exit 1
     fi
-    if [[ " ${required[*]} " != *" $key "* ]]; then
-        echo "$secrets_file:$lineno: $key is not one of: ${required[*]}." >&2
+    if [[ " ${required[*]} ${optional[*]} " != *" $key "* ]]; then
+        echo "$secrets_file:$lineno: $key is not one of: ${required[*]} ${optional[*]}." >&2
         exit 1
     fi
     secrets[$key]=${line#*=}

@@ -331,6 +331,16 @@ pub struct AdminSettings {
     /// runs on plain HTTP, on everywhere else.
     #[serde(deserialize_with = "deserialize_bool_from_anything")]
     pub secure_cookie: bool,
+    /// The AES-256 key that seals admins' TOTP secrets at rest
+    /// (`admin::totp_keys`): 32 bytes as 64 hex digits or base64. Local
+    /// runs have one in `local.yaml`; production takes it from
+    /// `APP_ADMIN__TOTP_KEY` and refuses to start without it.
+    pub totp_key: SecretString,
+    /// Keys that sealed secrets before the current one, kept while a
+    /// rotation is under way: they open, never seal. Comma-separated in
+    /// `APP_ADMIN__PREVIOUS_TOTP_KEYS`; none by default.
+    #[serde(default)]
+    pub previous_totp_keys: Vec<SecretString>,
 }
 
 impl AdminSettings {
@@ -569,6 +579,7 @@ pub fn load(
                 .with_list_parse_key("rate_limit.trusted_proxies")
                 .with_list_parse_key("email_client.providers")
                 .with_list_parse_key("email_client.broadcast_providers")
+                .with_list_parse_key("admin.previous_totp_keys")
                 .source(variables),
         )
         .build()?
@@ -693,14 +704,21 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("configuration")
     }
 
-    /// These variables, and the secret production takes from the platform.
+    /// These variables, and the secrets production takes from the platform.
     fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
-        let secret = (
-            "APP_APPLICATION__HMAC_SECRET",
-            "a secret from the platform, 32+ bytes",
-        );
+        let secrets = [
+            (
+                "APP_APPLICATION__HMAC_SECRET",
+                "a secret from the platform, 32+ bytes",
+            ),
+            (
+                "APP_ADMIN__TOTP_KEY",
+                "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=",
+            ),
+        ];
         Some(
-            std::iter::once(&secret)
+            secrets
+                .iter()
                 .chain(pairs)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -778,13 +796,47 @@ mod tests {
     #[test]
     fn production_refuses_to_start_without_its_secret() {
         // Production has no secret in its file: the platform supplies it.
+        let mut variables = vars(&[]).unwrap();
+        variables.remove("APP_APPLICATION__HMAC_SECRET");
         let error = load(
             &configuration_dir(),
             Environment::Production,
-            Some(HashMap::new()),
+            Some(variables),
         )
         .expect_err("production loaded without application.hmac_secret");
         assert!(error.to_string().contains("hmac_secret"), "{error}");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_totp_key_and_reads_previous_ones_as_a_list() {
+        // Production has no key in its files: the platform supplies it.
+        let only_hmac = HashMap::from([(
+            "APP_APPLICATION__HMAC_SECRET".to_owned(),
+            "a secret from the platform, 32+ bytes".to_owned(),
+        )]);
+        let error = load(
+            &configuration_dir(),
+            Environment::Production,
+            Some(only_hmac),
+        )
+        .expect_err("production loaded without admin.totp_key");
+        assert!(error.to_string().contains("totp_key"), "{error}");
+
+        let settings = load(&configuration_dir(), Environment::Production, vars(&[])).unwrap();
+        assert!(settings.admin.previous_totp_keys.is_empty());
+        let rotating = load(
+            &configuration_dir(),
+            Environment::Production,
+            vars(&[("APP_ADMIN__PREVIOUS_TOTP_KEYS", "one,two")]),
+        )
+        .unwrap();
+        let previous: Vec<&str> = rotating
+            .admin
+            .previous_totp_keys
+            .iter()
+            .map(|k| k.expose_secret())
+            .collect();
+        assert_eq!(previous, ["one", "two"]);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - `newsletter retention`: run the retention job once, now, whenever the
 //!   last run was; still never beside a run in another process.
 //! - `newsletter admin create|reset-password --username NAME`: add an admin,
-//!   or give one a new password; see `newsletter::admin::cli`.
+//!   or give one a new password; `newsletter admin reseal-totp`: seal every
+//!   TOTP secret under the current key; see `newsletter::admin::cli`.
 
 use anyhow::Context;
 use newsletter::admin;
@@ -42,6 +43,9 @@ Commands:
   admin reset-password --username NAME
             Give an admin a new password, read from standard input, and
             end their sessions
+  admin reseal-totp
+            Seal every admin's TOTP secret under the current
+            admin.totp_key (after a key rotation)
 
 Settings come from ./configuration and APP_* environment variables;
 APP_ENVIRONMENT selects local (default) or production.";

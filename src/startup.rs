@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::admin::sessions::SessionStore;
+use crate::admin::totp_keys::TotpKeys;
 use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::{CampaignSource, Sender};
 use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
@@ -73,6 +74,7 @@ impl Application {
         )
         .context("Failed to set up admin sessions")?;
         let cookies = SessionCookies::new(settings.admin.secure_cookie);
+        let totp_keys = TotpKeys::from_settings(&settings.admin)?;
         tokio::spawn(crate::admin::password::warm_up());
         let options = SubscriptionOptions {
             confirm_with_button: settings.subscriptions.confirm_with_button,
@@ -98,6 +100,7 @@ impl Application {
             limiter,
             sessions,
             cookies,
+            totp_keys,
             outbox: background.outbox.clone(),
             publish,
             progress,
@@ -463,6 +466,8 @@ struct Services {
     /// connection is multiplexed.
     sessions: SessionStore,
     cookies: SessionCookies,
+    /// Seal and open admins' TOTP secrets.
+    totp_keys: TotpKeys,
     outbox: Outbox,
     publish: PublishSettings,
     /// Changes to newsletter issues, for the pages following them live.
@@ -513,6 +518,7 @@ fn run(
         limiter,
         sessions,
         cookies,
+        totp_keys,
         outbox,
         publish,
         progress,
@@ -531,6 +537,7 @@ fn run(
     let progress = web::Data::new(progress);
     let sessions = web::Data::new(sessions);
     let cookies = web::Data::new(cookies);
+    let totp_keys = web::Data::new(totp_keys);
     let workers = http_workers();
     let per_worker = database.max_connections.div_ceil(workers as u32).max(1);
     let limiter = std::sync::Arc::new(limiter);
@@ -572,6 +579,7 @@ fn run(
             .app_data(limiter)
             .app_data(sessions.clone())
             .app_data(cookies.clone())
+            .app_data(totp_keys.clone())
             .app_data(outbox)
             .app_data(publish.clone())
             .app_data(progress.clone())

@@ -1201,6 +1201,86 @@ async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
     browser.close().await;
 }
 
+#[tokio::test]
+async fn signing_out_in_another_tab_ends_an_issues_live_updates() {
+    let app = helpers::spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    create_admin_with_the_command(&app, "hedy", "hedy@example.com").await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "hedy", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    write_an_issue(&browser, "Watched until sign-out", "Hello.").await;
+    browser
+        .client
+        .execute(
+            "document.getElementById('send_at').value = '2099-01-01T09:00';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.press("button#publish-button").await;
+    browser.wait_for_heading("Watched until sign-out").await;
+    let live = async || {
+        let state = browser
+            .client
+            .execute(
+                "return document.getElementById('issue').dataset.live;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        state.as_str().unwrap_or_default().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live().await != "open" {
+        assert!(Instant::now() < deadline, "the live updates never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let note = browser.wait_for("#live-ended").await;
+    assert!(!note.is_displayed().await.unwrap(), "shown while live");
+    let issue_tab = browser.client.window().await.unwrap();
+
+    // A second tab shares the first one's session: signing out there ends
+    // the session the issue's page streams under.
+    let other_tab = browser.client.new_window(true).await.unwrap();
+    browser
+        .client
+        .switch_to_window(other_tab.handle)
+        .await
+        .unwrap();
+    browser
+        .client
+        .goto(&format!("{}/admin/dashboard", app.address))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Dashboard").await;
+    browser.sign_out().await;
+    browser.client.close_window().await.unwrap();
+    browser.client.switch_to_window(issue_tab).await.unwrap();
+
+    // The stream ends within a few seconds, the browser tries again after
+    // its retry delay, is refused, and the page says the updates stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live().await != "closed" {
+        assert!(Instant::now() < deadline, "the live updates never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let note = browser.wait_for("#live-ended").await;
+    assert!(
+        note.is_displayed().await.unwrap(),
+        "the page does not say so"
+    );
+    assert!(
+        browser
+            .text_of("#live-ended")
+            .await
+            .contains("Live updates have stopped"),
+        "{}",
+        browser.text_of("#live-ended").await
+    );
+    browser.screenshot("newsletter-live-updates-ended").await;
+    browser.close().await;
+}
+
 /// The unsubscribe link in the HTML body of the issue sent to `address`.
 fn unsubscribe_link_sent_to(emails: &[serde_json::Value], address: &str) -> Url {
     let email = emails

@@ -21,7 +21,9 @@ pub struct Admin {
     pub email: Option<String>,
     /// Argon2id, PHC string: see `admin::password`.
     pub password_hash: String,
-    /// Present once the admin has enrolled a second factor.
+    /// Present once the admin has enrolled a second factor. Sealed
+    /// (`admin::totp_keys`); plain 20 bytes if stored before secrets were
+    /// sealed and not used since.
     pub totp_secret: Option<Vec<u8>>,
     /// The last TOTP time step a code was accepted for.
     pub totp_last_step: Option<i64>,
@@ -148,7 +150,8 @@ pub async fn set_email(
     one_row(updated.rows_affected())
 }
 
-/// Turns TOTP on: stores the secret, clears `totp_last_step` (steps counted
+/// Turns TOTP on: stores the secret (sealed by the caller for this admin's
+/// row), clears `totp_last_step` (steps counted
 /// under an old secret mean nothing under a new one), and replaces all
 /// recovery codes with these SHA-256 hashes.
 ///
@@ -184,6 +187,33 @@ pub async fn enable_totp(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Stores `resealed` in place of `stored`, the same secret sealed under the
+/// current key. Only if the row still holds `stored`: an enrolment that
+/// replaced the secret meanwhile wins. `false` if it did.
+pub async fn replace_totp_secret(
+    conn: &mut PgConnection,
+    id: Uuid,
+    stored: &[u8],
+    resealed: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let updated =
+        sqlx::query("UPDATE admins SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2")
+            .bind(id)
+            .bind(stored)
+            .bind(resealed)
+            .execute(conn)
+            .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Every admin with a second factor, and their stored secret: for sealing
+/// them all again under the current key.
+pub async fn totp_secrets(conn: &mut PgConnection) -> Result<Vec<(Uuid, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, totp_secret FROM admins WHERE totp_secret IS NOT NULL ORDER BY id")
+        .fetch_all(conn)
+        .await
 }
 
 /// Records that a code for time step `step` was accepted. `false` when that

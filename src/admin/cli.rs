@@ -1,5 +1,6 @@
 //! `newsletter admin ...`: the commands an operator runs on the server to
-//! make the first admin, and to let an admin back in who lost their password.
+//! make the first admin, to let an admin back in who lost their password,
+//! and to seal every TOTP secret under the current key after a rotation.
 //! Nothing else can create an admin: there is no sign-up page and no default
 //! or seeded account.
 //!
@@ -17,6 +18,7 @@ use sqlx::{Connection, PgConnection};
 use crate::admin::accounts::{self, CreateError};
 use crate::admin::audit::{self, Action, Actor};
 use crate::admin::password::{self, NewPassword};
+use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::admin::username::AdminUsername;
 use crate::configuration::Settings;
 use crate::domain::SubscriberEmail;
@@ -27,9 +29,12 @@ Usage:
             Add an admin
   newsletter admin reset-password --username NAME
             Give an admin a new password and end their sessions
+  newsletter admin reseal-totp
+            Seal every admin's TOTP secret under the current admin.totp_key:
+            after a key rotation, before the previous key is dropped
 
-Both read the new password from standard input: typed twice at a terminal,
-or one line from a pipe.";
+create and reset-password read the new password from standard input: typed
+twice at a terminal, or one line from a pipe.";
 
 /// What the audit log says about changes made from here.
 const FROM_THE_COMMAND_LINE: &str = "from the command line";
@@ -54,6 +59,10 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<(), anyhow::Err
     match command {
         Command::Create { username, email } => create(&mut conn, username, email).await,
         Command::ResetPassword { username } => reset_password(&mut conn, username).await,
+        Command::ResealTotp => {
+            let keys = TotpKeys::from_settings(&settings.admin)?;
+            reseal_totp(&mut conn, &keys).await
+        }
     }
 }
 
@@ -67,6 +76,7 @@ enum Command {
     ResetPassword {
         username: AdminUsername,
     },
+    ResealTotp,
 }
 
 /// Why the words after `admin` are not a command we can run.
@@ -88,6 +98,8 @@ fn parse_args(args: &[String]) -> Result<Command, ArgsError> {
     let takes_email = match subcommand.as_str() {
         "create" => true,
         "reset-password" => false,
+        "reseal-totp" if flags.is_empty() => return Ok(Command::ResealTotp),
+        "reseal-totp" => return Err(usage("`reseal-totp` takes no arguments.".into())),
         other => return Err(usage(format!("Unknown admin command `{other}`."))),
     };
 
@@ -173,6 +185,40 @@ async fn reset_password(
     transaction.commit().await?;
 
     println!("Reset the password of {username}; their sessions have ended.");
+    Ok(())
+}
+
+/// Seals every stored TOTP secret under the current key: plain ones from
+/// before secrets were sealed, and ones sealed under a previous key. A row
+/// is written only if it still holds what was read, so a sign-in or an
+/// enrolment meanwhile (which writes a value sealed under the current key)
+/// is not undone. A secret that opens under no configured key is left as it
+/// is, and the command fails: a rotation must not drop a key still needed.
+async fn reseal_totp(conn: &mut PgConnection, keys: &TotpKeys) -> Result<(), anyhow::Error> {
+    let (mut resealed, mut current, mut unopened) = (0, 0, Vec::new());
+    for (id, stored) in accounts::totp_secrets(conn).await? {
+        match keys.open(&stored, Place::Account(id)) {
+            Ok(opened) if opened.stale => {
+                let sealed = keys.seal(&opened.secret, Place::Account(id));
+                if accounts::replace_totp_secret(conn, id, &stored, &sealed).await? {
+                    resealed += 1;
+                } else {
+                    current += 1;
+                }
+            }
+            Ok(_) => current += 1,
+            Err(e) => unopened.push(format!("admin {id}: {e}")),
+        }
+    }
+    println!("Sealed {resealed} TOTP secrets under the current key; {current} already were.");
+    if !unopened.is_empty() {
+        anyhow::bail!(
+            "{} TOTP secrets open under no configured key and were left as they are; keep \
+             every previous key until they do:\n{}",
+            unopened.len(),
+            unopened.join("\n")
+        );
+    }
     Ok(())
 }
 
@@ -338,6 +384,10 @@ mod tests {
                 username: AdminUsername::parse("ada").unwrap()
             }
         );
+        assert_eq!(
+            parse_args(&args(&["reseal-totp"])).unwrap(),
+            Command::ResealTotp
+        );
     }
 
     #[test]
@@ -363,6 +413,7 @@ mod tests {
                 "a@example.com",
             ],
             &["reset-password", "ada"],
+            &["reseal-totp", "--username", "ada"],
         ] {
             match parse_args(&args(words)) {
                 Err(e @ ArgsError::Usage(_)) => {

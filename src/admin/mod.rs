@@ -8,4 +8,5 @@ pub mod cli;
 pub mod password;
 pub mod sessions;
 pub mod totp;
+pub mod totp_keys;
 pub mod username;

@@ -8,7 +8,7 @@
 //! same goes for remembered browsers (`{prefix}device:{hash}`).
 //!
 //! A session ends after a while without requests (the idle timeout, slid
-//! forward by every [`SessionStore::load`]) and at the latest a fixed time
+//! forward by every [`SessionStore::load`], never by [`SessionStore::peek`]) and at the latest a fixed time
 //! after it was made (the lifetime), however busy it is. Both are enforced by
 //! the key's TTL, which is always the smaller of the two, so an expired
 //! session is gone from Redis rather than merely refused.
@@ -101,8 +101,15 @@ pub struct SessionData {
     /// Failed TOTP codes so far in this sign-in (the code step gives up after a
     /// few).
     pub failed_codes: u32,
-    /// A TOTP secret being enrolled, until the admin confirms it with a code.
-    pub pending_totp_secret: Option<Vec<u8>>,
+    /// A TOTP secret being enrolled, until the admin confirms it with a
+    /// code, sealed for the admin's enrolment (`admin::totp_keys`): Redis
+    /// never holds it plain. A new name rather than the old
+    /// `pending_totp_secret`: the previous release, reading a session this
+    /// one wrote, finds no pending secret and starts enrolment afresh,
+    /// instead of taking the sealed bytes for a secret; its plain one, left
+    /// in a session by the previous release, is ignored here and dropped at
+    /// the next save.
+    pub sealed_pending_totp_secret: Option<Vec<u8>>,
 }
 
 impl SessionData {
@@ -115,7 +122,7 @@ impl SessionData {
             csrf_token: random_token(),
             created_at: (unix_now_millis() / 1000) as i64,
             failed_codes: 0,
-            pending_totp_secret: None,
+            sealed_pending_totp_secret: None,
         }
     }
 }
@@ -132,8 +139,11 @@ impl fmt::Debug for SessionData {
             .field("created_at", &self.created_at)
             .field("failed_codes", &self.failed_codes)
             .field(
-                "pending_totp_secret",
-                &self.pending_totp_secret.as_ref().map(|_| "<redacted>"),
+                "sealed_pending_totp_secret",
+                &self
+                    .sealed_pending_totp_secret
+                    .as_ref()
+                    .map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -273,6 +283,22 @@ impl SessionStore {
             }))
         })
         .await
+    }
+
+    /// The session's data, if it exists and is within its lifetime, as
+    /// [`SessionStore::load`] finds it but without starting the idle wait
+    /// again: for checks made on the admin's behalf rather than by them, such
+    /// as an open live-progress page asking every few seconds whether its
+    /// session still stands. Sliding there would let a tab left open keep a
+    /// session alive for its whole lifetime. Deletes nothing either: an
+    /// unreadable or expired session is left to the next `load`.
+    pub async fn peek(&self, id: &SessionId) -> Result<Option<SessionData>, SessionError> {
+        let key = self.session_key(id);
+        let value: Option<String> =
+            within_deadline(async { Ok(self.redis.clone().get(&key).await?) }).await?;
+        Ok(value
+            .and_then(|value| serde_json::from_str::<SessionData>(&value).ok())
+            .filter(|data| self.ttl_for(data).is_some()))
     }
 
     /// Stores new data under the same id, with the TTL rules of
@@ -511,7 +537,7 @@ mod tests {
     fn debug_does_not_print_the_id_the_csrf_token_or_a_pending_secret() {
         let id = SessionId::generate();
         let mut data = SessionData::new(Uuid::new_v4(), 3, Stage::SignedIn);
-        data.pending_totp_secret = Some(b"0123456789abcdefghij".to_vec());
+        data.sealed_pending_totp_secret = Some(b"0123456789abcdefghij".to_vec());
         let session = Session {
             id: id.clone(),
             data: data.clone(),
@@ -531,7 +557,7 @@ mod tests {
         assert!(is_token(&a.csrf_token));
         assert_ne!(a.csrf_token, b.csrf_token);
         assert_eq!(a.failed_codes, 0);
-        assert!(a.pending_totp_secret.is_none());
+        assert!(a.sealed_pending_totp_secret.is_none());
         let now = (unix_now_millis() / 1000) as i64;
         assert!((now - a.created_at).abs() <= 1);
     }
@@ -540,14 +566,26 @@ mod tests {
     fn session_data_survives_a_round_trip_through_json() {
         let mut data = SessionData::new(Uuid::new_v4(), 7, Stage::AwaitingCode);
         data.failed_codes = 2;
-        data.pending_totp_secret = Some(vec![1, 2, 3]);
+        data.sealed_pending_totp_secret = Some(vec![1, 2, 3]);
         let back: SessionData = serde_json::from_str(&encode(&data)).unwrap();
         assert_eq!(back.admin_id, data.admin_id);
         assert_eq!(back.generation, 7);
         assert_eq!(back.stage, Stage::AwaitingCode);
         assert_eq!(back.csrf_token, data.csrf_token);
         assert_eq!(back.failed_codes, 2);
-        assert_eq!(back.pending_totp_secret, Some(vec![1, 2, 3]));
+        assert_eq!(back.sealed_pending_totp_secret, Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_plain_pending_secret_from_the_previous_release_is_read_as_none_and_not_written_back() {
+        let data = SessionData::new(Uuid::new_v4(), 1, Stage::SignedIn);
+        let mut old: serde_json::Value = serde_json::from_str(&encode(&data)).unwrap();
+        let object = old.as_object_mut().unwrap();
+        object.remove("sealed_pending_totp_secret");
+        object.insert("pending_totp_secret".into(), serde_json::json!([1, 2, 3]));
+        let back: SessionData = serde_json::from_value(old).unwrap();
+        assert!(back.sealed_pending_totp_secret.is_none());
+        assert!(!encode(&back).contains("\"pending_totp_secret\""));
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub fn refuse_placeholders(settings: &Settings) -> Result<(), Refused> {
     if let Some(why) = key_problem(hmac) {
         refuse("application.hmac_secret", why);
     }
+    // Their length is checked where they are decoded (`admin::totp_keys`).
+    if is_published(&settings.admin.totp_key) {
+        refuse("admin.totp_key", published_reason());
+    }
+    if settings.admin.previous_totp_keys.iter().any(is_published) {
+        refuse("admin.previous_totp_keys", published_reason());
+    }
     if is_published(&settings.database.password) {
         refuse("database.password", published_reason());
     }

@@ -507,7 +507,7 @@ async fn without_redis_signing_in_answers_503_while_the_subscribe_form_keeps_wor
 }
 
 /// The TOTP secret shown on the enrolment page.
-fn secret_on(page: &str) -> TotpSecret {
+pub(crate) fn secret_on(page: &str) -> TotpSecret {
     let marker = r#"<code id="totp-secret">"#;
     let start = page.find(marker).expect("the page shows the key") + marker.len();
     let shown = &page[start..start + page[start..].find('<').unwrap()];
@@ -518,7 +518,7 @@ fn secret_on(page: &str) -> TotpSecret {
 
 /// Enrols a second factor for a signed-in browser; returns the secret, the
 /// code used to confirm it and the recovery codes.
-async fn enrol(browser: &Browser) -> (TotpSecret, String, Vec<String>) {
+pub(crate) async fn enrol(browser: &Browser) -> (TotpSecret, String, Vec<String>) {
     let page = browser.get("/admin/totp").await.text().await.unwrap();
     assert!(page.contains("<svg"), "the QR code is drawn in the page");
     let secret = secret_on(&page);
@@ -545,7 +545,7 @@ async fn enrol(browser: &Browser) -> (TotpSecret, String, Vec<String>) {
     (secret, code, codes)
 }
 
-async fn submit_code(browser: &Browser, code: &str) -> reqwest::Response {
+pub(crate) async fn submit_code(browser: &Browser, code: &str) -> reqwest::Response {
     let page = browser.get("/login/code").await.text().await.unwrap();
     let token = hidden_csrf_token(&page);
     browser

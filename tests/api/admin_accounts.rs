@@ -8,10 +8,12 @@ use std::process::{Command, Output, Stdio};
 use newsletter::admin::accounts::{self, Admin, CreateError};
 use newsletter::admin::audit::{self, Action, Actor};
 use newsletter::admin::password::{self, Verified};
+use newsletter::admin::totp::TotpSecret;
+use newsletter::admin::totp_keys::{Place, TotpKeys};
 use newsletter::admin::username::AdminUsername;
 use newsletter::configuration::get_configuration;
 use newsletter::domain::SubscriberEmail;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Postgres};
 use uuid::Uuid;
@@ -338,10 +340,21 @@ async fn the_audit_log_lists_the_latest_entries_newest_first() {
 
 /// Runs `newsletter admin <args>` on `database`, with `stdin` piped in.
 async fn newsletter_admin(database: &TestDatabase, args: &[&str], stdin: &str) -> Output {
+    newsletter_admin_with(database, args, stdin, &[]).await
+}
+
+/// Like [`newsletter_admin`], with these environment variables too.
+async fn newsletter_admin_with(
+    database: &TestDatabase,
+    args: &[&str],
+    stdin: &str,
+    variables: &[(&str, &str)],
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_newsletter"));
     command
         .arg("admin")
         .args(args)
+        .envs(variables.iter().copied())
         .env(
             "APP_DATABASE__DATABASE_NAME",
             &database.settings.database_name,
@@ -535,4 +548,77 @@ async fn an_admin_command_without_a_username_prints_the_usage_and_fails() {
             printed(&output)
         );
     }
+}
+
+/// TOTP keys as the service builds them from these settings.
+fn totp_keys(current: &str, previous: &[&str]) -> TotpKeys {
+    let mut settings = get_configuration().unwrap().admin;
+    settings.totp_key = SecretString::from(current);
+    settings.previous_totp_keys = previous.iter().map(|k| SecretString::from(*k)).collect();
+    TotpKeys::from_settings(&settings).unwrap()
+}
+
+/// A key other than the local configuration's.
+const OLD_TOTP_KEY: &str = "b2xkIGtleSBvbGQga2V5IG9sZCBrZXkgb2xkIGtleSE=";
+
+#[tokio::test]
+async fn the_reseal_command_seals_plain_and_previous_key_secrets_under_the_current_key() {
+    let database = database().await;
+    let mut conn = connection(&database).await;
+    let local_key = get_configuration().unwrap().admin.totp_key;
+    let plain_admin = create_admin(&mut conn, "ada").await;
+    let old_key_admin = create_admin(&mut conn, "bob").await;
+    let (plain, old) = (TotpSecret::generate(), TotpSecret::generate());
+    accounts::enable_totp(&mut conn, plain_admin, plain.as_bytes(), &[])
+        .await
+        .unwrap();
+    let sealed_under_old = totp_keys(OLD_TOTP_KEY, &[]).seal(&old, Place::Account(old_key_admin));
+    accounts::enable_totp(&mut conn, old_key_admin, &sealed_under_old, &[])
+        .await
+        .unwrap();
+    let rotating = [("APP_ADMIN__PREVIOUS_TOTP_KEYS", OLD_TOTP_KEY)];
+
+    let output = newsletter_admin_with(&database, &["reseal-totp"], "", &rotating).await;
+    assert!(output.status.success(), "{}", printed(&output));
+    assert!(
+        printed(&output).contains("Sealed 2 TOTP secrets under the current key; 0 already were."),
+        "{}",
+        printed(&output)
+    );
+
+    // The current key alone opens both now.
+    let current_only = totp_keys(local_key.expose_secret(), &[]);
+    for (id, secret) in [(plain_admin, &plain), (old_key_admin, &old)] {
+        let stored = stored(&mut conn, id).await.totp_secret.unwrap();
+        let opened = current_only.open(&stored, Place::Account(id)).unwrap();
+        assert_eq!(opened.secret.as_bytes(), secret.as_bytes());
+        assert!(!opened.stale);
+    }
+    let again = newsletter_admin_with(&database, &["reseal-totp"], "", &rotating).await;
+    assert!(
+        printed(&again).contains("Sealed 0 TOTP secrets under the current key; 2 already were."),
+        "{}",
+        printed(&again)
+    );
+}
+
+#[tokio::test]
+async fn the_reseal_command_fails_and_leaves_a_secret_that_no_configured_key_opens() {
+    let database = database().await;
+    let mut conn = connection(&database).await;
+    let id = create_admin(&mut conn, "ada").await;
+    let sealed = totp_keys(OLD_TOTP_KEY, &[]).seal(&TotpSecret::generate(), Place::Account(id));
+    accounts::enable_totp(&mut conn, id, &sealed, &[])
+        .await
+        .unwrap();
+
+    let output = newsletter_admin(&database, &["reseal-totp"], "").await;
+
+    assert!(!output.status.success(), "{}", printed(&output));
+    assert!(
+        printed(&output).contains("open under no configured key"),
+        "{}",
+        printed(&output)
+    );
+    assert_eq!(stored(&mut conn, id).await.totp_secret, Some(sealed));
 }

@@ -25,6 +25,8 @@ fn admin_settings(idle_seconds: u64, lifetime_seconds: u64) -> AdminSettings {
         session_idle_timeout_seconds: idle_seconds,
         session_lifetime_seconds: lifetime_seconds,
         secure_cookie: false,
+        totp_key: secrecy::SecretString::from("ab".repeat(32)),
+        previous_totp_keys: Vec::new(),
     }
 }
 
@@ -189,14 +191,14 @@ async fn saving_a_session_keeps_its_id_and_stores_the_new_data() {
         .unwrap();
     let mut session = t.store.load(&id).await.unwrap().unwrap();
     session.data.failed_codes = 2;
-    session.data.pending_totp_secret = Some(vec![9; 20]);
+    session.data.sealed_pending_totp_secret = Some(vec![9; 20]);
     session.data.stage = Stage::SignedIn;
 
     t.store.save(&session).await.unwrap();
 
     let reloaded = t.store.load(&id).await.unwrap().unwrap();
     assert_eq!(reloaded.data.failed_codes, 2);
-    assert_eq!(reloaded.data.pending_totp_secret, Some(vec![9; 20]));
+    assert_eq!(reloaded.data.sealed_pending_totp_secret, Some(vec![9; 20]));
     assert_eq!(reloaded.data.stage, Stage::SignedIn);
     let ttl = t.pttl(&t.session_key(id.as_str())).await;
     assert!((55_000..=60_000).contains(&ttl), "TTL after save: {ttl} ms");

@@ -25,6 +25,10 @@ const SECRETS: &[(&str, &str)] = &[
     ),
     ("APP_WEBHOOKS__POSTMARK_USERNAME", "postmark"),
     ("APP_WEBHOOKS__POSTMARK_PASSWORD", "a-long-random-password"),
+    (
+        "APP_ADMIN__TOTP_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    ),
 ];
 
 fn yaml(path: &Path) -> Value {
@@ -196,6 +200,9 @@ fn the_spec_and_its_secrets_make_production_settings_on_the_spec_port() {
         Some("postmark")
     );
     assert!(settings.webhooks.postmark_password.is_some());
+    assert_eq!(settings.admin.totp_key.expose_secret(), SECRETS[4].1);
+    newsletter::admin::totp_keys::TotpKeys::from_settings(&settings.admin)
+        .expect("the secrets file's TOTP key is a key the service accepts");
 }
 
 #[tokio::test]
@@ -404,6 +411,32 @@ fn the_deploy_script_adds_the_secrets_to_the_service_and_the_job() {
 }
 
 #[test]
+fn the_deploy_script_also_adds_the_previous_totp_keys_during_a_rotation() {
+    let directory = tempfile_directory();
+    let secrets_file = directory.join("do-secrets.env");
+    let mut lines: String = SECRETS.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    lines.push_str("APP_ADMIN__PREVIOUS_TOTP_KEYS=an-older-key\n");
+    std::fs::write(&secrets_file, lines).unwrap();
+
+    let output = std::process::Command::new("scripts/do_spec.sh")
+        .env("NEWSLETTER_SECRETS", &secrets_file)
+        .output()
+        .unwrap();
+    let rendered = directory.join("spec.yaml");
+    std::fs::write(&rendered, &output.stdout).unwrap();
+    let spec = output.status.success().then(|| yaml(&rendered));
+    std::fs::remove_dir_all(&directory).unwrap();
+
+    let spec = spec.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert!(
+        envs(service(&spec)).iter().any(|(k, v, t)| {
+            k == "APP_ADMIN__PREVIOUS_TOTP_KEYS" && v == "an-older-key" && t == "SECRET"
+        }),
+        "the previous keys are not a SECRET of the service"
+    );
+}
+
+#[test]
 fn the_deploy_script_refuses_a_secrets_file_it_cannot_trust_and_never_echoes_a_secret() {
     let all: String = SECRETS.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let without_first: String = SECRETS[1..]
@@ -415,7 +448,7 @@ fn the_deploy_script_refuses_a_secrets_file_it_cannot_trust_and_never_echoes_a_s
         (
             "a pasted token on a line of its own",
             format!("{all}pasted-token-0123456789\n"),
-            ":5:",
+            ":6:",
         ),
         (
             "a misspelt name",

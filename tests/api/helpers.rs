@@ -873,6 +873,8 @@ pub fn production_variables(database_name: &str) -> Vec<(&'static str, String)> 
             "APP_APPLICATION__HMAC_SECRET",
             format!("{}{}", fresh(), fresh()),
         ),
+        // 32 bytes as 64 hex digits.
+        ("APP_ADMIN__TOTP_KEY", format!("{}{}", fresh(), fresh())),
         (
             "APP_APPLICATION__BASE_URL",
             "https://news.example.com".to_owned(),

@@ -835,6 +835,20 @@ impl Events {
         }
     }
 
+    /// Reads the stream to its end, events and comments alike; fails the
+    /// test if it is still open after `patience`.
+    async fn until_the_end(&mut self, patience: Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("the stream was still open after {patience:?}"));
+            if chunk.unwrap().is_none() {
+                return;
+            }
+        }
+    }
+
     /// The data of the next event, skipping comments.
     async fn next_event(&mut self) -> Value {
         self.next_event_within(Duration::from_secs(10)).await
@@ -927,6 +941,123 @@ async fn the_live_updates_end_once_the_issue_is_cancelled() {
         .await;
     assert_eq!(last["finished"], true);
     assert_eq!(events.next_block(Duration::from_secs(10)).await, None);
+}
+
+/// How long a stream may take to notice that its session ended: a few
+/// checks' worth, with room for a slow machine.
+const SESSION_END_NOTICED: Duration = Duration::from_secs(15);
+
+/// Whether opening the issue's stream again is refused as a signed-out
+/// EventSource would be: 401, no stream.
+async fn reopening_is_refused(browser: &Browser, path: &str) -> bool {
+    let response = browser
+        .client
+        .get(format!("{}{path}/events", browser.address))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    response.status() == StatusCode::UNAUTHORIZED
+}
+
+#[tokio::test]
+async fn the_live_updates_end_within_seconds_of_signing_out() {
+    let (_app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Watched", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    // The same session as the stream's, from the same cookie jar.
+    let signed_out = browser.submit("/admin/logout", &[]).await;
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+
+    events.until_the_end(SESSION_END_NOTICED).await;
+    assert!(reopening_is_refused(&browser, &path).await);
+}
+
+#[tokio::test]
+async fn the_live_updates_end_within_seconds_of_a_password_change_made_elsewhere() {
+    let (app, laptop) = signed_in(None).await;
+    let path = publish(&laptop, "Watched", FAR_AHEAD).await;
+    let mut events = Events::open(&laptop, &path).await;
+    events.next_event().await;
+
+    let phone = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let new_password = "a much longer new password";
+    let changed = phone
+        .submit(
+            "/admin/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", new_password),
+                ("new_password_check", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
+
+    events.until_the_end(SESSION_END_NOTICED).await;
+    assert!(reopening_is_refused(&laptop, &path).await);
+}
+
+#[tokio::test]
+async fn the_live_updates_end_after_a_password_reset_that_left_redis_untouched() {
+    // `newsletter admin reset-password` raises the generation in Postgres
+    // only; the session is still in Redis.
+    let (app, browser) = signed_in(None).await;
+    let path = publish(&browser, "Watched", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    sqlx::query("UPDATE admins SET session_generation = session_generation + 1")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    events.until_the_end(SESSION_END_NOTICED).await;
+    assert!(reopening_is_refused(&browser, &path).await);
+}
+
+#[tokio::test]
+async fn an_open_live_updates_page_does_not_keep_an_idle_session_alive() {
+    let app = crate::helpers::spawn_app_with(|s| s.admin.session_idle_timeout_seconds = 3).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let path = publish(&browser, "Left open", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    // Nothing but the stream's own checks touch the session from here: if
+    // they slid its idle timeout, the stream would run on.
+    events.until_the_end(SESSION_END_NOTICED).await;
+    assert!(reopening_is_refused(&browser, &path).await);
+}
+
+#[tokio::test]
+async fn the_live_updates_end_when_redis_cannot_vouch_for_the_session() {
+    let proxy = crate::helpers::TcpProxy::to_redis().await;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.redis_uri = format!("redis://127.0.0.1:{}", proxy.port).into();
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let path = publish(&browser, "Watched", FAR_AHEAD).await;
+    let mut events = Events::open(&browser, &path).await;
+    events.next_event().await;
+
+    proxy.cut();
+
+    events.until_the_end(SESSION_END_NOTICED).await;
+    // Connecting again gets the guard's answer while Redis is away.
+    let again = browser
+        .client
+        .get(format!("{}{path}/events", browser.address))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]

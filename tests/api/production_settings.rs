@@ -7,6 +7,7 @@
 use std::process::{Command, Output};
 
 use newsletter::configuration::get_configuration;
+use secrecy::ExposeSecret;
 
 use crate::helpers::{TestDatabase, production_variables};
 
@@ -40,6 +41,9 @@ async fn production_refuses_to_start_with_each_placeholder_and_names_its_setting
         String::from_utf8_lossy(&run.stderr)
     );
 
+    // The TOTP key of configuration/local.yaml.
+    let local_totp_key = get_configuration().unwrap().admin.totp_key;
+    let local_totp_key = local_totp_key.expose_secret().to_owned();
     let cases: &[(&str, &str, &str)] = &[
         // The signing key of configuration/local.yaml.
         (
@@ -51,6 +55,11 @@ async fn production_refuses_to_start_with_each_placeholder_and_names_its_setting
             "APP_APPLICATION__HMAC_SECRET",
             "0123456789abcdef",
             "shorter than 32",
+        ),
+        (
+            "APP_ADMIN__TOTP_KEY",
+            &local_totp_key,
+            "written in the repository",
         ),
         // The database password of configuration/base.yaml.
         (
@@ -130,7 +139,10 @@ async fn production_refuses_to_start_with_each_placeholder_and_names_its_setting
         .filter(|(name, _)| {
             matches!(
                 *name,
-                "APP_ENVIRONMENT" | "APP_DATABASE__REQUIRE_SSL" | "APP_DATABASE__DATABASE_NAME"
+                "APP_ENVIRONMENT"
+                    | "APP_DATABASE__REQUIRE_SSL"
+                    | "APP_DATABASE__DATABASE_NAME"
+                    | "APP_ADMIN__TOTP_KEY"
             )
         })
         .cloned()

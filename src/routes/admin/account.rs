@@ -10,6 +10,7 @@ use crate::admin::accounts;
 use crate::admin::audit::{self, Action};
 use crate::admin::password::{self, NewPassword, Verified};
 use crate::admin::totp::{self, TotpSecret};
+use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::pages::page;
@@ -220,21 +221,38 @@ pub async fn change_email(
 /// the app proves it was scanned, shown as a QR code and as text.
 #[utoipa::path(get, path = "/admin/totp", tag = "admin",
     responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
-pub async fn totp_page(request: HttpRequest, admin: SignedIn) -> Result<HttpResponse, ApiError> {
+pub async fn totp_page(
+    request: HttpRequest,
+    admin: SignedIn,
+    keys: web::Data<TotpKeys>,
+) -> Result<HttpResponse, ApiError> {
     // A secret already waiting is shown again: a reload, or the page open
     // in a second tab, must not make the code the admin just scanned wrong.
-    if let Some(pending) = &admin.session.data.pending_totp_secret {
-        let secret = TotpSecret::from_bytes(pending.clone());
+    if let Some(secret) = pending_secret(&admin, &keys) {
         return Ok(totp_form(&admin, &secret, StatusCode::OK, None));
     }
     let secret = TotpSecret::generate();
     let mut session = admin.session.clone();
-    session.data.pending_totp_secret = Some(secret.as_bytes().to_vec());
+    session.data.sealed_pending_totp_secret =
+        Some(keys.seal(&secret, Place::Enrolment(admin.admin.id)));
     session_store(&request)
         .save(&session)
         .await
         .map_err(sessions_unavailable)?;
     Ok(totp_form(&admin, &secret, StatusCode::OK, None))
+}
+
+/// The secret waiting in the session for its first code, if there is one
+/// and it opens. One that does not (sealed under a key since dropped) counts
+/// as none: enrolment starts again with a new secret.
+fn pending_secret(admin: &SignedIn, keys: &TotpKeys) -> Option<TotpSecret> {
+    let sealed = admin.session.data.sealed_pending_totp_secret.as_ref()?;
+    keys.open(sealed, Place::Enrolment(admin.admin.id))
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "A pending TOTP secret does not open: enrolment starts again");
+        })
+        .ok()
+        .map(|opened| opened.secret)
 }
 
 fn totp_form(
@@ -285,12 +303,12 @@ pub async fn enrol_totp(
     form: Protected<EnrolForm>,
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
+    keys: web::Data<TotpKeys>,
 ) -> Result<HttpResponse, ApiError> {
     let Protected { admin, form } = form;
-    let Some(pending) = admin.session.data.pending_totp_secret.clone() else {
+    let Some(secret) = pending_secret(&admin, &keys) else {
         return Ok(see_other("/admin/totp"));
     };
-    let secret = TotpSecret::from_bytes(pending);
     let ip = client_ip(&request, &limiter);
     match recheck_password(&admin, ip, &limiter, form.password).await? {
         Recheck::Confirmed => {}
@@ -319,8 +337,9 @@ pub async fn enrol_totp(
         .iter()
         .map(|c| totp::hash_recovery_code(admin.admin.id, c))
         .collect();
+    let sealed = keys.seal(&secret, Place::Account(admin.admin.id));
     db.transaction(async |tx| {
-        accounts::enable_totp(tx, admin.admin.id, secret.as_bytes(), &hashes).await?;
+        accounts::enable_totp(tx, admin.admin.id, &sealed, &hashes).await?;
         // The code just typed counts as used.
         accounts::accept_totp_step(tx, admin.admin.id, step).await?;
         audit::record(tx, &actor_for(&admin.admin, ip), Action::TotpEnrolled, "").await
@@ -328,7 +347,7 @@ pub async fn enrol_totp(
     .await
     .step("turn on two-factor sign-in")?;
     let mut session = admin.session.clone();
-    session.data.pending_totp_secret = None;
+    session.data.sealed_pending_totp_secret = None;
     session_store(&request)
         .save(&session)
         .await

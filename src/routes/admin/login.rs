@@ -23,7 +23,8 @@ use crate::admin::accounts::{self, Admin};
 use crate::admin::audit::{self, Action, Actor};
 use crate::admin::password::{self, Verified};
 use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, Stage};
-use crate::admin::totp::{self, TotpSecret};
+use crate::admin::totp;
+use crate::admin::totp_keys::{Opened, Place, TotpKeys};
 use crate::admin::username::AdminUsername;
 use crate::db::Db;
 use crate::domain::Newsletter;
@@ -226,6 +227,21 @@ pub async fn log_in(
     signed_in(&request, &db, &cookies, &admin, ip, "with a password").await
 }
 
+/// The admin's TOTP secret, opened; `None` if it does not open (sealed
+/// under a key no longer configured, or changed in the table). Codes then
+/// fail closed, and recovery codes still sign in.
+fn open_totp_secret(keys: &TotpKeys, admin: &Admin, stored: &[u8]) -> Option<Opened> {
+    keys.open(stored, Place::Account(admin.id))
+        .inspect_err(|e| {
+            tracing::error!(
+                admin_id = %admin.id,
+                error = %e,
+                "The admin's TOTP secret does not open: codes are refused, recovery codes still work"
+            );
+        })
+        .ok()
+}
+
 /// What an attempt on `admin` counts against besides the client's IP: the
 /// allowance of this browser when it signed in as this admin, under the
 /// current password, before; the account's otherwise. The browser's token
@@ -396,6 +412,7 @@ pub async fn submit_code(
     limiter: web::Data<RateLimiter>,
     cookies: web::Data<SessionCookies>,
     newsletter: web::Data<Newsletter>,
+    keys: web::Data<TotpKeys>,
 ) -> Result<HttpResponse, ApiError> {
     let mut session = match awaiting_code(&request, &cookies).await? {
         Ok(session) => session,
@@ -432,19 +449,27 @@ pub async fn submit_code(
         );
         return Ok(with_retry_after(answer, retry_after));
     }
-    let step = totp::verify(
-        &TotpSecret::from_bytes(secret),
-        &code,
-        std::time::SystemTime::now(),
-    );
+    let opened = open_totp_secret(&keys, &admin, &secret);
+    let step = opened
+        .as_ref()
+        .and_then(|opened| totp::verify(&opened.secret, &code, std::time::SystemTime::now()));
+    // A secret stored plain, or under a previous key, is sealed under the
+    // current key once a code from it has been accepted.
+    let resealed = opened
+        .filter(|opened| opened.stale)
+        .map(|opened| keys.seal(&opened.secret, Place::Account(admin.id)));
     let accepted = db
         .transaction(async |tx| match step {
             // A code is good once: the step it matched must be newer than
             // the last one used, or someone who saw it typed could use it
             // again.
-            Some(step) => Ok(accounts::accept_totp_step(tx, admin.id, step)
-                .await?
-                .then_some(SecondFactor::Code)),
+            Some(step) => {
+                let fresh = accounts::accept_totp_step(tx, admin.id, step).await?;
+                if let (true, Some(resealed)) = (fresh, &resealed) {
+                    accounts::replace_totp_secret(tx, admin.id, &secret, resealed).await?;
+                }
+                Ok(fresh.then_some(SecondFactor::Code))
+            }
             None => {
                 let hash = totp::hash_recovery_code(admin.id, &code);
                 Ok(accounts::use_recovery_code(tx, admin.id, &hash)

@@ -17,6 +17,7 @@ mod guard;
 pub(crate) mod login;
 pub(crate) mod newsletters;
 mod pages;
+mod session_check;
 pub(crate) mod subscribers;
 
 pub use account::{change_email, change_password, enrol_totp, password_page, totp_page};

@@ -55,6 +55,18 @@
     }
   };
   const source = new EventSource(issue.dataset.events);
+  source.onopen = () => {
+    issue.dataset.live = "open";
+  };
+  // The server ends the stream when the session ends (sign-out, a password
+  // change, expiry); the browser then connects again, is refused, and gives
+  // up for good. Say so, rather than leave figures that no longer move.
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) {
+      issue.dataset.live = "closed";
+      document.getElementById("live-ended").hidden = false;
+    }
+  };
   source.onmessage = (event) => {
     const progress = JSON.parse(event.data);
     show(progress);

@@ -4,7 +4,9 @@
 //! issue's one row when the progress feed says it changed, at most every
 //! [`Watch::MIN_INTERVAL`]; a comment every [`KEEP_ALIVE`] so that proxies
 //! keep a quiet stream open. Once the issue is done or cancelled, the
-//! stream sends that and ends; it also ends when the server stops.
+//! stream sends that and ends; it also ends when the server stops, and
+//! within [`SessionCheck::INTERVAL`] of its session ending (sign-out, a
+//! password change, expiry).
 //!
 //! Each event's data is a [`ProgressView`] as JSON.
 
@@ -15,10 +17,13 @@ use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
 use super::view::{ProgressView, parse_issue_id};
+use crate::admin::sessions::SessionStore;
 use crate::campaigns::ledger::{self, Progress};
 use crate::campaigns::progress::{ProgressFeed, Watch};
 use crate::db::Db;
 use crate::routes::ApiError;
+use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::session_check::SessionCheck;
 use crate::routes::error::DatabaseStep;
 
 /// How often a quiet stream says it is still there.
@@ -37,7 +42,9 @@ const RETRY_MILLISECONDS: u32 = 5_000;
     ))]
 pub async fn issue_events(
     id: web::Path<String>,
+    admin: SignedIn,
     db: web::Data<Db>,
+    sessions: web::Data<SessionStore>,
     feed: web::Data<ProgressFeed>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || {
@@ -56,6 +63,7 @@ pub async fn issue_events(
         return Ok(not_found());
     };
     let events = Events {
+        session: SessionCheck::new(&admin, sessions.get_ref().clone(), db.get_ref().clone()),
         db: db.get_ref().clone(),
         id,
         watch,
@@ -82,6 +90,7 @@ async fn read(db: &Db, id: Uuid) -> Result<Option<Progress>, ApiError> {
 
 /// One stream's state between chunks.
 struct Events {
+    session: SessionCheck,
     db: Db,
     id: Uuid,
     watch: Watch,
@@ -101,23 +110,35 @@ impl Events {
         if self.finished {
             return None;
         }
-        tokio::select! {
-            changed = self.watch.changed() => {
-                // The feed stopped: the server is shutting down.
-                changed?;
-                match read(&self.db, self.id).await {
-                    Ok(Some(progress)) => Some(self.event(&progress).into()),
-                    // Deleted meanwhile: nothing more to say.
-                    Ok(None) => None,
-                    Err(e) => {
-                        // The browser connects again after the retry delay
-                        // and gets a fresh first event.
-                        tracing::warn!(error = ?e, "Ending an issue's live updates: its progress could not be read");
-                        None
-                    }
-                }
+        // Set once per chunk: the session checks in between must not put
+        // the keep-alive off.
+        let keep_alive = tokio::time::sleep(KEEP_ALIVE);
+        tokio::pin!(keep_alive);
+        loop {
+            // Outside the select!, so that a busy issue's changes cannot
+            // keep cancelling the check.
+            if !self.session.still_stands().await {
+                return None;
             }
-            _ = tokio::time::sleep(KEEP_ALIVE) => Some(web::Bytes::from_static(b": still here\n\n")),
+            tokio::select! {
+                changed = self.watch.changed() => {
+                    // The feed stopped: the server is shutting down.
+                    changed?;
+                    return match read(&self.db, self.id).await {
+                        Ok(Some(progress)) => Some(self.event(&progress).into()),
+                        // Deleted meanwhile: nothing more to say.
+                        Ok(None) => None,
+                        Err(e) => {
+                            // The browser connects again after the retry
+                            // delay and gets a fresh first event.
+                            tracing::warn!(error = ?e, "Ending an issue's live updates: its progress could not be read");
+                            None
+                        }
+                    };
+                }
+                _ = self.session.due() => {}
+                _ = &mut keep_alive => return Some(web::Bytes::from_static(b": still here\n\n")),
+            }
         }
     }
 
