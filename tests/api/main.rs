@@ -10,6 +10,7 @@ mod deploy_spec;
 mod failover;
 mod health_check;
 mod helpers;
+mod logs;
 mod metrics;
 mod migrations;
 mod newsletters;
