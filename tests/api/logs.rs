@@ -1,7 +1,7 @@
-//! What a whole run writes to its logs: requests named by their route's
-//! template, and not one of the tokens the run handed out (confirmation
-//! and unsubscribe links, session, CSRF and remembered-browser tokens, the
-//! webhook password, the email API's token), in any encoding.
+//! What a whole run writes to its logs and its metrics: requests named by
+//! their route's template, and not one of the tokens the run handed out
+//! (confirmation and unsubscribe links, session, CSRF and remembered-browser
+//! tokens, the webhook password, the email API's token), in any encoding.
 
 use std::sync::Mutex;
 
@@ -225,7 +225,7 @@ async fn sign_in_and_out(app: &TestApp, issued: &mut Issued) {
 }
 
 #[tokio::test]
-async fn no_token_a_run_hands_out_appears_in_its_logs_in_any_encoding() {
+async fn no_token_a_run_hands_out_appears_in_its_logs_or_metrics_in_any_encoding() {
     let logs = capture_logs();
     let app = spawn_app().await;
     app.mock_email_api_ok().await;
@@ -269,11 +269,23 @@ async fn no_token_a_run_hands_out_appears_in_its_logs_in_any_encoding() {
             "no request was logged under {template}"
         );
     }
-    for (what, token) in &issued.0 {
-        for (encoding, written) in encodings(token) {
-            if let Some(at) = logged.find(&written) {
-                let line = logged[..at].rsplit('\n').next().unwrap_or_default();
-                panic!("{what} ({encoding}) is in the logs, after: {line}");
+    let scraped = reqwest::get(format!("{}/metrics", app.metrics_address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scraped.contains(r#"route="unmatched""#),
+        "the made-up paths are not counted as unmatched: {scraped}"
+    );
+    for (place, text) in [("the logs", &logged), ("the metrics", &scraped)] {
+        for (what, token) in &issued.0 {
+            for (encoding, written) in encodings(token) {
+                if let Some(at) = text.find(&written) {
+                    let line = text[..at].rsplit('\n').next().unwrap_or_default();
+                    panic!("{what} ({encoding}) is in {place}, after: {line}");
+                }
             }
         }
     }
