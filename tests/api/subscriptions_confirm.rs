@@ -160,8 +160,11 @@ async fn no_table_holds_a_token_in_plain_text_once_its_email_is_sent() {
 /// sign-up's link is the newest email the API received for it.
 mod returning {
     use newsletter::configuration::get_configuration;
+    use newsletter::db::Db;
     use newsletter::keys::Keys;
+    use newsletter::retention::{Outcome, Retention, When};
     use reqwest::{StatusCode, Url};
+    use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
     use crate::helpers::{BROWSER_ACCEPT, TestApp, eventually, spawn_app};
@@ -368,6 +371,44 @@ mod returning {
 
         assert_eq!(pressed.status(), StatusCode::OK);
         assert_eq!(status(&app, "ursula+back@example.com").await, "confirmed");
+    }
+
+    #[tokio::test]
+    async fn the_mailbox_of_a_suppressed_sign_up_that_retention_deleted_still_needs_the_button() {
+        let app = spawn_app().await;
+        app.mock_email_api_ok().await;
+        sign_up(&app, "ursula@example.com").await;
+        let response = post_webhook(&app, &complaint(1, "ursula@example.com", None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        // Long unconfirmed, her link long expired: retention's to forget.
+        sqlx::query("UPDATE confirmation_tokens SET expires_at = now() - interval '40 days'")
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE subscriptions SET subscribed_at = now() - interval '60 days'")
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+        let retention = Retention::new(
+            Db::connect_lazy(&app.settings.database, 1),
+            app.settings.retention.clone(),
+        )
+        .unwrap();
+        let outcome = retention
+            .run(When::Now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Finished(_)), "{outcome:?}");
+        assert_eq!(app.subscriber_count().await, 0, "retention kept her row");
+
+        let link = sign_up(&app, "Ursula+again@example.com").await;
+        let page = scan(&app, &link).await;
+
+        assert_offers_the_button(&page, &link, "deleted by retention");
+        assert_eq!(
+            status(&app, "ursula+again@example.com").await,
+            "pending_confirmation"
+        );
     }
 
     #[tokio::test]
