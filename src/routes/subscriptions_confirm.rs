@@ -5,8 +5,9 @@
 //! expired one is gone (the person can subscribe again for a new link), and a
 //! token that was already used only confirms again what is confirmed, so a
 //! second click is harmless. Someone who unsubscribed and signed up again
-//! stays unsubscribed until they open the new link; their older links were
-//! deleted when they unsubscribed, so none of those can bring them back.
+//! stays unsubscribed until they press the new link's button; their older
+//! links were deleted when they unsubscribed, so none of those can bring
+//! them back.
 //!
 //! Mail systems' link scanners open links before people do, so opening a
 //! link is no one's act. `GET` shows a page whose button `POST`s the token,
@@ -111,7 +112,7 @@ pub async fn confirm(
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
         Ok(token) if options.confirm_with_button => inspect(&db, token).await?,
-        Ok(token) => confirm_token(&db, &keys, token, Act::Opened).await?,
+        Ok(token) => confirm_token(&db, &keys, &token, Act::Opened).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -132,7 +133,7 @@ pub async fn confirm_with_button(
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) => confirm_token(&db, &keys, token, Act::Pressed).await?,
+        Ok(token) => confirm_token(&db, &keys, &token, Act::Pressed).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -157,10 +158,10 @@ async fn inspect(db: &Db, token: SubscriptionToken) -> Result<Outcome, ApiError>
 async fn confirm_token(
     db: &Db,
     keys: &Keys,
-    token: SubscriptionToken,
+    token: &SubscriptionToken,
     act: Act,
 ) -> Result<Outcome, ApiError> {
-    db.transaction(async |transaction| confirm_in(transaction, keys, &token, act).await)
+    db.transaction(async |transaction| confirm_in(transaction, keys, token, act).await)
         .await
         .step("confirm the subscriber")
 }
