@@ -2,8 +2,8 @@
 # Runs the service locally on a fresh Debian machine: makes sure Postgres
 # and Redis are running (installing them if needed), creates and migrates the
 # database, then serves on http://127.0.0.1:8000. Logs are plain lines, and
-# emails are printed to the terminal instead of being sent, each confirmation
-# link on a line of its own.
+# emails are written to files under target/emails/ instead of being sent
+# (the log names each file), each confirmation link on a line of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh

@@ -5,7 +5,7 @@
 //! value as a string, so numbers and booleans are parsed from strings too.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -452,7 +452,8 @@ pub enum EmailBackend {
     Postmark,
     /// An SMTP server, with `email_client.smtp`'s settings.
     Smtp,
-    /// Prints each email on stdout instead of sending it: for local runs.
+    /// Writes each email to a file under `email_client.console_directory`
+    /// instead of sending it: for local runs.
     Console,
 }
 
@@ -491,6 +492,15 @@ pub struct EmailClientSettings {
     /// The Postmark message stream for newsletter issues: bulk mail is kept
     /// apart from transactional mail, whose reputation it must not risk.
     pub broadcast_stream: String,
+    /// Where the console provider writes each email, one file apiece. The
+    /// log names the file and nothing of its contents, which carry links
+    /// that act for their recipient.
+    #[serde(default = "default_console_directory")]
+    pub console_directory: PathBuf,
+}
+
+fn default_console_directory() -> PathBuf {
+    PathBuf::from("target/emails")
 }
 
 /// A list, or one value on its own (`providers: smtp`, or
@@ -659,7 +669,7 @@ impl EmailClientSettings {
         if !self.providers.contains(&EmailBackend::Postmark)
             && !self.broadcast_providers.contains(&EmailBackend::Postmark)
         {
-            return Ok(EmailClient::console(sender));
+            return Ok(EmailClient::console(sender, self.console_directory.clone()));
         }
         let token = self.authorization_token.clone().ok_or_else(|| {
             anyhow::anyhow!(

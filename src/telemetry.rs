@@ -70,9 +70,16 @@ pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync) {
     let _ = subscriber.try_init();
 }
 
-/// The root span of every request. It is `tracing-actix-web`'s default minus
-/// the query string, which carries confirmation tokens, and with the peer
-/// address rather than forwarding headers a client can forge.
+/// What a request that matched no route is logged under.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The root span of every request. It is `tracing-actix-web`'s default
+/// without the path and the query string, and with the peer address rather
+/// than forwarding headers a client can forge. A path and a query carry
+/// capabilities (`/unsubscribe/{token}`, a confirmation link's token), and
+/// whoever reads the logs must not be able to use them: a request is named
+/// by the route it matched, its template, and one that matched none by
+/// [`UNMATCHED_ROUTE`], whatever it asked for.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
@@ -82,7 +89,9 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let route = request.match_pattern().unwrap_or_else(|| "default".into());
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| UNMATCHED_ROUTE.into());
         let peer = request
             .peer_addr()
             .map(|a| a.ip().to_string())
@@ -91,7 +100,6 @@ impl RootSpanBuilder for RequestSpan {
             "HTTP request",
             http.method = %request.method(),
             http.route = %route,
-            http.target = %request.path(),
             http.client_ip = %peer,
             http.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,

@@ -1,7 +1,8 @@
 //! What the service writes to stdout, checked on the real output: JSON lines
 //! or, in local runs, plain lines, that carry the request id and never a
-//! token or a secret; and, from the console email backend, each email with
-//! its confirmation link on a line of its own. Only one test installs the
+//! token or a secret; and, from the console email backend, each email in a
+//! file of its own, named in the log, with its confirmation link on a line
+//! of its own. Only one test installs the
 //! process-wide log subscriber; the others run the `newsletter` binary.
 
 #[allow(dead_code)]
@@ -150,29 +151,18 @@ fn is_json(line: &str) -> bool {
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
 }
 
-/// Splits stdout into the emails the console backend printed (each a list
-/// of lines, rules included) and the log lines around them.
-fn emails_and_log(lines: &[String]) -> (Vec<Vec<String>>, Vec<String>) {
-    let (mut emails, mut log) = (Vec::new(), Vec::new());
-    let mut email: Option<Vec<String>> = None;
-    for line in lines {
-        let rule = line.starts_with("=====");
-        match email.as_mut() {
-            None if rule => email = Some(vec![line.clone()]),
-            None => log.push(line.clone()),
-            Some(open) => {
-                open.push(line.clone());
-                if rule {
-                    emails.extend(email.take());
-                }
-            }
-        }
-    }
-    (emails, log)
+/// The email files the console provider logged having written, in order.
+fn email_files(lines: &[String]) -> Vec<std::path::PathBuf> {
+    lines
+        .iter()
+        .filter(|line| line.contains("Email written to a file"))
+        .filter_map(|line| line.split("path=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default().into())
+        .collect()
 }
 
 #[tokio::test]
-async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone_on_a_line() {
+async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_a_file_it_names() {
     let settings = get_configuration().unwrap();
     let db = helpers::TestDatabase::create(&settings.database).await;
     db.migrate().await;
@@ -187,7 +177,12 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
         .port()
         .to_string();
     let base = format!("http://127.0.0.1:{port}");
+    let emails = std::env::temp_dir().join(format!("emails-{}", uuid::Uuid::new_v4().simple()));
     let server = Newsletter::start(&mut newsletter(&[
+        (
+            "APP_EMAIL_CLIENT__CONSOLE_DIRECTORY",
+            emails.to_str().unwrap(),
+        ),
         ("APP_APPLICATION__PORT", port.as_str()),
         ("APP_METRICS__PORT", "0"),
         ("APP_APPLICATION__BASE_URL", &base),
@@ -208,10 +203,19 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
         .await
         .unwrap();
     assert_eq!(subscribed.status().as_u16(), 200);
-    let email = helpers::eventually("the email to be printed", || async {
-        emails_and_log(&server.lines()).0.pop()
+    let file = helpers::eventually("the email to be written", || async {
+        email_files(&server.lines()).pop()
     })
     .await;
+    assert!(
+        file.starts_with(&emails),
+        "{file:?} is not under {emails:?}"
+    );
+    let email: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let link = email
         .iter()
         .find(|line| line.starts_with(&format!("{base}/subscriptions/confirm?")))
@@ -232,7 +236,7 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
     })
     .await;
 
-    let (_, logged) = emails_and_log(&server.lines());
+    let logged = server.lines();
     let token = link.rsplit('=').next().unwrap();
     for line in &logged {
         assert!(!is_json(line), "a JSON line in a local run: {line}");
@@ -251,6 +255,11 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_prints_the_link_alone
             .any(|l| l.contains("HTTP request{") && l.contains("Finished the request")),
         "no request was logged: {logged:#?}"
     );
+    assert!(
+        !logged.iter().any(|line| line.contains("=====")),
+        "an email on stdout: {logged:#?}"
+    );
+    std::fs::remove_dir_all(&emails).unwrap();
 }
 
 #[tokio::test]

@@ -63,7 +63,10 @@ impl Routes {
                     continue;
                 }
                 let provider: Arc<dyn Provider> = match backend {
-                    EmailBackend::Console => Arc::new(postmark::EmailClient::console(from.clone())),
+                    EmailBackend::Console => Arc::new(postmark::EmailClient::console(
+                        from.clone(),
+                        settings.console_directory.clone(),
+                    )),
                     EmailBackend::Postmark => {
                         Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))
                     }

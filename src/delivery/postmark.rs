@@ -1,10 +1,13 @@
 //! Sends email. In production through Postmark's batch API (`POST
 //! /email/batch`, up to 500 messages a call: under load one HTTP request
 //! carries a whole batch of the outbox instead of one per email); in local
-//! runs through a console backend that prints each message on stdout, so the
-//! whole subscribe-and-confirm flow works without a provider. This module
-//! knows nothing about subscribers or the database.
+//! runs through a console backend that writes each message to a file of its
+//! own and logs the file's path, so the whole subscribe-and-confirm flow
+//! works without a provider. The log never holds a message itself: its
+//! links confirm and unsubscribe their recipient. This module knows nothing
+//! about subscribers or the database.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
@@ -78,7 +81,8 @@ enum Transport {
         /// answer.
         timeout: Duration,
     },
-    Console,
+    /// Writes each email to a file under `directory`.
+    Console { directory: PathBuf },
 }
 
 /// Why an email was not accepted. Callers can tell an unreachable API from a
@@ -101,6 +105,15 @@ pub enum EmailError {
     /// confirmations, which is worse.
     #[error("the email API's answer could not be read: {0}")]
     UnreadableAnswer(String),
+    /// The console could not write an email to its file: the directory
+    /// is missing its permissions or the disk is full, which an operator
+    /// fixes.
+    #[error("the console could not write an email under {directory}")]
+    NotWritten {
+        directory: String,
+        #[source]
+        cause: std::io::Error,
+    },
 }
 
 /// What the API decided about one message of a batch it took.
@@ -139,7 +152,9 @@ impl EmailError {
     /// ([`Verdict::is_transient`]).
     pub fn is_retryable(&self) -> bool {
         match self {
-            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => true,
+            EmailError::Unreachable(_)
+            | EmailError::UnreadableAnswer(_)
+            | EmailError::NotWritten { .. } => true,
             EmailError::Rejected { status, code, .. } => {
                 status.is_server_error()
                     || matches!(
@@ -160,7 +175,7 @@ impl EmailError {
     /// open its circuit and move sending to the next provider.
     pub fn is_down(&self) -> bool {
         match self {
-            EmailError::Unreachable(_) => true,
+            EmailError::Unreachable(_) | EmailError::NotWritten { .. } => true,
             EmailError::UnreadableAnswer(_) => false,
             EmailError::Rejected { status, code, .. } => {
                 status.is_server_error()
@@ -174,7 +189,9 @@ impl EmailError {
     /// What the failure counts as in the metrics.
     pub fn kind(&self) -> EmailApiError {
         match self {
-            EmailError::Unreachable(_) => EmailApiError::unreachable,
+            EmailError::Unreachable(_) | EmailError::NotWritten { .. } => {
+                EmailApiError::unreachable
+            }
             EmailError::UnreadableAnswer(_) => EmailApiError::unreadable_answer,
             EmailError::Rejected { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 EmailApiError::rate_limited
@@ -189,7 +206,9 @@ impl EmailError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EmailError::Rejected { retry_after, .. } => *retry_after,
-            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => None,
+            EmailError::Unreachable(_)
+            | EmailError::UnreadableAnswer(_)
+            | EmailError::NotWritten { .. } => None,
         }
     }
 }
@@ -297,10 +316,12 @@ impl EmailClient {
         })
     }
 
-    pub fn console(sender: Sender) -> Self {
+    /// A client that writes each email to a file under `directory`
+    /// (created when needed) instead of sending it.
+    pub fn console(sender: Sender, directory: PathBuf) -> Self {
         Self {
             sender,
-            transport: Transport::Console,
+            transport: Transport::Console { directory },
             metrics: Metrics::default(),
         }
     }
@@ -353,13 +374,11 @@ impl EmailClient {
             "a batch holds at most {MAX_BATCH} messages"
         );
         match &self.transport {
-            Transport::Console => {
-                use std::io::Write;
+            Transport::Console { directory } => {
                 for message in messages {
-                    // Local runs only: the text body, confirmation token
-                    // included, goes to stdout so that a developer can open
-                    // the link. The one place a token is written out; the
-                    // log line below leaves the body out.
+                    // Local runs only: the text body, links included, goes
+                    // to a file that a developer opens to confirm; the log
+                    // names the file and nothing else of the email.
                     let email = console_email(
                         self.sender.as_ref(),
                         message.to.as_ref(),
@@ -367,15 +386,24 @@ impl EmailClient {
                         &headers(message),
                         &message.content.text_body,
                     );
-                    // One write under the lock, so that no log line from
-                    // another thread lands inside the email. Nowhere to
-                    // report a failure to: the log goes to stdout as well.
-                    let _ = std::io::stdout().lock().write_all(email.as_bytes());
-                    tracing::info!(
-                        to = %message.to,
-                        subject = message.content.subject,
-                        "Email printed to the console instead of being sent"
-                    );
+                    let into = directory.clone();
+                    let written =
+                        tokio::task::spawn_blocking(move || write_email_file(&into, &email))
+                            .await
+                            .map_err(std::io::Error::other)
+                            .and_then(|written| written);
+                    match written {
+                        Ok(path) => tracing::info!(
+                            path = %path.display(),
+                            "Email written to a file instead of being sent"
+                        ),
+                        Err(cause) => {
+                            return Err(EmailError::NotWritten {
+                                directory: directory.display().to_string(),
+                                cause,
+                            });
+                        }
+                    }
                 }
                 Ok(vec![Verdict::Accepted { message_id: None }; messages.len()])
             }
@@ -443,7 +471,7 @@ impl Provider for EmailClient {
     fn name(&self) -> &'static str {
         match self.transport {
             Transport::Postmark { .. } => "postmark",
-            Transport::Console => "console",
+            Transport::Console { .. } => "console",
         }
     }
 
@@ -454,7 +482,7 @@ impl Provider for EmailClient {
     fn longest_call(&self) -> Duration {
         match self.transport {
             Transport::Postmark { timeout, .. } => timeout,
-            Transport::Console => Duration::ZERO,
+            Transport::Console { .. } => Duration::ZERO,
         }
     }
 
@@ -525,6 +553,7 @@ fn refusal_of(error: &EmailError) -> Refusal {
             Refusal::new("the email API could not be reached or did not answer in time")
         }
         EmailError::UnreadableAnswer(_) => Refusal::new("the email API's answer could not be read"),
+        EmailError::NotWritten { .. } => Refusal::new("the console could not write the email"),
         EmailError::Rejected { status, code, .. } => {
             let refusal = Refusal::new("the email API refused the request").with_code(Code::Http {
                 status: status.as_u16(),
@@ -625,7 +654,27 @@ async fn rejection(response: reqwest::Response) -> EmailError {
     }
 }
 
-/// An email as the console backend prints it: a block between two rules,
+/// Writes one email to a new file under `directory`, readable by its owner
+/// only (its links act for the recipient), and returns the file's path. The
+/// name starts with the time, so the newest sorts last.
+fn write_email_file(directory: &Path, email: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(directory)?;
+    let name = format!(
+        "{}-{}.txt",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = directory.join(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(&path)?.write_all(email.as_bytes())?;
+    Ok(path)
+}
+
+/// An email as the console backend writes it: a block between two rules,
 /// with From, To, Subject and any other headers, a blank line, the text body
 /// as it is, and then every link of the body again, each alone on a line,
 /// since a body may put a link inside a sentence and a terminal selects a
@@ -1232,8 +1281,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_console_backend_sends_nothing_and_accepts_every_message() {
-        let client = EmailClient::console(sender());
+    async fn the_console_backend_writes_each_email_to_a_file_of_its_own_and_accepts_it() {
+        let directory = std::env::temp_dir().join(format!("emails-{}", uuid::Uuid::new_v4()));
+        let client = EmailClient::console(sender(), directory.clone());
         let verdicts = send_to(&client, &["a@example.com", "b@example.com"])
             .await
             .unwrap();
@@ -1242,6 +1292,20 @@ mod tests {
             vec![Verdict::Accepted { message_id: None }; 2],
             "the console has no message ids to give"
         );
+        let mut recipients: Vec<String> = std::fs::read_dir(&directory)
+            .unwrap()
+            .map(|file| {
+                let email = std::fs::read_to_string(file.unwrap().path()).unwrap();
+                email
+                    .lines()
+                    .find_map(|line| line.strip_prefix("To: "))
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        recipients.sort();
+        assert_eq!(recipients, ["a@example.com", "b@example.com"]);
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 }
 

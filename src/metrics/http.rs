@@ -15,7 +15,7 @@ use actix_web::web;
 use super::Metrics;
 
 /// What a request that matched no route counts under.
-pub const UNMATCHED: &str = "unmatched";
+pub const UNMATCHED: &str = crate::telemetry::UNMATCHED_ROUTE;
 
 /// Middleware for the public `App`, which must hold a `web::Data<Metrics>`.
 pub async fn count_requests(

@@ -159,7 +159,7 @@ impl IntoResponses for ConfirmationAnswers {
             (
                 "200",
                 page_or_plain(
-                    "Confirmed, or already confirmed; with `confirm_with_button`, the page with the button.",
+                    "Confirmed, or already confirmed; or, on opening the link of an address with a past here (unsubscribed, suppressed, erased) or with `confirm_with_button`, the page with the button.",
                 ),
             ),
             (

@@ -5,12 +5,18 @@
 //! expired one is gone (the person can subscribe again for a new link), and a
 //! token that was already used only confirms again what is confirmed, so a
 //! second click is harmless. Someone who unsubscribed and signed up again
-//! stays unsubscribed until they open the new link; their older links were
-//! deleted when they unsubscribed, so none of those can bring them back.
+//! stays unsubscribed until they press the new link's button; their older
+//! links were deleted when they unsubscribed, so none of those can bring
+//! them back.
 //!
-//! Mail systems' link scanners open links before people do. With
-//! `subscriptions.confirm_with_button` set, `GET` only shows a page whose
-//! button `POST`s the token, and only that `POST` confirms.
+//! Mail systems' link scanners open links before people do, so opening a
+//! link is no one's act. `GET` shows a page whose button `POST`s the token,
+//! and only that `POST` confirms, whenever the address has a past here: it
+//! was unsubscribed, confirmed before, suppressed or erased
+//! ([`history`]). Anyone can type such an address into the form, and a
+//! scanner opening the link must not bring its owner back. A first sign-up's
+//! link confirms on `GET` unless `subscriptions.confirm_with_button` is set,
+//! in which case every address needs the button.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -21,9 +27,11 @@ use uuid::Uuid;
 
 use crate::db::{Db, Transaction};
 use crate::domain::{Newsletter, SubscriptionToken};
+use crate::keys::Keys;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::signups::history;
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -49,6 +57,15 @@ enum Outcome {
     NotValid,
     Expired,
     Malformed(String),
+}
+
+/// What asked for the confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// The link was opened: a person, or a scanner on their behalf.
+    Opened,
+    /// The button was pressed: a person.
+    Pressed,
 }
 
 struct TokenRecord {
@@ -88,13 +105,14 @@ pub async fn confirm(
     request: HttpRequest,
     parameters: web::Query<Parameters>,
     db: web::Data<Db>,
+    keys: web::Data<Keys>,
     options: web::Data<SubscriptionOptions>,
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
         Ok(token) if options.confirm_with_button => inspect(&db, token).await?,
-        Ok(token) => confirm_token(&db, &token).await?,
+        Ok(token) => confirm_token(&db, &keys, &token, Act::Opened).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -110,11 +128,12 @@ pub async fn confirm_with_button(
     request: HttpRequest,
     form: web::Form<Parameters>,
     db: web::Data<Db>,
+    keys: web::Data<Keys>,
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) => confirm_token(&db, &token).await?,
+        Ok(token) => confirm_token(&db, &keys, &token, Act::Pressed).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -133,19 +152,30 @@ async fn inspect(db: &Db, token: SubscriptionToken) -> Result<Outcome, ApiError>
     })
 }
 
-/// Uses a token: confirms its subscriber if it is valid and unused.
+/// Uses a token: confirms its subscriber if it is valid and unused, and
+/// `act` is enough for their address.
 #[tracing::instrument(name = "Confirm the subscriber", skip_all, fields(subscriber_id = tracing::field::Empty))]
-async fn confirm_token(db: &Db, token: &SubscriptionToken) -> Result<Outcome, ApiError> {
-    db.transaction(async |transaction| confirm_in(transaction, token).await)
+async fn confirm_token(
+    db: &Db,
+    keys: &Keys,
+    token: &SubscriptionToken,
+    act: Act,
+) -> Result<Outcome, ApiError> {
+    db.transaction(async |transaction| confirm_in(transaction, keys, token, act).await)
         .await
         .step("confirm the subscriber")
 }
 
 /// Looks the token up and, if it is valid and unused, marks its subscriber
-/// confirmed and the token used.
+/// confirmed and the token used; or, for a link opened for an address with
+/// a past here, leaves everything as it is and asks for the button. Read in
+/// the same transaction as the confirmation, so the answer and the change
+/// agree.
 async fn confirm_in(
     transaction: &mut Transaction<'_>,
+    keys: &Keys,
     token: &SubscriptionToken,
+    act: Act,
 ) -> Result<Outcome, sqlx::Error> {
     let Some(record) = find_token(transaction, token).await? else {
         return Ok(Outcome::NotValid);
@@ -156,6 +186,12 @@ async fn confirm_in(
     );
     if let Some(outcome) = record.settled_outcome() {
         return Ok(outcome);
+    }
+    if act == Act::Opened
+        && history::was_here_before(transaction, keys, record.subscriber_id).await?
+    {
+        tracing::info!("A returning address: the link asks for the button");
+        return Ok(Outcome::AwaitingClick(token.clone()));
     }
     if !mark_confirmed(transaction, record.subscriber_id, token).await? {
         // Someone else used or deleted the token since it was read (a

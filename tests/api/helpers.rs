@@ -884,3 +884,46 @@ pub fn production_variables(database_name: &str) -> Vec<(&'static str, String)> 
         ("APP_WEBHOOKS__POSTMARK_PASSWORD", fresh()),
     ]
 }
+
+/// Everything the app logs from the call on, as JSON lines, at the most
+/// verbose level the service's own code logs at (dependencies at `info`,
+/// as in production). It installs the process's log subscriber, so it must
+/// come before [`spawn_app`], and it needs a process of its own, which is
+/// how cargo-nextest runs each test.
+pub fn capture_logs() -> CapturedLogs {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = CapturedLogs::default();
+    get_subscriber("info,newsletter=trace", logs.clone())
+        .try_init()
+        .expect("another log subscriber is installed: run this test in a process of its own");
+    logs
+}
+
+/// What [`capture_logs`] collected.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -12,6 +12,7 @@ mod erasure;
 mod failover;
 mod health_check;
 mod helpers;
+mod logs;
 mod metrics;
 mod migrations;
 mod newsletters;

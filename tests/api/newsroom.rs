@@ -43,6 +43,22 @@ impl Browser {
         }
     }
 
+    /// A browser that keeps its cookies in `cookies`, for a test that
+    /// looks at what the server set.
+    pub fn with_cookie_store(
+        app: &TestApp,
+        cookies: std::sync::Arc<impl reqwest::cookie::CookieStore + 'static>,
+    ) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_provider(cookies)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            address: app.address.clone(),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))

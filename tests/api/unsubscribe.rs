@@ -581,7 +581,24 @@ async fn subscribing_again_after_unsubscribing_takes_a_new_confirmation() {
     assert_eq!(status, "unsubscribed", "until the new link is opened");
     assert!(unsubscribed_at.is_some());
 
+    // Opening the link is not her act (a scanner may have opened it): it
+    // shows the button, and only pressing it brings her back.
     assert_eq!(app.click(&second_link).await.status(), StatusCode::OK);
+    assert_eq!(ursula(&app).await.1, "unsubscribed");
+    let token = second_link
+        .query_pairs()
+        .find(|(k, _)| k == "subscription_token")
+        .unwrap()
+        .1
+        .into_owned();
+    let pressed = app
+        .api_client
+        .post(format!("{}/subscriptions/confirm", app.address))
+        .form(&[("subscription_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pressed.status(), StatusCode::OK);
 
     let (_, status, consent, unsubscribed_at) = ursula(&app).await;
     assert_eq!(status, "confirmed");

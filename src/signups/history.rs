@@ -1,0 +1,93 @@
+//! Whether an address has been here before: what decides if opening a
+//! confirmation link may confirm on its own, or only shows the button.
+//!
+//! Link scanners open every link in an email, so opening a link is no one's
+//! act. For a first sign-up that is tolerable where the settings allow it
+//! (the person just typed their address into the form). For an address that
+//! left, was suppressed or was erased it is not: anyone can type that
+//! address into the form, and the scanner would bring its owner back. So an
+//! address with any such past confirms only by the button.
+//!
+//! The past is read from everything that keeps it, since no one place does:
+//! * the subscriber's own row: unsubscribed, or confirmed once (a row in
+//!   another letter case is this row: addresses are unique whatever their
+//!   case);
+//! * the suppression list, by the keyed hash of the address and of its
+//!   mailbox (lower case, no `+tag`): it outlives the subscriber's erasure
+//!   and the retention job's deletion of an unconfirmed row;
+//! * another subscriber row whose address is this one's mailbox: someone
+//!   who left as `ada@example.com` and is signed up as
+//!   `ada+news@example.com`.
+//!
+//! Two spellings that are both tagged (`ada+a@` gone, `ada+b@` signed up)
+//! are not matched through the subscriber table: that would take an index
+//! on the mailbox, which the table does not have.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::SubscriberEmail;
+use crate::keys::Keys;
+
+/// Whether `subscriber_id`'s address was unsubscribed, confirmed before,
+/// suppressed or erased, in any spelling this can tell. A subscriber who is
+/// not there (erased meanwhile) has nothing to confirm: `true`, so that
+/// nothing is confirmed without the button.
+#[tracing::instrument(name = "Look up the address's past", level = "debug", skip_all)]
+pub async fn was_here_before(
+    connection: &mut PgConnection,
+    keys: &Keys,
+    subscriber_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let address: Option<String> =
+        sqlx::query_scalar("SELECT email FROM subscriptions WHERE id = $1")
+            .bind(subscriber_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    let Some(address) = address else {
+        return Ok(true);
+    };
+    let mailbox = mailbox_of(&address);
+    let hashes = [keys.address_hash(&address), keys.address_hash(&mailbox)];
+    sqlx::query_scalar(
+        "SELECT s.status = 'unsubscribed' \
+                OR s.unsubscribed_at IS NOT NULL \
+                OR s.confirmed_at IS NOT NULL \
+                OR EXISTS (SELECT 1 FROM suppressions WHERE address_hash = ANY($2)) \
+                OR EXISTS (SELECT 1 FROM subscriptions o \
+                           WHERE lower(o.email) = $3 AND o.id <> s.id) \
+         FROM subscriptions s WHERE s.id = $1",
+    )
+    .bind(subscriber_id)
+    .bind(&hashes[..])
+    .bind(&mailbox)
+    .fetch_optional(connection)
+    .await
+    .map(|past: Option<bool>| past.unwrap_or(true))
+}
+
+/// The mailbox a stored address delivers to. Every stored address was
+/// parsed at sign-up; one that no longer parses (stored by an older
+/// release) is compared in lower case.
+fn mailbox_of(address: &str) -> String {
+    match SubscriberEmail::parse(address) {
+        Ok(email) => email.mailbox().as_ref().to_owned(),
+        Err(_) => address.to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mailbox_of;
+
+    #[test]
+    fn a_tagged_address_in_any_case_has_the_untagged_lower_case_mailbox() {
+        for (address, mailbox) in [
+            ("ada@example.com", "ada@example.com"),
+            ("Ada+News@Example.com", "ada@example.com"),
+            ("not an address", "not an address"),
+        ] {
+            assert_eq!(mailbox_of(address), mailbox, "{address}");
+        }
+    }
+}
