@@ -7,5 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod password;
 pub mod sessions;
+pub mod sign_in_failures;
+pub mod sign_in_form;
 pub mod totp;
 pub mod username;
