@@ -96,9 +96,14 @@ wait_for_port 127.0.0.1 "${stub_port}" "the email API stub"
 wait_for_port 127.0.0.1 "${port}" "the service"
 base="http://127.0.0.1:${port}"
 
-# Sign in as a browser would, then read the session's CSRF token from a form.
-curl -s -o /dev/null -D "${work}/login.headers" \
-  --data-urlencode username=fuzzer --data-urlencode "password=${password}" "${base}/login"
+# Sign in as a browser would: open the sign-in form (its pre-session cookie
+# and CSRF token), send it, then read the session's CSRF token from a form.
+form_token="$(curl -s -c "${work}/login.cookies" -H 'Accept: text/html' "${base}/login" \
+  | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' | head -n 1)"
+[ -n "${form_token}" ] || die "the sign-in form shows no CSRF token"
+curl -s -o /dev/null -D "${work}/login.headers" -b "${work}/login.cookies" \
+  --data-urlencode username=fuzzer --data-urlencode "password=${password}" \
+  --data-urlencode "csrf_token=${form_token}" "${base}/login"
 session="$(sed -n 's/^[Ss]et-[Cc]ookie: session=\([^;]*\);.*/\1/p' "${work}/login.headers" | tail -n 1)"
 [ -n "${session}" ] || { cat "${work}/login.headers"; die "signing in gave no session cookie"; }
 csrf="$(curl -s -H 'Accept: text/html' -b "session=${session}" "${base}/admin/dashboard" \

@@ -67,20 +67,22 @@ pub struct Recent {
     pub last_client_ip: Option<String>,
 }
 
-/// Failures of the last 24 hours per bucket, the most first.
+/// Failures of the last 24 hours per bucket, the most first; with each,
+/// when and from where the latest came.
 pub async fn last_day(conn: &mut PgConnection) -> Result<Vec<Recent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT DISTINCT ON (account) NULLIF(account, '') AS account, \
-                sum(failures) OVER (PARTITION BY account)::bigint AS failures, \
-                last_at, host(last_client_ip) AS last_client_ip \
-         FROM sign_in_failures \
-         WHERE window_start > now() - interval '1 day' \
-         ORDER BY account, last_at DESC",
+        "SELECT NULLIF(account, '') AS account, failures, last_at, \
+                host(last_client_ip) AS last_client_ip \
+         FROM ( \
+             SELECT DISTINCT ON (account) account, \
+                    sum(failures) OVER (PARTITION BY account)::bigint AS failures, \
+                    last_at, last_client_ip \
+             FROM sign_in_failures \
+             WHERE window_start > now() - interval '1 day' \
+             ORDER BY account, last_at DESC \
+         ) AS latest \
+         ORDER BY failures DESC, account",
     )
     .fetch_all(conn)
     .await
-    .map(|mut rows: Vec<Recent>| {
-        rows.sort_by(|a, b| b.failures.cmp(&a.failures));
-        rows
-    })
 }

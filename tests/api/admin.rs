@@ -150,8 +150,13 @@ async fn a_wrong_password_and_an_unknown_username_get_the_same_answer() {
 
     assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(unknown_user.status(), StatusCode::UNAUTHORIZED);
-    let wrong_password = wrong_password.text().await.unwrap().replace("ada", "NAME");
-    let unknown_user = unknown_user.text().await.unwrap().replace("bob", "NAME");
+    // Each form carries a fresh CSRF token: the rest must be the same.
+    let same = |page: String, name: &str| {
+        page.replace(&hidden_csrf_token(&page), "TOKEN")
+            .replace(name, "NAME")
+    };
+    let wrong_password = same(wrong_password.text().await.unwrap(), "ada");
+    let unknown_user = same(unknown_user.text().await.unwrap(), "bob");
     assert_eq!(wrong_password, unknown_user);
     assert!(!browser.is_signed_in().await);
     assert_eq!(
