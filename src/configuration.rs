@@ -1000,4 +1000,29 @@ mod tests {
             assert!(reason.contains(named), "{variable}={value:?}: {reason}");
         }
     }
+
+    #[test]
+    fn the_sign_in_limits_keep_their_names_and_the_slowdown_is_set_from_the_environment() {
+        let settings = load(
+            &configuration_dir(),
+            Environment::Local,
+            vars(&[
+                // The name deployments already set, now per account and address.
+                ("APP_RATE_LIMIT__LOGIN_PER_ACCOUNT__BURST", "9"),
+                (
+                    "APP_RATE_LIMIT__LOGIN_ACCOUNT_SLOWDOWN__MAX_DELAY_MILLISECONDS",
+                    "1200",
+                ),
+            ]),
+        )
+        .unwrap();
+
+        assert_eq!(settings.rate_limit.login_per_account.burst, 9);
+        let slowdown = settings.rate_limit.login_account_slowdown;
+        assert_eq!(slowdown.max_delay_milliseconds, 1200);
+        assert_eq!(
+            slowdown.free_attempts,
+            SlowdownSettings::default().free_attempts
+        );
+    }
 }

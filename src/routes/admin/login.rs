@@ -246,8 +246,8 @@ async fn count_failure(db: &Db, admin: Option<&Admin>, ip: Option<IpAddr>) -> Re
                 client_ip: ip,
             };
             let detail = format!(
-                "wrong username or password; further failures on {} in the next {} minutes \
-                 are counted on the dashboard",
+                "wrong username or password: the first failure on {} of a {}-minute window; \
+                 the dashboard counts them all",
                 account.unwrap_or("unknown usernames"),
                 sign_in_failures::WINDOW_SECONDS / 60,
             );
