@@ -80,6 +80,8 @@ for limit in LOGIN_PER_IP LOGIN_PER_ACCOUNT; do
   export "APP_RATE_LIMIT__${limit}__BURST=1000000000"
   export "APP_RATE_LIMIT__${limit}__PER_PERIOD=1000000000"
 done
+# Nor are attempts on one account slowed down: the fuzzer names a few.
+export APP_RATE_LIMIT__LOGIN_ACCOUNT_SLOWDOWN__MAX_DELAY_MILLISECONDS=0
 export APP_WEBHOOKS__POSTMARK_USERNAME=postmark
 export APP_WEBHOOKS__POSTMARK_PASSWORD="fuzz-${run}"
 export RUST_LOG="${RUST_LOG:-warn}"
@@ -96,9 +98,14 @@ wait_for_port 127.0.0.1 "${stub_port}" "the email API stub"
 wait_for_port 127.0.0.1 "${port}" "the service"
 base="http://127.0.0.1:${port}"
 
-# Sign in as a browser would, then read the session's CSRF token from a form.
-curl -s -o /dev/null -D "${work}/login.headers" \
-  --data-urlencode username=fuzzer --data-urlencode "password=${password}" "${base}/login"
+# Sign in as a browser would: open the sign-in form (its pre-session cookie
+# and CSRF token), send it, then read the session's CSRF token from a form.
+form_token="$(curl -s -c "${work}/login.cookies" -H 'Accept: text/html' "${base}/login" \
+  | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' | head -n 1)"
+[ -n "${form_token}" ] || die "the sign-in form shows no CSRF token"
+curl -s -o /dev/null -D "${work}/login.headers" -b "${work}/login.cookies" \
+  --data-urlencode username=fuzzer --data-urlencode "password=${password}" \
+  --data-urlencode "csrf_token=${form_token}" "${base}/login"
 session="$(sed -n 's/^[Ss]et-[Cc]ookie: session=\([^;]*\);.*/\1/p' "${work}/login.headers" | tail -n 1)"
 [ -n "${session}" ] || { cat "${work}/login.headers"; die "signing in gave no session cookie"; }
 csrf="$(curl -s -H 'Accept: text/html' -b "session=${session}" "${base}/admin/dashboard" \

@@ -74,11 +74,61 @@ pub struct RateLimitSettings {
     pub per_ip: LimitSettings,
     /// Emails per recipient address.
     pub per_address: LimitSettings,
-    /// Sign-in attempts per admin account (per browser that has signed in
-    /// to that account before, for such a browser; see `src/admin`).
+    /// Sign-in attempts on one admin account from one client address. The
+    /// same allowance, each a budget of its own, goes to a browser that
+    /// signed in to the account before, and to the password re-checks of
+    /// one signed-in session. (The name is older than the per-address
+    /// split, and kept so deployments' variables keep working.)
     pub login_per_account: LimitSettings,
     /// Sign-in attempts per client IP, whichever account they name.
     pub login_per_ip: LimitSettings,
+    /// How attempts on one account from everywhere together are slowed
+    /// down (never refused). Optional: older configurations get defaults.
+    #[serde(default)]
+    pub login_account_slowdown: SlowdownSettings,
+}
+
+/// A ceiling that slows rather than refuses: past `free_attempts` in
+/// `window_seconds`, each attempt waits, twice as long as the one before,
+/// up to `max_delay_milliseconds`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SlowdownSettings {
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub free_attempts: u32,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub window_seconds: u64,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_delay_milliseconds: u64,
+}
+
+impl Default for SlowdownSettings {
+    fn default() -> Self {
+        Self {
+            free_attempts: 10,
+            window_seconds: 900,
+            max_delay_milliseconds: 3000,
+        }
+    }
+}
+
+impl SlowdownSettings {
+    /// The first wait past the free attempts; each after it doubles.
+    const FIRST_DELAY: Duration = Duration::from_millis(250);
+
+    /// How long the `attempt`th attempt of a window (counting from 1) waits.
+    pub fn delay(&self, attempt: u64) -> Duration {
+        let over = attempt.saturating_sub(u64::from(self.free_attempts));
+        if over == 0 {
+            return Duration::ZERO;
+        }
+        let doublings = (over - 1).min(20) as u32;
+        (Self::FIRST_DELAY * 2u32.pow(doublings))
+            .min(Duration::from_millis(self.max_delay_milliseconds))
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_seconds.max(1))
+    }
 }
 
 impl RateLimitSettings {
@@ -1035,5 +1085,30 @@ mod tests {
 
             assert!(reason.contains(named), "{variable}={value:?}: {reason}");
         }
+    }
+
+    #[test]
+    fn the_sign_in_limits_keep_their_names_and_the_slowdown_is_set_from_the_environment() {
+        let settings = load(
+            &configuration_dir(),
+            Environment::Local,
+            vars(&[
+                // The name deployments already set, now per account and address.
+                ("APP_RATE_LIMIT__LOGIN_PER_ACCOUNT__BURST", "9"),
+                (
+                    "APP_RATE_LIMIT__LOGIN_ACCOUNT_SLOWDOWN__MAX_DELAY_MILLISECONDS",
+                    "1200",
+                ),
+            ]),
+        )
+        .unwrap();
+
+        assert_eq!(settings.rate_limit.login_per_account.burst, 9);
+        let slowdown = settings.rate_limit.login_account_slowdown;
+        assert_eq!(slowdown.max_delay_milliseconds, 1200);
+        assert_eq!(
+            slowdown.free_attempts,
+            SlowdownSettings::default().free_attempts
+        );
     }
 }

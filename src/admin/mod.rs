@@ -7,6 +7,8 @@ pub mod audit;
 pub mod cli;
 pub mod password;
 pub mod sessions;
+pub mod sign_in_failures;
+pub mod sign_in_form;
 pub mod totp;
 pub mod totp_keys;
 pub mod username;

@@ -10,6 +10,9 @@
 //!
 //! A sign-up that passed the checks but could not be stored sent no email:
 //! [`RateLimiter::refund_address`] gives its address back the charge.
+//!
+//! Sign-in limits are built so that nobody can spend the owner's budget:
+//! see [`RateLimiter::check_login`].
 
 mod client_ip;
 mod middleware;
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 pub use client_ip::{ClientIpResolver, limit_subject};
 pub use middleware::limit_per_ip;
 
-use crate::configuration::{LimitSettings, RateLimitSettings};
+use crate::configuration::{LimitSettings, RateLimitSettings, SlowdownSettings};
 use crate::domain::SubscriberEmail;
 use crate::metrics::Metrics;
 
@@ -38,14 +41,18 @@ pub enum Decision {
     Limited { retry_after: Duration },
 }
 
-/// What a sign-in attempt is counted against besides its IP.
+/// What a password or code check is counted against.
 #[derive(Debug, Clone, Copy)]
 pub enum LoginSubject<'a> {
     /// The username as typed (canonical form), whether or not it exists, so
-    /// the limits do not tell which accounts do.
+    /// the limits do not tell which accounts do: counted per client
+    /// address, and against the account's slowdown.
     Account(&'a str),
     /// The token of a browser that signed in to that account before.
     RememberedBrowser(&'a str),
+    /// The id of a signed-in session asking for its admin's password again
+    /// (a password change, an enrolment).
+    Session(&'a str),
 }
 
 /// The outcome of the checks on a subscription.
@@ -121,6 +128,9 @@ struct Shared {
     login_per_ip: Policy,
     login_per_account: Policy,
     login_per_browser: Policy,
+    login_per_session: Policy,
+    slowdown_script: redis::Script,
+    login_slowdown: SlowdownSettings,
     client_ip: ClientIpResolver,
     /// Counts the checks the in-process limiter decided.
     metrics: Metrics,
@@ -154,9 +164,14 @@ impl RateLimiter {
             per_ip: Policy::new("ip", settings.per_ip),
             per_address: Policy::new("address", settings.per_address),
             login_per_ip: Policy::new("login-ip", settings.login_per_ip),
-            login_per_account: Policy::new("login-account", settings.login_per_account),
-            // The same allowance as an account's, but a budget of its own.
+            // Keyed by account and address, unlike the per-account budget
+            // of old (`login-account`), whose keys simply expire.
+            login_per_account: Policy::new("login-account-ip", settings.login_per_account),
+            // The same allowance as an account's, but budgets of their own.
             login_per_browser: Policy::new("login-browser", settings.login_per_account),
+            login_per_session: Policy::new("login-session", settings.login_per_account),
+            slowdown_script: redis::Script::new(include_str!("slowdown.lua")),
+            login_slowdown: settings.login_account_slowdown,
             client_ip: ClientIpResolver::new(
                 settings.trusted_proxies.clone(),
                 settings.forwarded_header.to_lowercase(),
@@ -238,14 +253,34 @@ impl RateLimiter {
         }
     }
 
-    /// The limits on one sign-in attempt (or one second-factor code): the
-    /// client's IP, then the account it names, both in one round trip.
+    /// The limits on one sign-in attempt (or one second-factor code, or one
+    /// password re-check), and the wait it must sit out before its password
+    /// is checked. Returns once the wait is over.
     ///
-    /// A browser that has signed in to the account before draws on a budget
-    /// of its own instead of the account's. Otherwise anyone could keep an
-    /// account's budget empty with a wrong password a minute, and its owner
-    /// could never get in; this way the owner's usual browser still can,
-    /// and any other gets in once the attempts stop and the budget refills.
+    /// Nothing anyone else does can make the owner's right password answer
+    /// 429 from a new browser at a new address:
+    /// - an attempt on an account counts against the client's IP and the
+    ///   pair (account, client address): a stranger's wrong passwords spend
+    ///   the stranger's budgets, not the owner's;
+    /// - a browser that signed in to the account before draws on a budget of
+    ///   its own instead, and a signed-in session re-checking its password
+    ///   on the session's: neither depends on any address;
+    /// - all attempts on an account together, from every address, are only
+    ///   slowed down ([`SlowdownSettings`]): past the free attempts of a
+    ///   window each waits, growing to a bound of a few seconds. A
+    ///   distributed attacker, whose every address has a budget of its own,
+    ///   gets guesses at the pace of its addresses' budgets whatever the
+    ///   delay; what the delay buys is time and a signal (the failures are
+    ///   counted on the dashboard), without a lockout by another name: it is
+    ///   bounded, it is never a refusal, and an attempt refused by a budget
+    ///   answers at once, so each address can hold at most its budget's worth
+    ///   of waiting requests. The wait holds no database connection or lock:
+    ///   callers call this between transactions.
+    ///
+    /// The slowdown counts the typed username whether or not the account
+    /// exists, so that how long an answer takes tells nothing about which
+    /// do. When Redis does not answer, attempts are not slowed (the budgets
+    /// fall back to this process, as every limit does).
     #[tracing::instrument(name = "Check the sign-in limits", level = "debug", skip_all)]
     pub async fn check_login(
         &self,
@@ -253,20 +288,68 @@ impl RateLimiter {
         who: LoginSubject<'_>,
     ) -> Decision {
         let ip = ip.map(limit_subject);
-        let (policy, subject) = match who {
-            LoginSubject::Account(username) => (&self.shared.login_per_account, hashed(username)),
+        let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
+        let subject = match who {
+            LoginSubject::Account(username) => {
+                if let Some(ip) = ip.as_deref() {
+                    limits.push((&self.shared.login_per_ip, ip));
+                }
+                let from = ip.as_deref().unwrap_or("no address");
+                (
+                    &self.shared.login_per_account,
+                    hashed(&format!("{username}\n{from}")),
+                )
+            }
             LoginSubject::RememberedBrowser(token) => {
+                if let Some(ip) = ip.as_deref() {
+                    limits.push((&self.shared.login_per_ip, ip));
+                }
                 (&self.shared.login_per_browser, hashed(token))
             }
+            // The session is signed in already: its budget bounds what a
+            // stolen one can guess, and no address's budget, which someone
+            // behind the same network could spend, stands in its way.
+            LoginSubject::Session(id) => (&self.shared.login_per_session, hashed(id)),
         };
-        let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
-        if let Some(ip) = ip.as_deref() {
-            limits.push((&self.shared.login_per_ip, ip));
+        limits.push((subject.0, &subject.1));
+        if let Some((_, retry_after)) = self.check(&limits).await {
+            return Decision::Limited { retry_after };
         }
-        limits.push((policy, &subject));
-        match self.check(&limits).await {
-            Some((_, retry_after)) => Decision::Limited { retry_after },
-            None => Decision::Allowed,
+        if let LoginSubject::Account(username) = who {
+            let delay = self.account_slowdown(username).await;
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "Sign-in slowed down: many attempts on this account"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Decision::Allowed
+    }
+
+    /// Counts one more attempt on `username` and says how long it waits.
+    async fn account_slowdown(&self, username: &str) -> Duration {
+        let settings = self.shared.login_slowdown;
+        let key = format!(
+            "{}rl:login-slowdown:{}",
+            self.shared.key_prefix,
+            hashed(username)
+        );
+        let mut connection = self.redis.clone();
+        let mut invocation = self.shared.slowdown_script.key(key);
+        invocation.arg(settings.window().as_millis() as u64);
+        let count = invocation.invoke_async::<u64>(&mut connection);
+        match tokio::time::timeout(self.shared.timeout, count).await {
+            Ok(Ok(count)) => settings.delay(count),
+            Ok(Err(e)) => {
+                self.degrade(&e.to_string());
+                Duration::ZERO
+            }
+            Err(_) => {
+                self.degrade(&format!("no answer within {:?}", self.shared.timeout));
+                Duration::ZERO
+            }
         }
     }
 
@@ -459,6 +542,7 @@ mod tests {
             per_address: limit,
             login_per_account: limit,
             login_per_ip: limit,
+            login_account_slowdown: SlowdownSettings::default(),
         }
     }
 
@@ -529,6 +613,24 @@ mod tests {
         assert_ne!(subject("victim@outlook.com"), victim);
         assert_eq!(victim.len(), 64);
         assert!(victim.bytes().all(|b| b.is_ascii_hexdigit()), "{victim}");
+    }
+
+    #[test]
+    fn the_slowdown_doubles_past_the_free_attempts_up_to_its_bound() {
+        let slowdown = SlowdownSettings {
+            free_attempts: 3,
+            window_seconds: 60,
+            max_delay_milliseconds: 1500,
+        };
+        let delays: Vec<u64> = (1..=8)
+            .map(|n| slowdown.delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [0, 0, 0, 250, 500, 1000, 1500, 1500]);
+        assert_eq!(
+            slowdown.delay(u64::MAX),
+            Duration::from_millis(1500),
+            "a huge count stays bounded"
+        );
     }
 
     #[test]

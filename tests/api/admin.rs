@@ -17,7 +17,7 @@ use crate::helpers::{
     BROWSER_ACCEPT, TcpProxy, TestApp, eventually, eventually_within, spawn_app, spawn_app_with,
 };
 use crate::newsroom::{
-    Browser, PASSWORD, audit_actions, create_admin, hidden_csrf_token, location,
+    Browser, PASSWORD, audit_actions, create_admin, hidden_csrf_token, location, sign_in_form,
 };
 
 /// `burst` attempts at once, then one per `period`.
@@ -103,14 +103,40 @@ async fn an_admin_signs_in_with_a_fresh_http_only_strict_cookie_and_sees_the_das
 async fn outside_local_runs_the_cookie_is_secure_and_host_prefixed() {
     let app = spawn_app_with(|s| s.admin.secure_cookie = true).await;
     create_admin(&app, "ada", PASSWORD).await;
+    // A cookie jar keeps `Secure` cookies away from plain HTTP: this client
+    // says which cookies it sends.
+    let client = bare_client();
+    let form = client
+        .get(format!("{}/login", app.address))
+        .send()
+        .await
+        .unwrap();
+    let form_cookie = set_cookies(&form)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-sign-in="))
+        .expect("a __Host- cookie for the sign-in form");
+    let token = hidden_csrf_token(&form.text().await.unwrap());
 
-    let response = Browser::new(&app).log_in("ada", PASSWORD).await;
+    let response = client
+        .post(format!("{}/login", app.address))
+        .header("Cookie", form_cookie.split(';').next().unwrap())
+        .form(&[
+            ("username", "ada"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
 
     let cookie = set_cookies(&response)
         .into_iter()
         .find(|c| c.starts_with("__Host-session="))
         .expect("a __Host- session cookie");
-    assert!(cookie.contains("Secure"), "{cookie}");
+    for cookie in [&cookie, &form_cookie] {
+        assert!(cookie.contains("Secure"), "{cookie}");
+        assert!(cookie.contains("Path=/"), "{cookie}");
+    }
 }
 
 #[tokio::test]
@@ -124,8 +150,13 @@ async fn a_wrong_password_and_an_unknown_username_get_the_same_answer() {
 
     assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(unknown_user.status(), StatusCode::UNAUTHORIZED);
-    let wrong_password = wrong_password.text().await.unwrap().replace("ada", "NAME");
-    let unknown_user = unknown_user.text().await.unwrap().replace("bob", "NAME");
+    // Each form carries a fresh CSRF token: the rest must be the same.
+    let same = |page: String, name: &str| {
+        page.replace(&hidden_csrf_token(&page), "TOKEN")
+            .replace(name, "NAME")
+    };
+    let wrong_password = same(wrong_password.text().await.unwrap(), "ada");
+    let unknown_user = same(unknown_user.text().await.unwrap(), "bob");
     assert_eq!(wrong_password, unknown_user);
     assert!(!browser.is_signed_in().await);
     assert_eq!(
@@ -216,12 +247,20 @@ fn bare_client() -> reqwest::Client {
 /// Signs in, sending `session` as the session cookie if given, and returns
 /// the session id the answer sets.
 async fn sign_in_with_cookie(app: &TestApp, session: Option<&str>) -> String {
-    let mut request = bare_client()
+    let client = bare_client();
+    let (form_cookie, token) = sign_in_form(&client, app).await;
+    let cookie = match session {
+        Some(session) => format!("{form_cookie}; session={session}"),
+        None => form_cookie,
+    };
+    let request = client
         .post(format!("{}/login", app.address))
-        .form(&[("username", "ada"), ("password", PASSWORD)]);
-    if let Some(session) = session {
-        request = request.header("Cookie", format!("session={session}"));
-    }
+        .header("Cookie", cookie)
+        .form(&[
+            ("username", "ada"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ]);
     let response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     set_cookies(&response)
@@ -413,24 +452,32 @@ async fn a_password_change_is_refused_with_the_reason_when_something_is_wrong() 
 }
 
 #[tokio::test]
-async fn sign_in_attempts_on_one_account_are_limited_with_retry_after() {
+async fn sign_in_attempts_on_one_account_from_one_address_are_limited_with_retry_after() {
     let app = spawn_app_with(|s| {
-        s.rate_limit.login_per_account = login_limit(3, Duration::from_secs(60))
+        s.rate_limit.login_per_account = login_limit(3, Duration::from_secs(60));
+        s.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     create_admin(&app, "ada", PASSWORD).await;
-    let attacker = Browser::new(&app);
+    let attacker = Browser::at(&app, "203.0.113.9");
     for _ in 0..3 {
         let response = attacker.log_in("ada", "wrong password, again").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
     let limited = attacker.log_in("ada", "wrong password, again").await;
-    // A new browser with the right password waits too: the limit is the
-    // account's, wherever the attempts come from.
-    let owner_elsewhere = Browser::new(&app).log_in("ADA", PASSWORD).await;
+    // Another new browser at the same address waits too: the budget is the
+    // pair (account, address), whichever browser spends it.
+    let same_address = Browser::at(&app, "203.0.113.9")
+        .log_in("ADA", PASSWORD)
+        .await;
+    // The owner elsewhere does not: the attempts spent the attacker's
+    // address's budget, not the account's.
+    let owner_elsewhere = Browser::at(&app, "198.51.100.20")
+        .log_in("ADA", PASSWORD)
+        .await;
 
-    for response in [limited, owner_elsewhere] {
+    for response in [limited, same_address] {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         let wait: u64 = response.headers()[RETRY_AFTER]
             .to_str()
@@ -439,6 +486,7 @@ async fn sign_in_attempts_on_one_account_are_limited_with_retry_after() {
             .unwrap();
         assert!((1..=60).contains(&wait), "Retry-After {wait}");
     }
+    assert_eq!(owner_elsewhere.status(), StatusCode::SEE_OTHER);
 }
 
 #[tokio::test]
@@ -961,6 +1009,7 @@ async fn odd_sign_in_requests_get_a_4xx_with_a_reason() {
     create_admin(&app, "ada", PASSWORD).await;
     let client = bare_client();
     let login = format!("{}/login", app.address);
+    let (form_cookie, token) = sign_in_form(&client, &app).await;
 
     let huge = client
         .post(&login)
@@ -976,7 +1025,12 @@ async fn odd_sign_in_requests_get_a_4xx_with_a_reason() {
         .unwrap();
     let nul = client
         .post(&login)
-        .form(&[("username", "ada\0\r\n"), ("password", "with\0nul\r\n")])
+        .header("Cookie", &form_cookie)
+        .form(&[
+            ("username", "ada\0\r\n"),
+            ("password", "with\0nul\r\n"),
+            ("csrf_token", &token),
+        ])
         .send()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_accounts;
 mod admin_sessions;
+mod admin_sign_in;
 mod admin_totp;
 mod campaigns;
 mod delivery;

@@ -33,8 +33,21 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Self {
+        Self::with(app, reqwest::Client::builder())
+    }
+
+    /// A browser whose requests the app believes come from `ip`: each says
+    /// so in `X-Forwarded-For`, which an app that trusts 127.0.0.1 as its
+    /// proxy believes.
+    pub fn at(app: &TestApp, ip: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("X-Forwarded-For", ip.parse().unwrap());
+        Self::with(app, reqwest::Client::builder().default_headers(headers))
+    }
+
+    fn with(app: &TestApp, builder: reqwest::ClientBuilder) -> Self {
         Self {
-            client: reqwest::Client::builder()
+            client: builder
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -78,9 +91,25 @@ impl Browser {
             .unwrap()
     }
 
+    /// Signs in as a person does: opens the form (which sets its
+    /// pre-session cookie), then sends it with the form's CSRF token.
     pub async fn log_in(&self, username: &str, password: &str) -> reqwest::Response {
-        self.post("/login", &[("username", username), ("password", password)])
-            .await
+        let token = self.sign_in_form_token().await;
+        self.post(
+            "/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
+    /// Opens the sign-in form and returns its CSRF token.
+    pub async fn sign_in_form_token(&self) -> String {
+        let page = self.get("/login").await.text().await.unwrap();
+        hidden_csrf_token(&page)
     }
 
     /// Signs in and checks it worked.
@@ -114,6 +143,30 @@ impl Browser {
         );
         status == StatusCode::OK
     }
+}
+
+/// For a client that keeps no cookies: opens the sign-in form and returns
+/// the pre-session cookie it set (`name=value`, for a `Cookie` header) and
+/// the form's CSRF token.
+pub async fn sign_in_form(client: &reqwest::Client, app: &TestApp) -> (String, String) {
+    let response = client
+        .get(format!("{}/login", app.address))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("sign-in=") || c.starts_with("__Host-sign-in="))
+        .expect("the sign-in form's cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = hidden_csrf_token(&response.text().await.unwrap());
+    (cookie, token)
 }
 
 pub fn hidden_csrf_token(page: &str) -> String {

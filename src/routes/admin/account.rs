@@ -54,14 +54,15 @@ enum Recheck {
 
 /// Checks the password an admin typed to confirm a sensitive change. Someone
 /// with a stolen session could guess it here as well as at the sign-in, so
-/// the account's sign-in limits apply.
+/// it is limited, on the session's own budget: attempts on the account from
+/// elsewhere must not keep its signed-in owner from changing the password.
 async fn recheck_password(
     admin: &SignedIn,
     ip: Option<std::net::IpAddr>,
     limiter: &RateLimiter,
     typed: Option<SecretString>,
 ) -> Result<Recheck, ApiError> {
-    let subject = LoginSubject::Account(&admin.admin.username);
+    let subject = LoginSubject::Session(admin.session.id.as_str());
     if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
         return Ok(Recheck::Limited(retry_after));
     }

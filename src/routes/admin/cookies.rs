@@ -1,5 +1,6 @@
-//! The two cookies of the admin side: the session, and the token of a
-//! browser that signed in before (see `RateLimiter::check_login`).
+//! The cookies of the admin side: the session, the token of a browser that
+//! signed in before (see `RateLimiter::check_login`), and the short-lived
+//! pre-session cookie of the sign-in form (see `crate::admin::sign_in_form`).
 
 use actix_web::HttpRequest;
 use actix_web::cookie::time::Duration as CookieDuration;
@@ -39,6 +40,27 @@ impl SessionCookies {
         } else {
             "browser"
         }
+    }
+
+    fn sign_in_form_name(&self) -> &'static str {
+        if self.secure {
+            "__Host-sign-in"
+        } else {
+            "sign-in"
+        }
+    }
+
+    /// The nonce of the sign-in form this browser was given, as sent.
+    pub fn sign_in_nonce(&self, request: &HttpRequest) -> Option<String> {
+        Some(request.cookie(self.sign_in_form_name())?.value().to_owned())
+    }
+
+    /// The pre-session cookie: as long-lived as the form it goes with.
+    pub fn sign_in_form(&self, nonce: String) -> Cookie<'static> {
+        let mut cookie = self.cookie(self.sign_in_form_name(), nonce);
+        let lifetime = crate::admin::sign_in_form::FORM_LIFETIME.as_secs() as i64;
+        cookie.set_max_age(CookieDuration::seconds(lifetime));
+        cookie
     }
 
     /// The session id the request carries, if it is well formed.

@@ -1,13 +1,13 @@
 //! `GET /admin/dashboard`: the list at a glance, the last 30 days of
-//! sign-ups and confirmations, the outbox, the admin's account and the
-//! latest entries of the audit log.
+//! sign-ups and confirmations, the outbox, the admin's account, the failed
+//! sign-ins of the last day and the latest entries of the audit log.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{Duration, NaiveDate, Utc};
 use sqlx::PgConnection;
 
-use crate::admin::{accounts, audit};
+use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
 use crate::pages::page;
 use crate::routes::admin::account::nav;
@@ -41,12 +41,13 @@ pub async fn render_dashboard(
     status: StatusCode,
     refused: Option<RefusedEmail<'_>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (figures, audit, unused_recovery_codes) = db
+    let (figures, audit, sign_in_failures, unused_recovery_codes) = db
         .transaction(async |tx| {
             let figures = Figures::read(tx).await?;
             let audit = audit::latest(tx, AUDIT_ENTRIES).await?;
+            let failures = sign_in_failures::last_day(tx).await?;
             let unused = accounts::unused_recovery_codes(tx, admin.admin.id).await?;
-            Ok((figures, audit, unused))
+            Ok((figures, audit, failures, unused))
         })
         .await
         .step("read the dashboard")?;
@@ -81,6 +82,7 @@ pub async fn render_dashboard(
             outbox_queued: figures.outbox_queued,
             outbox_failed: figures.outbox_failed,
             audit,
+            sign_in_failures,
             email_error: refused.map(|r| r.reason),
         },
     ))

@@ -20,7 +20,6 @@ use crate::domain::Newsletter;
 use crate::pages::wants_html;
 use crate::routes::admin::SessionCookies;
 use crate::routes::admin::login::{login_form, with_retry_after};
-use crate::routes::admin::pages::LoginPage;
 use crate::routes::error::{ApiError, DatabaseStep};
 use actix_web::http::StatusCode;
 
@@ -226,16 +225,19 @@ fn unavailable_page(request: &HttpRequest) -> HttpResponse {
     let newsletter = request
         .app_data::<web::Data<Newsletter>>()
         .expect("the newsletter is registered as app data");
-    let page = LoginPage {
+    let cookies = request
+        .app_data::<web::Data<SessionCookies>>()
+        .expect("the session cookies are registered as app data");
+    let error = "Admin pages are unavailable right now. Please try again in a few minutes.";
+    let page = login_form(
+        StatusCode::SERVICE_UNAVAILABLE,
+        cookies,
         newsletter,
-        username: "",
-        error: Some("Admin pages are unavailable right now. Please try again in a few minutes."),
-        notice: None,
-    };
-    with_retry_after(
-        login_form(StatusCode::SERVICE_UNAVAILABLE, &page),
-        std::time::Duration::from_secs(30),
-    )
+        "",
+        Some(error),
+        None,
+    );
+    with_retry_after(page, std::time::Duration::from_secs(30))
 }
 
 /// A form posted by the signed-in admin, accepted only with the session's

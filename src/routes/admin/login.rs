@@ -3,11 +3,16 @@
 //!
 //! A wrong username and a wrong password get the same answer after the same
 //! work: an unknown username is checked against a dummy hash. Every attempt
-//! counts against the client's IP and the account it names (or, for a
-//! browser that signed in to that account before, that browser's own
-//! allowance: see `RateLimiter::check_login`), codes at the second step
-//! included. Each step of a sign-in gets a new session id, so an id planted
-//! in a browser before sign-in is worth nothing after it.
+//! counts against the client's IP and the pair (account, address) it names
+//! (or, for a browser that signed in to that account before, that browser's
+//! own allowance), and attempts on one account from everywhere are slowed
+//! down, never refused: see `RateLimiter::check_login`. Codes at the second
+//! step count the same way. Failures are counted per window and account
+//! (`crate::admin::sign_in_failures`), not written to the audit log one by
+//! one. The form carries a CSRF token tied to a pre-session cookie
+//! (`crate::admin::sign_in_form`). Each step of a sign-in gets a new session
+//! id, so an id planted in a browser before sign-in is worth nothing after
+//! it.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,6 +31,7 @@ use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, S
 use crate::admin::totp;
 use crate::admin::totp_keys::{Opened, Place, TotpKeys};
 use crate::admin::username::AdminUsername;
+use crate::admin::{sign_in_failures, sign_in_form};
 use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::page;
@@ -60,7 +66,7 @@ pub struct Notice {
 #[utoipa::path(get, path = "/login", tag = "sign-in",
     params(Notice),
     responses(
-        (status = 200, description = "The sign-in form.", body = String, content_type = "text/html"),
+        (status = 200, description = "The sign-in form, with its CSRF token, and the pre-session cookie the token is tied to.", body = String, content_type = "text/html", headers(("Set-Cookie" = String))),
         (status = 303, description = "Already signed in: to the dashboard.", headers(("Location" = String))),
         (status = 400, description = "A query string that cannot be read.", body = String, content_type = "text/plain"),
         (status = 503, description = "The session store is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
@@ -80,17 +86,7 @@ pub async fn login_page(
         Some("code-expired") => Some("The sign-in took too long. Sign in again."),
         _ => None,
     };
-    let form = |status, error| {
-        login_form(
-            status,
-            &LoginPage {
-                newsletter: &newsletter,
-                username: "",
-                error,
-                notice,
-            },
-        )
-    };
+    let form = |status, error| login_form(status, &cookies, &newsletter, "", error, notice);
     let store = session_store(&request);
     if !store.is_available().await {
         return Ok(unavailable(form(
@@ -129,6 +125,8 @@ pub struct Credentials {
     username: String,
     #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
+    /// The token of the form `GET /login` gave this browser.
+    csrf_token: Option<String>,
 }
 
 #[utoipa::path(post, path = "/login", tag = "sign-in",
@@ -137,7 +135,8 @@ pub struct Credentials {
         (status = 303, description = "Signed in (to the dashboard), or on to the code step (to /login/code).", headers(("Location" = String))),
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 401, description = "Wrong username or password: the form again.", body = String, content_type = "text/html"),
-        (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 403, description = "Without the CSRF token of a form `GET /login` gave this browser, with another browser's, or with one older than 20 minutes: the form again, with a fresh token and the reason.", body = String, content_type = "text/html", headers(("Set-Cookie" = String))),
+        (status = 429, description = "Too many attempts from this address: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         crate::routes::openapi::FormRefusals,
     ))]
@@ -150,7 +149,11 @@ pub async fn log_in(
     cookies: web::Data<SessionCookies>,
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
-    let Credentials { username, password } = form.into_inner();
+    let Credentials {
+        username,
+        password,
+        csrf_token,
+    } = form.into_inner();
     let password = password.unwrap_or_else(|| SecretString::from(""));
     // ASCII only: Unicode lower-casing would turn a Kelvin sign into a `k`
     // and sign in an admin under a name they never chose.
@@ -159,14 +162,19 @@ pub async fn log_in(
     let retry = |status, error| {
         login_form(
             status,
-            &LoginPage {
-                newsletter: &newsletter,
-                username: &shown_again,
-                error: Some(error),
-                notice: None,
-            },
+            &cookies,
+            &newsletter,
+            &shown_again,
+            Some(error),
+            None,
         )
     };
+    let nonce = cookies.sign_in_nonce(&request);
+    let now = std::time::SystemTime::now();
+    if let Err(refusal) = sign_in_form::check(nonce.as_deref(), csrf_token.as_deref(), now) {
+        tracing::info!(?refusal, "Sign-in refused: no matching CSRF token");
+        return Ok(retry(StatusCode::FORBIDDEN, refusal.reason()));
+    }
     let store = session_store(&request);
     // Without Redis no session can be made: say so before the password is
     // checked, rather than after it was found right.
@@ -189,6 +197,7 @@ pub async fn log_in(
     };
     let browser = cookies.browser_token(&request);
     let subject = attempt_subject(store, browser.as_deref(), admin.as_ref(), &typed).await?;
+    // No transaction is open here: the check may wait (see its doc).
     if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
         let answer = retry(
             StatusCode::TOO_MANY_REQUESTS,
@@ -203,13 +212,7 @@ pub async fn log_in(
     let (admin, rehashed) = match (admin, verified) {
         (Some(admin), Verified::Yes { rehashed }) => (admin, rehashed),
         (admin, _) => {
-            let actor = Actor {
-                admin_id: admin.as_ref().map(|a| a.id),
-                username: Some(typed.chars().take(64).collect()),
-                client_ip: ip,
-            };
-            let why = "wrong username or password";
-            record(&db, &actor, Action::SignInFailed, why).await?;
+            count_failure(&db, admin.as_ref(), ip).await?;
             return Ok(retry(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS));
         }
     };
@@ -240,6 +243,36 @@ fn open_totp_secret(keys: &TotpKeys, admin: &Admin, stored: &[u8]) -> Option<Ope
             );
         })
         .ok()
+}
+
+/// Counts a failed sign-in on `admin` (None: a username that names no
+/// account), and writes the audit row of the first failure of its window.
+/// Later ones only add to the count the dashboard shows: a flood of
+/// guesses or of random usernames leaves a bounded number of rows.
+#[tracing::instrument(name = "Count a failed sign-in", skip_all)]
+async fn count_failure(db: &Db, admin: Option<&Admin>, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    let account = admin.map(|a| a.username.as_str());
+    db.transaction(async |tx| {
+        if sign_in_failures::count(tx, account, ip).await? {
+            // What was typed as an unknown username is not kept: it may be
+            // anyone's address.
+            let actor = Actor {
+                admin_id: admin.map(|a| a.id),
+                username: account.map(str::to_owned),
+                client_ip: ip,
+            };
+            let detail = format!(
+                "wrong username or password: the first failure on {} of a {}-minute window; \
+                 the dashboard counts them all",
+                account.unwrap_or("unknown usernames"),
+                sign_in_failures::WINDOW_SECONDS / 60,
+            );
+            audit::record(tx, &actor, Action::SignInFailed, &detail).await?;
+        }
+        Ok(())
+    })
+    .await
+    .step("count a failed sign-in")
 }
 
 /// What an attempt on `admin` counts against besides the client's IP: the
@@ -600,9 +633,33 @@ fn unavailable(answer: HttpResponse) -> HttpResponse {
     with_retry_after(answer, Duration::from_secs(30))
 }
 
-pub fn login_form(status: StatusCode, login: &LoginPage<'_>) -> HttpResponse {
-    let mut answer = page(status, login);
+/// The sign-in form, with a fresh CSRF token and the pre-session cookie it
+/// is tied to: every answer that shows the form can be submitted.
+pub fn login_form(
+    status: StatusCode,
+    cookies: &SessionCookies,
+    newsletter: &Newsletter,
+    username: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> HttpResponse {
+    let nonce = sign_in_form::new_nonce();
+    let csrf_token = sign_in_form::token(&nonce, std::time::SystemTime::now());
+    let mut answer = page(
+        status,
+        &LoginPage {
+            newsletter,
+            username,
+            error,
+            notice,
+            csrf_token: &csrf_token,
+        },
+    );
     no_store(answer.headers_mut());
+    if let Err(e) = answer.add_cookie(&cookies.sign_in_form(nonce)) {
+        // A nonce is hex: the cookie is always well formed.
+        tracing::error!(error = %e, "Could not set the sign-in form's cookie");
+    }
     answer
 }
 

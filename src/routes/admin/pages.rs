@@ -3,6 +3,7 @@
 use askama::Template;
 
 use crate::admin::audit::Entry;
+use crate::admin::sign_in_failures::Recent;
 use crate::domain::Newsletter;
 
 /// What every page behind the sign-in shows: who is signed in, and the
@@ -21,6 +22,8 @@ pub struct LoginPage<'a> {
     pub error: Option<&'a str>,
     /// A note for someone sent here on purpose (signed out, password changed).
     pub notice: Option<&'a str>,
+    /// Tied to the pre-session cookie set with the page.
+    pub csrf_token: &'a str,
 }
 
 #[derive(Template)]
@@ -65,6 +68,8 @@ pub struct DashboardPage<'a> {
     pub outbox_queued: i64,
     pub outbox_failed: i64,
     pub audit: Vec<Entry>,
+    /// Failed sign-ins of the last day, per account.
+    pub sign_in_failures: Vec<Recent>,
     pub email_error: Option<String>,
 }
 
