@@ -56,3 +56,59 @@ fn the_readme_layout_table_names_every_part_of_src_and_only_paths_that_exist() {
         "in src/ but not in the layout table: {unnamed:?}"
     );
 }
+
+/// The rows of the table under `## Security`: each row's last column, as
+/// (file under `tests/`, test names) pairs.
+fn security_table_tests(readme: &str) -> Vec<(String, Vec<String>)> {
+    let section = readme
+        .split("\n## Security\n")
+        .nth(1)
+        .expect("the README has a Security section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut cited = Vec::new();
+    for row in section.lines().filter(|line| line.starts_with("| ")) {
+        let last = row
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap_or_default();
+        // "`file`: `test`, `test`; `file`: `test`"
+        for group in last.split(';') {
+            let names: Vec<String> = group
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            if let Some((file, tests)) = names.split_first()
+                && file.ends_with(".rs")
+            {
+                cited.push((file.clone(), tests.to_vec()));
+            }
+        }
+    }
+    cited
+}
+
+#[test]
+fn every_test_the_security_table_cites_exists_in_the_file_it_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let cited = security_table_tests(&readme);
+    assert!(
+        cited.len() >= 10,
+        "the table cites too few tests: {cited:?}"
+    );
+
+    for (file, tests) in cited {
+        let source = std::fs::read_to_string(root.join("tests").join(&file))
+            .unwrap_or_else(|e| panic!("the table cites tests/{file}: {e}"));
+        assert!(!tests.is_empty(), "tests/{file} is cited without a test");
+        for test in tests {
+            assert!(
+                source.contains(&format!("fn {test}(")),
+                "tests/{file} has no test {test}"
+            );
+        }
+    }
+}
