@@ -9,41 +9,18 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use newsletter::configuration::{LogFormat, get_configuration};
 use newsletter::telemetry::{get_subscriber, init_subscriber};
-use tracing_subscriber::fmt::MakeWriter;
 use wiremock::Mock;
 use wiremock::matchers::path;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn logs_are_json_lines_with_request_ids_and_without_tokens_or_secrets() {
-    let captured = Captured::default();
+    let captured = helpers::CapturedLogs::default();
     init_subscriber(get_subscriber("info", captured.clone()));
     let app = helpers::spawn_app().await;
     Mock::given(path(helpers::EMAIL_API))
@@ -65,7 +42,7 @@ async fn logs_are_json_lines_with_request_ids_and_without_tokens_or_secrets() {
     assert_eq!(app.click(&link).await.status().as_u16(), 200);
     app.wait_for_outbox_to_settle().await;
 
-    let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let output = captured.text();
     let lines: Vec<serde_json::Value> = output
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))

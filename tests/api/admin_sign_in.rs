@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use newsletter::admin::{sign_in_form, totp};
+use newsletter::admin::sign_in_form;
 use newsletter::configuration::{LimitSettings, Settings, SlowdownSettings};
 use reqwest::StatusCode;
 use reqwest::header::SET_COOKIE;
@@ -346,36 +346,6 @@ async fn signing_in_without_the_forms_matching_fresh_token_is_refused_with_403_a
     assert_eq!(location(&response), "/admin/dashboard");
 }
 
-/// Turns on two-factor sign-in for a signed-in browser, which asks for the
-/// password again; returns the recovery codes shown.
-async fn enrol(browser: &Browser) -> Vec<String> {
-    let page = browser.get("/admin/totp").await.text().await.unwrap();
-    let marker = r#"<code id="totp-secret">"#;
-    let start = page.find(marker).expect("the page shows the key") + marker.len();
-    let shown = &page[start..start + page[start..].find('<').unwrap()];
-    let base32: String = shown.chars().filter(|c| !c.is_whitespace()).collect();
-    let secret = totp_rs::Secret::try_from_base32(&base32).expect("a base32 key");
-    let secret = totp::TotpSecret::from_bytes(secret.as_bytes().to_vec());
-    let code = totp::code_at(&secret, SystemTime::now());
-    let token = hidden_csrf_token(&page);
-    let response = browser
-        .post(
-            "/admin/totp",
-            &[
-                ("code", &code),
-                ("password", PASSWORD),
-                ("csrf_token", &token),
-            ],
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::OK, "enrolled");
-    let page = response.text().await.unwrap();
-    page.split("<li><code>")
-        .skip(1)
-        .map(|rest| rest[..rest.find('<').unwrap()].to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn with_guesses_from_everywhere_the_owner_still_enrols_a_second_factor_and_signs_in_with_it()
 {
@@ -401,7 +371,7 @@ async fn with_guesses_from_everywhere_the_owner_still_enrols_a_second_factor_and
         guess_until_refused(&app, &format!("203.0.113.{n}"), "ada").await;
     }
 
-    let recovery_codes = enrol(&owner).await;
+    let (_, _, recovery_codes) = crate::admin::enrol(&owner).await;
     let elsewhere = Browser::at(&app, "198.51.100.8");
     let password_step = elsewhere.log_in("ada", PASSWORD).await;
     assert_eq!(location(&password_step), "/login/code");
