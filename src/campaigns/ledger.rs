@@ -431,18 +431,23 @@ pub struct Reported {
 /// What an erased subscriber's deliveries say as their reason.
 pub const ERASED_REASON: &str = "the reason was erased with the recipient";
 
-/// Replaces the reasons of a subscriber's deliveries, for their erasure.
-/// This release writes only codes and fixed text there, but the previous
-/// one wrote the provider's words, which may quote the address; the
-/// reasons cannot be told apart, so all of them go. The states and counts
-/// stay: the issue's figures remain true.
-pub async fn erase_reasons_of(
+/// Replaces the reasons of a subscriber's deliveries and forgets their
+/// provider message ids, for their erasure. This release writes only codes
+/// and fixed text as reasons, but the previous one wrote the provider's
+/// words, which may quote the address; the reasons cannot be told apart, so
+/// all of them go. The message id goes because the ids of the provider's
+/// webhook records are digests over the message id and the address: with
+/// the id, a guessed address could be checked against them. The states and
+/// counts stay: the issue's figures remain true.
+pub async fn erase_details_of(
     conn: &mut PgConnection,
     subscriber_id: Uuid,
 ) -> Result<u64, sqlx::Error> {
     let erased = sqlx::query(
-        "UPDATE deliveries SET last_error = $2 \
-         WHERE subscriber_id = $1 AND last_error IS NOT NULL",
+        "UPDATE deliveries \
+         SET last_error = CASE WHEN last_error IS NULL THEN NULL ELSE $2 END, \
+             message_id = NULL \
+         WHERE subscriber_id = $1 AND (last_error IS NOT NULL OR message_id IS NOT NULL)",
     )
     .bind(subscriber_id)
     .bind(ERASED_REASON)

@@ -192,6 +192,10 @@ fn check_base_url(raw: &str) -> Result<(), String> {
 }
 
 fn is_local(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     ip.is_loopback() || ip.is_unspecified()
 }
 
@@ -230,6 +234,7 @@ mod tests {
             "https://app.localhost",
             "https://127.0.0.1",
             "https://[::1]:8443",
+            "https://[::ffff:127.0.0.1]",
             "https://0.0.0.0",
             "news.example.com",
             "",

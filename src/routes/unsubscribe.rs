@@ -29,6 +29,7 @@ use crate::domain::Newsletter;
 use crate::keys::{BadToken, Keys};
 use crate::pages::{Resubscribe, UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::signups::history;
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
 /// larger ones are tolerated up to this, and refused with 413 beyond it.
@@ -110,7 +111,7 @@ pub async fn one_click(
     };
     tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     let left = db
-        .transaction(async |transaction| unsubscribe(transaction, subscriber_id).await)
+        .transaction(async |transaction| unsubscribe(transaction, &keys, subscriber_id).await)
         .await
         .step("unsubscribe")?;
     Ok(match left {
@@ -132,6 +133,7 @@ struct Leaver {
 /// their locks in one order and the later action stands.
 async fn unsubscribe(
     connection: &mut PgConnection,
+    keys: &Keys,
     subscriber_id: Uuid,
 ) -> Result<Option<Leaver>, sqlx::Error> {
     sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
@@ -147,8 +149,11 @@ async fn unsubscribe(
          RETURNING name, email",
     )
     .bind(subscriber_id)
-    .fetch_optional(connection)
+    .fetch_optional(&mut *connection)
     .await?;
+    if let Some((_, email)) = &leaver {
+        history::remember_departure(connection, keys, email).await?;
+    }
     Ok(leaver.map(|(name, email)| Leaver { name, email }))
 }
 

@@ -17,11 +17,14 @@
 //!   and the retention job's deletion of an unconfirmed row;
 //! * another subscriber row whose address is this one's mailbox: someone
 //!   who left as `ada@example.com` and is signed up as
-//!   `ada+news@example.com`.
-//!
-//! Two spellings that are both tagged (`ada+a@` gone, `ada+b@` signed up)
-//! are not matched through the subscriber table: that would take an index
-//! on the mailbox, which the table does not have.
+//!   `ada+news@example.com`;
+//! * `former_addresses`, which this module owns: the keyed hash of the
+//!   mailbox of everyone who unsubscribed or was erased
+//!   ([`remember_departure`]). It catches every other spelling of one
+//!   mailbox (`ada+a@` gone, `ada+b@` or `Ada@` signed up; for Gmail, dots
+//!   too), and outlives an erasure, which keeps nothing else of someone who
+//!   never left. It holds only hashes under the service's key, which no one
+//!   can turn back into an address.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -48,12 +51,14 @@ pub async fn was_here_before(
         return Ok(true);
     };
     let mailbox = mailbox_of(&address);
-    let hashes = [keys.address_hash(&address), keys.address_hash(&mailbox)];
+    let mailbox_hash = keys.address_hash(&mailbox);
+    let hashes = [keys.address_hash(&address), mailbox_hash.clone()];
     sqlx::query_scalar(
         "SELECT s.status = 'unsubscribed' \
                 OR s.unsubscribed_at IS NOT NULL \
                 OR s.confirmed_at IS NOT NULL \
                 OR EXISTS (SELECT 1 FROM suppressions WHERE address_hash = ANY($2)) \
+                OR EXISTS (SELECT 1 FROM former_addresses WHERE mailbox_hash = $4) \
                 OR EXISTS (SELECT 1 FROM subscriptions o \
                            WHERE lower(o.email) = $3 AND o.id <> s.id) \
          FROM subscriptions s WHERE s.id = $1",
@@ -61,9 +66,28 @@ pub async fn was_here_before(
     .bind(subscriber_id)
     .bind(&hashes[..])
     .bind(&mailbox)
+    .bind(&mailbox_hash)
     .fetch_optional(connection)
     .await
     .map(|past: Option<bool>| past.unwrap_or(true))
+}
+
+/// Remembers that `address`'s mailbox was here and left (an unsubscribe,
+/// an erasure), by its keyed hash only. In the caller's transaction, so
+/// that it is remembered exactly when the departure happened.
+pub async fn remember_departure(
+    connection: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO former_addresses (mailbox_hash) VALUES ($1) \
+         ON CONFLICT (mailbox_hash) DO UPDATE SET left_at = now()",
+    )
+    .bind(keys.address_hash(&mailbox_of(address)))
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 /// The mailbox a stored address delivers to. Every stored address was

@@ -374,6 +374,68 @@ mod returning {
     }
 
     #[tokio::test]
+    async fn a_scanner_opening_the_link_of_an_erased_reader_who_never_left_shows_the_button() {
+        let app = spawn_app().await;
+        app.mock_email_api_ok().await;
+        let first = sign_up(&app, "ursula@example.com").await;
+        scan(&app, &first).await;
+        let (id, status_before) = subscriber(&app, "ursula@example.com").await;
+        assert_eq!(status_before, "confirmed");
+        create_admin(&app, "ada", PASSWORD).await;
+        let admin = Browser::signed_in(&app, "ada", PASSWORD).await;
+        let erased = admin
+            .submit(
+                &format!("/admin/subscribers/{id}/erase"),
+                &[("confirm_address", "ursula@example.com")],
+            )
+            .await;
+        assert_eq!(erased.status(), StatusCode::SEE_OTHER);
+        let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+        assert_eq!(suppressed, 0, "she never left: nothing suppresses her");
+
+        let link = sign_up(&app, "ursula@example.com").await;
+        let page = scan(&app, &link).await;
+
+        assert_offers_the_button(&page, &link, "erased, never left");
+        assert_eq!(
+            status(&app, "ursula@example.com").await,
+            "pending_confirmation"
+        );
+        let pressed = press(&app, &link).await;
+        assert_eq!(pressed.status(), StatusCode::OK);
+        assert_eq!(status(&app, "ursula@example.com").await, "confirmed");
+    }
+
+    #[tokio::test]
+    async fn a_scanner_opening_the_link_of_any_other_spelling_of_a_mailbox_that_left_shows_the_button()
+     {
+        for (case, again) in [
+            ("without the tag", "ursula@example.com"),
+            ("another tag, another case", "Ursula+Other@Example.com"),
+        ] {
+            let app = spawn_app().await;
+            app.mock_email_api_ok().await;
+            let first = sign_up(&app, "ursula+news@example.com").await;
+            scan(&app, &first).await;
+            assert_eq!(status(&app, "ursula+news@example.com").await, "confirmed");
+            unsubscribe(&app, "ursula+news@example.com").await;
+
+            let link = sign_up(&app, again).await;
+            let page = scan(&app, &link).await;
+
+            assert_offers_the_button(&page, &link, case);
+            assert_eq!(
+                status(&app, again).await,
+                "pending_confirmation",
+                "{case}: opening the link brought her back"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn the_mailbox_of_a_suppressed_sign_up_that_retention_deleted_still_needs_the_button() {
         let app = spawn_app().await;
         app.mock_email_api_ok().await;

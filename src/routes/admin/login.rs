@@ -187,14 +187,17 @@ pub async fn log_in(
     }
     let ip = client_ip(&request, &limiter);
     let admin = match AdminUsername::parse(&typed) {
-        Ok(username) => {
-            tracing::Span::current().record("username", tracing::field::display(&username));
-            db.transaction(async |tx| accounts::find_by_username(tx, &username).await)
-                .await
-                .step("look up the admin")?
-        }
+        Ok(username) => db
+            .transaction(async |tx| accounts::find_by_username(tx, &username).await)
+            .await
+            .step("look up the admin")?,
         Err(_) => None,
     };
+    // Only an account's name is logged: what else was typed may be anyone's
+    // address, or a password typed into the wrong box.
+    if let Some(admin) = &admin {
+        tracing::Span::current().record("username", tracing::field::display(&admin.username));
+    }
     let browser = cookies.browser_token(&request);
     let subject = attempt_subject(store, browser.as_deref(), admin.as_ref(), &typed).await?;
     // No transaction is open here: the check may wait (see its doc).

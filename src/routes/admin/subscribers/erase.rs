@@ -3,14 +3,18 @@
 //!
 //! Afterwards no table holds their address or name in any form (letter
 //! case, the local part, the mailbox without its `+tag`, URL-encoded, inside
-//! other text), except as the suppression list's keyed hash. One
-//! transaction, with the subscriber's row locked first (a confirmation or
-//! an unsubscribe arriving meanwhile waits, then finds nobody):
+//! other text), except as keyed hashes: the suppression list's, and the
+//! one that marks the address as having been here. One transaction, with
+//! their confirmation tokens and then their row locked first (a
+//! confirmation or an unsubscribe arriving meanwhile waits, then finds
+//! nobody):
 //! * deletes what holds their address or points at them: their
 //!   confirmation tokens, the outbox emails addressed to them (bodies,
 //!   personalisation and errors with them), their run of soft bounces, and
 //!   the subscriber row itself;
-//! * replaces the reasons of their deliveries in the ledger, and the detail
+//! * replaces the reasons of their deliveries in the ledger and forgets
+//!   the provider's message ids (the ids of webhook records are digests
+//!   over a message id and the address), and the detail
 //!   of their suppression entry: the previous release wrote the provider's
 //!   own words there, which often quote the address (this one writes codes
 //!   and fixed text only: see [`crate::delivery::answer::Refusal`]);
@@ -22,8 +26,12 @@
 //!   bounce, a complaint, the provider's own unsubscribe), the list keeps
 //!   the address's keyed hash and its reason, nothing else, so that a later
 //!   sign-up with it is still recognised and never mailed. Someone who
-//!   never left and was never suppressed leaves no entry: they may sign up
-//!   again.
+//!   never left and was never suppressed leaves no entry there: they may
+//!   sign up again.
+//! * The keyed hash of their mailbox goes to `former_addresses`
+//!   ([`crate::signups::history`]): whoever signs the address up again, it
+//!   is confirmed only by pressing the button, never by a link scanner
+//!   opening the link.
 //! * The delivery ledger keeps its rows, with their states: they hold only
 //!   the subscriber id, which from now on matches nobody. A delivery still
 //!   queued for them is skipped by the sender, which looks the recipient up
@@ -53,6 +61,7 @@ use crate::rate_limit::RateLimiter;
 use crate::routes::admin::guard::{Protected, SignedIn};
 use crate::routes::admin::login::{actor_for, client_ip, see_other};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::signups::history;
 use crate::suppression::Reason;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -132,6 +141,10 @@ async fn erase(
 ) -> Result<Outcome, ApiError> {
     let outcome = db
         .transaction(async |tx| {
+            // The tokens before the subscriber: a confirmation locks its
+            // token, then the subscriber, and the two must take their locks
+            // in one order or they deadlock.
+            lock_tokens(tx, id).await?;
             let Some(subscriber) = record::lock(tx, id).await? else {
                 return Ok(Outcome::Missing);
             };
@@ -140,7 +153,8 @@ async fn erase(
             }
             let hash_kept = keep_only_the_hash(tx, keys, &subscriber).await?;
             delete_personal_data(tx, keys, &subscriber).await?;
-            ledger::erase_reasons_of(tx, subscriber.id).await?;
+            ledger::erase_details_of(tx, subscriber.id).await?;
+            history::remember_departure(tx, keys, &subscriber.email).await?;
             let mentions = Mentions::of(&subscriber.email, &subscriber.name);
             let cut = audit::erase_mentions(tx, &mentions).await?;
             // The id alone: the log outlives the erasure.
@@ -160,6 +174,14 @@ async fn erase(
         tracing::info!(%id, hash_kept, "Subscriber erased");
     }
     Ok(outcome)
+}
+
+async fn lock_tokens(conn: &mut PgConnection, subscriber_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM confirmation_tokens WHERE subscriber_id = $1 FOR UPDATE")
+        .bind(subscriber_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Whether the admin typed the subscriber's address. Letter case and the
