@@ -262,8 +262,8 @@ impl RateLimiter {
     /// - an attempt on an account counts against the client's IP and the
     ///   pair (account, client address): a stranger's wrong passwords spend
     ///   the stranger's budgets, not the owner's;
-    /// - a browser that signed in to the account before draws on a budget of
-    ///   its own instead, and a signed-in session re-checking its password
+    /// - a browser that signed in to the account before draws only on a
+    ///   budget of its own, and a signed-in session re-checking its password
     ///   on the session's: neither depends on any address;
     /// - all attempts on an account together, from every address, are only
     ///   slowed down ([`SlowdownSettings`]): past the free attempts of a
@@ -300,10 +300,11 @@ impl RateLimiter {
                     hashed(&format!("{username}\n{from}")),
                 )
             }
+            // No address's budget either: the token is a 256-bit secret
+            // that only a browser which signed in as this admin holds, so
+            // its own budget bounds what can be guessed through it, and
+            // someone behind the owner's network cannot spend it.
             LoginSubject::RememberedBrowser(token) => {
-                if let Some(ip) = ip.as_deref() {
-                    limits.push((&self.shared.login_per_ip, ip));
-                }
                 (&self.shared.login_per_browser, hashed(token))
             }
             // The session is signed in already: its budget bounds what a

@@ -135,6 +135,33 @@ async fn the_password_change_works_after_others_spent_every_budget_of_the_owners
 }
 
 #[tokio::test]
+async fn the_owners_remembered_browser_signs_in_after_others_spent_every_budget_of_its_address() {
+    let app = app_with_limits(2, 100, Duration::from_millis(100), |s| {
+        s.rate_limit.login_per_ip = LimitSettings {
+            burst: 4,
+            per_period: 1,
+            period_seconds: 3600,
+        };
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let owner = Browser::at(&app, "198.51.100.7");
+    assert_eq!(
+        owner.log_in("ada", PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    owner.submit("/admin/logout", &[]).await;
+    // Someone behind the same address spends its budgets.
+    guess_until_refused(&app, "198.51.100.7", "ada").await;
+    guess_until_refused(&app, "198.51.100.7", "someone-else").await;
+
+    let sign_in = owner.log_in("ada", PASSWORD).await;
+
+    assert_eq!(sign_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&sign_in), "/admin/dashboard");
+}
+
+#[tokio::test]
 async fn a_sessions_password_rechecks_are_limited_on_that_sessions_own_budget() {
     let app = app_with_limits(2, 100, Duration::from_millis(100), |_| {}).await;
     create_admin(&app, "ada", PASSWORD).await;
