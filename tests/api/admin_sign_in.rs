@@ -61,6 +61,30 @@ async fn guess_until_refused(app: &TestApp, ip: &str, username: &str) -> u32 {
     panic!("{ip} was never refused");
 }
 
+/// Ada, signed in from 198.51.100.7, whose address's budgets someone
+/// sharing it (a shared network) has then spent: the sign-in budget of
+/// (ada, that address) and the address's own. Each address may try 4
+/// times; attempts on an account are slowed past `free`.
+async fn owner_behind_a_spent_address(free: u32) -> (TestApp, Browser) {
+    let app = app_with_limits(2, free, Duration::from_millis(100), |s| {
+        s.rate_limit.login_per_ip = LimitSettings {
+            burst: 4,
+            per_period: 1,
+            period_seconds: 3600,
+        };
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let owner = Browser::at(&app, "198.51.100.7");
+    assert_eq!(
+        owner.log_in("ada", PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    guess_until_refused(&app, "198.51.100.7", "ada").await;
+    guess_until_refused(&app, "198.51.100.7", "someone-else").await;
+    (app, owner)
+}
+
 async fn change_password(browser: &Browser, current: &str, new: &str) -> reqwest::Response {
     browser
         .submit(
@@ -101,24 +125,7 @@ async fn wrong_passwords_from_many_addresses_do_not_keep_the_owner_from_signing_
 
 #[tokio::test]
 async fn the_password_change_works_after_others_spent_every_budget_of_the_owners_address() {
-    let app = app_with_limits(2, 100, Duration::from_millis(100), |s| {
-        s.rate_limit.login_per_ip = LimitSettings {
-            burst: 4,
-            per_period: 1,
-            period_seconds: 3600,
-        };
-    })
-    .await;
-    create_admin(&app, "ada", PASSWORD).await;
-    let owner = Browser::at(&app, "198.51.100.7");
-    assert_eq!(
-        owner.log_in("ada", PASSWORD).await.status(),
-        StatusCode::SEE_OTHER
-    );
-    // Someone behind the same address (a shared network) spends both the
-    // address's budget and the account's budget from that address.
-    guess_until_refused(&app, "198.51.100.7", "ada").await;
-    guess_until_refused(&app, "198.51.100.7", "someone-else").await;
+    let (app, owner) = owner_behind_a_spent_address(100).await;
     assert_eq!(
         Browser::at(&app, "198.51.100.7")
             .log_in("ada", PASSWORD)
@@ -136,24 +143,8 @@ async fn the_password_change_works_after_others_spent_every_budget_of_the_owners
 
 #[tokio::test]
 async fn the_owners_remembered_browser_signs_in_after_others_spent_every_budget_of_its_address() {
-    let app = app_with_limits(2, 100, Duration::from_millis(100), |s| {
-        s.rate_limit.login_per_ip = LimitSettings {
-            burst: 4,
-            per_period: 1,
-            period_seconds: 3600,
-        };
-    })
-    .await;
-    create_admin(&app, "ada", PASSWORD).await;
-    let owner = Browser::at(&app, "198.51.100.7");
-    assert_eq!(
-        owner.log_in("ada", PASSWORD).await.status(),
-        StatusCode::SEE_OTHER
-    );
+    let (_app, owner) = owner_behind_a_spent_address(100).await;
     owner.submit("/admin/logout", &[]).await;
-    // Someone behind the same address spends its budgets.
-    guess_until_refused(&app, "198.51.100.7", "ada").await;
-    guess_until_refused(&app, "198.51.100.7", "someone-else").await;
 
     let sign_in = owner.log_in("ada", PASSWORD).await;
 
@@ -376,24 +367,9 @@ async fn signing_in_without_the_forms_matching_fresh_token_is_refused_with_403_a
 #[tokio::test]
 async fn with_guesses_from_everywhere_the_owner_still_enrols_a_second_factor_and_signs_in_with_it()
 {
-    let app = app_with_limits(2, 4, Duration::from_millis(100), |s| {
-        s.rate_limit.login_per_ip = LimitSettings {
-            burst: 4,
-            per_period: 1,
-            period_seconds: 3600,
-        };
-    })
-    .await;
-    create_admin(&app, "ada", PASSWORD).await;
-    let owner = Browser::at(&app, "198.51.100.7");
-    assert_eq!(
-        owner.log_in("ada", PASSWORD).await.status(),
-        StatusCode::SEE_OTHER
-    );
     // The owner's own address's budgets spent by someone sharing it, and
     // the account's from six more.
-    guess_until_refused(&app, "198.51.100.7", "ada").await;
-    guess_until_refused(&app, "198.51.100.7", "someone-else").await;
+    let (app, owner) = owner_behind_a_spent_address(4).await;
     for n in 1..=6 {
         guess_until_refused(&app, &format!("203.0.113.{n}"), "ada").await;
     }
