@@ -19,6 +19,10 @@ use subtle::ConstantTimeEq;
 /// pre-session cookie lives as long.
 pub const FORM_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
+/// How far ahead of this replica's clock another replica's may be: a token
+/// it issued is that much in the future here.
+const CLOCK_DRIFT: Duration = Duration::from_secs(60);
+
 /// Random bytes in a nonce.
 const NONCE_BYTES: usize = 32;
 
@@ -88,9 +92,16 @@ pub fn check(nonce: Option<&str>, token: Option<&str>, now: SystemTime) -> Resul
     if !bool::from(given.as_bytes().ct_eq(tag(nonce, seconds).as_bytes())) {
         return Err(Refusal::Mismatch);
     }
-    let issued = UNIX_EPOCH + Duration::from_secs(seconds);
-    // A token from the future (clocks of two replicas a little apart) is
-    // as good as a new one; its age is what matters.
+    // The time is whatever the holder of the nonce wrote (anyone can make
+    // a tag for their own nonce): a time past what `SystemTime` holds is no
+    // form of ours, and neither is one from further ahead than replicas'
+    // clocks drift apart.
+    let issued = UNIX_EPOCH
+        .checked_add(Duration::from_secs(seconds))
+        .ok_or(Refusal::Mismatch)?;
+    if issued > now + CLOCK_DRIFT {
+        return Err(Refusal::Mismatch);
+    }
     let age = now.duration_since(issued).unwrap_or_default();
     if age > FORM_LIFETIME {
         return Err(Refusal::Expired);
@@ -156,5 +167,24 @@ mod tests {
             check(Some(&nonce), Some(&forged), too_late),
             Err(Refusal::Mismatch)
         );
+    }
+
+    #[test]
+    fn a_holder_of_the_nonce_cannot_date_a_token_past_the_clock() {
+        let nonce = new_nonce();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Beyond what a SystemTime holds, and far in the future: each with
+        // a right tag, as anyone holding the nonce can make one.
+        for seconds in [u64::MAX, 1_800_000_000 + 3600] {
+            let dated = format!("{seconds}.{}", tag(&nonce, seconds));
+            assert_eq!(
+                check(Some(&nonce), Some(&dated), now),
+                Err(Refusal::Mismatch),
+                "{seconds}"
+            );
+        }
+        // A replica a little ahead is fine.
+        let ahead = token(&nonce, now + Duration::from_secs(30));
+        assert_eq!(check(Some(&nonce), Some(&ahead), now), Ok(()));
     }
 }
