@@ -83,12 +83,25 @@ impl fmt::Debug for NewPassword {
 
 /// Hashes `password` under today's parameters with a fresh random salt, as a
 /// PHC string.
+///
+/// New passwords come from a signed-in session or the command line, never
+/// from a stranger: they take the vouched-for lane.
 pub async fn hash(password: &NewPassword) -> Result<String, anyhow::Error> {
     // The blocking task needs its own copy; it is wiped when dropped.
     let password = SecretString::from(password.expose());
-    on_a_hashing_slot(move || hash_now(password.expose_secret()))
+    on_a_hashing_slot(Asker::Vouched, move || hash_now(password.expose_secret()))
         .await
         .context("The password hashing task failed")?
+}
+
+/// Who a password check is for, which decides the slots it may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// Anyone at the sign-in form.
+    Anyone,
+    /// Someone already vouched for: a signed-in session re-checking its
+    /// password, or a browser that signed in to this account before.
+    Vouched,
 }
 
 /// Runs one Argon2 computation on the blocking pool, never more at once than
@@ -96,19 +109,35 @@ pub async fn hash(password: &NewPassword) -> Result<String, anyhow::Error> {
 /// milliseconds; unbounded, a burst of sign-in attempts from many addresses
 /// would queue hundreds on tokio's blocking pool (up to 512 threads) and
 /// hold gigabytes. Past the cores they wait here instead, costing nothing.
+///
+/// Everyone waits in one line for those slots, and attempts from enough
+/// addresses, each within its budgets, can keep that line long. So one
+/// more slot is kept for the vouched-for: the owner's usual browser and
+/// their open sessions (changing the password) take whichever slot frees
+/// first, and never wait behind a stranger's queue.
 async fn on_a_hashing_slot<T: Send + 'static>(
+    asker: Asker,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
-    static SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        tokio::sync::Semaphore::new(cores)
-    });
-    let _slot = SLOTS
-        .acquire()
-        .await
-        .expect("the semaphore is never closed");
+    let _slot = match asker {
+        Asker::Anyone => SLOTS.acquire().await,
+        Asker::Vouched => tokio::select! {
+            slot = SLOTS.acquire() => slot,
+            slot = VOUCHED_SLOT.acquire() => slot,
+        },
+    }
+    .expect("the semaphores are never closed");
     tokio::task::spawn_blocking(work).await
 }
+
+/// One per core, for everyone.
+static SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    tokio::sync::Semaphore::new(cores)
+});
+
+/// One more, for [`Asker::Vouched`] only.
+static VOUCHED_SLOT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The outcome of checking a candidate password.
 #[derive(Debug, PartialEq, Eq)]
@@ -132,12 +161,15 @@ pub enum Verified {
 /// reason. A stored hash that is not a PHC string we can check is an error:
 /// the database holds something we did not write.
 pub async fn verify(
+    asker: Asker,
     candidate: SecretString,
     stored: Option<String>,
 ) -> Result<Verified, anyhow::Error> {
-    on_a_hashing_slot(move || verify_now(candidate.expose_secret(), stored.as_deref()))
-        .await
-        .context("The password checking task failed")?
+    on_a_hashing_slot(asker, move || {
+        verify_now(candidate.expose_secret(), stored.as_deref())
+    })
+    .await
+    .context("The password checking task failed")?
 }
 
 /// Makes the dummy hash ahead of the first sign-in. Made on first use
@@ -296,9 +328,13 @@ mod tests {
         let stored = hash(&password("correct horse battery")).await.unwrap();
         assert_has_todays_parameters(&stored);
 
-        let verified = verify(SecretString::from("correct horse battery"), Some(stored))
-            .await
-            .unwrap();
+        let verified = verify(
+            Asker::Anyone,
+            SecretString::from("correct horse battery"),
+            Some(stored),
+        )
+        .await
+        .unwrap();
 
         assert_eq!(verified, Verified::Yes { rehashed: None });
     }
@@ -314,18 +350,26 @@ mod tests {
         let stored = hash(&password("correct horse battery")).await.unwrap();
 
         for candidate in ["correct horse batterY", "", "correct horse battery "] {
-            let verified = verify(SecretString::from(candidate), Some(stored.clone()))
-                .await
-                .unwrap();
+            let verified = verify(
+                Asker::Anyone,
+                SecretString::from(candidate),
+                Some(stored.clone()),
+            )
+            .await
+            .unwrap();
             assert_eq!(verified, Verified::No, "{candidate:?}");
         }
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
-        let verified = verify(SecretString::from("correct horse battery"), None)
-            .await
-            .unwrap();
+        let verified = verify(
+            Asker::Anyone,
+            SecretString::from("correct horse battery"),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(verified, Verified::No);
     }
 
@@ -336,7 +380,7 @@ mod tests {
         let long = "x".repeat(2048);
         let stored = hash_with(Algorithm::Argon2id, 8, 1, &long);
 
-        let verified = verify(SecretString::from(long), Some(stored))
+        let verified = verify(Asker::Anyone, SecretString::from(long), Some(stored))
             .await
             .unwrap();
 
@@ -357,7 +401,9 @@ mod tests {
                 hash_with(Algorithm::Argon2i, M_COST, T_COST, raw),
             ),
         ] {
-            let verified = verify(SecretString::from(raw), Some(stored)).await.unwrap();
+            let verified = verify(Asker::Anyone, SecretString::from(raw), Some(stored))
+                .await
+                .unwrap();
 
             let Verified::Yes {
                 rehashed: Some(rehashed),
@@ -367,7 +413,7 @@ mod tests {
             };
             assert_has_todays_parameters(&rehashed);
             assert_eq!(
-                verify(SecretString::from(raw), Some(rehashed))
+                verify(Asker::Anyone, SecretString::from(raw), Some(rehashed))
                     .await
                     .unwrap(),
                 Verified::Yes { rehashed: None },
@@ -381,7 +427,9 @@ mod tests {
         let raw = "correct horse battery";
         let stored = hash_with(Algorithm::Argon2id, M_COST, T_COST + 1, raw);
 
-        let verified = verify(SecretString::from(raw), Some(stored)).await.unwrap();
+        let verified = verify(Asker::Anyone, SecretString::from(raw), Some(stored))
+            .await
+            .unwrap();
 
         assert_eq!(verified, Verified::Yes { rehashed: None });
     }
@@ -395,11 +443,54 @@ mod tests {
             "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
         ] {
             let outcome = verify(
+                Asker::Anyone,
                 SecretString::from("correct horse battery"),
                 Some(stored.into()),
             )
             .await;
             assert!(outcome.is_err(), "{stored:?}: {outcome:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vouched_for_check_runs_while_strangers_hold_every_slot() {
+        // Strangers' checks on every slot, each held until the gate opens.
+        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+        let closed = gate.write().unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let strangers: Vec<_> = (0..cores)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(on_a_hashing_slot(Asker::Anyone, move || {
+                    drop(gate.read().unwrap());
+                }))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while SLOTS.available_permits() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slots never filled"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let stranger = tokio::spawn(on_a_hashing_slot(Asker::Anyone, || "stranger"));
+
+        let vouched = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            on_a_hashing_slot(Asker::Vouched, || "owner"),
+        )
+        .await;
+
+        assert_eq!(
+            vouched.expect("the owner waited behind strangers").unwrap(),
+            "owner"
+        );
+        assert!(!stranger.is_finished(), "a stranger skipped the line");
+        drop(closed);
+        for held in strangers {
+            held.await.unwrap().unwrap();
+        }
+        assert_eq!(stranger.await.unwrap().unwrap(), "stranger");
     }
 }

@@ -384,6 +384,7 @@ fn printed(output: &Output) -> String {
 
 async fn verifies(admin: &Admin, candidate: &str) -> bool {
     let verified = password::verify(
+        password::Asker::Anyone,
         SecretString::from(candidate),
         Some(admin.password_hash.clone()),
     )

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::admin::accounts;
 use crate::admin::audit::{self, Action};
-use crate::admin::password::{self, NewPassword, Verified};
+use crate::admin::password::{self, Asker, NewPassword, Verified};
 use crate::admin::totp::{self, TotpSecret};
 use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::db::Db;
@@ -67,9 +67,13 @@ async fn recheck_password(
         return Ok(Recheck::Limited(retry_after));
     }
     let typed = typed.unwrap_or_else(|| SecretString::from(""));
-    let verified = password::verify(typed, Some(admin.admin.password_hash.clone()))
-        .await
-        .map_err(ApiError::Unexpected)?;
+    let verified = password::verify(
+        Asker::Vouched,
+        typed,
+        Some(admin.admin.password_hash.clone()),
+    )
+    .await
+    .map_err(ApiError::Unexpected)?;
     Ok(match verified {
         Verified::Yes { .. } => Recheck::Confirmed,
         Verified::No => Recheck::Wrong,

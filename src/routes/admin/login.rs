@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::admin::accounts::{self, Admin};
 use crate::admin::audit::{self, Action, Actor};
-use crate::admin::password::{self, Verified};
+use crate::admin::password::{self, Asker, Verified};
 use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, Stage};
 use crate::admin::totp;
 use crate::admin::totp_keys::{Opened, Place, TotpKeys};
@@ -209,7 +209,11 @@ pub async fn log_in(
         return Ok(with_retry_after(answer, retry_after));
     }
     let stored = admin.as_ref().map(|admin| admin.password_hash.clone());
-    let verified = password::verify(password, stored)
+    let asker = match subject {
+        LoginSubject::RememberedBrowser(_) => Asker::Vouched,
+        _ => Asker::Anyone,
+    };
+    let verified = password::verify(asker, password, stored)
         .await
         .map_err(ApiError::Unexpected)?;
     let (admin, rehashed) = match (admin, verified) {
