@@ -454,15 +454,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_vouched_for_check_runs_while_strangers_hold_every_slot() {
-        // Strangers' checks on every slot, each held until the gate opens.
-        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
-        let closed = gate.write().unwrap();
+        // Strangers' checks on every slot, each held until its sender is
+        // dropped.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let strangers: Vec<_> = (0..cores)
-            .map(|_| {
-                let gate = gate.clone();
+        let (releases, waits): (Vec<_>, Vec<_>) =
+            (0..cores).map(|_| std::sync::mpsc::channel::<()>()).unzip();
+        let strangers: Vec<_> = waits
+            .into_iter()
+            .map(|wait| {
                 tokio::spawn(on_a_hashing_slot(Asker::Anyone, move || {
-                    drop(gate.read().unwrap());
+                    let _ = wait.recv();
                 }))
             })
             .collect();
@@ -487,7 +488,7 @@ mod tests {
             "owner"
         );
         assert!(!stranger.is_finished(), "a stranger skipped the line");
-        drop(closed);
+        drop(releases);
         for held in strangers {
             held.await.unwrap().unwrap();
         }
