@@ -14,7 +14,6 @@ use newsletter::domain::{Newsletter, SubscriberEmail};
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
 use newsletter::startup::{Application, campaign_sender, delivery_worker};
-use newsletter::telemetry::{get_subscriber, init_subscriber};
 use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -27,13 +26,43 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// Logs are discarded unless `TEST_LOG` is set, in which case they go to
 /// stdout (`TEST_LOG=1 cargo test some_test -- --nocapture`).
+/// The process's log subscriber, shared by every test in it (`cargo test`
+/// runs a whole binary in one process; nextest, each test in its own). Lines
+/// go to stdout with `TEST_LOG` set, and to [`CAPTURED`] while a test
+/// captures ([`capture_logs`]); otherwise nowhere, at no cost.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var_os("TEST_LOG").is_some() {
-        init_subscriber(get_subscriber("debug", std::io::stdout));
-    } else {
-        init_subscriber(get_subscriber("info", std::io::sink));
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry, fmt};
+    // The shape the service writes in production: JSON, with every span's
+    // fields on each line.
+    fn json<S>() -> fmt::Layer<S, fmt::format::JsonFields, fmt::format::Format<fmt::format::Json>>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
     }
+    let shown = std::env::var_os("TEST_LOG").is_some().then(|| {
+        json()
+            .with_writer(std::io::stdout)
+            .with_filter(EnvFilter::new("debug"))
+    });
+    let captured = json()
+        .with_writer(CAPTURED.clone())
+        .with_filter(EnvFilter::new(CAPTURED_LEVELS))
+        .with_filter(filter_fn(|_| CAPTURING.load(Ordering::Relaxed)));
+    let _ = Registry::default().with(shown).with(captured).try_init();
 });
+
+/// What [`capture_logs`] keeps: the most verbose level the service's own
+/// code logs at, and dependencies at `info`, as in production.
+const CAPTURED_LEVELS: &str = "info,newsletter=trace";
+static CAPTURED: LazyLock<CapturedLogs> = LazyLock::new(CapturedLogs::default);
+static CAPTURING: AtomicBool = AtomicBool::new(false);
 
 /// The public address tests configure. Deliberately not the address the app
 /// listens on, so that tests can tell the two apart.
@@ -885,18 +914,16 @@ pub fn production_variables(database_name: &str) -> Vec<(&'static str, String)> 
     ]
 }
 
-/// Everything the app logs from the call on, as JSON lines, at the most
-/// verbose level the service's own code logs at (dependencies at `info`,
-/// as in production). It installs the process's log subscriber, so it must
-/// come before [`spawn_app`], and it needs a process of its own, which is
-/// how cargo-nextest runs each test.
+/// Everything logged from the call on, as JSON lines (see
+/// [`CAPTURED_LEVELS`]). Call it before [`spawn_app`], so that the app's
+/// spans are recorded from their start. In a process that runs other tests
+/// beside this one, their lines are captured too: look only for what this
+/// test made. One test at a time may capture.
 pub fn capture_logs() -> CapturedLogs {
-    use tracing_subscriber::util::SubscriberInitExt;
-    let logs = CapturedLogs::default();
-    get_subscriber("info,newsletter=trace", logs.clone())
-        .try_init()
-        .expect("another log subscriber is installed: run this test in a process of its own");
-    logs
+    LazyLock::force(&TRACING);
+    CAPTURED.0.lock().unwrap().clear();
+    CAPTURING.store(true, Ordering::Relaxed);
+    CAPTURED.clone()
 }
 
 /// What [`capture_logs`] collected.
