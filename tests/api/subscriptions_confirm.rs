@@ -259,6 +259,20 @@ mod returning {
         assert_eq!(response.status(), StatusCode::OK);
     }
 
+    /// An admin erases the subscriber with `address`.
+    async fn erase(app: &TestApp, address: &str) {
+        let (id, _) = subscriber(app, address).await;
+        create_admin(app, "ada", PASSWORD).await;
+        let admin = Browser::signed_in(app, "ada", PASSWORD).await;
+        let erased = admin
+            .submit(
+                &format!("/admin/subscribers/{id}/erase"),
+                &[("confirm_address", address)],
+            )
+            .await;
+        assert_eq!(erased.status(), StatusCode::SEE_OTHER, "{address} erased");
+    }
+
     /// Subscribes Ursula, confirms her by opening the link (a first
     /// sign-up's link confirms on opening), and unsubscribes her.
     async fn a_reader_who_left(app: &TestApp) {
@@ -346,16 +360,7 @@ mod returning {
      {
         let app = spawn_app().await;
         a_reader_who_left(&app).await;
-        let (id, _) = subscriber(&app, "ursula@example.com").await;
-        create_admin(&app, "ada", PASSWORD).await;
-        let admin = Browser::signed_in(&app, "ada", PASSWORD).await;
-        let erased = admin
-            .submit(
-                &format!("/admin/subscribers/{id}/erase"),
-                &[("confirm_address", "ursula@example.com")],
-            )
-            .await;
-        assert_eq!(erased.status(), StatusCode::SEE_OTHER);
+        erase(&app, "ursula@example.com").await;
         assert_eq!(app.subscriber_count().await, 0, "nothing left of her");
 
         let link = sign_up(&app, "ursula+back@example.com").await;
@@ -379,17 +384,8 @@ mod returning {
         app.mock_email_api_ok().await;
         let first = sign_up(&app, "ursula@example.com").await;
         scan(&app, &first).await;
-        let (id, status_before) = subscriber(&app, "ursula@example.com").await;
-        assert_eq!(status_before, "confirmed");
-        create_admin(&app, "ada", PASSWORD).await;
-        let admin = Browser::signed_in(&app, "ada", PASSWORD).await;
-        let erased = admin
-            .submit(
-                &format!("/admin/subscribers/{id}/erase"),
-                &[("confirm_address", "ursula@example.com")],
-            )
-            .await;
-        assert_eq!(erased.status(), StatusCode::SEE_OTHER);
+        assert_eq!(status(&app, "ursula@example.com").await, "confirmed");
+        erase(&app, "ursula@example.com").await;
         let suppressed: i64 = sqlx::query_scalar("SELECT count(*) FROM suppressions")
             .fetch_one(&app.db_pool)
             .await
