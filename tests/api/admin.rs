@@ -381,16 +381,7 @@ async fn a_password_change_ends_every_session_of_that_admin() {
     let colleague = Browser::signed_in(&app, "bob", PASSWORD).await;
     let new_password = "a much longer new password";
 
-    let response = laptop
-        .submit(
-            "/admin/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", new_password),
-                ("new_password_check", new_password),
-            ],
-        )
-        .await;
+    let response = laptop.change_password(PASSWORD, new_password).await;
 
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(!laptop.is_signed_in().await);

@@ -85,19 +85,6 @@ async fn owner_behind_a_spent_address(free: u32) -> (TestApp, Browser) {
     (app, owner)
 }
 
-async fn change_password(browser: &Browser, current: &str, new: &str) -> reqwest::Response {
-    browser
-        .submit(
-            "/admin/password",
-            &[
-                ("current_password", current),
-                ("new_password", new),
-                ("new_password_check", new),
-            ],
-        )
-        .await
-}
-
 #[tokio::test]
 async fn wrong_passwords_from_many_addresses_do_not_keep_the_owner_from_signing_in_and_changing_the_password()
  {
@@ -113,7 +100,7 @@ async fn wrong_passwords_from_many_addresses_do_not_keep_the_owner_from_signing_
     let sign_in = owner.log_in("ada", PASSWORD).await;
     assert_eq!(sign_in.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&sign_in), "/admin/dashboard");
-    let changed = change_password(&owner, PASSWORD, NEW_PASSWORD).await;
+    let changed = owner.change_password(PASSWORD, NEW_PASSWORD).await;
 
     assert_eq!(changed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&changed), "/login?notice=password-changed");
@@ -135,7 +122,7 @@ async fn the_password_change_works_after_others_spent_every_budget_of_the_owners
         "the address's budgets are spent"
     );
 
-    let changed = change_password(&owner, PASSWORD, NEW_PASSWORD).await;
+    let changed = owner.change_password(PASSWORD, NEW_PASSWORD).await;
 
     assert_eq!(changed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&changed), "/login?notice=password-changed");
@@ -159,14 +146,16 @@ async fn a_sessions_password_rechecks_are_limited_on_that_sessions_own_budget() 
     let stolen = Browser::signed_in(&app, "ada", PASSWORD).await;
     let owner = Browser::signed_in(&app, "ada", PASSWORD).await;
     for _ in 0..2 {
-        let wrong = change_password(&stolen, "not the password", NEW_PASSWORD).await;
+        let wrong = stolen
+            .change_password("not the password", NEW_PASSWORD)
+            .await;
         assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     }
-    let limited = change_password(&stolen, PASSWORD, NEW_PASSWORD).await;
+    let limited = stolen.change_password(PASSWORD, NEW_PASSWORD).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("Retry-After"));
 
-    let changed = change_password(&owner, PASSWORD, NEW_PASSWORD).await;
+    let changed = owner.change_password(PASSWORD, NEW_PASSWORD).await;
 
     assert_eq!(changed.status(), StatusCode::SEE_OTHER);
     assert!(

@@ -299,12 +299,7 @@ async fn after_an_erasure_a_dump_of_the_whole_database_holds_no_form_of_their_ad
         "the test must leave every form somewhere before the erasure: {before:#?}"
     );
 
-    let response = browser
-        .submit(
-            &format!("/admin/subscribers/{id}/erase"),
-            &[("confirm_address", ADDRESS)],
-        )
-        .await;
+    let response = browser.erase_subscriber(id, ADDRESS).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/admin/subscribers?notice=erased");
 
@@ -357,12 +352,7 @@ async fn an_erasure_leaves_other_subscribers_emails_and_audit_entries_as_they_we
     .await
     .unwrap();
 
-    let response = browser
-        .submit(
-            &format!("/admin/subscribers/{id}/erase"),
-            &[("confirm_address", ADDRESS)],
-        )
-        .await;
+    let response = browser.erase_subscriber(id, ADDRESS).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
 
     let details: Vec<String> = sqlx::query_scalar("SELECT detail FROM audit_log ORDER BY id")

@@ -984,16 +984,7 @@ async fn the_live_updates_end_within_seconds_of_a_password_change_made_elsewhere
 
     let phone = Browser::signed_in(&app, "ada", PASSWORD).await;
     let new_password = "a much longer new password";
-    let changed = phone
-        .submit(
-            "/admin/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", new_password),
-                ("new_password_check", new_password),
-            ],
-        )
-        .await;
+    let changed = phone.change_password(PASSWORD, new_password).await;
     assert_eq!(changed.status(), StatusCode::SEE_OTHER);
 
     events.until_the_end(SESSION_END_NOTICED).await;

@@ -135,6 +135,29 @@ impl Browser {
         self.post(path, &form).await
     }
 
+    /// Changes the signed-in admin's password from `current` to `new` (typed
+    /// twice alike).
+    pub async fn change_password(&self, current: &str, new: &str) -> reqwest::Response {
+        self.submit(
+            "/admin/password",
+            &[
+                ("current_password", current),
+                ("new_password", new),
+                ("new_password_check", new),
+            ],
+        )
+        .await
+    }
+
+    /// Erases subscriber `id`, confirmed by the address as `typed`.
+    pub async fn erase_subscriber(&self, id: uuid::Uuid, typed: &str) -> reqwest::Response {
+        self.submit(
+            &format!("/admin/subscribers/{id}/erase"),
+            &[("confirm_address", typed)],
+        )
+        .await
+    }
+
     pub async fn is_signed_in(&self) -> bool {
         let status = self.get("/admin/dashboard").await.status();
         assert!(

@@ -85,15 +85,6 @@ async fn admin_browser(app: &TestApp) -> Browser {
     Browser::signed_in(app, "ada", PASSWORD).await
 }
 
-async fn erase(browser: &Browser, id: Uuid, typed: &str) -> reqwest::Response {
-    browser
-        .submit(
-            &format!("/admin/subscribers/{id}/erase"),
-            &[("confirm_address", typed)],
-        )
-        .await
-}
-
 /// Rows that name the subscriber or hold their address, per table.
 async fn traces(app: &TestApp, id: Uuid, email: &str) -> Vec<(&'static str, i64)> {
     let hash = keys(app).address_hash(email);
@@ -346,7 +337,7 @@ async fn erasing_a_subscriber_removes_their_address_everywhere_keeps_the_ledger_
     );
     let browser = admin_browser(&app).await;
 
-    let response = erase(&browser, id, "Ursula@Example.com").await;
+    let response = browser.erase_subscriber(id, "Ursula@Example.com").await;
 
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/admin/subscribers?notice=erased");
@@ -394,7 +385,7 @@ async fn an_unsubscribed_or_complaining_subscriber_leaves_only_the_hash_on_the_s
         (unsubscribed, "Left@Example.com"),
         (complained, "angry@example.com"),
     ] {
-        let response = erase(&browser, id, address).await;
+        let response = browser.erase_subscriber(id, address).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{address}");
     }
 
@@ -434,8 +425,10 @@ async fn erasing_without_typing_the_address_is_refused_and_erases_nothing() {
     let missing = browser
         .submit(&format!("/admin/subscribers/{id}/erase"), &[])
         .await;
-    let wrong = erase(&browser, id, "someone-else@example.com").await;
-    let blank = erase(&browser, id, "   ").await;
+    let wrong = browser
+        .erase_subscriber(id, "someone-else@example.com")
+        .await;
+    let blank = browser.erase_subscriber(id, "   ").await;
 
     for (case, response) in [("missing", missing), ("wrong", wrong), ("blank", blank)] {
         assert_eq!(
@@ -502,10 +495,10 @@ async fn erasing_an_already_erased_subscriber_is_a_404() {
     let app = spawn_app().await;
     let id = insert_subscriber(&app, "once@example.com", "confirmed").await;
     let browser = admin_browser(&app).await;
-    let first = erase(&browser, id, "once@example.com").await;
+    let first = browser.erase_subscriber(id, "once@example.com").await;
     assert_eq!(first.status(), StatusCode::SEE_OTHER);
 
-    let again = erase(&browser, id, "once@example.com").await;
+    let again = browser.erase_subscriber(id, "once@example.com").await;
     let page = browser.get(&format!("/admin/subscribers/{id}")).await;
 
     assert_eq!(again.status(), StatusCode::NOT_FOUND);

@@ -264,12 +264,7 @@ mod returning {
         let (id, _) = subscriber(app, address).await;
         create_admin(app, "ada", PASSWORD).await;
         let admin = Browser::signed_in(app, "ada", PASSWORD).await;
-        let erased = admin
-            .submit(
-                &format!("/admin/subscribers/{id}/erase"),
-                &[("confirm_address", address)],
-            )
-            .await;
+        let erased = admin.erase_subscriber(id, address).await;
         assert_eq!(erased.status(), StatusCode::SEE_OTHER, "{address} erased");
     }
 
