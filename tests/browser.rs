@@ -1358,3 +1358,72 @@ async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_thei
     browser.screenshot("unsubscribe-03-admin-sees-it").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_subscribers_confirmation_opened_in_the_inbox_confirms_them_when_its_link_is_clicked() {
+    // The links in the email must lead to this app, as they do in a local
+    // run: its public address is the one it listens on, on a port found
+    // free first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = helpers::spawn_app_with(|settings| {
+        settings.application.port = port;
+        settings.application.base_url = format!("http://127.0.0.1:{port}");
+        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
+        // Longer than the inbox's longest call: the database's acquire and
+        // work timeouts together.
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    let browser = Browser::start(1280, 900).await;
+    browser.open_the_form(&app).await;
+    browser.fill("name", "Ada Lovelace").await;
+    browser.fill("email", "ada@example.com").await;
+    browser.submit().await;
+    browser.wait_for_heading("Check your inbox").await;
+
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    browser.press(r#".admin-nav a[href="/admin/inbox"]"#).await;
+    browser.wait_for_heading("Inbox").await;
+    helpers::eventually("the confirmation email in the inbox", || async {
+        browser.client.refresh().await.unwrap();
+        browser
+            .client
+            .find(Locator::Css("#inbox td.title a"))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(
+        browser.text_of("#inbox td.recipient").await,
+        "ada@example.com"
+    );
+    browser.screenshot("inbox-01-list").await;
+    browser.press("#inbox td.title a").await;
+    browser.wait_for("iframe#email-html").await;
+    assert_eq!(browser.text_of("#email-to").await, "ada@example.com");
+    let text = browser.text_of("#email-text").await;
+    assert!(text.contains("/subscriptions/confirm?"), "{text}");
+    browser.screenshot("inbox-02-email").await;
+
+    // The link, clicked inside the email, opens in the whole window.
+    browser.client.enter_frame(0).await.unwrap();
+    browser.press(r#"a[href*="/subscriptions/confirm?"]"#).await;
+    browser
+        .wait_for_address("the confirmation page", |url| {
+            url.path() == "/subscriptions/confirm"
+        })
+        .await;
+    // Out of the frame, which went with the page that held it.
+    browser.client.enter_parent_frame().await.unwrap();
+    browser.wait_for_heading("Subscription confirmed").await;
+    browser.screenshot("inbox-03-confirmed").await;
+    assert_eq!(app.subscriber_status().await, "confirmed");
+    browser.close().await;
+}
