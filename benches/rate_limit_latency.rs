@@ -1,5 +1,6 @@
 //! The latency the rate limiter adds to a request: one per-IP check (one Lua
-//! script call) against the Redis of the configuration, on loopback.
+//! script call, as for a confirmation click) against the Redis of the
+//! configuration, on loopback.
 //!
 //! `cargo bench --bench rate_limit_latency` (needs the Redis the tests use).
 
@@ -22,7 +23,7 @@ async fn measure(limiter: Arc<RateLimiter>, clients: usize) -> Vec<Duration> {
                     // A different address each time, as under real traffic.
                     let ip = IpAddr::V4(Ipv4Addr::from((client * CHECKS_PER_CLIENT + n) as u32));
                     let started = Instant::now();
-                    let decision = limiter.check_ip(ip).await;
+                    let decision = limiter.check_confirmation(ip).await;
                     latencies.push(started.elapsed());
                     assert_eq!(decision, Decision::Allowed);
                 }

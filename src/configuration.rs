@@ -70,8 +70,12 @@ pub struct RateLimitSettings {
     /// ranges): the platform's load balancer, nothing else.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub forwarded_header: String,
-    /// Requests to the subscription endpoints per client IP.
+    /// Sign-up submissions (`POST /subscriptions`) per client IP.
     pub per_ip: LimitSettings,
+    /// Confirmation links opened and buttons pressed per client IP: a
+    /// budget apart from the sign-ups', so that signing up does not use up
+    /// the clicks that confirm, nor the other way round.
+    pub confirm_per_ip: LimitSettings,
     /// Emails per recipient address.
     pub per_address: LimitSettings,
     /// Sign-in attempts on one admin account from one client address. The
@@ -854,6 +858,61 @@ mod tests {
     }
 
     #[test]
+    fn production_keeps_its_limits_and_local_runs_get_roomier_ones() {
+        let load_limits = |environment| {
+            load(&configuration_dir(), environment, vars(&[]))
+                .unwrap()
+                .rate_limit
+        };
+        let budgets = |r: &RateLimitSettings| {
+            let budget = |l: LimitSettings| (l.burst, l.per_period, l.period_seconds);
+            [
+                ("per_ip", budget(r.per_ip)),
+                ("confirm_per_ip", budget(r.confirm_per_ip)),
+                ("per_address", budget(r.per_address)),
+                ("login_per_account", budget(r.login_per_account)),
+                ("login_per_ip", budget(r.login_per_ip)),
+            ]
+        };
+        let production = load_limits(Environment::Production);
+        let local = load_limits(Environment::Local);
+
+        assert_eq!(
+            budgets(&production),
+            [
+                ("per_ip", (5, 10, 600)),
+                ("confirm_per_ip", (20, 20, 600)),
+                ("per_address", (3, 3, 86_400)),
+                ("login_per_account", (5, 1, 60)),
+                ("login_per_ip", (20, 10, 60)),
+            ]
+        );
+        let slowdown = production.login_account_slowdown;
+        assert_eq!(
+            (
+                slowdown.free_attempts,
+                slowdown.window_seconds,
+                slowdown.max_delay_milliseconds
+            ),
+            (10, 900, 3_000)
+        );
+        let rate = |(_, per_period, period): (u32, u32, u64)| f64::from(per_period) / period as f64;
+        for ((name, local), (_, production)) in
+            budgets(&local).into_iter().zip(budgets(&production))
+        {
+            assert!(
+                local.0 >= 5 * production.0 && rate(local) >= rate(production),
+                "{name}: local {local:?}, production {production:?}"
+            );
+        }
+        assert!(
+            local.login_account_slowdown.free_attempts >= 5 * slowdown.free_attempts,
+            "{:?}",
+            local.login_account_slowdown
+        );
+    }
+
+    #[test]
     fn production_refuses_to_start_without_its_secret() {
         // Production has no secret in its file: the platform supplies it.
         let mut variables = vars(&[]).unwrap();
@@ -1103,12 +1162,13 @@ mod tests {
         )
         .unwrap();
 
+        let from_files = load(&configuration_dir(), Environment::Local, vars(&[])).unwrap();
         assert_eq!(settings.rate_limit.login_per_account.burst, 9);
         let slowdown = settings.rate_limit.login_account_slowdown;
         assert_eq!(slowdown.max_delay_milliseconds, 1200);
         assert_eq!(
-            slowdown.free_attempts,
-            SlowdownSettings::default().free_attempts
+            slowdown.free_attempts, from_files.rate_limit.login_account_slowdown.free_attempts,
+            "a field no variable names keeps its value from the files"
         );
     }
 }

@@ -92,6 +92,16 @@ pub struct Resubscribe<'a> {
     pub email: &'a str,
 }
 
+/// A refusal for going too fast, saying when to come back (see
+/// `routes::refusal_pages`).
+#[derive(Template)]
+#[template(path = "too_many_requests.html")]
+pub struct TooManyRequestsPage<'a> {
+    pub newsletter: &'a Newsletter,
+    /// "Try again in 4 minutes."
+    pub try_again: &'a str,
+}
+
 pub const STYLESHEET: &str = include_str!("templates/style.css");
 
 /// What every answer may load and do, unless it says otherwise: nothing
@@ -197,6 +207,14 @@ mod tests {
                 UnsubscribePage {
                     newsletter: &newsletter,
                     token: "token",
+                }
+                .render(),
+            ),
+            (
+                "too many requests",
+                TooManyRequestsPage {
+                    newsletter: &newsletter,
+                    try_again: "Try again in 4 minutes.",
                 }
                 .render(),
             ),

@@ -576,6 +576,9 @@ fn run(
             .wrap(from_fn(count_requests))
             .app_data(form_config())
             .app_data(query_config())
+            // Inside the security headers, so that a page made of a
+            // refusal gets them too.
+            .wrap(routes::refusal_pages())
             .wrap(security_headers(shape.hsts_max_age_seconds))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))

@@ -6,11 +6,12 @@ use actix_web::{HttpResponse, web};
 use crate::rate_limit::{Decision, RateLimiter};
 use crate::routes::ApiError;
 
-/// Refuses a request with 429 and `Retry-After` when its client is over the
-/// per-IP limit, before the handler reads the body or touches the database.
-/// The refusal is an answer, not an error: the headers every answer gets
-/// are added only to answers.
-pub async fn limit_per_ip(
+/// Refuses a confirmation click with 429 and `Retry-After` when its client
+/// is over its confirmation budget, before the handler reads the body or
+/// touches the database. The refusal is an answer, not an error: the
+/// headers every answer gets are added only to answers. It is plain text
+/// here; a browser gets it as a page (`routes::refusal_pages`).
+pub async fn limit_confirmations(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -20,7 +21,7 @@ pub async fn limit_per_ip(
         .clone();
     if let Some(peer) = request.peer_addr() {
         let client = limiter.client_ip().resolve(peer.ip(), request.headers());
-        if let Decision::Limited { retry_after } = limiter.check_ip(client).await {
+        if let Decision::Limited { retry_after } = limiter.check_confirmation(client).await {
             let refusal = actix_web::Error::from(ApiError::TooManyRequests(retry_after));
             let answer = HttpResponse::from_error(refusal);
             return Ok(request.into_response(answer).map_into_right_body());

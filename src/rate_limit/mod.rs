@@ -1,5 +1,6 @@
-//! Abuse protection: how often one client may call the subscription
-//! endpoints, and how many emails one address may be sent.
+//! Abuse protection: how often one client may sign up, and open or press
+//! confirmation links (each on a budget of its own), how many emails one
+//! address may be sent, and how often anyone may try a password.
 //!
 //! Limits live in Redis so that every replica draws on the same budget. Each
 //! check is one Lua script (GCRA: a burst at once, then a steady refill),
@@ -12,7 +13,8 @@
 //! [`RateLimiter::refund_address`] gives its address back the charge.
 //!
 //! Sign-in limits are built so that nobody can spend the owner's budget:
-//! see [`RateLimiter::check_login`].
+//! see [`RateLimiter::check_login`]. They bound guesses: a right password
+//! or code gives its charges back ([`LoginAttempt::succeeded`]).
 
 mod client_ip;
 mod middleware;
@@ -28,7 +30,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 pub use client_ip::{ClientIpResolver, limit_subject};
-pub use middleware::limit_per_ip;
+pub use middleware::limit_confirmations;
 
 use crate::configuration::{LimitSettings, RateLimitSettings, SlowdownSettings};
 use crate::domain::SubscriberEmail;
@@ -105,6 +107,8 @@ impl Policy {
     }
 }
 
+/// Cheap to clone: the copies share the limits and the connection.
+#[derive(Clone)]
 pub struct RateLimiter {
     /// Driven by the runtime the limiter was made on (see
     /// [`RateLimiter::for_this_thread`]).
@@ -124,6 +128,7 @@ struct Shared {
     degraded: AtomicBool,
     suppressed_emails: AtomicU64,
     per_ip: Policy,
+    confirm_per_ip: Policy,
     per_address: Policy,
     login_per_ip: Policy,
     login_per_account: Policy,
@@ -162,6 +167,9 @@ impl RateLimiter {
             degraded: AtomicBool::new(false),
             suppressed_emails: AtomicU64::new(0),
             per_ip: Policy::new("ip", settings.per_ip),
+            // Apart from the sign-ups' `ip`: a confirmation click must not
+            // be refused because its client signed up, nor the reverse.
+            confirm_per_ip: Policy::new("confirm-ip", settings.confirm_per_ip),
             per_address: Policy::new("address", settings.per_address),
             login_per_ip: Policy::new("login-ip", settings.login_per_ip),
             // Keyed by account and address, unlike the per-account budget
@@ -212,10 +220,12 @@ impl RateLimiter {
         &self.shared.client_ip
     }
 
-    #[tracing::instrument(name = "Check the per-IP limit", level = "debug", skip_all)]
-    pub async fn check_ip(&self, ip: std::net::IpAddr) -> Decision {
+    /// The client's budget for opening confirmation links and pressing
+    /// their buttons.
+    #[tracing::instrument(name = "Check the confirmation limit", level = "debug", skip_all)]
+    pub async fn check_confirmation(&self, ip: std::net::IpAddr) -> Decision {
         match self
-            .check(&[(&self.shared.per_ip, &limit_subject(ip))])
+            .check(&[(&self.shared.confirm_per_ip, &limit_subject(ip))])
             .await
         {
             Some((_, retry_after)) => Decision::Limited { retry_after },
@@ -255,7 +265,10 @@ impl RateLimiter {
 
     /// The limits on one sign-in attempt (or one second-factor code, or one
     /// password re-check), and the wait it must sit out before its password
-    /// is checked. Returns once the wait is over.
+    /// is checked. Returns once the wait is over: the attempt, whose charges
+    /// the caller gives back if its password or code was right
+    /// ([`LoginAttempt::succeeded`]); or, when a budget refuses it, when to
+    /// come back.
     ///
     /// Nothing anyone else does can make the owner's right password answer
     /// 429 from a new browser at a new address:
@@ -286,7 +299,7 @@ impl RateLimiter {
         &self,
         ip: Option<std::net::IpAddr>,
         who: LoginSubject<'_>,
-    ) -> Decision {
+    ) -> Result<LoginAttempt, Duration> {
         let ip = ip.map(limit_subject);
         let mut limits: Vec<(&Policy, &str)> = Vec::with_capacity(2);
         let subject = match who {
@@ -314,8 +327,15 @@ impl RateLimiter {
         };
         limits.push((subject.0, &subject.1));
         if let Some((_, retry_after)) = self.check(&limits).await {
-            return Decision::Limited { retry_after };
+            return Err(retry_after);
         }
+        let attempt = LoginAttempt {
+            limiter: self.clone(),
+            charged: limits
+                .iter()
+                .map(|(policy, subject)| self.charge(policy, subject))
+                .collect(),
+        };
         if let LoginSubject::Account(username) = who {
             let delay = self.account_slowdown(username).await;
             if !delay.is_zero() {
@@ -326,7 +346,7 @@ impl RateLimiter {
                 tokio::time::sleep(delay).await;
             }
         }
-        Decision::Allowed
+        Ok(attempt)
     }
 
     /// Counts one more attempt on `username` and says how long it waits.
@@ -371,23 +391,26 @@ impl RateLimiter {
     /// still bounds.
     #[tracing::instrument(name = "Refund the per-address limit", level = "debug", skip_all)]
     pub async fn refund_address(&self, email: &SubscriberEmail) {
-        let policy = &self.shared.per_address;
-        let key = self.key(policy, &address_subject(email));
+        let charge = self.charge(&self.shared.per_address, &address_subject(email));
+        self.refund(&[charge]).await;
+    }
+
+    /// Gives back one request's worth of each charge, in one round trip.
+    /// When Redis does not answer in time the failure is logged like a
+    /// check's and nothing is given back.
+    async fn refund(&self, charges: &[Charge]) {
         let outcome =
-            tokio::time::timeout(self.shared.timeout, self.refund_in_redis(policy, &key)).await;
+            tokio::time::timeout(self.shared.timeout, self.refund_in_redis(charges)).await;
         let cause = match outcome {
             Ok(Ok(given_back)) => {
-                tracing::debug!(given_back, "Per-address charge refunded");
+                tracing::debug!(given_back, "Charges refunded");
                 self.recover();
                 return;
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", self.shared.timeout),
         };
-        tracing::debug!(
-            cause,
-            "The per-address charge could not be refunded: Redis is unavailable"
-        );
+        tracing::debug!(cause, "Charges could not be refunded: Redis is unavailable");
         self.degrade(&cause);
     }
 
@@ -472,17 +495,22 @@ impl RateLimiter {
         }))
     }
 
-    /// Returns whether a charge was given back.
-    async fn refund_in_redis(&self, policy: &Policy, key: &str) -> redis::RedisResult<bool> {
+    /// Returns how many charges were given back.
+    async fn refund_in_redis(&self, charges: &[Charge]) -> redis::RedisResult<u64> {
+        let mut invocation = self.shared.refund_script.prepare_invoke();
+        for charge in charges {
+            invocation.key(&charge.key).arg(charge.interval_ms);
+        }
         let mut connection = self.redis.clone();
-        let given_back: i64 = self
-            .shared
-            .refund_script
-            .key(key)
-            .arg(policy.limit.emission_interval().as_millis() as u64)
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(given_back == 1)
+        invocation.invoke_async(&mut connection).await
+    }
+
+    /// What a check charged `subject` on `policy`, to be given back.
+    fn charge(&self, policy: &Policy, subject: &str) -> Charge {
+        Charge {
+            key: self.key(policy, subject),
+            interval_ms: policy.limit.emission_interval().as_millis() as u64,
+        }
     }
 
     /// Where Redis keeps a subject's state for one limit.
@@ -505,6 +533,39 @@ impl RateLimiter {
                 "Redis is unavailable: rate limits fall back to this process until it answers again"
             );
         }
+    }
+}
+
+/// One request's charge on one limit: where it is kept, and how much it was.
+struct Charge {
+    key: String,
+    interval_ms: u64,
+}
+
+/// A sign-in attempt, second-factor code or password re-check that the
+/// limits let through, with what it was charged. The budgets bound
+/// guesses, and a right password or code is not one: an admin who signs in
+/// again and again from new browsers, or types the right password with a
+/// code that is not yet right while enrolling, must not run into a limit
+/// that is there for someone who does not know the password. Dropped
+/// without [`LoginAttempt::succeeded`] (a wrong password or code), the
+/// charges stand.
+///
+/// The slowdown's count is not given back: it never refuses, and the most
+/// the owner's own sign-ins can add to theirs is a wait of a few seconds.
+#[must_use = "a right password or code gives its charges back through `succeeded`"]
+pub struct LoginAttempt {
+    limiter: RateLimiter,
+    charged: Vec<Charge>,
+}
+
+impl LoginAttempt {
+    /// The password or code was right: its charges are given back (see
+    /// [`RateLimiter::refund_address`] on what a refund can and cannot
+    /// do when Redis is away).
+    #[tracing::instrument(name = "Refund a right sign-in attempt", level = "debug", skip_all)]
+    pub async fn succeeded(self) {
+        self.limiter.refund(&self.charged).await;
     }
 }
 
@@ -540,6 +601,7 @@ mod tests {
             trusted_proxies: vec![],
             forwarded_header: "X-Forwarded-For".into(),
             per_ip: limit,
+            confirm_per_ip: limit,
             per_address: limit,
             login_per_account: limit,
             login_per_ip: limit,
@@ -580,7 +642,7 @@ mod tests {
                     let limiter = RateLimiter::new(&uri, &settings(3)).unwrap();
                     let mut decisions = Vec::new();
                     for _ in 0..5 {
-                        decisions.push(limiter.check_ip(ip).await);
+                        decisions.push(limiter.check_confirmation(ip).await);
                     }
                     decisions
                 })

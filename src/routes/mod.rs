@@ -15,7 +15,7 @@ mod subscriptions_confirm;
 mod unsubscribe;
 mod webhooks;
 
-pub use error::ApiError;
+pub use error::{ApiError, refusal_pages};
 pub use health_check::health_check;
 pub use home::{home, stylesheet};
 pub use readiness::readiness;
@@ -28,7 +28,7 @@ use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, resource};
 
-use crate::rate_limit::limit_per_ip;
+use crate::rate_limit::limit_confirmations;
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +84,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/subscriptions", Anyone, POST, |c, p| {
             add(c, resource(p).post(subscribe))
         }),
+        // On a budget of its own: signing up does not spend the clicks
+        // that confirm.
         endpoint("/subscriptions/confirm", Anyone, GET_POST, |c, p| {
-            let limited = resource(p).wrap(from_fn(limit_per_ip));
+            let limited = resource(p).wrap(from_fn(limit_confirmations));
             add(c, limited.get(confirm).post(confirm_with_button))
         }),
         endpoint("/login", Anyone, GET_POST, |c, p| {

@@ -5,8 +5,9 @@
 //! answers with, in the content type it really sends (pages for browsers,
 //! plain text for other clients, JSON where it is JSON). What many
 //! handlers share is said once here: the refusals of the form extractor
-//! ([`FormRefusals`]), of the `/admin` guard ([`AdminOnly`]) and of an
-//! unreachable database ([`Unavailable`]). The CSRF field every admin form
+//! ([`FormRefusals`]), of the `/admin` guard ([`AdminOnly`]), of an
+//! unreachable database ([`Unavailable`]) and of a client over its budget
+//! ([`TooManyRequests`]). The CSRF field every admin form
 //! must carry is added to each admin form's body by [`CsrfField`], as the
 //! one extractor that checks it ([`super::admin::Protected`]) applies to
 //! them all.
@@ -171,11 +172,26 @@ impl IntoResponses for ConfirmationAnswers {
             ),
             ("401", page_or_plain("No such token.")),
             ("410", page_or_plain("The link has expired.")),
-            (
-                "429",
-                with_retry_after(plain("Too many requests from this client.")),
-            ),
         ])
+        .into_iter()
+        .chain(TooManyRequests::responses())
+        .collect()
+    }
+}
+
+/// A client over one of its budgets: a page saying when to come back for
+/// browsers (`Accept: text/html`), a plain-text reason for other clients,
+/// `Retry-After` for both (see `super::error::refusal_pages`).
+pub struct TooManyRequests;
+
+impl IntoResponses for TooManyRequests {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        map(vec![(
+            "429",
+            with_retry_after(page_or_plain(
+                "Too many requests from this client: a page saying when to try again for browsers, the same in plain text for other clients.",
+            )),
+        )])
     }
 }
 

@@ -17,7 +17,8 @@
 //! the request a no-op, and past the per-address limit nothing is stored or
 //! sent. A sign-up that fails to store gives its charge back to the address.
 //! The per-IP limit is checked here too, in the same round trip to Redis as
-//! the per-address one; an over-limit client gets 429.
+//! the per-address one; an over-limit client gets 429 (a page saying when to
+//! come back, for a browser).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -104,7 +105,7 @@ impl std::fmt::Display for FormErrors {
     responses(
         (status = 200, description = "Accepted (whatever became of it): the check-your-inbox page for browsers, an empty text for other clients.", content((String = "text/html"), (String = "text/plain"))),
         (status = 400, description = "A field is missing or invalid: the form again with the reasons for browsers, the reasons for other clients.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 429, description = "Too many requests from this client.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        crate::routes::openapi::TooManyRequests,
         crate::routes::openapi::FormRefusals, crate::routes::openapi::Unavailable,
     ))]
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]

@@ -409,6 +409,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.rate_limit.redis_timeout_milliseconds = 250;
     for limit in [
         &mut settings.rate_limit.per_ip,
+        &mut settings.rate_limit.confirm_per_ip,
         &mut settings.rate_limit.per_address,
     ] {
         limit.burst = 10_000;

@@ -405,8 +405,8 @@ async fn the_app_refuses_to_start_with_an_empty_title_or_one_with_a_line_break()
 async fn every_answer_carries_strict_transport_security_when_it_is_set() {
     let app = spawn_app_with(|s| {
         s.application.hsts_max_age_seconds = 31_536_000;
-        s.rate_limit.per_ip.burst = 1;
-        s.rate_limit.per_ip.per_period = 1;
+        s.rate_limit.confirm_per_ip.burst = 1;
+        s.rate_limit.confirm_per_ip.per_period = 1;
     })
     .await;
     let client = &app.api_client;

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use newsletter::configuration::{LimitSettings, Settings, get_configuration};
+use newsletter::configuration::{LimitSettings, RateLimitSettings, Settings, get_configuration};
 use newsletter::domain::SubscriberEmail;
 use newsletter::rate_limit::RateLimiter;
 use newsletter::rate_limit::SubscriptionDecision::{self, AddressLimited, Allowed};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use crate::helpers::{RedisKeys, TcpProxy, TestApp, eventually, spawn_app_with};
+use crate::admin::{enrol, secret_on, submit_code};
+use crate::helpers::{BROWSER_ACCEPT, RedisKeys, TcpProxy, TestApp, eventually, spawn_app_with};
+use crate::newsroom::{Browser, PASSWORD, create_admin, hidden_csrf_token, location};
 
 fn tight(burst: u32) -> LimitSettings {
     LimitSettings {
@@ -23,6 +25,10 @@ fn tight(burst: u32) -> LimitSettings {
 
 fn per_ip(burst: u32) -> impl FnOnce(&mut Settings) {
     move |s| s.rate_limit.per_ip = tight(burst)
+}
+
+fn confirm_per_ip(burst: u32) -> impl FnOnce(&mut Settings) {
+    move |s| s.rate_limit.confirm_per_ip = tight(burst)
 }
 
 fn subscriber(i: usize) -> String {
@@ -92,8 +98,8 @@ async fn refused_forms_and_honeypot_hits_count_against_the_client_too() {
 
 #[tokio::test]
 async fn the_confirmation_endpoint_is_limited_per_ip_too() {
-    let app = spawn_app_with(per_ip(2)).await;
-    let unknown = format!("?subscription_token={}", "A".repeat(32));
+    let app = spawn_app_with(confirm_per_ip(2)).await;
+    let unknown = unknown_token();
 
     let statuses = [
         app.get_confirm(&unknown).await.status().as_u16(),
@@ -512,4 +518,335 @@ async fn without_redis_the_limits_are_shared_by_every_worker_thread_of_the_serve
     }
 
     assert_eq!(statuses, [200, 200, 429, 429]);
+}
+
+/// A token of the right shape that names no sign-up.
+fn unknown_token() -> String {
+    format!("?subscription_token={}", "A".repeat(32))
+}
+
+/// `GET` or `POST` the confirmation endpoint as a browser or as an API
+/// client does, with a token that names no sign-up.
+async fn click_confirmation(app: &TestApp, method: &str, accept: &str) -> reqwest::Response {
+    let url = format!("{}/subscriptions/confirm", app.address);
+    let request = match method {
+        "GET" => app.api_client.get(format!("{url}{}", unknown_token())),
+        "POST" => app
+            .api_client
+            .post(url)
+            .form(&[("subscription_token", "A".repeat(32))]),
+        other => panic!("no confirmation by {other}"),
+    };
+    request.header("Accept", accept).send().await.unwrap()
+}
+
+/// The seconds a refusal says to wait.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["Retry-After"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Checks `response` is the site's page for going too fast, saying when to
+/// come back: with a one-a-600-seconds budget, in ten minutes.
+async fn assert_styled_too_many_requests_page(response: reqwest::Response, case: &str) {
+    assert_eq!(response.status().as_u16(), 429, "{case}");
+    assert!(
+        (541..=600).contains(&retry_after(&response)),
+        "{case}: Retry-After {}",
+        retry_after(&response)
+    );
+    let content_type = response.headers()["Content-Type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/html"),
+        "{case}: {content_type}"
+    );
+    assert!(
+        response.headers().contains_key("Content-Security-Policy"),
+        "{case}: the page came without the headers every answer gets"
+    );
+    let page = response.text().await.unwrap();
+    for expected in [
+        r#"<link rel="stylesheet" href="/style.css">"#,
+        r#"<header class="masthead">"#,
+        "<h1>Too many requests</h1>",
+        "Try again in 10 minutes.",
+    ] {
+        assert!(page.contains(expected), "{case}: {expected} not in {page}");
+    }
+}
+
+/// Checks `response` is the plain-text refusal an API client gets.
+async fn assert_plain_too_many_requests(response: reqwest::Response, case: &str) {
+    assert_eq!(response.status().as_u16(), 429, "{case}");
+    assert!((541..=600).contains(&retry_after(&response)), "{case}");
+    let content_type = response.headers()["Content-Type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/plain"),
+        "{case}: {content_type}"
+    );
+    assert_eq!(
+        response.text().await.unwrap(),
+        "Too many requests. Try again in 10 minutes.",
+        "{case}"
+    );
+}
+
+#[tokio::test]
+async fn spending_the_sign_up_budget_does_not_refuse_a_confirmation_click() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = tight(1);
+        s.rate_limit.confirm_per_ip = tight(2);
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    assert_eq!(subscribe_status(&app, subscriber(1)).await, 200);
+    assert_eq!(subscribe_status(&app, subscriber(2)).await, 429);
+
+    let email = app.wait_for_emails(1).await.remove(0);
+    let link = app.confirmation_links(&email).html;
+    let confirmed = app.click(&link).await;
+
+    assert_eq!(confirmed.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn spending_the_confirmation_budget_does_not_refuse_a_sign_up() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = tight(1);
+        s.rate_limit.confirm_per_ip = tight(1);
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let clicks = [
+        app.get_confirm(&unknown_token()).await.status().as_u16(),
+        app.get_confirm(&unknown_token()).await.status().as_u16(),
+    ];
+    assert_eq!(clicks, [401, 429]);
+
+    assert_eq!(subscribe_status(&app, subscriber(1)).await, 200);
+    assert_eq!(app.subscriber_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_browser_over_the_sign_up_limit_gets_a_styled_page_saying_when_to_try_again() {
+    let app = spawn_app_with(per_ip(1)).await;
+    app.mock_email_api_ok().await;
+    assert_eq!(app.submit_form(subscriber(1)).await.status().as_u16(), 200);
+
+    let refused = app.submit_form(subscriber(2)).await;
+
+    assert_styled_too_many_requests_page(refused, "sign-up").await;
+    assert_eq!(app.subscriber_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_browser_over_the_confirmation_limit_gets_the_styled_page_whether_it_opens_or_presses() {
+    let app = spawn_app_with(confirm_per_ip(1)).await;
+    let first = click_confirmation(&app, "GET", BROWSER_ACCEPT).await;
+    assert_eq!(first.status().as_u16(), 401);
+
+    for method in ["GET", "POST"] {
+        let refused = click_confirmation(&app, method, BROWSER_ACCEPT).await;
+        assert_styled_too_many_requests_page(refused, method).await;
+    }
+}
+
+#[tokio::test]
+async fn an_api_client_over_either_limit_gets_plain_text_with_retry_after() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.per_ip = tight(1);
+        s.rate_limit.confirm_per_ip = tight(1);
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    app.post_subscriptions(subscriber(1)).await;
+    click_confirmation(&app, "GET", "*/*").await;
+
+    let sign_up = app.post_subscriptions(subscriber(2)).await;
+    let opened = click_confirmation(&app, "GET", "*/*").await;
+    let pressed = click_confirmation(&app, "POST", "application/json").await;
+
+    assert_plain_too_many_requests(sign_up, "sign-up").await;
+    assert_plain_too_many_requests(opened, "opened link").await;
+    assert_plain_too_many_requests(pressed, "pressed button").await;
+}
+
+/// Sign-in budgets of `burst` at once, then one an hour: the account's
+/// (which each remembered browser and each session's password re-checks
+/// also get) and the address's.
+fn sign_in_budgets(burst: u32) -> impl FnOnce(&mut Settings) {
+    move |s| {
+        let limit = LimitSettings {
+            burst,
+            per_period: 1,
+            period_seconds: 3600,
+        };
+        s.rate_limit.login_per_account = limit;
+        s.rate_limit.login_per_ip = limit;
+    }
+}
+
+#[tokio::test]
+async fn right_passwords_spend_no_sign_in_budget_and_wrong_ones_still_do() {
+    let app = spawn_app_with(sign_in_budgets(2)).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    for attempt in 1..=5 {
+        let new_browser = Browser::new(&app).log_in("ada", PASSWORD).await;
+        assert_eq!(new_browser.status().as_u16(), 303, "sign-in {attempt}");
+    }
+
+    let guesses = [
+        Browser::new(&app).log_in("ada", "not the password").await,
+        Browser::new(&app).log_in("ada", "not the password").await,
+        Browser::new(&app).log_in("ada", "not the password").await,
+    ];
+
+    let statuses: Vec<u16> = guesses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [401, 401, 429]);
+    let [.., refused] = guesses;
+    assert!((1..=3600).contains(&retry_after(&refused)));
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("Too many sign-in attempts. Try again in 1 hour."),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_right_password_with_an_enrolment_code_not_yet_right_spends_no_password_budget() {
+    let app = spawn_app_with(sign_in_budgets(2)).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let second = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let page = browser.get("/admin/totp").await.text().await.unwrap();
+    let token = hidden_csrf_token(&page);
+    for attempt in 1..=4 {
+        let fields = [
+            ("code", "000000x"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ];
+        let wrong_code = browser.post("/admin/totp", &fields).await;
+        assert_eq!(wrong_code.status().as_u16(), 400, "attempt {attempt}");
+    }
+    let (_, _, recovery_codes) = enrol(&browser).await;
+    assert_eq!(recovery_codes.len(), 10);
+
+    // Wrong passwords still spend a session's budget.
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..3 {
+        let response = second
+            .change_password("not the password", "a new passphrase here")
+            .await;
+        statuses.push(response.status().as_u16());
+        refused = Some(response);
+    }
+    assert_eq!(statuses, [400, 400, 429]);
+    let refused = refused.unwrap();
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("Too many attempts. Try again in 1 hour."),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn signing_in_again_and_again_with_a_second_factor_spends_no_budget() {
+    let app = spawn_app_with(sign_in_budgets(2)).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let (_, _, recovery_codes) = enrol(&Browser::signed_in(&app, "ada", PASSWORD).await).await;
+
+    for code in &recovery_codes[..5] {
+        let browser = Browser::new(&app);
+        let password_step = browser.log_in("ada", PASSWORD).await;
+        assert_eq!(location(&password_step), "/login/code", "{code}");
+        let code_step = submit_code(&browser, code).await;
+        assert_eq!(location(&code_step), "/admin/dashboard", "{code}");
+    }
+}
+
+/// Settings with the limits of `configuration/local.yaml`, as a person
+/// running the service on their machine has them (the tests' own are
+/// roomier still), on this test's keys.
+fn local_limits(s: &mut Settings) {
+    let local = get_configuration().unwrap().rate_limit;
+    s.rate_limit = RateLimitSettings {
+        key_prefix: s.rate_limit.key_prefix.clone(),
+        redis_timeout_milliseconds: s.rate_limit.redis_timeout_milliseconds,
+        ..local
+    };
+}
+
+#[tokio::test]
+async fn locally_a_person_signs_in_again_and_again_enrols_and_subscribes_a_dozen_times_unrefused() {
+    let app = spawn_app_with(local_limits).await;
+    app.mock_email_api_ok().await;
+    create_admin(&app, "ada", PASSWORD).await;
+
+    // Eight sign-ins from new browsers (private windows, curl), then eight
+    // with one browser, signing out in between.
+    for attempt in 1..=8 {
+        let response = Browser::new(&app).log_in("ada", PASSWORD).await;
+        assert_eq!(
+            response.status().as_u16(),
+            303,
+            "new browser, sign-in {attempt}"
+        );
+    }
+    let browser = Browser::new(&app);
+    for attempt in 1..=8 {
+        let response = browser.log_in("ada", PASSWORD).await;
+        assert_eq!(
+            response.status().as_u16(),
+            303,
+            "one browser, sign-in {attempt}"
+        );
+        browser.submit("/admin/logout", &[]).await;
+    }
+    browser.log_in("ada", PASSWORD).await;
+    // A code typed from the wrong account in the app, then the right one.
+    let page = browser.get("/admin/totp").await.text().await.unwrap();
+    let wrong_code = browser
+        .post(
+            "/admin/totp",
+            &[
+                ("code", "000000x"),
+                ("password", PASSWORD),
+                ("csrf_token", &hidden_csrf_token(&page)),
+            ],
+        )
+        .await;
+    assert_eq!(wrong_code.status().as_u16(), 400);
+    let (secret, _, _) = enrol(&browser).await;
+    assert_eq!(
+        secret.as_bytes(),
+        secret_on(&page).as_bytes(),
+        "the secret scanned first is the one enrolled"
+    );
+
+    // A dozen people (or one person, a dozen times) subscribe, confirm and
+    // subscribe again, from one address.
+    for reader in 1..=12 {
+        let body = format!("name=Reader&email=reader{reader}%40example.com");
+        assert_eq!(
+            app.submit_form(&body).await.status().as_u16(),
+            200,
+            "reader {reader}"
+        );
+        let email = app.wait_for_emails(2 * reader - 1).await.pop().unwrap();
+        let link = app.local(&app.confirmation_links(&email).html);
+        assert_eq!(
+            app.browse(link).await.status().as_u16(),
+            200,
+            "reader {reader}"
+        );
+        let again = app.submit_form(body).await;
+        assert_eq!(again.status().as_u16(), 200, "reader {reader} again");
+        app.wait_for_emails(2 * reader).await;
+    }
 }

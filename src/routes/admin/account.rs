@@ -14,13 +14,12 @@ use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::pages::page;
-use crate::rate_limit::RateLimiter;
-use crate::rate_limit::{Decision, LoginSubject};
+use crate::rate_limit::{LoginSubject, RateLimiter};
 use crate::routes::admin::SessionCookies;
 use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
 use crate::routes::admin::login::{
-    TOO_MANY_ATTEMPTS, actor_for, client_ip, see_other, with_cookies, with_retry_after,
+    actor_for, client_ip, see_other, too_many_attempts, with_cookies, with_retry_after,
 };
 use crate::routes::admin::pages::{Nav, PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::routes::error::{ApiError, DatabaseStep};
@@ -57,6 +56,8 @@ enum Recheck {
 /// with a stolen session could guess it here as well as at the sign-in, so
 /// it is limited, on the session's own budget: attempts on the account from
 /// elsewhere must not keep its signed-in owner from changing the password.
+/// Only wrong passwords spend it: the owner who types the right one with a
+/// new password too weak, or a code not yet right, may try again at once.
 async fn recheck_password(
     admin: &SignedIn,
     ip: Option<std::net::IpAddr>,
@@ -64,9 +65,10 @@ async fn recheck_password(
     typed: Option<SecretString>,
 ) -> Result<Recheck, ApiError> {
     let subject = LoginSubject::Session(admin.session.id.as_str());
-    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        return Ok(Recheck::Limited(retry_after));
-    }
+    let attempt = match limiter.check_login(ip, subject).await {
+        Ok(attempt) => attempt,
+        Err(retry_after) => return Ok(Recheck::Limited(retry_after)),
+    };
     let typed = typed.unwrap_or_else(|| SecretString::from(""));
     let verified = password::verify(
         Asker::Vouched,
@@ -76,7 +78,10 @@ async fn recheck_password(
     .await
     .map_err(ApiError::Unexpected)?;
     Ok(match verified {
-        Verified::Yes { .. } => Recheck::Confirmed,
+        Verified::Yes { .. } => {
+            attempt.succeeded().await;
+            Recheck::Confirmed
+        }
         Verified::No => Recheck::Wrong,
     })
 }
@@ -132,7 +137,7 @@ pub async fn change_password(
                 &PasswordPage {
                     newsletter: &admin.newsletter,
                     nav: nav(&admin),
-                    error: Some(TOO_MANY_ATTEMPTS),
+                    error: Some(&too_many_attempts(retry_after)),
                 },
             );
             return Ok(with_retry_after(answer, retry_after));
@@ -323,8 +328,9 @@ pub async fn enrol_totp(
             return Ok(totp_form(&admin, &secret, StatusCode::BAD_REQUEST, error));
         }
         Recheck::Limited(retry_after) => {
-            let error = Some(TOO_MANY_ATTEMPTS);
-            let answer = totp_form(&admin, &secret, StatusCode::TOO_MANY_REQUESTS, error);
+            let error = too_many_attempts(retry_after);
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let answer = totp_form(&admin, &secret, status, Some(&error));
             return Ok(with_retry_after(answer, retry_after));
         }
     }

@@ -35,13 +35,13 @@ use crate::admin::{sign_in_failures, sign_in_form};
 use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::page;
-use crate::rate_limit::{Decision, LoginSubject, RateLimiter};
+use crate::rate_limit::{LoginSubject, RateLimiter};
 use crate::routes::admin::SessionCookies;
 use crate::routes::admin::guard::{
     Protected, check_csrf, no_store, parse_fields, session_store, sessions_unavailable,
 };
 use crate::routes::admin::pages::{CodePage, LoginPage};
-use crate::routes::error::{ApiError, DatabaseStep, retry_after_seconds};
+use crate::routes::error::{ApiError, DatabaseStep, retry_after_seconds, try_again_in};
 
 /// Wrong codes one sign-in may try before it starts over from the password.
 const CODE_ATTEMPTS: u32 = 5;
@@ -50,8 +50,11 @@ const CODE_ATTEMPTS: u32 = 5;
 /// is worth something to whoever holds its cookie.
 const CODE_STEP_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
-/// What a limited code or password check answers.
-pub const TOO_MANY_ATTEMPTS: &str = "Too many attempts. Please wait a minute and try again.";
+/// What a limited code or password check answers, with when to come back
+/// (also in `Retry-After`).
+pub fn too_many_attempts(wait: Duration) -> String {
+    format!("Too many attempts. {}", try_again_in(wait))
+}
 
 const WRONG_CREDENTIALS: &str = "The username or password is wrong.";
 const UNAVAILABLE: &str = "Signing in is unavailable right now. Please try again in a few minutes.";
@@ -201,13 +204,14 @@ pub async fn log_in(
     let browser = cookies.browser_token(&request);
     let subject = attempt_subject(store, browser.as_deref(), admin.as_ref(), &typed).await?;
     // No transaction is open here: the check may wait (see its doc).
-    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let answer = retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts. Please wait a minute and try again.",
-        );
-        return Ok(with_retry_after(answer, retry_after));
-    }
+    let attempt = match limiter.check_login(ip, subject).await {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            let error = format!("Too many sign-in attempts. {}", try_again_in(retry_after));
+            let answer = retry(StatusCode::TOO_MANY_REQUESTS, &error);
+            return Ok(with_retry_after(answer, retry_after));
+        }
+    };
     let stored = admin.as_ref().map(|admin| admin.password_hash.clone());
     let asker = match subject {
         LoginSubject::RememberedBrowser(_) => Asker::Vouched,
@@ -223,6 +227,7 @@ pub async fn log_in(
             return Ok(retry(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS));
         }
     };
+    attempt.succeeded().await;
     if let Some(rehashed) = rehashed {
         db.transaction(async |tx| accounts::upgrade_hash(tx, admin.id, &rehashed).await)
             .await
@@ -479,16 +484,15 @@ pub async fn submit_code(
         &admin.username,
     )
     .await?;
-    if let Decision::Limited { retry_after } = limiter.check_login(ip, subject).await {
-        let error = TOO_MANY_ATTEMPTS;
-        let answer = code_form(
-            &newsletter,
-            StatusCode::TOO_MANY_REQUESTS,
-            &session,
-            Some(error),
-        );
-        return Ok(with_retry_after(answer, retry_after));
-    }
+    let attempt = match limiter.check_login(ip, subject).await {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            let error = too_many_attempts(retry_after);
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let answer = code_form(&newsletter, status, &session, Some(&error));
+            return Ok(with_retry_after(answer, retry_after));
+        }
+    };
     let opened = open_totp_secret(&keys, &admin, &secret);
     let step = opened
         .as_ref()
@@ -541,6 +545,7 @@ pub async fn submit_code(
             Some(error),
         ));
     };
+    attempt.succeeded().await;
     if how == SecondFactor::RecoveryCode {
         record(&db, &actor_for(&admin, ip), Action::RecoveryCodeUsed, "").await?;
     }
