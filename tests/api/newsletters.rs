@@ -636,6 +636,19 @@ async fn with_one_subscriber_the_question_is_in_the_singular() {
         .text()
         .await
         .unwrap();
+    let asked_late = ask_to_publish(
+        &browser,
+        &form,
+        &[
+            ("title", "One"),
+            ("content", "Hi."),
+            ("send_at", "2001-02-03T04:05"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
 
     assert!(
         page.contains(r#"data-confirm="Send to 1 subscriber?""#),
@@ -643,6 +656,13 @@ async fn with_one_subscriber_the_question_is_in_the_singular() {
     );
     assert!(asked.contains(">Send to 1 subscriber?<"), "{asked}");
     assert!(asked.contains(">Send to 1 subscriber</button>"), "{asked}");
+    // Now, or a moment already past: it goes at once.
+    for page in [&asked, &asked_late] {
+        assert!(
+            page.contains("It goes out as soon as you publish."),
+            "{page}"
+        );
+    }
 }
 
 #[tokio::test]

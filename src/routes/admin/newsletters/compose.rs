@@ -261,10 +261,9 @@ async fn compose_form_with_notice(
 /// How many an issue published now goes to.
 #[tracing::instrument(name = "Count the audience", skip_all)]
 async fn audience_size(db: &Db) -> Result<i64, ApiError> {
-    Ok(db
-        .transaction(async |tx| ledger::audience_size(tx).await)
+    db.transaction(async |tx| ledger::audience_size(tx).await)
         .await
-        .step("count the audience")?)
+        .step("count the audience")
 }
 
 /// The publish question as a page, for a form sent without scripts: its
@@ -285,7 +284,10 @@ async fn ask_to_publish(
             fields,
             question: publish_question(audience),
             audience: subscribers_text(audience),
-            send_at: send_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()),
+            // A moment already past is sent at once, as no moment is.
+            send_at: send_at
+                .filter(|at| *at > Utc::now())
+                .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()),
         },
     ))
 }
