@@ -13,7 +13,7 @@
 #   APP_WEBHOOKS__POSTMARK_USERNAME=…
 #   APP_WEBHOOKS__POSTMARK_PASSWORD=…
 #
-# and, only while a TOTP key rotation is under way (README, "Rotating the
+# and, only while a TOTP key rotation is under way (docs/deploying.md, "Rotating the
 # TOTP key"), the keys it replaces, comma-separated:
 #
 #   APP_ADMIN__PREVIOUS_TOTP_KEYS=…
@@ -39,7 +39,7 @@ optional=(
 )
 
 if [[ ! -r $secrets_file ]]; then
-    echo "No secrets file at $secrets_file (set NEWSLETTER_SECRETS); see README, Deploying." >&2
+    echo "No secrets file at $secrets_file (set NEWSLETTER_SECRETS); see docs/deploying.md." >&2
     exit 1
 fi
 

@@ -2,8 +2,9 @@
 # Runs the service locally on a fresh Debian machine: makes sure Postgres
 # and Redis are running (installing them if needed), creates and migrates the
 # database, then serves on http://127.0.0.1:8000. Logs are plain lines, and
-# emails are written to files under target/emails/ instead of being sent
-# (the log names each file), each confirmation link on a line of its own.
+# emails are kept in the local inbox instead of being sent: read them, and
+# click their links, at http://127.0.0.1:8000/admin/inbox after signing in
+# (create an admin with `target/debug/newsletter admin create --username NAME`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,4 +18,5 @@ SQLX_OFFLINE=true cargo build
 log "migrating the database"
 target/debug/newsletter migrate
 log "serving on http://127.0.0.1:8000 (Ctrl-C to stop)"
+log "emails sent are at http://127.0.0.1:8000/admin/inbox (after signing in)"
 exec target/debug/newsletter

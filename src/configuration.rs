@@ -5,7 +5,7 @@
 //! value as a string, so numbers and booleans are parsed from strings too.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -502,9 +502,20 @@ pub enum EmailBackend {
     Postmark,
     /// An SMTP server, with `email_client.smtp`'s settings.
     Smtp,
-    /// Writes each email to a file under `email_client.console_directory`
-    /// instead of sending it: for local runs.
-    Console,
+    /// Keeps each email in the database instead of sending it, shown at
+    /// `/admin/inbox`: for local runs, which production refuses.
+    Inbox,
+}
+
+impl EmailBackend {
+    /// Its name in the configuration.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EmailBackend::Postmark => "postmark",
+            EmailBackend::Smtp => "smtp",
+            EmailBackend::Inbox => crate::delivery::inbox::NAME,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -525,7 +536,7 @@ pub struct EmailClientSettings {
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub probe_after_milliseconds: u64,
     /// The setting `providers` replaced. Still read, only to refuse it at
-    /// start-up: ignored, an old `APP_EMAIL_CLIENT__BACKEND=console` would
+    /// start-up: ignored, an old `APP_EMAIL_CLIENT__BACKEND=smtp` would
     /// quietly leave the service sending through Postmark.
     #[serde(default)]
     pub backend: Option<String>,
@@ -542,15 +553,6 @@ pub struct EmailClientSettings {
     /// The Postmark message stream for newsletter issues: bulk mail is kept
     /// apart from transactional mail, whose reputation it must not risk.
     pub broadcast_stream: String,
-    /// Where the console provider writes each email, one file apiece. The
-    /// log names the file and nothing of its contents, which carry links
-    /// that act for their recipient.
-    #[serde(default = "default_console_directory")]
-    pub console_directory: PathBuf,
-}
-
-fn default_console_directory() -> PathBuf {
-    PathBuf::from("target/emails")
 }
 
 /// A list, or one value on its own (`providers: smtp`, or
@@ -711,16 +713,11 @@ impl EmailClientSettings {
         Duration::from_millis(self.timeout_milliseconds)
     }
 
-    /// The Postmark (or console) client, refusing Postmark without a
-    /// token: better to fail at start-up than on the first subscriber. Its
-    /// emails come from `newsletter`'s sender name at `sender_email`.
+    /// The Postmark client, refusing to build without a token: better to
+    /// fail at start-up than on the first subscriber. Its emails come from
+    /// `newsletter`'s sender name at `sender_email`.
     pub fn client(&self, newsletter: &Newsletter) -> Result<EmailClient, anyhow::Error> {
         let sender = self.from(newsletter)?;
-        if !self.providers.contains(&EmailBackend::Postmark)
-            && !self.broadcast_providers.contains(&EmailBackend::Postmark)
-        {
-            return Ok(EmailClient::console(sender, self.console_directory.clone()));
-        }
         let token = self.authorization_token.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "email_client.authorization_token is required by the postmark provider \
@@ -792,6 +789,7 @@ mod tests {
         let newsletter = settings.newsletter.parse().unwrap();
         crate::delivery::Routes::build(
             &settings.email_client,
+            &settings.database,
             &newsletter,
             &crate::metrics::Metrics::default(),
         )
@@ -803,8 +801,9 @@ mod tests {
         .map_err(|e| e.to_string())
     }
 
-    #[test]
-    fn providers_come_as_an_ordered_list_and_smtp_needs_its_settings() {
+    // A runtime: the inbox's pool is built, and opened lazily, on one.
+    #[tokio::test]
+    async fn providers_come_as_an_ordered_list_and_smtp_needs_its_settings() {
         let both = [
             ("APP_EMAIL_CLIENT__PROVIDERS", "postmark,smtp"),
             ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "token"),
@@ -823,13 +822,14 @@ mod tests {
         ];
         assert_eq!(providers_from(&with_smtp).unwrap(), ["postmark", "smtp"]);
         assert_eq!(
-            providers_from(&[("APP_EMAIL_CLIENT__PROVIDERS", "console")]).unwrap(),
-            ["console"]
+            providers_from(&[("APP_EMAIL_CLIENT__PROVIDERS", "inbox")]).unwrap(),
+            ["inbox"]
         );
     }
 
-    #[test]
-    fn the_old_backend_setting_is_refused_unless_it_names_the_one_provider_listed() {
+    // A runtime: the inbox's pool is built, and opened lazily, on one.
+    #[tokio::test]
+    async fn the_old_backend_setting_is_refused_unless_it_names_the_one_provider_listed() {
         let error = providers_from(&[("APP_EMAIL_CLIENT__BACKEND", "postmark")]).unwrap_err();
         assert!(
             error.contains("APP_EMAIL_CLIENT__PROVIDERS=postmark"),
@@ -837,11 +837,11 @@ mod tests {
         );
         assert_eq!(
             providers_from(&[
-                ("APP_EMAIL_CLIENT__BACKEND", "console"),
-                ("APP_EMAIL_CLIENT__PROVIDERS", "console"),
+                ("APP_EMAIL_CLIENT__BACKEND", "inbox"),
+                ("APP_EMAIL_CLIENT__PROVIDERS", "inbox"),
             ])
             .unwrap(),
-            ["console"]
+            ["inbox"]
         );
     }
 

@@ -257,7 +257,7 @@ fn explain_missing_privilege(error: MigrateError) -> anyhow::Error {
             "The database's user may not change the schema. From PostgreSQL 15 on, only the \
              database's owner may create in schema public: as an administrator, run \
              ALTER DATABASE <database> OWNER TO <user>, or, in that database, \
-             GRANT USAGE, CREATE ON SCHEMA public TO <user> (README, \"Deploying\").",
+             GRANT USAGE, CREATE ON SCHEMA public TO <user> (docs/deploying.md).",
         )
     } else {
         error

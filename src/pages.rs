@@ -98,6 +98,13 @@ pub struct Resubscribe<'a> {
 
 pub const STYLESHEET: &str = include_str!("templates/style.css");
 
+/// What every answer may load and do, unless it says otherwise: nothing
+/// but its own stylesheet, forms that submit only to this site, no
+/// framing, no `<base>`. Sent on every answer (`startup`); a page that
+/// needs more (a frame, images) sends this with its addition instead.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Whether the client asked for a page (browsers put `text/html` in
 /// `Accept`; API clients such as curl send `*/*` or nothing).
 pub fn wants_html(request: &HttpRequest) -> bool {

@@ -1,5 +1,5 @@
 //! Retention: forgetting what the service no longer needs to keep. A run
-//! works through five targets, each older than its setting in
+//! works through six targets, each older than its setting in
 //! [`RetentionSettings`]:
 //!
 //! 1. expired confirmation tokens (their links can only say "expired");
@@ -10,7 +10,9 @@
 //! 4. sign-ups never confirmed, with their tokens (the outbox names its
 //!    recipients by address, not by reference, so their messages go with
 //!    the outbox's own retention);
-//! 5. the webhook record ids kept to recognise repeated calls.
+//! 5. the webhook record ids kept to recognise repeated calls;
+//! 6. the local inbox's emails, after `body_days` like the outbox's bodies
+//!    (only local runs keep any; see [`crate::delivery::inbox`]).
 //!
 //! Newsletter deliveries hold no bodies: each issue is stored once, and kept
 //! as the archive, so there is nothing of theirs to clear here.
@@ -43,6 +45,7 @@ use uuid::Uuid;
 
 use crate::configuration::RetentionSettings;
 use crate::db::{self, Db};
+use crate::delivery::inbox;
 use crate::telemetry::error_chain_line as chain;
 
 /// The job's row in `job_leases`.
@@ -67,6 +70,7 @@ pub enum Target {
     FinishedOutbox,
     UnconfirmedSignups,
     WebhookRecords,
+    InboxEmails,
 }
 
 impl Target {
@@ -74,13 +78,14 @@ impl Target {
     /// before their bodies are cleared, so no body is cleared from a row
     /// about to be deleted; shared contents after the rows that referred to
     /// them let go.
-    const ALL: [Target; 6] = [
+    const ALL: [Target; 7] = [
         Target::ExpiredTokens,
         Target::FinishedOutbox,
         Target::OutboxBodies,
         Target::SharedContents,
         Target::UnconfirmedSignups,
         Target::WebhookRecords,
+        Target::InboxEmails,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +96,7 @@ impl Target {
             Target::FinishedOutbox => "sent or failed outbox rows",
             Target::UnconfirmedSignups => "unconfirmed sign-ups",
             Target::WebhookRecords => "webhook records",
+            Target::InboxEmails => "local inbox emails",
         }
     }
 }
@@ -106,6 +112,7 @@ pub struct Report {
     /// Subscribers deleted, each with their tokens.
     pub unconfirmed_signups: u64,
     pub webhook_records: u64,
+    pub inbox_emails: u64,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -119,6 +126,7 @@ impl Report {
             Target::FinishedOutbox => &mut self.finished_outbox,
             Target::UnconfirmedSignups => &mut self.unconfirmed_signups,
             Target::WebhookRecords => &mut self.webhook_records,
+            Target::InboxEmails => &mut self.inbox_emails,
         }
     }
 
@@ -129,6 +137,7 @@ impl Report {
             + self.finished_outbox
             + self.unconfirmed_signups
             + self.webhook_records
+            + self.inbox_emails
     }
 }
 
@@ -270,6 +279,7 @@ impl Retention {
                 finished_outbox = report.finished_outbox,
                 unconfirmed_signups = report.unconfirmed_signups,
                 webhook_records = report.webhook_records,
+                inbox_emails = report.inbox_emails,
                 total = report.total(),
                 elapsed_ms = report.elapsed.as_millis() as u64,
                 "Retention run finished"
@@ -344,6 +354,13 @@ impl Retention {
                 let cutoff = cutoff(db, days(self.settings.webhook_record_days)).await?;
                 sweep_keys(lease, db, stop, &mut progress, (), |()| {
                     db.bounded(move |conn| Box::pin(webhook_records(conn, limit, cutoff)))
+                })
+                .await?
+            }
+            Target::InboxEmails => {
+                let cutoff = cutoff(db, days(self.settings.body_days)).await?;
+                sweep_keys(lease, db, stop, &mut progress, (), |()| {
+                    db.bounded(move |conn| Box::pin(inbox_emails(conn, limit, cutoff)))
                 })
                 .await?
             }
@@ -834,6 +851,22 @@ async fn webhook_records(
     .bind(cutoff)
     .fetch_one(conn)
     .await?;
+    Ok(Batch {
+        acted: deleted as u64,
+        more: deleted >= limit,
+        last: Some(()),
+    })
+}
+
+/// The local inbox's emails kept before `cutoff`: their bodies hold live
+/// links, as the outbox's do. The inbox's own statement, oldest first; no
+/// cursor, as for webhook records.
+async fn inbox_emails(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+) -> Result<Batch<()>, sqlx::Error> {
+    let deleted = inbox::prune(conn, limit, cutoff).await?;
     Ok(Batch {
         acted: deleted as u64,
         more: deleted >= limit,

@@ -21,6 +21,7 @@ use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
 use crate::db::Db;
 use crate::db::wakeups::{Notifier, Wakeups};
 use crate::delivery::Routes;
+use crate::delivery::inbox::LocalInbox;
 use crate::delivery::throttle::{Throttle, Throttles};
 use crate::emails::UnsubscribeLinks;
 use crate::keys::Keys;
@@ -115,6 +116,7 @@ impl Application {
             readiness,
             webhooks: settings.webhooks.clone(),
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
+            inbox: LocalInbox::new(&settings.email_client),
             metrics,
         };
         let shape = ServerShape {
@@ -302,6 +304,7 @@ impl Sending {
     pub fn new(settings: &Settings, metrics: &Metrics) -> Result<Self, anyhow::Error> {
         let routes = Routes::build(
             &settings.email_client,
+            &settings.database,
             &settings.newsletter.parse()?,
             metrics,
         )
@@ -486,6 +489,8 @@ struct Services {
     webhooks: WebhookSettings,
     /// What webhook records are judged by.
     webhook_policy: crate::webhooks::Policy,
+    /// Whether the `/admin/inbox` pages have emails to show.
+    inbox: LocalInbox,
     metrics: Metrics,
 }
 
@@ -533,11 +538,13 @@ fn run(
         readiness,
         webhooks,
         webhook_policy,
+        inbox,
         metrics,
     } = services;
     let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
     let webhook_policy = web::Data::new(webhook_policy);
+    let inbox = web::Data::new(inbox);
     let keys = web::Data::new(keys);
     let webhooks = web::Data::new(webhooks);
     let publish = web::Data::new(publish);
@@ -594,6 +601,7 @@ fn run(
             .app_data(readiness.clone())
             .app_data(webhooks.clone())
             .app_data(webhook_policy.clone())
+            .app_data(inbox.clone())
             .app_data(metrics.clone())
     })
     .workers(workers)
@@ -647,8 +655,7 @@ fn security_headers(hsts_max_age_seconds: u64) -> DefaultHeaders {
     headers
         .add((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            crate::pages::CONTENT_SECURITY_POLICY,
         ))
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::X_FRAME_OPTIONS, "DENY"))

@@ -1453,8 +1453,10 @@ impl Stop {
 struct WideData {
     /// The subscriber with [`LONG_ADDRESS`] and [`LONG_NAME`].
     subscriber: uuid::Uuid,
-    /// The confirmation link sent to a long address that signed up.
+    /// The confirmation link sent to a long address that signed up, and
+    /// that email in the local inbox.
     confirmation_link: String,
+    inbox_email: uuid::Uuid,
     /// A subscriber's own unsubscribe token, and a second subscriber's, to
     /// unsubscribe with.
     unsubscribe_token: String,
@@ -1490,12 +1492,26 @@ async fn store_wide_data(app: &helpers::TestApp) -> WideData {
         )
         .await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
-    let email = &app.wait_for_emails(1).await[0];
-    let confirmation_link = app.local(&app.confirmation_links(email).html).to_string();
+    let (inbox_email, text): (uuid::Uuid, String) =
+        helpers::eventually("the confirmation in the inbox", || async {
+            sqlx::query_as("SELECT id, text_body FROM inbox_emails WHERE recipient = $1")
+                .bind(&signing_up)
+                .fetch_optional(&app.db_pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    let link = linkify::LinkFinder::new()
+        .links(&text)
+        .map(|link| link.as_str().to_owned())
+        .find(|link| link.contains("/subscriptions/confirm?"))
+        .unwrap_or_else(|| panic!("no confirmation link in {text}"));
+    let confirmation_link = app.local(&Url::parse(&link).unwrap()).to_string();
 
     WideData {
         subscriber: id_of(LONG_ADDRESS),
         confirmation_link,
+        inbox_email,
         unsubscribe_token: keys.unsubscribe_token(id_of(LONG_ADDRESS)).to_string(),
         leaving_token: keys
             .unsubscribe_token(id_of(&format!("0.{LONG_ADDRESS}")))
@@ -1605,6 +1621,12 @@ fn admin_pages(data: &WideData) -> Vec<Stop> {
             "dashboard-after-publishing",
             "/admin/dashboard",
             "#audit-log",
+        ),
+        Stop::open("inbox", "/admin/inbox", "#inbox"),
+        Stop::open(
+            "inbox-email",
+            format!("/admin/inbox/{}", data.inbox_email),
+            "iframe#email-html",
         ),
         Stop::open(
             "password",
@@ -1795,8 +1817,15 @@ async fn turn_on_totp(app: &helpers::TestApp, username: &str) {
 
 #[tokio::test]
 async fn every_page_fits_the_width_of_a_desktop_and_of_a_phone() {
-    let app = helpers::spawn_app().await;
-    app.mock_email_api_ok().await;
+    // Emails go to the local inbox, whose pages are among those checked.
+    let app = helpers::spawn_app_with(|settings| {
+        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
+        // Longer than the inbox's longest call: the database's acquire and
+        // work timeouts together.
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await;
     create_admin_with_the_command(&app, "grace", "grace@example.com").await;
     create_admin_with_the_command(&app, "hedy", "hedy@example.com").await;
     turn_on_totp(&app, "hedy").await;
@@ -1827,4 +1856,73 @@ async fn every_page_fits_the_width_of_a_desktop_and_of_a_phone() {
          is out of line:\n{}",
         failures.join("\n")
     );
+}
+
+#[tokio::test]
+async fn a_subscribers_confirmation_opened_in_the_inbox_confirms_them_when_its_link_is_clicked() {
+    // The links in the email must lead to this app, as they do in a local
+    // run: its public address is the one it listens on, on a port found
+    // free first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = helpers::spawn_app_with(|settings| {
+        settings.application.port = port;
+        settings.application.base_url = format!("http://127.0.0.1:{port}");
+        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
+        // Longer than the inbox's longest call: the database's acquire and
+        // work timeouts together.
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    let browser = Browser::start(1280, 900).await;
+    browser.open_the_form(&app).await;
+    browser.fill("name", "Ada Lovelace").await;
+    browser.fill("email", "ada@example.com").await;
+    browser.submit().await;
+    browser.wait_for_heading("Check your inbox").await;
+
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    browser.press(r#".admin-nav a[href="/admin/inbox"]"#).await;
+    browser.wait_for_heading("Inbox").await;
+    helpers::eventually("the confirmation email in the inbox", || async {
+        browser.client.refresh().await.unwrap();
+        browser
+            .client
+            .find(Locator::Css("#inbox td.title a"))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(
+        browser.text_of("#inbox td.recipient").await,
+        "ada@example.com"
+    );
+    browser.screenshot("inbox-01-list").await;
+    browser.press("#inbox td.title a").await;
+    browser.wait_for("iframe#email-html").await;
+    assert_eq!(browser.text_of("#email-to").await, "ada@example.com");
+    let text = browser.text_of("#email-text").await;
+    assert!(text.contains("/subscriptions/confirm?"), "{text}");
+    browser.screenshot("inbox-02-email").await;
+
+    // The link, clicked inside the email, opens in the whole window.
+    browser.client.enter_frame(0).await.unwrap();
+    browser.press(r#"a[href*="/subscriptions/confirm?"]"#).await;
+    browser
+        .wait_for_address("the confirmation page", |url| {
+            url.path() == "/subscriptions/confirm"
+        })
+        .await;
+    // Out of the frame, which went with the page that held it.
+    browser.client.enter_parent_frame().await.unwrap();
+    browser.wait_for_heading("Subscription confirmed").await;
+    browser.screenshot("inbox-03-confirmed").await;
+    assert_eq!(app.subscriber_status().await, "confirmed");
+    browser.close().await;
 }

@@ -1,13 +1,16 @@
 //! What the service writes to stdout, checked on the real output: JSON lines
 //! or, in local runs, plain lines, that carry the request id and never a
-//! token or a secret; and, from the console email backend, each email in a
-//! file of its own, named in the log, with its confirmation link on a line
-//! of its own. Only one test installs the
-//! process-wide log subscriber; the others run the `newsletter` binary.
+//! token, a secret or an email; a local run keeps each email in its inbox
+//! instead, where an admin reads it and follows its link. Only one test
+//! installs the process-wide log subscriber; the others run the
+//! `newsletter` binary.
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/newsroom.rs"]
+mod newsroom;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -128,18 +131,48 @@ fn is_json(line: &str) -> bool {
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
 }
 
-/// The email files the console provider logged having written, in order.
-fn email_files(lines: &[String]) -> Vec<std::path::PathBuf> {
-    lines
-        .iter()
-        .filter(|line| line.contains("Email written to a file"))
-        .filter_map(|line| line.split("path=").nth(1))
-        .map(|rest| rest.split_whitespace().next().unwrap_or_default().into())
-        .collect()
+/// A browser signed in to the newsroom at `base` as a new admin, stored
+/// the way `newsletter admin create` stores one.
+async fn signed_in_admin(db: &helpers::TestDatabase, base: &str) -> newsroom::Browser {
+    use newsletter::admin::{accounts, password, username::AdminUsername};
+    let username = AdminUsername::parse("desk").unwrap();
+    let new_password =
+        password::NewPassword::parse(secrecy::SecretString::from(newsroom::PASSWORD)).unwrap();
+    let hash = password::hash(&new_password).await.unwrap();
+    let mut connection = db.pool.acquire().await.unwrap();
+    accounts::create(&mut connection, &username, None, &hash)
+        .await
+        .unwrap();
+    let browser = newsroom::Browser {
+        client: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        address: base.to_owned(),
+    };
+    let signed_in = browser.log_in("desk", newsroom::PASSWORD).await;
+    assert_eq!(
+        newsroom::location(&signed_in),
+        "/admin/dashboard",
+        "the admin could not sign in"
+    );
+    browser
+}
+
+/// The address of the newest email the inbox lists, once there is one.
+async fn newest_email(browser: &newsroom::Browser) -> String {
+    helpers::eventually("the email to reach the inbox", || async {
+        let page = browser.get("/admin/inbox").await.text().await.unwrap();
+        let id = page.split(r#"href="/admin/inbox/"#).nth(1)?;
+        Some(format!("/admin/inbox/{}", &id[..id.find('"')?]))
+    })
+    .await
 }
 
 #[tokio::test]
-async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_a_file_it_names() {
+async fn a_local_run_logs_plain_lines_with_request_ids_and_keeps_each_email_in_the_inbox_it_serves()
+{
     let settings = get_configuration().unwrap();
     let db = helpers::TestDatabase::create(&settings.database).await;
     db.migrate().await;
@@ -154,12 +187,7 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_
         .port()
         .to_string();
     let base = format!("http://127.0.0.1:{port}");
-    let emails = std::env::temp_dir().join(format!("emails-{}", uuid::Uuid::new_v4().simple()));
     let server = Newsletter::start(&mut newsletter(&[
-        (
-            "APP_EMAIL_CLIENT__CONSOLE_DIRECTORY",
-            emails.to_str().unwrap(),
-        ),
         ("APP_APPLICATION__PORT", port.as_str()),
         ("APP_METRICS__PORT", "0"),
         ("APP_APPLICATION__BASE_URL", &base),
@@ -180,30 +208,34 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_
         .await
         .unwrap();
     assert_eq!(subscribed.status().as_u16(), 200);
-    let file = helpers::eventually("the email to be written", || async {
-        email_files(&server.lines()).pop()
-    })
-    .await;
+    let browser = signed_in_admin(&db, &base).await;
+    let email = newest_email(&browser).await;
+    let page = browser.get(&email).await.text().await.unwrap();
     assert!(
-        file.starts_with(&emails),
-        "{file:?} is not under {emails:?}"
+        page.contains(r#"<dd id="email-to">ursula@example.com</dd>"#),
+        "{page}"
     );
-    let email: Vec<String> = std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
+    let html = browser
+        .get(&format!("{email}/body"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let confirm = format!("{base}/subscriptions/confirm?");
+    let links: Vec<String> = linkify::LinkFinder::new()
+        .links(&html)
+        .map(|link| link.as_str().to_owned())
+        .filter(|link| link.starts_with(&confirm))
         .collect();
-    let link = email
-        .iter()
-        .find(|line| line.starts_with(&format!("{base}/subscriptions/confirm?")))
-        .unwrap_or_else(|| panic!("no line starts with the link:\n{}", email.join("\n")));
+    let [link] = &links[..] else {
+        panic!("not one confirmation link in the email: {html}");
+    };
     assert!(
-        !link.contains(char::is_whitespace),
-        "the link shares its line: {link}"
+        page.contains(link.as_str()),
+        "the text version lacks the link: {page}"
     );
-    assert!(email.contains(&"To: ursula@example.com".to_string()));
     let confirmed = client.get(link).send().await.unwrap();
-    assert_eq!(confirmed.status().as_u16(), 200, "the printed link failed");
+    assert_eq!(confirmed.status().as_u16(), 200, "the inbox's link failed");
     helpers::eventually("the confirmation to be logged", || async {
         server
             .lines()
@@ -218,6 +250,10 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_
     for line in &logged {
         assert!(!is_json(line), "a JSON line in a local run: {line}");
         assert!(!line.contains(token), "the token was logged: {line}");
+        assert!(
+            !line.contains("Hello Ursula"),
+            "an email was logged: {line}"
+        );
         if line.contains("HTTP request{") {
             let id = line.split("request_id=").nth(1).unwrap_or_default();
             assert!(
@@ -232,11 +268,6 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_writes_each_email_to_
             .any(|l| l.contains("HTTP request{") && l.contains("Finished the request")),
         "no request was logged: {logged:#?}"
     );
-    assert!(
-        !logged.iter().any(|line| line.contains("=====")),
-        "an email on stdout: {logged:#?}"
-    );
-    std::fs::remove_dir_all(&emails).unwrap();
 }
 
 #[tokio::test]

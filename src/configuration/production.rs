@@ -11,6 +11,7 @@
 //! - A `base_url` that is not `https`, or that points at this machine:
 //!   every link in every email starts with it.
 //! - Cookies that may travel over plain HTTP.
+//! - The local inbox among the email providers: its emails reach nobody.
 //!
 //! Every refusal names its setting and the variable that sets it, and all of
 //! them are reported at once, so that one deploy fixes them all.
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::Settings;
+use super::{EmailBackend, Settings};
 use crate::keys::MIN_SECRET_BYTES;
 
 mod published {
@@ -107,6 +108,22 @@ pub fn refuse_placeholders(settings: &Settings) -> Result<(), Refused> {
     }
     if let Err(why) = check_base_url(&settings.application.base_url) {
         refuse("application.base_url", why);
+    }
+    for (setting, providers) in [
+        ("email_client.providers", &settings.email_client.providers),
+        (
+            "email_client.broadcast_providers",
+            &settings.email_client.broadcast_providers,
+        ),
+    ] {
+        if providers.contains(&EmailBackend::Inbox) {
+            refuse(
+                setting,
+                "lists `inbox`, which keeps emails in the database instead of sending \
+                 them: for local runs only; list postmark or smtp"
+                    .to_owned(),
+            );
+        }
     }
     if !settings.admin.secure_cookie {
         refuse(

@@ -25,8 +25,8 @@ use std::time::Duration;
 /// What became of one message of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Accepted by `provider`, under its id for the email (none from the
-    /// console).
+    /// Accepted by `provider`, under its id for the email, if it gave
+    /// one.
     Sent {
         message_id: Option<String>,
         provider: &'static str,

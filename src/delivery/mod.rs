@@ -4,14 +4,15 @@
 //!   say how to claim a batch and record its outcomes; the engine claims,
 //!   throttles, sends and records, the same way for each.
 //! - [`answer`]: what a provider's answer means for each email.
-//! - [`provider`]: what a provider is; [`postmark`] (and the console) and
-//!   [`smtp`] are the two there are.
+//! - [`provider`]: what a provider is; [`postmark`] and [`smtp`] send,
+//!   and [`inbox`] keeps each email in the database for local runs.
 //! - [`failover`]: a stream's providers in order, each behind a circuit.
 //! - [`throttle`]: the fleet's sending rate per stream, kept in Redis.
 
 pub mod answer;
 pub mod engine;
 pub mod failover;
+pub mod inbox;
 pub mod postmark;
 pub mod provider;
 pub mod smtp;
@@ -19,11 +20,16 @@ pub mod throttle;
 
 use std::sync::Arc;
 
-use crate::configuration::{EmailBackend, EmailClientSettings};
+use crate::configuration::{DatabaseSettings, EmailBackend, EmailClientSettings};
+use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::metrics::Metrics;
 use failover::{Circuit, Providers};
 use provider::Provider;
+
+/// The inbox's pool: the outbox's workers and the campaign senders may
+/// each hand it a batch at once. Opened on first use.
+const INBOX_CONNECTIONS: u32 = 4;
 
 /// Which providers each message stream goes through.
 #[derive(Debug, Clone)]
@@ -35,9 +41,11 @@ pub struct Routes {
 
 impl Routes {
     /// The configured providers of both streams, each built once with one
-    /// circuit, which both streams share.
+    /// circuit, which both streams share. The inbox keeps its emails in
+    /// `database`, on a small pool of its own.
     pub fn build(
         settings: &EmailClientSettings,
+        database: &DatabaseSettings,
         newsletter: &Newsletter,
         metrics: &Metrics,
     ) -> Result<Self, anyhow::Error> {
@@ -63,9 +71,10 @@ impl Routes {
                     continue;
                 }
                 let provider: Arc<dyn Provider> = match backend {
-                    EmailBackend::Console => Arc::new(postmark::EmailClient::console(
+                    EmailBackend::Inbox => Arc::new(inbox::InboxProvider::new(
+                        Db::connect_lazy(database, INBOX_CONNECTIONS),
                         from.clone(),
-                        settings.console_directory.clone(),
+                        database.acquire_timeout() + database.work_timeout(),
                     )),
                     EmailBackend::Postmark => {
                         Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))

@@ -1,13 +1,8 @@
-//! Sends email. In production through Postmark's batch API (`POST
-//! /email/batch`, up to 500 messages a call: under load one HTTP request
-//! carries a whole batch of the outbox instead of one per email); in local
-//! runs through a console backend that writes each message to a file of its
-//! own and logs the file's path, so the whole subscribe-and-confirm flow
-//! works without a provider. The log never holds a message itself: its
-//! links confirm and unsubscribe their recipient. This module knows nothing
-//! about subscribers or the database.
+//! Sends email through Postmark's batch API (`POST /email/batch`, up to 500
+//! messages a call: under load one HTTP request carries a whole batch of the
+//! outbox instead of one per email). This module knows nothing about
+//! subscribers or the database.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
@@ -25,7 +20,11 @@ use crate::metrics::{EmailApiError, Metrics};
 #[derive(Debug, Clone)]
 pub struct EmailClient {
     sender: Sender,
-    transport: Transport,
+    http: Client,
+    base_url: String,
+    token: SecretString,
+    /// Bounds each call, from the request to the last byte of the answer.
+    timeout: Duration,
     /// Counts what is sent and what fails, and times each call.
     metrics: Metrics,
 }
@@ -71,20 +70,6 @@ fn name_addr(display_name: &str, address: &str) -> String {
     header
 }
 
-#[derive(Debug, Clone)]
-enum Transport {
-    Postmark {
-        http: Client,
-        base_url: String,
-        token: SecretString,
-        /// Bounds each call, from the request to the last byte of the
-        /// answer.
-        timeout: Duration,
-    },
-    /// Writes each email to a file under `directory`.
-    Console { directory: PathBuf },
-}
-
 /// Why an email was not accepted. Callers can tell an unreachable API from a
 /// refusal, and a refusal carries the status and what the API said.
 #[derive(Debug, thiserror::Error)]
@@ -105,21 +90,12 @@ pub enum EmailError {
     /// confirmations, which is worse.
     #[error("the email API's answer could not be read: {0}")]
     UnreadableAnswer(String),
-    /// The console could not write an email to its file: the directory
-    /// is missing its permissions or the disk is full, which an operator
-    /// fixes.
-    #[error("the console could not write an email under {directory}")]
-    NotWritten {
-        directory: String,
-        #[source]
-        cause: std::io::Error,
-    },
 }
 
 /// What the API decided about one message of a batch it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Taken, under the API's id for the message (none from the console).
+    /// Taken, under the API's id for the message.
     Accepted { message_id: Option<String> },
     /// Refused, with Postmark's error code and message.
     Refused { code: i64, message: String },
@@ -152,9 +128,7 @@ impl EmailError {
     /// ([`Verdict::is_transient`]).
     pub fn is_retryable(&self) -> bool {
         match self {
-            EmailError::Unreachable(_)
-            | EmailError::UnreadableAnswer(_)
-            | EmailError::NotWritten { .. } => true,
+            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => true,
             EmailError::Rejected { status, code, .. } => {
                 status.is_server_error()
                     || matches!(
@@ -175,7 +149,7 @@ impl EmailError {
     /// open its circuit and move sending to the next provider.
     pub fn is_down(&self) -> bool {
         match self {
-            EmailError::Unreachable(_) | EmailError::NotWritten { .. } => true,
+            EmailError::Unreachable(_) => true,
             EmailError::UnreadableAnswer(_) => false,
             EmailError::Rejected { status, code, .. } => {
                 status.is_server_error()
@@ -189,9 +163,7 @@ impl EmailError {
     /// What the failure counts as in the metrics.
     pub fn kind(&self) -> EmailApiError {
         match self {
-            EmailError::Unreachable(_) | EmailError::NotWritten { .. } => {
-                EmailApiError::unreachable
-            }
+            EmailError::Unreachable(_) => EmailApiError::unreachable,
             EmailError::UnreadableAnswer(_) => EmailApiError::unreadable_answer,
             EmailError::Rejected { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 EmailApiError::rate_limited
@@ -206,9 +178,7 @@ impl EmailError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EmailError::Rejected { retry_after, .. } => *retry_after,
-            EmailError::Unreachable(_)
-            | EmailError::UnreadableAnswer(_)
-            | EmailError::NotWritten { .. } => None,
+            EmailError::Unreachable(_) | EmailError::UnreadableAnswer(_) => None,
         }
     }
 }
@@ -306,24 +276,12 @@ impl EmailClient {
         let http = Client::builder().timeout(timeout).build()?;
         Ok(Self {
             sender,
-            transport: Transport::Postmark {
-                http,
-                base_url: base_url.trim_end_matches('/').to_owned(),
-                token,
-                timeout,
-            },
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+            timeout,
             metrics: Metrics::default(),
         })
-    }
-
-    /// A client that writes each email to a file under `directory`
-    /// (created when needed) instead of sending it.
-    pub fn console(sender: Sender, directory: PathBuf) -> Self {
-        Self {
-            sender,
-            transport: Transport::Console { directory },
-            metrics: Metrics::default(),
-        }
     }
 
     /// The same client, counting into `metrics`.
@@ -373,106 +331,62 @@ impl EmailClient {
             messages.len() <= MAX_BATCH,
             "a batch holds at most {MAX_BATCH} messages"
         );
-        match &self.transport {
-            Transport::Console { directory } => {
-                for message in messages {
-                    // Local runs only: the text body, links included, goes
-                    // to a file that a developer opens to confirm; the log
-                    // names the file and nothing else of the email.
-                    let email = console_email(
-                        self.sender.as_ref(),
-                        message.to.as_ref(),
-                        &message.content.subject,
-                        &headers(message),
-                        &message.content.text_body,
-                    );
-                    let into = directory.clone();
-                    let written =
-                        tokio::task::spawn_blocking(move || write_email_file(&into, &email))
-                            .await
-                            .map_err(std::io::Error::other)
-                            .and_then(|written| written);
-                    match written {
-                        Ok(path) => tracing::info!(
-                            path = %path.display(),
-                            "Email written to a file instead of being sent"
-                        ),
-                        Err(cause) => {
-                            return Err(EmailError::NotWritten {
-                                directory: directory.display().to_string(),
-                                cause,
-                            });
-                        }
-                    }
-                }
-                Ok(vec![Verdict::Accepted { message_id: None }; messages.len()])
-            }
-            Transport::Postmark {
-                http,
-                base_url,
-                token,
-                ..
-            } => {
-                let body: Vec<SendEmailRequest> = messages
-                    .iter()
-                    .map(|message| SendEmailRequest {
-                        from: self.sender.as_ref(),
-                        to: message.to.as_ref(),
-                        subject: &message.content.subject,
-                        html_body: &message.content.html_body,
-                        text_body: &message.content.text_body,
-                        message_stream: &message.message_stream,
-                        metadata: message.delivery.map(|id| Metadata {
-                            delivery_id: id.to_string(),
-                        }),
-                        headers: headers(message),
-                    })
-                    .collect();
-                let started = std::time::Instant::now();
-                let (length, json) = json_body(&body);
-                let response = http
-                    .post(format!("{base_url}/email/batch"))
-                    .header("X-Postmark-Server-Token", token.expose_secret())
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(reqwest::header::CONTENT_LENGTH, length)
-                    .body(json)
-                    .send()
-                    .await
-                    .map_err(EmailError::Unreachable)?;
-                let status = response.status();
-                if !status.is_success() {
-                    return Err(rejection(response).await);
-                }
-                let answers: Vec<BatchAnswer> = response
-                    .json()
-                    .await
-                    .map_err(|e| EmailError::UnreadableAnswer(e.to_string()))?;
-                // The call as the caller waits for it: the request written
-                // out, the API's work and its answer read back. The campaign
-                // benchmark reads its percentiles off these lines.
-                tracing::debug!(
-                    took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "The email API answered a batch"
-                );
-                if answers.len() != messages.len() {
-                    return Err(EmailError::UnreadableAnswer(format!(
-                        "{} answers for {} messages",
-                        answers.len(),
-                        messages.len()
-                    )));
-                }
-                Ok(answers.into_iter().map(Verdict::from).collect())
-            }
+        let body: Vec<SendEmailRequest> = messages
+            .iter()
+            .map(|message| SendEmailRequest {
+                from: self.sender.as_ref(),
+                to: message.to.as_ref(),
+                subject: &message.content.subject,
+                html_body: &message.content.html_body,
+                text_body: &message.content.text_body,
+                message_stream: &message.message_stream,
+                metadata: message.delivery.map(|id| Metadata {
+                    delivery_id: id.to_string(),
+                }),
+                headers: headers(message),
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let (length, json) = json_body(&body);
+        let response = self
+            .http
+            .post(format!("{}/email/batch", self.base_url))
+            .header("X-Postmark-Server-Token", self.token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(json)
+            .send()
+            .await
+            .map_err(EmailError::Unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(rejection(response).await);
         }
+        let answers: Vec<BatchAnswer> = response
+            .json()
+            .await
+            .map_err(|e| EmailError::UnreadableAnswer(e.to_string()))?;
+        // The call as the caller waits for it: the request written
+        // out, the API's work and its answer read back. The campaign
+        // benchmark reads its percentiles off these lines.
+        tracing::debug!(
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "The email API answered a batch"
+        );
+        if answers.len() != messages.len() {
+            return Err(EmailError::UnreadableAnswer(format!(
+                "{} answers for {} messages",
+                answers.len(),
+                messages.len()
+            )));
+        }
+        Ok(answers.into_iter().map(Verdict::from).collect())
     }
 }
 
 impl Provider for EmailClient {
     fn name(&self) -> &'static str {
-        match self.transport {
-            Transport::Postmark { .. } => "postmark",
-            Transport::Console { .. } => "console",
-        }
+        "postmark"
     }
 
     fn max_batch(&self) -> usize {
@@ -480,10 +394,7 @@ impl Provider for EmailClient {
     }
 
     fn longest_call(&self) -> Duration {
-        match self.transport {
-            Transport::Postmark { timeout, .. } => timeout,
-            Transport::Console { .. } => Duration::ZERO,
-        }
+        self.timeout
     }
 
     fn send<'a>(&'a self, emails: &'a [&'a Email]) -> BoxFuture<'a, Result<Vec<Answer>, Failure>> {
@@ -553,7 +464,6 @@ fn refusal_of(error: &EmailError) -> Refusal {
             Refusal::new("the email API could not be reached or did not answer in time")
         }
         EmailError::UnreadableAnswer(_) => Refusal::new("the email API's answer could not be read"),
-        EmailError::NotWritten { .. } => Refusal::new("the console could not write the email"),
         EmailError::Rejected { status, code, .. } => {
             let refusal = Refusal::new("the email API refused the request").with_code(Code::Http {
                 status: status.as_u16(),
@@ -654,71 +564,6 @@ async fn rejection(response: reqwest::Response) -> EmailError {
     }
 }
 
-/// Writes one email to a new file under `directory`, readable by its owner
-/// only (its links act for the recipient), and returns the file's path. The
-/// name starts with the time, so the newest sorts last.
-fn write_email_file(directory: &Path, email: &str) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    std::fs::create_dir_all(directory)?;
-    let name = format!(
-        "{}-{}.txt",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
-        uuid::Uuid::new_v4().simple()
-    );
-    let path = directory.join(name);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(&path)?.write_all(email.as_bytes())?;
-    Ok(path)
-}
-
-/// An email as the console backend writes it: a block between two rules,
-/// with From, To, Subject and any other headers, a blank line, the text body
-/// as it is, and then every link of the body again, each alone on a line,
-/// since a body may put a link inside a sentence and a terminal selects a
-/// whole line most easily.
-fn console_email(
-    from: &str,
-    to: &str,
-    subject: &str,
-    headers: &[Header],
-    text_body: &str,
-) -> String {
-    const WIDTH: usize = 78;
-    let mut block = format!(
-        "{:=^WIDTH$}\nFrom: {from}\nTo: {to}\nSubject: {subject}\n",
-        " Email (console backend: not sent) "
-    );
-    for header in headers {
-        block.push_str(&format!("{}: {}\n", header.name, header.value));
-    }
-    block.push('\n');
-    block.push_str(text_body);
-    if !text_body.ends_with('\n') {
-        block.push('\n');
-    }
-    let mut links: Vec<&str> = Vec::new();
-    for word in text_body.split_whitespace() {
-        let word = word.trim_start_matches(['(', '<', '[', '"', '\'']);
-        let word = word.trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '>', ']', '"', '\'']);
-        let is_link = word.starts_with("http://") || word.starts_with("https://");
-        if is_link && !links.contains(&word) {
-            links.push(word);
-        }
-    }
-    if !links.is_empty() {
-        block.push_str(&format!("{:-^WIDTH$}\n", " Links, one per line "));
-        for link in links {
-            block.push_str(link);
-            block.push('\n');
-        }
-    }
-    block.push_str(&format!("{:=^WIDTH$}\n", ""));
-    block
-}
-
 #[cfg(test)]
 mod sender_tests {
     use super::*;
@@ -791,95 +636,7 @@ mod sender_tests {
 }
 
 #[cfg(test)]
-mod console_email_tests {
-    use super::console_email;
-    use crate::domain::{SubscriberName, SubscriptionToken};
-
-    #[test]
-    fn the_confirmation_link_stands_alone_on_a_line() {
-        let token = SubscriptionToken::parse("AbCdEfGhIjKlMnOpQrStUvWxYz012345").unwrap();
-        let name = SubscriberName::parse("Ursula").unwrap();
-        let newsletter = crate::domain::Newsletter::parse("Rust Weekly", "", "Desk").unwrap();
-        let email =
-            crate::emails::confirmation(&newsletter, "http://127.0.0.1:8000", &name, &token);
-        let link = "http://127.0.0.1:8000/subscriptions/confirm?subscription_token=\
-                    AbCdEfGhIjKlMnOpQrStUvWxYz012345";
-
-        let printed = console_email(
-            "newsletter@example.com",
-            "ursula@example.com",
-            &email.subject,
-            &[],
-            &email.text_body,
-        );
-
-        assert!(
-            printed.lines().any(|line| line == link),
-            "no line holds the link alone:\n{printed}"
-        );
-    }
-
-    #[test]
-    fn the_block_has_the_headers_a_blank_line_and_the_body_as_it_is_between_two_rules() {
-        let body = "Hello Ursula,\n\n  Indented, and with    spaces kept.\n";
-
-        let printed = console_email("from@example.com", "to@example.com", "Hi", &[], body);
-
-        let lines: Vec<&str> = printed.lines().collect();
-        assert!(lines[0].starts_with("====") && lines[0].contains("not sent"));
-        assert_eq!(
-            lines[1..5],
-            [
-                "From: from@example.com",
-                "To: to@example.com",
-                "Subject: Hi",
-                ""
-            ]
-        );
-        assert!(printed.contains(&format!("\n\n{body}")), "{printed}");
-        assert!(
-            lines.last().unwrap().chars().all(|c| c == '=') && printed.ends_with('\n'),
-            "{printed}"
-        );
-        assert!(
-            !printed.contains("Links"),
-            "a body without links: {printed}"
-        );
-    }
-
-    #[test]
-    fn links_are_listed_without_the_punctuation_around_them() {
-        let cases = [
-            (
-                "end of a sentence",
-                "Visit https://a.test/x?t=1.",
-                "https://a.test/x?t=1",
-            ),
-            (
-                "in brackets",
-                "(see <https://a.test/y>)",
-                "https://a.test/y",
-            ),
-            (
-                "last word, no newline",
-                "Go to http://a.test/z",
-                "http://a.test/z",
-            ),
-        ];
-        for (case, body, link) in cases {
-            let printed = console_email("f@example.com", "t@example.com", "S", &[], body);
-
-            assert!(
-                printed.lines().any(|line| line == link),
-                "{case}: no line holds {link} alone:\n{printed}"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::headers as headers_of;
     use super::*;
     use wiremock::matchers::{any, header, method, path};
     use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -1090,37 +847,6 @@ mod tests {
         assert_eq!(body[1].get("Headers"), None, "{}", body[1]);
     }
 
-    #[test]
-    fn the_console_prints_the_unsubscribe_headers_with_the_others() {
-        let links = unsubscribe_links();
-        let headers = Email {
-            to: email("a@example.com"),
-            content: crate::emails::EmailContent {
-                subject: "S".into(),
-                html_body: String::new(),
-                text_body: "Body".into(),
-            },
-            message_stream: "broadcast".into(),
-            delivery: None,
-            unsubscribe: Some(links.clone()),
-        };
-
-        let printed = console_email(
-            "f@example.com",
-            "t@example.com",
-            "S",
-            &headers_of(&headers),
-            "Body",
-        );
-
-        let expected = format!(
-            "Subject: S\nList-Unsubscribe: <{}>\n\
-             List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\nBody",
-            links.url()
-        );
-        assert!(printed.contains(&expected), "{printed}");
-    }
-
     #[tokio::test]
     async fn a_message_refused_inside_an_accepted_batch_gets_its_own_verdict() {
         let server = MockServer::start().await;
@@ -1278,34 +1004,6 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
-    }
-
-    #[tokio::test]
-    async fn the_console_backend_writes_each_email_to_a_file_of_its_own_and_accepts_it() {
-        let directory = std::env::temp_dir().join(format!("emails-{}", uuid::Uuid::new_v4()));
-        let client = EmailClient::console(sender(), directory.clone());
-        let verdicts = send_to(&client, &["a@example.com", "b@example.com"])
-            .await
-            .unwrap();
-        assert_eq!(
-            verdicts,
-            vec![Verdict::Accepted { message_id: None }; 2],
-            "the console has no message ids to give"
-        );
-        let mut recipients: Vec<String> = std::fs::read_dir(&directory)
-            .unwrap()
-            .map(|file| {
-                let email = std::fs::read_to_string(file.unwrap().path()).unwrap();
-                email
-                    .lines()
-                    .find_map(|line| line.strip_prefix("To: "))
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        recipients.sort();
-        assert_eq!(recipients, ["a@example.com", "b@example.com"]);
-        std::fs::remove_dir_all(&directory).unwrap();
     }
 }
 

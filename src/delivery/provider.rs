@@ -15,10 +15,10 @@ use futures::future::BoxFuture;
 use crate::delivery::answer::{Answer, Refusal};
 use crate::emails::Email;
 
-/// An email provider: Postmark, an SMTP server, or the console.
+/// An email provider: Postmark, an SMTP server, or the local inbox.
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Its name in the configuration, in metrics and in the ledger:
-    /// `postmark`, `smtp` or `console`.
+    /// `postmark`, `smtp` or `inbox`.
     fn name(&self) -> &'static str;
 
     /// The most emails one call may carry.

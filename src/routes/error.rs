@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A state-changing admin form without the session's CSRF token.
     #[error("{0}")]
     Forbidden(String),
+    /// Nothing is at this address, and the reason says why.
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Gone(String),
     #[error("Too many requests. Please try again in {} seconds.", retry_after_seconds(*.0))]
@@ -53,6 +56,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -140,6 +140,16 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/newsletters/{id}/{action}", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::act_on_issue))
         }),
+        // Answer 404 with the reason where the inbox is not a provider.
+        endpoint("/admin/inbox", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::inbox))
+        }),
+        endpoint("/admin/inbox/{id}", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::inbox_email))
+        }),
+        endpoint("/admin/inbox/{id}/body", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::inbox_email_body))
+        }),
         endpoint("/admin/password", Admin, GET_POST, |c, p| {
             add(
                 c,

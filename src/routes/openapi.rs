@@ -73,6 +73,9 @@ use super::ADMIN_PREFIX;
         super::admin::newsletters::issue::issue_page,
         super::admin::newsletters::issue::act_on_issue,
         super::admin::newsletters::events::issue_events,
+        super::admin::inbox::inbox,
+        super::admin::inbox::inbox_email,
+        super::admin::inbox::inbox_email_body,
     ),
     modifiers(&CsrfField, &WebhookCredentials),
 )]

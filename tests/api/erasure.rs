@@ -23,10 +23,10 @@ use crate::helpers::{EMAIL_API, TestApp, spawn_app};
 use crate::newsroom::{Browser, PASSWORD, create_admin, location};
 use crate::webhooks::{complaint, post_webhook};
 
-const ADDRESS: &str = "Zebulon.Quaxley+Letters@Example.org";
+pub const ADDRESS: &str = "Zebulon.Quaxley+Letters@Example.org";
 const NAME: &str = "Zebulon Quaxley";
 /// The sign-up form's body for them.
-const SIGN_UP: &str = "name=Zebulon%20Quaxley&email=Zebulon.Quaxley%2BLetters%40Example.org";
+pub const SIGN_UP: &str = "name=Zebulon%20Quaxley&email=Zebulon.Quaxley%2BLetters%40Example.org";
 
 /// Every form of them the dump is searched for, and whether the search
 /// ignores letter case.
@@ -52,7 +52,7 @@ fn forms() -> Vec<(&'static str, String)> {
 
 /// Where each form is found in `dump`, letter case aside: the lines that
 /// hold it.
-fn found_in(dump: &str) -> Vec<(&'static str, Vec<String>)> {
+pub fn found_in(dump: &str) -> Vec<(&'static str, Vec<String>)> {
     let lowered = dump.to_lowercase();
     forms()
         .into_iter()
@@ -68,7 +68,7 @@ fn found_in(dump: &str) -> Vec<(&'static str, Vec<String>)> {
 }
 
 /// The whole database as `pg_dump` writes it: schema and data.
-fn pg_dump(app: &TestApp) -> String {
+pub fn pg_dump(app: &TestApp) -> String {
     let database = &app.settings.database;
     let output = Command::new("/usr/bin/pg_dump")
         .args(["--host", &database.host])

@@ -13,6 +13,7 @@ mod erasure;
 mod failover;
 mod health_check;
 mod helpers;
+mod inbox;
 mod logs;
 mod metrics;
 mod migrations;

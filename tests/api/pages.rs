@@ -384,7 +384,7 @@ async fn the_app_refuses_to_start_with_an_empty_title_or_one_with_a_line_break()
             let mut settings = get_configuration().unwrap();
             settings.application.port = 0;
             settings.metrics.port = 0;
-            settings.email_client.providers = vec![EmailBackend::Console];
+            settings.email_client.providers = vec![EmailBackend::Inbox];
             settings.delivery.run_in_server = run_in_server;
             settings.newsletter.title = title.into();
 

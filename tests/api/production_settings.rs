@@ -1,6 +1,6 @@
 //! Production refuses to start with a placeholder: a secret written in the
 //! repository, one too short, an address readers cannot use, a cookie that
-//! may travel in the clear. Checked on the real binary, as a deploy would
+//! may travel in the clear, the local inbox as an email provider. Checked on the real binary, as a deploy would
 //! start it: the refusal is the process's exit, and its message names the
 //! setting and its variable.
 
@@ -104,6 +104,17 @@ async fn production_refuses_to_start_with_each_placeholder_and_names_its_setting
             "this machine",
         ),
         ("APP_ADMIN__SECURE_COOKIE", "false", "plain HTTP"),
+        // configuration/local.yaml's provider, which sends nothing.
+        (
+            "APP_EMAIL_CLIENT__PROVIDERS",
+            "inbox",
+            "for local runs only",
+        ),
+        (
+            "APP_EMAIL_CLIENT__BROADCAST_PROVIDERS",
+            "postmark,inbox",
+            "for local runs only",
+        ),
     ];
     for (variable, placeholder, reason) in cases {
         let variables: Vec<(&str, String)> = good

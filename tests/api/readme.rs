@@ -1,17 +1,31 @@
-//! The README's layout table against the tree: a newcomer finds their way
-//! by it, so it names every part of `src/` and nothing that is gone.
+//! The README's tables against the code: a newcomer finds their way by
+//! them, so the layout table names every part of `src/` and nothing that is
+//! gone, the route tables name every route the server answers and no other,
+//! and the security page cites tests that exist.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use newsletter::routes::endpoints;
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+}
+
+/// The text under `heading` (a whole line, such as `## Layout`), up to the
+/// next heading of the same level.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let level = heading.split(' ').next().unwrap_or_default();
+    let section = text
+        .split(&format!("\n{heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section {heading}"));
+    section.split(&format!("\n{level} ")).next().unwrap()
+}
+
 /// The paths in the first column of the table under `## Layout`.
 fn layout_paths(readme: &str) -> Vec<String> {
-    let section = readme
-        .split("\n## Layout\n")
-        .nth(1)
-        .expect("the README has a Layout section");
-    let section = section.split("\n## ").next().unwrap();
-    section
+    section(readme, "## Layout")
         .lines()
         .filter(|line| line.starts_with("| `"))
         .flat_map(|line| {
@@ -29,8 +43,7 @@ fn layout_paths(readme: &str) -> Vec<String> {
 #[test]
 fn the_readme_layout_table_names_every_part_of_src_and_only_paths_that_exist() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let named = layout_paths(&readme);
+    let named = layout_paths(&readme());
 
     let missing: Vec<&String> = named
         .iter()
@@ -57,16 +70,11 @@ fn the_readme_layout_table_names_every_part_of_src_and_only_paths_that_exist() {
     );
 }
 
-/// The rows of the table under `## Security`: each row's last column, as
+/// The rows of the table in `docs/security.md`: each row's last column, as
 /// (file under `tests/`, test names) pairs.
-fn security_table_tests(readme: &str) -> Vec<(String, Vec<String>)> {
-    let section = readme
-        .split("\n## Security\n")
-        .nth(1)
-        .expect("the README has a Security section");
-    let section = section.split("\n## ").next().unwrap();
+fn security_table_tests(page: &str) -> Vec<(String, Vec<String>)> {
     let mut cited = Vec::new();
-    for row in section.lines().filter(|line| line.starts_with("| ")) {
+    for row in page.lines().filter(|line| line.starts_with("| ")) {
         let last = row
             .trim_end_matches('|')
             .rsplit('|')
@@ -93,8 +101,8 @@ fn security_table_tests(readme: &str) -> Vec<(String, Vec<String>)> {
 #[test]
 fn every_test_the_security_table_cites_exists_in_the_file_it_names() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let cited = security_table_tests(&readme);
+    let page = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let cited = security_table_tests(&page);
     assert!(
         cited.len() >= 10,
         "the table cites too few tests: {cited:?}"
@@ -111,4 +119,105 @@ fn every_test_the_security_table_cites_exists_in_the_file_it_names() {
             );
         }
     }
+}
+
+/// Every `METHOD /path` written in the first column of the tables under
+/// `## Routes`, such as `GET /login`, `POST /login`.
+fn documented_routes(readme: &str) -> BTreeSet<(String, String)> {
+    const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+    section(readme, "## Routes")
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .flat_map(|line| {
+            let first_column = line.split('|').nth(1).unwrap_or_default();
+            first_column
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter_map(|code| {
+                    let (method, rest) = code.split_once(' ')?;
+                    // The path without what a row adds after it: a query,
+                    // or the form's fields.
+                    let path = rest.split(['?', ' ']).next()?;
+                    (METHODS.contains(&method) && path.starts_with('/'))
+                        .then(|| (method.to_owned(), path.to_owned()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_route_tables_name_every_route_the_server_answers_and_no_other() {
+    let documented = documented_routes(&readme());
+    assert!(
+        documented.len() > 20,
+        "too few routes read from the tables: {documented:?}"
+    );
+    let served: BTreeSet<(String, String)> = endpoints()
+        .iter()
+        .flat_map(|endpoint| {
+            endpoint
+                .methods
+                .iter()
+                .map(|method| (method.to_string(), endpoint.path.to_owned()))
+        })
+        .collect();
+
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but missing from the README's route tables: {undocumented:?}"
+    );
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        unserved.is_empty(),
+        "in the README's route tables but not served: {unserved:?}"
+    );
+}
+
+#[test]
+fn the_readme_opens_with_the_two_commands_and_the_tour_within_sixty_lines() {
+    let readme = readme();
+    let first_screen: Vec<&str> = readme.lines().take(60).collect();
+    let first_screen = first_screen.join("\n");
+    for command in [
+        "scripts/run_local.sh",
+        "scripts/test.sh",
+        "## Try it",
+        "/admin/inbox",
+    ] {
+        assert!(
+            first_screen.contains(command),
+            "the first 60 lines do not hold {command}"
+        );
+    }
+    let tour = section(&readme, "## Try it");
+    let steps = (1..=10)
+        .filter(|n| tour.lines().any(|line| line.starts_with(&format!("{n}. "))))
+        .count();
+    assert_eq!(steps, 10, "the tour does not have its ten steps:\n{tour}");
+}
+
+#[test]
+fn every_page_the_readme_links_under_docs_exists_and_every_page_there_is_linked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = readme();
+    let linked: BTreeSet<String> = readme
+        .split("](docs/")
+        .skip(1)
+        .filter_map(|rest| rest.split([')', '#']).next())
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<_> = linked
+        .iter()
+        .filter(|page| !root.join("docs").join(page).exists())
+        .collect();
+    assert!(missing.is_empty(), "linked but not in docs/: {missing:?}");
+    let unlinked: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|page| page.ends_with(".md") && !linked.contains(page))
+        .collect();
+    assert!(unlinked.is_empty(), "in docs/ but not linked: {unlinked:?}");
 }

@@ -362,6 +362,36 @@ async fn webhook_records_are_forgotten_after_webhook_record_days() {
     assert_eq!(report.webhook_records, 1);
 }
 
+#[tokio::test]
+async fn the_local_inboxs_emails_are_forgotten_after_body_days() {
+    let app = spawn_app().await;
+    let pool = &app.db_pool;
+    for (subject, days) in [("old", 8), ("young", 6)] {
+        sqlx::query(
+            "INSERT INTO inbox_emails \
+                 (id, sender, recipient, subject, html_body, text_body, headers, \
+                  message_stream, received_at) \
+             VALUES ($1, 'news@example.com', 'someone@example.com', $2, '<p>link</p>', \
+                     'link', '', 'outbound', now() - make_interval(days => $3))",
+        )
+        .bind(Uuid::new_v4())
+        .bind(subject)
+        .bind(days)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    let report = run_now(&app).await;
+
+    let left: Vec<String> = sqlx::query_scalar("SELECT subject FROM inbox_emails")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["young"]);
+    assert_eq!(report.inbox_emails, 1);
+}
+
 /// `n` expired tokens of one confirmed subscriber, in one statement.
 async fn expired_tokens(pool: &PgPool, n: i32) {
     let id = subscriber(

@@ -29,6 +29,7 @@ pub fn nav(admin: &SignedIn) -> Nav<'_> {
     Nav {
         username: &admin.admin.username,
         csrf_token: &admin.session.data.csrf_token,
+        inbox: admin.inbox,
     }
 }
 

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::admin::accounts::{self, Admin};
 use crate::admin::sessions::{Session, SessionData, SessionError, SessionStore, Stage};
 use crate::db::Db;
+use crate::delivery::inbox::LocalInbox;
 use crate::domain::Newsletter;
 use crate::pages::wants_html;
 use crate::routes::admin::SessionCookies;
@@ -33,6 +34,8 @@ pub struct SignedInAdmin {
     pub session: Session,
     /// For the pages' header.
     pub newsletter: web::Data<Newsletter>,
+    /// Whether the navigation links to the local inbox.
+    pub inbox: bool,
 }
 
 impl std::ops::Deref for SignedIn {
@@ -134,10 +137,15 @@ async fn authenticate(request: &HttpRequest) -> Result<Visitor, ApiError> {
                 .app_data::<web::Data<Newsletter>>()
                 .expect("the newsletter is registered as app data")
                 .clone();
+            let inbox = request
+                .app_data::<web::Data<LocalInbox>>()
+                .expect("the local inbox's state is registered as app data")
+                .is_on();
             Ok(Visitor::SignedIn(SignedIn(Rc::new(SignedInAdmin {
                 admin,
                 session,
                 newsletter,
+                inbox,
             }))))
         }
         _ => {

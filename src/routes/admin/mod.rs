@@ -14,6 +14,7 @@ pub(crate) mod account;
 mod cookies;
 pub(crate) mod dashboard;
 mod guard;
+pub(crate) mod inbox;
 pub(crate) mod login;
 pub(crate) mod newsletters;
 mod pages;
@@ -24,6 +25,7 @@ pub use account::{change_email, change_password, enrol_totp, password_page, totp
 pub use cookies::SessionCookies;
 pub use dashboard::dashboard;
 pub use guard::require_admin;
+pub use inbox::{inbox, inbox_email, inbox_email_body};
 pub use login::{code_page, log_in, log_out, login_page, submit_code};
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,

@@ -11,6 +11,8 @@ use crate::domain::Newsletter;
 pub struct Nav<'a> {
     pub username: &'a str,
     pub csrf_token: &'a str,
+    /// Whether to link to the local inbox: only where emails go there.
+    pub inbox: bool,
 }
 
 #[derive(Template)]
@@ -259,4 +261,50 @@ pub fn status_label(status: &str) -> &'static str {
         "unsubscribed" => "Unsubscribed",
         _ => "Other",
     }
+}
+
+/// One email of the local inbox's list.
+pub struct InboxRow {
+    /// The email's own page.
+    pub path: String,
+    pub to: String,
+    pub subject: String,
+    pub stream: String,
+    pub received_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/inbox.html")]
+pub struct InboxPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub rows: Vec<InboxRow>,
+    /// Emails older than those shown.
+    pub more: i64,
+}
+
+#[derive(Template)]
+#[template(path = "admin/inbox_email.html")]
+pub struct InboxEmailPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    /// This page's address; the HTML body is under it.
+    pub path: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub stream: String,
+    pub received_at: String,
+    /// The headers beyond From, To and Subject, in order.
+    pub headers: Vec<(String, String)>,
+    pub text_body: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/inbox_missing.html")]
+pub struct InboxMissingPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub heading: &'static str,
+    pub reason: &'a str,
 }

@@ -178,6 +178,7 @@ mod tests {
             nav: Nav {
                 username: "ada",
                 csrf_token: "token",
+                inbox: false,
             },
             path: "/admin/newsletters/x".into(),
             title: "Title".into(),

@@ -10,8 +10,9 @@
 //! nobody):
 //! * deletes what holds their address or points at them: their
 //!   confirmation tokens, the outbox emails addressed to them (bodies,
-//!   personalisation and errors with them), their run of soft bounces, and
-//!   the subscriber row itself;
+//!   personalisation and errors with them), the local inbox's emails to
+//!   them (local runs keep every email there), their run of soft bounces,
+//!   and the subscriber row itself;
 //! * replaces the reasons of their deliveries in the ledger and forgets
 //!   the provider's message ids (the ids of webhook records are digests
 //!   over a message id and the address), and the detail
@@ -55,6 +56,7 @@ use super::record::{self, Subscriber, parse_subscriber_id};
 use crate::admin::audit::{self, Action, Actor};
 use crate::campaigns::ledger;
 use crate::db::Db;
+use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
@@ -249,6 +251,7 @@ async fn delete_personal_data(
         .bind(&subscriber.email)
         .execute(&mut *conn)
         .await?;
+    inbox::erase_to(&mut *conn, &subscriber.email).await?;
     sqlx::query("DELETE FROM soft_bounces WHERE address_hash = $1")
         .bind(keys.address_hash(&subscriber.email))
         .execute(&mut *conn)

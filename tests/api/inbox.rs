@@ -1,0 +1,303 @@
+//! The local inbox: with `inbox` as the provider, every email the service
+//! sends is kept and shown at `/admin/inbox`, as its recipient would get it
+//! and with links that work; erasing a subscriber takes their emails with
+//! them; and where the inbox is off, or an address names no email, its
+//! pages answer 404 with the reason.
+
+use newsletter::configuration::EmailBackend;
+use reqwest::{StatusCode, Url};
+use uuid::Uuid;
+
+use crate::campaigns::{add_subscribers, publish, wait_for_state};
+use crate::erasure::{ADDRESS, SIGN_UP, found_in, pg_dump};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+use crate::newsroom::{Browser, PASSWORD, create_admin};
+
+/// An app whose emails go to the local inbox. Its claims outlast the
+/// inbox's longest call: the database's acquire timeout and work timeout
+/// together.
+async fn app_with_the_inbox() -> TestApp {
+    spawn_app_with(|settings| {
+        settings.email_client.providers = vec![EmailBackend::Inbox];
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await
+}
+
+/// The signed-in admin's browser.
+async fn admin(app: &TestApp) -> Browser {
+    create_admin(app, "desk", PASSWORD).await;
+    Browser::signed_in(app, "desk", PASSWORD).await
+}
+
+/// The page's text as a browser shows it: the entities askama escapes
+/// read back as characters.
+async fn page(browser: &Browser, path: &str) -> (StatusCode, String) {
+    let response = browser.get(path).await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, unescape(&text))
+}
+
+fn unescape(html: &str) -> String {
+    let mut text = html.to_owned();
+    for (entity, character) in [
+        ("&#60;", "<"),
+        ("&#62;", ">"),
+        ("&#34;", "\""),
+        ("&#39;", "'"),
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&quot;", "\""),
+    ] {
+        text = text.replace(entity, character);
+    }
+    // Last: an `&` it decodes must not start another entity.
+    text.replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// The addresses of the emails the inbox lists, newest first.
+fn listed(page: &str) -> Vec<String> {
+    page.split(r#"href="/admin/inbox/"#)
+        .skip(1)
+        .map(|rest| format!("/admin/inbox/{}", &rest[..rest.find('"').unwrap()]))
+        .collect()
+}
+
+/// Waits until the inbox lists `n` emails; their addresses, newest first.
+async fn wait_for_inbox(browser: &Browser, n: usize) -> Vec<String> {
+    eventually(&format!("{n} emails in the inbox"), || async {
+        let (status, page) = page(browser, "/admin/inbox").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let emails = listed(&page);
+        (emails.len() >= n).then_some(emails)
+    })
+    .await
+}
+
+/// The one link in `text` that starts with `prefix`.
+fn link_in(text: &str, prefix: &str) -> Url {
+    let links: Vec<Url> = linkify::LinkFinder::new()
+        .links(text)
+        .map(|link| link.as_str())
+        .filter(|link| link.starts_with(prefix))
+        .map(|link| Url::parse(link).unwrap())
+        .collect();
+    assert_eq!(links.len(), 1, "one link to {prefix} in {text}");
+    links.into_iter().next().unwrap()
+}
+
+/// What `<pre id="email-text">` holds.
+fn text_version(page: &str) -> &str {
+    let start = page
+        .find(r#"<pre id="email-text">"#)
+        .expect("the text version")
+        + 21;
+    &page[start..start + page[start..].find("</pre>").unwrap()]
+}
+
+#[tokio::test]
+async fn a_confirmation_sent_through_the_inbox_is_listed_and_shown_with_links_that_confirm() {
+    let app = app_with_the_inbox().await;
+    let browser = admin(&app).await;
+
+    let subscribed = app
+        .post_subscriptions("name=Ursula%20Le%20Guin&email=ursula%40example.com")
+        .await;
+    assert_eq!(subscribed.status(), StatusCode::OK);
+
+    let emails = wait_for_inbox(&browser, 1).await;
+    let (_, list) = page(&browser, "/admin/inbox").await;
+    assert!(list.contains("ursula@example.com"), "{list}");
+    assert!(list.contains(r#"<a href="/admin/inbox">Inbox</a>"#));
+    let (status, shown) = page(&browser, &emails[0]).await;
+    assert_eq!(status, StatusCode::OK);
+    for what in [
+        r#"<dd id="email-from">"Our newsletter" <newsletter@example.com></dd>"#,
+        r#"<dd id="email-to">ursula@example.com</dd>"#,
+        "Hello Ursula Le Guin,",
+        &format!(r#"<iframe src="{}/body""#, emails[0]),
+    ] {
+        assert!(
+            shown.contains(what),
+            "the page does not show {what}: {shown}"
+        );
+    }
+    let response = browser.get(&emails[0]).await;
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("frame-src 'self'"), "{policy}");
+    assert!(policy.contains("style-src 'self'"), "{policy}");
+
+    // The HTML, as the frame gets it: sandboxed, its links to the top.
+    let body = browser.get(&format!("{}/body", emails[0])).await;
+    assert_eq!(body.status(), StatusCode::OK);
+    let headers = body.headers().clone();
+    let html = body.text().await.unwrap();
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("sandbox allow-top-navigation-by-user-activation")
+            && policy.contains("frame-ancestors 'self'")
+            && !policy.contains("script"),
+        "{policy}"
+    );
+    assert_eq!(headers["x-frame-options"], "SAMEORIGIN");
+    assert!(html.starts_with(r#"<base target="_top">"#), "{html}");
+
+    let confirm = format!(
+        "{}/subscriptions/confirm?",
+        app.settings.application.base_url
+    );
+    let in_html = link_in(&html, &confirm);
+    let in_text = link_in(text_version(&shown), &confirm);
+    assert_eq!(in_html, in_text);
+    assert_eq!(app.click(&in_html).await.status(), StatusCode::OK);
+    assert_eq!(app.subscriber_status().await, "confirmed");
+    let provider: Option<String> = sqlx::query_scalar("SELECT provider FROM email_outbox")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(provider.as_deref(), Some("inbox"));
+}
+
+#[tokio::test]
+async fn a_newsletter_in_the_inbox_shows_its_list_unsubscribe_header_and_its_stream() {
+    let app = app_with_the_inbox().await;
+    add_subscribers(&app, 1, "confirmed").await;
+    let browser = admin(&app).await;
+
+    let issue = publish(&app, "Winter notes", "Hello there.").await;
+    wait_for_state(&app, issue, "done").await;
+
+    let emails = wait_for_inbox(&browser, 1).await;
+    let (status, shown) = page(&browser, &emails[0]).await;
+    assert_eq!(status, StatusCode::OK);
+    let unsubscribe = format!("{}/unsubscribe/", app.settings.application.base_url);
+    assert!(
+        shown.contains(&format!(
+            r#"<dd data-header="List-Unsubscribe"><{unsubscribe}"#
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .contains(r#"<dd data-header="List-Unsubscribe-Post">List-Unsubscribe=One-Click</dd>"#),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!(
+        r#"<dd id="email-stream">{}</dd>"#,
+        app.settings.email_client.broadcast_stream
+    )));
+    // The ledger's message id is the inbox's id for the email.
+    let (provider, message_id): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT provider, message_id FROM deliveries WHERE issue_id = $1")
+            .bind(issue)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(provider.as_deref(), Some("inbox"));
+    assert_eq!(
+        format!("/admin/inbox/{}", message_id.unwrap()),
+        emails[0],
+        "the delivery's message id names the email"
+    );
+}
+
+#[tokio::test]
+async fn erasing_a_subscriber_takes_their_emails_out_of_the_inbox_and_leaves_no_form_of_them() {
+    let app = app_with_the_inbox().await;
+    let browser = admin(&app).await;
+    assert_eq!(
+        app.post_subscriptions(SIGN_UP).await.status(),
+        StatusCode::OK
+    );
+    let other = "name=Adamant%20Byron&email=adamant%40example.com";
+    assert_eq!(app.post_subscriptions(other).await.status(), StatusCode::OK);
+    let emails = wait_for_inbox(&browser, 2).await;
+    app.wait_for_outbox_to_settle().await;
+    let kept_in_the_inbox: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM inbox_emails WHERE text_body LIKE '%Zebulon%'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(kept_in_the_inbox, 1, "their confirmation, with their name");
+    let id: Uuid =
+        sqlx::query_scalar("SELECT id FROM subscriptions WHERE lower(email) = lower($1)")
+            .bind(ADDRESS)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+
+    let response = browser.erase_subscriber(id, ADDRESS).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    let after = found_in(&pg_dump(&app));
+    assert!(after.is_empty(), "the dump still holds them: {after:#?}");
+    let (_, list) = page(&browser, "/admin/inbox").await;
+    let left = listed(&list);
+    assert_eq!(left.len(), 1, "{list}");
+    assert!(list.contains("adamant@example.com"), "{list}");
+    assert!(emails.contains(&left[0]));
+}
+
+#[tokio::test]
+async fn where_the_inbox_is_off_its_pages_answer_404_saying_where_emails_go() {
+    let app = spawn_app().await;
+    let browser = admin(&app).await;
+    let reason = "The local inbox is off: emails go through postmark.";
+
+    for path in [
+        "/admin/inbox".to_owned(),
+        format!("/admin/inbox/{}", Uuid::new_v4()),
+        format!("/admin/inbox/{}/body", Uuid::new_v4()),
+    ] {
+        let (status, page) = page(&browser, &path).await;
+
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(page.contains(reason), "{path}: {page}");
+    }
+    let (_, dashboard) = page(&browser, "/admin/dashboard").await;
+    assert!(
+        !dashboard.contains(r#"href="/admin/inbox""#),
+        "the navigation links to an inbox that is off"
+    );
+}
+
+#[tokio::test]
+async fn an_email_address_that_is_no_uuid_or_names_no_email_is_a_404_with_the_reason() {
+    let app = app_with_the_inbox().await;
+    let browser = admin(&app).await;
+    let unknown = Uuid::new_v4();
+    let cases = [
+        (
+            "not a uuid",
+            "not-an-id".to_owned(),
+            "does not hold an email id",
+        ),
+        (
+            "a cut uuid",
+            unknown.to_string()[..20].to_owned(),
+            "does not hold an email id",
+        ),
+        ("a NUL", "%00".to_owned(), "does not hold an email id"),
+        (
+            "an unknown uuid",
+            unknown.to_string(),
+            "No email in the inbox has this id",
+        ),
+    ];
+
+    for (case, id, reason) in cases {
+        for path in [
+            format!("/admin/inbox/{id}"),
+            format!("/admin/inbox/{id}/body"),
+        ] {
+            let (status, page) = page(&browser, &path).await;
+
+            assert_eq!(status, StatusCode::NOT_FOUND, "{case}: {path}");
+            assert!(page.contains(reason), "{case}: {path}: {page}");
+        }
+    }
+}
