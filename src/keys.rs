@@ -46,24 +46,38 @@ impl Keys {
     /// The token in `subscriber_id`'s unsubscribe link.
     pub fn unsubscribe_token(&self, subscriber_id: Uuid) -> UnsubscribeToken {
         let tag = mac(&self.unsubscribe, &[subscriber_id.as_bytes()]);
-        let mut bytes = [0u8; UnsubscribeToken::BYTES];
-        bytes[..16].copy_from_slice(subscriber_id.as_bytes());
-        bytes[16..].copy_from_slice(&tag[..UnsubscribeToken::TAG_BYTES]);
-        UnsubscribeToken(hex::encode(bytes))
+        token_from(subscriber_id, &tag)
     }
 
-    /// The subscriber a token from an unsubscribe link names, if this
-    /// service signed it. The tag is compared in constant time.
-    pub fn verify_unsubscribe_token(&self, raw: &str) -> Result<Uuid, BadToken> {
+    /// The token in the unsubscribe link of previews and test sends. It has
+    /// the shape of a subscriber's token, but its id is the nil UUID (which
+    /// no subscriber has: ids are random) and its tag is the HMAC of a
+    /// label rather than of the id: a tag made for it never verifies as
+    /// anyone's token, and a subscriber's tag never verifies as it.
+    pub fn test_unsubscribe_token(&self) -> UnsubscribeToken {
+        let tag = mac(&self.unsubscribe, &[TEST_SEND_LABEL]);
+        token_from(Uuid::nil(), &tag)
+    }
+
+    /// Whom a token from an unsubscribe link names, if this service signed
+    /// it: a subscriber, or no one (the test sends' token). The tag is
+    /// compared in constant time.
+    pub fn verify_unsubscribe_token(&self, raw: &str) -> Result<Unsubscriber, BadToken> {
         if raw.len() != UnsubscribeToken::BYTES * 2 {
             return Err(BadToken);
         }
         let bytes = hex::decode(raw).map_err(|_| BadToken)?;
         let (id, tag) = bytes.split_at(16);
+        let id = Uuid::from_slice(id).expect("16 bytes");
         let mut check = HmacSha256::new_from_slice(&self.unsubscribe).expect("any key length");
-        check.update(id);
+        if id.is_nil() {
+            check.update(TEST_SEND_LABEL);
+            check.verify_truncated_left(tag).map_err(|_| BadToken)?;
+            return Ok(Unsubscriber::TestSend);
+        }
+        check.update(id.as_bytes());
         check.verify_truncated_left(tag).map_err(|_| BadToken)?;
-        Ok(Uuid::from_slice(id).expect("16 bytes"))
+        Ok(Unsubscriber::Subscriber(id))
     }
 
     /// The keyed hash of an address, compared case-insensitively: what the
@@ -79,6 +93,24 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Keys([REDACTED])")
     }
+}
+
+/// What the test sends' token signs in place of a subscriber id.
+const TEST_SEND_LABEL: &[u8] = b"test send";
+
+/// Whom an unsubscribe link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscriber {
+    Subscriber(Uuid),
+    /// The link of a preview or a test send: it unsubscribes no one.
+    TestSend,
+}
+
+fn token_from(id: Uuid, tag: &[u8; 32]) -> UnsubscribeToken {
+    let mut bytes = [0u8; UnsubscribeToken::BYTES];
+    bytes[..16].copy_from_slice(id.as_bytes());
+    bytes[16..].copy_from_slice(&tag[..UnsubscribeToken::TAG_BYTES]);
+    UnsubscribeToken(hex::encode(bytes))
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -138,7 +170,33 @@ mod tests {
         let keys = keys_for(SECRET);
         let id = Uuid::new_v4();
         let token = keys.unsubscribe_token(id);
-        assert_eq!(keys.verify_unsubscribe_token(token.as_ref()), Ok(id));
+        assert_eq!(
+            keys.verify_unsubscribe_token(token.as_ref()),
+            Ok(Unsubscriber::Subscriber(id))
+        );
+    }
+
+    #[test]
+    fn the_test_sends_token_names_no_one_and_no_subscribers_token_passes_for_it() {
+        let keys = keys_for(SECRET);
+        let test = keys.test_unsubscribe_token();
+        assert_eq!(
+            keys.verify_unsubscribe_token(test.as_ref()),
+            Ok(Unsubscriber::TestSend)
+        );
+        // Signed as a subscriber's, the nil id is no test token, and no one.
+        let nil = keys.unsubscribe_token(Uuid::nil());
+        assert_eq!(keys.verify_unsubscribe_token(nil.as_ref()), Err(BadToken));
+        // The test tag on a subscriber's id names neither.
+        let id = Uuid::new_v4();
+        let grafted = format!("{}{}", id.simple(), &test.as_ref()[32..]);
+        assert_eq!(keys.verify_unsubscribe_token(&grafted), Err(BadToken));
+        // Another deployment's test token is not this one's.
+        let foreign = keys_for("another secret that is long enough!").test_unsubscribe_token();
+        assert_eq!(
+            keys.verify_unsubscribe_token(foreign.as_ref()),
+            Err(BadToken)
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod retention;
 pub mod routes;
 pub mod signups;
 pub mod startup;
+pub mod subscribers;
 pub mod suppression;
 pub mod telemetry;
 pub mod webhooks;

@@ -70,6 +70,10 @@ pub struct ConfirmButtonPage<'a> {
 pub struct UnsubscribePage<'a> {
     pub newsletter: &'a Newsletter,
     pub token: &'a str,
+    /// The address the link is for, masked (`a•••@example.com`).
+    pub address: Option<String>,
+    /// The link came from a preview or a test send: it unsubscribes no one.
+    pub test_send: bool,
 }
 
 /// What became of an unsubscribe request.
@@ -207,6 +211,8 @@ mod tests {
                 UnsubscribePage {
                     newsletter: &newsletter,
                     token: "token",
+                    address: Some("a•••@example.com".into()),
+                    test_send: false,
                 }
                 .render(),
             ),
@@ -251,6 +257,8 @@ mod tests {
         let page = UnsubscribePage {
             newsletter: &newsletter(),
             token: "abc123",
+            address: None,
+            test_send: false,
         }
         .render()
         .unwrap();
@@ -263,6 +271,40 @@ mod tests {
             "{page}"
         );
         assert!(page.contains(r#"<meta name="robots" content="noindex">"#));
+    }
+
+    #[test]
+    fn the_unsubscribe_page_names_the_address_it_is_for_escaped() {
+        let page = UnsubscribePage {
+            newsletter: &newsletter(),
+            token: "abc123",
+            address: Some("<•••@example.com".into()),
+            test_send: false,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains(r#"<strong id="unsubscribe-address">&#60;•••@example.com</strong>"#),
+            "{page}"
+        );
+        assert!(!page.contains("test email"), "{page}");
+    }
+
+    #[test]
+    fn a_test_emails_unsubscribe_page_says_it_unsubscribes_no_one() {
+        let page = UnsubscribePage {
+            newsletter: &newsletter(),
+            token: "abc123",
+            address: None,
+            test_send: true,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains("This link came from a test email: it unsubscribes no one."),
+            "{page}"
+        );
+        assert!(!page.contains("unsubscribe-address"), "{page}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::db::wakeups::{Notifier, Wakeups};
 use crate::delivery::Routes;
 use crate::delivery::inbox::LocalInbox;
 use crate::delivery::throttle::{Throttle, Throttles};
+use crate::emails::UnsubscribeLinks;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::metrics::http::count_requests;
@@ -57,7 +58,13 @@ impl Application {
         let progress = ProgressFeed::new(background.wakeups.clone(), streams);
         let publish = PublishSettings {
             message_stream: settings.email_client.broadcast_stream.clone(),
-            base_url: settings.application.base_url.clone(),
+            test_unsubscribe_url: UnsubscribeLinks::new(
+                &settings.application.base_url,
+                &keys.test_unsubscribe_token(),
+                None,
+            )
+            .url()
+            .to_owned(),
             senders: background.notifier.clone(),
         };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)

@@ -981,6 +981,27 @@ async fn write_an_issue(browser: &Browser, title: &str, content: &str) {
     browser.fill("content", content).await;
 }
 
+/// Presses Publish, and answers the question its dialog asks (which must
+/// be `question`) yes or no.
+async fn press_publish(browser: &Browser, question: &str, answer: bool) {
+    browser.press("button#publish-button").await;
+    let asked = helpers::eventually("the publish dialog", || async {
+        browser.client.get_alert_text().await.ok()
+    })
+    .await;
+    assert_eq!(asked, question);
+    if answer {
+        browser.client.accept_alert().await.unwrap();
+    } else {
+        browser.client.dismiss_alert().await.unwrap();
+    }
+}
+
+/// Presses Publish and answers its dialog yes.
+async fn publish_from_the_form(browser: &Browser, question: &str) {
+    press_publish(browser, question, true).await;
+}
+
 /// The text of the preview's frame, read from inside it.
 async fn text_in_the_preview(browser: &Browser) -> String {
     browser.wait_for("iframe#preview-html").await;
@@ -1053,9 +1074,19 @@ async fn an_admin_writes_previews_tests_and_publishes_an_issue_and_watches_it_go
     );
     let test = &app.wait_for_emails(1).await[0];
     assert_eq!(test["To"], "grace@example.com");
-    assert_eq!(test["Subject"], "Winter issue");
+    assert_eq!(test["Subject"], "[Test] Winter issue");
 
-    browser.press("button#publish-button").await;
+    // Cancelled in the dialog, nothing is sent, and the form stays as it
+    // was; answered yes, it is published.
+    press_publish(&browser, "Send to 3 subscribers?", false).await;
+    assert_eq!(browser.path().await, "/admin/newsletters");
+    assert_eq!(browser.value_of("title").await, "Winter issue");
+    let issues: i64 = sqlx::query_scalar("SELECT count(*) FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(issues, 0, "cancelled, yet published");
+    publish_from_the_form(&browser, "Send to 3 subscribers?").await;
     browser
         .wait_for_address("the issue's page", |url| {
             url.path().starts_with("/admin/newsletters/") && !url.path().ends_with("/new")
@@ -1132,7 +1163,7 @@ async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
     assert!(!browser.scrolls_sideways().await, "the preview");
     browser.assert_shown_whole("iframe#preview-html").await;
     browser.screenshot("newsletter-phone-02-preview").await;
-    browser.press("button#publish-button").await;
+    publish_from_the_form(&browser, "Send to 0 subscribers?").await;
     browser.wait_for_heading("A long title").await;
     assert_eq!(state_shown(&browser).await, "scheduled");
     mark_the_page(&browser).await;
@@ -1217,7 +1248,7 @@ async fn signing_out_in_another_tab_ends_an_issues_live_updates() {
         )
         .await
         .unwrap();
-    browser.press("button#publish-button").await;
+    publish_from_the_form(&browser, "Send to 0 subscribers?").await;
     browser.wait_for_heading("Watched until sign-out").await;
     let live = async || {
         let state = browser
@@ -1306,7 +1337,7 @@ async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_thei
     browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
     browser.wait_for_heading("Dashboard").await;
     write_an_issue(&browser, "Spring issue", "The **spring** programme is out.").await;
-    browser.press("button#publish-button").await;
+    publish_from_the_form(&browser, "Send to 3 subscribers?").await;
     browser.wait_for_heading("Spring issue").await;
     // The three confirmed subscribers get it.
     let emails = app.wait_for_emails(3).await;
@@ -1357,6 +1388,474 @@ async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_thei
     assert!(delivered.contains("Spring issue"), "{delivered}");
     browser.screenshot("unsubscribe-03-admin-sees-it").await;
     browser.close().await;
+}
+
+/// The window sizes every page must fit: a desktop's, and a phone's.
+const SIZES: [(u32, u32); 2] = [(1280, 900), (390, 844)];
+
+/// An address at the limits of what the form takes: a long local part and
+/// a long domain, with no space to break at.
+const LONG_ADDRESS: &str = "maximiliana.featherstonehaugh-unterschleissheim\
+                            @correspondence.an-unusually-long-domain-name-for-mail.example.com";
+const LONG_NAME: &str = "Maximiliana Wilhelmina Featherstonehaugh-Unterschleißheim \
+                         von Oberammergau-Partenkirchen";
+/// A title with a word longer than a phone is wide.
+const LONG_TITLE: &str = "The winter programme: \
+                          Supercalifragilisticexpialidocious-antidisestablishmentarianism \
+                          and everything else that happens this season";
+
+/// One page the width test opens: its name (in failures and screenshots),
+/// how to get to it, and an element only that page has, so that a refusal
+/// or an error page in its place fails the test rather than passing it.
+struct Stop {
+    name: &'static str,
+    visit: Visit,
+    shows: &'static str,
+}
+
+enum Visit {
+    /// Opens the address: a path on the app, or a whole URL.
+    Open(String),
+    /// Sends a form to the path from the page the browser is on, as a
+    /// form on it without scripts would (adding the page's CSRF token, if
+    /// it has one), and waits for the answer's page.
+    Post(String, Vec<(&'static str, String)>),
+}
+
+impl Stop {
+    fn open(name: &'static str, path: impl Into<String>, shows: &'static str) -> Self {
+        Self {
+            name,
+            visit: Visit::Open(path.into()),
+            shows,
+        }
+    }
+
+    fn post(
+        name: &'static str,
+        path: impl Into<String>,
+        fields: &[(&'static str, &str)],
+        shows: &'static str,
+    ) -> Self {
+        let fields = fields
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        Self {
+            name,
+            visit: Visit::Post(path.into(), fields),
+            shows,
+        }
+    }
+}
+
+/// What the width test's pages show, stored before any browser starts.
+struct WideData {
+    /// The subscriber with [`LONG_ADDRESS`] and [`LONG_NAME`].
+    subscriber: uuid::Uuid,
+    /// The confirmation link sent to a long address that signed up, and
+    /// that email in the local inbox.
+    confirmation_link: String,
+    inbox_email: uuid::Uuid,
+    /// A subscriber's own unsubscribe token, and a second subscriber's, to
+    /// unsubscribe with.
+    unsubscribe_token: String,
+    leaving_token: String,
+    test_send_token: String,
+}
+
+/// Fills the list with what makes pages wide: long addresses and names in
+/// many rows, and a sign-up by a long address, whose confirmation link it
+/// keeps.
+async fn store_wide_data(app: &helpers::TestApp) -> WideData {
+    store_a_few_subscribers(app).await;
+    store_subscriber(app, LONG_ADDRESS, LONG_NAME, true, 1).await;
+    for n in 0..6 {
+        let address = format!("{n}.{LONG_ADDRESS}");
+        let name = format!("{LONG_NAME} the {n}th");
+        store_subscriber(app, &address, &name, n % 2 == 0, n).await;
+    }
+    let ids: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, email FROM subscriptions WHERE email IN ($1, $2)")
+            .bind(LONG_ADDRESS)
+            .bind(format!("0.{LONG_ADDRESS}"))
+            .fetch_all(&app.db_pool)
+            .await
+            .unwrap();
+    let id_of = |address: &str| ids.iter().find(|(_, a)| a == address).unwrap().0;
+    let keys = newsletter::keys::Keys::derive(&app.settings.application.hmac_secret).unwrap();
+
+    let signing_up = format!("signing.up.{LONG_ADDRESS}");
+    let response = app
+        .post_subscriptions(
+            serde_urlencoded::to_string([("name", LONG_NAME), ("email", &signing_up)]).unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let (inbox_email, text): (uuid::Uuid, String) =
+        helpers::eventually("the confirmation in the inbox", || async {
+            sqlx::query_as("SELECT id, text_body FROM inbox_emails WHERE recipient = $1")
+                .bind(&signing_up)
+                .fetch_optional(&app.db_pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    let link = linkify::LinkFinder::new()
+        .links(&text)
+        .map(|link| link.as_str().to_owned())
+        .find(|link| link.contains("/subscriptions/confirm?"))
+        .unwrap_or_else(|| panic!("no confirmation link in {text}"));
+    let confirmation_link = app.local(&Url::parse(&link).unwrap()).to_string();
+
+    WideData {
+        subscriber: id_of(LONG_ADDRESS),
+        confirmation_link,
+        inbox_email,
+        unsubscribe_token: keys.unsubscribe_token(id_of(LONG_ADDRESS)).to_string(),
+        leaving_token: keys
+            .unsubscribe_token(id_of(&format!("0.{LONG_ADDRESS}")))
+            .to_string(),
+        test_send_token: keys.test_unsubscribe_token().to_string(),
+    }
+}
+
+/// The pages anyone sees, opened signed out. `size` keeps the sign-ups of
+/// the two window sizes apart.
+fn public_pages(data: &WideData, size: u32) -> Vec<Stop> {
+    let signing_up = format!("{size}.{LONG_ADDRESS}");
+    let mistyped = format!("{size}.{LONG_ADDRESS}.");
+    vec![
+        Stop::open("home", "/", "form[action='/subscriptions']"),
+        Stop::post(
+            "check-inbox",
+            "/subscriptions",
+            &[("name", LONG_NAME), ("email", &signing_up)],
+            "h1",
+        ),
+        Stop::open("home-again", "/", "form[action='/subscriptions']"),
+        Stop::post(
+            "subscribe-refused",
+            "/subscriptions",
+            &[("name", LONG_NAME), ("email", &mistyped)],
+            "#email-error",
+        ),
+        // Confirms at the first size; says it was already at the second.
+        Stop::open("confirmation", data.confirmation_link.clone(), "h1"),
+        Stop::open(
+            "confirmation-not-valid",
+            "/subscriptions/confirm?subscription_token=not-a-token-at-all",
+            "h1",
+        ),
+        Stop::open(
+            "unsubscribe",
+            format!("/unsubscribe/{}", data.unsubscribe_token),
+            "#unsubscribe-address",
+        ),
+        Stop::open(
+            "unsubscribe-from-a-test-email",
+            format!("/unsubscribe/{}", data.test_send_token),
+            "#test-send-notice",
+        ),
+        Stop::open(
+            "about-to-leave",
+            format!("/unsubscribe/{}", data.leaving_token),
+            "form[action^='/unsubscribe/']",
+        ),
+        Stop::post(
+            "unsubscribed",
+            format!("/unsubscribe/{}", data.leaving_token),
+            &[("List-Unsubscribe", "One-Click")],
+            "h1",
+        ),
+        Stop::open("login", "/login", "form[action='/login']"),
+    ]
+}
+
+/// The admin pages, opened signed in, in an order that makes each one's
+/// data first (the issue is published before the list shows it). Another
+/// page is one more line.
+fn admin_pages(data: &WideData) -> Vec<Stop> {
+    let key = uuid::Uuid::new_v4().to_string();
+    let content = "# The winter programme\n\nTalks, workshops and \
+                   [a very long link](https://example.com/a/very/long/path/that/goes/on/and/on).\n\n\
+                   | One | Two | Three | Four | Five | Six | Seven | Eight |\n\
+                   |---|---|---|---|---|---|---|---|\n\
+                   | Monday | Tuesday | Wednesday | Thursday | Friday | Saturday | Sunday | Again |";
+    let issue = |action, confirmed| {
+        vec![
+            ("idempotency_key", key.clone()),
+            ("title", LONG_TITLE.to_owned()),
+            ("content", content.to_owned()),
+            ("send_at", "2099-01-01T09:00".to_owned()),
+            ("action", String::from(action)),
+            ("confirmed", String::from(confirmed)),
+        ]
+    };
+    vec![
+        Stop::open("dashboard", "/admin/dashboard", "#daily-chart"),
+        Stop::open("subscribers", "/admin/subscribers", "#subscribers"),
+        Stop::open(
+            "subscriber",
+            format!("/admin/subscribers/{}", data.subscriber),
+            "#erase",
+        ),
+        Stop::open("compose", "/admin/newsletters/new", "form.compose"),
+        Stop {
+            name: "compose-preview",
+            visit: Visit::Post("/admin/newsletters".into(), issue("preview", "")),
+            shows: "#preview",
+        },
+        Stop {
+            name: "publish-question",
+            visit: Visit::Post("/admin/newsletters".into(), issue("publish", "")),
+            shows: "#publish-question",
+        },
+        Stop {
+            name: "issue",
+            visit: Visit::Post("/admin/newsletters".into(), issue("publish", "yes")),
+            shows: "#issue",
+        },
+        Stop::open("newsletters", "/admin/newsletters", "#issues"),
+        Stop::open(
+            "dashboard-after-publishing",
+            "/admin/dashboard",
+            "#audit-log",
+        ),
+        Stop::open("inbox", "/admin/inbox", "#inbox"),
+        Stop::open(
+            "inbox-email",
+            format!("/admin/inbox/{}", data.inbox_email),
+            "iframe#email-html",
+        ),
+        Stop::open(
+            "password",
+            "/admin/password",
+            "form[action='/admin/password']",
+        ),
+        Stop::open("totp", "/admin/totp", "form[action='/admin/totp']"),
+    ]
+}
+
+impl Browser {
+    /// Goes to the stop's page and waits for it.
+    async fn visit(&self, app: &helpers::TestApp, stop: &Stop) {
+        match &stop.visit {
+            Visit::Open(path) => {
+                let url = if path.starts_with("http") {
+                    path.clone()
+                } else {
+                    format!("{}{path}", app.address)
+                };
+                self.client.goto(&url).await.unwrap();
+            }
+            Visit::Post(path, fields) => {
+                self.client
+                    .execute(
+                        "const [path, fields] = arguments;\
+                         const form = document.createElement('form');\
+                         form.method = 'post';\
+                         form.action = path;\
+                         const token = document.querySelector('input[name=\"csrf_token\"]');\
+                         const all = token ? [['csrf_token', token.value], ...fields] : fields;\
+                         for (const [name, value] of all) {\
+                           const input = document.createElement('input');\
+                           input.type = 'hidden';\
+                           input.name = name;\
+                           input.value = value;\
+                           form.appendChild(input);\
+                         }\
+                         document.body.appendChild(form);\
+                         window.leavingForTheWidthTest = true;\
+                         form.submit();",
+                        vec![json!(path), json!(fields)],
+                    )
+                    .await
+                    .unwrap();
+                self.wait_for_the_next_page(stop.name).await;
+            }
+        }
+        self.wait_for(stop.shows).await;
+    }
+
+    /// Waits until the page a form was sent from has been replaced by the
+    /// answer's, loaded whole.
+    async fn wait_for_the_next_page(&self, what: &str) {
+        helpers::eventually(&format!("the {what} page to load"), || async {
+            // While the answer loads there may be no page to run a script
+            // in: that is not there yet either.
+            let arrived = self
+                .client
+                .execute(
+                    "return window.leavingForTheWidthTest !== true \
+                       && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .is_ok_and(|arrived| arrived == json!(true));
+            arrived.then_some(())
+        })
+        .await;
+    }
+
+    /// Why the page is wider than the window, if it is: the widths, and
+    /// the outermost elements that reach past the window's right edge.
+    async fn too_wide(&self) -> Option<String> {
+        let measured = self
+            .client
+            .execute(
+                "const root = document.documentElement;\
+                 const width = root.clientWidth;\
+                 const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') \
+                   + (typeof e.className === 'string' && e.className.trim() \
+                      ? '.' + e.className.trim().split(/\\s+/).join('.') : '');\
+                 const scrolledAway = e => {\
+                   const absolute = getComputedStyle(e).position === 'absolute';\
+                   let positioned = false;\
+                   for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {\
+                     const style = getComputedStyle(a);\
+                     positioned = positioned || style.position !== 'static';\
+                     if (style.overflowX !== 'visible' && (!absolute || positioned)) {\
+                       return true;\
+                     }\
+                   }\
+                   return false;\
+                 };\
+                 const reaches = e => {\
+                   const box = e.getBoundingClientRect();\
+                   const right = getComputedStyle(e).overflowX === 'visible' \
+                     ? Math.max(box.right, box.left + e.scrollWidth) : box.right;\
+                   return right > width + 0.5 && !scrolledAway(e);\
+                 };\
+                 const past = [...document.body.querySelectorAll('*')]\
+                   .filter(e => reaches(e) && ![...e.children].some(reaches))\
+                   .slice(0, 5)\
+                   .map(e => [e.parentElement.parentElement, e.parentElement, e]\
+                     .filter(a => a && a !== document.body).map(name).join(' > '));\
+                 return [root.scrollWidth, width, past];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (scroll_width, client_width, past): (f64, f64, Vec<String>) =
+            serde_json::from_value(measured).unwrap();
+        (scroll_width > client_width).then(|| {
+            format!(
+                "{scroll_width} px wide in a window {client_width} px wide; sticking out: {}",
+                past.join(", ")
+            )
+        })
+    }
+
+    /// Visits each stop and notes, in `failures`, those that are wider
+    /// than the window or whose footer does not line up with the content;
+    /// a screenshot of each goes with the others.
+    async fn check_widths(
+        &self,
+        app: &helpers::TestApp,
+        stops: &[Stop],
+        width: u32,
+        failures: &mut Vec<String>,
+    ) {
+        for stop in stops {
+            self.visit(app, stop).await;
+            self.check_width(stop.name, width, failures).await;
+        }
+    }
+
+    /// How far right of the content's left edge the footer's text starts,
+    /// if the page has a footer: 0 when the two line up.
+    async fn footer_offset(&self) -> Option<f64> {
+        let offset = self
+            .client
+            .execute(
+                "const footer = document.querySelector('footer.colophon');\
+                 if (!footer) { return null; }\
+                 const start = e => e.getBoundingClientRect().left \
+                   + parseFloat(getComputedStyle(e).paddingLeft);\
+                 return start(footer) - start(document.querySelector('main'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        offset.as_f64()
+    }
+
+    async fn check_width(&self, name: &str, width: u32, failures: &mut Vec<String>) {
+        if let Some(why) = self.too_wide().await {
+            failures.push(format!("{name} at {width} px: {why}"));
+        }
+        if let Some(offset) = self.footer_offset().await
+            && offset.abs() > 0.5
+        {
+            failures.push(format!(
+                "{name} at {width} px: the footer starts {offset} px right of the content"
+            ));
+        }
+        self.screenshot(&format!("width-{width}-{name}")).await;
+    }
+}
+
+/// Turns on two-factor sign-in for `username` directly in the database,
+/// with a fresh key nobody needs: the test only opens the code page.
+async fn turn_on_totp(app: &helpers::TestApp, username: &str) {
+    use newsletter::admin::accounts;
+    use newsletter::admin::totp_keys::{Place, TotpKeys};
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM admins WHERE username = $1")
+        .bind(username)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let sealed = TotpKeys::from_settings(&app.settings.admin)
+        .unwrap()
+        .seal(&TotpSecret::generate(), Place::Account(id));
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    accounts::enable_totp(&mut conn, id, &sealed, &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_page_fits_the_width_of_a_desktop_and_of_a_phone() {
+    // Emails go to the local inbox, whose pages are among those checked.
+    let app = helpers::spawn_app_with(|settings| {
+        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
+        // Longer than the inbox's longest call: the database's acquire and
+        // work timeouts together.
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    create_admin_with_the_command(&app, "hedy", "hedy@example.com").await;
+    turn_on_totp(&app, "hedy").await;
+    let data = store_wide_data(&app).await;
+    let mut failures = Vec::new();
+
+    for (width, height) in SIZES {
+        let browser = Browser::start(width, height).await;
+        browser
+            .check_widths(&app, &public_pages(&data, width), width, &mut failures)
+            .await;
+
+        browser.sign_in(&app, "hedy", ADMIN_PASSWORD).await;
+        browser.wait_for_heading("Enter your code").await;
+        browser.check_width("code", width, &mut failures).await;
+
+        browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+        browser.wait_for_heading("Dashboard").await;
+        browser
+            .check_widths(&app, &admin_pages(&data), width, &mut failures)
+            .await;
+        browser.close().await;
+    }
+
+    assert!(
+        failures.is_empty(),
+        "pages wider than the window (which then scrolls sideways), or whose footer \
+         is out of line:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]

@@ -893,6 +893,21 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// How many subscribers an issue published now would be sent to: those
+/// [`record_audience_chunk`] records as queued, the confirmed whose address
+/// is not on the suppression list. What the publish button asks about
+/// ("Send to 1,204 subscribers?"). The audience itself is recorded when the
+/// issue is due, so whoever confirms or leaves before then changes it.
+pub async fn audience_size(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions s \
+         WHERE s.status = 'confirmed' \
+           AND NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.email = lower(s.email))",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// Gives up a recorder's claim before its lease ends (the recorder stops,
 /// or the issue was paused), so that recording can go on at once when it
 /// may.

@@ -1,4 +1,5 @@
 use email_address::{EmailAddress, Options};
+use unicode_segmentation::UnicodeSegmentation;
 
 use crate::domain::unwanted_characters::UnwantedCharacter;
 
@@ -76,6 +77,26 @@ impl SubscriberEmail {
     }
 }
 
+impl SubscriberEmail {
+    /// The address as a page may show it to whoever holds a link to it
+    /// (links get forwarded): enough for its owner to recognise it, too
+    /// little for anyone else to write to it. The local part's first
+    /// character, `•••` however long the rest is, then `@` and the domain:
+    /// `a•••@example.com`. A local part of one character is not shown at
+    /// all (`•••@example.com`): its first character would be the whole of
+    /// it. A quoted local part is read inside its quotes.
+    pub fn masked(&self) -> String {
+        // The last `@`: a quoted local part may hold one; a domain never does.
+        let (local, domain) = self.0.rsplit_once('@').expect("a parsed address has an @");
+        let mut characters = local.trim_matches('"').graphemes(true);
+        let first = characters.next().unwrap_or_default();
+        if characters.next().is_none() {
+            return format!("•••@{domain}");
+        }
+        format!("{first}•••@{domain}")
+    }
+}
+
 impl AsRef<str> for SubscriberEmail {
     fn as_ref(&self) -> &str {
         &self.0
@@ -108,6 +129,40 @@ mod tests {
             "urs ula@domain.com",
         ] {
             assert!(SubscriberEmail::parse(raw).is_err(), "accepted {raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_masked_address_shows_the_first_character_and_the_domain_only() {
+        for (address, masked) in [
+            ("ada@example.com", "a•••@example.com"),
+            (
+                "Ada.Lovelace+news@mail.example.co.uk",
+                "A•••@mail.example.co.uk",
+            ),
+            // However long the local part, the dots are the same three.
+            ("ab@example.com", "a•••@example.com"),
+            // One character would be all of it.
+            ("a@example.com", "•••@example.com"),
+            ("élodie@exämple.com", "é•••@exämple.com"),
+            ("\"a@b\"@example.com", "a•••@example.com"),
+        ] {
+            let parsed =
+                SubscriberEmail::parse(address).unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert_eq!(parsed.masked(), masked, "{address}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_masked_address_never_holds_the_whole_local_part(
+            local in "[a-z0-9][a-z0-9_+-]{0,29}",
+        ) {
+            let address = SubscriberEmail::parse(&format!("{local}@example.com")).unwrap();
+            let masked = address.masked();
+            prop_assert!(masked.ends_with("•••@example.com"), "{}", masked);
+            prop_assert!(masked.chars().count() <= "x•••@example.com".chars().count());
+            prop_assert!(local.len() == 1 || masked.starts_with(&local[..1]));
         }
     }
 

@@ -60,6 +60,7 @@ struct IssueText<'a> {
 /// The bodies hold the placeholders `{{name}}` and `{{unsubscribe_url}}`, and
 /// no others, for the outbox to fill for each recipient.
 pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
+    let content = without_the_title_again(draft.title(), draft.content());
     let title = literal_braces(draft.title());
     let newsletter_title = literal_braces(newsletter.title());
     let description = literal_braces(newsletter.description());
@@ -67,7 +68,7 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
         title: &title,
         newsletter_title: &newsletter_title,
         description: &description,
-        content: &html_fragment(draft.content()),
+        content: &html_fragment(&content),
     }
     .render()
     .expect("the issue templates render infallibly");
@@ -76,7 +77,7 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
         underline: &"=".repeat(draft.title().chars().count()),
         newsletter_title: &newsletter_title,
         description: &description,
-        content: &literal_braces(&plain_text(draft.content())),
+        content: &literal_braces(&plain_text(&content)),
     }
     .render()
     .expect("the issue templates render infallibly");
@@ -85,6 +86,48 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
         html_body,
         text_body,
     }
+}
+
+/// The content without its first heading when that heading says the title
+/// again. The email opens with the title, as its heading, above the
+/// greeting; authors often start the Markdown with the same heading, which
+/// would then show twice, once on each side of "Hello". The heading goes
+/// only when it comes first (nothing but link reference definitions, which
+/// stay, before it) and reads the same as the title, in any letter case and
+/// spacing, whatever its level and formatting.
+fn without_the_title_again<'a>(title: &str, markdown: &'a str) -> Cow<'a, str> {
+    let mut events = Parser::new_ext(markdown, markdown_options()).into_offset_iter();
+    // A start event's range is the whole element's.
+    let Some((Event::Start(Tag::Heading { .. }), heading)) = events.next() else {
+        return Cow::Borrowed(markdown);
+    };
+    let mut words = String::new();
+    for (event, _) in events {
+        match event {
+            Event::End(TagEnd::Heading(_)) => break,
+            Event::Text(text) | Event::Code(text) => words.push_str(&text),
+            Event::SoftBreak | Event::HardBreak => words.push(' '),
+            // Emphasis, links and the like: their words come as text.
+            _ => {}
+        }
+    }
+    let same = |a: &str, b: &str| {
+        let normal = |text: &str| {
+            text.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase()
+        };
+        normal(a) == normal(b)
+    };
+    if !same(&words, title) {
+        return Cow::Borrowed(markdown);
+    }
+    Cow::Owned(format!(
+        "{}{}",
+        &markdown[..heading.start],
+        &markdown[heading.end..]
+    ))
 }
 
 /// Tables and strikethrough, as people know them from GitHub. Links written
@@ -605,6 +648,102 @@ mod tests {
         let html = email("[home](/home)").html_body;
         assert!(!html.contains("/home"), "{html}");
         assert!(html.contains("home</a>"), "{html}");
+    }
+
+    /// How often `needle` occurs in `haystack`.
+    fn occurrences(haystack: &str, needle: &str) -> usize {
+        haystack.matches(needle).count()
+    }
+
+    #[test]
+    fn content_that_opens_with_the_title_as_a_heading_shows_the_title_once() {
+        for (case, content) in [
+            (
+                "the same heading",
+                "# Winter issue\n\nThe programme is out.",
+            ),
+            ("another level", "## Winter issue\n\nThe programme is out."),
+            (
+                "another case and spacing",
+                "#  WINTER   Issue \n\nThe programme is out.",
+            ),
+            ("formatted", "# *Winter* issue\n\nThe programme is out."),
+            (
+                "underlined",
+                "Winter issue\n============\n\nThe programme is out.",
+            ),
+            (
+                "after blank lines",
+                "\n\n# Winter issue\n\nThe programme is out.",
+            ),
+        ] {
+            let email = render(
+                &newsletter(),
+                &Draft::parse("Winter issue", content).unwrap(),
+            );
+            let html = email.html_body.to_lowercase();
+            assert_eq!(
+                occurrences(&html, "<h1>winter issue</h1>"),
+                1,
+                "{case}: {html}"
+            );
+            assert_eq!(occurrences(&html, "winter</em> issue"), 0, "{case}: {html}");
+            assert!(!html.contains("<h2>"), "{case}: {html}");
+            assert!(
+                html.contains("<p>the programme is out.</p>"),
+                "{case}: {html}"
+            );
+            let text = email.text_body.to_lowercase();
+            assert_eq!(occurrences(&text, "winter issue"), 1, "{case}: {text}");
+            assert!(text.contains("the programme is out."), "{case}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_heading_that_differs_from_the_title_or_does_not_come_first_stays() {
+        for (case, content, kept) in [
+            (
+                "another heading",
+                "# Winter news\n\nOut.",
+                "<h1>Winter news</h1>",
+            ),
+            (
+                "a longer heading",
+                "# Winter issue, part 2\n\nOut.",
+                "<h1>Winter issue, part 2</h1>",
+            ),
+            (
+                "not first",
+                "Out now.\n\n# Winter issue",
+                "<h1>Winter issue</h1>",
+            ),
+            ("a paragraph", "Winter issue\n\nOut.", "<p>Winter issue</p>"),
+        ] {
+            let html = render(
+                &newsletter(),
+                &Draft::parse("Winter issue", content).unwrap(),
+            )
+            .html_body;
+            assert!(html.contains(kept), "{case}: {html}");
+        }
+    }
+
+    #[test]
+    fn a_link_definition_before_a_repeated_title_is_kept() {
+        let content =
+            "[site]: https://example.com/winter\n\n# Winter issue\n\nSee [the site][site].";
+        let html = render(
+            &newsletter(),
+            &Draft::parse("Winter issue", content).unwrap(),
+        )
+        .html_body;
+        assert_eq!(occurrences(&html, "Winter issue</h1>"), 1, "{html}");
+        assert!(
+            html.contains(
+                r#"<a href="https://example.com/winter" rel="noopener noreferrer">the site</a>"#
+            ),
+            "{html}"
+        );
     }
 
     #[test]

@@ -12,24 +12,28 @@
 //!
 //! The token names the subscriber and carries an HMAC of their id
 //! ([`Keys::unsubscribe_token`]); a token this service did not sign is
-//! refused with 400 before the database is asked anything. Unsubscribing
-//! also deletes the subscriber's confirmation tokens: a confirmation link
-//! from an older sign-up must never bring them back without a fresh
-//! sign-up of their own.
+//! refused with 400 before the database is asked anything. The page shows
+//! the address the link is for, masked (`a•••@example.com`): enough for its
+//! owner to see that it is theirs, not enough for whoever a link was
+//! forwarded to. Unsubscribing also deletes the subscriber's confirmation
+//! tokens: a confirmation link from an older sign-up must never bring them
+//! back without a fresh sign-up of their own.
+//!
+//! Previews and test sends of an issue carry a token of their own
+//! ([`Keys::test_unsubscribe_token`]): it opens a page that says it came
+//! from a test email, and its `POST` answers 200 and changes nothing.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, web};
-use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::db::Db;
-use crate::domain::Newsletter;
-use crate::keys::{BadToken, Keys};
+use crate::domain::{Newsletter, SubscriberEmail};
+use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{Resubscribe, UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::signups::history;
+use crate::subscribers::{self, Leaver};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
 /// larger ones are tolerated up to this, and refused with 413 beyond it.
@@ -54,32 +58,63 @@ pub fn resource(path: &str) -> impl HttpServiceFactory + 'static {
         .post(one_click)
 }
 
-/// `GET`: the page with the button, for a token this service signed.
+/// `GET`: the page with the button, for a token this service signed, with
+/// the address it is for.
 #[utoipa::path(get, path = "/unsubscribe/{token}", tag = "public",
     params(("token" = String, Path, description = "The signed token from the unsubscribe link.")),
     responses(
-        (status = 200, description = "The page with the Unsubscribe button; nothing changes.", body = String, content_type = "text/html"),
+        (status = 200, description = "The page with the Unsubscribe button and the address it is for, masked; or, for a subscriber erased since, that the address is not on the list; or, for a test email's link, that it unsubscribes no one. Nothing changes.", body = String, content_type = "text/html"),
         (status = 400, description = "A token this service did not sign.", content((String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::Unavailable,
     ))]
 #[tracing::instrument(name = "Open an unsubscribe link", skip_all)]
 pub async fn show(
     request: HttpRequest,
     token: web::Path<String>,
     keys: web::Data<Keys>,
+    db: web::Data<Db>,
     newsletter: web::Data<Newsletter>,
 ) -> Result<HttpResponse, ApiError> {
     let token = token.into_inner();
-    if let Err(bad) = keys.verify_unsubscribe_token(&token) {
-        return refuse(bad, wants_html(&request), &newsletter);
-    }
-    Ok(page(
+    let subscriber_id = match keys.verify_unsubscribe_token(&token) {
+        Ok(Unsubscriber::Subscriber(id)) => id,
+        Ok(Unsubscriber::TestSend) => return Ok(button_page(&newsletter, &token, None, true)),
+        Err(bad) => return refuse(bad, wants_html(&request), &newsletter),
+    };
+    let address = db
+        .transaction(async |transaction| subscribers::address_of(transaction, subscriber_id).await)
+        .await
+        .step("read the address to unsubscribe")?;
+    let Some(address) = address else {
+        // A page, whatever `Accept` says: this answer is one, as the
+        // button page is.
+        return Ok(not_on_the_list(true, &newsletter));
+    };
+    // Stored addresses were parsed on the way in; one that a later,
+    // stricter parser refuses is left out rather than shown in full.
+    let masked = SubscriberEmail::parse(&address).ok().map(|a| a.masked());
+    Ok(button_page(&newsletter, &token, masked, false))
+}
+
+/// The page with the Unsubscribe button: for a subscriber, with their
+/// address masked; for a test email's link, saying that it unsubscribes
+/// no one.
+fn button_page(
+    newsletter: &Newsletter,
+    token: &str,
+    address: Option<String>,
+    test_send: bool,
+) -> HttpResponse {
+    page(
         StatusCode::OK,
         &UnsubscribePage {
-            newsletter: &newsletter,
-            token: &token,
+            newsletter,
+            token,
+            address,
+            test_send,
         },
-    ))
+    )
 }
 
 /// `POST`: unsubscribes the token's subscriber. The body is read (up to
@@ -89,7 +124,7 @@ pub async fn show(
     params(("token" = String, Path, description = "The signed token from the unsubscribe link.")),
     request_body(content = String, description = "RFC 8058's `List-Unsubscribe=One-Click`, or anything else: the body is not looked at.", content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "Unsubscribed, or not on the list.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 200, description = "Unsubscribed, or not on the list; or, for a test email's link, nothing changed.", content((String = "text/html"), (String = "text/plain"))),
         (status = 400, description = "A token this service did not sign, or a body that could not be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
         (status = 413, description = "A body over 1 KiB.", body = String, content_type = "text/plain"),
@@ -106,12 +141,15 @@ pub async fn one_click(
 ) -> Result<HttpResponse, ApiError> {
     let html = wants_html(&request);
     let subscriber_id = match keys.verify_unsubscribe_token(&token) {
-        Ok(id) => id,
+        Ok(Unsubscriber::Subscriber(id)) => id,
+        Ok(Unsubscriber::TestSend) => return Ok(test_send(html, &newsletter)),
         Err(bad) => return refuse(bad, html, &newsletter),
     };
     tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     let left = db
-        .transaction(async |transaction| unsubscribe(transaction, &keys, subscriber_id).await)
+        .transaction(async |transaction| {
+            subscribers::unsubscribe(transaction, &keys, subscriber_id).await
+        })
         .await
         .step("unsubscribe")?;
     Ok(match left {
@@ -120,55 +158,22 @@ pub async fn one_click(
     })
 }
 
-/// Who just left: what the button to come back fills in.
-struct Leaver {
-    name: String,
-    email: String,
-}
-
-/// Marks the subscriber unsubscribed (the time only the first time) and
-/// deletes their confirmation tokens. `None` when no subscriber has the id:
-/// they were erased, and there is nothing left to do. The tokens go first:
-/// a confirmation locks its token before the subscriber, so the two take
-/// their locks in one order and the later action stands.
-async fn unsubscribe(
-    connection: &mut PgConnection,
-    keys: &Keys,
-    subscriber_id: Uuid,
-) -> Result<Option<Leaver>, sqlx::Error> {
-    sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
-        .bind(subscriber_id)
-        .execute(&mut *connection)
-        .await?;
-    let leaver: Option<(String, String)> = sqlx::query_as(
-        "UPDATE subscriptions \
-         SET status = 'unsubscribed', \
-             unsubscribed_at = CASE WHEN status = 'unsubscribed' \
-                                    THEN COALESCE(unsubscribed_at, now()) ELSE now() END \
-         WHERE id = $1 \
-         RETURNING name, email",
-    )
-    .bind(subscriber_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    if let Some((_, email)) = &leaver {
-        history::remember_departure(connection, keys, email).await?;
-    }
-    Ok(leaver.map(|(name, email)| Leaver { name, email }))
-}
-
 fn unsubscribed(html: bool, newsletter: &Newsletter, leaver: &Leaver) -> HttpResponse {
     const MESSAGE: &str = "You are unsubscribed. You will not receive another issue.";
     if !html {
         return plain(MESSAGE);
     }
+    let message = match SubscriberEmail::parse(&leaver.email) {
+        Ok(address) => format!("{} will not receive another issue.", address.masked()),
+        Err(_) => "You will not receive another issue.".to_owned(),
+    };
     page(
         StatusCode::OK,
         &UnsubscribedPage {
             newsletter,
             heading: "You are unsubscribed",
             // The heading already says it.
-            message: "You will not receive another issue.",
+            message: &message,
             resubscribe: Some(Resubscribe {
                 name: &leaver.name,
                 email: &leaver.email,
@@ -192,6 +197,24 @@ fn not_on_the_list(html: bool, newsletter: &Newsletter) -> HttpResponse {
             message: MESSAGE,
             resubscribe: None,
             offer_to_subscribe: true,
+        },
+    )
+}
+
+/// The link of a test email, pressed: it names no one, so nothing changes.
+fn test_send(html: bool, newsletter: &Newsletter) -> HttpResponse {
+    const MESSAGE: &str = "This link came from a test email: no one was unsubscribed.";
+    if !html {
+        return plain(MESSAGE);
+    }
+    page(
+        StatusCode::OK,
+        &UnsubscribedPage {
+            newsletter,
+            heading: "Nothing changed",
+            message: MESSAGE,
+            resubscribe: None,
+            offer_to_subscribe: false,
         },
     )
 }

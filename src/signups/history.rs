@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::domain::SubscriberEmail;
 use crate::keys::Keys;
+use crate::subscribers;
 
 /// Whether `subscriber_id`'s address was unsubscribed, confirmed before,
 /// suppressed or erased, in any spelling this can tell. A subscriber who is
@@ -42,11 +43,7 @@ pub async fn was_here_before(
     keys: &Keys,
     subscriber_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let address: Option<String> =
-        sqlx::query_scalar("SELECT email FROM subscriptions WHERE id = $1")
-            .bind(subscriber_id)
-            .fetch_optional(&mut *connection)
-            .await?;
+    let address = subscribers::address_of(connection, subscriber_id).await?;
     let Some(address) = address else {
         return Ok(true);
     };

@@ -13,7 +13,11 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, spawn_app};
+use newsletter::keys::Keys;
+use newsletter::suppression::{self, Reason};
+
+use crate::campaigns::add_subscribers;
+use crate::helpers::{BASE_URL, BROWSER_ACCEPT, TestApp, eventually, spawn_app};
 use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
 
 /// A moment no sender reaches while a test runs.
@@ -59,20 +63,50 @@ fn hidden_field(page: &str, name: &str) -> String {
 }
 
 /// Posts the compose form with `action` and these fields, on top of the
-/// form's hidden ones.
+/// form's hidden ones. A publish goes as the dialog sends it once answered
+/// yes (`confirmed=yes`); [`ask_to_publish`] sends it unanswered.
 async fn compose(
     browser: &Browser,
     form: &Form,
     action: &str,
     fields: &[(&str, &str)],
 ) -> reqwest::Response {
+    let confirmed = if action == "publish" { "yes" } else { "" };
+    compose_answered(browser, form, action, confirmed, fields).await
+}
+
+/// Posts the compose form as [`compose`] does, with this answer to the
+/// publish question.
+async fn compose_answered(
+    browser: &Browser,
+    form: &Form,
+    action: &str,
+    confirmed: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
     let mut all = vec![
         ("csrf_token", form.csrf_token.as_str()),
         ("idempotency_key", form.idempotency_key.as_str()),
         ("action", action),
+        ("confirmed", confirmed),
     ];
     all.extend_from_slice(fields);
     browser.post("/admin/newsletters", &all).await
+}
+
+/// Presses Publish on a form sent without scripts: no answer yet.
+async fn ask_to_publish(
+    browser: &Browser,
+    form: &Form,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    compose_answered(browser, form, "publish", "", fields).await
+}
+
+/// The test sends' unsubscribe link, as the app under test signs it.
+fn test_unsubscribe_url(app: &TestApp) -> String {
+    let keys = Keys::derive(&app.settings.application.hmac_secret).unwrap();
+    format!("{BASE_URL}/unsubscribe/{}", keys.test_unsubscribe_token())
 }
 
 /// Publishes an issue with a fresh form and returns its page's path.
@@ -194,7 +228,7 @@ async fn a_preview_shows_the_email_as_a_subscriber_gets_it_sanitised_and_keeps_t
     assert!(html.contains("<strong>world</strong>"), "{html}");
     assert!(html.contains("Hello Ada Lovelace,"), "{html}");
     assert!(
-        html.contains(r#"href="https://newsletter.test/unsubscribe/example""#),
+        html.contains(&format!(r#"href="{}""#, test_unsubscribe_url(&app))),
         "{html}"
     );
     assert!(!html.contains("<script"), "{html}");
@@ -203,7 +237,7 @@ async fn a_preview_shows_the_email_as_a_subscriber_gets_it_sanitised_and_keeps_t
     assert!(!frame.contains('<'), "{frame}");
     let text = unescape(between(&page, r#"<pre id="preview-text">"#, "</pre>"));
     assert!(text.contains("Hello Ada Lovelace,"), "{text}");
-    assert!(text.contains("https://newsletter.test/unsubscribe/example"));
+    assert!(text.contains(&test_unsubscribe_url(&app)), "{text}");
     // The form goes on with what was typed and the same key.
     assert_eq!(hidden_field(&page, "idempotency_key"), form.idempotency_key);
     assert!(page.contains(r#"value="Issue #1""#), "{page}");
@@ -235,11 +269,91 @@ async fn a_test_send_goes_to_the_admins_own_address_alone_on_the_broadcast_strea
     let email = &sent[0];
     assert_eq!(email["To"], "ada@example.com");
     assert_eq!(email["MessageStream"], "broadcast");
-    assert_eq!(email["Subject"], "Issue #1");
+    assert_eq!(email["Subject"], "[Test] Issue #1");
     let html = email["HtmlBody"].as_str().unwrap();
     assert!(html.contains("Hello Ada Lovelace,"), "{html}");
     assert!(html.contains("<strong>world</strong>"), "{html}");
     assert_eq!(issue_count(&app).await, 0, "a test publishes nothing");
+}
+
+#[tokio::test]
+async fn a_test_sends_unsubscribe_link_opens_a_page_that_says_so_and_unsubscribes_no_one() {
+    let (app, browser) = signed_in(Some("ada@example.com")).await;
+    app.mock_email_api_ok().await;
+    let readers = add_subscribers(&app, 3, "confirmed").await;
+    let form = new_form(&browser).await;
+    let response = compose(
+        &browser,
+        &form,
+        "test",
+        &[("title", "Issue #1"), ("content", "Hello.")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.wait_for_outbox_to_settle().await;
+    let sent = app.sent_emails().await;
+    let html = sent[0]["HtmlBody"].as_str().unwrap();
+    let text = sent[0]["TextBody"].as_str().unwrap();
+    let link = test_unsubscribe_url(&app);
+    assert!(html.contains(&format!(r#"href="{link}""#)), "{html}");
+    assert!(text.contains(&link), "{text}");
+    let path = link.strip_prefix(BASE_URL).unwrap();
+
+    let opened = app.get(path).await;
+    assert_eq!(opened.status(), StatusCode::OK);
+    let page = opened.text().await.unwrap();
+    assert!(
+        page.contains("This link came from a test email: it unsubscribes no one."),
+        "{page}"
+    );
+    for accept in [None, Some(BROWSER_ACCEPT)] {
+        let mut request = app
+            .api_client
+            .post(format!("{}{path}", app.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click");
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        let pressed = request.send().await.unwrap();
+        assert_eq!(pressed.status(), StatusCode::OK, "{accept:?}");
+        let said = pressed.text().await.unwrap();
+        assert!(
+            said.contains("no one was unsubscribed"),
+            "{accept:?}: {said}"
+        );
+    }
+
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM subscriptions")
+        .fetch_all(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["confirmed"; 3], "{readers:?}");
+}
+
+#[tokio::test]
+async fn a_preview_of_content_that_opens_with_the_title_shows_the_title_once() {
+    let (_app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "preview",
+        &[
+            ("title", "Winter issue"),
+            ("content", "# Winter issue\n\nThe programme is out."),
+        ],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    let html = unescape(between(&page, "<iframe sandbox srcdoc=\"", "\""));
+    assert_eq!(html.matches("Winter issue</h1>").count(), 1, "{html}");
+    assert!(html.contains("The programme is out."), "{html}");
+    let text = unescape(between(&page, r#"<pre id="preview-text">"#, "</pre>"));
+    assert_eq!(text.matches("Winter issue").count(), 1, "{text}");
 }
 
 #[tokio::test]
@@ -443,6 +557,261 @@ async fn publishing_opens_the_issues_page_and_the_list_shows_it() {
     assert!(page.contains(r#"<progress id="issue-progress" max="100" value="70">"#));
     assert!(page.contains("Send time 2099-01-01 09:00 UTC"), "{page}");
     assert_eq!(audit_actions(&app).await, ["sign-in", "issue-published"]);
+}
+
+/// Two readers the publish question counts, and three it does not: one
+/// waiting for confirmation, one unsubscribed, one confirmed but on the
+/// suppression list.
+async fn an_audience_of_two(app: &TestApp) {
+    add_subscribers(app, 2, "confirmed").await;
+    add_subscribers(app, 1, "pending_confirmation").await;
+    add_subscribers(app, 1, "unsubscribed").await;
+    let [suppressed] = add_subscribers(app, 1, "confirmed").await[..] else {
+        unreachable!("one was added")
+    };
+    let address: String = sqlx::query_scalar("SELECT email FROM subscriptions WHERE id = $1")
+        .bind(suppressed)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let keys = Keys::derive(&app.settings.application.hmac_secret).unwrap();
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    suppression::suppress(
+        &mut conn,
+        &keys,
+        &address,
+        Reason::HardBounce,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_publish_button_asks_before_sending_naming_the_confirmed_unsuppressed_audience() {
+    let (app, browser) = signed_in(None).await;
+    an_audience_of_two(&app).await;
+
+    let response = browser.get("/admin/newsletters/new").await;
+
+    let policy = response.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(r#"id="publish-button" data-confirm="Send to 2 subscribers?""#),
+        "{page}"
+    );
+    assert!(page.contains(r#"<input type="hidden" name="confirmed" value="">"#));
+    assert!(page.contains(r#"<script src="/admin/newsletters.js" defer>"#));
+    let script = browser
+        .get("/admin/newsletters.js")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        script.contains("window.confirm(button.dataset.confirm)"),
+        "{script}"
+    );
+}
+
+#[tokio::test]
+async fn with_one_subscriber_the_question_is_in_the_singular() {
+    let (app, browser) = signed_in(None).await;
+    add_subscribers(&app, 1, "confirmed").await;
+    let form = new_form(&browser).await;
+
+    let page = browser
+        .get("/admin/newsletters/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let asked = ask_to_publish(&browser, &form, &[("title", "One"), ("content", "Hi.")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let asked_late = ask_to_publish(
+        &browser,
+        &form,
+        &[
+            ("title", "One"),
+            ("content", "Hi."),
+            ("send_at", "2001-02-03T04:05"),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+
+    assert!(
+        page.contains(r#"data-confirm="Send to 1 subscriber?""#),
+        "{page}"
+    );
+    assert!(asked.contains(">Send to 1 subscriber?<"), "{asked}");
+    assert!(asked.contains(">Send to 1 subscriber</button>"), "{asked}");
+    // Now, or a moment already past: it goes at once.
+    for page in [&asked, &asked_late] {
+        assert!(
+            page.contains("It goes out as soon as you publish."),
+            "{page}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publishing_without_an_answer_asks_on_a_page_naming_the_audience_and_publishes_nothing() {
+    let (app, browser) = signed_in(None).await;
+    an_audience_of_two(&app).await;
+    let form = new_form(&browser).await;
+
+    let response = ask_to_publish(
+        &browser,
+        &form,
+        &[
+            ("title", "Winter <issue>"),
+            ("content", "Line one\nLine \"two\"."),
+            ("send_at", FAR_AHEAD),
+        ],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains(r#"<p class="question" id="publish-question">Send to 2 subscribers?</p>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains("It goes out at 2099-01-01 09:00 UTC."),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"id="confirm-subject">Winter &#60;issue&#62;<"#),
+        "{page}"
+    );
+    // What was typed goes on, hidden, with the form's key and the answer.
+    assert_eq!(hidden_field(&page, "idempotency_key"), form.idempotency_key);
+    assert_eq!(unescape(&hidden_field(&page, "title")), "Winter <issue>");
+    assert_eq!(
+        unescape(&hidden_field(&page, "content")),
+        "Line one\nLine \"two\"."
+    );
+    assert_eq!(hidden_field(&page, "send_at"), FAR_AHEAD);
+    assert_eq!(hidden_field(&page, "confirmed"), "yes");
+    assert!(page.contains(r#"name="action" value="publish" id="confirm-publish""#));
+    assert!(page.contains(r#"name="action" value="edit""#));
+    assert_eq!(issue_count(&app).await, 0);
+    assert_eq!(audit_actions(&app).await, ["sign-in"]);
+}
+
+/// The hidden fields of the publish question's form, as its button sends
+/// them.
+fn question_form(page: &str, action: &'static str) -> Vec<(&'static str, String)> {
+    let mut fields: Vec<(&'static str, String)> = [
+        "csrf_token",
+        "idempotency_key",
+        "title",
+        "content",
+        "send_at",
+        "confirmed",
+    ]
+    .into_iter()
+    .map(|name| (name, unescape(&hidden_field(page, name))))
+    .collect();
+    fields.push(("action", action.to_owned()));
+    fields
+}
+
+#[tokio::test]
+async fn the_questions_button_publishes_once_however_often_it_is_pressed() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let asked = ask_to_publish(
+        &browser,
+        &form,
+        &[("title", "Once"), ("content", "Only once.")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let fields = question_form(&asked, "publish");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let first = browser.post("/admin/newsletters", &fields).await;
+    let second = browser.post("/admin/newsletters", &fields).await;
+
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(second.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&first), location(&second));
+    assert_eq!(issue_count(&app).await, 1);
+    let stored: (String, String) = sqlx::query_as("SELECT title, content FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, ("Once".to_owned(), "Only once.".to_owned()));
+}
+
+#[tokio::test]
+async fn back_from_the_question_the_form_keeps_what_was_typed_and_its_key() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let asked = ask_to_publish(
+        &browser,
+        &form,
+        &[
+            ("title", "Draft"),
+            ("content", "Still *writing*."),
+            ("send_at", FAR_AHEAD),
+        ],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let fields = question_form(&asked, "edit");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let back = browser.post("/admin/newsletters", &fields).await;
+
+    assert_eq!(back.status(), StatusCode::OK);
+    let page = back.text().await.unwrap();
+    assert!(page.contains(r#"<h1>New issue</h1>"#), "{page}");
+    assert!(page.contains(r#"value="Draft""#), "{page}");
+    assert!(page.contains(">Still *writing*.</textarea>"), "{page}");
+    assert!(page.contains(&format!(r#"value="{FAR_AHEAD}""#)), "{page}");
+    assert_eq!(hidden_field(&page, "idempotency_key"), form.idempotency_key);
+    // The answer is not carried back: the next Publish asks again.
+    assert_eq!(hidden_field(&page, "confirmed"), "");
+    assert_eq!(issue_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_answer_other_than_yes_is_refused_with_400_and_publishes_nothing() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+
+    let response = compose_answered(
+        &browser,
+        &form,
+        "publish",
+        "sure",
+        &[("title", "Hi"), ("content", "Hello.")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("confirmed is `yes` or empty"), "{page}");
+    assert!(page.contains(r#"value="Hi""#), "the title is kept");
+    assert_eq!(issue_count(&app).await, 0);
 }
 
 #[tokio::test]

@@ -344,6 +344,119 @@ async fn opening_the_link_shows_a_button_and_never_unsubscribes() {
     assert_eq!(standing(&app, id).await, ("confirmed".to_owned(), None));
 }
 
+/// A confirmed subscriber with this address.
+async fn confirmed_with_address(app: &TestApp, address: &str) -> Uuid {
+    let id = one_confirmed(app).await;
+    sqlx::query("UPDATE subscriptions SET email = $2 WHERE id = $1")
+        .bind(id)
+        .bind(address)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn opening_the_link_names_the_address_it_is_for_masked() {
+    let app = spawn_app().await;
+    let ursula = confirmed_with_address(&app, "ursula.le.guin@example.com").await;
+    let single = confirmed_with_address(&app, "u@example.org").await;
+
+    for (id, masked) in [(ursula, "u•••@example.com"), (single, "•••@example.org")] {
+        let response = app
+            .browse(&format!(
+                "{}/unsubscribe/{}",
+                app.address,
+                token_for(&app, id)
+            ))
+            .await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains(&format!(
+                r#"<strong id="unsubscribe-address">{masked}</strong>"#
+            )),
+            "{masked}: {page}"
+        );
+        assert!(!page.contains("ursula.le.guin"), "{page}");
+        assert!(!page.contains("u@example.org"), "{page}");
+    }
+    assert_eq!(standing(&app, ursula).await.0, "confirmed");
+}
+
+#[tokio::test]
+async fn the_page_after_unsubscribing_names_the_address_masked() {
+    let app = spawn_app().await;
+    let id = confirmed_with_address(&app, "ursula@example.com").await;
+
+    let response = post_unsubscribe(
+        &app,
+        &token_for(&app, id),
+        Some(ONE_CLICK),
+        Some(BROWSER_ACCEPT),
+    )
+    .await;
+
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("u•••@example.com will not receive another issue."),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn opening_a_valid_link_whose_subscriber_was_erased_says_not_on_the_list() {
+    let app = spawn_app().await;
+
+    let response = app
+        .browse(&format!(
+            "{}/unsubscribe/{}",
+            app.address,
+            token_for(&app, Uuid::new_v4())
+        ))
+        .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<h1>Not on the list</h1>"), "{page}");
+    assert!(!page.contains("/unsubscribe/"), "no button: {page}");
+}
+
+#[tokio::test]
+async fn a_test_emails_link_opens_a_page_that_says_so_and_its_button_changes_nothing() {
+    let app = spawn_app().await;
+    let ada = one_confirmed(&app).await;
+    let token = keys(&app).test_unsubscribe_token().to_string();
+
+    let opened = app.get(&format!("/unsubscribe/{token}")).await;
+    let pressed = post_unsubscribe(&app, &token, Some(ONE_CLICK), Some(BROWSER_ACCEPT)).await;
+    let one_click = post_unsubscribe(&app, &token, Some(ONE_CLICK), None).await;
+
+    assert_eq!(opened.status(), StatusCode::OK);
+    let page = opened.text().await.unwrap();
+    assert!(
+        page.contains("This link came from a test email: it unsubscribes no one."),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            r#"<form method="post" action="/unsubscribe/{token}">"#
+        )),
+        "{page}"
+    );
+    assert_eq!(pressed.status(), StatusCode::OK);
+    let page = pressed.text().await.unwrap();
+    assert!(page.contains("<h1>Nothing changed</h1>"), "{page}");
+    assert!(!page.contains("Subscribe again"), "{page}");
+    assert_eq!(one_click.status(), StatusCode::OK);
+    assert_eq!(
+        one_click.text().await.unwrap(),
+        "This link came from a test email: no one was unsubscribed."
+    );
+    assert_eq!(standing(&app, ada).await, ("confirmed".to_owned(), None));
+}
+
 #[tokio::test]
 async fn a_forged_truncated_or_foreign_token_is_refused_with_400_and_changes_nothing() {
     let app = spawn_app().await;

@@ -1,7 +1,34 @@
-// Follows an issue's progress on its page: the server sends where the issue
-// stands whenever it changes (see routes/admin/newsletters/events.rs), and
-// the bar, the figures and the buttons are brought up to date in place.
+// The newsletter pages' script. On the compose form, Publish asks first,
+// naming how many it sends to. On an issue's page, it follows the issue's
+// progress: the server sends where the issue stands whenever it changes
+// (see routes/admin/newsletters/events.rs), and the bar, the figures and
+// the buttons are brought up to date in place.
 "use strict";
+
+(function () {
+  const compose = document.querySelector("form.compose");
+  if (!compose) {
+    return;
+  }
+  // The question is the server's, with the count as of when the form was
+  // shown. Answered yes, the form says so and the server publishes at once;
+  // without scripts, it asks on a page of its own. Answered no, nothing is
+  // sent. The answer is cleared on every press: a page restored from the
+  // back-forward cache keeps the field's value.
+  const confirmed = compose.querySelector('input[name="confirmed"]');
+  compose.addEventListener("submit", (event) => {
+    confirmed.value = "";
+    const button = event.submitter;
+    if (!button || button.value !== "publish") {
+      return;
+    }
+    if (window.confirm(button.dataset.confirm)) {
+      confirmed.value = "yes";
+    } else {
+      event.preventDefault();
+    }
+  });
+})();
 
 (function () {
   const issue = document.getElementById("issue");

@@ -3,6 +3,12 @@
 //! shows the email as a recipient gets it; test sends it to the admin's own
 //! address; publish stores it for every confirmed subscriber.
 //!
+//! Publishing asks first, naming how many it sends to ("Send to 1,204
+//! subscribers?"): the page's script in a dialog, which adds
+//! `confirmed=yes` to the form when the answer is yes; without scripts, a
+//! page of its own whose button publishes (and another goes back to the
+//! form, with what was typed). A publish without `confirmed=yes` only asks.
+//!
 //! Each form carries a key made when it was first shown, and kept through
 //! previews and test sends: publishing twice with it (a double click, a
 //! retry after a timeout, two tabs) publishes once, and the second answer
@@ -16,8 +22,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::PublishSettings;
-use super::pages::{ComposeFields, ComposePage, Preview, Refusal};
-use super::view::issue_path;
+use super::pages::{ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal};
+use super::view::{issue_path, publish_question, subscribers_text};
 use crate::admin::audit::{self, Action};
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
 use crate::campaigns::wake_senders_after_commit;
@@ -44,6 +50,18 @@ pub const COMPOSE_BODY_LIMIT_BYTES: usize = 3 * Draft::MAX_CONTENT_BYTES + 16 * 
 /// The name previews and test sends greet the reader with.
 const EXAMPLE_NAME: &str = "Ada Lovelace";
 
+/// What a test send's subject starts with, so that it is not taken for
+/// the issue itself in the inbox it lands in.
+const TEST_SUBJECT_PREFIX: &str = "[Test] ";
+
+/// The form runs the newsletter pages' script (the publish dialog); the
+/// preview's frame inherits the page's policy, and the issue's images load
+/// from the web for the reader, so they do in it. Nothing in the frame can
+/// run: it is sandboxed without scripts.
+const FORM_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+                           img-src http: https:; form-action 'self'; frame-ancestors 'none'; \
+                           base-uri 'none'";
+
 /// The compose resource's own extractor settings: the app-wide limit is
 /// sized for the public forms.
 pub fn compose_form_config() -> web::FormConfig {
@@ -54,14 +72,14 @@ pub fn compose_form_config() -> web::FormConfig {
 
 #[utoipa::path(get, path = "/admin/newsletters/new", tag = "admin",
     responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
-pub async fn compose_page(admin: SignedIn) -> HttpResponse {
+pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let fields = ComposeFields {
         title: "",
         content: "",
         send_at: "",
         idempotency_key: fresh_key(),
     };
-    compose_form(&admin, StatusCode::OK, fields, None, None)
+    compose_form(&admin, &db, StatusCode::OK, fields, None, None).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -76,6 +94,10 @@ pub struct ComposeForm {
     idempotency_key: String,
     #[serde(default)]
     action: String,
+    /// `yes` once the admin answered the publish question; anything but
+    /// empty or `yes` is refused.
+    #[serde(default)]
+    confirmed: String,
 }
 
 /// Which button was pressed.
@@ -83,15 +105,30 @@ pub struct ComposeForm {
 enum Step {
     Preview,
     Test,
+    /// Publish, asked for and not yet confirmed: the question, on a page.
+    AskToPublish,
     Publish,
+    /// Back from the publish question to the form.
+    Edit,
 }
 
 impl Step {
-    fn parse(action: &str) -> Result<Self, String> {
+    fn parse(action: &str, confirmed: &str) -> Result<Self, String> {
+        let confirmed = match confirmed {
+            "" => false,
+            "yes" => true,
+            other => {
+                return Err(format!(
+                    "`{other}` is not an answer this form takes: confirmed is `yes` or empty."
+                ));
+            }
+        };
         match action {
             "preview" => Ok(Step::Preview),
             "test" => Ok(Step::Test),
-            "publish" => Ok(Step::Publish),
+            "publish" if confirmed => Ok(Step::Publish),
+            "publish" => Ok(Step::AskToPublish),
+            "edit" => Ok(Step::Edit),
             other => Err(format!(
                 "`{other}` is not something this form does: press Preview, Send a test or Publish."
             )),
@@ -102,9 +139,9 @@ impl Step {
 #[utoipa::path(post, path = "/admin/newsletters", tag = "admin",
     request_body(content = inline(ComposeForm), content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "A preview, or a test sent: the form again.", body = String, content_type = "text/html"),
+        (status = 200, description = "A preview, a test sent, or back from the publish question: the form again. A publish not yet confirmed: the question, naming how many it sends to.", body = String, content_type = "text/html"),
         (status = 303, description = "Published: to the issue's page.", headers(("Location" = String))),
-        (status = 400, description = "An unknown action, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "A title or content refused, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
         crate::routes::openapi::AdminForm,
     ))]
@@ -128,72 +165,81 @@ pub async fn submit_issue(
             .as_ref()
             .map_or_else(|_| fresh_key(), |key| key.as_str().to_owned()),
     };
-    let refuse = |fields, status, field, reason: String| {
+    let admin = &admin;
+    let db = &db;
+    let refuse = async |fields, status, field, reason: String| {
         let refusal = Refusal { field, reason };
-        Ok(compose_form(&admin, status, fields, Some(refusal), None))
+        compose_form(admin, db, status, fields, Some(refusal), None).await
     };
-    let step = match Step::parse(&form.action) {
+    let step = match Step::parse(&form.action, &form.confirmed) {
         Ok(step) => step,
-        Err(reason) => return refuse(fields, StatusCode::BAD_REQUEST, None, reason),
+        Err(reason) => return refuse(fields, StatusCode::BAD_REQUEST, None, reason).await,
     };
     let draft = match Draft::parse(&form.title, &form.content) {
         Ok(draft) => draft,
         Err(e) => {
             let field = Some(e.field().name());
-            return refuse(
-                fields,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                field,
-                e.to_string(),
-            );
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            return refuse(fields, status, field, e.to_string()).await;
         }
     };
     let send_at = match parse_send_at(&form.send_at) {
         Ok(send_at) => send_at,
         Err(reason) => {
-            return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason);
+            return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason).await;
         }
     };
     let rendered = render(&admin.newsletter, &draft);
     match step {
-        Step::Preview => Ok(preview(&admin, fields, &rendered, &settings)),
-        Step::Test => send_test(&admin, fields, &rendered, &db, &outbox, &settings).await,
-        Step::Publish => {
+        Step::Preview => preview(admin, db, fields, &rendered, &settings).await,
+        Step::Test => send_test(admin, db, fields, &rendered, &outbox, &settings).await,
+        Step::Edit => compose_form(admin, db, StatusCode::OK, fields, None, None).await,
+        Step::AskToPublish | Step::Publish => {
             let key = match key {
                 Ok(key) => key,
-                Err(reason) => return refuse(fields, StatusCode::BAD_REQUEST, None, reason),
+                Err(reason) => {
+                    return refuse(fields, StatusCode::BAD_REQUEST, None, reason).await;
+                }
             };
+            if step == Step::AskToPublish {
+                return ask_to_publish(admin, db, fields, send_at).await;
+            }
             let issue = Submitted {
                 draft: &draft,
                 rendered: &rendered,
                 send_at,
             };
             let ip = client_ip(&request, &limiter);
-            publish(&admin, fields, &db, &settings, &key, issue, ip).await
+            publish(admin, fields, db, &settings, &key, issue, ip).await
         }
     }
 }
 
-/// The form, with what was typed, and maybe a refusal, a notice or a preview.
-fn compose_form(
+/// The form, with what was typed, and maybe a refusal or a preview.
+async fn compose_form(
     admin: &SignedIn,
+    db: &Db,
     status: StatusCode,
     fields: ComposeFields<'_>,
     refusal: Option<Refusal>,
     preview: Option<Preview>,
-) -> HttpResponse {
-    compose_form_with_notice(admin, status, fields, refusal, None, preview)
+) -> Result<HttpResponse, ApiError> {
+    compose_form_with_notice(admin, db, status, fields, refusal, None, preview).await
 }
 
-fn compose_form_with_notice(
+/// The form, as [`compose_form`], with a notice on top. The publish button
+/// carries the question its dialog asks, with the audience as it is now.
+async fn compose_form_with_notice(
     admin: &SignedIn,
+    db: &Db,
     status: StatusCode,
     fields: ComposeFields<'_>,
     refusal: Option<Refusal>,
     notice: Option<String>,
     preview: Option<Preview>,
-) -> HttpResponse {
-    page(
+) -> Result<HttpResponse, ApiError> {
+    let audience = audience_size(db).await?;
+    let mut answer = page(
         status,
         &ComposePage {
             newsletter: &admin.newsletter,
@@ -202,8 +248,48 @@ fn compose_form_with_notice(
             refusal,
             notice,
             preview,
+            publish_question: publish_question(audience),
         },
-    )
+    );
+    answer.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(FORM_POLICY),
+    );
+    Ok(answer)
+}
+
+/// How many an issue published now goes to.
+#[tracing::instrument(name = "Count the audience", skip_all)]
+async fn audience_size(db: &Db) -> Result<i64, ApiError> {
+    db.transaction(async |tx| ledger::audience_size(tx).await)
+        .await
+        .step("count the audience")
+}
+
+/// The publish question as a page, for a form sent without scripts: its
+/// button publishes what the form held, with the form's key; the other
+/// goes back to the form.
+async fn ask_to_publish(
+    admin: &SignedIn,
+    db: &Db,
+    fields: ComposeFields<'_>,
+    send_at: Option<DateTime<Utc>>,
+) -> Result<HttpResponse, ApiError> {
+    let audience = audience_size(db).await?;
+    Ok(page(
+        StatusCode::OK,
+        &PublishConfirmPage {
+            newsletter: &admin.newsletter,
+            nav: nav(admin),
+            fields,
+            question: publish_question(audience),
+            audience: subscribers_text(audience),
+            // A moment already past is sent at once, as no moment is.
+            send_at: send_at
+                .filter(|at| *at > Utc::now())
+                .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()),
+        },
+    ))
 }
 
 /// A key for a form shown for the first time.
@@ -237,56 +323,45 @@ fn parse_send_at(raw: &str) -> Result<Option<DateTime<Utc>>, String> {
 }
 
 /// The values previews and test sends fill the placeholders with. The
-/// link has the shape of a real one, but names nobody: opened, it says so.
+/// link is a real one, signed, but names nobody: opened, it says it came
+/// from a test email, and pressing its button unsubscribes no one.
 fn example_values(settings: &PublishSettings) -> Personalisation {
     Personalisation::from([
         (RECIPIENT_NAME.to_owned(), EXAMPLE_NAME.to_owned()),
         (
             UNSUBSCRIBE_URL.to_owned(),
-            format!(
-                "{}/unsubscribe/example",
-                settings.base_url.trim_end_matches('/')
-            ),
+            settings.test_unsubscribe_url.clone(),
         ),
     ])
 }
 
 /// The rendered email filled in as it would be for a subscriber named
 /// [`EXAMPLE_NAME`], and the form again to go on from.
-fn preview(
+async fn preview(
     admin: &SignedIn,
+    db: &Db,
     fields: ComposeFields<'_>,
     rendered: &EmailContent,
     settings: &PublishSettings,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let email = personalise(rendered, &example_values(settings));
     let preview = Preview {
         subject: email.subject,
         html: email.html_body,
         text: email.text_body,
     };
-    let mut answer = compose_form(admin, StatusCode::OK, fields, None, Some(preview));
-    // The frame's document inherits this page's policy: images in the
-    // issue load from the web for the reader, and so they do here. Nothing
-    // in the frame can run (it is sandboxed without scripts).
-    answer.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src http: https:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    answer
+    compose_form(admin, db, StatusCode::OK, fields, None, Some(preview)).await
 }
 
-/// Queues the email, filled in as the preview shows it, to the admin's own
-/// address on the stream issues go out on.
+/// Queues the email, filled in as the preview shows it and its subject
+/// marked as a test, to the admin's own address on the stream issues go
+/// out on.
 #[tracing::instrument(name = "Send a test of an issue", skip_all)]
 async fn send_test(
     admin: &SignedIn,
+    db: &Db,
     fields: ComposeFields<'_>,
     rendered: &EmailContent,
-    db: &Db,
     outbox: &Outbox,
     settings: &PublishSettings,
 ) -> Result<HttpResponse, ApiError> {
@@ -298,17 +373,14 @@ async fn send_test(
                      on the dashboard, then send the test again."
                 .into(),
         };
-        return Ok(compose_form(
-            admin,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            fields,
-            Some(refusal),
-            None,
-        ));
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
+    let mut content = personalise(rendered, &example_values(settings));
+    content.subject.insert_str(0, TEST_SUBJECT_PREFIX);
     let email = Email {
         to: to.clone(),
-        content: personalise(rendered, &example_values(settings)),
+        content,
         message_stream: settings.message_stream.clone(),
         delivery: None,
         unsubscribe: None,
@@ -317,14 +389,7 @@ async fn send_test(
         .await
         .step("queue the test email")?;
     let notice = format!("Test sent to {}.", to.as_ref());
-    Ok(compose_form_with_notice(
-        admin,
-        StatusCode::OK,
-        fields,
-        None,
-        Some(notice),
-        None,
-    ))
+    compose_form_with_notice(admin, db, StatusCode::OK, fields, None, Some(notice), None).await
 }
 
 /// What the form asks to publish, parsed.
@@ -387,13 +452,8 @@ async fn publish(
                      this text as a new issue."
                 .into(),
         };
-        return Ok(compose_form(
-            admin,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            fields,
-            Some(refusal),
-            None,
-        ));
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
     let mut answer = HttpResponse::SeeOther()
         .insert_header((header::LOCATION, issue_path(issue_id)))

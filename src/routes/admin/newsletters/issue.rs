@@ -33,7 +33,8 @@ use crate::routes::error::DatabaseStep;
 /// Undelivered recipients on a page.
 const PAGE_SIZE: i64 = 50;
 
-/// The page's script: it follows the issue's live updates.
+/// The newsletter pages' script: it asks before publishing, on the compose
+/// form, and follows an issue's live updates, on its page.
 const SCRIPT: &str = include_str!("../../../templates/admin/newsletter.js");
 
 /// This page runs its own script, which listens to this site: the
@@ -166,7 +167,7 @@ fn missing(admin: &SignedIn) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters.js", tag = "admin",
-    responses((status = 200, description = "The issue page's script.", body = String, content_type = "text/javascript"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::AdminOnly))]
 pub async fn issue_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(

@@ -26,8 +26,9 @@ pub use list::newsletters;
 pub struct PublishSettings {
     /// The email API's stream for bulk mail: issues and their test sends.
     pub message_stream: String,
-    /// The service's public address, for the example unsubscribe link.
-    pub base_url: String,
+    /// The unsubscribe link previews and test sends carry: signed, and
+    /// naming no one ([`crate::keys::Keys::test_unsubscribe_token`]).
+    pub test_unsubscribe_url: String,
     /// Wakes the senders of every process once a publish, resume, cancel
     /// or requeue has committed.
     pub senders: crate::db::wakeups::Notifier,

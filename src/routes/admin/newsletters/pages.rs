@@ -61,6 +61,8 @@ pub struct ComposePage<'a> {
     pub refusal: Option<Refusal>,
     pub notice: Option<String>,
     pub preview: Option<Preview>,
+    /// What the publish button's dialog asks: "Send to 1,204 subscribers?"
+    pub publish_question: String,
 }
 
 impl ComposePage<'_> {
@@ -79,6 +81,22 @@ impl ComposePage<'_> {
             .filter(|r| r.field.is_none())
             .map(|r| r.reason.as_str())
     }
+}
+
+/// The publish question, for a form sent without scripts: the form's
+/// fields again, hidden, under a button that publishes them.
+#[derive(Template)]
+#[template(path = "admin/newsletter_confirm.html")]
+pub struct PublishConfirmPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub fields: ComposeFields<'a>,
+    /// "Send to 1,204 subscribers?"
+    pub question: String,
+    /// "1,204 subscribers"
+    pub audience: String,
+    /// When it goes out, if later than at once.
+    pub send_at: Option<String>,
 }
 
 /// One recipient who did not get the issue.

@@ -81,6 +81,38 @@ pub fn parse_issue_id(raw: &str) -> Option<Uuid> {
     Uuid::try_parse(raw).ok()
 }
 
+/// A count of subscribers as a sentence says it: "1 subscriber",
+/// "1,204 subscribers".
+pub fn subscribers_text(count: i64) -> String {
+    let noun = if count == 1 {
+        "subscriber"
+    } else {
+        "subscribers"
+    };
+    format!("{} {noun}", thousands(count))
+}
+
+/// What publishing asks before it sends: "Send to 1,204 subscribers?"
+pub fn publish_question(audience: i64) -> String {
+    format!("Send to {}?", subscribers_text(audience))
+}
+
+/// `count` with a comma between each group of three digits.
+fn thousands(count: i64) -> String {
+    let digits = count.unsigned_abs().to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if count < 0 {
+        grouped.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
 fn rate_text(per_second: f64) -> String {
     if per_second >= 10.0 {
         format!("{per_second:.0} emails a second")
@@ -114,6 +146,24 @@ mod tests {
         assert_eq!(duration_text(61), "about 2 min");
         assert_eq!(duration_text(3600), "about 1 h 0 min");
         assert_eq!(duration_text(7500), "about 2 h 5 min");
+    }
+
+    #[test]
+    fn the_publish_question_names_the_count_with_thousands_separators_and_one_in_the_singular() {
+        for (audience, question) in [
+            (0, "Send to 0 subscribers?"),
+            (1, "Send to 1 subscriber?"),
+            (2, "Send to 2 subscribers?"),
+            (999, "Send to 999 subscribers?"),
+            (1_000, "Send to 1,000 subscribers?"),
+            (1_204, "Send to 1,204 subscribers?"),
+            (12_345, "Send to 12,345 subscribers?"),
+            (1_234_567, "Send to 1,234,567 subscribers?"),
+        ] {
+            assert_eq!(publish_question(audience), question, "{audience}");
+        }
+        assert_eq!(thousands(-1_204), "-1,204");
+        assert_eq!(thousands(i64::MIN), "-9,223,372,036,854,775,808");
     }
 
     #[test]
