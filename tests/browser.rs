@@ -1818,14 +1818,7 @@ async fn turn_on_totp(app: &helpers::TestApp, username: &str) {
 #[tokio::test]
 async fn every_page_fits_the_width_of_a_desktop_and_of_a_phone() {
     // Emails go to the local inbox, whose pages are among those checked.
-    let app = helpers::spawn_app_with(|settings| {
-        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
-        // Longer than the inbox's longest call: the database's acquire and
-        // work timeouts together.
-        settings.delivery.sending.claim_timeout_seconds = 60;
-        settings.campaigns.sending.claim_timeout_seconds = 60;
-    })
-    .await;
+    let app = helpers::spawn_app_with_the_inbox().await;
     create_admin_with_the_command(&app, "grace", "grace@example.com").await;
     create_admin_with_the_command(&app, "hedy", "hedy@example.com").await;
     turn_on_totp(&app, "hedy").await;
@@ -1860,24 +1853,8 @@ async fn every_page_fits_the_width_of_a_desktop_and_of_a_phone() {
 
 #[tokio::test]
 async fn a_subscribers_confirmation_opened_in_the_inbox_confirms_them_when_its_link_is_clicked() {
-    // The links in the email must lead to this app, as they do in a local
-    // run: its public address is the one it listens on, on a port found
-    // free first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = helpers::spawn_app_with(|settings| {
-        settings.application.port = port;
-        settings.application.base_url = format!("http://127.0.0.1:{port}");
-        settings.email_client.providers = vec![newsletter::configuration::EmailBackend::Inbox];
-        // Longer than the inbox's longest call: the database's acquire and
-        // work timeouts together.
-        settings.delivery.sending.claim_timeout_seconds = 60;
-        settings.campaigns.sending.claim_timeout_seconds = 60;
-    })
-    .await;
+    // The links in the email lead to this app, as they do in a local run.
+    let app = helpers::spawn_app_with_the_inbox().await;
     create_admin_with_the_command(&app, "grace", "grace@example.com").await;
     let browser = Browser::start(1280, 900).await;
     browser.open_the_form(&app).await;
@@ -1924,5 +1901,185 @@ async fn a_subscribers_confirmation_opened_in_the_inbox_confirms_them_when_its_l
     browser.wait_for_heading("Subscription confirmed").await;
     browser.screenshot("inbox-03-confirmed").await;
     assert_eq!(app.subscriber_status().await, "confirmed");
+    browser.close().await;
+}
+
+/// The addresses the README's tour names, in order, as paths: what a
+/// newcomer types into the browser, step by step.
+fn paths_the_tour_names() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let tour = readme
+        .split("\n## Try it\n")
+        .nth(1)
+        .expect("the README has its tour")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    tour.split("<http://127.0.0.1:8000")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .map(|path| if path.is_empty() { "/" } else { path }.to_owned())
+        .collect()
+}
+
+/// Opens a row of the local inbox: the newest email to `to` whose subject
+/// starts with `subject`, waiting for it to arrive.
+async fn open_from_the_inbox(browser: &Browser, app: &helpers::TestApp, to: &str, subject: &str) {
+    let row = format!(
+        "//table[@id='inbox']//tr[td[@class='recipient' and text()='{to}']]\
+         /td[@class='title']/a[starts-with(normalize-space(.), '{subject}')]"
+    );
+    let link = helpers::eventually(&format!("“{subject}” to {to} in the inbox"), || async {
+        browser
+            .client
+            .goto(&format!("{}/admin/inbox", app.address))
+            .await
+            .unwrap();
+        browser.client.find(Locator::XPath(&row)).await.ok()
+    })
+    .await;
+    link.click().await.unwrap();
+    browser.wait_for("iframe#email-html").await;
+}
+
+/// Clicks the link inside the shown email whose address contains `part`,
+/// and comes back out of the email's frame, which went with the page.
+async fn click_in_the_email(browser: &Browser, part: &str) {
+    browser.client.enter_frame(0).await.unwrap();
+    browser.press(&format!(r#"a[href*="{part}"]"#)).await;
+    browser
+        .wait_for_address("the page the link leads to", |url| {
+            !url.path().starts_with("/admin/inbox")
+        })
+        .await;
+    browser.client.enter_parent_frame().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_newcomer_follows_the_readme_tour_from_subscribing_to_unsubscribing_with_the_local_inbox()
+{
+    let tour = paths_the_tour_names();
+    assert_eq!(
+        tour,
+        [
+            "/login",
+            "/",
+            "/admin/inbox",
+            "/admin/subscribers",
+            "/admin/newsletters/new",
+            "/admin/newsletters",
+        ],
+        "the README's tour names other pages than this test walks through"
+    );
+    let app = helpers::spawn_app_with_the_inbox().await;
+    let go = |path: &str| format!("{}{path}", app.address);
+    let browser = Browser::start(1280, 900).await;
+
+    // 1, 2: an admin from the command line, signed in.
+    create_admin_with_the_command(&app, "ada", "ada@example.com").await;
+    browser.sign_in(&app, "ada", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    browser.screenshot("tour-01-signed-in").await;
+
+    // 3: a reader subscribes on the form.
+    browser.client.goto(&go("/")).await.unwrap();
+    browser.fill("name", "Reader").await;
+    browser.fill("email", "reader@example.com").await;
+    browser.submit().await;
+    browser.wait_for_heading("Check your inbox").await;
+    browser.screenshot("tour-02-subscribed").await;
+
+    // 4, 5: the confirmation, found in the inbox, and its link pressed.
+    open_from_the_inbox(&browser, &app, "reader@example.com", "").await;
+    browser.screenshot("tour-03-confirmation-email").await;
+    click_in_the_email(&browser, "/subscriptions/confirm?").await;
+    browser.wait_for_heading("Subscription confirmed").await;
+    browser.screenshot("tour-04-confirmed").await;
+    browser
+        .client
+        .goto(&go("/admin/subscribers"))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Subscribers").await;
+    let listed = browser.texts_of_all("table td").await;
+    assert!(
+        listed.iter().any(|cell| cell == "reader@example.com")
+            && listed.iter().any(|cell| cell == "Confirmed"),
+        "the reader is not listed as confirmed: {listed:?}"
+    );
+
+    // 6, 7: an issue written and previewed.
+    browser
+        .client
+        .goto(&go("/admin/newsletters/new"))
+        .await
+        .unwrap();
+    browser.wait_for_heading("New issue").await;
+    browser.fill("title", "First light").await;
+    browser
+        .fill(
+            "content",
+            "# First light\n\nThe first issue, sent from the tour.",
+        )
+        .await;
+    browser.press("button#preview-button").await;
+    browser.wait_for("#preview").await;
+    let preview = text_in_the_preview(&browser).await;
+    assert!(
+        preview.contains("The first issue, sent from the tour."),
+        "{preview}"
+    );
+    assert_eq!(
+        preview.matches("First light").count(),
+        1,
+        "the preview shows the title more than once: {preview}"
+    );
+    browser.screenshot("tour-05-preview").await;
+
+    // 8: a test, to the admin's own address.
+    browser.press("button#test-button").await;
+    assert_eq!(
+        browser.text_of("#compose-notice").await,
+        "Test sent to ada@example.com."
+    );
+
+    // 9: published from the same form, once asked, and sent.
+    publish_from_the_form(&browser, "Send to 1 subscriber?").await;
+    browser.wait_for("#issue-state").await;
+    helpers::eventually("the issue to be sent", || async {
+        (state_shown(&browser).await == "done").then_some(())
+    })
+    .await;
+    browser.screenshot("tour-06-published").await;
+    browser
+        .client
+        .goto(&go("/admin/newsletters"))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Newsletters").await;
+
+    // The test arrived as a test, and its unsubscribe link changes nothing.
+    open_from_the_inbox(&browser, &app, "ada@example.com", "[Test] First light").await;
+    browser.screenshot("tour-07-test-email").await;
+    click_in_the_email(&browser, "/unsubscribe/").await;
+    browser.wait_for("#test-send-notice").await;
+    browser.press("form button[type=submit]").await;
+    browser.wait_for_heading("Nothing changed").await;
+    browser.screenshot("tour-08-test-unsubscribe").await;
+
+    // 10: the reader leaves from the link in the issue.
+    open_from_the_inbox(&browser, &app, "reader@example.com", "First light").await;
+    browser.screenshot("tour-09-issue-email").await;
+    click_in_the_email(&browser, "/unsubscribe/").await;
+    assert_eq!(
+        browser.text_of("#unsubscribe-address").await,
+        "r•••@example.com"
+    );
+    browser.screenshot("tour-10-unsubscribe").await;
+    browser.press("form button[type=submit]").await;
+    browser.wait_for_heading("You are unsubscribed").await;
+    browser.screenshot("tour-11-unsubscribed").await;
+    assert_eq!(app.subscriber_status().await, "unsubscribed");
     browser.close().await;
 }

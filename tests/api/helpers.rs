@@ -367,6 +367,27 @@ pub const WEBHOOK_USERNAME: &str = "postmark";
 pub const WEBHOOK_PASSWORD: &str = "webhook password for tests";
 
 /// Like [`spawn_app`], with a chance to change the settings first.
+/// An app run the way `scripts/run_local.sh` runs it: its emails go to the
+/// local inbox, and the links in them lead back to it, its public address
+/// being the one it listens on (a port found free first). Its claims
+/// outlast the inbox's longest call: the database's acquire and work
+/// timeouts together.
+pub async fn spawn_app_with_the_inbox() -> TestApp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    spawn_app_with(|settings| {
+        settings.application.port = port;
+        settings.application.base_url = format!("http://127.0.0.1:{port}");
+        settings.email_client.providers = vec![EmailBackend::Inbox];
+        settings.delivery.sending.claim_timeout_seconds = 60;
+        settings.campaigns.sending.claim_timeout_seconds = 60;
+    })
+    .await
+}
+
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     LazyLock::force(&TRACING);
     let email_server = MockServer::start().await;

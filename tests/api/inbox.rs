@@ -10,20 +10,8 @@ use uuid::Uuid;
 
 use crate::campaigns::{add_subscribers, publish, wait_for_state};
 use crate::erasure::{ADDRESS, SIGN_UP, found_in, pg_dump};
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, spawn_app_with_the_inbox};
 use crate::newsroom::{Browser, PASSWORD, create_admin};
-
-/// An app whose emails go to the local inbox. Its claims outlast the
-/// inbox's longest call: the database's acquire timeout and work timeout
-/// together.
-async fn app_with_the_inbox() -> TestApp {
-    spawn_app_with(|settings| {
-        settings.email_client.providers = vec![EmailBackend::Inbox];
-        settings.delivery.sending.claim_timeout_seconds = 60;
-        settings.campaigns.sending.claim_timeout_seconds = 60;
-    })
-    .await
-}
 
 /// The signed-in admin's browser.
 async fn admin(app: &TestApp) -> Browser {
@@ -99,7 +87,7 @@ fn text_version(page: &str) -> &str {
 
 #[tokio::test]
 async fn a_confirmation_sent_through_the_inbox_is_listed_and_shown_with_links_that_confirm() {
-    let app = app_with_the_inbox().await;
+    let app = spawn_app_with_the_inbox().await;
     let browser = admin(&app).await;
 
     let subscribed = app
@@ -164,7 +152,7 @@ async fn a_confirmation_sent_through_the_inbox_is_listed_and_shown_with_links_th
 
 #[tokio::test]
 async fn a_newsletter_in_the_inbox_shows_its_list_unsubscribe_header_and_its_stream() {
-    let app = app_with_the_inbox().await;
+    let app = spawn_app_with_the_inbox().await;
     add_subscribers(&app, 1, "confirmed").await;
     let browser = admin(&app).await;
 
@@ -207,7 +195,7 @@ async fn a_newsletter_in_the_inbox_shows_its_list_unsubscribe_header_and_its_str
 
 #[tokio::test]
 async fn erasing_a_subscriber_takes_their_emails_out_of_the_inbox_and_leaves_no_form_of_them() {
-    let app = app_with_the_inbox().await;
+    let app = spawn_app_with_the_inbox().await;
     let browser = admin(&app).await;
     assert_eq!(
         app.post_subscriptions(SIGN_UP).await.status(),
@@ -267,7 +255,7 @@ async fn where_the_inbox_is_off_its_pages_answer_404_saying_where_emails_go() {
 
 #[tokio::test]
 async fn an_email_address_that_is_no_uuid_or_names_no_email_is_a_404_with_the_reason() {
-    let app = app_with_the_inbox().await;
+    let app = spawn_app_with_the_inbox().await;
     let browser = admin(&app).await;
     let unknown = Uuid::new_v4();
     let cases = [
