@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::configuration::AdminSettings;
+use crate::rate_limit::HeldCharges;
 
 /// How long Redis gets to answer one command, and to accept a connection.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -110,6 +111,11 @@ pub struct SessionData {
     /// in a session by the previous release, is ignored here and dropped at
     /// the next save.
     pub sealed_pending_totp_secret: Option<Vec<u8>>,
+    /// The sign-in limits' charges of the right password, given back once
+    /// the code is right too. Absent from sessions an earlier release wrote,
+    /// and ignored by it: nothing is held then.
+    #[serde(default)]
+    pub held_charges: HeldCharges,
 }
 
 impl SessionData {
@@ -123,6 +129,7 @@ impl SessionData {
             created_at: (unix_now_millis() / 1000) as i64,
             failed_codes: 0,
             sealed_pending_totp_secret: None,
+            held_charges: HeldCharges::default(),
         }
     }
 }

@@ -536,7 +536,9 @@ impl RateLimiter {
     }
 }
 
-/// One request's charge on one limit: where it is kept, and how much it was.
+/// One request's charge on one limit: where it is kept (a key of hashes,
+/// never what was typed), and how much it was.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Charge {
     key: String,
     interval_ms: u64,
@@ -567,7 +569,32 @@ impl LoginAttempt {
     pub async fn succeeded(self) {
         self.limiter.refund(&self.charged).await;
     }
+
+    /// The password was right, but a second factor must follow: its charges
+    /// are held, to be given back with the code's once that is right
+    /// ([`LoginAttempt::succeeded_after`]). Given back now, the password
+    /// step would cost nothing to the one person the second factor stands
+    /// against, someone who has the password but not the code, and every
+    /// new sign-in would put the whole budget into code guesses.
+    pub fn held_for_the_second_factor(self) -> HeldCharges {
+        HeldCharges(self.charged)
+    }
+
+    /// The code was right: its charges and the password step's `held` ones
+    /// are given back, in one round trip.
+    #[tracing::instrument(name = "Refund a right sign-in and its code", level = "debug", skip_all)]
+    pub async fn succeeded_after(mut self, held: HeldCharges) {
+        self.charged.extend(held.0);
+        self.limiter.refund(&self.charged).await;
+    }
 }
+
+/// The charges of a right password whose second factor is still to come,
+/// kept in the sign-in's session until the code is right (see
+/// [`LoginAttempt::held_for_the_second_factor`]). A sign-in that never gets
+/// the code right keeps them spent.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct HeldCharges(Vec<Charge>);
 
 /// The per-address subject: a hash of the mailbox, so that Redis never holds
 /// an address. For an address without a `+tag` outside Gmail this is the

@@ -4,13 +4,12 @@
 //! them; and where the inbox is off, or an address names no email, its
 //! pages answer 404 with the reason.
 
-use newsletter::configuration::EmailBackend;
 use reqwest::{StatusCode, Url};
 use uuid::Uuid;
 
 use crate::campaigns::{add_subscribers, publish, wait_for_state};
 use crate::erasure::{ADDRESS, SIGN_UP, found_in, pg_dump};
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, spawn_app_with_the_inbox};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with_the_inbox};
 use crate::newsroom::{Browser, PASSWORD, create_admin};
 
 /// The signed-in admin's browser.

@@ -770,6 +770,29 @@ async fn signing_in_again_and_again_with_a_second_factor_spends_no_budget() {
     }
 }
 
+#[tokio::test]
+async fn with_the_password_but_not_the_code_each_sign_in_still_spends_the_budget() {
+    // Burst 2: the right password (held, not given back) and one wrong code.
+    let app = spawn_app_with(sign_in_budgets(2)).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    enrol(&Browser::signed_in(&app, "ada", PASSWORD).await).await;
+
+    let browser = Browser::new(&app);
+    let password_step = browser.log_in("ada", PASSWORD).await;
+    assert_eq!(location(&password_step), "/login/code");
+    let wrong = submit_code(&browser, "000000").await;
+    assert_eq!(wrong.status().as_u16(), 401);
+
+    // Had the right password been free, the budget would have room for
+    // another sign-in and its guesses.
+    let again = Browser::new(&app).log_in("ada", PASSWORD).await;
+    assert_eq!(
+        again.status().as_u16(),
+        429,
+        "the password step gave its charge back before the code was right"
+    );
+}
+
 /// Settings with the limits of `configuration/local.yaml`, as a person
 /// running the service on their machine has them (the tests' own are
 /// roomier still), on this test's keys.

@@ -227,7 +227,6 @@ pub async fn log_in(
             return Ok(retry(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS));
         }
     };
-    attempt.succeeded().await;
     if let Some(rehashed) = rehashed {
         db.transaction(async |tx| accounts::upgrade_hash(tx, admin.id, &rehashed).await)
             .await
@@ -235,10 +234,12 @@ pub async fn log_in(
     }
     end_current_session(&request, &cookies).await?;
     if admin.totp_secret.is_some() {
-        let data = SessionData::new(admin.id, admin.session_generation, Stage::AwaitingCode);
+        let mut data = SessionData::new(admin.id, admin.session_generation, Stage::AwaitingCode);
+        data.held_charges = attempt.held_for_the_second_factor();
         let id = store.create(&data).await.map_err(sessions_unavailable)?;
         return with_cookies(see_other("/login/code"), [cookies.session(&id)]);
     }
+    attempt.succeeded().await;
     signed_in(&request, &db, &cookies, &admin, ip, "with a password").await
 }
 
@@ -545,7 +546,9 @@ pub async fn submit_code(
             Some(error),
         ));
     };
-    attempt.succeeded().await;
+    attempt
+        .succeeded_after(std::mem::take(&mut session.data.held_charges))
+        .await;
     if how == SecondFactor::RecoveryCode {
         record(&db, &actor_for(&admin, ip), Action::RecoveryCodeUsed, "").await?;
     }
