@@ -582,7 +582,11 @@ impl LoginAttempt {
 
     /// The code was right: its charges and the password step's `held` ones
     /// are given back, in one round trip.
-    #[tracing::instrument(name = "Refund a right sign-in and its code", level = "debug", skip_all)]
+    #[tracing::instrument(
+        name = "Refund a right sign-in and its code",
+        level = "debug",
+        skip_all
+    )]
     pub async fn succeeded_after(mut self, held: HeldCharges) {
         self.charged.extend(held.0);
         self.limiter.refund(&self.charged).await;

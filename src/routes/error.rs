@@ -137,8 +137,13 @@ pub fn refusal_pages<B: MessageBody + 'static>() -> ErrorHandlers<B> {
 }
 
 fn too_many_requests_page<B: MessageBody + 'static>(
-    response: ServiceResponse<B>,
+    mut response: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    // The body depends on who asks: a cache between must not hand a
+    // browser's page to an API client, or the other way round.
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept"));
     let is_plain = response
         .headers()
         .get(header::CONTENT_TYPE)

@@ -553,6 +553,8 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 /// come back: with a one-a-600-seconds budget, in ten minutes.
 async fn assert_styled_too_many_requests_page(response: reqwest::Response, case: &str) {
     assert_eq!(response.status().as_u16(), 429, "{case}");
+    // The body depends on Accept: caches must know.
+    assert_eq!(response.headers()["Vary"], "Accept", "{case}");
     assert!(
         (541..=600).contains(&retry_after(&response)),
         "{case}: Retry-After {}",
@@ -581,6 +583,8 @@ async fn assert_styled_too_many_requests_page(response: reqwest::Response, case:
 /// Checks `response` is the plain-text refusal an API client gets.
 async fn assert_plain_too_many_requests(response: reqwest::Response, case: &str) {
     assert_eq!(response.status().as_u16(), 429, "{case}");
+    // The body depends on Accept: caches must know.
+    assert_eq!(response.headers()["Vary"], "Accept", "{case}");
     assert!((541..=600).contains(&retry_after(&response)), "{case}");
     let content_type = response.headers()["Content-Type"].to_str().unwrap();
     assert!(
