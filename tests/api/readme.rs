@@ -23,10 +23,9 @@ fn section<'a>(text: &'a str, heading: &str) -> &'a str {
     section.split(&format!("\n{level} ")).next().unwrap()
 }
 
-/// The paths in the first column of the table under `## Layout`.
-fn layout_paths(readme: &str) -> Vec<String> {
-    section(readme, "## Layout")
-        .lines()
+/// What is written `like this` in the first column of the tables in `text`.
+fn first_column_code(text: &str) -> Vec<String> {
+    text.lines()
         .filter(|line| line.starts_with("| `"))
         .flat_map(|line| {
             let first_column = line.split('|').nth(1).unwrap_or_default();
@@ -38,6 +37,11 @@ fn layout_paths(readme: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The paths in the first column of the table under `## Layout`.
+fn layout_paths(readme: &str) -> Vec<String> {
+    first_column_code(section(readme, "## Layout"))
 }
 
 #[test]
@@ -125,24 +129,15 @@ fn every_test_the_security_table_cites_exists_in_the_file_it_names() {
 /// `## Routes`, such as `GET /login`, `POST /login`.
 fn documented_routes(readme: &str) -> BTreeSet<(String, String)> {
     const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-    section(readme, "## Routes")
-        .lines()
-        .filter(|line| line.starts_with("| `"))
-        .flat_map(|line| {
-            let first_column = line.split('|').nth(1).unwrap_or_default();
-            first_column
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .filter_map(|code| {
-                    let (method, rest) = code.split_once(' ')?;
-                    // The path without what a row adds after it: a query,
-                    // or the form's fields.
-                    let path = rest.split(['?', ' ']).next()?;
-                    (METHODS.contains(&method) && path.starts_with('/'))
-                        .then(|| (method.to_owned(), path.to_owned()))
-                })
-                .collect::<Vec<_>>()
+    first_column_code(section(readme, "## Routes"))
+        .into_iter()
+        .filter_map(|code| {
+            let (method, rest) = code.split_once(' ')?;
+            // The path without what a row adds after it: a query,
+            // or the form's fields.
+            let path = rest.split(['?', ' ']).next()?;
+            (METHODS.contains(&method) && path.starts_with('/'))
+                .then(|| (method.to_owned(), path.to_owned()))
         })
         .collect()
 }
