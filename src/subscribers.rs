@@ -8,9 +8,6 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::keys::Keys;
-use crate::signups::history;
-
 /// The address of the subscriber with this id, as stored; `None` once
 /// they were erased.
 pub async fn address_of(
@@ -30,15 +27,15 @@ pub struct Leaver {
     pub email: String,
 }
 
-/// Marks the subscriber unsubscribed (the time only the first time),
-/// deletes their confirmation tokens and remembers that their mailbox left.
-/// `None` when no subscriber has the id: they were erased, and there is
-/// nothing left to do. The tokens go first: a confirmation locks its token
-/// before the subscriber, so the two take their locks in one order and the
-/// later action stands. Call it in a transaction: the three go together.
+/// Marks the subscriber unsubscribed (the time only the first time) and
+/// deletes their confirmation tokens. `None` when no subscriber has the id:
+/// they were erased, and there is nothing left to do. The tokens go first:
+/// a confirmation locks its token before the subscriber, so the two take
+/// their locks in one order and the later action stands. Call it in a
+/// transaction, with `signups::history::remember_departure`: they go
+/// together.
 pub async fn unsubscribe(
     connection: &mut PgConnection,
-    keys: &Keys,
     subscriber_id: Uuid,
 ) -> Result<Option<Leaver>, sqlx::Error> {
     sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
@@ -56,8 +53,5 @@ pub async fn unsubscribe(
     .bind(subscriber_id)
     .fetch_optional(&mut *connection)
     .await?;
-    if let Some((_, email)) = &leaver {
-        history::remember_departure(connection, keys, email).await?;
-    }
     Ok(leaver.map(|(name, email)| Leaver { name, email }))
 }

@@ -33,6 +33,7 @@ use crate::domain::{Newsletter, SubscriberEmail};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{Resubscribe, UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::signups::history;
 use crate::subscribers::{self, Leaver};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
@@ -148,7 +149,13 @@ pub async fn one_click(
     tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     let left = db
         .transaction(async |transaction| {
-            subscribers::unsubscribe(transaction, &keys, subscriber_id).await
+            let leaver = subscribers::unsubscribe(transaction, subscriber_id).await?;
+            // Remembered with the departure, so that a sign-up under another
+            // spelling of the mailbox asks for the button.
+            if let Some(leaver) = &leaver {
+                history::remember_departure(transaction, &keys, &leaver.email).await?;
+            }
+            Ok(leaver)
         })
         .await
         .step("unsubscribe")?;
