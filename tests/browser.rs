@@ -2083,3 +2083,34 @@ async fn a_newcomer_follows_the_readme_tour_from_subscribing_to_unsubscribing_wi
     assert_eq!(app.subscriber_status().await, "unsubscribed");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_browser_over_a_limit_gets_the_sites_page_saying_when_to_try_again_at_any_width() {
+    let app = helpers::spawn_app_with(|settings| {
+        settings.rate_limit.confirm_per_ip.burst = 1;
+        settings.rate_limit.confirm_per_ip.per_period = 1;
+        settings.rate_limit.confirm_per_ip.period_seconds = 3600;
+    })
+    .await;
+    let link = format!(
+        "{}/subscriptions/confirm?subscription_token={}",
+        app.address,
+        "a".repeat(32)
+    );
+    let mut failures = Vec::new();
+    for (width, height) in SIZES {
+        let browser = Browser::start(width, height).await;
+        // The first click spends the budget (an unknown link), the next is
+        // refused.
+        browser.client.goto(&link).await.unwrap();
+        browser.client.goto(&link).await.unwrap();
+        browser.wait_for_heading("Too many requests").await;
+        let said = browser.text_of("main").await;
+        assert!(said.contains("Try again in 1 hour."), "{said}");
+        browser
+            .check_width(&format!("too-many-requests-{width}"), width, &mut failures)
+            .await;
+        browser.close().await;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
