@@ -468,6 +468,79 @@ async fn a_message_tried_again_after_an_insert_that_may_have_committed_is_kept_o
 }
 
 #[tokio::test]
+async fn markup_in_a_kept_email_is_shown_as_text_on_the_inbox_pages_never_as_markup() {
+    let app = spawn_app_with_the_inbox().await;
+    let browser = admin(&app).await;
+    // What the name parser lets through (no angle brackets, no double
+    // quotes): enough to leave a single-quoted attribute.
+    let name = "Zeb' autofocus onfocus='alert&#40;1&#41;";
+    let sign_up =
+        serde_urlencoded::to_string([("name", name), ("email", "zeb@example.com")]).unwrap();
+    assert_eq!(
+        app.post_subscriptions(sign_up).await.status(),
+        StatusCode::OK
+    );
+    // What only a provider's caller can hand the inbox: any subject, text
+    // and stream, and an address with an apostrophe and an ampersand.
+    let hostile = r#""><img src=x onerror=alert(1)>"#;
+    let email = Email {
+        to: SubscriberEmail::parse("o'hara&co@example.com").unwrap(),
+        content: EmailContent {
+            subject: hostile.into(),
+            html_body: "<p>Hi</p>".into(),
+            text_body: format!("</pre>{hostile}<script>alert(2)</script>"),
+        },
+        message_stream: format!("<b>{hostile}</b>"),
+        delivery: None,
+        outbox_id: None,
+        unsubscribe: None,
+    };
+    the_inbox(&app).send(&[&email]).await.expect("kept");
+
+    let emails = wait_for_inbox(&browser, 2).await;
+    let mut pages = vec![("the list", "/admin/inbox".to_owned())];
+    pages.extend(emails.iter().map(|path| ("an email", path.clone())));
+    for (which, path) in pages {
+        let response = browser.get(&path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{which}");
+        let raw = response.text().await.unwrap();
+        for markup in [
+            "<img src=x",
+            "<script>alert",
+            "<b>\"",
+            "</pre>\"",
+            "' autofocus onfocus='",
+            "o'hara&co",
+        ] {
+            assert!(
+                !raw.contains(markup),
+                "{which} ({path}) holds {markup} unescaped: {raw}"
+            );
+        }
+    }
+    let (_, list) = page(&browser, "/admin/inbox").await;
+    assert!(
+        list.contains(hostile),
+        "the subject is shown as text: {list}"
+    );
+    assert!(list.contains("o'hara&co@example.com"), "{list}");
+    let mut shown = String::new();
+    for path in &emails {
+        shown.push_str(&page(&browser, path).await.1);
+    }
+    for text in [
+        format!("Hello {name},"),
+        format!("</pre>{hostile}<script>alert(2)</script>"),
+        format!("<b>{hostile}</b>"),
+    ] {
+        assert!(
+            shown.contains(&text),
+            "{text} is not shown as text: {shown}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn where_the_inbox_is_off_its_pages_answer_404_saying_where_emails_go() {
     let app = spawn_app().await;
     let browser = admin(&app).await;
