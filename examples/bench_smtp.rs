@@ -103,6 +103,7 @@ fn emails(count: usize) -> Result<Vec<Email>, anyhow::Error> {
                 },
                 message_stream: "broadcast".into(),
                 delivery: None,
+                outbox_id: None,
                 unsubscribe: Some(UnsubscribeLinks::new(
                     "https://news.example.com",
                     &token,

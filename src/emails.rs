@@ -34,6 +34,11 @@ pub struct Email {
     /// The newsletter delivery it is, if it is one: sent along as metadata
     /// so that webhooks about it can be traced back.
     pub delivery: Option<crate::campaigns::DeliveryId>,
+    /// The outbox message it is, once the outbox holds it: what tells a
+    /// second attempt at it from another email with the same words (a
+    /// test send made twice), so that a provider that keeps emails (the
+    /// local inbox) keeps it once however often it is tried.
+    pub outbox_id: Option<uuid::Uuid>,
     /// How the recipient leaves the list: newsletter emails only.
     pub unsubscribe: Option<UnsubscribeLinks>,
 }

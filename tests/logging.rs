@@ -131,35 +131,6 @@ fn is_json(line: &str) -> bool {
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok()
 }
 
-/// A browser signed in to the newsroom at `base` as a new admin, stored
-/// the way `newsletter admin create` stores one.
-async fn signed_in_admin(db: &helpers::TestDatabase, base: &str) -> newsroom::Browser {
-    use newsletter::admin::{accounts, password, username::AdminUsername};
-    let username = AdminUsername::parse("desk").unwrap();
-    let new_password =
-        password::NewPassword::parse(secrecy::SecretString::from(newsroom::PASSWORD)).unwrap();
-    let hash = password::hash(&new_password).await.unwrap();
-    let mut connection = db.pool.acquire().await.unwrap();
-    accounts::create(&mut connection, &username, None, &hash)
-        .await
-        .unwrap();
-    let browser = newsroom::Browser {
-        client: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        address: base.to_owned(),
-    };
-    let signed_in = browser.log_in("desk", newsroom::PASSWORD).await;
-    assert_eq!(
-        newsroom::location(&signed_in),
-        "/admin/dashboard",
-        "the admin could not sign in"
-    );
-    browser
-}
-
 /// The address of the newest email the inbox lists, once there is one.
 async fn newest_email(browser: &newsroom::Browser) -> String {
     helpers::eventually("the email to reach the inbox", || async {
@@ -208,7 +179,8 @@ async fn a_local_run_logs_plain_lines_with_request_ids_and_keeps_each_email_in_t
         .await
         .unwrap();
     assert_eq!(subscribed.status().as_u16(), 200);
-    let browser = signed_in_admin(&db, &base).await;
+    newsroom::create_admin_in(&db.pool, "desk", newsroom::PASSWORD).await;
+    let browser = newsroom::Browser::signed_in_at(&base, "desk", newsroom::PASSWORD).await;
     let email = newest_email(&browser).await;
     let page = browser.get(&email).await.text().await.unwrap();
     assert!(

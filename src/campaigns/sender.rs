@@ -188,6 +188,7 @@ impl CampaignSource {
                         issue_id: batch.key.issue_id,
                         seq: recipient.seq,
                     }),
+                    outbox_id: None,
                     unsubscribe: Some(unsubscribe),
                 },
             ));

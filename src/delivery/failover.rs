@@ -489,6 +489,7 @@ mod tests {
             },
             message_stream: "outbound".into(),
             delivery: None,
+            outbox_id: None,
             unsubscribe: None,
         }
     }

@@ -8,7 +8,10 @@
 //! This module owns `inbox_emails` and holds all of its SQL: the
 //! provider's insert, the pages' reads, the erasure of one recipient's
 //! emails and retention's pruning. Unlike the other providers it knows the
-//! database, since the database is where it delivers.
+//! database, since the database is where it delivers; its insert also
+//! locks the outbox row or the subscriber an email is for, so that an
+//! email a sender held while its recipient was erased is dropped, not kept
+//! (see [`Batch::insert`]).
 
 use std::time::Duration;
 
@@ -29,7 +32,8 @@ use crate::emails::Email;
 pub const NAME: &str = "inbox";
 
 /// Keeps each email in `inbox_emails` under an id of its own, which is
-/// also the message id the engine records.
+/// also the message id the engine records: one id per message, however
+/// often it is tried (see [`id_of`]).
 #[derive(Clone)]
 pub struct InboxProvider {
     db: Db,
@@ -84,18 +88,14 @@ impl Provider for InboxProvider {
                     .bounded(move |conn| Box::pin(batch.insert(conn)))
                     .await
                 {
-                    Ok(()) => Ok(ids
-                        .into_iter()
-                        .map(|id| Answer::Sent {
-                            message_id: Some(id.to_string()),
-                            provider: NAME,
-                        })
-                        .collect()),
+                    Ok(kept) => Ok(ids.into_iter().map(|id| answer(id, &kept)).collect()),
                     Err(e) => {
                         tracing::warn!(
                             error = %crate::telemetry::error_chain_line(&e),
                             "The local inbox could not keep a batch"
                         );
+                        // The insert may have committed all the same: the
+                        // retry finds the emails under the same ids.
                         Err(Failure {
                             answer: Answer::Passing {
                                 error: Refusal::new("the local inbox could not store the email"),
@@ -111,6 +111,69 @@ impl Provider for InboxProvider {
     }
 }
 
+/// What became of the email kept under `id`: in the inbox (now or by an
+/// earlier attempt), or dropped because the message it is was withdrawn
+/// meanwhile. Dropped is refused for good: there is nobody to send it to
+/// any more, and trying again would find the same.
+fn answer(id: Uuid, kept: &[Uuid]) -> Answer {
+    if kept.contains(&id) {
+        Answer::Sent {
+            message_id: Some(id.to_string()),
+            provider: NAME,
+        }
+    } else {
+        Answer::Refused(DROPPED)
+    }
+}
+
+/// Why an email was not kept: fixed text, as every refusal is.
+const DROPPED: Refusal = Refusal::new("the local inbox dropped it")
+    .because("the message was withdrawn while it was sent: its recipient was erased");
+
+/// An email's id in the inbox, the same for every attempt at one message:
+/// an insert that timed out may have committed, and the engine then tries
+/// the message again, which must not keep it twice. Derived from what the
+/// message is (its outbox row, or its delivery of an issue); an email that
+/// is neither (a tool driving the provider) is known by its whole content.
+fn id_of(email: &Email) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    // Each part with its length first: no two different emails hash the
+    // same parts in the same order.
+    let mut part = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    match (&email.outbox_id, &email.delivery) {
+        (Some(id), _) => {
+            part(b"outbox");
+            part(id.as_bytes());
+        }
+        (None, Some(delivery)) => {
+            part(b"delivery");
+            part(delivery.issue_id.as_bytes());
+            part(&delivery.seq.to_be_bytes());
+        }
+        (None, None) => {
+            part(b"content");
+            for text in [
+                email.to.as_ref(),
+                &email.message_stream,
+                &email.content.subject,
+                &email.content.html_body,
+                &email.content.text_body,
+                &header_lines(email),
+            ] {
+                part(text.as_bytes());
+            }
+        }
+    }
+    let digest = hash.finalize();
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// A batch as columns, inserted in one statement.
 struct Batch {
     ids: Vec<Uuid>,
@@ -121,41 +184,98 @@ struct Batch {
     text_bodies: Vec<String>,
     headers: Vec<String>,
     streams: Vec<String>,
+    /// What each email is, if it is a message the service can withdraw:
+    /// its outbox row, or its delivery of an issue.
+    outbox_ids: Vec<Option<Uuid>>,
+    issue_ids: Vec<Option<Uuid>>,
+    seqs: Vec<Option<i32>>,
 }
 
 impl Batch {
     fn of(sender: &str, emails: &[&Email]) -> Self {
+        let n = emails.len();
         let mut batch = Self {
-            ids: Vec::with_capacity(emails.len()),
+            ids: Vec::with_capacity(n),
             sender: sender.to_owned(),
-            recipients: Vec::with_capacity(emails.len()),
-            subjects: Vec::with_capacity(emails.len()),
-            html_bodies: Vec::with_capacity(emails.len()),
-            text_bodies: Vec::with_capacity(emails.len()),
-            headers: Vec::with_capacity(emails.len()),
-            streams: Vec::with_capacity(emails.len()),
+            recipients: Vec::with_capacity(n),
+            subjects: Vec::with_capacity(n),
+            html_bodies: Vec::with_capacity(n),
+            text_bodies: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            streams: Vec::with_capacity(n),
+            outbox_ids: Vec::with_capacity(n),
+            issue_ids: Vec::with_capacity(n),
+            seqs: Vec::with_capacity(n),
         };
         for email in emails {
-            batch.ids.push(Uuid::new_v4());
+            batch.ids.push(id_of(email));
             batch.recipients.push(email.to.as_ref().to_owned());
             batch.subjects.push(email.content.subject.clone());
             batch.html_bodies.push(email.content.html_body.clone());
             batch.text_bodies.push(email.content.text_body.clone());
             batch.headers.push(header_lines(email));
             batch.streams.push(email.message_stream.clone());
+            batch.outbox_ids.push(email.outbox_id);
+            batch.issue_ids.push(email.delivery.map(|d| d.issue_id));
+            batch.seqs.push(email.delivery.map(|d| d.seq));
         }
         batch
     }
 
-    async fn insert(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO inbox_emails \
-                 (id, sender, recipient, subject, html_body, text_body, headers, message_stream) \
-             SELECT e.id, $2, e.recipient, e.subject, e.html_body, e.text_body, e.headers, \
-                    e.message_stream \
-             FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                         $7::text[], $8::text[]) \
-                  AS e(id, recipient, subject, html_body, text_body, headers, message_stream)",
+    /// Keeps the emails whose message is still there, and returns their
+    /// ids: those inserted now and those an earlier attempt inserted.
+    ///
+    /// An erasure deletes its subscriber's outbox rows and their emails
+    /// here, but a sender may hold one of those emails already, claimed
+    /// before the erasure and kept after it: its address and its live links
+    /// would stay until retention. So the insert takes a key-share lock on
+    /// what each email is: its outbox row, or the subscriber of its
+    /// delivery (a campaign's delivery outlives an erasure; its subscriber
+    /// does not). An erasure holding or deleting that row makes the insert
+    /// wait for it to commit, and the row is then gone: the email is
+    /// dropped. An insert that locked first makes the erasure wait, whose
+    /// next statement, the deletion of the inbox's emails, then finds it.
+    /// Checking a record the erasure leaves instead (the keyed hashes of
+    /// `former_addresses`) would race with an erasure not yet committed,
+    /// and would drop the confirmation of someone who left and came back.
+    ///
+    /// The statement reads two tables it does not own because the lock
+    /// and the insert must be one: split, the lock would be released before
+    /// the insert or need a transaction around three modules' calls.
+    async fn insert(self, conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "WITH e AS ( \
+                 SELECT * FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], \
+                                      $6::text[], $7::text[], $8::text[], $9::uuid[], \
+                                      $10::uuid[], $11::int[]) \
+                     AS e(id, recipient, subject, html_body, text_body, headers, \
+                          message_stream, outbox_id, issue_id, seq) \
+             ), queued AS ( \
+                 SELECT o.id FROM email_outbox o \
+                 WHERE o.id IN (SELECT outbox_id FROM e WHERE outbox_id IS NOT NULL) \
+                 ORDER BY o.ctid \
+                 FOR KEY SHARE \
+             ), addressed AS ( \
+                 SELECT d.issue_id, d.seq \
+                 FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id \
+                 WHERE (d.issue_id, d.seq) IN \
+                       (SELECT issue_id, seq FROM e WHERE issue_id IS NOT NULL) \
+                 FOR KEY SHARE OF s \
+             ), kept AS ( \
+                 SELECT e.* FROM e \
+                 WHERE (e.outbox_id IS NULL OR e.outbox_id IN (SELECT id FROM queued)) \
+                   AND (e.issue_id IS NULL \
+                        OR (e.issue_id, e.seq) IN (SELECT issue_id, seq FROM addressed)) \
+             ), inserted AS ( \
+                 INSERT INTO inbox_emails \
+                     (id, sender, recipient, subject, html_body, text_body, headers, \
+                      message_stream) \
+                 SELECT id, $2, recipient, subject, html_body, text_body, headers, \
+                        message_stream \
+                 FROM kept \
+                 ON CONFLICT (id) DO NOTHING \
+             ) \
+             SELECT id FROM kept",
         )
         .bind(&self.ids)
         .bind(&self.sender)
@@ -165,9 +285,11 @@ impl Batch {
         .bind(&self.text_bodies)
         .bind(&self.headers)
         .bind(&self.streams)
-        .execute(conn)
-        .await?;
-        Ok(())
+        .bind(&self.outbox_ids)
+        .bind(&self.issue_ids)
+        .bind(&self.seqs)
+        .fetch_all(conn)
+        .await
     }
 }
 
@@ -330,6 +452,7 @@ mod tests {
             },
             message_stream: "broadcast".into(),
             delivery: None,
+            outbox_id: None,
             unsubscribe,
         }
     }
@@ -359,13 +482,17 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_keeps_each_email_under_an_id_of_its_own_from_the_one_sender() {
+    fn a_batch_keeps_each_message_under_an_id_of_its_own_from_the_one_sender() {
         let newsletter = Newsletter::parse("Desk", "", "Desk").unwrap();
         let sender = Sender::new(
             &newsletter,
             &SubscriberEmail::parse("news@example.com").unwrap(),
         );
-        let (a, b) = (email(None), email(None));
+        // The same words, as two messages of the outbox: a test send made
+        // twice.
+        let (mut a, mut b) = (email(None), email(None));
+        a.outbox_id = Some(Uuid::new_v4());
+        b.outbox_id = Some(Uuid::new_v4());
 
         let batch = Batch::of(sender.as_ref(), &[&a, &b]);
 
@@ -374,5 +501,70 @@ mod tests {
         assert_eq!(batch.sender, r#""Desk" <news@example.com>"#);
         assert_eq!(batch.recipients, ["ursula@example.com"; 2]);
         assert_eq!(batch.streams, ["broadcast"; 2]);
+        assert_eq!(batch.outbox_ids, [a.outbox_id, b.outbox_id]);
+    }
+
+    #[test]
+    fn every_attempt_at_one_message_keeps_it_under_the_same_id_and_other_messages_under_others() {
+        let outbox = |id: Uuid| Email {
+            outbox_id: Some(id),
+            ..email(None)
+        };
+        let delivery = |issue_id: Uuid, seq: i32| Email {
+            delivery: Some(crate::campaigns::DeliveryId { issue_id, seq }),
+            ..email(None)
+        };
+        let with_subject = |subject: &str| {
+            let mut email = email(None);
+            email.content.subject = subject.into();
+            email
+        };
+        let (row, issue) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut reworded = outbox(row);
+        reworded.content.subject = "Another subject".into();
+
+        for (case, first, second) in [
+            ("an outbox message", outbox(row), outbox(row)),
+            ("an outbox message, its words aside", outbox(row), reworded),
+            ("a delivery", delivery(issue, 3), delivery(issue, 3)),
+            ("an email that is neither", email(None), email(None)),
+        ] {
+            assert_eq!(id_of(&first), id_of(&second), "{case}");
+        }
+        for (case, first, second) in [
+            ("two outbox messages", outbox(row), outbox(Uuid::new_v4())),
+            ("two deliveries", delivery(issue, 3), delivery(issue, 4)),
+            (
+                "two issues",
+                delivery(issue, 3),
+                delivery(Uuid::new_v4(), 3),
+            ),
+            (
+                "an outbox message and its words alone",
+                outbox(row),
+                email(None),
+            ),
+            (
+                "two emails that are neither",
+                with_subject("One"),
+                with_subject("Two"),
+            ),
+        ] {
+            assert_ne!(id_of(&first), id_of(&second), "{case}");
+        }
+    }
+
+    #[test]
+    fn an_email_withdrawn_while_it_was_sent_is_refused_and_the_others_are_sent_under_their_ids() {
+        let (kept, dropped) = (Uuid::new_v4(), Uuid::new_v4());
+
+        assert_eq!(
+            answer(kept, &[kept]),
+            Answer::Sent {
+                message_id: Some(kept.to_string()),
+                provider: NAME,
+            }
+        );
+        assert_eq!(answer(dropped, &[kept]), Answer::Refused(DROPPED));
     }
 }

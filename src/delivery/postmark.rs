@@ -718,6 +718,7 @@ mod tests {
                 },
                 message_stream: "outbound".into(),
                 delivery: None,
+                outbox_id: None,
                 unsubscribe: None,
             })
             .collect();
@@ -822,6 +823,7 @@ mod tests {
             content: content.clone(),
             message_stream: "broadcast".into(),
             delivery: None,
+            outbox_id: None,
             unsubscribe: Some(links.clone()),
         };
         let confirmation = Email {

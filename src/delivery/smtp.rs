@@ -1041,6 +1041,7 @@ mod tests {
             },
             message_stream: "outbound".into(),
             delivery: None,
+            outbox_id: None,
             unsubscribe: None,
         };
 
@@ -1085,6 +1086,7 @@ mod tests {
             },
             message_stream: "broadcast".into(),
             delivery: Some(format!("{}:3", uuid::Uuid::new_v4()).parse().unwrap()),
+            outbox_id: None,
             unsubscribe: Some(links.clone()),
         };
 

@@ -105,6 +105,7 @@ mod tests {
                 },
                 message_stream: "outbound".into(),
                 delivery: None,
+                outbox_id: None,
                 unsubscribe: None,
             },
         }

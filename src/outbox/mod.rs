@@ -117,12 +117,9 @@ impl Outbox {
                 match (place, start) {
                     // Stored as failed: its place is given back unused.
                     _ if stored.suppressed => {}
-                    (Some(place), Start::Claimed { claim, .. }) => place.send(Message {
-                        id: stored.id,
-                        claim,
-                        attempts: 1,
-                        email,
-                    }),
+                    (Some(place), Start::Claimed { claim, .. }) => {
+                        place.send(Message::new(stored.id, claim, 1, email))
+                    }
                     _ => unclaimed = true,
                 }
             }

@@ -29,6 +29,22 @@ pub struct Message {
     pub email: Email,
 }
 
+impl Message {
+    /// The message `id`, its email marked as that message's: what lets a
+    /// provider that keeps emails keep a retried one once.
+    pub fn new(id: Uuid, claim: Uuid, attempts: i32, email: Email) -> Self {
+        Self {
+            id,
+            claim,
+            attempts,
+            email: Email {
+                outbox_id: Some(id),
+                ..email
+            },
+        }
+    }
+}
+
 /// Placeholder values for one recipient of a shared content, filled in at
 /// send time: `{{name}}` in a body becomes the value of `name`.
 pub type Personalisation = BTreeMap<String, String>;
@@ -80,18 +96,19 @@ impl Claimed {
         if let Some(values) = &self.personalisation {
             content = personalise(&content, values);
         }
-        Ok(Message {
-            id: self.id,
-            claim: self.claim_id,
-            attempts: self.attempts,
-            email: Email {
+        Ok(Message::new(
+            self.id,
+            self.claim_id,
+            self.attempts,
+            Email {
                 to,
                 content,
                 message_stream: self.message_stream,
                 delivery: None,
+                outbox_id: None,
                 unsubscribe: None,
             },
-        })
+        ))
     }
 }
 

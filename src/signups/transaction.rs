@@ -71,6 +71,7 @@ pub(super) async fn store(
             },
             message_stream: settings.message_stream.clone(),
             delivery: None,
+            outbox_id: None,
             // Asked for by the person: nothing to unsubscribe from yet.
             unsubscribe: None,
         })

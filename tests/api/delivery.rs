@@ -502,6 +502,7 @@ fn email_to(i: usize) -> Email {
         },
         message_stream: "outbound".into(),
         delivery: None,
+        outbox_id: None,
         unsubscribe: None,
     }
 }

@@ -590,9 +590,22 @@ impl HeldEmailApi {
                     let (status, body) = answer(&batch);
                     received.lock().unwrap().push(batch);
                     if held {
-                        // Err once closed: every answer is released.
-                        if let Ok(permit) = gate.acquire().await {
-                            permit.forget();
+                        // A request its client gave up on (the email
+                        // client's timeout) must not take the permit of
+                        // one still waiting: a release goes to a live
+                        // request, or the test waits for an answer that
+                        // went nowhere. The client sends nothing more on
+                        // the connection, so a read ends only when it
+                        // hangs up.
+                        let mut probe = [0; 1];
+                        tokio::select! {
+                            // Err once closed: every answer is released.
+                            permit = gate.acquire() => {
+                                if let Ok(permit) = permit {
+                                    permit.forget();
+                                }
+                            }
+                            _ = connection.read(&mut probe) => return,
                         }
                     }
                     let body = body.to_string();

@@ -1559,14 +1559,7 @@ async fn on_sigterm_open_live_updates_end_and_the_server_exits_without_waiting_o
     let (app, _) = signed_in(None).await;
     let (server, port) = crate::shutdown::serve(&app);
     let server = std::sync::Mutex::new(server);
-    let browser = Browser {
-        client: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        address: format!("http://127.0.0.1:{port}"),
-    };
+    let browser = Browser::of(&format!("http://127.0.0.1:{port}"));
     eventually("the server to answer", || async {
         let response = browser
             .client

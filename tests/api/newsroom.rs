@@ -7,6 +7,7 @@ use newsletter::admin::username::AdminUsername;
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
 use secrecy::SecretString;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{BROWSER_ACCEPT, TestApp};
@@ -16,10 +17,16 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// An admin stored the way `newsletter admin create` stores one.
 pub async fn create_admin(app: &TestApp, username: &str, password: &str) -> Uuid {
+    create_admin_in(&app.db_pool, username, password).await
+}
+
+/// [`create_admin`], in the database behind `pool`: for a server the test
+/// runs as a process of its own rather than through `spawn_app`.
+pub async fn create_admin_in(pool: &PgPool, username: &str, password: &str) -> Uuid {
     let username = AdminUsername::parse(username).unwrap();
     let password = NewPassword::parse(SecretString::from(password)).unwrap();
     let hash = password::hash(&password).await.unwrap();
-    let mut connection = app.db_pool.acquire().await.unwrap();
+    let mut connection = pool.acquire().await.unwrap();
     accounts::create(&mut connection, &username, None, &hash)
         .await
         .unwrap()
@@ -33,7 +40,13 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Self {
-        Self::with(app, reqwest::Client::builder())
+        Self::of(&app.address)
+    }
+
+    /// A browser of the newsroom served at `address`, e.g.
+    /// `http://127.0.0.1:40123`.
+    pub fn of(address: &str) -> Self {
+        Self::with(address, reqwest::Client::builder())
     }
 
     /// A browser whose requests the app believes come from `ip`: each says
@@ -42,17 +55,20 @@ impl Browser {
     pub fn at(app: &TestApp, ip: &str) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("X-Forwarded-For", ip.parse().unwrap());
-        Self::with(app, reqwest::Client::builder().default_headers(headers))
+        Self::with(
+            &app.address,
+            reqwest::Client::builder().default_headers(headers),
+        )
     }
 
-    fn with(app: &TestApp, builder: reqwest::ClientBuilder) -> Self {
+    fn with(address: &str, builder: reqwest::ClientBuilder) -> Self {
         Self {
             client: builder
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            address: app.address.clone(),
+            address: address.to_owned(),
         }
     }
 
@@ -114,7 +130,12 @@ impl Browser {
 
     /// Signs in and checks it worked.
     pub async fn signed_in(app: &TestApp, username: &str, password: &str) -> Self {
-        let browser = Self::new(app);
+        Self::signed_in_at(&app.address, username, password).await
+    }
+
+    /// [`Browser::signed_in`], to the newsroom served at `address`.
+    pub async fn signed_in_at(address: &str, username: &str, password: &str) -> Self {
+        let browser = Self::of(address);
         let response = browser.log_in(username, password).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/admin/dashboard");

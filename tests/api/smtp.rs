@@ -48,6 +48,7 @@ fn newsletter_email(to: &str) -> Email {
         },
         message_stream: "broadcast".into(),
         delivery: Some(format!("{}:7", uuid::Uuid::new_v4()).parse().unwrap()),
+        outbox_id: None,
         unsubscribe: Some(unsubscribe_links()),
     }
 }
@@ -57,6 +58,7 @@ fn confirmation_email(to: &str) -> Email {
     Email {
         message_stream: "outbound".into(),
         delivery: None,
+        outbox_id: None,
         unsubscribe: None,
         ..newsletter_email(to)
     }

@@ -226,25 +226,62 @@ fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// The email's HTML with `<base target="_top">` first in its head (or
-/// first of all, for a fragment, whose head the browser makes): a link
+/// The email's HTML with `<base target="_top">` first in its head: a link
 /// clicked in the frame opens in the whole window. Left in the frame, the
 /// page it opens would refuse to be framed and show nothing.
 fn links_open_in_the_whole_window(html: &str) -> String {
     const BASE: &str = r#"<base target="_top">"#;
+    let at = where_the_head_begins(html);
+    format!("{}{BASE}{}", &html[..at], &html[at..])
+}
+
+/// Where the head's content begins: just after `<head>`; in a document
+/// without one, after `<html>` or else the DOCTYPE, where the browser opens
+/// the head it makes; in a fragment, at the start. Never before the
+/// DOCTYPE, which would put the email in quirks mode. A tag inside a
+/// comment is no tag, and the first element that is none of these ends the
+/// search: the head, if any, came before it.
+fn where_the_head_begins(html: &str) -> usize {
+    // ASCII lower case keeps every byte where it was.
     let lower = html.to_ascii_lowercase();
-    // `<head>` or `<head attributes>`, but not `<header>`.
-    let head = lower.match_indices("<head").find(|(at, _)| {
-        matches!(
-            lower.as_bytes().get(at + "<head".len()),
-            Some(b'>' | b' ' | b'\t' | b'\n' | b'\r' | b'/')
-        )
-    });
-    let insert_at = head.and_then(|(at, _)| Some(at + lower[at..].find('>')? + 1));
-    match insert_at {
-        Some(at) => format!("{}{BASE}{}", &html[..at], &html[at..]),
-        None => format!("{BASE}{html}"),
+    let mut after_the_opening = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find('<') {
+        let at = from + found;
+        let tag = &lower[at..];
+        if let Some(comment) = tag.strip_prefix("<!--") {
+            match comment.find("-->") {
+                Some(end) => {
+                    from = at + "<!--".len() + end + "-->".len();
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let Some(end) = tag.find('>').map(|end| at + end + 1) else {
+            break;
+        };
+        if is_tag(tag, "<head") {
+            return end;
+        }
+        if tag.starts_with("<!doctype") || is_tag(tag, "<html") {
+            after_the_opening = end;
+        } else if tag[1..].starts_with(|c: char| c == '/' || c.is_ascii_alphabetic()) {
+            break;
+        }
+        from = end;
     }
+    after_the_opening
+}
+
+/// Whether `tag` opens the element `name` (`<head>`, `<head lang="en">`),
+/// not one whose name only starts the same (`<header>`).
+fn is_tag(tag: &str, name: &str) -> bool {
+    tag.starts_with(name)
+        && matches!(
+            tag.as_bytes().get(name.len()),
+            Some(b'>' | b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/')
+        )
 }
 
 #[cfg(test)]
@@ -273,6 +310,41 @@ mod tests {
                 "a fragment with a header element",
                 "<header>Hi</header><p>x</p>",
                 "<base target=\"_top\"><header>Hi</header>",
+            ),
+            (
+                "a DOCTYPE and no head",
+                "<!DOCTYPE html>\n<p>Hi</p>",
+                "<!DOCTYPE html><base target=\"_top\">\n<p>Hi</p>",
+            ),
+            (
+                "a DOCTYPE and an html element, no head",
+                "<!doctype html><html lang=\"en\"><body><p>Hi</p></body></html>",
+                "<!doctype html><html lang=\"en\"><base target=\"_top\"><body>",
+            ),
+            (
+                "a head in a comment before the real one",
+                "<!DOCTYPE html><!-- <head> --><html><head><title>t</title></head></html>",
+                "<!DOCTYPE html><!-- <head> --><html><head><base target=\"_top\"><title>",
+            ),
+            (
+                "a head only in a comment",
+                "<!DOCTYPE html><!-- no <head> here --><p>Hi</p>",
+                "<!DOCTYPE html><base target=\"_top\"><!-- no <head> here -->",
+            ),
+            (
+                "a comment before the DOCTYPE",
+                "<!-- built by hand --><!DOCTYPE html><p>Hi</p>",
+                "<!-- built by hand --><!DOCTYPE html><base target=\"_top\"><p>",
+            ),
+            (
+                "a comment left open",
+                "<!DOCTYPE html><!-- <head><p>Hi</p>",
+                "<!DOCTYPE html><base target=\"_top\"><!-- <head>",
+            ),
+            (
+                "a head after the body began",
+                "<p>Hi</p><head></head>",
+                "<base target=\"_top\"><p>Hi</p><head>",
             ),
         ];
         for (case, html, starts) in cases {

@@ -383,6 +383,7 @@ async fn send_test(
         content,
         message_stream: settings.message_stream.clone(),
         delivery: None,
+        outbox_id: None,
         unsubscribe: None,
     };
     db.transaction(async |tx| outbox.enqueue(tx, vec![email.clone()]).await)

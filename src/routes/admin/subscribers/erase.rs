@@ -244,7 +244,9 @@ async fn delete_personal_data(
         .await?;
     // Sent or not: an unsent confirmation would otherwise still go out,
     // and a sent one keeps the address until retention. A worker holding
-    // one now finds its claim gone and changes nothing. No index on the
+    // one now finds its claim gone and changes nothing; if it sends through
+    // the local inbox, the inbox's insert waits for this transaction and
+    // then drops the email (see `delivery::inbox`). No index on the
     // recipient: the outbox is read whole, which for a table that
     // retention keeps short is cheaper than an index every enqueue pays.
     sqlx::query("DELETE FROM email_outbox WHERE lower(recipient) = lower($1)")
