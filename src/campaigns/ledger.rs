@@ -848,19 +848,41 @@ pub async fn record_audience_chunk(
     Ok(Some(Chunk { recorded, complete }))
 }
 
-/// The statement of [`record_audience_chunk`]. The suppression list is
-/// joined on the address in lower case, which its unique index on `email`
-/// answers one lookup per subscriber.
+/// Who an issue goes to, as a subquery of `(id, suppressed)` rows: every
+/// confirmed subscriber who confirmed by `confirmed_by` (an SQL expression:
+/// the issue's send time, or `now()`), with `suppressed` the reason their
+/// address is on the suppression list, NULL when it is not (`reason` is
+/// NOT NULL, so NULL means no row). The suppressed are in it: recording
+/// marks their deliveries skipped; the count leaves them out.
+///
+/// Both [`record_audience_chunk`] and [`audience_size`] select from this
+/// one text, so that the number the publish button asks about cannot drift
+/// from the audience recorded: a second copy of these rules would be
+/// changed in one place and not the other. Postgres flattens the subquery
+/// into each statement, so the recorder still walks the primary key in id
+/// order and stops at its chunk's end. The suppression list is joined on
+/// the address in lower case, which its unique index on `email` answers one
+/// lookup per subscriber.
+fn audience_sql(confirmed_by: &str) -> String {
+    format!(
+        "SELECT s.id, sup.reason AS suppressed \
+         FROM subscriptions s \
+         LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
+         WHERE s.status = 'confirmed' \
+           AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by})"
+    )
+}
+
+/// The statement of [`record_audience_chunk`]: the next chunk of the
+/// audience ([`audience_sql`]) after the cursor, in id order.
 static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chosen AS ( \
-             SELECT s.id, ($4 + row_number() OVER (ORDER BY s.id))::int AS seq, \
-                    sup.reason AS suppressed \
-             FROM subscriptions s \
-             LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
-             WHERE s.id > $2 AND s.status = 'confirmed' \
-               AND (s.confirmed_at IS NULL OR s.confirmed_at <= $3) \
-             ORDER BY s.id LIMIT $5 \
+             SELECT a.id, ($4 + row_number() OVER (ORDER BY a.id))::int AS seq, \
+                    a.suppressed \
+             FROM ({audience}) a \
+             WHERE a.id > $2 \
+             ORDER BY a.id LIMIT $5 \
          ), recorded AS ( \
              INSERT INTO deliveries (issue_id, seq, subscriber_id, status, last_error, updated_at) \
              SELECT $1, seq, id, \
@@ -889,7 +911,16 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
          WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
            AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
          RETURNING bounds.n, i.audience_complete",
+        audience = audience_sql("$3"),
         why = suppression::skipped_because_sql("suppressed"),
+    )
+});
+
+/// The statement of [`audience_size`].
+static AUDIENCE_SIZE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*) FROM ({audience}) a WHERE a.suppressed IS NULL",
+        audience = audience_sql("now()"),
     )
 });
 
@@ -898,14 +929,19 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
 /// is not on the suppression list. What the publish button asks about
 /// ("Send to 1,204 subscribers?"). The audience itself is recorded when the
 /// issue is due, so whoever confirms or leaves before then changes it.
-pub async fn audience_size(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM subscriptions s \
-         WHERE s.status = 'confirmed' \
-           AND NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.email = lower(s.email))",
-    )
-    .fetch_one(conn)
-    .await
+///
+/// It reads every confirmed subscriber, so on a large list it takes a
+/// while; Postgres gives up on it after `limit` (a statement timeout for
+/// this transaction alone, which must be open on `conn`), and the caller
+/// asks without a number.
+pub async fn audience_size(conn: &mut PgConnection, limit: Duration) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(limit.as_millis().max(1).to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar(AssertSqlSafe(AUDIENCE_SIZE.as_str()))
+        .fetch_one(conn)
+        .await
 }
 
 /// Gives up a recorder's claim before its lease ends (the recorder stops,

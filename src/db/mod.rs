@@ -213,6 +213,31 @@ impl Db {
         self.acquire().await?.transaction(work).await
     }
 
+    /// Runs `work` as [`Db::transaction`] does, with `limit` (when shorter)
+    /// in place of the work timeout, the wait for a connection included:
+    /// for work whose answer is a convenience, which its caller would
+    /// rather go without than keep a request waiting for. Past the limit it
+    /// fails with [`Error::NotStarted`] (no connection in time) or
+    /// [`Error::TimedOut`], closing the connection as any transaction cut
+    /// off at its deadline does.
+    pub async fn transaction_within<T>(
+        &self,
+        limit: Duration,
+        work: impl AsyncFn(&mut Transaction<'_>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, Error> {
+        let limit = limit.min(self.work_timeout);
+        let deadline = Instant::now() + limit;
+        let mut connection = tokio::time::timeout_at(deadline, self.acquire())
+            .await
+            .map_err(|_| Error::NotStarted(limit))??;
+        // What is left of the limit bounds the transaction, a retry on a
+        // fresh connection included.
+        connection.db.work_timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        connection.transaction(work).await
+    }
+
     /// Whether Postgres answers a query within the work timeout.
     pub async fn ping(&self) -> Result<(), Error> {
         self.transaction(async |transaction| {

@@ -8,11 +8,17 @@
 //! `confirmed=yes` to the form when the answer is yes; without scripts, a
 //! page of its own whose button publishes (and another goes back to the
 //! form, with what was typed). A publish without `confirmed=yes` only asks.
+//! The count is a convenience: every answer that shows the form or the
+//! question counts, within a short limit, and when the database cannot
+//! count in time the question asks without a number ("Send to every
+//! confirmed subscriber?") and the answer keeps its own status.
 //!
 //! Each form carries a key made when it was first shown, and kept through
 //! previews and test sends: publishing twice with it (a double click, a
 //! retry after a timeout, two tabs) publishes once, and the second answer
 //! points to the same issue.
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -23,7 +29,7 @@ use uuid::Uuid;
 
 use super::PublishSettings;
 use super::pages::{ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal};
-use super::view::{issue_path, publish_question, subscribers_text};
+use super::view::{audience_text, issue_path, publish_question};
 use crate::admin::audit::{self, Action};
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
 use crate::campaigns::wake_senders_after_commit;
@@ -39,6 +45,7 @@ use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::{Protected, SignedIn, no_store};
 use crate::routes::admin::login::{actor_for, client_ip};
 use crate::routes::error::DatabaseStep;
+use crate::telemetry::error_chain_line;
 
 /// The compose form's body limit. Browsers percent-encode every byte of a
 /// non-ASCII character as three, so the longest content a draft accepts
@@ -61,6 +68,17 @@ const TEST_SUBJECT_PREFIX: &str = "[Test] ";
 const FORM_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
                            img-src http: https:; form-action 'self'; frame-ancestors 'none'; \
                            base-uri 'none'";
+
+/// How long Postgres counts the publish question's audience before giving
+/// up: a full read of the confirmed subscribers, which on a large list may
+/// take longer than an admin should wait for a form.
+const COUNT_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long the page waits for that count, a connection included. A little
+/// longer than [`COUNT_LIMIT`], so that Postgres' own cancel, which keeps
+/// the connection usable, normally comes first, and this deadline only
+/// catches a pool with no connection free or a connection gone silent.
+const COUNT_WAIT: Duration = Duration::from_millis(1500);
 
 /// The compose resource's own extractor settings: the app-wide limit is
 /// sized for the public forms.
@@ -238,7 +256,7 @@ async fn compose_form_with_notice(
     notice: Option<String>,
     preview: Option<Preview>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db).await?;
+    let audience = audience_size(db).await;
     let mut answer = page(
         status,
         &ComposePage {
@@ -258,12 +276,22 @@ async fn compose_form_with_notice(
     Ok(answer)
 }
 
-/// How many an issue published now goes to.
+/// How many an issue published now goes to, if the database counts them
+/// within [`COUNT_LIMIT`]. Not a reason to fail the answer it goes in: a
+/// refusal stays a refusal, and the question asks without a number.
 #[tracing::instrument(name = "Count the audience", skip_all)]
-async fn audience_size(db: &Db) -> Result<i64, ApiError> {
-    db.transaction(async |tx| ledger::audience_size(tx).await)
-        .await
-        .step("count the audience")
+async fn audience_size(db: &Db) -> Option<i64> {
+    db.transaction_within(COUNT_WAIT, async |tx| {
+        ledger::audience_size(tx, COUNT_LIMIT).await
+    })
+    .await
+    .inspect_err(|e| {
+        tracing::warn!(
+            error = %error_chain_line(e),
+            "The audience could not be counted; the publish question asks without a number"
+        );
+    })
+    .ok()
 }
 
 /// The publish question as a page, for a form sent without scripts: its
@@ -275,7 +303,7 @@ async fn ask_to_publish(
     fields: ComposeFields<'_>,
     send_at: Option<DateTime<Utc>>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db).await?;
+    let audience = audience_size(db).await;
     Ok(page(
         StatusCode::OK,
         &PublishConfirmPage {
@@ -283,7 +311,8 @@ async fn ask_to_publish(
             nav: nav(admin),
             fields,
             question: publish_question(audience),
-            audience: subscribers_text(audience),
+            audience: audience_text(audience),
+            counted: audience.is_some(),
             // A moment already past is sent at once, as no moment is.
             send_at: send_at
                 .filter(|at| *at > Utc::now())

@@ -93,8 +93,11 @@ pub struct PublishConfirmPage<'a> {
     pub fields: ComposeFields<'a>,
     /// "Send to 1,204 subscribers?"
     pub question: String,
-    /// "1,204 subscribers"
+    /// "1,204 subscribers", or "every confirmed subscriber" when they
+    /// could not be counted.
     pub audience: String,
+    /// Whether `audience` is a count.
+    pub counted: bool,
     /// When it goes out, if later than at once.
     pub send_at: Option<String>,
 }

@@ -92,9 +92,16 @@ pub fn subscribers_text(count: i64) -> String {
     format!("{} {noun}", thousands(count))
 }
 
-/// What publishing asks before it sends: "Send to 1,204 subscribers?"
-pub fn publish_question(audience: i64) -> String {
-    format!("Send to {}?", subscribers_text(audience))
+/// Who publishing sends to, as a sentence says it: "1,204 subscribers", or,
+/// when they could not be counted just now, "every confirmed subscriber".
+pub fn audience_text(audience: Option<i64>) -> String {
+    audience.map_or_else(|| "every confirmed subscriber".into(), subscribers_text)
+}
+
+/// What publishing asks before it sends: "Send to 1,204 subscribers?", or
+/// "Send to every confirmed subscriber?" without a count.
+pub fn publish_question(audience: Option<i64>) -> String {
+    format!("Send to {}?", audience_text(audience))
 }
 
 /// `count` with a comma between each group of three digits.
@@ -149,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn the_publish_question_names_the_count_with_thousands_separators_and_one_in_the_singular() {
+    fn the_publish_question_names_the_count_with_thousands_separators_and_one_in_the_singular_or_none_without_one() {
         for (audience, question) in [
             (0, "Send to 0 subscribers?"),
             (1, "Send to 1 subscriber?"),
@@ -160,8 +167,9 @@ mod tests {
             (12_345, "Send to 12,345 subscribers?"),
             (1_234_567, "Send to 1,234,567 subscribers?"),
         ] {
-            assert_eq!(publish_question(audience), question, "{audience}");
+            assert_eq!(publish_question(Some(audience)), question, "{audience}");
         }
+        assert_eq!(publish_question(None), "Send to every confirmed subscriber?");
         assert_eq!(thousands(-1_204), "-1,204");
         assert_eq!(thousands(i64::MIN), "-9,223,372,036,854,775,808");
     }
