@@ -711,6 +711,89 @@ async fn publishing_without_an_answer_asks_on_a_page_naming_the_audience_and_pub
     assert_eq!(audit_actions(&app).await, ["sign-in"]);
 }
 
+/// Holds a lock on the suppression list that every read of it waits
+/// behind, until the returned transaction is dropped: the publish
+/// question's count then runs into its time limit, as on a list too large
+/// to count in time.
+async fn suppressions_locked(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = app.db_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE suppressions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+#[tokio::test]
+async fn the_form_and_the_question_ask_without_a_number_when_the_audience_cannot_be_counted() {
+    let (app, browser) = signed_in(None).await;
+    an_audience_of_two(&app).await;
+    let form = new_form(&browser).await;
+    let lock = suppressions_locked(&app).await;
+
+    let shown = browser.get("/admin/newsletters/new").await;
+    let asked = ask_to_publish(&browser, &form, &[("title", "T"), ("content", "Hi.")]).await;
+
+    assert_eq!(shown.status(), StatusCode::OK);
+    let shown = shown.text().await.unwrap();
+    assert!(
+        shown.contains(r#"data-confirm="Send to every confirmed subscriber?""#),
+        "{shown}"
+    );
+    assert_eq!(asked.status(), StatusCode::OK);
+    let asked = asked.text().await.unwrap();
+    assert!(
+        asked.contains(r#"id="publish-question">Send to every confirmed subscriber?</p>"#),
+        "{asked}"
+    );
+    assert!(
+        asked.contains(">Send to every confirmed subscriber</button>"),
+        "{asked}"
+    );
+    assert!(asked.contains("could not be counted just now"), "{asked}");
+    assert!(!asked.contains("Counted now"), "{asked}");
+    // Its button still publishes what was typed.
+    assert_eq!(hidden_field(&asked, "confirmed"), "yes");
+    assert_eq!(hidden_field(&asked, "title"), "T");
+
+    drop(lock);
+    let counted = browser
+        .get("/admin/newsletters/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        counted.contains(r#"data-confirm="Send to 2 subscribers?""#),
+        "{counted}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_draft_is_still_refused_with_422_when_the_audience_cannot_be_counted() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let _lock = suppressions_locked(&app).await;
+
+    let response = compose(
+        &browser,
+        &form,
+        "publish",
+        &[("title", "  "), ("content", "Kept as typed.")],
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = response.text().await.unwrap();
+    assert!(page.contains(r#"id="title-error""#), "{page}");
+    assert!(page.contains(">Kept as typed.</textarea>"), "{page}");
+    assert!(
+        page.contains(r#"data-confirm="Send to every confirmed subscriber?""#),
+        "{page}"
+    );
+    assert_eq!(issue_count(&app).await, 0);
+}
+
 /// The hidden fields of the publish question's form, as its button sends
 /// them.
 fn question_form(page: &str, action: &'static str) -> Vec<(&'static str, String)> {

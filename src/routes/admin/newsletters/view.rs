@@ -156,7 +156,8 @@ mod tests {
     }
 
     #[test]
-    fn the_publish_question_names_the_count_with_thousands_separators_and_one_in_the_singular_or_none_without_one() {
+    fn the_publish_question_names_the_count_with_thousands_separators_and_one_in_the_singular_or_none_without_one()
+     {
         for (audience, question) in [
             (0, "Send to 0 subscribers?"),
             (1, "Send to 1 subscriber?"),
@@ -169,7 +170,10 @@ mod tests {
         ] {
             assert_eq!(publish_question(Some(audience)), question, "{audience}");
         }
-        assert_eq!(publish_question(None), "Send to every confirmed subscriber?");
+        assert_eq!(
+            publish_question(None),
+            "Send to every confirmed subscriber?"
+        );
         assert_eq!(thousands(-1_204), "-1,204");
         assert_eq!(thousands(i64::MIN), "-9,223,372,036,854,775,808");
     }
