@@ -848,12 +848,13 @@ pub async fn record_audience_chunk(
     Ok(Some(Chunk { recorded, complete }))
 }
 
-/// Who an issue goes to, as a subquery of `(id, suppressed)` rows: every
-/// confirmed subscriber who confirmed by `confirmed_by` (an SQL expression:
-/// the issue's send time, or `now()`), with `suppressed` the reason their
-/// address is on the suppression list, NULL when it is not (`reason` is
-/// NOT NULL, so NULL means no row). The suppressed are in it: recording
-/// marks their deliveries skipped; the count leaves them out.
+/// Who an issue goes to, as a subquery of `(id, suppressed,
+/// suppressed_email)` rows: every confirmed subscriber who confirmed by
+/// `confirmed_by` (an SQL expression: the issue's send time, or `now()`),
+/// with `suppressed` the reason their address is on the suppression list
+/// and `suppressed_email` the listed address, both NULL when it is not
+/// listed. The suppressed are in it: recording marks their deliveries
+/// skipped; the count leaves them out.
 ///
 /// Both [`record_audience_chunk`] and [`audience_size`] select from this
 /// one text, so that the number the publish button asks about cannot drift
@@ -865,7 +866,7 @@ pub async fn record_audience_chunk(
 /// lookup per subscriber.
 fn audience_sql(confirmed_by: &str) -> String {
     format!(
-        "SELECT s.id, sup.reason AS suppressed \
+        "SELECT s.id, sup.reason AS suppressed, sup.email AS suppressed_email \
          FROM subscriptions s \
          LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
          WHERE s.status = 'confirmed' \
@@ -916,10 +917,13 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The statement of [`audience_size`].
+/// The statement of [`audience_size`]. It leaves out the listed by the
+/// join's own column, which Postgres reads as an anti-join; on `suppressed`
+/// (NOT NULL in the table, which the planner does not use here) it would
+/// join every row and filter after, a third slower at a million.
 static AUDIENCE_SIZE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT count(*) FROM ({audience}) a WHERE a.suppressed IS NULL",
+        "SELECT count(*) FROM ({audience}) a WHERE a.suppressed_email IS NULL",
         audience = audience_sql("now()"),
     )
 });
