@@ -1399,13 +1399,16 @@ async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_thei
         .press(r#"form[action^="/unsubscribe/"] button[type=submit]"#)
         .await;
     browser.wait_for_heading("You are unsubscribed").await;
-    assert_eq!(
-        browser
-            .text_of("form[action=\"/subscriptions\"] button")
-            .await,
-        "Subscribe again"
-    );
     browser.screenshot("unsubscribe-02-done").await;
+    assert_eq!(status().await, "unsubscribed");
+    // Left by mistake: the button sends her a link to confirm with, and
+    // changes nothing until she uses it.
+    let again = r#"form[action$="/resubscribe"] button[type=submit]"#;
+    assert_eq!(browser.text_of(again).await, "Subscribe again");
+    browser.press(again).await;
+    browser.wait_for_heading("Check your inbox").await;
+    let confirmation = &app.wait_for_emails(4).await[3];
+    assert_eq!(confirmation["To"], "ada@example.com");
     assert_eq!(status().await, "unsubscribed");
 
     // The admin finds her and sees that she left.
