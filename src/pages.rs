@@ -83,17 +83,13 @@ pub struct UnsubscribedPage<'a> {
     pub newsletter: &'a Newsletter,
     pub heading: &'a str,
     pub message: &'a str,
-    /// Who just left, offered a button that signs them up again (through
-    /// the usual confirmation).
-    pub resubscribe: Option<Resubscribe<'a>>,
+    /// For someone who just left, the token of their link: the button that
+    /// signs them up again (through the usual confirmation) sends it, and
+    /// nothing else, so the page carries neither their address nor their
+    /// name.
+    pub resubscribe: Option<&'a str>,
     /// Whether to point the person to the form.
     pub offer_to_subscribe: bool,
-}
-
-/// The sign-up form's fields, filled in for someone who left.
-pub struct Resubscribe<'a> {
-    pub name: &'a str,
-    pub email: &'a str,
 }
 
 /// A refusal for going too fast, saying when to come back (see
@@ -308,29 +304,25 @@ mod tests {
     }
 
     #[test]
-    fn the_resubscribe_button_carries_the_name_and_address_escaped() {
+    fn the_resubscribe_button_posts_the_token_escaped_and_no_field() {
         let newsletter = newsletter();
         let page = UnsubscribedPage {
             newsletter: &newsletter,
             heading: "You are unsubscribed",
             message: "Bye.",
-            resubscribe: Some(Resubscribe {
-                name: "Tom \"&\" Jerry",
-                email: "tom@example.com",
-            }),
+            resubscribe: Some("ab\"&cd"),
             offer_to_subscribe: false,
         }
         .render()
         .unwrap();
         assert!(
-            page.contains(r#"<form method="post" action="/subscriptions">"#),
+            page.contains(
+                r#"<form method="post" action="/unsubscribe/ab&#34;&#38;cd/resubscribe">"#
+            ),
             "{page}"
         );
-        assert!(
-            page.contains(r#"name="name" value="Tom &#34;&#38;&#34; Jerry""#),
-            "{page}"
-        );
-        assert!(page.contains(r#"name="email" value="tom@example.com""#));
+        assert!(page.contains("Subscribe again</button>"), "{page}");
+        assert!(!page.contains("<input"), "{page}");
     }
 
     #[test]

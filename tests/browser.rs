@@ -220,10 +220,42 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .unwrap_or_else(|e| panic!("chromedriver started no browser: {e}"));
-        Self {
+        let browser = Self {
             client,
             guard: processes,
-        }
+        };
+        browser.assert_as_wide_as(width).await;
+        browser
+    }
+
+    /// Fails unless a page that asks for the device's width is laid out at
+    /// `width`: a test that checks pages at a width must run at that width,
+    /// and a switch Chromium ignored (or read differently) would have it
+    /// check every page at some other width and pass. The viewport
+    /// (`innerWidth`), which is exact, rather than the client area, which a
+    /// page's vertical scrollbar narrows. Measured on a page of its own: a
+    /// page without `<meta name="viewport">` (`about:blank`) is laid out 980
+    /// px wide on a phone, whatever its screen.
+    async fn assert_as_wide_as(&self, width: u32) {
+        self.client
+            .goto("data:text/html,<meta%20name=viewport%20content=width=device-width>")
+            .await
+            .unwrap();
+        assert_eq!(
+            self.inner_width().await,
+            width,
+            "the window is not as wide as asked"
+        );
+    }
+
+    /// The width of the viewport the page is laid out in.
+    async fn inner_width(&self) -> u32 {
+        let width = self
+            .client
+            .execute("return window.innerWidth;", vec![])
+            .await
+            .unwrap();
+        serde_json::from_value(width).unwrap()
     }
 
     /// Ends the WebDriver session, so that Chromium shuts down cleanly, then
@@ -1076,16 +1108,22 @@ async fn an_admin_writes_previews_tests_and_publishes_an_issue_and_watches_it_go
     assert_eq!(test["To"], "grace@example.com");
     assert_eq!(test["Subject"], "[Test] Winter issue");
 
-    // Cancelled in the dialog, nothing is sent, and the form stays as it
-    // was; answered yes, it is published.
+    // Cancelled in the dialog, the form is not sent, and stays as it was;
+    // answered yes, it is published. A form sent anyway would publish
+    // nothing either (the server asks again, on a page of its own), so what
+    // tells is the page: the same one, not the server's question.
+    mark_the_page(&browser).await;
     press_publish(&browser, "Send to 3 subscribers?", false).await;
+    assert!(
+        !page_was_reloaded(&browser).await,
+        "cancelled, yet the form was sent"
+    );
+    assert!(
+        browser.texts_of_all("#publish-question").await.is_empty(),
+        "cancelled, yet the server asks again"
+    );
     assert_eq!(browser.path().await, "/admin/newsletters");
     assert_eq!(browser.value_of("title").await, "Winter issue");
-    let issues: i64 = sqlx::query_scalar("SELECT count(*) FROM newsletter_issues")
-        .fetch_one(&app.db_pool)
-        .await
-        .unwrap();
-    assert_eq!(issues, 0, "cancelled, yet published");
     publish_from_the_form(&browser, "Send to 3 subscribers?").await;
     browser
         .wait_for_address("the issue's page", |url| {
@@ -1361,13 +1399,16 @@ async fn a_reader_leaves_from_the_link_in_an_issue_and_the_admin_sees_it_on_thei
         .press(r#"form[action^="/unsubscribe/"] button[type=submit]"#)
         .await;
     browser.wait_for_heading("You are unsubscribed").await;
-    assert_eq!(
-        browser
-            .text_of("form[action=\"/subscriptions\"] button")
-            .await,
-        "Subscribe again"
-    );
     browser.screenshot("unsubscribe-02-done").await;
+    assert_eq!(status().await, "unsubscribed");
+    // Left by mistake: the button sends her a link to confirm with, and
+    // changes nothing until she uses it.
+    let again = r#"form[action$="/resubscribe"] button[type=submit]"#;
+    assert_eq!(browser.text_of(again).await, "Subscribe again");
+    browser.press(again).await;
+    browser.wait_for_heading("Check your inbox").await;
+    let confirmation = &app.wait_for_emails(4).await[3];
+    assert_eq!(confirmation["To"], "ada@example.com");
     assert_eq!(status().await, "unsubscribed");
 
     // The admin finds her and sees that she left.
@@ -1782,6 +1823,14 @@ impl Browser {
     }
 
     async fn check_width(&self, name: &str, width: u32, failures: &mut Vec<String>) {
+        // A page that does not ask for the device's width is laid out wider
+        // than a phone, and would fit the window it made for itself.
+        let laid_out = self.inner_width().await;
+        if laid_out != width {
+            failures.push(format!(
+                "{name} at {width} px: laid out {laid_out} px wide (no viewport meta tag?)"
+            ));
+        }
         if let Some(why) = self.too_wide().await {
             failures.push(format!("{name} at {width} px: {why}"));
         }

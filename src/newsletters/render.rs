@@ -94,7 +94,10 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
 /// would then show twice, once on each side of "Hello". The heading goes
 /// only when it comes first (nothing but link reference definitions, which
 /// stay, before it) and reads the same as the title, in any letter case and
-/// spacing, whatever its level and formatting.
+/// spacing, whatever its level and emphasis. A heading that holds more than
+/// words stays, whatever it reads: an image's alt text and a link's text
+/// arrive as text too, so `# ![Winter issue](banner.png)` reads as the title,
+/// and dropping it would drop the banner; raw HTML may carry anything.
 fn without_the_title_again<'a>(title: &str, markdown: &'a str) -> Cow<'a, str> {
     let mut events = Parser::new_ext(markdown, markdown_options()).into_offset_iter();
     // A start event's range is the whole element's.
@@ -107,7 +110,10 @@ fn without_the_title_again<'a>(title: &str, markdown: &'a str) -> Cow<'a, str> {
             Event::End(TagEnd::Heading(_)) => break,
             Event::Text(text) | Event::Code(text) => words.push_str(&text),
             Event::SoftBreak | Event::HardBreak => words.push(' '),
-            // Emphasis, links and the like: their words come as text.
+            Event::Start(Tag::Image { .. } | Tag::Link { .. })
+            | Event::Html(_)
+            | Event::InlineHtml(_) => return Cow::Borrowed(markdown),
+            // Emphasis, strikethrough and the like: their words come as text.
             _ => {}
         }
     }
@@ -123,8 +129,13 @@ fn without_the_title_again<'a>(title: &str, markdown: &'a str) -> Cow<'a, str> {
     if !same(&words, title) {
         return Cow::Borrowed(markdown);
     }
+    // A line break where the heading was, not nothing: the heading ended
+    // the block before it, and without it a link definition would take the
+    // next line (`"Quoted line"`) for its title. The range starts after an
+    // indented heading's spaces, which then stand on a line of their own: a
+    // blank line, which ends a block just as well.
     Cow::Owned(format!(
-        "{}{}",
+        "{}\n{}",
         &markdown[..heading.start],
         &markdown[heading.end..]
     ))
@@ -744,6 +755,81 @@ mod tests {
             ),
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_heading_that_says_the_title_with_an_image_a_link_or_html_stays() {
+        for (case, content, kept) in [
+            (
+                "a banner",
+                "# ![Winter issue](https://cdn.example/banner.png)\n\nOut.",
+                r#"<img src="https://cdn.example/banner.png" alt="Winter issue">"#,
+            ),
+            (
+                "a link",
+                "# [Winter issue](https://site.example/)\n\nOut.",
+                r#"<a href="https://site.example/" rel="noopener noreferrer">Winter issue</a>"#,
+            ),
+            (
+                "a reference link",
+                "[site]: https://site.example/\n\n# [Winter issue][site]\n\nOut.",
+                r#"<a href="https://site.example/" rel="noopener noreferrer">Winter issue</a>"#,
+            ),
+            (
+                "inline html",
+                "# <b>Winter issue</b>\n\nOut.",
+                "<b>Winter issue</b>",
+            ),
+            (
+                "an html comment",
+                "# Winter issue<!-- draft -->\n\nOut.",
+                "<h1>Winter issue</h1>",
+            ),
+        ] {
+            let html = render(
+                &newsletter(),
+                &Draft::parse("Winter issue", content).unwrap(),
+            )
+            .html_body;
+            assert!(html.contains(kept), "{case}: {html}");
+            assert!(html.contains("<p>Out.</p>"), "{case}: {html}");
+        }
+    }
+
+    #[test]
+    fn dropping_the_title_does_not_join_the_lines_around_it() {
+        for (case, content) in [
+            (
+                "after a link definition",
+                "[site]: https://site.example/\n# Winter issue\n\"Quoted line\"",
+            ),
+            (
+                "indented, after a link definition",
+                "[site]: https://site.example/\n   # Winter issue\n\"Quoted line\"",
+            ),
+            (
+                "underlined, after a link definition",
+                "[site]: https://site.example/\nWinter issue\n===\n\"Quoted line\"",
+            ),
+        ] {
+            let email = render(
+                &newsletter(),
+                &Draft::parse("Winter issue", content).unwrap(),
+            );
+            let html = &email.html_body;
+            assert_eq!(occurrences(html, "Winter issue</h1>"), 1, "{case}: {html}");
+            assert!(
+                html.contains("<p>&#34;Quoted line&#34;</p>")
+                    || html.contains("<p>&quot;Quoted line&quot;</p>")
+                    || html.contains("<p>\"Quoted line\"</p>"),
+                "{case}: the line is a paragraph, not the definition's title: {html}"
+            );
+            assert!(
+                email.text_body.contains("\"Quoted line\""),
+                "{case}: {}",
+                email.text_body
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(crate) mod openapi;
 mod readiness;
 #[cfg(debug_assertions)]
 mod self_test;
+mod sign_up;
 mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;
@@ -170,6 +171,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         // limit: see `unsubscribe::resource`.
         endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {
             add(c, unsubscribe::resource(p))
+        }),
+        // The page's "Subscribe again": the sign-up path, with its limits.
+        endpoint("/unsubscribe/{token}/resubscribe", Anyone, POST, |c, p| {
+            add(c, unsubscribe::resubscribe_resource(p))
         }),
         // Postmark's own credentials, checked by the handler before it
         // reads the body, under a limit of its own (bounce records carry

@@ -50,6 +50,7 @@ use super::ADMIN_PREFIX;
         super::subscriptions_confirm::confirm_with_button,
         super::unsubscribe::show,
         super::unsubscribe::one_click,
+        super::unsubscribe::resubscribe,
         super::webhooks::postmark_webhook,
         super::admin::login::login_page,
         super::admin::login::log_in,

@@ -1,35 +1,29 @@
 //! `POST /subscriptions`: a person asks to join the list.
 //!
 //! The request reads as: parse the form, check the limits, store the
-//! sign-up, answer. Storing is one transaction ([`crate::signups`]): the
-//! subscriber (or the one with this address, compared case-insensitively), a
-//! confirmation token, and the email to send, in the outbox. Once it commits
-//! the email will go out, whatever the email API is doing right now; the
-//! answer does not wait for it.
+//! sign-up, answer. All but the first are [`super::sign_up`]'s, which the
+//! "Subscribe again" button after unsubscribing goes through too.
 //!
 //! The answer is the same whether the address is new, pending or already
 //! confirmed, and each case does the same amount of database work, so the
-//! form cannot be used to find out who is subscribed. A confirmed address
-//! gets a short "already subscribed" notice instead of a confirmation.
+//! form cannot be used to find out who is subscribed.
 //!
 //! Two defences against using the form to flood someone's inbox keep that
 //! same answer: a honeypot field (people never see it, bots fill it in) makes
 //! the request a no-op, and past the per-address limit nothing is stored or
-//! sent. A sign-up that fails to store gives its charge back to the address.
-//! The per-IP limit is checked here too, in the same round trip to Redis as
-//! the per-address one; an over-limit client gets 429 (a page saying when to
-//! come back, for a browser).
+//! sent. Every submission counts against its client's per-IP limit, even
+//! one refused for its fields; only one that would send email counts
+//! against its address.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
-use crate::metrics::{Metrics, Suppressed};
-use crate::pages::{CheckInboxPage, SubscribePage, page, wants_html};
-use crate::rate_limit::{RateLimiter, SubscriptionDecision};
-use crate::routes::error::{ApiError, DatabaseStep};
-use crate::signups::Signups;
+use crate::metrics::Suppressed;
+use crate::pages::{SubscribePage, page};
+use crate::routes::error::ApiError;
+use crate::routes::sign_up::SignUpDesk;
 
 /// A subscription form is two short fields; anything much larger is not one.
 pub const FORM_BODY_LIMIT_BYTES: usize = 4 * 1024;
@@ -110,81 +104,29 @@ impl std::fmt::Display for FormErrors {
     ))]
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn subscribe(
-    request: HttpRequest,
+    desk: SignUpDesk,
     form: web::Form<SubscribeForm>,
-    signups: web::Data<Signups>,
-    limiter: web::Data<RateLimiter>,
-    newsletter: web::Data<Newsletter>,
-    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
-    let html = wants_html(&request);
     let form = form.into_inner();
     let parsed = form.parse();
-    let decision = check_limits(&request, &form, &parsed, &limiter).await;
-    if let SubscriptionDecision::IpLimited { retry_after } = decision {
-        metrics.signup_rate_limited();
-        return Err(ApiError::TooManyRequests(retry_after));
-    }
-    if form.is_from_a_bot() {
-        metrics.signup_suppressed(Suppressed::honeypot);
-        tracing::info!("Honeypot field filled in: nothing stored or sent");
-        return Ok(accepted(html, &newsletter));
-    }
-    let new_subscriber = match parsed {
-        Ok(new_subscriber) => new_subscriber,
-        Err(errors) if html => return Ok(form_again(&newsletter, &form, errors)),
-        Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
-    };
-    if decision == SubscriptionDecision::AddressLimited {
-        metrics.signup_suppressed(Suppressed::address_limit);
-        let suppressed_total = limiter.count_suppressed_email();
-        tracing::warn!(
-            suppressed_total,
-            "Per-address email limit reached: nothing stored or sent"
-        );
-        return Ok(accepted(html, &newsletter));
-    }
-
-    let email = new_subscriber.email.clone();
-    let stored = match signups.store(new_subscriber).await {
-        Ok(stored) => stored,
-        Err(e) => {
-            // When nothing was stored or sent, the address keeps its
-            // budget, so that a person who retries after a 5xx still gets
-            // their email. A commit that may have gone through keeps it spent.
-            if e.nothing_committed() {
-                limiter.refund_address(&email).await;
-            }
-            return Err(e).step("store the sign-up");
-        }
-    };
-    if stored.suppressed {
-        metrics.signup_suppressed(Suppressed::suppression_list);
-    } else {
-        metrics.signup_stored();
-    }
-    if let Some(subscriber_id) = stored.subscriber_id {
-        tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
-    }
-    Ok(accepted(html, &newsletter))
-}
-
-/// Every submission counts against its client; only one that would send
-/// email is checked against its address.
-async fn check_limits(
-    request: &HttpRequest,
-    form: &SubscribeForm,
-    parsed: &Result<NewSubscriber, FormErrors>,
-    limiter: &RateLimiter,
-) -> SubscriptionDecision {
-    let client = request
-        .peer_addr()
-        .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()));
-    let email = match parsed {
+    let sends_email = match &parsed {
         Ok(new_subscriber) if !form.is_from_a_bot() => Some(&new_subscriber.email),
         _ => None,
     };
-    limiter.check_subscription(client, email).await
+    let decision = desk.check_limits(sends_email).await?;
+    if form.is_from_a_bot() {
+        desk.metrics().signup_suppressed(Suppressed::honeypot);
+        tracing::info!("Honeypot field filled in: nothing stored or sent");
+        return Ok(desk.accepted());
+    }
+    let new_subscriber = match parsed {
+        Ok(new_subscriber) => new_subscriber,
+        Err(errors) if desk.wants_html() => {
+            return Ok(form_again(desk.newsletter(), &form, errors));
+        }
+        Err(errors) => return Err(ApiError::BadRequest(errors.to_string())),
+    };
+    desk.store(decision, new_subscriber).await
 }
 
 /// The form again, with what was typed and the reason next to each
@@ -198,17 +140,4 @@ fn form_again(newsletter: &Newsletter, form: &SubscribeForm, errors: FormErrors)
         email_error: errors.email,
     };
     page(StatusCode::BAD_REQUEST, &page_again)
-}
-
-/// The answer to every accepted submission, whatever became of it.
-fn accepted(html: bool, newsletter: &Newsletter) -> HttpResponse {
-    if html {
-        page(StatusCode::OK, &CheckInboxPage { newsletter })
-    } else {
-        // Empty, but typed like every other answer: a body without a
-        // content type is one the contract cannot describe.
-        HttpResponse::Ok()
-            .content_type("text/plain; charset=utf-8")
-            .finish()
-    }
 }

@@ -19,9 +19,17 @@
 //! tokens: a confirmation link from an older sign-up must never bring them
 //! back without a fresh sign-up of their own.
 //!
+//! The page after unsubscribing offers a "Subscribe again" button. It
+//! posts the token, not the address: a page that anyone holding a forwarded
+//! link can open, as often as they like, must not carry the address or the
+//! name in its source. `POST /unsubscribe/{token}/resubscribe` looks the
+//! subscriber up and signs them up again the way the form does
+//! ([`crate::routes::sign_up`]): the same limits, a confirmation email to
+//! the stored address, and the same answer.
+//!
 //! Previews and test sends of an issue carry a token of their own
 //! ([`Keys::test_unsubscribe_token`]): it opens a page that says it came
-//! from a test email, and its `POST` answers 200 and changes nothing.
+//! from a test email, and its `POST`s answer 200 and change nothing.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
@@ -29,12 +37,13 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, web};
 
 use crate::db::Db;
-use crate::domain::{Newsletter, SubscriberEmail};
+use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
-use crate::pages::{Resubscribe, UnsubscribePage, UnsubscribedPage, page, wants_html};
+use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::routes::sign_up::SignUpDesk;
 use crate::signups::history;
-use crate::subscribers::{self, Leaver};
+use crate::subscribers::{self, Contact};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
 /// larger ones are tolerated up to this, and refused with 413 beyond it.
@@ -50,13 +59,22 @@ pub const BODY_LIMIT_BYTES: usize = 1024;
 pub fn resource(path: &str) -> impl HttpServiceFactory + 'static {
     web::resource(path)
         .app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
-        .wrap(
-            DefaultHeaders::new()
-                .add((header::CACHE_CONTROL, "no-store"))
-                .add((HeaderName::from_static("x-robots-tag"), "noindex")),
-        )
+        .wrap(personal())
         .get(show)
         .post(one_click)
+}
+
+/// The resource at `path` for the "Subscribe again" button. Not cached nor
+/// indexed either; limited per IP and per address by the sign-up it runs.
+pub fn resubscribe_resource(path: &str) -> impl HttpServiceFactory + 'static {
+    web::resource(path).wrap(personal()).post(resubscribe)
+}
+
+/// The headers of an answer that follows a per-person link.
+fn personal() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((HeaderName::from_static("x-robots-tag"), "noindex"))
 }
 
 /// `GET`: the page with the button, for a token this service signed, with
@@ -92,10 +110,14 @@ pub async fn show(
         // button page is.
         return Ok(not_on_the_list(true, &newsletter));
     };
-    // Stored addresses were parsed on the way in; one that a later,
-    // stricter parser refuses is left out rather than shown in full.
-    let masked = SubscriberEmail::parse(&address).ok().map(|a| a.masked());
-    Ok(button_page(&newsletter, &token, masked, false))
+    Ok(button_page(&newsletter, &token, masked(&address), false))
+}
+
+/// A stored address as the pages show it (`u•••@example.com`). Stored
+/// addresses were parsed on the way in; one that a later, stricter parser
+/// refuses is left out rather than shown in full.
+fn masked(address: &str) -> Option<String> {
+    SubscriberEmail::parse(address).ok().map(|a| a.masked())
 }
 
 /// The page with the Unsubscribe button: for a subscriber, with their
@@ -149,30 +171,32 @@ pub async fn one_click(
     tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
     let left = db
         .transaction(async |transaction| {
-            let leaver = subscribers::unsubscribe(transaction, subscriber_id).await?;
+            let address = subscribers::unsubscribe(transaction, subscriber_id).await?;
             // Remembered with the departure, so that a sign-up under another
             // spelling of the mailbox asks for the button.
-            if let Some(leaver) = &leaver {
-                history::remember_departure(transaction, &keys, &leaver.email).await?;
+            if let Some(address) = &address {
+                history::remember_departure(transaction, &keys, address).await?;
             }
-            Ok(leaver)
+            Ok(address)
         })
         .await
         .step("unsubscribe")?;
     Ok(match left {
-        Some(leaver) => unsubscribed(html, &newsletter, &leaver),
+        Some(address) => unsubscribed(html, &newsletter, &token, &address),
         None => not_on_the_list(html, &newsletter),
     })
 }
 
-fn unsubscribed(html: bool, newsletter: &Newsletter, leaver: &Leaver) -> HttpResponse {
+/// Done: for a browser, a page naming the address masked, with a button
+/// that signs them up again by the token alone.
+fn unsubscribed(html: bool, newsletter: &Newsletter, token: &str, address: &str) -> HttpResponse {
     const MESSAGE: &str = "You are unsubscribed. You will not receive another issue.";
     if !html {
         return plain(MESSAGE);
     }
-    let message = match SubscriberEmail::parse(&leaver.email) {
-        Ok(address) => format!("{} will not receive another issue.", address.masked()),
-        Err(_) => "You will not receive another issue.".to_owned(),
+    let message = match masked(address) {
+        Some(address) => format!("{address} will not receive another issue."),
+        None => "You will not receive another issue.".to_owned(),
     };
     page(
         StatusCode::OK,
@@ -181,13 +205,63 @@ fn unsubscribed(html: bool, newsletter: &Newsletter, leaver: &Leaver) -> HttpRes
             heading: "You are unsubscribed",
             // The heading already says it.
             message: &message,
-            resubscribe: Some(Resubscribe {
-                name: &leaver.name,
-                email: &leaver.email,
-            }),
+            resubscribe: Some(token),
             offer_to_subscribe: false,
         },
     )
+}
+
+/// `POST`: the "Subscribe again" button on the page after unsubscribing.
+/// Signs the token's subscriber up again, under the stored name and
+/// address, exactly as the sign-up form would: the confirmation email goes
+/// to the stored address, and nothing changes until its link is used. The
+/// body (the button sends an empty form) is not read.
+#[utoipa::path(post, path = "/unsubscribe/{token}/resubscribe", tag = "public",
+    params(("token" = String, Path, description = "The signed token from the unsubscribe link.")),
+    responses(
+        (status = 200, description = "Accepted as `POST /subscriptions` accepts a sign-up (a confirmation email to the stored address, or a notice if still subscribed; nothing past the per-address limit): the check-your-inbox page for browsers, an empty text for other clients. Or, for a subscriber erased since, that the address is not on the list; or, for a test email's link, that nothing changed.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "A token this service did not sign, or a stored name or address that can no longer be signed up.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
+        crate::routes::openapi::TooManyRequests,
+        crate::routes::openapi::Unavailable,
+    ))]
+#[tracing::instrument(name = "Subscribe again", skip_all, fields(subscriber_id = tracing::field::Empty))]
+pub async fn resubscribe(
+    token: web::Path<String>,
+    keys: web::Data<Keys>,
+    db: web::Data<Db>,
+    desk: SignUpDesk,
+) -> Result<HttpResponse, ApiError> {
+    let html = desk.wants_html();
+    let newsletter = desk.newsletter();
+    let subscriber_id = match keys.verify_unsubscribe_token(&token) {
+        Ok(Unsubscriber::Subscriber(id)) => id,
+        Ok(Unsubscriber::TestSend) => return Ok(test_send(html, newsletter)),
+        Err(bad) => return refuse(bad, html, newsletter),
+    };
+    // Looked up before the limits are checked, which need the address: a
+    // lookup by key, for a token this service signed.
+    let contact = db
+        .transaction(async |transaction| subscribers::contact_of(transaction, subscriber_id).await)
+        .await
+        .step("read who subscribes again")?;
+    let Some(contact) = contact else {
+        return Ok(not_on_the_list(html, newsletter));
+    };
+    match signs_up_again(contact) {
+        Ok(new_subscriber) => desk.sign_up(new_subscriber).await,
+        Err(reason) => refused(html, newsletter, "Subscribe with the form", reason, true),
+    }
+}
+
+/// The stored name and address as a sign-up. Both were parsed on the way
+/// in; one that a later, stricter parser refuses is refused here as the
+/// form would refuse it, with its reason.
+fn signs_up_again(contact: Contact) -> Result<NewSubscriber, String> {
+    Ok(NewSubscriber {
+        name: SubscriberName::parse(&contact.name)?,
+        email: SubscriberEmail::parse(&contact.email)?,
+    })
 }
 
 /// A valid link whose subscriber is gone: nothing to do, and nothing wrong.
@@ -229,19 +303,29 @@ fn test_send(html: bool, newsletter: &Newsletter) -> HttpResponse {
 /// A token this service did not sign: 400 with the reason, as a page for
 /// browsers.
 fn refuse(bad: BadToken, html: bool, newsletter: &Newsletter) -> Result<HttpResponse, ApiError> {
-    let refusal = ApiError::BadRequest(bad.to_string());
+    refused(html, newsletter, "Link not valid", bad.to_string(), false)
+}
+
+/// 400 with the reason: for browsers a page under `heading`, pointing to
+/// the sign-up form if `offer_to_subscribe`.
+fn refused(
+    html: bool,
+    newsletter: &Newsletter,
+    heading: &str,
+    reason: String,
+    offer_to_subscribe: bool,
+) -> Result<HttpResponse, ApiError> {
     if !html {
-        return Err(refusal);
+        return Err(ApiError::BadRequest(reason));
     }
-    let message = refusal.to_string();
     Ok(page(
         StatusCode::BAD_REQUEST,
         &UnsubscribedPage {
             newsletter,
-            heading: "Link not valid",
-            message: &message,
+            heading,
+            message: &reason,
             resubscribe: None,
-            offer_to_subscribe: false,
+            offer_to_subscribe,
         },
     ))
 }

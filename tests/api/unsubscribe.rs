@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use newsletter::configuration::LimitSettings;
 use newsletter::keys::Keys;
 use newsletter::suppression::{self, Reason};
 use reqwest::StatusCode;
@@ -260,20 +261,9 @@ async fn a_pending_subscriber_can_unsubscribe_too() {
 async fn a_browser_is_told_it_is_done_and_offered_a_button_to_subscribe_again() {
     let app = spawn_app().await;
     let id = one_confirmed(&app).await;
-    let (name, email): (String, String) =
-        sqlx::query_as("SELECT name, email FROM subscriptions WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.db_pool)
-            .await
-            .unwrap();
+    let token = token_for(&app, id);
 
-    let response = post_unsubscribe(
-        &app,
-        &token_for(&app, id),
-        Some(ONE_CLICK),
-        Some(BROWSER_ACCEPT),
-    )
-    .await;
+    let response = post_unsubscribe(&app, &token, Some(ONE_CLICK), Some(BROWSER_ACCEPT)).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -288,17 +278,221 @@ async fn a_browser_is_told_it_is_done_and_offered_a_button_to_subscribe_again() 
     let page = response.text().await.unwrap();
     assert!(page.contains("You are unsubscribed"), "{page}");
     assert!(
-        page.contains(r#"<form method="post" action="/subscriptions">"#),
+        page.contains(&format!(
+            r#"<form method="post" action="/unsubscribe/{token}/resubscribe">"#
+        )),
         "{page}"
+    );
+}
+
+/// A confirmed subscriber with this name and address.
+async fn confirmed_as(app: &TestApp, name: &str, address: &str) -> Uuid {
+    let id = confirmed_with_address(app, address).await;
+    sqlx::query("UPDATE subscriptions SET name = $2 WHERE id = $1")
+        .bind(id)
+        .bind(name)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn the_page_after_unsubscribing_holds_neither_the_full_address_nor_the_name() {
+    let app = spawn_app().await;
+    let id = confirmed_as(&app, "Ursula Kroeber", "ursula.le.guin@example.com").await;
+    let token = token_for(&app, id);
+
+    // The first time, and again for a row already unsubscribed: a
+    // forwarded link can be pressed by anyone, as often as they like.
+    for time in ["first", "again"] {
+        let response = post_unsubscribe(&app, &token, Some(ONE_CLICK), Some(BROWSER_ACCEPT)).await;
+
+        assert_eq!(response.status(), StatusCode::OK, "{time}");
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("u•••@example.com will not receive another issue."),
+            "{time}: {page}"
+        );
+        for secret in ["ursula.le.guin", "Ursula", "Kroeber"] {
+            assert!(!page.contains(secret), "{time}: {secret} in {page}");
+        }
+        assert!(page.contains("Subscribe again"), "{time}: {page}");
+    }
+}
+
+/// Presses "Subscribe again" on the page after unsubscribing, as a browser.
+async fn subscribe_again(app: &TestApp, token: &str) -> reqwest::Response {
+    app.api_client
+        .post(format!("{}/unsubscribe/{token}/resubscribe", app.address))
+        .header("Accept", BROWSER_ACCEPT)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .expect("Failed to POST /unsubscribe/{token}/resubscribe")
+}
+
+/// Presses the button on the page a confirmation link opens.
+async fn press_confirm(app: &TestApp, link: &reqwest::Url) -> reqwest::Response {
+    let token = link
+        .query_pairs()
+        .find(|(k, _)| k == "subscription_token")
+        .unwrap()
+        .1
+        .into_owned();
+    app.api_client
+        .post(format!("{}/subscriptions/confirm", app.address))
+        .form(&[("subscription_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn subscribe_again_sends_a_confirmation_to_the_stored_address_and_its_link_confirms() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let id = confirmed_as(&app, "Ursula", "ursula@example.com").await;
+    let token = token_for(&app, id);
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+
+    let response = subscribe_again(&app, &token).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<h1>Check your inbox</h1>"), "{page}");
+    let sent = app.wait_for_emails(1).await;
+    assert_eq!(sent[0]["To"], "ursula@example.com");
+    assert!(
+        sent[0]["Subject"].as_str().unwrap().contains("confirm"),
+        "a confirmation: {}",
+        sent[0]["Subject"]
     );
     assert!(
-        page.contains(&format!(r#"name="name" value="{name}""#)),
-        "{page}"
+        sent[0]["TextBody"].as_str().unwrap().contains("Ursula"),
+        "under the stored name: {}",
+        sent[0]["TextBody"]
     );
+    assert_eq!(
+        standing(&app, id).await.0,
+        "unsubscribed",
+        "until confirmed"
+    );
+
+    let link = app.confirmation_links(&sent[0]).html;
+    assert_eq!(press_confirm(&app, &link).await.status(), StatusCode::OK);
+
+    assert_eq!(standing(&app, id).await, ("confirmed".to_owned(), None));
+}
+
+#[tokio::test]
+async fn subscribe_again_with_a_forged_token_is_refused_with_400_and_sends_nothing() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let id = one_confirmed(&app).await;
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+    let token = token_for(&app, id);
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+
+    for bad in [forged, "not-a-token".to_owned(), id.simple().to_string()] {
+        let browser = subscribe_again(&app, &bad).await;
+        assert_eq!(browser.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let page = browser.text().await.unwrap();
+        assert!(page.contains("Link not valid"), "{bad}: {page}");
+
+        let plain = app
+            .api_client
+            .post(format!("{}/unsubscribe/{bad}/resubscribe", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let reason = plain.text().await.unwrap();
+        assert!(reason.contains("not valid"), "{bad}: {reason}");
+    }
+
+    assert!(app.outbox().await.is_empty(), "an email was queued");
+}
+
+#[tokio::test]
+async fn subscribe_again_from_a_test_email_or_for_an_erased_subscriber_changes_nothing() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let test_send = keys(&app).test_unsubscribe_token().to_string();
+    let erased = token_for(&app, Uuid::new_v4());
+
+    let from_a_test = subscribe_again(&app, &test_send).await;
+    let for_the_erased = subscribe_again(&app, &erased).await;
+
+    assert_eq!(from_a_test.status(), StatusCode::OK);
+    let page = from_a_test.text().await.unwrap();
+    assert!(page.contains("<h1>Nothing changed</h1>"), "{page}");
+    assert_eq!(for_the_erased.status(), StatusCode::OK);
+    let page = for_the_erased.text().await.unwrap();
+    assert!(page.contains("<h1>Not on the list</h1>"), "{page}");
+    assert_eq!(app.subscriber_count().await, 0);
+    assert!(app.outbox().await.is_empty(), "an email was queued");
+}
+
+/// A limit of `burst` requests, then one every ten minutes.
+fn tight(burst: u32) -> LimitSettings {
+    LimitSettings {
+        burst,
+        per_period: 1,
+        period_seconds: 600,
+    }
+}
+
+#[tokio::test]
+async fn subscribe_again_spends_the_same_per_address_budget_as_the_form() {
+    let app = spawn_app_with(|s| s.rate_limit.per_address = tight(1)).await;
+    app.mock_email_api_ok().await;
+    let id = confirmed_as(&app, "Ursula", "ursula@example.com").await;
+    let token = token_for(&app, id);
+    assert_eq!(one_click(&app, id).await.status(), StatusCode::OK);
+
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = subscribe_again(&app, &token).await;
+        answers.push((response.status(), response.text().await.unwrap()));
+    }
+    let form = app
+        .post_subscriptions("name=Ursula&email=ursula%40example.com")
+        .await;
+
     assert!(
-        page.contains(&format!(r#"name="email" value="{email}""#)),
-        "{page}"
+        answers.iter().all(|a| a == &answers[0]),
+        "the answers differ: {answers:?}"
     );
+    assert_eq!(answers[0].0, StatusCode::OK);
+    assert_eq!(form.status(), StatusCode::OK);
+    assert_eq!(
+        app.outbox().await.len(),
+        1,
+        "more than one email was queued"
+    );
+}
+
+#[tokio::test]
+async fn subscribe_again_spends_the_clients_per_ip_budget_as_the_form_does() {
+    let app = spawn_app_with(|s| s.rate_limit.per_ip = tight(1)).await;
+    app.mock_email_api_ok().await;
+    let id = one_confirmed(&app).await;
+    let token = token_for(&app, id);
+
+    let first = subscribe_again(&app, &token).await;
+    let second = subscribe_again(&app, &token).await;
+    let form = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(form.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
