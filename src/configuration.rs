@@ -709,6 +709,24 @@ impl DatabaseSettings {
 }
 
 impl EmailClientSettings {
+    /// Both streams' lists of providers, each under its setting's name.
+    pub fn provider_lists(&self) -> [(&'static str, &[EmailBackend]); 2] {
+        [
+            ("email_client.providers", &self.providers),
+            (
+                "email_client.broadcast_providers",
+                &self.broadcast_providers,
+            ),
+        ]
+    }
+
+    /// Whether either stream goes through `backend`.
+    pub fn uses(&self, backend: EmailBackend) -> bool {
+        self.provider_lists()
+            .iter()
+            .any(|(_, list)| list.contains(&backend))
+    }
+
     pub fn sender(&self) -> Result<SubscriberEmail, String> {
         SubscriberEmail::parse(&self.sender_email)
     }

@@ -109,13 +109,7 @@ pub fn refuse_placeholders(settings: &Settings) -> Result<(), Refused> {
     if let Err(why) = check_base_url(&settings.application.base_url) {
         refuse("application.base_url", why);
     }
-    for (setting, providers) in [
-        ("email_client.providers", &settings.email_client.providers),
-        (
-            "email_client.broadcast_providers",
-            &settings.email_client.broadcast_providers,
-        ),
-    ] {
+    for (setting, providers) in settings.email_client.provider_lists() {
         if providers.contains(&EmailBackend::Inbox) {
             refuse(
                 setting,

@@ -318,8 +318,7 @@ pub struct LocalInbox {
 impl LocalInbox {
     /// On when either stream lists the `inbox` provider.
     pub fn new(settings: &EmailClientSettings) -> Self {
-        let on = settings.providers.contains(&EmailBackend::Inbox)
-            || settings.broadcast_providers.contains(&EmailBackend::Inbox);
+        let on = settings.uses(EmailBackend::Inbox);
         let off = (!on).then(|| {
             let providers: Vec<&str> = settings.providers.iter().map(|p| p.as_str()).collect();
             format!(
