@@ -15,22 +15,14 @@ use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::SessionCookies;
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
+use crate::routes::admin::cookies::SessionCookies;
 use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
-use crate::routes::admin::login::{
-    actor_for, client_ip, see_other, too_many_attempts, with_cookies, with_retry_after,
-};
-use crate::routes::admin::pages::{Nav, PasswordPage, RecoveryCodesPage, TotpPage};
+use crate::routes::admin::layout::nav;
+use crate::routes::admin::pages::{PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::routes::error::{ApiError, DatabaseStep};
-
-pub fn nav(admin: &SignedIn) -> Nav<'_> {
-    Nav {
-        username: &admin.admin.username,
-        csrf_token: &admin.session.data.csrf_token,
-        inbox: admin.inbox,
-    }
-}
 
 #[utoipa::path(get, path = "/admin/password", tag = "admin",
     responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]

@@ -10,8 +10,8 @@ use sqlx::PgConnection;
 use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
 use crate::pages::page;
-use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
 

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::db::Db;
 use crate::delivery::inbox::{self, InboxEmail, LocalInbox, Summary};
 use crate::pages::{CONTENT_SECURITY_POLICY, page};
-use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{InboxEmailPage, InboxMissingPage, InboxPage, InboxRow};
 use crate::routes::error::{ApiError, DatabaseStep};
 

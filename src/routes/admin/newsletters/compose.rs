@@ -41,9 +41,10 @@ use crate::outbox::{Outbox, Personalisation, personalise};
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiError;
-use crate::routes::admin::account::nav;
-use crate::routes::admin::guard::{Protected, SignedIn, no_store};
-use crate::routes::admin::login::{actor_for, client_ip};
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::no_store;
+use crate::routes::admin::guard::{Protected, SignedIn};
+use crate::routes::admin::layout::nav;
 use crate::routes::error::DatabaseStep;
 use crate::telemetry::error_chain_line;
 

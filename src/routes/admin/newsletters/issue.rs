@@ -25,9 +25,10 @@ use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiError;
-use crate::routes::admin::account::nav;
-use crate::routes::admin::guard::{Protected, SignedIn, no_store};
-use crate::routes::admin::login::{actor_for, client_ip};
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::no_store;
+use crate::routes::admin::guard::{Protected, SignedIn};
+use crate::routes::admin::layout::nav;
 use crate::routes::error::DatabaseStep;
 
 /// Undelivered recipients on a page.

@@ -11,8 +11,8 @@ use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::pages::page;
 use crate::routes::ApiError;
-use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::layout::nav;
 use crate::routes::error::DatabaseStep;
 
 /// Issues the list shows: a newsletter publishes a few a month, so this is

@@ -20,8 +20,8 @@ use crate::admin::audit::{self, Action, Actor};
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
+use crate::routes::admin::actor::{actor_for, client_ip};
 use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::login::{actor_for, client_ip};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::suppression::{self, Suppression};
 

@@ -22,9 +22,9 @@ use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::account::nav;
+use crate::routes::admin::actor::{actor_for, client_ip, record};
 use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::login::{actor_for, client_ip, record};
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
 

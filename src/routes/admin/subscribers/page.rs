@@ -15,8 +15,8 @@ use super::record::{self, issue_path, parse_subscriber_id, subscriber_path};
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
-use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,
