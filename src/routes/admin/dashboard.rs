@@ -22,7 +22,7 @@ const AUDIT_ENTRIES: i64 = 20;
 const DAYS: i64 = 30;
 
 #[utoipa::path(get, path = "/admin/dashboard", tag = "admin",
-    responses((status = 200, description = "The dashboard.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The dashboard.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
 pub async fn dashboard(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     render_dashboard(&db, &admin, StatusCode::OK, None).await
 }

@@ -138,7 +138,7 @@ pub struct Credentials {
         (status = 403, description = "Without the CSRF token of a form `GET /login` gave this browser, with another browser's, or with one older than 20 minutes: the form again, with a fresh token and the reason.", body = String, content_type = "text/html", headers(("Set-Cookie" = String))),
         (status = 429, description = "Too many attempts from this address: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::FormRefusals,
+        crate::routes::openapi::responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Sign in", skip_all, fields(username = tracing::field::Empty))]
 pub async fn log_in(
@@ -445,7 +445,7 @@ struct CodeForm {
         (status = 403, description = "Without the sign-in's CSRF token.", body = String, content_type = "text/plain"),
         (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::FormRefusals,
+        crate::routes::openapi::responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Check a sign-in code", skip_all)]
 pub async fn submit_code(
@@ -565,7 +565,7 @@ pub struct NoFields {}
     responses(
         (status = 303, description = "Signed out: to /login.", headers(("Location" = String))),
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn log_out(
     request: HttpRequest,

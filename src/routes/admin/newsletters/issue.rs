@@ -56,7 +56,7 @@ pub struct PageParameters {
         (status = 200, description = "The issue's page.", body = String, content_type = "text/html"),
         (status = 400, description = "A page address that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn issue_page(
     admin: SignedIn,
@@ -168,7 +168,7 @@ fn missing(admin: &SignedIn) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters.js", tag = "admin",
-    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::responses::AdminOnly))]
 pub async fn issue_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(
@@ -239,7 +239,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue, or no such action.", content((String = "text/html"), (String = "text/plain"))),
         (status = 409, description = "The issue's state does not allow the action: its page, with the reason.", body = String, content_type = "text/html"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn act_on_issue(
     request: HttpRequest,

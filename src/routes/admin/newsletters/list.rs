@@ -20,7 +20,7 @@ use crate::routes::error::DatabaseStep;
 const LIST_LIMIT: i64 = 200;
 
 #[utoipa::path(get, path = "/admin/newsletters", tag = "admin",
-    responses((status = 200, description = "The issues.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The issues.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
 pub async fn newsletters(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let issues = db
         .transaction(async |tx| ledger::list(tx, LIST_LIMIT).await)

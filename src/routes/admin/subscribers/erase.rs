@@ -93,7 +93,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "The typed address is not theirs: nothing was erased.", body = String, content_type = "text/html"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn erase_subscriber(
     request: HttpRequest,

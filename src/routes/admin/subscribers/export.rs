@@ -71,7 +71,7 @@ struct SuppressionPart {
     responses(
         (status = 200, description = "Everything stored about the subscriber.", body = SubscriberExport, content_type = "application/json"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn export_subscriber(
     request: HttpRequest,

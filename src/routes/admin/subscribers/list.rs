@@ -193,7 +193,7 @@ fn cursor_after(row: &Subscriber) -> Cursor {
     responses(
         (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn subscribers(
     admin: SignedIn,
@@ -273,7 +273,7 @@ struct Export {
     responses(
         (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn export_subscribers(
     request: HttpRequest,

@@ -32,7 +32,7 @@ const DELIVERIES_SHOWN: i64 = 20;
     responses(
         (status = 200, description = "The subscriber's page.", body = String, content_type = "text/html"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn subscriber_page(
     admin: SignedIn,
