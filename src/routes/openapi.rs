@@ -4,10 +4,11 @@
 //! Each handler says, next to its code, what it takes and every status it
 //! answers with, in the content type it really sends (pages for browsers,
 //! plain text for other clients, JSON where it is JSON). What many
-//! handlers share is said once here: the refusals of the form extractor
-//! ([`FormRefusals`]), of the `/admin` guard ([`AdminOnly`]), of an
-//! unreachable database ([`Unavailable`]) and of a client over its budget
-//! ([`TooManyRequests`]). The CSRF field every admin form
+//! handlers share is said once, in [`responses`]: the refusals of the form
+//! extractor ([`responses::FormRefusals`]), of the `/admin` guard
+//! ([`responses::AdminOnly`]), of an unreachable database
+//! ([`responses::Unavailable`]) and of a client over its budget
+//! ([`responses::TooManyRequests`]). The CSRF field every admin form
 //! must carry is added to each admin form's body by [`CsrfField`], as the
 //! one extractor that checks it ([`super::admin::Protected`]) applies to
 //! them all.
@@ -17,18 +18,16 @@
 //! server registers, and `scripts/fuzz_api.sh` fuzzes a live service
 //! against it.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
-use utoipa::openapi::content::ContentBuilder;
-use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{RefOr, Required};
-use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa::{Modify, OpenApi};
 
 use super::ADMIN_PREFIX;
+
+pub mod responses;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -109,171 +108,6 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 )]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
-}
-
-/// A plain-text reason, as [`super::ApiError`] sends every refusal.
-fn plain(description: &str) -> Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("text/plain", text())
-        .build()
-}
-
-/// A page for browsers or a plain-text reason for other clients.
-pub fn page_or_plain(description: &str) -> Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("text/html", text())
-        .content("text/plain", text())
-        .build()
-}
-
-fn text() -> utoipa::openapi::content::Content {
-    ContentBuilder::new()
-        .schema(Some(Schema::Object(Object::with_type(Type::String))))
-        .build()
-}
-
-fn with_retry_after(response: Response) -> Response {
-    let mut response = response;
-    response.headers.insert(
-        "Retry-After".into(),
-        HeaderBuilder::new()
-            .schema(Some(Object::with_type(Type::Integer)))
-            .description(Some("Seconds to wait before trying again."))
-            .build()
-            .into(),
-    );
-    response
-}
-
-fn map(entries: Vec<(&str, Response)>) -> BTreeMap<String, RefOr<Response>> {
-    entries
-        .into_iter()
-        .map(|(status, response)| (status.to_owned(), RefOr::T(response)))
-        .collect()
-}
-
-/// What a confirmation link answers, whether it is opened (`GET`) or its
-/// button pressed (`POST`).
-pub struct ConfirmationAnswers;
-
-impl IntoResponses for ConfirmationAnswers {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        map(vec![
-            (
-                "200",
-                page_or_plain(
-                    "Confirmed, or already confirmed; or, on opening the link of an address with a past here (unsubscribed, suppressed, erased) or with `confirm_with_button`, the page with the button.",
-                ),
-            ),
-            (
-                "400",
-                page_or_plain("The token is missing or not 32 letters and digits."),
-            ),
-            ("401", page_or_plain("No such token.")),
-            ("410", page_or_plain("The link has expired.")),
-        ])
-        .into_iter()
-        .chain(TooManyRequests::responses())
-        .collect()
-    }
-}
-
-/// A client over one of its budgets: a page saying when to come back for
-/// browsers (`Accept: text/html`), a plain-text reason for other clients,
-/// `Retry-After` for both (see `super::error::refusal_pages`).
-pub struct TooManyRequests;
-
-impl IntoResponses for TooManyRequests {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        map(vec![(
-            "429",
-            with_retry_after(page_or_plain(
-                "Too many requests from this client: a page saying when to try again for browsers, the same in plain text for other clients.",
-            )),
-        )])
-    }
-}
-
-/// Postgres could not be reached in time (or a statement ran past its
-/// limits): retrying later may work.
-pub struct Unavailable;
-
-impl IntoResponses for Unavailable {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        map(vec![(
-            "503",
-            with_retry_after(plain("The database is unavailable: try again later.")),
-        )])
-    }
-}
-
-/// What the form extractor refuses before a handler runs: a body over its
-/// limit, a body that is not a URL-encoded form. (A form it cannot read is
-/// a 400, which each handler documents with its own 400s.)
-pub struct FormRefusals;
-
-impl IntoResponses for FormRefusals {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        map(vec![
-            ("413", plain("The body is over this endpoint's limit.")),
-            (
-                "415",
-                plain("The body is not application/x-www-form-urlencoded."),
-            ),
-        ])
-    }
-}
-
-/// What the guard in front of every `/admin` route answers a request it
-/// does not let through; and, once through, the database or the session
-/// store failing.
-pub struct AdminOnly;
-
-impl IntoResponses for AdminOnly {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let see_other = ResponseBuilder::new()
-            .description("A browser (`Accept: text/html`) without a signed-in session: to /login.")
-            .header(
-                "Location",
-                HeaderBuilder::new()
-                    .schema(Some(Object::with_type(Type::String)))
-                    .build(),
-            )
-            .build();
-        map(vec![
-            ("303", see_other),
-            (
-                "401",
-                plain("Any other client without a signed-in session."),
-            ),
-            (
-                "503",
-                with_retry_after(page_or_plain(
-                    "The session store or the database is unavailable.",
-                )),
-            ),
-        ])
-    }
-}
-
-/// [`AdminOnly`], for a form: the form extractor's refusals, and 403 for
-/// a form without the session's CSRF token, which is checked first.
-pub struct AdminForm;
-
-impl IntoResponses for AdminForm {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut responses = AdminOnly::responses();
-        responses.extend(FormRefusals::responses());
-        responses.insert(
-            "403".into(),
-            RefOr::T(plain(
-                "The form does not carry the session's CSRF token (`csrf_token`).",
-            )),
-        );
-        responses
-    }
 }
 
 /// Adds the required `csrf_token` field to the body of every `POST` under

@@ -99,8 +99,8 @@ impl std::fmt::Display for FormErrors {
     responses(
         (status = 200, description = "Accepted (whatever became of it): the check-your-inbox page for browsers, an empty text for other clients.", content((String = "text/html"), (String = "text/plain"))),
         (status = 400, description = "A field is missing or invalid: the form again with the reasons for browsers, the reasons for other clients.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::TooManyRequests,
-        crate::routes::openapi::FormRefusals, crate::routes::openapi::Unavailable,
+        crate::routes::openapi::responses::TooManyRequests,
+        crate::routes::openapi::responses::FormRefusals, crate::routes::openapi::responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn subscribe(

@@ -96,8 +96,8 @@ impl TokenRecord {
     tag = "public",
     params(Parameters),
     responses(
-        crate::routes::openapi::ConfirmationAnswers,
-        crate::routes::openapi::Unavailable,
+        crate::routes::openapi::responses::ConfirmationAnswers,
+        crate::routes::openapi::responses::Unavailable,
     )
 )]
 #[tracing::instrument(name = "Open a confirmation link", skip_all)]
@@ -120,8 +120,8 @@ pub async fn confirm(
 #[utoipa::path(post, path = "/subscriptions/confirm", tag = "public",
     request_body(content = inline(Parameters), content_type = "application/x-www-form-urlencoded"),
     responses(
-        crate::routes::openapi::ConfirmationAnswers,
-        crate::routes::openapi::FormRefusals, crate::routes::openapi::Unavailable,
+        crate::routes::openapi::responses::ConfirmationAnswers,
+        crate::routes::openapi::responses::FormRefusals, crate::routes::openapi::responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Press the confirm button", skip_all)]
 pub async fn confirm_with_button(

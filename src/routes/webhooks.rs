@@ -43,7 +43,7 @@ pub const WEBHOOK_BODY_LIMIT_BYTES: usize = 1024 * 1024;
         (status = 401, description = "Basic credentials missing or wrong, or none configured.", body = String, content_type = "text/plain",
          headers(("WWW-Authenticate" = String))),
         (status = 413, description = "A body over 1 MiB.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::Unavailable,
+        crate::routes::openapi::responses::Unavailable,
     ),
     security(("postmark" = [])))]
 pub async fn postmark_webhook(

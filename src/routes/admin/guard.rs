@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
+use actix_web::http::header::{self, ContentType};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use serde::de::DeserializeOwned;
@@ -19,8 +19,9 @@ use crate::db::Db;
 use crate::delivery::inbox::LocalInbox;
 use crate::domain::Newsletter;
 use crate::pages::wants_html;
-use crate::routes::admin::SessionCookies;
-use crate::routes::admin::login::{login_form, with_retry_after};
+use crate::routes::admin::answers::{no_store, with_retry_after};
+use crate::routes::admin::cookies::SessionCookies;
+use crate::routes::admin::login_form::login_form;
 use crate::routes::error::{ApiError, DatabaseStep};
 use actix_web::http::StatusCode;
 
@@ -80,16 +81,6 @@ pub async fn require_admin(
     let mut response = next.call(request).await?;
     no_store(response.headers_mut());
     Ok(response.map_into_left_body())
-}
-
-/// Admin pages hold subscriber data: no cache, shared or private, keeps a
-/// copy that outlives the session.
-pub fn no_store(headers: &mut header::HeaderMap) {
-    let value = CacheControl(vec![CacheDirective::NoStore]);
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::TryIntoHeaderValue::try_into_value(value).expect("a valid header"),
-    );
 }
 
 /// Who is asking, as far as the guard can tell.

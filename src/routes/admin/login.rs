@@ -17,9 +17,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use actix_web::cookie::Cookie;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -36,12 +34,17 @@ use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::SessionCookies;
-use crate::routes::admin::guard::{
-    Protected, check_csrf, no_store, parse_fields, session_store, sessions_unavailable,
+use crate::routes::admin::actor::{actor_for, client_ip, record};
+use crate::routes::admin::answers::{
+    no_store, see_other, too_many_attempts, with_cookies, with_retry_after,
 };
-use crate::routes::admin::pages::{CodePage, LoginPage};
-use crate::routes::error::{ApiError, DatabaseStep, retry_after_seconds, try_again_in};
+use crate::routes::admin::cookies::SessionCookies;
+use crate::routes::admin::guard::{
+    Protected, check_csrf, parse_fields, session_store, sessions_unavailable,
+};
+use crate::routes::admin::login_form::login_form;
+use crate::routes::admin::pages::CodePage;
+use crate::routes::error::{ApiError, DatabaseStep, try_again_in};
 
 /// Wrong codes one sign-in may try before it starts over from the password.
 const CODE_ATTEMPTS: u32 = 5;
@@ -49,12 +52,6 @@ const CODE_ATTEMPTS: u32 = 5;
 /// How long the second step waits for its code. Short: a half-done sign-in
 /// is worth something to whoever holds its cookie.
 const CODE_STEP_LIFETIME: Duration = Duration::from_secs(5 * 60);
-
-/// What a limited code or password check answers, with when to come back
-/// (also in `Retry-After`).
-pub fn too_many_attempts(wait: Duration) -> String {
-    format!("Too many attempts. {}", try_again_in(wait))
-}
 
 const WRONG_CREDENTIALS: &str = "The username or password is wrong.";
 const UNAVAILABLE: &str = "Signing in is unavailable right now. Please try again in a few minutes.";
@@ -141,7 +138,7 @@ pub struct Credentials {
         (status = 403, description = "Without the CSRF token of a form `GET /login` gave this browser, with another browser's, or with one older than 20 minutes: the form again, with a fresh token and the reason.", body = String, content_type = "text/html", headers(("Set-Cookie" = String))),
         (status = 429, description = "Too many attempts from this address: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::FormRefusals,
+        crate::routes::openapi::responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Sign in", skip_all, fields(username = tracing::field::Empty))]
 pub async fn log_in(
@@ -448,7 +445,7 @@ struct CodeForm {
         (status = 403, description = "Without the sign-in's CSRF token.", body = String, content_type = "text/plain"),
         (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::FormRefusals,
+        crate::routes::openapi::responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Check a sign-in code", skip_all)]
 pub async fn submit_code(
@@ -568,7 +565,7 @@ pub struct NoFields {}
     responses(
         (status = 303, description = "Signed out: to /login.", headers(("Location" = String))),
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn log_out(
     request: HttpRequest,
@@ -594,88 +591,8 @@ pub async fn log_out(
     )
 }
 
-pub fn client_ip(request: &HttpRequest, limiter: &RateLimiter) -> Option<IpAddr> {
-    request
-        .peer_addr()
-        .map(|peer| limiter.client_ip().resolve(peer.ip(), request.headers()))
-}
-
-/// The audit log's actor for a signed-in (or signing-in) admin.
-pub fn actor_for(admin: &Admin, ip: Option<IpAddr>) -> Actor {
-    Actor {
-        admin_id: Some(admin.id),
-        username: Some(admin.username.clone()),
-        client_ip: ip,
-    }
-}
-
-pub async fn record(db: &Db, actor: &Actor, action: Action, detail: &str) -> Result<(), ApiError> {
-    db.transaction(async |tx| audit::record(tx, actor, action, detail).await)
-        .await
-        .step("write the audit log")
-}
-
-pub fn see_other(location: &'static str) -> HttpResponse {
-    let mut answer = HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .finish();
-    no_store(answer.headers_mut());
-    answer
-}
-
-pub fn with_cookies<const N: usize>(
-    mut answer: HttpResponse,
-    cookies: [Cookie<'static>; N],
-) -> Result<HttpResponse, ApiError> {
-    for cookie in cookies {
-        answer
-            .add_cookie(&cookie)
-            .map_err(|e| ApiError::Unexpected(e.into()))?;
-    }
-    Ok(answer)
-}
-
-/// A limited attempt's answer, with when to try again.
-pub fn with_retry_after(mut answer: HttpResponse, wait: Duration) -> HttpResponse {
-    answer.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(retry_after_seconds(wait)),
-    );
-    answer
-}
-
 fn unavailable(answer: HttpResponse) -> HttpResponse {
     with_retry_after(answer, Duration::from_secs(30))
-}
-
-/// The sign-in form, with a fresh CSRF token and the pre-session cookie it
-/// is tied to: every answer that shows the form can be submitted.
-pub fn login_form(
-    status: StatusCode,
-    cookies: &SessionCookies,
-    newsletter: &Newsletter,
-    username: &str,
-    error: Option<&str>,
-    notice: Option<&str>,
-) -> HttpResponse {
-    let nonce = sign_in_form::new_nonce();
-    let csrf_token = sign_in_form::token(&nonce, std::time::SystemTime::now());
-    let mut answer = page(
-        status,
-        &LoginPage {
-            newsletter,
-            username,
-            error,
-            notice,
-            csrf_token: &csrf_token,
-        },
-    );
-    no_store(answer.headers_mut());
-    if let Err(e) = answer.add_cookie(&cookies.sign_in_form(nonce)) {
-        // A nonce is hex: the cookie is always well formed.
-        tracing::error!(error = %e, "Could not set the sign-in form's cookie");
-    }
-    answer
 }
 
 fn code_form(

@@ -11,11 +11,15 @@
 //! ([`guard::Protected`]), on top of the `SameSite=Strict` cookie.
 
 pub(crate) mod account;
+mod actor;
+mod answers;
 mod cookies;
 pub(crate) mod dashboard;
 mod guard;
 pub(crate) mod inbox;
+mod layout;
 pub(crate) mod login;
+mod login_form;
 pub(crate) mod newsletters;
 mod pages;
 mod session_check;

@@ -41,9 +41,10 @@ use crate::outbox::{Outbox, Personalisation, personalise};
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiError;
-use crate::routes::admin::account::nav;
-use crate::routes::admin::guard::{Protected, SignedIn, no_store};
-use crate::routes::admin::login::{actor_for, client_ip};
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::no_store;
+use crate::routes::admin::guard::{Protected, SignedIn};
+use crate::routes::admin::layout::nav;
 use crate::routes::error::DatabaseStep;
 use crate::telemetry::error_chain_line;
 
@@ -89,7 +90,7 @@ pub fn compose_form_config() -> web::FormConfig {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters/new", tag = "admin",
-    responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
 pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let fields = ComposeFields {
         title: "",
@@ -161,7 +162,7 @@ impl Step {
         (status = 303, description = "Published: to the issue's page.", headers(("Location" = String))),
         (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "A title or content refused, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn submit_issue(
     request: HttpRequest,

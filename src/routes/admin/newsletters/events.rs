@@ -38,7 +38,7 @@ const RETRY_MILLISECONDS: u32 = 5_000;
     responses(
         (status = 200, description = "The issue's progress as Server-Sent Events, until it finishes.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "No such issue.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn issue_events(
     id: web::Path<String>,

@@ -25,9 +25,10 @@ use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::ApiError;
-use crate::routes::admin::account::nav;
-use crate::routes::admin::guard::{Protected, SignedIn, no_store};
-use crate::routes::admin::login::{actor_for, client_ip};
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::no_store;
+use crate::routes::admin::guard::{Protected, SignedIn};
+use crate::routes::admin::layout::nav;
 use crate::routes::error::DatabaseStep;
 
 /// Undelivered recipients on a page.
@@ -55,7 +56,7 @@ pub struct PageParameters {
         (status = 200, description = "The issue's page.", body = String, content_type = "text/html"),
         (status = 400, description = "A page address that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn issue_page(
     admin: SignedIn,
@@ -167,7 +168,7 @@ fn missing(admin: &SignedIn) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters.js", tag = "admin",
-    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::AdminOnly))]
+    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::responses::AdminOnly))]
 pub async fn issue_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(
@@ -238,7 +239,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue, or no such action.", content((String = "text/html"), (String = "text/plain"))),
         (status = 409, description = "The issue's state does not allow the action: its page, with the reason.", body = String, content_type = "text/html"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn act_on_issue(
     request: HttpRequest,

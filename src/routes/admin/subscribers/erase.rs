@@ -60,8 +60,9 @@ use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
+use crate::routes::admin::actor::{actor_for, client_ip};
+use crate::routes::admin::answers::see_other;
 use crate::routes::admin::guard::{Protected, SignedIn};
-use crate::routes::admin::login::{actor_for, client_ip, see_other};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::history;
 use crate::suppression::Reason;
@@ -92,7 +93,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "The typed address is not theirs: nothing was erased.", body = String, content_type = "text/html"),
-        crate::routes::openapi::AdminForm,
+        crate::routes::openapi::responses::AdminForm,
     ))]
 pub async fn erase_subscriber(
     request: HttpRequest,

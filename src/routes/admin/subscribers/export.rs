@@ -20,8 +20,8 @@ use crate::admin::audit::{self, Action, Actor};
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
+use crate::routes::admin::actor::{actor_for, client_ip};
 use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::login::{actor_for, client_ip};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::suppression::{self, Suppression};
 
@@ -71,7 +71,7 @@ struct SuppressionPart {
     responses(
         (status = 200, description = "Everything stored about the subscriber.", body = SubscriberExport, content_type = "application/json"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn export_subscriber(
     request: HttpRequest,

@@ -22,9 +22,9 @@ use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::account::nav;
+use crate::routes::admin::actor::{actor_for, client_ip, record};
 use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::login::{actor_for, client_ip, record};
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
 
@@ -193,7 +193,7 @@ fn cursor_after(row: &Subscriber) -> Cursor {
     responses(
         (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn subscribers(
     admin: SignedIn,
@@ -273,7 +273,7 @@ struct Export {
     responses(
         (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn export_subscribers(
     request: HttpRequest,

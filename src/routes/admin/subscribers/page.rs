@@ -15,8 +15,8 @@ use super::record::{self, issue_path, parse_subscriber_id, subscriber_path};
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
-use crate::routes::admin::account::nav;
 use crate::routes::admin::guard::SignedIn;
+use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,
@@ -32,7 +32,7 @@ const DELIVERIES_SHOWN: i64 = 20;
     responses(
         (status = 200, description = "The subscriber's page.", body = String, content_type = "text/html"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::AdminOnly,
+        crate::routes::openapi::responses::AdminOnly,
     ))]
 pub async fn subscriber_page(
     admin: SignedIn,
