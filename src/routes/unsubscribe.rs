@@ -266,36 +266,36 @@ fn signs_up_again(contact: Contact) -> Result<NewSubscriber, String> {
 
 /// A valid link whose subscriber is gone: nothing to do, and nothing wrong.
 fn not_on_the_list(html: bool, newsletter: &Newsletter) -> HttpResponse {
-    const MESSAGE: &str = "This address is not on the list: you will not receive any issue.";
-    if !html {
-        return plain(MESSAGE);
-    }
-    page(
-        StatusCode::OK,
-        &UnsubscribedPage {
-            newsletter,
-            heading: "Not on the list",
-            message: MESSAGE,
-            resubscribe: None,
-            offer_to_subscribe: true,
-        },
-    )
+    let message = "This address is not on the list: you will not receive any issue.";
+    notice(html, newsletter, "Not on the list", message, true)
 }
 
 /// The link of a test email, pressed: it names no one, so nothing changes.
 fn test_send(html: bool, newsletter: &Newsletter) -> HttpResponse {
-    const MESSAGE: &str = "This link came from a test email: no one was unsubscribed.";
+    let message = "This link came from a test email: no one was unsubscribed.";
+    notice(html, newsletter, "Nothing changed", message, false)
+}
+
+/// 200 with `message`: for browsers a page under `heading`, pointing to
+/// the sign-up form if `offer_to_subscribe`.
+fn notice(
+    html: bool,
+    newsletter: &Newsletter,
+    heading: &str,
+    message: &'static str,
+    offer_to_subscribe: bool,
+) -> HttpResponse {
     if !html {
-        return plain(MESSAGE);
+        return plain(message);
     }
     page(
         StatusCode::OK,
         &UnsubscribedPage {
             newsletter,
-            heading: "Nothing changed",
-            message: MESSAGE,
+            heading,
+            message,
             resubscribe: None,
-            offer_to_subscribe: false,
+            offer_to_subscribe,
         },
     )
 }
