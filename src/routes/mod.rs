@@ -5,23 +5,20 @@
 pub mod admin;
 mod error;
 mod health_check;
-mod home;
 pub(crate) mod openapi;
+pub(crate) mod public;
 mod readiness;
 #[cfg(debug_assertions)]
 mod self_test;
-mod sign_up;
-mod subscriptions;
-mod subscriptions_confirm;
-mod unsubscribe;
 mod webhooks;
 
 pub use error::{ApiError, refusal_pages};
 pub use health_check::health_check;
-pub use home::{home, stylesheet};
+pub use public::{
+    FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button, home, stylesheet,
+    subscribe,
+};
 pub use readiness::readiness;
-pub use subscriptions::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
-pub use subscriptions_confirm::{confirm, confirm_with_button};
 pub use webhooks::{WEBHOOK_BODY_LIMIT_BYTES, postmark_webhook};
 
 use actix_web::dev::HttpServiceFactory;
@@ -170,11 +167,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         // GET shows a button; POST is the one-click unsubscribe. No per-IP
         // limit: see `unsubscribe::resource`.
         endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {
-            add(c, unsubscribe::resource(p))
+            add(c, public::unsubscribe::resource(p))
         }),
         // The page's "Subscribe again": the sign-up path, with its limits.
         endpoint("/unsubscribe/{token}/resubscribe", Anyone, POST, |c, p| {
-            add(c, unsubscribe::resubscribe_resource(p))
+            add(c, public::unsubscribe::resubscribe_resource(p))
         }),
         // Postmark's own credentials, checked by the handler before it
         // reads the body, under a limit of its own (bounce records carry

@@ -24,7 +24,7 @@
 //! link can open, as often as they like, must not carry the address or the
 //! name in its source. `POST /unsubscribe/{token}/resubscribe` looks the
 //! subscriber up and signs them up again the way the form does
-//! ([`crate::routes::sign_up`]): the same limits, a confirmation email to
+//! ([`crate::routes::public::sign_up`]): the same limits, a confirmation email to
 //! the stored address, and the same answer.
 //!
 //! Previews and test sends of an issue carry a token of their own
@@ -41,7 +41,7 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::routes::sign_up::SignUpDesk;
+use crate::routes::public::sign_up::SignUpDesk;
 use crate::signups::history;
 use crate::subscribers::{self, Contact};
 

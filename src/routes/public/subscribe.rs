@@ -23,7 +23,7 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::metrics::Suppressed;
 use crate::pages::{SubscribePage, page};
 use crate::routes::error::ApiError;
-use crate::routes::sign_up::SignUpDesk;
+use crate::routes::public::sign_up::SignUpDesk;
 
 /// A subscription form is two short fields; anything much larger is not one.
 pub const FORM_BODY_LIMIT_BYTES: usize = 4 * 1024;

@@ -1,0 +1,14 @@
+//! The public side: the home page with its form, signing up
+//! ([`subscribe`], through the steps in [`sign_up`]), confirming, and
+//! unsubscribing. Nothing here needs a session; what may be tried how
+//! often is the rate limits' business.
+
+pub(crate) mod confirm;
+pub(crate) mod home;
+pub(crate) mod sign_up;
+pub(crate) mod subscribe;
+pub(crate) mod unsubscribe;
+
+pub use confirm::{confirm, confirm_with_button};
+pub use home::{home, stylesheet};
+pub use subscribe::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};
