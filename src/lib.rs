@@ -21,6 +21,5 @@ pub mod routes;
 pub mod signups;
 pub mod startup;
 pub mod subscribers;
-pub mod suppression;
 pub mod telemetry;
 pub mod webhooks;

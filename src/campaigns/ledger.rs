@@ -16,13 +16,14 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 // Dynamic SQL here only splices this module's own constants, never input.
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
-use crate::suppression;
+use crate::subscribers::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
 /// published, resumed, cancelled, had failed deliveries queued again, or a
@@ -1415,4 +1416,52 @@ pub async fn release_batch(
     .await?;
     finish_issue_if_settled(&mut transaction, batch.issue_id).await?;
     transaction.commit().await
+}
+
+/// One issue's delivery to the subscriber, from the ledger.
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub issue_id: Uuid,
+    /// None if the issue itself is gone (the ledger has no foreign key).
+    #[serde(rename = "issue_title")]
+    pub title: Option<String>,
+    pub status: String,
+    pub attempts: i16,
+    pub message_id: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A subscriber's deliveries, latest issue first, at most `limit`.
+///
+/// The ledger gains a row per recipient per issue and is found here by
+/// subscriber, which `deliveries_subscriber_id_idx` makes a lookup rather
+/// than a scan of every issue's audience.
+pub async fn deliveries(
+    conn: &mut PgConnection,
+    subscriber_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.issue_id, i.title, d.status, d.attempts, d.message_id, d.last_error, \
+                d.updated_at \
+         FROM deliveries d LEFT JOIN newsletter_issues i ON i.id = d.issue_id \
+         WHERE d.subscriber_id = $1 \
+         ORDER BY i.send_at DESC NULLS LAST, d.issue_id \
+         LIMIT $2",
+    )
+    .bind(subscriber_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn delivery_count(
+    conn: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE subscriber_id = $1")
+        .bind(subscriber_id)
+        .fetch_one(conn)
+        .await
 }

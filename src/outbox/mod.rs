@@ -24,7 +24,7 @@
 mod backoff;
 mod doorbell;
 mod handoff;
-mod store;
+pub mod store;
 mod worker;
 
 use tokio::task::JoinSet;

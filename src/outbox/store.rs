@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::delivery::answer::INVALID_RECIPIENT;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
-use crate::suppression;
+use crate::subscribers::suppression;
 
 /// A message a worker holds: the email, and what the outbox knows of it.
 #[derive(Debug, Clone)]
@@ -490,6 +492,71 @@ pub async fn requeue_failed(pool: &PgPool) -> Result<Requeued, sqlx::Error> {
         requeued: counts.requeued as u64,
         without_body: counts.without_body as u64,
     })
+}
+
+/// An email in the outbox addressed to the subscriber, without its bodies:
+/// until it is sent they hold a live confirmation link.
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct OutboxEmail {
+    pub id: Uuid,
+    pub subject: Option<String>,
+    pub message_stream: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox has no index on the recipient: this reads it whole. It holds
+/// one-off emails (confirmations, notices) until retention removes them,
+/// and is read so for one subscriber at an admin's request, rarely.
+pub async fn outbox_emails(
+    conn: &mut PgConnection,
+    address: &str,
+) -> Result<Vec<OutboxEmail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, COALESCE(o.subject, c.subject) AS subject, o.message_stream, o.status, \
+                o.attempts, o.last_error, o.enqueued_at, o.sent_at, o.failed_at \
+         FROM email_outbox o LEFT JOIN email_contents c ON c.id = o.content_id \
+         WHERE lower(o.recipient) = lower($1) \
+         ORDER BY o.enqueued_at",
+    )
+    .bind(address)
+    .fetch_all(conn)
+    .await
+}
+
+/// Emails waiting to be sent and emails given up on, as the dashboard
+/// shows them.
+pub struct QueueCounts {
+    pub queued: i64,
+    pub failed: i64,
+}
+
+/// The failed count reads every failed row; the queued one uses the index
+/// of due messages.
+pub async fn queue_counts(connection: &mut PgConnection) -> Result<QueueCounts, sqlx::Error> {
+    let (queued, failed): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM email_outbox WHERE status = 'pending'), \
+                (SELECT count(*) FROM email_outbox WHERE status = 'failed')",
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(QueueCounts { queued, failed })
+}
+
+/// Deletes every email addressed to `address`, sent or not, for its
+/// owner's erasure. No index on the recipient: the outbox is read whole,
+/// which for a table that retention keeps short is cheaper than an index
+/// every enqueue pays.
+pub async fn erase_to(connection: &mut PgConnection, address: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM email_outbox WHERE lower(recipient) = lower($1)")
+        .bind(address)
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

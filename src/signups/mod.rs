@@ -9,7 +9,6 @@
 //! is all this module asks of it; how batches form, and how one sign-up that
 //! Postgres refuses is kept from failing the others, is the wing's business.
 
-pub mod history;
 mod transaction;
 
 use std::sync::Arc;

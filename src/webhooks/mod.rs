@@ -39,7 +39,7 @@ use crate::campaigns::{DeliveryId, IssueState};
 use crate::configuration::{CampaignSettings, WebhookSettings};
 use crate::keys::Keys;
 use crate::metrics::WebhookRecord;
-use crate::suppression::{self, Reason};
+use crate::subscribers::suppression::{self, Reason};
 use postmark::{Bounce, BounceKind, Complaint, Delivered, Event, Record, SubscriptionChange};
 
 /// `webhook_records.source` for Postmark's records.
@@ -331,6 +331,15 @@ async fn soft_bounce(
     .bind(at)
     .fetch_one(conn)
     .await
+}
+
+/// Forgets the address's soft bounces in a row, for its erasure.
+pub async fn erase_soft_bounces(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+) -> Result<(), sqlx::Error> {
+    forget_soft_bounces(conn, keys, address, None).await
 }
 
 /// Ends the address's soft bounces in a row: all of them, or, for a

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 
 use crate::campaigns::DeliveryId;
 use crate::domain::{SubscriberEmail, UnwantedCharacter};
-use crate::suppression::Reason;
+use crate::subscribers::suppression::Reason;
 
 /// One record, parsed.
 #[derive(Debug, Clone, PartialEq)]

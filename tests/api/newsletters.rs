@@ -14,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use newsletter::keys::Keys;
-use newsletter::suppression::{self, Reason};
+use newsletter::subscribers::suppression::{self, Reason};
 
 use crate::campaigns::add_subscribers;
 use crate::helpers::{BASE_URL, BROWSER_ACCEPT, TestApp, eventually, spawn_app};

@@ -11,7 +11,7 @@ use newsletter::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberN
 use newsletter::keys::Keys;
 use newsletter::outbox::Outbox;
 use newsletter::signups::{SignupSettings, Signups, Stored};
-use newsletter::suppression::{self, Reason};
+use newsletter::subscribers::suppression::{self, Reason};
 use tokio::task::{JoinHandle, LocalSet};
 use tokio_util::sync::CancellationToken;
 

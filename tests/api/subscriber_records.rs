@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use newsletter::keys::Keys;
-use newsletter::suppression::{self, Reason};
+use newsletter::subscribers::suppression::{self, Reason};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;

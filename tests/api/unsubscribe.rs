@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use newsletter::configuration::LimitSettings;
 use newsletter::keys::Keys;
-use newsletter::suppression::{self, Reason};
+use newsletter::subscribers::suppression::{self, Reason};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;

@@ -4,16 +4,16 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use chrono::{Duration, NaiveDate, Utc};
-use sqlx::PgConnection;
 
 use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
+use crate::outbox;
 use crate::pages::page;
 use crate::routes::admin::guard::SignedIn;
 use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::subscribers::figures;
 
 /// Audit entries the dashboard shows.
 const AUDIT_ENTRIES: i64 = 20;
@@ -41,17 +41,27 @@ pub async fn render_dashboard(
     status: StatusCode,
     refused: Option<RefusedEmail<'_>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (figures, audit, sign_in_failures, unused_recovery_codes) = db
+    let (figures, outbox, audit, sign_in_failures, unused_recovery_codes) = db
         .transaction(async |tx| {
-            let figures = Figures::read(tx).await?;
+            let figures = figures::read(tx, DAYS).await?;
+            let outbox = outbox::store::queue_counts(tx).await?;
             let audit = audit::latest(tx, AUDIT_ENTRIES).await?;
             let failures = sign_in_failures::last_day(tx).await?;
             let unused = accounts::unused_recovery_codes(tx, admin.admin.id).await?;
-            Ok((figures, audit, failures, unused))
+            Ok((figures, outbox, audit, failures, unused))
         })
         .await
         .step("read the dashboard")?;
     let sign_ups_30_days = figures.days.iter().map(|d| d.sign_ups).sum();
+    let days = figures
+        .days
+        .iter()
+        .map(|d| Day {
+            label: d.day.format("%b %-d").to_string(),
+            sign_ups: d.sign_ups,
+            confirmations: d.confirmations,
+        })
+        .collect();
     let confirmation_rate = (figures.recent_sign_ups > 0).then(|| {
         (figures.recent_confirmed * 100 + figures.recent_sign_ups / 2) / figures.recent_sign_ups
     });
@@ -78,88 +88,12 @@ pub async fn render_dashboard(
                 .collect(),
             sign_ups_30_days,
             confirmation_rate,
-            chart: Chart::new(figures.days),
-            outbox_queued: figures.outbox_queued,
-            outbox_failed: figures.outbox_failed,
+            chart: Chart::new(days),
+            outbox_queued: outbox.queued,
+            outbox_failed: outbox.failed,
             audit,
             sign_in_failures,
             email_error: refused.map(|r| r.reason),
         },
     ))
-}
-
-struct Figures {
-    by_status: Vec<(String, i64)>,
-    days: Vec<Day>,
-    /// People who signed up in the chart's days, and how many of them have
-    /// confirmed since.
-    recent_sign_ups: i64,
-    recent_confirmed: i64,
-    outbox_queued: i64,
-    outbox_failed: i64,
-}
-
-impl Figures {
-    async fn read(connection: &mut PgConnection) -> Result<Self, sqlx::Error> {
-        let by_status: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, count(*) FROM subscriptions GROUP BY status ORDER BY status",
-        )
-        .fetch_all(&mut *connection)
-        .await?;
-        let first_day = Utc::now().date_naive() - Duration::days(DAYS - 1);
-        // Days in UTC. Both counts read through the indexes on
-        // subscribed_at and confirmed_at, whatever the size of the list.
-        let per_day: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
-            "WITH days AS ( \
-                 SELECT generate_series($1::date, (now() AT TIME ZONE 'UTC')::date, '1 day')::date AS day \
-             ), sign_ups AS ( \
-                 SELECT (subscribed_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n \
-                 FROM subscriptions WHERE subscribed_at >= $1::date::timestamp AT TIME ZONE 'UTC' \
-                 GROUP BY 1 \
-             ), confirmations AS ( \
-                 SELECT (confirmed_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n \
-                 FROM subscriptions WHERE confirmed_at >= $1::date::timestamp AT TIME ZONE 'UTC' \
-                 GROUP BY 1 \
-             ) \
-             SELECT days.day, coalesce(sign_ups.n, 0), coalesce(confirmations.n, 0) \
-             FROM days \
-             LEFT JOIN sign_ups USING (day) \
-             LEFT JOIN confirmations USING (day) \
-             ORDER BY days.day",
-        )
-        .bind(first_day)
-        .fetch_all(&mut *connection)
-        .await?;
-        let (recent_sign_ups, recent_confirmed): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'confirmed') \
-             FROM subscriptions WHERE subscribed_at >= $1::date::timestamp AT TIME ZONE 'UTC'",
-        )
-        .bind(first_day)
-        .fetch_one(&mut *connection)
-        .await?;
-        // The failed count reads every failed row; the queued one uses the
-        // index of due messages.
-        let (outbox_queued, outbox_failed): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM email_outbox WHERE status = 'pending'), \
-                    (SELECT count(*) FROM email_outbox WHERE status = 'failed')",
-        )
-        .fetch_one(&mut *connection)
-        .await?;
-        let days = per_day
-            .into_iter()
-            .map(|(day, sign_ups, confirmations)| Day {
-                label: day.format("%b %-d").to_string(),
-                sign_ups,
-                confirmations,
-            })
-            .collect();
-        Ok(Self {
-            by_status,
-            days,
-            recent_sign_ups,
-            recent_confirmed,
-            outbox_queued,
-            outbox_failed,
-        })
-    }
 }

@@ -20,10 +20,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
-use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::db::{Db, Transaction};
 use crate::domain::{Newsletter, SubscriptionToken};
@@ -31,7 +29,8 @@ use crate::keys::Keys;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::signups::history;
+use crate::subscribers::confirmation::{TokenRecord, find_token, mark_confirmed};
+use crate::subscribers::history;
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -68,26 +67,17 @@ enum Act {
     Pressed,
 }
 
-struct TokenRecord {
-    subscriber_id: Uuid,
-    expires_at: DateTime<Utc>,
-    used_at: Option<DateTime<Utc>>,
-    subscriber_status: String,
-}
-
-impl TokenRecord {
-    /// The outcome for a token that cannot (or need not) confirm anything,
-    /// or `None` when it is valid and unused.
-    fn settled_outcome(&self) -> Option<Outcome> {
-        if self.used_at.is_some() {
-            return Some(if self.subscriber_status == "confirmed" {
-                Outcome::AlreadyConfirmed
-            } else {
-                Outcome::NotValid
-            });
-        }
-        (self.expires_at <= Utc::now()).then_some(Outcome::Expired)
+/// The outcome for a token that cannot (or need not) confirm anything, or
+/// `None` when it is valid and unused.
+fn settled_outcome(record: &TokenRecord) -> Option<Outcome> {
+    if record.used_at.is_some() {
+        return Some(if record.subscriber_status == "confirmed" {
+            Outcome::AlreadyConfirmed
+        } else {
+            Outcome::NotValid
+        });
     }
+    (record.expires_at <= Utc::now()).then_some(Outcome::Expired)
 }
 
 #[utoipa::path(
@@ -146,9 +136,7 @@ async fn inspect(db: &Db, token: SubscriptionToken) -> Result<Outcome, ApiError>
         .step("look up the confirmation token")?;
     Ok(match record {
         None => Outcome::NotValid,
-        Some(record) => record
-            .settled_outcome()
-            .unwrap_or(Outcome::AwaitingClick(token)),
+        Some(record) => settled_outcome(&record).unwrap_or(Outcome::AwaitingClick(token)),
     })
 }
 
@@ -184,7 +172,7 @@ async fn confirm_in(
         "subscriber_id",
         tracing::field::display(record.subscriber_id),
     );
-    if let Some(outcome) = record.settled_outcome() {
+    if let Some(outcome) = settled_outcome(&record) {
         return Ok(outcome);
     }
     if act == Act::Opened
@@ -197,7 +185,7 @@ async fn confirm_in(
         // Someone else used or deleted the token since it was read (a
         // second click, or the subscriber unsubscribing): say what it is now.
         return Ok(match find_token(transaction, token).await? {
-            Some(record) => record.settled_outcome().unwrap_or(Outcome::NotValid),
+            Some(record) => settled_outcome(&record).unwrap_or(Outcome::NotValid),
             None => Outcome::NotValid,
         });
     }
@@ -285,63 +273,4 @@ fn success(
             .content_type("text/plain; charset=utf-8")
             .body(message)
     }
-}
-
-#[tracing::instrument(name = "Look up the confirmation token", level = "debug", skip_all)]
-async fn find_token(
-    connection: &mut PgConnection,
-    token: &SubscriptionToken,
-) -> Result<Option<TokenRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        TokenRecord,
-        r#"
-        SELECT t.subscriber_id, t.expires_at, t.used_at, s.status AS subscriber_status
-        FROM confirmation_tokens t
-        JOIN subscriptions s ON s.id = t.subscriber_id
-        WHERE t.token_hash = $1
-        "#,
-        token.hash()
-    )
-    .fetch_optional(connection)
-    .await
-}
-
-/// Marks the subscriber confirmed and the token used. The confirmation
-/// time is consent evidence: it is set by the first confirmation and kept
-/// when a second link of the same sign-up is opened, while someone who had
-/// unsubscribed and comes back gives consent anew, so theirs is now, and
-/// they are no longer unsubscribed. `false` when the token was used or
-/// deleted since it was read: nothing is changed then.
-#[tracing::instrument(name = "Mark the subscriber as confirmed", level = "debug", skip_all)]
-async fn mark_confirmed(
-    connection: &mut PgConnection,
-    subscriber_id: Uuid,
-    token: &SubscriptionToken,
-) -> Result<bool, sqlx::Error> {
-    // The token first, and only if it is still unused: it is locked from
-    // here to the commit, and an unsubscribe, which deletes the tokens
-    // before it changes the subscriber, takes the locks in the same order.
-    // Whichever commits first, the later action stands.
-    let used = sqlx::query(
-        "UPDATE confirmation_tokens SET used_at = now() \
-         WHERE token_hash = $1 AND used_at IS NULL",
-    )
-    .bind(token.hash())
-    .execute(&mut *connection)
-    .await?;
-    if used.rows_affected() == 0 {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE subscriptions \
-         SET status = 'confirmed', \
-             confirmed_at = CASE WHEN status = 'unsubscribed' THEN now() \
-                                 ELSE COALESCE(confirmed_at, now()) END, \
-             unsubscribed_at = NULL \
-         WHERE id = $1",
-    )
-    .bind(subscriber_id)
-    .execute(connection)
-    .await?;
-    Ok(true)
 }

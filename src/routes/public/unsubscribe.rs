@@ -42,7 +42,7 @@ use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::routes::public::sign_up::SignUpDesk;
-use crate::signups::history;
+use crate::subscribers::history;
 use crate::subscribers::{self, Contact};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;

@@ -30,7 +30,7 @@
 //!   never left and was never suppressed leaves no entry there: they may
 //!   sign up again.
 //! * The keyed hash of their mailbox goes to `former_addresses`
-//!   ([`crate::signups::history`]): whoever signs the address up again, it
+//!   ([`crate::subscribers::history`]): whoever signs the address up again, it
 //!   is confirmed only by pressing the button, never by a link scanner
 //!   opening the link.
 //! * The delivery ledger keeps its rows, with their states: they hold only
@@ -45,27 +45,29 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::list::ERASED_PATH;
 use super::page::{missing, render};
-use super::record::{self, Subscriber, parse_subscriber_id};
+use super::paths::parse_subscriber_id;
 use crate::admin::audit::{self, Action, Actor};
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
+use crate::outbox;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::actor::{actor_for, client_ip};
 use crate::routes::admin::answers::see_other;
 use crate::routes::admin::guard::{Protected, SignedIn};
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::signups::history;
-use crate::suppression::Reason;
+use crate::subscribers::history;
+use crate::subscribers::record::{self, Subscriber};
+use crate::subscribers::suppression;
+use crate::webhooks;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EraseForm {
@@ -147,14 +149,16 @@ async fn erase(
             // The tokens before the subscriber: a confirmation locks its
             // token, then the subscriber, and the two must take their locks
             // in one order or they deadlock.
-            lock_tokens(tx, id).await?;
+            record::lock_tokens(tx, id).await?;
             let Some(subscriber) = record::lock(tx, id).await? else {
                 return Ok(Outcome::Missing);
             };
             if !confirms(typed, &subscriber.email) {
                 return Ok(Outcome::NotConfirmed);
             }
-            let hash_kept = keep_only_the_hash(tx, keys, &subscriber).await?;
+            let hash_kept =
+                suppression::keep_only_the_hash(tx, keys, &subscriber.email, subscriber.left_at())
+                    .await?;
             delete_personal_data(tx, keys, &subscriber).await?;
             ledger::erase_details_of(tx, subscriber.id).await?;
             history::remember_departure(tx, keys, &subscriber.email).await?;
@@ -179,57 +183,11 @@ async fn erase(
     Ok(outcome)
 }
 
-async fn lock_tokens(conn: &mut PgConnection, subscriber_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM confirmation_tokens WHERE subscriber_id = $1 FOR UPDATE")
-        .bind(subscriber_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Whether the admin typed the subscriber's address. Letter case and the
 /// spaces around it do not matter: sign-up treats addresses the same way.
 fn confirms(typed: &str, address: &str) -> bool {
     let typed = typed.trim();
     !typed.is_empty() && typed.to_lowercase() == address.to_lowercase()
-}
-
-/// Leaves the suppression list holding the address's keyed hash and reason
-/// only, if the subscriber must never be mailed again: they unsubscribed
-/// (given an entry of their own if they have none), or they already have
-/// one. Returns whether an entry remains.
-async fn keep_only_the_hash(
-    conn: &mut PgConnection,
-    keys: &Keys,
-    subscriber: &Subscriber,
-) -> Result<bool, sqlx::Error> {
-    let hash = keys.address_hash(&subscriber.email);
-    let unsubscribed = subscriber.status == "unsubscribed";
-    if unsubscribed {
-        // An existing entry (a complaint, a bounce) says more than this one
-        // would: it stays as it is.
-        sqlx::query(
-            "INSERT INTO suppressions (address_hash, email, reason, changed_at) \
-             VALUES ($1, NULL, $2, $3) ON CONFLICT (address_hash) DO NOTHING",
-        )
-        .bind(&hash)
-        .bind(Reason::Unsubscribed.as_str())
-        .bind(subscriber.unsubscribed_at.unwrap_or_else(Utc::now))
-        .execute(&mut *conn)
-        .await?;
-    }
-    // By hash and by address: whichever way an entry was written, the
-    // address leaves the list with the subscriber, and so does the detail,
-    // which the previous release filled with the provider's words.
-    let entries = sqlx::query(
-        "UPDATE suppressions SET email = NULL, detail = NULL \
-         WHERE address_hash = $1 OR email = lower($2)",
-    )
-    .bind(&hash)
-    .bind(&subscriber.email)
-    .execute(&mut *conn)
-    .await?;
-    Ok(unsubscribed || entries.rows_affected() > 0)
 }
 
 /// Deletes every row that holds the subscriber's address or names them,
@@ -239,31 +197,15 @@ async fn delete_personal_data(
     keys: &Keys,
     subscriber: &Subscriber,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM confirmation_tokens WHERE subscriber_id = $1")
-        .bind(subscriber.id)
-        .execute(&mut *conn)
-        .await?;
     // Sent or not: an unsent confirmation would otherwise still go out,
     // and a sent one keeps the address until retention. A worker holding
     // one now finds its claim gone and changes nothing; if it sends through
     // the local inbox, the inbox's insert waits for this transaction and
-    // then drops the email (see `delivery::inbox`). No index on the
-    // recipient: the outbox is read whole, which for a table that
-    // retention keeps short is cheaper than an index every enqueue pays.
-    sqlx::query("DELETE FROM email_outbox WHERE lower(recipient) = lower($1)")
-        .bind(&subscriber.email)
-        .execute(&mut *conn)
-        .await?;
+    // then drops the email (see `delivery::inbox`).
+    outbox::store::erase_to(&mut *conn, &subscriber.email).await?;
     inbox::erase_to(&mut *conn, &subscriber.email).await?;
-    sqlx::query("DELETE FROM soft_bounces WHERE address_hash = $1")
-        .bind(keys.address_hash(&subscriber.email))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM subscriptions WHERE id = $1")
-        .bind(subscriber.id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    webhooks::erase_soft_bounces(&mut *conn, keys, &subscriber.email).await?;
+    record::delete(&mut *conn, subscriber.id).await
 }
 
 #[cfg(test)]

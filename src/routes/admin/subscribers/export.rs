@@ -15,15 +15,18 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::page::missing;
-use super::record::{self, parse_subscriber_id};
+use super::paths::parse_subscriber_id;
 use crate::admin::audit::{self, Action, Actor};
+use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
+use crate::outbox;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::actor::{actor_for, client_ip};
 use crate::routes::admin::guard::SignedIn;
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::suppression::{self, Suppression};
+use crate::subscribers::record;
+use crate::subscribers::suppression::{self, Suppression};
 
 /// The file. Field names are part of what the person receives: keep them
 /// plain and stable.
@@ -33,8 +36,8 @@ struct SubscriberExport {
     subscriber: SubscriberPart,
     consent: Consent,
     confirmation_tokens: Vec<record::TokenTimes>,
-    deliveries: Vec<record::Delivery>,
-    outbox_emails: Vec<record::OutboxEmail>,
+    deliveries: Vec<ledger::Delivery>,
+    outbox_emails: Vec<outbox::store::OutboxEmail>,
     /// Absent when the address is not on the suppression list.
     suppression: Option<SuppressionPart>,
 }
@@ -114,8 +117,8 @@ async fn read_and_record(
         };
         let suppression = suppression::find(tx, keys, &subscriber.email).await?;
         let tokens = record::confirmation_tokens(tx, id).await?;
-        let deliveries = record::deliveries(tx, id, i64::MAX).await?;
-        let outbox = record::outbox_emails(tx, &subscriber.email).await?;
+        let deliveries = ledger::deliveries(tx, id, i64::MAX).await?;
+        let outbox = outbox::store::outbox_emails(tx, &subscriber.email).await?;
         audit::record(
             tx,
             actor,
@@ -139,8 +142,8 @@ fn assemble(
     subscriber: record::Subscriber,
     suppression: Option<Suppression>,
     tokens: Vec<record::TokenTimes>,
-    deliveries: Vec<record::Delivery>,
-    outbox: Vec<record::OutboxEmail>,
+    deliveries: Vec<ledger::Delivery>,
+    outbox: Vec<outbox::store::OutboxEmail>,
 ) -> SubscriberExport {
     SubscriberExport {
         exported_at: Utc::now(),

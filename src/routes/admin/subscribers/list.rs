@@ -2,22 +2,18 @@
 //! newest first; `GET /admin/subscribers.csv`: the same selection, every
 //! page of it, as a CSV file.
 //!
-//! Pages are keyset-paginated on (subscribed_at, id): the next page starts
-//! after the last row shown, so a page costs the same however deep it is,
-//! and sign-ups arriving meanwhile do not shift rows between pages. The
-//! export walks the same keys a thousand rows at a time and streams each
-//! chunk as it is read: neither the list nor the file is ever held whole,
-//! and no transaction stays open while a slow client downloads.
+//! Pages are keyset-paginated ([`directory`]). The export walks the same
+//! keys a thousand rows at a time and streams each chunk as it is read:
+//! neither the list nor the file is ever held whole, and no transaction
+//! stays open while a slow client downloads.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Datelike, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
-use uuid::Uuid;
 
-use super::record::subscriber_path;
+use super::paths::subscriber_path;
 use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
@@ -27,15 +23,13 @@ use crate::routes::admin::guard::SignedIn;
 use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
 use crate::routes::error::{ApiError, DatabaseStep};
+use crate::subscribers::directory::{self, Cursor, Row, Selection};
 
 /// Rows on a page of the list.
 const PAGE_SIZE: i64 = 50;
 
 /// Rows the export reads at a time.
 const EXPORT_CHUNK: i64 = 1000;
-
-/// The longest search the form sends.
-const QUERY_LIMIT: usize = 256;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,139 +47,16 @@ pub struct ListParameters {
 /// Where a subscriber's erasure sends the admin: the list, saying so.
 pub const ERASED_PATH: &str = "/admin/subscribers?notice=erased";
 
-/// Which subscribers a page or an export is about.
-#[derive(Clone)]
-struct Selection {
-    /// A LIKE pattern, `%` around the search with its wildcards escaped.
-    pattern: Option<String>,
-    status: Option<&'static str>,
-}
-
-impl Selection {
-    /// The selection as the audit log says it: the status, and whether a
-    /// search narrowed it, never the search itself. What an admin types
-    /// there is an address or a name more often than not, and the log
-    /// outlives the subscriber it would name.
-    fn audited(&self) -> String {
-        let status = self.status.unwrap_or("any");
-        match &self.pattern {
-            Some(_) => format!("status {status}, narrowed by a search"),
-            None => format!("status {status}, no search"),
-        }
-    }
-
-    fn parse(query: &str, status: &str) -> Result<Self, ApiError> {
-        let query = query.trim();
-        if query.chars().count() > QUERY_LIMIT {
-            return Err(ApiError::BadRequest(format!(
-                "The search is longer than {QUERY_LIMIT} characters."
-            )));
-        }
-        // No address or name holds one (sign-up refuses them), and Postgres
-        // refuses a NUL in a pattern outright.
-        if let Some(c) = query.chars().find(|c| c.is_control()) {
-            return Err(ApiError::BadRequest(format!(
-                "The search contains the control character U+{:04X}.",
-                u32::from(c)
-            )));
-        }
-        let status = match status {
-            "" => None,
-            "confirmed" => Some("confirmed"),
-            "pending_confirmation" => Some("pending_confirmation"),
-            "unsubscribed" => Some("unsubscribed"),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "`{other}` is not a status: use confirmed, pending_confirmation or \
-                     unsubscribed."
-                )));
-            }
-        };
-        let pattern = (!query.is_empty()).then(|| {
-            let escaped = query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
-        });
-        Ok(Self { pattern, status })
-    }
-}
-
-/// Where a page starts: just after this row in the newest-first order.
-#[derive(Clone, Copy)]
-struct Cursor {
-    subscribed_at: DateTime<Utc>,
-    id: Uuid,
-}
-
-impl Cursor {
-    /// `{microseconds since the epoch}_{id}`, as `encode` writes it.
-    fn parse(raw: &str) -> Result<Self, ApiError> {
-        let malformed = || ApiError::BadRequest("The page address is malformed.".into());
-        let (micros, id) = raw.split_once('_').ok_or_else(malformed)?;
-        let micros: i64 = micros.parse().map_err(|_| malformed())?;
-        // Cursors come from rows, all signed up after 1970 and before the
-        // year 10000; anything else was made up, and could be outside what
-        // Postgres stores.
-        let subscribed_at = DateTime::from_timestamp_micros(micros)
-            .filter(|at| micros >= 0 && at.year() < 10_000)
-            .ok_or_else(malformed)?;
-        Ok(Self {
-            subscribed_at,
-            id: Uuid::parse_str(id).map_err(|_| malformed())?,
-        })
-    }
-
-    fn encode(&self) -> String {
-        format!("{}_{}", self.subscribed_at.timestamp_micros(), self.id)
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct Subscriber {
-    id: Uuid,
-    email: String,
-    name: String,
-    status: String,
-    subscribed_at: DateTime<Utc>,
-    confirmed_at: Option<DateTime<Utc>>,
-}
-
 /// Up to `limit` subscribers of the selection, after `cursor`.
 async fn read_page(
     db: &Db,
     selection: &Selection,
     cursor: Option<Cursor>,
     limit: i64,
-) -> Result<Vec<Subscriber>, ApiError> {
-    db.transaction(async |tx| {
-        sqlx::query_as(
-            "SELECT id, email, name, status, subscribed_at, confirmed_at \
-         FROM subscriptions \
-         WHERE ($1::text IS NULL OR email ILIKE $1 OR name ILIKE $1) \
-           AND ($2::text IS NULL OR status = $2) \
-           AND ($3::timestamptz IS NULL OR (subscribed_at, id) < ($3, $4)) \
-         ORDER BY subscribed_at DESC, id DESC \
-         LIMIT $5",
-        )
-        .bind(selection.pattern.as_deref())
-        .bind(selection.status)
-        .bind(cursor.map(|c| c.subscribed_at))
-        .bind(cursor.map(|c| c.id))
-        .bind(limit)
-        .fetch_all(&mut **tx)
+) -> Result<Vec<Row>, ApiError> {
+    db.transaction(async |tx| directory::page(tx, selection, cursor, limit).await)
         .await
-    })
-    .await
-    .step("read the subscribers")
-}
-
-fn cursor_after(row: &Subscriber) -> Cursor {
-    Cursor {
-        subscribed_at: row.subscribed_at,
-        id: row.id,
-    }
+        .step("read the subscribers")
 }
 
 #[utoipa::path(get, path = "/admin/subscribers", tag = "admin",
@@ -206,8 +77,12 @@ pub async fn subscribers(
         after,
         notice,
     } = parameters.into_inner();
-    let selection = Selection::parse(&q, &status)?;
-    let cursor = after.as_deref().map(Cursor::parse).transpose()?;
+    let selection = Selection::parse(&q, &status).map_err(ApiError::BadRequest)?;
+    let cursor = after
+        .as_deref()
+        .map(Cursor::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
     // One more than a page: whether it exists says whether a next page does.
     let mut rows = read_page(&db, &selection, cursor, PAGE_SIZE + 1).await?;
     let more = rows.len() as i64 > PAGE_SIZE;
@@ -220,7 +95,7 @@ pub async fn subscribers(
         serde_urlencoded::to_string(pairs).expect("strings always encode")
     };
     let next_page = more
-        .then(|| rows.last().map(cursor_after))
+        .then(|| rows.last().map(Row::cursor))
         .flatten()
         .map(|after| format!("/admin/subscribers?{}", query_string(Some(after))));
     let export = format!("/admin/subscribers.csv?{}", query_string(None));
@@ -282,7 +157,8 @@ pub async fn export_subscribers(
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    let selection = Selection::parse(&parameters.q, &parameters.status)?;
+    let selection =
+        Selection::parse(&parameters.q, &parameters.status).map_err(ApiError::BadRequest)?;
     // Who took a copy of the list, and which part of it, is on record.
     let detail = selection.audited();
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
@@ -324,7 +200,7 @@ impl Export {
         if (rows.len() as i64) < EXPORT_CHUNK {
             self.done = true;
         }
-        self.cursor = rows.last().map(cursor_after).or(self.cursor);
+        self.cursor = rows.last().map(Row::cursor).or(self.cursor);
         let mut writer = csv::Writer::from_writer(Vec::new());
         let mut write = |record: [&str; 5]| {
             writer
@@ -376,62 +252,5 @@ mod tests {
         assert_eq!(defuse("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(defuse("-1+1"), "'-1+1");
         assert_eq!(defuse("Ada Lovelace"), "Ada Lovelace");
-    }
-
-    #[test]
-    fn a_search_matches_its_wildcards_literally() {
-        let selection = Selection::parse("50%_off\\", "").unwrap();
-        assert_eq!(selection.pattern.as_deref(), Some("%50\\%\\_off\\\\%"));
-    }
-
-    #[test]
-    fn a_cursor_survives_its_round_trip_and_a_forged_one_is_refused() {
-        let cursor = Cursor {
-            subscribed_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            id: Uuid::new_v4(),
-        };
-        let back = Cursor::parse(&cursor.encode()).unwrap();
-        assert_eq!(
-            (back.subscribed_at, back.id),
-            (cursor.subscribed_at, cursor.id)
-        );
-        for forged in [
-            "",
-            "1_2",
-            "x_00000000-0000-0000-0000-000000000000",
-            "99999999999999999999_x",
-        ] {
-            assert!(Cursor::parse(forged).is_err(), "{forged} was accepted");
-        }
-    }
-
-    #[test]
-    fn the_audit_log_hears_of_a_search_but_not_what_was_searched_for() {
-        let searched = Selection::parse(" Ada.Lovelace+news@Example.com ", "confirmed").unwrap();
-        assert_eq!(searched.audited(), "status confirmed, narrowed by a search");
-        let whole = Selection::parse("", "").unwrap();
-        assert_eq!(whole.audited(), "status any, no search");
-    }
-
-    #[test]
-    fn a_search_with_a_control_character_is_refused() {
-        assert!(Selection::parse("ada\0", "").is_err());
-        assert!(Selection::parse("a\nb", "").is_err());
-    }
-
-    #[test]
-    fn a_cursor_outside_the_years_rows_have_is_refused() {
-        let id = Uuid::nil();
-        assert!(Cursor::parse(&format!("-7000000000000000000_{id}")).is_err());
-        assert!(Cursor::parse(&format!("-1_{id}")).is_err());
-        assert!(Cursor::parse(&format!("300000000000000000_{id}")).is_err());
-        assert!(Cursor::parse(&format!("1700000000000000_{id}")).is_ok());
-    }
-
-    #[test]
-    fn an_unknown_status_is_refused() {
-        assert!(Selection::parse("", "deleted").is_err());
-        assert!(Selection::parse("", "confirmed").is_ok());
-        assert!(Selection::parse("", "unsubscribed").is_ok());
     }
 }

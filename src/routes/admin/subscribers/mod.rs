@@ -4,13 +4,14 @@
 //! ([`page`]); everything stored about them as one JSON file ([`export`]);
 //! and erasing them ([`erase`]).
 //!
-//! The reads that the page and the export share are in [`record`].
+//! Their addresses are made in [`paths`]; what they read is the subscriber
+//! store's ([`crate::subscribers`]).
 
 pub(crate) mod erase;
 pub(crate) mod export;
 pub(crate) mod list;
 pub(crate) mod page;
-mod record;
+mod paths;
 
 pub use erase::erase_subscriber;
 pub use export::export_subscriber;

@@ -11,7 +11,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::record::{self, issue_path, parse_subscriber_id, subscriber_path};
+use super::paths::{issue_path, parse_subscriber_id, subscriber_path};
+use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
@@ -22,7 +23,8 @@ use crate::routes::admin::pages::{
     status_label,
 };
 use crate::routes::error::{ApiError, DatabaseStep};
-use crate::suppression::{self, Suppression};
+use crate::subscribers::record;
+use crate::subscribers::suppression::{self, Suppression};
 
 /// Deliveries the page lists; the export has every one.
 const DELIVERIES_SHOWN: i64 = 20;
@@ -50,7 +52,7 @@ pub async fn subscriber_page(
 struct Read {
     subscriber: record::Subscriber,
     suppression: Option<Suppression>,
-    deliveries: Vec<record::Delivery>,
+    deliveries: Vec<ledger::Delivery>,
     delivery_count: i64,
 }
 
@@ -61,8 +63,8 @@ async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> 
             return Ok(None);
         };
         let suppression = suppression::find(tx, keys, &subscriber.email).await?;
-        let deliveries = record::deliveries(tx, id, DELIVERIES_SHOWN).await?;
-        let delivery_count = record::delivery_count(tx, id).await?;
+        let deliveries = ledger::deliveries(tx, id, DELIVERIES_SHOWN).await?;
+        let delivery_count = ledger::delivery_count(tx, id).await?;
         Ok(Some(Read {
             subscriber,
             suppression,

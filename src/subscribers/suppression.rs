@@ -179,6 +179,55 @@ pub fn skipped_because_sql(column: &str) -> String {
     sql
 }
 
+/// Which of these address hashes are on the list.
+pub async fn listed_among(
+    connection: &mut PgConnection,
+    address_hashes: &[&[u8]],
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT address_hash FROM suppressions WHERE address_hash = ANY($1)")
+        .bind(address_hashes)
+        .fetch_all(connection)
+        .await
+}
+
+/// For an erasure: leaves the list holding the address's keyed hash and
+/// reason only, if its owner must never be mailed again: they unsubscribed
+/// (at `unsubscribed_at`; given an entry of their own if they have none),
+/// or they already have one. Returns whether an entry remains.
+pub async fn keep_only_the_hash(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+    unsubscribed_at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let hash = keys.address_hash(address);
+    if let Some(unsubscribed_at) = unsubscribed_at {
+        // An existing entry (a complaint, a bounce) says more than this one
+        // would: it stays as it is.
+        sqlx::query(
+            "INSERT INTO suppressions (address_hash, email, reason, changed_at) \
+             VALUES ($1, NULL, $2, $3) ON CONFLICT (address_hash) DO NOTHING",
+        )
+        .bind(&hash)
+        .bind(Reason::Unsubscribed.as_str())
+        .bind(unsubscribed_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // By hash and by address: whichever way an entry was written, the
+    // address leaves the list with the subscriber, and so does the detail,
+    // which the previous release filled with the provider's words.
+    let entries = sqlx::query(
+        "UPDATE suppressions SET email = NULL, detail = NULL \
+         WHERE address_hash = $1 OR email = lower($2)",
+    )
+    .bind(&hash)
+    .bind(address)
+    .execute(&mut *conn)
+    .await?;
+    Ok(unsubscribed_at.is_some() || entries.rows_affected() > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,151 @@
+//! The statements a batch of sign-ups is stored with: pending subscribers
+//! (or the ones already there with the addresses), and their confirmation
+//! tokens' hashes. Each takes the whole batch at once, so a batch costs the
+//! round trips of one sign-up.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::{NewSubscriber, SubscriptionToken};
+
+/// What the database holds for an address once the sign-up is stored.
+pub enum Known {
+    /// Not (or no longer) confirmed: pending, or unsubscribed and signing up
+    /// again. Either way a new confirmation, and the status stays as it is
+    /// until the link is opened: coming back is a new consent.
+    Pending(Uuid),
+    Confirmed,
+}
+
+/// Rounds of insert-then-look-up before a sign-up gives up; see
+/// [`upsert_pending_subscribers`].
+const UPSERT_ROUNDS: usize = 3;
+
+/// Inserts pending subscribers, and finds the ones that already have these
+/// addresses in any letter case. `ON CONFLICT DO NOTHING` without a target
+/// covers every unique index, whichever the schema step has (the address as
+/// typed, its lower-case form, or both), so concurrent sign-ups of one
+/// address all succeed: each waits for the first to commit, then reads its
+/// row. Rows go in in address order, so two batches that share addresses
+/// wait for each other in the same order and cannot deadlock.
+///
+/// The retention job deletes old unconfirmed sign-ups while this runs: an
+/// address can conflict on the insert and be gone by the look-up that
+/// follows. Such addresses are inserted again, a few rounds at most, rather
+/// than failing a sign-up that would succeed a moment later. A row the
+/// look-up finds is key-share locked until the sign-up commits: the job
+/// skips locked rows, so it cannot delete one between the look-up and the
+/// token that refers to it.
+pub async fn upsert_pending_subscribers(
+    connection: &mut PgConnection,
+    subscribers: &[&NewSubscriber],
+) -> Result<Vec<Known>, sqlx::Error> {
+    let ids: Vec<Uuid> = subscribers.iter().map(|_| Uuid::new_v4()).collect();
+    let mut known: Vec<Option<Known>> = subscribers.iter().map(|_| None).collect();
+    let mut unresolved: Vec<usize> = (0..subscribers.len()).collect();
+    for _ in 0..UPSERT_ROUNDS {
+        if unresolved.is_empty() {
+            break;
+        }
+        let round: Vec<&NewSubscriber> = unresolved.iter().map(|&i| subscribers[i]).collect();
+        let round_ids: Vec<Uuid> = unresolved.iter().map(|&i| ids[i]).collect();
+        let inserted = insert_pending(connection, &round_ids, &round).await?;
+        for &i in &unresolved {
+            if inserted.contains(&ids[i]) {
+                known[i] = Some(Known::Pending(ids[i]));
+            }
+        }
+        // Addresses already there, or taken by an earlier sign-up of this batch.
+        unresolved.retain(|&i| known[i].is_none());
+        if unresolved.is_empty() {
+            break;
+        }
+        let addresses: Vec<&str> = unresolved
+            .iter()
+            .map(|&i| subscribers[i].email.as_ref())
+            .collect();
+        for (n, id, status) in find_existing(connection, &addresses).await? {
+            let index = unresolved[usize::try_from(n - 1).expect("ordinality starts at 1")];
+            known[index] = Some(if status == "confirmed" {
+                Known::Confirmed
+            } else {
+                Known::Pending(id)
+            });
+        }
+        unresolved.retain(|&i| known[i].is_none());
+    }
+    known
+        .into_iter()
+        .map(|k| k.ok_or(sqlx::Error::RowNotFound))
+        .collect()
+}
+
+/// Inserts the subscribers whose addresses are free; returns the ids of
+/// those inserted.
+async fn insert_pending(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+    subscribers: &[&NewSubscriber],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let emails: Vec<&str> = subscribers.iter().map(|s| s.email.as_ref()).collect();
+    let names: Vec<&str> = subscribers.iter().map(|s| s.name.as_ref()).collect();
+    sqlx::query_scalar(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+         SELECT id, email, name, $4, 'pending_confirmation' \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS new (id, email, name) \
+         ORDER BY lower(email) \
+         ON CONFLICT DO NOTHING \
+         RETURNING id",
+    )
+    .bind(ids)
+    .bind(&emails)
+    .bind(&names)
+    .bind(Utc::now())
+    .fetch_all(connection)
+    .await
+}
+
+/// The subscribers that have these addresses, in any letter case, as
+/// (1-based position in `addresses`, id, status).
+async fn find_existing(
+    connection: &mut PgConnection,
+    addresses: &[&str],
+) -> Result<Vec<(i64, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT wanted.n, s.id, s.status \
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS wanted (email, n) \
+         JOIN subscriptions s ON lower(s.email) = lower(wanted.email) \
+         FOR KEY SHARE OF s",
+    )
+    .bind(addresses)
+    .fetch_all(connection)
+    .await
+}
+
+/// Stores the tokens' hashes, never the tokens: a copy of the database cannot
+/// confirm anyone.
+pub async fn store_tokens(
+    connection: &mut PgConnection,
+    tokens: &[(Uuid, &SubscriptionToken)],
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let subscriber_ids: Vec<Uuid> = tokens.iter().map(|(id, _)| *id).collect();
+    let hashes: Vec<Vec<u8>> = tokens.iter().map(|(_, token)| token.hash()).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO confirmation_tokens (token_hash, subscriber_id, expires_at)
+        SELECT token_hash, subscriber_id, $3
+        FROM UNNEST($1::bytea[], $2::uuid[]) AS new (token_hash, subscriber_id)
+        "#,
+        &hashes,
+        &subscriber_ids,
+        expires_at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
