@@ -49,7 +49,7 @@ pub async fn contact_of(
 /// there is nothing left to do. The tokens go first:
 /// a confirmation locks its token before the subscriber, so the two take
 /// their locks in one order and the later action stands. Call it in a
-/// transaction, with `signups::history::remember_departure`: they go
+/// transaction, with `history::remember_departure`: they go
 /// together.
 pub async fn unsubscribe(
     connection: &mut PgConnection,
