@@ -8,7 +8,10 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 
+use uuid::Uuid;
+
 use crate::domain::Newsletter;
+use crate::subscribers::lists::List;
 
 /// The subscribe form, empty or filled back in with what was typed and the
 /// reason next to each field that was refused. It also says what the
@@ -21,18 +24,51 @@ pub struct SubscribePage<'a> {
     pub email: &'a str,
     pub name_error: Option<String>,
     pub email_error: Option<String>,
+    /// The lists to choose from; none when there is only one.
+    pub lists: Vec<ListChoice>,
+    pub lists_error: Option<String>,
 }
 
 impl<'a> SubscribePage<'a> {
     /// The form as a first visit shows it.
-    pub fn empty(newsletter: &'a Newsletter) -> Self {
+    pub fn empty(newsletter: &'a Newsletter, lists: Vec<List>) -> Self {
         Self {
             newsletter,
             name: "",
             email: "",
             name_error: None,
             email_error: None,
+            lists: ListChoice::offered(lists, None),
+            lists_error: None,
         }
+    }
+}
+
+/// A list as a checkbox of the form.
+pub struct ListChoice {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub checked: bool,
+}
+
+impl ListChoice {
+    /// The checkboxes for `lists`, with `chosen` ticked (the default list
+    /// when nothing was chosen yet). A single list needs no choosing: no
+    /// checkboxes, and the sign-up goes to the default list.
+    pub fn offered(lists: Vec<List>, chosen: Option<&[Uuid]>) -> Vec<Self> {
+        if lists.len() < 2 {
+            return Vec::new();
+        }
+        lists
+            .into_iter()
+            .map(|list| Self {
+                id: list.id.to_string(),
+                checked: chosen.map_or(list.is_default, |chosen| chosen.contains(&list.id)),
+                name: list.name,
+                description: list.description,
+            })
+            .collect()
     }
 }
 
@@ -149,7 +185,7 @@ mod tests {
             name: "Ada",
             email: "\"><script>alert(1)</script>",
             email_error: Some("'\"><script>' is not valid".into()),
-            ..SubscribePage::empty(&newsletter)
+            ..SubscribePage::empty(&newsletter, Vec::new())
         }
         .render()
         .unwrap();
@@ -162,7 +198,7 @@ mod tests {
         let newsletter = newsletter();
         let page = SubscribePage {
             name_error: Some("The name must not be empty.".into()),
-            ..SubscribePage::empty(&newsletter)
+            ..SubscribePage::empty(&newsletter, Vec::new())
         }
         .render()
         .unwrap();
@@ -176,7 +212,10 @@ mod tests {
         let newsletter = Newsletter::parse("<i>Rust</i> & Co", "", "Desk").unwrap();
         let escaped = "&#60;i&#62;Rust&#60;/i&#62; &#38; Co";
         let pages = [
-            ("subscribe", SubscribePage::empty(&newsletter).render()),
+            (
+                "subscribe",
+                SubscribePage::empty(&newsletter, Vec::new()).render(),
+            ),
             (
                 "check inbox",
                 CheckInboxPage {
@@ -327,7 +366,9 @@ mod tests {
 
     #[test]
     fn the_subscribe_page_says_what_the_newsletter_is() {
-        let page = SubscribePage::empty(&newsletter()).render().unwrap();
+        let page = SubscribePage::empty(&newsletter(), Vec::new())
+            .render()
+            .unwrap();
         assert!(
             page.contains(r#"<p class="description">Crabs, weekly.</p>"#),
             "{page}"

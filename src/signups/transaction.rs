@@ -5,8 +5,10 @@
 //! 1. leave out the addresses on the suppression list: nothing is stored or
 //!    sent for them;
 //! 2. store a pending subscriber, or find the one that has the address;
-//! 3. store the confirmation token's hash, for those not yet confirmed;
-//! 4. queue their email: the confirmation, or for a confirmed address an
+//! 3. put them on the lists they chose (the default one if none);
+//! 4. store the confirmation token's hash, for those not yet confirmed or
+//!    joining a list that asks for a confirmation;
+//! 5. queue their email: the confirmation, or for a confirmed address an
 //!    "already subscribed" notice.
 //!
 //! Every statement takes the whole batch at once, so a batch costs the
@@ -25,6 +27,7 @@ use crate::domain::{NewSubscriber, SubscriptionToken};
 use crate::emails::{self, Email};
 use crate::outbox::Outbox;
 use crate::signups::{SignUp, SignupSettings, Stored};
+use crate::subscribers::memberships::{self, Join};
 use crate::subscribers::sign_ups::{Known, store_tokens, upsert_pending_subscribers};
 use crate::subscribers::suppression;
 
@@ -49,13 +52,40 @@ pub(super) async fn store(
     let subscribers: Vec<&NewSubscriber> = wanted.iter().map(|s| &s.subscriber).collect();
     let known = upsert_pending_subscribers(transaction, &subscribers).await?;
 
+    let joins: Vec<Join> = wanted
+        .iter()
+        .zip(&known)
+        .flat_map(|(sign_up, known)| {
+            let (subscriber_id, address_confirmed) = match known {
+                Known::Pending(id) => (*id, false),
+                Known::Confirmed(id) => (*id, true),
+            };
+            let lists = &sign_up.subscriber.lists;
+            let chosen: Vec<Option<Uuid>> = if lists.is_empty() {
+                vec![None]
+            } else {
+                lists.iter().copied().map(Some).collect()
+            };
+            chosen.into_iter().map(move |list_id| Join {
+                subscriber_id,
+                list_id,
+                address_confirmed,
+            })
+        })
+        .collect();
+    let still_pending = memberships::join(transaction, &joins).await?;
+    // A pending address always gets a confirmation. A confirmed one gets
+    // one only when a list it chose asks for it; otherwise a notice that
+    // it is subscribed.
+    let needs_confirmation = |known: &Known| match known {
+        Known::Pending(id) => Some(*id),
+        Known::Confirmed(id) => still_pending.contains(id).then_some(*id),
+    };
+
     let tokens: Vec<(Uuid, &SubscriptionToken)> = wanted
         .iter()
         .zip(&known)
-        .filter_map(|(sign_up, known)| match known {
-            Known::Pending(id) => Some((*id, &sign_up.token)),
-            Known::Confirmed => None,
-        })
+        .filter_map(|(sign_up, known)| needs_confirmation(known).map(|id| (id, &sign_up.token)))
         .collect();
     store_tokens(transaction, &tokens, Utc::now() + settings.token_lifetime).await?;
 
@@ -64,9 +94,9 @@ pub(super) async fn store(
         .zip(&known)
         .map(|(sign_up, known)| Email {
             to: sign_up.subscriber.email.clone(),
-            content: match known {
-                Known::Pending(_) => sign_up.confirmation.clone(),
-                Known::Confirmed => emails::already_subscribed(
+            content: match needs_confirmation(known) {
+                Some(_) => sign_up.confirmation.clone(),
+                None => emails::already_subscribed(
                     &settings.newsletter,
                     &settings.base_url,
                     &sign_up.subscriber.name,
@@ -91,10 +121,7 @@ pub(super) async fn store(
             let suppressed = is_suppressed(sign_up);
             let known = if suppressed { None } else { known.next() };
             Stored {
-                subscriber_id: match known {
-                    Some(Known::Pending(id)) => Some(id),
-                    Some(Known::Confirmed) | None => None,
-                },
+                subscriber_id: known.as_ref().and_then(needs_confirmation),
                 suppressed,
             }
         })

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::SubscriptionToken;
+use crate::subscribers::memberships;
 
 /// A confirmation token as stored, with its subscriber's status.
 pub struct TokenRecord {
@@ -60,6 +61,9 @@ pub async fn mark_confirmed(
     if used.rows_affected() == 0 {
         return Ok(false);
     }
+    // Every list the reader chose with this sign-up (or is still pending
+    // on from an earlier one): one confirmation confirms them all.
+    memberships::confirm_pending(&mut *connection, subscriber_id).await?;
     sqlx::query(
         "UPDATE subscriptions \
          SET status = 'confirmed', \

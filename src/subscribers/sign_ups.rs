@@ -15,7 +15,8 @@ pub enum Known {
     /// again. Either way a new confirmation, and the status stays as it is
     /// until the link is opened: coming back is a new consent.
     Pending(Uuid),
-    Confirmed,
+    /// Confirmed: what happens next depends on the lists they chose.
+    Confirmed(Uuid),
 }
 
 /// Rounds of insert-then-look-up before a sign-up gives up; see
@@ -68,7 +69,7 @@ pub async fn upsert_pending_subscribers(
         for (n, id, status) in find_existing(connection, &addresses).await? {
             let index = unresolved[usize::try_from(n - 1).expect("ordinality starts at 1")];
             known[index] = Some(if status == "confirmed" {
-                Known::Confirmed
+                Known::Confirmed(id)
             } else {
                 Known::Pending(id)
             });
@@ -91,8 +92,8 @@ async fn insert_pending(
     let emails: Vec<&str> = subscribers.iter().map(|s| s.email.as_ref()).collect();
     let names: Vec<&str> = subscribers.iter().map(|s| s.name.as_ref()).collect();
     sqlx::query_scalar(
-        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
-         SELECT id, email, name, $4, 'pending_confirmation' \
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status, memberships_written) \
+         SELECT id, email, name, $4, 'pending_confirmation', true \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS new (id, email, name) \
          ORDER BY lower(email) \
          ON CONFLICT DO NOTHING \

@@ -14,6 +14,7 @@ mod failover;
 mod health_check;
 mod helpers;
 mod inbox;
+mod lists;
 mod logs;
 mod metrics;
 mod migrations;

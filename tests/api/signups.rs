@@ -49,6 +49,7 @@ fn sign_up(
     let subscriber = NewSubscriber {
         name: SubscriberName::parse(name).unwrap(),
         email: SubscriberEmail::parse(email).unwrap(),
+        lists: Vec::new(),
     };
     let signups = signups.clone();
     tokio::task::spawn_local(async move { signups.store(subscriber).await })

@@ -4,13 +4,16 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective, ContentType};
 use actix_web::{HttpResponse, mime, web};
 
+use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::{STYLESHEET, SubscribePage, page};
+use crate::routes::public::sign_up::offered_lists;
 
 #[utoipa::path(get, path = "/", tag = "public",
     responses((status = 200, description = "The subscribe page.", body = String, content_type = "text/html")))]
-pub async fn home(newsletter: web::Data<Newsletter>) -> HttpResponse {
-    page(StatusCode::OK, &SubscribePage::empty(&newsletter))
+pub async fn home(newsletter: web::Data<Newsletter>, db: web::Data<Db>) -> HttpResponse {
+    let lists = offered_lists(&db).await;
+    page(StatusCode::OK, &SubscribePage::empty(&newsletter, lists))
 }
 
 #[utoipa::path(get, path = "/style.css", tag = "public",

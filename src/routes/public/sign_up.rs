@@ -24,12 +24,16 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 
+use uuid::Uuid;
+
+use crate::db::Db;
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail};
 use crate::metrics::{Metrics, Suppressed};
 use crate::pages::{CheckInboxPage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::Signups;
+use crate::subscribers::lists::{self, List};
 
 /// What a sign-up needs of the request and of the app, taken as one
 /// extractor so that a handler that signs people up names it once.
@@ -39,6 +43,7 @@ pub struct SignUpDesk {
     limiter: web::Data<RateLimiter>,
     metrics: web::Data<Metrics>,
     newsletter: web::Data<Newsletter>,
+    db: web::Data<Db>,
 }
 
 impl FromRequest for SignUpDesk {
@@ -69,6 +74,7 @@ impl SignUpDesk {
             limiter: shared(request)?,
             metrics: shared(request)?,
             newsletter: shared(request)?,
+            db: shared(request)?,
         })
     }
 
@@ -78,6 +84,26 @@ impl SignUpDesk {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Whether every one of these lists takes sign-ups from the public
+    /// form (no lists: the default one, which always does).
+    pub async fn lists_are_offered(&self, lists: &[Uuid]) -> Result<bool, ApiError> {
+        if lists.is_empty() {
+            return Ok(true);
+        }
+        let offered = self
+            .db
+            .transaction(async |tx| lists::offered_among(tx, lists).await)
+            .await
+            .step("look up the lists chosen")?;
+        Ok(offered.len() == lists.len())
+    }
+
+    /// The lists the form offers. When they cannot be read the form shows
+    /// none, and a sign-up from it goes to the default list.
+    pub async fn offered_lists(&self) -> Vec<List> {
+        offered_lists(&self.db).await
     }
 
     /// Whether the answer is a page (a browser asked) or plain text.
@@ -172,6 +198,21 @@ impl SignUpDesk {
             HttpResponse::Ok()
                 .content_type("text/plain; charset=utf-8")
                 .finish()
+        }
+    }
+}
+
+/// The lists the public form offers, or none when they cannot be read:
+/// the form still works then, for the default list.
+pub async fn offered_lists(db: &Db) -> Vec<List> {
+    match db.transaction(async |tx| lists::offered(tx).await).await {
+        Ok(lists) => lists,
+        Err(e) => {
+            tracing::warn!(
+                error = %crate::telemetry::error_chain_line(&e),
+                "Could not read the lists the form offers: showing the form without them"
+            );
+            Vec::new()
         }
     }
 }

@@ -261,6 +261,8 @@ fn signs_up_again(contact: Contact) -> Result<NewSubscriber, String> {
     Ok(NewSubscriber {
         name: SubscriberName::parse(&contact.name)?,
         email: SubscriberEmail::parse(&contact.email)?,
+        // Back to the default list, as the form would without a choice.
+        lists: Vec::new(),
     })
 }
 

@@ -1,0 +1,126 @@
+//! Who is on which list, with a status per list: pending until the reader
+//! confirms, confirmed, or unsubscribed from that list.
+//!
+//! A subscriber's own status (`subscriptions.status`) stays what it was
+//! before lists: whether the address is confirmed, and whether its owner
+//! left everything. The memberships follow it (see the migration that made
+//! them): one confirmation confirms every list the reader chose, and
+//! leaving everything leaves every list.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A reader asking to be on a list.
+#[derive(Debug, Clone, Copy)]
+pub struct Join {
+    pub subscriber_id: Uuid,
+    /// `None`: the default list.
+    pub list_id: Option<Uuid>,
+    /// Whether the reader's address is confirmed already: then a list
+    /// without double opt-in takes them at once.
+    pub address_confirmed: bool,
+}
+
+/// Puts readers on lists. A membership that is confirmed stays as it is;
+/// one that is new, pending or unsubscribed becomes pending, or confirmed
+/// when the address is confirmed and the list does not ask for a second
+/// confirmation. Archived lists take no one. Returns the readers left with
+/// a pending membership: they need a confirmation email.
+pub async fn join(
+    connection: &mut PgConnection,
+    joins: &[Join],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    // One row per (reader, list): an upsert may not touch a row twice, and
+    // one batch can hold the same address twice.
+    let mut wanted: HashMap<(Uuid, Option<Uuid>), bool> = HashMap::new();
+    for join in joins {
+        wanted
+            .entry((join.subscriber_id, join.list_id))
+            .and_modify(|confirmed| *confirmed &= join.address_confirmed)
+            .or_insert(join.address_confirmed);
+    }
+    let mut rows: Vec<_> = wanted.into_iter().collect();
+    // In one order, so that two batches wait for each other instead of
+    // deadlocking.
+    rows.sort_by_key(|((subscriber, list), _)| (*subscriber, *list));
+    let subscribers: Vec<Uuid> = rows.iter().map(|((s, _), _)| *s).collect();
+    let lists: Vec<Option<Uuid>> = rows.iter().map(|((_, l), _)| *l).collect();
+    let confirmed: Vec<bool> = rows.iter().map(|(_, c)| *c).collect();
+    let pending: Vec<Uuid> = sqlx::query_scalar(
+        "WITH wanted AS ( \
+             SELECT DISTINCT ON (w.subscriber_id, l.id) \
+                    w.subscriber_id, l.id AS list_id, \
+                    w.confirmed AND NOT l.double_opt_in AS at_once \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::bool[]) \
+                  AS w (subscriber_id, list_id, confirmed) \
+             JOIN lists l ON l.id = w.list_id OR (w.list_id IS NULL AND l.is_default) \
+             WHERE l.archived_at IS NULL \
+             ORDER BY w.subscriber_id, l.id, w.confirmed \
+         ) \
+         INSERT INTO memberships AS m (list_id, subscriber_id, status, confirmed_at) \
+         SELECT list_id, subscriber_id, \
+                CASE WHEN at_once THEN 'confirmed' ELSE 'pending' END, \
+                CASE WHEN at_once THEN now() END \
+         FROM wanted ORDER BY subscriber_id, list_id \
+         ON CONFLICT (list_id, subscriber_id) DO UPDATE \
+         SET status = EXCLUDED.status, \
+             confirmed_at = COALESCE(EXCLUDED.confirmed_at, m.confirmed_at), \
+             unsubscribed_at = NULL \
+         WHERE m.status <> 'confirmed' \
+         RETURNING CASE WHEN m.status = 'pending' THEN m.subscriber_id END",
+    )
+    .bind(&subscribers)
+    .bind(&lists)
+    .bind(&confirmed)
+    .fetch_all(connection)
+    .await
+    .map(|ids: Vec<Option<Uuid>>| ids.into_iter().flatten().collect())?;
+    Ok(pending.into_iter().collect())
+}
+
+/// Confirms every list the reader is pending on: what their confirmation
+/// link does, besides confirming their address.
+pub async fn confirm_pending(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET status = 'confirmed', confirmed_at = now() \
+         WHERE subscriber_id = $1 AND status = 'pending'",
+    )
+    .bind(subscriber_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A reader's place on one list, with the list's name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Membership {
+    pub list_id: Uuid,
+    pub list_name: String,
+    pub status: String,
+    pub joined_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+/// The lists a reader is on or was on, by list name.
+pub async fn of_subscriber(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<Vec<Membership>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.list_id, l.name AS list_name, m.status, m.joined_at, m.confirmed_at, \
+                m.unsubscribed_at \
+         FROM memberships m JOIN lists l ON l.id = m.list_id \
+         WHERE m.subscriber_id = $1 \
+         ORDER BY lower(l.name), l.id",
+    )
+    .bind(subscriber_id)
+    .fetch_all(connection)
+    .await
+}

@@ -1,0 +1,284 @@
+//! Several lists: choosing them on the form, one confirmation for all of
+//! them, and the readers who were here before lists.
+
+use newsletter::subscribers::lists::{self, List, ListFields};
+use uuid::Uuid;
+
+use crate::helpers::{BROWSER_ACCEPT, TestApp, spawn_app};
+
+async fn add_list(app: &TestApp, name: &str, public: bool, double_opt_in: bool) -> List {
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    lists::create(
+        &mut connection,
+        &ListFields {
+            name: name.into(),
+            description: format!("All about {name}"),
+            public,
+            double_opt_in,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// (list name, status) of every membership of the one address, by name.
+async fn memberships_of(app: &TestApp, email: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT l.name, m.status FROM memberships m \
+         JOIN lists l ON l.id = m.list_id JOIN subscriptions s ON s.id = m.subscriber_id \
+         WHERE s.email = $1 ORDER BY l.name",
+    )
+    .bind(email)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+fn pairs(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap()
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sign_up_that_names_no_list_joins_the_default_list() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+
+    let response = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Newsletter", "pending")])
+    );
+}
+
+#[tokio::test]
+async fn one_confirmation_confirms_every_list_chosen_on_the_form() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let events = add_list(&app, "Events", true, true).await;
+    let (rust_id, events_id) = (rust.id.to_string(), events.id.to_string());
+
+    let response = app
+        .post_subscriptions(pairs(&[
+            ("name", "Ada"),
+            ("email", "ada@example.com"),
+            ("list", &rust_id),
+            ("list", &events_id),
+            ("lists_offered", "1"),
+        ]))
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Events", "pending"), ("Rust weekly", "pending")])
+    );
+
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    assert_eq!(app.click(&link).await.status().as_u16(), 200);
+
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Events", "confirmed"), ("Rust weekly", "confirmed")])
+    );
+    assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn a_confirmed_reader_joins_a_list_without_double_opt_in_at_once_and_is_told_so() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let quick = add_list(&app, "Quick notes", true, false).await;
+    app.post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    let link = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    app.click(&link).await;
+
+    let response = app
+        .post_subscriptions(pairs(&[
+            ("name", "Ada"),
+            ("email", "ada@example.com"),
+            ("list", &quick.id.to_string()),
+        ]))
+        .await;
+
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Newsletter", "confirmed"), ("Quick notes", "confirmed")])
+    );
+    let emails = app.wait_for_emails(2).await;
+    let notice = emails[1]["TextBody"].as_str().unwrap();
+    assert!(
+        !notice.contains("subscription_token"),
+        "a reader who needs no confirmation got a link: {notice}"
+    );
+}
+
+#[tokio::test]
+async fn a_confirmed_reader_joining_a_list_with_double_opt_in_confirms_it_by_a_new_link() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let careful = add_list(&app, "Careful", true, true).await;
+    app.post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    let first = app
+        .confirmation_links(&app.wait_for_emails(1).await[0])
+        .html;
+    app.click(&first).await;
+
+    app.post_subscriptions(pairs(&[
+        ("name", "Ada"),
+        ("email", "ada@example.com"),
+        ("list", &careful.id.to_string()),
+    ]))
+    .await;
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Careful", "pending"), ("Newsletter", "confirmed")])
+    );
+    let second = app
+        .confirmation_links(&app.wait_for_emails(2).await[1])
+        .html;
+    // A confirmed address has a past here: its link asks for the button.
+    let token = second
+        .query_pairs()
+        .find(|(k, _)| k == "subscription_token")
+        .unwrap()
+        .1
+        .to_string();
+    let pressed = app
+        .api_client
+        .post(format!("{}/subscriptions/confirm", app.address))
+        .form(&[("subscription_token", token)])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(pressed.status().as_u16(), 200);
+    assert_eq!(
+        memberships_of(&app, "ada@example.com").await,
+        owned(&[("Careful", "confirmed"), ("Newsletter", "confirmed")])
+    );
+}
+
+#[tokio::test]
+async fn a_list_that_is_not_open_to_sign_ups_is_refused_with_the_reason_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let private = add_list(&app, "Staff", false, true).await;
+    let archived = add_list(&app, "Old", true, true).await;
+    {
+        let mut connection = app.db_pool.acquire().await.unwrap();
+        lists::set_archived(&mut connection, archived.id, true)
+            .await
+            .unwrap();
+    }
+
+    for list in [
+        private.id.to_string(),
+        archived.id.to_string(),
+        Uuid::new_v4().to_string(),
+        "not-a-list".to_owned(),
+        "\0".to_owned(),
+    ] {
+        let response = app
+            .post_subscriptions(pairs(&[
+                ("name", "Ada"),
+                ("email", "ada@example.com"),
+                ("list", &list),
+            ]))
+            .await;
+
+        assert_eq!(response.status().as_u16(), 400, "list {list:?}");
+        let reason = response.text().await.unwrap();
+        assert!(reason.contains("lists chosen does not exist"), "{reason}");
+    }
+    assert_eq!(app.subscriber_count().await, 0);
+}
+
+#[tokio::test]
+async fn the_form_offers_the_public_lists_with_the_default_one_ticked_and_wants_at_least_one() {
+    let app = spawn_app().await;
+    let page = app.get("/").await.text().await.unwrap();
+    assert!(
+        !page.contains("type=\"checkbox\""),
+        "one list needs no choosing"
+    );
+
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    add_list(&app, "Staff only", false, true).await;
+    let page = app.get("/").await.text().await.unwrap();
+
+    assert!(page.contains("Rust weekly"), "{page}");
+    assert!(!page.contains("Staff only"), "a private list was offered");
+    assert!(page.contains(&format!("value=\"{}\">", rust.id)), "{page}");
+    assert_eq!(page.matches(" checked>").count(), 1, "{page}");
+
+    let refused = app
+        .post_subscriptions_with(
+            pairs(&[
+                ("name", "Ada"),
+                ("email", "ada@example.com"),
+                ("lists_offered", "1"),
+            ]),
+            &[("Accept", BROWSER_ACCEPT)],
+        )
+        .await;
+    assert_eq!(refused.status().as_u16(), 400);
+    let again = refused.text().await.unwrap();
+    assert!(again.contains("Choose at least one list."), "{again}");
+    assert!(again.contains("value=\"ada@example.com\""), "{again}");
+}
+
+#[tokio::test]
+async fn a_subscriber_written_without_lists_joins_the_default_list_and_follows_its_status() {
+    // What the release before lists writes during a rolling update: a row
+    // of `subscriptions`, nothing else.
+    let app = spawn_app().await;
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+         VALUES ($1, 'old@example.com', 'Old', now(), 'pending_confirmation')",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        memberships_of(&app, "old@example.com").await,
+        owned(&[("Newsletter", "pending")])
+    );
+
+    for (status, expected) in [
+        ("confirmed", "confirmed"),
+        ("unsubscribed", "unsubscribed"),
+        ("confirmed", "confirmed"),
+    ] {
+        sqlx::query("UPDATE subscriptions SET status = $2, confirmed_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            memberships_of(&app, "old@example.com").await,
+            owned(&[("Newsletter", expected)]),
+            "after {status}"
+        );
+    }
+}
