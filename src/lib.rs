@@ -23,4 +23,5 @@ pub mod startup;
 pub mod subscribers;
 pub mod suppression;
 pub mod telemetry;
+pub mod web;
 pub mod webhooks;

@@ -1,9 +1,8 @@
 //! HTTP handlers, one module per resource. Each handler parses its input into
 //! domain types, runs its steps, and answers; failures go through
-//! [`error::ApiError`].
+//! [`crate::web::error::ApiError`].
 
 pub mod admin;
-mod error;
 mod health_check;
 pub(crate) mod openapi;
 pub(crate) mod public;
@@ -12,7 +11,6 @@ mod readiness;
 mod self_test;
 mod webhooks;
 
-pub use error::{ApiError, refusal_pages};
 pub use health_check::health_check;
 pub use public::{
     FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button, home, stylesheet,
@@ -26,7 +24,7 @@ use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, resource};
 
-use crate::rate_limit::limit_confirmations;
+use public::limit_confirmations;
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,11 +4,10 @@
 //! Each handler says, next to its code, what it takes and every status it
 //! answers with, in the content type it really sends (pages for browsers,
 //! plain text for other clients, JSON where it is JSON). What many
-//! handlers share is said once, in [`responses`]: the refusals of the form
-//! extractor ([`responses::FormRefusals`]), of the `/admin` guard
-//! ([`responses::AdminOnly`]), of an unreachable database
-//! ([`responses::Unavailable`]) and of a client over its budget
-//! ([`responses::TooManyRequests`]). The CSRF field every admin form
+//! handlers share is said once, in [`crate::web::openapi_responses`]: the
+//! refusals of the form extractor (`FormRefusals`), of the `/admin` guard
+//! (`AdminOnly`), of an unreachable database (`Unavailable`) and of a
+//! client over its budget (`TooManyRequests`). The CSRF field every admin form
 //! must carry is added to each admin form's body by [`CsrfField`], as the
 //! one extractor that checks it ([`super::admin::Protected`]) applies to
 //! them all.
@@ -26,8 +25,6 @@ use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::ADMIN_PREFIX;
-
-pub mod responses;
 
 #[derive(OpenApi)]
 #[openapi(

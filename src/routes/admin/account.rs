@@ -15,17 +15,18 @@ use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
+use crate::routes::admin::actor::actor_for;
 use crate::routes::admin::cookies::SessionCookies;
 use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
 use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
 use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{PasswordPage, RecoveryCodesPage, TotpPage};
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 #[utoipa::path(get, path = "/admin/password", tag = "admin",
-    responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn password_page(admin: SignedIn) -> HttpResponse {
     page(
         StatusCode::OK,
@@ -96,7 +97,7 @@ pub struct PasswordForm {
         (status = 303, description = "Changed: every session ends, to /login.", headers(("Location" = String))),
         (status = 400, description = "Wrong current password, differing or too weak new ones: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 #[tracing::instrument(name = "Change a password", skip_all)]
 pub async fn change_password(
@@ -180,7 +181,7 @@ pub struct EmailForm {
     responses(
         (status = 303, description = "Changed: to the dashboard.", headers(("Location" = String))),
         (status = 400, description = "Not an address: the dashboard again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn change_email(
     request: HttpRequest,
@@ -223,7 +224,7 @@ pub async fn change_email(
 /// Starts enrolment: a new secret, kept in the session until a code from
 /// the app proves it was scanned, shown as a QR code and as text.
 #[utoipa::path(get, path = "/admin/totp", tag = "admin",
-    responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn totp_page(
     request: HttpRequest,
     admin: SignedIn,
@@ -298,7 +299,7 @@ pub struct EnrolForm {
         (status = 303, description = "No enrolment under way: to /admin/totp.", headers(("Location" = String))),
         (status = 400, description = "Wrong password or code: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 #[tracing::instrument(name = "Enrol a second factor", skip_all)]
 pub async fn enrol_totp(

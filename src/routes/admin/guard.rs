@@ -19,10 +19,10 @@ use crate::db::Db;
 use crate::delivery::inbox::LocalInbox;
 use crate::domain::Newsletter;
 use crate::pages::wants_html;
-use crate::routes::admin::answers::{no_store, with_retry_after};
 use crate::routes::admin::cookies::SessionCookies;
 use crate::routes::admin::login_form::login_form;
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::answers::{no_store, with_retry_after};
+use crate::web::error::{ApiError, DatabaseStep};
 use actix_web::http::StatusCode;
 
 /// The admin a request under `/admin` was made by, and the session it came

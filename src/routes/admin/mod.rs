@@ -12,7 +12,6 @@
 
 pub(crate) mod account;
 mod actor;
-mod answers;
 mod cookies;
 pub(crate) mod dashboard;
 mod guard;

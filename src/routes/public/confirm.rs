@@ -30,8 +30,8 @@ use crate::domain::{Newsletter, SubscriptionToken};
 use crate::keys::Keys;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::history;
+use crate::web::error::{ApiError, DatabaseStep};
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -96,8 +96,8 @@ impl TokenRecord {
     tag = "public",
     params(Parameters),
     responses(
-        crate::routes::openapi::responses::ConfirmationAnswers,
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::ConfirmationAnswers,
+        crate::web::openapi_responses::Unavailable,
     )
 )]
 #[tracing::instrument(name = "Open a confirmation link", skip_all)]
@@ -120,8 +120,8 @@ pub async fn confirm(
 #[utoipa::path(post, path = "/subscriptions/confirm", tag = "public",
     request_body(content = inline(Parameters), content_type = "application/x-www-form-urlencoded"),
     responses(
-        crate::routes::openapi::responses::ConfirmationAnswers,
-        crate::routes::openapi::responses::FormRefusals, crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::ConfirmationAnswers,
+        crate::web::openapi_responses::FormRefusals, crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Press the confirm button", skip_all)]
 pub async fn confirm_with_button(

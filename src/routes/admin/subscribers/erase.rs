@@ -60,12 +60,13 @@ use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::see_other;
+use crate::routes::admin::actor::actor_for;
 use crate::routes::admin::guard::{Protected, SignedIn};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::history;
 use crate::suppression::Reason;
+use crate::web::answers::see_other;
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EraseForm {
@@ -93,7 +94,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "The typed address is not theirs: nothing was erased.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn erase_subscriber(
     request: HttpRequest,

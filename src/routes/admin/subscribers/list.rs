@@ -22,11 +22,12 @@ use crate::admin::audit::Action;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, client_ip, record};
+use crate::routes::admin::actor::{actor_for, record};
 use crate::routes::admin::guard::SignedIn;
 use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Rows on a page of the list.
 const PAGE_SIZE: i64 = 50;
@@ -193,7 +194,7 @@ fn cursor_after(row: &Subscriber) -> Cursor {
     responses(
         (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn subscribers(
     admin: SignedIn,
@@ -273,7 +274,7 @@ struct Export {
     responses(
         (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn export_subscribers(
     request: HttpRequest,

@@ -21,8 +21,8 @@ use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,
 };
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::suppression::{self, Suppression};
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Deliveries the page lists; the export has every one.
 const DELIVERIES_SHOWN: i64 = 20;
@@ -32,7 +32,7 @@ const DELIVERIES_SHOWN: i64 = 20;
     responses(
         (status = 200, description = "The subscriber's page.", body = String, content_type = "text/html"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn subscriber_page(
     admin: SignedIn,
