@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
+use crate::admin::cookies::SessionCookies;
 use crate::admin::sessions::SessionStore;
 use crate::admin::totp_keys::TotpKeys;
 use crate::campaigns::progress::ProgressFeed;
@@ -32,7 +33,7 @@ use crate::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
-use crate::routes::admin::{PublishSettings, SessionCookies};
+use crate::routes::admin::PublishSettings;
 use crate::routes::{self, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
 use crate::telemetry::RequestSpan;

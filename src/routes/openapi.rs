@@ -9,7 +9,7 @@
 //! (`AdminOnly`), of an unreachable database (`Unavailable`) and of a
 //! client over its budget (`TooManyRequests`). The CSRF field every admin form
 //! must carry is added to each admin form's body by [`CsrfField`], as the
-//! one extractor that checks it ([`super::admin::Protected`]) applies to
+//! one extractor that checks it ([`crate::admin::guard::Protected`]) applies to
 //! them all.
 //!
 //! The document cannot drift from the routes: `tests/api/openapi.rs`
@@ -48,17 +48,17 @@ use super::ADMIN_PREFIX;
         super::public::unsubscribe::one_click,
         super::public::unsubscribe::resubscribe,
         super::webhooks::postmark_webhook,
-        super::admin::login::login_page,
-        super::admin::login::log_in,
-        super::admin::login::code_page,
-        super::admin::login::submit_code,
-        super::admin::login::log_out,
+        crate::admin::pages::sign_in::login_page,
+        crate::admin::pages::sign_in::log_in,
+        crate::admin::pages::sign_in::code_page,
+        crate::admin::pages::sign_in::submit_code,
+        crate::admin::pages::sign_in::log_out,
         super::admin::dashboard::dashboard,
-        super::admin::account::change_email,
-        super::admin::account::password_page,
-        super::admin::account::change_password,
-        super::admin::account::totp_page,
-        super::admin::account::enrol_totp,
+        super::admin::email::change_email,
+        crate::admin::pages::account::password_page,
+        crate::admin::pages::account::change_password,
+        crate::admin::pages::account::totp_page,
+        crate::admin::pages::account::enrol_totp,
         super::admin::subscribers::list::subscribers,
         super::admin::subscribers::list::export_subscribers,
         super::admin::subscribers::page::subscriber_page,
@@ -109,7 +109,7 @@ pub async fn openapi_json() -> HttpResponse {
 
 /// Adds the required `csrf_token` field to the body of every `POST` under
 /// `/admin` and of the sign-in code step, the forms
-/// [`super::admin::Protected`] (or the code step's own check) reads it from.
+/// [`crate::admin::guard::Protected`] (or the code step's own check) reads it from.
 struct CsrfField;
 
 impl Modify for CsrfField {

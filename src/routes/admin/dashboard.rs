@@ -7,11 +7,11 @@ use actix_web::{HttpResponse, web};
 use chrono::{Duration, NaiveDate, Utc};
 use sqlx::PgConnection;
 
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
 use crate::pages::page;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
 use crate::web::error::{ApiError, DatabaseStep};
 

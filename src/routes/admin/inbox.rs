@@ -24,11 +24,11 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::delivery::inbox::{self, InboxEmail, LocalInbox, Summary};
 use crate::pages::{CONTENT_SECURITY_POLICY, page};
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{InboxEmailPage, InboxMissingPage, InboxPage, InboxRow};
 use crate::web::error::{ApiError, DatabaseStep};
 

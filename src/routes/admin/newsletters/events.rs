@@ -17,12 +17,12 @@ use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
 use super::view::{ProgressView, parse_issue_id};
+use crate::admin::guard::SignedIn;
+use crate::admin::session_check::SessionCheck;
 use crate::admin::sessions::SessionStore;
 use crate::campaigns::ledger::{self, Progress};
 use crate::campaigns::progress::{ProgressFeed, Watch};
 use crate::db::Db;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::session_check::SessionCheck;
 use crate::web::error::ApiError;
 use crate::web::error::DatabaseStep;
 

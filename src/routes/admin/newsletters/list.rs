@@ -7,11 +7,11 @@ use actix_web::{HttpResponse, web};
 
 use super::pages::{IssueRow, NewslettersPage};
 use super::view::issue_path;
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::pages::page;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::web::error::ApiError;
 use crate::web::error::DatabaseStep;
 

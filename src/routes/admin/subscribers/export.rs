@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::page::missing;
 use super::record::{self, parse_subscriber_id};
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};
+use crate::admin::guard::SignedIn;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::actor_for;
-use crate::routes::admin::guard::SignedIn;
 use crate::suppression::{self, Suppression};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};

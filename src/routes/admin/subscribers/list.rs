@@ -18,13 +18,13 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::record::subscriber_path;
+use crate::admin::actor::{actor_for, record};
 use crate::admin::audit::Action;
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, record};
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::record::{self, issue_path, parse_subscriber_id, subscriber_path};
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,

@@ -23,7 +23,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::admin::accounts::{self, Admin};
+use crate::admin::actor::{actor_for, record};
 use crate::admin::audit::{self, Action, Actor};
+use crate::admin::cookies::SessionCookies;
+use crate::admin::guard::{
+    Protected, check_csrf, parse_fields, session_store, sessions_unavailable,
+};
+use crate::admin::pages::sign_in_page::sign_in_page;
+use crate::admin::pages::templates::CodePage;
 use crate::admin::password::{self, Asker, Verified};
 use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, Stage};
 use crate::admin::totp;
@@ -34,13 +41,6 @@ use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::actor::{actor_for, record};
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::guard::{
-    Protected, check_csrf, parse_fields, session_store, sessions_unavailable,
-};
-use crate::routes::admin::login_form::login_form;
-use crate::routes::admin::pages::CodePage;
 use crate::web::answers::{no_store, see_other, too_many_attempts, with_cookies, with_retry_after};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep, try_again_in};
@@ -85,7 +85,7 @@ pub async fn login_page(
         Some("code-expired") => Some("The sign-in took too long. Sign in again."),
         _ => None,
     };
-    let form = |status, error| login_form(status, &cookies, &newsletter, "", error, notice);
+    let form = |status, error| sign_in_page(status, &cookies, &newsletter, "", error, notice);
     let store = session_store(&request);
     if !store.is_available().await {
         return Ok(unavailable(form(
@@ -159,7 +159,7 @@ pub async fn log_in(
     let typed = username.trim().to_ascii_lowercase();
     let shown_again = username.chars().take(64).collect::<String>();
     let retry = |status, error| {
-        login_form(
+        sign_in_page(
             status,
             &cookies,
             &newsletter,

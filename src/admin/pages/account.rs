@@ -1,5 +1,7 @@
-//! The signed-in admin's own account: password, the address test sends go
-//! to, and the second factor.
+//! `GET|POST /admin/password` and `GET|POST /admin/totp`: the signed-in
+//! admin's own account, its password and its second factor. (The address
+//! test sends go to is set from the dashboard, so its form's handler,
+//! `crate::routes::admin::email`, stands beside the dashboard.)
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,20 +9,18 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::admin::accounts;
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
+use crate::admin::cookies::SessionCookies;
+use crate::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
+use crate::admin::pages::layout::nav;
+use crate::admin::pages::templates::{PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::admin::password::{self, Asker, NewPassword, Verified};
 use crate::admin::totp::{self, TotpSecret};
 use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::db::Db;
-use crate::domain::SubscriberEmail;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::actor::actor_for;
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
-use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
-use crate::routes::admin::layout::nav;
-use crate::routes::admin::pages::{PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::web::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -167,58 +167,6 @@ pub async fn change_password(
         see_other("/login?notice=password-changed"),
         [cookies.no_session()],
     )
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct EmailForm {
-    #[serde(default)]
-    email: String,
-}
-
-/// The address an admin's test sends go to; empty removes it.
-#[utoipa::path(post, path = "/admin/email", tag = "admin",
-    request_body(content = inline(EmailForm), content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 303, description = "Changed: to the dashboard.", headers(("Location" = String))),
-        (status = 400, description = "Not an address: the dashboard again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
-        crate::web::openapi_responses::AdminForm,
-    ))]
-pub async fn change_email(
-    request: HttpRequest,
-    form: Protected<EmailForm>,
-    db: web::Data<Db>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    let Protected { admin, form } = form;
-    let typed = form.email.trim();
-    let email = if typed.is_empty() {
-        None
-    } else {
-        match SubscriberEmail::parse(typed) {
-            Ok(email) => Some(email),
-            Err(reason) => {
-                let refused = RefusedEmail { typed, reason };
-                return render_dashboard(&db, &admin, StatusCode::BAD_REQUEST, Some(refused)).await;
-            }
-        }
-    };
-    let ip = client_ip(&request, &limiter);
-    let detail = email
-        .as_ref()
-        .map_or("removed".to_owned(), |e| e.as_ref().to_owned());
-    db.transaction(async |tx| {
-        accounts::set_email(tx, admin.admin.id, email.as_ref()).await?;
-        audit::record(
-            tx,
-            &actor_for(&admin.admin, ip),
-            Action::EmailChanged,
-            &detail,
-        )
-        .await
-    })
-    .await
-    .step("change the admin's address")?;
-    Ok(see_other("/admin/dashboard"))
 }
 
 /// Starts enrolment: a new secret, kept in the session until a code from
