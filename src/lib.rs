@@ -22,4 +22,5 @@ pub mod signups;
 pub mod startup;
 pub mod subscribers;
 pub mod telemetry;
+pub mod web;
 pub mod webhooks;

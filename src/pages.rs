@@ -129,7 +129,7 @@ pub struct UnsubscribedPage<'a> {
 }
 
 /// A refusal for going too fast, saying when to come back (see
-/// `routes::refusal_pages`).
+/// `web::error::refusal_pages`).
 #[derive(Template)]
 #[template(path = "too_many_requests.html")]
 pub struct TooManyRequestsPage<'a> {

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
+use crate::admin::cookies::SessionCookies;
 use crate::admin::sessions::SessionStore;
 use crate::admin::totp_keys::TotpKeys;
 use crate::campaigns::progress::ProgressFeed;
@@ -32,10 +33,11 @@ use crate::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
-use crate::routes::admin::{PublishSettings, SessionCookies};
-use crate::routes::{self, ApiError, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
+use crate::routes::admin::PublishSettings;
+use crate::routes::{self, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
 use crate::telemetry::RequestSpan;
+use crate::web::error::{ApiError, refusal_pages};
 
 pub struct Application {
     port: u16,
@@ -585,7 +587,7 @@ fn run(
             .app_data(query_config())
             // Inside the security headers, so that a page made of a
             // refusal gets them too.
-            .wrap(routes::refusal_pages())
+            .wrap(refusal_pages())
             .wrap(security_headers(shape.hsts_max_age_seconds))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))

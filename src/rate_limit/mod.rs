@@ -17,7 +17,6 @@
 //! or code gives its charges back ([`LoginAttempt::succeeded`]).
 
 mod client_ip;
-mod middleware;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,7 +29,6 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 pub use client_ip::{ClientIpResolver, limit_subject};
-pub use middleware::limit_confirmations;
 
 use crate::configuration::{LimitSettings, RateLimitSettings, SlowdownSettings};
 use crate::domain::SubscriberEmail;

@@ -1,9 +1,8 @@
 //! HTTP handlers, one module per resource. Each handler parses its input into
 //! domain types, runs its steps, and answers; failures go through
-//! [`error::ApiError`].
+//! [`crate::web::error::ApiError`].
 
 pub mod admin;
-mod error;
 mod health_check;
 pub(crate) mod openapi;
 pub(crate) mod public;
@@ -12,7 +11,6 @@ mod readiness;
 mod self_test;
 mod webhooks;
 
-pub use error::{ApiError, refusal_pages};
 pub use health_check::health_check;
 pub use public::{
     FORM_BODY_LIMIT_BYTES, SubscriptionOptions, confirm, confirm_with_button, home, stylesheet,
@@ -26,7 +24,10 @@ use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, resource};
 
-use crate::rate_limit::limit_confirmations;
+use crate::admin::guard::require_admin;
+use crate::admin::pages::{account, sign_in};
+
+use public::limit_confirmations;
 
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +90,17 @@ pub fn endpoints() -> Vec<Endpoint> {
             add(c, limited.get(confirm).post(confirm_with_button))
         }),
         endpoint("/login", Anyone, GET_POST, |c, p| {
-            add(c, resource(p).get(admin::login_page).post(admin::log_in))
+            add(
+                c,
+                resource(p).get(sign_in::login_page).post(sign_in::log_in),
+            )
         }),
         endpoint("/login/code", Anyone, GET_POST, |c, p| {
             add(
                 c,
-                resource(p).get(admin::code_page).post(admin::submit_code),
+                resource(p)
+                    .get(sign_in::code_page)
+                    .post(sign_in::submit_code),
             )
         }),
         endpoint("/admin/dashboard", Admin, GET, |c, p| {
@@ -154,15 +160,20 @@ pub fn endpoints() -> Vec<Endpoint> {
             add(
                 c,
                 resource(p)
-                    .get(admin::password_page)
-                    .post(admin::change_password),
+                    .get(account::password_page)
+                    .post(account::change_password),
             )
         }),
         endpoint("/admin/totp", Admin, GET_POST, |c, p| {
-            add(c, resource(p).get(admin::totp_page).post(admin::enrol_totp))
+            add(
+                c,
+                resource(p)
+                    .get(account::totp_page)
+                    .post(account::enrol_totp),
+            )
         }),
         endpoint("/admin/logout", Admin, POST, |c, p| {
-            add(c, resource(p).post(admin::log_out))
+            add(c, resource(p).post(sign_in::log_out))
         }),
         // GET shows a button; POST is the one-click unsubscribe. No per-IP
         // limit: see `unsubscribe::resource`.
@@ -205,7 +216,7 @@ fn add(config: &mut web::ServiceConfig, service: impl HttpServiceFactory + 'stat
 /// the `/admin` scope, whose guard also answers any path under `/admin`
 /// that names no route.
 pub fn configure(config: &mut web::ServiceConfig) {
-    let mut newsroom = web::scope(ADMIN_PREFIX).wrap(from_fn(admin::require_admin));
+    let mut newsroom = web::scope(ADMIN_PREFIX).wrap(from_fn(require_admin));
     for endpoint in endpoints() {
         match endpoint.access {
             Access::Anyone => {

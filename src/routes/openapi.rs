@@ -4,13 +4,12 @@
 //! Each handler says, next to its code, what it takes and every status it
 //! answers with, in the content type it really sends (pages for browsers,
 //! plain text for other clients, JSON where it is JSON). What many
-//! handlers share is said once, in [`responses`]: the refusals of the form
-//! extractor ([`responses::FormRefusals`]), of the `/admin` guard
-//! ([`responses::AdminOnly`]), of an unreachable database
-//! ([`responses::Unavailable`]) and of a client over its budget
-//! ([`responses::TooManyRequests`]). The CSRF field every admin form
+//! handlers share is said once, in [`crate::web::openapi_responses`]: the
+//! refusals of the form extractor (`FormRefusals`), of the `/admin` guard
+//! (`AdminOnly`), of an unreachable database (`Unavailable`) and of a
+//! client over its budget (`TooManyRequests`). The CSRF field every admin form
 //! must carry is added to each admin form's body by [`CsrfField`], as the
-//! one extractor that checks it ([`super::admin::Protected`]) applies to
+//! one extractor that checks it ([`crate::admin::guard::Protected`]) applies to
 //! them all.
 //!
 //! The document cannot drift from the routes: `tests/api/openapi.rs`
@@ -26,8 +25,6 @@ use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::ADMIN_PREFIX;
-
-pub mod responses;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,17 +48,17 @@ pub mod responses;
         super::public::unsubscribe::one_click,
         super::public::unsubscribe::resubscribe,
         super::webhooks::postmark_webhook,
-        super::admin::login::login_page,
-        super::admin::login::log_in,
-        super::admin::login::code_page,
-        super::admin::login::submit_code,
-        super::admin::login::log_out,
+        crate::admin::pages::sign_in::login_page,
+        crate::admin::pages::sign_in::log_in,
+        crate::admin::pages::sign_in::code_page,
+        crate::admin::pages::sign_in::submit_code,
+        crate::admin::pages::sign_in::log_out,
         super::admin::dashboard::dashboard,
-        super::admin::account::change_email,
-        super::admin::account::password_page,
-        super::admin::account::change_password,
-        super::admin::account::totp_page,
-        super::admin::account::enrol_totp,
+        super::admin::email::change_email,
+        crate::admin::pages::account::password_page,
+        crate::admin::pages::account::change_password,
+        crate::admin::pages::account::totp_page,
+        crate::admin::pages::account::enrol_totp,
         super::admin::subscribers::list::subscribers,
         super::admin::subscribers::list::export_subscribers,
         super::admin::subscribers::page::subscriber_page,
@@ -112,7 +109,7 @@ pub async fn openapi_json() -> HttpResponse {
 
 /// Adds the required `csrf_token` field to the body of every `POST` under
 /// `/admin` and of the sign-in code step, the forms
-/// [`super::admin::Protected`] (or the code step's own check) reads it from.
+/// [`crate::admin::guard::Protected`] (or the code step's own check) reads it from.
 struct CsrfField;
 
 impl Modify for CsrfField {

@@ -25,8 +25,8 @@ use crate::configuration::WebhookSettings;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::routes::ApiError;
-use crate::routes::error::DatabaseStep;
+use crate::web::error::ApiError;
+use crate::web::error::DatabaseStep;
 use crate::webhooks::{self, Applied, Policy, postmark};
 
 /// Largest body taken. A bounce record carries the bounced message's
@@ -43,7 +43,7 @@ pub const WEBHOOK_BODY_LIMIT_BYTES: usize = 1024 * 1024;
         (status = 401, description = "Basic credentials missing or wrong, or none configured.", body = String, content_type = "text/plain",
          headers(("WWW-Authenticate" = String))),
         (status = 413, description = "A body over 1 MiB.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::Unavailable,
     ),
     security(("postmark" = [])))]
 pub async fn postmark_webhook(

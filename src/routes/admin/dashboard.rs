@@ -5,15 +5,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
 use crate::outbox;
 use crate::pages::page;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::figures;
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Audit entries the dashboard shows.
 const AUDIT_ENTRIES: i64 = 20;
@@ -22,7 +22,7 @@ const AUDIT_ENTRIES: i64 = 20;
 const DAYS: i64 = 30;
 
 #[utoipa::path(get, path = "/admin/dashboard", tag = "admin",
-    responses((status = 200, description = "The dashboard.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The dashboard.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn dashboard(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     render_dashboard(&db, &admin, StatusCode::OK, None).await
 }

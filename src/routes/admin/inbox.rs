@@ -24,13 +24,13 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::delivery::inbox::{self, InboxEmail, LocalInbox, Summary};
 use crate::pages::{CONTENT_SECURITY_POLICY, page};
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{InboxEmailPage, InboxMissingPage, InboxPage, InboxRow};
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Emails the list shows; it counts the older ones.
 const SHOWN: i64 = 100;
@@ -52,7 +52,7 @@ const NOT_AN_ID: &str = "This address does not hold an email id: it may have bee
     responses(
         (status = 200, description = "The emails the local inbox kept, newest first.", body = String, content_type = "text/html"),
         (status = 404, description = "The local inbox is off: emails go through a provider.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn inbox(
     admin: SignedIn,
@@ -101,7 +101,7 @@ fn row(email: Summary) -> InboxRow {
     responses(
         (status = 200, description = "The email: its headers, its HTML in a frame, its plain text.", body = String, content_type = "text/html"),
         (status = 404, description = "No such email, or the local inbox is off.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn inbox_email(
     admin: SignedIn,
@@ -148,7 +148,7 @@ pub async fn inbox_email(
     responses(
         (status = 200, description = "The email's HTML as sent, for the frame on its page; sandboxed, links open in the whole window.", body = String, content_type = "text/html"),
         (status = 404, description = "No such email, or the local inbox is off.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn inbox_email_body(
     id: web::Path<String>,

@@ -28,9 +28,9 @@ use crate::domain::{Newsletter, SubscriptionToken};
 use crate::keys::Keys;
 use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::confirmation::{TokenRecord, find_token, mark_confirmed};
 use crate::subscribers::history;
+use crate::web::error::{ApiError, DatabaseStep};
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -86,8 +86,8 @@ fn settled_outcome(record: &TokenRecord) -> Option<Outcome> {
     tag = "public",
     params(Parameters),
     responses(
-        crate::routes::openapi::responses::ConfirmationAnswers,
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::ConfirmationAnswers,
+        crate::web::openapi_responses::Unavailable,
     )
 )]
 #[tracing::instrument(name = "Open a confirmation link", skip_all)]
@@ -110,8 +110,8 @@ pub async fn confirm(
 #[utoipa::path(post, path = "/subscriptions/confirm", tag = "public",
     request_body(content = inline(Parameters), content_type = "application/x-www-form-urlencoded"),
     responses(
-        crate::routes::openapi::responses::ConfirmationAnswers,
-        crate::routes::openapi::responses::FormRefusals, crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::ConfirmationAnswers,
+        crate::web::openapi_responses::FormRefusals, crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Press the confirm button", skip_all)]
 pub async fn confirm_with_button(

@@ -4,11 +4,13 @@
 //! often is the rate limits' business.
 
 pub(crate) mod confirm;
+mod confirmation_limit;
 pub(crate) mod home;
 pub(crate) mod sign_up;
 pub(crate) mod subscribe;
 pub(crate) mod unsubscribe;
 
 pub use confirm::{confirm, confirm_with_button};
+pub use confirmation_limit::limit_confirmations;
 pub use home::{home, stylesheet};
 pub use subscribe::{FORM_BODY_LIMIT_BYTES, SubscriptionOptions, subscribe};

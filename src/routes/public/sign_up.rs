@@ -31,9 +31,9 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail};
 use crate::metrics::{Metrics, Suppressed};
 use crate::pages::{CheckInboxPage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::signups::Signups;
 use crate::subscribers::lists::{self, List};
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// What a sign-up needs of the request and of the app, taken as one
 /// extractor so that a handler that signs people up names it once.

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
 use crate::metrics::Suppressed;
 use crate::pages::{ListChoice, SubscribePage, page};
-use crate::routes::error::ApiError;
 use crate::routes::public::sign_up::SignUpDesk;
+use crate::web::error::ApiError;
 
 /// A subscription form is two short fields; anything much larger is not one.
 pub const FORM_BODY_LIMIT_BYTES: usize = 4 * 1024;
@@ -150,8 +150,8 @@ impl std::fmt::Display for FormErrors {
     responses(
         (status = 200, description = "Accepted (whatever became of it): the check-your-inbox page for browsers, an empty text for other clients.", content((String = "text/html"), (String = "text/plain"))),
         (status = 400, description = "A field is missing or invalid: the form again with the reasons for browsers, the reasons for other clients.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::TooManyRequests,
-        crate::routes::openapi::responses::FormRefusals, crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::TooManyRequests,
+        crate::web::openapi_responses::FormRefusals, crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Subscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn subscribe(

@@ -40,10 +40,10 @@ use crate::db::Db;
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::routes::public::sign_up::SignUpDesk;
 use crate::subscribers::history;
 use crate::subscribers::{self, Contact};
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
 /// larger ones are tolerated up to this, and refused with 413 beyond it.
@@ -85,7 +85,7 @@ fn personal() -> DefaultHeaders {
         (status = 200, description = "The page with the Unsubscribe button and the address it is for, masked; or, for a subscriber erased since, that the address is not on the list; or, for a test email's link, that it unsubscribes no one. Nothing changes.", body = String, content_type = "text/html"),
         (status = 400, description = "A token this service did not sign.", content((String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Open an unsubscribe link", skip_all)]
 pub async fn show(
@@ -151,7 +151,7 @@ fn button_page(
         (status = 400, description = "A token this service did not sign, or a body that could not be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
         (status = 413, description = "A body over 1 KiB.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Unsubscribe", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn one_click(
@@ -222,8 +222,8 @@ fn unsubscribed(html: bool, newsletter: &Newsletter, token: &str, address: &str)
         (status = 200, description = "Accepted as `POST /subscriptions` accepts a sign-up (a confirmation email to the stored address, or a notice if still subscribed; nothing past the per-address limit): the check-your-inbox page for browsers, an empty text for other clients. Or, for a subscriber erased since, that the address is not on the list; or, for a test email's link, that nothing changed.", content((String = "text/html"), (String = "text/plain"))),
         (status = 400, description = "A token this service did not sign, or a stored name or address that can no longer be signed up.", content((String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "No such route: a path parameter left empty.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::TooManyRequests,
-        crate::routes::openapi::responses::Unavailable,
+        crate::web::openapi_responses::TooManyRequests,
+        crate::web::openapi_responses::Unavailable,
     ))]
 #[tracing::instrument(name = "Subscribe again", skip_all, fields(subscriber_id = tracing::field::Empty))]
 pub async fn resubscribe(

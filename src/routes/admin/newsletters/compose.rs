@@ -30,7 +30,10 @@ use uuid::Uuid;
 use super::PublishSettings;
 use super::pages::{ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal};
 use super::view::{audience_text, issue_path, publish_question};
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
+use crate::admin::guard::{Protected, SignedIn};
+use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
 use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
@@ -40,13 +43,11 @@ use crate::newsletters::{Draft, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
 use crate::outbox::{Outbox, Personalisation, personalise};
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::ApiError;
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::no_store;
-use crate::routes::admin::guard::{Protected, SignedIn};
-use crate::routes::admin::layout::nav;
-use crate::routes::error::DatabaseStep;
 use crate::telemetry::error_chain_line;
+use crate::web::answers::no_store;
+use crate::web::client::client_ip;
+use crate::web::error::ApiError;
+use crate::web::error::DatabaseStep;
 
 /// The compose form's body limit. Browsers percent-encode every byte of a
 /// non-ASCII character as three, so the longest content a draft accepts
@@ -90,7 +91,7 @@ pub fn compose_form_config() -> web::FormConfig {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters/new", tag = "admin",
-    responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let fields = ComposeFields {
         title: "",
@@ -162,7 +163,7 @@ impl Step {
         (status = 303, description = "Published: to the issue's page.", headers(("Location" = String))),
         (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "A title or content refused, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn submit_issue(
     request: HttpRequest,

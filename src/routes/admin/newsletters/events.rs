@@ -17,14 +17,14 @@ use actix_web::{HttpResponse, web};
 use uuid::Uuid;
 
 use super::view::{ProgressView, parse_issue_id};
+use crate::admin::guard::SignedIn;
+use crate::admin::session_check::SessionCheck;
 use crate::admin::sessions::SessionStore;
 use crate::campaigns::ledger::{self, Progress};
 use crate::campaigns::progress::{ProgressFeed, Watch};
 use crate::db::Db;
-use crate::routes::ApiError;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::session_check::SessionCheck;
-use crate::routes::error::DatabaseStep;
+use crate::web::error::ApiError;
+use crate::web::error::DatabaseStep;
 
 /// How often a quiet stream says it is still there.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -38,7 +38,7 @@ const RETRY_MILLISECONDS: u32 = 5_000;
     responses(
         (status = 200, description = "The issue's progress as Server-Sent Events, until it finishes.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "No such issue.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn issue_events(
     id: web::Path<String>,

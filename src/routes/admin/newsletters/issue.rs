@@ -17,19 +17,20 @@ use uuid::Uuid;
 use super::PublishSettings;
 use super::pages::{IssueMissingPage, IssuePage, UndeliveredRow};
 use super::view::{ProgressView, issue_path, parse_issue_id};
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
+use crate::admin::guard::{Protected, SignedIn};
+use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger::{self, IssueState, IssueSummary};
 use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
 use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::ApiError;
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::no_store;
-use crate::routes::admin::guard::{Protected, SignedIn};
-use crate::routes::admin::layout::nav;
-use crate::routes::error::DatabaseStep;
+use crate::web::answers::no_store;
+use crate::web::client::client_ip;
+use crate::web::error::ApiError;
+use crate::web::error::DatabaseStep;
 
 /// Undelivered recipients on a page.
 const PAGE_SIZE: i64 = 50;
@@ -56,7 +57,7 @@ pub struct PageParameters {
         (status = 200, description = "The issue's page.", body = String, content_type = "text/html"),
         (status = 400, description = "A page address that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn issue_page(
     admin: SignedIn,
@@ -168,7 +169,7 @@ fn missing(admin: &SignedIn) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/admin/newsletters.js", tag = "admin",
-    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The newsletter pages' script: the publish question and an issue's live updates.", body = String, content_type = "text/javascript"), crate::web::openapi_responses::AdminOnly))]
 pub async fn issue_script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType(
@@ -239,7 +240,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such issue, or no such action.", content((String = "text/html"), (String = "text/plain"))),
         (status = 409, description = "The issue's state does not allow the action: its page, with the reason.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn act_on_issue(
     request: HttpRequest,

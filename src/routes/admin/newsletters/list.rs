@@ -7,20 +7,20 @@ use actix_web::{HttpResponse, web};
 
 use super::pages::{IssueRow, NewslettersPage};
 use super::view::issue_path;
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::pages::page;
-use crate::routes::ApiError;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
-use crate::routes::error::DatabaseStep;
+use crate::web::error::ApiError;
+use crate::web::error::DatabaseStep;
 
 /// Issues the list shows: a newsletter publishes a few a month, so this is
 /// years of them.
 const LIST_LIMIT: i64 = 200;
 
 #[utoipa::path(get, path = "/admin/newsletters", tag = "admin",
-    responses((status = 200, description = "The issues.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The issues.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn newsletters(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let issues = db
         .transaction(async |tx| ledger::list(tx, LIST_LIMIT).await)

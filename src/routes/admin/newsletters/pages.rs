@@ -3,8 +3,8 @@
 use askama::Template;
 
 use super::view::ProgressView;
+use crate::admin::pages::templates::Nav;
 use crate::domain::Newsletter;
-use crate::routes::admin::pages::Nav;
 
 /// One issue in the list.
 pub struct IssueRow {

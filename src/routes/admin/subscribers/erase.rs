@@ -52,7 +52,9 @@ use uuid::Uuid;
 use super::list::ERASED_PATH;
 use super::page::{missing, render};
 use super::paths::parse_subscriber_id;
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};
+use crate::admin::guard::{Protected, SignedIn};
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::delivery::inbox;
@@ -60,13 +62,12 @@ use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::outbox;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::see_other;
-use crate::routes::admin::guard::{Protected, SignedIn};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::history;
 use crate::subscribers::record::{self, Subscriber};
 use crate::subscribers::suppression;
+use crate::web::answers::see_other;
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 use crate::webhooks;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -95,7 +96,7 @@ enum Outcome {
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
         (status = 422, description = "The typed address is not theirs: nothing was erased.", body = String, content_type = "text/html"),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn erase_subscriber(
     request: HttpRequest,

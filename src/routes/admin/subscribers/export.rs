@@ -16,17 +16,18 @@ use uuid::Uuid;
 
 use super::page::missing;
 use super::paths::parse_subscriber_id;
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};
+use crate::admin::guard::SignedIn;
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::outbox;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// The file. Field names are part of what the person receives: keep them
 /// plain and stable.
@@ -74,7 +75,7 @@ struct SuppressionPart {
     responses(
         (status = 200, description = "Everything stored about the subscriber.", body = SubscriberExport, content_type = "application/json"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn export_subscriber(
     request: HttpRequest,

@@ -14,16 +14,17 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::paths::subscriber_path;
+use crate::admin::actor::{actor_for, record};
 use crate::admin::audit::Action;
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::actor::{actor_for, client_ip, record};
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Rows on a page of the list.
 const PAGE_SIZE: i64 = 50;
@@ -64,7 +65,7 @@ async fn read_page(
     responses(
         (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn subscribers(
     admin: SignedIn,
@@ -148,7 +149,7 @@ struct Export {
     responses(
         (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
         (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn export_subscribers(
     request: HttpRequest,

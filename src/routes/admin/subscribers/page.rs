@@ -12,19 +12,19 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::paths::{issue_path, parse_subscriber_id, subscriber_path};
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::layout::nav;
 use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,
 };
-use crate::routes::error::{ApiError, DatabaseStep};
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
+use crate::web::error::{ApiError, DatabaseStep};
 
 /// Deliveries the page lists; the export has every one.
 const DELIVERIES_SHOWN: i64 = 20;
@@ -34,7 +34,7 @@ const DELIVERIES_SHOWN: i64 = 20;
     responses(
         (status = 200, description = "The subscriber's page.", body = String, content_type = "text/html"),
         (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminOnly,
+        crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn subscriber_page(
     admin: SignedIn,

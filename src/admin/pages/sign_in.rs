@@ -23,7 +23,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::admin::accounts::{self, Admin};
+use crate::admin::actor::{actor_for, record};
 use crate::admin::audit::{self, Action, Actor};
+use crate::admin::cookies::SessionCookies;
+use crate::admin::guard::{
+    Protected, check_csrf, parse_fields, session_store, sessions_unavailable,
+};
+use crate::admin::pages::sign_in_page::sign_in_page;
+use crate::admin::pages::templates::CodePage;
 use crate::admin::password::{self, Asker, Verified};
 use crate::admin::sessions::{BrowserOwner, Session, SessionData, SessionStore, Stage};
 use crate::admin::totp;
@@ -34,17 +41,9 @@ use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::actor::{actor_for, client_ip, record};
-use crate::routes::admin::answers::{
-    no_store, see_other, too_many_attempts, with_cookies, with_retry_after,
-};
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::guard::{
-    Protected, check_csrf, parse_fields, session_store, sessions_unavailable,
-};
-use crate::routes::admin::login_form::login_form;
-use crate::routes::admin::pages::CodePage;
-use crate::routes::error::{ApiError, DatabaseStep, try_again_in};
+use crate::web::answers::{no_store, see_other, too_many_attempts, with_cookies, with_retry_after};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep, try_again_in};
 
 /// Wrong codes one sign-in may try before it starts over from the password.
 const CODE_ATTEMPTS: u32 = 5;
@@ -86,7 +85,7 @@ pub async fn login_page(
         Some("code-expired") => Some("The sign-in took too long. Sign in again."),
         _ => None,
     };
-    let form = |status, error| login_form(status, &cookies, &newsletter, "", error, notice);
+    let form = |status, error| sign_in_page(status, &cookies, &newsletter, "", error, notice);
     let store = session_store(&request);
     if !store.is_available().await {
         return Ok(unavailable(form(
@@ -138,7 +137,7 @@ pub struct Credentials {
         (status = 403, description = "Without the CSRF token of a form `GET /login` gave this browser, with another browser's, or with one older than 20 minutes: the form again, with a fresh token and the reason.", body = String, content_type = "text/html", headers(("Set-Cookie" = String))),
         (status = 429, description = "Too many attempts from this address: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", content((String = "text/html"), (String = "text/plain")), headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::FormRefusals,
+        crate::web::openapi_responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Sign in", skip_all, fields(username = tracing::field::Empty))]
 pub async fn log_in(
@@ -160,7 +159,7 @@ pub async fn log_in(
     let typed = username.trim().to_ascii_lowercase();
     let shown_again = username.chars().take(64).collect::<String>();
     let retry = |status, error| {
-        login_form(
+        sign_in_page(
             status,
             &cookies,
             &newsletter,
@@ -445,7 +444,7 @@ struct CodeForm {
         (status = 403, description = "Without the sign-in's CSRF token.", body = String, content_type = "text/plain"),
         (status = 429, description = "Too many attempts: the form again.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 503, description = "The session store or the database is unavailable.", body = String, content_type = "text/plain", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::FormRefusals,
+        crate::web::openapi_responses::FormRefusals,
     ))]
 #[tracing::instrument(name = "Check a sign-in code", skip_all)]
 pub async fn submit_code(
@@ -565,7 +564,7 @@ pub struct NoFields {}
     responses(
         (status = 303, description = "Signed out: to /login.", headers(("Location" = String))),
         (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn log_out(
     request: HttpRequest,

@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::admin::accounts;
+use crate::admin::guard::SignedIn;
 use crate::admin::sessions::{SessionId, SessionStore, Stage};
 use crate::db::Db;
-use crate::routes::admin::guard::SignedIn;
 
 /// Whether the session behind a long answer still stands, asked again every
 /// [`SessionCheck::INTERVAL`]. Holds only what it needs (no `Rc`), so it can

@@ -3,8 +3,8 @@
 //! CSRF token) and the inbox link when the local inbox is on. Each page
 //! handler builds it here from the [`SignedIn`] admin the guard left.
 
-use crate::routes::admin::guard::SignedIn;
-use crate::routes::admin::pages::Nav;
+use crate::admin::guard::SignedIn;
+use crate::admin::pages::templates::Nav;
 
 /// The navigation bar for the admin behind this request.
 pub fn nav(admin: &SignedIn) -> Nav<'_> {

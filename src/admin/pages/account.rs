@@ -1,5 +1,7 @@
-//! The signed-in admin's own account: password, the address test sends go
-//! to, and the second factor.
+//! `GET|POST /admin/password` and `GET|POST /admin/totp`: the signed-in
+//! admin's own account, its password and its second factor. (The address
+//! test sends go to is set from the dashboard, so its form's handler,
+//! `crate::routes::admin::email`, stands beside the dashboard.)
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -7,25 +9,24 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::admin::accounts;
+use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
+use crate::admin::cookies::SessionCookies;
+use crate::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
+use crate::admin::pages::layout::nav;
+use crate::admin::pages::templates::{PasswordPage, RecoveryCodesPage, TotpPage};
 use crate::admin::password::{self, Asker, NewPassword, Verified};
 use crate::admin::totp::{self, TotpSecret};
 use crate::admin::totp_keys::{Place, TotpKeys};
 use crate::db::Db;
-use crate::domain::SubscriberEmail;
 use crate::pages::page;
 use crate::rate_limit::{LoginSubject, RateLimiter};
-use crate::routes::admin::actor::{actor_for, client_ip};
-use crate::routes::admin::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::dashboard::{RefusedEmail, render_dashboard};
-use crate::routes::admin::guard::{Protected, SignedIn, session_store, sessions_unavailable};
-use crate::routes::admin::layout::nav;
-use crate::routes::admin::pages::{PasswordPage, RecoveryCodesPage, TotpPage};
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::answers::{see_other, too_many_attempts, with_cookies, with_retry_after};
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
 
 #[utoipa::path(get, path = "/admin/password", tag = "admin",
-    responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "The password form.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn password_page(admin: SignedIn) -> HttpResponse {
     page(
         StatusCode::OK,
@@ -96,7 +97,7 @@ pub struct PasswordForm {
         (status = 303, description = "Changed: every session ends, to /login.", headers(("Location" = String))),
         (status = 400, description = "Wrong current password, differing or too weak new ones: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 #[tracing::instrument(name = "Change a password", skip_all)]
 pub async fn change_password(
@@ -168,62 +169,10 @@ pub async fn change_password(
     )
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct EmailForm {
-    #[serde(default)]
-    email: String,
-}
-
-/// The address an admin's test sends go to; empty removes it.
-#[utoipa::path(post, path = "/admin/email", tag = "admin",
-    request_body(content = inline(EmailForm), content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 303, description = "Changed: to the dashboard.", headers(("Location" = String))),
-        (status = 400, description = "Not an address: the dashboard again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
-        crate::routes::openapi::responses::AdminForm,
-    ))]
-pub async fn change_email(
-    request: HttpRequest,
-    form: Protected<EmailForm>,
-    db: web::Data<Db>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    let Protected { admin, form } = form;
-    let typed = form.email.trim();
-    let email = if typed.is_empty() {
-        None
-    } else {
-        match SubscriberEmail::parse(typed) {
-            Ok(email) => Some(email),
-            Err(reason) => {
-                let refused = RefusedEmail { typed, reason };
-                return render_dashboard(&db, &admin, StatusCode::BAD_REQUEST, Some(refused)).await;
-            }
-        }
-    };
-    let ip = client_ip(&request, &limiter);
-    let detail = email
-        .as_ref()
-        .map_or("removed".to_owned(), |e| e.as_ref().to_owned());
-    db.transaction(async |tx| {
-        accounts::set_email(tx, admin.admin.id, email.as_ref()).await?;
-        audit::record(
-            tx,
-            &actor_for(&admin.admin, ip),
-            Action::EmailChanged,
-            &detail,
-        )
-        .await
-    })
-    .await
-    .step("change the admin's address")?;
-    Ok(see_other("/admin/dashboard"))
-}
-
 /// Starts enrolment: a new secret, kept in the session until a code from
 /// the app proves it was scanned, shown as a QR code and as text.
 #[utoipa::path(get, path = "/admin/totp", tag = "admin",
-    responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::routes::openapi::responses::AdminOnly))]
+    responses((status = 200, description = "Two-factor enrolment: a new secret, as a QR code and as text.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn totp_page(
     request: HttpRequest,
     admin: SignedIn,
@@ -298,7 +247,7 @@ pub struct EnrolForm {
         (status = 303, description = "No enrolment under way: to /admin/totp.", headers(("Location" = String))),
         (status = 400, description = "Wrong password or code: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
         (status = 429, description = "Too many password checks.", body = String, content_type = "text/html", headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
-        crate::routes::openapi::responses::AdminForm,
+        crate::web::openapi_responses::AdminForm,
     ))]
 #[tracing::instrument(name = "Enrol a second factor", skip_all)]
 pub async fn enrol_totp(

@@ -5,16 +5,16 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 
+use crate::admin::cookies::SessionCookies;
+use crate::admin::pages::templates::LoginPage;
 use crate::admin::sign_in_form;
 use crate::domain::Newsletter;
 use crate::pages::page;
-use crate::routes::admin::answers::no_store;
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::pages::LoginPage;
+use crate::web::answers::no_store;
 
 /// The sign-in form, with a fresh CSRF token and the pre-session cookie it
 /// is tied to: every answer that shows the form can be submitted.
-pub fn login_form(
+pub fn sign_in_page(
     status: StatusCode,
     cookies: &SessionCookies,
     newsletter: &Newsletter,

@@ -15,7 +15,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{Object, Schema, Type};
 
-/// A plain-text reason, as [`crate::routes::ApiError`] sends every refusal.
+/// A plain-text reason, as [`crate::web::error::ApiError`] sends every refusal.
 fn plain(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
@@ -86,7 +86,7 @@ impl IntoResponses for ConfirmationAnswers {
 
 /// A client over one of its budgets: a page saying when to come back for
 /// browsers (`Accept: text/html`), a plain-text reason for other clients,
-/// `Retry-After` for both (see `super::error::refusal_pages`).
+/// `Retry-After` for both (see [`crate::web::error::refusal_pages`]).
 pub struct TooManyRequests;
 
 impl IntoResponses for TooManyRequests {

@@ -11,7 +11,7 @@ use actix_web::HttpResponse;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue};
 
-use crate::routes::error::{ApiError, retry_after_seconds, try_again_in};
+use crate::web::error::{ApiError, retry_after_seconds, try_again_in};
 
 /// Admin pages hold subscriber data: no cache, shared or private, keeps a
 /// copy that outlives the session.

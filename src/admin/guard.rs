@@ -14,15 +14,15 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::admin::accounts::{self, Admin};
+use crate::admin::cookies::SessionCookies;
+use crate::admin::pages::sign_in_page::sign_in_page;
 use crate::admin::sessions::{Session, SessionData, SessionError, SessionStore, Stage};
 use crate::db::Db;
 use crate::delivery::inbox::LocalInbox;
 use crate::domain::Newsletter;
 use crate::pages::wants_html;
-use crate::routes::admin::answers::{no_store, with_retry_after};
-use crate::routes::admin::cookies::SessionCookies;
-use crate::routes::admin::login_form::login_form;
-use crate::routes::error::{ApiError, DatabaseStep};
+use crate::web::answers::{no_store, with_retry_after};
+use crate::web::error::{ApiError, DatabaseStep};
 use actix_web::http::StatusCode;
 
 /// The admin a request under `/admin` was made by, and the session it came
@@ -228,7 +228,7 @@ fn unavailable_page(request: &HttpRequest) -> HttpResponse {
         .app_data::<web::Data<SessionCookies>>()
         .expect("the session cookies are registered as app data");
     let error = "Admin pages are unavailable right now. Please try again in a few minutes.";
-    let page = login_form(
+    let page = sign_in_page(
         StatusCode::SERVICE_UNAVAILABLE,
         cookies,
         newsletter,
