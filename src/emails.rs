@@ -56,6 +56,8 @@ pub struct Email {
 pub struct UnsubscribeLinks {
     url: String,
     mailto: Option<String>,
+    /// The reader's page of lists, signed by the same token.
+    preferences: String,
 }
 
 impl UnsubscribeLinks {
@@ -70,8 +72,10 @@ impl UnsubscribeLinks {
         token: &UnsubscribeToken,
         mailbox: Option<&SubscriberEmail>,
     ) -> Self {
+        let base_url = base_url.trim_end_matches('/');
         Self {
-            url: format!("{}/unsubscribe/{token}", base_url.trim_end_matches('/')),
+            url: format!("{base_url}/unsubscribe/{token}"),
+            preferences: format!("{base_url}/preferences/{token}"),
             mailto: mailbox.map(|mailbox| {
                 format!(
                     "mailto:{}?subject=unsubscribe-{token}",
@@ -84,6 +88,12 @@ impl UnsubscribeLinks {
     /// The page that unsubscribes: what the bodies link to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The page where the reader chooses their lists: what the bodies
+    /// link to beside the unsubscribe link.
+    pub fn preferences_url(&self) -> &str {
+        &self.preferences
     }
 
     /// The headers, by name, as they go out.

@@ -23,6 +23,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub struct Keys {
     unsubscribe: [u8; 32],
     address: [u8; 32],
+    preferences_form: [u8; 32],
 }
 
 impl Keys {
@@ -40,6 +41,7 @@ impl Keys {
         Ok(Self {
             unsubscribe: derive(b"unsubscribe link"),
             address: derive(b"suppressed address"),
+            preferences_form: derive(b"preferences form"),
         })
     }
 
@@ -78,6 +80,28 @@ impl Keys {
         check.update(id.as_bytes());
         check.verify_truncated_left(tag).map_err(|_| BadToken)?;
         Ok(Unsubscriber::Subscriber(id))
+    }
+
+    /// The token the preferences page's form carries for `subscriber_id`:
+    /// a `POST` without it did not come from the page (a form elsewhere
+    /// that holds a forwarded link cannot change the reader's lists by a
+    /// click on another site).
+    pub fn preferences_form_token(&self, subscriber_id: Uuid) -> String {
+        hex::encode(&mac(&self.preferences_form, &[subscriber_id.as_bytes()])[..16])
+    }
+
+    /// Whether `raw` is [`Keys::preferences_form_token`] for
+    /// `subscriber_id`, compared in constant time.
+    pub fn verify_preferences_form_token(&self, subscriber_id: Uuid, raw: &str) -> bool {
+        let Ok(tag) = hex::decode(raw) else {
+            return false;
+        };
+        if tag.len() != 16 {
+            return false;
+        }
+        let mut check = HmacSha256::new_from_slice(&self.preferences_form).expect("any key length");
+        check.update(subscriber_id.as_bytes());
+        check.verify_truncated_left(&tag).is_ok()
     }
 
     /// The keyed hash of an address, compared case-insensitively: what the

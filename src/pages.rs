@@ -128,6 +128,36 @@ pub struct UnsubscribedPage<'a> {
     pub offer_to_subscribe: bool,
 }
 
+/// A reader's own page of lists, opened from the link in an issue.
+#[derive(Template)]
+#[template(path = "preferences.html")]
+pub struct PreferencesPage<'a> {
+    pub newsletter: &'a Newsletter,
+    /// The token of the link: the forms post back to it.
+    pub token: &'a str,
+    /// The address the page is for, masked.
+    pub address: Option<String>,
+    pub state: PreferencesState,
+    /// What the last save did, if anything.
+    pub notice: Option<&'a str>,
+}
+
+/// What the page of lists can offer.
+pub enum PreferencesState {
+    /// The link of a test email: it shows what a reader sees, and saves
+    /// nothing.
+    TestSend,
+    /// The address is not confirmed yet: nothing to choose until it is.
+    Unconfirmed,
+    /// They left every list: they may sign up again, with a confirmation.
+    Left,
+    /// Their lists, with the form's token.
+    Choosing {
+        choices: Vec<ListChoice>,
+        form_token: String,
+    },
+}
+
 /// A refusal for going too fast, saying when to come back (see
 /// `web::error::refusal_pages`).
 #[derive(Template)]

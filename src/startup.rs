@@ -60,13 +60,11 @@ impl Application {
         let progress = ProgressFeed::new(background.wakeups.clone(), streams);
         let publish = PublishSettings {
             message_stream: settings.email_client.broadcast_stream.clone(),
-            test_unsubscribe_url: UnsubscribeLinks::new(
+            test_links: UnsubscribeLinks::new(
                 &settings.application.base_url,
                 &keys.test_unsubscribe_token(),
                 None,
-            )
-            .url()
-            .to_owned(),
+            ),
             senders: background.notifier.clone(),
         };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)

@@ -37,7 +37,7 @@ use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, UnsubscribeLinks};
 use crate::keys::Keys;
-use crate::newsletters::{RECIPIENT_NAME, UNSUBSCRIBE_URL};
+use crate::newsletters::{PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL};
 use crate::outbox::{Personalisation, personalise, retry_delay};
 use crate::telemetry::error_chain_line as chain;
 
@@ -177,6 +177,10 @@ impl CampaignSource {
             let values = Personalisation::from([
                 (RECIPIENT_NAME.to_owned(), recipient.name),
                 (UNSUBSCRIBE_URL.to_owned(), unsubscribe.url().to_owned()),
+                (
+                    PREFERENCES_URL.to_owned(),
+                    unsubscribe.preferences_url().to_owned(),
+                ),
             ]);
             emails.push((
                 recipient.seq,

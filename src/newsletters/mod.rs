@@ -8,4 +8,4 @@ mod draft;
 mod render;
 
 pub use draft::{Draft, DraftError, DraftField};
-pub use render::{RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
+pub use render::{PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};

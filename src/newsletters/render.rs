@@ -4,8 +4,8 @@
 //! from the same Markdown events), each set inside the `issue` templates.
 //!
 //! The email is rendered once per issue. What differs per recipient is left
-//! as two placeholders, `{{name}}` ([`RECIPIENT_NAME`]) and
-//! `{{unsubscribe_url}}` ([`UNSUBSCRIBE_URL`]), which the outbox fills when it
+//! as placeholders, `{{name}}` ([`RECIPIENT_NAME`]), `{{unsubscribe_url}}`
+//! ([`UNSUBSCRIBE_URL`]) and `{{preferences_url}}` ([`PREFERENCES_URL`]), which the outbox fills when it
 //! sends each email: raw in the subject and text body, HTML-escaped in the
 //! HTML body. The outbox fills any `{{key}}` it has a value for, wherever it
 //! came from, so no `{{` the author (or the newsletter's settings) typed may
@@ -31,6 +31,9 @@ use crate::outbox::LITERAL_BRACES;
 pub const RECIPIENT_NAME: &str = "name";
 /// The placeholder the outbox fills with the recipient's own unsubscribe link.
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
+/// The placeholder the outbox fills with the link to the recipient's own
+/// page of lists.
+pub const PREFERENCES_URL: &str = "preferences_url";
 
 #[derive(Template)]
 #[template(path = "emails/issue.html")]

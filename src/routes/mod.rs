@@ -180,6 +180,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {
             add(c, public::unsubscribe::resource(p))
         }),
+        // A reader's lists, from the link in an issue. No per-IP limit, as
+        // for unsubscribing: the link's token is checked before anything.
+        endpoint("/preferences/{token}", Anyone, GET_POST, |c, p| {
+            add(c, public::preferences::resource(p))
+        }),
         // The page's "Subscribe again": the sign-up path, with its limits.
         endpoint("/unsubscribe/{token}/resubscribe", Anyone, POST, |c, p| {
             add(c, public::unsubscribe::resubscribe_resource(p))

@@ -44,6 +44,8 @@ use super::ADMIN_PREFIX;
         super::public::subscribe::subscribe,
         super::public::confirm::confirm,
         super::public::confirm::confirm_with_button,
+        super::public::preferences::show,
+        super::public::preferences::save,
         super::public::unsubscribe::show,
         super::public::unsubscribe::one_click,
         super::public::unsubscribe::resubscribe,

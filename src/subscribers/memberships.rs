@@ -124,3 +124,83 @@ pub async fn of_subscriber(
     .fetch_all(connection)
     .await
 }
+
+/// A list as the reader's own page of lists shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Choice {
+    pub list_id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// Their status on it, if they were ever on it.
+    pub status: Option<String>,
+    /// Whether they may join it from the page: public and not archived. A
+    /// private or archived list they are on, they may only leave.
+    pub open: bool,
+}
+
+impl Choice {
+    /// Whether the reader receives what this list sends.
+    pub fn is_on(&self) -> bool {
+        matches!(self.status.as_deref(), Some("pending" | "confirmed"))
+    }
+}
+
+/// The lists a reader may choose on their page: every public, live list,
+/// and every list they are or were on. Default list first, then by name.
+pub async fn choices(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<Vec<Choice>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT l.id AS list_id, l.name, l.description, m.status, \
+                l.public AND l.archived_at IS NULL AS open \
+         FROM lists l \
+         LEFT JOIN memberships m ON m.list_id = l.id AND m.subscriber_id = $1 \
+         WHERE (l.public AND l.archived_at IS NULL) OR m.subscriber_id IS NOT NULL \
+         ORDER BY l.is_default DESC, lower(l.name), l.id",
+    )
+    .bind(subscriber_id)
+    .fetch_all(connection)
+    .await
+}
+
+/// Makes a confirmed reader's lists what they chose on their page: each
+/// open list in `chosen` they are not on, they join, confirmed (the link
+/// that opened the page went to their address, which proves it is
+/// theirs); each list they are on and did not choose, they leave. Returns
+/// how many lists they are on afterwards.
+pub async fn choose(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+    chosen: &[Uuid],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = now() \
+         WHERE subscriber_id = $1 AND status <> 'unsubscribed' AND NOT (list_id = ANY($2))",
+    )
+    .bind(subscriber_id)
+    .bind(chosen)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "INSERT INTO memberships AS m (list_id, subscriber_id, status, confirmed_at) \
+         SELECT l.id, $1, 'confirmed', now() FROM lists l \
+         WHERE l.id = ANY($2) AND l.public AND l.archived_at IS NULL \
+         ORDER BY l.id \
+         ON CONFLICT (list_id, subscriber_id) DO UPDATE \
+         SET status = 'confirmed', confirmed_at = COALESCE(m.confirmed_at, now()), \
+             unsubscribed_at = NULL \
+         WHERE m.status <> 'confirmed'",
+    )
+    .bind(subscriber_id)
+    .bind(chosen)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM memberships \
+         WHERE subscriber_id = $1 AND status IN ('pending', 'confirmed')",
+    )
+    .bind(subscriber_id)
+    .fetch_one(connection)
+    .await
+}

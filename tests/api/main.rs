@@ -22,6 +22,7 @@ mod newsletters;
 mod newsroom;
 mod openapi;
 mod pages;
+mod preferences;
 mod production_settings;
 mod rate_limits;
 mod readme;

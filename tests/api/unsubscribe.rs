@@ -122,9 +122,14 @@ async fn every_issue_email_carries_its_recipients_unsubscribe_link_in_headers_an
             header(message, "List-Unsubscribe-Post"),
             Some("List-Unsubscribe=One-Click")
         );
+        let preferences = format!("{BASE_URL}/preferences/{}", token_for(&app, id));
         for body in ["HtmlBody", "TextBody"] {
             let text = message[body].as_str().unwrap();
             assert!(text.contains(&url), "{body} lacks {url}: {text}");
+            assert!(
+                text.contains(&preferences),
+                "{body} lacks {preferences}: {text}"
+            );
         }
         links.insert(url);
     }

@@ -1,11 +1,12 @@
 //! The public side: the home page with its form, signing up
-//! ([`subscribe`], through the steps in [`sign_up`]), confirming, and
-//! unsubscribing. Nothing here needs a session; what may be tried how
+//! ([`subscribe`], through the steps in [`sign_up`]), confirming, a
+//! reader's own page of lists ([`preferences`]), and unsubscribing. Nothing here needs a session; what may be tried how
 //! often is the rate limits' business.
 
 pub(crate) mod confirm;
 mod confirmation_limit;
 pub(crate) mod home;
+pub(crate) mod preferences;
 pub(crate) mod sign_up;
 pub(crate) mod subscribe;
 pub(crate) mod unsubscribe;

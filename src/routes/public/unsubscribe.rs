@@ -71,7 +71,7 @@ pub fn resubscribe_resource(path: &str) -> impl HttpServiceFactory + 'static {
 }
 
 /// The headers of an answer that follows a per-person link.
-fn personal() -> DefaultHeaders {
+pub(crate) fn personal() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((header::CACHE_CONTROL, "no-store"))
         .add((HeaderName::from_static("x-robots-tag"), "noindex"))
@@ -116,7 +116,7 @@ pub async fn show(
 /// A stored address as the pages show it (`u•••@example.com`). Stored
 /// addresses were parsed on the way in; one that a later, stricter parser
 /// refuses is left out rather than shown in full.
-fn masked(address: &str) -> Option<String> {
+pub(crate) fn masked(address: &str) -> Option<String> {
     SubscriberEmail::parse(address).ok().map(|a| a.masked())
 }
 
@@ -267,7 +267,7 @@ fn signs_up_again(contact: Contact) -> Result<NewSubscriber, String> {
 }
 
 /// A valid link whose subscriber is gone: nothing to do, and nothing wrong.
-fn not_on_the_list(html: bool, newsletter: &Newsletter) -> HttpResponse {
+pub(crate) fn not_on_the_list(html: bool, newsletter: &Newsletter) -> HttpResponse {
     let message = "This address is not on the list: you will not receive any issue.";
     notice(html, newsletter, "Not on the list", message, true)
 }
@@ -304,7 +304,11 @@ fn notice(
 
 /// A token this service did not sign: 400 with the reason, as a page for
 /// browsers.
-fn refuse(bad: BadToken, html: bool, newsletter: &Newsletter) -> Result<HttpResponse, ApiError> {
+pub(crate) fn refuse(
+    bad: BadToken,
+    html: bool,
+    newsletter: &Newsletter,
+) -> Result<HttpResponse, ApiError> {
     refused(html, newsletter, "Link not valid", bad.to_string(), false)
 }
 

@@ -39,7 +39,7 @@ use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
-use crate::newsletters::{Draft, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
+use crate::newsletters::{Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
 use crate::outbox::{Outbox, Personalisation, personalise};
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
@@ -361,7 +361,11 @@ fn example_values(settings: &PublishSettings) -> Personalisation {
         (RECIPIENT_NAME.to_owned(), EXAMPLE_NAME.to_owned()),
         (
             UNSUBSCRIBE_URL.to_owned(),
-            settings.test_unsubscribe_url.clone(),
+            settings.test_links.url().to_owned(),
+        ),
+        (
+            PREFERENCES_URL.to_owned(),
+            settings.test_links.preferences_url().to_owned(),
         ),
     ])
 }

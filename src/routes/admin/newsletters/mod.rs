@@ -26,9 +26,9 @@ pub use list::newsletters;
 pub struct PublishSettings {
     /// The email API's stream for bulk mail: issues and their test sends.
     pub message_stream: String,
-    /// The unsubscribe link previews and test sends carry: signed, and
-    /// naming no one ([`crate::keys::Keys::test_unsubscribe_token`]).
-    pub test_unsubscribe_url: String,
+    /// The unsubscribe and preferences links previews and test sends
+    /// carry: signed, and naming no one ([`crate::keys::Keys::test_unsubscribe_token`]).
+    pub test_links: crate::emails::UnsubscribeLinks,
     /// Wakes the senders of every process once a publish, resume, cancel
     /// or requeue has committed.
     pub senders: crate::db::wakeups::Notifier,
