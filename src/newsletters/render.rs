@@ -551,11 +551,15 @@ mod tests {
         crate::outbox::personalise(content, &values)
     }
 
-    const RECIPIENT: [(&str, &str); 2] = [
+    const RECIPIENT: [(&str, &str); 3] = [
         (RECIPIENT_NAME, "Ada & Bob"),
         (
             UNSUBSCRIBE_URL,
             "https://news.example.com/unsubscribe?token=a&b",
+        ),
+        (
+            PREFERENCES_URL,
+            "https://news.example.com/preferences?key=p&q",
         ),
     ];
 
@@ -899,6 +903,14 @@ mod tests {
             text.contains("\nhttps://news.example.com/unsubscribe?token=a&b\n")
                 || text.ends_with("\nhttps://news.example.com/unsubscribe?token=a&b"),
             "the link on a line of its own:\n{text}"
+        );
+        assert!(
+            html.contains(r#"<a href="https://news.example.com/preferences?key=p&#38;q">"#),
+            "{html}"
+        );
+        assert!(
+            text.contains("\nhttps://news.example.com/preferences?key=p&q"),
+            "{text}"
         );
         assert!(
             !html.contains("{{") && !text.contains("{{"),
