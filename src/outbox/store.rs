@@ -15,6 +15,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::db::Swept;
 use crate::delivery::answer::INVALID_RECIPIENT;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
@@ -557,6 +558,125 @@ pub async fn erase_to(connection: &mut PgConnection, address: &str) -> Result<()
         .execute(connection)
         .await?;
     Ok(())
+}
+
+// What the retention job forgets of the outbox, one batch per call (see
+// `crate::retention` for the sweep, and `crate::db::Swept` for the answer):
+// `scanned` reads the next `limit` keys of an index after the cursor without
+// locking anything, `picked` locks those still to be acted on and skips any
+// a worker holds, and the last step acts.
+
+/// Sent or failed outbox rows that finished before `cutoff`, in the order
+/// they finished (the partial index `email_outbox_finished_idx`).
+pub async fn delete_finished(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+    (at, key): (DateTime<Utc>, Uuid),
+) -> Result<Swept<(DateTime<Utc>, Uuid)>, sqlx::Error> {
+    let counted = sqlx::query_as(
+        "WITH scanned AS ( \
+             SELECT id, COALESCE(sent_at, failed_at) AS finished_at FROM email_outbox \
+             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
+               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
+             ORDER BY COALESCE(sent_at, failed_at), id \
+             LIMIT $1 \
+         ), picked AS ( \
+             SELECT id FROM email_outbox \
+             WHERE id IN (SELECT id FROM scanned) AND status <> 'pending' \
+             FOR UPDATE SKIP LOCKED \
+         ), deleted AS ( \
+             DELETE FROM email_outbox WHERE id IN (SELECT id FROM picked) RETURNING 1 \
+         ), last AS ( \
+             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
+         ) \
+         SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned), \
+                (SELECT finished_at FROM last), (SELECT id FROM last)",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .bind(at)
+    .bind(key)
+    .fetch_one(conn)
+    .await?;
+    Ok(Swept::counted(counted))
+}
+
+/// Clears what a sent or failed row still holds of its email: inline
+/// bodies (a failed one keeps them for `outbox requeue-failed` until now),
+/// personalisation, and its reference to a shared content, whose subject it
+/// keeps in place of the reference (a row has a subject or a content). Once
+/// cleared, a failed row can no longer be queued again.
+pub async fn clear_finished_bodies(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+    (at, key): (DateTime<Utc>, Uuid),
+) -> Result<Swept<(DateTime<Utc>, Uuid)>, sqlx::Error> {
+    let counted = sqlx::query_as(
+        "WITH scanned AS ( \
+             SELECT id, COALESCE(sent_at, failed_at) AS finished_at, \
+                    html_body IS NOT NULL OR text_body IS NOT NULL \
+                        OR personalisation IS NOT NULL OR content_id IS NOT NULL AS has_body \
+             FROM email_outbox \
+             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
+               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
+             ORDER BY COALESCE(sent_at, failed_at), id \
+             LIMIT $1 \
+         ), picked AS ( \
+             SELECT id FROM email_outbox \
+             WHERE id IN (SELECT id FROM scanned WHERE has_body) AND status <> 'pending' \
+             FOR UPDATE SKIP LOCKED \
+         ), cleared AS ( \
+             UPDATE email_outbox o \
+             SET html_body = NULL, text_body = NULL, personalisation = NULL, \
+                 content_id = NULL, \
+                 subject = COALESCE(o.subject, \
+                     (SELECT c.subject FROM email_contents c WHERE c.id = o.content_id)) \
+             WHERE o.id IN (SELECT id FROM picked) \
+             RETURNING 1 \
+         ), last AS ( \
+             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
+         ) \
+         SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM scanned), \
+                (SELECT finished_at FROM last), (SELECT id FROM last)",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .bind(at)
+    .bind(key)
+    .fetch_one(conn)
+    .await?;
+    Ok(Swept::counted(counted))
+}
+
+/// Shared contents written before `cutoff` that no outbox row refers to.
+/// Pending rows keep theirs; finished ones let go in [`clear_finished_bodies`].
+/// A content is written with its rows, so none gains a reference later.
+/// Few rows (one per shared send): no cursor, each batch takes the oldest.
+pub async fn delete_unused_contents(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let (deleted,): (i64,) = sqlx::query_as(
+        "WITH picked AS ( \
+             SELECT id FROM email_contents c \
+             WHERE created_at < $2 \
+               AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.content_id = c.id) \
+             ORDER BY created_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED \
+         ), deleted AS ( \
+             DELETE FROM email_contents WHERE id IN (SELECT id FROM picked) RETURNING 1 \
+         ) \
+         SELECT count(*) FROM deleted",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .fetch_one(conn)
+    .await?;
+    Ok(deleted as u64)
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@
 //! - [`history`]: whether an address has been here before;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`directory`]: the admin's list, its search and its export;
-//! - [`figures`]: the counts the dashboard shows.
+//! - [`figures`]: the counts the dashboard shows;
+//! - [`retention`]: the retention job's batches over these tables.
 
 pub mod confirmation;
 pub mod directory;
 pub mod figures;
 pub mod history;
 pub mod record;
+pub mod retention;
 pub mod sign_ups;
 pub mod suppression;
 
