@@ -301,6 +301,30 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Issue>, sq
     .await
 }
 
+/// An issue sending or paused, with its counters, for the metrics' gauges.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InFlight {
+    pub id: Uuid,
+    pub state: IssueState,
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub bounced: i64,
+    pub complained: i64,
+}
+
+/// The issues sending or paused: one row per issue, never a count over the
+/// deliveries, whose counters live on the issue.
+pub async fn in_flight(conn: &mut PgConnection) -> Result<Vec<InFlight>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, state, recipients, sent, failed, skipped, bounced, complained \
+         FROM newsletter_issues WHERE state IN ('sending', 'paused')",
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Where a campaign stands, for its page and its live updates.
 #[derive(Debug, Clone)]
 pub struct Progress {

@@ -548,6 +548,36 @@ pub async fn queue_counts(connection: &mut PgConnection) -> Result<QueueCounts, 
     Ok(QueueCounts { queued, failed })
 }
 
+/// How deep the outbox is now, for the metrics' gauges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    /// Pending and claimable: waiting for a worker (a retry among them).
+    pub pending: i64,
+    /// Pending and claimed: a worker is sending them now.
+    pub claimed: i64,
+    /// How long the oldest pending message has waited; 0 when none waits.
+    pub oldest_pending_seconds: f64,
+}
+
+/// The outbox's depth, in one statement over the pending rows only: sent
+/// and failed ones stay for weeks (see retention) and counting them would
+/// grow with the table.
+pub async fn depth(connection: &mut PgConnection) -> Result<Depth, sqlx::Error> {
+    let (pending, claimed, oldest_pending_seconds): (i64, i64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
+                    count(*) FILTER (WHERE claimed_until >= now()), \
+                    COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at)), 0)::float8 \
+             FROM email_outbox WHERE status = 'pending'",
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(Depth {
+        pending,
+        claimed,
+        oldest_pending_seconds,
+    })
+}
+
 /// Deletes every email addressed to `address`, sent or not, for its
 /// owner's erasure. No index on the recipient: the outbox is read whole,
 /// which for a table that retention keeps short is cheaper than an index
