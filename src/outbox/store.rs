@@ -257,8 +257,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::uuid[], $8::float8[]) \
              AS new (id, recipient, subject, html_body, text_body, message_stream, claim_id, lease) \
-         LEFT JOIN suppressions sup ON sup.email = lower(new.recipient) \
+         {listed} \
          RETURNING CASE WHEN status = 'failed' THEN id END",
+        listed = suppression::entry_join_sql("new.recipient"),
         why = suppression::skipped_because_sql("sup.reason"),
     )
 });
@@ -318,8 +319,9 @@ pub async fn claim_due(
                {why} AS suppressed
         FROM claimed
         LEFT JOIN email_contents content ON content.id = claimed.content_id
-        LEFT JOIN suppressions sup ON sup.email = lower(claimed.recipient)
+        {listed}
         "#,
+        listed = suppression::entry_join_sql("claimed.recipient"),
         why = suppression::skipped_because_sql("sup.reason"),
     )))
     .bind(lease.as_secs_f64())
