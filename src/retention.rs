@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::configuration::RetentionSettings;
-use crate::db::{self, Db, Swept};
+use crate::db::{self, Db};
 use crate::delivery::inbox;
 use crate::telemetry::error_chain_line as chain;
 use crate::{outbox, subscribers, webhooks};
@@ -318,14 +318,14 @@ impl Retention {
                 let cutoff = cutoff(db, 0).await?;
                 let start = (DateTime::UNIX_EPOCH, Vec::new());
                 sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
-                    let swept = db
+                    let counted = db
                         .bounded(move |conn| {
                             Box::pin(subscribers::retention::expired_tokens(
                                 conn, limit, cutoff, after,
                             ))
                         })
                         .await?;
-                    Ok(keyed(limit, swept))
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
@@ -333,12 +333,12 @@ impl Retention {
                 let cutoff = cutoff(db, days(self.settings.outbox_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
                 sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
-                    let swept = db
+                    let counted = db
                         .bounded(move |conn| {
                             Box::pin(outbox::store::delete_finished(conn, limit, cutoff, after))
                         })
                         .await?;
-                    Ok(keyed(limit, swept))
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
@@ -346,14 +346,14 @@ impl Retention {
                 let cutoff = cutoff(db, days(self.settings.body_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
                 sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
-                    let swept = db
+                    let counted = db
                         .bounded(move |conn| {
                             Box::pin(outbox::store::clear_finished_bodies(
                                 conn, limit, cutoff, after,
                             ))
                         })
                         .await?;
-                    Ok(keyed(limit, swept))
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
@@ -373,14 +373,14 @@ impl Retention {
                 let cutoff = cutoff(db, days(self.settings.unconfirmed_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
                 sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
-                    let swept = db
+                    let counted = db
                         .bounded(move |conn| {
                             Box::pin(subscribers::retention::unconfirmed_signups(
                                 conn, limit, cutoff, after,
                             ))
                         })
                         .await?;
-                    Ok(keyed(limit, swept))
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
@@ -623,13 +623,16 @@ impl Lease {
 // answers how many rows it acted on and, for a target read in key order,
 // how many keys it read and the last one, where the next batch starts.
 
+/// A keyed batch's answer: rows acted on, keys read, the last key read.
+type Counted<K> = (i64, i64, Option<DateTime<Utc>>, Option<K>);
+
 /// A keyed batch as the sweep counts it: the target may hold more when the
 /// batch read as many keys as it may.
-fn keyed<K>(limit: i64, swept: Swept<K>) -> Batch<K> {
+fn keyed<K>(limit: i64, (acted, read, at, key): Counted<K>) -> Batch<(DateTime<Utc>, K)> {
     Batch {
-        acted: swept.acted,
-        more: swept.read >= limit as u64,
-        last: swept.last,
+        acted: acted as u64,
+        more: read >= limit,
+        last: at.zip(key),
     }
 }
 

@@ -56,31 +56,6 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 /// How long that ping may take before the connection counts as dead.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One batch of a sweep that walks an index in key order (the retention
-/// job's): the rows it deleted or cleared, how many keys it read, and the
-/// last key it read, where the next batch starts. The owners of the tables
-/// answer with it, so that the sweeping itself (the cursor, the lease, when
-/// to stop) stays with the job that sweeps, and the statements with the
-/// module that owns their table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Swept<K> {
-    pub acted: u64,
-    pub read: u64,
-    pub last: Option<K>,
-}
-
-impl<T, K> Swept<(T, K)> {
-    /// From a batch statement's answer: rows acted on, rows read, and the
-    /// two parts of the last key read (both NULL when it read none).
-    pub fn counted((acted, read, at, key): (i64, i64, Option<T>, Option<K>)) -> Self {
-        Self {
-            acted: acted as u64,
-            read: read as u64,
-            last: at.zip(key),
-        }
-    }
-}
-
 /// Why database work did not happen, or may not have.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

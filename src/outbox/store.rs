@@ -15,7 +15,6 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::db::Swept;
 use crate::delivery::answer::INVALID_RECIPIENT;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
@@ -592,11 +591,12 @@ pub async fn erase_to(connection: &mut PgConnection, address: &str) -> Result<()
     Ok(())
 }
 
-// What the retention job forgets of the outbox, one batch per call (see
-// `crate::retention` for the sweep, and `crate::db::Swept` for the answer):
-// `scanned` reads the next `limit` keys of an index after the cursor without
-// locking anything, `picked` locks those still to be acted on and skips any
-// a worker holds, and the last step acts.
+// What the retention job forgets of the outbox, one batch per call (the
+// job, in `crate::retention`, does the sweeping): `scanned` reads the next
+// `limit` keys of an index after the cursor without locking anything,
+// `picked` locks those still to be acted on and skips any a worker holds,
+// and the last step acts. A keyed batch answers as its statement does: rows
+// acted on, keys read, and the last key read (NULL when it read none).
 
 /// Sent or failed outbox rows that finished before `cutoff`, in the order
 /// they finished (the partial index `email_outbox_finished_idx`).
@@ -605,8 +605,8 @@ pub async fn delete_finished(
     limit: i64,
     cutoff: DateTime<Utc>,
     (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Swept<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    let counted = sqlx::query_as(
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Uuid>), sqlx::Error> {
+    sqlx::query_as(
         "WITH scanned AS ( \
              SELECT id, COALESCE(sent_at, failed_at) AS finished_at FROM email_outbox \
              WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
@@ -630,8 +630,7 @@ pub async fn delete_finished(
     .bind(at)
     .bind(key)
     .fetch_one(conn)
-    .await?;
-    Ok(Swept::counted(counted))
+    .await
 }
 
 /// Clears what a sent or failed row still holds of its email: inline
@@ -644,8 +643,8 @@ pub async fn clear_finished_bodies(
     limit: i64,
     cutoff: DateTime<Utc>,
     (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Swept<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    let counted = sqlx::query_as(
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Uuid>), sqlx::Error> {
+    sqlx::query_as(
         "WITH scanned AS ( \
              SELECT id, COALESCE(sent_at, failed_at) AS finished_at, \
                     html_body IS NOT NULL OR text_body IS NOT NULL \
@@ -678,8 +677,7 @@ pub async fn clear_finished_bodies(
     .bind(at)
     .bind(key)
     .fetch_one(conn)
-    .await?;
-    Ok(Swept::counted(counted))
+    .await
 }
 
 /// Shared contents written before `cutoff` that no outbox row refers to.

@@ -4,15 +4,13 @@
 //! one of its batches, in the shape every batch has: `scanned` reads the
 //! next `limit` keys of an index after the cursor without locking anything,
 //! `picked` locks those still to be acted on and skips any a live
-//! transaction holds, and the last step acts. Each answers how many rows it
-//! acted on, how many it read, and the last key read ([`Swept`]).
+//! transaction holds, and the last step acts. Each answers as the
+//! statement does: how many rows it acted on, how many keys it read, and
+//! the last key read (both parts NULL when it read none).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-use crate::db::Swept;
-
 /// Confirmation tokens that expired before `cutoff`, in the order they
 /// expired, after the key `(at, key)`.
 pub async fn expired_tokens(
@@ -20,8 +18,8 @@ pub async fn expired_tokens(
     limit: i64,
     cutoff: DateTime<Utc>,
     (at, key): (DateTime<Utc>, Vec<u8>),
-) -> Result<Swept<(DateTime<Utc>, Vec<u8>)>, sqlx::Error> {
-    let counted = sqlx::query_as(
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Vec<u8>>), sqlx::Error> {
+    sqlx::query_as(
         "WITH scanned AS ( \
              SELECT token_hash, expires_at FROM confirmation_tokens \
              WHERE expires_at < $2 AND (expires_at, token_hash) > ($3, $4) \
@@ -47,8 +45,7 @@ pub async fn expired_tokens(
     .bind(at)
     .bind(key)
     .fetch_one(conn)
-    .await?;
-    Ok(Swept::counted(counted))
+    .await
 }
 
 /// Subscribers still pending confirmation who signed up before `cutoff`,
@@ -71,7 +68,7 @@ pub async fn unconfirmed_signups(
     limit: i64,
     cutoff: DateTime<Utc>,
     (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Swept<(DateTime<Utc>, Uuid)>, sqlx::Error> {
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Uuid>), sqlx::Error> {
     let mut transaction = sqlx::Connection::begin(conn).await?;
     let (scanned, last_at, last_id, locked): (i64, Option<DateTime<Utc>>, Option<Uuid>, Vec<Uuid>) =
         sqlx::query_as(
@@ -127,5 +124,5 @@ pub async fn unconfirmed_signups(
         .await?
     };
     transaction.commit().await?;
-    Ok(Swept::counted((deleted, scanned, last_at, last_id)))
+    Ok((deleted, scanned, last_at, last_id))
 }
