@@ -25,6 +25,11 @@
 //! locks the rows it acts on with `FOR UPDATE SKIP LOCKED`: a row a sign-up
 //! or a worker holds is left for the next run instead of being waited for.
 //!
+//! The statements of the batches live with the module that owns each
+//! table ([`crate::subscribers::retention`], [`crate::outbox::store`],
+//! [`crate::webhooks`], [`crate::delivery::inbox`]); this module holds the
+//! sweep around them, and the one table it owns, `job_leases`.
+//!
 //! One run at a time across every replica: a run holds the `retention` row
 //! of `job_leases`, renews it between batches and releases it at the end,
 //! recording when it finished, which is when the next run falls due. A
@@ -38,7 +43,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,6 +51,7 @@ use crate::configuration::RetentionSettings;
 use crate::db::{self, Db};
 use crate::delivery::inbox;
 use crate::telemetry::error_chain_line as chain;
+use crate::{outbox, subscribers, webhooks};
 
 /// The job's row in `job_leases`.
 const JOB: &str = "retention";
@@ -312,55 +317,94 @@ impl Retention {
             Target::ExpiredTokens => {
                 let cutoff = cutoff(db, 0).await?;
                 let start = (DateTime::UNIX_EPOCH, Vec::new());
-                sweep_keys(lease, db, stop, &mut progress, start, |after| {
-                    db.bounded(move |conn| Box::pin(expired_tokens(conn, limit, cutoff, after)))
+                sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
+                    let counted = db
+                        .bounded(move |conn| {
+                            Box::pin(subscribers::retention::expired_tokens(
+                                conn, limit, cutoff, after,
+                            ))
+                        })
+                        .await?;
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
             Target::FinishedOutbox => {
                 let cutoff = cutoff(db, days(self.settings.outbox_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
-                sweep_keys(lease, db, stop, &mut progress, start, |after| {
-                    db.bounded(move |conn| Box::pin(finished_outbox(conn, limit, cutoff, after)))
+                sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
+                    let counted = db
+                        .bounded(move |conn| {
+                            Box::pin(outbox::store::delete_finished(conn, limit, cutoff, after))
+                        })
+                        .await?;
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
             Target::OutboxBodies => {
                 let cutoff = cutoff(db, days(self.settings.body_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
-                sweep_keys(lease, db, stop, &mut progress, start, |after| {
-                    db.bounded(move |conn| Box::pin(outbox_bodies(conn, limit, cutoff, after)))
+                sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
+                    let counted = db
+                        .bounded(move |conn| {
+                            Box::pin(outbox::store::clear_finished_bodies(
+                                conn, limit, cutoff, after,
+                            ))
+                        })
+                        .await?;
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
             Target::SharedContents => {
                 let cutoff = cutoff(db, days(self.settings.body_days)).await?;
-                sweep_keys(lease, db, stop, &mut progress, (), |()| {
-                    db.bounded(move |conn| Box::pin(shared_contents(conn, limit, cutoff)))
+                sweep_keys(lease, db, stop, &mut progress, (), |()| async move {
+                    let deleted = db
+                        .bounded(move |conn| {
+                            Box::pin(outbox::store::delete_unused_contents(conn, limit, cutoff))
+                        })
+                        .await?;
+                    Ok(oldest(limit, deleted))
                 })
                 .await?
             }
             Target::UnconfirmedSignups => {
                 let cutoff = cutoff(db, days(self.settings.unconfirmed_days)).await?;
                 let start = (DateTime::UNIX_EPOCH, Uuid::nil());
-                sweep_keys(lease, db, stop, &mut progress, start, |after| {
-                    db.bounded(move |conn| {
-                        Box::pin(unconfirmed_signups(conn, limit, cutoff, after))
-                    })
+                sweep_keys(lease, db, stop, &mut progress, start, |after| async move {
+                    let counted = db
+                        .bounded(move |conn| {
+                            Box::pin(subscribers::retention::unconfirmed_signups(
+                                conn, limit, cutoff, after,
+                            ))
+                        })
+                        .await?;
+                    Ok(keyed(limit, counted))
                 })
                 .await?
             }
             Target::WebhookRecords => {
                 let cutoff = cutoff(db, days(self.settings.webhook_record_days)).await?;
-                sweep_keys(lease, db, stop, &mut progress, (), |()| {
-                    db.bounded(move |conn| Box::pin(webhook_records(conn, limit, cutoff)))
+                sweep_keys(lease, db, stop, &mut progress, (), |()| async move {
+                    let deleted = db
+                        .bounded(move |conn| {
+                            Box::pin(webhooks::forget_records(conn, limit, cutoff))
+                        })
+                        .await?;
+                    Ok(oldest(limit, deleted))
                 })
                 .await?
             }
             Target::InboxEmails => {
+                // The inbox's own statement, oldest first; no cursor, as
+                // for webhook records.
                 let cutoff = cutoff(db, days(self.settings.body_days)).await?;
-                sweep_keys(lease, db, stop, &mut progress, (), |()| {
-                    db.bounded(move |conn| Box::pin(inbox_emails(conn, limit, cutoff)))
+                sweep_keys(lease, db, stop, &mut progress, (), |()| async move {
+                    let deleted = db
+                        .bounded(move |conn| Box::pin(inbox::prune(conn, limit, cutoff)))
+                        .await?;
+                    Ok(oldest(limit, deleted as u64))
                 })
                 .await?
             }
@@ -575,301 +619,29 @@ impl Lease {
     }
 }
 
-// The batches. Each is one statement: `scanned` reads the next `limit` keys
-// of an index after the cursor without locking anything, `picked` locks
-// those still to be acted on and skips any a live transaction holds, and
-// the last CTE acts. The statement answers how many rows it acted on, how
-// many it read, and the last key read.
+// The batches are the owners' statements (see each table's module): each
+// answers how many rows it acted on and, for a target read in key order,
+// how many keys it read and the last one, where the next batch starts.
 
-/// A batch's answer: rows acted on, rows read, the last key read.
+/// A keyed batch's answer: rows acted on, keys read, the last key read.
 type Counted<K> = (i64, i64, Option<DateTime<Utc>>, Option<K>);
 
-fn batch<K>(limit: i64, (acted, scanned, at, key): Counted<K>) -> Batch<(DateTime<Utc>, K)> {
+/// A keyed batch as the sweep counts it: the target may hold more when the
+/// batch read as many keys as it may.
+fn keyed<K>(limit: i64, (acted, read, at, key): Counted<K>) -> Batch<(DateTime<Utc>, K)> {
     Batch {
         acted: acted as u64,
-        more: scanned >= limit,
+        more: read >= limit,
         last: at.zip(key),
     }
 }
 
-async fn expired_tokens(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-    (at, key): (DateTime<Utc>, Vec<u8>),
-) -> Result<Batch<(DateTime<Utc>, Vec<u8>)>, sqlx::Error> {
-    let counted = sqlx::query_as(
-        "WITH scanned AS ( \
-             SELECT token_hash, expires_at FROM confirmation_tokens \
-             WHERE expires_at < $2 AND (expires_at, token_hash) > ($3, $4) \
-             ORDER BY expires_at, token_hash \
-             LIMIT $1 \
-         ), picked AS ( \
-             SELECT token_hash FROM confirmation_tokens \
-             WHERE token_hash IN (SELECT token_hash FROM scanned) AND expires_at < $2 \
-             FOR UPDATE SKIP LOCKED \
-         ), deleted AS ( \
-             DELETE FROM confirmation_tokens \
-             WHERE token_hash IN (SELECT token_hash FROM picked) \
-             RETURNING 1 \
-         ), last AS ( \
-             SELECT expires_at, token_hash FROM scanned \
-             ORDER BY expires_at DESC, token_hash DESC LIMIT 1 \
-         ) \
-         SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned), \
-                (SELECT expires_at FROM last), (SELECT token_hash FROM last)",
-    )
-    .bind(limit)
-    .bind(cutoff)
-    .bind(at)
-    .bind(key)
-    .fetch_one(conn)
-    .await?;
-    Ok(batch(limit, counted))
-}
-
-/// Sent or failed outbox rows that finished before `cutoff`, in the order
-/// they finished (the partial index `email_outbox_finished_idx`).
-async fn finished_outbox(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-    (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Batch<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    let counted = sqlx::query_as(
-        "WITH scanned AS ( \
-             SELECT id, COALESCE(sent_at, failed_at) AS finished_at FROM email_outbox \
-             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
-               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
-             ORDER BY COALESCE(sent_at, failed_at), id \
-             LIMIT $1 \
-         ), picked AS ( \
-             SELECT id FROM email_outbox \
-             WHERE id IN (SELECT id FROM scanned) AND status <> 'pending' \
-             FOR UPDATE SKIP LOCKED \
-         ), deleted AS ( \
-             DELETE FROM email_outbox WHERE id IN (SELECT id FROM picked) RETURNING 1 \
-         ), last AS ( \
-             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
-         ) \
-         SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned), \
-                (SELECT finished_at FROM last), (SELECT id FROM last)",
-    )
-    .bind(limit)
-    .bind(cutoff)
-    .bind(at)
-    .bind(key)
-    .fetch_one(conn)
-    .await?;
-    Ok(batch(limit, counted))
-}
-
-/// Clears what a sent or failed row still holds of its email: inline
-/// bodies (a failed one keeps them for `outbox requeue-failed` until now),
-/// personalisation, and its reference to a shared content, whose subject it
-/// keeps in place of the reference (a row has a subject or a content). Once
-/// cleared, a failed row can no longer be queued again.
-async fn outbox_bodies(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-    (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Batch<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    let counted = sqlx::query_as(
-        "WITH scanned AS ( \
-             SELECT id, COALESCE(sent_at, failed_at) AS finished_at, \
-                    html_body IS NOT NULL OR text_body IS NOT NULL \
-                        OR personalisation IS NOT NULL OR content_id IS NOT NULL AS has_body \
-             FROM email_outbox \
-             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
-               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
-             ORDER BY COALESCE(sent_at, failed_at), id \
-             LIMIT $1 \
-         ), picked AS ( \
-             SELECT id FROM email_outbox \
-             WHERE id IN (SELECT id FROM scanned WHERE has_body) AND status <> 'pending' \
-             FOR UPDATE SKIP LOCKED \
-         ), cleared AS ( \
-             UPDATE email_outbox o \
-             SET html_body = NULL, text_body = NULL, personalisation = NULL, \
-                 content_id = NULL, \
-                 subject = COALESCE(o.subject, \
-                     (SELECT c.subject FROM email_contents c WHERE c.id = o.content_id)) \
-             WHERE o.id IN (SELECT id FROM picked) \
-             RETURNING 1 \
-         ), last AS ( \
-             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
-         ) \
-         SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM scanned), \
-                (SELECT finished_at FROM last), (SELECT id FROM last)",
-    )
-    .bind(limit)
-    .bind(cutoff)
-    .bind(at)
-    .bind(key)
-    .fetch_one(conn)
-    .await?;
-    Ok(batch(limit, counted))
-}
-
-/// Shared contents written before `cutoff` that no outbox row refers to.
-/// Pending rows keep theirs; finished ones let go in [`outbox_bodies`].
-/// A content is written with its rows, so none gains a reference later.
-/// Few rows (one per shared send): no cursor, each batch takes the oldest.
-async fn shared_contents(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-) -> Result<Batch<()>, sqlx::Error> {
-    let (deleted,): (i64,) = sqlx::query_as(
-        "WITH picked AS ( \
-             SELECT id FROM email_contents c \
-             WHERE created_at < $2 \
-               AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.content_id = c.id) \
-             ORDER BY created_at \
-             LIMIT $1 \
-             FOR UPDATE SKIP LOCKED \
-         ), deleted AS ( \
-             DELETE FROM email_contents WHERE id IN (SELECT id FROM picked) RETURNING 1 \
-         ) \
-         SELECT count(*) FROM deleted",
-    )
-    .bind(limit)
-    .bind(cutoff)
-    .fetch_one(conn)
-    .await?;
-    Ok(Batch {
-        acted: deleted as u64,
-        more: deleted >= limit,
+/// A batch of a target with no cursor (each batch takes the oldest): it
+/// may hold more when the batch acted on as many rows as it may.
+fn oldest(limit: i64, acted: u64) -> Batch<()> {
+    Batch {
+        acted,
+        more: acted >= limit as u64,
         last: Some(()),
-    })
-}
-
-/// Subscribers still pending confirmation who signed up before `cutoff`,
-/// with their tokens (which refer to them). The index on (subscribed_at,
-/// id) is read in order, confirmed and unsubscribed rows included, so that
-/// every batch reads at most `limit` rows.
-///
-/// Two statements in one short transaction: the first locks the rows to
-/// delete, skipping any a sign-up holds; the second, whose snapshot is
-/// taken once those locks are held, deletes them with their tokens. A
-/// sign-up that stored a token for one of them in between has committed
-/// by then, so the second statement sees (and keeps) it; done in one
-/// statement, that token would be missed and the foreign key would fail
-/// the batch. A subscriber with a live token is kept: they asked again
-/// lately (a sign-up of a known address adds a token to the old row), and
-/// their link must work. Their address also leaves the suppression list's
-/// entry, which keeps an address only while a subscriber has it.
-async fn unconfirmed_signups(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-    (at, key): (DateTime<Utc>, Uuid),
-) -> Result<Batch<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    let mut transaction = sqlx::Connection::begin(conn).await?;
-    let (scanned, last_at, last_id, locked): (i64, Option<DateTime<Utc>>, Option<Uuid>, Vec<Uuid>) =
-        sqlx::query_as(
-            "WITH scanned AS ( \
-                 SELECT id, subscribed_at FROM subscriptions \
-                 WHERE subscribed_at < $2 AND (subscribed_at, id) > ($3, $4) \
-                 ORDER BY subscribed_at, id \
-                 LIMIT $1 \
-             ), picked AS ( \
-                 SELECT id FROM subscriptions \
-                 WHERE id IN (SELECT id FROM scanned) \
-                   AND status = 'pending_confirmation' AND subscribed_at < $2 \
-                 FOR UPDATE SKIP LOCKED \
-             ), last AS ( \
-                 SELECT subscribed_at, id FROM scanned \
-                 ORDER BY subscribed_at DESC, id DESC LIMIT 1 \
-             ) \
-             SELECT (SELECT count(*) FROM scanned), \
-                    (SELECT subscribed_at FROM last), (SELECT id FROM last), \
-                    ARRAY(SELECT id FROM picked)",
-        )
-        .bind(limit)
-        .bind(cutoff)
-        .bind(at)
-        .bind(key)
-        .fetch_one(&mut *transaction)
-        .await?;
-    let deleted: i64 = if locked.is_empty() {
-        0
-    } else {
-        sqlx::query_scalar(
-            "WITH picked AS ( \
-                 SELECT id, email FROM subscriptions \
-                 WHERE id = ANY($1) \
-                   AND id NOT IN ( \
-                       SELECT subscriber_id FROM confirmation_tokens \
-                       WHERE subscriber_id = ANY($1) AND expires_at >= now()) \
-             ), tokens AS ( \
-                 DELETE FROM confirmation_tokens \
-                 WHERE subscriber_id IN (SELECT id FROM picked) \
-                 RETURNING 1 \
-             ), unnamed AS ( \
-                 UPDATE suppressions SET email = NULL \
-                 WHERE email IN (SELECT lower(email) FROM picked) \
-                 RETURNING 1 \
-             ), deleted AS ( \
-                 DELETE FROM subscriptions WHERE id IN (SELECT id FROM picked) RETURNING 1 \
-             ) \
-             SELECT count(*) FROM deleted",
-        )
-        .bind(&locked)
-        .fetch_one(&mut *transaction)
-        .await?
-    };
-    transaction.commit().await?;
-    Ok(batch(limit, (deleted, scanned, last_at, last_id)))
-}
-
-/// Webhook record ids received before `cutoff`: only the provider's
-/// retries need them, and those stop within days. The index is on
-/// received_at alone, so there is no cursor to resume from; each batch
-/// deletes the oldest.
-async fn webhook_records(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-) -> Result<Batch<()>, sqlx::Error> {
-    let (deleted,): (i64,) = sqlx::query_as(
-        "WITH picked AS ( \
-             SELECT source, record_id FROM webhook_records \
-             WHERE received_at < $2 \
-             ORDER BY received_at \
-             LIMIT $1 \
-             FOR UPDATE SKIP LOCKED \
-         ), deleted AS ( \
-             DELETE FROM webhook_records w USING picked p \
-             WHERE w.source = p.source AND w.record_id = p.record_id \
-             RETURNING 1 \
-         ) \
-         SELECT count(*) FROM deleted",
-    )
-    .bind(limit)
-    .bind(cutoff)
-    .fetch_one(conn)
-    .await?;
-    Ok(Batch {
-        acted: deleted as u64,
-        more: deleted >= limit,
-        last: Some(()),
-    })
-}
-
-/// The local inbox's emails kept before `cutoff`: their bodies hold live
-/// links, as the outbox's do. The inbox's own statement, oldest first; no
-/// cursor, as for webhook records.
-async fn inbox_emails(
-    conn: &mut PgConnection,
-    limit: i64,
-    cutoff: DateTime<Utc>,
-) -> Result<Batch<()>, sqlx::Error> {
-    let deleted = inbox::prune(conn, limit, cutoff).await?;
-    Ok(Batch {
-        acted: deleted as u64,
-        more: deleted >= limit,
-        last: Some(()),
-    })
+    }
 }

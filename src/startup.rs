@@ -9,6 +9,7 @@ use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
@@ -16,20 +17,22 @@ use tracing_actix_web::TracingLogger;
 use crate::admin::cookies::SessionCookies;
 use crate::admin::sessions::SessionStore;
 use crate::admin::totp_keys::TotpKeys;
+use crate::campaigns::IssueState;
+use crate::campaigns::ledger;
 use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::{CampaignSource, Sender};
 use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
-use crate::db::Db;
 use crate::db::wakeups::{Notifier, Wakeups};
+use crate::db::{self, Db};
 use crate::delivery::Routes;
 use crate::delivery::inbox::LocalInbox;
 use crate::delivery::throttle::{Throttle, Throttles};
 use crate::emails::UnsubscribeLinks;
 use crate::keys::Keys;
-use crate::metrics::Metrics;
 use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
-use crate::outbox::{DeliveryWorker, Doorbell, Outbox, OutboxSource};
+use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
+use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
@@ -276,7 +279,40 @@ impl Drop for Background {
 /// The metrics of one process, whose scrapes read the database's gauges on
 /// a connection of their own: a scrape never takes one a request needs.
 pub fn metrics(settings: &Settings) -> Metrics {
-    Metrics::with_database(Db::connect_lazy(&settings.database, 1))
+    Metrics::with_database(GaugeReader(Db::connect_lazy(&settings.database, 1)))
+}
+
+/// What a scrape reads from the database, asked of the tables' owners:
+/// the metrics sit below them (they count through it) and cannot call them.
+struct GaugeReader(Db);
+
+impl DatabaseGauges for GaugeReader {
+    fn read(&self) -> BoxFuture<'_, Result<DatabaseState, db::Error>> {
+        Box::pin(self.0.bounded(|connection| {
+            Box::pin(async move {
+                let depth = outbox::store::depth(&mut *connection).await?;
+                let issues = ledger::in_flight(&mut *connection).await?;
+                Ok(DatabaseState {
+                    outbox_pending: depth.pending,
+                    outbox_claimed: depth.claimed,
+                    oldest_pending_seconds: depth.oldest_pending_seconds,
+                    issues: issues
+                        .into_iter()
+                        .map(|issue| IssueCounts {
+                            id: issue.id,
+                            sending: issue.state == IssueState::Sending,
+                            recipients: issue.recipients,
+                            sent: issue.sent,
+                            failed: issue.failed,
+                            skipped: issue.skipped,
+                            bounced: issue.bounced,
+                            complained: issue.complained,
+                        })
+                        .collect(),
+                })
+            })
+        }))
+    }
 }
 
 /// Serves `GET /metrics` for `metrics` on `application.host` and

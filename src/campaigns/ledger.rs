@@ -23,6 +23,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
+use crate::subscribers::audience::{self, Audience};
 use crate::subscribers::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
@@ -298,6 +299,30 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Issue>, sq
     )))
     .bind(id)
     .fetch_optional(conn)
+    .await
+}
+
+/// An issue sending or paused, with its counters, for the metrics' gauges.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InFlight {
+    pub id: Uuid,
+    pub state: IssueState,
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub bounced: i64,
+    pub complained: i64,
+}
+
+/// The issues sending or paused: one row per issue, never a count over the
+/// deliveries, whose counters live on the issue.
+pub async fn in_flight(conn: &mut PgConnection) -> Result<Vec<InFlight>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, state, recipients, sent, failed, skipped, bounced, complained \
+         FROM newsletter_issues WHERE state IN ('sending', 'paused')",
+    )
+    .fetch_all(conn)
     .await
 }
 
@@ -699,19 +724,26 @@ pub async fn undelivered(
     after_seq: i32,
     limit: i64,
 ) -> Result<Vec<Undelivered>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(AssertSqlSafe(UNDELIVERED.as_str()))
+        .bind(id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// The statement of [`undelivered`]: each delivery with its recipient's
+/// address ([`audience::ADDRESSES_SQL`]), NULL once they were erased.
+static UNDELIVERED: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "SELECT d.seq, s.email, d.status, d.last_error AS reason, d.attempts \
-         FROM deliveries d LEFT JOIN subscriptions s ON s.id = d.subscriber_id \
+         FROM deliveries d LEFT JOIN ({addresses}) s ON s.id = d.subscriber_id \
          WHERE d.issue_id = $1 AND d.seq > $2 \
            AND d.status IN ('failed', 'skipped', 'bounced', 'complained') \
          ORDER BY d.seq LIMIT $3",
+        addresses = audience::ADDRESSES_SQL,
     )
-    .bind(id)
-    .bind(after_seq)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-}
+});
 
 /// Names one delivery wherever it travels: in the email API's `Metadata`,
 /// and back in its webhooks. Written `<issue id>:<seq>`.
@@ -849,34 +881,10 @@ pub async fn record_audience_chunk(
     Ok(Some(Chunk { recorded, complete }))
 }
 
-/// Who an issue goes to, as a subquery of `(id, suppressed,
-/// suppressed_email)` rows: every confirmed subscriber who confirmed by
-/// `confirmed_by` (an SQL expression: the issue's send time, or `now()`),
-/// with `suppressed` the reason their address is on the suppression list
-/// and `suppressed_email` the listed address, both NULL when it is not
-/// listed. The suppressed are in it: recording marks their deliveries
-/// skipped; the count leaves them out.
-///
-/// Both [`record_audience_chunk`] and [`audience_size`] select from this
-/// one text, so that the number the publish button asks about cannot drift
-/// from the audience recorded: a second copy of these rules would be
-/// changed in one place and not the other. Postgres flattens the subquery
-/// into each statement, so the recorder still walks the primary key in id
-/// order and stops at its chunk's end. The suppression list is joined on
-/// the address in lower case, which its unique index on `email` answers one
-/// lookup per subscriber.
-fn audience_sql(confirmed_by: &str) -> String {
-    format!(
-        "SELECT s.id, sup.reason AS suppressed, sup.email AS suppressed_email \
-         FROM subscriptions s \
-         LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
-         WHERE s.status = 'confirmed' \
-           AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by})"
-    )
-}
-
 /// The statement of [`record_audience_chunk`]: the next chunk of the
-/// audience ([`audience_sql`]) after the cursor, in id order.
+/// audience ([`Audience::sql`], the subscriber store's definition of who an
+/// issue goes to, with `suppressed` the reason a subscriber is left out)
+/// after the cursor, in id order.
 static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chosen AS ( \
@@ -913,19 +921,21 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
          WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
            AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
          RETURNING bounds.n, i.audience_complete",
-        audience = audience_sql("$3"),
+        audience = Audience::confirmed_by("$3").sql(),
         why = suppression::skipped_because_sql("suppressed"),
     )
 });
 
-/// The statement of [`audience_size`]. It leaves out the listed by the
+/// The statement of [`audience_size`], from the same audience as
+/// [`RECORD_AUDIENCE_CHUNK`], so that the count cannot drift from what is
+/// recorded. It leaves out the listed by the
 /// join's own column, which Postgres reads as an anti-join; on `suppressed`
 /// (NOT NULL in the table, which the planner does not use here) it would
 /// join every row and filter after, a third slower at a million.
 static AUDIENCE_SIZE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT count(*) FROM ({audience}) a WHERE a.suppressed_email IS NULL",
-        audience = audience_sql("now()"),
+        audience = Audience::confirmed_by("now()").sql(),
     )
 });
 
@@ -1095,35 +1105,41 @@ pub async fn batch_recipients(
     // A suppression committed between the two statements leaves its
     // delivery queued and out of this list: the batch is then released
     // with it queued, and the next claim skips it.
-    sqlx::query_as(
-        "SELECT d.seq, d.subscriber_id, s.email, s.name, d.attempts \
-         FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id \
-         WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
-           AND s.status = 'confirmed' \
-           AND NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.email = lower(s.email)) \
-         ORDER BY d.seq",
-    )
-    .bind(batch.issue_id)
-    .bind(batch.first_seq)
-    .bind(batch.last_seq)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(AssertSqlSafe(BATCH_RECIPIENTS.as_str()))
+        .bind(batch.issue_id)
+        .bind(batch.first_seq)
+        .bind(batch.last_seq)
+        .fetch_all(conn)
+        .await
 }
 
+/// The statement of [`batch_recipients`] that reads the batch's queued
+/// deliveries with who they go to: those whose subscriber is still
+/// reachable ([`audience::reachable_sql`]).
+static BATCH_RECIPIENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.seq, d.subscriber_id, s.email, s.name, d.attempts \
+         FROM deliveries d JOIN ({reachable}) s ON s.id = d.subscriber_id \
+         WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
+         ORDER BY d.seq",
+        reachable = audience::reachable_sql(),
+    )
+});
+
 /// The statement of [`batch_recipients`] that skips the batch's queued
-/// deliveries nobody should get, each with why.
+/// deliveries nobody should get, each with why: from each subscriber's
+/// standing ([`audience::standing_sql`]).
 static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH unwanted AS ( \
              SELECT d.seq, \
-                    CASE WHEN s.id IS NULL OR s.status <> 'confirmed' \
+                    CASE WHEN s.id IS NULL OR NOT s.confirmed \
                          THEN 'no longer subscribed when the issue was sent' \
                          ELSE {why} END AS why \
              FROM deliveries d \
-             LEFT JOIN subscriptions s ON s.id = d.subscriber_id \
-             LEFT JOIN suppressions sup ON sup.email = lower(s.email) \
+             LEFT JOIN ({standing}) s ON s.id = d.subscriber_id \
              WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
-               AND (s.id IS NULL OR s.status <> 'confirmed' OR sup.reason IS NOT NULL) \
+               AND (s.id IS NULL OR NOT s.confirmed OR s.suppressed IS NOT NULL) \
          ), skipped AS ( \
              UPDATE deliveries d \
              SET status = 'skipped', updated_at = now(), last_error = unwanted.why \
@@ -1136,7 +1152,8 @@ static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
          ) \
          UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
          WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
-        why = suppression::skipped_because_sql("sup.reason"),
+        standing = audience::standing_sql(),
+        why = suppression::skipped_because_sql("s.suppressed"),
     )
 });
 

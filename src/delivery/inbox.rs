@@ -13,11 +13,12 @@
 //! email a sender held while its recipient was erased is dropped, not kept
 //! (see [`Batch::insert`]).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -27,6 +28,7 @@ use crate::delivery::answer::{Answer, Refusal};
 use crate::delivery::postmark::{MAX_BATCH, Sender};
 use crate::delivery::provider::{Failure, Provider};
 use crate::emails::Email;
+use crate::subscribers::audience;
 
 /// Its name in the configuration, the metrics and the ledger.
 pub const NAME: &str = "inbox";
@@ -241,10 +243,32 @@ impl Batch {
     ///
     /// The statement reads two tables it does not own because the lock
     /// and the insert must be one: split, the lock would be released before
-    /// the insert or need a transaction around three modules' calls.
+    /// the insert or need a transaction around three modules' calls. The
+    /// join that holds the subscriber is the subscriber store's
+    /// ([`audience::held_sql`]).
     async fn insert(self, conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "WITH e AS ( \
+        sqlx::query_scalar(AssertSqlSafe(INSERT.as_str()))
+            .bind(&self.ids)
+            .bind(&self.sender)
+            .bind(&self.recipients)
+            .bind(&self.subjects)
+            .bind(&self.html_bodies)
+            .bind(&self.text_bodies)
+            .bind(&self.headers)
+            .bind(&self.streams)
+            .bind(&self.outbox_ids)
+            .bind(&self.issue_ids)
+            .bind(&self.seqs)
+            .fetch_all(conn)
+            .await
+    }
+}
+
+/// The statement of the inbox's insert: see its comment for the locks.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let held = audience::held_sql("d.subscriber_id");
+    format!(
+        "WITH e AS ( \
                  SELECT * FROM UNNEST($1::uuid[], $3::text[], $4::text[], $5::text[], \
                                       $6::text[], $7::text[], $8::text[], $9::uuid[], \
                                       $10::uuid[], $11::int[]) \
@@ -257,10 +281,10 @@ impl Batch {
                  FOR KEY SHARE \
              ), addressed AS ( \
                  SELECT d.issue_id, d.seq \
-                 FROM deliveries d JOIN subscriptions s ON s.id = d.subscriber_id \
+                 FROM deliveries d {join} \
                  WHERE (d.issue_id, d.seq) IN \
                        (SELECT issue_id, seq FROM e WHERE issue_id IS NOT NULL) \
-                 FOR KEY SHARE OF s \
+                 {hold} \
              ), kept AS ( \
                  SELECT e.* FROM e \
                  WHERE (e.outbox_id IS NULL OR e.outbox_id IN (SELECT id FROM queued)) \
@@ -276,22 +300,10 @@ impl Batch {
                  ON CONFLICT (id) DO NOTHING \
              ) \
              SELECT id FROM kept",
-        )
-        .bind(&self.ids)
-        .bind(&self.sender)
-        .bind(&self.recipients)
-        .bind(&self.subjects)
-        .bind(&self.html_bodies)
-        .bind(&self.text_bodies)
-        .bind(&self.headers)
-        .bind(&self.streams)
-        .bind(&self.outbox_ids)
-        .bind(&self.issue_ids)
-        .bind(&self.seqs)
-        .fetch_all(conn)
-        .await
-    }
-}
+        join = held.join,
+        hold = held.hold,
+    )
+});
 
 /// The headers an email goes out with beyond From, To and Subject, one
 /// `Name: value` per line: what a mail client's "show original" lists.

@@ -4,24 +4,27 @@
 //! so a campaign that finished or a status that emptied drops out instead of
 //! keeping its last value.
 //!
-//! The database is read with two statements on a pool of its own, each over
-//! rows an index or a small table narrows down: pending outbox messages
-//! (a partial index) and issues not yet finished (one row per issue, never
-//! a count over the ledger, whose counters live on the issue). When the
-//! database does not answer in time the scrape still answers, with
-//! `newsletter_database_up` at 0 and without those gauges.
+//! The database is read through a [`DatabaseGauges`] reader that the
+//! process's builder hands over: the statements belong to the modules that
+//! own those tables (the outbox store and the campaign ledger), which count
+//! through this module, so it cannot call them itself. The reader runs two
+//! statements on a pool of its own, each over rows an index or a small
+//! table narrows down: pending outbox messages (a partial index) and issues
+//! not yet finished (one row per issue, never a count over the ledger,
+//! whose counters live on the issue). When the database does not answer in
+//! time the scrape still answers, with `newsletter_database_up` at 0 and
+//! without those gauges.
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Families, PREFIX};
-use crate::db::Db;
 
 /// How long a scrape waits for the database before it reports it down:
 /// well inside Prometheus's default scrape timeout (10 s).
@@ -48,8 +51,8 @@ pub(super) async fn read(families: &Families) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     pools(families, &mut registry);
     let database = families.database.lock().unwrap().clone();
-    if let Some(db) = database {
-        let state = tokio::time::timeout(DATABASE_PATIENCE, read_database(&db)).await;
+    if let Some(reader) = database {
+        let state = tokio::time::timeout(DATABASE_PATIENCE, reader.read()).await;
         let up = Gauge::<i64>::default();
         registry.register(
             "database_up",
@@ -96,53 +99,38 @@ fn pools(families: &Families, registry: &mut Registry) {
     );
 }
 
+/// Reads what the database says for a scrape. Implemented where the
+/// process is built, by calling the owners of the tables; a scrape waits
+/// for it at most [`DATABASE_PATIENCE`] and then reports the database down.
+pub trait DatabaseGauges: Send + Sync {
+    fn read(&self) -> BoxFuture<'_, Result<DatabaseState, crate::db::Error>>;
+}
+
 /// What the database says, read in one go so that the figures agree.
-struct DatabaseState {
-    outbox_pending: i64,
-    outbox_claimed: i64,
-    oldest_pending_seconds: f64,
-    issues: Vec<IssueRow>,
+#[derive(Debug, Clone)]
+pub struct DatabaseState {
+    /// Emails pending and claimable.
+    pub outbox_pending: i64,
+    /// Emails pending and claimed by a worker.
+    pub outbox_claimed: i64,
+    /// How long the oldest pending email has waited; 0 when none waits.
+    pub oldest_pending_seconds: f64,
+    /// The issues sending or paused.
+    pub issues: Vec<IssueCounts>,
 }
 
-#[derive(sqlx::FromRow)]
-struct IssueRow {
-    id: Uuid,
-    state: String,
-    recipients: i64,
-    sent: i64,
-    failed: i64,
-    skipped: i64,
-    bounced: i64,
-    complained: i64,
-}
-
-async fn read_database(db: &Db) -> Result<DatabaseState, crate::db::Error> {
-    db.bounded(|connection| Box::pin(query(connection))).await
-}
-
-async fn query(connection: &mut PgConnection) -> Result<DatabaseState, sqlx::Error> {
-    // Pending messages only: sent and failed ones stay for weeks (see
-    // retention) and counting them would grow with the table.
-    let (outbox_pending, outbox_claimed, oldest_pending_seconds): (i64, i64, f64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
-                    count(*) FILTER (WHERE claimed_until >= now()), \
-                    COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at)), 0)::float8 \
-             FROM email_outbox WHERE status = 'pending'",
-    )
-    .fetch_one(&mut *connection)
-    .await?;
-    let issues: Vec<IssueRow> = sqlx::query_as(
-        "SELECT id, state, recipients, sent, failed, skipped, bounced, complained \
-         FROM newsletter_issues WHERE state IN ('sending', 'paused')",
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    Ok(DatabaseState {
-        outbox_pending,
-        outbox_claimed,
-        oldest_pending_seconds,
-        issues,
-    })
+/// One issue sending or paused, and its counters.
+#[derive(Debug, Clone)]
+pub struct IssueCounts {
+    pub id: Uuid,
+    /// Sending now (not paused): only these get gauges of their own.
+    pub sending: bool,
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub bounced: i64,
+    pub complained: i64,
 }
 
 impl DatabaseState {
@@ -184,7 +172,7 @@ impl DatabaseState {
             ] {
                 ledger.get_or_create(&StatusLabels { status }).inc_by(count);
             }
-            if issue.state == "sending" {
+            if issue.sending {
                 let labels = IssueLabels {
                     issue_id: issue.id.to_string(),
                 };

@@ -22,6 +22,8 @@ mod gauges;
 pub mod http;
 pub mod server;
 
+pub use gauges::{DatabaseGauges, DatabaseState, IssueCounts};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,7 +95,7 @@ struct Families {
     pools: Mutex<Vec<(&'static str, PgPool)>>,
     /// Where the scrape reads the outbox, ledger and campaign gauges; none
     /// for metrics that nobody scrapes (commands, benches).
-    database: Mutex<Option<Db>>,
+    database: Mutex<Option<Arc<dyn DatabaseGauges>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -322,11 +324,11 @@ fn http_histogram() -> Histogram {
 
 impl Metrics {
     /// Metrics whose scrape also reads the outbox, ledger and campaign
-    /// gauges on `database`: a pool of its own, so that a scrape never
-    /// takes a connection a request is waiting for.
-    pub fn with_database(database: Db) -> Self {
+    /// gauges through `database`, which should read on a pool of its own,
+    /// so that a scrape never takes a connection a request is waiting for.
+    pub fn with_database(database: impl DatabaseGauges + 'static) -> Self {
         let metrics = Self::default();
-        *metrics.inner.database.lock().unwrap() = Some(database);
+        *metrics.inner.database.lock().unwrap() = Some(Arc::new(database));
         metrics
     }
 

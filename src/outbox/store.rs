@@ -256,8 +256,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::uuid[], $8::float8[]) \
              AS new (id, recipient, subject, html_body, text_body, message_stream, claim_id, lease) \
-         LEFT JOIN suppressions sup ON sup.email = lower(new.recipient) \
+         {listed} \
          RETURNING CASE WHEN status = 'failed' THEN id END",
+        listed = suppression::entry_join_sql("new.recipient"),
         why = suppression::skipped_because_sql("sup.reason"),
     )
 });
@@ -317,8 +318,9 @@ pub async fn claim_due(
                {why} AS suppressed
         FROM claimed
         LEFT JOIN email_contents content ON content.id = claimed.content_id
-        LEFT JOIN suppressions sup ON sup.email = lower(claimed.recipient)
+        {listed}
         "#,
+        listed = suppression::entry_join_sql("claimed.recipient"),
         why = suppression::skipped_because_sql("sup.reason"),
     )))
     .bind(lease.as_secs_f64())
@@ -547,6 +549,36 @@ pub async fn queue_counts(connection: &mut PgConnection) -> Result<QueueCounts, 
     Ok(QueueCounts { queued, failed })
 }
 
+/// How deep the outbox is now, for the metrics' gauges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    /// Pending and claimable: waiting for a worker (a retry among them).
+    pub pending: i64,
+    /// Pending and claimed: a worker is sending them now.
+    pub claimed: i64,
+    /// How long the oldest pending message has waited; 0 when none waits.
+    pub oldest_pending_seconds: f64,
+}
+
+/// The outbox's depth, in one statement over the pending rows only: sent
+/// and failed ones stay for weeks (see retention) and counting them would
+/// grow with the table.
+pub async fn depth(connection: &mut PgConnection) -> Result<Depth, sqlx::Error> {
+    let (pending, claimed, oldest_pending_seconds): (i64, i64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE claimed_until IS NULL OR claimed_until < now()), \
+                    count(*) FILTER (WHERE claimed_until >= now()), \
+                    COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at)), 0)::float8 \
+             FROM email_outbox WHERE status = 'pending'",
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(Depth {
+        pending,
+        claimed,
+        oldest_pending_seconds,
+    })
+}
+
 /// Deletes every email addressed to `address`, sent or not, for its
 /// owner's erasure. No index on the recipient: the outbox is read whole,
 /// which for a table that retention keeps short is cheaper than an index
@@ -557,6 +589,124 @@ pub async fn erase_to(connection: &mut PgConnection, address: &str) -> Result<()
         .execute(connection)
         .await?;
     Ok(())
+}
+
+// What the retention job forgets of the outbox, one batch per call (the
+// job, in `crate::retention`, does the sweeping): `scanned` reads the next
+// `limit` keys of an index after the cursor without locking anything,
+// `picked` locks those still to be acted on and skips any a worker holds,
+// and the last step acts. A keyed batch answers as its statement does: rows
+// acted on, keys read, and the last key read (NULL when it read none).
+
+/// Sent or failed outbox rows that finished before `cutoff`, in the order
+/// they finished (the partial index `email_outbox_finished_idx`).
+pub async fn delete_finished(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+    (at, key): (DateTime<Utc>, Uuid),
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Uuid>), sqlx::Error> {
+    sqlx::query_as(
+        "WITH scanned AS ( \
+             SELECT id, COALESCE(sent_at, failed_at) AS finished_at FROM email_outbox \
+             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
+               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
+             ORDER BY COALESCE(sent_at, failed_at), id \
+             LIMIT $1 \
+         ), picked AS ( \
+             SELECT id FROM email_outbox \
+             WHERE id IN (SELECT id FROM scanned) AND status <> 'pending' \
+             FOR UPDATE SKIP LOCKED \
+         ), deleted AS ( \
+             DELETE FROM email_outbox WHERE id IN (SELECT id FROM picked) RETURNING 1 \
+         ), last AS ( \
+             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
+         ) \
+         SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM scanned), \
+                (SELECT finished_at FROM last), (SELECT id FROM last)",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .bind(at)
+    .bind(key)
+    .fetch_one(conn)
+    .await
+}
+
+/// Clears what a sent or failed row still holds of its email: inline
+/// bodies (a failed one keeps them for `outbox requeue-failed` until now),
+/// personalisation, and its reference to a shared content, whose subject it
+/// keeps in place of the reference (a row has a subject or a content). Once
+/// cleared, a failed row can no longer be queued again.
+pub async fn clear_finished_bodies(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+    (at, key): (DateTime<Utc>, Uuid),
+) -> Result<(i64, i64, Option<DateTime<Utc>>, Option<Uuid>), sqlx::Error> {
+    sqlx::query_as(
+        "WITH scanned AS ( \
+             SELECT id, COALESCE(sent_at, failed_at) AS finished_at, \
+                    html_body IS NOT NULL OR text_body IS NOT NULL \
+                        OR personalisation IS NOT NULL OR content_id IS NOT NULL AS has_body \
+             FROM email_outbox \
+             WHERE status <> 'pending' AND COALESCE(sent_at, failed_at) < $2 \
+               AND (COALESCE(sent_at, failed_at), id) > ($3, $4) \
+             ORDER BY COALESCE(sent_at, failed_at), id \
+             LIMIT $1 \
+         ), picked AS ( \
+             SELECT id FROM email_outbox \
+             WHERE id IN (SELECT id FROM scanned WHERE has_body) AND status <> 'pending' \
+             FOR UPDATE SKIP LOCKED \
+         ), cleared AS ( \
+             UPDATE email_outbox o \
+             SET html_body = NULL, text_body = NULL, personalisation = NULL, \
+                 content_id = NULL, \
+                 subject = COALESCE(o.subject, \
+                     (SELECT c.subject FROM email_contents c WHERE c.id = o.content_id)) \
+             WHERE o.id IN (SELECT id FROM picked) \
+             RETURNING 1 \
+         ), last AS ( \
+             SELECT finished_at, id FROM scanned ORDER BY finished_at DESC, id DESC LIMIT 1 \
+         ) \
+         SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM scanned), \
+                (SELECT finished_at FROM last), (SELECT id FROM last)",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .bind(at)
+    .bind(key)
+    .fetch_one(conn)
+    .await
+}
+
+/// Shared contents written before `cutoff` that no outbox row refers to.
+/// Pending rows keep theirs; finished ones let go in [`clear_finished_bodies`].
+/// A content is written with its rows, so none gains a reference later.
+/// Few rows (one per shared send): no cursor, each batch takes the oldest.
+pub async fn delete_unused_contents(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let (deleted,): (i64,) = sqlx::query_as(
+        "WITH picked AS ( \
+             SELECT id FROM email_contents c \
+             WHERE created_at < $2 \
+               AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.content_id = c.id) \
+             ORDER BY created_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED \
+         ), deleted AS ( \
+             DELETE FROM email_contents WHERE id IN (SELECT id FROM picked) RETURNING 1 \
+         ) \
+         SELECT count(*) FROM deleted",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .fetch_one(conn)
+    .await?;
+    Ok(deleted as u64)
 }
 
 #[cfg(test)]

@@ -11,9 +11,13 @@
 //! - [`confirmation`]: a confirmation link's token, and confirming;
 //! - [`history`]: whether an address has been here before;
 //! - [`suppression`]: addresses never mailed again;
+//! - [`audience`]: who a campaign reaches, as the subqueries the campaign
+//!   ledger's statements are built from;
 //! - [`directory`]: the admin's list, its search and its export;
-//! - [`figures`]: the counts the dashboard shows.
+//! - [`figures`]: the counts the dashboard shows;
+//! - [`retention`]: the retention job's batches over these tables.
 
+pub mod audience;
 pub mod confirmation;
 pub mod directory;
 pub mod figures;
@@ -21,6 +25,7 @@ pub mod history;
 pub mod lists;
 pub mod memberships;
 pub mod record;
+pub mod retention;
 pub mod sign_ups;
 pub mod suppression;
 

@@ -179,6 +179,25 @@ pub fn skipped_because_sql(column: &str) -> String {
     sql
 }
 
+/// SQL that joins to each row of a statement the list's entry for the
+/// address in `address` (the caller's own SQL, never input), as
+/// `LEFT JOIN ... sup`: `sup.reason` is the entry's reason, and `sup.email`
+/// the listed address, both NULL when the address is not listed. An
+/// address is listed when an entry holds it in lower case; the unique index
+/// on `email` answers one lookup per row. [`skipped_because_sql`] of
+/// `sup.reason` says why a message to it is held back.
+pub fn entry_join_sql(address: &str) -> String {
+    format!("LEFT JOIN suppressions sup ON sup.email = lower({address})")
+}
+
+/// SQL that is true when the address in `address` (the caller's own SQL,
+/// never input) is not on the list: the same match as
+/// [`entry_join_sql`], as a condition, which Postgres reads as an
+/// anti-join.
+pub fn not_listed_sql(address: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM suppressions sup WHERE sup.email = lower({address}))")
+}
+
 /// Which of these address hashes are on the list.
 pub async fn listed_among(
     connection: &mut PgConnection,

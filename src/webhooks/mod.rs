@@ -362,6 +362,36 @@ async fn forget_soft_bounces(
     Ok(())
 }
 
+/// Webhook record ids received before `cutoff`: only the provider's
+/// retries need them, and those stop within days. The index is on
+/// received_at alone, so there is no cursor to resume from; each batch
+/// deletes the oldest, at most `limit`: the retention job's batch.
+pub async fn forget_records(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let (deleted,): (i64,) = sqlx::query_as(
+        "WITH picked AS ( \
+             SELECT source, record_id FROM webhook_records \
+             WHERE received_at < $2 \
+             ORDER BY received_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED \
+         ), deleted AS ( \
+             DELETE FROM webhook_records w USING picked p \
+             WHERE w.source = p.source AND w.record_id = p.record_id \
+             RETURNING 1 \
+         ) \
+         SELECT count(*) FROM deleted",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .fetch_one(conn)
+    .await?;
+    Ok(deleted as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
