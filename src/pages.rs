@@ -45,6 +45,7 @@ impl<'a> SubscribePage<'a> {
 }
 
 /// A list as a checkbox of the form.
+#[derive(Debug, Clone)]
 pub struct ListChoice {
     pub id: String,
     pub name: String,

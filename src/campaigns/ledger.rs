@@ -92,6 +92,8 @@ pub struct NewIssue<'a> {
     /// its moment has passed still replays.
     pub send_at: Option<DateTime<Utc>>,
     pub created_by: Uuid,
+    /// The lists it goes to; `None` for every confirmed subscriber.
+    pub list_ids: Option<&'a [Uuid]>,
 }
 
 impl NewIssue<'_> {
@@ -105,6 +107,17 @@ impl NewIssue<'_> {
         ] {
             digest.update((part.len() as u64).to_be_bytes());
             digest.update(part.as_bytes());
+        }
+        // Only when there are lists, so that an issue for every confirmed
+        // subscriber keeps the fingerprint it had before lists existed.
+        if let Some(lists) = self.list_ids {
+            let mut lists = lists.to_vec();
+            lists.sort();
+            digest.update(b"lists");
+            digest.update((lists.len() as u64).to_be_bytes());
+            for list in lists {
+                digest.update(list.as_bytes());
+            }
         }
         digest.finalize().to_vec()
     }
@@ -186,8 +199,8 @@ pub async fn publish(
     sqlx::query(
         "INSERT INTO newsletter_issues \
              (id, title, content, subject, html_body, text_body, message_stream, send_at, \
-              created_by, rate_since) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()))",
+              created_by, rate_since, list_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()), $10)",
     )
     .bind(issue_id)
     .bind(issue.title)
@@ -198,6 +211,7 @@ pub async fn publish(
     .bind(issue.message_stream)
     .bind(issue.send_at)
     .bind(issue.created_by)
+    .bind(issue.list_ids)
     .execute(&mut *conn)
     .await?;
     Ok(Published {
@@ -845,31 +859,37 @@ pub async fn record_audience_chunk(
     lease: Duration,
 ) -> Result<Option<Chunk>, sqlx::Error> {
     let mut transaction = conn.begin().await?;
-    let issue: Option<(DateTime<Utc>, i64, Option<Uuid>)> = sqlx::query_as(
-        "SELECT send_at, recipients, audience_cursor FROM newsletter_issues \
+    let issue: Option<(DateTime<Utc>, i64, Option<Uuid>, Option<Vec<Uuid>>)> = sqlx::query_as(
+        "SELECT send_at, recipients, audience_cursor, list_ids FROM newsletter_issues \
          WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete",
     )
     .bind(claim.issue_id)
     .bind(claim.claim)
     .fetch_optional(&mut *transaction)
     .await?;
-    let Some((send_at, recorded_before, cursor)) = issue else {
+    let Some((send_at, recorded_before, cursor, list_ids)) = issue else {
         transaction.rollback().await?;
         return Ok(None);
     };
-    let moved_on: Option<(i64, bool)> =
-        sqlx::query_as(AssertSqlSafe(RECORD_AUDIENCE_CHUNK.as_str()))
-            .bind(claim.issue_id)
-            .bind(cursor.unwrap_or(Uuid::nil()))
-            .bind(send_at)
-            .bind(recorded_before)
-            .bind(chunk)
-            .bind(batch_size)
-            .bind(lease.as_secs_f64())
-            .bind(claim.claim)
-            .bind(cursor)
-            .fetch_optional(&mut *transaction)
-            .await?;
+    let statement = match list_ids {
+        None => RECORD_AUDIENCE_CHUNK.as_str(),
+        Some(_) => RECORD_LIST_AUDIENCE_CHUNK.as_str(),
+    };
+    let mut record = sqlx::query_as(AssertSqlSafe(statement))
+        .bind(claim.issue_id)
+        .bind(cursor.unwrap_or(Uuid::nil()))
+        .bind(send_at)
+        .bind(recorded_before)
+        .bind(chunk)
+        .bind(batch_size)
+        .bind(lease.as_secs_f64())
+        .bind(claim.claim)
+        .bind(cursor);
+    if let Some(list_ids) = list_ids {
+        // `$10`, after the statement's own nine.
+        record = record.bind(list_ids);
+    }
+    let moved_on: Option<(i64, bool)> = record.fetch_optional(&mut *transaction).await?;
     let Some((recorded, complete)) = moved_on else {
         transaction.rollback().await?;
         return Ok(None);
@@ -885,7 +905,15 @@ pub async fn record_audience_chunk(
 /// audience ([`Audience::sql`], the subscriber store's definition of who an
 /// issue goes to, with `suppressed` the reason a subscriber is left out)
 /// after the cursor, in id order.
-static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
+static RECORD_AUDIENCE_CHUNK: LazyLock<String> =
+    LazyLock::new(|| record_audience_chunk_sql(Audience::confirmed_by("$3")));
+
+/// [`RECORD_AUDIENCE_CHUNK`] for an issue that goes to lists: `$10` holds
+/// their ids.
+static RECORD_LIST_AUDIENCE_CHUNK: LazyLock<String> =
+    LazyLock::new(|| record_audience_chunk_sql(Audience::confirmed_by("$3").on_lists("$10")));
+
+fn record_audience_chunk_sql(audience: Audience<'_>) -> String {
     format!(
         "WITH chosen AS ( \
              SELECT a.id, ($4 + row_number() OVER (ORDER BY a.id))::int AS seq, \
@@ -921,10 +949,10 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
          WHERE i.id = $1 AND i.audience_claim = $8 AND i.state = 'sending' \
            AND NOT i.audience_complete AND i.audience_cursor IS NOT DISTINCT FROM $9 \
          RETURNING bounds.n, i.audience_complete",
-        audience = Audience::confirmed_by("$3").sql(),
+        audience = audience.sql(),
         why = suppression::skipped_because_sql("suppressed"),
     )
-});
+}
 
 /// The statement of [`audience_size`], from the same audience as
 /// [`RECORD_AUDIENCE_CHUNK`], so that the count cannot drift from what is
@@ -932,12 +960,19 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
 /// join's own column, which Postgres reads as an anti-join; on `suppressed`
 /// (NOT NULL in the table, which the planner does not use here) it would
 /// join every row and filter after, a third slower at a million.
-static AUDIENCE_SIZE: LazyLock<String> = LazyLock::new(|| {
+static AUDIENCE_SIZE: LazyLock<String> =
+    LazyLock::new(|| audience_size_sql(Audience::confirmed_by("now()")));
+
+/// [`AUDIENCE_SIZE`] for lists: `$1` holds their ids.
+static LIST_AUDIENCE_SIZE: LazyLock<String> =
+    LazyLock::new(|| audience_size_sql(Audience::confirmed_by("now()").on_lists("$1")));
+
+fn audience_size_sql(audience: Audience<'_>) -> String {
     format!(
         "SELECT count(*) FROM ({audience}) a WHERE a.suppressed_email IS NULL",
-        audience = Audience::confirmed_by("now()").sql(),
+        audience = audience.sql(),
     )
-});
+}
 
 /// How many subscribers an issue published now would be sent to: those
 /// [`record_audience_chunk`] records as queued, the confirmed whose address
@@ -948,15 +983,25 @@ static AUDIENCE_SIZE: LazyLock<String> = LazyLock::new(|| {
 /// It reads every confirmed subscriber, so on a large list it takes a
 /// while; Postgres gives up on it after `limit` (a statement timeout for
 /// this transaction alone, which must be open on `conn`), and the caller
-/// asks without a number.
-pub async fn audience_size(conn: &mut PgConnection, limit: Duration) -> Result<i64, sqlx::Error> {
+/// asks without a number. `lists`: the lists it would go to, `None` for
+/// every confirmed subscriber.
+pub async fn audience_size(
+    conn: &mut PgConnection,
+    limit: Duration,
+    lists: Option<&[Uuid]>,
+) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT set_config('statement_timeout', $1, true)")
         .bind(limit.as_millis().max(1).to_string())
         .execute(&mut *conn)
         .await?;
-    sqlx::query_scalar(AssertSqlSafe(AUDIENCE_SIZE.as_str()))
-        .fetch_one(conn)
-        .await
+    match lists {
+        None => sqlx::query_scalar(AssertSqlSafe(AUDIENCE_SIZE.as_str())),
+        Some(lists) => {
+            sqlx::query_scalar(AssertSqlSafe(LIST_AUDIENCE_SIZE.as_str())).bind(lists.to_vec())
+        }
+    }
+    .fetch_one(conn)
+    .await
 }
 
 /// Gives up a recorder's claim before its lease ends (the recorder stops,

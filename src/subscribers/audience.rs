@@ -23,6 +23,9 @@ use super::suppression;
 #[derive(Debug, Clone, Copy)]
 pub struct Audience<'a> {
     confirmed_by: &'a str,
+    /// An SQL expression of a `uuid[]` (a parameter of the caller's), when
+    /// the issue goes to lists rather than to every confirmed subscriber.
+    lists: Option<&'a str>,
 }
 
 impl<'a> Audience<'a> {
@@ -32,6 +35,20 @@ impl<'a> Audience<'a> {
     pub fn confirmed_by(moment: &'a str) -> Self {
         Self {
             confirmed_by: moment,
+            lists: None,
+        }
+    }
+
+    /// Narrowed to the confirmed readers of the lists `lists` holds (an
+    /// SQL expression of a `uuid[]`, a parameter of the caller's, never
+    /// input): a reader on several of them is in it once, since the lists
+    /// are a condition on the subscriber, not a join. A statement of its
+    /// own, not a guard on a NULL parameter: a cached generic plan of one
+    /// statement for both shapes would plan both the same.
+    pub fn on_lists(self, lists: &'a str) -> Self {
+        Self {
+            lists: Some(lists),
+            ..self
         }
     }
 
@@ -57,9 +74,14 @@ impl<'a> Audience<'a> {
              FROM subscriptions s \
              {listed} \
              WHERE s.status = 'confirmed' \
-               AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by})",
+               AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by}){on_lists}",
             listed = suppression::entry_join_sql("s.email"),
             confirmed_by = self.confirmed_by,
+            on_lists = self.lists.map_or_else(String::new, |lists| format!(
+                " AND EXISTS (SELECT 1 FROM memberships m \
+                              WHERE m.list_id = ANY({lists}) AND m.subscriber_id = s.id \
+                                AND m.status = 'confirmed')"
+            )),
         )
     }
 }

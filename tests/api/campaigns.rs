@@ -58,6 +58,11 @@ async fn an_admin(app: &TestApp) -> Uuid {
 
 /// Publishes an issue now, as a fresh admin, with a fresh key.
 pub async fn publish(app: &TestApp, title: &str, content: &str) -> Uuid {
+    publish_to(app, title, content, None).await
+}
+
+/// Publishes an issue to `lists` (`None`: every confirmed subscriber).
+pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option<&[Uuid]>) -> Uuid {
     let admin = an_admin(app).await;
     let draft = Draft::parse(title, content).unwrap();
     let newsletter =
@@ -75,6 +80,7 @@ pub async fn publish(app: &TestApp, title: &str, content: &str) -> Uuid {
             message_stream: &app.settings.email_client.broadcast_stream,
             send_at: None,
             created_by: admin,
+            list_ids: lists,
         },
     )
     .await

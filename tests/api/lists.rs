@@ -4,7 +4,9 @@
 use newsletter::subscribers::lists::{self, List, ListFields};
 use uuid::Uuid;
 
+use crate::campaigns::{add_subscribers, publish_to, wait_for_state};
 use crate::helpers::{BROWSER_ACCEPT, TestApp, spawn_app};
+use crate::newsroom::{Browser, create_admin};
 
 async fn add_list(app: &TestApp, name: &str, public: bool, double_opt_in: bool) -> List {
     let mut connection = app.db_pool.acquire().await.unwrap();
@@ -281,4 +283,107 @@ async fn a_subscriber_written_without_lists_joins_the_default_list_and_follows_i
             "after {status}"
         );
     }
+}
+
+/// Puts the subscriber on `list` with `status`.
+async fn put_on(app: &TestApp, subscriber: Uuid, list: Uuid, status: &str) {
+    sqlx::query(
+        "INSERT INTO memberships (list_id, subscriber_id, status) VALUES ($1, $2, $3) \
+         ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = EXCLUDED.status",
+    )
+    .bind(list)
+    .bind(subscriber)
+    .bind(status)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+}
+
+async fn recipients_of(app: &TestApp, issue: Uuid) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "SELECT subscriber_id FROM deliveries WHERE issue_id = $1 ORDER BY subscriber_id",
+    )
+    .bind(issue)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_issue_to_two_lists_reaches_their_confirmed_readers_once_and_no_one_else() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let events = add_list(&app, "Events", true, true).await;
+    let other = add_list(&app, "Other", true, true).await;
+    // Everyone starts on the default list, as add_subscribers writes them.
+    let people = add_subscribers(&app, 5, "confirmed").await;
+    let (both, only_rust, only_events, pending_on_rust, elsewhere) =
+        (people[0], people[1], people[2], people[3], people[4]);
+    put_on(&app, both, rust.id, "confirmed").await;
+    put_on(&app, both, events.id, "confirmed").await;
+    put_on(&app, only_rust, rust.id, "confirmed").await;
+    put_on(&app, only_events, events.id, "confirmed").await;
+    put_on(&app, pending_on_rust, rust.id, "pending").await;
+    put_on(&app, elsewhere, other.id, "confirmed").await;
+
+    let issue = publish_to(&app, "Two lists", "Hello.", Some(&[rust.id, events.id])).await;
+    wait_for_state(&app, issue, "done").await;
+
+    let mut expected = vec![both, only_rust, only_events];
+    expected.sort();
+    assert_eq!(recipients_of(&app, issue).await, expected);
+    let sent = app.wait_for_emails(3).await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+}
+
+#[tokio::test]
+async fn the_compose_form_counts_the_audience_of_the_lists_ticked() {
+    let app = spawn_app().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let people = add_subscribers(&app, 3, "confirmed").await;
+    put_on(&app, people[0], rust.id, "confirmed").await;
+    create_admin(&app, "ada", "a long enough password").await;
+    let admin = Browser::signed_in(&app, "ada", "a long enough password").await;
+
+    let form = admin
+        .get("/admin/newsletters/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("Rust weekly"), "{form}");
+    assert!(form.contains("Send to 3 subscribers?"), "{form}");
+
+    let counted = admin
+        .submit(
+            "/admin/newsletters",
+            &[
+                ("title", "Counted"),
+                ("content", "Hello."),
+                ("action", "count"),
+                ("lists_offered", "1"),
+                ("list", &rust.id.to_string()),
+            ],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(counted.contains("Send to 1 subscriber?"), "{counted}");
+
+    let none = admin
+        .submit(
+            "/admin/newsletters",
+            &[
+                ("title", "Counted"),
+                ("content", "Hello."),
+                ("action", "count"),
+                ("lists_offered", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(none.status().as_u16(), 422);
+    let none = none.text().await.unwrap();
+    assert!(none.contains("Choose at least one list"), "{none}");
 }

@@ -16,10 +16,21 @@
   // sent. The answer is cleared on every press: a page restored from the
   // back-forward cache keeps the field's value.
   const confirmed = compose.querySelector('input[name="confirmed"]');
+  // The count is for the lists ticked when the form was shown: once they
+  // change, Publish asks on the server's page, which counts them again.
+  let audienceChanged = false;
+  compose.querySelectorAll("[data-audience]").forEach((input) => {
+    input.addEventListener("change", () => {
+      audienceChanged = true;
+    });
+  });
   compose.addEventListener("submit", (event) => {
     confirmed.value = "";
     const button = event.submitter;
     if (!button || button.value !== "publish") {
+      return;
+    }
+    if (audienceChanged) {
       return;
     }
     if (window.confirm(button.dataset.confirm)) {

@@ -32,7 +32,7 @@ use super::pages::{ComposeFields, ComposePage, Preview, PublishConfirmPage, Refu
 use super::view::{audience_text, issue_path, publish_question};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
-use crate::admin::guard::{Protected, SignedIn};
+use crate::admin::guard::{Protected, SignedIn, parse_fields};
 use crate::admin::pages::layout::nav;
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
 use crate::campaigns::wake_senders_after_commit;
@@ -41,8 +41,9 @@ use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
 use crate::newsletters::{Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
 use crate::outbox::{Outbox, Personalisation, personalise};
-use crate::pages::page;
+use crate::pages::{ListChoice, page};
 use crate::rate_limit::RateLimiter;
+use crate::subscribers::lists::{self, List};
 use crate::telemetry::error_chain_line;
 use crate::web::answers::no_store;
 use crate::web::client::client_ip;
@@ -98,12 +99,22 @@ pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResp
         content: "",
         send_at: "",
         idempotency_key: fresh_key(),
+        lists: Targets::read(&db, None).await?.choices,
     };
     compose_form(&admin, &db, StatusCode::OK, fields, None, None).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ComposeForm {
+    /// The lists it goes to: `list` once per list ticked (read from the
+    /// form's pairs, not by this struct).
+    #[serde(default, skip)]
+    #[schema(value_type = Vec<String>)]
+    list: Vec<String>,
+    /// Sent by the form when it shows the lists: then ticking none is a
+    /// mistake, not a wish for every confirmed subscriber.
+    #[serde(default)]
+    lists_offered: String,
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -123,6 +134,8 @@ pub struct ComposeForm {
 /// Which button was pressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// Show the form again, with the audience of the lists ticked counted.
+    Count,
     Preview,
     Test,
     /// Publish, asked for and not yet confirmed: the question, on a page.
@@ -144,6 +157,7 @@ impl Step {
             }
         };
         match action {
+            "count" => Ok(Step::Count),
             "preview" => Ok(Step::Preview),
             "test" => Ok(Step::Test),
             "publish" if confirmed => Ok(Step::Publish),
@@ -167,13 +181,22 @@ impl Step {
     ))]
 pub async fn submit_issue(
     request: HttpRequest,
-    form: Protected<ComposeForm>,
+    form: Protected<Vec<(String, String)>>,
     db: web::Data<Db>,
     outbox: web::Data<Outbox>,
     settings: web::Data<PublishSettings>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    let Protected { admin, form } = form;
+    let Protected { admin, form: pairs } = form;
+    // `list` comes once per list ticked, which the struct cannot hold.
+    let (list_pairs, other_pairs): (Vec<_>, Vec<_>) =
+        pairs.into_iter().partition(|(key, _)| key == "list");
+    let form: ComposeForm = parse_fields(&other_pairs)?;
+    let chosen = match chosen_lists(&list_pairs, !form.lists_offered.is_empty()) {
+        Ok(chosen) => chosen,
+        Err(reason) => return Err(ApiError::BadRequest(reason)),
+    };
+    let targets = Targets::read(&db, chosen.as_deref()).await?;
     // A malformed key is only refused when publishing: the other buttons
     // show the form again, and then with a good one.
     let key = IdempotencyKey::parse(&form.idempotency_key);
@@ -184,6 +207,7 @@ pub async fn submit_issue(
         idempotency_key: key
             .as_ref()
             .map_or_else(|_| fresh_key(), |key| key.as_str().to_owned()),
+        lists: targets.choices.clone(),
     };
     let admin = &admin;
     let db = &db;
@@ -209,8 +233,16 @@ pub async fn submit_issue(
             return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason).await;
         }
     };
+    let list_ids = match targets.check(chosen) {
+        Ok(list_ids) => list_ids,
+        Err(reason) => {
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            return refuse(fields, status, Some("lists"), reason).await;
+        }
+    };
     let rendered = render(&admin.newsletter, &draft);
     match step {
+        Step::Count => compose_form(admin, db, StatusCode::OK, fields, None, None).await,
         Step::Preview => preview(admin, db, fields, &rendered, &settings).await,
         Step::Test => send_test(admin, db, fields, &rendered, &outbox, &settings).await,
         Step::Edit => compose_form(admin, db, StatusCode::OK, fields, None, None).await,
@@ -228,6 +260,7 @@ pub async fn submit_issue(
                 draft: &draft,
                 rendered: &rendered,
                 send_at,
+                list_ids,
             };
             let ip = client_ip(&request, &limiter);
             publish(admin, fields, db, &settings, &key, issue, ip).await
@@ -258,7 +291,7 @@ async fn compose_form_with_notice(
     notice: Option<String>,
     preview: Option<Preview>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db).await;
+    let audience = audience_size(db, &fields.lists).await;
     let mut answer = page(
         status,
         &ComposePage {
@@ -282,9 +315,10 @@ async fn compose_form_with_notice(
 /// within [`COUNT_LIMIT`]. Not a reason to fail the answer it goes in: a
 /// refusal stays a refusal, and the question asks without a number.
 #[tracing::instrument(name = "Count the audience", skip_all)]
-async fn audience_size(db: &Db) -> Option<i64> {
+async fn audience_size(db: &Db, lists: &[ListChoice]) -> Option<i64> {
+    let list_ids = ticked(lists);
     db.transaction_within(COUNT_WAIT, async |tx| {
-        ledger::audience_size(tx, COUNT_LIMIT).await
+        ledger::audience_size(tx, COUNT_LIMIT, list_ids.as_deref()).await
     })
     .await
     .inspect_err(|e| {
@@ -305,7 +339,7 @@ async fn ask_to_publish(
     fields: ComposeFields<'_>,
     send_at: Option<DateTime<Utc>>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db).await;
+    let audience = audience_size(db, &fields.lists).await;
     Ok(page(
         StatusCode::OK,
         &PublishConfirmPage {
@@ -433,6 +467,86 @@ struct Submitted<'a> {
     draft: &'a Draft,
     rendered: &'a EmailContent,
     send_at: Option<DateTime<Utc>>,
+    /// `None`: every confirmed subscriber.
+    list_ids: Option<Vec<Uuid>>,
+}
+
+/// The ids of the `list` pairs, each once; `None` when the form showed no
+/// lists and ticked none (an installation with one list).
+fn chosen_lists(
+    pairs: &[(String, String)],
+    lists_offered: bool,
+) -> Result<Option<Vec<Uuid>>, String> {
+    if pairs.is_empty() && !lists_offered {
+        return Ok(None);
+    }
+    let mut ids = Vec::new();
+    for (_, raw) in pairs {
+        let id = Uuid::try_parse(raw.trim())
+            .map_err(|_| format!("“{}” is not a list's id.", raw.escape_debug()))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(Some(ids))
+}
+
+/// The lists an issue may go to: the live ones, as the form's checkboxes.
+struct Targets {
+    choices: Vec<ListChoice>,
+    live: Vec<Uuid>,
+}
+
+impl Targets {
+    /// The live lists, with `chosen` ticked (the default list when the
+    /// form is new). With one live list there is nothing to choose.
+    async fn read(db: &Db, chosen: Option<&[Uuid]>) -> Result<Self, ApiError> {
+        let all = db
+            .transaction(async |tx| lists::all(tx).await)
+            .await
+            .step("read the lists")?;
+        let live: Vec<List> = all
+            .into_iter()
+            .filter(|l| l.archived_at.is_none())
+            .collect();
+        Ok(Self {
+            live: live.iter().map(|l| l.id).collect(),
+            choices: ListChoice::offered(live, chosen),
+        })
+    }
+
+    /// The lists to record on the issue: `None` for every confirmed
+    /// subscriber (one list, nothing to choose), or the chosen ones, each
+    /// of which must be live, and at least one.
+    fn check(&self, chosen: Option<Vec<Uuid>>) -> Result<Option<Vec<Uuid>>, String> {
+        let Some(chosen) = chosen else {
+            return Ok(None);
+        };
+        if self.choices.is_empty() && chosen.is_empty() {
+            return Ok(None);
+        }
+        if chosen.is_empty() {
+            return Err("Choose at least one list to send to.".into());
+        }
+        if !chosen.iter().all(|id| self.live.contains(id)) {
+            return Err("One of the lists chosen does not exist or is archived.".into());
+        }
+        Ok(Some(chosen))
+    }
+}
+
+/// The ids of the ticked checkboxes; `None` when there are none to tick.
+fn ticked(lists: &[ListChoice]) -> Option<Vec<Uuid>> {
+    if lists.is_empty() {
+        return None;
+    }
+    Some(
+        lists
+            .iter()
+            .filter(|l| l.checked)
+            .filter_map(|l| Uuid::try_parse(&l.id).ok())
+            .collect(),
+    )
 }
 
 /// Stores the issue and its audit entry in one transaction, unless the
@@ -458,6 +572,7 @@ async fn publish(
                 message_stream: &settings.message_stream,
                 send_at: issue.send_at,
                 created_by: admin.admin.id,
+                list_ids: issue.list_ids.as_deref(),
             };
             match ledger::publish(tx, key, new).await {
                 Ok(published) => {

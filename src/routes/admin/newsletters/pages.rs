@@ -5,6 +5,7 @@ use askama::Template;
 use super::view::ProgressView;
 use crate::admin::pages::templates::Nav;
 use crate::domain::Newsletter;
+use crate::pages::ListChoice;
 
 /// One issue in the list.
 pub struct IssueRow {
@@ -35,6 +36,9 @@ pub struct ComposeFields<'a> {
     pub send_at: &'a str,
     /// The same for every showing of one form; see `compose`.
     pub idempotency_key: String,
+    /// The lists it goes to, as checkboxes; none when there is only one
+    /// list (the issue then goes to every confirmed subscriber).
+    pub lists: Vec<ListChoice>,
 }
 
 /// Why the form was refused, and the field it is about, if one.
