@@ -859,7 +859,9 @@ pub async fn record_audience_chunk(
     lease: Duration,
 ) -> Result<Option<Chunk>, sqlx::Error> {
     let mut transaction = conn.begin().await?;
-    let issue: Option<(DateTime<Utc>, i64, Option<Uuid>, Option<Vec<Uuid>>)> = sqlx::query_as(
+    // Its send time, recipients so far, cursor and lists.
+    type Recording = (DateTime<Utc>, i64, Option<Uuid>, Option<Vec<Uuid>>);
+    let issue: Option<Recording> = sqlx::query_as(
         "SELECT send_at, recipients, audience_cursor, list_ids FROM newsletter_issues \
          WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete",
     )

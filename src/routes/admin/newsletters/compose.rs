@@ -104,13 +104,10 @@ pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResp
     compose_form(&admin, &db, StatusCode::OK, fields, None, None).await
 }
 
+/// The form's fields besides `list`, which comes once per list ticked and
+/// is read from the pairs as they are.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ComposeForm {
-    /// The lists it goes to: `list` once per list ticked (read from the
-    /// form's pairs, not by this struct).
-    #[serde(default, skip)]
-    #[schema(value_type = Vec<String>)]
-    list: Vec<String>,
     /// Sent by the form when it shows the lists: then ticking none is a
     /// mistake, not a wish for every confirmed subscriber.
     #[serde(default)]
