@@ -72,9 +72,22 @@ impl UnsubscribeLinks {
         token: &UnsubscribeToken,
         mailbox: Option<&SubscriberEmail>,
     ) -> Self {
+        Self::from_issue(base_url, token, mailbox, None)
+    }
+
+    /// The links of an issue sent to lists: the one-click link leaves the
+    /// lists of `issue` only (`?issue={id}`), and the page offers to leave
+    /// everything.
+    pub fn from_issue(
+        base_url: &str,
+        token: &UnsubscribeToken,
+        mailbox: Option<&SubscriberEmail>,
+        issue: Option<uuid::Uuid>,
+    ) -> Self {
         let base_url = base_url.trim_end_matches('/');
+        let from = issue.map_or_else(String::new, |issue| format!("?issue={issue}"));
         Self {
-            url: format!("{base_url}/unsubscribe/{token}"),
+            url: format!("{base_url}/unsubscribe/{token}{from}"),
             preferences: format!("{base_url}/preferences/{token}"),
             mailto: mailbox.map(|mailbox| {
                 format!(

@@ -111,6 +111,10 @@ pub struct UnsubscribePage<'a> {
     pub address: Option<String>,
     /// The link came from a preview or a test send: it unsubscribes no one.
     pub test_send: bool,
+    /// For an issue sent to lists: the lists the button leaves, and the
+    /// query that says so to the button's `POST`.
+    pub lists: Vec<String>,
+    pub from_issue: String,
 }
 
 /// What became of an unsubscribe request.
@@ -127,6 +131,9 @@ pub struct UnsubscribedPage<'a> {
     pub resubscribe: Option<&'a str>,
     /// Whether to point the person to the form.
     pub offer_to_subscribe: bool,
+    /// For someone who left some lists and is still on others: the token
+    /// of their page of lists.
+    pub preferences: Option<&'a str>,
 }
 
 /// A reader's own page of lists, opened from the link in an issue.
@@ -279,6 +286,8 @@ mod tests {
                     token: "token",
                     address: Some("a•••@example.com".into()),
                     test_send: false,
+                    lists: Vec::new(),
+                    from_issue: String::new(),
                 }
                 .render(),
             ),
@@ -298,6 +307,7 @@ mod tests {
                     message: "Bye.",
                     resubscribe: None,
                     offer_to_subscribe: false,
+                    preferences: None,
                 }
                 .render(),
             ),
@@ -325,6 +335,8 @@ mod tests {
             token: "abc123",
             address: None,
             test_send: false,
+            lists: Vec::new(),
+            from_issue: String::new(),
         }
         .render()
         .unwrap();
@@ -346,6 +358,8 @@ mod tests {
             token: "abc123",
             address: Some("<•••@example.com".into()),
             test_send: false,
+            lists: Vec::new(),
+            from_issue: String::new(),
         }
         .render()
         .unwrap();
@@ -363,6 +377,8 @@ mod tests {
             token: "abc123",
             address: None,
             test_send: true,
+            lists: Vec::new(),
+            from_issue: String::new(),
         }
         .render()
         .unwrap();
@@ -382,6 +398,7 @@ mod tests {
             message: "Bye.",
             resubscribe: Some("ab\"&cd"),
             offer_to_subscribe: false,
+            preferences: None,
         }
         .render()
         .unwrap();

@@ -1075,6 +1075,9 @@ pub struct ClaimedBatch {
     pub html_body: String,
     pub text_body: String,
     pub message_stream: String,
+    /// Whether the issue goes to lists: then its unsubscribe links leave
+    /// those lists only.
+    pub for_lists: bool,
 }
 
 impl ClaimedBatch {
@@ -1116,12 +1119,25 @@ pub async fn claim_batch(
          ) \
          SELECT claimed.issue_id, claimed.first_seq, claimed.last_seq, claimed.claim_id, \
                 claimed.attempts, i.state, i.subject, i.html_body, i.text_body, \
-                i.message_stream \
+                i.message_stream, i.list_ids IS NOT NULL AS for_lists \
          FROM claimed JOIN newsletter_issues i ON i.id = claimed.issue_id",
     )
     .bind(lease.as_secs_f64())
     .fetch_optional(conn)
     .await
+}
+
+/// The lists an issue went to; `None` when it went to every confirmed
+/// subscriber, or there is no such issue.
+pub async fn lists_of(
+    conn: &mut PgConnection,
+    issue_id: Uuid,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT list_ids FROM newsletter_issues WHERE id = $1")
+        .bind(issue_id)
+        .fetch_optional(conn)
+        .await
+        .map(Option::flatten)
 }
 
 /// One queued delivery of a claimed batch, with who it goes to.

@@ -173,7 +173,8 @@ impl CampaignSource {
                     continue;
                 }
             };
-            let unsubscribe = self.unsubscribe_links(recipient.subscriber_id);
+            let from_issue = batch.for_lists.then_some(batch.key.issue_id);
+            let unsubscribe = self.unsubscribe_links(recipient.subscriber_id, from_issue);
             let values = Personalisation::from([
                 (RECIPIENT_NAME.to_owned(), recipient.name),
                 (UNSUBSCRIBE_URL.to_owned(), unsubscribe.url().to_owned()),
@@ -202,11 +203,18 @@ impl CampaignSource {
 
     /// A recipient's way off the list: the link in the bodies is the one
     /// in the `List-Unsubscribe` header.
-    fn unsubscribe_links(&self, subscriber_id: uuid::Uuid) -> UnsubscribeLinks {
-        UnsubscribeLinks::new(
+    /// For an issue sent to lists (`from_issue`), the link leaves those
+    /// lists only.
+    fn unsubscribe_links(
+        &self,
+        subscriber_id: uuid::Uuid,
+        from_issue: Option<uuid::Uuid>,
+    ) -> UnsubscribeLinks {
+        UnsubscribeLinks::from_issue(
             &self.base_url,
             &self.keys.unsubscribe_token(subscriber_id),
             self.unsubscribe_mailbox.as_ref(),
+            from_issue,
         )
     }
 

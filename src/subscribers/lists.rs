@@ -55,6 +55,17 @@ pub async fn offered_among(
         .await
 }
 
+/// The names of these lists, by name.
+pub async fn names(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM lists WHERE id = ANY($1) ORDER BY lower(name), id")
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
 pub async fn find(connection: &mut PgConnection, id: Uuid) -> Result<Option<List>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM lists WHERE id = $1"

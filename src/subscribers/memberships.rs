@@ -204,3 +204,27 @@ pub async fn choose(
     .fetch_one(connection)
     .await
 }
+
+/// Takes the reader off `lists` (an issue's lists: what its one-click link
+/// leaves). Returns how many lists they are still on.
+pub async fn leave(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+    lists: &[Uuid],
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = now() \
+         WHERE subscriber_id = $1 AND list_id = ANY($2) AND status <> 'unsubscribed'",
+    )
+    .bind(subscriber_id)
+    .bind(lists)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM memberships \
+         WHERE subscriber_id = $1 AND status IN ('pending', 'confirmed')",
+    )
+    .bind(subscriber_id)
+    .fetch_one(connection)
+    .await
+}

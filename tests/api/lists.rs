@@ -387,3 +387,90 @@ async fn the_compose_form_counts_the_audience_of_the_lists_ticked() {
     let none = none.text().await.unwrap();
     assert!(none.contains("Choose at least one list"), "{none}");
 }
+
+#[tokio::test]
+async fn the_one_click_link_of_an_issue_to_a_list_leaves_only_that_list() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    put_on(&app, reader, rust.id, "confirmed").await;
+    let issue = publish_to(&app, "Rust only", "Hello.", Some(&[rust.id])).await;
+    wait_for_state(&app, issue, "done").await;
+    let sent = app.wait_for_emails(1).await;
+    let headers = sent[0]["Headers"].as_array().unwrap();
+    let list_unsubscribe = headers
+        .iter()
+        .find(|h| h["Name"] == "List-Unsubscribe")
+        .unwrap()["Value"]
+        .as_str()
+        .unwrap()
+        .trim_matches(['<', '>'])
+        .to_owned();
+    assert!(
+        list_unsubscribe.ends_with(&format!("?issue={issue}")),
+        "{list_unsubscribe}"
+    );
+    let link = app.local(&reqwest::Url::parse(&list_unsubscribe).unwrap());
+
+    let page = app.api_client.get(link.clone()).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Rust weekly"), "{page}");
+    assert!(page.contains(&format!("?issue={issue}\"")), "{page}");
+    let one_click = app
+        .api_client
+        .post(link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(one_click.status().as_u16(), 200);
+    let memberships: Vec<(String, String)> = sqlx::query_as(
+        "SELECT l.name, m.status FROM memberships m JOIN lists l ON l.id = m.list_id \
+         WHERE m.subscriber_id = $1 ORDER BY l.name",
+    )
+    .bind(reader)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        memberships,
+        owned(&[("Newsletter", "confirmed"), ("Rust weekly", "unsubscribed")])
+    );
+    assert_eq!(app.subscriber_status().await, "confirmed");
+}
+
+#[tokio::test]
+async fn leaving_an_issues_list_that_was_the_readers_last_unsubscribes_them_from_everything() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    let default: Uuid = sqlx::query_scalar("SELECT id FROM lists WHERE is_default")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let issue = publish_to(&app, "Default only", "Hello.", Some(&[default])).await;
+    wait_for_state(&app, issue, "done").await;
+    let keys = newsletter::keys::Keys::derive(&app.settings.application.hmac_secret).unwrap();
+    let token = keys.unsubscribe_token(reader);
+
+    let one_click = app
+        .api_client
+        .post(format!("{}/unsubscribe/{token}?issue={issue}", app.address))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(one_click.status().as_u16(), 200);
+    assert_eq!(app.subscriber_status().await, "unsubscribed");
+    // A query that cannot be read leaves everything too, never refused.
+    let garbled = app
+        .api_client
+        .post(format!("{}/unsubscribe/{token}?issue=%ZZ&&=", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status().as_u16(), 200);
+}

@@ -36,13 +36,17 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, web};
 
+use uuid::Uuid;
+
+use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::public::sign_up::SignUpDesk;
-use crate::subscribers::history;
+use crate::subscribers::lists;
 use crate::subscribers::{self, Contact};
+use crate::subscribers::{history, memberships};
 use crate::web::error::{ApiError, DatabaseStep};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
@@ -98,19 +102,40 @@ pub async fn show(
     let token = token.into_inner();
     let subscriber_id = match keys.verify_unsubscribe_token(&token) {
         Ok(Unsubscriber::Subscriber(id)) => id,
-        Ok(Unsubscriber::TestSend) => return Ok(button_page(&newsletter, &token, None, true)),
+        Ok(Unsubscriber::TestSend) => {
+            return Ok(button_page(&newsletter, &token, None, true, None));
+        }
         Err(bad) => return refuse(bad, wants_html(&request), &newsletter),
     };
-    let address = db
-        .transaction(async |transaction| subscribers::address_of(transaction, subscriber_id).await)
+    let issue = from_issue(&request);
+    let found = db
+        .transaction(async |transaction| {
+            let Some(address) = subscribers::address_of(transaction, subscriber_id).await? else {
+                return Ok(None);
+            };
+            let lists = match issue {
+                Some(issue) => match ledger::lists_of(transaction, issue).await? {
+                    Some(ids) => Some((issue, lists::names(transaction, &ids).await?)),
+                    None => None,
+                },
+                None => None,
+            };
+            Ok(Some((address, lists)))
+        })
         .await
         .step("read the address to unsubscribe")?;
-    let Some(address) = address else {
+    let Some((address, from)) = found else {
         // A page, whatever `Accept` says: this answer is one, as the
         // button page is.
         return Ok(not_on_the_list(true, &newsletter));
     };
-    Ok(button_page(&newsletter, &token, masked(&address), false))
+    Ok(button_page(
+        &newsletter,
+        &token,
+        masked(&address),
+        false,
+        from,
+    ))
 }
 
 /// A stored address as the pages show it (`u•••@example.com`). Stored
@@ -128,7 +153,12 @@ fn button_page(
     token: &str,
     address: Option<String>,
     test_send: bool,
+    from: Option<(Uuid, Vec<String>)>,
 ) -> HttpResponse {
+    let (from_issue, lists) = match from {
+        Some((issue, lists)) => (format!("?issue={issue}"), lists),
+        None => (String::new(), Vec::new()),
+    };
     page(
         StatusCode::OK,
         &UnsubscribePage {
@@ -136,8 +166,32 @@ fn button_page(
             token,
             address,
             test_send,
+            lists,
+            from_issue,
         },
     )
+}
+
+/// The issue a link came from (`?issue={id}`), when it went to lists: its
+/// link leaves those lists only. Read by hand, never refused: a one-click
+/// request must unsubscribe whatever else its address carries, so a query
+/// that cannot be read leaves everything, as a link without one does.
+fn from_issue(request: &HttpRequest) -> Option<Uuid> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(request.query_string()).ok()?;
+    pairs
+        .iter()
+        .find(|(key, _)| key == "issue")
+        .and_then(|(_, value)| Uuid::try_parse(value).ok())
+}
+
+/// What an unsubscribe did.
+enum Left {
+    /// The subscriber is gone: nothing to do.
+    Nobody,
+    /// Off the lists of the issue; still on others.
+    Lists { address: String },
+    /// Off everything.
+    Everything { address: String },
 }
 
 /// `POST`: unsubscribes the token's subscriber. The body is read (up to
@@ -169,21 +223,38 @@ pub async fn one_click(
         Err(bad) => return refuse(bad, html, &newsletter),
     };
     tracing::Span::current().record("subscriber_id", tracing::field::display(subscriber_id));
+    let issue = from_issue(&request);
     let left = db
         .transaction(async |transaction| {
-            let address = subscribers::unsubscribe(transaction, subscriber_id).await?;
+            // An issue sent to lists: its link leaves those lists, unless
+            // they were the reader's last.
+            let lists = match issue {
+                Some(issue) => ledger::lists_of(transaction, issue).await?,
+                None => None,
+            };
+            if let Some(lists) = lists {
+                let Some(address) = subscribers::address_of(transaction, subscriber_id).await?
+                else {
+                    return Ok(Left::Nobody);
+                };
+                if memberships::leave(transaction, subscriber_id, &lists).await? > 0 {
+                    return Ok(Left::Lists { address });
+                }
+            }
+            let Some(address) = subscribers::unsubscribe(transaction, subscriber_id).await? else {
+                return Ok(Left::Nobody);
+            };
             // Remembered with the departure, so that a sign-up under another
             // spelling of the mailbox asks for the button.
-            if let Some(address) = &address {
-                history::remember_departure(transaction, &keys, address).await?;
-            }
-            Ok(address)
+            history::remember_departure(transaction, &keys, &address).await?;
+            Ok(Left::Everything { address })
         })
         .await
         .step("unsubscribe")?;
     Ok(match left {
-        Some(address) => unsubscribed(html, &newsletter, &token, &address),
-        None => not_on_the_list(html, &newsletter),
+        Left::Everything { address } => unsubscribed(html, &newsletter, &token, &address),
+        Left::Lists { address } => left_lists(html, &newsletter, &token, &address),
+        Left::Nobody => not_on_the_list(html, &newsletter),
     })
 }
 
@@ -207,6 +278,34 @@ fn unsubscribed(html: bool, newsletter: &Newsletter, token: &str, address: &str)
             message: &message,
             resubscribe: Some(token),
             offer_to_subscribe: false,
+            preferences: None,
+        },
+    )
+}
+
+/// Done, for the lists of one issue: a page naming the address masked, with
+/// the way to the reader's page of lists.
+fn left_lists(html: bool, newsletter: &Newsletter, token: &str, address: &str) -> HttpResponse {
+    const MESSAGE: &str = "You left the lists this issue came from. Your other lists go on.";
+    if !html {
+        return plain(MESSAGE);
+    }
+    let message = match masked(address) {
+        Some(address) => format!(
+            "{address} left the lists this issue came from. Your other lists go on: choose \
+             them on your page of lists."
+        ),
+        None => MESSAGE.to_owned(),
+    };
+    page(
+        StatusCode::OK,
+        &UnsubscribedPage {
+            newsletter,
+            heading: "You left these lists",
+            message: &message,
+            resubscribe: None,
+            offer_to_subscribe: false,
+            preferences: Some(token),
         },
     )
 }
@@ -298,6 +397,7 @@ fn notice(
             message,
             resubscribe: None,
             offer_to_subscribe,
+            preferences: None,
         },
     )
 }
@@ -332,6 +432,7 @@ fn refused(
             message: &reason,
             resubscribe: None,
             offer_to_subscribe,
+            preferences: None,
         },
     ))
 }
