@@ -978,6 +978,33 @@ async fn on_a_phone_the_newsroom_fits_the_screen_and_a_recovery_code_signs_in() 
     browser.assert_shown_whole("a#export").await;
     browser.screenshot("admin-phone-02-subscribers").await;
 
+    // The attributes page, with the longest name there can be, and the
+    // form it adds to a subscriber's page.
+    browser
+        .press(r#".admin-nav a[href="/admin/attributes"]"#)
+        .await;
+    browser.wait_for_heading("Attributes").await;
+    let longest = "membership_renewal_reminder_sent_before_the_annual_meeting_2025";
+    assert_eq!(longest.len(), 63);
+    browser.fill("name", longest).await;
+    browser.press("#new-attribute button[type=submit]").await;
+    browser.wait_for("#attributes-notice").await;
+    assert!(!browser.scrolls_sideways().await, "the attributes page");
+    browser.assert_shown_whole("#new-attribute").await;
+    browser.screenshot("admin-phone-02-attributes").await;
+    browser
+        .press(r#".admin-nav a[href="/admin/subscribers"]"#)
+        .await;
+    browser.wait_for_heading("Subscribers").await;
+    browser.press("#subscribers tbody a").await;
+    browser.wait_for("form#attributes").await;
+    assert!(!browser.scrolls_sideways().await, "a subscriber's page");
+    browser.assert_shown_whole("form#attributes").await;
+    browser.scroll_to("#attributes-heading").await;
+    browser
+        .screenshot("admin-phone-02-subscriber-attributes")
+        .await;
+
     let (_, _, recovery_codes) = enrol_a_second_factor(&browser, "admin-phone-03").await;
     assert!(!browser.scrolls_sideways().await, "the recovery codes");
 

@@ -40,6 +40,13 @@ pub enum Action {
     /// removed.
     SubscriberExported,
     SubscriberErased,
+    /// Custom attributes: a definition added or deleted (with every value
+    /// for it), and a subscriber's values changed. The detail names the
+    /// attributes and the subscriber by id, never a value: values may be
+    /// personal, and the log outlives them.
+    AttributeDefined,
+    AttributeDeleted,
+    SubscriberAttributesChanged,
 }
 
 impl Action {
@@ -62,6 +69,9 @@ impl Action {
             Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
             Action::SubscriberExported => "subscriber-exported",
             Action::SubscriberErased => "subscriber-erased",
+            Action::AttributeDefined => "attribute-defined",
+            Action::AttributeDeleted => "attribute-deleted",
+            Action::SubscriberAttributesChanged => "subscriber-attributes-changed",
         }
     }
 }
@@ -212,6 +222,9 @@ mod tests {
             Action::FailedDeliveriesRequeued,
             Action::SubscriberExported,
             Action::SubscriberErased,
+            Action::AttributeDefined,
+            Action::AttributeDeleted,
+            Action::SubscriberAttributesChanged,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

@@ -124,6 +124,22 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/subscribers/{id}/erase", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::erase_subscriber))
         }),
+        // Its own body limit: room for every attribute's longest value.
+        endpoint("/admin/subscribers/{id}/attributes", Admin, POST, |c, p| {
+            let form = resource(p).app_data(admin::attributes_form_config());
+            add(c, form.post(admin::change_attributes))
+        }),
+        endpoint("/admin/attributes", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(admin::attributes_page)
+                    .post(admin::create_attribute),
+            )
+        }),
+        endpoint("/admin/attributes/{name}/delete", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::delete_attribute))
+        }),
         // Its own body limit: an issue is far longer than the public forms.
         endpoint("/admin/newsletters", Admin, GET_POST, |c, p| {
             let compose = resource(p).app_data(admin::compose_form_config());

@@ -119,6 +119,8 @@ pub struct Row {
     pub status: String,
     pub subscribed_at: DateTime<Utc>,
     pub confirmed_at: Option<DateTime<Utc>>,
+    /// Their custom attributes' values, for the export's columns.
+    pub attributes: sqlx::types::Json<super::attributes::Values>,
 }
 
 impl Row {
@@ -158,7 +160,8 @@ fn page_statement(selection: &Selection, cursor: bool) -> String {
         format!("WHERE {} ", conditions.join(" AND "))
     };
     format!(
-        "SELECT id, email, name, status, subscribed_at, confirmed_at FROM subscriptions \
+        "SELECT id, email, name, status, subscribed_at, confirmed_at, attributes \
+         FROM subscriptions \
          {filter}ORDER BY subscribed_at DESC, id DESC LIMIT ${}",
         parameter()
     )

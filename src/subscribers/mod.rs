@@ -1,12 +1,14 @@
 //! The subscriber store: the one owner of the tables about subscribers
-//! (`subscriptions`, `lists`, `memberships`, `confirmation_tokens`,
-//! `suppressions`, `former_addresses`). Every other module, and every handler, reaches
-//! them through the named functions here, so that what a subscriber is
+//! (`subscriptions`, `lists`, `memberships`, `attribute_definitions`,
+//! `confirmation_tokens`, `suppressions`, `former_addresses`). Every other
+//! module, and every handler, reaches them through the named functions here, so that what a subscriber is
 //! stays decided in one place:
 //! - [`record`]: one subscriber, as the public pages and the admin's
 //!   record, export and erasure need them;
 //! - [`lists`]: the newsletters a reader can choose;
 //! - [`memberships`]: who is on which list, with a status per list;
+//! - [`attributes`]: the custom attributes an admin defines, and each
+//!   subscriber's values for them;
 //! - [`sign_ups`]: the statements a batch of sign-ups is stored with;
 //! - [`confirmation`]: a confirmation link's token, and confirming;
 //! - [`history`]: whether an address has been here before;
@@ -17,6 +19,7 @@
 //! - [`figures`]: the counts the dashboard shows;
 //! - [`retention`]: the retention job's batches over these tables.
 
+pub mod attributes;
 pub mod audience;
 pub mod confirmation;
 pub mod directory;

@@ -1,5 +1,5 @@
-//! The newsroom's pages behind `/admin`: the dashboard, the subscribers,
-//! the issues and the local inbox. Signing in and out and the admin's own
+//! The newsroom's pages behind `/admin`: the dashboard, the subscribers
+//! and their custom attributes, the issues and the local inbox. Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -13,6 +13,7 @@
 //! ([`crate::admin::guard::Protected`]), on top of the `SameSite=Strict`
 //! cookie.
 
+pub(crate) mod attributes;
 pub(crate) mod dashboard;
 pub(crate) mod email;
 pub(crate) mod inbox;
@@ -20,6 +21,7 @@ pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod subscribers;
 
+pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
 pub use email::change_email;
 pub use inbox::{inbox, inbox_email, inbox_email_body};
@@ -28,5 +30,6 @@ pub use newsletters::{
     issue_script, newsletters, submit_issue,
 };
 pub use subscribers::{
-    erase_subscriber, export_subscriber, export_subscribers, subscriber_page, subscribers,
+    attributes_form_config, change_attributes, erase_subscriber, export_subscriber,
+    export_subscribers, subscriber_page, subscribers,
 };

@@ -187,6 +187,10 @@ pub struct SubscriberPage<'a> {
     pub more_deliveries: i64,
     /// Why the last erase was refused.
     pub error: Option<String>,
+    /// The custom attributes' form, one field per definition, and why it
+    /// was refused beyond its fields.
+    pub attributes: Vec<AttributeField>,
+    pub attributes_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -253,4 +257,42 @@ pub struct InboxMissingPage<'a> {
     pub nav: Nav<'a>,
     pub heading: &'static str,
     pub reason: &'a str,
+}
+
+/// One definition of the attributes page.
+pub struct DefinitionRow {
+    pub name: String,
+    /// As stored (`number`), and as a person reads it.
+    pub kind: &'static str,
+    pub kind_label: &'static str,
+    pub created_at: String,
+    /// Whether its delete form is open: it was just refused.
+    pub open: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/attributes.html")]
+pub struct AttributesPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub definitions: Vec<DefinitionRow>,
+    /// The new attribute's form, as typed, and why it was refused.
+    pub name: &'a str,
+    pub name_error: Option<String>,
+    /// Each kind: its value, its label, whether it is selected.
+    pub kinds: Vec<(&'static str, &'static str, bool)>,
+    pub kind_error: Option<String>,
+    /// Why a delete was refused.
+    pub delete_error: Option<String>,
+    pub notice: Option<String>,
+}
+
+/// One attribute's field on a subscriber's page: its value as stored, or
+/// as typed and refused, with the reason.
+pub struct AttributeField {
+    pub name: String,
+    pub kind: &'static str,
+    pub kind_label: &'static str,
+    pub value: String,
+    pub error: Option<String>,
 }

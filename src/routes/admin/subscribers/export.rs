@@ -24,6 +24,7 @@ use crate::db::Db;
 use crate::keys::Keys;
 use crate::outbox;
 use crate::rate_limit::RateLimiter;
+use crate::subscribers::attributes;
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::client::client_ip;
@@ -41,6 +42,10 @@ struct SubscriberExport {
     outbox_emails: Vec<outbox::store::OutboxEmail>,
     /// Absent when the address is not on the suppression list.
     suppression: Option<SuppressionPart>,
+    /// Their custom attributes' values, keyed by attribute name: text and
+    /// dates (`YYYY-MM-DD`) as strings, numbers, booleans.
+    #[schema(value_type = Object)]
+    attributes: attributes::Values,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -120,6 +125,7 @@ async fn read_and_record(
         let tokens = record::confirmation_tokens(tx, id).await?;
         let deliveries = ledger::deliveries(tx, id, i64::MAX).await?;
         let outbox = outbox::store::outbox_emails(tx, &subscriber.email).await?;
+        let attributes = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
         audit::record(
             tx,
             actor,
@@ -133,6 +139,7 @@ async fn read_and_record(
             tokens,
             deliveries,
             outbox,
+            attributes,
         )))
     })
     .await
@@ -145,6 +152,7 @@ fn assemble(
     tokens: Vec<record::TokenTimes>,
     deliveries: Vec<ledger::Delivery>,
     outbox: Vec<outbox::store::OutboxEmail>,
+    attributes: attributes::Values,
 ) -> SubscriberExport {
     SubscriberExport {
         exported_at: Utc::now(),
@@ -169,5 +177,6 @@ fn assemble(
             changed_at: s.changed_at,
             created_at: s.created_at,
         }),
+        attributes,
     }
 }

@@ -2,6 +2,9 @@
 //! newest first; `GET /admin/subscribers.csv`: the same selection, every
 //! page of it, as a CSV file.
 //!
+//! The file has a column per custom attribute, in name order, after the
+//! fixed ones; a subscriber without a value has an empty cell.
+//!
 //! Pages are keyset-paginated ([`directory`]). The export walks the same
 //! keys a thousand rows at a time and streams each chunk as it is read:
 //! neither the list nor the file is ever held whole, and no transaction
@@ -22,6 +25,7 @@ use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
+use crate::subscribers::attributes;
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -139,6 +143,9 @@ pub async fn subscribers(
 struct Export {
     db: Db,
     selection: Selection,
+    /// The custom attributes, in name order: a column each, after the
+    /// fixed ones.
+    attributes: Vec<String>,
     cursor: Option<Cursor>,
     header_written: bool,
     done: bool,
@@ -164,9 +171,17 @@ pub async fn export_subscribers(
     let detail = selection.audited();
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
     record(&db, &actor, Action::SubscribersExported, &detail).await?;
+    let attributes = db
+        .transaction(async |tx| attributes::definitions(tx).await)
+        .await
+        .step("read the attributes")?
+        .into_iter()
+        .map(|definition| definition.name)
+        .collect();
     let mut export = Export {
         db: db.get_ref().clone(),
         selection,
+        attributes,
         cursor: None,
         header_written: false,
         done: false,
@@ -203,13 +218,15 @@ impl Export {
         }
         self.cursor = rows.last().map(Row::cursor).or(self.cursor);
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let mut write = |record: [&str; 5]| {
+        let mut write = |fixed: [&str; 5], attributes: Vec<String>| {
+            let cells = fixed.into_iter().map(str::to_owned).chain(attributes);
             writer
-                .write_record(record.map(|cell| defuse(cell).into_owned()))
+                .write_record(cells.map(|cell| defuse(&cell).into_owned()))
                 .map_err(|e| ApiError::Unexpected(e.into()))
         };
         if !self.header_written {
-            write(["email", "name", "status", "subscribed_at", "confirmed_at"])?;
+            let fixed = ["email", "name", "status", "subscribed_at", "confirmed_at"];
+            write(fixed, self.attributes.clone())?;
             self.header_written = true;
         }
         for row in &rows {
@@ -217,13 +234,26 @@ impl Export {
                 .confirmed_at
                 .map(|at| at.to_rfc3339())
                 .unwrap_or_default();
-            write([
-                &row.email,
-                &row.name,
-                &row.status,
-                &row.subscribed_at.to_rfc3339(),
-                &confirmed_at,
-            ])?;
+            let values = self
+                .attributes
+                .iter()
+                .map(|name| {
+                    row.attributes
+                        .get(name)
+                        .map(attributes::display)
+                        .unwrap_or_default()
+                })
+                .collect();
+            write(
+                [
+                    &row.email,
+                    &row.name,
+                    &row.status,
+                    &row.subscribed_at.to_rfc3339(),
+                    &confirmed_at,
+                ],
+                values,
+            )?;
         }
         let bytes = writer
             .into_inner()

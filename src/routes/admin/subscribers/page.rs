@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::attributes::{self as attribute_form, Refused};
 use super::paths::{issue_path, parse_subscriber_id, subscriber_path};
 use crate::admin::guard::SignedIn;
 use crate::admin::pages::layout::nav;
@@ -22,6 +23,7 @@ use crate::routes::admin::pages::{
     DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
     status_label,
 };
+use crate::subscribers::attributes::{self, Definition, Values};
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::error::{ApiError, DatabaseStep};
@@ -54,6 +56,8 @@ struct Read {
     suppression: Option<Suppression>,
     deliveries: Vec<ledger::Delivery>,
     delivery_count: i64,
+    definitions: Vec<Definition>,
+    values: Values,
 }
 
 #[tracing::instrument(name = "Read a subscriber's record", skip(db, keys))]
@@ -65,11 +69,15 @@ async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> 
         let suppression = suppression::find(tx, keys, &subscriber.email).await?;
         let deliveries = ledger::deliveries(tx, id, DELIVERIES_SHOWN).await?;
         let delivery_count = ledger::delivery_count(tx, id).await?;
+        let definitions = attributes::definitions(tx).await?;
+        let values = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
         Ok(Some(Read {
             subscriber,
             suppression,
             deliveries,
             delivery_count,
+            definitions,
+            values,
         }))
     })
     .await
@@ -86,6 +94,19 @@ pub(super) async fn render(
     status: StatusCode,
     error: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
+    render_with(db, keys, admin, id, status, error, None).await
+}
+
+/// [`render`], with the attributes' form as typed and refused, if it was.
+pub(super) async fn render_with(
+    db: &Db,
+    keys: &Keys,
+    admin: &SignedIn,
+    id: Uuid,
+    status: StatusCode,
+    error: Option<String>,
+    refused_attributes: Option<Refused>,
+) -> Result<HttpResponse, ApiError> {
     let Some(read) = read(db, keys, id).await? else {
         return Ok(missing(admin, false));
     };
@@ -94,8 +115,12 @@ pub(super) async fn render(
         suppression,
         deliveries,
         delivery_count,
+        definitions,
+        values,
     } = read;
     let more_deliveries = delivery_count - deliveries.len() as i64;
+    let (attributes, attributes_error) =
+        attribute_form::fields(definitions, &values, refused_attributes);
     Ok(page(
         status,
         &SubscriberPage {
@@ -131,6 +156,8 @@ pub(super) async fn render(
                 .collect(),
             more_deliveries,
             error,
+            attributes,
+            attributes_error,
         },
     ))
 }

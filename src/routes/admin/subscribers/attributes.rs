@@ -1,0 +1,168 @@
+//! `POST /admin/subscribers/{id}/attributes`: the form on a subscriber's
+//! page that sets their custom attributes. Each field is named
+//! `value.{attribute}`; an empty one removes the value. A value that does
+//! not fit its attribute's kind, or an attribute that does not exist (any
+//! more), gets the page again with `422` and the reason beside the field,
+//! and nothing is written.
+//!
+//! The audit entry names the subscriber by id and the attributes changed,
+//! never their values; nothing here logs them either.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::page::{missing, render_with};
+use super::paths::{parse_subscriber_id, subscriber_path};
+use crate::admin::actor::actor_for;
+use crate::admin::audit::{self, Action};
+use crate::admin::guard::Protected;
+use crate::db::Db;
+use crate::keys::Keys;
+use crate::rate_limit::RateLimiter;
+use crate::routes::admin::pages::AttributeField;
+use crate::subscribers::attributes::{self, Definition, FieldError, Values, Written};
+use crate::web::answers::no_store;
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
+
+/// What the form's field names start with: the rest is the attribute's
+/// name. The prefix keeps an attribute called `csrf_token` from meeting
+/// the form's own field.
+const FIELD_PREFIX: &str = "value.";
+
+/// The form's body limit: room for every attribute's longest text
+/// (1,000 characters, each up to 4 bytes and 3 characters when encoded)
+/// several times over; the app-wide limit is sized for the public forms.
+pub const ATTRIBUTES_BODY_LIMIT_BYTES: usize = 256 * 1024;
+
+/// The resource's own extractor settings.
+pub fn attributes_form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(ATTRIBUTES_BODY_LIMIT_BYTES)
+        .error_handler(|e, _| ApiError::from(e).into())
+}
+
+/// A form refused: what was typed, and why, to show on the page again.
+pub struct Refused {
+    typed: Vec<(String, String)>,
+    errors: Vec<FieldError>,
+}
+
+#[utoipa::path(post, path = "/admin/subscribers/{id}/attributes", tag = "admin",
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    request_body(content = String, description = "`value.{attribute}=…` for each attribute to set; an empty value removes it.", content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Saved: back to the subscriber's page.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such subscriber.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 413, description = "A form larger than the limit.", body = String, content_type = "text/plain"),
+        (status = 422, description = "A value that does not fit its attribute, or no such attribute: nothing was saved, and the page says why beside each field.", body = String, content_type = "text/html"),
+        crate::web::openapi_responses::AdminForm,
+    ))]
+pub async fn change_attributes(
+    request: HttpRequest,
+    form: Protected<Vec<(String, String)>>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    keys: web::Data<Keys>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Protected { admin, form } = form;
+    let Some(id) = parse_subscriber_id(&id) else {
+        return Ok(missing(&admin, true));
+    };
+    let fields: Vec<(String, String)> = form
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.strip_prefix(FIELD_PREFIX)?.to_owned(), value)))
+        .collect();
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    let written = db
+        .transaction(async |tx| {
+            let written = attributes::set(tx, id, &fields).await?;
+            if let Written::Done(changes) = &written {
+                let detail = format!("subscriber {id}: {}", changes.summary());
+                audit::record(tx, &actor, Action::SubscriberAttributesChanged, &detail).await?;
+            }
+            Ok(written)
+        })
+        .await
+        .step("change a subscriber's attributes")?;
+    match written {
+        Written::Done(_) => {
+            let mut answer = HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, subscriber_path(id)))
+                .finish();
+            no_store(answer.headers_mut());
+            Ok(answer)
+        }
+        Written::Missing => Ok(missing(&admin, false)),
+        Written::Refused(errors) => {
+            let refused = Refused {
+                typed: fields,
+                errors,
+            };
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            render_with(&db, &keys, &admin, id, status, None, Some(refused)).await
+        }
+    }
+}
+
+/// The form's fields for the page: one per definition, in name order,
+/// holding the stored value, or what was typed and refused with the
+/// reason. Refusals about attributes the page has no field for (deleted
+/// meanwhile, or never defined) come back as one message.
+pub fn fields(
+    definitions: Vec<Definition>,
+    values: &Values,
+    refused: Option<Refused>,
+) -> (Vec<AttributeField>, Option<String>) {
+    let (typed, mut errors) = refused
+        .map(|refused| (refused.typed, refused.errors))
+        .unwrap_or_default();
+    let fields = definitions
+        .into_iter()
+        .map(|definition| {
+            let error = errors
+                .iter()
+                .position(|e| e.name == definition.name)
+                .map(|at| errors.remove(at).reason);
+            let value = match typed.iter().find(|(name, _)| *name == definition.name) {
+                Some((_, typed)) => typed.clone(),
+                None => values
+                    .get(&definition.name)
+                    .map(attributes::display)
+                    .unwrap_or_default(),
+            };
+            AttributeField {
+                kind: definition.kind.as_str(),
+                kind_label: definition.kind.label(),
+                name: definition.name,
+                value,
+                error,
+            }
+        })
+        .collect();
+    let others = (!errors.is_empty()).then(|| {
+        let named: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", shortened(&e.name), e.reason))
+            .collect();
+        format!("Nothing was saved. {}", named.join(" "))
+    });
+    (fields, others)
+}
+
+/// A name from the form as the page repeats it: any text a client sent,
+/// so at most 64 characters of it, control characters replaced.
+fn shortened(name: &str) -> String {
+    let mut kept: String = name
+        .chars()
+        .take(64)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if name.chars().count() > 64 {
+        kept.push('…');
+    }
+    kept
+}
