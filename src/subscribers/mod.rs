@@ -12,7 +12,9 @@
 //! - [`history`]: whether an address has been here before;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`directory`]: the admin's list, its search and its export;
-//! - [`figures`]: the counts the dashboard shows.
+//! - [`figures`]: the counts the dashboard shows;
+//! - [`segments`]: saved filters over the subscribers, and the audiences
+//!   they narrow.
 
 pub mod confirmation;
 pub mod directory;
@@ -21,6 +23,7 @@ pub mod history;
 pub mod lists;
 pub mod memberships;
 pub mod record;
+pub mod segments;
 pub mod sign_ups;
 pub mod suppression;
 
