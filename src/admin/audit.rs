@@ -40,6 +40,11 @@ pub enum Action {
     /// removed.
     SubscriberExported,
     SubscriberErased,
+    /// A segment saved, changed or deleted. The detail names it by id
+    /// (and by name, when it is saved).
+    SegmentCreated,
+    SegmentUpdated,
+    SegmentDeleted,
 }
 
 impl Action {
@@ -62,6 +67,9 @@ impl Action {
             Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
             Action::SubscriberExported => "subscriber-exported",
             Action::SubscriberErased => "subscriber-erased",
+            Action::SegmentCreated => "segment-created",
+            Action::SegmentUpdated => "segment-updated",
+            Action::SegmentDeleted => "segment-deleted",
         }
     }
 }
@@ -212,6 +220,9 @@ mod tests {
             Action::FailedDeliveriesRequeued,
             Action::SubscriberExported,
             Action::SubscriberErased,
+            Action::SegmentCreated,
+            Action::SegmentUpdated,
+            Action::SegmentDeleted,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

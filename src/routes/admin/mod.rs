@@ -18,6 +18,7 @@ pub(crate) mod email;
 pub(crate) mod inbox;
 pub(crate) mod newsletters;
 mod pages;
+pub(crate) mod segments;
 pub(crate) mod subscribers;
 
 pub use dashboard::dashboard;
@@ -26,6 +27,9 @@ pub use inbox::{inbox, inbox_email, inbox_email_body};
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
     issue_script, newsletters, submit_issue,
+};
+pub use segments::{
+    create_segment, delete_segment, segment_form_config, segment_page, segments, update_segment,
 };
 pub use subscribers::{
     erase_subscriber, export_subscriber, export_subscribers, subscriber_page, subscribers,

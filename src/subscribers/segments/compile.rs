@@ -204,9 +204,10 @@ fn push_number_test(query: &mut QueryBuilder<Postgres>, name: &str, op: NumberOp
 }
 
 /// A date attribute is text `YYYY-MM-DD`, which sorts as the days do
-/// byte by byte. Compared as text (in the C collation, which sorts bytes),
-/// a malformed one (`2026-02-30`) is only a value that matches nothing
-/// useful, where a cast to `date` would fail the statement.
+/// byte by byte, and is compared as text (in the C collation, which sorts
+/// bytes). A value of another shape matches no date condition; one of the
+/// shape but no real day (`2026-02-30`) compares as its text, where a cast
+/// to `date` would fail the whole statement.
 fn push_date_test(query: &mut QueryBuilder<Postgres>, name: &str, op: DateOp, day: NaiveDate) {
     let op = match op {
         DateOp::Before => "<",

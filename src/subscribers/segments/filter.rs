@@ -269,7 +269,7 @@ pub enum DateOp {
 /// Why a filter was refused, said so that the admin can fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FilterError {
-    #[error("The filter is not a filter's JSON: {0}")]
+    #[error("The filter could not be read as JSON: {0}")]
     Unreadable(String),
     #[error("Groups nest at most {MAX_DEPTH} deep.")]
     TooDeep,
