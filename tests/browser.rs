@@ -977,6 +977,7 @@ async fn on_a_phone_the_newsroom_fits_the_screen_and_a_recovery_code_signs_in() 
         .await;
     browser.assert_shown_whole("a#export").await;
     browser.screenshot("admin-phone-02-subscribers").await;
+    build_a_segment(&browser, "admin-phone-02").await;
 
     // The attributes page, with the longest name there can be, and the
     // form it adds to a subscriber's page.
@@ -1026,6 +1027,33 @@ async fn on_a_phone_the_newsroom_fits_the_screen_and_a_recovery_code_signs_in() 
 
     sign_out_for_good(&browser, &app, "admin-phone-05-signed-out").await;
     browser.close().await;
+}
+
+/// Opens the segments from the navigation, counts a segment of everyone
+/// and saves it, checking that neither page scrolls sideways; screenshots
+/// are named after `prefix`.
+async fn build_a_segment(browser: &Browser, prefix: &str) {
+    browser
+        .press(r#".admin-nav a[href="/admin/segments"]"#)
+        .await;
+    browser.wait_for_heading("Segments").await;
+    assert!(!browser.scrolls_sideways().await, "the segments");
+    browser.assert_shown_whole("#segment-form").await;
+    browser.fill("segment-name", "Everyone").await;
+    browser.press("button#count-button").await;
+    let count = browser
+        .wait_for("#segment-count")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(count.contains("confirmed reader"), "{count}");
+    browser.screenshot(&format!("{prefix}-segments")).await;
+    browser.press("button#save-button").await;
+    browser.wait_for_heading("Everyone").await;
+    assert!(!browser.scrolls_sideways().await, "a segment's page");
+    browser.assert_shown_whole("form#delete-segment").await;
+    browser.screenshot(&format!("{prefix}-segment")).await;
 }
 
 /// Writes an issue on the compose form, as a person types it.

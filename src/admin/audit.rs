@@ -47,6 +47,11 @@ pub enum Action {
     AttributeDefined,
     AttributeDeleted,
     SubscriberAttributesChanged,
+    /// A segment saved, changed or deleted. The detail names it by id
+    /// (and by name, when it is saved).
+    SegmentCreated,
+    SegmentUpdated,
+    SegmentDeleted,
 }
 
 impl Action {
@@ -72,6 +77,9 @@ impl Action {
             Action::AttributeDefined => "attribute-defined",
             Action::AttributeDeleted => "attribute-deleted",
             Action::SubscriberAttributesChanged => "subscriber-attributes-changed",
+            Action::SegmentCreated => "segment-created",
+            Action::SegmentUpdated => "segment-updated",
+            Action::SegmentDeleted => "segment-deleted",
         }
     }
 }
@@ -225,6 +233,9 @@ mod tests {
             Action::AttributeDefined,
             Action::AttributeDeleted,
             Action::SubscriberAttributesChanged,
+            Action::SegmentCreated,
+            Action::SegmentUpdated,
+            Action::SegmentDeleted,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

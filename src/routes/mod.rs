@@ -162,6 +162,18 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/newsletters/{id}/{action}", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::act_on_issue))
         }),
+        // Their own body limit: the JSON box holds a whole filter.
+        endpoint("/admin/segments", Admin, GET_POST, |c, p| {
+            let form = resource(p).app_data(admin::segment_form_config());
+            add(c, form.get(admin::segments).post(admin::create_segment))
+        }),
+        endpoint("/admin/segments/{id}", Admin, GET_POST, |c, p| {
+            let form = resource(p).app_data(admin::segment_form_config());
+            add(c, form.get(admin::segment_page).post(admin::update_segment))
+        }),
+        endpoint("/admin/segments/{id}/delete", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::delete_segment))
+        }),
         // Answer 404 with the reason where the inbox is not a provider.
         endpoint("/admin/inbox", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::inbox))

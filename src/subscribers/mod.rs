@@ -18,6 +18,8 @@
 //! - [`directory`]: the admin's list, its search and its export;
 //! - [`figures`]: the counts the dashboard shows;
 //! - [`retention`]: the retention job's batches over these tables.
+//! - [`segments`]: saved filters over the subscribers, and the audiences
+//!   they narrow.
 
 pub mod attributes;
 pub mod audience;
@@ -29,6 +31,7 @@ pub mod lists;
 pub mod memberships;
 pub mod record;
 pub mod retention;
+pub mod segments;
 pub mod sign_ups;
 pub mod suppression;
 

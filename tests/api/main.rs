@@ -28,6 +28,7 @@ mod production_settings;
 mod rate_limits;
 mod readme;
 mod retention;
+mod segments;
 mod shutdown;
 mod signups;
 mod smtp;

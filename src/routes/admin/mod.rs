@@ -19,6 +19,7 @@ pub(crate) mod email;
 pub(crate) mod inbox;
 pub(crate) mod newsletters;
 mod pages;
+pub(crate) mod segments;
 pub(crate) mod subscribers;
 
 pub use attributes::{attributes_page, create_attribute, delete_attribute};
@@ -28,6 +29,9 @@ pub use inbox::{inbox, inbox_email, inbox_email_body};
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
     issue_script, newsletters, submit_issue,
+};
+pub use segments::{
+    create_segment, delete_segment, segment_form_config, segment_page, segments, update_segment,
 };
 pub use subscribers::{
     attributes_form_config, change_attributes, erase_subscriber, export_subscriber,
