@@ -40,6 +40,12 @@ pub enum Action {
     /// removed.
     SubscriberExported,
     SubscriberErased,
+    /// A list made, changed, archived or brought back. The detail names
+    /// the list by id and by name.
+    ListCreated,
+    ListUpdated,
+    ListArchived,
+    ListUnarchived,
 }
 
 impl Action {
@@ -62,6 +68,10 @@ impl Action {
             Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
             Action::SubscriberExported => "subscriber-exported",
             Action::SubscriberErased => "subscriber-erased",
+            Action::ListCreated => "list-created",
+            Action::ListUpdated => "list-updated",
+            Action::ListArchived => "list-archived",
+            Action::ListUnarchived => "list-unarchived",
         }
     }
 }
@@ -212,6 +222,10 @@ mod tests {
             Action::FailedDeliveriesRequeued,
             Action::SubscriberExported,
             Action::SubscriberErased,
+            Action::ListCreated,
+            Action::ListUpdated,
+            Action::ListArchived,
+            Action::ListUnarchived,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

@@ -124,6 +124,21 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/subscribers/{id}/erase", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::erase_subscriber))
         }),
+        endpoint("/admin/lists", Admin, GET_POST, |c, p| {
+            add(c, resource(p).get(admin::lists).post(admin::create_list))
+        }),
+        endpoint("/admin/lists/{id}", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p).get(admin::list_page).post(admin::update_list),
+            )
+        }),
+        endpoint("/admin/lists/{id}/archive", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::archive_list))
+        }),
+        endpoint("/admin/lists/{id}/unarchive", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::unarchive_list))
+        }),
         // Its own body limit: an issue is far longer than the public forms.
         endpoint("/admin/newsletters", Admin, GET_POST, |c, p| {
             let compose = resource(p).app_data(admin::compose_form_config());

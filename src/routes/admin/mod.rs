@@ -1,5 +1,5 @@
 //! The newsroom's pages behind `/admin`: the dashboard, the subscribers,
-//! the issues and the local inbox. Signing in and out and the admin's own
+//! the lists, the issues and the local inbox. Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -16,6 +16,7 @@
 pub(crate) mod dashboard;
 pub(crate) mod email;
 pub(crate) mod inbox;
+pub(crate) mod lists;
 pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod subscribers;
@@ -23,6 +24,7 @@ pub(crate) mod subscribers;
 pub use dashboard::dashboard;
 pub use email::change_email;
 pub use inbox::{inbox, inbox_email, inbox_email_body};
+pub use lists::{archive_list, create_list, list_page, lists, unarchive_list, update_list};
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
     issue_script, newsletters, submit_issue,

@@ -24,6 +24,7 @@ use crate::db::Db;
 use crate::keys::Keys;
 use crate::outbox;
 use crate::rate_limit::RateLimiter;
+use crate::subscribers::memberships;
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::client::client_ip;
@@ -41,6 +42,32 @@ struct SubscriberExport {
     outbox_emails: Vec<outbox::store::OutboxEmail>,
     /// Absent when the address is not on the suppression list.
     suppression: Option<SuppressionPart>,
+    /// The lists they are or were on, by name.
+    lists: Vec<ListPart>,
+}
+
+/// One list they are or were on: its name (the id means nothing to the
+/// person reading the file), their status there (`pending`, `confirmed`
+/// or `unsubscribed`) and when each step happened.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ListPart {
+    name: String,
+    status: String,
+    joined_at: DateTime<Utc>,
+    confirmed_at: Option<DateTime<Utc>>,
+    unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+impl From<memberships::Membership> for ListPart {
+    fn from(membership: memberships::Membership) -> Self {
+        Self {
+            name: membership.list_name,
+            status: membership.status,
+            joined_at: membership.joined_at,
+            confirmed_at: membership.confirmed_at,
+            unsubscribed_at: membership.unsubscribed_at,
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -120,6 +147,7 @@ async fn read_and_record(
         let tokens = record::confirmation_tokens(tx, id).await?;
         let deliveries = ledger::deliveries(tx, id, i64::MAX).await?;
         let outbox = outbox::store::outbox_emails(tx, &subscriber.email).await?;
+        let lists = memberships::of_subscriber(tx, id).await?;
         audit::record(
             tx,
             actor,
@@ -127,13 +155,9 @@ async fn read_and_record(
             &format!("subscriber {id}"),
         )
         .await?;
-        Ok(Some(assemble(
-            subscriber,
-            suppression,
-            tokens,
-            deliveries,
-            outbox,
-        )))
+        let mut export = assemble(subscriber, suppression, tokens, deliveries, outbox);
+        export.lists = lists.into_iter().map(ListPart::from).collect();
+        Ok(Some(export))
     })
     .await
     .step("export the subscriber")
@@ -169,5 +193,6 @@ fn assemble(
             changed_at: s.changed_at,
             created_at: s.created_at,
         }),
+        lists: Vec::new(),
     }
 }

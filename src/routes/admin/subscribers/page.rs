@@ -1,6 +1,6 @@
 //! `GET /admin/subscribers/{id}`: one subscriber, as far as this service
 //! knows them: their status and consent, their entry on the suppression
-//! list, the latest issues sent to them; and the forms to export and to
+//! list, the lists they are on, the latest issues sent to them; and the forms to export and to
 //! erase what is stored about them.
 //!
 //! An address that names nobody answers 404, with a page that says whether
@@ -18,10 +18,12 @@ use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
+use crate::routes::admin::lists::list_path;
 use crate::routes::admin::pages::{
-    DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
-    status_label,
+    DeliveryRow, MembershipView, SubscriberMissingPage, SubscriberPage, SubscriberView,
+    SuppressionView, membership_label, status_label,
 };
+use crate::subscribers::memberships::{self, Membership};
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::error::{ApiError, DatabaseStep};
@@ -52,6 +54,7 @@ pub async fn subscriber_page(
 struct Read {
     subscriber: record::Subscriber,
     suppression: Option<Suppression>,
+    lists: Vec<Membership>,
     deliveries: Vec<ledger::Delivery>,
     delivery_count: i64,
 }
@@ -63,11 +66,13 @@ async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> 
             return Ok(None);
         };
         let suppression = suppression::find(tx, keys, &subscriber.email).await?;
+        let lists = memberships::of_subscriber(tx, id).await?;
         let deliveries = ledger::deliveries(tx, id, DELIVERIES_SHOWN).await?;
         let delivery_count = ledger::delivery_count(tx, id).await?;
         Ok(Some(Read {
             subscriber,
             suppression,
+            lists,
             deliveries,
             delivery_count,
         }))
@@ -92,6 +97,7 @@ pub(super) async fn render(
     let Read {
         subscriber,
         suppression,
+        lists,
         deliveries,
         delivery_count,
     } = read;
@@ -116,6 +122,7 @@ pub(super) async fn render(
                 detail: entry.detail.unwrap_or_default(),
                 changed_at: time(Some(entry.changed_at)),
             }),
+            lists: lists.into_iter().map(membership_view).collect(),
             deliveries: deliveries
                 .into_iter()
                 .map(|row| DeliveryRow {
@@ -133,6 +140,18 @@ pub(super) async fn render(
             error,
         },
     ))
+}
+
+fn membership_view(membership: Membership) -> MembershipView {
+    MembershipView {
+        path: list_path(membership.list_id),
+        name: membership.list_name,
+        status_label: membership_label(&membership.status),
+        status: membership.status,
+        joined_at: time(Some(membership.joined_at)),
+        confirmed_at: time(membership.confirmed_at),
+        unsubscribed_at: time(membership.unsubscribed_at),
+    }
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
