@@ -124,14 +124,15 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/subscribers/{id}/erase", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::erase_subscriber))
         }),
+        // Their own body limit: a description is longer than the public
+        // forms' fields.
         endpoint("/admin/lists", Admin, GET_POST, |c, p| {
-            add(c, resource(p).get(admin::lists).post(admin::create_list))
+            let form = resource(p).app_data(admin::list_form_config());
+            add(c, form.get(admin::lists).post(admin::create_list))
         }),
         endpoint("/admin/lists/{id}", Admin, GET_POST, |c, p| {
-            add(
-                c,
-                resource(p).get(admin::list_page).post(admin::update_list),
-            )
+            let form = resource(p).app_data(admin::list_form_config());
+            add(c, form.get(admin::list_page).post(admin::update_list))
         }),
         endpoint("/admin/lists/{id}/archive", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::archive_list))

@@ -3,11 +3,28 @@
 //! here, at the edge, or the form goes back with a reason next to each
 //! field that was refused.
 
+use actix_web::web;
 use serde::Deserialize;
 
 use super::pages::ListView;
-use crate::domain::{ListDescription, ListName};
+use crate::domain::{ListDescription, ListName, UnwantedCharacter};
 use crate::subscribers::lists::ListFields;
+use crate::web::error::ApiError;
+
+/// The list form's body limit. The longest name and description the form
+/// takes, in characters of up to four bytes that a browser percent-encodes
+/// as three characters each, and room for the token and the checkboxes:
+/// the app-wide limit, sized for the public forms, would refuse a
+/// description in Japanese with 413 well before its 1000 characters.
+pub const LIST_FORM_BODY_LIMIT_BYTES: usize =
+    3 * 4 * (ListName::MAX_CHARS + ListDescription::MAX_CHARS) + 1024;
+
+/// The list resources' own extractor settings.
+pub fn list_form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(LIST_FORM_BODY_LIMIT_BYTES)
+        .error_handler(|e, _| ApiError::from(e).into())
+}
 
 /// The form as a browser sends it. A checkbox that is not ticked is not
 /// sent at all, so each is ticked when present, whatever its value.
@@ -89,15 +106,16 @@ impl ListForm {
     }
 }
 
-/// What was typed, to show again, with each control character (a NUL, an
-/// escape) as U+FFFD: the page says which one was refused, and does not
+/// What was typed, to show again, with each control or invisible
+/// formatting character (a NUL, a bidi override) as U+FFFD: the page says which one was refused, and does not
 /// carry it. Line breaks stay where the field takes them.
 fn visible(typed: &str, line_breaks: bool) -> String {
+    let mut buffer = [0; 4];
     typed
         .chars()
         .map(|c| match c {
             '\n' | '\r' if line_breaks => c,
-            c if c.is_control() => '\u{FFFD}',
+            c if UnwantedCharacter::find_in(c.encode_utf8(&mut buffer)).is_some() => '\u{FFFD}',
             c => c,
         })
         .collect()

@@ -30,6 +30,7 @@ use pages::ListMissingPage;
 
 pub use archive::{archive_list, unarchive_list};
 pub use edit::{list_page, update_list};
+pub use form::list_form_config;
 pub use index::{create_list, lists};
 
 /// Where a list's page is.
