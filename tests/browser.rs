@@ -1500,6 +1500,11 @@ const LONG_TITLE: &str = "The winter programme: \
                           Supercalifragilisticexpialidocious-antidisestablishmentarianism \
                           and everything else that happens this season";
 
+/// A list's name at the limit's edge, with a word longer than a phone is
+/// wide.
+const LONG_LIST_NAME: &str = "Supercalifragilisticexpialidocious-antidisestablishmentarianism \
+                              and the rest";
+
 /// One page the width test opens: its name (in failures and screenshots),
 /// how to get to it, and an element only that page has, so that a refusal
 /// or an error page in its place fails the test rather than passing it.
@@ -1558,6 +1563,8 @@ struct WideData {
     unsubscribe_token: String,
     leaving_token: String,
     test_send_token: String,
+    /// A list with [`LONG_LIST_NAME`], which the long subscriber is on.
+    list: uuid::Uuid,
 }
 
 /// Fills the list with what makes pages wide: long addresses and names in
@@ -1604,6 +1611,7 @@ async fn store_wide_data(app: &helpers::TestApp) -> WideData {
         .unwrap_or_else(|| panic!("no confirmation link in {text}"));
     let confirmation_link = app.local(&Url::parse(&link).unwrap()).to_string();
 
+    let list = store_list_with_a_long_name(app, id_of(LONG_ADDRESS)).await;
     WideData {
         subscriber: id_of(LONG_ADDRESS),
         confirmation_link,
@@ -1613,7 +1621,31 @@ async fn store_wide_data(app: &helpers::TestApp) -> WideData {
             .unsubscribe_token(id_of(&format!("0.{LONG_ADDRESS}")))
             .to_string(),
         test_send_token: keys.test_unsubscribe_token().to_string(),
+        list,
     }
+}
+
+/// A list with [`LONG_LIST_NAME`] and a long description, with `reader`
+/// on it.
+async fn store_list_with_a_long_name(app: &helpers::TestApp, reader: uuid::Uuid) -> uuid::Uuid {
+    use newsletter::subscribers::lists::{self, ListFields};
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    let fields = ListFields {
+        name: LONG_LIST_NAME.into(),
+        description: LONG_TITLE.into(),
+        public: true,
+        double_opt_in: true,
+    };
+    let list = lists::create(&mut connection, &fields).await.unwrap();
+    sqlx::query(
+        "INSERT INTO memberships (list_id, subscriber_id, status) VALUES ($1, $2, 'pending')",
+    )
+    .bind(list.id)
+    .bind(reader)
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    list.id
 }
 
 /// The pages anyone sees, opened signed out. `size` keeps the sign-ups of
@@ -1695,6 +1727,19 @@ fn admin_pages(data: &WideData) -> Vec<Stop> {
             "subscriber",
             format!("/admin/subscribers/{}", data.subscriber),
             "#erase",
+        ),
+        Stop::open("lists", "/admin/lists", "#lists"),
+        Stop::open("list", format!("/admin/lists/{}", data.list), "#edit-list"),
+        Stop::post(
+            "list-refused",
+            "/admin/lists",
+            &[("name", "")],
+            "#name-error",
+        ),
+        Stop::open(
+            "subscribers-on-a-list",
+            format!("/admin/subscribers?list={}", data.list),
+            "#subscribers",
         ),
         Stop::open("compose", "/admin/newsletters/new", "form.compose"),
         Stop {

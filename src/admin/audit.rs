@@ -52,6 +52,12 @@ pub enum Action {
     SegmentCreated,
     SegmentUpdated,
     SegmentDeleted,
+    /// A list made, changed, archived or brought back. The detail names
+    /// the list by id and by name.
+    ListCreated,
+    ListUpdated,
+    ListArchived,
+    ListUnarchived,
 }
 
 impl Action {
@@ -80,6 +86,10 @@ impl Action {
             Action::SegmentCreated => "segment-created",
             Action::SegmentUpdated => "segment-updated",
             Action::SegmentDeleted => "segment-deleted",
+            Action::ListCreated => "list-created",
+            Action::ListUpdated => "list-updated",
+            Action::ListArchived => "list-archived",
+            Action::ListUnarchived => "list-unarchived",
         }
     }
 }
@@ -236,6 +246,10 @@ mod tests {
             Action::SegmentCreated,
             Action::SegmentUpdated,
             Action::SegmentDeleted,
+            Action::ListCreated,
+            Action::ListUpdated,
+            Action::ListArchived,
+            Action::ListUnarchived,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

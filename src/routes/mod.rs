@@ -140,6 +140,22 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/attributes/{name}/delete", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::delete_attribute))
         }),
+        // Their own body limit: a description is longer than the public
+        // forms' fields.
+        endpoint("/admin/lists", Admin, GET_POST, |c, p| {
+            let form = resource(p).app_data(admin::list_form_config());
+            add(c, form.get(admin::lists).post(admin::create_list))
+        }),
+        endpoint("/admin/lists/{id}", Admin, GET_POST, |c, p| {
+            let form = resource(p).app_data(admin::list_form_config());
+            add(c, form.get(admin::list_page).post(admin::update_list))
+        }),
+        endpoint("/admin/lists/{id}/archive", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::archive_list))
+        }),
+        endpoint("/admin/lists/{id}/unarchive", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::unarchive_list))
+        }),
         // Its own body limit: an issue is far longer than the public forms.
         endpoint("/admin/newsletters", Admin, GET_POST, |c, p| {
             let compose = resource(p).app_data(admin::compose_form_config());

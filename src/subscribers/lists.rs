@@ -75,7 +75,9 @@ pub async fn find(connection: &mut PgConnection, id: Uuid) -> Result<Option<List
     .await
 }
 
-/// What an admin sets on a list.
+/// What an admin sets on a list. The admin pages build it from a parsed
+/// [`crate::domain::ListName`] and [`crate::domain::ListDescription`], so
+/// that what reaches the table fits its checks.
 #[derive(Debug, Clone)]
 pub struct ListFields {
     pub name: String,

@@ -228,3 +228,44 @@ pub async fn leave(
     .fetch_one(connection)
     .await
 }
+
+/// How many readers a list has, by their status on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListCounts {
+    pub confirmed: i64,
+    pub pending: i64,
+    pub unsubscribed: i64,
+}
+
+/// The counts of every list that has a member; a list missing from the map
+/// has none.
+///
+/// THE one place that reads the lists' counts: the lists page, a list's
+/// page and anything else that shows them call this, and nothing else
+/// counts memberships. For now it is a plain `GROUP BY` over the whole
+/// table, which reads every membership (no index holds the status, so not
+/// even the primary key spares it the table): fine at thousands of readers,
+/// seconds at a million. Counters kept by a trigger, with a row per list
+/// and status, belong here in its place, behind the same signature, and
+/// then no caller changes.
+pub async fn counts_by_list(
+    connection: &mut PgConnection,
+) -> Result<HashMap<Uuid, ListCounts>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT list_id, status, count(*) FROM memberships GROUP BY list_id, status",
+    )
+    .fetch_all(connection)
+    .await?;
+    let mut counts: HashMap<Uuid, ListCounts> = HashMap::new();
+    for (list_id, status, count) in rows {
+        let entry = counts.entry(list_id).or_default();
+        match status.as_str() {
+            "confirmed" => entry.confirmed = count,
+            "pending" => entry.pending = count,
+            "unsubscribed" => entry.unsubscribed = count,
+            // The schema's check allows no other status.
+            _ => {}
+        }
+    }
+    Ok(counts)
+}

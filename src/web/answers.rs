@@ -24,9 +24,9 @@ pub fn no_store(headers: &mut header::HeaderMap) {
 }
 
 /// A `303 See Other` to `location`, never cached: the answer to a form.
-pub fn see_other(location: &'static str) -> HttpResponse {
+pub fn see_other(location: impl Into<String>) -> HttpResponse {
     let mut answer = HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
+        .insert_header((header::LOCATION, location.into()))
         .finish();
     no_store(answer.headers_mut());
     answer

@@ -16,6 +16,7 @@ mod health_check;
 mod helpers;
 mod inbox;
 mod lists;
+mod lists_admin;
 mod logs;
 mod metrics;
 mod migrations;

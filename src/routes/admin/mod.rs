@@ -1,5 +1,5 @@
 //! The newsroom's pages behind `/admin`: the dashboard, the subscribers
-//! and their custom attributes, the issues and the local inbox. Signing in and out and the admin's own
+//! and their custom attributes, the lists, the segments, the issues and the local inbox. Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -17,6 +17,7 @@ pub(crate) mod attributes;
 pub(crate) mod dashboard;
 pub(crate) mod email;
 pub(crate) mod inbox;
+pub(crate) mod lists;
 pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod segments;
@@ -26,6 +27,9 @@ pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
 pub use email::change_email;
 pub use inbox::{inbox, inbox_email, inbox_email_body};
+pub use lists::{
+    archive_list, create_list, list_form_config, list_page, lists, unarchive_list, update_list,
+};
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
     issue_script, newsletters, submit_issue,

@@ -127,6 +127,14 @@ pub struct SubscriberRow {
     pub confirmed_at: String,
 }
 
+/// A list the subscriber list can be narrowed to.
+pub struct ListOption {
+    pub id: String,
+    pub name: String,
+    pub archived: bool,
+    pub selected: bool,
+}
+
 #[derive(Template)]
 #[template(path = "admin/subscribers.html")]
 pub struct SubscribersPage<'a> {
@@ -134,6 +142,8 @@ pub struct SubscribersPage<'a> {
     pub nav: Nav<'a>,
     pub query: &'a str,
     pub status: &'a str,
+    /// Every list; with one selected, the status is the one on it.
+    pub lists: Vec<ListOption>,
     pub rows: Vec<SubscriberRow>,
     /// The address of the next page, when there is one.
     pub next_page: Option<String>,
@@ -141,6 +151,13 @@ pub struct SubscribersPage<'a> {
     pub export: String,
     /// What the admin was sent here after (a subscriber erased).
     pub notice: Option<&'static str>,
+}
+
+impl SubscribersPage<'_> {
+    /// Whether the list is narrowed to one of the lists.
+    pub fn list_chosen(&self) -> bool {
+        self.lists.iter().any(|list| list.selected)
+    }
 }
 
 /// A subscriber's status and consent, as their page shows them.
@@ -160,6 +177,27 @@ pub struct SuppressionView {
     pub reason: &'static str,
     pub detail: String,
     pub changed_at: String,
+}
+
+/// A list the subscriber is or was on, with their status there.
+pub struct MembershipView {
+    /// The list's page.
+    pub path: String,
+    pub name: String,
+    pub status: String,
+    pub status_label: &'static str,
+    /// Times in UTC, or empty when it did not happen (yet).
+    pub joined_at: String,
+    pub confirmed_at: String,
+    pub unsubscribed_at: String,
+}
+
+/// A membership's status as the pages show it.
+pub fn membership_label(status: &str) -> &'static str {
+    match status {
+        "pending" => "Waiting for confirmation",
+        other => status_label(other),
+    }
 }
 
 /// One issue sent (or being sent) to the subscriber.
@@ -182,6 +220,8 @@ pub struct SubscriberPage<'a> {
     pub path: String,
     pub subscriber: SubscriberView,
     pub suppression: Option<SuppressionView>,
+    /// The lists they are or were on, by name.
+    pub lists: Vec<MembershipView>,
     pub deliveries: Vec<DeliveryRow>,
     /// Deliveries not shown, older than those that are.
     pub more_deliveries: i64,

@@ -25,6 +25,7 @@ use crate::keys::Keys;
 use crate::outbox;
 use crate::rate_limit::RateLimiter;
 use crate::subscribers::attributes;
+use crate::subscribers::memberships;
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::client::client_ip;
@@ -46,6 +47,32 @@ struct SubscriberExport {
     /// dates (`YYYY-MM-DD`) as strings, numbers, booleans.
     #[schema(value_type = Object)]
     attributes: attributes::Values,
+    /// The lists they are or were on, by name.
+    lists: Vec<ListPart>,
+}
+
+/// One list they are or were on: its name (the id means nothing to the
+/// person reading the file), their status there (`pending`, `confirmed`
+/// or `unsubscribed`) and when each step happened.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ListPart {
+    name: String,
+    status: String,
+    joined_at: DateTime<Utc>,
+    confirmed_at: Option<DateTime<Utc>>,
+    unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+impl From<memberships::Membership> for ListPart {
+    fn from(membership: memberships::Membership) -> Self {
+        Self {
+            name: membership.list_name,
+            status: membership.status,
+            joined_at: membership.joined_at,
+            confirmed_at: membership.confirmed_at,
+            unsubscribed_at: membership.unsubscribed_at,
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -126,6 +153,7 @@ async fn read_and_record(
         let deliveries = ledger::deliveries(tx, id, i64::MAX).await?;
         let outbox = outbox::store::outbox_emails(tx, &subscriber.email).await?;
         let attributes = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
+        let lists = memberships::of_subscriber(tx, id).await?;
         audit::record(
             tx,
             actor,
@@ -133,14 +161,16 @@ async fn read_and_record(
             &format!("subscriber {id}"),
         )
         .await?;
-        Ok(Some(assemble(
+        let mut export = assemble(
             subscriber,
             suppression,
             tokens,
             deliveries,
             outbox,
             attributes,
-        )))
+        );
+        export.lists = lists.into_iter().map(ListPart::from).collect();
+        Ok(Some(export))
     })
     .await
     .step("export the subscriber")
@@ -178,5 +208,6 @@ fn assemble(
             created_at: s.created_at,
         }),
         attributes,
+        lists: Vec::new(),
     }
 }

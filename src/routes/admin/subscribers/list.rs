@@ -4,6 +4,10 @@
 //!
 //! The file has a column per custom attribute, in name order, after the
 //! fixed ones; a subscriber without a value has an empty cell.
+//! Either may be narrowed to one list (`list`, a list's id), and then the
+//! status filter is about the status on that list; an id that is no
+//! list's is refused with 400 rather than shown as an empty page, so that
+//! a stale link does not pass for a list without readers.
 //!
 //! Pages are keyset-paginated ([`directory`]). The export walks the same
 //! keys a thousand rows at a time and streams each chunk as it is read:
@@ -24,9 +28,10 @@ use crate::admin::pages::layout::nav;
 use crate::db::Db;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::pages::{SubscriberRow, SubscribersPage, status_label};
+use crate::routes::admin::pages::{ListOption, SubscriberRow, SubscribersPage, status_label};
 use crate::subscribers::attributes;
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
+use crate::subscribers::lists::{self, List};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
 
@@ -43,6 +48,9 @@ pub struct ListParameters {
     q: String,
     #[serde(default)]
     status: String,
+    /// A list's id: only the readers on it, `status` meaning theirs there.
+    #[serde(default)]
+    list: String,
     after: Option<String>,
     /// What the admin was sent here after; only known ones are shown, so
     /// that a link cannot put words on the page.
@@ -64,11 +72,26 @@ async fn read_page(
         .step("read the subscribers")
 }
 
+/// Every list, for the filter's choices, after checking that the one the
+/// selection names (if any) is among them.
+async fn lists_for(db: &Db, selection: &Selection) -> Result<Vec<List>, ApiError> {
+    let all = db
+        .transaction(async |tx| lists::all(tx).await)
+        .await
+        .step("read the lists")?;
+    match selection.list() {
+        Some(id) if !all.iter().any(|list| list.id == id) => {
+            Err(ApiError::BadRequest(format!("No list has the id {id}.")))
+        }
+        _ => Ok(all),
+    }
+}
+
 #[utoipa::path(get, path = "/admin/subscribers", tag = "admin",
     params(ListParameters),
     responses(
         (status = 200, description = "A page of the list.", body = String, content_type = "text/html"),
-        (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 400, description = "A search, status, list or page address that cannot be read.", body = String, content_type = "text/plain"),
         crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn subscribers(
@@ -79,10 +102,12 @@ pub async fn subscribers(
     let ListParameters {
         q,
         status,
+        list,
         after,
         notice,
     } = parameters.into_inner();
-    let selection = Selection::parse(&q, &status).map_err(ApiError::BadRequest)?;
+    let selection = Selection::parse(&q, &status, &list).map_err(ApiError::BadRequest)?;
+    let lists = lists_for(&db, &selection).await?;
     let cursor = after
         .as_deref()
         .map(Cursor::parse)
@@ -94,6 +119,9 @@ pub async fn subscribers(
     rows.truncate(PAGE_SIZE as usize);
     let query_string = |after: Option<Cursor>| {
         let mut pairs = vec![("q", q.trim().to_owned()), ("status", status.clone())];
+        if !list.trim().is_empty() {
+            pairs.push(("list", list.trim().to_owned()));
+        }
         if let Some(after) = after {
             pairs.push(("after", after.encode()));
         }
@@ -125,6 +153,15 @@ pub async fn subscribers(
             nav: nav(&admin),
             query: q.trim(),
             status: &status,
+            lists: lists
+                .into_iter()
+                .map(|each| ListOption {
+                    selected: selection.list() == Some(each.id),
+                    id: each.id.to_string(),
+                    name: each.name,
+                    archived: each.archived_at.is_some(),
+                })
+                .collect(),
             rows,
             next_page,
             export,
@@ -155,7 +192,7 @@ struct Export {
     params(ListParameters),
     responses(
         (status = 200, description = "The selection as a CSV file.", body = String, content_type = "text/csv"),
-        (status = 400, description = "A search, status or page address that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 400, description = "A search, status, list or page address that cannot be read.", body = String, content_type = "text/plain"),
         crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn export_subscribers(
@@ -165,8 +202,9 @@ pub async fn export_subscribers(
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    let selection =
-        Selection::parse(&parameters.q, &parameters.status).map_err(ApiError::BadRequest)?;
+    let selection = Selection::parse(&parameters.q, &parameters.status, &parameters.list)
+        .map_err(ApiError::BadRequest)?;
+    lists_for(&db, &selection).await?;
     // Who took a copy of the list, and which part of it, is on record.
     let detail = selection.audited();
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));

@@ -1,6 +1,6 @@
 //! `GET /admin/subscribers/{id}`: one subscriber, as far as this service
 //! knows them: their status and consent, their entry on the suppression
-//! list, the latest issues sent to them; and the forms to export and to
+//! list, the lists they are on, the latest issues sent to them; and the forms to export and to
 //! erase what is stored about them.
 //!
 //! An address that names nobody answers 404, with a page that says whether
@@ -19,11 +19,13 @@ use crate::campaigns::ledger;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::pages::page;
+use crate::routes::admin::lists::list_path;
 use crate::routes::admin::pages::{
-    DeliveryRow, SubscriberMissingPage, SubscriberPage, SubscriberView, SuppressionView,
-    status_label,
+    DeliveryRow, MembershipView, SubscriberMissingPage, SubscriberPage, SubscriberView,
+    SuppressionView, membership_label, status_label,
 };
 use crate::subscribers::attributes::{self, Definition, Values};
+use crate::subscribers::memberships::{self, Membership};
 use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Suppression};
 use crate::web::error::{ApiError, DatabaseStep};
@@ -54,6 +56,7 @@ pub async fn subscriber_page(
 struct Read {
     subscriber: record::Subscriber,
     suppression: Option<Suppression>,
+    lists: Vec<Membership>,
     deliveries: Vec<ledger::Delivery>,
     delivery_count: i64,
     definitions: Vec<Definition>,
@@ -67,6 +70,7 @@ async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> 
             return Ok(None);
         };
         let suppression = suppression::find(tx, keys, &subscriber.email).await?;
+        let lists = memberships::of_subscriber(tx, id).await?;
         let deliveries = ledger::deliveries(tx, id, DELIVERIES_SHOWN).await?;
         let delivery_count = ledger::delivery_count(tx, id).await?;
         let definitions = attributes::definitions(tx).await?;
@@ -74,6 +78,7 @@ async fn read(db: &Db, keys: &Keys, id: Uuid) -> Result<Option<Read>, ApiError> 
         Ok(Some(Read {
             subscriber,
             suppression,
+            lists,
             deliveries,
             delivery_count,
             definitions,
@@ -113,6 +118,7 @@ pub(super) async fn render_with(
     let Read {
         subscriber,
         suppression,
+        lists,
         deliveries,
         delivery_count,
         definitions,
@@ -141,6 +147,7 @@ pub(super) async fn render_with(
                 detail: entry.detail.unwrap_or_default(),
                 changed_at: time(Some(entry.changed_at)),
             }),
+            lists: lists.into_iter().map(membership_view).collect(),
             deliveries: deliveries
                 .into_iter()
                 .map(|row| DeliveryRow {
@@ -160,6 +167,18 @@ pub(super) async fn render_with(
             attributes_error,
         },
     ))
+}
+
+fn membership_view(membership: Membership) -> MembershipView {
+    MembershipView {
+        path: list_path(membership.list_id),
+        name: membership.list_name,
+        status_label: membership_label(&membership.status),
+        status: membership.status,
+        joined_at: time(Some(membership.joined_at)),
+        confirmed_at: time(membership.confirmed_at),
+        unsubscribed_at: time(membership.unsubscribed_at),
+    }
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
