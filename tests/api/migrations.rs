@@ -750,3 +750,100 @@ async fn drop_database(db: &TestDatabase) {
     .await
     .unwrap();
 }
+
+/// The step of `migrations/` with this version.
+fn step_of_version(version: i64) -> usize {
+    MIGRATOR
+        .iter()
+        .position(|m| m.version == version)
+        .expect("a migration with that version")
+        + 1
+}
+
+#[tokio::test]
+async fn subscribers_move_to_the_default_list_while_the_previous_release_keeps_signing_people_up() {
+    let db = fresh_database().await;
+    let lists_step = step_of_version(20270102090001);
+    MIGRATOR
+        .run_to(version_of_step(lists_step - 1), &db.pool)
+        .await
+        .unwrap();
+    // What was there before lists: every status.
+    sqlx::query(
+        "INSERT INTO subscriptions (id, email, name, subscribed_at, status, confirmed_at, \
+                                    unsubscribed_at) \
+         SELECT gen_random_uuid(), 'before' || n || '@example.com', 'Before ' || n, now(), \
+                (ARRAY['pending_confirmation', 'confirmed', 'unsubscribed'])[n % 3 + 1], \
+                CASE WHEN n % 3 = 1 THEN now() END, CASE WHEN n % 3 = 2 THEN now() END \
+         FROM generate_series(1, 3000) AS n",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    // The previous release signs people up and confirms them throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let pool = db.pool.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = Uuid::new_v4();
+                sqlx::query(
+                    "INSERT INTO subscriptions (id, email, name, subscribed_at, status) \
+                     VALUES ($1, $2, 'During', now(), 'pending_confirmation')",
+                )
+                .bind(id)
+                .bind(format!("during{n}@example.com"))
+                .execute(&pool)
+                .await
+                .unwrap();
+                if n % 2 == 0 {
+                    sqlx::query(
+                        "UPDATE subscriptions SET status = 'confirmed', confirmed_at = now() \
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            }
+            n
+        })
+    };
+    MIGRATOR
+        .run_to(version_of_step(lists_step + 1), &db.pool)
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written_during = writer.await.unwrap();
+    assert!(written_during > 0, "the previous release wrote nothing");
+
+    // Everyone is on the default list exactly once, with their status.
+    let mismatched: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT s.email, s.status, m.status FROM subscriptions s \
+         LEFT JOIN memberships m ON m.subscriber_id = s.id \
+           AND m.list_id = (SELECT id FROM lists WHERE is_default) \
+         WHERE m.status IS DISTINCT FROM CASE s.status WHEN 'confirmed' THEN 'confirmed' \
+                                                       WHEN 'unsubscribed' THEN 'unsubscribed' \
+                                                       ELSE 'pending' END",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        mismatched.is_empty(),
+        "{:?}",
+        &mismatched[..mismatched.len().min(5)]
+    );
+    let (subscribers, memberships): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM subscriptions), (SELECT count(*) FROM memberships)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(subscribers, memberships);
+}
