@@ -87,6 +87,20 @@ CREATE TRIGGER subscriptions_join_the_default_list
 CREATE FUNCTION memberships_follow_the_subscriber() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- A subscriber on no list yet (step 2 may not have reached them)
+    -- joins the default list with their new status. Against step 2's
+    -- insert of the same row this waits for it and then does nothing,
+    -- and the updates below, each reading anew, change what it wrote.
+    INSERT INTO memberships (list_id, subscriber_id, status, joined_at, confirmed_at, unsubscribed_at)
+    SELECT l.id, s.id,
+           CASE s.status WHEN 'confirmed' THEN 'confirmed'
+                         WHEN 'unsubscribed' THEN 'unsubscribed'
+                         ELSE 'pending' END,
+           s.subscribed_at, s.confirmed_at, s.unsubscribed_at
+    FROM changed s CROSS JOIN lists l
+    WHERE l.is_default
+      AND NOT EXISTS (SELECT 1 FROM memberships o WHERE o.subscriber_id = s.id)
+    ON CONFLICT DO NOTHING;
     -- Only rows whose status changed: any other update (a name, a time)
     -- says nothing about the lists.
     UPDATE memberships m

@@ -912,8 +912,9 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> =
 
 /// [`RECORD_AUDIENCE_CHUNK`] for an issue that goes to lists: `$10` holds
 /// their ids.
-static RECORD_LIST_AUDIENCE_CHUNK: LazyLock<String> =
-    LazyLock::new(|| record_audience_chunk_sql(Audience::confirmed_by("$3").on_lists("$10")));
+static RECORD_LIST_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
+    record_audience_chunk_sql(Audience::confirmed_by("$3").on_lists("$10").after("$2"))
+});
 
 fn record_audience_chunk_sql(audience: Audience<'_>) -> String {
     format!(

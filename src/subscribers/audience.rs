@@ -26,6 +26,9 @@ pub struct Audience<'a> {
     /// An SQL expression of a `uuid[]` (a parameter of the caller's), when
     /// the issue goes to lists rather than to every confirmed subscriber.
     lists: Option<&'a str>,
+    /// An SQL expression of the id the rows start after, for a caller that
+    /// walks the audience in id order (recording it a chunk at a time).
+    after: Option<&'a str>,
 }
 
 impl<'a> Audience<'a> {
@@ -36,6 +39,7 @@ impl<'a> Audience<'a> {
         Self {
             confirmed_by: moment,
             lists: None,
+            after: None,
         }
     }
 
@@ -48,6 +52,18 @@ impl<'a> Audience<'a> {
     pub fn on_lists(self, lists: &'a str) -> Self {
         Self {
             lists: Some(lists),
+            ..self
+        }
+    }
+
+    /// Says that the caller reads only subscribers after the id `after`
+    /// (an SQL expression of the caller's): the lists' condition starts
+    /// there too. Without it, Postgres may join the memberships from their
+    /// first subscriber on every chunk of a recording, which grows with
+    /// each chunk (375 ms a chunk half way through a million).
+    pub fn after(self, after: &'a str) -> Self {
+        Self {
+            after: Some(after),
             ..self
         }
     }
@@ -80,7 +96,10 @@ impl<'a> Audience<'a> {
             on_lists = self.lists.map_or_else(String::new, |lists| format!(
                 " AND EXISTS (SELECT 1 FROM memberships m \
                               WHERE m.list_id = ANY({lists}) AND m.subscriber_id = s.id \
-                                AND m.status = 'confirmed')"
+                                AND m.status = 'confirmed'{after})",
+                after = self.after.map_or_else(String::new, |after| format!(
+                    " AND m.subscriber_id > {after}"
+                )),
             )),
         )
     }

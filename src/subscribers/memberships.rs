@@ -25,9 +25,11 @@ pub struct Join {
 }
 
 /// Puts readers on lists. A membership that is confirmed stays as it is;
-/// one that is new, pending or unsubscribed becomes pending, or confirmed
-/// when the address is confirmed and the list does not ask for a second
-/// confirmation. Archived lists take no one. Returns the readers left with
+/// one that is new or pending becomes pending, or confirmed when the
+/// address is confirmed and the list does not ask for a second
+/// confirmation. One they left becomes pending whatever the list asks:
+/// anyone can type an address into the form, and coming back to a list is
+/// a new consent, given by the link. Archived lists take no one. Returns the readers left with
 /// a pending membership: they need a confirmation email.
 pub async fn join(
     connection: &mut PgConnection,
@@ -66,8 +68,10 @@ pub async fn join(
                 CASE WHEN at_once THEN now() END \
          FROM wanted ORDER BY subscriber_id, list_id \
          ON CONFLICT (list_id, subscriber_id) DO UPDATE \
-         SET status = EXCLUDED.status, \
-             confirmed_at = COALESCE(EXCLUDED.confirmed_at, m.confirmed_at), \
+         SET status = CASE WHEN m.status = 'unsubscribed' THEN 'pending' \
+                           ELSE EXCLUDED.status END, \
+             confirmed_at = CASE WHEN m.status = 'unsubscribed' THEN m.confirmed_at \
+                                 ELSE COALESCE(EXCLUDED.confirmed_at, m.confirmed_at) END, \
              unsubscribed_at = NULL \
          WHERE m.status <> 'confirmed' \
          RETURNING CASE WHEN m.status = 'pending' THEN m.subscriber_id END",

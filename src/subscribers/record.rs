@@ -59,6 +59,15 @@ pub async fn unsubscribe(
         .bind(subscriber_id)
         .execute(&mut *connection)
         .await?;
+    // Every list too: the trigger that does the same is there for the
+    // release before lists, and goes with it.
+    sqlx::query(
+        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = now() \
+         WHERE subscriber_id = $1 AND status <> 'unsubscribed'",
+    )
+    .bind(subscriber_id)
+    .execute(&mut *connection)
+    .await?;
     sqlx::query_scalar(
         "UPDATE subscriptions \
          SET status = 'unsubscribed', \

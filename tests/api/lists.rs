@@ -474,3 +474,77 @@ async fn leaving_an_issues_list_that_was_the_readers_last_unsubscribes_them_from
         .unwrap();
     assert_eq!(garbled.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_reader_who_left_a_list_is_put_back_on_it_only_by_a_new_confirmation() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let quick = add_list(&app, "Quick notes", true, false).await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    put_on(&app, reader, quick.id, "unsubscribed").await;
+    let email: String = sqlx::query_scalar("SELECT email FROM subscriptions WHERE id = $1")
+        .bind(reader)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+
+    // Anyone can type the address into the form.
+    app.post_subscriptions(pairs(&[
+        ("name", "Someone"),
+        ("email", &email),
+        ("list", &quick.id.to_string()),
+    ]))
+    .await;
+
+    let status: String = sqlx::query_scalar(
+        "SELECT status FROM memberships WHERE subscriber_id = $1 AND list_id = $2",
+    )
+    .bind(reader)
+    .bind(quick.id)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "pending");
+    let sent = app.wait_for_emails(1).await;
+    assert!(
+        sent[0]["TextBody"]
+            .as_str()
+            .unwrap()
+            .contains("subscription_token"),
+        "{sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn unsubscribing_leaves_every_list_without_the_triggers_of_the_release_before_lists() {
+    let app = spawn_app().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    put_on(&app, reader, rust.id, "confirmed").await;
+    sqlx::query("DROP TRIGGER subscriptions_memberships_follow ON subscriptions")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let keys = newsletter::keys::Keys::derive(&app.settings.application.hmac_secret).unwrap();
+
+    let response = app
+        .api_client
+        .post(format!(
+            "{}/unsubscribe/{}",
+            app.address,
+            keys.unsubscribe_token(reader)
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status().as_u16(), 200);
+    let on: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM memberships WHERE subscriber_id = $1 AND status <> 'unsubscribed'",
+    )
+    .bind(reader)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(on, 0);
+}

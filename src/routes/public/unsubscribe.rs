@@ -46,7 +46,7 @@ use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::public::sign_up::SignUpDesk;
 use crate::subscribers::lists;
 use crate::subscribers::{self, Contact};
-use crate::subscribers::{history, memberships};
+use crate::subscribers::{history, memberships, record};
 use crate::web::error::{ApiError, DatabaseStep};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
@@ -233,10 +233,14 @@ pub async fn one_click(
                 None => None,
             };
             if let Some(lists) = lists {
-                let Some(address) = subscribers::address_of(transaction, subscriber_id).await?
-                else {
+                // The tokens, then the subscriber, as every change to both
+                // takes them, so that none of them deadlocks and two
+                // leavings at once count what the other left.
+                record::lock_tokens(transaction, subscriber_id).await?;
+                let Some(subscriber) = record::lock(transaction, subscriber_id).await? else {
                     return Ok(Left::Nobody);
                 };
+                let address = subscriber.email;
                 if memberships::leave(transaction, subscriber_id, &lists).await? > 0 {
                     return Ok(Left::Lists { address });
                 }
