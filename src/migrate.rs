@@ -244,15 +244,28 @@ async fn apply(
 }
 
 /// From PostgreSQL 15 on, only a database's owner may create in its `public`
-/// schema; a managed cluster's app user is not the owner. Say what to do.
+/// schema; a managed cluster's app user is not the owner, and may not create
+/// extensions either. Say what to do.
 fn explain_missing_privilege(error: MigrateError) -> anyhow::Error {
     let database_error = match &error {
         MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => e.as_database_error(),
         _ => None,
     };
     let denied = database_error.and_then(|e| e.code()).as_deref() == Some(INSUFFICIENT_PRIVILEGE);
+    let extension = database_error
+        .map(|e| e.message().contains("create extension"))
+        .unwrap_or(false);
     let error = anyhow::Error::new(error);
-    if denied {
+    if denied && extension {
+        // A trusted extension such as pg_trgm needs CREATE on the database,
+        // which a managed cluster's app user does not have either.
+        error.context(
+            "The database's user may not create the extensions the schema needs. As an \
+             administrator, in that database, run CREATE EXTENSION IF NOT EXISTS pg_trgm \
+             (or GRANT CREATE ON DATABASE <database> TO <user>), then run `newsletter migrate` \
+             again (docs/deploying.md).",
+        )
+    } else if denied {
         error.context(
             "The database's user may not change the schema. From PostgreSQL 15 on, only the \
              database's owner may create in schema public: as an administrator, run \

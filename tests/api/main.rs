@@ -34,6 +34,7 @@ mod shutdown;
 mod signups;
 mod smtp;
 mod smtp_server;
+mod subscriber_directory;
 mod subscriber_records;
 mod subscriptions;
 mod subscriptions_confirm;

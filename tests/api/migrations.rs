@@ -719,6 +719,12 @@ async fn without_a_grant_on_schema_public_migrate_says_which_grant_and_succeeds_
         format!(r#"GRANT USAGE, CREATE ON SCHEMA public TO "{name}""#),
     )
     .await;
+    // The other step docs/deploying.md asks of the administrator.
+    role.as_admin(
+        Some(name),
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm".to_string(),
+    )
+    .await;
     let granted = role.run_migrate();
 
     assert!(!refused.status.success(), "migrated without a grant");
@@ -731,6 +737,42 @@ async fn without_a_grant_on_schema_public_migrate_says_which_grant_and_succeeds_
         granted.status.success(),
         "{}",
         String::from_utf8_lossy(&granted.stderr)
+    );
+    assert_eq!(role.applied_migrations().await, MIGRATOR.iter().count());
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_create_pg_trgm_is_told_to_have_it_created_and_succeeds_once_it_is() {
+    // A managed cluster's app user, granted the schema but not the database.
+    let role = OwnRole::create().await;
+    role.create_database(false).await;
+    let name = &role.settings.database_name;
+    role.as_admin(
+        Some(name),
+        format!(r#"GRANT USAGE, CREATE ON SCHEMA public TO "{name}""#),
+    )
+    .await;
+    let refused = role.run_migrate();
+    role.as_admin(
+        Some(name),
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm".to_string(),
+    )
+    .await;
+    let created = role.run_migrate();
+
+    assert!(
+        !refused.status.success(),
+        "created pg_trgm without the right"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("CREATE EXTENSION IF NOT EXISTS pg_trgm"),
+        "{stderr}"
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
     );
     assert_eq!(role.applied_migrations().await, MIGRATOR.iter().count());
 }

@@ -10,7 +10,8 @@
 //! a stale link does not pass for a list without readers.
 //!
 //! Pages are keyset-paginated ([`directory`]). The export walks the same
-//! keys a thousand rows at a time and streams each chunk as it is read:
+//! keys a chunk at a time (a thousand rows, or with a search the matches
+//! among ten thousand) and streams each chunk as it is read:
 //! neither the list nor the file is ever held whole, and no transaction
 //! stays open while a slow client downloads.
 
@@ -30,7 +31,7 @@ use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::pages::{ListOption, SubscriberRow, SubscribersPage, status_label};
 use crate::subscribers::attributes;
-use crate::subscribers::directory::{self, Cursor, Row, Selection};
+use crate::subscribers::directory::{self, Chunk, Cursor, Row, Selection};
 use crate::subscribers::lists::{self, List};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -38,7 +39,7 @@ use crate::web::error::{ApiError, DatabaseStep};
 /// Rows on a page of the list.
 const PAGE_SIZE: i64 = 50;
 
-/// Rows the export reads at a time.
+/// Rows the export reads at a time (without a search).
 const EXPORT_CHUNK: i64 = 1000;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -188,6 +189,17 @@ struct Export {
     done: bool,
 }
 
+/// The export's next chunk of the selection.
+async fn read_chunk(
+    db: &Db,
+    selection: &Selection,
+    cursor: Option<Cursor>,
+) -> Result<Chunk, ApiError> {
+    db.transaction(async |tx| directory::chunk(tx, selection, cursor, EXPORT_CHUNK).await)
+        .await
+        .step("read the subscribers")
+}
+
 #[utoipa::path(get, path = "/admin/subscribers.csv", tag = "admin",
     params(ListParameters),
     responses(
@@ -250,11 +262,9 @@ pub async fn export_subscribers(
 impl Export {
     /// The next rows as CSV, the header row first.
     async fn next_chunk(&mut self) -> Result<web::Bytes, ApiError> {
-        let rows = read_page(&self.db, &self.selection, self.cursor, EXPORT_CHUNK).await?;
-        if (rows.len() as i64) < EXPORT_CHUNK {
-            self.done = true;
-        }
-        self.cursor = rows.last().map(Row::cursor).or(self.cursor);
+        let Chunk { rows, next } = read_chunk(&self.db, &self.selection, self.cursor).await?;
+        self.done = next.is_none();
+        self.cursor = next;
         let mut writer = csv::Writer::from_writer(Vec::new());
         let mut write = |fixed: [&str; 5], attributes: Vec<String>| {
             let cells = fixed.into_iter().map(str::to_owned).chain(attributes);
