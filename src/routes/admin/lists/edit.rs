@@ -173,7 +173,7 @@ pub(super) async fn render(
     let Some(list) = read(db, id).await? else {
         return Ok(missing(admin, false));
     };
-    let form = shown.form.unwrap_or_else(|| FormView::of(&list));
+    let form = shown.form.unwrap_or_else(|| list.form());
     Ok(page(
         status,
         &ListPage {

@@ -6,7 +6,6 @@
 use actix_web::web;
 use serde::Deserialize;
 
-use super::pages::ListView;
 use crate::domain::{ListDescription, ListName, UnwantedCharacter};
 use crate::subscribers::lists::ListFields;
 use crate::web::error::ApiError;
@@ -63,18 +62,6 @@ impl FormView {
             description: String::new(),
             public: true,
             double_opt_in: true,
-            name_error: None,
-            description_error: None,
-        }
-    }
-
-    /// The form filled with what the list holds.
-    pub fn of(list: &ListView) -> Self {
-        Self {
-            name: list.name.clone(),
-            description: list.description.clone(),
-            public: list.public,
-            double_opt_in: list.double_opt_in,
             name_error: None,
             description_error: None,
         }

@@ -64,6 +64,18 @@ pub struct ListMissingPage<'a> {
 }
 
 impl ListView {
+    /// The form filled with what the list holds.
+    pub fn form(&self) -> FormView {
+        FormView {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            public: self.public,
+            double_opt_in: self.double_opt_in,
+            name_error: None,
+            description_error: None,
+        }
+    }
+
     pub fn of(list: List, counts: ListCounts) -> Self {
         let subscribers = format!(
             "/admin/subscribers?{}",

@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::attribute_fields::Refused;
 use super::page::{missing, render_with};
 use super::paths::{parse_subscriber_id, subscriber_path};
 use crate::admin::actor::actor_for;
@@ -20,8 +21,7 @@ use crate::admin::guard::Protected;
 use crate::db::Db;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
-use crate::routes::admin::pages::AttributeField;
-use crate::subscribers::attributes::{self, Definition, FieldError, Values, Written};
+use crate::subscribers::attributes::{self, Written};
 use crate::web::answers::no_store;
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -41,12 +41,6 @@ pub fn attributes_form_config() -> web::FormConfig {
     web::FormConfig::default()
         .limit(ATTRIBUTES_BODY_LIMIT_BYTES)
         .error_handler(|e, _| ApiError::from(e).into())
-}
-
-/// A form refused: what was typed, and why, to show on the page again.
-pub struct Refused {
-    typed: Vec<(String, String)>,
-    errors: Vec<FieldError>,
 }
 
 #[utoipa::path(post, path = "/admin/subscribers/{id}/attributes", tag = "admin",
@@ -106,63 +100,4 @@ pub async fn change_attributes(
             render_with(&db, &keys, &admin, id, status, None, Some(refused)).await
         }
     }
-}
-
-/// The form's fields for the page: one per definition, in name order,
-/// holding the stored value, or what was typed and refused with the
-/// reason. Refusals about attributes the page has no field for (deleted
-/// meanwhile, or never defined) come back as one message.
-pub fn fields(
-    definitions: Vec<Definition>,
-    values: &Values,
-    refused: Option<Refused>,
-) -> (Vec<AttributeField>, Option<String>) {
-    let (typed, mut errors) = refused
-        .map(|refused| (refused.typed, refused.errors))
-        .unwrap_or_default();
-    let fields = definitions
-        .into_iter()
-        .map(|definition| {
-            let error = errors
-                .iter()
-                .position(|e| e.name == definition.name)
-                .map(|at| errors.remove(at).reason);
-            let value = match typed.iter().find(|(name, _)| *name == definition.name) {
-                Some((_, typed)) => typed.clone(),
-                None => values
-                    .get(&definition.name)
-                    .map(attributes::display)
-                    .unwrap_or_default(),
-            };
-            AttributeField {
-                kind: definition.kind.as_str(),
-                kind_label: definition.kind.label(),
-                name: definition.name,
-                value,
-                error,
-            }
-        })
-        .collect();
-    let others = (!errors.is_empty()).then(|| {
-        let named: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", shortened(&e.name), e.reason))
-            .collect();
-        format!("Nothing was saved. {}", named.join(" "))
-    });
-    (fields, others)
-}
-
-/// A name from the form as the page repeats it: any text a client sent,
-/// so at most 64 characters of it, control characters replaced.
-fn shortened(name: &str) -> String {
-    let mut kept: String = name
-        .chars()
-        .take(64)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    if name.chars().count() > 64 {
-        kept.push('…');
-    }
-    kept
 }

@@ -8,6 +8,7 @@
 //! Their addresses are made in [`paths`]; what they read is the subscriber
 //! store's ([`crate::subscribers`]).
 
+mod attribute_fields;
 pub(crate) mod attributes;
 pub(crate) mod erase;
 pub(crate) mod export;

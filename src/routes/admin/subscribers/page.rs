@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::attributes::{self as attribute_form, Refused};
+use super::attribute_fields::{self, Refused};
 use super::paths::{issue_path, parse_subscriber_id, subscriber_path};
 use crate::admin::guard::SignedIn;
 use crate::admin::pages::layout::nav;
@@ -126,7 +126,7 @@ pub(super) async fn render_with(
     } = read;
     let more_deliveries = delivery_count - deliveries.len() as i64;
     let (attributes, attributes_error) =
-        attribute_form::fields(definitions, &values, refused_attributes);
+        attribute_fields::fields(definitions, &values, refused_attributes);
     Ok(page(
         status,
         &SubscriberPage {
