@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::compile::push_audience;
 use super::filter::{AttributeKind, Catalogue, Filter, FilterSpec};
 use crate::domain::UnwantedCharacter;
-use crate::subscribers::lists;
+use crate::subscribers::{attributes, lists};
 
 /// How long Postgres may count an audience: an admin waits for the page
 /// it is shown on, and a count over a large list with many conditions can
@@ -158,26 +158,22 @@ pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<bool, sql
 }
 
 /// The lists and attribute definitions a filter may name, as they are now.
-///
-/// The definitions are read here, by a statement of this module, until the
-/// attributes have a module of their own to ask.
 pub async fn catalogue(connection: &mut PgConnection) -> Result<Catalogue, sqlx::Error> {
     let lists = lists::all(&mut *connection)
         .await?
         .into_iter()
         .map(|list| (list.id, list.name))
         .collect();
-    let definitions: Vec<(String, String)> =
-        sqlx::query_as("SELECT name, kind FROM attribute_definitions ORDER BY name")
-            .fetch_all(connection)
-            .await?;
-    let attributes = definitions
+    let attributes = attributes::definitions(connection)
+        .await?
         .into_iter()
-        .map(|(name, kind)| {
-            let kind = AttributeKind::parse(&kind).ok_or_else(|| {
-                sqlx::Error::Decode(format!("`{kind}` is not an attribute kind").into())
+        .map(|definition| {
+            let kind = AttributeKind::parse(definition.kind.as_str()).ok_or_else(|| {
+                sqlx::Error::Decode(
+                    format!("`{}` is not an attribute kind", definition.kind.as_str()).into(),
+                )
             })?;
-            Ok((name, kind))
+            Ok((definition.name, kind))
         })
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Catalogue { lists, attributes })
