@@ -83,9 +83,8 @@ impl Keys {
     }
 
     /// The token the preferences page's form carries for `subscriber_id`:
-    /// a `POST` without it did not come from the page (a form elsewhere
-    /// that holds a forwarded link cannot change the reader's lists by a
-    /// click on another site).
+    /// a `POST` without it did not come from the page, so saving takes
+    /// opening the page first, not just knowing the link.
     pub fn preferences_form_token(&self, subscriber_id: Uuid) -> String {
         hex::encode(&mac(&self.preferences_form, &[subscriber_id.as_bytes()])[..16])
     }

@@ -4,8 +4,10 @@
 //!
 //! `GET` only shows the page: link scanners open every link, and opening
 //! one must change nothing. The form `POST`s the lists chosen with a token
-//! of its own ([`Keys::preferences_form_token`]), so a form on another site
-//! that holds a forwarded link cannot change them with a click. Joining a
+//! of its own ([`Keys::preferences_form_token`]), so saving takes the page
+//! first: a `POST` made from the link alone is refused. The link is the
+//! credential, as the unsubscribe link is: whoever holds it can change the
+//! reader's lists, as they can unsubscribe them. Joining a
 //! list from here needs no confirmation email: the link went to the
 //! reader's address, which is what a confirmation proves. Leaving the last
 //! list is leaving everything, as the unsubscribe link does; so is the
