@@ -19,11 +19,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 // Dynamic SQL here only splices this module's own constants, never input.
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, AssertSqlSafe, Connection, PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
 use crate::subscribers::audience::{self, Audience};
+use crate::subscribers::lists;
+use crate::subscribers::segments::{Filter, Frozen, push_filter};
 use crate::subscribers::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
@@ -94,6 +97,8 @@ pub struct NewIssue<'a> {
     pub created_by: Uuid,
     /// The lists it goes to; `None` for every confirmed subscriber.
     pub list_ids: Option<&'a [Uuid]>,
+    /// The segment that narrows them, frozen as it is now; only with lists.
+    pub segment: Option<&'a Frozen>,
 }
 
 impl NewIssue<'_> {
@@ -118,6 +123,12 @@ impl NewIssue<'_> {
             for list in lists {
                 digest.update(list.as_bytes());
             }
+        }
+        if let Some(segment) = self.segment {
+            let filter = segment.filter.to_json();
+            digest.update(b"segment");
+            digest.update((filter.len() as u64).to_be_bytes());
+            digest.update(filter.as_bytes());
         }
         digest.finalize().to_vec()
     }
@@ -199,8 +210,9 @@ pub async fn publish(
     sqlx::query(
         "INSERT INTO newsletter_issues \
              (id, title, content, subject, html_body, text_body, message_stream, send_at, \
-              created_by, rate_since, list_ids) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()), $10)",
+              created_by, rate_since, list_ids, segment) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, GREATEST($8, now()), $9, GREATEST($8, now()), $10, \
+                 $11)",
     )
     .bind(issue_id)
     .bind(issue.title)
@@ -212,6 +224,7 @@ pub async fn publish(
     .bind(issue.send_at)
     .bind(issue.created_by)
     .bind(issue.list_ids)
+    .bind(issue.segment.map(Frozen::to_json))
     .execute(&mut *conn)
     .await?;
     Ok(Published {
@@ -859,20 +872,53 @@ pub async fn record_audience_chunk(
     lease: Duration,
 ) -> Result<Option<Chunk>, sqlx::Error> {
     let mut transaction = conn.begin().await?;
-    // Its send time, recipients so far, cursor and lists.
-    type Recording = (DateTime<Utc>, i64, Option<Uuid>, Option<Vec<Uuid>>);
+    // Its send time, recipients so far, cursor, lists and segment.
+    type Recording = (
+        DateTime<Utc>,
+        i64,
+        Option<Uuid>,
+        Option<Vec<Uuid>>,
+        Option<serde_json::Value>,
+    );
     let issue: Option<Recording> = sqlx::query_as(
-        "SELECT send_at, recipients, audience_cursor, list_ids FROM newsletter_issues \
+        "SELECT send_at, recipients, audience_cursor, list_ids, segment FROM newsletter_issues \
          WHERE id = $1 AND audience_claim = $2 AND state = 'sending' AND NOT audience_complete",
     )
     .bind(claim.issue_id)
     .bind(claim.claim)
     .fetch_optional(&mut *transaction)
     .await?;
-    let Some((send_at, recorded_before, cursor, list_ids)) = issue else {
+    let Some((send_at, recorded_before, cursor, list_ids, segment)) = issue else {
         transaction.rollback().await?;
         return Ok(None);
     };
+    if let (Some(list_ids), Some(segment)) = (&list_ids, segment) {
+        let filter = thaw(&mut transaction, segment).await?;
+        let mut arguments = PgArguments::default();
+        let encode = sqlx::Error::Encode;
+        arguments.add(claim.issue_id).map_err(encode)?;
+        arguments
+            .add(cursor.unwrap_or(Uuid::nil()))
+            .map_err(encode)?;
+        arguments.add(send_at).map_err(encode)?;
+        arguments.add(recorded_before).map_err(encode)?;
+        arguments.add(chunk).map_err(encode)?;
+        arguments.add(batch_size).map_err(encode)?;
+        arguments.add(lease.as_secs_f64()).map_err(encode)?;
+        arguments.add(claim.claim).map_err(encode)?;
+        arguments.add(cursor).map_err(encode)?;
+        arguments.add(list_ids.clone()).map_err(encode)?;
+        // The statement's own ten, then the filter's values from `$11` on.
+        let (before, after) = &*RECORD_SEGMENT_AUDIENCE_CHUNK;
+        let mut query = QueryBuilder::<Postgres>::with_arguments(before.as_str(), arguments);
+        push_filter(&mut query, &filter);
+        query.push(after.as_str());
+        let moved_on: Option<(i64, bool)> = query
+            .build_query_as()
+            .fetch_optional(&mut *transaction)
+            .await?;
+        return settle_chunk(transaction, claim, moved_on).await;
+    }
     let statement = match list_ids {
         None => RECORD_AUDIENCE_CHUNK.as_str(),
         Some(_) => RECORD_LIST_AUDIENCE_CHUNK.as_str(),
@@ -892,6 +938,16 @@ pub async fn record_audience_chunk(
         record = record.bind(list_ids);
     }
     let moved_on: Option<(i64, bool)> = record.fetch_optional(&mut *transaction).await?;
+    settle_chunk(transaction, claim, moved_on).await
+}
+
+/// Commits a recorded chunk (`moved_on`: how many, and whether that was
+/// the last), or rolls back when the claim, the state or the cursor moved.
+async fn settle_chunk(
+    mut transaction: sqlx::Transaction<'_, Postgres>,
+    claim: AudienceClaim,
+    moved_on: Option<(i64, bool)>,
+) -> Result<Option<Chunk>, sqlx::Error> {
     let Some((recorded, complete)) = moved_on else {
         transaction.rollback().await?;
         return Ok(None);
@@ -901,6 +957,20 @@ pub async fn record_audience_chunk(
     }
     transaction.commit().await?;
     Ok(Some(Chunk { recorded, complete }))
+}
+
+/// The issue's segment as it was frozen when it was published, checked
+/// again against the attribute kinds of that moment.
+async fn thaw(conn: &mut PgConnection, segment: serde_json::Value) -> Result<Filter, sqlx::Error> {
+    let frozen = Frozen::from_json(segment).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let lists = lists::all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|list| (list.id, list.name))
+        .collect();
+    frozen
+        .thaw(lists)
+        .map_err(|e| sqlx::Error::Decode(e.to_string().into()))
 }
 
 /// The statement of [`record_audience_chunk`]: the next chunk of the
@@ -914,6 +984,25 @@ static RECORD_AUDIENCE_CHUNK: LazyLock<String> =
 /// their ids.
 static RECORD_LIST_AUDIENCE_CHUNK: LazyLock<String> = LazyLock::new(|| {
     record_audience_chunk_sql(Audience::confirmed_by("$3").on_lists("$10").after("$2"))
+});
+
+/// Where a segment's filter goes in [`RECORD_SEGMENT_AUDIENCE_CHUNK`].
+const SEGMENT_MARK: &str = "/* the segment's filter */";
+
+/// [`RECORD_LIST_AUDIENCE_CHUNK`] narrowed by a segment, in two halves: the
+/// segment's filter, compiled with its values bound from `$11` on, goes
+/// between them.
+static RECORD_SEGMENT_AUDIENCE_CHUNK: LazyLock<(String, String)> = LazyLock::new(|| {
+    let statement = record_audience_chunk_sql(
+        Audience::confirmed_by("$3")
+            .on_lists("$10")
+            .after("$2")
+            .narrowed_by(SEGMENT_MARK),
+    );
+    let (before, after) = statement
+        .split_once(SEGMENT_MARK)
+        .expect("the statement holds the mark once");
+    (before.to_owned(), after.to_owned())
 });
 
 fn record_audience_chunk_sql(audience: Audience<'_>) -> String {

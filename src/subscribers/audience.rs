@@ -29,6 +29,8 @@ pub struct Audience<'a> {
     /// An SQL expression of the id the rows start after, for a caller that
     /// walks the audience in id order (recording it a chunk at a time).
     after: Option<&'a str>,
+    /// A further condition on `subscriptions s`, SQL of the caller's.
+    narrowed_by: Option<&'a str>,
 }
 
 impl<'a> Audience<'a> {
@@ -40,6 +42,7 @@ impl<'a> Audience<'a> {
             confirmed_by: moment,
             lists: None,
             after: None,
+            narrowed_by: None,
         }
     }
 
@@ -52,6 +55,16 @@ impl<'a> Audience<'a> {
     pub fn on_lists(self, lists: &'a str) -> Self {
         Self {
             lists: Some(lists),
+            ..self
+        }
+    }
+
+    /// Narrowed further by `condition` on `subscriptions s`: SQL of the
+    /// caller's (a segment's filter, compiled with its values bound), or a
+    /// marker where the caller puts it.
+    pub fn narrowed_by(self, condition: &'a str) -> Self {
+        Self {
+            narrowed_by: Some(condition),
             ..self
         }
     }
@@ -90,9 +103,12 @@ impl<'a> Audience<'a> {
              FROM subscriptions s \
              {listed} \
              WHERE s.status = 'confirmed' \
-               AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by}){on_lists}",
+               AND (s.confirmed_at IS NULL OR s.confirmed_at <= {confirmed_by}){on_lists}{narrowed}",
             listed = suppression::entry_join_sql("s.email"),
             confirmed_by = self.confirmed_by,
+            narrowed = self
+                .narrowed_by
+                .map_or_else(String::new, |condition| format!(" AND {condition}")),
             on_lists = self.lists.map_or_else(String::new, |lists| format!(
                 " AND EXISTS (SELECT 1 FROM memberships m \
                               WHERE m.list_id = ANY({lists}) AND m.subscriber_id = s.id \

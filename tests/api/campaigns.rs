@@ -81,6 +81,7 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
             send_at: None,
             created_by: admin,
             list_ids: lists,
+            segment: None,
         },
     )
     .await

@@ -548,3 +548,100 @@ async fn unsubscribing_leaves_every_list_without_the_triggers_of_the_release_bef
     .unwrap();
     assert_eq!(on, 0);
 }
+
+/// Saves a segment with this filter (as JSON) and returns its id.
+async fn add_segment(app: &TestApp, name: &str, filter: &str) -> Uuid {
+    use newsletter::subscribers::segments::{self, Filter, FilterSpec, SegmentName};
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    let catalogue = segments::catalogue(&mut connection).await.unwrap();
+    let filter = Filter::parse(&FilterSpec::from_json(filter).unwrap(), &catalogue).unwrap();
+    segments::store::create(&mut connection, &SegmentName::parse(name).unwrap(), &filter)
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn an_issue_narrowed_by_a_segment_is_counted_and_sent_to_the_readers_it_matches_only() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let people = add_subscribers(&app, 4, "confirmed").await;
+    for person in &people {
+        put_on(&app, *person, rust.id, "confirmed").await;
+    }
+    // Two of them signed up long ago.
+    sqlx::query("UPDATE subscriptions SET subscribed_at = '2020-01-01' WHERE id = ANY($1)")
+        .bind(&people[..2])
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let segment = add_segment(
+        &app,
+        "Early readers",
+        r#"{"all": [{"signed_up": {"before": "2021-01-01"}}]}"#,
+    )
+    .await;
+    create_admin(&app, "ada", "a long enough password").await;
+    let admin = Browser::signed_in(&app, "ada", "a long enough password").await;
+    let (rust_id, segment_id) = (rust.id.to_string(), segment.to_string());
+    let form = |action: &'static str| {
+        vec![
+            ("title", "Early news"),
+            ("content", "Hello."),
+            ("action", action),
+            ("lists_offered", "1"),
+            ("list", ""),
+            ("segment", ""),
+        ]
+    };
+
+    let mut count = form("count");
+    count[4].1 = &rust_id;
+    count[5].1 = &segment_id;
+    let counted = admin.submit("/admin/newsletters", &count).await;
+    let counted = counted.text().await.unwrap();
+    assert!(counted.contains("Send to 2 subscribers?"), "{counted}");
+
+    let mut publish = form("publish");
+    publish[4].1 = &rust_id;
+    publish[5].1 = &segment_id;
+    publish.push(("confirmed", "yes"));
+    let key = Uuid::new_v4().to_string();
+    publish.push(("idempotency_key", &key));
+    let published = admin.submit("/admin/newsletters", &publish).await;
+    assert_eq!(published.status().as_u16(), 303);
+    let issue: Uuid = sqlx::query_scalar("SELECT id FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    wait_for_state(&app, issue, "done").await;
+
+    let mut expected = people[..2].to_vec();
+    expected.sort();
+    assert_eq!(recipients_of(&app, issue).await, expected);
+}
+
+#[tokio::test]
+async fn a_segment_that_names_no_saved_segment_is_refused_with_the_reason() {
+    let app = spawn_app().await;
+    add_list(&app, "Rust weekly", true, true).await;
+    create_admin(&app, "ada", "a long enough password").await;
+    let admin = Browser::signed_in(&app, "ada", "a long enough password").await;
+    let missing = Uuid::new_v4().to_string();
+
+    for (segment, status) in [(missing.as_str(), 422), ("not-a-segment", 400), ("\0", 400)] {
+        let answer = admin
+            .submit(
+                "/admin/newsletters",
+                &[
+                    ("title", "T"),
+                    ("content", "C"),
+                    ("action", "count"),
+                    ("segment", segment),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status().as_u16(), status, "{segment:?}");
+    }
+}

@@ -7,13 +7,17 @@
 //! - [`compile`]: a checked filter as an SQL predicate over
 //!   `subscriptions s`, every value a bound parameter, and the audience
 //!   predicate a campaign's recipients will be recorded with;
+//! - [`frozen`]: a segment as an issue keeps it, read the same however
+//!   late its audience is recorded;
 //! - [`store`]: the `segments` table, the catalogue a filter is read
 //!   against, and counting an audience within a second.
 
 pub mod compile;
 pub mod filter;
+pub mod frozen;
 pub mod store;
 
 pub use compile::{push_audience, push_filter};
 pub use filter::{Catalogue, Filter, FilterError, FilterSpec};
+pub use frozen::Frozen;
 pub use store::{Count, Segment, SegmentError, SegmentName, catalogue, count};

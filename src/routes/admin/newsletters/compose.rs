@@ -28,7 +28,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::PublishSettings;
-use super::pages::{ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal};
+use super::pages::{
+    AudienceChoice, ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal, SegmentChoice,
+};
 use super::view::{audience_text, issue_path, publish_question};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
@@ -44,6 +46,7 @@ use crate::outbox::{Outbox, Personalisation, personalise};
 use crate::pages::{ListChoice, page};
 use crate::rate_limit::RateLimiter;
 use crate::subscribers::lists::{self, List};
+use crate::subscribers::segments::{self, Filter, Frozen};
 use crate::telemetry::error_chain_line;
 use crate::web::answers::no_store;
 use crate::web::client::client_ip;
@@ -94,12 +97,15 @@ pub fn compose_form_config() -> web::FormConfig {
 #[utoipa::path(get, path = "/admin/newsletters/new", tag = "admin",
     responses((status = 200, description = "The form to write an issue.", body = String, content_type = "text/html"), crate::web::openapi_responses::AdminOnly))]
 pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+    let targets = Targets::read(&db, None, None).await?;
     let fields = ComposeFields {
         title: "",
         content: "",
         send_at: "",
         idempotency_key: fresh_key(),
-        lists: Targets::read(&db, None).await?.choices,
+        audience: targets.audience(),
+        lists: targets.choices,
+        segments: targets.segments,
     };
     compose_form(&admin, &db, StatusCode::OK, fields, None, None).await
 }
@@ -112,6 +118,9 @@ pub struct ComposeForm {
     /// mistake, not a wish for every confirmed subscriber.
     #[serde(default)]
     lists_offered: String,
+    /// The id of a saved segment that narrows the lists' readers, or empty.
+    #[serde(default)]
+    segment: String,
     #[serde(default)]
     title: String,
     #[serde(default)]
@@ -193,7 +202,13 @@ pub async fn submit_issue(
         Ok(chosen) => chosen,
         Err(reason) => return Err(ApiError::BadRequest(reason)),
     };
-    let targets = Targets::read(&db, chosen.as_deref()).await?;
+    let segment_id = match form.segment.trim() {
+        "" => None,
+        raw => Some(Uuid::try_parse(raw).map_err(|_| {
+            ApiError::BadRequest(format!("“{}” is not a segment's id.", raw.escape_debug()))
+        })?),
+    };
+    let targets = Targets::read(&db, chosen.as_deref(), segment_id).await?;
     // A malformed key is only refused when publishing: the other buttons
     // show the form again, and then with a good one.
     let key = IdempotencyKey::parse(&form.idempotency_key);
@@ -204,7 +219,9 @@ pub async fn submit_issue(
         idempotency_key: key
             .as_ref()
             .map_or_else(|_| fresh_key(), |key| key.as_str().to_owned()),
+        audience: targets.audience(),
         lists: targets.choices.clone(),
+        segments: targets.segments.clone(),
     };
     let admin = &admin;
     let db = &db;
@@ -237,6 +254,19 @@ pub async fn submit_issue(
             return refuse(fields, status, Some("lists"), reason).await;
         }
     };
+    let segment = match &targets.segment {
+        Ok(segment) => segment.clone(),
+        Err(reason) => {
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            return refuse(fields, status, Some("segment"), reason.clone()).await;
+        }
+    };
+    // A segment narrows the readers of lists: of every live one, when
+    // there is nothing to choose.
+    let list_ids = match (&segment, list_ids) {
+        (Some(_), None) => Some(targets.live.clone()),
+        (_, list_ids) => list_ids,
+    };
     let rendered = render(&admin.newsletter, &draft);
     match step {
         Step::Count => compose_form(admin, db, StatusCode::OK, fields, None, None).await,
@@ -258,6 +288,7 @@ pub async fn submit_issue(
                 rendered: &rendered,
                 send_at,
                 list_ids,
+                segment: segment.map(|(_, frozen)| frozen),
             };
             let ip = client_ip(&request, &limiter);
             publish(admin, fields, db, &settings, &key, issue, ip).await
@@ -288,7 +319,7 @@ async fn compose_form_with_notice(
     notice: Option<String>,
     preview: Option<Preview>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db, &fields.lists).await;
+    let audience = audience_size(db, &fields.audience).await;
     let mut answer = page(
         status,
         &ComposePage {
@@ -312,10 +343,17 @@ async fn compose_form_with_notice(
 /// within [`COUNT_LIMIT`]. Not a reason to fail the answer it goes in: a
 /// refusal stays a refusal, and the question asks without a number.
 #[tracing::instrument(name = "Count the audience", skip_all)]
-async fn audience_size(db: &Db, lists: &[ListChoice]) -> Option<i64> {
-    let list_ids = ticked(lists);
+async fn audience_size(db: &Db, audience: &AudienceChoice) -> Option<i64> {
     db.transaction_within(COUNT_WAIT, async |tx| {
-        ledger::audience_size(tx, COUNT_LIMIT, list_ids.as_deref()).await
+        match (&audience.segment, &audience.lists) {
+            (Some(filter), Some(lists)) => match segments::count(tx, filter, lists).await? {
+                segments::Count::Counted(n) => Ok(Some(n)),
+                segments::Count::Unavailable => Ok(None),
+            },
+            (_, lists) => ledger::audience_size(tx, COUNT_LIMIT, lists.as_deref())
+                .await
+                .map(Some),
+        }
     })
     .await
     .inspect_err(|e| {
@@ -325,6 +363,7 @@ async fn audience_size(db: &Db, lists: &[ListChoice]) -> Option<i64> {
         );
     })
     .ok()
+    .flatten()
 }
 
 /// The publish question as a page, for a form sent without scripts: its
@@ -336,7 +375,7 @@ async fn ask_to_publish(
     fields: ComposeFields<'_>,
     send_at: Option<DateTime<Utc>>,
 ) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db, &fields.lists).await;
+    let audience = audience_size(db, &fields.audience).await;
     Ok(page(
         StatusCode::OK,
         &PublishConfirmPage {
@@ -466,6 +505,8 @@ struct Submitted<'a> {
     send_at: Option<DateTime<Utc>>,
     /// `None`: every confirmed subscriber.
     list_ids: Option<Vec<Uuid>>,
+    /// The segment that narrows them, as it is now.
+    segment: Option<Frozen>,
 }
 
 /// The ids of the `list` pairs, each once; `None` when the form showed no
@@ -488,20 +529,47 @@ fn chosen_lists(
     Ok(Some(ids))
 }
 
-/// The lists an issue may go to: the live ones, as the form's checkboxes.
+/// Who an issue may go to: the live lists, as the form's checkboxes, and
+/// the saved segments, one of which may narrow them.
 struct Targets {
     choices: Vec<ListChoice>,
     live: Vec<Uuid>,
+    segments: Vec<SegmentChoice>,
+    /// The segment chosen, checked against the lists and attributes of
+    /// now and frozen so; or why it cannot be used.
+    segment: Result<Option<(Filter, Frozen)>, String>,
 }
 
 impl Targets {
     /// The live lists, with `chosen` ticked (the default list when the
-    /// form is new). With one live list there is nothing to choose.
-    async fn read(db: &Db, chosen: Option<&[Uuid]>) -> Result<Self, ApiError> {
-        let all = db
-            .transaction(async |tx| lists::all(tx).await)
+    /// form is new), and the segments, with `segment` selected. With one
+    /// live list there is nothing to choose.
+    async fn read(
+        db: &Db,
+        chosen: Option<&[Uuid]>,
+        segment: Option<Uuid>,
+    ) -> Result<Self, ApiError> {
+        let (all, saved, catalogue) = db
+            .transaction(async |tx| {
+                let all = lists::all(tx).await?;
+                let saved = segments::store::all(tx).await?;
+                let catalogue = segments::catalogue(tx).await?;
+                Ok((all, saved, catalogue))
+            })
             .await
-            .step("read the lists")?;
+            .step("read the lists and segments")?;
+        let checked = match segment {
+            None => Ok(None),
+            Some(id) => match saved.iter().find(|s| s.id == id) {
+                None => Err("No segment has that id: it may have been deleted.".to_owned()),
+                Some(found) => Filter::parse(&found.filter, &catalogue)
+                    .map(|filter| {
+                        let frozen = Frozen::freeze(&filter, &catalogue);
+                        Some((filter, frozen))
+                    })
+                    .map_err(|e| format!("This segment cannot be used as it is: {e}")),
+            },
+        };
         let live: Vec<List> = all
             .into_iter()
             .filter(|l| l.archived_at.is_none())
@@ -509,7 +577,31 @@ impl Targets {
         Ok(Self {
             live: live.iter().map(|l| l.id).collect(),
             choices: ListChoice::offered(live, chosen),
+            segments: saved
+                .into_iter()
+                .map(|s| SegmentChoice {
+                    selected: segment == Some(s.id),
+                    id: s.id.to_string(),
+                    name: s.name,
+                })
+                .collect(),
+            segment: checked,
         })
+    }
+
+    /// Who the form's choices send to, for the count.
+    fn audience(&self) -> AudienceChoice {
+        let segment = self
+            .segment
+            .as_ref()
+            .ok()
+            .and_then(|s| s.as_ref())
+            .map(|(filter, _)| filter.clone());
+        let lists = match (ticked(&self.choices), &segment) {
+            (None, Some(_)) => Some(self.live.clone()),
+            (lists, _) => lists,
+        };
+        AudienceChoice { lists, segment }
     }
 
     /// The lists to record on the issue: `None` for every confirmed
@@ -570,6 +662,7 @@ async fn publish(
                 send_at: issue.send_at,
                 created_by: admin.admin.id,
                 list_ids: issue.list_ids.as_deref(),
+                segment: issue.segment.as_ref(),
             };
             match ledger::publish(tx, key, new).await {
                 Ok(published) => {

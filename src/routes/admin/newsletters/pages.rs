@@ -39,6 +39,26 @@ pub struct ComposeFields<'a> {
     /// The lists it goes to, as checkboxes; none when there is only one
     /// list (the issue then goes to every confirmed subscriber).
     pub lists: Vec<ListChoice>,
+    /// The saved segments, one of which may narrow the audience.
+    pub segments: Vec<SegmentChoice>,
+    /// Who it goes to, as the form says now: what the count counts.
+    pub audience: AudienceChoice,
+}
+
+/// A saved segment as an option of the form's select.
+#[derive(Debug, Clone)]
+pub struct SegmentChoice {
+    pub id: String,
+    pub name: String,
+    pub selected: bool,
+}
+
+/// Who an issue goes to: the confirmed readers of `lists` (`None`: every
+/// confirmed subscriber), narrowed by `segment`.
+#[derive(Debug, Clone, Default)]
+pub struct AudienceChoice {
+    pub lists: Option<Vec<uuid::Uuid>>,
+    pub segment: Option<crate::subscribers::segments::Filter>,
 }
 
 /// Why the form was refused, and the field it is about, if one.
