@@ -645,3 +645,48 @@ async fn a_segment_that_names_no_saved_segment_is_refused_with_the_reason() {
         assert_eq!(answer.status().as_u16(), status, "{segment:?}");
     }
 }
+
+#[tokio::test]
+async fn the_lists_counts_stay_what_a_count_of_the_memberships_says_through_every_kind_of_change() {
+    use newsletter::subscribers::memberships;
+    let app = spawn_app().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let people = add_subscribers(&app, 150, "confirmed").await;
+    for (i, person) in people.iter().enumerate() {
+        let status = ["confirmed", "pending", "unsubscribed"][i % 3];
+        put_on(&app, *person, rust.id, status).await;
+    }
+    // Moves between statuses, a bulk update, and erasures (the foreign
+    // key's cascade deletes their memberships).
+    sqlx::query(
+        "UPDATE memberships SET status = 'confirmed' WHERE status = 'pending' AND list_id = $1",
+    )
+    .bind(rust.id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM subscriptions WHERE id = ANY($1)")
+        .bind(&people[..20])
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let mut connection = app.db_pool.acquire().await.unwrap();
+    let kept = memberships::counts_by_list(&mut connection).await.unwrap();
+    let counted: Vec<(Uuid, String, i64)> =
+        sqlx::query_as("SELECT list_id, status, count(*) FROM memberships GROUP BY 1, 2")
+            .fetch_all(&app.db_pool)
+            .await
+            .unwrap();
+    let mut expected: std::collections::HashMap<Uuid, memberships::ListCounts> = Default::default();
+    for (list, status, n) in counted {
+        let entry = expected.entry(list).or_default();
+        match status.as_str() {
+            "confirmed" => entry.confirmed = n,
+            "pending" => entry.pending = n,
+            _ => entry.unsubscribed = n,
+        }
+    }
+    assert_eq!(kept, expected);
+    assert_eq!(kept[&rust.id].pending, 0);
+}
