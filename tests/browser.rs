@@ -2263,3 +2263,383 @@ async fn a_browser_over_a_limit_gets_the_sites_page_saying_when_to_try_again_at_
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// (list name, status) of the memberships of the subscriber at `email`, by
+/// name.
+async fn memberships_of(app: &helpers::TestApp, email: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT l.name, m.status FROM memberships m \
+         JOIN lists l ON l.id = m.list_id \
+         JOIN subscriptions s ON s.id = m.subscriber_id \
+         WHERE s.email = $1 ORDER BY l.name",
+    )
+    .bind(email)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+/// Owned (list name, status) rows, to compare with [`memberships_of`].
+fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+    rows.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+impl Browser {
+    /// The lists the page offers as checkboxes, in page order, each with
+    /// whether it is ticked. A list's description, if any, is left out.
+    async fn lists_ticked(&self) -> Vec<(String, bool)> {
+        let shown = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('fieldset.lists label.choice')]\
+                   .map(label => {\
+                     const hint = label.querySelector('.hint');\
+                     const name = label.textContent\
+                       .replace(hint ? hint.textContent : '', '').trim();\
+                     return [name, label.querySelector('input[type=checkbox]').checked];\
+                   });",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(shown).unwrap()
+    }
+
+    /// Ticks, or unticks, the checkbox of the list named `list`, as a
+    /// person clicks it: only if it is not that way already.
+    async fn tick_list(&self, list: &str, ticked: bool) {
+        let checkbox = self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath(&format!(
+                "//fieldset[contains(@class, 'lists')]//label[contains(@class, 'choice')]\
+                 [normalize-space(text()[1]) = '{list}']/input[@type='checkbox']"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no checkbox for the list {list:?}: {e}"));
+        if checkbox.prop("checked").await.unwrap().as_deref() != Some(&ticked.to_string()) {
+            checkbox.click().await.unwrap();
+        }
+        assert_eq!(
+            checkbox.prop("checked").await.unwrap().as_deref(),
+            Some(ticked.to_string().as_str()),
+            "the checkbox of {list:?} did not change"
+        );
+    }
+
+    /// Chooses the option whose text is `label` in the select `css` picks.
+    /// (Quoted in double quotes: an operator's label has an apostrophe.)
+    async fn choose(&self, css: &str, label: &str) {
+        self.wait_for(css)
+            .await
+            .select_by(Locator::XPath(&format!(
+                ".//option[normalize-space(.) = \"{label}\"]"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no option {label:?} in {css}: {e}"));
+    }
+
+    /// The text of the option chosen in the select `css` picks.
+    async fn chosen(&self, css: &str) -> String {
+        let select = self.wait_for(css).await;
+        let argument = serde_json::to_value(&select).unwrap();
+        let text = self
+            .client
+            .execute(
+                "return arguments[0].selectedOptions[0].textContent.trim();",
+                vec![argument],
+            )
+            .await
+            .unwrap();
+        text.as_str().unwrap().to_owned()
+    }
+
+    /// Presses the button `css` picks and waits until the page it was on
+    /// has been replaced by the answer's, loaded whole: for an answer that
+    /// shows the same page again, with nothing else to tell it by.
+    async fn press_for_a_new_page(&self, css: &str, what: &str) {
+        mark_the_page(self).await;
+        self.press(css).await;
+        helpers::eventually(&format!("{what} to load"), || async {
+            // While the answer loads there may be no page to run a script
+            // in: that is not there yet either.
+            let arrived = self
+                .client
+                .execute(
+                    "return window.notReloaded !== true && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .is_ok_and(|arrived| arrived == json!(true));
+            arrived.then_some(())
+        })
+        .await;
+    }
+}
+
+/// Builds, counts and saves a segment of the confirmed readers of the list
+/// `list` with the builder's first row, from the navigation.
+async fn build_a_segment_of_a_list(browser: &Browser, name: &str, list: &str) {
+    browser
+        .press(r#".admin-nav a[href="/admin/segments"]"#)
+        .await;
+    browser.wait_for_heading("Segments").await;
+    browser.fill("segment-name", name).await;
+    browser.choose("#field_1", &format!("On list {list}")).await;
+    browser
+        .choose("#op_1", "= (a list's status, text, number)")
+        .await;
+    browser.fill("value_1", "confirmed").await;
+    browser.press("button#count-button").await;
+    let count = browser
+        .wait_for("#segment-count")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count, "1 confirmed reader matches.");
+    // The count comes back with the form as it was sent.
+    assert_eq!(browser.value_of("segment-name").await, name);
+    assert_eq!(browser.chosen("#field_1").await, format!("On list {list}"));
+    browser.screenshot("lists-walk-segment-counted").await;
+    browser.press("button#save-button").await;
+    browser.wait_for_heading(name).await;
+}
+
+/// Narrows the issue on the compose form to the readers of `list` alone,
+/// and of those to `segment`, and has the form count them.
+async fn narrow_the_issue(browser: &Browser, list: &str, segment: &str) {
+    for (name, _) in browser.lists_ticked().await {
+        browser.tick_list(&name, name == list).await;
+    }
+    browser.choose("#segment", segment).await;
+    browser
+        .press_for_a_new_page("button#count-button", "the counted form")
+        .await;
+    browser.wait_for_heading("New issue").await;
+}
+
+/// The link whose address contains `part` in the HTML body of the one
+/// email titled `subject`, which must have gone to `address` alone.
+fn link_in_the_issue(
+    emails: &[serde_json::Value],
+    subject: &str,
+    address: &str,
+    part: &str,
+) -> Url {
+    let issues: Vec<_> = emails
+        .iter()
+        .filter(|email| email["Subject"] == subject)
+        .collect();
+    let recipients: Vec<_> = issues.iter().map(|email| &email["To"]).collect();
+    assert_eq!(recipients, [address], "who got {subject:?}");
+    let html = issues[0]["HtmlBody"].as_str().unwrap();
+    let link = linkify::LinkFinder::new()
+        .links(html)
+        .map(|link| link.as_str().to_owned())
+        .find(|link| link.contains(part))
+        .unwrap_or_else(|| panic!("no link to {part} in {html}"));
+    Url::parse(&link).unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_makes_a_list_a_reader_joins_two_and_changes_them_and_an_issue_to_a_segment_goes_out()
+ {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    // A reader of the default list alone, whom the issue must miss.
+    store_subscriber(&app, "alan@example.com", "Alan Turing", true, 3).await;
+    let reader = "ada@example.com";
+    let mut failures = Vec::new();
+    let (width, height) = SIZES[0];
+    let browser = Browser::start(width, height).await;
+
+    // 1. The admin makes a public list.
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    browser.press(r#".admin-nav a[href="/admin/lists"]"#).await;
+    browser.wait_for_heading("Lists").await;
+    browser.fill("name", "Events").await;
+    browser
+        .fill("description", "Talks and meetings, a few times a year.")
+        .await;
+    let public = browser.wait_for("#new-list #public").await;
+    if !public.is_selected().await.unwrap() {
+        public.click().await.unwrap();
+    }
+    browser.press("#new-list button[type=submit]").await;
+    browser.wait_for("#list-notice").await;
+    assert_eq!(browser.text_of("#list-name").await, "Events");
+    browser.screenshot("lists-walk-list-made").await;
+
+    // 2. A reader joins both lists on the form, and one email confirms both.
+    browser.open_the_form(&app).await;
+    assert_eq!(
+        browser.lists_ticked().await,
+        [
+            ("Newsletter".to_owned(), true),
+            ("Events".to_owned(), false)
+        ]
+    );
+    browser.fill("name", "Ada Lovelace").await;
+    browser.fill("email", reader).await;
+    browser.tick_list("Events", true).await;
+    browser
+        .check_width("lists-subscribe-form", width, &mut failures)
+        .await;
+    browser.submit().await;
+    browser.wait_for_heading("Check your inbox").await;
+    assert_eq!(
+        memberships_of(&app, reader).await,
+        pairs(&[("Events", "pending"), ("Newsletter", "pending")])
+    );
+    let confirmations = app.wait_for_emails(1).await;
+    assert_eq!(confirmations.len(), 1, "one email for both lists");
+    assert_eq!(confirmations[0]["To"], reader);
+    let link = app.local(&app.confirmation_links(&confirmations[0]).html);
+    browser.client.goto(link.as_str()).await.unwrap();
+    browser.wait_for_heading("Subscription confirmed").await;
+    assert_eq!(
+        memberships_of(&app, reader).await,
+        pairs(&[("Events", "confirmed"), ("Newsletter", "confirmed")])
+    );
+
+    // 3. The admin narrows an issue to a segment of Events and sends it.
+    browser
+        .client
+        .goto(&format!("{}/admin/dashboard", app.address))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Dashboard").await;
+    build_a_segment_of_a_list(&browser, "Confirmed on Events", "Events").await;
+    write_an_issue(
+        &browser,
+        "Spring meeting",
+        "See you at the **spring** meeting.",
+    )
+    .await;
+    // Before narrowing: both readers of the default list.
+    assert_eq!(
+        browser.text_of("#audience-count").await,
+        "Send to 2 subscribers?"
+    );
+    narrow_the_issue(&browser, "Events", "Confirmed on Events").await;
+    assert_eq!(
+        browser.lists_ticked().await,
+        [
+            ("Newsletter".to_owned(), false),
+            ("Events".to_owned(), true)
+        ]
+    );
+    assert_eq!(browser.chosen("#segment").await, "Confirmed on Events");
+    assert_eq!(
+        browser.text_of("#audience-count").await,
+        "Send to 1 subscriber?"
+    );
+    browser.scroll_to("#compose-lists").await;
+    browser
+        .check_width("lists-compose", width, &mut failures)
+        .await;
+    publish_from_the_form(&browser, "Send to 1 subscriber?").await;
+    browser
+        .wait_for_address("the issue's page", |url| {
+            url.path().starts_with("/admin/newsletters/") && !url.path().ends_with("/new")
+        })
+        .await;
+    browser.wait_for_heading("Spring meeting").await;
+    helpers::eventually_within(Duration::from_secs(30), "the issue to be sent", || async {
+        (state_shown(&browser).await == "done").then_some(())
+    })
+    .await;
+    assert_eq!(browser.text_of("#count-sent").await, "1");
+    browser.screenshot("lists-walk-issue-done").await;
+
+    // 4. The reader leaves the default list from the link in the issue.
+    let emails = app.wait_for_emails(2).await;
+    let others: Vec<_> = emails
+        .iter()
+        .filter(|email| email["Subject"] != "Spring meeting")
+        .collect();
+    assert_eq!(
+        others.len(),
+        1,
+        "one confirmation for both lists: {others:#?}"
+    );
+    let preferences = app.local(&link_in_the_issue(
+        &emails,
+        "Spring meeting",
+        reader,
+        "/preferences/",
+    ));
+    browser.client.goto(preferences.as_str()).await.unwrap();
+    browser.wait_for_heading("Your lists").await;
+    assert_eq!(
+        browser.lists_ticked().await,
+        [("Newsletter".to_owned(), true), ("Events".to_owned(), true)]
+    );
+    browser.tick_list("Newsletter", false).await;
+    browser
+        .press(r#"form[action^="/preferences/"] button[type=submit]"#)
+        .await;
+    browser.wait_for("#preferences-notice").await;
+    assert_eq!(
+        browser.text_of("#preferences-notice").await,
+        "Your lists are saved."
+    );
+    assert_eq!(
+        browser.lists_ticked().await,
+        [
+            ("Newsletter".to_owned(), false),
+            ("Events".to_owned(), true)
+        ]
+    );
+    assert_eq!(
+        memberships_of(&app, reader).await,
+        pairs(&[("Events", "confirmed"), ("Newsletter", "unsubscribed")])
+    );
+    browser
+        .check_width("lists-preferences", width, &mut failures)
+        .await;
+    browser.close().await;
+
+    // 5. The same three pages on a phone.
+    let (width, height) = SIZES[1];
+    let phone = Browser::start(width, height).await;
+    phone.open_the_form(&app).await;
+    phone
+        .check_width("lists-subscribe-form", width, &mut failures)
+        .await;
+    phone.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    phone.wait_for_heading("Dashboard").await;
+    write_an_issue(
+        &phone,
+        "Autumn meeting",
+        "See you at the **autumn** meeting.",
+    )
+    .await;
+    narrow_the_issue(&phone, "Events", "Confirmed on Events").await;
+    assert_eq!(
+        phone.text_of("#audience-count").await,
+        "Send to 1 subscriber?"
+    );
+    phone.scroll_to("#compose-lists").await;
+    phone
+        .check_width("lists-compose", width, &mut failures)
+        .await;
+    phone.client.goto(preferences.as_str()).await.unwrap();
+    phone.wait_for_heading("Your lists").await;
+    phone
+        .check_width("lists-preferences", width, &mut failures)
+        .await;
+    phone.close().await;
+
+    assert!(
+        failures.is_empty(),
+        "pages wider than the window, or whose footer is out of line:\n{}",
+        failures.join("\n")
+    );
+}
