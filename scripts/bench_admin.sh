@@ -128,7 +128,7 @@ FROM (
          CASE WHEN g % 50000 = 0 THEN 'Zebulon' ELSE
          (ARRAY['Ada','Grace','Alan','Edsger','Barbara','Donald','Margaret','Ken','Dennis','Frances',
                 'John','Mary','Linus','Guido','Bjarne','Niklaus','Radia','Leslie','Tony','Sophie',
-                'Karen','Hedy','Claude','Katherine','Tim','Vint','Shafi','Juris','Ivan','Olga'])
+                'Karen','Hedy','Radia','Katherine','Tim','Vint','Shafi','Juris','Ivan','Olga'])
            [1 + (hashint4(g) & 2147483647) % 30] END AS first,
          CASE WHEN g % 50000 = 0 THEN 'Quaxley' ELSE
          (ARRAY['Lovelace','Hopper','Turing','Dijkstra','Liskov','Knuth','Hamilton','Thompson',
