@@ -48,7 +48,7 @@ use crate::rate_limit::RateLimiter;
 use crate::subscribers::lists::{self, List};
 use crate::subscribers::segments::{self, Filter, Frozen};
 use crate::telemetry::error_chain_line;
-use crate::web::answers::no_store;
+use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::ApiError;
 use crate::web::error::DatabaseStep;
@@ -696,11 +696,7 @@ async fn publish(
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
-    let mut answer = HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, issue_path(issue_id)))
-        .finish();
-    no_store(answer.headers_mut());
-    Ok(answer)
+    Ok(see_other(issue_path(issue_id)))
 }
 
 #[cfg(test)]

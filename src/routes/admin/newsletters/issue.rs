@@ -27,7 +27,7 @@ use crate::db::Db;
 use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::web::answers::no_store;
+use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::ApiError;
 use crate::web::error::DatabaseStep;
@@ -310,13 +310,7 @@ async fn act(
         .await
         .step("act on the issue")?;
     match outcome {
-        Outcome::Done => {
-            let mut answer = HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, issue_path(id)))
-                .finish();
-            no_store(answer.headers_mut());
-            Ok(answer)
-        }
+        Outcome::Done => Ok(see_other(issue_path(id))),
         Outcome::Missing => Ok(missing(admin)),
         Outcome::Refused(issue) => {
             // Read before the action was tried: the page reads it again.

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use actix_web::HttpResponse;
-use actix_web::http::header;
 use uuid::Uuid;
 
 use super::form::{Fields, SegmentForm};
@@ -13,7 +12,7 @@ use crate::admin::audit::{self, Action, Actor};
 use crate::db::Db;
 use crate::subscribers::segments::{self, Catalogue, Count, Filter, SegmentError, SegmentName};
 use crate::telemetry::error_chain_line;
-use crate::web::answers::no_store;
+use crate::web::answers::see_other;
 use crate::web::error::{ApiError, DatabaseStep};
 
 pub const SEGMENTS_PATH: &str = "/admin/segments";
@@ -232,11 +231,7 @@ pub async fn save(
 
 /// 303 to the segment's page.
 pub fn to_segment(id: Uuid) -> HttpResponse {
-    let mut answer = HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, segment_path(id)))
-        .finish();
-    no_store(answer.headers_mut());
-    answer
+    see_other(segment_path(id))
 }
 
 /// What a sent form asks for, read against the catalogue.

@@ -9,7 +9,6 @@
 //! never their values; nothing here logs them either.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::attribute_fields::Refused;
@@ -22,7 +21,7 @@ use crate::db::Db;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
 use crate::subscribers::attributes::{self, Written};
-use crate::web::answers::no_store;
+use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
 
@@ -83,13 +82,7 @@ pub async fn change_attributes(
         .await
         .step("change a subscriber's attributes")?;
     match written {
-        Written::Done(_) => {
-            let mut answer = HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, subscriber_path(id)))
-                .finish();
-            no_store(answer.headers_mut());
-            Ok(answer)
-        }
+        Written::Done(_) => Ok(see_other(subscriber_path(id))),
         Written::Missing => Ok(missing(&admin, false)),
         Written::Refused(errors) => {
             let refused = Refused {
