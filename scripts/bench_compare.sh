@@ -12,6 +12,7 @@
 #   ROUNDS=3 DURATION=15 scripts/bench_compare.sh a60833f
 #   ROUNDS=0 scripts/bench_compare.sh a60833f  only build
 #   CAMPAIGN_N=0 scripts/bench_compare.sh a60833f  subscribe only
+#   SUBSCRIBE=0 scripts/bench_compare.sh a60833f   campaign fan-out only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -19,6 +20,7 @@ source scripts/lib.sh
 [ $# -ge 1 ] || die "usage: scripts/bench_compare.sh BEFORE [AFTER]"
 ROUNDS="${ROUNDS:-2}"
 CAMPAIGN_N="${CAMPAIGN_N:-1000000}"
+SUBSCRIBE="${SUBSCRIBE:-1}"
 export DURATION="${DURATION:-15}"
 BUILDS=target/bench-builds
 ROOT=$PWD
@@ -65,7 +67,7 @@ SQLX_OFFLINE=true cargo build --release --example email_api_stub >&2
 [ "${ROUNDS}" -gt 0 ] || exit 0
 
 results=()
-for round in $(seq 1 "${ROUNDS}"); do
+for round in $(seq 1 "$(( SUBSCRIBE == 0 ? 0 : ROUNDS ))"); do
   for side in before after; do
     bin=${before}
     [ "${side}" = after ] && bin=${after}
@@ -78,21 +80,23 @@ for round in $(seq 1 "${ROUNDS}"); do
   done
 done
 
-printf '\nsubscribe, %s s per run: before = %s, after = %s\n' "${DURATION}" "$1" "${2:-the work tree}"
-printf '%-6s %-7s %6s %10s %9s %9s %7s\n' round build conns "req/s" p50 p99 errors
-for row in "${results[@]}"; do
-  IFS='|' read -r round side connections rps p50 p99 errors <<<"${row}"
-  printf '%-6s %-7s %6s %10s %9s %9s %7s\n' "${round}" "${side}" "${connections}" "${rps}" "${p50}" "${p99}" "${errors}"
-done
-# Mean throughput per build and connection count, and after / before.
-printf '%s\n' "${results[@]}" | awk -F'|' '
-  { sum[$2 "|" $3] += $4; n[$2 "|" $3]++ }
-  END {
-    for (c = 32; c <= 64; c *= 2) {
-      b = sum["before|" c] / n["before|" c]; a = sum["after|" c] / n["after|" c]
-      printf "mean at %d connections: before %.0f req/s, after %.0f req/s, after/before %.2f\n", c, b, a, a / b
-    }
-  }'
+if [ "${#results[@]}" -gt 0 ]; then
+  printf '\nsubscribe, %s s per run: before = %s, after = %s\n' "${DURATION}" "$1" "${2:-the work tree}"
+  printf '%-6s %-7s %6s %10s %9s %9s %7s\n' round build conns "req/s" p50 p99 errors
+  for row in "${results[@]}"; do
+    IFS='|' read -r round side connections rps p50 p99 errors <<<"${row}"
+    printf '%-6s %-7s %6s %10s %9s %9s %7s\n' "${round}" "${side}" "${connections}" "${rps}" "${p50}" "${p99}" "${errors}"
+  done
+  # Mean throughput per build and connection count, and after / before.
+  printf '%s\n' "${results[@]}" | awk -F'|' '
+    { sum[$2 "|" $3] += $4; n[$2 "|" $3]++ }
+    END {
+      for (c = 32; c <= 64; c *= 2) {
+        b = sum["before|" c] / n["before|" c]; a = sum["after|" c] / n["after|" c]
+        printf "mean at %d connections: before %.0f req/s, after %.0f req/s, after/before %.2f\n", c, b, a, a / b
+      }
+    }'
+fi
 
 [ "${CAMPAIGN_N}" -gt 0 ] || exit 0
 campaigns=()

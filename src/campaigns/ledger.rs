@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::emails::EmailContent;
 use crate::subscribers::audience::{self, Audience};
 use crate::subscribers::lists;
-use crate::subscribers::segments::{Filter, Frozen, push_filter};
+use crate::subscribers::segments::{Filter, Frozen, Walk, push_filter};
 use crate::subscribers::suppression;
 
 /// Postgres channel announcing that an issue has work for senders (it was
@@ -911,7 +911,7 @@ pub async fn record_audience_chunk(
         // The statement's own ten, then the filter's values from `$11` on.
         let (before, after) = &*RECORD_SEGMENT_AUDIENCE_CHUNK;
         let mut query = QueryBuilder::<Postgres>::with_arguments(before.as_str(), arguments);
-        push_filter(&mut query, &filter);
+        push_filter(&mut query, &filter, Walk::ById);
         query.push(after.as_str());
         let moved_on: Option<(i64, bool)> = query
             .build_query_as()

@@ -4,7 +4,7 @@
 //! limit), and the admin pages that save, count, change and delete them.
 
 use newsletter::subscribers::segments::{
-    self, Count, Filter, FilterSpec, push_audience, push_filter,
+    self, Count, Filter, FilterSpec, Walk, push_audience, push_filter,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -132,18 +132,26 @@ impl Readers {
         Filter::parse(&spec, &catalogue).unwrap_or_else(|e| panic!("{json}: {e}"))
     }
 
-    /// The addresses `filter` selects among every subscriber, by address.
+    /// The addresses `filter` selects among every subscriber, by address:
+    /// the same whichever way the statement reads the subscribers.
     async fn matching(&self, json: serde_json::Value) -> Vec<String> {
-        let filter = self.filter(json).await;
-        let mut query = QueryBuilder::<Postgres>::new("SELECT s.email FROM subscriptions s WHERE ");
-        push_filter(&mut query, &filter);
-        query.push(" ORDER BY s.email");
-        let mut connection = self.app.db_pool.acquire().await.unwrap();
-        query
-            .build_query_scalar()
-            .fetch_all(&mut *connection)
-            .await
-            .unwrap()
+        let filter = self.filter(json.clone()).await;
+        let mut selected = Vec::new();
+        for walk in [Walk::ById, Walk::Whole] {
+            let mut query =
+                QueryBuilder::<Postgres>::new("SELECT s.email FROM subscriptions s WHERE ");
+            push_filter(&mut query, &filter, walk);
+            query.push(" ORDER BY s.email");
+            let mut connection = self.app.db_pool.acquire().await.unwrap();
+            let emails: Vec<String> = query
+                .build_query_scalar()
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+            selected.push(emails);
+        }
+        assert_eq!(selected[0], selected[1], "{json}: by id, then whole");
+        selected.remove(0)
     }
 
     /// The audience of `lists` narrowed by `filter`, as the ledger would

@@ -17,7 +17,7 @@ pub mod filter;
 pub mod frozen;
 pub mod store;
 
-pub use compile::{push_audience, push_filter};
+pub use compile::{Walk, push_audience, push_filter};
 pub use filter::{Catalogue, Filter, FilterError, FilterSpec};
 pub use frozen::Frozen;
 pub use store::{Count, Segment, SegmentError, SegmentName, catalogue, count};
