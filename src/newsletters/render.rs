@@ -91,6 +91,65 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
     }
 }
 
+#[derive(Template)]
+#[template(path = "emails/welcome.html")]
+struct WelcomeHtml<'a> {
+    subject: &'a str,
+    newsletter_title: &'a str,
+    list_name: &'a str,
+    /// Sanitised HTML: the template inserts it unescaped.
+    content: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "emails/welcome.txt")]
+struct WelcomeText<'a> {
+    subject: &'a str,
+    /// As many `=` as the subject has characters.
+    underline: &'a str,
+    newsletter_title: &'a str,
+    list_name: &'a str,
+    content: &'a str,
+}
+
+/// A list's welcome email: rendered as an issue is, the Markdown sanitised
+/// and the author's braces kept from the outbox, with the same
+/// placeholders (`{{name}}`, `{{unsubscribe_url}}`, `{{preferences_url}}`)
+/// left for [`crate::outbox::personalise`] to fill for each reader.
+pub fn welcome(
+    newsletter: &Newsletter,
+    list_name: &str,
+    subject: &str,
+    markdown: &str,
+) -> EmailContent {
+    let content = without_the_title_again(subject, markdown);
+    let title = literal_braces(subject);
+    let newsletter_title = literal_braces(newsletter.title());
+    let list_name = literal_braces(list_name);
+    let html_body = WelcomeHtml {
+        subject: &title,
+        newsletter_title: &newsletter_title,
+        list_name: &list_name,
+        content: &html_fragment(&content),
+    }
+    .render()
+    .expect("the welcome templates render infallibly");
+    let text_body = WelcomeText {
+        subject: &title,
+        underline: &"=".repeat(subject.chars().count()),
+        newsletter_title: &newsletter_title,
+        list_name: &list_name,
+        content: &literal_braces(&plain_text(&content)),
+    }
+    .render()
+    .expect("the welcome templates render infallibly");
+    EmailContent {
+        subject: title.into_owned(),
+        html_body,
+        text_body,
+    }
+}
+
 /// The content without its first heading when that heading says the title
 /// again. The email opens with the title, as its heading, above the
 /// greeting; authors often start the Markdown with the same heading, which
