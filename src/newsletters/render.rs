@@ -610,6 +610,57 @@ mod tests {
         crate::outbox::personalise(content, &values)
     }
 
+    #[test]
+    fn a_welcome_names_its_list_and_leaves_only_the_recipients_placeholders_to_fill() {
+        let welcome = welcome(
+            &newsletter(),
+            "<b>Events</b> {{x}}",
+            "Welcome {{name}}",
+            "Hello <script>alert(1)</script>**there** {{preferences_url}}",
+        );
+        let filled = personalise(&welcome, &RECIPIENT);
+        // The author's braces, in the subject, the list's name and the
+        // body, come out as typed; the template's own are filled.
+        assert_eq!(filled.subject, "Welcome {{name}}");
+        assert!(
+            filled.text_body.contains("Hello Ada & Bob,"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled
+                .text_body
+                .contains("joined <b>Events</b> {{x}} of Rust Weekly"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled.text_body.contains("there {{preferences_url}}"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled.html_body.contains("&#60;b&#62;Events&#60;/b&#62;"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            !filled.html_body.contains("<script"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            filled.html_body.contains("<strong>there</strong>"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            filled.html_body.contains("unsubscribe?token=a&#38;b"),
+            "{}",
+            filled.html_body
+        );
+    }
+
     const RECIPIENT: [(&str, &str); 3] = [
         (RECIPIENT_NAME, "Ada & Bob"),
         (

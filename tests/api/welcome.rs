@@ -3,12 +3,19 @@
 //! through the outbox on the transactional stream; a link confirms the
 //! lists it was sent for and no other.
 
+use newsletter::db::Db;
+use newsletter::db::wakeups::Notifier;
 use newsletter::keys::Keys;
 use newsletter::newsletters::Welcome;
+use newsletter::outbox::Outbox;
 use newsletter::subscribers::lists::{self, List, ListFields};
+use newsletter::subscribers::welcome::{Letterhead, Welcomer};
 use reqwest::StatusCode;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::campaigns::add_subscribers;
 use crate::helpers::{TestApp, eventually, spawn_app};
 use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
 
@@ -501,5 +508,86 @@ async fn a_welcome_that_cannot_be_stored_is_refused_with_the_reason_and_nothing_
         audit_actions(&app).await.len(),
         before,
         "a refusal was audited"
+    );
+}
+
+#[tokio::test]
+async fn two_transactions_racing_to_welcome_one_reader_send_one_email() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true).await;
+    set_welcome(&app, rust.id, "Welcome to Rust weekly", "Crabs ahead.").await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    sqlx::query(
+        "INSERT INTO memberships (list_id, subscriber_id, status, confirmed_at) \
+         VALUES ($1, $2, 'confirmed', now())",
+    )
+    .bind(rust.id)
+    .bind(reader)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    // What two replicas confirming the reader at the same moment run.
+    let (outbox, _tasks) = Outbox::start(None, Notifier::silent(), CancellationToken::new());
+    let welcomer = Welcomer {
+        outbox,
+        letterhead: Letterhead {
+            newsletter: app.settings.newsletter.parse().unwrap(),
+            base_url: app.settings.application.base_url.clone(),
+            keys: Keys::derive(&app.settings.application.hmac_secret).unwrap(),
+            message_stream: TRANSACTIONAL.to_owned(),
+        },
+    };
+    let db = Db::connect_lazy(&app.settings.database, 2);
+    let joined = [(reader, rust.id)];
+    let (first_queued, go) = (Notify::new(), Notify::new());
+
+    // The first records and queues, and holds its transaction open until
+    // the second is waiting on the same row; then it commits.
+    let first = async {
+        db.transaction(async |tx| {
+            let queued = welcomer.queue_for(tx, &joined).await?;
+            first_queued.notify_one();
+            go.notified().await;
+            Ok(queued)
+        })
+        .await
+        .unwrap()
+    };
+    let second = async {
+        first_queued.notified().await;
+        db.transaction(async |tx| welcomer.queue_for(tx, &joined).await)
+            .await
+            .unwrap()
+    };
+    let release = async {
+        eventually(
+            "the second transaction to wait on the row's lock",
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&app.db_pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            },
+        )
+        .await;
+        go.notify_one();
+    };
+    let (first, second, ()) = tokio::join!(first, second, release);
+
+    assert_eq!((first, second), (1, 0));
+    assert_eq!(
+        welcomes(&app).await,
+        vec![welcome_row(
+            &sqlx::query_scalar::<_, String>("SELECT email FROM subscriptions")
+                .fetch_one(&app.db_pool)
+                .await
+                .unwrap(),
+            "Welcome to Rust weekly"
+        )]
     );
 }
