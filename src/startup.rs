@@ -39,6 +39,7 @@ use crate::retention::Retention;
 use crate::routes::admin::PublishSettings;
 use crate::routes::{self, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
+use crate::subscribers::welcome::Welcomer;
 use crate::telemetry::RequestSpan;
 use crate::web::error::{ApiError, refusal_pages};
 
@@ -593,6 +594,10 @@ fn run(
     let limiter = std::sync::Arc::new(limiter);
     let options = web::Data::new(options);
     let newsletter = web::Data::new(signups.newsletter.clone());
+    let welcomer = web::Data::new(Welcomer {
+        outbox: outbox.clone(),
+        letterhead: signups.letterhead(),
+    });
     let signups = std::sync::Arc::new(signups);
     let writers = SIGNUP_WRITERS.min(per_worker as usize);
     let server = HttpServer::new(move || {
@@ -629,6 +634,7 @@ fn run(
             .app_data(signups)
             .app_data(options.clone())
             .app_data(newsletter.clone())
+            .app_data(welcomer.clone())
             .app_data(limiter)
             .app_data(sessions.clone())
             .app_data(cookies.clone())

@@ -58,6 +58,9 @@ pub enum Action {
     ListUpdated,
     ListArchived,
     ListUnarchived,
+    /// A list's welcome email written, changed or removed. The detail
+    /// names the list by name and id, and which it was.
+    ListWelcomeChanged,
 }
 
 impl Action {
@@ -90,6 +93,7 @@ impl Action {
             Action::ListUpdated => "list-updated",
             Action::ListArchived => "list-archived",
             Action::ListUnarchived => "list-unarchived",
+            Action::ListWelcomeChanged => "list-welcome-changed",
         }
     }
 }
@@ -250,6 +254,7 @@ mod tests {
             Action::ListUpdated,
             Action::ListArchived,
             Action::ListUnarchived,
+            Action::ListWelcomeChanged,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

@@ -91,6 +91,65 @@ pub fn render(newsletter: &Newsletter, draft: &Draft) -> EmailContent {
     }
 }
 
+#[derive(Template)]
+#[template(path = "emails/welcome.html")]
+struct WelcomeHtml<'a> {
+    subject: &'a str,
+    newsletter_title: &'a str,
+    list_name: &'a str,
+    /// Sanitised HTML: the template inserts it unescaped.
+    content: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "emails/welcome.txt")]
+struct WelcomeText<'a> {
+    subject: &'a str,
+    /// As many `=` as the subject has characters.
+    underline: &'a str,
+    newsletter_title: &'a str,
+    list_name: &'a str,
+    content: &'a str,
+}
+
+/// A list's welcome email: rendered as an issue is, the Markdown sanitised
+/// and the author's braces kept from the outbox, with the same
+/// placeholders (`{{name}}`, `{{unsubscribe_url}}`, `{{preferences_url}}`)
+/// left for [`crate::outbox::personalise`] to fill for each reader.
+pub fn welcome(
+    newsletter: &Newsletter,
+    list_name: &str,
+    subject: &str,
+    markdown: &str,
+) -> EmailContent {
+    let content = without_the_title_again(subject, markdown);
+    let title = literal_braces(subject);
+    let newsletter_title = literal_braces(newsletter.title());
+    let list_name = literal_braces(list_name);
+    let html_body = WelcomeHtml {
+        subject: &title,
+        newsletter_title: &newsletter_title,
+        list_name: &list_name,
+        content: &html_fragment(&content),
+    }
+    .render()
+    .expect("the welcome templates render infallibly");
+    let text_body = WelcomeText {
+        subject: &title,
+        underline: &"=".repeat(subject.chars().count()),
+        newsletter_title: &newsletter_title,
+        list_name: &list_name,
+        content: &literal_braces(&plain_text(&content)),
+    }
+    .render()
+    .expect("the welcome templates render infallibly");
+    EmailContent {
+        subject: title.into_owned(),
+        html_body,
+        text_body,
+    }
+}
+
 /// The content without its first heading when that heading says the title
 /// again. The email opens with the title, as its heading, above the
 /// greeting; authors often start the Markdown with the same heading, which
@@ -549,6 +608,57 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         crate::outbox::personalise(content, &values)
+    }
+
+    #[test]
+    fn a_welcome_names_its_list_and_leaves_only_the_recipients_placeholders_to_fill() {
+        let welcome = welcome(
+            &newsletter(),
+            "<b>Events</b> {{x}}",
+            "Welcome {{name}}",
+            "Hello <script>alert(1)</script>**there** {{preferences_url}}",
+        );
+        let filled = personalise(&welcome, &RECIPIENT);
+        // The author's braces, in the subject, the list's name and the
+        // body, come out as typed; the template's own are filled.
+        assert_eq!(filled.subject, "Welcome {{name}}");
+        assert!(
+            filled.text_body.contains("Hello Ada & Bob,"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled
+                .text_body
+                .contains("joined <b>Events</b> {{x}} of Rust Weekly"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled.text_body.contains("there {{preferences_url}}"),
+            "{}",
+            filled.text_body
+        );
+        assert!(
+            filled.html_body.contains("&#60;b&#62;Events&#60;/b&#62;"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            !filled.html_body.contains("<script"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            filled.html_body.contains("<strong>there</strong>"),
+            "{}",
+            filled.html_body
+        );
+        assert!(
+            filled.html_body.contains("unsubscribe?token=a&#38;b"),
+            "{}",
+            filled.html_body
+        );
     }
 
     const RECIPIENT: [(&str, &str); 3] = [

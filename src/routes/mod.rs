@@ -150,6 +150,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             let form = resource(p).app_data(admin::list_form_config());
             add(c, form.get(admin::list_page).post(admin::update_list))
         }),
+        // Its own body limit: a welcome email is far longer than a list's name.
+        endpoint("/admin/lists/{id}/welcome", Admin, POST, |c, p| {
+            let form = resource(p).app_data(admin::welcome_form_config());
+            add(c, form.post(admin::update_welcome))
+        }),
         endpoint("/admin/lists/{id}/archive", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::archive_list))
         }),

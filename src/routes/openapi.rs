@@ -74,6 +74,7 @@ use super::ADMIN_PREFIX;
         super::admin::lists::index::create_list,
         super::admin::lists::edit::list_page,
         super::admin::lists::edit::update_list,
+        super::admin::lists::welcome::update_welcome,
         super::admin::lists::archive::archive_list,
         super::admin::lists::archive::unarchive_list,
         super::admin::newsletters::list::newsletters,

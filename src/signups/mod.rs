@@ -20,6 +20,7 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::keys::Keys;
 use crate::outbox::Outbox;
+use crate::subscribers::welcome::Letterhead;
 
 /// Sign-ups a worker thread holds before new ones wait to be queued.
 const QUEUE: usize = 1024;
@@ -46,6 +47,19 @@ pub struct SignupSettings {
     pub message_stream: String,
     /// Hashes addresses to look them up on the suppression list.
     pub keys: Keys,
+}
+
+impl SignupSettings {
+    /// What the welcome emails of the lists need: the same newsletter,
+    /// links and stream as the confirmations.
+    pub fn letterhead(&self) -> Letterhead {
+        Letterhead {
+            newsletter: self.newsletter.clone(),
+            base_url: self.base_url.clone(),
+            keys: self.keys.clone(),
+            message_stream: self.message_stream.clone(),
+        }
+    }
 }
 
 /// One worker thread's way to store sign-ups.

@@ -9,7 +9,8 @@
 //! 4. store the confirmation token's hash, for those not yet confirmed or
 //!    joining a list that asks for a confirmation;
 //! 5. queue their email: the confirmation, or for a confirmed address an
-//!    "already subscribed" notice.
+//!    "already subscribed" notice;
+//! 6. queue the welcome of each list a confirmed address joined at once.
 //!
 //! Every statement takes the whole batch at once, so a batch costs the
 //! round trips of one sign-up. A batch of one is written exactly like a
@@ -23,13 +24,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::Transaction;
-use crate::domain::{NewSubscriber, SubscriptionToken};
+use crate::domain::NewSubscriber;
 use crate::emails::{self, Email};
 use crate::outbox::Outbox;
 use crate::signups::{SignUp, SignupSettings, Stored};
 use crate::subscribers::memberships::{self, Join};
-use crate::subscribers::sign_ups::{Known, store_tokens, upsert_pending_subscribers};
-use crate::subscribers::suppression;
+use crate::subscribers::sign_ups::{Known, NewToken, store_tokens, upsert_pending_subscribers};
+use crate::subscribers::{suppression, welcome};
 
 #[tracing::instrument(name = "Store sign-ups", level = "debug", skip_all, fields(sign_ups = sign_ups.len()))]
 pub(super) async fn store(
@@ -73,7 +74,8 @@ pub(super) async fn store(
             })
         })
         .collect();
-    let still_pending = memberships::join(transaction, &joins).await?;
+    let joined = memberships::join(transaction, &joins).await?;
+    let still_pending = joined.pending_readers();
     // A pending address always gets a confirmation. A confirmed one gets
     // one only when a list it chose asks for it; otherwise a notice that
     // it is subscribed.
@@ -82,10 +84,18 @@ pub(super) async fn store(
         Known::Confirmed(id) => still_pending.contains(id).then_some(*id),
     };
 
-    let tokens: Vec<(Uuid, &SubscriptionToken)> = wanted
+    // Each link confirms the lists its own sign-up chose, so that a list
+    // someone else adds later under the same address waits for its own.
+    let tokens: Vec<NewToken> = wanted
         .iter()
         .zip(&known)
-        .filter_map(|(sign_up, known)| needs_confirmation(known).map(|id| (id, &sign_up.token)))
+        .filter_map(|(sign_up, known)| {
+            needs_confirmation(known).map(|subscriber_id| NewToken {
+                subscriber_id,
+                token: &sign_up.token,
+                list_ids: joined.pending_lists(subscriber_id, &sign_up.subscriber.lists),
+            })
+        })
         .collect();
     store_tokens(transaction, &tokens, Utc::now() + settings.token_lifetime).await?;
 
@@ -111,6 +121,15 @@ pub(super) async fn store(
         .collect();
     if !emails.is_empty() {
         outbox.enqueue(transaction, emails).await?;
+    }
+    if !joined.confirmed.is_empty() {
+        welcome::queue_for(
+            transaction,
+            outbox,
+            &settings.letterhead(),
+            &joined.confirmed,
+        )
+        .await?;
     }
 
     // `known` has an entry per sign-up that was not suppressed, in order.

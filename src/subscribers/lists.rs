@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::newsletters::Welcome;
+
 /// A list as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct List {
@@ -18,10 +20,14 @@ pub struct List {
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
+    /// Its welcome email's subject and Markdown body, both or neither
+    /// ([`crate::newsletters::Welcome`] when written).
+    pub welcome_subject: Option<String>,
+    pub welcome_body: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, name, description, public, double_opt_in, is_default, created_at, archived_at";
+const COLUMNS: &str = "id, name, description, public, double_opt_in, is_default, created_at, \
+                       archived_at, welcome_subject, welcome_body";
 
 /// Every list, the live ones first (the default list leading), then by name.
 pub async fn all(connection: &mut PgConnection) -> Result<Vec<List>, sqlx::Error> {
@@ -161,4 +167,22 @@ pub async fn set_archived(
         }
         _ => ListError::Database(error),
     })
+}
+
+/// Sets the list's welcome email, or removes it (`None`). `None` when no
+/// list has the id.
+pub async fn set_welcome(
+    connection: &mut PgConnection,
+    id: Uuid,
+    welcome: Option<&Welcome>,
+) -> Result<Option<List>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE lists SET welcome_subject = $2, welcome_body = $3 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(welcome.map(Welcome::subject))
+    .bind(welcome.map(Welcome::body))
+    .fetch_optional(connection)
+    .await
 }

@@ -29,12 +29,11 @@ pub struct Join {
 /// address is confirmed and the list does not ask for a second
 /// confirmation. One they left becomes pending whatever the list asks:
 /// anyone can type an address into the form, and coming back to a list is
-/// a new consent, given by the link. Archived lists take no one. Returns the readers left with
-/// a pending membership: they need a confirmation email.
-pub async fn join(
-    connection: &mut PgConnection,
-    joins: &[Join],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+/// a new consent, given by the link. Archived lists take no one. Returns
+/// what changed: the memberships left pending, which need a confirmation
+/// email naming them, and those confirmed at once, which are owed their
+/// list's welcome.
+pub async fn join(connection: &mut PgConnection, joins: &[Join]) -> Result<Joined, sqlx::Error> {
     // One row per (reader, list): an upsert may not touch a row twice, and
     // one batch can hold the same address twice.
     let mut wanted: HashMap<(Uuid, Option<Uuid>), bool> = HashMap::new();
@@ -51,7 +50,7 @@ pub async fn join(
     let subscribers: Vec<Uuid> = rows.iter().map(|((s, _), _)| *s).collect();
     let lists: Vec<Option<Uuid>> = rows.iter().map(|((_, l), _)| *l).collect();
     let confirmed: Vec<bool> = rows.iter().map(|(_, c)| *c).collect();
-    let pending: Vec<Uuid> = sqlx::query_scalar(
+    let changed: Vec<(Uuid, Uuid, bool, bool)> = sqlx::query_as(
         "WITH wanted AS ( \
              SELECT DISTINCT ON (w.subscriber_id, l.id) \
                     w.subscriber_id, l.id AS list_id, \
@@ -74,31 +73,93 @@ pub async fn join(
                                  ELSE COALESCE(EXCLUDED.confirmed_at, m.confirmed_at) END, \
              unsubscribed_at = NULL \
          WHERE m.status <> 'confirmed' \
-         RETURNING CASE WHEN m.status = 'pending' THEN m.subscriber_id END",
+         RETURNING m.subscriber_id, m.list_id, m.status = 'confirmed', \
+                   m.list_id = (SELECT id FROM lists WHERE is_default)",
     )
     .bind(&subscribers)
     .bind(&lists)
     .bind(&confirmed)
     .fetch_all(connection)
-    .await
-    .map(|ids: Vec<Option<Uuid>>| ids.into_iter().flatten().collect())?;
-    Ok(pending.into_iter().collect())
+    .await?;
+    let mut joined = Joined::default();
+    for (subscriber_id, list_id, confirmed, is_default) in changed {
+        if confirmed {
+            joined.confirmed.push((subscriber_id, list_id));
+        } else {
+            joined.pending.push(Pending {
+                subscriber_id,
+                list_id,
+                is_default,
+            });
+        }
+    }
+    Ok(joined)
 }
 
-/// Confirms every list the reader is pending on: what their confirmation
-/// link does, besides confirming their address.
+/// What [`join`] changed.
+#[derive(Debug, Default)]
+pub struct Joined {
+    /// Memberships now pending: each waits for a confirmation link.
+    pub pending: Vec<Pending>,
+    /// (subscriber, list) confirmed at once: a confirmed address joining
+    /// a list without double opt-in.
+    pub confirmed: Vec<(Uuid, Uuid)>,
+}
+
+/// A membership left pending by [`join`].
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub subscriber_id: Uuid,
+    pub list_id: Uuid,
+    /// Whether it is the default list: where a sign-up naming no list went.
+    pub is_default: bool,
+}
+
+impl Joined {
+    /// The readers left with a pending membership: they need a
+    /// confirmation email.
+    pub fn pending_readers(&self) -> HashSet<Uuid> {
+        self.pending.iter().map(|p| p.subscriber_id).collect()
+    }
+
+    /// The lists `subscriber_id` is now pending on among those a sign-up
+    /// chose (`chosen`; empty means the default list): what its
+    /// confirmation link is for.
+    pub fn pending_lists(&self, subscriber_id: Uuid, chosen: &[Uuid]) -> Vec<Uuid> {
+        self.pending
+            .iter()
+            .filter(|p| p.subscriber_id == subscriber_id)
+            .filter(|p| {
+                if chosen.is_empty() {
+                    p.is_default
+                } else {
+                    chosen.contains(&p.list_id)
+                }
+            })
+            .map(|p| p.list_id)
+            .collect()
+    }
+}
+
+/// Confirms the lists a confirmation link was issued for, where the reader
+/// is still pending on them; `None` (a link from the release before links
+/// named their lists) confirms every list they are pending on. Returns the
+/// lists it confirmed, which are owed their welcome.
 pub async fn confirm_pending(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    lists: Option<&[Uuid]>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE memberships SET status = 'confirmed', confirmed_at = now() \
-         WHERE subscriber_id = $1 AND status = 'pending'",
+         WHERE subscriber_id = $1 AND status = 'pending' \
+           AND ($2::uuid[] IS NULL OR list_id = ANY($2)) \
+         RETURNING list_id",
     )
     .bind(subscriber_id)
-    .execute(connection)
-    .await?;
-    Ok(())
+    .bind(lists)
+    .fetch_all(connection)
+    .await
 }
 
 /// A reader's place on one list, with the list's name.
@@ -171,13 +232,12 @@ pub async fn choices(
 /// Makes a confirmed reader's lists what they chose on their page: each
 /// open list in `chosen` they are not on, they join, confirmed (the link
 /// that opened the page went to their address, which proves it is
-/// theirs); each list they are on and did not choose, they leave. Returns
-/// how many lists they are on afterwards.
+/// theirs); each list they are on and did not choose, they leave.
 pub async fn choose(
     connection: &mut PgConnection,
     subscriber_id: Uuid,
     chosen: &[Uuid],
-) -> Result<i64, sqlx::Error> {
+) -> Result<Chose, sqlx::Error> {
     sqlx::query(
         "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = now() \
          WHERE subscriber_id = $1 AND status <> 'unsubscribed' AND NOT (list_id = ANY($2))",
@@ -186,7 +246,7 @@ pub async fn choose(
     .bind(chosen)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(
+    let joined: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO memberships AS m (list_id, subscriber_id, status, confirmed_at) \
          SELECT l.id, $1, 'confirmed', now() FROM lists l \
          WHERE l.id = ANY($2) AND l.public AND l.archived_at IS NULL \
@@ -194,19 +254,30 @@ pub async fn choose(
          ON CONFLICT (list_id, subscriber_id) DO UPDATE \
          SET status = 'confirmed', confirmed_at = COALESCE(m.confirmed_at, now()), \
              unsubscribed_at = NULL \
-         WHERE m.status <> 'confirmed'",
+         WHERE m.status <> 'confirmed' \
+         RETURNING m.list_id",
     )
     .bind(subscriber_id)
     .bind(chosen)
-    .execute(&mut *connection)
+    .fetch_all(&mut *connection)
     .await?;
-    sqlx::query_scalar(
+    let on: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM memberships \
          WHERE subscriber_id = $1 AND status IN ('pending', 'confirmed')",
     )
     .bind(subscriber_id)
     .fetch_one(connection)
-    .await
+    .await?;
+    Ok(Chose { joined, on })
+}
+
+/// What [`choose`] changed.
+#[derive(Debug)]
+pub struct Chose {
+    /// The lists they joined, confirmed: owed their welcome.
+    pub joined: Vec<Uuid>,
+    /// How many lists they are on afterwards.
+    pub on: i64,
 }
 
 /// Takes the reader off `lists` (an issue's lists: what its one-click link

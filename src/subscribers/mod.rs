@@ -11,6 +11,7 @@
 //!   subscriber's values for them;
 //! - [`sign_ups`]: the statements a batch of sign-ups is stored with;
 //! - [`confirmation`]: a confirmation link's token, and confirming;
+//! - [`welcome`]: a list's welcome email, sent once per reader and list;
 //! - [`history`]: whether an address has been here before;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`audience`]: who a campaign reaches, as the subqueries the campaign
@@ -34,5 +35,6 @@ pub mod retention;
 pub mod segments;
 pub mod sign_ups;
 pub mod suppression;
+pub mod welcome;
 
 pub use record::{Contact, address_of, contact_of, unsubscribe};

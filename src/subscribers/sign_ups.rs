@@ -125,28 +125,44 @@ async fn find_existing(
 }
 
 /// Stores the tokens' hashes, never the tokens: a copy of the database cannot
-/// confirm anyone.
+/// confirm anyone. Each token names the lists it confirms.
 pub async fn store_tokens(
     connection: &mut PgConnection,
-    tokens: &[(Uuid, &SubscriptionToken)],
+    tokens: &[NewToken<'_>],
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     if tokens.is_empty() {
         return Ok(());
     }
-    let subscriber_ids: Vec<Uuid> = tokens.iter().map(|(id, _)| *id).collect();
-    let hashes: Vec<Vec<u8>> = tokens.iter().map(|(_, token)| token.hash()).collect();
-    sqlx::query!(
-        r#"
-        INSERT INTO confirmation_tokens (token_hash, subscriber_id, expires_at)
-        SELECT token_hash, subscriber_id, $3
-        FROM UNNEST($1::bytea[], $2::uuid[]) AS new (token_hash, subscriber_id)
-        "#,
-        &hashes,
-        &subscriber_ids,
-        expires_at
+    let subscriber_ids: Vec<Uuid> = tokens.iter().map(|t| t.subscriber_id).collect();
+    let hashes: Vec<Vec<u8>> = tokens.iter().map(|t| t.token.hash()).collect();
+    // A uuid[] per token, and Postgres has no arrays of arrays of unequal
+    // length: each token's lists travel as one text in array syntax.
+    let lists: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            let ids: Vec<String> = t.list_ids.iter().map(Uuid::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO confirmation_tokens (token_hash, subscriber_id, expires_at, list_ids) \
+         SELECT token_hash, subscriber_id, $3, list_ids::uuid[] \
+         FROM UNNEST($1::bytea[], $2::uuid[], $4::text[]) \
+              AS new (token_hash, subscriber_id, list_ids)",
     )
+    .bind(&hashes)
+    .bind(&subscriber_ids)
+    .bind(expires_at)
+    .bind(&lists)
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// A confirmation token to store: whose it is, and the lists it confirms.
+pub struct NewToken<'a> {
+    pub subscriber_id: Uuid,
+    pub token: &'a SubscriptionToken,
+    pub list_ids: Vec<Uuid>,
 }

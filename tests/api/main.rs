@@ -40,3 +40,4 @@ mod subscriptions;
 mod subscriptions_confirm;
 mod unsubscribe;
 mod webhooks;
+mod welcome;

@@ -29,6 +29,7 @@ pub use email::change_email;
 pub use inbox::{inbox, inbox_email, inbox_email_body};
 pub use lists::{
     archive_list, create_list, list_form_config, list_page, lists, unarchive_list, update_list,
+    update_welcome, welcome_form_config,
 };
 pub use newsletters::{
     PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,

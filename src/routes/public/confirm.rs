@@ -17,6 +17,10 @@
 //! scanner opening the link must not bring its owner back. A first sign-up's
 //! link confirms on `GET` unless `subscriptions.confirm_with_button` is set,
 //! in which case every address needs the button.
+//!
+//! A link confirms the lists it was sent for, and queues the welcome email
+//! of each of them that has one, in the same transaction
+//! ([`crate::subscribers::welcome::queue_for`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -30,6 +34,7 @@ use crate::pages::{ConfirmButtonPage, ConfirmationPage, page, wants_html};
 use crate::routes::SubscriptionOptions;
 use crate::subscribers::confirmation::{TokenRecord, find_token, mark_confirmed};
 use crate::subscribers::history;
+use crate::subscribers::welcome::Welcomer;
 use crate::web::error::{ApiError, DatabaseStep};
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
@@ -98,11 +103,12 @@ pub async fn confirm(
     keys: web::Data<Keys>,
     options: web::Data<SubscriptionOptions>,
     newsletter: web::Data<Newsletter>,
+    welcomer: web::Data<Welcomer>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match parameters.into_inner().token() {
         Err(outcome) => outcome,
         Ok(token) if options.confirm_with_button => inspect(&db, token).await?,
-        Ok(token) => confirm_token(&db, &keys, &token, Act::Opened).await?,
+        Ok(token) => confirm_token(&db, &keys, &welcomer, &token, Act::Opened).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -120,10 +126,11 @@ pub async fn confirm_with_button(
     db: web::Data<Db>,
     keys: web::Data<Keys>,
     newsletter: web::Data<Newsletter>,
+    welcomer: web::Data<Welcomer>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = match form.into_inner().token() {
         Err(outcome) => outcome,
-        Ok(token) => confirm_token(&db, &keys, &token, Act::Pressed).await?,
+        Ok(token) => confirm_token(&db, &keys, &welcomer, &token, Act::Pressed).await?,
     };
     respond(outcome, wants_html(&request), &newsletter)
 }
@@ -146,10 +153,11 @@ async fn inspect(db: &Db, token: SubscriptionToken) -> Result<Outcome, ApiError>
 async fn confirm_token(
     db: &Db,
     keys: &Keys,
+    welcomer: &Welcomer,
     token: &SubscriptionToken,
     act: Act,
 ) -> Result<Outcome, ApiError> {
-    db.transaction(async |transaction| confirm_in(transaction, keys, token, act).await)
+    db.transaction(async |transaction| confirm_in(transaction, keys, welcomer, token, act).await)
         .await
         .step("confirm the subscriber")
 }
@@ -158,10 +166,11 @@ async fn confirm_token(
 /// confirmed and the token used; or, for a link opened for an address with
 /// a past here, leaves everything as it is and asks for the button. Read in
 /// the same transaction as the confirmation, so the answer and the change
-/// agree.
+/// agree; so are the welcome emails of the lists it confirms.
 async fn confirm_in(
     transaction: &mut Transaction<'_>,
     keys: &Keys,
+    welcomer: &Welcomer,
     token: &SubscriptionToken,
     act: Act,
 ) -> Result<Outcome, sqlx::Error> {
@@ -181,14 +190,19 @@ async fn confirm_in(
         tracing::info!("A returning address: the link asks for the button");
         return Ok(Outcome::AwaitingClick(token.clone()));
     }
-    if !mark_confirmed(transaction, record.subscriber_id, token).await? {
+    let Some(lists) = mark_confirmed(transaction, record.subscriber_id, token).await? else {
         // Someone else used or deleted the token since it was read (a
         // second click, or the subscriber unsubscribing): say what it is now.
         return Ok(match find_token(transaction, token).await? {
             Some(record) => settled_outcome(&record).unwrap_or(Outcome::NotValid),
             None => Outcome::NotValid,
         });
-    }
+    };
+    let joined: Vec<_> = lists
+        .into_iter()
+        .map(|list_id| (record.subscriber_id, list_id))
+        .collect();
+    welcomer.queue_for(transaction, &joined).await?;
     Ok(Outcome::Confirmed)
 }
 

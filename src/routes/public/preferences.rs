@@ -11,7 +11,9 @@
 //! list from here needs no confirmation email: the link went to the
 //! reader's address, which is what a confirmation proves. Leaving the last
 //! list is leaving everything, as the unsubscribe link does; so is the
-//! page's "Unsubscribe from everything", which posts to that link.
+//! page's "Unsubscribe from everything", which posts to that link. A list
+//! joined here is a confirmation on it: its welcome email, if it has one,
+//! is queued in the same transaction ([`crate::subscribers::welcome::queue_for`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, dev::HttpServiceFactory, web};
@@ -23,6 +25,7 @@ use crate::domain::Newsletter;
 use crate::keys::{Keys, Unsubscriber};
 use crate::pages::{ListChoice, PreferencesPage, PreferencesState, page, wants_html};
 use crate::subscribers::memberships::{self, Choice};
+use crate::subscribers::welcome::Welcomer;
 use crate::subscribers::{self, history, record};
 use crate::web::error::{ApiError, DatabaseStep};
 
@@ -205,6 +208,7 @@ pub async fn save(
     keys: web::Data<Keys>,
     db: web::Data<Db>,
     newsletter: web::Data<Newsletter>,
+    welcomer: web::Data<Welcomer>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber_id = match reader(&keys, &token) {
         Ok(Reader::Subscriber(id)) => id,
@@ -234,7 +238,14 @@ pub async fn save(
             if subscriber.status != "confirmed" {
                 return Ok(Saved::NotChoosing);
             }
-            if memberships::choose(tx, subscriber_id, &chosen.lists).await? > 0 {
+            let chose = memberships::choose(tx, subscriber_id, &chosen.lists).await?;
+            let joined: Vec<_> = chose
+                .joined
+                .iter()
+                .map(|&list| (subscriber_id, list))
+                .collect();
+            welcomer.queue_for(tx, &joined).await?;
+            if chose.on > 0 {
                 return Ok(Saved::Lists);
             }
             if let Some(address) = subscribers::unsubscribe(tx, subscriber_id).await? {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::form::{FormView, ListForm, name_taken};
 use super::pages::{ListPage, ListView};
+use super::welcome::{WelcomePreview, WelcomeView};
 use super::{audited, list_path, missing, parse_list_id};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};
@@ -56,6 +57,8 @@ pub async fn list_page(
         Some("saved") => Some("The changes were saved."),
         Some("archived") => Some("The list was archived."),
         Some("unarchived") => Some("The list is live again."),
+        Some("welcome-saved") => Some("The welcome email was saved."),
+        Some("welcome-removed") => Some("The list has no welcome email now."),
         _ => None,
     };
     let shown = Shown {
@@ -159,6 +162,9 @@ pub(super) struct Shown {
     pub form: Option<FormView>,
     pub notice: Option<&'static str>,
     pub error: Option<String>,
+    /// The welcome form as typed (refused, or previewed), and its preview.
+    pub welcome: Option<WelcomeView>,
+    pub preview: Option<WelcomePreview>,
 }
 
 /// The list's page with `status`; the not-found page if there is no such
@@ -174,6 +180,7 @@ pub(super) async fn render(
         return Ok(missing(admin, false));
     };
     let form = shown.form.unwrap_or_else(|| list.form());
+    let welcome = shown.welcome.unwrap_or_else(|| list.welcome());
     Ok(page(
         status,
         &ListPage {
@@ -183,6 +190,8 @@ pub(super) async fn render(
             form,
             notice: shown.notice,
             error: shown.error,
+            welcome,
+            preview: shown.preview,
         },
     ))
 }

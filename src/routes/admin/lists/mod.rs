@@ -1,8 +1,8 @@
 //! The list pages behind `/admin/lists`: every list with its counts and
 //! the form that makes one ([`index`]); one list's page, where it is
 //! renamed, described, opened to the public form or not, and given double
-//! opt-in or not ([`edit`]); and archiving it or bringing it back
-//! ([`archive`]).
+//! opt-in or not ([`edit`]); its welcome email ([`welcome`]); and
+//! archiving it or bringing it back ([`archive`]).
 //!
 //! What a list is, and every statement on it, is the subscriber store's
 //! ([`crate::subscribers::lists`]); the counts come from the one function
@@ -17,6 +17,7 @@ pub(crate) mod edit;
 mod form;
 pub(crate) mod index;
 mod pages;
+pub(crate) mod welcome;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -32,6 +33,7 @@ pub use archive::{archive_list, unarchive_list};
 pub use edit::{list_page, update_list};
 pub use form::list_form_config;
 pub use index::{create_list, lists};
+pub use welcome::{update_welcome, welcome_form_config};
 
 /// Where a list's page is.
 pub fn list_path(id: Uuid) -> String {

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::form::FormView;
 use super::list_path;
+use super::welcome::{WelcomePreview, WelcomeView};
 use crate::admin::pages::templates::Nav;
 use crate::domain::Newsletter;
 use crate::subscribers::lists::List;
@@ -26,6 +27,9 @@ pub struct ListView {
     pub counts: ListCounts,
     /// The subscriber list narrowed to this list.
     pub subscribers: String,
+    /// Its welcome email as stored; empty for none.
+    pub welcome_subject: String,
+    pub welcome_body: String,
 }
 
 #[derive(Template)]
@@ -51,6 +55,11 @@ pub struct ListPage<'a> {
     /// Why the last change was refused, when it was not about one field
     /// (the default list cannot be archived).
     pub error: Option<String>,
+    /// The welcome email's fields, as stored or as a refused change or a
+    /// preview typed them.
+    pub welcome: WelcomeView,
+    /// The welcome email as a reader gets it, when the admin asked.
+    pub preview: Option<WelcomePreview>,
 }
 
 #[derive(Template)]
@@ -76,6 +85,16 @@ impl ListView {
         }
     }
 
+    /// The welcome form filled with what the list holds.
+    pub fn welcome(&self) -> WelcomeView {
+        WelcomeView {
+            subject: self.welcome_subject.clone(),
+            body: self.welcome_body.clone(),
+            subject_error: None,
+            body_error: None,
+        }
+    }
+
     pub fn of(list: List, counts: ListCounts) -> Self {
         let subscribers = format!(
             "/admin/subscribers?{}",
@@ -93,6 +112,8 @@ impl ListView {
             created_at: time(list.created_at),
             counts,
             subscribers,
+            welcome_subject: list.welcome_subject.unwrap_or_default(),
+            welcome_body: list.welcome_body.unwrap_or_default(),
         }
     }
 }

@@ -426,7 +426,7 @@ fn parse_send_at(raw: &str) -> Result<Option<DateTime<Utc>>, String> {
 /// The values previews and test sends fill the placeholders with. The
 /// link is a real one, signed, but names nobody: opened, it says it came
 /// from a test email, and pressing its button unsubscribes no one.
-fn example_values(settings: &PublishSettings) -> Personalisation {
+pub(crate) fn example_values(settings: &PublishSettings) -> Personalisation {
     Personalisation::from([
         (RECIPIENT_NAME.to_owned(), EXAMPLE_NAME.to_owned()),
         (
