@@ -19,6 +19,7 @@
 #   TIMEOUT=900 scripts/bench_admin.sh      gives up 900 s after the build
 #                                           (default 600)
 #   NEWSLETTER_BIN=path/to/newsletter scripts/bench_admin.sh   that build
+#   ONLY_EXPORT=1 scripts/bench_admin.sh    the exports and the RSS only
 #   DB=bench_admin_kept KEEP_DB=1 scripts/bench_admin.sh   fills that
 #       database once and keeps it; later runs with the same DB (and N,
 #       SPREAD_DAYS, LISTS) skip the fill
@@ -282,6 +283,7 @@ SQL
 rare_address=$(sql -c "SELECT split_part(email, '@', 1) || '@' FROM subscriptions WHERE email ~ '^[a-z0-9.@-]+$' \
   ORDER BY subscribed_at DESC, id DESC OFFSET $(( N / 2 )) LIMIT 1")
 
+if [ -z "${ONLY_EXPORT:-}" ]; then
 log "measuring, ${REPEAT} requests each"
 measure "dashboard" "/admin/dashboard"
 measure "list, first page" "/admin/subscribers"
@@ -324,6 +326,8 @@ segment_form="csrf_token=$(printf '%s' "${segment_token}" | jq -sRr @uri)&name=b
 # The compose page and the segment's page wait a second for a count.
 TARGET_MS=1000 measure "segment count (a list and an attribute, or a score and a date)" \
   /admin/segments "${segment_form}" "confirmed readers match"
+
+fi
 
 export_csv() {
   local answer

@@ -10,7 +10,7 @@
 //! a stale link does not pass for a list without readers.
 //!
 //! Pages are keyset-paginated ([`directory`]). The export walks the same
-//! keys a chunk at a time (a thousand rows, or with a search the matches
+//! keys a chunk at a time (five thousand rows, or with a search the matches
 //! among ten thousand) and streams each chunk as it is read:
 //! neither the list nor the file is ever held whole, and no transaction
 //! stays open while a slow client downloads.
@@ -40,7 +40,7 @@ use crate::web::error::{ApiError, DatabaseStep};
 const PAGE_SIZE: i64 = 50;
 
 /// Rows the export reads at a time (without a search).
-const EXPORT_CHUNK: i64 = 1000;
+const EXPORT_CHUNK: i64 = 5000;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -259,53 +259,54 @@ pub async fn export_subscribers(
         .streaming(futures::stream::iter([Ok::<_, ApiError>(first)]).chain(rest)))
 }
 
+/// The file's first columns, before one per custom attribute.
+const FIXED_COLUMNS: [&str; 5] = ["email", "name", "status", "subscribed_at", "confirmed_at"];
+
 impl Export {
     /// The next rows as CSV, the header row first.
     async fn next_chunk(&mut self) -> Result<web::Bytes, ApiError> {
         let Chunk { rows, next } = read_chunk(&self.db, &self.selection, self.cursor).await?;
         self.done = next.is_none();
         self.cursor = next;
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        let mut write = |fixed: [&str; 5], attributes: Vec<String>| {
-            let cells = fixed.into_iter().map(str::to_owned).chain(attributes);
-            writer
-                .write_record(cells.map(|cell| defuse(&cell).into_owned()))
-                .map_err(|e| ApiError::Unexpected(e.into()))
-        };
+        self.write(&rows)
+            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("Failed to write CSV: {e}")))
+    }
+
+    /// `rows` as CSV, after the header row if it is not written yet. Each
+    /// cell is written where it lies, none copied into a record first: the
+    /// export writes nine million cells at a million subscribers.
+    fn write(&mut self, rows: &[Row]) -> Result<web::Bytes, csv::Error> {
+        let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 128));
         if !self.header_written {
-            let fixed = ["email", "name", "status", "subscribed_at", "confirmed_at"];
-            write(fixed, self.attributes.clone())?;
+            let names = self.attributes.iter().map(String::as_str);
+            for name in FIXED_COLUMNS.into_iter().chain(names) {
+                writer.write_field(name)?;
+            }
+            writer.write_record(None::<&[u8]>)?;
             self.header_written = true;
         }
-        for row in &rows {
+        for row in rows {
+            let subscribed_at = row.subscribed_at.to_rfc3339();
             let confirmed_at = row
                 .confirmed_at
                 .map(|at| at.to_rfc3339())
                 .unwrap_or_default();
-            let values = self
-                .attributes
-                .iter()
-                .map(|name| {
-                    row.attributes
-                        .get(name)
-                        .map(attributes::display)
-                        .unwrap_or_default()
-                })
-                .collect();
-            write(
-                [
-                    &row.email,
-                    &row.name,
-                    &row.status,
-                    &row.subscribed_at.to_rfc3339(),
-                    &confirmed_at,
-                ],
-                values,
-            )?;
+            for cell in [&row.email, &row.name, &row.status] {
+                writer.write_field(defuse(cell).as_bytes())?;
+            }
+            writer.write_field(&subscribed_at)?;
+            writer.write_field(&confirmed_at)?;
+            for name in &self.attributes {
+                match row.attributes.get(name) {
+                    Some(value) => {
+                        writer.write_field(defuse(&attributes::display(value)).as_bytes())?
+                    }
+                    None => writer.write_field("")?,
+                }
+            }
+            writer.write_record(None::<&[u8]>)?;
         }
-        let bytes = writer
-            .into_inner()
-            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("Failed to write CSV: {e}")))?;
+        let bytes = writer.into_inner().map_err(|e| e.into_error())?;
         Ok(web::Bytes::from(bytes))
     }
 }
