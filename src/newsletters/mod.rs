@@ -8,4 +8,6 @@ mod draft;
 mod render;
 
 pub use draft::{Draft, DraftError, DraftField};
-pub use render::{PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
+pub use render::{
+    PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WEB_VERSION, WebVersion, render, summary,
+};
