@@ -2680,11 +2680,17 @@ async fn an_admin_makes_an_issue_public_and_a_reader_opens_it_and_its_feed_at_an
     // Every email carries the link to the page the reader is about to open.
     let emails = app.wait_for_emails(3).await;
     let web_path = browser.text_of("a#web-version").await;
-    assert!(web_path.starts_with("/archive/the-winter-programme-"), "{web_path}");
+    assert!(
+        web_path.starts_with("/archive/the-winter-programme-"),
+        "{web_path}"
+    );
     for email in &emails {
         let html = email["HtmlBody"].as_str().unwrap();
         assert!(
-            html.contains(&format!("{}{web_path}\">Read on the web</a>", helpers::BASE_URL)),
+            html.contains(&format!(
+                "{}{web_path}\">Read on the web</a>",
+                helpers::BASE_URL
+            )),
             "{html}"
         );
     }
@@ -2698,7 +2704,9 @@ async fn an_admin_makes_an_issue_public_and_a_reader_opens_it_and_its_feed_at_an
         assert!(!shown.contains(personal), "{personal} in {shown}");
     }
     let mut failures = Vec::new();
-    browser.check_width("archive-issue", 1280, &mut failures).await;
+    browser
+        .check_width("archive-issue", 1280, &mut failures)
+        .await;
     browser.screenshot("archive-03-web-version-desktop").await;
 
     // The feed the page links to lists the issue at the page's address.

@@ -66,7 +66,7 @@ pub async fn archive(
     responses(
         (status = 200, description = "The issue's web version.", body = String, content_type = "text/html"),
         (status = 304, description = "Not modified since the validators sent (If-None-Match, If-Modified-Since)."),
-        (status = 404, description = "No public issue has this address.", body = String, content_type = "text/html"),
+        (status = 404, description = "No public issue has this address: the archive's page (or, for an address that is no issue's at all, such as an empty one, the service's plain 404).", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::Unavailable,
     ))]
 pub async fn issue(
