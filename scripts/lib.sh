@@ -237,6 +237,19 @@ ensure_smtp_test_server() {
   apt_install python3-aiosmtpd
 }
 
+# The archive's feed test parses /feed.xml with a real feed reader's parser,
+# Python's feedparser, from Debian's python3-feedparser, which goes into the
+# system's Python: FEED_TEST_PYTHON names that interpreter, for the tests too.
+FEED_TEST_PYTHON="${FEED_TEST_PYTHON:-/usr/bin/python3}"
+export FEED_TEST_PYTHON
+ensure_feed_parser() {
+  if "${FEED_TEST_PYTHON}" -c 'import feedparser' 2>/dev/null; then
+    log "using feedparser $("${FEED_TEST_PYTHON}" -c 'import feedparser; print(feedparser.__version__)')"
+    return 0
+  fi
+  apt_install python3-feedparser
+}
+
 # Prints "pid command line" for each process whose command line names the
 # directory $1. Reads /proc itself: a fresh Debian may lack procps's pgrep.
 processes_naming() {

@@ -27,6 +27,7 @@ trap finish EXIT
 check_tools() {
   ensure_rust
   ensure_smtp_test_server
+  ensure_feed_parser
 }
 step "checking the tools" check_tools
 step "starting Postgres" start_private_postgres

@@ -17,6 +17,7 @@ use tracing_actix_web::TracingLogger;
 use crate::admin::cookies::SessionCookies;
 use crate::admin::sessions::SessionStore;
 use crate::admin::totp_keys::TotpKeys;
+use crate::archive::Archive;
 use crate::campaigns::IssueState;
 use crate::campaigns::ledger;
 use crate::campaigns::progress::ProgressFeed;
@@ -62,6 +63,7 @@ impl Application {
         let streams = background.stop.child_token();
         end_streams_on_signal(streams.clone());
         let progress = ProgressFeed::new(background.wakeups.clone(), streams);
+        let archive = Archive::new(&settings.application.base_url, newsletter.clone());
         let publish = PublishSettings {
             message_stream: settings.email_client.broadcast_stream.clone(),
             test_links: UnsubscribeLinks::new(
@@ -70,6 +72,7 @@ impl Application {
                 None,
             ),
             senders: background.notifier.clone(),
+            archive: archive.clone(),
         };
         let limiter = RateLimiter::new(&settings.redis_uri, &settings.rate_limit)
             .context("Failed to set up rate limiting")?
@@ -122,6 +125,7 @@ impl Application {
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
             inbox: LocalInbox::new(&settings.email_client),
             metrics,
+            archive,
         };
         let shape = ServerShape {
             shutdown_timeout: Duration::from_secs(settings.application.shutdown_timeout_seconds),
@@ -529,6 +533,8 @@ struct Services {
     /// Whether the `/admin/inbox` pages have emails to show.
     inbox: LocalInbox,
     metrics: Metrics,
+    /// The public archive's rendered pages: one cache for all threads.
+    archive: Archive,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -577,7 +583,9 @@ fn run(
         webhook_policy,
         inbox,
         metrics,
+        archive,
     } = services;
+    let archive = web::Data::new(archive);
     let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
     let webhook_policy = web::Data::new(webhook_policy);
@@ -648,6 +656,7 @@ fn run(
             .app_data(webhook_policy.clone())
             .app_data(inbox.clone())
             .app_data(metrics.clone())
+            .app_data(archive.clone())
     })
     .workers(workers)
     .shutdown_timeout(shape.shutdown_timeout.as_secs())

@@ -2643,3 +2643,120 @@ async fn an_admin_makes_a_list_a_reader_joins_two_and_changes_them_and_an_issue_
         failures.join("\n")
     );
 }
+
+/// An issue with what tests a page's width: a wide table, a long link, and
+/// (with [`LONG_TITLE`]) a word longer than a phone is wide.
+const ARCHIVE_CONTENT: &str = "## What is new\n\nThe **winter** programme is out.\n\n\
+     | One | Two | Three | Four | Five | Six | Seven | Eight |\n\
+     | --- | --- | --- | --- | --- | --- | --- | --- |\n\
+     | Talks | Workshops | Walks | Dinners | Readings | Films | Games | Music |\n\n\
+     [a very long link](https://example.com/a/very/long/path/that/goes/on/and/on/and/on)";
+
+#[tokio::test]
+async fn an_admin_makes_an_issue_public_and_a_reader_opens_it_and_its_feed_at_any_width() {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+
+    write_an_issue(&browser, LONG_TITLE, ARCHIVE_CONTENT).await;
+    browser.press("input#public").await;
+    browser.screenshot("archive-01-compose-public").await;
+    publish_from_the_form(&browser, "Send to 3 subscribers?").await;
+    browser
+        .wait_for_address("the issue's page", |url| {
+            url.path().starts_with("/admin/newsletters/") && !url.path().ends_with("/new")
+        })
+        .await;
+    browser.wait_for("#publicity-state").await;
+    let state = browser.text_of("#publicity-state").await;
+    assert!(state.starts_with("Public"), "{state}");
+    browser.scroll_to("#publicity").await;
+    browser.screenshot("archive-02-issue-page-public").await;
+
+    // Every email carries the link to the page the reader is about to open.
+    let emails = app.wait_for_emails(3).await;
+    let web_path = browser.text_of("a#web-version").await;
+    assert!(
+        web_path.starts_with("/archive/the-winter-programme-"),
+        "{web_path}"
+    );
+    for email in &emails {
+        let html = email["HtmlBody"].as_str().unwrap();
+        assert!(
+            html.contains(&format!(
+                "{}{web_path}\">Read on the web</a>",
+                helpers::BASE_URL
+            )),
+            "{html}"
+        );
+    }
+
+    browser.press("a#web-version").await;
+    browser.wait_for("article#issue").await;
+    assert_eq!(browser.path().await, web_path);
+    let shown = browser.text_of("article#issue").await;
+    assert!(shown.contains("The winter programme is out."), "{shown}");
+    for personal in ["Hello", "Unsubscribe", "Choose your lists"] {
+        assert!(!shown.contains(personal), "{personal} in {shown}");
+    }
+    let mut failures = Vec::new();
+    browser
+        .check_width("archive-issue", 1280, &mut failures)
+        .await;
+    browser.screenshot("archive-03-web-version-desktop").await;
+
+    // The feed the page links to lists the issue at the page's address.
+    let feed_path = browser
+        .wait_for("a#feed-link")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(feed_path, "/feed.xml");
+    let feed = app.get(&feed_path).await.text().await.unwrap();
+    assert!(
+        feed.contains(&format!(
+            r#"<link rel="alternate" type="text/html" href="{}{web_path}"/>"#,
+            helpers::BASE_URL
+        )),
+        "{feed}"
+    );
+
+    browser.press(r#".archive-links a[href="/archive"]"#).await;
+    browser.wait_for_heading("Archive").await;
+    let listed = browser.texts_of_all("#archive-list li a").await;
+    assert_eq!(listed, [LONG_TITLE]);
+    browser.check_width("archive", 1280, &mut failures).await;
+    browser.screenshot("archive-04-list-desktop").await;
+    browser.close().await;
+
+    let phone = Browser::start(390, 844).await;
+    phone.assert_as_wide_as(390).await;
+    phone
+        .client
+        .goto(&format!("{}{web_path}", app.address))
+        .await
+        .unwrap();
+    phone.wait_for("article#issue").await;
+    phone.check_width("archive-issue", 390, &mut failures).await;
+    phone.screenshot("archive-05-web-version-phone").await;
+    phone
+        .client
+        .goto(&format!("{}/archive", app.address))
+        .await
+        .unwrap();
+    phone.wait_for_heading("Archive").await;
+    phone.check_width("archive", 390, &mut failures).await;
+    phone.screenshot("archive-06-list-phone").await;
+    phone.close().await;
+    assert!(
+        failures.is_empty(),
+        "archive pages wider than the window:\n{}",
+        failures.join("\n")
+    );
+}

@@ -34,6 +34,10 @@ pub enum Action {
     IssueResumed,
     IssueCancelled,
     FailedDeliveriesRequeued,
+    /// An issue put in the public archive, or taken out of it. The detail
+    /// names the issue and its slug.
+    IssueMadePublic,
+    IssueMadePrivate,
     /// One subscriber's record left the service as a file, or the
     /// subscriber was erased. The detail names the subscriber by id only:
     /// the log outlives the erasure, and must not keep the address it
@@ -81,6 +85,8 @@ impl Action {
             Action::IssueResumed => "issue-resumed",
             Action::IssueCancelled => "issue-cancelled",
             Action::FailedDeliveriesRequeued => "failed-deliveries-requeued",
+            Action::IssueMadePublic => "issue-made-public",
+            Action::IssueMadePrivate => "issue-made-private",
             Action::SubscriberExported => "subscriber-exported",
             Action::SubscriberErased => "subscriber-erased",
             Action::AttributeDefined => "attribute-defined",
@@ -242,6 +248,8 @@ mod tests {
             Action::IssueResumed,
             Action::IssueCancelled,
             Action::FailedDeliveriesRequeued,
+            Action::IssueMadePublic,
+            Action::IssueMadePrivate,
             Action::SubscriberExported,
             Action::SubscriberErased,
             Action::AttributeDefined,

@@ -1168,6 +1168,10 @@ pub struct ClaimedBatch {
     /// Whether the issue goes to lists: then its unsubscribe links leave
     /// those lists only.
     pub for_lists: bool,
+    /// The issue's slug while it is in the public archive, read with each
+    /// claim: an issue made public or private mid-send changes the
+    /// batches still to go.
+    pub public_slug: Option<String>,
 }
 
 impl ClaimedBatch {
@@ -1209,7 +1213,8 @@ pub async fn claim_batch(
          ) \
          SELECT claimed.issue_id, claimed.first_seq, claimed.last_seq, claimed.claim_id, \
                 claimed.attempts, i.state, i.subject, i.html_body, i.text_body, \
-                i.message_stream, i.list_ids IS NOT NULL AS for_lists \
+                i.message_stream, i.list_ids IS NOT NULL AS for_lists, \
+                CASE WHEN i.public_at IS NOT NULL THEN i.slug END AS public_slug \
          FROM claimed JOIN newsletter_issues i ON i.id = claimed.issue_id",
     )
     .bind(lease.as_secs_f64())

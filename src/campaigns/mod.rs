@@ -12,12 +12,15 @@
 //!   subscriber id, each chunk a statement of its own; claims batches of deliveries, renders each recipient's
 //!   email, sends them through the email API's batch endpoint under the
 //!   fleet-wide [`throttle`], and records each outcome.
+//! - [`archive`]: which issues are public, under which address, and what
+//!   the public archive and its feed read of them.
 //! - [`progress`]: carries the database's change notifications to pages
 //!   watching an issue.
 //!
 //! Senders and recorders run wherever outbox delivery runs (the server with
 //! `delivery.run_in_server`, or `newsletter worker`).
 
+pub mod archive;
 pub mod ledger;
 pub mod progress;
 pub mod sender;

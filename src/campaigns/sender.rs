@@ -37,8 +37,8 @@ use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, UnsubscribeLinks};
 use crate::keys::Keys;
-use crate::newsletters::{PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL};
-use crate::outbox::{Personalisation, personalise, retry_delay};
+use crate::newsletters::{PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WebVersion};
+use crate::outbox::{Personalisation, personalise_with, retry_delay};
 use crate::telemetry::error_chain_line as chain;
 
 /// The campaigns' send loops: the engine over the ledger.
@@ -161,6 +161,11 @@ impl CampaignSource {
         recipients: Vec<Recipient>,
     ) -> (BySeq<Email>, BySeq<String>) {
         let content = batch.content();
+        let web_url = batch
+            .public_slug
+            .as_deref()
+            .map(|slug| crate::archive::issue_url(&self.base_url, slug));
+        let web_version = WebVersion::link(web_url.as_deref());
         let mut emails = Vec::with_capacity(recipients.len());
         let mut unsendable = Vec::new();
         for recipient in recipients {
@@ -187,7 +192,7 @@ impl CampaignSource {
                 recipient.seq,
                 Email {
                     to,
-                    content: personalise(&content, &values),
+                    content: personalise_with(&content, &values, web_version.markup()),
                     message_stream: batch.message_stream.clone(),
                     delivery: Some(DeliveryId {
                         issue_id: batch.key.issue_id,

@@ -25,7 +25,7 @@ use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use super::Draft;
 use crate::domain::Newsletter;
 use crate::emails::EmailContent;
-use crate::outbox::LITERAL_BRACES;
+use crate::outbox::{LITERAL_BRACES, Markup};
 
 /// The placeholder the outbox fills with the recipient's name.
 pub const RECIPIENT_NAME: &str = "name";
@@ -34,6 +34,45 @@ pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
 /// The placeholder the outbox fills with the link to the recipient's own
 /// page of lists.
 pub const PREFERENCES_URL: &str = "preferences_url";
+/// The placeholder filled, when each email is sent, with a "Read on the
+/// web" link while the issue is in the public archive, and with nothing
+/// while it is not. Filled at send time rather than at rendering, so that
+/// an issue made public (or private) while it is sending changes the
+/// batches still to go.
+pub const WEB_VERSION: &str = "web_version";
+
+/// What fills [`WEB_VERSION`]: the link to the issue's web version, or
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub struct WebVersion {
+    html: String,
+    text: String,
+}
+
+impl WebVersion {
+    /// The link to `url`; `None` (a private issue, a preview) fills the
+    /// placeholder with nothing.
+    pub fn link(url: Option<&str>) -> Self {
+        let Some(url) = url else {
+            return Self::default();
+        };
+        let escaped = askama::filters::escape(url, askama::filters::Html)
+            .expect("escaping into a string cannot fail");
+        Self {
+            html: format!(r#"<p><small><a href="{escaped}">Read on the web</a></small></p>"#),
+            text: format!("Read on the web: {url}\n"),
+        }
+    }
+
+    /// As the outbox takes it, beside the recipient's values.
+    pub fn markup(&self) -> Markup<'_> {
+        Markup {
+            key: WEB_VERSION,
+            html: &self.html,
+            text: &self.text,
+        }
+    }
+}
 
 #[derive(Template)]
 #[template(path = "emails/issue.html")]
@@ -258,6 +297,27 @@ fn literal_braces(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(text)
     }
+}
+
+/// The first `max_chars` characters of the content as plain text, on one
+/// line: what a page's description or a link preview shows of an issue.
+pub fn summary(markdown: &str, max_chars: usize) -> String {
+    let text = plain_text(markdown);
+    let mut words = text.split_whitespace();
+    let mut summary = String::new();
+    for word in words.by_ref() {
+        let wanted =
+            summary.chars().count() + usize::from(!summary.is_empty()) + word.chars().count();
+        if wanted > max_chars {
+            summary.push('…');
+            break;
+        }
+        if !summary.is_empty() {
+            summary.push(' ');
+        }
+        summary.push_str(word);
+    }
+    summary
 }
 
 /// The content as plain text, for mail clients that do not show HTML and for
@@ -601,13 +661,64 @@ mod tests {
         render(&newsletter(), &Draft::parse("Issue 1", content).unwrap())
     }
 
-    /// The outbox's own filling, with these values.
+    /// The sender's own filling, with these values, of a private issue.
     fn personalise(content: &EmailContent, values: &[(&str, &str)]) -> EmailContent {
+        personalise_public(content, values, None)
+    }
+
+    /// The sender's own filling, of an issue whose web version is at `url`.
+    fn personalise_public(
+        content: &EmailContent,
+        values: &[(&str, &str)],
+        url: Option<&str>,
+    ) -> EmailContent {
         let values = values
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        crate::outbox::personalise(content, &values)
+        crate::outbox::personalise_with(content, &values, WebVersion::link(url).markup())
+    }
+
+    #[test]
+    fn a_public_issue_links_to_its_web_version_and_a_private_one_does_not() {
+        let url = "https://news.example.com/archive/issue-1?a=1&b=2";
+        let public = personalise_public(&email("Body."), &RECIPIENT, Some(url));
+        assert!(
+            public.html_body.contains(
+                r#"<a href="https://news.example.com/archive/issue-1?a=1&#38;b=2">Read on the web</a>"#
+            ),
+            "{}",
+            public.html_body
+        );
+        assert!(
+            public
+                .text_body
+                .contains(&format!("Read on the web: {url}\n")),
+            "{}",
+            public.text_body
+        );
+        let private = personalise(&email("Body."), &RECIPIENT);
+        for body in [&private.html_body, &private.text_body] {
+            assert!(!body.contains("Read on the web"), "{body}");
+            assert!(!body.contains("web_version"), "{body}");
+        }
+    }
+
+    #[test]
+    fn an_author_cannot_place_the_web_version_link_or_a_placeholder_with_it() {
+        let draft = Draft::parse("T", "{{web_version}} and {{name}}").unwrap();
+        let filled = personalise_public(
+            &render(&newsletter(), &draft),
+            &RECIPIENT,
+            Some("https://news.example.com/archive/t"),
+        );
+        assert!(
+            filled.text_body.contains("{{web_version}} and {{name}}"),
+            "{}",
+            filled.text_body
+        );
+        assert_eq!(filled.text_body.matches("Read on the web").count(), 1);
+        assert_eq!(filled.html_body.matches("Read on the web").count(), 1);
     }
 
     #[test]

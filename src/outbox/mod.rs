@@ -33,7 +33,10 @@ use uuid::Uuid;
 
 pub(crate) use backoff::retry_delay;
 pub use doorbell::CHANNEL;
-pub use store::{LITERAL_BRACES, Personalisation, Requeued, personalise, requeue_failed};
+pub use store::{
+    LITERAL_BRACES, Markup, Personalisation, Requeued, personalise, personalise_with,
+    requeue_failed,
+};
 pub use worker::{DeliveryWorker, OutboxSource};
 
 use crate::db::Transaction;

@@ -122,9 +122,44 @@ impl Claimed {
 /// and is never read as the start of a placeholder.
 pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailContent {
     EmailContent {
-        subject: fill(&content.subject, values, false),
-        html_body: fill(&content.html_body, values, true),
-        text_body: fill(&content.text_body, values, false),
+        subject: fill(&content.subject, values, false, None),
+        html_body: fill(&content.html_body, values, true, None),
+        text_body: fill(&content.text_body, values, false, None),
+    }
+}
+
+/// Markup the service wrote itself for one placeholder: `html` goes into
+/// the HTML body and `text` into the text body as they are, unescaped.
+/// Never a value a person typed: that goes through [`personalise`].
+#[derive(Debug, Clone, Copy)]
+pub struct Markup<'a> {
+    pub key: &'a str,
+    pub html: &'a str,
+    pub text: &'a str,
+}
+
+/// [`personalise`], with `markup` filled in as well, in the same pass: a
+/// second pass would read the braces the first one restored from
+/// [`LITERAL_BRACES`] as placeholders.
+pub fn personalise_with(
+    content: &EmailContent,
+    values: &Personalisation,
+    markup: Markup<'_>,
+) -> EmailContent {
+    EmailContent {
+        subject: fill(&content.subject, values, false, None),
+        html_body: fill(
+            &content.html_body,
+            values,
+            true,
+            Some((markup.key, markup.html)),
+        ),
+        text_body: fill(
+            &content.text_body,
+            values,
+            false,
+            Some((markup.key, markup.text)),
+        ),
     }
 }
 
@@ -132,7 +167,12 @@ pub fn personalise(content: &EmailContent, values: &Personalisation) -> EmailCon
 /// (text a person wrote), not a placeholder: filling turns it into `{{`.
 pub const LITERAL_BRACES: &str = "{{{{}}";
 
-fn fill(body: &str, values: &Personalisation, escape: bool) -> String {
+fn fill(
+    body: &str,
+    values: &Personalisation,
+    escape: bool,
+    markup: Option<(&str, &str)>,
+) -> String {
     // Room for each value once: sized to the body alone, a filled body
     // outgrows it and doubles, and a campaign holds a batch of them.
     let values_len: usize = values.values().map(String::len).sum();
@@ -146,6 +186,15 @@ fn fill(body: &str, values: &Personalisation, escape: bool) -> String {
             continue;
         }
         let after = &rest[start + 2..];
+        if let Some((key, markup)) = markup
+            && let Some(end) = after
+                .strip_prefix(key)
+                .and_then(|tail| tail.strip_prefix("}}"))
+        {
+            filled.push_str(markup);
+            rest = end;
+            continue;
+        }
         let value = after
             .find("}}")
             .and_then(|end| Some((values.get(&after[..end])?, end)));

@@ -224,6 +224,17 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/logout", Admin, POST, |c, p| {
             add(c, resource(p).post(sign_in::log_out))
         }),
+        // Answered from memory for a few seconds (`crate::archive`): no
+        // per-IP limit, as for the home page.
+        endpoint("/archive", Anyone, GET, |c, p| {
+            add(c, resource(p).get(public::archive::archive))
+        }),
+        endpoint("/archive/{slug}", Anyone, GET, |c, p| {
+            add(c, resource(p).get(public::archive::issue))
+        }),
+        endpoint("/feed.xml", Anyone, GET, |c, p| {
+            add(c, resource(p).get(public::archive::feed))
+        }),
         // GET shows a button; POST is the one-click unsubscribe. No per-IP
         // limit: see `unsubscribe::resource`.
         endpoint("/unsubscribe/{token}", Anyone, GET_POST, |c, p| {

@@ -21,10 +21,10 @@ use crate::helpers::{BASE_URL, BROWSER_ACCEPT, TestApp, eventually, spawn_app};
 use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
 
 /// A moment no sender reaches while a test runs.
-const FAR_AHEAD: &str = "2099-01-01T09:00";
+pub const FAR_AHEAD: &str = "2099-01-01T09:00";
 
 /// An app with an admin signed in, whose test sends go to `email`.
-async fn signed_in(email: Option<&str>) -> (TestApp, Browser) {
+pub async fn signed_in(email: Option<&str>) -> (TestApp, Browser) {
     let app = spawn_app().await;
     let id = create_admin(&app, "ada", PASSWORD).await;
     sqlx::query("UPDATE admins SET email = $2 WHERE id = $1")
@@ -38,12 +38,12 @@ async fn signed_in(email: Option<&str>) -> (TestApp, Browser) {
 }
 
 /// The compose form's hidden fields, as a fresh form carries them.
-struct Form {
+pub struct Form {
     csrf_token: String,
     idempotency_key: String,
 }
 
-async fn new_form(browser: &Browser) -> Form {
+pub async fn new_form(browser: &Browser) -> Form {
     let response = browser.get("/admin/newsletters/new").await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = response.text().await.unwrap();
@@ -65,7 +65,7 @@ fn hidden_field(page: &str, name: &str) -> String {
 /// Posts the compose form with `action` and these fields, on top of the
 /// form's hidden ones. A publish goes as the dialog sends it once answered
 /// yes (`confirmed=yes`); [`ask_to_publish`] sends it unanswered.
-async fn compose(
+pub async fn compose(
     browser: &Browser,
     form: &Form,
     action: &str,
@@ -122,7 +122,7 @@ async fn publish(browser: &Browser, title: &str, send_at: &str) -> String {
     location(&response).to_owned()
 }
 
-fn issue_id(path: &str) -> Uuid {
+pub fn issue_id(path: &str) -> Uuid {
     path.rsplit('/').next().unwrap().parse().unwrap()
 }
 

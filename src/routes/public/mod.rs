@@ -1,8 +1,10 @@
 //! The public side: the home page with its form, signing up
 //! ([`subscribe`], through the steps in [`sign_up`]), confirming, a
-//! reader's own page of lists ([`preferences`]), and unsubscribing. Nothing here needs a session; what may be tried how
+//! reader's own page of lists ([`preferences`]), unsubscribing, and the
+//! public archive with its feed ([`archive`]). Nothing here needs a session; what may be tried how
 //! often is the rate limits' business.
 
+pub(crate) mod archive;
 pub(crate) mod confirm;
 mod confirmation_limit;
 pub(crate) mod home;

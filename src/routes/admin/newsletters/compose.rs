@@ -36,13 +36,16 @@ use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
 use crate::admin::guard::{Protected, SignedIn, parse_fields};
 use crate::admin::pages::layout::nav;
+use crate::campaigns::archive::Publicity;
 use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
 use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
-use crate::newsletters::{Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, render};
-use crate::outbox::{Outbox, Personalisation, personalise};
+use crate::newsletters::{
+    Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WebVersion, render,
+};
+use crate::outbox::{Outbox, Personalisation, personalise_with};
 use crate::pages::{ListChoice, page};
 use crate::rate_limit::RateLimiter;
 use crate::subscribers::lists::{self, List};
@@ -106,6 +109,7 @@ pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResp
         audience: targets.audience(),
         lists: targets.choices,
         segments: targets.segments,
+        public: false,
     };
     compose_form(&admin, &db, StatusCode::OK, fields, None, None).await
 }
@@ -135,6 +139,10 @@ pub struct ComposeForm {
     /// empty or `yes` is refused.
     #[serde(default)]
     confirmed: String,
+    /// `yes` to put the issue in the public archive as it is published;
+    /// anything but empty or `yes` is refused.
+    #[serde(default)]
+    public: String,
 }
 
 /// Which button was pressed.
@@ -212,6 +220,16 @@ pub async fn submit_issue(
     // A malformed key is only refused when publishing: the other buttons
     // show the form again, and then with a good one.
     let key = IdempotencyKey::parse(&form.idempotency_key);
+    let public = match form.public.as_str() {
+        "" => false,
+        "yes" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`{}` is not an answer this form takes: public is `yes` or empty.",
+                other.escape_debug()
+            )));
+        }
+    };
     let fields = ComposeFields {
         title: &form.title,
         content: &form.content,
@@ -222,6 +240,7 @@ pub async fn submit_issue(
         audience: targets.audience(),
         lists: targets.choices.clone(),
         segments: targets.segments.clone(),
+        public,
     };
     let admin = &admin;
     let db = &db;
@@ -289,6 +308,7 @@ pub async fn submit_issue(
                 send_at,
                 list_ids,
                 segment: segment.map(|(_, frozen)| frozen),
+                public,
             };
             let ip = client_ip(&request, &limiter);
             publish(admin, fields, db, &settings, &key, issue, ip).await
@@ -440,6 +460,14 @@ pub(crate) fn example_values(settings: &PublishSettings) -> Personalisation {
     ])
 }
 
+/// The email as [`example_values`] fill it. The "Read on the web" link is
+/// left out: the issue has no address in the archive until it is
+/// published.
+fn example_email(rendered: &EmailContent, settings: &PublishSettings) -> EmailContent {
+    let web_version = WebVersion::link(None);
+    personalise_with(rendered, &example_values(settings), web_version.markup())
+}
+
 /// The rendered email filled in as it would be for a subscriber named
 /// [`EXAMPLE_NAME`], and the form again to go on from.
 async fn preview(
@@ -449,7 +477,7 @@ async fn preview(
     rendered: &EmailContent,
     settings: &PublishSettings,
 ) -> Result<HttpResponse, ApiError> {
-    let email = personalise(rendered, &example_values(settings));
+    let email = example_email(rendered, settings);
     let preview = Preview {
         subject: email.subject,
         html: email.html_body,
@@ -481,7 +509,7 @@ async fn send_test(
         let status = StatusCode::UNPROCESSABLE_ENTITY;
         return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
-    let mut content = personalise(rendered, &example_values(settings));
+    let mut content = example_email(rendered, settings);
     content.subject.insert_str(0, TEST_SUBJECT_PREFIX);
     let email = Email {
         to: to.clone(),
@@ -507,6 +535,8 @@ struct Submitted<'a> {
     list_ids: Option<Vec<Uuid>>,
     /// The segment that narrows them, as it is now.
     segment: Option<Frozen>,
+    /// Whether it goes in the public archive at once.
+    public: bool,
 }
 
 /// The ids of the `list` pairs, each once; `None` when the form showed no
@@ -670,6 +700,9 @@ async fn publish(
                         wake_senders_after_commit(tx, &settings.senders);
                         let detail = format!("{} ({})", issue.draft.title(), published.issue_id);
                         audit::record(tx, &actor, Action::IssuePublished, &detail).await?;
+                        if issue.public {
+                            make_public(tx, settings, &actor, &detail, published.issue_id).await?;
+                        }
                     }
                     Ok(Some(published))
                 }
@@ -697,6 +730,22 @@ async fn publish(
         return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
     Ok(see_other(issue_path(issue_id)))
+}
+
+/// Puts the issue just published in the archive, on record, in the
+/// publishing transaction: its first batch already carries the link.
+async fn make_public(
+    tx: &mut crate::db::Transaction<'_>,
+    settings: &PublishSettings,
+    actor: &crate::admin::audit::Actor,
+    detail: &str,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if let Publicity::Changed(slug) = settings.archive.make_public(tx, id).await? {
+        let detail = format!("{detail}, /archive/{slug}");
+        audit::record(tx, actor, Action::IssueMadePublic, &detail).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

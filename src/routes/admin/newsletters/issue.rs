@@ -1,7 +1,8 @@
 //! `GET /admin/newsletters/{id}`: one issue, where it stands, who did not
 //! get it and why; and the actions on it, each a `POST` that answers with
-//! the issue's page again: pause, resume, cancel, and queue the failed
-//! deliveries again.
+//! the issue's page again: pause, resume, cancel, queue the failed
+//! deliveries again, and put the issue in the public archive or take it
+//! out (`make-public`, `make-private`).
 //!
 //! An action the issue's state does not allow (pausing a paused issue,
 //! cancelling a done one: two admins, or a stale tab) answers 409 with the
@@ -21,6 +22,8 @@ use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action};
 use crate::admin::guard::{Protected, SignedIn};
 use crate::admin::pages::layout::nav;
+use crate::archive::Archive;
+use crate::campaigns::archive::{self as public_archive, Publicity};
 use crate::campaigns::ledger::{self, IssueState, IssueSummary};
 use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
@@ -101,11 +104,12 @@ async fn render_issue(
             // page does.
             let undelivered = ledger::undelivered(tx, id, after, PAGE_SIZE + 1).await?;
             let providers = ledger::sent_by_provider(tx, id).await?;
-            Ok(Some((issue, progress, undelivered, providers)))
+            let publicity = public_archive::publicity_of(tx, id).await?;
+            Ok(Some((issue, progress, undelivered, providers, publicity)))
         })
         .await
         .step("read the issue")?;
-    let Some((issue, progress, mut undelivered, providers)) = read else {
+    let Some((issue, progress, mut undelivered, providers, publicity)) = read else {
         return Ok(missing(admin));
     };
     let more = undelivered.len() as i64 > PAGE_SIZE;
@@ -149,6 +153,10 @@ async fn render_issue(
             later_page: after > 0,
             next_page,
             error,
+            web_path: match publicity {
+                Some((true, Some(slug))) => Some(format!("/archive/{slug}")),
+                _ => None,
+            },
         },
     );
     answer.headers_mut().insert(
@@ -156,6 +164,15 @@ async fn render_issue(
         header::HeaderValue::from_static(PAGE_POLICY),
     );
     Ok(answer)
+}
+
+/// Whether making an issue public or private changed it, and its slug
+/// for the audit entry.
+fn publicity(publicity: Publicity) -> (bool, String) {
+    match publicity {
+        Publicity::Changed(slug) => (true, format!(", /archive/{slug}")),
+        Publicity::Unchanged | Publicity::Missing => (false, String::new()),
+    }
 }
 
 fn missing(admin: &SignedIn) -> HttpResponse {
@@ -192,6 +209,12 @@ pub enum IssueAction {
     Resume,
     Cancel,
     Requeue,
+    /// Puts the issue in the public archive.
+    #[serde(rename = "make-public")]
+    MakePublic,
+    /// Takes it out.
+    #[serde(rename = "make-private")]
+    MakePrivate,
 }
 
 impl IssueAction {
@@ -201,6 +224,8 @@ impl IssueAction {
             IssueAction::Resume => Action::IssueResumed,
             IssueAction::Cancel => Action::IssueCancelled,
             IssueAction::Requeue => Action::FailedDeliveriesRequeued,
+            IssueAction::MakePublic => Action::IssueMadePublic,
+            IssueAction::MakePrivate => Action::IssueMadePrivate,
         }
     }
 
@@ -219,6 +244,10 @@ impl IssueAction {
                 "This issue was cancelled: its failed deliveries stay as they are.".into()
             }
             IssueAction::Requeue => "There are no failed deliveries to queue again.".into(),
+            IssueAction::MakePublic => "This issue is public already.".into(),
+            IssueAction::MakePrivate => "This issue is not public: there is nothing to take \
+                                         out of the archive."
+                .into(),
         }
     }
 }
@@ -251,31 +280,40 @@ pub async fn act_on_issue(
     settings: web::Data<PublishSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    act(
-        action,
-        &request,
-        &form.admin,
-        &id,
-        &db,
-        &settings.senders,
-        &limiter,
-    )
-    .await
+    let services = Services {
+        db: &db,
+        senders: &settings.senders,
+        limiter: &limiter,
+        archive: &settings.archive,
+    };
+    act(action, &request, &form.admin, &id, services).await
+}
+
+/// What the actions reach.
+struct Services<'a> {
+    db: &'a Db,
+    senders: &'a Notifier,
+    limiter: &'a RateLimiter,
+    archive: &'a Archive,
 }
 
 /// Applies the action and records it in the audit log, in one transaction;
 /// then back to the issue's page, or the page with the reason it could not
 /// be done.
-#[tracing::instrument(name = "Act on an issue", skip(request, admin, db, senders, limiter))]
+#[tracing::instrument(name = "Act on an issue", skip(request, admin, services))]
 async fn act(
     action: IssueAction,
     request: &HttpRequest,
     admin: &SignedIn,
     id: &str,
-    db: &Db,
-    senders: &Notifier,
-    limiter: &RateLimiter,
+    services: Services<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let Services {
+        db,
+        senders,
+        limiter,
+        archive,
+    } = services;
     let Some(id) = parse_issue_id(id) else {
         return Ok(missing(admin));
     };
@@ -294,11 +332,16 @@ async fn act(
                     let requeued = ledger::requeue_failed(tx, id).await?;
                     (requeued > 0, format!(", {requeued} deliveries"))
                 }
+                IssueAction::MakePublic => publicity(archive.make_public(tx, id).await?),
+                IssueAction::MakePrivate => publicity(archive.make_private(tx, id).await?),
             };
             if !done {
                 return Ok(Outcome::Refused(issue.summary));
             }
-            if !matches!(action, IssueAction::Pause) {
+            if matches!(
+                action,
+                IssueAction::Resume | IssueAction::Cancel | IssueAction::Requeue
+            ) {
                 // Work to take up (resumed, requeued), or batches to close
                 // (cancelled).
                 wake_senders_after_commit(tx, senders);

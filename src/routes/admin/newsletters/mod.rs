@@ -32,4 +32,6 @@ pub struct PublishSettings {
     /// Wakes the senders of every process once a publish, resume, cancel
     /// or requeue has committed.
     pub senders: crate::db::wakeups::Notifier,
+    /// Puts issues in the public archive and takes them out.
+    pub archive: crate::archive::Archive,
 }

@@ -43,6 +43,8 @@ pub struct ComposeFields<'a> {
     pub segments: Vec<SegmentChoice>,
     /// Who it goes to, as the form says now: what the count counts.
     pub audience: AudienceChoice,
+    /// Whether it goes in the public archive as it is published.
+    pub public: bool,
 }
 
 /// A saved segment as an option of the form's select.
@@ -155,6 +157,9 @@ pub struct IssuePage<'a> {
     pub next_page: Option<String>,
     /// Why the last action was refused.
     pub error: Option<String>,
+    /// Where the issue is in the public archive; `None` while it is
+    /// private.
+    pub web_path: Option<String>,
 }
 
 impl IssuePage<'_> {
@@ -234,6 +239,7 @@ mod tests {
             later_page: false,
             next_page: None,
             error: None,
+            web_path: None,
         }
     }
 
