@@ -1271,6 +1271,11 @@ pub async fn batch_recipients(
         .await
 }
 
+/// The lists of the issue `$1` of a batch's statements, read once per
+/// statement. The cast makes it an array expression: `ANY` of a bare
+/// subquery would compare each list id to its rows, whole arrays.
+const ISSUE_LISTS: &str = "(SELECT i.list_ids FROM newsletter_issues i WHERE i.id = $1)::uuid[]";
+
 /// The statement of [`batch_recipients`] that reads the batch's queued
 /// deliveries with who they go to: those whose subscriber is still
 /// reachable ([`audience::reachable_sql`]).
@@ -1280,7 +1285,7 @@ static BATCH_RECIPIENTS: LazyLock<String> = LazyLock::new(|| {
          FROM deliveries d JOIN ({reachable}) s ON s.id = d.subscriber_id \
          WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
          ORDER BY d.seq",
-        reachable = audience::reachable_sql(),
+        reachable = audience::reachable_sql(ISSUE_LISTS),
     )
 });
 
@@ -1293,11 +1298,14 @@ static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
              SELECT d.seq, \
                     CASE WHEN s.id IS NULL OR NOT s.confirmed \
                          THEN 'no longer subscribed when the issue was sent' \
+                         WHEN NOT s.on_lists \
+                         THEN 'had left the issue''s lists when it was sent' \
                          ELSE {why} END AS why \
              FROM deliveries d \
              LEFT JOIN ({standing}) s ON s.id = d.subscriber_id \
              WHERE d.issue_id = $1 AND d.seq BETWEEN $2 AND $3 AND d.status = 'queued' \
-               AND (s.id IS NULL OR NOT s.confirmed OR s.suppressed IS NOT NULL) \
+               AND (s.id IS NULL OR NOT s.confirmed OR NOT s.on_lists \
+                    OR s.suppressed IS NOT NULL) \
          ), skipped AS ( \
              UPDATE deliveries d \
              SET status = 'skipped', updated_at = now(), last_error = unwanted.why \
@@ -1310,7 +1318,7 @@ static SKIP_UNWANTED: LazyLock<String> = LazyLock::new(|| {
          ) \
          UPDATE newsletter_issues SET skipped = skipped + (SELECT count(*) FROM skipped) \
          WHERE id = $1 AND (SELECT count(*) FROM skipped) > 0",
-        standing = audience::standing_sql(),
+        standing = audience::standing_sql(ISSUE_LISTS),
         why = suppression::skipped_because_sql("s.suppressed"),
     )
 });

@@ -121,30 +121,49 @@ impl<'a> Audience<'a> {
     }
 }
 
+/// Whether `s` is still on the lists `lists` holds (an SQL expression of
+/// a `uuid[]` of the caller's, never input; NULL for an issue to every
+/// list): a confirmed membership of at least one of them. A reader who
+/// left an issue's lists while it was sending is no longer in its audience,
+/// though still confirmed on others.
+fn on_lists_sql(lists: &str) -> String {
+    format!(
+        "({lists} IS NULL OR EXISTS (SELECT 1 FROM memberships m \
+             WHERE m.subscriber_id = s.id AND m.status = 'confirmed' \
+               AND m.list_id = ANY({lists})))"
+    )
+}
+
 /// The subscribers a recorded delivery may still be sent to, as a subquery
 /// of `(id, email, name)`: confirmed now (not unsubscribed or erased since
-/// the audience was recorded), and whose address is not on the suppression
-/// list. Joined to the deliveries by `id`, a delivery whose subscriber is
-/// not in it drops out.
-pub fn reachable_sql() -> String {
+/// the audience was recorded), still on one of the issue's `lists` (see
+/// [`on_lists_sql`]), and whose address is not on the suppression list.
+/// Joined to the deliveries by `id`, a delivery whose subscriber is not in
+/// it drops out.
+pub fn reachable_sql(lists: &str) -> String {
     format!(
         "SELECT s.id, s.email, s.name FROM subscriptions s \
-         WHERE s.status = 'confirmed' AND {not_listed}",
+         WHERE s.status = 'confirmed' AND {on_lists} AND {not_listed}",
+        on_lists = on_lists_sql(lists),
         not_listed = suppression::not_listed_sql("s.email"),
     )
 }
 
 /// Every subscriber as a recorded delivery may need to be told apart, as a
-/// subquery of `(id, confirmed, suppressed)`: `confirmed` whether they are
-/// confirmed now, `suppressed` the reason their address is on the
-/// suppression list (NULL when it is not). Left-joined to the deliveries by
-/// `id`, a NULL `id` is a subscriber erased since. The statement that skips
-/// a batch's deliveries nobody should get tells from it why.
-pub fn standing_sql() -> String {
+/// subquery of `(id, confirmed, on_lists, suppressed)`: `confirmed` whether
+/// they are confirmed now, `on_lists` whether they are still on one of the
+/// issue's `lists` ([`on_lists_sql`]), `suppressed` the reason their
+/// address is on the suppression list (NULL when it is not). Left-joined to
+/// the deliveries by `id`, a NULL `id` is a subscriber erased since. The
+/// statement that skips a batch's deliveries nobody should get tells from
+/// it why.
+pub fn standing_sql(lists: &str) -> String {
     format!(
-        "SELECT s.id, s.status = 'confirmed' AS confirmed, sup.reason AS suppressed \
+        "SELECT s.id, s.status = 'confirmed' AS confirmed, {on_lists} AS on_lists, \
+                sup.reason AS suppressed \
          FROM subscriptions s \
          {listed}",
+        on_lists = on_lists_sql(lists),
         listed = suppression::entry_join_sql("s.email"),
     )
 }

@@ -644,6 +644,71 @@ async fn a_paused_issue_hands_out_no_more_batches_and_once_resumed_reaches_every
     assert!(received.values().all(|n| *n == 1), "{received:?}");
 }
 
+#[tokio::test]
+async fn a_reader_who_leaves_the_issues_list_before_their_batch_is_skipped_with_the_reason() {
+    let (app, api) = app_with_held_api(60).await;
+    // Everyone is also on a second list, the one the issue goes to.
+    let weekly: Uuid =
+        sqlx::query_scalar("INSERT INTO lists (name) VALUES ('Weekly') RETURNING id")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO memberships (list_id, subscriber_id, status, confirmed_at) \
+         SELECT $1, id, 'confirmed', now() FROM subscriptions",
+    )
+    .bind(weekly)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    let issue = publish_to(&app, "Weekly", "Hello {{name}}.", Some(&[weekly])).await;
+    api.wait_for_requests(2).await;
+    assert!(pause(&app, issue).await);
+    api.release();
+    wait_for_batches_in_flight_to_finish(&app, issue, 20).await;
+
+    // A reader whose delivery is recorded and still queued leaves the
+    // list, and stays confirmed on the default one.
+    let leaver = ledger_rows(&app, issue)
+        .await
+        .into_iter()
+        .find(|row| row.status == "queued")
+        .expect("a delivery still queued");
+    sqlx::query(
+        "UPDATE memberships SET status = 'unsubscribed', unsubscribed_at = now() \
+         WHERE list_id = $1 AND subscriber_id = $2",
+    )
+    .bind(weekly)
+    .bind(leaver.subscriber_id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    assert!(resume(&app, issue).await);
+    let progress = wait_for_state(&app, issue, "done").await;
+
+    let row = ledger_rows(&app, issue)
+        .await
+        .into_iter()
+        .find(|row| row.subscriber_id == leaver.subscriber_id)
+        .unwrap();
+    assert_eq!(row.status, "skipped");
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("had left the issue's lists when it was sent")
+    );
+    assert_eq!((progress.summary.sent, progress.summary.skipped), (59, 1));
+    let sent: Vec<Value> = api.requests().into_iter().flatten().collect();
+    let received = messages_per_address(&sent, issue);
+    assert_eq!(received.len(), 59);
+    assert!(!received.contains_key(leaver.email.as_deref().unwrap()));
+    let status: String = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
+        .bind(leaver.subscriber_id)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "confirmed", "still on the default list");
+}
+
 /// Waits until `sent` deliveries are sent and no batch of the issue is held.
 async fn wait_for_batches_in_flight_to_finish(app: &TestApp, issue: Uuid, sent: i64) {
     eventually("the batches in flight to be recorded", || async {
