@@ -12,6 +12,7 @@
 //! - [`sign_ups`]: the statements a batch of sign-ups is stored with;
 //! - [`confirmation`]: a confirmation link's token, and confirming;
 //! - [`history`]: whether an address has been here before;
+//! - [`imports`]: the merge of an import's staged rows;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`audience`]: who a campaign reaches, as the subqueries the campaign
 //!   ledger's statements are built from;
@@ -27,6 +28,7 @@ pub mod confirmation;
 pub mod directory;
 pub mod figures;
 pub mod history;
+pub mod imports;
 pub mod lists;
 pub mod memberships;
 pub mod record;
