@@ -204,6 +204,12 @@ impl Importer {
         sqlx::query("SET temp_buffers = '256MB'")
             .execute(&mut connection)
             .await?;
+        // A killed import's server process would otherwise run its
+        // statement to the end, holding the import's lock, before it
+        // noticed the client was gone: the next run would wait for it.
+        sqlx::query("SET client_connection_check_interval = '1s'")
+            .execute(&mut connection)
+            .await?;
         Ok(connection)
     }
 }

@@ -83,21 +83,38 @@ pub async fn merge(
     // Joined to `subscriptions`: an address a reader signed up with
     // themselves between the classification and the insert above kept
     // their own row, and is skipped here rather than failing the file.
-    let memberships_added = sqlx::query(
-        "INSERT INTO memberships (list_id, subscriber_id, status, joined_at, confirmed_at, import_id) \
-         SELECT $1, s.id, CASE WHEN $3 THEN 'confirmed' ELSE 'pending' END, \
-                COALESCE(m.subscribed_at, now()), \
-                CASE WHEN $3 THEN COALESCE(m.confirmed_at, now()) END, $2 \
-         FROM import_merged m JOIN subscriptions s ON s.id = m.subscriber_id \
-         WHERE m.reason IS NULL AND m.membership_status IS NULL \
-         ON CONFLICT DO NOTHING",
+    // The readers added pending are kept aside for their tokens and emails.
+    sqlx::query(
+        "CREATE TEMP TABLE import_confirmations ( \
+             line bigint, email text, name text, token text, subscriber_id uuid \
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *connection)
+    .await?;
+    let (memberships_added, _pending): (i64, i64) = sqlx::query_as(
+        "WITH added AS ( \
+             INSERT INTO memberships (list_id, subscriber_id, status, joined_at, confirmed_at, import_id) \
+             SELECT $1, s.id, CASE WHEN $3 THEN 'confirmed' ELSE 'pending' END, \
+                    COALESCE(m.subscribed_at, now()), \
+                    CASE WHEN $3 THEN COALESCE(m.confirmed_at, now()) END, $2 \
+             FROM import_merged m JOIN subscriptions s ON s.id = m.subscriber_id \
+             WHERE m.reason IS NULL AND m.membership_status IS NULL \
+             ON CONFLICT DO NOTHING \
+             RETURNING subscriber_id, status \
+         ), pending AS ( \
+             INSERT INTO import_confirmations (line, email, name, token, subscriber_id) \
+             SELECT m.line, m.email, m.name, m.token, m.subscriber_id \
+             FROM added JOIN import_merged m USING (subscriber_id) \
+             WHERE added.status = 'pending' AND m.reason IS NULL \
+             RETURNING 1 \
+         ) \
+         SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM pending)",
     )
     .bind(options.list_id)
     .bind(options.import_id)
     .bind(options.attested)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    .fetch_one(&mut *connection)
+    .await?;
     let already_on_list: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM import_merged WHERE reason IS NULL AND membership_status IS NOT NULL",
     )
@@ -107,14 +124,10 @@ pub async fn merge(
         sqlx::query_scalar("SELECT count(*) FROM import_merged WHERE reason IS NOT NULL")
             .fetch_one(&mut *connection)
             .await?;
-    let confirmations = if options.attested {
-        0
-    } else {
-        store_tokens(connection, options).await?
-    };
+    let confirmations = store_tokens(connection, options).await?;
     Ok(Merged {
         subscribers_added,
-        memberships_added,
+        memberships_added: u64::try_from(memberships_added).unwrap_or_default(),
         already_on_list: u64::try_from(already_on_list).unwrap_or_default(),
         confirmations,
         refused: u64::try_from(refused).unwrap_or_default(),
@@ -156,8 +169,13 @@ unsubscribed): it is never mailed again.' \
          WINDOW same AS (PARTITION BY st.email_lower ORDER BY st.line)",
     )
     .bind(list_id)
-    .execute(connection)
+    .execute(&mut *connection)
     .await?;
+    // A table made by a statement has no statistics: without them, the
+    // joins that follow are planned as if it held a handful of rows.
+    sqlx::query("ANALYZE import_merged")
+        .execute(connection)
+        .await?;
     Ok(())
 }
 
@@ -167,18 +185,6 @@ async fn store_tokens(
     connection: &mut PgConnection,
     options: &MergeOptions,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "CREATE TEMP TABLE import_confirmations ON COMMIT DROP AS \
-         SELECT im.line, im.email, im.name, im.token, im.subscriber_id \
-         FROM import_merged im \
-         JOIN memberships m ON m.list_id = $1 AND m.subscriber_id = im.subscriber_id \
-         WHERE im.reason IS NULL AND m.import_id = $2 AND m.status = 'pending' \
-           AND im.token IS NOT NULL",
-    )
-    .bind(options.list_id)
-    .bind(options.import_id)
-    .execute(&mut *connection)
-    .await?;
     let stored = sqlx::query(
         "INSERT INTO confirmation_tokens (token_hash, subscriber_id, expires_at) \
          SELECT sha256(convert_to(token, 'UTF8')), subscriber_id, $1 FROM import_confirmations",

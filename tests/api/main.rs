@@ -14,6 +14,7 @@ mod erasure;
 mod failover;
 mod health_check;
 mod helpers;
+mod imports;
 mod inbox;
 mod lists;
 mod lists_admin;
