@@ -65,10 +65,15 @@ pub async fn merge(
     options: &MergeOptions,
 ) -> Result<Merged, sqlx::Error> {
     classify(connection, options.list_id).await?;
+    // A reader asked to confirm signs up now, whatever the file says: the
+    // retention job deletes sign-ups left unconfirmed for a while, counted
+    // from `subscribed_at`, and an old time from the file would have it
+    // delete them before their email had gone out.
     let subscribers_added = sqlx::query(
         "INSERT INTO subscriptions \
              (id, email, name, subscribed_at, status, confirmed_at, attributes, memberships_written) \
-         SELECT subscriber_id, email, name, COALESCE(subscribed_at, now()), \
+         SELECT subscriber_id, email, name, \
+                CASE WHEN $1 THEN COALESCE(subscribed_at, now()) ELSE now() END, \
                 CASE WHEN $1 THEN 'confirmed' ELSE 'pending_confirmation' END, \
                 CASE WHEN $1 THEN COALESCE(confirmed_at, now()) END, \
                 attributes, true \
@@ -95,7 +100,7 @@ pub async fn merge(
         "WITH added AS ( \
              INSERT INTO memberships (list_id, subscriber_id, status, joined_at, confirmed_at, import_id) \
              SELECT $1, s.id, CASE WHEN $3 THEN 'confirmed' ELSE 'pending' END, \
-                    COALESCE(m.subscribed_at, now()), \
+                    CASE WHEN $3 THEN COALESCE(m.subscribed_at, now()) ELSE now() END, \
                     CASE WHEN $3 THEN COALESCE(m.confirmed_at, now()) END, $2 \
              FROM import_merged m JOIN subscriptions s ON s.id = m.subscriber_id \
              WHERE m.reason IS NULL AND m.membership_status IS NULL \
