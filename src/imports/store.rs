@@ -118,7 +118,7 @@ pub async fn begin(
     Ok(Begun::Run(id))
 }
 
-/// An empty staging table for this session.
+/// An empty staging table on the import's connection.
 pub async fn create_staging(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS {STAGING}"
