@@ -196,7 +196,22 @@ pub fn confirmation(
     token: &SubscriptionToken,
 ) -> EmailContent {
     let link = confirmation_link(base_url, token);
-    let (title, name, link) = (newsletter.title(), name.as_ref(), link.as_str());
+    confirmation_with(newsletter, name.as_ref(), &link)
+}
+
+/// The confirmation email for many readers at once, queued as one content:
+/// `{{name}}` and `{{token}}` are left for the outbox to fill per reader
+/// ([`crate::outbox::personalise`]).
+pub fn confirmation_for_many(newsletter: &Newsletter, base_url: &str) -> EmailContent {
+    let link = format!(
+        "{}/subscriptions/confirm?subscription_token={{{{token}}}}",
+        base_url.trim_end_matches('/')
+    );
+    confirmation_with(newsletter, "{{name}}", &link)
+}
+
+fn confirmation_with(newsletter: &Newsletter, name: &str, link: &str) -> EmailContent {
+    let title = newsletter.title();
     let description = newsletter.description();
     EmailContent {
         subject: format!("Please confirm your subscription to {title}"),

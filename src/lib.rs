@@ -9,6 +9,7 @@ pub mod db;
 pub mod delivery;
 pub mod domain;
 pub mod emails;
+pub mod imports;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;

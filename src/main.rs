@@ -10,6 +10,8 @@
 //!   `APP_DELIVERY__RUN_IN_SERVER=false` on the servers then).
 //! - `newsletter retention`: run the retention job once, now, whenever the
 //!   last run was; still never beside a run in another process.
+//! - `newsletter import FILE --list NAME [--consent-attested SOURCE]`:
+//!   import subscribers from a CSV file; see `newsletter::imports::cli`.
 //! - `newsletter admin create|reset-password --username NAME`: add an admin,
 //!   or give one a new password; `newsletter admin reseal-totp`: seal every
 //!   TOTP secret under the current key; see `newsletter::admin::cli`.
@@ -38,6 +40,9 @@ Commands:
   outbox requeue-failed
             Queue every failed email that still has its content to be sent
             again, with a fresh count of attempts
+  import FILE --list NAME [--consent-attested SOURCE] [--welcome]
+            Import the subscribers of a CSV file onto a list; without
+            --consent-attested they are asked to confirm by email
   admin create --username NAME [--email ADDRESS]
             Add an admin; reads the password from standard input
   admin reset-password --username NAME
@@ -94,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
+        Some("import") => newsletter::imports::cli::run(&settings, &args[2..]).await?,
         Some("retention") => run_retention_now(&settings).await?,
         Some("worker") => {
             // Watched before anything starts: a SIGTERM that arrives while

@@ -7,6 +7,9 @@
 //! [`Watch::MIN_INTERVAL`]: a campaign that settles thousands of deliveries
 //! a second announces thousands of changes, and a page needs a few of them.
 //!
+//! An import's row announces its changes on the same channel, with its
+//! own id ([`crate::imports`]): a watch of that id follows an import.
+//!
 //! Nothing here polls: when the listening connection is lost, notifications
 //! sent meanwhile are gone, so once it is back every watcher is told to read
 //! again. A watcher that fell behind is told the same. When the feed stops

@@ -2,6 +2,7 @@
 //! built through a parse function. Code that holds one of these never has to
 //! check it again. This module depends on nothing else in the crate.
 
+mod consent_source;
 mod list_details;
 mod mentions;
 mod new_subscriber;
@@ -13,6 +14,7 @@ mod subscription_token;
 mod unwanted_characters;
 mod web_address;
 
+pub use consent_source::ConsentSource;
 pub use list_details::{ListDescription, ListName};
 pub use mentions::{ERASED, Mentions};
 pub use new_subscriber::NewSubscriber;

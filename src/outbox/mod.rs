@@ -12,10 +12,11 @@
 //! error, for an operator to send again with `newsletter outbox
 //! requeue-failed`).
 //!
-//! Every email is stored with its content. (Rows that refer to content
-//! stored once in `email_contents`, filled in per recipient, are still read
-//! and sent: nothing writes them any more, since newsletter issues travel
-//! through the campaigns' ledger.)
+//! An email is stored with its content, except the confirmations of an
+//! import ([`store::insert_spread`]): one content in `email_contents` for a
+//! million rows, each filled in per recipient when it is sent, and spread
+//! over time at the broadcast stream's rate. (Newsletter issues travel
+//! through the campaigns' ledger, not here.)
 //!
 //! Adding a kind of email takes a template in `src/templates/emails/`, a
 //! function in [`crate::emails`] that renders it into an

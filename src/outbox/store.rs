@@ -312,6 +312,53 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Queues one email to many recipients in a single statement: `content`
+/// stored once, and one row per recipient of `recipients`, the caller's
+/// own SQL (never input) yielding `(n bigint, recipient text,
+/// personalisation jsonb)`, `n` counting from 1. A million rows due at once
+/// would sit ahead of every confirmation a reader is waiting for, so row
+/// `n` is due `(n - 1) / per_second` seconds from now: the stream's
+/// throttle would hold them back that long anyway, and the transactional
+/// emails queued meanwhile are claimed between them. Returns how many rows
+/// were queued.
+pub async fn insert_spread(
+    connection: &mut PgConnection,
+    content: &EmailContent,
+    message_stream: &str,
+    recipients: &str,
+    per_second: u32,
+) -> Result<u64, sqlx::Error> {
+    let content_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO email_contents (id, subject, html_body, text_body) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(content_id)
+    .bind(&content.subject)
+    .bind(&content.html_body)
+    .bind(&content.text_body)
+    .execute(&mut *connection)
+    .await?;
+    let queued = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO email_outbox \
+             (id, recipient, content_id, personalisation, message_stream, next_attempt_at) \
+         SELECT gen_random_uuid(), r.recipient, $1, r.personalisation, $2, \
+                now() + make_interval(secs => (r.n - 1)::float8 / $3) \
+         FROM ({recipients}) AS r (n, recipient, personalisation)"
+    )))
+    .bind(content_id)
+    .bind(message_stream)
+    .bind(f64::from(per_second.max(1)))
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    // Workers in every process poll the outbox; this wakes them at commit.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(super::CHANNEL)
+        .execute(connection)
+        .await?;
+    Ok(queued)
+}
+
 /// What [`claim_due`] found: messages to send, and rows that can never be
 /// sent.
 pub struct Claim {

@@ -81,6 +81,19 @@ pub async fn find(connection: &mut PgConnection, id: Uuid) -> Result<Option<List
     .await
 }
 
+/// The list of this name, in any letter case (names are unique so).
+pub async fn find_by_name(
+    connection: &mut PgConnection,
+    name: &str,
+) -> Result<Option<List>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM lists WHERE lower(name) = lower($1)"
+    )))
+    .bind(name)
+    .fetch_optional(connection)
+    .await
+}
+
 /// What an admin sets on a list. The admin pages build it from a parsed
 /// [`crate::domain::ListName`] and [`crate::domain::ListDescription`], so
 /// that what reaches the table fits its checks.

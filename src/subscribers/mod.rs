@@ -13,6 +13,7 @@
 //! - [`confirmation`]: a confirmation link's token, and confirming;
 //! - [`welcome`]: a list's welcome email, sent once per reader and list;
 //! - [`history`]: whether an address has been here before;
+//! - [`imports`]: the merge of an import's staged rows;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`audience`]: who a campaign reaches, as the subqueries the campaign
 //!   ledger's statements are built from;
@@ -28,6 +29,7 @@ pub mod confirmation;
 pub mod directory;
 pub mod figures;
 pub mod history;
+pub mod imports;
 pub mod lists;
 pub mod memberships;
 pub mod record;

@@ -15,6 +15,7 @@ mod erasure;
 mod failover;
 mod health_check;
 mod helpers;
+mod imports;
 mod inbox;
 mod lists;
 mod lists_admin;
