@@ -503,6 +503,19 @@ async fn a_welcome_that_cannot_be_stored_is_refused_with_the_reason_and_nothing_
         let page = response.text().await.unwrap();
         assert!(page.contains(reason), "{case}: {page}");
     }
+    let unknown_action = browser
+        .submit(
+            &path,
+            &[
+                ("welcome_subject", "Hi"),
+                ("welcome_body", "Hello"),
+                ("action", "delete"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown_action.status(), StatusCode::BAD_REQUEST);
+    let reason = unknown_action.text().await.unwrap();
+    assert!(reason.contains("`delete` is not an action"), "{reason}");
     assert_eq!(stored_welcome(&app, rust.id).await, (None, None));
     assert_eq!(
         audit_actions(&app).await.len(),

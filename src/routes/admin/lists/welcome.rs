@@ -95,6 +95,17 @@ pub async fn update_welcome(
     let Some(id) = parse_list_id(&id) else {
         return Ok(missing(&admin, true));
     };
+    // Only the form's own two buttons: anything else saving would make a
+    // mistyped action change what readers get.
+    let previewing = match form.action.as_deref() {
+        None | Some("save") => false,
+        Some("preview") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`{other}` is not an action of the welcome form: `save` or `preview`"
+            )));
+        }
+    };
     let welcome = match Welcome::parse(&form.welcome_subject, &form.welcome_body) {
         Ok(welcome) => welcome,
         Err(refusal) => {
@@ -105,7 +116,7 @@ pub async fn update_welcome(
             return render(&db, &admin, id, StatusCode::UNPROCESSABLE_ENTITY, shown).await;
         }
     };
-    if form.action.as_deref() == Some("preview") {
+    if previewing {
         return preview(&db, &admin, id, &form, welcome.as_ref(), &publish).await;
     }
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));

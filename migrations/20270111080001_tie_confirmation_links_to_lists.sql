@@ -1,32 +1,14 @@
 -- Expand. Compatible with the previous release, which neither reads nor
--- writes these columns, and with this one.
+-- writes these columns, and with this one. One table a migration: each
+-- takes its table's lock alone, and a wait for one (behind a long read)
+-- holds no other table up.
 --
 -- confirmation_tokens.list_ids: the lists a confirmation link was issued
 -- for; the link confirms those only, so a list someone else added later
 -- under the same address waits for its own link. NULL on the previous
 -- release's tokens, which confirm every pending list, as they always did.
--- lists.welcome_subject, lists.welcome_body: the list's welcome email
--- (Markdown), both NULL for none.
--- memberships.welcomed_at: when the reader was sent the list's welcome;
--- set in the transaction that queues it, so it goes once per reader and
--- list. NULL for every membership from before it existed: the welcome
--- goes on a confirmation from now on, never to readers confirmed before.
+-- The function replaced below takes no table's lock.
 ALTER TABLE confirmation_tokens ADD COLUMN list_ids uuid[];
-
-ALTER TABLE lists
-    ADD COLUMN welcome_subject text,
-    ADD COLUMN welcome_body text;
--- Both or neither; the lengths are the form's limits. NOT VALID: checked on
--- every new write at once, and the next migration validates the rows there
--- are (every one NULL) in a transaction of its own.
-ALTER TABLE lists
-    ADD CONSTRAINT lists_welcome_whole
-    CHECK ((welcome_subject IS NULL) = (welcome_body IS NULL)) NOT VALID;
-ALTER TABLE lists
-    ADD CONSTRAINT lists_welcome_length
-    CHECK (char_length(welcome_subject) <= 200 AND octet_length(welcome_body) <= 50000) NOT VALID;
-
-ALTER TABLE memberships ADD COLUMN welcomed_at timestamptz;
 
 -- The trigger that keeps a release without lists reflected in the
 -- memberships confirms every pending list of a subscriber whose status
