@@ -99,10 +99,15 @@ pub struct NewIssue<'a> {
     pub list_ids: Option<&'a [Uuid]>,
     /// The segment that narrows them, frozen as it is now; only with lists.
     pub segment: Option<&'a Frozen>,
+    /// Whether it goes in the public archive as it is published. Stored by
+    /// the archive (`campaigns::archive`), not here: it is only part of
+    /// what makes two submissions the same.
+    pub public: bool,
 }
 
 impl NewIssue<'_> {
-    /// What makes two submissions "the same": title, content and schedule.
+    /// What makes two submissions "the same": title, content, schedule,
+    /// audience and whether it is public.
     fn fingerprint(&self) -> Vec<u8> {
         let mut digest = Sha256::new();
         for part in [
@@ -129,6 +134,10 @@ impl NewIssue<'_> {
             digest.update(b"segment");
             digest.update((filter.len() as u64).to_be_bytes());
             digest.update(filter.as_bytes());
+        }
+        // Only when public, for the same reason.
+        if self.public {
+            digest.update(b"public");
         }
         digest.finalize().to_vec()
     }

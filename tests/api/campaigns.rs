@@ -82,6 +82,7 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
             created_by: admin,
             list_ids: lists,
             segment: None,
+            public: false,
         },
     )
     .await

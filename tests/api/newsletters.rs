@@ -967,6 +967,32 @@ async fn a_form_that_published_one_text_refuses_another_with_422() {
 }
 
 #[tokio::test]
+async fn a_form_that_published_a_private_issue_refuses_the_same_text_made_public_with_422() {
+    let (app, browser) = signed_in(None).await;
+    let form = new_form(&browser).await;
+    let text = [("title", "First"), ("content", "The first text.")];
+    let published = compose(&browser, &form, "publish", &text).await;
+    assert_eq!(published.status(), StatusCode::SEE_OTHER);
+
+    let made_public = compose(
+        &browser,
+        &form,
+        "publish",
+        &[text[0], text[1], ("public", "yes")],
+    )
+    .await;
+
+    assert_eq!(made_public.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(issue_count(&app).await, 1);
+    let public: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM newsletter_issues WHERE public_at IS NOT NULL")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(public, 0, "the replay made nothing public");
+}
+
+#[tokio::test]
 async fn a_key_used_more_than_a_day_ago_publishes_a_new_issue() {
     let (app, browser) = signed_in(None).await;
     let form = new_form(&browser).await;

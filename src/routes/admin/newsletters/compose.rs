@@ -693,6 +693,7 @@ async fn publish(
                 created_by: admin.admin.id,
                 list_ids: issue.list_ids.as_deref(),
                 segment: issue.segment.as_ref(),
+                public: issue.public,
             };
             match ledger::publish(tx, key, new).await {
                 Ok(published) => {
