@@ -24,7 +24,7 @@ async fn add_list(app: &TestApp, name: &str, public: bool, double_opt_in: bool) 
 }
 
 /// (list name, status) of every membership of the one address, by name.
-async fn memberships_of(app: &TestApp, email: &str) -> Vec<(String, String)> {
+pub(crate) async fn memberships_of(app: &TestApp, email: &str) -> Vec<(String, String)> {
     sqlx::query_as(
         "SELECT l.name, m.status FROM memberships m \
          JOIN lists l ON l.id = m.list_id JOIN subscriptions s ON s.id = m.subscriber_id \
@@ -40,7 +40,7 @@ fn pairs(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).unwrap()
 }
 
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::campaigns::add_subscribers;
 use crate::helpers::{BROWSER_ACCEPT, TestApp, spawn_app};
+use crate::lists::owned;
 
 fn keys(app: &TestApp) -> Keys {
     Keys::derive(&app.settings.application.hmac_secret).unwrap()
@@ -45,13 +46,6 @@ async fn memberships(app: &TestApp, subscriber_id: Uuid) -> Vec<(String, String)
     .fetch_all(&app.db_pool)
     .await
     .unwrap()
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
 }
 
 async fn save(app: &TestApp, path: &str, fields: &[(&str, String)]) -> reqwest::Response {

@@ -338,7 +338,7 @@ async fn subscribe_again(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 /// Presses the button on the page a confirmation link opens.
-async fn press_confirm(app: &TestApp, link: &reqwest::Url) -> reqwest::Response {
+pub(crate) async fn press_confirm(app: &TestApp, link: &reqwest::Url) -> reqwest::Response {
     let token = link
         .query_pairs()
         .find(|(k, _)| k == "subscription_token")

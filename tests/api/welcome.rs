@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::campaigns::add_subscribers;
 use crate::helpers::{TestApp, eventually, spawn_app};
+use crate::lists::{memberships_of, owned};
 use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
+use crate::unsubscribe::press_confirm;
 
 /// The transactional stream, as the test settings name it.
 const TRANSACTIONAL: &str = "outbound";
@@ -65,26 +67,6 @@ fn welcome_row(to: &str, subject: &str) -> (String, String, String) {
     (to.to_owned(), subject.to_owned(), TRANSACTIONAL.to_owned())
 }
 
-/// (list name, status) of the one address's memberships, by name.
-async fn memberships_of(app: &TestApp, email: &str) -> Vec<(String, String)> {
-    sqlx::query_as(
-        "SELECT l.name, m.status FROM memberships m \
-         JOIN lists l ON l.id = m.list_id JOIN subscriptions s ON s.id = m.subscriber_id \
-         WHERE s.email = $1 ORDER BY l.name",
-    )
-    .bind(email)
-    .fetch_all(&app.db_pool)
-    .await
-    .unwrap()
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
 /// Signs `email` up to `lists` through the form, and returns the link of
 /// the confirmation it was sent: the `sent`th email the test expects.
 async fn sign_up(app: &TestApp, email: &str, lists: &[Uuid], sent: usize) -> reqwest::Url {
@@ -101,23 +83,6 @@ async fn sign_up(app: &TestApp, email: &str, lists: &[Uuid], sent: usize) -> req
     assert_eq!(response.status(), StatusCode::OK, "signing up {email}");
     let emails = app.wait_for_emails(sent).await;
     app.confirmation_links(&emails[sent - 1]).html
-}
-
-/// Presses the "Confirm" button of `link`: what a returning address's
-/// link needs.
-async fn press(app: &TestApp, link: &reqwest::Url) -> reqwest::Response {
-    let token = link
-        .query_pairs()
-        .find(|(k, _)| k == "subscription_token")
-        .unwrap()
-        .1
-        .to_string();
-    app.api_client
-        .post(format!("{}/subscriptions/confirm", app.address))
-        .form(&[("subscription_token", token)])
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn subscriber_id(app: &TestApp, email: &str) -> Uuid {
@@ -172,7 +137,7 @@ async fn a_link_confirms_only_the_lists_it_was_sent_for() {
     assert_eq!(app.subscriber_status().await, "confirmed");
     // The second link still confirms its own list, by its button now that
     // the address is confirmed.
-    assert_eq!(press(&app, &second).await.status(), StatusCode::OK);
+    assert_eq!(press_confirm(&app, &second).await.status(), StatusCode::OK);
     assert_eq!(
         memberships_of(&app, "ada@example.com").await,
         owned(&[("A list", "confirmed"), ("B list", "confirmed")])
@@ -267,7 +232,7 @@ async fn a_reader_who_left_everything_and_signs_up_again_is_not_welcomed_twice()
 
     // The form, and the new link's button: a new consent.
     let again = sign_up(&app, "ada@example.com", &[rust.id], 3).await;
-    assert_eq!(press(&app, &again).await.status(), StatusCode::OK);
+    assert_eq!(press_confirm(&app, &again).await.status(), StatusCode::OK);
 
     assert_eq!(
         memberships_of(&app, "ada@example.com").await,
