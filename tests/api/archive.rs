@@ -588,3 +588,107 @@ async fn the_feed_is_atom_that_a_feed_parser_reads_without_complaint() {
         "{content}"
     );
 }
+
+/// Moves the issue's times an hour back, as if it had been made public
+/// and sent long ago: its Last-Modified is then settled.
+async fn an_hour_ago(app: &TestApp, id: Uuid) {
+    sqlx::query(
+        "UPDATE newsletter_issues SET send_at = now() - interval '1 hour', \
+                public_at = now() - interval '1 hour', \
+                publicity_changed_at = now() - interval '1 hour' \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_public_issue_cancelled_before_its_send_time_never_shows_in_the_archive() {
+    let (app, browser) = signed_in(None).await;
+    let (shown, shown_slug) = public_issue(&app, "Went out", "Sent.").await;
+    an_hour_ago(&app, shown).await;
+    let cancelled = publish_with_form(&browser, "Called off", "Never sent.", FAR_AHEAD, true).await;
+    let response = browser.submit(&format!("{cancelled}/cancel"), &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // Its send time comes, though nothing was sent.
+    sqlx::query("UPDATE newsletter_issues SET send_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(issue_id(&cancelled))
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        status_of(&app, "/archive/called-off").await,
+        StatusCode::NOT_FOUND
+    );
+    let list = text_of(&app, "/archive").await;
+    assert!(list.contains(&format!("/archive/{shown_slug}")), "{list}");
+    assert!(!list.contains("called-off"), "{list}");
+    let feed = text_of(&app, "/feed.xml").await;
+    assert!(feed.contains(&format!("/archive/{shown_slug}")), "{feed}");
+    assert!(!feed.contains("called-off"), "{feed}");
+    assert!(!feed.contains("Called off"), "{feed}");
+}
+
+#[tokio::test]
+async fn a_cursor_naming_an_embargoed_or_private_issue_is_refused_as_an_unknown_one() {
+    let (app, browser) = signed_in(None).await;
+    public_issue(&app, "Out there", "Sent.").await;
+    publish_with_form(&browser, "Not yet", "Embargoed.", FAR_AHEAD, true).await;
+    publish_with_form(&browser, "Kept inside", "Private.", "", false).await;
+    // The private one has a slug from a public spell.
+    let private: Uuid = sqlx::query_scalar("SELECT id FROM newsletter_issues WHERE title = $1")
+        .bind("Kept inside")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let slug = make_public_elsewhere(&app, private).await;
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    newsletter::campaigns::archive::make_private(&mut conn, private)
+        .await
+        .unwrap();
+
+    let unknown = app.get("/archive?before=no-such-issue").await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let unknown = unknown.text().await.unwrap();
+    for cursor in ["not-yet", slug.as_str()] {
+        let response = app.get(&format!("/archive?before={cursor}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{cursor}");
+        assert_eq!(response.text().await.unwrap(), unknown, "{cursor}");
+    }
+    assert_eq!(
+        status_of(&app, "/archive?before=out-there").await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn scheduling_an_embargoed_public_issue_leaves_the_feeds_last_modified_alone() {
+    let (app, browser) = signed_in(None).await;
+    let (id, _) = public_issue(&app, "Old news", "Sent long ago.").await;
+    an_hour_ago(&app, id).await;
+    let modified = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get(LAST_MODIFIED)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let before: Vec<_> = [
+        modified(&app.get("/feed.xml").await),
+        modified(&app.get("/archive").await),
+    ]
+    .into();
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+
+    // Publishing through this app clears its cache: the next answers are
+    // read afresh.
+    publish_with_form(&browser, "Embargoed", "Later.", FAR_AHEAD, true).await;
+    let after: Vec<_> = [
+        modified(&app.get("/feed.xml").await),
+        modified(&app.get("/archive").await),
+    ]
+    .into();
+    assert_eq!(before, after);
+}
