@@ -328,9 +328,9 @@ impl Archive {
                 id: format!("urn:uuid:{}", issue.entry.id),
                 url: self.url_of(&issue.entry.slug),
                 published: rfc3339(issue.entry.send_at),
-                summary: summary(&issue.content, DESCRIPTION_CHARS),
-                html: web_html(&issue.html_body, &self.inner.base_url),
-                title: issue.entry.title,
+                summary: xml_chars(&summary(&issue.content, DESCRIPTION_CHARS)),
+                html: xml_chars(&web_html(&issue.html_body, &self.inner.base_url)),
+                title: xml_chars(&issue.entry.title),
             })
             .collect();
         let feed = Feed {
@@ -344,6 +344,20 @@ impl Archive {
         };
         Rendered::ok(ATOM, render(&feed), changed)
     }
+}
+
+/// The text without the characters XML 1.0 forbids (the C0 controls but
+/// tab, line feed and carriage return; U+FFFE and U+FFFF). HTML tolerates
+/// them, and Markdown lets an author write them as entities (`&#1;`) that
+/// the renderer and the sanitiser pass on; in the feed a single one makes
+/// the whole document ill-formed, and a strict reader drops it. Escaping
+/// cannot help: XML forbids them as character references too.
+fn xml_chars(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            !matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
+        })
+        .collect()
 }
 
 /// `2027-01-10T09:00:00Z`: RFC 3339 as Atom wants it, to the second.
@@ -362,4 +376,17 @@ fn render(template: &impl Template) -> String {
     template
         .render()
         .expect("the archive's templates render infallibly")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_keeps_only_characters_xml_allows() {
+        assert_eq!(
+            xml_chars("a\u{0}\u{1}\u{8}\t\n\r\u{B}\u{C}\u{E}\u{1F} \u{FFFD}\u{FFFE}\u{FFFF}é😀z"),
+            "a\t\n\r \u{FFFD}é😀z"
+        );
+    }
 }

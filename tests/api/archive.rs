@@ -692,3 +692,20 @@ async fn scheduling_an_embargoed_public_issue_leaves_the_feeds_last_modified_alo
     .into();
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn an_issue_holding_characters_xml_forbids_leaves_the_feed_well_formed() {
+    let app = spawn_app().await;
+    public_issue(
+        &app,
+        "Odd characters",
+        "A bell &#1; a form feed &#12; a noncharacter &#xFFFE; &#xFFFF; and &#31;.",
+    )
+    .await;
+
+    let feed = parse_feed(&text_of(&app, "/feed.xml").await);
+    assert_eq!(feed["bozo"], 0, "{feed}");
+    let content = feed["entries"][0]["content"].as_str().unwrap();
+    assert!(content.contains("A bell"), "{content}");
+    assert!(content.contains("and ."), "{content}");
+}
