@@ -354,7 +354,9 @@ async fn a_change_made_by_another_replica_shows_here_within_seconds() {
 #[tokio::test]
 async fn archive_answers_carry_validators_and_answer_304_while_they_match() {
     let app = spawn_app().await;
-    let (_, slug) = public_issue(&app, "Cached", "Keep me.").await;
+    let (id, slug) = public_issue(&app, "Cached", "Keep me.").await;
+    // Long enough ago for its time to be a Last-Modified.
+    an_hour_ago(&app, id).await;
     for path in ["/archive", &format!("/archive/{slug}"), "/feed.xml"] {
         let first = app.get(path).await;
         assert_eq!(first.status(), StatusCode::OK, "{path}");
@@ -708,4 +710,45 @@ async fn an_issue_holding_characters_xml_forbids_leaves_the_feed_well_formed() {
     let content = feed["entries"][0]["content"].as_str().unwrap();
     assert!(content.contains("A bell"), "{content}");
     assert!(content.contains("and ."), "{content}");
+}
+
+#[tokio::test]
+async fn a_client_holding_only_last_modified_sees_a_second_change_made_in_the_same_second() {
+    let app = spawn_app().await;
+    let (first, _) = public_issue(&app, "First of two", "One.").await;
+    let read = app.get("/feed.xml").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let held = read
+        .headers()
+        .get(LAST_MODIFIED)
+        .map(|value| value.to_str().unwrap().to_owned());
+    // Another replica makes a second issue public in the same second.
+    let (second, _) = public_issue(&app, "Second of two", "Two.").await;
+    sqlx::query(
+        "UPDATE newsletter_issues i \
+         SET send_at = f.send_at, public_at = f.public_at, \
+             publicity_changed_at = f.publicity_changed_at \
+         FROM newsletter_issues f WHERE f.id = $1 AND i.id = $2",
+    )
+    .bind(first)
+    .bind(second)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    eventually("the second issue to reach the feed", || async {
+        text_of(&app, "/feed.xml")
+            .await
+            .contains("Second of two")
+            .then_some(())
+    })
+    .await;
+
+    // What a client that keeps only Last-Modified asks, if it was given one.
+    let headers: Vec<(&str, &str)> = held
+        .iter()
+        .map(|held| (IF_MODIFIED_SINCE.as_str(), held.as_str()))
+        .collect();
+    let again = get_with(&app, "/feed.xml", &headers).await;
+    assert_eq!(again.status(), StatusCode::OK, "with {headers:?}");
+    assert!(again.text().await.unwrap().contains("Second of two"));
 }
