@@ -36,7 +36,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// The value of `key` if it was stored less than the TTL ago; otherwise
+    /// The value of `key` if its load began less than the TTL ago; otherwise
     /// what `load` gives, stored for the next callers. An error is passed
     /// on and nothing is stored.
     pub async fn get_or_load<E>(
@@ -48,18 +48,22 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             return Ok(value);
         }
         let generation = self.generation.load(Ordering::Acquire);
+        // The value is as old as the state it read, which is from when the
+        // load began: stamped at the end, a slow load would be served for
+        // its TTL plus its own duration.
+        let read_at = Instant::now();
         let value = load.await?;
-        self.store(generation, key, value.clone());
+        self.store(generation, read_at, key, value.clone());
         Ok(value)
     }
 
     fn fresh(&self, key: &K) -> Option<V> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let (stored_at, value) = entries.get(key)?;
-        (stored_at.elapsed() < self.ttl).then(|| value.clone())
+        let (read_at, value) = entries.get(key)?;
+        (read_at.elapsed() < self.ttl).then(|| value.clone())
     }
 
-    fn store(&self, generation: u64, key: K, value: V) {
+    fn store(&self, generation: u64, read_at: Instant, key: K, value: V) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         // Read under the lock that `clear` takes too: a clear either
         // happened before this (and the value is dropped) or waits for it
@@ -69,12 +73,12 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
         }
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
-            entries.retain(|_, (stored_at, _)| stored_at.elapsed() < ttl);
+            entries.retain(|_, (read_at, _)| read_at.elapsed() < ttl);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (read_at, value));
     }
 
     /// Forgets every value, and any load in flight: the next caller of
@@ -154,6 +158,25 @@ mod tests {
             .await;
         assert_eq!(fresh, Ok("after the change"));
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_value_expires_a_ttl_after_its_load_began_not_after_it_ended() {
+        let ttl = Duration::from_millis(50);
+        let cache = TtlCache::new(ttl, 10);
+        let value = cache
+            .get_or_load("a", async {
+                // A load slower than the TTL: what it read is already too
+                // old to serve when it ends.
+                let began = Instant::now();
+                while began.elapsed() <= ttl {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, ()>(1)
+            })
+            .await;
+        assert_eq!(value, Ok(1));
+        assert!(cache.fresh(&"a").is_none());
     }
 
     #[tokio::test]

@@ -70,15 +70,33 @@ pub struct Rendered {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
+/// How long before the read began a change must be for its time to be
+/// given as Last-Modified. HTTP dates count whole seconds: a page read in
+/// the second of a change, with that second as its Last-Modified, looks
+/// the same to `If-Modified-Since` as the page after a second change in
+/// that second, and a client holding the first would be told `304`. Past
+/// this, every change of that second was in what was read (a second more
+/// for a transaction that commits a little after its `now()`, and for the
+/// database's clock against ours). Short of it, the answer has only its
+/// ETag, which tells any two bodies apart.
+const SETTLED: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
 impl Rendered {
-    fn ok(content_type: &'static str, body: String, last_modified: Option<DateTime<Utc>>) -> Self {
+    /// `modified` is when what was read last changed, `read_at` when the
+    /// reading began.
+    fn ok(
+        content_type: &'static str,
+        body: String,
+        modified: Option<DateTime<Utc>>,
+        read_at: DateTime<Utc>,
+    ) -> Self {
         let digest = Sha256::digest(body.as_bytes());
         Self {
             status: StatusCode::OK,
             content_type,
             etag: Some(format!("\"{}\"", hex::encode(&digest[..16]))),
             body: Bytes::from(body),
-            last_modified,
+            last_modified: modified.filter(|&modified| read_at - modified >= SETTLED),
         }
     }
 
@@ -149,11 +167,12 @@ impl Archive {
             .inner
             .cache
             .get_or_load(key, async {
+                let read_at = Utc::now();
                 let issue = db
                     .transaction(async |tx| store::public_issue(tx, slug).await)
                     .await?;
                 Ok::<_, db::Error>(Some(Arc::new(match issue {
-                    Some(issue) => self.render_issue(&issue),
+                    Some(issue) => self.render_issue(&issue, read_at),
                     None => self.missing(),
                 })))
             })
@@ -181,6 +200,7 @@ impl Archive {
             .inner
             .cache
             .get_or_load(key, async {
+                let read_at = Utc::now();
                 let read = db
                     .transaction(async |tx| {
                         let position = match before {
@@ -198,7 +218,7 @@ impl Archive {
                     })
                     .await?;
                 Ok::<_, db::Error>(read.map(|(entries, changed)| {
-                    Arc::new(self.render_list(before.is_some(), entries, changed))
+                    Arc::new(self.render_list(before.is_some(), entries, changed, read_at))
                 }))
             })
             .await?;
@@ -211,6 +231,7 @@ impl Archive {
             .inner
             .cache
             .get_or_load(Key::Feed, async {
+                let read_at = Utc::now();
                 let (issues, changed) = db
                     .transaction(async |tx| {
                         let issues = store::latest(tx, FEED_SIZE).await?;
@@ -218,7 +239,7 @@ impl Archive {
                         Ok((issues, changed))
                     })
                     .await?;
-                Ok::<_, db::Error>(Some(Arc::new(self.render_feed(issues, changed))))
+                Ok::<_, db::Error>(Some(Arc::new(self.render_feed(issues, changed, read_at))))
             })
             .await?;
         Ok(rendered.expect("the feed is always some document"))
@@ -266,7 +287,7 @@ impl Archive {
         format!("{}{path}", self.inner.base_url)
     }
 
-    fn render_issue(&self, issue: &store::PublicIssue) -> Rendered {
+    fn render_issue(&self, issue: &store::PublicIssue, read_at: DateTime<Utc>) -> Rendered {
         let entry = &issue.entry;
         let url = self.url_of(&entry.slug);
         let body = web_html(&issue.html_body, &self.inner.base_url);
@@ -283,7 +304,7 @@ impl Archive {
         // The issue's words never change once published; what may is when
         // it (last) went public.
         let modified = entry.public_at.max(entry.send_at);
-        Rendered::ok(HTML, render(&page), Some(modified))
+        Rendered::ok(HTML, render(&page), Some(modified), read_at)
     }
 
     fn render_list(
@@ -291,6 +312,7 @@ impl Archive {
         later_page: bool,
         mut entries: Vec<Entry>,
         changed: Option<DateTime<Utc>>,
+        read_at: DateTime<Utc>,
     ) -> Rendered {
         let more = entries.len() as i64 > PAGE_SIZE;
         entries.truncate(PAGE_SIZE as usize);
@@ -314,13 +336,14 @@ impl Archive {
             later_page,
             older,
         };
-        Rendered::ok(HTML, render(&page), changed)
+        Rendered::ok(HTML, render(&page), changed, read_at)
     }
 
     fn render_feed(
         &self,
         issues: Vec<store::PublicIssue>,
         changed: Option<DateTime<Utc>>,
+        read_at: DateTime<Utc>,
     ) -> Rendered {
         let entries = issues
             .into_iter()
@@ -328,9 +351,9 @@ impl Archive {
                 id: format!("urn:uuid:{}", issue.entry.id),
                 url: self.url_of(&issue.entry.slug),
                 published: rfc3339(issue.entry.send_at),
-                summary: summary(&issue.content, DESCRIPTION_CHARS),
-                html: web_html(&issue.html_body, &self.inner.base_url),
-                title: issue.entry.title,
+                summary: xml_chars(&summary(&issue.content, DESCRIPTION_CHARS)),
+                html: xml_chars(&web_html(&issue.html_body, &self.inner.base_url)),
+                title: xml_chars(&issue.entry.title),
             })
             .collect();
         let feed = Feed {
@@ -342,8 +365,22 @@ impl Archive {
             updated: rfc3339(changed.unwrap_or(DateTime::UNIX_EPOCH)),
             entries,
         };
-        Rendered::ok(ATOM, render(&feed), changed)
+        Rendered::ok(ATOM, render(&feed), changed, read_at)
     }
+}
+
+/// The text without the characters XML 1.0 forbids (the C0 controls but
+/// tab, line feed and carriage return; U+FFFE and U+FFFF). HTML tolerates
+/// them, and Markdown lets an author write them as entities (`&#1;`) that
+/// the renderer and the sanitiser pass on; in the feed a single one makes
+/// the whole document ill-formed, and a strict reader drops it. Escaping
+/// cannot help: XML forbids them as character references too.
+fn xml_chars(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            !matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
+        })
+        .collect()
 }
 
 /// `2027-01-10T09:00:00Z`: RFC 3339 as Atom wants it, to the second.
@@ -362,4 +399,36 @@ fn render(template: &impl Template) -> String {
     template
         .render()
         .expect("the archive's templates render infallibly")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_keeps_only_characters_xml_allows() {
+        assert_eq!(
+            xml_chars("a\u{0}\u{1}\u{8}\t\n\r\u{B}\u{C}\u{E}\u{1F} \u{FFFD}\u{FFFE}\u{FFFF}é😀z"),
+            "a\t\n\r \u{FFFD}é😀z"
+        );
+    }
+
+    #[test]
+    fn a_change_is_given_as_last_modified_only_once_its_second_is_well_over() {
+        let read_at = DateTime::parse_from_rfc3339("2027-01-10T09:00:10.100Z")
+            .unwrap()
+            .to_utc();
+        for (modified, given) in [
+            ("2027-01-10T09:00:10.000Z", false),
+            ("2027-01-10T09:00:09.900Z", false),
+            ("2027-01-10T09:00:08.200Z", false),
+            ("2027-01-10T09:00:08.100Z", true),
+            ("2027-01-10T08:00:00.000Z", true),
+        ] {
+            let at = DateTime::parse_from_rfc3339(modified).unwrap().to_utc();
+            let rendered = Rendered::ok(HTML, "page".into(), Some(at), read_at);
+            assert_eq!(rendered.last_modified.is_some(), given, "{modified}");
+            assert!(rendered.etag.is_some(), "{modified}");
+        }
+    }
 }

@@ -129,9 +129,26 @@ pub async fn publicity_of(
         .await
 }
 
-/// A public issue as the archive lists it. Every statement below reads
-/// only issues whose send time has come: one published for later, and
-/// public from the start, waits for its emails.
+/// Whether an issue's emails go out: its send time has come and it is
+/// sending or sent, or it sent some before it was paused or cancelled. An
+/// issue cancelled, or paused, before its first email never went out.
+/// A macro so that [`VISIBLE`] can be built from it at compile time.
+macro_rules! going_out {
+    () => {
+        "send_at <= now() AND (state IN ('sending', 'done') OR sent > 0)"
+    };
+}
+const GOING_OUT: &str = going_out!();
+
+/// What the archive shows: public issues whose emails go out. Every
+/// statement below that reads the archive reads through it, so that the
+/// list, an issue's page, the feed, their Last-Modified and the list's
+/// cursor all agree: an issue scheduled for later, or cancelled before it
+/// was sent, is nowhere, not even as a cursor that answers otherwise than
+/// an unknown slug.
+const VISIBLE: &str = concat!("public_at IS NOT NULL AND ", going_out!());
+
+/// A public issue as the archive lists it (see [`VISIBLE`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Entry {
     pub id: Uuid,
@@ -155,16 +172,19 @@ pub struct PublicIssue {
 const ENTRY_COLUMNS: &str = "id, slug, title, send_at, public_at";
 
 /// Where a page of the archive starts: after the issue of this slug, in
-/// the archive's order (newest `send_at` first). `None` when no issue has
-/// the slug; an issue made private since still marks its place.
+/// the archive's order (newest `send_at` first). `None` when no issue in
+/// the archive has the slug: a private or embargoed issue answers as an
+/// unknown one, so that a cursor cannot confirm a guessed title.
 pub async fn position_of(
     conn: &mut PgConnection,
     slug: &Slug,
 ) -> Result<Option<(DateTime<Utc>, Uuid)>, sqlx::Error> {
-    sqlx::query_as("SELECT send_at, id FROM newsletter_issues WHERE slug = $1")
-        .bind(slug.as_str())
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT send_at, id FROM newsletter_issues WHERE slug = $1 AND {VISIBLE}"
+    )))
+    .bind(slug.as_str())
+    .fetch_optional(conn)
+    .await
 }
 
 /// Up to `limit` public issues, newest first, after `before` if given.
@@ -178,7 +198,7 @@ pub async fn entries(
     let (at, id) = before.unzip();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENTRY_COLUMNS} FROM newsletter_issues \
-         WHERE public_at IS NOT NULL AND send_at <= now() \
+         WHERE {VISIBLE} \
            AND ($1::timestamptz IS NULL OR (send_at, id) < ($1, $2)) \
          ORDER BY send_at DESC, id DESC LIMIT $3"
     )))
@@ -193,7 +213,7 @@ pub async fn entries(
 pub async fn latest(conn: &mut PgConnection, limit: i64) -> Result<Vec<PublicIssue>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENTRY_COLUMNS}, content, html_body FROM newsletter_issues \
-         WHERE public_at IS NOT NULL AND send_at <= now() \
+         WHERE {VISIBLE} \
          ORDER BY send_at DESC, id DESC LIMIT $1"
     )))
     .bind(limit)
@@ -208,23 +228,25 @@ pub async fn public_issue(
 ) -> Result<Option<PublicIssue>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENTRY_COLUMNS}, content, html_body FROM newsletter_issues \
-         WHERE slug = $1 AND public_at IS NOT NULL AND send_at <= now()"
+         WHERE slug = $1 AND {VISIBLE}"
     )))
     .bind(slug.as_str())
     .fetch_optional(conn)
     .await
 }
 
-/// The last time the archive changed: an issue went in or out, or a
-/// public issue's send time came (a public issue scheduled for later shows
-/// from then on). `None` while no issue ever was public. What the
-/// archive's and the feed's Last-Modified say.
+/// The last time the archive changed: an issue in it went in (made
+/// public, or its send time came) or an issue that would be in it went out
+/// (made private). An embargoed or cancelled issue's changes do not count:
+/// the archive did not change. `None` while no issue ever was in it. What
+/// the archive's and the feed's Last-Modified say.
 pub async fn last_change(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT greatest(max(publicity_changed_at), \
-                         max(send_at) FILTER (WHERE public_at IS NOT NULL AND send_at <= now())) \
-         FROM newsletter_issues",
-    )
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT greatest(max(greatest(publicity_changed_at, send_at)) FILTER (WHERE {VISIBLE}), \
+                         max(publicity_changed_at) \
+                             FILTER (WHERE public_at IS NULL AND {GOING_OUT})) \
+         FROM newsletter_issues"
+    )))
     .fetch_one(conn)
     .await
 }

@@ -354,7 +354,9 @@ async fn a_change_made_by_another_replica_shows_here_within_seconds() {
 #[tokio::test]
 async fn archive_answers_carry_validators_and_answer_304_while_they_match() {
     let app = spawn_app().await;
-    let (_, slug) = public_issue(&app, "Cached", "Keep me.").await;
+    let (id, slug) = public_issue(&app, "Cached", "Keep me.").await;
+    // Long enough ago for its time to be a Last-Modified.
+    an_hour_ago(&app, id).await;
     for path in ["/archive", &format!("/archive/{slug}"), "/feed.xml"] {
         let first = app.get(path).await;
         assert_eq!(first.status(), StatusCode::OK, "{path}");
@@ -587,4 +589,166 @@ async fn the_feed_is_atom_that_a_feed_parser_reads_without_complaint() {
         content.contains("<strong>Bold</strong> words."),
         "{content}"
     );
+}
+
+/// Moves the issue's times an hour back, as if it had been made public
+/// and sent long ago: its Last-Modified is then settled.
+async fn an_hour_ago(app: &TestApp, id: Uuid) {
+    sqlx::query(
+        "UPDATE newsletter_issues SET send_at = now() - interval '1 hour', \
+                public_at = now() - interval '1 hour', \
+                publicity_changed_at = now() - interval '1 hour' \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_public_issue_cancelled_before_its_send_time_never_shows_in_the_archive() {
+    let (app, browser) = signed_in(None).await;
+    let (shown, shown_slug) = public_issue(&app, "Went out", "Sent.").await;
+    an_hour_ago(&app, shown).await;
+    let cancelled = publish_with_form(&browser, "Called off", "Never sent.", FAR_AHEAD, true).await;
+    let response = browser.submit(&format!("{cancelled}/cancel"), &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    // Its send time comes, though nothing was sent.
+    sqlx::query("UPDATE newsletter_issues SET send_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(issue_id(&cancelled))
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        status_of(&app, "/archive/called-off").await,
+        StatusCode::NOT_FOUND
+    );
+    let list = text_of(&app, "/archive").await;
+    assert!(list.contains(&format!("/archive/{shown_slug}")), "{list}");
+    assert!(!list.contains("called-off"), "{list}");
+    let feed = text_of(&app, "/feed.xml").await;
+    assert!(feed.contains(&format!("/archive/{shown_slug}")), "{feed}");
+    assert!(!feed.contains("called-off"), "{feed}");
+    assert!(!feed.contains("Called off"), "{feed}");
+}
+
+#[tokio::test]
+async fn a_cursor_naming_an_embargoed_or_private_issue_is_refused_as_an_unknown_one() {
+    let (app, browser) = signed_in(None).await;
+    public_issue(&app, "Out there", "Sent.").await;
+    publish_with_form(&browser, "Not yet", "Embargoed.", FAR_AHEAD, true).await;
+    publish_with_form(&browser, "Kept inside", "Private.", "", false).await;
+    // The private one has a slug from a public spell.
+    let private: Uuid = sqlx::query_scalar("SELECT id FROM newsletter_issues WHERE title = $1")
+        .bind("Kept inside")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let slug = make_public_elsewhere(&app, private).await;
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    newsletter::campaigns::archive::make_private(&mut conn, private)
+        .await
+        .unwrap();
+
+    let unknown = app.get("/archive?before=no-such-issue").await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let unknown = unknown.text().await.unwrap();
+    for cursor in ["not-yet", slug.as_str()] {
+        let response = app.get(&format!("/archive?before={cursor}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{cursor}");
+        assert_eq!(response.text().await.unwrap(), unknown, "{cursor}");
+    }
+    assert_eq!(
+        status_of(&app, "/archive?before=out-there").await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn scheduling_an_embargoed_public_issue_leaves_the_feeds_last_modified_alone() {
+    let (app, browser) = signed_in(None).await;
+    let (id, _) = public_issue(&app, "Old news", "Sent long ago.").await;
+    an_hour_ago(&app, id).await;
+    let modified = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get(LAST_MODIFIED)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let before: Vec<_> = [
+        modified(&app.get("/feed.xml").await),
+        modified(&app.get("/archive").await),
+    ]
+    .into();
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+
+    // Publishing through this app clears its cache: the next answers are
+    // read afresh.
+    publish_with_form(&browser, "Embargoed", "Later.", FAR_AHEAD, true).await;
+    let after: Vec<_> = [
+        modified(&app.get("/feed.xml").await),
+        modified(&app.get("/archive").await),
+    ]
+    .into();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn an_issue_holding_characters_xml_forbids_leaves_the_feed_well_formed() {
+    let app = spawn_app().await;
+    public_issue(
+        &app,
+        "Odd characters",
+        "A bell &#1; a form feed &#12; a noncharacter &#xFFFE; &#xFFFF; and &#31;.",
+    )
+    .await;
+
+    let feed = parse_feed(&text_of(&app, "/feed.xml").await);
+    assert_eq!(feed["bozo"], 0, "{feed}");
+    let content = feed["entries"][0]["content"].as_str().unwrap();
+    assert!(content.contains("A bell"), "{content}");
+    assert!(content.contains("and ."), "{content}");
+}
+
+#[tokio::test]
+async fn a_client_holding_only_last_modified_sees_a_second_change_made_in_the_same_second() {
+    let app = spawn_app().await;
+    let (first, _) = public_issue(&app, "First of two", "One.").await;
+    let read = app.get("/feed.xml").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let held = read
+        .headers()
+        .get(LAST_MODIFIED)
+        .map(|value| value.to_str().unwrap().to_owned());
+    // Another replica makes a second issue public in the same second.
+    let (second, _) = public_issue(&app, "Second of two", "Two.").await;
+    sqlx::query(
+        "UPDATE newsletter_issues i \
+         SET send_at = f.send_at, public_at = f.public_at, \
+             publicity_changed_at = f.publicity_changed_at \
+         FROM newsletter_issues f WHERE f.id = $1 AND i.id = $2",
+    )
+    .bind(first)
+    .bind(second)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    eventually("the second issue to reach the feed", || async {
+        text_of(&app, "/feed.xml")
+            .await
+            .contains("Second of two")
+            .then_some(())
+    })
+    .await;
+
+    // What a client that keeps only Last-Modified asks, if it was given one.
+    let headers: Vec<(&str, &str)> = held
+        .iter()
+        .map(|held| (IF_MODIFIED_SINCE.as_str(), held.as_str()))
+        .collect();
+    let again = get_with(&app, "/feed.xml", &headers).await;
+    assert_eq!(again.status(), StatusCode::OK, "with {headers:?}");
+    assert!(again.text().await.unwrap().contains("Second of two"));
 }

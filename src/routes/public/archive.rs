@@ -38,7 +38,7 @@ pub struct ListParameters {
     responses(
         (status = 200, description = "A page of the public issues, newest first.", body = String, content_type = "text/html"),
         (status = 304, description = "Not modified since the validators sent (If-None-Match, If-Modified-Since)."),
-        (status = 400, description = "`before` is not a slug, or names no issue.", body = String, content_type = "text/plain"),
+        (status = 400, description = "`before` is not a slug, or names no issue in the archive (an embargoed or private issue answers as an unknown one).", body = String, content_type = "text/plain"),
         crate::web::openapi_responses::Unavailable,
     ))]
 pub async fn archive(
