@@ -716,12 +716,26 @@ async fn an_issue_holding_characters_xml_forbids_leaves_the_feed_well_formed() {
 async fn a_client_holding_only_last_modified_sees_a_second_change_made_in_the_same_second() {
     let app = spawn_app().await;
     let (first, _) = public_issue(&app, "First of two", "One.").await;
+    // The change as the read sees it, however slow the machine is to get
+    // there: not yet two seconds old (here, a minute ahead of the clock).
+    sqlx::query(
+        "UPDATE newsletter_issues SET publicity_changed_at = now() + interval '1 minute' \
+         WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
     let read = app.get("/feed.xml").await;
     assert_eq!(read.status(), StatusCode::OK);
     let held = read
         .headers()
         .get(LAST_MODIFIED)
         .map(|value| value.to_str().unwrap().to_owned());
+    assert_eq!(
+        held, None,
+        "a change whose second is not over has no Last-Modified"
+    );
     // Another replica makes a second issue public in the same second.
     let (second, _) = public_issue(&app, "Second of two", "Two.").await;
     sqlx::query(
