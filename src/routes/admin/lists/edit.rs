@@ -12,8 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::form::{FormView, ListForm, name_taken};
-use super::pages::{ListPage, ListView};
-use super::welcome::{WelcomePreview, WelcomeView};
+use super::pages::{ListPage, ListView, WelcomePreview, WelcomeView};
 use super::{audited, list_path, missing, parse_list_id};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 
 use super::form::FormView;
 use super::list_path;
-use super::welcome::{WelcomePreview, WelcomeView};
 use crate::admin::pages::templates::Nav;
 use crate::domain::Newsletter;
 use crate::subscribers::lists::List;
@@ -120,4 +119,21 @@ impl ListView {
 
 fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// The welcome fields as the page shows them: as typed, or as stored.
+#[derive(Debug, Clone, Default)]
+pub struct WelcomeView {
+    pub subject: String,
+    pub body: String,
+    pub subject_error: Option<String>,
+    pub body_error: Option<String>,
+}
+
+/// The welcome as a reader gets it.
+#[derive(Debug, Clone)]
+pub struct WelcomePreview {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::edit::{Shown, render};
+use super::pages::{WelcomePreview, WelcomeView};
 use super::{audited, list_path, missing, parse_list_id};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::{self, Action, Actor};
@@ -53,23 +54,6 @@ pub struct WelcomeForm {
     /// `save` (the default) or `preview`.
     #[serde(default)]
     action: Option<String>,
-}
-
-/// The welcome fields as the page shows them: as typed, or as stored.
-#[derive(Debug, Clone, Default)]
-pub struct WelcomeView {
-    pub subject: String,
-    pub body: String,
-    pub subject_error: Option<String>,
-    pub body_error: Option<String>,
-}
-
-/// The welcome as a reader gets it.
-#[derive(Debug, Clone)]
-pub struct WelcomePreview {
-    pub subject: String,
-    pub html: String,
-    pub text: String,
 }
 
 #[utoipa::path(post, path = "/admin/lists/{id}/welcome", tag = "admin",
