@@ -20,8 +20,8 @@ Usage:
             Import the subscribers of a CSV file (UTF-8) onto a list.
             Without --consent-attested they are asked to confirm by email;
             with it they are imported confirmed, SOURCE recorded as where
-            their consent came from. --welcome is recorded for when welcome
-            emails exist; none is sent yet.";
+            their consent came from. --welcome is recorded; the readers
+            confirmed here are not sent a welcome yet.";
 
 /// How many refused rows the report prints.
 const REFUSALS_PRINTED: i64 = 20;
@@ -120,7 +120,7 @@ async fn report(settings: &Settings, record: &ImportRecord) -> anyhow::Result<()
         ),
     }
     if record.welcome {
-        println!("  welcome emails: asked for, but not sent (not built yet)");
+        println!("  welcome emails: asked for, but not sent to the readers confirmed here");
     }
     println!("  {} rows refused", record.refused);
     if record.refused > 0 {

@@ -84,7 +84,7 @@ pub struct ImportRequest {
     /// imported confirmed. Without it they are asked to confirm by email.
     pub consent: Option<ConsentSource>,
     /// Send the list's welcome email to those imported. Recorded only:
-    /// welcome emails are not built yet, so none is sent.
+    /// the readers an attested import confirms are not welcomed yet.
     pub welcome: bool,
     /// Who asked: an admin's username, or `cli`.
     pub started_by: String,
