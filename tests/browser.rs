@@ -2188,6 +2188,9 @@ async fn a_newcomer_follows_the_readme_tour_from_subscribing_to_unsubscribing_wi
 
     // 8: a test, to the admin's own address.
     browser.press("button#test-button").await;
+    // The press returns before the next page is there, and the preview
+    // page before it has no notice.
+    browser.wait_for("#compose-notice").await;
     assert_eq!(
         browser.text_of("#compose-notice").await,
         "Test sent to ada@example.com."
