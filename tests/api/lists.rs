@@ -553,7 +553,10 @@ async fn unsubscribing_leaves_every_list_without_the_triggers_of_the_release_bef
 async fn add_segment(app: &TestApp, name: &str, filter: &str) -> Uuid {
     use newsletter::subscribers::segments::{self, Filter, FilterSpec, SegmentName};
     let mut connection = app.db_pool.acquire().await.unwrap();
-    let catalogue = segments::catalogue(&mut connection).await.unwrap();
+    let imports = newsletter::imports::store::known(&mut connection)
+        .await
+        .unwrap();
+    let catalogue = segments::catalogue(&mut connection, imports).await.unwrap();
     let filter = Filter::parse(&FilterSpec::from_json(filter).unwrap(), &catalogue).unwrap();
     segments::store::create(&mut connection, &SegmentName::parse(name).unwrap(), &filter)
         .await

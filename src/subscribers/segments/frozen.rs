@@ -32,14 +32,26 @@ impl Frozen {
     }
 
     /// The filter again, read against the attribute kinds it was frozen
-    /// with and the lists of now (lists are archived, never deleted).
-    pub fn thaw(&self, lists: Vec<(uuid::Uuid, String)>) -> Result<Filter, FilterError> {
+    /// with and the lists and imports of now (lists are archived, imports
+    /// kept: neither is deleted).
+    pub fn thaw(
+        &self,
+        lists: Vec<(uuid::Uuid, String)>,
+        imports: Vec<(uuid::Uuid, String)>,
+    ) -> Result<Filter, FilterError> {
         let attributes = self
             .attributes
             .iter()
             .filter_map(|(name, kind)| Some((name.clone(), AttributeKind::parse(kind)?)))
             .collect();
-        Filter::parse(&self.filter, &Catalogue { lists, attributes })
+        Filter::parse(
+            &self.filter,
+            &Catalogue {
+                lists,
+                attributes,
+                imports,
+            },
+        )
     }
 
     pub fn to_json(&self) -> serde_json::Value {
