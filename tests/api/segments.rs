@@ -614,6 +614,50 @@ async fn signed_in(app: &TestApp) -> Browser {
 }
 
 #[tokio::test]
+async fn an_admin_picks_an_import_by_its_file_and_saves_a_segment_of_its_readers() {
+    let r = readers().await;
+    let spring = import_onto(
+        &r.app,
+        "Events",
+        &["grace@example.com", "hopper@example.com"],
+    )
+    .await;
+    let browser = signed_in(&r.app).await;
+    let field = format!("import:{spring}");
+
+    let form = browser.get("/admin/segments").await.text().await.unwrap();
+    assert!(
+        form.contains(&format!(
+            r#"<option value="{field}">From spring.csv onto Events, "#
+        )),
+        "{form}"
+    );
+    let saved = browser
+        .submit(
+            "/admin/segments",
+            &[
+                ("name", "Spring fair"),
+                ("field_1", &field),
+                ("op_1", "eq"),
+                ("action", "save"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let page = browser.get(location(&saved)).await.text().await.unwrap();
+    assert!(page.contains("2 confirmed readers match."), "{page}");
+    assert!(
+        page.contains(&format!(r#"<option value="{field}" selected>"#)),
+        "the saved row shows its import: {page}"
+    );
+    let stored: serde_json::Value = sqlx::query_scalar("SELECT filter FROM segments")
+        .fetch_one(&r.app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, json!({"all": [{"import": {"id": spring}}]}));
+}
+
+#[tokio::test]
 async fn an_admin_saves_counts_changes_and_deletes_a_segment() {
     let r = readers().await;
     let browser = signed_in(&r.app).await;

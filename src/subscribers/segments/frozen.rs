@@ -62,3 +62,32 @@ impl Frozen {
         serde_json::from_value(json)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscribers::segments::filter::Condition;
+    use uuid::Uuid;
+
+    #[test]
+    fn an_import_condition_is_kept_frozen_and_thawed_against_the_imports_of_now() {
+        let import = Uuid::from_u128(5);
+        let imports = vec![(import, "spring.csv onto News, 2026-03-01".to_owned())];
+        let catalogue = Catalogue {
+            imports: imports.clone(),
+            ..Catalogue::default()
+        };
+        let filter = Filter::All(vec![Filter::Condition(Condition::FromImport(import))]);
+        let stored = Frozen::freeze(&filter, &catalogue).to_json();
+        assert_eq!(
+            stored["filter"],
+            serde_json::json!({"all": [{"import": {"id": import}}]})
+        );
+        let frozen = Frozen::from_json(stored).unwrap();
+        assert_eq!(frozen.thaw(vec![], imports).unwrap(), filter);
+        assert_eq!(
+            frozen.thaw(vec![], vec![]).unwrap_err(),
+            FilterError::UnknownImport(import)
+        );
+    }
+}

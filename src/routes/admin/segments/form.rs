@@ -369,6 +369,28 @@ mod tests {
     }
 
     #[test]
+    fn an_import_row_takes_no_value_and_goes_back_into_its_row() {
+        let import = Uuid::from_u128(4);
+        let field = format!("import:{import}");
+        let spec = form(&[("field_1", &field), ("op_1", "eq")])
+            .fields()
+            .spec()
+            .unwrap();
+        assert_eq!(
+            spec,
+            FilterSpec::All(vec![FilterSpec::Import { id: import }])
+        );
+        assert_eq!(Fields::of("Spring", &spec).rows[0].field, field);
+        for (op, value) in [("eq", "confirmed"), ("ne", ""), ("contains", "x")] {
+            let error = form(&[("field_1", &field), ("op_1", op), ("value_1", value)])
+                .fields()
+                .spec()
+                .unwrap_err();
+            assert!(error.to_string().starts_with("Row 1: An import"), "{error}");
+        }
+    }
+
+    #[test]
     fn an_unknown_action_or_match_is_refused() {
         assert!(form(&[("action", "drop")]).counts_only().is_err());
         assert!(form(&[("action", "count")]).counts_only().unwrap());
