@@ -626,6 +626,64 @@ async fn an_issue_narrowed_by_a_segment_is_counted_and_sent_to_the_readers_it_ma
 }
 
 #[tokio::test]
+async fn an_issue_narrowed_to_an_import_goes_to_the_readers_that_import_brought() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let earlier = add_subscribers(&app, 2, "confirmed").await;
+    for person in &earlier {
+        put_on(&app, *person, rust.id, "confirmed").await;
+    }
+    let spring = crate::segments::import_onto(
+        &app,
+        "Rust weekly",
+        &["fair1@example.com", "fair2@example.com"],
+    )
+    .await;
+    let segment = add_segment(
+        &app,
+        "Spring fair",
+        &format!(r#"{{"import": {{"id": "{spring}"}}}}"#),
+    )
+    .await;
+    create_admin(&app, "ada", "a long enough password").await;
+    let admin = Browser::signed_in(&app, "ada", "a long enough password").await;
+    let (rust_id, segment_id) = (rust.id.to_string(), segment.to_string());
+    let key = Uuid::new_v4().to_string();
+    let published = admin
+        .submit(
+            "/admin/newsletters",
+            &[
+                ("title", "Thanks for visiting"),
+                ("content", "Hello."),
+                ("action", "publish"),
+                ("lists_offered", "1"),
+                ("list", &rust_id),
+                ("segment", &segment_id),
+                ("confirmed", "yes"),
+                ("idempotency_key", &key),
+            ],
+        )
+        .await;
+    assert_eq!(published.status().as_u16(), 303);
+    let issue: Uuid = sqlx::query_scalar("SELECT id FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    wait_for_state(&app, issue, "done").await;
+
+    let mut expected: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM subscriptions WHERE email IN ('fair1@example.com', 'fair2@example.com')",
+    )
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    expected.sort();
+    assert_eq!(expected.len(), 2);
+    assert_eq!(recipients_of(&app, issue).await, expected);
+}
+
+#[tokio::test]
 async fn a_segment_that_names_no_saved_segment_is_refused_with_the_reason() {
     let app = spawn_app().await;
     add_list(&app, "Rust weekly", true, true).await;

@@ -184,7 +184,7 @@ impl Readers {
 /// Imports `addresses` onto the list called `list_name` the way the import
 /// page and command do, attested so that they are confirmed, and returns
 /// the import's id.
-async fn import_onto(app: &TestApp, list_name: &str, addresses: &[&str]) -> Uuid {
+pub async fn import_onto(app: &TestApp, list_name: &str, addresses: &[&str]) -> Uuid {
     use newsletter::domain::ConsentSource;
     use newsletter::imports::{ImportRequest, Importer, Outcome};
     let path = std::env::temp_dir().join(format!("segment-import-{}.csv", Uuid::new_v4()));
