@@ -977,8 +977,9 @@ async fn thaw(conn: &mut PgConnection, segment: serde_json::Value) -> Result<Fil
         .into_iter()
         .map(|list| (list.id, list.name))
         .collect();
+    let imports = crate::imports::store::known(&mut *conn).await?;
     frozen
-        .thaw(lists)
+        .thaw(lists, imports)
         .map_err(|e| sqlx::Error::Decode(e.to_string().into()))
 }
 

@@ -292,6 +292,25 @@ pub async fn find(
     .await
 }
 
+/// Every import, oldest first, with what names it to an admin: its file,
+/// its list and the day it began. Segments name imports by id and read
+/// them here; imports are never deleted, so an id once known stays known.
+pub async fn known(connection: &mut PgConnection) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT i.id, i.file_name, l.name, i.created_at \
+         FROM imports i JOIN lists l ON l.id = i.list_id ORDER BY i.created_at, i.id",
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, file, list, created_at)| {
+            let day = created_at.format("%Y-%m-%d");
+            (id, format!("{file} onto {list}, {day}"))
+        })
+        .collect())
+}
+
 /// The latest imports, newest first.
 pub async fn latest(
     connection: &mut PgConnection,

@@ -553,7 +553,10 @@ async fn unsubscribing_leaves_every_list_without_the_triggers_of_the_release_bef
 async fn add_segment(app: &TestApp, name: &str, filter: &str) -> Uuid {
     use newsletter::subscribers::segments::{self, Filter, FilterSpec, SegmentName};
     let mut connection = app.db_pool.acquire().await.unwrap();
-    let catalogue = segments::catalogue(&mut connection).await.unwrap();
+    let imports = newsletter::imports::store::known(&mut connection)
+        .await
+        .unwrap();
+    let catalogue = segments::catalogue(&mut connection, imports).await.unwrap();
     let filter = Filter::parse(&FilterSpec::from_json(filter).unwrap(), &catalogue).unwrap();
     segments::store::create(&mut connection, &SegmentName::parse(name).unwrap(), &filter)
         .await
@@ -619,6 +622,64 @@ async fn an_issue_narrowed_by_a_segment_is_counted_and_sent_to_the_readers_it_ma
 
     let mut expected = people[..2].to_vec();
     expected.sort();
+    assert_eq!(recipients_of(&app, issue).await, expected);
+}
+
+#[tokio::test]
+async fn an_issue_narrowed_to_an_import_goes_to_the_readers_that_import_brought() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let rust = add_list(&app, "Rust weekly", true, true).await;
+    let earlier = add_subscribers(&app, 2, "confirmed").await;
+    for person in &earlier {
+        put_on(&app, *person, rust.id, "confirmed").await;
+    }
+    let spring = crate::segments::import_onto(
+        &app,
+        "Rust weekly",
+        &["fair1@example.com", "fair2@example.com"],
+    )
+    .await;
+    let segment = add_segment(
+        &app,
+        "Spring fair",
+        &format!(r#"{{"import": {{"id": "{spring}"}}}}"#),
+    )
+    .await;
+    create_admin(&app, "ada", "a long enough password").await;
+    let admin = Browser::signed_in(&app, "ada", "a long enough password").await;
+    let (rust_id, segment_id) = (rust.id.to_string(), segment.to_string());
+    let key = Uuid::new_v4().to_string();
+    let published = admin
+        .submit(
+            "/admin/newsletters",
+            &[
+                ("title", "Thanks for visiting"),
+                ("content", "Hello."),
+                ("action", "publish"),
+                ("lists_offered", "1"),
+                ("list", &rust_id),
+                ("segment", &segment_id),
+                ("confirmed", "yes"),
+                ("idempotency_key", &key),
+            ],
+        )
+        .await;
+    assert_eq!(published.status().as_u16(), 303);
+    let issue: Uuid = sqlx::query_scalar("SELECT id FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    wait_for_state(&app, issue, "done").await;
+
+    let mut expected: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM subscriptions WHERE email IN ('fair1@example.com', 'fair2@example.com')",
+    )
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    expected.sort();
+    assert_eq!(expected.len(), 2);
     assert_eq!(recipients_of(&app, issue).await, expected);
 }
 

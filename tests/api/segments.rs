@@ -127,7 +127,10 @@ async fn readers() -> Readers {
 impl Readers {
     async fn filter(&self, json: serde_json::Value) -> Filter {
         let mut connection = self.app.db_pool.acquire().await.unwrap();
-        let catalogue = segments::catalogue(&mut connection).await.unwrap();
+        let imports = newsletter::imports::store::known(&mut connection)
+            .await
+            .unwrap();
+        let catalogue = segments::catalogue(&mut connection, imports).await.unwrap();
         let spec = FilterSpec::from_json(&json.to_string()).unwrap();
         Filter::parse(&spec, &catalogue).unwrap_or_else(|e| panic!("{json}: {e}"))
     }
@@ -175,6 +178,40 @@ impl Readers {
         segments::count(&mut connection, &filter, lists)
             .await
             .unwrap()
+    }
+}
+
+/// Imports `addresses` onto the list called `list_name` the way the import
+/// page and command do, attested so that they are confirmed, and returns
+/// the import's id.
+pub async fn import_onto(app: &TestApp, list_name: &str, addresses: &[&str]) -> Uuid {
+    use newsletter::domain::ConsentSource;
+    use newsletter::imports::{ImportRequest, Importer, Outcome};
+    let path = std::env::temp_dir().join(format!("segment-import-{}.csv", Uuid::new_v4()));
+    let mut contents = String::from("email\n");
+    for address in addresses {
+        contents.push_str(address);
+        contents.push('\n');
+    }
+    std::fs::write(&path, contents).unwrap();
+    let outcome = Importer::from_settings(&app.settings)
+        .unwrap()
+        .run(
+            ImportRequest {
+                path: path.clone(),
+                file_name: "spring.csv".into(),
+                list_name: list_name.into(),
+                consent: Some(ConsentSource::parse("The spring fair's sign-up sheet").unwrap()),
+                welcome: false,
+                started_by: "test".into(),
+            },
+            |_| {},
+        )
+        .await;
+    let _ = std::fs::remove_file(&path);
+    match outcome.unwrap() {
+        Outcome::Imported(record) => record.id,
+        Outcome::AlreadyImported(record) => panic!("already imported: {record:?}"),
     }
 }
 
@@ -404,6 +441,91 @@ async fn hostile_values_are_only_values() {
 }
 
 #[tokio::test]
+async fn an_import_condition_selects_the_readers_whose_memberships_that_import_made() {
+    let r = readers().await;
+    // Ada is on Events already: the import makes her no membership. Grace
+    // joins Events by it; Hopper is new.
+    let spring = import_onto(
+        &r.app,
+        "Events",
+        &["ada@example.com", "grace@example.com", "hopper@example.com"],
+    )
+    .await;
+    let autumn = import_onto(&r.app, "Rust weekly", &["turing@example.com"]).await;
+    let from_spring = json!({"import": {"id": spring}});
+    assert_eq!(
+        r.matching(from_spring.clone()).await,
+        emails(&["grace", "hopper"])
+    );
+    assert_eq!(
+        r.matching(json!({"import": {"id": autumn}})).await,
+        emails(&["turing"])
+    );
+    assert_eq!(
+        r.matching(json!({"any": [from_spring.clone(), {"import": {"id": autumn}}]}))
+            .await,
+        emails(&["grace", "hopper", "turing"])
+    );
+    assert_eq!(
+        r.matching(json!({"all": [from_spring.clone(), attribute("city", "eq", json!("Paris"))]}))
+            .await,
+        emails(&["grace"])
+    );
+    // Counted within the audience of the lists: Turing is on Rust weekly
+    // only, and the spring import is about Events.
+    assert_eq!(
+        r.count(from_spring.clone(), &[r.rust, r.events]).await,
+        Count::Counted(2)
+    );
+    assert_eq!(r.audience(from_spring, &[r.rust]).await, emails(&["grace"]));
+}
+
+#[tokio::test]
+async fn an_import_condition_runs_under_a_generic_plan() {
+    let r = readers().await;
+    let spring = import_onto(
+        &r.app,
+        "Events",
+        &["grace@example.com", "hopper@example.com"],
+    )
+    .await;
+    let filter = r
+        .filter(json!({"any": [
+            {"import": {"id": spring}},
+            {"all": [{"import": {"id": spring}}, attribute("age", "lt", json!(18))]},
+        ]}))
+        .await;
+    let lists = [r.rust, r.events];
+    let mut connection = PgConnection::connect_with(&r.app.settings.database.with_db())
+        .await
+        .unwrap();
+    let custom = segments::count(&mut connection, &filter, &lists)
+        .await
+        .unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let generic = segments::count(&mut connection, &filter, &lists)
+            .await
+            .unwrap();
+        assert_eq!(generic, custom);
+    }
+    assert_eq!(custom, Count::Counted(2));
+    // The per-id walk, as an issue's audience is recorded, generic too.
+    let mut query = QueryBuilder::<Postgres>::new("SELECT s.email FROM subscriptions s WHERE ");
+    push_filter(&mut query, &filter, Walk::ById);
+    query.push(" ORDER BY s.email");
+    let by_id: Vec<String> = query
+        .build_query_scalar()
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(by_id, emails(&["grace", "hopper"]));
+}
+
+#[tokio::test]
 async fn every_condition_runs_under_a_generic_plan() {
     let r = readers().await;
     let filter = r
@@ -489,6 +611,50 @@ async fn a_count_past_its_second_is_unavailable_and_leaves_the_transaction_usabl
 async fn signed_in(app: &TestApp) -> Browser {
     create_admin(app, "grace", PASSWORD).await;
     Browser::signed_in(app, "grace", PASSWORD).await
+}
+
+#[tokio::test]
+async fn an_admin_picks_an_import_by_its_file_and_saves_a_segment_of_its_readers() {
+    let r = readers().await;
+    let spring = import_onto(
+        &r.app,
+        "Events",
+        &["grace@example.com", "hopper@example.com"],
+    )
+    .await;
+    let browser = signed_in(&r.app).await;
+    let field = format!("import:{spring}");
+
+    let form = browser.get("/admin/segments").await.text().await.unwrap();
+    assert!(
+        form.contains(&format!(
+            r#"<option value="{field}">From spring.csv onto Events, "#
+        )),
+        "{form}"
+    );
+    let saved = browser
+        .submit(
+            "/admin/segments",
+            &[
+                ("name", "Spring fair"),
+                ("field_1", &field),
+                ("op_1", "eq"),
+                ("action", "save"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER);
+    let page = browser.get(location(&saved)).await.text().await.unwrap();
+    assert!(page.contains("2 confirmed readers match."), "{page}");
+    assert!(
+        page.contains(&format!(r#"<option value="{field}" selected>"#)),
+        "the saved row shows its import: {page}"
+    );
+    let stored: serde_json::Value = sqlx::query_scalar("SELECT filter FROM segments")
+        .fetch_one(&r.app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, json!({"all": [{"import": {"id": spring}}]}));
 }
 
 #[tokio::test]
@@ -639,6 +805,36 @@ async fn hostile_and_unknown_filters_are_refused_with_a_reason_never_a_500() {
             "an unknown list",
             row(&unknown_list, "eq", ""),
             "No list has the id",
+        ),
+        (
+            "an unknown import",
+            row(&format!("import:{}", Uuid::new_v4()), "eq", ""),
+            "No import has the id",
+        ),
+        (
+            "an unknown import in the JSON",
+            json_box(&format!(r#"{{"import": {{"id": "{}"}}}}"#, Uuid::new_v4())),
+            "No import has the id",
+        ),
+        (
+            "an import id that is no uuid",
+            row("import:'; DROP TABLE imports; --", "eq", ""),
+            "That import",
+        ),
+        (
+            "a NUL in an import id",
+            row("import:\0", "eq", ""),
+            "That import",
+        ),
+        (
+            "a NUL in an import id in the JSON",
+            json_box(r#"{"import": {"id": "a\u0000b"}}"#),
+            "could not be read as JSON",
+        ),
+        (
+            "a value for an import",
+            row(&format!("import:{}", Uuid::new_v4()), "eq", "confirmed"),
+            "An import takes no value",
         ),
         (
             "a malformed list id",

@@ -107,6 +107,22 @@ fn push_condition(query: &mut QueryBuilder<Postgres>, condition: &Condition, wal
             query.push_bind(status.as_str());
             query.push(")");
         }
+        Condition::FromImport(import_id) => {
+            // The same two shapes as a list's: per id, a look-up in the
+            // memberships' subscriber index; for everyone, the import's
+            // memberships are one set to hash.
+            query.push(match walk {
+                Walk::ById => {
+                    "EXISTS (SELECT 1 FROM memberships m \
+                     WHERE m.subscriber_id = s.id AND m.import_id = "
+                }
+                Walk::Whole => {
+                    "s.id IN (SELECT m.subscriber_id FROM memberships m WHERE m.import_id = "
+                }
+            });
+            query.push_bind(*import_id);
+            query.push(")");
+        }
         Condition::SignedUp(bound) => push_day_bound(query, "s.subscribed_at", *bound),
         Condition::Confirmed(bound) => push_day_bound(query, "s.confirmed_at", *bound),
         Condition::Attribute { name, test } => push_attribute(query, name, test),

@@ -48,6 +48,10 @@ pub enum FilterSpec {
     SignedUp(DaySpec),
     /// Confirmed before or after a day (UTC).
     Confirmed(DaySpec),
+    /// Has a membership that import `id` made.
+    Import {
+        id: Uuid,
+    },
     /// Attribute `name` tested with `op`, against `value` when the
     /// operator takes one.
     Attribute {
@@ -147,11 +151,19 @@ pub struct Catalogue {
     pub lists: Vec<(Uuid, String)>,
     /// Every attribute definition: its name and kind.
     pub attributes: Vec<(String, AttributeKind)>,
+    /// Every import, by id, with what names it (file, list, day). The
+    /// imports module reads them and the caller passes them in: imports
+    /// build on the subscriber store, not the other way round.
+    pub imports: Vec<(Uuid, String)>,
 }
 
 impl Catalogue {
     fn has_list(&self, id: Uuid) -> bool {
         self.lists.iter().any(|(list, _)| *list == id)
+    }
+
+    fn has_import(&self, id: Uuid) -> bool {
+        self.imports.iter().any(|(import, _)| *import == id)
     }
 
     fn attribute(&self, name: &str) -> Option<AttributeKind> {
@@ -186,6 +198,8 @@ pub enum Condition {
     },
     SignedUp(DayBound),
     Confirmed(DayBound),
+    /// Has a membership the import made (`memberships.import_id`).
+    FromImport(Uuid),
     Attribute {
         name: String,
         test: AttributeTest,
@@ -279,6 +293,8 @@ pub enum FilterError {
     EmptyAny,
     #[error("No list has the id {0}.")]
     UnknownList(Uuid),
+    #[error("No import has the id {0}.")]
+    UnknownImport(Uuid),
     #[error("A list's status is confirmed, pending or unsubscribed.")]
     UnknownStatus,
     #[error(
@@ -425,6 +441,12 @@ fn parse_condition(spec: &FilterSpec, catalogue: &Catalogue) -> Result<Condition
                 list_id: *id,
                 status,
             }
+        }
+        FilterSpec::Import { id } => {
+            if !catalogue.has_import(*id) {
+                return Err(FilterError::UnknownImport(*id));
+            }
+            Condition::FromImport(*id)
         }
         FilterSpec::SignedUp(day) => Condition::SignedUp(parse_bound(day, "Signed up")?),
         FilterSpec::Confirmed(day) => Condition::Confirmed(parse_bound(day, "Confirmed")?),
@@ -596,6 +618,7 @@ impl Condition {
             },
             Condition::SignedUp(bound) => FilterSpec::SignedUp(day_spec(bound)),
             Condition::Confirmed(bound) => FilterSpec::Confirmed(day_spec(bound)),
+            Condition::FromImport(id) => FilterSpec::Import { id: *id },
             Condition::Attribute { name, test } => {
                 let (op, value) = match test {
                     AttributeTest::Text(op, text) => {
@@ -647,6 +670,7 @@ mod tests {
     use serde_json::json;
 
     const NEWS: Uuid = Uuid::from_u128(1);
+    const SPRING_FILE: Uuid = Uuid::from_u128(3);
 
     fn catalogue() -> Catalogue {
         Catalogue {
@@ -657,6 +681,7 @@ mod tests {
                 ("birthday".into(), AttributeKind::Date),
                 ("vip".into(), AttributeKind::Boolean),
             ],
+            imports: vec![(SPRING_FILE, "spring.csv onto News, 2026-03-01".into())],
         }
     }
 
@@ -682,6 +707,7 @@ mod tests {
             ]},
             {"signed_up": {"after": "2026-01-01"}},
             {"confirmed": {"before": "2026-02-01"}},
+            {"import": {"id": SPRING_FILE}},
         ]}))
         .unwrap();
         let stored = filter.to_spec().to_json();
@@ -806,6 +832,10 @@ mod tests {
             FilterError::MalformedAttributeName
         );
         assert_eq!(
+            parse(json!({"import": {"id": other}})).unwrap_err(),
+            FilterError::UnknownImport(other)
+        );
+        assert_eq!(
             parse(json!({"list": {"id": NEWS, "status": "gone"}})).unwrap_err(),
             FilterError::UnknownStatus
         );
@@ -851,6 +881,8 @@ mod tests {
             r#"{"list": {"id": "not-a-uuid"}}"#,
             r#"{"list": {"id": "00000000-0000-0000-0000-000000000001", "sql": "x"}}"#,
             r#"{"everyone": true}"#,
+            r#"{"import": {"id": "not-a-uuid"}}"#,
+            r#"{"import": {"id": "00000000-0000-0000-0000-000000000003", "list": 1}}"#,
             r#"[]"#,
             r#""#,
         ] {

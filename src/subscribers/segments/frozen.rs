@@ -32,14 +32,26 @@ impl Frozen {
     }
 
     /// The filter again, read against the attribute kinds it was frozen
-    /// with and the lists of now (lists are archived, never deleted).
-    pub fn thaw(&self, lists: Vec<(uuid::Uuid, String)>) -> Result<Filter, FilterError> {
+    /// with and the lists and imports of now (lists are archived, imports
+    /// kept: neither is deleted).
+    pub fn thaw(
+        &self,
+        lists: Vec<(uuid::Uuid, String)>,
+        imports: Vec<(uuid::Uuid, String)>,
+    ) -> Result<Filter, FilterError> {
         let attributes = self
             .attributes
             .iter()
             .filter_map(|(name, kind)| Some((name.clone(), AttributeKind::parse(kind)?)))
             .collect();
-        Filter::parse(&self.filter, &Catalogue { lists, attributes })
+        Filter::parse(
+            &self.filter,
+            &Catalogue {
+                lists,
+                attributes,
+                imports,
+            },
+        )
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -48,5 +60,34 @@ impl Frozen {
 
     pub fn from_json(json: serde_json::Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscribers::segments::filter::Condition;
+    use uuid::Uuid;
+
+    #[test]
+    fn an_import_condition_is_kept_frozen_and_thawed_against_the_imports_of_now() {
+        let import = Uuid::from_u128(5);
+        let imports = vec![(import, "spring.csv onto News, 2026-03-01".to_owned())];
+        let catalogue = Catalogue {
+            imports: imports.clone(),
+            ..Catalogue::default()
+        };
+        let filter = Filter::All(vec![Filter::Condition(Condition::FromImport(import))]);
+        let stored = Frozen::freeze(&filter, &catalogue).to_json();
+        assert_eq!(
+            stored["filter"],
+            serde_json::json!({"all": [{"import": {"id": import}}]})
+        );
+        let frozen = Frozen::from_json(stored).unwrap();
+        assert_eq!(frozen.thaw(vec![], imports).unwrap(), filter);
+        assert_eq!(
+            frozen.thaw(vec![], vec![]).unwrap_err(),
+            FilterError::UnknownImport(import)
+        );
     }
 }

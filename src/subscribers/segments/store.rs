@@ -161,8 +161,13 @@ pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<bool, sql
     Ok(deleted.rows_affected() > 0)
 }
 
-/// The lists and attribute definitions a filter may name, as they are now.
-pub async fn catalogue(connection: &mut PgConnection) -> Result<Catalogue, sqlx::Error> {
+/// The lists and attribute definitions a filter may name, as they are now,
+/// with `imports`, which the caller reads from the imports' own store
+/// (`crate::imports::store::known`): that module builds on this one.
+pub async fn catalogue(
+    connection: &mut PgConnection,
+    imports: Vec<(Uuid, String)>,
+) -> Result<Catalogue, sqlx::Error> {
     let lists = lists::all(&mut *connection)
         .await?
         .into_iter()
@@ -180,7 +185,11 @@ pub async fn catalogue(connection: &mut PgConnection) -> Result<Catalogue, sqlx:
             Ok((definition.name, kind))
         })
         .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Catalogue { lists, attributes })
+    Ok(Catalogue {
+        lists,
+        attributes,
+        imports,
+    })
 }
 
 /// How many an audience holds, if Postgres counted it in time.

@@ -583,7 +583,8 @@ impl Targets {
             .transaction(async |tx| {
                 let all = lists::all(tx).await?;
                 let saved = segments::store::all(tx).await?;
-                let catalogue = segments::catalogue(tx).await?;
+                let imports = crate::imports::store::known(tx).await?;
+                let catalogue = segments::catalogue(tx, imports).await?;
                 Ok((all, saved, catalogue))
             })
             .await

@@ -4,9 +4,10 @@
 //! one level of AND or OR without any script; the JSON nests.
 //!
 //! A row's field names what it tests: `signed_up`, `confirmed`,
-//! `list:{id}` or `attribute:{name}`. Its operator and value are the
-//! JSON's (`eq`, `before`, `has_value`…); a list's row takes `eq` and a
-//! status as its value (empty: confirmed).
+//! `list:{id}`, `import:{id}` or `attribute:{name}`. Its operator and
+//! value are the JSON's (`eq`, `before`, `has_value`…); a list's row takes
+//! `eq` and a status as its value (empty: confirmed); an import's row takes
+//! `eq` and no value.
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -214,6 +215,16 @@ fn condition_of(row: &Row) -> Result<FilterSpec, String> {
             status: (!value.is_empty()).then(|| value.to_owned()),
         });
     }
+    if let Some(id) = field.strip_prefix("import:") {
+        let id = Uuid::parse_str(id).map_err(|_| "That import's id is malformed.".to_owned())?;
+        if !matches!(op, "" | "eq") {
+            return Err("An import takes = and no value.".into());
+        }
+        if !value.is_empty() {
+            return Err("An import takes no value: leave it empty.".into());
+        }
+        return Ok(FilterSpec::Import { id });
+    }
     if let Some(name) = field.strip_prefix("attribute:") {
         return Ok(FilterSpec::Attribute {
             name: name.to_owned(),
@@ -244,6 +255,7 @@ fn row_of(spec: &FilterSpec) -> Option<Row> {
             "eq",
             status.clone().unwrap_or_default(),
         ),
+        FilterSpec::Import { id } => row(format!("import:{id}"), "eq", String::new()),
         FilterSpec::Attribute { name, op, value } => {
             let value = match value {
                 None => String::new(),
@@ -354,6 +366,28 @@ mod tests {
         let fields = Fields::of("Nested", &nested);
         assert!(fields.rows.iter().all(|row| row.field.is_empty()));
         assert_eq!(fields.spec().unwrap(), nested);
+    }
+
+    #[test]
+    fn an_import_row_takes_no_value_and_goes_back_into_its_row() {
+        let import = Uuid::from_u128(4);
+        let field = format!("import:{import}");
+        let spec = form(&[("field_1", &field), ("op_1", "eq")])
+            .fields()
+            .spec()
+            .unwrap();
+        assert_eq!(
+            spec,
+            FilterSpec::All(vec![FilterSpec::Import { id: import }])
+        );
+        assert_eq!(Fields::of("Spring", &spec).rows[0].field, field);
+        for (op, value) in [("eq", "confirmed"), ("ne", ""), ("contains", "x")] {
+            let error = form(&[("field_1", &field), ("op_1", op), ("value_1", value)])
+                .fields()
+                .spec()
+                .unwrap_err();
+            assert!(error.to_string().starts_with("Row 1: An import"), "{error}");
+        }
     }
 
     #[test]

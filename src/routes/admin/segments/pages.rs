@@ -31,7 +31,7 @@ pub struct FormView {
     pub action: String,
     pub fields: Fields,
     /// What a row may test: the subscriber's times, the lists, the
-    /// attributes.
+    /// imports, the attributes.
     pub field_groups: Vec<ChoiceGroup>,
     pub op_groups: Vec<ChoiceGroup>,
     /// Why the last submission was refused.

@@ -46,7 +46,8 @@ pub async fn segment_page(
     let (segment, catalogue) = db
         .transaction(async |tx| {
             let segment = segments::store::find(tx, id).await?;
-            Ok((segment, segments::catalogue(tx).await?))
+            let imports = crate::imports::store::known(tx).await?;
+            Ok((segment, segments::catalogue(tx, imports).await?))
         })
         .await
         .step("read the segment")?;

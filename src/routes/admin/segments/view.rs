@@ -39,9 +39,12 @@ const COUNT_WAIT: Duration = Duration::from_millis(1500);
 /// The catalogue a filter is read against.
 #[tracing::instrument(name = "Read the lists and attributes", skip_all)]
 pub async fn read_catalogue(db: &Db) -> Result<Catalogue, ApiError> {
-    db.transaction(async |tx| segments::catalogue(tx).await)
-        .await
-        .step("read the lists and attributes")
+    db.transaction(async |tx| {
+        let imports = crate::imports::store::known(tx).await?;
+        segments::catalogue(tx, imports).await
+    })
+    .await
+    .step("read the lists and attributes")
 }
 
 /// The confirmed readers of any list who match `filter`, if they can be
@@ -96,6 +99,14 @@ pub fn form_view(
                 .lists
                 .iter()
                 .map(|(id, name)| choice(format!("list:{id}"), format!("On list {name}")))
+                .collect(),
+        },
+        ChoiceGroup {
+            label: "Came from import",
+            choices: catalogue
+                .imports
+                .iter()
+                .map(|(id, label)| choice(format!("import:{id}"), format!("From {label}")))
                 .collect(),
         },
         ChoiceGroup {
@@ -158,7 +169,7 @@ fn op_groups() -> Vec<ChoiceGroup> {
         group(
             "Compare",
             &[
-                ("eq", "= (a list's status, text, number)"),
+                ("eq", "= (a list's status, an import, text, number)"),
                 ("ne", "≠"),
                 ("lt", "<"),
                 ("le", "≤"),
