@@ -2393,7 +2393,7 @@ async fn build_a_segment_of_a_list(browser: &Browser, name: &str, list: &str) {
     browser.fill("segment-name", name).await;
     browser.choose("#field_1", &format!("On list {list}")).await;
     browser
-        .choose("#op_1", "= (a list's status, text, number)")
+        .choose("#op_1", "= (a list's status, an import, text, number)")
         .await;
     browser.fill("value_1", "confirmed").await;
     browser.press("button#count-button").await;
