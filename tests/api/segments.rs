@@ -172,6 +172,32 @@ impl Readers {
             .unwrap()
     }
 
+    /// The count of `filter` over both lists, planned for its values and
+    /// then generic (`force_generic_plan`), which must agree; with the
+    /// connection, left in the generic mode.
+    async fn count_custom_then_generic(&self, filter: &Filter) -> (Count, PgConnection) {
+        let lists = [self.rust, self.events];
+        let mut connection = PgConnection::connect_with(&self.app.settings.database.with_db())
+            .await
+            .unwrap();
+        let custom = segments::count(&mut connection, filter, &lists)
+            .await
+            .unwrap();
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        // Twice: a prepared statement's first runs may be planned for their
+        // values; with the mode forced, each is generic.
+        for _ in 0..2 {
+            let generic = segments::count(&mut connection, filter, &lists)
+                .await
+                .unwrap();
+            assert_eq!(generic, custom);
+        }
+        (custom, connection)
+    }
+
     async fn count(&self, json: serde_json::Value, lists: &[Uuid]) -> Count {
         let filter = self.filter(json).await;
         let mut connection = self.app.db_pool.acquire().await.unwrap();
@@ -495,23 +521,7 @@ async fn an_import_condition_runs_under_a_generic_plan() {
             {"all": [{"import": {"id": spring}}, attribute("age", "lt", json!(18))]},
         ]}))
         .await;
-    let lists = [r.rust, r.events];
-    let mut connection = PgConnection::connect_with(&r.app.settings.database.with_db())
-        .await
-        .unwrap();
-    let custom = segments::count(&mut connection, &filter, &lists)
-        .await
-        .unwrap();
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut connection)
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        let generic = segments::count(&mut connection, &filter, &lists)
-            .await
-            .unwrap();
-        assert_eq!(generic, custom);
-    }
+    let (custom, mut connection) = r.count_custom_then_generic(&filter).await;
     assert_eq!(custom, Count::Counted(2));
     // The per-id walk, as an issue's audience is recorded, generic too.
     let mut query = QueryBuilder::<Postgres>::new("SELECT s.email FROM subscriptions s WHERE ");
@@ -545,24 +555,7 @@ async fn every_condition_runs_under_a_generic_plan() {
         ]}))
         .await;
     let lists = [r.rust, r.events];
-    let mut connection = PgConnection::connect_with(&r.app.settings.database.with_db())
-        .await
-        .unwrap();
-    let custom = segments::count(&mut connection, &filter, &lists)
-        .await
-        .unwrap();
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(&mut connection)
-        .await
-        .unwrap();
-    // Twice: a prepared statement's first runs may be planned for their
-    // values; with the mode forced, each is generic.
-    for _ in 0..2 {
-        let generic = segments::count(&mut connection, &filter, &lists)
-            .await
-            .unwrap();
-        assert_eq!(generic, custom);
-    }
+    let (custom, mut connection) = r.count_custom_then_generic(&filter).await;
     assert_eq!(custom, Count::Counted(3));
     let mut query = QueryBuilder::<Postgres>::new("EXPLAIN SELECT 1 FROM subscriptions s WHERE ");
     push_audience(&mut query, &filter, &lists);
