@@ -20,8 +20,10 @@ Usage:
             Import the subscribers of a CSV file (UTF-8) onto a list.
             Without --consent-attested they are asked to confirm by email;
             with it they are imported confirmed, SOURCE recorded as where
-            their consent came from. --welcome is recorded; the readers
-            confirmed here are not sent a welcome yet.";
+            their consent came from. With --welcome the list's welcome
+            email goes to the readers confirmed here (on the broadcast
+            stream, at its rate), and to the others once they confirm;
+            without it, to none of them.";
 
 /// How many refused rows the report prints.
 const REFUSALS_PRINTED: i64 = 20;
@@ -120,7 +122,13 @@ async fn report(settings: &Settings, record: &ImportRecord) -> anyhow::Result<()
         ),
     }
     if record.welcome {
-        println!("  welcome emails: asked for, but not sent to the readers confirmed here");
+        match &record.consent_source {
+            Some(_) => println!(
+                "  {} welcome emails queued on the broadcast stream",
+                record.welcomes_queued
+            ),
+            None => println!("  welcome emails: sent to each reader once they confirm"),
+        }
     }
     println!("  {} rows refused", record.refused);
     if record.refused > 0 {

@@ -43,7 +43,7 @@ pub use store::ImportRecord;
 use crate::configuration::{DatabaseSettings, Settings};
 use crate::domain::{ConsentSource, Newsletter};
 use crate::keys::Keys;
-use crate::subscribers::{attributes, imports as merge, lists};
+use crate::subscribers::{attributes, imports as merge, lists, welcome};
 use staging::Encoder;
 use store::{Begun, NewImport};
 
@@ -73,6 +73,19 @@ impl Importer {
     }
 }
 
+impl Importer {
+    /// The welcome emails' letterhead, on the broadcast stream: an import
+    /// may welcome a million readers at once.
+    fn welcome_letterhead(&self) -> welcome::Letterhead {
+        welcome::Letterhead {
+            newsletter: self.newsletter.clone(),
+            base_url: self.base_url.clone(),
+            keys: self.keys.clone(),
+            message_stream: self.broadcast_stream.clone(),
+        }
+    }
+}
+
 /// An import asked for.
 pub struct ImportRequest {
     /// The file, on disk: read twice (hash, then rows).
@@ -83,8 +96,9 @@ pub struct ImportRequest {
     /// The admin attests the readers consented, and where: they are
     /// imported confirmed. Without it they are asked to confirm by email.
     pub consent: Option<ConsentSource>,
-    /// Send the list's welcome email to those imported. Recorded only:
-    /// the readers an attested import confirms are not welcomed yet.
+    /// Send the list's welcome email to those imported: at once to the
+    /// readers an attested import confirms, and to the others when they
+    /// confirm. Without it, none of them is sent it.
     pub welcome: bool,
     /// Who asked: an admin's username, or `cli`.
     pub started_by: String,
@@ -346,7 +360,19 @@ impl Started {
         } else {
             0
         };
-        store::finish(&mut transaction, self.id, &merged, queued).await?;
+        let welcomed = if self.request.welcome && options.attested {
+            welcome::queue_for_import(
+                &mut transaction,
+                &importer.welcome_letterhead(),
+                self.id,
+                self.list_id,
+                importer.messages_per_second,
+            )
+            .await?
+        } else {
+            0
+        };
+        store::finish(&mut transaction, self.id, &merged, queued, welcomed).await?;
         transaction.commit().await?;
         store::drop_staging(&mut self.connection).await?;
         Ok(())

@@ -33,6 +33,7 @@ pub struct ImportRecord {
     pub memberships_added: i64,
     pub already_on_list: i64,
     pub confirmations_queued: i64,
+    pub welcomes_queued: i64,
     pub refused: i64,
     pub started_by: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -229,6 +230,7 @@ pub async fn finish(
     id: Uuid,
     merged: &Merged,
     confirmations_queued: u64,
+    welcomes_queued: u64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO import_refusals (import_id, line, reason) \
@@ -244,7 +246,7 @@ pub async fn finish(
     sqlx::query(
         "UPDATE imports SET state = 'done', finished_at = now(), \
              subscribers_added = $2, memberships_added = $3, already_on_list = $4, \
-             confirmations_queued = $5, refused = refused + $6 \
+             confirmations_queued = $5, refused = refused + $6, welcomes_queued = $7 \
          WHERE id = $1",
     )
     .bind(id)
@@ -253,6 +255,7 @@ pub async fn finish(
     .bind(count(merged.already_on_list))
     .bind(count(confirmations_queued))
     .bind(count(merged.refused))
+    .bind(count(welcomes_queued))
     .execute(connection)
     .await?;
     Ok(())
@@ -277,7 +280,7 @@ pub async fn mark_failed(
 const SELECT_IMPORT: &str = "SELECT i.id, i.list_id, l.name AS list_name, i.file_name, \
      i.consent_source, i.welcome, i.state, i.failure, i.rows_read, i.rows_staged, \
      i.subscribers_added, i.memberships_added, i.already_on_list, i.confirmations_queued, \
-     i.refused, i.started_by, i.created_at, i.finished_at \
+     i.welcomes_queued, i.refused, i.started_by, i.created_at, i.finished_at \
      FROM imports i JOIN lists l ON l.id = i.list_id";
 
 pub async fn find(

@@ -18,9 +18,17 @@
 //! direct answer to the reader's own act and is expected within seconds,
 //! where the broadcast stream's throttle would queue it behind an issue to
 //! every reader.
+//!
+//! An import is the exception on both counts ([`queue_for_import`]): the
+//! readers an attested import confirms are welcomed only when the admin
+//! asked, in the import's transaction, set by set rather than one email at
+//! a time, and on the broadcast stream under its throttle, since a file
+//! may hold a million of them. A reader an import left pending is welcomed
+//! when their own click confirms them, again only if the import asked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::Transaction;
@@ -99,6 +107,7 @@ pub async fn queue_for(
            AND m.status = 'confirmed' AND m.welcomed_at IS NULL \
            AND l.id = m.list_id AND l.welcome_subject IS NOT NULL \
            AND s.id = m.subscriber_id AND s.status = 'confirmed' \
+           AND NOT EXISTS (SELECT 1 FROM imports i WHERE i.id = m.import_id AND NOT i.welcome) \
          RETURNING m.subscriber_id, s.email, s.name, m.list_id, l.name AS list_name, \
                    l.welcome_subject AS subject, l.welcome_body AS body",
     )
@@ -113,6 +122,119 @@ pub async fn queue_for(
     let queued = emails.len();
     outbox.enqueue(transaction, emails).await?;
     Ok(queued)
+}
+
+/// How many readers of an import are welcomed per round trip: their
+/// links are signed here, a chunk at a time, so memory stays flat
+/// whatever the file's size.
+const IMPORT_CHUNK: i64 = 5_000;
+
+/// The readers an import confirmed on its list, welcomed: every one still
+/// owed the list's welcome is recorded as sent and their email queued on
+/// `letterhead`'s stream, spread at `per_second` as an import's
+/// confirmations are, all in the caller's transaction (the import's
+/// merge). Returns how many were queued; none when the list has no
+/// welcome.
+#[tracing::instrument(name = "Queue an import's welcome emails", level = "info", skip_all)]
+pub async fn queue_for_import(
+    connection: &mut PgConnection,
+    letterhead: &Letterhead,
+    import_id: Uuid,
+    list_id: Uuid,
+    per_second: u32,
+) -> Result<u64, sqlx::Error> {
+    let welcome: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT name, welcome_subject, welcome_body FROM lists \
+         WHERE id = $1 AND welcome_subject IS NOT NULL",
+    )
+    .bind(list_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((list_name, subject, body)) = welcome else {
+        return Ok(0);
+    };
+    sqlx::query(
+        "CREATE TEMP TABLE import_welcomes (n bigint, recipient text, personalisation jsonb) \
+         ON COMMIT DROP",
+    )
+    .execute(&mut *connection)
+    .await?;
+    let mut after = Uuid::nil();
+    let mut n: i64 = 0;
+    loop {
+        // In the order of the list's key, from where the last chunk ended:
+        // each chunk is a range of that index, and a reader skipped below
+        // (an address that no longer parses) is still behind `after`.
+        let chunk: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "WITH chunk AS ( \
+                 SELECT m.subscriber_id FROM memberships m \
+                 JOIN subscriptions s ON s.id = m.subscriber_id AND s.status = 'confirmed' \
+                 WHERE m.list_id = $1 AND m.subscriber_id > $3 AND m.import_id = $2 \
+                   AND m.status = 'confirmed' AND m.welcomed_at IS NULL \
+                 ORDER BY m.subscriber_id LIMIT $4 \
+             ) \
+             UPDATE memberships m SET welcomed_at = now() \
+             FROM chunk c, subscriptions s \
+             WHERE m.list_id = $1 AND m.subscriber_id = c.subscriber_id AND s.id = c.subscriber_id \
+             RETURNING m.subscriber_id, s.email, s.name",
+        )
+        .bind(list_id)
+        .bind(import_id)
+        .bind(after)
+        .bind(IMPORT_CHUNK)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = chunk.iter().map(|(id, _, _)| *id).max() else {
+            break;
+        };
+        after = last;
+        let full = chunk.len() as i64 == IMPORT_CHUNK;
+        let mut numbers = Vec::with_capacity(chunk.len());
+        let mut recipients = Vec::with_capacity(chunk.len());
+        let mut values = Vec::with_capacity(chunk.len());
+        for (subscriber_id, email, name) in chunk {
+            if SubscriberEmail::parse(&email).is_err() {
+                tracing::warn!(%subscriber_id, "A stored address no longer parses: no welcome email");
+                continue;
+            }
+            let links = links(letterhead, subscriber_id);
+            n += 1;
+            numbers.push(n);
+            recipients.push(email);
+            values.push(sqlx::types::Json(Personalisation::from([
+                (RECIPIENT_NAME.to_owned(), name),
+                (UNSUBSCRIBE_URL.to_owned(), links.url().to_owned()),
+                (
+                    PREFERENCES_URL.to_owned(),
+                    links.preferences_url().to_owned(),
+                ),
+            ])));
+        }
+        sqlx::query(
+            "INSERT INTO import_welcomes (n, recipient, personalisation) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[])",
+        )
+        .bind(&numbers)
+        .bind(&recipients)
+        .bind(&values)
+        .execute(&mut *connection)
+        .await?;
+        if !full {
+            break;
+        }
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    let content = newsletters::welcome(&letterhead.newsletter, &list_name, &subject, &body);
+    crate::outbox::store::insert_spread(
+        connection,
+        &content,
+        &letterhead.message_stream,
+        "SELECT n, recipient, personalisation FROM import_welcomes",
+        per_second,
+    )
+    .await
 }
 
 /// Each welcome for its reader: rendered once per list, filled in per

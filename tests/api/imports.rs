@@ -219,6 +219,158 @@ async fn an_attested_import_confirms_its_readers_sends_nothing_and_records_the_c
     assert_eq!(subscribed_at.to_rfc3339(), "2024-01-01T10:00:00+00:00");
 }
 
+/// Runs an import that asks for the list's welcome email.
+async fn imported_with_welcome(
+    app: &TestApp,
+    file: &CsvFile,
+    consent: Option<&str>,
+) -> ImportRecord {
+    let mut request = request(file, consent);
+    request.welcome = true;
+    match Importer::from_settings(&app.settings)
+        .unwrap()
+        .run(request, |_| {})
+        .await
+        .unwrap()
+    {
+        Outcome::Imported(record) => record,
+        Outcome::AlreadyImported(record) => panic!("already imported: {record:?}"),
+    }
+}
+
+/// Gives the list imports go onto a welcome email; returns its subject.
+async fn welcome_on_the_list(app: &TestApp) -> &'static str {
+    let list: Uuid = sqlx::query_scalar("SELECT id FROM lists WHERE is_default")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    crate::welcome::set_welcome(app, list, "Welcome aboard", "Glad you are here.").await;
+    "Welcome aboard"
+}
+
+/// (recipient, stream, the name and unsubscribe link it is filled with) of
+/// every queued email with `subject`, stored once or per message.
+async fn queued_with_subject(
+    app: &TestApp,
+    subject: &str,
+) -> Vec<(String, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT o.recipient, o.message_stream, o.personalisation->>'name', \
+                o.personalisation->>'unsubscribe_url' \
+         FROM email_outbox o LEFT JOIN email_contents c ON c.id = o.content_id \
+         WHERE COALESCE(o.subject, c.subject) = $1 ORDER BY o.recipient",
+    )
+    .bind(subject)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+/// The confirmation link's token queued for `email`, as a reader clicks it.
+async fn confirm_from_the_email(app: &TestApp, email: &str) {
+    let token: String = sqlx::query_scalar(
+        "SELECT personalisation->>'token' FROM email_outbox \
+         WHERE recipient = $1 AND personalisation ? 'token'",
+    )
+    .bind(email)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    let response = app
+        .api_client
+        .post(format!("{}/subscriptions/confirm", app.address))
+        .form(&[("subscription_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test]
+async fn an_attested_import_asked_to_welcome_queues_each_new_reader_one_welcome_on_the_broadcast_stream()
+ {
+    let app = app().await;
+    let subject = welcome_on_the_list(&app).await;
+    let broadcast = app.settings.email_client.broadcast_stream.clone();
+    let file = CsvFile::new(b"email,name\nada@example.com,Ada\nbob@example.com,Bob\n");
+
+    let record = imported_with_welcome(&app, &file, Some("Our old form")).await;
+
+    assert_eq!(record.welcomes_queued, 2);
+    let queued = queued_with_subject(&app, subject).await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    for ((to, stream, name, unsubscribe), (email, expected_name)) in queued
+        .iter()
+        .zip([("ada@example.com", "Ada"), ("bob@example.com", "Bob")])
+    {
+        assert_eq!((to.as_str(), stream), (email, &broadcast));
+        assert_eq!(name.as_deref(), Some(expected_name));
+        let link = unsubscribe.as_deref().unwrap_or_default();
+        assert!(
+            link.starts_with(&app.settings.application.base_url),
+            "{link}"
+        );
+    }
+    let welcomed = count(
+        &app,
+        "SELECT count(*) FROM memberships WHERE welcomed_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(welcomed, 2);
+
+    // A second file with one of them again: only the new reader is welcomed.
+    let second = CsvFile::new(b"email,name\nada@example.com,Ada\ncy@example.com,Cy\n");
+    let record = imported_with_welcome(&app, &second, Some("Our old form")).await;
+
+    assert_eq!((record.welcomes_queued, record.already_on_list), (1, 1));
+    let recipients: Vec<String> = queued_with_subject(&app, subject)
+        .await
+        .into_iter()
+        .map(|(to, ..)| to)
+        .collect();
+    assert_eq!(
+        recipients,
+        ["ada@example.com", "bob@example.com", "cy@example.com"]
+    );
+}
+
+#[tokio::test]
+async fn an_import_not_asked_to_welcome_sends_no_welcome_even_when_its_readers_confirm() {
+    let app = app().await;
+    let subject = welcome_on_the_list(&app).await;
+    let attested = CsvFile::new(b"email,name\nada@example.com,Ada\n");
+    let pending = CsvFile::new(b"email,name\nbob@example.com,Bob\n");
+
+    let record = imported(&app, &attested, Some("Our old form")).await;
+    assert_eq!(record.welcomes_queued, 0);
+    imported(&app, &pending, None).await;
+    confirm_from_the_email(&app, "bob@example.com").await;
+
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM subscriptions WHERE email = 'bob@example.com'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "confirmed");
+    assert_eq!(queued_with_subject(&app, subject).await, vec![]);
+}
+
+#[tokio::test]
+async fn a_reader_an_import_asked_to_welcome_is_welcomed_once_they_confirm() {
+    let app = app().await;
+    let subject = welcome_on_the_list(&app).await;
+    let file = CsvFile::new(b"email,name\nbob@example.com,Bob\n");
+
+    let record = imported_with_welcome(&app, &file, None).await;
+    assert_eq!(record.welcomes_queued, 0);
+    assert_eq!(queued_with_subject(&app, subject).await, vec![]);
+    confirm_from_the_email(&app, "bob@example.com").await;
+
+    let queued = queued_with_subject(&app, subject).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].0, "bob@example.com");
+}
+
 #[tokio::test]
 async fn importing_the_same_file_twice_changes_nothing_the_second_time() {
     let app = app().await;

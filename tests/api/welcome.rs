@@ -40,7 +40,7 @@ async fn add_list(app: &TestApp, name: &str, double_opt_in: bool) -> List {
 }
 
 /// Gives `list` a welcome email, as the admin's form stores it.
-async fn set_welcome(app: &TestApp, list: Uuid, subject: &str, body: &str) {
+pub async fn set_welcome(app: &TestApp, list: Uuid, subject: &str, body: &str) {
     let welcome = Welcome::parse(subject, body).unwrap();
     let mut connection = app.db_pool.acquire().await.unwrap();
     lists::set_welcome(&mut connection, list, welcome.as_ref())
