@@ -160,20 +160,7 @@ async fn an_import_adds_its_readers_pending_and_their_confirmation_links_work() 
     );
 
     // The link the email will carry confirms the reader.
-    let token: String = sqlx::query_scalar(
-        "SELECT personalisation->>'token' FROM email_outbox WHERE recipient = 'ada@example.com'",
-    )
-    .fetch_one(&app.db_pool)
-    .await
-    .unwrap();
-    let response = app
-        .api_client
-        .post(format!("{}/subscriptions/confirm", app.address))
-        .form(&[("subscription_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    confirm_from_the_email(&app, "ada@example.com").await;
     let status: String =
         sqlx::query_scalar("SELECT status FROM subscriptions WHERE email = 'ada@example.com'")
             .fetch_one(&app.db_pool)
