@@ -27,7 +27,14 @@ pub async fn imports(
     db: web::Data<Db>,
     uploads: web::Data<ImportUploads>,
 ) -> Result<HttpResponse, ApiError> {
-    render(&db, &admin, &uploads, StatusCode::OK, UploadFields::default()).await
+    render(
+        &db,
+        &admin,
+        &uploads,
+        StatusCode::OK,
+        UploadFields::default(),
+    )
+    .await
 }
 
 /// The page with `status`, the upload form filled in with `fields`.

@@ -21,7 +21,7 @@
 use actix_multipart::{Field, Multipart, MultipartError};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::TryStreamExt;
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
@@ -38,6 +38,7 @@ use crate::db::Db;
 use crate::domain::{ConsentSource, UnwantedCharacter};
 use crate::imports::{ImportError, ImportRequest, Started};
 use crate::rate_limit::RateLimiter;
+use crate::routes::FORM_BODY_LIMIT_BYTES;
 use crate::subscribers::lists;
 use crate::web::answers::see_other;
 use crate::web::client::client_ip;
@@ -82,18 +83,22 @@ pub struct UploadForm {
 pub async fn upload(
     request: HttpRequest,
     admin: SignedIn,
-    payload: Multipart,
+    payload: web::Payload,
     db: web::Data<Db>,
     limiter: web::Data<RateLimiter>,
     uploads: web::Data<ImportUploads>,
 ) -> Result<HttpResponse, ApiError> {
     // A browser says how long the body is: a file far over the cap is
     // refused before it is sent on.
-    if content_length(&request).is_some_and(|length| {
-        length > uploads.max_bytes.saturating_add(FORM_OVERHEAD_BYTES)
-    }) {
+    if content_length(&request)
+        .is_some_and(|length| length > uploads.max_bytes.saturating_add(FORM_OVERHEAD_BYTES))
+    {
         return Ok(too_large(uploads.max_bytes));
     }
+    if !is_multipart(&request) {
+        return Err(other_form(payload, &admin).await);
+    }
+    let payload = Multipart::new(request.headers(), payload);
     let upload = match receive(payload, &admin, uploads.max_bytes).await {
         Ok(upload) => upload,
         Err(Refused::TooLarge) => return Ok(too_large(uploads.max_bytes)),
@@ -115,7 +120,9 @@ pub async fn upload(
         "" => None,
         source => match ConsentSource::parse(source) {
             Ok(source) => Some(source),
-            Err(reason) => return render(&db, &admin, &uploads, unprocessable, refuse(reason)).await,
+            Err(reason) => {
+                return render(&db, &admin, &uploads, unprocessable, refuse(reason)).await;
+            }
         },
     };
     let Some(list_name) = list_name(&db, &fields.list).await? else {
@@ -125,7 +132,11 @@ pub async fn upload(
     // Said before the request takes them over; never a row of the file.
     let audited = format!(
         "{file_name} onto the list {list_name}, consent {}",
-        if consent.is_some() { "attested" } else { "not attested" }
+        if consent.is_some() {
+            "attested"
+        } else {
+            "not attested"
+        }
     );
     let import = ImportRequest {
         path: path.to_path_buf(),
@@ -138,7 +149,12 @@ pub async fn upload(
     let started = match uploads.importer.start(import).await {
         Ok(Ok(started)) => started,
         // This file went onto this list before: its page says so.
-        Ok(Err(done)) => return Ok(see_other(format!("{}?notice=already", import_path(done.id)))),
+        Ok(Err(done)) => {
+            return Ok(see_other(format!(
+                "{}?notice=already",
+                import_path(done.id)
+            )));
+        }
         Err(ImportError::Other(e)) => return Err(ApiError::Unexpected(e)),
         Err(refused) => {
             let shown = refuse(refused.to_string());
@@ -190,6 +206,29 @@ async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
         .await
         .step("find the list")?;
     Ok(list.map(|list| list.name))
+}
+
+fn is_multipart(request: &HttpRequest) -> bool {
+    request
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|mime| mime.type_() == "multipart")
+}
+
+/// The answer to a body that is not `multipart/form-data`. Its token is
+/// checked first all the same, as on every admin form: 403 without the
+/// session's, and only then 415.
+async fn other_form(payload: web::Payload, admin: &SignedIn) -> ApiError {
+    let fields: Vec<(String, String)> = match payload.to_bytes_limited(FORM_BODY_LIMIT_BYTES).await
+    {
+        Ok(Ok(body)) => serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    match check_csrf(&admin.session.data, &fields) {
+        Err(refused) => refused,
+        Ok(()) => ApiError::UnsupportedMediaType("Send the form as multipart/form-data.".into()),
+    }
 }
 
 fn content_length(request: &HttpRequest) -> Option<u64> {
@@ -315,8 +354,9 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, Refused> {
 /// how long it was. The file is removed when the returned path is dropped,
 /// here on any failure.
 async fn write_to_disk(field: &mut Field, max_bytes: u64) -> Result<(TempPath, u64), Refused> {
-    let unexpected =
-        |e: std::io::Error| ApiError::Unexpected(anyhow::Error::new(e).context("Failed to store the upload"));
+    let unexpected = |e: std::io::Error| {
+        ApiError::Unexpected(anyhow::Error::new(e).context("Failed to store the upload"))
+    };
     let temporary = tempfile::Builder::new()
         .prefix("newsletter-import-")
         .suffix(".csv")
