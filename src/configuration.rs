@@ -41,6 +41,9 @@ pub struct Settings {
     /// What the newsletter is called and who sends it: shown on every public
     /// page and in every email.
     pub newsletter: NewsletterSettings,
+    /// What the admin's import page takes.
+    #[serde(default)]
+    pub imports: ImportSettings,
     /// How log lines are written. Absent means JSON, so that an environment
     /// has to ask for the text format.
     #[serde(default)]
@@ -368,6 +371,25 @@ pub struct RetentionSettings {
 impl RetentionSettings {
     pub fn interval(&self) -> Duration {
         Duration::from_secs(self.interval_minutes * 60)
+    }
+}
+
+/// The admin's import page (`/admin/imports`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportSettings {
+    /// The largest file an upload may be, in bytes: past it the upload
+    /// stops and is answered 413. The file is written to the temporary
+    /// directory as it arrives, so this bounds the disk it takes, not
+    /// memory. A million rows of a typical export are under 100 MiB.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 

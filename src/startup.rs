@@ -29,6 +29,7 @@ use crate::delivery::Routes;
 use crate::delivery::inbox::LocalInbox;
 use crate::delivery::throttle::{Throttle, Throttles};
 use crate::emails::UnsubscribeLinks;
+use crate::imports::Importer;
 use crate::keys::Keys;
 use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
@@ -37,7 +38,7 @@ use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
-use crate::routes::admin::PublishSettings;
+use crate::routes::admin::{ImportUploads, PublishSettings};
 use crate::routes::{self, FORM_BODY_LIMIT_BYTES, SubscriptionOptions};
 use crate::signups::{SignupSettings, Signups};
 use crate::subscribers::welcome::Welcomer;
@@ -95,6 +96,10 @@ impl Application {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };
         let metrics_server = metrics_server(&settings, &metrics)?;
+        let uploads = ImportUploads {
+            importer: Importer::from_settings(&settings)?,
+            max_bytes: settings.imports.max_upload_bytes,
+        };
         let signups = SignupSettings {
             newsletter,
             base_url: settings.application.base_url,
@@ -126,6 +131,7 @@ impl Application {
             inbox: LocalInbox::new(&settings.email_client),
             metrics,
             archive,
+            uploads,
         };
         let shape = ServerShape {
             shutdown_timeout: Duration::from_secs(settings.application.shutdown_timeout_seconds),
@@ -535,6 +541,8 @@ struct Services {
     metrics: Metrics,
     /// The public archive's rendered pages: one cache for all threads.
     archive: Archive,
+    /// Starts the imports the admin uploads.
+    uploads: ImportUploads,
 }
 
 /// How long a new worker keeps trying to open its Redis connection before it
@@ -584,7 +592,9 @@ fn run(
         inbox,
         metrics,
         archive,
+        uploads,
     } = services;
+    let uploads = web::Data::new(uploads);
     let archive = web::Data::new(archive);
     let readiness = web::Data::new(readiness);
     let metrics = web::Data::new(metrics);
@@ -657,6 +667,7 @@ fn run(
             .app_data(inbox.clone())
             .app_data(metrics.clone())
             .app_data(archive.clone())
+            .app_data(uploads.clone())
     })
     .workers(workers)
     .shutdown_timeout(shape.shutdown_timeout.as_secs())

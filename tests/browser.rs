@@ -1565,6 +1565,9 @@ struct WideData {
     test_send_token: String,
     /// A list with [`LONG_LIST_NAME`], which the long subscriber is on.
     list: uuid::Uuid,
+    /// A finished import onto that list, with a long file name and long
+    /// refused rows.
+    import: uuid::Uuid,
 }
 
 /// Fills the list with what makes pages wide: long addresses and names in
@@ -1612,6 +1615,7 @@ async fn store_wide_data(app: &helpers::TestApp) -> WideData {
     let confirmation_link = app.local(&Url::parse(&link).unwrap()).to_string();
 
     let list = store_list_with_a_long_name(app, id_of(LONG_ADDRESS)).await;
+    let import = store_an_import_with_long_refusals(app, list).await;
     WideData {
         subscriber: id_of(LONG_ADDRESS),
         confirmation_link,
@@ -1622,7 +1626,43 @@ async fn store_wide_data(app: &helpers::TestApp) -> WideData {
             .to_string(),
         test_send_token: keys.test_unsubscribe_token().to_string(),
         list,
+        import,
     }
+}
+
+/// A finished import onto `list` whose file name and refused rows are as
+/// long as they come.
+async fn store_an_import_with_long_refusals(
+    app: &helpers::TestApp,
+    list: uuid::Uuid,
+) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO imports (id, file_sha256, list_id, file_name, consent_source, started_by, \
+             state, rows_read, rows_staged, memberships_added, subscribers_added, refused, \
+             finished_at) \
+         VALUES ($1, $2, $3, $4, $5, 'grace', 'done', 1204, 1200, 1200, 1200, 4, now())",
+    )
+    .bind(id)
+    .bind(vec![1u8; 32])
+    .bind(list)
+    .bind(format!("{}.csv", LONG_LIST_NAME.replace(' ', "-")))
+    .bind(LONG_TITLE)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    for line in 2..6 {
+        sqlx::query("INSERT INTO import_refusals (import_id, line, reason) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(line)
+            .bind(format!(
+                "The address \"{line}.{LONG_ADDRESS}.\" is not a valid email address."
+            ))
+            .execute(&app.db_pool)
+            .await
+            .unwrap();
+    }
+    id
 }
 
 /// A list with [`LONG_LIST_NAME`] and a long description, with `reader`
@@ -1762,6 +1802,12 @@ fn admin_pages(data: &WideData) -> Vec<Stop> {
             "dashboard-after-publishing",
             "/admin/dashboard",
             "#audit-log",
+        ),
+        Stop::open("imports", "/admin/imports", "form#upload"),
+        Stop::open(
+            "import",
+            format!("/admin/imports/{}", data.import),
+            "table#refusals",
         ),
         Stop::open("inbox", "/admin/inbox", "#inbox"),
         Stop::open(
@@ -2760,6 +2806,173 @@ async fn an_admin_makes_an_issue_public_and_a_reader_opens_it_and_its_feed_at_an
     assert!(
         failures.is_empty(),
         "archive pages wider than the window:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A CSV file in the temporary directory, removed when dropped.
+struct ImportFile(PathBuf);
+
+impl ImportFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let directory = std::env::temp_dir().join(format!("import-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join(name);
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for ImportFile {
+    fn drop(&mut self) {
+        if let Some(directory) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(directory);
+        }
+    }
+}
+
+/// Three readers and two rows the import refuses, on lines 3 and 5.
+const IMPORTED: &str = "email,name\n\
+    ada@example.com,Ada Lovelace\n\
+    not an address,Nobody\n\
+    grace@example.com,Grace Hopper\n\
+    ada@example.com,Ada Again\n\
+    hedy@example.com,Hedy Lamarr\n";
+
+#[tokio::test]
+async fn an_admin_imports_a_file_watches_it_finish_finds_a_reader_and_publishes_to_the_archive() {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    let file = ImportFile::new("readers.csv", IMPORTED);
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+    let mut failures = Vec::new();
+
+    browser
+        .press(r#".admin-nav a[href="/admin/imports"]"#)
+        .await;
+    browser.wait_for_heading("Imports").await;
+    browser
+        .wait_for("input#file")
+        .await
+        .send_keys(&file.0.to_string_lossy())
+        .await
+        .unwrap();
+    browser
+        .fill(
+            "consent_source",
+            "Signed up on our old site's form, double opt-in",
+        )
+        .await;
+    browser.screenshot("import-01-upload-form").await;
+    browser.press("form#upload button[type=submit]").await;
+
+    // The page follows the import to its end, then shows its report.
+    browser
+        .wait_for_address("the import's page", |url| {
+            url.path().starts_with("/admin/imports/")
+        })
+        .await;
+    helpers::eventually("the import to be done", || async {
+        let state = browser.text_of("#import-state").await.to_lowercase();
+        (state == "done").then_some(())
+    })
+    .await;
+    browser.wait_for("table#refusals").await;
+    let bar = browser
+        .client
+        .execute(
+            "return document.getElementById('import-progress').value;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bar, json!(100));
+    assert_eq!(browser.text_of("#count-rows_read").await, "5");
+    assert_eq!(browser.text_of("#count-memberships_added").await, "3");
+    assert_eq!(browser.text_of("#count-refused").await, "2");
+    let lines = browser.texts_of_all("#refusals tbody td.number").await;
+    assert_eq!(lines, ["3", "5"]);
+    browser.check_width("import", 1280, &mut failures).await;
+    browser.scroll_to("#report").await;
+    browser.screenshot("import-02-done-with-its-report").await;
+
+    // An imported reader is among the subscribers.
+    browser
+        .press(r#".admin-nav a[href="/admin/subscribers"]"#)
+        .await;
+    browser.wait_for("#subscribers").await;
+    search_subscribers(&browser, "hedy").await;
+    assert_eq!(names_listed(&browser).await, ["Hedy Lamarr"]);
+    browser.screenshot("import-03-subscriber-found").await;
+
+    // The readers imported confirmed get a public issue, which the archive
+    // and the feed show.
+    write_an_issue(&browser, "The first issue after the move", ARCHIVE_CONTENT).await;
+    browser.press("input#public").await;
+    publish_from_the_form(&browser, "Send to 3 subscribers?").await;
+    browser
+        .wait_for_address("the issue's page", |url| {
+            url.path().starts_with("/admin/newsletters/") && !url.path().ends_with("/new")
+        })
+        .await;
+    let web_path = browser.text_of("a#web-version").await;
+    browser.press("a#web-version").await;
+    browser.wait_for("article#issue").await;
+    assert_eq!(browser.path().await, web_path);
+    browser
+        .client
+        .goto(&format!("{}/archive", app.address))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Archive").await;
+    let listed = browser.texts_of_all("#archive-list li a").await;
+    assert_eq!(listed, ["The first issue after the move"]);
+    browser.screenshot("import-04-archive").await;
+    let feed = app.get("/feed.xml").await.text().await.unwrap();
+    assert!(
+        feed.contains("<title>The first issue after the move</title>"),
+        "{feed}"
+    );
+    assert!(feed.contains(&web_path), "{feed}");
+    browser
+        .client
+        .goto(&format!("{}/admin/imports", app.address))
+        .await
+        .unwrap();
+    browser.wait_for_heading("Imports").await;
+    browser.check_width("imports", 1280, &mut failures).await;
+    let import_page = browser
+        .wait_for("#imports tbody td.title a")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    browser.close().await;
+
+    // Both pages on a phone.
+    let phone = Browser::start(390, 844).await;
+    phone.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    phone.wait_for_heading("Dashboard").await;
+    for (name, path, shows) in [
+        ("imports", "/admin/imports".to_owned(), "form#upload"),
+        ("import", import_page, "table#refusals"),
+    ] {
+        phone
+            .client
+            .goto(&format!("{}{path}", app.address))
+            .await
+            .unwrap();
+        phone.wait_for(shows).await;
+        phone.check_width(name, 390, &mut failures).await;
+    }
+    phone.close().await;
+    assert!(
+        failures.is_empty(),
+        "import pages wider than the window:\n{}",
         failures.join("\n")
     );
 }

@@ -65,6 +65,10 @@ pub enum Action {
     /// A list's welcome email written, changed or removed. The detail
     /// names the list by name and id, and which it was.
     ListWelcomeChanged,
+    /// An import of subscribers started from the admin's upload. The
+    /// detail names the file, the list, and whether the admin attested
+    /// the readers' consent; never a row of the file.
+    ImportStarted,
 }
 
 impl Action {
@@ -100,6 +104,7 @@ impl Action {
             Action::ListArchived => "list-archived",
             Action::ListUnarchived => "list-unarchived",
             Action::ListWelcomeChanged => "list-welcome-changed",
+            Action::ImportStarted => "import-started",
         }
     }
 }

@@ -25,6 +25,13 @@ impl UnwantedCharacter {
         text.chars().find(|&c| is_unwanted(c)).map(Self)
     }
 
+    /// `text` without the characters no field should carry: for a value
+    /// that is only a label, such as an uploaded file's name, which is
+    /// better kept than refused.
+    pub fn remove_from(text: &str) -> String {
+        text.chars().filter(|&c| !is_unwanted(c)).collect()
+    }
+
     pub fn character(self) -> char {
         self.0
     }

@@ -153,8 +153,8 @@ pub struct Started {
 }
 
 impl Importer {
-    /// Steps 1 and the import's row: checks the file, finds the list, and
-    /// takes the import's lock. `Err` for a file or list refused outright;
+    /// Steps 1 and the import's row: checks the file and its header row,
+    /// finds the list, and takes the import's lock. `Err` for a file or list refused outright;
     /// `Ok(Err(record))` when the file was imported onto the list already.
     pub async fn start(
         &self,
@@ -162,6 +162,10 @@ impl Importer {
     ) -> Result<Result<Started, ImportRecord>, ImportError> {
         let checked = check_file(request.path.clone()).await?;
         let mut connection = self.connect().await?;
+        // A header row that names no address is refused here too, before
+        // the import has a row: the upload page answers it on the form.
+        let definitions = attributes::definitions(&mut connection).await?;
+        check_header(request.path.clone(), definitions).await?;
         let list = lists::find_by_name(&mut connection, &request.list_name)
             .await?
             .ok_or_else(|| ImportError::NoSuchList(request.list_name.clone()))?;
@@ -402,6 +406,19 @@ async fn check_file(path: PathBuf) -> Result<file::FileCheck, ImportError> {
     .await
     .context("The file's check stopped")?
     .map_err(ImportError::File)
+}
+
+async fn check_header(
+    path: PathBuf,
+    definitions: Vec<attributes::Definition>,
+) -> Result<(), ImportError> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        rows::Rows::new(file, definitions).map(drop)
+    })
+    .await
+    .context("The header's check stopped")?
+    .map_err(ImportError::Unreadable)
 }
 
 /// The blocking side of step 2: reads the rows and hands them over in

@@ -348,3 +348,54 @@ pub async fn refusals(
         })
         .collect())
 }
+
+/// Refused rows kept, by line, after `after_line`: a page of the report's
+/// download.
+pub async fn refusals_after(
+    connection: &mut PgConnection,
+    id: Uuid,
+    after_line: i64,
+    limit: i64,
+) -> Result<Vec<super::Refusal>, sqlx::Error> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT line, reason FROM import_refusals WHERE import_id = $1 AND line > $2 \
+         ORDER BY line LIMIT $3",
+    )
+    .bind(id)
+    .bind(after_line)
+    .bind(limit)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(line, reason)| super::Refusal {
+            line: u64::try_from(line).unwrap_or_default(),
+            reason,
+        })
+        .collect())
+}
+
+/// Whether a process holds the import's lock (see [`lock`]) now: a run of
+/// it is going on. An import left `reading` or `merging` whose lock is
+/// free was interrupted (its process was killed). Read from `pg_locks`
+/// rather than by trying the lock, which would make a run starting at that
+/// moment wait on a page's look.
+pub async fn is_running(connection: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    // An advisory lock on a bigint key shows as its high and low halves.
+    sqlx::query_scalar(
+        "WITH import AS ( \
+             SELECT hashtextextended(encode(file_sha256, 'hex') || list_id::text, 0) AS key \
+             FROM imports WHERE id = $1 \
+         ) \
+         SELECT EXISTS ( \
+             SELECT 1 FROM pg_locks, import \
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND classid = ((key >> 32) & 4294967295)::oid \
+               AND objid = (key & 4294967295)::oid \
+         )",
+    )
+    .bind(id)
+    .fetch_one(connection)
+    .await
+}

@@ -183,6 +183,23 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/newsletters/{id}/{action}", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::act_on_issue))
         }),
+        // A multipart upload, streamed to disk under its own cap
+        // (`imports.max_upload_bytes`), not a form the form limit applies to.
+        endpoint("/admin/imports", Admin, GET_POST, |c, p| {
+            add(c, resource(p).get(admin::imports).post(admin::upload))
+        }),
+        endpoint("/admin/imports.js", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::import_script))
+        }),
+        endpoint("/admin/imports/{id}", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::import_page))
+        }),
+        endpoint("/admin/imports/{id}/events", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::import_events))
+        }),
+        endpoint("/admin/imports/{id}/refusals.csv", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::import_refusals))
+        }),
         // Their own body limit: the JSON box holds a whole filter.
         endpoint("/admin/segments", Admin, GET_POST, |c, p| {
             let form = resource(p).app_data(admin::segment_form_config());

@@ -2,7 +2,8 @@
 //! error type and where failures become status codes ([`error`]), the
 //! shapes of answer several pages give ([`answers`]), the client's address
 //! behind our proxies ([`client`]), and the answers the OpenAPI document
-//! names for many handlers at once ([`openapi_responses`]). It stands below
+//! names for many handlers at once ([`openapi_responses`]), and the cells of
+//! the CSV files handed out ([`spreadsheet`]). It stands below
 //! both the public routes and the newsroom's accounts, so that each can use
 //! it without importing the other.
 
@@ -10,3 +11,4 @@ pub mod answers;
 pub mod client;
 pub mod error;
 pub mod openapi_responses;
+pub mod spreadsheet;

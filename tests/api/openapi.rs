@@ -75,7 +75,14 @@ async fn every_admin_form_requires_the_csrf_token() {
         let Some(post) = document["paths"][endpoint.path].get("post") else {
             continue;
         };
-        let form = &post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+        // A form, or an upload (`multipart/form-data`).
+        let content = post["requestBody"]["content"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{}: no request body", endpoint.path));
+        let form = &content
+            .values()
+            .next()
+            .unwrap_or_else(|| panic!("{}: no request body", endpoint.path))["schema"];
         let required: Vec<&str> = form["required"]
             .as_array()
             .unwrap_or_else(|| panic!("{}: no required fields", endpoint.path))

@@ -1,5 +1,7 @@
 //! The newsroom's pages behind `/admin`: the dashboard, the subscribers
-//! and their custom attributes, the lists, the segments, the issues and the local inbox. Signing in and out and the admin's own
+//! and their custom attributes, the lists, the segments, the issues, the
+//! imports and the local inbox; and the live updates the long-running ones
+//! follow ([`live`]). Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -16,8 +18,10 @@
 pub(crate) mod attributes;
 pub(crate) mod dashboard;
 pub(crate) mod email;
+pub(crate) mod imports;
 pub(crate) mod inbox;
 pub(crate) mod lists;
+pub(crate) mod live;
 pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod segments;
@@ -26,6 +30,9 @@ pub(crate) mod subscribers;
 pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
 pub use email::change_email;
+pub use imports::{
+    ImportUploads, import_events, import_page, import_refusals, import_script, imports, upload,
+};
 pub use inbox::{inbox, inbox_email, inbox_email_body};
 pub use lists::{
     archive_list, create_list, list_form_config, list_page, lists, unarchive_list, update_list,

@@ -35,6 +35,7 @@ use crate::subscribers::directory::{self, Chunk, Cursor, Row, Selection};
 use crate::subscribers::lists::{self, List};
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
+use crate::web::spreadsheet::defuse;
 
 /// Rows on a page of the list.
 const PAGE_SIZE: i64 = 50;
@@ -308,29 +309,5 @@ impl Export {
         }
         let bytes = writer.into_inner().map_err(|e| e.into_error())?;
         Ok(web::Bytes::from(bytes))
-    }
-}
-
-/// A spreadsheet opening the file runs a cell that starts with `=`, `+`,
-/// `-` or `@` as a formula, and names and addresses are typed by strangers.
-/// Such a cell gets a leading apostrophe, which spreadsheets show as text.
-fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{cell}").into()
-    } else {
-        cell.into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_that_a_spreadsheet_would_run_are_made_text() {
-        assert_eq!(defuse("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(defuse("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(defuse("-1+1"), "'-1+1");
-        assert_eq!(defuse("Ada Lovelace"), "Ada Lovelace");
     }
 }

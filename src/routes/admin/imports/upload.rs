@@ -1,0 +1,414 @@
+//! `POST /admin/imports`: an upload of a CSV file onto a list, as
+//! `multipart/form-data`. The file is written to a temporary file as it
+//! arrives, a chunk at a time (never held whole: a million readers are
+//! tens of megabytes), up to `imports.max_upload_bytes`, past which the
+//! upload stops and is answered 413. Then the import starts
+//! ([`crate::imports::Importer::start`]): the file and the list are checked
+//! at once, and a refusal (an empty file, one not in UTF-8, a header row
+//! that names no address, a list that is gone or archived) is answered 422
+//! on the form with the reason. Accepted, the import runs in the
+//! background and the admin is sent to its page (303), which follows it
+//! live; the temporary file is removed when the import ends. The same file
+//! onto the same list again goes to the earlier import's page, which says
+//! nothing changed.
+//!
+//! The form's CSRF token must come before the file (the form puts it
+//! first): a forged upload is refused before a byte of its file is
+//! written. The audit log records who started which import, of which file
+//! onto which list, and whether they attested the readers' consent; never
+//! a row of the file.
+
+use actix_multipart::{Field, Multipart, MultipartError};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use futures::TryStreamExt;
+use tempfile::TempPath;
+use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
+
+use super::ImportUploads;
+use super::list::{render, size_text};
+use super::pages::UploadFields;
+use super::view::import_path;
+use crate::admin::actor::actor_for;
+use crate::admin::audit::{self, Action};
+use crate::admin::guard::{SignedIn, check_csrf};
+use crate::db::Db;
+use crate::domain::{ConsentSource, UnwantedCharacter};
+use crate::imports::{ImportError, ImportRequest, Started};
+use crate::rate_limit::RateLimiter;
+use crate::routes::FORM_BODY_LIMIT_BYTES;
+use crate::subscribers::lists;
+use crate::web::answers::see_other;
+use crate::web::client::client_ip;
+use crate::web::error::{ApiError, DatabaseStep};
+
+/// The longest text field the form has (the consent source, 500
+/// characters of up to 4 bytes), with room to spare.
+const MAX_FIELD_BYTES: usize = 4 * 1024;
+
+/// What the form adds around the file: its other fields and the parts'
+/// headers. A body longer than the cap by more than this holds a file
+/// over the cap.
+const FORM_OVERHEAD_BYTES: u64 = 64 * 1024;
+
+/// The longest file name kept, in characters: it is a label on the pages.
+const MAX_FILE_NAME_CHARS: usize = 200;
+
+/// The form, as documented: the service reads it part by part.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The id of the list to import onto (not an archived one).
+    list: String,
+    /// Where the readers' consent came from, if the admin attests it:
+    /// they are then imported confirmed. Empty: each is asked to confirm.
+    consent_source: Option<String>,
+    /// Present (`on`): send the list's welcome email. Recorded.
+    welcome: Option<String>,
+    /// The CSV file, in UTF-8. After `csrf_token`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(post, path = "/admin/imports", tag = "admin",
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
+    responses(
+        (status = 303, description = "Started: to the import's page; or, for a file imported onto the list before, to that import's page.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 422, description = "The file or the list refused, with the reason on the page.", body = String, content_type = "text/html"),
+        crate::web::openapi_responses::AdminForm,
+    ))]
+pub async fn upload(
+    request: HttpRequest,
+    admin: SignedIn,
+    payload: web::Payload,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+    uploads: web::Data<ImportUploads>,
+) -> Result<HttpResponse, ApiError> {
+    // A browser says how long the body is: a file far over the cap is
+    // refused before it is sent on.
+    if content_length(&request)
+        .is_some_and(|length| length > uploads.max_bytes.saturating_add(FORM_OVERHEAD_BYTES))
+    {
+        return Ok(too_large(uploads.max_bytes));
+    }
+    if !is_multipart(&request) {
+        return Err(other_form(payload, &admin).await);
+    }
+    let payload = Multipart::new(request.headers(), payload);
+    let upload = match receive(payload, &admin, uploads.max_bytes).await {
+        Ok(upload) => upload,
+        Err(Refused::TooLarge) => return Ok(too_large(uploads.max_bytes)),
+        Err(Refused::Answer(e)) => return Err(e),
+    };
+    let Upload { file, fields } = upload;
+    let refuse = |reason: String| UploadFields {
+        list: fields.list.clone(),
+        consent_source: fields.consent_source.clone(),
+        welcome: fields.welcome,
+        error: Some(reason),
+    };
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let Some((path, file_name)) = file else {
+        let shown = refuse("Choose a file to import.".into());
+        return render(&db, &admin, &uploads, unprocessable, shown).await;
+    };
+    let consent = match fields.consent_source.trim() {
+        "" => None,
+        source => match ConsentSource::parse(source) {
+            Ok(source) => Some(source),
+            Err(reason) => {
+                return render(&db, &admin, &uploads, unprocessable, refuse(reason)).await;
+            }
+        },
+    };
+    let Some(list_name) = list_name(&db, &fields.list).await? else {
+        let shown = refuse("There is no such list: choose one of the form's.".into());
+        return render(&db, &admin, &uploads, unprocessable, shown).await;
+    };
+    // Said before the request takes them over; never a row of the file.
+    let audited = format!(
+        "{file_name} onto the list {list_name}, consent {}",
+        if consent.is_some() {
+            "attested"
+        } else {
+            "not attested"
+        }
+    );
+    let import = ImportRequest {
+        path: path.to_path_buf(),
+        file_name,
+        list_name,
+        consent,
+        welcome: fields.welcome,
+        started_by: admin.admin.username.clone(),
+    };
+    let started = match uploads.importer.start(import).await {
+        Ok(Ok(started)) => started,
+        // This file went onto this list before: its page says so.
+        Ok(Err(done)) => {
+            return Ok(see_other(format!(
+                "{}?notice=already",
+                import_path(done.id)
+            )));
+        }
+        Err(ImportError::Other(e)) => return Err(ApiError::Unexpected(e)),
+        Err(refused) => {
+            let shown = refuse(refused.to_string());
+            return render(&db, &admin, &uploads, unprocessable, shown).await;
+        }
+    };
+    let detail = format!("{audited} (import {})", started.id);
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    db.transaction(async |tx| audit::record(tx, &actor, Action::ImportStarted, &detail).await)
+        .await
+        .step("record the import in the audit log")?;
+    let id = started.id;
+    run_in_background(started, path);
+    Ok(see_other(import_path(id)))
+}
+
+/// Runs the import to its end, apart from the request; the uploaded file
+/// is removed once it has ended, however it ended. Its outcome is on the
+/// import's row, for its page: a failure is recorded there by the run.
+/// A server stopped meanwhile leaves the import interrupted, to be
+/// finished by uploading the file again.
+fn run_in_background(started: Started, file: TempPath) {
+    let span = tracing::info_span!("Run an uploaded import", import = %started.id);
+    tokio::spawn(
+        async move {
+            match started.run(|_| {}).await {
+                Ok(record) => tracing::info!(
+                    rows = record.rows_read,
+                    added = record.memberships_added,
+                    refused = record.refused,
+                    "Import done"
+                ),
+                Err(e) => tracing::warn!(error = ?e, "Import stopped"),
+            }
+            drop(file);
+        }
+        .instrument(span),
+    );
+}
+
+/// The name of the list `id` names, if any. An archived list is the
+/// importer's to refuse, with its reason.
+async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
+    let Ok(id) = uuid::Uuid::try_parse(id.trim()) else {
+        return Ok(None);
+    };
+    let list = db
+        .transaction(async |tx| lists::find(tx, id).await)
+        .await
+        .step("find the list")?;
+    Ok(list.map(|list| list.name))
+}
+
+fn is_multipart(request: &HttpRequest) -> bool {
+    request
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|mime| mime.type_() == "multipart")
+}
+
+/// The answer to a body that is not `multipart/form-data`. Its token is
+/// checked first all the same, as on every admin form: 403 without the
+/// session's, and only then 415.
+async fn other_form(payload: web::Payload, admin: &SignedIn) -> ApiError {
+    let fields: Vec<(String, String)> = match payload.to_bytes_limited(FORM_BODY_LIMIT_BYTES).await
+    {
+        Ok(Ok(body)) => serde_urlencoded::from_bytes(&body).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    match check_csrf(&admin.session.data, &fields) {
+        Err(refused) => refused,
+        Ok(()) => ApiError::UnsupportedMediaType("Send the form as multipart/form-data.".into()),
+    }
+}
+
+fn content_length(request: &HttpRequest) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(max_bytes: u64) -> HttpResponse {
+    HttpResponse::PayloadTooLarge()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!(
+            "The file is larger than the {} an upload may be (imports.max_upload_bytes). \
+             Split it into smaller files, or import it on the server with `newsletter import`.",
+            size_text(max_bytes)
+        ))
+}
+
+/// The form, received: the file on disk with the name it was sent with
+/// (`None` when no file was chosen), and the other fields.
+struct Upload {
+    file: Option<(TempPath, String)>,
+    fields: Fields,
+}
+
+#[derive(Default)]
+struct Fields {
+    list: String,
+    consent_source: String,
+    welcome: bool,
+}
+
+enum Refused {
+    /// The file is over the cap.
+    TooLarge,
+    Answer(ApiError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Self::Answer(e)
+    }
+}
+
+impl From<MultipartError> for Refused {
+    fn from(e: MultipartError) -> Self {
+        Self::Answer(match e {
+            MultipartError::ContentTypeMissing
+            | MultipartError::ContentTypeParse
+            | MultipartError::ContentTypeIncompatible => {
+                ApiError::UnsupportedMediaType("Send the form as multipart/form-data.".into())
+            }
+            other => ApiError::BadRequest(format!("The upload could not be read: {other}.")),
+        })
+    }
+}
+
+/// Reads the form part by part: the fields into memory (each small), the
+/// file to disk, once the CSRF token before it has been checked.
+async fn receive(
+    mut payload: Multipart,
+    admin: &SignedIn,
+    max_bytes: u64,
+) -> Result<Upload, Refused> {
+    let mut text: Vec<(String, String)> = Vec::new();
+    let mut file = None;
+    while let Some(mut field) = payload.try_next().await? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name != "file" {
+            let value = read_text(&mut field, &name).await?;
+            text.push((name, value));
+            continue;
+        }
+        check_csrf(&admin.session.data, &text)?;
+        if file.is_some() {
+            return Err(ApiError::BadRequest("One file at a time.".into()).into());
+        }
+        let sent_as = field
+            .content_disposition()
+            .and_then(|disposition| disposition.get_filename())
+            .unwrap_or_default()
+            .to_owned();
+        let (path, bytes) = write_to_disk(&mut field, max_bytes).await?;
+        // A form sent without a file chosen has an empty part with no name.
+        if !(sent_as.is_empty() && bytes == 0) {
+            file = Some((path, file_name(&sent_as)));
+        }
+    }
+    check_csrf(&admin.session.data, &text)?;
+    let value = |name: &str| {
+        text.iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.clone())
+    };
+    Ok(Upload {
+        file,
+        fields: Fields {
+            list: value("list").unwrap_or_default(),
+            consent_source: value("consent_source").unwrap_or_default(),
+            welcome: value("welcome").is_some(),
+        },
+    })
+}
+
+async fn read_text(field: &mut Field, name: &str) -> Result<String, Refused> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.try_next().await? {
+        if bytes.len() + chunk.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::BadRequest(format!("The field \"{name}\" is too long.")).into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        ApiError::BadRequest(format!("The field \"{name}\" is not UTF-8 text.")).into()
+    })
+}
+
+/// Writes the file part to a new temporary file as it arrives, and says
+/// how long it was. The file is removed when the returned path is dropped,
+/// here on any failure.
+async fn write_to_disk(field: &mut Field, max_bytes: u64) -> Result<(TempPath, u64), Refused> {
+    let unexpected = |e: std::io::Error| {
+        ApiError::Unexpected(anyhow::Error::new(e).context("Failed to store the upload"))
+    };
+    let temporary = tempfile::Builder::new()
+        .prefix("newsletter-import-")
+        .suffix(".csv")
+        .tempfile()
+        .map_err(unexpected)?;
+    let (file, path) = temporary.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut written = 0u64;
+    while let Some(chunk) = field.try_next().await? {
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(Refused::TooLarge);
+        }
+        file.write_all(&chunk).await.map_err(unexpected)?;
+    }
+    file.flush().await.map_err(unexpected)?;
+    Ok((path, written))
+}
+
+/// The name a file was sent with, as a label: its last path component
+/// (some browsers send a whole path), without control or invisible
+/// characters, and not too long.
+fn file_name(sent_as: &str) -> String {
+    let last = sent_as.rsplit(['/', '\\']).next().unwrap_or_default();
+    let name: String = UnwantedCharacter::remove_from(last)
+        .trim()
+        .chars()
+        .take(MAX_FILE_NAME_CHARS)
+        .collect();
+    if name.is_empty() {
+        "upload.csv".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_kept_as_a_label_only() {
+        for (sent_as, kept) in [
+            ("readers.csv", "readers.csv"),
+            ("C:\\Users\\ada\\readers.csv", "readers.csv"),
+            ("/home/ada/readers.csv", "readers.csv"),
+            ("read\u{202E}vsc.ers\0", "readvsc.ers"),
+            ("", "upload.csv"),
+            ("\u{200B}", "upload.csv"),
+        ] {
+            assert_eq!(file_name(sent_as), kept, "{sent_as:?}");
+        }
+        assert_eq!(file_name(&"a".repeat(500)).len(), MAX_FILE_NAME_CHARS);
+    }
+}
