@@ -31,6 +31,7 @@
       "already_on_list",
       "refused",
       "confirmations_queued",
+      "welcomes_queued",
     ]) {
       set("count-" + count, progress[count]);
     }

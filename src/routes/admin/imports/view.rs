@@ -18,6 +18,7 @@ pub struct ImportView {
     pub memberships_added: i64,
     pub already_on_list: i64,
     pub confirmations_queued: i64,
+    pub welcomes_queued: i64,
     pub refused: i64,
     /// Why it failed, when it did.
     pub failure: Option<String>,
@@ -43,6 +44,7 @@ impl ImportView {
             memberships_added: record.memberships_added,
             already_on_list: record.already_on_list,
             confirmations_queued: record.confirmations_queued,
+            welcomes_queued: record.welcomes_queued,
             refused: record.refused,
             failure: record.failure.clone().filter(|_| state == "failed"),
             finished: !matches!(state, "reading" | "merging"),
@@ -81,6 +83,7 @@ mod tests {
             memberships_added: 0,
             already_on_list: 0,
             confirmations_queued: 0,
+            welcomes_queued: 0,
             refused: 1,
             started_by: "ada".into(),
             created_at: chrono::Utc::now(),
