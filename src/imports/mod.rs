@@ -152,14 +152,36 @@ pub struct Started {
     connection: PgConnection,
 }
 
+/// How [`Importer::start`] found an import of this file onto this list.
+pub enum Start {
+    /// Ready to run: its row exists, and its lock is held.
+    Ready(Started),
+    /// This file was imported onto this list before: nothing to do.
+    Done(ImportRecord),
+    /// Another process is importing this file onto this list right now
+    /// (its id, once its row exists): a second upload of it does not wait
+    /// for that one to end.
+    Running(Option<Uuid>),
+}
+
+/// Whether a start waits for another run of the same file and list.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// The command line waits its turn, then finds the import done.
+    Yes,
+    /// The upload page answers at once with the running import's page.
+    No,
+}
+
 impl Importer {
-    /// Steps 1 and the import's row: checks the file and its header row,
-    /// finds the list, and takes the import's lock. `Err` for a file or list refused outright;
-    /// `Ok(Err(record))` when the file was imported onto the list already.
-    pub async fn start(
-        &self,
-        request: ImportRequest,
-    ) -> Result<Result<Started, ImportRecord>, ImportError> {
+    /// Steps 1 and the import's row, for the upload page: checks the file
+    /// and its header row, finds the list, and takes the import's lock if
+    /// nobody holds it. `Err` for a file or list refused outright.
+    pub async fn start(&self, request: ImportRequest) -> Result<Start, ImportError> {
+        self.begin(request, Wait::No).await
+    }
+
+    async fn begin(&self, request: ImportRequest, wait: Wait) -> Result<Start, ImportError> {
         let checked = check_file(request.path.clone()).await?;
         let mut connection = self.connect().await?;
         // A header row that names no address is refused here too, before
@@ -172,7 +194,16 @@ impl Importer {
         if list.archived_at.is_some() {
             return Err(ImportError::ArchivedList(list.name));
         }
-        store::lock(&mut connection, &checked.sha256, list.id).await?;
+        match wait {
+            Wait::Yes => store::lock(&mut connection, &checked.sha256, list.id).await?,
+            Wait::No => {
+                if !store::try_lock(&mut connection, &checked.sha256, list.id).await? {
+                    let running =
+                        store::find_by_file(&mut connection, &checked.sha256, list.id).await?;
+                    return Ok(Start::Running(running));
+                }
+            }
+        }
         let begun = store::begin(
             &mut connection,
             &NewImport {
@@ -186,10 +217,12 @@ impl Importer {
         )
         .await?;
         match begun {
-            Begun::Done(id) => Ok(Err(store::find(&mut connection, id)
-                .await?
-                .context("the import vanished")?)),
-            Begun::Run(id) => Ok(Ok(Started {
+            Begun::Done(id) => Ok(Start::Done(
+                store::find(&mut connection, id)
+                    .await?
+                    .context("the import vanished")?,
+            )),
+            Begun::Run(id) => Ok(Start::Ready(Started {
                 id,
                 importer: self.clone(),
                 request,
@@ -205,9 +238,12 @@ impl Importer {
         request: ImportRequest,
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ImportError> {
-        match self.start(request).await? {
-            Err(done) => Ok(Outcome::AlreadyImported(done)),
-            Ok(started) => started.run(on_progress).await.map(Outcome::Imported),
+        match self.begin(request, Wait::Yes).await? {
+            Start::Done(done) => Ok(Outcome::AlreadyImported(done)),
+            Start::Ready(started) => started.run(on_progress).await.map(Outcome::Imported),
+            Start::Running(_) => {
+                unreachable!("a start that waits for the lock never finds it held")
+            }
         }
     }
 
@@ -252,7 +288,19 @@ impl Started {
         mut self,
         mut on_progress: impl FnMut(&Progress),
     ) -> Result<ImportRecord, ImportError> {
-        let mut progress_connection = self.importer.connect().await?;
+        let mut progress_connection = match self.importer.connect().await {
+            Ok(connection) => connection,
+            Err(e) => {
+                // Recorded on the connection the import already has, so
+                // that its page says why rather than "interrupted".
+                if let Err(also) =
+                    store::mark_failed(&mut self.connection, self.id, &e.to_string()).await
+                {
+                    tracing::warn!(error = %also, "Could not record the import's failure");
+                }
+                return Err(e);
+            }
+        };
         let outcome = self
             .stage_and_merge(&mut progress_connection, &mut on_progress)
             .await;

@@ -75,6 +75,35 @@ pub async fn lock(
     Ok(())
 }
 
+/// [`lock`] without waiting: `false` when another session holds it, that
+/// is, when the same file is being imported onto the same list right now.
+pub async fn try_lock(
+    connection: &mut PgConnection,
+    sha256: &[u8],
+    list_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pg_try_advisory_lock(hashtextextended(encode($1, 'hex') || $2::text, 0))",
+    )
+    .bind(sha256)
+    .bind(list_id)
+    .fetch_one(connection)
+    .await
+}
+
+/// The import of this file onto this list, if there is one.
+pub async fn find_by_file(
+    connection: &mut PgConnection,
+    sha256: &[u8],
+    list_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM imports WHERE file_sha256 = $1 AND list_id = $2")
+        .bind(sha256)
+        .bind(list_id)
+        .fetch_optional(connection)
+        .await
+}
+
 /// Creates the import, or takes up the unfinished one of the same file and
 /// list: its refusals and counts so far are cleared, and this run's
 /// choices (consent, welcome) replace the earlier ones.

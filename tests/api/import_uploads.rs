@@ -190,7 +190,7 @@ async fn an_uploaded_file_is_imported_and_its_page_reports_the_counts_and_the_re
             .await
             .unwrap();
     assert!(
-        detail.starts_with("readers.csv onto the list Newsletter, consent not attested"),
+        detail.starts_with(r#""readers.csv" onto the list "Newsletter", consent not attested"#),
         "{detail}"
     );
     assert!(!detail.contains("ada@example.com"), "{detail}");
@@ -332,6 +332,38 @@ async fn an_upload_without_the_csrf_token_before_the_file_or_signed_out_is_refus
         .unwrap();
     assert_eq!(signed_out.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(imports(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_second_upload_of_a_file_being_imported_leads_to_the_running_import_without_waiting() {
+    let (app, browser) = signed_in().await;
+    let list = default_list(&app).await;
+    // The first import is held in its merge for as long as this is held.
+    let mut holding = app.db_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE subscriptions, memberships IN EXCLUSIVE MODE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    let first = Upload::of(list, GOOD_AND_BAD).send(&browser).await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let path = location(&first).to_owned();
+
+    // Waiting for the first import's lock, this request would not answer
+    // before the first import ends, which it cannot while the tables are
+    // held: a minute without an answer is that.
+    let again = tokio::time::timeout(
+        Duration::from_secs(60),
+        Upload::of(list, GOOD_AND_BAD).send(&browser),
+    )
+    .await
+    .expect("the second upload waited for the first import to end");
+
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&again), path);
+    holding.rollback().await.unwrap();
+    let page = finished_page(&browser, &path).await;
+    assert!(page.contains(r#"id="import-state">done<"#), "{page}");
+    assert_eq!(imports(&app).await, 1);
 }
 
 #[tokio::test]

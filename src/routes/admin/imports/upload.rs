@@ -36,7 +36,7 @@ use crate::admin::audit::{self, Action};
 use crate::admin::guard::{SignedIn, check_csrf};
 use crate::db::Db;
 use crate::domain::{ConsentSource, UnwantedCharacter};
-use crate::imports::{ImportError, ImportRequest, Started};
+use crate::imports::{FileRefused, ImportError, ImportRequest, Start, Started, Unreadable};
 use crate::rate_limit::RateLimiter;
 use crate::routes::FORM_BODY_LIMIT_BYTES;
 use crate::subscribers::lists;
@@ -65,7 +65,7 @@ pub struct UploadForm {
     /// Where the readers' consent came from, if the admin attests it:
     /// they are then imported confirmed. Empty: each is asked to confirm.
     consent_source: Option<String>,
-    /// Present (`on`): send the list's welcome email. Recorded.
+    /// Present (`on`): send the list's welcome email to its readers.
     welcome: Option<String>,
     /// The CSV file, in UTF-8. After `csrf_token`.
     #[schema(value_type = String, format = Binary)]
@@ -131,7 +131,7 @@ pub async fn upload(
     };
     // Said before the request takes them over; never a row of the file.
     let audited = format!(
-        "{file_name} onto the list {list_name}, consent {}",
+        "{file_name:?} onto the list {list_name:?}, consent {}",
         if consent.is_some() {
             "attested"
         } else {
@@ -147,15 +147,29 @@ pub async fn upload(
         started_by: admin.admin.username.clone(),
     };
     let started = match uploads.importer.start(import).await {
-        Ok(Ok(started)) => started,
+        Ok(Start::Ready(started)) => started,
         // This file went onto this list before: its page says so.
-        Ok(Err(done)) => {
+        Ok(Start::Done(done)) => {
             return Ok(see_other(format!(
                 "{}?notice=already",
                 import_path(done.id)
             )));
         }
+        // A second click, or another tab: the import already running is
+        // the one to watch, rather than a request held open until it ends.
+        Ok(Start::Running(running)) => {
+            return Ok(see_other(
+                running.map_or_else(|| "/admin/imports".to_owned(), import_path),
+            ));
+        }
         Err(ImportError::Other(e)) => return Err(ApiError::Unexpected(e)),
+        // The file is this server's own copy of the upload: failing to read
+        // it back is this side's fault, not the file's.
+        Err(ImportError::File(FileRefused::Io(e)) | ImportError::Unreadable(Unreadable::Io(e))) => {
+            return Err(ApiError::Unexpected(
+                anyhow::Error::new(e).context("Failed to read back the uploaded file"),
+            ));
+        }
         Err(refused) => {
             let shown = refuse(refused.to_string());
             return render(&db, &admin, &uploads, unprocessable, shown).await;
@@ -187,7 +201,7 @@ fn run_in_background(started: Started, file: TempPath) {
                     refused = record.refused,
                     "Import done"
                 ),
-                Err(e) => tracing::warn!(error = ?e, "Import stopped"),
+                Err(e) => tracing::error!(error = ?e, "Import stopped"),
             }
             drop(file);
         }
