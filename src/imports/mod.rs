@@ -155,9 +155,9 @@ pub struct Started {
 /// How [`Importer::start`] found an import of this file onto this list.
 pub enum Start {
     /// Ready to run: its row exists, and its lock is held.
-    Ready(Started),
+    Ready(Box<Started>),
     /// This file was imported onto this list before: nothing to do.
-    Done(ImportRecord),
+    Done(Box<ImportRecord>),
     /// Another process is importing this file onto this list right now
     /// (its id, once its row exists): a second upload of it does not wait
     /// for that one to end.
@@ -217,18 +217,18 @@ impl Importer {
         )
         .await?;
         match begun {
-            Begun::Done(id) => Ok(Start::Done(
+            Begun::Done(id) => Ok(Start::Done(Box::new(
                 store::find(&mut connection, id)
                     .await?
                     .context("the import vanished")?,
-            )),
-            Begun::Run(id) => Ok(Start::Ready(Started {
+            ))),
+            Begun::Run(id) => Ok(Start::Ready(Box::new(Started {
                 id,
                 importer: self.clone(),
                 request,
                 list_id: list.id,
                 connection,
-            })),
+            }))),
         }
     }
 
@@ -239,7 +239,7 @@ impl Importer {
         on_progress: impl FnMut(&Progress),
     ) -> Result<Outcome, ImportError> {
         match self.begin(request, Wait::Yes).await? {
-            Start::Done(done) => Ok(Outcome::AlreadyImported(done)),
+            Start::Done(done) => Ok(Outcome::AlreadyImported(*done)),
             Start::Ready(started) => started.run(on_progress).await.map(Outcome::Imported),
             Start::Running(_) => {
                 unreachable!("a start that waits for the lock never finds it held")

@@ -147,7 +147,7 @@ pub async fn upload(
         started_by: admin.admin.username.clone(),
     };
     let started = match uploads.importer.start(import).await {
-        Ok(Start::Ready(started)) => started,
+        Ok(Start::Ready(started)) => *started,
         // This file went onto this list before: its page says so.
         Ok(Start::Done(done)) => {
             return Ok(see_other(format!(
