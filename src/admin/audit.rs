@@ -65,6 +65,14 @@ pub enum Action {
     /// A list's welcome email written, changed or removed. The detail
     /// names the list by name and id, and which it was.
     ListWelcomeChanged,
+    /// An API token made or revoked, from the admin pages or the command
+    /// line. The detail names the token and its scopes, never its secret.
+    ApiTokenCreated,
+    ApiTokenRevoked,
+    /// A change made through the API with a write or publish scope. The
+    /// actor is the token (`admin_id` NULL, `username` "token NAME"); the
+    /// detail says what changed.
+    ApiWrite,
 }
 
 impl Action {
@@ -100,6 +108,9 @@ impl Action {
             Action::ListArchived => "list-archived",
             Action::ListUnarchived => "list-unarchived",
             Action::ListWelcomeChanged => "list-welcome-changed",
+            Action::ApiTokenCreated => "api-token-created",
+            Action::ApiTokenRevoked => "api-token-revoked",
+            Action::ApiWrite => "api-write",
         }
     }
 }

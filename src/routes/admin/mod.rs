@@ -1,5 +1,5 @@
 //! The newsroom's pages behind `/admin`: the dashboard, the subscribers
-//! and their custom attributes, the lists, the segments, the issues and the local inbox. Signing in and out and the admin's own
+//! and their custom attributes, the lists, the segments, the issues, the API tokens and the local inbox. Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -22,6 +22,7 @@ pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod segments;
 pub(crate) mod subscribers;
+pub(crate) mod tokens;
 
 pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
@@ -42,3 +43,4 @@ pub use subscribers::{
     attributes_form_config, change_attributes, erase_subscriber, export_subscriber,
     export_subscribers, subscriber_page, subscribers,
 };
+pub use tokens::{create_token, revoke_token, tokens_page};
