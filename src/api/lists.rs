@@ -113,8 +113,10 @@ pub async fn get_list(
 #[allow(dead_code)] // Read field by field ([`Fields`]), documented as a whole.
 pub struct NewList {
     /// 1 to 100 characters, no control characters; no other list's.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// Up to 1000 characters. Empty when absent.
+    #[schema(max_length = 1000)]
     description: Option<String>,
     /// Offered on the public form. False when absent.
     public: Option<bool>,

@@ -1,6 +1,7 @@
 //! The API's part of the OpenAPI document: the `bearer` security scheme,
 //! and the refusals its operations share, each an RFC 9457 problem
-//! ([`super::problem`]) with an example. Handlers name the set that fits
+//! ([`super::problem`], its body the `ProblemBody` component) with an
+//! example. Handlers name the set that fits
 //! them in `#[utoipa::path(responses(...))]`: the guard's (401, 429, 503)
 //! and the scope's (403) always; 404 for one thing by id; 400 and 422 for
 //! input.
@@ -12,10 +13,10 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{IntoResponses, Modify, PartialSchema};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoResponses, Modify};
 
-use super::problem::{CONTENT_TYPE, ProblemBody};
+use super::problem::CONTENT_TYPE;
 
 /// A problem answer, with an example body.
 fn problem(status: u16, title: &str, description: &str, detail: &str) -> Response {
@@ -46,7 +47,7 @@ fn problem_like(description: &str, example: serde_json::Value) -> Response {
         .content(
             CONTENT_TYPE,
             ContentBuilder::new()
-                .schema(Some(ProblemBody::schema()))
+                .schema(Some(RefOr::<Schema>::Ref(Ref::from_schema_name("ProblemBody"))))
                 .example(Some(example))
                 .build(),
         )

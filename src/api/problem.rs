@@ -58,8 +58,8 @@ pub struct ProblemBody {
     /// What went wrong, for a person reading the client's log.
     #[schema(example = "Some parameters were refused.")]
     pub detail: String,
-    /// The fields or parameters refused, on a 422 (and a 400 naming one).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The fields or parameters refused, on a 422; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 

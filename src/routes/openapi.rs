@@ -107,6 +107,9 @@ use crate::api::openapi::BearerScheme;
         crate::api::subscribers::list_subscribers,
         crate::api::subscribers::get_subscriber,
     ),
+    // The problem answers are built by hand (`crate::api::openapi`) and
+    // refer to these by name.
+    components(schemas(crate::api::problem::ProblemBody, crate::api::problem::FieldError)),
     modifiers(&CsrfField, &WebhookCredentials, &BearerScheme),
 )]
 struct ApiDoc;
