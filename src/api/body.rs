@@ -50,6 +50,21 @@ impl Fields {
         self.string(name)
     }
 
+    /// An array of strings; empty when absent or null.
+    pub fn strings(&mut self, name: &str) -> Vec<String> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                self.refuse(name, format!("`{name}` must be an array of strings."));
+                Vec::new()
+            }
+        }
+    }
+
     /// A boolean field; `None` when absent or null.
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         match self.object.get(name) {

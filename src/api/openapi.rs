@@ -47,7 +47,9 @@ fn problem_like(description: &str, example: serde_json::Value) -> Response {
         .content(
             CONTENT_TYPE,
             ContentBuilder::new()
-                .schema(Some(RefOr::<Schema>::Ref(Ref::from_schema_name("ProblemBody"))))
+                .schema(Some(RefOr::<Schema>::Ref(Ref::from_schema_name(
+                    "ProblemBody",
+                ))))
                 .example(Some(example))
                 .build(),
         )

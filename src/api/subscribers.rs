@@ -2,7 +2,9 @@
 //! at a time, through the admin directory's own queries
 //! ([`crate::subscribers::directory`]): the same search, status and list
 //! filters, the same keyset cursor. `GET /api/v1/subscribers/{id}` (read):
-//! one subscriber, with their lists.
+//! one subscriber, with their lists. `POST /api/v1/subscribers` (write):
+//! signs a reader up through the form's own path, double opt-in: they are
+//! on no list until they confirm by email.
 //!
 //! A page's `next` is the cursor of its last row, given only when more
 //! rows follow (one row more than the page is read to know): a client
@@ -14,10 +16,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::admin::audit::Action;
+use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
 use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
 use crate::db::Db;
+use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
+use crate::metrics::{Metrics, Suppressed};
+use crate::rate_limit::{RateLimiter, SubscriptionDecision};
+use crate::signups::Signups;
 use crate::subscribers::attributes::{self, Values};
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
 use crate::subscribers::{lists, memberships, record};
@@ -269,6 +277,147 @@ pub async fn get_subscriber(
             })
             .collect(),
     }))
+}
+
+/// At most this many lists in one sign-up, as on the form.
+const MAX_LISTS: usize = 50;
+
+/// A sign-up. `email` and `name` are required.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"email": "ursula@example.com", "name": "Ursula", "lists": []}))]
+#[allow(dead_code)] // Read field by field ([`Fields`]), documented as a whole.
+pub struct NewSignUp {
+    /// The reader's address.
+    #[schema(format = Email)]
+    email: String,
+    /// The reader's name, 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
+    name: String,
+    /// The ids of public, live lists to join, at most 50; none for the
+    /// default list.
+    #[schema(max_items = 50)]
+    lists: Option<Vec<Uuid>>,
+}
+
+/// What became of a sign-up.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignUpAccepted {
+    /// The pending subscriber a confirmation email was sent to; null when
+    /// the address was confirmed already (it gets a notice instead), is on
+    /// the suppression list, or has had its share of email for now.
+    pub subscriber_id: Option<Uuid>,
+}
+
+#[utoipa::path(post, path = "/api/v1/subscribers", tag = "api",
+    security(("bearer" = [])),
+    request_body(content = NewSignUp, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the reader is asked to confirm by email, as from the form.", body = SignUpAccepted, content_type = "application/json"),
+        crate::api::openapi::WriteRefusals,
+    ))]
+pub async fn create_subscriber(
+    request: HttpRequest,
+    token: ApiToken,
+    body: web::Bytes,
+    db: web::Data<Db>,
+    signups: web::Data<Signups>,
+    limiter: web::Data<RateLimiter>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, Problem> {
+    token.require(Scope::Write)?;
+    let new_subscriber = parse_sign_up(&body)?;
+    if !new_subscriber.lists.is_empty() {
+        let offered = db
+            .transaction(async |tx| lists::offered_among(tx, &new_subscriber.lists).await)
+            .await
+            .step("look up the lists chosen")?;
+        if offered.len() != new_subscriber.lists.len() {
+            return Err(Problem::invalid(
+                "lists",
+                "One of the lists is not a public, live list.",
+            ));
+        }
+    }
+    let actor = token.actor(&request);
+    // The same budget as the form's for the address: a token must not be
+    // a way to flood an inbox either. The token's own budget stands in for
+    // the per-IP one.
+    let decision = limiter
+        .check_subscription(None, Some(&new_subscriber.email))
+        .await;
+    let subscriber_id = if decision == SubscriptionDecision::AddressLimited {
+        metrics.signup_suppressed(Suppressed::address_limit);
+        None
+    } else {
+        store_sign_up(&signups, &limiter, &metrics, new_subscriber).await?
+    };
+    // The log outlives the reader: it names them by id, never by address.
+    let detail = match subscriber_id {
+        Some(id) => format!("sign-up of subscriber {id}, asked to confirm"),
+        None => "sign-up with no confirmation sent".to_owned(),
+    };
+    crate::admin::actor::record(&db, &actor, Action::ApiWrite, &detail).await?;
+    Ok(HttpResponse::Accepted().json(SignUpAccepted { subscriber_id }))
+}
+
+/// Stores the sign-up through the form's own path ([`Signups`]): the
+/// subscriber, a confirmation token and the email, in one transaction.
+#[tracing::instrument(name = "Store a sign-up from the API", skip_all)]
+async fn store_sign_up(
+    signups: &Signups,
+    limiter: &RateLimiter,
+    metrics: &Metrics,
+    new_subscriber: NewSubscriber,
+) -> Result<Option<Uuid>, Problem> {
+    let email = new_subscriber.email.clone();
+    let stored = signups.store(new_subscriber).await;
+    // Nothing sent: the address keeps its budget for a retry.
+    if let Err(e) = &stored
+        && e.nothing_committed()
+    {
+        limiter.refund_address(&email).await;
+    }
+    let stored = stored.step("store the sign-up")?;
+    if stored.suppressed {
+        metrics.signup_suppressed(Suppressed::suppression_list);
+    } else {
+        metrics.signup_stored();
+    }
+    Ok(stored.subscriber_id)
+}
+
+fn parse_sign_up(body: &[u8]) -> Result<NewSubscriber, Problem> {
+    let mut fields = Fields::parse(body)?;
+    let email = fields
+        .required_string("email")
+        .and_then(|raw| fields.parsed("email", SubscriberEmail::parse(&raw)));
+    let name = fields
+        .required_string("name")
+        .and_then(|raw| fields.parsed("name", SubscriberName::parse(&raw)));
+    let raw_lists = fields.strings("lists");
+    if raw_lists.len() > MAX_LISTS {
+        fields.refuse(
+            "lists",
+            format!("At most {MAX_LISTS} lists can be chosen at once."),
+        );
+    }
+    let mut lists: Vec<Uuid> = Vec::new();
+    for raw in &raw_lists {
+        match Uuid::try_parse(raw.trim()) {
+            Ok(id) if !lists.contains(&id) => lists.push(id),
+            Ok(_) => {}
+            Err(_) => {
+                fields.refuse("lists", format!("`{raw}` is not a list's id."));
+                break;
+            }
+        }
+    }
+    fields.finish()?;
+    Ok(NewSubscriber {
+        email: email.expect("refused when absent"),
+        name: name.expect("refused when absent"),
+        lists,
+    })
 }
 
 #[cfg(test)]

@@ -251,10 +251,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/api/v1/lists/{id}", Token, GET, |c, p| {
             add(c, resource(p).get(crate::api::lists::get_list))
         }),
-        endpoint("/api/v1/subscribers", Token, GET, |c, p| {
+        endpoint("/api/v1/subscribers", Token, GET_POST, |c, p| {
             add(
                 c,
-                resource(p).get(crate::api::subscribers::list_subscribers),
+                resource(p)
+                    .get(crate::api::subscribers::list_subscribers)
+                    .post(crate::api::subscribers::create_subscriber),
             )
         }),
         endpoint("/api/v1/subscribers/{id}", Token, GET, |c, p| {

@@ -105,6 +105,7 @@ use crate::api::openapi::BearerScheme;
         crate::api::lists::create_list,
         crate::api::lists::get_list,
         crate::api::subscribers::list_subscribers,
+        crate::api::subscribers::create_subscriber,
         crate::api::subscribers::get_subscriber,
     ),
     // The problem answers are built by hand (`crate::api::openapi`) and

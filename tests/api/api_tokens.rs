@@ -586,3 +586,88 @@ async fn the_tokens_page_shows_a_new_token_once_and_revokes_it() {
         .unwrap();
     assert!(details.iter().all(|d| !d.contains(&secret)), "{details:?}");
 }
+
+#[tokio::test]
+async fn a_sign_up_through_the_api_is_asked_to_confirm_by_email_as_from_the_form() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let write = token(&app, "signup form", "write").await;
+    let read = token(&app, "crm", "read").await;
+    let body = r#"{"email": "api.reader@example.com", "name": "Api Reader"}"#;
+
+    let refused = api_post(&app, "/api/v1/subscribers", &read, body).await;
+    problem(refused, StatusCode::FORBIDDEN).await;
+    assert_eq!(app.subscriber_count().await, 0);
+
+    let accepted = api_post(&app, "/api/v1/subscribers", &write, body).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let accepted: Value = accepted.json().await.unwrap();
+    let id = accepted["subscriber_id"]
+        .as_str()
+        .expect("a pending subscriber");
+    let status = async || -> Value {
+        let reader: Value = api_get(&app, &format!("/api/v1/subscribers/{id}"), &read)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(reader["email"], "api.reader@example.com");
+        reader["status"].clone()
+    };
+    assert_eq!(status().await, "pending_confirmation");
+    let emails = app.wait_for_emails(1).await;
+    let link = app.confirmation_links(&emails[0]).html;
+    assert_eq!(app.click(&link).await.status(), StatusCode::OK);
+    assert_eq!(
+        status().await,
+        "confirmed",
+        "the email's link confirms them"
+    );
+
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'api-write' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert!(
+        detail.contains(id) && !detail.contains("api.reader"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_sign_up_with_bad_fields_is_refused_naming_them_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let secret = token(&app, "signup form", "write").await;
+    let unknown_list = format!(
+        r#"{{"email": "a@example.com", "name": "A", "lists": ["{}"]}}"#,
+        Uuid::new_v4()
+    );
+    for (body, names) in [
+        ("{}", vec!["email", "name"]),
+        (
+            r#"{"email": "not an address", "name": ""}"#,
+            vec!["email", "name"],
+        ),
+        (
+            r#"{"email": "a@example.com", "name": "A\u202eB"}"#,
+            vec!["name"],
+        ),
+        (
+            r#"{"email": "a@example.com", "name": "A", "lists": ["x"]}"#,
+            vec!["lists"],
+        ),
+        (
+            r#"{"email": "a@example.com", "name": "A", "lists": 3}"#,
+            vec!["lists"],
+        ),
+        (unknown_list.as_str(), vec!["lists"]),
+    ] {
+        let response = api_post(&app, "/api/v1/subscribers", &secret, body).await;
+        let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(named(&problem), names, "{body}");
+    }
+    assert_eq!(app.subscriber_count().await, 0);
+}
