@@ -10,7 +10,9 @@
 # that the fuzzer is not answered 429 throughout. Admin routes are fuzzed
 # signed in: an admin is created with the command line and signs in, and
 # its session cookie and CSRF token go with every request
-# (scripts/fuzz/hooks.py). Everything is stopped and dropped at the end.
+# (scripts/fuzz/hooks.py). /api/v1 is fuzzed with an API token of every
+# scope, made with the command line. Everything is stopped and dropped at
+# the end.
 #
 #   scripts/fuzz_api.sh              fuzz the service
 #   scripts/fuzz_api.sh --self-test  serve it with a deliberately broken
@@ -82,6 +84,8 @@ for limit in LOGIN_PER_IP LOGIN_PER_ACCOUNT; do
 done
 # Nor are attempts on one account slowed down: the fuzzer names a few.
 export APP_RATE_LIMIT__LOGIN_ACCOUNT_SLOWDOWN__MAX_DELAY_MILLISECONDS=0
+export APP_RATE_LIMIT__API_PER_TOKEN__BURST=1000000000
+export APP_RATE_LIMIT__API_PER_TOKEN__PER_PERIOD=1000000000
 export APP_WEBHOOKS__POSTMARK_USERNAME=postmark
 export APP_WEBHOOKS__POSTMARK_PASSWORD="fuzz-${run}"
 export RUST_LOG="${RUST_LOG:-warn}"
@@ -90,6 +94,9 @@ log "starting the service on port ${port} (database ${db})"
 "${service}" migrate >"${work}/migrate.log" 2>&1 || { cat "${work}/migrate.log"; die "migration failed"; }
 password="fuzz-password-${run}"
 printf '%s\n' "${password}" | "${service}" admin create --username fuzzer >/dev/null
+# Every scope, so that /api/v1 is fuzzed past its scope checks.
+api_token="$("${service}" admin token create --name fuzzer --scope read,write,publish 2>/dev/null)"
+[ -n "${api_token}" ] || die "the command line made no API token"
 target/debug/examples/email_api_stub "${stub_port}" "${work}/tokens" &
 pids+=($!)
 "${service}" >"${work}/service.log" 2>&1 &
@@ -122,10 +129,11 @@ args=(
   --workers 2
   --suppress-health-check all
   --header "Cookie: session=${session}"
-  --auth "postmark:${APP_WEBHOOKS__POSTMARK_PASSWORD}"
 )
 [ -n "${FUZZ_SEED:-}" ] && args+=(--seed "${FUZZ_SEED}")
 export FUZZ_CSRF_TOKEN="${csrf}"
+export FUZZ_API_TOKEN="${api_token}"
+export FUZZ_POSTMARK_AUTH="postmark:${APP_WEBHOOKS__POSTMARK_PASSWORD}"
 export SCHEMATHESIS_HOOKS=hooks
 export PYTHONPATH="${PWD}/scripts/fuzz"
 # schemathesis keeps a cache of what it found in the working directory: the

@@ -93,6 +93,10 @@ pub struct RateLimitSettings {
     /// down (never refused). Optional: older configurations get defaults.
     #[serde(default)]
     pub login_account_slowdown: SlowdownSettings,
+    /// Requests under `/api/v1` per API token. Optional: older
+    /// configurations get [`LimitSettings::API_PER_TOKEN`].
+    #[serde(default = "LimitSettings::api_per_token")]
+    pub api_per_token: LimitSettings,
 }
 
 /// A ceiling that slows rather than refuses: past `free_attempts` in
@@ -156,6 +160,17 @@ pub struct LimitSettings {
 }
 
 impl LimitSettings {
+    /// 100 requests at once, then 10 a second.
+    pub const API_PER_TOKEN: LimitSettings = LimitSettings {
+        burst: 100,
+        per_period: 600,
+        period_seconds: 60,
+    };
+
+    fn api_per_token() -> Self {
+        Self::API_PER_TOKEN
+    }
+
     /// The time one unit of budget takes to refill.
     pub fn emission_interval(&self) -> Duration {
         (Duration::from_secs(self.period_seconds) / self.per_period.max(1))

@@ -2,6 +2,7 @@
 //! form, confirm through a link in an email, and the list lives in Postgres.
 
 pub mod admin;
+pub mod api;
 pub mod archive;
 pub mod campaigns;
 pub mod configuration;

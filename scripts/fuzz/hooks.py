@@ -5,14 +5,41 @@ the session's CSRF token, so a fuzzer that guesses the token tests nothing
 behind it. This pins the documented `csrf_token` field of every admin form
 to the token of the session the fuzzer signs in with (FUZZ_CSRF_TOKEN),
 except signing out's, which would end that session.
+
+Two routes take an `Authorization` header, each its own kind, which one
+`--auth` or `--header` for every request cannot give: /api/v1 an API token
+(FUZZ_API_TOKEN, made with the command line), Postmark's webhook its HTTP
+Basic credentials (FUZZ_POSTMARK_AUTH, `user:password`). `Credentials`
+gives each the one it takes.
 """
 
+import base64
 import os
 
 import schemathesis
 
 TOKEN = os.environ["FUZZ_CSRF_TOKEN"]
+API_TOKEN = os.environ["FUZZ_API_TOKEN"]
+POSTMARK = base64.b64encode(os.environ["FUZZ_POSTMARK_AUTH"].encode()).decode()
 KEEP_UNKNOWN = {"/admin/logout"}
+
+
+# Not cached (`refresh_interval=None`): the credential depends on the
+# operation, and neither expires during a run. An operation that takes
+# none gets `None`, and schemathesis leaves its headers alone.
+@schemathesis.auth(refresh_interval=None)
+class Credentials:
+    def get(self, case, context):
+        path = case.operation.path
+        if path.startswith("/api/v1/"):
+            return f"Bearer {API_TOKEN}"
+        if path == "/webhooks/postmark":
+            return f"Basic {POSTMARK}"
+        return None
+
+    def set(self, case, data, context):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = data
 
 
 @schemathesis.hook

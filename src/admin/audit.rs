@@ -69,6 +69,14 @@ pub enum Action {
     /// detail names the file, the list, and whether the admin attested
     /// the readers' consent; never a row of the file.
     ImportStarted,
+    /// An API token made or revoked, from the admin pages or the command
+    /// line. The detail names the token and its scopes, never its secret.
+    ApiTokenCreated,
+    ApiTokenRevoked,
+    /// A change made through the API with a write or publish scope. The
+    /// actor is the token (`admin_id` NULL, `username` "token NAME"); the
+    /// detail says what changed.
+    ApiWrite,
 }
 
 impl Action {
@@ -105,6 +113,9 @@ impl Action {
             Action::ListUnarchived => "list-unarchived",
             Action::ListWelcomeChanged => "list-welcome-changed",
             Action::ImportStarted => "import-started",
+            Action::ApiTokenCreated => "api-token-created",
+            Action::ApiTokenRevoked => "api-token-revoked",
+            Action::ApiWrite => "api-write",
         }
     }
 }

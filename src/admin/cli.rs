@@ -32,6 +32,10 @@ Usage:
   newsletter admin reseal-totp
             Seal every admin's TOTP secret under the current admin.totp_key:
             after a key rotation, before the previous key is dropped
+  newsletter admin token create --name NAME --scope read[,write,publish] [--expires-in-days N]
+            Make an API token and print it, once
+  newsletter admin token revoke --name NAME
+            Revoke an API token: it opens the API no more
 
 create and reset-password read the new password from standard input: typed
 twice at a terminal, or one line from a pipe.";
@@ -49,6 +53,13 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<(), anyhow::Err
     ) {
         println!("{USAGE}");
         return Ok(());
+    }
+    // API tokens have their own module, with the API they open.
+    if let Some(("token", rest)) = args
+        .split_first()
+        .map(|(first, rest)| (first.as_str(), rest))
+    {
+        return crate::api::cli::run(settings, rest).await;
     }
     let command = parse_args(args)?;
     // One connection for one command: no pool needed. It carries the

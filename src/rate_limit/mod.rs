@@ -1,6 +1,7 @@
 //! Abuse protection: how often one client may sign up, and open or press
 //! confirmation links (each on a budget of its own), how many emails one
-//! address may be sent, and how often anyone may try a password.
+//! address may be sent, how often anyone may try a password, and how many
+//! requests one API token may make.
 //!
 //! Limits live in Redis so that every replica draws on the same budget. Each
 //! check is one Lua script (GCRA: a burst at once, then a steady refill),
@@ -132,6 +133,7 @@ struct Shared {
     login_per_account: Policy,
     login_per_browser: Policy,
     login_per_session: Policy,
+    api_per_token: Policy,
     slowdown_script: redis::Script,
     login_slowdown: SlowdownSettings,
     client_ip: ClientIpResolver,
@@ -176,6 +178,7 @@ impl RateLimiter {
             // The same allowance as an account's, but budgets of their own.
             login_per_browser: Policy::new("login-browser", settings.login_per_account),
             login_per_session: Policy::new("login-session", settings.login_per_account),
+            api_per_token: Policy::new("api-token", settings.api_per_token),
             slowdown_script: redis::Script::new(include_str!("slowdown.lua")),
             login_slowdown: settings.login_account_slowdown,
             client_ip: ClientIpResolver::new(
@@ -226,6 +229,19 @@ impl RateLimiter {
             .check(&[(&self.shared.confirm_per_ip, &limit_subject(ip))])
             .await
         {
+            Some((_, retry_after)) => Decision::Limited { retry_after },
+            None => Decision::Allowed,
+        }
+    }
+
+    /// The budget of one API token, whichever address it comes from: the
+    /// token is a 256-bit secret, so its holder is who the budget is for.
+    /// Checked only once the token is known to be live, so that made-up
+    /// tokens cannot fill Redis with keys.
+    #[tracing::instrument(name = "Check the API token's limit", level = "debug", skip_all)]
+    pub async fn check_api_token(&self, token_id: uuid::Uuid) -> Decision {
+        let subject = token_id.simple().to_string();
+        match self.check(&[(&self.shared.api_per_token, &subject)]).await {
             Some((_, retry_after)) => Decision::Limited { retry_after },
             None => Decision::Allowed,
         }
@@ -635,6 +651,7 @@ mod tests {
             login_per_account: limit,
             login_per_ip: limit,
             login_account_slowdown: SlowdownSettings::default(),
+            api_per_token: limit,
         }
     }
 

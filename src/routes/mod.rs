@@ -26,6 +26,7 @@ use actix_web::web::{self, resource};
 
 use crate::admin::guard::require_admin;
 use crate::admin::pages::{account, sign_in};
+use crate::api::guard::require_token;
 
 use public::limit_confirmations;
 
@@ -36,6 +37,10 @@ pub enum Access {
     /// Only a signed-in admin: registered inside the `/admin` scope, behind
     /// its guard, and nowhere else.
     Admin,
+    /// Only a program with a live API token: registered inside the
+    /// `/api/v1` scope, behind its guard ([`crate::api::guard`]), and
+    /// nowhere else. The handler checks the scope it needs.
+    Token,
 }
 
 /// One path the service answers, with the methods it takes.
@@ -56,7 +61,7 @@ const GET_POST: &[Method] = &[Method::GET, Method::POST];
 /// read, so a test can check each of them against its access rule.
 /// Resources rather than bare routes: a wrong method gets 405.
 pub fn endpoints() -> Vec<Endpoint> {
-    use Access::{Admin, Anyone};
+    use Access::{Admin, Anyone, Token};
     let endpoint = |path, access, methods, register| Endpoint {
         path,
         access,
@@ -212,6 +217,17 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/segments/{id}/delete", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::delete_segment))
         }),
+        endpoint("/admin/tokens", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(admin::tokens_page)
+                    .post(admin::create_token),
+            )
+        }),
+        endpoint("/admin/tokens/{id}/revoke", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::revoke_token))
+        }),
         // Answer 404 with the reason where the inbox is not a provider.
         endpoint("/admin/inbox", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::inbox))
@@ -240,6 +256,28 @@ pub fn endpoints() -> Vec<Endpoint> {
         }),
         endpoint("/admin/logout", Admin, POST, |c, p| {
             add(c, resource(p).post(sign_in::log_out))
+        }),
+        endpoint("/api/v1/lists", Token, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::lists::list_lists)
+                    .post(crate::api::lists::create_list),
+            )
+        }),
+        endpoint("/api/v1/lists/{id}", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::lists::get_list))
+        }),
+        endpoint("/api/v1/subscribers", Token, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::subscribers::list_subscribers)
+                    .post(crate::api::subscribers::create_subscriber),
+            )
+        }),
+        endpoint("/api/v1/subscribers/{id}", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::subscribers::get_subscriber))
         }),
         // Answered from memory for a few seconds (`crate::archive`): no
         // per-IP limit, as for the home page.
@@ -299,12 +337,14 @@ fn add(config: &mut web::ServiceConfig, service: impl HttpServiceFactory + 'stat
 /// that names no route.
 pub fn configure(config: &mut web::ServiceConfig) {
     let mut newsroom = web::scope(ADMIN_PREFIX).wrap(from_fn(require_admin));
+    let mut api = web::scope(API_PREFIX).wrap(from_fn(require_token));
     for endpoint in endpoints() {
         match endpoint.access {
             Access::Anyone => {
                 assert!(
-                    !endpoint.path.starts_with(ADMIN_PREFIX),
-                    "{} is under {ADMIN_PREFIX} but open to anyone",
+                    !endpoint.path.starts_with(ADMIN_PREFIX)
+                        && !endpoint.path.starts_with(API_PREFIX),
+                    "{} is under {ADMIN_PREFIX} or {API_PREFIX} but open to anyone",
                     endpoint.path
                 );
                 (endpoint.register)(config, endpoint.path);
@@ -316,9 +356,18 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .expect("admin paths start with /admin");
                 newsroom = newsroom.configure(|config| (endpoint.register)(config, path));
             }
+            Access::Token => {
+                let path = endpoint
+                    .path
+                    .strip_prefix(API_PREFIX)
+                    .expect("API paths start with /api/v1");
+                api = api.configure(|config| (endpoint.register)(config, path));
+            }
         }
     }
     config.service(newsroom);
+    config.service(api);
 }
 
 pub const ADMIN_PREFIX: &str = "/admin";
+pub const API_PREFIX: &str = "/api/v1";

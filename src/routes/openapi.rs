@@ -25,6 +25,7 @@ use utoipa::openapi::{RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 use super::ADMIN_PREFIX;
+use crate::api::openapi::BearerScheme;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,7 +33,9 @@ use super::ADMIN_PREFIX;
         title = "newsletter",
         description = "A self-hostable newsletter subscription service. Pages under /admin \
                        need a signed-in session (the `session` cookie, or `__Host-session` \
-                       where cookies are secure); their forms need the session's CSRF token.",
+                       where cookies are secure); their forms need the session's CSRF token. \
+                       Operations under /api/v1 need an API token (`Authorization: Bearer`) \
+                       and answer refusals as RFC 9457 problems (application/problem+json).",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -98,11 +101,23 @@ use super::ADMIN_PREFIX;
         super::admin::segments::segment::segment_page,
         super::admin::segments::segment::update_segment,
         super::admin::segments::segment::delete_segment,
+        super::admin::tokens::tokens_page,
+        super::admin::tokens::create_token,
+        super::admin::tokens::revoke_token,
         super::admin::inbox::inbox,
         super::admin::inbox::inbox_email,
         super::admin::inbox::inbox_email_body,
+        crate::api::lists::list_lists,
+        crate::api::lists::create_list,
+        crate::api::lists::get_list,
+        crate::api::subscribers::list_subscribers,
+        crate::api::subscribers::create_subscriber,
+        crate::api::subscribers::get_subscriber,
     ),
-    modifiers(&CsrfField, &WebhookCredentials),
+    // The problem answers are built by hand (`crate::api::openapi`) and
+    // refer to these by name.
+    components(schemas(crate::api::problem::ProblemBody, crate::api::problem::FieldError)),
+    modifiers(&CsrfField, &WebhookCredentials, &BearerScheme),
 )]
 struct ApiDoc;
 

@@ -1,7 +1,7 @@
 //! The newsroom's pages behind `/admin`: the dashboard, the subscribers
 //! and their custom attributes, the lists, the segments, the issues, the
-//! imports and the local inbox; and the live updates the long-running ones
-//! follow ([`live`]). Signing in and out and the admin's own
+//! imports, the API tokens and the local inbox; and the live updates the
+//! long-running ones follow ([`live`]). Signing in and out and the admin's own
 //! account are with the accounts, in [`crate::admin::pages`].
 //!
 //! Every route under `/admin` is registered inside one scope wrapped by
@@ -26,6 +26,7 @@ pub(crate) mod newsletters;
 mod pages;
 pub(crate) mod segments;
 pub(crate) mod subscribers;
+pub(crate) mod tokens;
 
 pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
@@ -49,3 +50,4 @@ pub use subscribers::{
     attributes_form_config, change_attributes, erase_subscriber, export_subscriber,
     export_subscribers, subscriber_page, subscribers,
 };
+pub use tokens::{create_token, revoke_token, tokens_page};

@@ -336,3 +336,40 @@ pub struct AttributeField {
     pub value: String,
     pub error: Option<String>,
 }
+
+/// One API token as the tokens page lists it.
+pub struct TokenRow {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub scopes: String,
+    pub created: String,
+    pub created_by: String,
+    pub expires: String,
+    pub last_used: String,
+    pub revoked: String,
+    pub revocable: bool,
+}
+
+/// A token just made, shown once.
+pub struct CreatedToken<'a> {
+    pub name: &'a str,
+    pub secret: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/tokens.html")]
+pub struct TokensPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub tokens: Vec<TokenRow>,
+    pub created: Option<CreatedToken<'a>>,
+    /// The new token's form, as typed, and why it was refused.
+    pub name: &'a str,
+    pub name_error: Option<String>,
+    pub write: bool,
+    pub publish: bool,
+    pub expires_in_days: &'a str,
+    pub expires_error: Option<String>,
+    pub revoke_error: Option<String>,
+    pub notice: Option<String>,
+}

@@ -1,0 +1,99 @@
+//! Reading a JSON body field by field, so that a refusal names the field:
+//! serde's own messages name a line and a column, which tell a program
+//! nothing it can act on. The body must be a JSON object; each field is
+//! read with the type it must have, and every refusal is collected, so that
+//! one answer names them all.
+
+use serde_json::{Map, Value};
+
+use crate::api::problem::{FieldError, Problem};
+
+/// The body's fields, and what was refused while reading them.
+pub struct Fields {
+    object: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// The body as an object: 400 for a body that is not JSON, 422 for
+    /// JSON that is not an object.
+    pub fn parse(body: &[u8]) -> Result<Self, Problem> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| Problem::BadRequest(format!("The body is not JSON: {e}.")))?;
+        match value {
+            Value::Object(object) => Ok(Self {
+                object,
+                errors: Vec::new(),
+            }),
+            _ => Err(Problem::invalid("body", "The body must be a JSON object.")),
+        }
+    }
+
+    /// A string field; `None` when absent or null.
+    pub fn string(&mut self, name: &str) -> Option<String> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.refuse(name, format!("`{name}` must be a string."));
+                None
+            }
+        }
+    }
+
+    /// A string field that must be there.
+    pub fn required_string(&mut self, name: &str) -> Option<String> {
+        if matches!(self.object.get(name), None | Some(Value::Null)) {
+            self.refuse(name, format!("`{name}` is required."));
+            return None;
+        }
+        self.string(name)
+    }
+
+    /// An array of strings; empty when absent or null.
+    pub fn strings(&mut self, name: &str) -> Vec<String> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+            Some(_) => {
+                self.refuse(name, format!("`{name}` must be an array of strings."));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A boolean field; `None` when absent or null.
+    pub fn boolean(&mut self, name: &str) -> Option<bool> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.refuse(name, format!("`{name}` must be true or false."));
+                None
+            }
+        }
+    }
+
+    /// Records a refusal of `name`.
+    pub fn refuse(&mut self, name: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError::new(name, reason));
+    }
+
+    /// `value`, or the refusal recorded for it: for a parse whose error
+    /// names the field.
+    pub fn parsed<T>(&mut self, name: &str, value: Result<T, String>) -> Option<T> {
+        value.map_err(|reason| self.refuse(name, reason)).ok()
+    }
+
+    /// Ok when nothing was refused; otherwise 422 naming every refusal.
+    pub fn finish(self) -> Result<(), Problem> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::Invalid(self.errors))
+        }
+    }
+}

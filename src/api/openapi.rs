@@ -1,0 +1,248 @@
+//! The API's part of the OpenAPI document: the `bearer` security scheme,
+//! and the refusals its operations share, each an RFC 9457 problem
+//! ([`super::problem`], its body the `ProblemBody` component) with an
+//! example. Handlers name the set that fits
+//! them in `#[utoipa::path(responses(...))]`: the guard's (401, 429, 503)
+//! and the scope's (403) always; 404 for one thing by id; 400 and 422 for
+//! input.
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{Object, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoResponses, Modify};
+
+use super::problem::CONTENT_TYPE;
+
+/// A problem answer, with an example body.
+fn problem(status: u16, title: &str, description: &str, detail: &str) -> Response {
+    let example = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    });
+    problem_like(description, example)
+}
+
+/// A 422 naming `field`.
+fn invalid(description: &str, field: &str, reason: &str) -> Response {
+    let example = serde_json::json!({
+        "type": "about:blank",
+        "title": "Unprocessable Entity",
+        "status": 422,
+        "detail": reason,
+        "errors": [{"name": field, "reason": reason}],
+    });
+    problem_like(description, example)
+}
+
+fn problem_like(description: &str, example: serde_json::Value) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(RefOr::<Schema>::Ref(Ref::from_schema_name(
+                    "ProblemBody",
+                ))))
+                .example(Some(example))
+                .build(),
+        )
+        .build()
+}
+
+fn with_header(mut response: Response, name: &str, description: &str, kind: Type) -> Response {
+    response.headers.insert(
+        name.into(),
+        HeaderBuilder::new()
+            .schema(Some(Object::with_type(kind)))
+            .description(Some(description))
+            .build()
+            .into(),
+    );
+    response
+}
+
+fn guard() -> Vec<(&'static str, Response)> {
+    vec![
+        (
+            "401",
+            with_header(
+                problem(
+                    401,
+                    "Unauthorized",
+                    "No token, or one that is unknown, revoked or expired.",
+                    "This token was revoked.",
+                ),
+                "WWW-Authenticate",
+                "`Bearer realm=\"newsletter\"`, with `error=\"invalid_token\"` when a token was sent.",
+                Type::String,
+            ),
+        ),
+        (
+            "403",
+            problem(
+                403,
+                "Forbidden",
+                "The token lacks the scope this operation needs.",
+                "This token lacks the `write` scope.",
+            ),
+        ),
+        (
+            "429",
+            with_header(
+                problem(
+                    429,
+                    "Too Many Requests",
+                    "The token is over its budget (`rate_limit.api_per_token`).",
+                    "Too many requests with this token. Try again in 1 second.",
+                ),
+                "Retry-After",
+                "Seconds to wait before trying again.",
+                Type::Integer,
+            ),
+        ),
+        (
+            "503",
+            with_header(
+                problem(
+                    503,
+                    "Service Unavailable",
+                    "The database is unavailable: try again later.",
+                    "The service is temporarily unavailable. Please try again in a moment.",
+                ),
+                "Retry-After",
+                "Seconds to wait before trying again.",
+                Type::Integer,
+            ),
+        ),
+    ]
+}
+
+fn map(entries: Vec<(&str, Response)>) -> BTreeMap<String, RefOr<Response>> {
+    entries
+        .into_iter()
+        .map(|(status, response)| (status.to_owned(), RefOr::T(response)))
+        .collect()
+}
+
+/// The refusals of an operation that reads and takes no input.
+pub struct ReadRefusals;
+
+impl IntoResponses for ReadRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        map(guard())
+    }
+}
+
+/// [`ReadRefusals`], and 404 for an id that names nothing.
+pub struct ReadOneRefusals;
+
+impl IntoResponses for ReadOneRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push((
+            "404",
+            problem(
+                404,
+                "Not Found",
+                "Nothing has this id.",
+                "No subscriber has this id.",
+            ),
+        ));
+        map(all)
+    }
+}
+
+/// [`ReadRefusals`], and the refusals of a query.
+pub struct ReadPageRefusals;
+
+impl IntoResponses for ReadPageRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push((
+            "400",
+            problem(
+                400,
+                "Bad Request",
+                "A query string that cannot be read (a parameter given twice).",
+                "The query string could not be read: duplicate field `limit`.",
+            ),
+        ));
+        all.push((
+            "422",
+            invalid(
+                "Parameters refused; `errors` names each, with the reason.",
+                "limit",
+                "`limit` is a whole number from 1 to 500.",
+            ),
+        ));
+        map(all)
+    }
+}
+
+/// [`ReadRefusals`], and the refusals of a JSON body.
+pub struct WriteRefusals;
+
+impl IntoResponses for WriteRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push((
+            "400",
+            problem(
+                400,
+                "Bad Request",
+                "A body that is not JSON.",
+                "The body is not JSON: expected value at line 1 column 1.",
+            ),
+        ));
+        all.push((
+            "413",
+            ResponseBuilder::new()
+                .description("The body is over the limit.")
+                .content(
+                    "text/plain",
+                    ContentBuilder::new()
+                        .schema(Some(Schema::Object(Object::with_type(Type::String))))
+                        .build(),
+                )
+                .build(),
+        ));
+        all.push((
+            "422",
+            invalid(
+                "Fields refused; `errors` names each, with the reason.",
+                "name",
+                "`name` is required.",
+            ),
+        ));
+        map(all)
+    }
+}
+
+/// The `bearer` scheme every `/api/v1` operation names.
+pub struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("nl_<base64url>")
+                    .description(Some(
+                        "An API token, made on /admin/tokens or with `newsletter admin token \
+                         create`. A session cookie does not open the API.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
