@@ -17,11 +17,12 @@ use std::time::Duration;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 use futures::future::LocalBoxFuture;
+use uuid::Uuid;
 
 use crate::admin::guard::SignedIn;
 use crate::admin::session_check::SessionCheck;
 use crate::admin::sessions::SessionStore;
-use crate::campaigns::progress::Watch;
+use crate::campaigns::progress::{ProgressFeed, Watch};
 use crate::db::Db;
 use crate::web::error::ApiError;
 
@@ -48,12 +49,45 @@ impl Update {
     }
 }
 
-/// Reads the watched thing again: `None` once it is gone.
-pub type Reading = Box<dyn Fn(Db) -> LocalBoxFuture<'static, Result<Option<Update>, ApiError>>>;
+/// One reading of the watched thing, or `None` once it is gone.
+pub type Read = LocalBoxFuture<'static, Result<Option<Update>, ApiError>>;
+
+/// Reads the watched thing again.
+type Reading = Box<dyn Fn(Db) -> Read>;
+
+/// A page's live updates for the thing `id` names, read with `read`: 404
+/// with `missing` for an id that names nothing (which also tells a
+/// browser's EventSource to stop connecting), else the stream.
+pub async fn follow(
+    id: Option<Uuid>,
+    missing: &'static str,
+    admin: &SignedIn,
+    sessions: &SessionStore,
+    db: &Db,
+    feed: &ProgressFeed,
+    read: fn(Db, Uuid) -> Read,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || {
+        HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body(missing)
+    };
+    let Some(id) = id else {
+        return Ok(not_found());
+    };
+    // Watching starts before the first read, so that a change committed
+    // between the two is not missed.
+    let watch = feed.watch(id);
+    let Some(first) = read(db.clone(), id).await? else {
+        return Ok(not_found());
+    };
+    let reading: Reading = Box::new(move |db| read(db, id));
+    Ok(stream(admin, sessions, db, watch, first, reading))
+}
 
 /// The stream's answer, starting with `first` (read after `watch` began, so
 /// that a change committed between the two is not missed).
-pub fn stream(
+fn stream(
     admin: &SignedIn,
     sessions: &SessionStore,
     db: &Db,

@@ -33,23 +33,16 @@ pub async fn import_events(
     sessions: web::Data<SessionStore>,
     feed: web::Data<ProgressFeed>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || {
-        // 404 also tells a browser's EventSource to stop connecting.
-        HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("No import has this address.")
-    };
-    let Some(id) = parse_import_id(&id) else {
-        return Ok(not_found());
-    };
-    // Watching starts before the first read, so that a change committed
-    // between the two is not missed.
-    let watch = feed.watch(id);
-    let Some(first) = read(db.get_ref().clone(), id).await? else {
-        return Ok(not_found());
-    };
-    let reading: live::Reading = Box::new(move |db| Box::pin(read(db, id)));
-    Ok(live::stream(&admin, &sessions, &db, watch, first, reading))
+    live::follow(
+        parse_import_id(&id),
+        "No import has this address.",
+        &admin,
+        &sessions,
+        &db,
+        &feed,
+        |db, id| Box::pin(read(db, id)),
+    )
+    .await
 }
 
 async fn read(db: Db, id: Uuid) -> Result<Option<Update>, ApiError> {
