@@ -98,6 +98,10 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        // API tokens have their own module, with the API they open.
+        Some("admin") if args.get(2).map(String::as_str) == Some("token") => {
+            newsletter::api::cli::run(&settings, &args[3..]).await?
+        }
         Some("admin") => admin::cli::run(&settings, &args[2..]).await?,
         Some("import") => newsletter::imports::cli::run(&settings, &args[2..]).await?,
         Some("retention") => run_retention_now(&settings).await?,

@@ -54,13 +54,6 @@ pub async fn run(settings: &Settings, args: &[String]) -> Result<(), anyhow::Err
         println!("{USAGE}");
         return Ok(());
     }
-    // API tokens have their own module, with the API they open.
-    if let Some(("token", rest)) = args
-        .split_first()
-        .map(|(first, rest)| (first.as_str(), rest))
-    {
-        return crate::api::cli::run(settings, rest).await;
-    }
     let command = parse_args(args)?;
     // One connection for one command: no pool needed. It carries the
     // service's statement and lock timeouts.

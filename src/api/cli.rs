@@ -11,6 +11,13 @@ use crate::admin::audit::{self, Action, Actor};
 use crate::api::tokens::{self, MAX_EXPIRES_IN_DAYS, NewToken, Scopes, TokenName};
 use crate::configuration::Settings;
 
+pub const USAGE: &str = "\
+Usage:
+  newsletter admin token create --name NAME --scope read[,write,publish] [--expires-in-days N]
+            Make an API token and print it, once
+  newsletter admin token revoke --name NAME
+            Revoke an API token: it opens the API no more";
+
 /// Who made a token from here, in the token list and the audit log.
 const COMMAND_LINE: &str = "the command line";
 
@@ -28,8 +35,7 @@ enum Command {
 
 /// Runs `newsletter admin token ...`; `args` are the words after `token`.
 pub async fn run(settings: &Settings, args: &[String]) -> Result<(), anyhow::Error> {
-    let command = parse_args(args)
-        .map_err(|reason| anyhow::anyhow!("{reason}\n\n{}", crate::admin::cli::USAGE))?;
+    let command = parse_args(args).map_err(|reason| anyhow::anyhow!("{reason}\n\n{USAGE}"))?;
     let mut conn = PgConnection::connect_with(&settings.database.with_limits())
         .await
         .context("Failed to connect to the database")?;
