@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, eventually, spawn_app_with};
@@ -439,6 +440,49 @@ async fn an_import_left_unfinished_by_a_killed_process_shows_as_interrupted() {
         (first["state"].as_str(), first["finished"].as_bool()),
         (Some("interrupted"), Some(true))
     );
+    events.until_the_end(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_watched_import_whose_process_dies_is_shown_interrupted_without_a_reload() {
+    let (app, browser) = signed_in().await;
+    let list = default_list(&app).await;
+    let sha256 = vec![9u8; 32];
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO imports (id, file_sha256, list_id, file_name, started_by) \
+         VALUES ($1, $2, $3, 'readers.csv', 'ada')",
+    )
+    .bind(id)
+    .bind(&sha256)
+    .bind(list)
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+    // The process running it: a session holding the import's lock.
+    let mut running = PgConnection::connect_with(&app.settings.database.with_db())
+        .await
+        .unwrap();
+    newsletter::imports::store::lock(&mut running, &sha256, list)
+        .await
+        .unwrap();
+    let path = format!("/admin/imports/{id}");
+    let mut events = Events::open(&browser, &path).await;
+    let first = events.next_event().await;
+    assert_eq!(first["state"], "reading", "{first}");
+
+    // Killed: its connection goes, and with it the lock; its row stays.
+    running.close().await.unwrap();
+
+    let interrupted = events
+        .until_within(
+            // Read again at the stream's keep-alive, every 15 s of quiet.
+            Duration::from_secs(45),
+            "the interrupted state",
+            |e| e["state"] == "interrupted",
+        )
+        .await;
+    assert_eq!(interrupted["finished"], true);
     events.until_the_end(Duration::from_secs(10)).await;
 }
 

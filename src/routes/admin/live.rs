@@ -2,8 +2,9 @@
 //! being sent, an import being read and merged), as Server-Sent Events.
 //! One event at once, with where the thing stands; then one after each
 //! change to it, read from its row when the progress feed says it changed,
-//! at most every [`Watch::MIN_INTERVAL`]; a comment every [`KEEP_ALIVE`] so
-//! that proxies keep a quiet stream open. Once it is finished, the stream
+//! at most every [`Watch::MIN_INTERVAL`]; every [`KEEP_ALIVE`] of quiet,
+//! the thing read again (sent if it changed) or else a comment, so that
+//! proxies keep a quiet stream open. Once it is finished, the stream
 //! sends that and ends; it also ends when the server stops, and within
 //! [`SessionCheck::INTERVAL`] of its session ending (sign-out, a password
 //! change, expiry).
@@ -101,6 +102,7 @@ fn stream(
         read,
         watch,
         first: Some(first),
+        last: None,
         finished: false,
     };
     let stream = futures::stream::unfold(events, |mut events| async move {
@@ -123,6 +125,8 @@ struct Events {
     watch: Watch,
     /// Read before the answer started, sent first.
     first: Option<Update>,
+    /// The data of the last event sent.
+    last: Option<String>,
     finished: bool,
 }
 
@@ -164,7 +168,17 @@ impl Events {
                     };
                 }
                 _ = self.session.due() => {}
-                _ = &mut keep_alive => return Some(web::Bytes::from_static(b": still here\n\n")),
+                _ = &mut keep_alive => {
+                    // Some things stop without a change to their row (an
+                    // import whose process died lets go of its lock, and
+                    // nothing else): a quiet stream reads its thing again.
+                    if let Ok(Some(update)) = (self.read)(self.db.clone()).await
+                        && self.last.as_deref() != Some(update.data.as_str())
+                    {
+                        return Some(self.event(update).into());
+                    }
+                    return Some(web::Bytes::from_static(b": still here\n\n"));
+                }
             }
         }
     }
@@ -172,6 +186,8 @@ impl Events {
     /// One event; remembers when it is the last there will be.
     fn event(&mut self, update: Update) -> String {
         self.finished = update.finished;
-        format!("data: {}\n\n", update.data)
+        let event = format!("data: {}\n\n", update.data);
+        self.last = Some(update.data);
+        event
     }
 }
