@@ -97,6 +97,17 @@ pub struct RateLimitSettings {
     /// configurations get [`LimitSettings::API_PER_TOKEN`].
     #[serde(default = "LimitSettings::api_per_token")]
     pub api_per_token: LimitSettings,
+    /// Requests under `/api/v1` per client IP, counted before the token is
+    /// looked up: made-up or revoked tokens cost a database read each, and
+    /// this bounds how many one address can ask for.
+    #[serde(default = "LimitSettings::api_per_ip")]
+    pub api_per_ip: LimitSettings,
+    /// Sign-ups through the API per token, in place of the form's per-IP
+    /// budget (a site's own sign-up flow sends all its readers' sign-ups
+    /// from one address): what bounds the confirmation emails a leaked
+    /// write token can have sent.
+    #[serde(default = "LimitSettings::api_signups_per_token")]
+    pub api_signups_per_token: LimitSettings,
 }
 
 /// A ceiling that slows rather than refuses: past `free_attempts` in
@@ -169,6 +180,28 @@ impl LimitSettings {
 
     fn api_per_token() -> Self {
         Self::API_PER_TOKEN
+    }
+
+    /// 200 requests at once, then 20 a second.
+    pub const API_PER_IP: LimitSettings = LimitSettings {
+        burst: 200,
+        per_period: 1200,
+        period_seconds: 60,
+    };
+
+    fn api_per_ip() -> Self {
+        Self::API_PER_IP
+    }
+
+    /// 20 sign-ups at once, then 200 an hour.
+    pub const API_SIGNUPS_PER_TOKEN: LimitSettings = LimitSettings {
+        burst: 20,
+        per_period: 200,
+        period_seconds: 3600,
+    };
+
+    fn api_signups_per_token() -> Self {
+        Self::API_SIGNUPS_PER_TOKEN
     }
 
     /// The time one unit of budget takes to refill.

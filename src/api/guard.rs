@@ -6,10 +6,13 @@
 //! send a request, cannot use the API on its admin's behalf; and the
 //! `/admin` guard looks at cookies only, so a token opens no page.
 //!
-//! In order: the header is read, the token is found by its hash, it must
-//! be neither revoked nor expired (401 otherwise, with
-//! `WWW-Authenticate: Bearer`), then its budget is checked (429). Only a
-//! live token is counted, so made-up tokens cannot fill Redis with keys.
+//! In order: the client's address is charged its API budget (429), so
+//! that made-up or revoked tokens, each a database read, come at a bounded
+//! pace from any one address; the header is read, the token is found by its
+//! hash, it must be neither revoked nor expired (401 otherwise, with
+//! `WWW-Authenticate: Bearer`), then the token's own budget is checked
+//! (429). Only a live token gets a key of its own, so made-up tokens cannot
+//! fill Redis with keys.
 //! A use is written to `last_used_at` at most once a minute.
 
 use std::rc::Rc;
@@ -121,6 +124,14 @@ async fn authenticate(request: &HttpRequest) -> Result<ApiToken, Problem> {
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .ok_or_else(|| refused("The Authorization header is not `Bearer` and a token."))?;
+    let limiter = request
+        .app_data::<web::Data<RateLimiter>>()
+        .expect("the rate limiter is registered as app data");
+    if let Decision::Limited { retry_after } =
+        limiter.check_api_client(client_ip(request, limiter)).await
+    {
+        return Err(Problem::TooManyRequests(retry_after));
+    }
     let hash = tokens::presented_hash(presented).ok_or_else(|| refused("No such token."))?;
     let db = request
         .app_data::<web::Data<Db>>()
@@ -137,9 +148,6 @@ async fn authenticate(request: &HttpRequest) -> Result<ApiToken, Problem> {
     if !token.is_live(now) {
         return Err(refused("This token has expired."));
     }
-    let limiter = request
-        .app_data::<web::Data<RateLimiter>>()
-        .expect("the rate limiter is registered as app data");
     if let Decision::Limited { retry_after } = limiter.check_api_token(token.id).await {
         return Err(Problem::TooManyRequests(retry_after));
     }

@@ -99,7 +99,7 @@ fn guard() -> Vec<(&'static str, Response)> {
                 problem(
                     429,
                     "Too Many Requests",
-                    "The token is over its budget (`rate_limit.api_per_token`).",
+                    "The token or the client's address is over its budget (`rate_limit.api_per_token`, `rate_limit.api_per_ip`; for sign-ups `rate_limit.api_signups_per_token`).",
                     "Too many requests with this token. Try again in 1 second.",
                 ),
                 "Retry-After",

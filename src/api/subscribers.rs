@@ -340,16 +340,22 @@ pub async fn create_subscriber(
     }
     let actor = token.actor(&request);
     // The same budget as the form's for the address: a token must not be
-    // a way to flood an inbox either. The token's own budget stands in for
-    // the per-IP one.
+    // a way to flood an inbox either. The token's sign-up budget stands in
+    // for the form's per-IP one, and bounds what a leaked token can send.
     let decision = limiter
-        .check_subscription(None, Some(&new_subscriber.email))
+        .check_api_signup(token.token().id, &new_subscriber.email)
         .await;
-    let subscriber_id = if decision == SubscriptionDecision::AddressLimited {
-        metrics.signup_suppressed(Suppressed::address_limit);
-        None
-    } else {
-        store_sign_up(&signups, &limiter, &metrics, new_subscriber).await?
+    let subscriber_id = match decision {
+        SubscriptionDecision::IpLimited { retry_after } => {
+            return Err(Problem::TooManyRequests(retry_after));
+        }
+        SubscriptionDecision::AddressLimited => {
+            metrics.signup_suppressed(Suppressed::address_limit);
+            None
+        }
+        SubscriptionDecision::Allowed => {
+            store_sign_up(&signups, &limiter, &metrics, new_subscriber).await?
+        }
     };
     // The log outlives the reader: it names them by id, never by address.
     let detail = match subscriber_id {

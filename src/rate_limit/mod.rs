@@ -134,6 +134,8 @@ struct Shared {
     login_per_browser: Policy,
     login_per_session: Policy,
     api_per_token: Policy,
+    api_per_ip: Policy,
+    api_signups_per_token: Policy,
     slowdown_script: redis::Script,
     login_slowdown: SlowdownSettings,
     client_ip: ClientIpResolver,
@@ -179,6 +181,8 @@ impl RateLimiter {
             login_per_browser: Policy::new("login-browser", settings.login_per_account),
             login_per_session: Policy::new("login-session", settings.login_per_account),
             api_per_token: Policy::new("api-token", settings.api_per_token),
+            api_per_ip: Policy::new("api-ip", settings.api_per_ip),
+            api_signups_per_token: Policy::new("api-signups", settings.api_signups_per_token),
             slowdown_script: redis::Script::new(include_str!("slowdown.lua")),
             login_slowdown: settings.login_account_slowdown,
             client_ip: ClientIpResolver::new(
@@ -244,6 +248,41 @@ impl RateLimiter {
         match self.check(&[(&self.shared.api_per_token, &subject)]).await {
             Some((_, retry_after)) => Decision::Limited { retry_after },
             None => Decision::Allowed,
+        }
+    }
+
+    /// The client's budget for requests under `/api/v1`, checked before
+    /// its token is looked up: keyed by address, so made-up tokens add no
+    /// keys, and they cost one database read each only up to it.
+    #[tracing::instrument(name = "Check the API client's limit", level = "debug", skip_all)]
+    pub async fn check_api_client(&self, ip: Option<std::net::IpAddr>) -> Decision {
+        let Some(ip) = ip.map(limit_subject) else {
+            return Decision::Allowed;
+        };
+        match self.check(&[(&self.shared.api_per_ip, &ip)]).await {
+            Some((_, retry_after)) => Decision::Limited { retry_after },
+            None => Decision::Allowed,
+        }
+    }
+
+    /// A sign-up through the API: the token's sign-up budget, in place of
+    /// the form's per-IP one, then the address's, in one round trip.
+    #[tracing::instrument(name = "Check the API sign-up limits", level = "debug", skip_all)]
+    pub async fn check_api_signup(
+        &self,
+        token_id: uuid::Uuid,
+        email: &SubscriberEmail,
+    ) -> SubscriptionDecision {
+        let token = token_id.simple().to_string();
+        let address = address_subject(email);
+        let limits = [
+            (&self.shared.api_signups_per_token, token.as_str()),
+            (&self.shared.per_address, address.as_str()),
+        ];
+        match self.check(&limits).await {
+            None => SubscriptionDecision::Allowed,
+            Some((0, retry_after)) => SubscriptionDecision::IpLimited { retry_after },
+            Some(_) => SubscriptionDecision::AddressLimited,
         }
     }
 
@@ -652,6 +691,8 @@ mod tests {
             login_per_ip: limit,
             login_account_slowdown: SlowdownSettings::default(),
             api_per_token: limit,
+            api_per_ip: limit,
+            api_signups_per_token: limit,
         }
     }
 

@@ -418,6 +418,62 @@ async fn a_token_over_its_budget_is_answered_429_and_another_token_is_not() {
 }
 
 #[tokio::test]
+async fn made_up_tokens_from_one_address_are_answered_429_once_its_budget_is_spent() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.api_per_ip = LimitSettings {
+            burst: 3,
+            per_period: 1,
+            period_seconds: 3600,
+        }
+    })
+    .await;
+    let guesses: Vec<String> = (0..3)
+        .map(|n| format!("nl_{}", "A".repeat(42) + &n.to_string()))
+        .collect();
+    for guess in &guesses {
+        problem(
+            api_get(&app, "/api/v1/lists", guess).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+
+    let refused = api_get(&app, "/api/v1/lists", &guesses[0]).await;
+
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+#[tokio::test]
+async fn sign_ups_through_one_token_past_its_sign_up_budget_are_answered_429_and_its_reads_go_on() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit.api_signups_per_token = LimitSettings {
+            burst: 2,
+            per_period: 1,
+            period_seconds: 3600,
+        }
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let write = token(&app, "signup form", "write").await;
+    for n in 0..2 {
+        let body = format!(r#"{{"email": "reader{n}@example.com", "name": "Reader"}}"#);
+        let accepted = api_post(&app, "/api/v1/subscribers", &write, &body).await;
+        assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    }
+
+    let body = r#"{"email": "reader2@example.com", "name": "Reader"}"#;
+    let refused = api_post(&app, "/api/v1/subscribers", &write, body).await;
+
+    problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(app.subscriber_count().await, 2);
+    assert_eq!(
+        api_get(&app, "/api/v1/lists", &write).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn a_use_is_recorded_at_most_once_a_minute() {
     let app = spawn_app().await;
     let secret = token(&app, "sync", "read").await;
