@@ -313,6 +313,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no heading {text:?}: {e}"));
     }
 
+    /// The element's text, or `None` while it is not there: found on a
+    /// page that is being replaced (one that reloads itself), it is gone
+    /// by the time its text is asked for.
+    async fn text_of_if_there(&self, css: &str) -> Option<String> {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     async fn text_of(&self, css: &str) -> String {
         self.client
             .find(Locator::Css(css))
@@ -2875,11 +2888,17 @@ async fn an_admin_imports_a_file_watches_it_finish_finds_a_reader_and_publishes_
             url.path().starts_with("/admin/imports/")
         })
         .await;
+    // The page reloads itself once the import is done, for its report: the
+    // server marks the page it renders for a finished import, which the
+    // script never does, and which is not reloaded again.
     helpers::eventually("the import to be done", || async {
-        let state = browser.text_of("#import-state").await.to_lowercase();
-        (state == "done").then_some(())
+        let state = browser.text_of_if_there("#import-state").await?;
+        (state.to_lowercase() == "done").then_some(())
     })
     .await;
+    browser
+        .wait_for(r#"section#import[data-finished="true"]"#)
+        .await;
     browser.wait_for("table#refusals").await;
     let bar = browser
         .client
