@@ -42,7 +42,7 @@ pub const TTL: Duration = Duration::from_secs(5);
 
 /// Answers kept at most: every public issue's page many times over; past
 /// it, the cache starts again (see [`cache`]).
-const CAPACITY: usize = 10_000;
+const CAPACITY: u64 = 10_000;
 
 /// Issues on a page of the archive.
 pub const PAGE_SIZE: i64 = 20;
@@ -166,7 +166,7 @@ impl Archive {
         let rendered = self
             .inner
             .cache
-            .get_or_load(key, async {
+            .get_or_load(key, async || {
                 let read_at = Utc::now();
                 let issue = db
                     .transaction(async |tx| store::public_issue(tx, slug).await)
@@ -199,7 +199,7 @@ impl Archive {
         let rendered = self
             .inner
             .cache
-            .get_or_load(key, async {
+            .get_or_load(key, async || {
                 let read_at = Utc::now();
                 let read = db
                     .transaction(async |tx| {
@@ -230,7 +230,7 @@ impl Archive {
         let rendered = self
             .inner
             .cache
-            .get_or_load(Key::Feed, async {
+            .get_or_load(Key::Feed, async || {
                 let read_at = Utc::now();
                 let (issues, changed) = db
                     .transaction(async |tx| {
