@@ -11,8 +11,10 @@
 # signed in: an admin is created with the command line and signs in, and
 # its session cookie and CSRF token go with every request
 # (scripts/fuzz/hooks.py). /api/v1 is fuzzed with an API token of every
-# scope, made with the command line. Everything is stopped and dropped at
-# the end.
+# scope, made with the command line. Its stateful phase follows the links
+# between operations (a POST's `Location` and the ids in its answer): it
+# creates, then reads, changes and deletes what it created. Everything is
+# stopped and dropped at the end.
 #
 #   scripts/fuzz_api.sh              fuzz the service
 #   scripts/fuzz_api.sh --self-test  serve it with a deliberately broken
@@ -122,7 +124,7 @@ csrf="$(curl -s -H 'Accept: text/html' -b "session=${session}" "${base}/admin/da
 args=(
   run "${base}/openapi.json"
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
-  --phases examples,coverage,fuzzing
+  --phases examples,coverage,fuzzing,stateful
   --max-examples "${FUZZ_MAX_EXAMPLES:-20}"
   --max-time "${FUZZ_MAX_SECONDS:-180}"
   --request-timeout 10
