@@ -92,7 +92,7 @@ pub struct ImportRequest {
     pub path: PathBuf,
     /// What to call it on the pages (the uploaded file's name).
     pub file_name: String,
-    pub list_name: String,
+    pub list: ListRef,
     /// The admin attests the readers consented, and where: they are
     /// imported confirmed. Without it they are asked to confirm by email.
     pub consent: Option<ConsentSource>,
@@ -104,6 +104,24 @@ pub struct ImportRequest {
     pub started_by: String,
 }
 
+/// How a request names its list: the pages and the API by id (a list's
+/// name may change between the form and the import), the command line by
+/// name, as a person types it.
+#[derive(Debug, Clone)]
+pub enum ListRef {
+    Id(Uuid),
+    Name(String),
+}
+
+impl std::fmt::Display for ListRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListRef::Id(id) => write!(f, "with the id {id}"),
+            ListRef::Name(name) => write!(f, "called \"{name}\""),
+        }
+    }
+}
+
 /// Why an import did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -111,8 +129,8 @@ pub enum ImportError {
     File(#[from] FileRefused),
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
-    #[error("There is no list called \"{0}\".")]
-    NoSuchList(String),
+    #[error("There is no list {0}.")]
+    NoSuchList(ListRef),
     #[error("The list \"{0}\" is archived: it takes no new readers.")]
     ArchivedList(String),
     #[error(transparent)]
@@ -188,9 +206,11 @@ impl Importer {
         // the import has a row: the upload page answers it on the form.
         let definitions = attributes::definitions(&mut connection).await?;
         check_header(request.path.clone(), definitions).await?;
-        let list = lists::find_by_name(&mut connection, &request.list_name)
-            .await?
-            .ok_or_else(|| ImportError::NoSuchList(request.list_name.clone()))?;
+        let list = match &request.list {
+            ListRef::Id(id) => lists::find(&mut connection, *id).await?,
+            ListRef::Name(name) => lists::find_by_name(&mut connection, name).await?,
+        }
+        .ok_or_else(|| ImportError::NoSuchList(request.list.clone()))?;
         if list.archived_at.is_some() {
             return Err(ImportError::ArchivedList(list.name));
         }

@@ -36,7 +36,9 @@ use crate::admin::audit::{self, Action};
 use crate::admin::guard::{SignedIn, check_csrf};
 use crate::db::Db;
 use crate::domain::{ConsentSource, UnwantedCharacter};
-use crate::imports::{FileRefused, ImportError, ImportRequest, Start, Started, Unreadable};
+use crate::imports::{
+    FileRefused, ImportError, ImportRequest, ListRef, Start, Started, Unreadable,
+};
 use crate::rate_limit::RateLimiter;
 use crate::routes::FORM_BODY_LIMIT_BYTES;
 use crate::subscribers::lists;
@@ -125,7 +127,7 @@ pub async fn upload(
             }
         },
     };
-    let Some(list_name) = list_name(&db, &fields.list).await? else {
+    let Some((list_id, list_name)) = find_list(&db, &fields.list).await? else {
         let shown = refuse("There is no such list: choose one of the form's.".into());
         return render(&db, &admin, &uploads, unprocessable, shown).await;
     };
@@ -141,7 +143,7 @@ pub async fn upload(
     let import = ImportRequest {
         path: path.to_path_buf(),
         file_name,
-        list_name,
+        list: ListRef::Id(list_id),
         consent,
         welcome: fields.welcome,
         started_by: admin.admin.username.clone(),
@@ -209,9 +211,9 @@ fn run_in_background(started: Started, file: TempPath) {
     );
 }
 
-/// The name of the list `id` names, if any. An archived list is the
-/// importer's to refuse, with its reason.
-async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
+/// The list `id` names, if any, with its name for the audit log. An
+/// archived list is the importer's to refuse, with its reason.
+async fn find_list(db: &Db, id: &str) -> Result<Option<(uuid::Uuid, String)>, ApiError> {
     let Ok(id) = uuid::Uuid::try_parse(id.trim()) else {
         return Ok(None);
     };
@@ -219,7 +221,7 @@ async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
         .transaction(async |tx| lists::find(tx, id).await)
         .await
         .step("find the list")?;
-    Ok(list.map(|list| list.name))
+    Ok(list.map(|list| (list.id, list.name)))
 }
 
 fn is_multipart(request: &HttpRequest) -> bool {
