@@ -27,6 +27,7 @@ pub mod file;
 pub mod rows;
 pub mod staging;
 pub mod store;
+pub mod upload;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

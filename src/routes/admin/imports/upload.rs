@@ -24,8 +24,6 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::TryStreamExt;
 use tempfile::TempPath;
-use tokio::io::AsyncWriteExt;
-use tracing::Instrument;
 
 use super::ImportUploads;
 use super::list::{render, size_text};
@@ -36,8 +34,9 @@ use crate::admin::audit::{self, Action};
 use crate::admin::guard::{SignedIn, check_csrf};
 use crate::db::Db;
 use crate::domain::{ConsentSource, UnwantedCharacter};
+use crate::imports::upload::SaveError;
 use crate::imports::{
-    FileRefused, ImportError, ImportRequest, ListRef, Start, Started, Unreadable,
+    self,    FileRefused, ImportError, ImportRequest, ListRef, Start, Unreadable,
 };
 use crate::rate_limit::RateLimiter;
 use crate::routes::FORM_BODY_LIMIT_BYTES;
@@ -183,32 +182,8 @@ pub async fn upload(
         .await
         .step("record the import in the audit log")?;
     let id = started.id;
-    run_in_background(started, path);
+    imports::upload::run_in_background(started, path);
     Ok(see_other(import_path(id)))
-}
-
-/// Runs the import to its end, apart from the request; the uploaded file
-/// is removed once it has ended, however it ended. Its outcome is on the
-/// import's row, for its page: a failure is recorded there by the run.
-/// A server stopped meanwhile leaves the import interrupted, to be
-/// finished by uploading the file again.
-fn run_in_background(started: Started, file: TempPath) {
-    let span = tracing::info_span!("Run an uploaded import", import = %started.id);
-    tokio::spawn(
-        async move {
-            match started.run(|_| {}).await {
-                Ok(record) => tracing::info!(
-                    rows = record.rows_read,
-                    added = record.memberships_added,
-                    refused = record.refused,
-                    "Import done"
-                ),
-                Err(e) => tracing::error!(error = ?e, "Import stopped"),
-            }
-            drop(file);
-        }
-        .instrument(span),
-    );
 }
 
 /// The list `id` names, if any, with its name for the audit log. An
@@ -366,30 +341,18 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, Refused> {
     })
 }
 
-/// Writes the file part to a new temporary file as it arrives, and says
-/// how long it was. The file is removed when the returned path is dropped,
-/// here on any failure.
+/// Writes the file part to a new temporary file as it arrives
+/// ([`crate::imports::upload::save`]), and says how long it was.
 async fn write_to_disk(field: &mut Field, max_bytes: u64) -> Result<(TempPath, u64), Refused> {
-    let unexpected = |e: std::io::Error| {
-        ApiError::Unexpected(anyhow::Error::new(e).context("Failed to store the upload"))
-    };
-    let temporary = tempfile::Builder::new()
-        .prefix("newsletter-import-")
-        .suffix(".csv")
-        .tempfile()
-        .map_err(unexpected)?;
-    let (file, path) = temporary.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut written = 0u64;
-    while let Some(chunk) = field.try_next().await? {
-        written += chunk.len() as u64;
-        if written > max_bytes {
-            return Err(Refused::TooLarge);
-        }
-        file.write_all(&chunk).await.map_err(unexpected)?;
+    match imports::upload::save(field, max_bytes).await {
+        Ok(saved) => Ok(saved),
+        Err(SaveError::TooLarge) => Err(Refused::TooLarge),
+        Err(SaveError::Body(e)) => Err(e.into()),
+        Err(SaveError::Io(e)) => Err(ApiError::Unexpected(
+            anyhow::Error::new(e).context("Failed to store the upload"),
+        )
+        .into()),
     }
-    file.flush().await.map_err(unexpected)?;
-    Ok((path, written))
 }
 
 /// The name a file was sent with, as a label: its last path component
