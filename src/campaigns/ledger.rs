@@ -329,6 +329,27 @@ pub async fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<IssueSummar
     .await
 }
 
+/// Up to `limit` issues, newest first, after the issue `after` (the last
+/// of the page before): a keyset page, so that an issue published while a
+/// client walks the pages neither shifts nor repeats a row. An `after`
+/// that names no issue gives an empty page.
+pub async fn page(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<IssueSummary>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM newsletter_issues \
+         WHERE $1::uuid IS NULL \
+            OR (created_at, id) < (SELECT created_at, id FROM newsletter_issues WHERE id = $1) \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// An issue whole: what it says and where it stands.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Issue {

@@ -167,6 +167,8 @@ pub struct Started {
     importer: Importer,
     request: ImportRequest,
     list_id: Uuid,
+    /// The list's name as it is now, for the audit log.
+    pub list_name: String,
     /// The import's own connection: its lock, its staging table.
     connection: PgConnection,
 }
@@ -248,6 +250,7 @@ impl Importer {
                 importer: self.clone(),
                 request,
                 list_id: list.id,
+                list_name: list.name,
                 connection,
             }))),
         }
@@ -303,6 +306,21 @@ struct Chunk {
 }
 
 impl Started {
+    /// Whether the readers' consent was attested, and what the file is
+    /// called, for the audit log.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} onto the list {:?}, consent {}",
+            self.request.file_name,
+            self.list_name,
+            if self.request.consent.is_some() {
+                "attested"
+            } else {
+                "not attested"
+            }
+        )
+    }
+
     /// Steps 2 to 4. A failure is recorded on the import's row (for the
     /// page) and returned.
     pub async fn run(

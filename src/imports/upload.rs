@@ -10,7 +10,81 @@ use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
-use super::Started;
+use uuid::Uuid;
+
+use super::{ImportError, ImportRequest, Importer, Start, Started};
+use crate::admin::audit::{self, Action, Actor};
+use crate::db::Db;
+use crate::domain::UnwantedCharacter;
+use crate::web::error::{ApiError, DatabaseStep};
+
+/// The longest file name kept, in characters: it is a label on the pages.
+const MAX_FILE_NAME_CHARS: usize = 200;
+
+/// What an upload needs, for the handlers' app data.
+#[derive(Clone)]
+pub struct ImportUploads {
+    pub importer: Importer,
+    /// The largest file taken, in bytes (`imports.max_upload_bytes`).
+    pub max_bytes: u64,
+}
+
+/// How an upload's import began.
+pub enum Accepted {
+    /// Started, and running in the background.
+    Started(Uuid),
+    /// This file went onto this list before: nothing changed.
+    AlreadyImported(Uuid),
+    /// A second upload of a file being imported onto the list right now
+    /// (its id, once its row exists): it leads to that import rather than
+    /// waiting for it to end.
+    Running(Option<Uuid>),
+}
+
+impl ImportUploads {
+    /// Starts the import of `file` ([`Importer::start`]); when it is a new
+    /// one, records who started it in the audit log (never a row of the
+    /// file) and runs it in the background. `Ok(Err(_))`: the file or the
+    /// list refused, with the reason.
+    pub async fn accept(
+        &self,
+        db: &Db,
+        actor: &Actor,
+        request: ImportRequest,
+        file: TempPath,
+    ) -> Result<Result<Accepted, ImportError>, ApiError> {
+        let started = match self.importer.start(request).await {
+            Ok(Start::Ready(started)) => *started,
+            Ok(Start::Done(done)) => return Ok(Ok(Accepted::AlreadyImported(done.id))),
+            Ok(Start::Running(running)) => return Ok(Ok(Accepted::Running(running))),
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let detail = format!("{} (import {})", started.describe(), started.id);
+        db.transaction(async |tx| audit::record(tx, actor, Action::ImportStarted, &detail).await)
+            .await
+            .step("record the import in the audit log")?;
+        let id = started.id;
+        run_in_background(started, file);
+        Ok(Ok(Accepted::Started(id)))
+    }
+}
+
+/// The name a file was sent with, as a label: its last path component
+/// (some browsers send a whole path), without control or invisible
+/// characters, and not too long.
+pub fn file_name(sent_as: &str) -> String {
+    let last = sent_as.rsplit(['/', '\\']).next().unwrap_or_default();
+    let name: String = UnwantedCharacter::remove_from(last)
+        .trim()
+        .chars()
+        .take(MAX_FILE_NAME_CHARS)
+        .collect();
+    if name.is_empty() {
+        "upload.csv".into()
+    } else {
+        name
+    }
+}
 
 /// Why a file was not saved.
 #[derive(Debug)]
@@ -54,7 +128,7 @@ pub async fn save<E>(
 /// import's row: a failure is recorded there by the run. A server stopped
 /// meanwhile leaves the import interrupted, to be finished by sending the
 /// file again.
-pub fn run_in_background(started: Started, file: TempPath) {
+fn run_in_background(started: Started, file: TempPath) {
     let span = tracing::info_span!("Run an uploaded import", import = %started.id);
     tokio::spawn(
         async move {
@@ -71,4 +145,24 @@ pub fn run_in_background(started: Started, file: TempPath) {
         }
         .instrument(span),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_kept_as_a_label_only() {
+        for (sent_as, kept) in [
+            ("readers.csv", "readers.csv"),
+            ("C:\\Users\\ada\\readers.csv", "readers.csv"),
+            ("/home/ada/readers.csv", "readers.csv"),
+            ("read\u{202E}vsc.ers\0", "readvsc.ers"),
+            ("", "upload.csv"),
+            ("\u{200B}", "upload.csv"),
+        ] {
+            assert_eq!(file_name(sent_as), kept, "{sent_as:?}");
+        }
+        assert_eq!(file_name(&"a".repeat(500)).len(), MAX_FILE_NAME_CHARS);
+    }
 }
