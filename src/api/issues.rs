@@ -318,16 +318,16 @@ pub async fn publish_issue(
         .transaction(async |tx| Targets::read(tx, parsed.segment).await)
         .await
         .step("read the lists and segments")?;
-    let (list_ids, segment) = targets
+    let audience = targets
         .audience(Some(parsed.lists))
-        .map_err(|(field, reason)| Problem::invalid(field, reason))?;
+        .map_err(|refused| Problem::invalid(refused.field, refused.reason))?;
     let rendered = render(&newsletter, &parsed.draft);
     let submission = Submission {
         draft: &parsed.draft,
         rendered: &rendered,
         send_at: parsed.send_at,
-        list_ids,
-        segment,
+        list_ids: audience.list_ids,
+        segment: audience.segment,
         public: parsed.public,
     };
     let actor = token.actor(&request);

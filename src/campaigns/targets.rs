@@ -10,6 +10,20 @@ use crate::subscribers::lists::{self, List};
 use crate::subscribers::segments::store::Segment;
 use crate::subscribers::segments::{self, Filter, Frozen};
 
+/// Who an issue goes to, as its row records it.
+pub struct Audience {
+    /// `None`: every confirmed subscriber.
+    pub list_ids: Option<Vec<Uuid>>,
+    /// The segment that narrows the lists' readers, frozen as it is now.
+    pub segment: Option<Frozen>,
+}
+
+/// A choice refused: the field (`lists` or `segment`) and why.
+pub struct Refused {
+    pub field: &'static str,
+    pub reason: String,
+}
+
 /// The live lists and the saved segments, with one segment checked.
 pub struct Targets {
     /// Every list that is not archived.
@@ -87,16 +101,22 @@ impl Targets {
     /// The lists and the frozen segment to record on the issue, from the
     /// lists chosen: a segment narrows the readers of lists, of every live
     /// one when there is nothing chosen. `Err` names the field refused.
-    pub fn audience(
-        &self,
-        chosen: Option<Vec<Uuid>>,
-    ) -> Result<(Option<Vec<Uuid>>, Option<Frozen>), (&'static str, String)> {
-        let list_ids = self.check(chosen).map_err(|reason| ("lists", reason))?;
-        let segment = self.segment.clone().map_err(|reason| ("segment", reason))?;
+    pub fn audience(&self, chosen: Option<Vec<Uuid>>) -> Result<Audience, Refused> {
+        let list_ids = self.check(chosen).map_err(|reason| Refused {
+            field: "lists",
+            reason,
+        })?;
+        let segment = self.segment.clone().map_err(|reason| Refused {
+            field: "segment",
+            reason,
+        })?;
         let list_ids = match (&segment, list_ids) {
             (Some(_), None) => Some(self.live_ids()),
             (_, list_ids) => list_ids,
         };
-        Ok((list_ids, segment.map(|(_, frozen)| frozen)))
+        Ok(Audience {
+            list_ids,
+            segment: segment.map(|(_, frozen)| frozen),
+        })
     }
 }

@@ -259,11 +259,11 @@ pub async fn submit_issue(
             return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason).await;
         }
     };
-    let (list_ids, segment) = match targets.checked.audience(chosen) {
+    let audience = match targets.checked.audience(chosen) {
         Ok(audience) => audience,
-        Err((field, reason)) => {
+        Err(refused) => {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            return refuse(fields, status, Some(field), reason).await;
+            return refuse(fields, status, Some(refused.field), refused.reason).await;
         }
     };
     let rendered = render(&admin.newsletter, &draft);
@@ -286,8 +286,8 @@ pub async fn submit_issue(
                 draft: &draft,
                 rendered: &rendered,
                 send_at,
-                list_ids,
-                segment,
+                list_ids: audience.list_ids,
+                segment: audience.segment,
                 public,
             };
             let ip = client_ip(&request, &limiter);
