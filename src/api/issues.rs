@@ -46,9 +46,20 @@ pub const MAX_LIMIT: i64 = 100;
 /// The header a publish carries.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
-/// The extractor settings of the routes that take an issue's text.
-pub fn issue_body_config() -> web::PayloadConfig {
-    web::PayloadConfig::new(ISSUE_BODY_LIMIT_BYTES)
+/// The body of a route that takes an issue's text, up to
+/// [`ISSUE_BODY_LIMIT_BYTES`]: past it, a 413 problem, read no further.
+async fn issue_body(payload: web::Payload) -> Result<web::Bytes, Problem> {
+    match payload.to_bytes_limited(ISSUE_BODY_LIMIT_BYTES).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(Problem::BadRequest(format!(
+            "The body could not be read: {e}."
+        ))),
+        Err(_) => Err(Problem::TooLarge(format!(
+            "The body is over {ISSUE_BODY_LIMIT_BYTES} bytes: an issue's content is at most {} \
+             bytes.",
+            Draft::MAX_CONTENT_BYTES
+        ))),
+    }
 }
 
 /// An issue, where it stands: the figures its page shows.
@@ -301,19 +312,19 @@ fn idempotency_key(request: &HttpRequest) -> Result<IdempotencyKey, Problem> {
     responses(
         (status = 201, description = "Published, or published before with this key and this content: the issue.", body = IssueBody, content_type = "application/json",
          headers(("Location" = String, description = "The issue's address in the API."))),
-        crate::api::openapi::WriteRefusals,
+        crate::api::openapi::TextRefusals,
     ))]
 pub async fn publish_issue(
     request: HttpRequest,
     token: ApiToken,
-    body: web::Bytes,
+    payload: web::Payload,
     db: web::Data<Db>,
     newsletter: web::Data<Newsletter>,
     settings: web::Data<PublishSettings>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Publish)?;
     let key = idempotency_key(&request)?;
-    let parsed = parse_new_issue(&body)?;
+    let parsed = parse_new_issue(&issue_body(payload).await?)?;
     let targets = db
         .transaction(async |tx| Targets::read(tx, parsed.segment).await)
         .await
@@ -352,16 +363,16 @@ pub async fn publish_issue(
     request_body(content = PreviewRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The email as a reader named Ada Lovelace would get it. Nothing is stored.", body = PreviewBody, content_type = "application/json"),
-        crate::api::openapi::WriteRefusals,
+        crate::api::openapi::TextRefusals,
     ))]
 pub async fn preview_text(
     token: ApiToken,
-    body: web::Bytes,
+    payload: web::Payload,
     newsletter: web::Data<Newsletter>,
     settings: web::Data<PublishSettings>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let mut fields = Fields::parse(&body)?;
+    let mut fields = Fields::parse(&issue_body(payload).await?)?;
     let draft = parse_draft(&mut fields);
     fields.finish()?;
     let draft = draft.expect("refused when absent");

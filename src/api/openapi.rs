@@ -245,6 +245,26 @@ impl IntoResponses for WriteRefusals {
     }
 }
 
+/// [`WriteRefusals`] for a body read under a limit of the handler's own
+/// (an issue's text), whose 413 is a problem too.
+pub struct TextRefusals;
+
+impl IntoResponses for TextRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = WriteRefusals::responses();
+        all.insert(
+            "413".into(),
+            RefOr::T(problem(
+                413,
+                "Payload Too Large",
+                "The body is over the limit for an issue's text.",
+                "The body is over 464288 bytes: an issue's content is at most 200000 bytes.",
+            )),
+        );
+        all
+    }
+}
+
 /// The refusals of a file sent as the body: the guard's, a query or a
 /// body that cannot be read (400), a file over the cap (413), a body that
 /// is not CSV (415), a file already being started (409), and parameters or

@@ -321,6 +321,21 @@ async fn hostile_issue_fields_are_refused_naming_the_field_and_nothing_is_stored
         .await
         .unwrap();
     problem(not_json, StatusCode::BAD_REQUEST).await;
+    // Past the longest content a draft takes: 422 naming it; past the body
+    // limit: 413, read no further. Both problems.
+    let long = json!({"title": "T", "content": "x".repeat(300_000)});
+    let refused = problem(
+        publish_with(&app, &publish, Some(&a_key()), &long).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&refused), ["content"], "{refused}");
+    let huge = json!({"title": "T", "content": "x".repeat(1_000_000)});
+    problem(
+        publish_with(&app, &publish, Some(&a_key()), &huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
     assert_eq!(issues_stored(&app).await, 0);
 
     for path in [
