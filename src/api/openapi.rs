@@ -159,6 +159,26 @@ impl IntoResponses for ReadOneRefusals {
     }
 }
 
+/// The refusals of an action on one thing by id: [`ReadOneRefusals`], and
+/// 409 when its state does not allow the action.
+pub struct ActionRefusals;
+
+impl IntoResponses for ActionRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = ReadOneRefusals::responses();
+        all.insert(
+            "409".into(),
+            RefOr::T(problem(
+                409,
+                "Conflict",
+                "The thing's state does not allow this action, with the reason.",
+                "Only an issue that is sending can be paused; this one is done.",
+            )),
+        );
+        all
+    }
+}
+
 /// [`ReadRefusals`], and the refusals of a query.
 pub struct ReadPageRefusals;
 
@@ -219,6 +239,83 @@ impl IntoResponses for WriteRefusals {
                 "Fields refused; `errors` names each, with the reason.",
                 "name",
                 "`name` is required.",
+            ),
+        ));
+        map(all)
+    }
+}
+
+/// [`WriteRefusals`] for a body read under a limit of the handler's own
+/// (an issue's text), whose 413 is a problem too.
+pub struct TextRefusals;
+
+impl IntoResponses for TextRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = WriteRefusals::responses();
+        all.insert(
+            "413".into(),
+            RefOr::T(problem(
+                413,
+                "Payload Too Large",
+                "The body is over the limit for an issue's text.",
+                "The body is over 464288 bytes: an issue's content is at most 200000 bytes.",
+            )),
+        );
+        all
+    }
+}
+
+/// The refusals of a file sent as the body: the guard's, a query or a
+/// body that cannot be read (400), a file over the cap (413), a body that
+/// is not CSV (415), a file already being started (409), and parameters or
+/// a file refused (422).
+pub struct UploadRefusals;
+
+impl IntoResponses for UploadRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push((
+            "400",
+            problem(
+                400,
+                "Bad Request",
+                "A query string or a body that cannot be read.",
+                "The query string could not be read: duplicate field `list`.",
+            ),
+        ));
+        all.push((
+            "409",
+            problem(
+                409,
+                "Conflict",
+                "The same file is being started onto the same list by another request.",
+                "This file is being imported onto this list right now, and its import has no id yet: try again in a moment.",
+            ),
+        ));
+        all.push((
+            "413",
+            problem(
+                413,
+                "Payload Too Large",
+                "The file is over `imports.max_upload_bytes`.",
+                "The file is larger than the 52428800 bytes an upload may be (imports.max_upload_bytes).",
+            ),
+        ));
+        all.push((
+            "415",
+            problem(
+                415,
+                "Unsupported Media Type",
+                "The body is not sent as `text/csv`.",
+                "Send the file as the body, with `Content-Type: text/csv`.",
+            ),
+        ));
+        all.push((
+            "422",
+            invalid(
+                "Parameters or the file refused; `errors` names each (`list`, `consent_source`, `welcome`, `body`), with the reason.",
+                "list",
+                "There is no list with the id 0b9d5a0e-3c1f-4a53-9f0e-6f1b3c2d4e5f.",
             ),
         ));
         map(all)

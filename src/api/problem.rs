@@ -81,6 +81,16 @@ pub enum Problem {
     MissingScope(Scope),
     #[error("{0}")]
     NotFound(String),
+    /// The thing's state does not allow the operation (pausing a paused
+    /// issue), or another request is doing it right now.
+    #[error("{0}")]
+    Conflict(String),
+    /// A body over its limit (an import's file over
+    /// `imports.max_upload_bytes`).
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Fields or parameters read but refused, each with its reason.
     #[error("{}", summary(.0))]
     Invalid(Vec<FieldError>),
@@ -123,6 +133,10 @@ impl From<ApiError> for Problem {
             ApiError::BadRequest(reason) => Problem::BadRequest(reason),
             ApiError::NotFound(reason) | ApiError::Gone(reason) => Problem::NotFound(reason),
             ApiError::TooManyRequests(wait) => Problem::TooManyRequests(wait),
+            ApiError::UnsupportedMediaType(reason) => Problem::UnsupportedMediaType(reason),
+            ApiError::PayloadTooLarge(limit) => {
+                Problem::TooLarge(format!("The body is over {limit} bytes."))
+            }
             other => Problem::Unexpected(anyhow::anyhow!("{other}")),
         }
     }
@@ -135,6 +149,9 @@ impl ResponseError for Problem {
             Problem::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Problem::MissingScope(_) => StatusCode::FORBIDDEN,
             Problem::NotFound(_) => StatusCode::NOT_FOUND,
+            Problem::Conflict(_) => StatusCode::CONFLICT,
+            Problem::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Problem::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Problem::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

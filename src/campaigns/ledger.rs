@@ -94,7 +94,9 @@ pub struct NewIssue<'a> {
     /// as typed in the fingerprint, so that a form submitted again after
     /// its moment has passed still replays.
     pub send_at: Option<DateTime<Utc>>,
-    pub created_by: Uuid,
+    /// The admin who published it; `None` when a program did, with an API
+    /// token (the audit log names the token).
+    pub created_by: Option<Uuid>,
     /// The lists it goes to; `None` for every confirmed subscriber.
     pub list_ids: Option<&'a [Uuid]>,
     /// The segment that narrows them, frozen as it is now; only with lists.
@@ -143,6 +145,26 @@ impl NewIssue<'_> {
     }
 }
 
+/// Whose idempotency keys a key is among: an admin's (the compose form's)
+/// or an API token's. Each has its own keys, so that one token's retry
+/// never replays another's issue, nor an admin's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    Admin(Uuid),
+    Token(Uuid),
+}
+
+impl KeyOwner {
+    /// The table that holds this owner's keys, and its owner column: two
+    /// tables, as a token has no admin row for `publish_requests` to key by.
+    fn table(self) -> (&'static str, &'static str, Uuid) {
+        match self {
+            KeyOwner::Admin(id) => ("publish_requests", "admin_id", id),
+            KeyOwner::Token(id) => ("api_publish_requests", "token_id", id),
+        }
+    }
+}
+
 /// What publishing did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -169,41 +191,42 @@ pub enum PublishError {
 /// ends, then finds the key taken and replays (or is refused).
 pub async fn publish(
     conn: &mut PgConnection,
+    owner: KeyOwner,
     key: &IdempotencyKey,
     issue: NewIssue<'_>,
 ) -> Result<Published, PublishError> {
     let issue_id = Uuid::new_v4();
     let fingerprint = issue.fingerprint();
+    let (table, column, owner_id) = owner.table();
     // Expired keys are forgotten here, by the only writer of the table: an
-    // admin's keys never outnumber a day of their submissions.
-    sqlx::query(
-        "DELETE FROM publish_requests \
-         WHERE admin_id = $1 AND created_at < now() - interval '24 hours'",
-    )
-    .bind(issue.created_by)
+    // owner's keys never outnumber a day of their submissions.
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE {column} = $1 AND created_at < now() - interval '24 hours'"
+    )))
+    .bind(owner_id)
     .execute(&mut *conn)
     .await?;
-    let taken: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO publish_requests (admin_id, idempotency_key, fingerprint, issue_id) \
+    let taken: Option<Uuid> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "INSERT INTO {table} ({column}, idempotency_key, fingerprint, issue_id) \
          VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (admin_id, idempotency_key) DO UPDATE \
+         ON CONFLICT ({column}, idempotency_key) DO UPDATE \
              SET fingerprint = EXCLUDED.fingerprint, issue_id = EXCLUDED.issue_id, \
                  created_at = now() \
-             WHERE publish_requests.created_at < now() - interval '24 hours' \
-         RETURNING issue_id",
-    )
-    .bind(issue.created_by)
+             WHERE {table}.created_at < now() - interval '24 hours' \
+         RETURNING issue_id"
+    )))
+    .bind(owner_id)
     .bind(key.as_str())
     .bind(&fingerprint)
     .bind(issue_id)
     .fetch_optional(&mut *conn)
     .await?;
     if taken.is_none() {
-        let (earlier, issue_id): (Vec<u8>, Uuid) = sqlx::query_as(
-            "SELECT fingerprint, issue_id FROM publish_requests \
-             WHERE admin_id = $1 AND idempotency_key = $2",
-        )
-        .bind(issue.created_by)
+        let (earlier, issue_id): (Vec<u8>, Uuid) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT fingerprint, issue_id FROM {table} \
+             WHERE {column} = $1 AND idempotency_key = $2"
+        )))
+        .bind(owner_id)
         .bind(key.as_str())
         .fetch_one(&mut *conn)
         .await?;
@@ -301,6 +324,27 @@ pub async fn list(conn: &mut PgConnection, limit: i64) -> Result<Vec<IssueSummar
     sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {SUMMARY_COLUMNS} FROM newsletter_issues ORDER BY created_at DESC, id LIMIT $1"
     )))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Up to `limit` issues, newest first, after the issue `after` (the last
+/// of the page before): a keyset page, so that an issue published while a
+/// client walks the pages neither shifts nor repeats a row. An `after`
+/// that names no issue gives an empty page.
+pub async fn page(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<IssueSummary>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM newsletter_issues \
+         WHERE $1::uuid IS NULL \
+            OR (created_at, id) < (SELECT created_at, id FROM newsletter_issues WHERE id = $1) \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )))
+    .bind(after)
     .bind(limit)
     .fetch_all(conn)
     .await

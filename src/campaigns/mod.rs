@@ -14,16 +14,23 @@
 //!   fleet-wide [`throttle`], and records each outcome.
 //! - [`archive`]: which issues are public, under which address, and what
 //!   the public archive and its feed read of them.
+//! - [`actions`]: pause, resume, cancel and the rest, for the issue's page
+//!   and the API alike.
+//! - [`publishing`] and [`targets`]: the publish step and the audience
+//!   checks the compose page and `/api/v1/issues` share.
 //! - [`progress`]: carries the database's change notifications to pages
 //!   watching an issue.
 //!
 //! Senders and recorders run wherever outbox delivery runs (the server with
 //! `delivery.run_in_server`, or `newsletter worker`).
 
+pub mod actions;
 pub mod archive;
 pub mod ledger;
 pub mod progress;
+pub mod publishing;
 pub mod sender;
+pub mod targets;
 
 use crate::db::Transaction;
 use crate::db::wakeups::Notifier;
@@ -36,6 +43,6 @@ pub fn wake_senders_after_commit(transaction: &mut Transaction<'_>, notifier: &N
 }
 
 pub use ledger::{
-    DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, NewIssue, Progress, PublishError,
-    Published, Undelivered,
+    DeliveryId, IdempotencyKey, Issue, IssueState, IssueSummary, KeyOwner, NewIssue, Progress,
+    PublishError, Published, Undelivered,
 };

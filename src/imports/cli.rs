@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use sqlx::{Connection, PgConnection};
 
-use super::{ImportRecord, ImportRequest, Importer, Outcome, store};
+use super::{ImportRecord, ImportRequest, Importer, ListRef, Outcome, store};
 use crate::configuration::Settings;
 use crate::domain::ConsentSource;
 
@@ -74,7 +74,7 @@ pub async fn run(settings: &Settings, args: &[String]) -> anyhow::Result<()> {
     let request = ImportRequest {
         path: arguments.file,
         file_name,
-        list_name: arguments.list,
+        list: ListRef::Name(arguments.list),
         consent: arguments.consent,
         welcome: arguments.welcome,
         started_by: "the command line".into(),

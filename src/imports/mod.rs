@@ -27,6 +27,7 @@ pub mod file;
 pub mod rows;
 pub mod staging;
 pub mod store;
+pub mod upload;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -92,7 +93,7 @@ pub struct ImportRequest {
     pub path: PathBuf,
     /// What to call it on the pages (the uploaded file's name).
     pub file_name: String,
-    pub list_name: String,
+    pub list: ListRef,
     /// The admin attests the readers consented, and where: they are
     /// imported confirmed. Without it they are asked to confirm by email.
     pub consent: Option<ConsentSource>,
@@ -104,6 +105,24 @@ pub struct ImportRequest {
     pub started_by: String,
 }
 
+/// How a request names its list: the pages and the API by id (a list's
+/// name may change between the form and the import), the command line by
+/// name, as a person types it.
+#[derive(Debug, Clone)]
+pub enum ListRef {
+    Id(Uuid),
+    Name(String),
+}
+
+impl std::fmt::Display for ListRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListRef::Id(id) => write!(f, "with the id {id}"),
+            ListRef::Name(name) => write!(f, "called \"{name}\""),
+        }
+    }
+}
+
 /// Why an import did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -111,8 +130,8 @@ pub enum ImportError {
     File(#[from] FileRefused),
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
-    #[error("There is no list called \"{0}\".")]
-    NoSuchList(String),
+    #[error("There is no list {0}.")]
+    NoSuchList(ListRef),
     #[error("The list \"{0}\" is archived: it takes no new readers.")]
     ArchivedList(String),
     #[error(transparent)]
@@ -148,6 +167,8 @@ pub struct Started {
     importer: Importer,
     request: ImportRequest,
     list_id: Uuid,
+    /// The list's name as it is now, for the audit log.
+    pub list_name: String,
     /// The import's own connection: its lock, its staging table.
     connection: PgConnection,
 }
@@ -188,9 +209,11 @@ impl Importer {
         // the import has a row: the upload page answers it on the form.
         let definitions = attributes::definitions(&mut connection).await?;
         check_header(request.path.clone(), definitions).await?;
-        let list = lists::find_by_name(&mut connection, &request.list_name)
-            .await?
-            .ok_or_else(|| ImportError::NoSuchList(request.list_name.clone()))?;
+        let list = match &request.list {
+            ListRef::Id(id) => lists::find(&mut connection, *id).await?,
+            ListRef::Name(name) => lists::find_by_name(&mut connection, name).await?,
+        }
+        .ok_or_else(|| ImportError::NoSuchList(request.list.clone()))?;
         if list.archived_at.is_some() {
             return Err(ImportError::ArchivedList(list.name));
         }
@@ -227,6 +250,7 @@ impl Importer {
                 importer: self.clone(),
                 request,
                 list_id: list.id,
+                list_name: list.name,
                 connection,
             }))),
         }
@@ -282,6 +306,21 @@ struct Chunk {
 }
 
 impl Started {
+    /// Whether the readers' consent was attested, and what the file is
+    /// called, for the audit log.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} onto the list {:?}, consent {}",
+            self.request.file_name,
+            self.list_name,
+            if self.request.consent.is_some() {
+                "attested"
+            } else {
+                "not attested"
+            }
+        )
+    }
+
     /// Steps 2 to 4. A failure is recorded on the import's row (for the
     /// page) and returned.
     pub async fn run(

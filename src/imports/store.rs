@@ -40,6 +40,22 @@ pub struct ImportRecord {
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl ImportRecord {
+    /// Where it stands as its page and the API say it: `reading`,
+    /// `merging`, `done`, `failed`, or `interrupted` (left reading or
+    /// merging with no process running it). `running`: whether a process
+    /// holds the import's lock now ([`is_running`]).
+    pub fn state_seen(&self, running: bool) -> &'static str {
+        match self.state.as_str() {
+            "done" => "done",
+            "failed" => "failed",
+            "merging" if running => "merging",
+            "reading" if running => "reading",
+            _ => "interrupted",
+        }
+    }
+}
+
 /// What a run asks for.
 pub struct NewImport<'a> {
     pub sha256: &'a [u8],

@@ -279,6 +279,41 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/api/v1/subscribers/{id}", Token, GET, |c, p| {
             add(c, resource(p).get(crate::api::subscribers::get_subscriber))
         }),
+        endpoint("/api/v1/issues", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::issues::list_issues))
+        }),
+        // Before `{id}`, which would match them too. Their handlers read
+        // the body under a limit of their own: an issue's text is far
+        // longer than a list's fields.
+        endpoint("/api/v1/issues/publish", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::issues::publish_issue))
+        }),
+        endpoint("/api/v1/issues/preview", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::issues::preview_text))
+        }),
+        endpoint("/api/v1/issues/{id}", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::issues::get_issue))
+        }),
+        endpoint("/api/v1/issues/{id}/preview", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::issues::preview_issue))
+        }),
+        endpoint("/api/v1/issues/{id}/pause", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::issues::pause_issue))
+        }),
+        endpoint("/api/v1/issues/{id}/resume", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::issues::resume_issue))
+        }),
+        endpoint("/api/v1/issues/{id}/cancel", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::issues::cancel_issue))
+        }),
+        // The file is the body, streamed to disk under its own cap
+        // (`imports.max_upload_bytes`), as on the upload page.
+        endpoint("/api/v1/imports", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::imports::start_import))
+        }),
+        endpoint("/api/v1/imports/{id}", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::imports::get_import))
+        }),
         // Answered from memory for a few seconds (`crate::archive`): no
         // per-IP limit, as for the home page.
         endpoint("/archive", Anyone, GET, |c, p| {

@@ -113,6 +113,16 @@ use crate::api::openapi::BearerScheme;
         crate::api::subscribers::list_subscribers,
         crate::api::subscribers::create_subscriber,
         crate::api::subscribers::get_subscriber,
+        crate::api::issues::list_issues,
+        crate::api::issues::publish_issue,
+        crate::api::issues::preview_text,
+        crate::api::issues::get_issue,
+        crate::api::issues::preview_issue,
+        crate::api::issues::pause_issue,
+        crate::api::issues::resume_issue,
+        crate::api::issues::cancel_issue,
+        crate::api::imports::start_import,
+        crate::api::imports::get_import,
     ),
     // The problem answers are built by hand (`crate::api::openapi`) and
     // refer to these by name.

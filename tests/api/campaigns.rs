@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use newsletter::campaigns::ledger::{self, IdempotencyKey, NewIssue};
+use newsletter::campaigns::ledger::{self, IdempotencyKey, KeyOwner, NewIssue};
 use newsletter::domain::Newsletter;
 use newsletter::newsletters::{Draft, render};
 use serde_json::Value;
@@ -72,6 +72,7 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
     let mut transaction = app.db_pool.begin().await.unwrap();
     let published = ledger::publish(
         &mut transaction,
+        KeyOwner::Admin(admin),
         &key,
         NewIssue {
             title,
@@ -79,7 +80,7 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
             rendered: &rendered,
             message_stream: &app.settings.email_client.broadcast_stream,
             send_at: None,
-            created_by: admin,
+            created_by: Some(admin),
             list_ids: lists,
             segment: None,
             public: false,

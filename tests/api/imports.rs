@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use newsletter::domain::ConsentSource;
-use newsletter::imports::{ImportError, ImportRecord, ImportRequest, Importer, Outcome};
+use newsletter::imports::{ImportError, ImportRecord, ImportRequest, Importer, ListRef, Outcome};
 use newsletter::keys::Keys;
 use newsletter::subscribers::{history, suppression};
 use reqwest::StatusCode;
@@ -56,7 +56,7 @@ fn request(file: &CsvFile, consent: Option<&str>) -> ImportRequest {
     ImportRequest {
         path: file.0.clone(),
         file_name: "readers.csv".into(),
-        list_name: "newsletter".into(),
+        list: ListRef::Name("newsletter".into()),
         consent: consent.map(|c| ConsentSource::parse(c).unwrap()),
         welcome: false,
         started_by: "test".into(),

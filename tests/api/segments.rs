@@ -212,7 +212,7 @@ impl Readers {
 /// the import's id.
 pub async fn import_onto(app: &TestApp, list_name: &str, addresses: &[&str]) -> Uuid {
     use newsletter::domain::ConsentSource;
-    use newsletter::imports::{ImportRequest, Importer, Outcome};
+    use newsletter::imports::{ImportRequest, Importer, ListRef, Outcome};
     let path = std::env::temp_dir().join(format!("segment-import-{}.csv", Uuid::new_v4()));
     let mut contents = String::from("email\n");
     for address in addresses {
@@ -226,7 +226,7 @@ pub async fn import_onto(app: &TestApp, list_name: &str, addresses: &[&str]) -> 
             ImportRequest {
                 path: path.clone(),
                 file_name: "spring.csv".into(),
-                list_name: list_name.into(),
+                list: ListRef::Name(list_name.into()),
                 consent: Some(ConsentSource::parse("The spring fair's sign-up sheet").unwrap()),
                 welcome: false,
                 started_by: "test".into(),

@@ -21,12 +21,4 @@ pub use list::imports;
 pub use refusals::import_refusals;
 pub use upload::upload;
 
-use crate::imports::Importer;
-
-/// What the upload needs, for the handlers' app data.
-#[derive(Clone)]
-pub struct ImportUploads {
-    pub importer: Importer,
-    /// The largest file taken, in bytes (`imports.max_upload_bytes`).
-    pub max_bytes: u64,
-}
+pub use crate::imports::upload::ImportUploads;

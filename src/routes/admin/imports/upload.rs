@@ -24,19 +24,17 @@ use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures::TryStreamExt;
 use tempfile::TempPath;
-use tokio::io::AsyncWriteExt;
-use tracing::Instrument;
 
 use super::ImportUploads;
 use super::list::{render, size_text};
 use super::pages::UploadFields;
 use super::view::import_path;
 use crate::admin::actor::actor_for;
-use crate::admin::audit::{self, Action};
 use crate::admin::guard::{SignedIn, check_csrf};
 use crate::db::Db;
-use crate::domain::{ConsentSource, UnwantedCharacter};
-use crate::imports::{FileRefused, ImportError, ImportRequest, Start, Started, Unreadable};
+use crate::domain::ConsentSource;
+use crate::imports::upload::{Accepted, SaveError, file_name};
+use crate::imports::{self, FileRefused, ImportError, ImportRequest, ListRef, Unreadable};
 use crate::rate_limit::RateLimiter;
 use crate::routes::FORM_BODY_LIMIT_BYTES;
 use crate::subscribers::lists;
@@ -52,9 +50,6 @@ const MAX_FIELD_BYTES: usize = 4 * 1024;
 /// headers. A body longer than the cap by more than this holds a file
 /// over the cap.
 const FORM_OVERHEAD_BYTES: u64 = 64 * 1024;
-
-/// The longest file name kept, in characters: it is a label on the pages.
-const MAX_FILE_NAME_CHARS: usize = 200;
 
 /// The form, as documented: the service reads it part by part.
 #[derive(utoipa::ToSchema)]
@@ -125,93 +120,48 @@ pub async fn upload(
             }
         },
     };
-    let Some(list_name) = list_name(&db, &fields.list).await? else {
+    let Some((list_id, _)) = find_list(&db, &fields.list).await? else {
         let shown = refuse("There is no such list: choose one of the form's.".into());
         return render(&db, &admin, &uploads, unprocessable, shown).await;
     };
-    // Said before the request takes them over; never a row of the file.
-    let audited = format!(
-        "{file_name:?} onto the list {list_name:?}, consent {}",
-        if consent.is_some() {
-            "attested"
-        } else {
-            "not attested"
-        }
-    );
     let import = ImportRequest {
         path: path.to_path_buf(),
         file_name,
-        list_name,
+        list: ListRef::Id(list_id),
         consent,
         welcome: fields.welcome,
         started_by: admin.admin.username.clone(),
     };
-    let started = match uploads.importer.start(import).await {
-        Ok(Start::Ready(started)) => *started,
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    match uploads.accept(&db, &actor, import, path).await? {
+        Ok(Accepted::Started(id)) => Ok(see_other(import_path(id))),
         // This file went onto this list before: its page says so.
-        Ok(Start::Done(done)) => {
-            return Ok(see_other(format!(
-                "{}?notice=already",
-                import_path(done.id)
-            )));
+        Ok(Accepted::AlreadyImported(id)) => {
+            Ok(see_other(format!("{}?notice=already", import_path(id))))
         }
         // A second click, or another tab: the import already running is
         // the one to watch, rather than a request held open until it ends.
-        Ok(Start::Running(running)) => {
-            return Ok(see_other(
-                running.map_or_else(|| "/admin/imports".to_owned(), import_path),
-            ));
-        }
-        Err(ImportError::Other(e)) => return Err(ApiError::Unexpected(e)),
+        Ok(Accepted::Running(running)) => Ok(see_other(
+            running.map_or_else(|| "/admin/imports".to_owned(), import_path),
+        )),
+        Err(ImportError::Other(e)) => Err(ApiError::Unexpected(e)),
         // The file is this server's own copy of the upload: failing to read
         // it back is this side's fault, not the file's.
         Err(ImportError::File(FileRefused::Io(e)) | ImportError::Unreadable(Unreadable::Io(e))) => {
-            return Err(ApiError::Unexpected(
+            Err(ApiError::Unexpected(
                 anyhow::Error::new(e).context("Failed to read back the uploaded file"),
-            ));
+            ))
         }
         Err(refused) => {
             let shown = refuse(refused.to_string());
-            return render(&db, &admin, &uploads, unprocessable, shown).await;
+            render(&db, &admin, &uploads, unprocessable, shown).await
         }
-    };
-    let detail = format!("{audited} (import {})", started.id);
-    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
-    db.transaction(async |tx| audit::record(tx, &actor, Action::ImportStarted, &detail).await)
-        .await
-        .step("record the import in the audit log")?;
-    let id = started.id;
-    run_in_background(started, path);
-    Ok(see_other(import_path(id)))
+    }
 }
 
-/// Runs the import to its end, apart from the request; the uploaded file
-/// is removed once it has ended, however it ended. Its outcome is on the
-/// import's row, for its page: a failure is recorded there by the run.
-/// A server stopped meanwhile leaves the import interrupted, to be
-/// finished by uploading the file again.
-fn run_in_background(started: Started, file: TempPath) {
-    let span = tracing::info_span!("Run an uploaded import", import = %started.id);
-    tokio::spawn(
-        async move {
-            match started.run(|_| {}).await {
-                Ok(record) => tracing::info!(
-                    rows = record.rows_read,
-                    added = record.memberships_added,
-                    refused = record.refused,
-                    "Import done"
-                ),
-                Err(e) => tracing::error!(error = ?e, "Import stopped"),
-            }
-            drop(file);
-        }
-        .instrument(span),
-    );
-}
-
-/// The name of the list `id` names, if any. An archived list is the
-/// importer's to refuse, with its reason.
-async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
+/// The list `id` names, if any, with its name for the audit log. An
+/// archived list is the importer's to refuse, with its reason.
+async fn find_list(db: &Db, id: &str) -> Result<Option<(uuid::Uuid, String)>, ApiError> {
     let Ok(id) = uuid::Uuid::try_parse(id.trim()) else {
         return Ok(None);
     };
@@ -219,7 +169,7 @@ async fn list_name(db: &Db, id: &str) -> Result<Option<String>, ApiError> {
         .transaction(async |tx| lists::find(tx, id).await)
         .await
         .step("find the list")?;
-    Ok(list.map(|list| list.name))
+    Ok(list.map(|list| (list.id, list.name)))
 }
 
 fn is_multipart(request: &HttpRequest) -> bool {
@@ -364,65 +314,16 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, Refused> {
     })
 }
 
-/// Writes the file part to a new temporary file as it arrives, and says
-/// how long it was. The file is removed when the returned path is dropped,
-/// here on any failure.
+/// Writes the file part to a new temporary file as it arrives
+/// ([`crate::imports::upload::save`]), and says how long it was.
 async fn write_to_disk(field: &mut Field, max_bytes: u64) -> Result<(TempPath, u64), Refused> {
-    let unexpected = |e: std::io::Error| {
-        ApiError::Unexpected(anyhow::Error::new(e).context("Failed to store the upload"))
-    };
-    let temporary = tempfile::Builder::new()
-        .prefix("newsletter-import-")
-        .suffix(".csv")
-        .tempfile()
-        .map_err(unexpected)?;
-    let (file, path) = temporary.into_parts();
-    let mut file = tokio::fs::File::from_std(file);
-    let mut written = 0u64;
-    while let Some(chunk) = field.try_next().await? {
-        written += chunk.len() as u64;
-        if written > max_bytes {
-            return Err(Refused::TooLarge);
-        }
-        file.write_all(&chunk).await.map_err(unexpected)?;
-    }
-    file.flush().await.map_err(unexpected)?;
-    Ok((path, written))
-}
-
-/// The name a file was sent with, as a label: its last path component
-/// (some browsers send a whole path), without control or invisible
-/// characters, and not too long.
-fn file_name(sent_as: &str) -> String {
-    let last = sent_as.rsplit(['/', '\\']).next().unwrap_or_default();
-    let name: String = UnwantedCharacter::remove_from(last)
-        .trim()
-        .chars()
-        .take(MAX_FILE_NAME_CHARS)
-        .collect();
-    if name.is_empty() {
-        "upload.csv".into()
-    } else {
-        name
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_name_is_kept_as_a_label_only() {
-        for (sent_as, kept) in [
-            ("readers.csv", "readers.csv"),
-            ("C:\\Users\\ada\\readers.csv", "readers.csv"),
-            ("/home/ada/readers.csv", "readers.csv"),
-            ("read\u{202E}vsc.ers\0", "readvsc.ers"),
-            ("", "upload.csv"),
-            ("\u{200B}", "upload.csv"),
-        ] {
-            assert_eq!(file_name(sent_as), kept, "{sent_as:?}");
-        }
-        assert_eq!(file_name(&"a".repeat(500)).len(), MAX_FILE_NAME_CHARS);
+    match imports::upload::save(field, max_bytes).await {
+        Ok(saved) => Ok(saved),
+        Err(SaveError::TooLarge) => Err(Refused::TooLarge),
+        Err(SaveError::Body(e)) => Err(e.into()),
+        Err(SaveError::Io(e)) => Err(ApiError::Unexpected(
+            anyhow::Error::new(e).context("Failed to store the upload"),
+        )
+        .into()),
     }
 }

@@ -29,13 +29,7 @@ pub struct ImportView {
 impl ImportView {
     /// `running`: whether a process holds the import's lock now.
     pub fn new(record: &ImportRecord, running: bool) -> Self {
-        let state = match record.state.as_str() {
-            "done" => "done",
-            "failed" => "failed",
-            "merging" if running => "merging",
-            "reading" if running => "reading",
-            _ => "interrupted",
-        };
+        let state = record.state_seen(running);
         Self {
             state,
             rows_read: record.rows_read,

@@ -33,23 +33,19 @@ use super::pages::{
 };
 use super::view::{audience_text, issue_path, publish_question};
 use crate::admin::actor::actor_for;
-use crate::admin::audit::{self, Action};
 use crate::admin::guard::{Protected, SignedIn, parse_fields};
 use crate::admin::pages::layout::nav;
-use crate::campaigns::archive::Publicity;
-use crate::campaigns::ledger::{self, IdempotencyKey, NewIssue, PublishError, Published};
-use crate::campaigns::wake_senders_after_commit;
+use crate::campaigns::ledger::{self, IdempotencyKey, KeyOwner, Published};
+use crate::campaigns::publishing::{self, KeyReused, Submission, example_email};
+use crate::campaigns::targets;
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
-use crate::newsletters::{
-    Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WebVersion, render,
-};
-use crate::outbox::{Outbox, Personalisation, personalise_with};
+use crate::newsletters::{Draft, render};
+use crate::outbox::Outbox;
 use crate::pages::{ListChoice, page};
 use crate::rate_limit::RateLimiter;
-use crate::subscribers::lists::{self, List};
-use crate::subscribers::segments::{self, Filter, Frozen};
+use crate::subscribers::segments;
 use crate::telemetry::error_chain_line;
 use crate::web::answers::see_other;
 use crate::web::client::client_ip;
@@ -62,9 +58,6 @@ use crate::web::error::DatabaseStep;
 /// title and the other fields. Larger bodies are refused with 413 before
 /// they are read whole.
 pub const COMPOSE_BODY_LIMIT_BYTES: usize = 3 * Draft::MAX_CONTENT_BYTES + 16 * 1024;
-
-/// The name previews and test sends greet the reader with.
-const EXAMPLE_NAME: &str = "Ada Lovelace";
 
 /// What a test send's subject starts with, so that it is not taken for
 /// the issue itself in the inbox it lands in.
@@ -266,25 +259,12 @@ pub async fn submit_issue(
             return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason).await;
         }
     };
-    let list_ids = match targets.check(chosen) {
-        Ok(list_ids) => list_ids,
-        Err(reason) => {
+    let audience = match targets.checked.audience(chosen) {
+        Ok(audience) => audience,
+        Err(refused) => {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            return refuse(fields, status, Some("lists"), reason).await;
+            return refuse(fields, status, Some(refused.field), refused.reason).await;
         }
-    };
-    let segment = match &targets.segment {
-        Ok(segment) => segment.clone(),
-        Err(reason) => {
-            let status = StatusCode::UNPROCESSABLE_ENTITY;
-            return refuse(fields, status, Some("segment"), reason.clone()).await;
-        }
-    };
-    // A segment narrows the readers of lists: of every live one, when
-    // there is nothing to choose.
-    let list_ids = match (&segment, list_ids) {
-        (Some(_), None) => Some(targets.live.clone()),
-        (_, list_ids) => list_ids,
     };
     let rendered = render(&admin.newsletter, &draft);
     match step {
@@ -302,12 +282,12 @@ pub async fn submit_issue(
             if step == Step::AskToPublish {
                 return ask_to_publish(admin, db, fields, send_at).await;
             }
-            let issue = Submitted {
+            let issue = Submission {
                 draft: &draft,
                 rendered: &rendered,
                 send_at,
-                list_ids,
-                segment: segment.map(|(_, frozen)| frozen),
+                list_ids: audience.list_ids,
+                segment: audience.segment,
                 public,
             };
             let ip = client_ip(&request, &limiter);
@@ -443,31 +423,6 @@ fn parse_send_at(raw: &str) -> Result<Option<DateTime<Utc>>, String> {
     Ok(Some(local.and_utc()))
 }
 
-/// The values previews and test sends fill the placeholders with. The
-/// link is a real one, signed, but names nobody: opened, it says it came
-/// from a test email, and pressing its button unsubscribes no one.
-pub(crate) fn example_values(settings: &PublishSettings) -> Personalisation {
-    Personalisation::from([
-        (RECIPIENT_NAME.to_owned(), EXAMPLE_NAME.to_owned()),
-        (
-            UNSUBSCRIBE_URL.to_owned(),
-            settings.test_links.url().to_owned(),
-        ),
-        (
-            PREFERENCES_URL.to_owned(),
-            settings.test_links.preferences_url().to_owned(),
-        ),
-    ])
-}
-
-/// The email as [`example_values`] fill it. The "Read on the web" link is
-/// left out: the issue has no address in the archive until it is
-/// published.
-fn example_email(rendered: &EmailContent, settings: &PublishSettings) -> EmailContent {
-    let web_version = WebVersion::link(None);
-    personalise_with(rendered, &example_values(settings), web_version.markup())
-}
-
 /// The rendered email filled in as it would be for a subscriber named
 /// [`EXAMPLE_NAME`], and the form again to go on from.
 async fn preview(
@@ -526,19 +481,6 @@ async fn send_test(
     compose_form_with_notice(admin, db, StatusCode::OK, fields, None, Some(notice), None).await
 }
 
-/// What the form asks to publish, parsed.
-struct Submitted<'a> {
-    draft: &'a Draft,
-    rendered: &'a EmailContent,
-    send_at: Option<DateTime<Utc>>,
-    /// `None`: every confirmed subscriber.
-    list_ids: Option<Vec<Uuid>>,
-    /// The segment that narrows them, as it is now.
-    segment: Option<Frozen>,
-    /// Whether it goes in the public archive at once.
-    public: bool,
-}
-
 /// The ids of the `list` pairs, each once; `None` when the form showed no
 /// lists and ticked none (an installation with one list).
 fn chosen_lists(
@@ -559,15 +501,12 @@ fn chosen_lists(
     Ok(Some(ids))
 }
 
-/// Who an issue may go to: the live lists, as the form's checkboxes, and
-/// the saved segments, one of which may narrow them.
+/// Who an issue may go to ([`targets::Targets`]), with the live lists as
+/// the form's checkboxes and the saved segments as its choices.
 struct Targets {
     choices: Vec<ListChoice>,
-    live: Vec<Uuid>,
     segments: Vec<SegmentChoice>,
-    /// The segment chosen, checked against the lists and attributes of
-    /// now and frozen so; or why it cannot be used.
-    segment: Result<Option<(Filter, Frozen)>, String>,
+    checked: targets::Targets,
 }
 
 impl Targets {
@@ -579,79 +518,39 @@ impl Targets {
         chosen: Option<&[Uuid]>,
         segment: Option<Uuid>,
     ) -> Result<Self, ApiError> {
-        let (all, saved, catalogue) = db
-            .transaction(async |tx| {
-                let all = lists::all(tx).await?;
-                let saved = segments::store::all(tx).await?;
-                let imports = crate::imports::store::known(tx).await?;
-                let catalogue = segments::catalogue(tx, imports).await?;
-                Ok((all, saved, catalogue))
-            })
+        let checked = db
+            .transaction(async |tx| targets::Targets::read(tx, segment).await)
             .await
             .step("read the lists and segments")?;
-        let checked = match segment {
-            None => Ok(None),
-            Some(id) => match saved.iter().find(|s| s.id == id) {
-                None => Err("No segment has that id: it may have been deleted.".to_owned()),
-                Some(found) => Filter::parse(&found.filter, &catalogue)
-                    .map(|filter| {
-                        let frozen = Frozen::freeze(&filter, &catalogue);
-                        Some((filter, frozen))
-                    })
-                    .map_err(|e| format!("This segment cannot be used as it is: {e}")),
-            },
-        };
-        let live: Vec<List> = all
-            .into_iter()
-            .filter(|l| l.archived_at.is_none())
-            .collect();
         Ok(Self {
-            live: live.iter().map(|l| l.id).collect(),
-            choices: ListChoice::offered(live, chosen),
-            segments: saved
-                .into_iter()
+            choices: ListChoice::offered(checked.live.clone(), chosen),
+            segments: checked
+                .saved
+                .iter()
                 .map(|s| SegmentChoice {
                     selected: segment == Some(s.id),
                     id: s.id.to_string(),
-                    name: s.name,
+                    name: s.name.clone(),
                 })
                 .collect(),
-            segment: checked,
+            checked,
         })
     }
 
     /// Who the form's choices send to, for the count.
     fn audience(&self) -> AudienceChoice {
         let segment = self
+            .checked
             .segment
             .as_ref()
             .ok()
             .and_then(|s| s.as_ref())
             .map(|(filter, _)| filter.clone());
         let lists = match (ticked(&self.choices), &segment) {
-            (None, Some(_)) => Some(self.live.clone()),
+            (None, Some(_)) => Some(self.checked.live_ids()),
             (lists, _) => lists,
         };
         AudienceChoice { lists, segment }
-    }
-
-    /// The lists to record on the issue: `None` for every confirmed
-    /// subscriber (one list, nothing to choose), or the chosen ones, each
-    /// of which must be live, and at least one.
-    fn check(&self, chosen: Option<Vec<Uuid>>) -> Result<Option<Vec<Uuid>>, String> {
-        let Some(chosen) = chosen else {
-            return Ok(None);
-        };
-        if self.choices.is_empty() && chosen.is_empty() {
-            return Ok(None);
-        }
-        if chosen.is_empty() {
-            return Err("Choose at least one list to send to.".into());
-        }
-        if !chosen.iter().all(|id| self.live.contains(id)) {
-            return Err("One of the lists chosen does not exist or is archived.".into());
-        }
-        Ok(Some(chosen))
     }
 }
 
@@ -669,52 +568,22 @@ fn ticked(lists: &[ListChoice]) -> Option<Vec<Uuid>> {
     )
 }
 
-/// Stores the issue and its audit entry in one transaction, unless the
-/// form's key published it already; either way the answer sends the admin
-/// to the issue's page.
-#[tracing::instrument(name = "Publish an issue", skip_all)]
+/// Publishes the issue, unless the form's key published it already; either
+/// way the answer sends the admin to the issue's page.
 async fn publish(
     admin: &SignedIn,
     fields: ComposeFields<'_>,
     db: &Db,
     settings: &PublishSettings,
     key: &IdempotencyKey,
-    issue: Submitted<'_>,
+    issue: Submission<'_>,
     ip: Option<std::net::IpAddr>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor_for(&admin.admin, ip);
-    let published = db
-        .transaction(async |tx| {
-            let new = NewIssue {
-                title: issue.draft.title(),
-                content: issue.draft.content(),
-                rendered: issue.rendered,
-                message_stream: &settings.message_stream,
-                send_at: issue.send_at,
-                created_by: admin.admin.id,
-                list_ids: issue.list_ids.as_deref(),
-                segment: issue.segment.as_ref(),
-                public: issue.public,
-            };
-            match ledger::publish(tx, key, new).await {
-                Ok(published) => {
-                    if !published.replayed {
-                        wake_senders_after_commit(tx, &settings.senders);
-                        let detail = format!("{} ({})", issue.draft.title(), published.issue_id);
-                        audit::record(tx, &actor, Action::IssuePublished, &detail).await?;
-                        if issue.public {
-                            make_public(tx, settings, &actor, &detail, published.issue_id).await?;
-                        }
-                    }
-                    Ok(Some(published))
-                }
-                Err(PublishError::KeyReused) => Ok(None),
-                Err(PublishError::Sql(e)) => Err(e),
-            }
-        })
-        .await
-        .step("publish the issue")?;
-    let Some(Published { issue_id, .. }) = published else {
+    let owner = KeyOwner::Admin(admin.admin.id);
+    let published = publishing::publish_issue(db, settings, &actor, owner, key, issue).await?;
+    let Ok(Published { issue_id, .. }) = published else {
+        let KeyReused = published.unwrap_err();
         // The form is shown with a new key: publishing what it holds now
         // is a second issue, and takes a deliberate press.
         let fields = ComposeFields {
@@ -732,22 +601,6 @@ async fn publish(
         return compose_form(admin, db, status, fields, Some(refusal), None).await;
     };
     Ok(see_other(issue_path(issue_id)))
-}
-
-/// Puts the issue just published in the archive, on record, in the
-/// publishing transaction: its first batch already carries the link.
-async fn make_public(
-    tx: &mut crate::db::Transaction<'_>,
-    settings: &PublishSettings,
-    actor: &crate::admin::audit::Actor,
-    detail: &str,
-    id: Uuid,
-) -> Result<(), sqlx::Error> {
-    if let Publicity::Changed(slug) = settings.archive.make_public(tx, id).await? {
-        let detail = format!("{detail}, /archive/{slug}");
-        audit::record(tx, actor, Action::IssueMadePublic, &detail).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

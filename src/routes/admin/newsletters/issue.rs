@@ -19,15 +19,13 @@ use super::PublishSettings;
 use super::pages::{IssueMissingPage, IssuePage, UndeliveredRow};
 use super::view::{ProgressView, issue_path, parse_issue_id};
 use crate::admin::actor::actor_for;
-use crate::admin::audit::{self, Action};
 use crate::admin::guard::{Protected, SignedIn};
 use crate::admin::pages::layout::nav;
-use crate::archive::Archive;
-use crate::campaigns::archive::{self as public_archive, Publicity};
-use crate::campaigns::ledger::{self, IssueState, IssueSummary};
-use crate::campaigns::wake_senders_after_commit;
+pub use crate::campaigns::actions::IssueAction;
+use crate::campaigns::actions::{self, Outcome};
+use crate::campaigns::archive as public_archive;
+use crate::campaigns::ledger;
 use crate::db::Db;
-use crate::db::wakeups::Notifier;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::web::answers::see_other;
@@ -166,15 +164,6 @@ async fn render_issue(
     Ok(answer)
 }
 
-/// Whether making an issue public or private changed it, and its slug
-/// for the audit entry.
-fn publicity(publicity: Publicity) -> (bool, String) {
-    match publicity {
-        Publicity::Changed(slug) => (true, format!(", /archive/{slug}")),
-        Publicity::Unchanged | Publicity::Missing => (false, String::new()),
-    }
-}
-
 fn missing(admin: &SignedIn) -> HttpResponse {
     page(
         StatusCode::NOT_FOUND,
@@ -201,64 +190,6 @@ pub async fn issue_script() -> HttpResponse {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ActionForm {}
 
-/// What an admin can do to an issue from its page.
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum IssueAction {
-    Pause,
-    Resume,
-    Cancel,
-    Requeue,
-    /// Puts the issue in the public archive.
-    #[serde(rename = "make-public")]
-    MakePublic,
-    /// Takes it out.
-    #[serde(rename = "make-private")]
-    MakePrivate,
-}
-
-impl IssueAction {
-    fn audited_as(self) -> Action {
-        match self {
-            IssueAction::Pause => Action::IssuePaused,
-            IssueAction::Resume => Action::IssueResumed,
-            IssueAction::Cancel => Action::IssueCancelled,
-            IssueAction::Requeue => Action::FailedDeliveriesRequeued,
-            IssueAction::MakePublic => Action::IssueMadePublic,
-            IssueAction::MakePrivate => Action::IssueMadePrivate,
-        }
-    }
-
-    /// Why the issue, as it is now, does not allow this action.
-    fn refusal(self, issue: &IssueSummary) -> String {
-        let state = issue.label();
-        match self {
-            IssueAction::Pause => {
-                format!("Only an issue that is sending can be paused; this one is {state}.")
-            }
-            IssueAction::Resume => {
-                format!("Only a paused issue can be resumed; this one is {state}.")
-            }
-            IssueAction::Cancel => format!("This issue is {state}: there is nothing to cancel."),
-            IssueAction::Requeue if issue.state() == IssueState::Cancelled => {
-                "This issue was cancelled: its failed deliveries stay as they are.".into()
-            }
-            IssueAction::Requeue => "There are no failed deliveries to queue again.".into(),
-            IssueAction::MakePublic => "This issue is public already.".into(),
-            IssueAction::MakePrivate => "This issue is not public: there is nothing to take \
-                                         out of the archive."
-                .into(),
-        }
-    }
-}
-
-/// How an action went.
-enum Outcome {
-    Done,
-    Refused(IssueSummary),
-    Missing,
-}
-
 /// `POST /admin/newsletters/{id}/{action}`: pause, resume, cancel or
 /// requeue. Any other action names no route: 404.
 #[utoipa::path(post, path = "/admin/newsletters/{id}/{action}", tag = "admin",
@@ -280,85 +211,18 @@ pub async fn act_on_issue(
     settings: web::Data<PublishSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, action) = path.into_inner();
-    let services = Services {
-        db: &db,
-        senders: &settings.senders,
-        limiter: &limiter,
-        archive: &settings.archive,
-    };
-    act(action, &request, &form.admin, &id, services).await
-}
-
-/// What the actions reach.
-struct Services<'a> {
-    db: &'a Db,
-    senders: &'a Notifier,
-    limiter: &'a RateLimiter,
-    archive: &'a Archive,
-}
-
-/// Applies the action and records it in the audit log, in one transaction;
-/// then back to the issue's page, or the page with the reason it could not
-/// be done.
-#[tracing::instrument(name = "Act on an issue", skip(request, admin, services))]
-async fn act(
-    action: IssueAction,
-    request: &HttpRequest,
-    admin: &SignedIn,
-    id: &str,
-    services: Services<'_>,
-) -> Result<HttpResponse, ApiError> {
-    let Services {
-        db,
-        senders,
-        limiter,
-        archive,
-    } = services;
-    let Some(id) = parse_issue_id(id) else {
+    let admin = &form.admin;
+    let Some(id) = parse_issue_id(&id) else {
         return Ok(missing(admin));
     };
-    let actor = actor_for(&admin.admin, client_ip(request, limiter));
-    let outcome = db
-        .transaction(async |tx| {
-            // The title is for the audit entry; it never changes.
-            let Some(issue) = ledger::find(tx, id).await? else {
-                return Ok(Outcome::Missing);
-            };
-            let (done, detail) = match action {
-                IssueAction::Pause => (ledger::pause(tx, id).await?, String::new()),
-                IssueAction::Resume => (ledger::resume(tx, id).await?, String::new()),
-                IssueAction::Cancel => (ledger::cancel(tx, id).await?, String::new()),
-                IssueAction::Requeue => {
-                    let requeued = ledger::requeue_failed(tx, id).await?;
-                    (requeued > 0, format!(", {requeued} deliveries"))
-                }
-                IssueAction::MakePublic => publicity(archive.make_public(tx, id).await?),
-                IssueAction::MakePrivate => publicity(archive.make_private(tx, id).await?),
-            };
-            if !done {
-                return Ok(Outcome::Refused(issue.summary));
-            }
-            if matches!(
-                action,
-                IssueAction::Resume | IssueAction::Cancel | IssueAction::Requeue
-            ) {
-                // Work to take up (resumed, requeued), or batches to close
-                // (cancelled).
-                wake_senders_after_commit(tx, senders);
-            }
-            let detail = format!("{} ({id}){detail}", issue.summary.title);
-            audit::record(tx, &actor, action.audited_as(), &detail).await?;
-            Ok(Outcome::Done)
-        })
-        .await
-        .step("act on the issue")?;
-    match outcome {
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    match actions::act(&db, &settings, &actor, action, id).await? {
         Outcome::Done => Ok(see_other(issue_path(id))),
         Outcome::Missing => Ok(missing(admin)),
         Outcome::Refused(issue) => {
             // Read before the action was tried: the page reads it again.
             let reason = action.refusal(&issue);
-            render_issue(db, admin, id, 0, StatusCode::CONFLICT, Some(reason)).await
+            render_issue(&db, admin, id, 0, StatusCode::CONFLICT, Some(reason)).await
         }
     }
 }

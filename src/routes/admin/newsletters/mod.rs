@@ -20,18 +20,4 @@ pub use events::issue_events;
 pub use issue::{act_on_issue, issue_page, issue_script};
 pub use list::newsletters;
 
-/// What publishing, test sends and the actions on an issue need, for the
-/// handlers' app data.
-#[derive(Debug, Clone)]
-pub struct PublishSettings {
-    /// The email API's stream for bulk mail: issues and their test sends.
-    pub message_stream: String,
-    /// The unsubscribe and preferences links previews and test sends
-    /// carry: signed, and naming no one ([`crate::keys::Keys::test_unsubscribe_token`]).
-    pub test_links: crate::emails::UnsubscribeLinks,
-    /// Wakes the senders of every process once a publish, resume, cancel
-    /// or requeue has committed.
-    pub senders: crate::db::wakeups::Notifier,
-    /// Puts issues in the public archive and takes them out.
-    pub archive: crate::archive::Archive,
-}
+pub use crate::campaigns::publishing::PublishSettings;
