@@ -29,6 +29,11 @@ impl Fields {
         }
     }
 
+    /// Whether the field is there and not null.
+    pub fn present(&self, name: &str) -> bool {
+        !matches!(self.object.get(name), None | Some(Value::Null))
+    }
+
     /// A string field; `None` when absent or null.
     pub fn string(&mut self, name: &str) -> Option<String> {
         match self.object.get(name) {

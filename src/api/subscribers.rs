@@ -4,7 +4,11 @@
 //! filters, the same keyset cursor. `GET /api/v1/subscribers/{id}` (read):
 //! one subscriber, with their lists. `POST /api/v1/subscribers` (write):
 //! signs a reader up through the form's own path, double opt-in: they are
-//! on no list until they confirm by email.
+//! on no list until they confirm by email. `DELETE
+//! /api/v1/subscribers/{id}` (write): the admin page's erasure, through the
+//! same store function. `POST /api/v1/subscribers/{id}/unsubscribe`
+//! (write): off some lists or everything, as the one-click link of an
+//! issue does it.
 //!
 //! A page's `next` is the cursor of its last row, given only when more
 //! rows follow (one row more than the page is read to know): a client
@@ -23,11 +27,15 @@ use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
 use crate::db::Db;
 use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
-use crate::metrics::{Metrics, Suppressed};
+use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::signups::Signups;
 use crate::subscribers::attributes::{self, Values};
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
+use crate::admin::audit;
+use crate::keys::Keys;
+use crate::subscribers::erasure::{self, Erasure};
+use crate::subscribers::leaving::{self, Left};
 use crate::subscribers::{lists, memberships, record};
 use crate::web::error::DatabaseStep;
 
@@ -243,21 +251,35 @@ pub async fn get_subscriber(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let missing = || Problem::NotFound("No subscriber has this id.".into());
-    let id = Uuid::try_parse(&id).map_err(|_| missing())?;
+    let id = subscriber_id(&id)?;
     let found = db
-        .transaction(async |tx| {
-            let Some(subscriber) = record::find(tx, id).await? else {
-                return Ok(None);
-            };
-            let values = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
-            let lists = memberships::of_subscriber(tx, id).await?;
-            Ok(Some((subscriber, values, lists)))
-        })
+        .transaction(async |tx| read_detail(tx, id).await)
         .await
         .step("read a subscriber")?;
-    let (subscriber, values, lists) = found.ok_or_else(missing)?;
-    Ok(HttpResponse::Ok().json(SubscriberDetail {
+    Ok(HttpResponse::Ok().json(found.ok_or_else(missing)?))
+}
+
+fn missing() -> Problem {
+    Problem::NotFound("No subscriber has this id.".into())
+}
+
+/// A subscriber id from the path: anything that is not one names nobody.
+fn subscriber_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::try_parse(raw).map_err(|_| missing())
+}
+
+/// The subscriber as the API shows one, with their lists; `None` when no
+/// subscriber has the id.
+async fn read_detail(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<SubscriberDetail>, sqlx::Error> {
+    let Some(subscriber) = record::find(tx, id).await? else {
+        return Ok(None);
+    };
+    let values = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
+    let lists = memberships::of_subscriber(tx, id).await?;
+    Ok(Some(SubscriberDetail {
         subscriber: SubscriberBody {
             id: subscriber.id,
             email: subscriber.email,
@@ -277,6 +299,130 @@ pub async fn get_subscriber(
             })
             .collect(),
     }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", tag = "api",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    responses(
+        (status = 204, description = "Erased, as from the admin's page: nothing holds their address or name any more, but the keyed hashes that keep a suppressed or departed address from being mailed again."),
+        crate::api::openapi::EraseRefusals,
+    ))]
+pub async fn erase_subscriber(
+    request: HttpRequest,
+    token: ApiToken,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    keys: web::Data<Keys>,
+) -> Result<HttpResponse, Problem> {
+    token.require(Scope::Write)?;
+    let id = subscriber_id(&id)?;
+    let actor = token.actor(&request);
+    // The request is the confirmation: a program has no address to type.
+    let outcome = db
+        .transaction(async |tx| erasure::erase(tx, &keys, &actor, id, |_| true).await)
+        .await
+        .step("erase the subscriber")?;
+    match outcome {
+        Erasure::Erased { hash_kept } => {
+            tracing::info!(%id, hash_kept, "Subscriber erased");
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Erasure::Missing | Erasure::NotConfirmed => Err(missing()),
+    }
+}
+
+/// What to unsubscribe from.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"lists": ["0b9d5a0e-3c1f-4a53-9f0e-6f1b3c2d4e5f"]}))]
+#[allow(dead_code)] // Read field by field ([`Fields`]), documented as a whole.
+pub struct Unsubscription {
+    /// The ids of the lists to leave, at least one; leaving the last list
+    /// the reader is on unsubscribes them. Absent (or an empty body):
+    /// everything.
+    #[schema(max_items = 50)]
+    lists: Option<Vec<Uuid>>,
+}
+
+#[utoipa::path(post, path = "/api/v1/subscribers/{id}/unsubscribe", tag = "api",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The subscriber's id.")),
+    request_body(content = Option<Unsubscription>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Off the lists asked, or off everything: the subscriber as they are now.", body = SubscriberDetail, content_type = "application/json"),
+        crate::api::openapi::WriteOneRefusals,
+    ))]
+pub async fn unsubscribe(
+    request: HttpRequest,
+    token: ApiToken,
+    id: web::Path<String>,
+    body: web::Bytes,
+    db: web::Data<Db>,
+    keys: web::Data<Keys>,
+) -> Result<HttpResponse, Problem> {
+    token.require(Scope::Write)?;
+    let id = subscriber_id(&id)?;
+    let lists = parse_unsubscription(&body)?;
+    let actor = token.actor(&request);
+    let done = db
+        .transaction(async |tx| {
+            if let Some(lists) = &lists
+                && lists::names(tx, lists).await?.len() != lists.len()
+            {
+                return Ok(Err(Problem::invalid("lists", "No list has one of these ids.")));
+            }
+            let detail = match leaving::leave(tx, &keys, id, lists.as_deref()).await? {
+                Left::Nobody => return Ok(Err(missing())),
+                Left::Lists { .. } => format!("subscriber {id} left {} lists", lists.as_ref().map_or(0, Vec::len)),
+                Left::Everything { .. } => format!("subscriber {id} unsubscribed from everything"),
+            };
+            audit::record(tx, &actor, Action::ApiWrite, &detail).await?;
+            Ok(Ok(read_detail(tx, id).await?))
+        })
+        .await
+        .step("unsubscribe a subscriber")??;
+    Ok(HttpResponse::Ok().json(done.ok_or_else(missing)?))
+}
+
+/// The lists to leave; `None` for everything.
+fn parse_unsubscription(body: &[u8]) -> Result<Option<Vec<Uuid>>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let mut fields = Fields::parse(body)?;
+    let given = fields.present("lists");
+    let lists = parse_list_ids(&mut fields, "lists");
+    if given && lists.is_empty() {
+        fields.refuse(
+            "lists",
+            "Name at least one list, or leave `lists` out to unsubscribe from everything.",
+        );
+    }
+    fields.finish()?;
+    Ok(given.then_some(lists))
+}
+
+/// An array of list ids, each once, at most [`MAX_LISTS`]; each refusal
+/// recorded under `name`.
+fn parse_list_ids(fields: &mut Fields, name: &str) -> Vec<Uuid> {
+    let raw_lists = fields.strings(name);
+    if raw_lists.len() > MAX_LISTS {
+        fields.refuse(name, format!("At most {MAX_LISTS} lists at once."));
+        return Vec::new();
+    }
+    let mut lists: Vec<Uuid> = Vec::new();
+    for raw in &raw_lists {
+        match Uuid::try_parse(raw.trim()) {
+            Ok(id) if !lists.contains(&id) => lists.push(id),
+            Ok(_) => {}
+            Err(_) => {
+                let shown: String = raw.chars().take(40).filter(|c| !c.is_control()).collect();
+                fields.refuse(name, format!("`{shown}` is not a list's id."));
+                break;
+            }
+        }
+    }
+    lists
 }
 
 /// At most this many lists in one sign-up, as on the form.
@@ -345,51 +491,25 @@ pub async fn create_subscriber(
     let decision = limiter
         .check_api_signup(token.token().id, &new_subscriber.email)
         .await;
-    let subscriber_id = match decision {
-        SubscriptionDecision::IpLimited { retry_after } => {
-            return Err(Problem::TooManyRequests(retry_after));
-        }
-        SubscriptionDecision::AddressLimited => {
-            metrics.signup_suppressed(Suppressed::address_limit);
-            None
-        }
-        SubscriptionDecision::Allowed => {
-            store_sign_up(&signups, &limiter, &metrics, new_subscriber).await?
-        }
-    };
+    if let SubscriptionDecision::IpLimited { retry_after } = decision {
+        return Err(Problem::TooManyRequests(retry_after));
+    }
+    let subscriber_id = signups
+        .store_within_limit(&limiter, &metrics, decision, new_subscriber)
+        .await
+        .step("store the sign-up")?
+        .and_then(|stored| stored.subscriber_id);
     // The log outlives the reader: it names them by id, never by address.
+    // Written after the sign-up's commit, not in it: sign-ups commit in
+    // batches shared with the form's (`crate::signups`), a transaction this
+    // request does not own, and an address over its limit or suppressed
+    // commits nothing at all, yet the token's call is still recorded.
     let detail = match subscriber_id {
         Some(id) => format!("sign-up of subscriber {id}, asked to confirm"),
         None => "sign-up with no confirmation sent".to_owned(),
     };
     crate::admin::actor::record(&db, &actor, Action::ApiWrite, &detail).await?;
     Ok(HttpResponse::Accepted().json(SignUpAccepted { subscriber_id }))
-}
-
-/// Stores the sign-up through the form's own path ([`Signups`]): the
-/// subscriber, a confirmation token and the email, in one transaction.
-#[tracing::instrument(name = "Store a sign-up from the API", skip_all)]
-async fn store_sign_up(
-    signups: &Signups,
-    limiter: &RateLimiter,
-    metrics: &Metrics,
-    new_subscriber: NewSubscriber,
-) -> Result<Option<Uuid>, Problem> {
-    let email = new_subscriber.email.clone();
-    let stored = signups.store(new_subscriber).await;
-    // Nothing sent: the address keeps its budget for a retry.
-    if let Err(e) = &stored
-        && e.nothing_committed()
-    {
-        limiter.refund_address(&email).await;
-    }
-    let stored = stored.step("store the sign-up")?;
-    if stored.suppressed {
-        metrics.signup_suppressed(Suppressed::suppression_list);
-    } else {
-        metrics.signup_stored();
-    }
-    Ok(stored.subscriber_id)
 }
 
 fn parse_sign_up(body: &[u8]) -> Result<NewSubscriber, Problem> {
@@ -400,24 +520,7 @@ fn parse_sign_up(body: &[u8]) -> Result<NewSubscriber, Problem> {
     let name = fields
         .required_string("name")
         .and_then(|raw| fields.parsed("name", SubscriberName::parse(&raw)));
-    let raw_lists = fields.strings("lists");
-    if raw_lists.len() > MAX_LISTS {
-        fields.refuse(
-            "lists",
-            format!("At most {MAX_LISTS} lists can be chosen at once."),
-        );
-    }
-    let mut lists: Vec<Uuid> = Vec::new();
-    for raw in &raw_lists {
-        match Uuid::try_parse(raw.trim()) {
-            Ok(id) if !lists.contains(&id) => lists.push(id),
-            Ok(_) => {}
-            Err(_) => {
-                fields.refuse("lists", format!("`{raw}` is not a list's id."));
-                break;
-            }
-        }
-    }
+    let lists = parse_list_ids(&mut fields, "lists");
     fields.finish()?;
     Ok(NewSubscriber {
         email: email.expect("refused when absent"),

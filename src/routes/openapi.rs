@@ -110,9 +110,14 @@ use crate::api::openapi::BearerScheme;
         crate::api::lists::list_lists,
         crate::api::lists::create_list,
         crate::api::lists::get_list,
+        crate::api::lists::update_list,
+        crate::api::lists::archive_list,
+        crate::api::lists::unarchive_list,
         crate::api::subscribers::list_subscribers,
         crate::api::subscribers::create_subscriber,
         crate::api::subscribers::get_subscriber,
+        crate::api::subscribers::erase_subscriber,
+        crate::api::subscribers::unsubscribe,
     ),
     // The problem answers are built by hand (`crate::api::openapi`) and
     // refer to these by name.
