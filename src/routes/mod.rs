@@ -57,7 +57,7 @@ const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
 const GET_PATCH: &[Method] = &[Method::GET, Method::PATCH];
-const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+const GET_PATCH_DELETE: &[Method] = &[Method::GET, Method::PATCH, Method::DELETE];
 
 /// Every route of the service: the one list both the server and the tests
 /// read, so a test can check each of them against its access rule.
@@ -289,11 +289,12 @@ pub fn endpoints() -> Vec<Endpoint> {
                     .post(crate::api::subscribers::create_subscriber),
             )
         }),
-        endpoint("/api/v1/subscribers/{id}", Token, GET_DELETE, |c, p| {
+        endpoint("/api/v1/subscribers/{id}", Token, GET_PATCH_DELETE, |c, p| {
             add(
                 c,
                 resource(p)
                     .get(crate::api::subscribers::get_subscriber)
+                    .patch(crate::api::subscribers::update_subscriber)
                     .delete(crate::api::subscribers::erase_subscriber),
             )
         }),

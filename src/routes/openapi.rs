@@ -116,6 +116,7 @@ use crate::api::openapi::BearerScheme;
         crate::api::subscribers::list_subscribers,
         crate::api::subscribers::create_subscriber,
         crate::api::subscribers::get_subscriber,
+        crate::api::subscribers::update_subscriber,
         crate::api::subscribers::erase_subscriber,
         crate::api::subscribers::unsubscribe,
     ),

@@ -61,6 +61,18 @@ pub async fn offered_among(
         .await
 }
 
+/// Of these ids, the lists that take readers (not archived), public or
+/// not: what an admin may put a reader on.
+pub async fn live_among(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM lists WHERE id = ANY($1) AND archived_at IS NULL")
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
 /// The names of these lists, by name.
 pub async fn names(
     connection: &mut PgConnection,
