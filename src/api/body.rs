@@ -112,6 +112,11 @@ impl Fields {
         }
     }
 
+    /// Whether anything was refused so far.
+    pub fn has_refusals(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
     /// Records a refusal of `name`.
     pub fn refuse(&mut self, name: &str, reason: impl Into<String>) {
         self.errors.push(FieldError::new(name, reason));

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -202,7 +202,9 @@ impl ResponseError for Problem {
 
 /// `/api/v1`'s answer to a path that names none of its operations.
 pub async fn no_such_operation() -> Result<HttpResponse, Problem> {
-    Err(Problem::NotFound("There is nothing at this address.".into()))
+    Err(Problem::NotFound(
+        "There is nothing at this address.".into(),
+    ))
 }
 
 /// Answers in kind the refusals actix makes before a handler runs: a wrong

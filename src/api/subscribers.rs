@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::admin::audit;
 use crate::admin::audit::Action;
 use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
@@ -27,19 +28,18 @@ use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
 use crate::db::Db;
 use crate::domain::{ConsentSource, NewSubscriber, SubscriberEmail, SubscriberName};
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::signups::Signups;
+use crate::subscribers::attributes::Written;
 use crate::subscribers::attributes::{self, Values};
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
-use crate::admin::audit;
-use crate::keys::Keys;
 use crate::subscribers::erasure::{self, Erasure};
 use crate::subscribers::leaving::{self, Left};
-use crate::subscribers::segments::{self, Filter, FilterSpec};
-use crate::subscribers::attributes::Written;
-use crate::subscribers::sign_ups::{self, Attested};
 use crate::subscribers::memberships::Join;
+use crate::subscribers::segments::{self, Filter, FilterSpec};
+use crate::subscribers::sign_ups::{self, Attested};
 use crate::subscribers::welcome::Welcomer;
 use crate::subscribers::{lists, memberships, record};
 use crate::web::error::DatabaseStep;
@@ -205,7 +205,12 @@ fn parse_query(raw: &str) -> Result<PageQuery, Problem> {
     let segment = match parameters.segment.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(raw) => Uuid::try_parse(raw)
-            .map_err(|_| errors.push(FieldError::new("segment", "`segment` is not a segment's id.")))
+            .map_err(|_| {
+                errors.push(FieldError::new(
+                    "segment",
+                    "`segment` is not a segment's id.",
+                ))
+            })
             .ok(),
     };
     let filter = match parameters.filter.as_deref().map(str::trim) {
@@ -577,7 +582,8 @@ async fn change_subscriber(
         let reason = "One of these lists does not exist or is archived.";
         return Ok(Changed::Refused(Problem::invalid("lists.add", reason)));
     }
-    if !change.remove.is_empty() && lists::names(tx, &change.remove).await?.len() != change.remove.len()
+    if !change.remove.is_empty()
+        && lists::names(tx, &change.remove).await?.len() != change.remove.len()
     {
         let reason = "One of these lists does not exist.";
         return Ok(Changed::Refused(Problem::invalid("lists.remove", reason)));
@@ -590,7 +596,9 @@ async fn change_subscriber(
             Written::Refused(errors) => {
                 let errors = errors
                     .into_iter()
-                    .map(|e| FieldError::new(&format!("attributes.{}", shown_name(&e.name)), e.reason))
+                    .map(|e| {
+                        FieldError::new(&format!("attributes.{}", shown_name(&e.name)), e.reason)
+                    })
                     .collect();
                 return Ok(Changed::Refused(Problem::Invalid(errors)));
             }
@@ -671,7 +679,12 @@ async fn ask_to_confirm(
         return Err(Problem::TooManyRequests(retry_after));
     }
     signups
-        .store_within_limit(limiter, metrics, decision, NewSubscriber { email, name, lists })
+        .store_within_limit(
+            limiter,
+            metrics,
+            decision,
+            NewSubscriber { email, name, lists },
+        )
         .await
         .step("ask the reader to confirm their lists")?;
     Ok(())
@@ -714,11 +727,17 @@ pub async fn unsubscribe(
             if let Some(lists) = &lists
                 && lists::names(tx, lists).await?.len() != lists.len()
             {
-                return Ok(Err(Problem::invalid("lists", "No list has one of these ids.")));
+                return Ok(Err(Problem::invalid(
+                    "lists",
+                    "No list has one of these ids.",
+                )));
             }
             let detail = match leaving::leave(tx, &keys, id, lists.as_deref()).await? {
                 Left::Nobody => return Ok(Err(missing())),
-                Left::Lists { .. } => format!("subscriber {id} left {} lists", lists.as_ref().map_or(0, Vec::len)),
+                Left::Lists { .. } => format!(
+                    "subscriber {id} left {} lists",
+                    lists.as_ref().map_or(0, Vec::len)
+                ),
                 Left::Everything { .. } => format!("subscriber {id} unsubscribed from everything"),
             };
             audit::record(tx, &actor, Action::ApiWrite, &detail).await?;
@@ -737,7 +756,8 @@ fn parse_unsubscription(body: &[u8]) -> Result<Option<Vec<Uuid>>, Problem> {
     let mut fields = Fields::parse(body)?;
     let given = fields.present("lists");
     let lists = parse_list_ids(&mut fields, "lists");
-    if given && lists.is_empty() {
+    // An empty array, not one refused already for what it holds.
+    if given && lists.is_empty() && !fields.has_refusals() {
         fields.refuse(
             "lists",
             "Name at least one list, or leave `lists` out to unsubscribe from everything.",

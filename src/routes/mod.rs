@@ -289,18 +289,26 @@ pub fn endpoints() -> Vec<Endpoint> {
                     .post(crate::api::subscribers::create_subscriber),
             )
         }),
-        endpoint("/api/v1/subscribers/{id}", Token, GET_PATCH_DELETE, |c, p| {
-            add(
-                c,
-                resource(p)
-                    .get(crate::api::subscribers::get_subscriber)
-                    .patch(crate::api::subscribers::update_subscriber)
-                    .delete(crate::api::subscribers::erase_subscriber),
-            )
-        }),
-        endpoint("/api/v1/subscribers/{id}/unsubscribe", Token, POST, |c, p| {
-            add(c, resource(p).post(crate::api::subscribers::unsubscribe))
-        }),
+        endpoint(
+            "/api/v1/subscribers/{id}",
+            Token,
+            GET_PATCH_DELETE,
+            |c, p| {
+                add(
+                    c,
+                    resource(p)
+                        .get(crate::api::subscribers::get_subscriber)
+                        .patch(crate::api::subscribers::update_subscriber)
+                        .delete(crate::api::subscribers::erase_subscriber),
+                )
+            },
+        ),
+        endpoint(
+            "/api/v1/subscribers/{id}/unsubscribe",
+            Token,
+            POST,
+            |c, p| add(c, resource(p).post(crate::api::subscribers::unsubscribe)),
+        ),
         // Answered from memory for a few seconds (`crate::archive`): no
         // per-IP limit, as for the home page.
         endpoint("/archive", Anyone, GET, |c, p| {

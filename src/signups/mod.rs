@@ -20,8 +20,8 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::keys::Keys;
 use crate::metrics::{Metrics, Suppressed};
-use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::outbox::Outbox;
+use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::subscribers::welcome::Letterhead;
 
 /// Sign-ups a worker thread holds before new ones wait to be queued.

@@ -225,7 +225,6 @@ pub async fn add_attested(
             "A subscriber has this address already: change their lists instead.",
         ));
     };
-    let joined =
-        super::memberships::add_attested(&mut *connection, id, &subscriber.lists).await?;
+    let joined = super::memberships::add_attested(&mut *connection, id, &subscriber.lists).await?;
     Ok(Attested::Added { id, joined })
 }

@@ -44,9 +44,9 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::public::sign_up::SignUpDesk;
+use crate::subscribers::leaving::{self, Left};
 use crate::subscribers::lists;
 use crate::subscribers::{self, Contact};
-use crate::subscribers::leaving::{self, Left};
 use crate::web::error::{ApiError, DatabaseStep};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
