@@ -286,7 +286,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 c,
                 resource(p)
                     .get(crate::api::subscribers::list_subscribers)
-                    .post(crate::api::subscribers::create_subscriber),
+                    .post(crate::api::subscribers::sign_up::create_subscriber),
             )
         }),
         endpoint(
@@ -298,8 +298,8 @@ pub fn endpoints() -> Vec<Endpoint> {
                     c,
                     resource(p)
                         .get(crate::api::subscribers::get_subscriber)
-                        .patch(crate::api::subscribers::update_subscriber)
-                        .delete(crate::api::subscribers::erase_subscriber),
+                        .patch(crate::api::subscribers::change::update_subscriber)
+                        .delete(crate::api::subscribers::leave::erase_subscriber),
                 )
             },
         ),
@@ -307,7 +307,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/api/v1/subscribers/{id}/unsubscribe",
             Token,
             POST,
-            |c, p| add(c, resource(p).post(crate::api::subscribers::unsubscribe)),
+            |c, p| {
+                add(
+                    c,
+                    resource(p).post(crate::api::subscribers::leave::unsubscribe),
+                )
+            },
         ),
         // Answered from memory for a few seconds (`crate::archive`): no
         // per-IP limit, as for the home page.

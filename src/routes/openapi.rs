@@ -114,11 +114,11 @@ use crate::api::openapi::BearerScheme;
         crate::api::lists::archive_list,
         crate::api::lists::unarchive_list,
         crate::api::subscribers::list_subscribers,
-        crate::api::subscribers::create_subscriber,
+        crate::api::subscribers::sign_up::create_subscriber,
         crate::api::subscribers::get_subscriber,
-        crate::api::subscribers::update_subscriber,
-        crate::api::subscribers::erase_subscriber,
-        crate::api::subscribers::unsubscribe,
+        crate::api::subscribers::change::update_subscriber,
+        crate::api::subscribers::leave::erase_subscriber,
+        crate::api::subscribers::leave::unsubscribe,
     ),
     // The problem answers are built by hand (`crate::api::openapi`) and
     // refer to these by name.

@@ -712,3 +712,47 @@ async fn an_unknown_path_a_wrong_method_and_a_large_body_are_answered_as_problem
         .unwrap();
     problem(anonymous, StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn joining_a_double_opt_in_list_leaves_the_reader_pending_until_the_emails_button() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let write = token(&app, "writer", "write").await;
+    let asks = new_list(&app, &write, json!({"name": "Asks", "double_opt_in": true})).await;
+    let reader = confirmed_reader(&app, "careful@example.com").await;
+
+    let joined = api_patch(
+        &app,
+        &format!("/api/v1/subscribers/{reader}"),
+        &write,
+        json!({"lists": {"add": [asks]}}),
+    )
+    .await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    let joined: Value = joined.json().await.unwrap();
+    assert_eq!(status_on(&joined, asks).as_deref(), Some("pending"));
+
+    let emails = app.wait_for_emails(1).await;
+    let link = app.confirmation_links(&emails[0]).html;
+    // A confirmed address has a past here: its link asks for the button.
+    let token = link
+        .query_pairs()
+        .find(|(k, _)| k == "subscription_token")
+        .unwrap()
+        .1
+        .to_string();
+    let pressed = app
+        .api_client
+        .post(format!("{}/subscriptions/confirm", app.address))
+        .form(&[("subscription_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pressed.status(), StatusCode::OK);
+    let confirmed = read_subscriber(&app, &write, reader).await;
+    assert_eq!(
+        status_on(&confirmed, asks).as_deref(),
+        Some("confirmed"),
+        "the email's button confirms the list"
+    );
+}
