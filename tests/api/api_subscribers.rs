@@ -756,3 +756,41 @@ async fn joining_a_double_opt_in_list_leaves_the_reader_pending_until_the_emails
         "the email's button confirms the list"
     );
 }
+
+#[tokio::test]
+async fn a_join_past_the_tokens_sign_up_budget_is_answered_429_and_changes_nothing() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.rate_limit.api_signups_per_token = newsletter::configuration::LimitSettings {
+            burst: 1,
+            per_period: 1,
+            period_seconds: 3600,
+        }
+    })
+    .await;
+    app.mock_email_api_ok().await;
+    let write = token(&app, "writer", "write").await;
+    let first = new_list(&app, &write, json!({"name": "First"})).await;
+    let second = new_list(&app, &write, json!({"name": "Second"})).await;
+    let reader = confirmed_reader(&app, "budget@example.com").await;
+    let path = format!("/api/v1/subscribers/{reader}");
+
+    let joined = api_patch(&app, &path, &write, json!({"lists": {"add": [first]}})).await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    let refused = api_patch(
+        &app,
+        &path,
+        &write,
+        json!({"attributes": {}, "lists": {"add": [second]}}),
+    )
+    .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+
+    let read = read_subscriber(&app, &write, reader).await;
+    assert_eq!(status_on(&read, first).as_deref(), Some("pending"));
+    assert_eq!(
+        status_on(&read, second),
+        None,
+        "the refused join wrote nothing"
+    );
+}

@@ -159,6 +159,11 @@ pub async fn update_subscriber(
     token.require(Scope::Write)?;
     let id = subscriber_id(&id)?;
     let change = parse_change(&body)?;
+    let budget = if change.add.is_empty() {
+        None
+    } else {
+        Some(charge_for_joining(&request, &token, &db, id).await?)
+    };
     let actor = token.actor(&request);
     let changed = db
         .transaction(async |tx| {
@@ -178,8 +183,18 @@ pub async fn update_subscriber(
         Changed::Refused(problem) => return Err(problem),
         Changed::Missing => return Err(missing()),
     };
-    if !pending.is_empty() {
-        ask_to_confirm(&request, &token, &signups, &detail.subscriber, pending).await?;
+    if let Some(Some((email, decision))) = budget
+        && !pending.is_empty()
+    {
+        ask_to_confirm(
+            &request,
+            &signups,
+            &detail.subscriber,
+            email,
+            decision,
+            pending,
+        )
+        .await?;
     }
     Ok(HttpResponse::Ok().json(detail))
 }
@@ -269,25 +284,56 @@ async fn change_subscriber(
     })
 }
 
-/// Sends the confirmation for the lists a change left the reader pending
-/// on, through the sign-up's own path (a token naming those lists, the
-/// email, in one transaction) and within the token's sign-up budget, which
-/// bounds what a leaked token can send. After the change's commit: the
-/// memberships stand either way, and a confirmation that could not be
-/// sent now goes out with the reader's next sign-up.
-async fn ask_to_confirm(
+/// Charges the token's sign-up budget, and the reader's address, for a
+/// change that joins lists, before anything is written: joining may send a
+/// confirmation, and a token over its budget is refused (429) with nothing
+/// changed, rather than after a commit it could not tell from a failure.
+/// A join that sends nothing stays charged, as a sign-up of a suppressed
+/// address does. `None` for an address stored before today's rules, which
+/// is sent nothing.
+async fn charge_for_joining(
     request: &HttpRequest,
     token: &ApiToken,
+    db: &Db,
+    id: Uuid,
+) -> Result<Option<(SubscriberEmail, SubscriptionDecision)>, Problem> {
+    let address = db
+        .transaction(async |tx| record::address_of(tx, id).await)
+        .await
+        .step("read the subscriber's address")?
+        .ok_or_else(missing)?;
+    let Ok(email) = SubscriberEmail::parse(&address) else {
+        tracing::warn!(subscriber_id = %id, "No confirmation for an address stored before today's rules");
+        return Ok(None);
+    };
+    let limiter = request
+        .app_data::<web::Data<RateLimiter>>()
+        .expect("the rate limiter is registered as app data");
+    match limiter.check_api_signup(token.token().id, &email).await {
+        SubscriptionDecision::IpLimited { retry_after } => {
+            Err(Problem::TooManyRequests(retry_after))
+        }
+        decision => Ok(Some((email, decision))),
+    }
+}
+
+/// Sends the confirmation for the lists a change left the reader pending
+/// on, through the sign-up's own path (a token naming those lists, the
+/// email, in one transaction), as the address's limit decided
+/// ([`charge_for_joining`]). After the change's commit: the memberships
+/// stand either way, and a confirmation that could not be sent now goes
+/// out when the same lists are joined again, or with the reader's next
+/// sign-up.
+async fn ask_to_confirm(
+    request: &HttpRequest,
     signups: &Signups,
     subscriber: &SubscriberBody,
+    email: SubscriberEmail,
+    decision: SubscriptionDecision,
     lists: Vec<Uuid>,
 ) -> Result<(), Problem> {
-    let (Ok(email), Ok(name)) = (
-        SubscriberEmail::parse(&subscriber.email),
-        SubscriberName::parse(&subscriber.name),
-    ) else {
-        // Stored before today's rules: no email to a doubtful address.
-        tracing::warn!(subscriber_id = %subscriber.id, "No confirmation for an address stored before today's rules");
+    let Ok(name) = SubscriberName::parse(&subscriber.name) else {
+        tracing::warn!(subscriber_id = %subscriber.id, "No confirmation for a name stored before today's rules");
         return Ok(());
     };
     let limiter = request
@@ -296,10 +342,6 @@ async fn ask_to_confirm(
     let metrics = request
         .app_data::<web::Data<Metrics>>()
         .expect("the metrics are registered as app data");
-    let decision = limiter.check_api_signup(token.token().id, &email).await;
-    if let SubscriptionDecision::IpLimited { retry_after } = decision {
-        return Err(Problem::TooManyRequests(retry_after));
-    }
     signups
         .store_within_limit(
             limiter,
