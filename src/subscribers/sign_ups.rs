@@ -1,7 +1,8 @@
 //! The statements a batch of sign-ups is stored with: pending subscribers
 //! (or the ones already there with the addresses), and their confirmation
 //! tokens' hashes. Each takes the whole batch at once, so a batch costs the
-//! round trips of one sign-up.
+//! round trips of one sign-up. And the one sign-up that needs no
+//! confirmation: a reader whose consent an admin attests ([`add_attested`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;

@@ -559,7 +559,9 @@ async fn the_list_is_narrowed_by_a_filter_or_a_saved_segment() {
             .await
             .unwrap();
     let encoded = serde_urlencoded::to_string([("filter", filter.to_string())]).unwrap();
+    let default = default_list(&app).await;
     for query in [
+        format!("list={default}&status=confirmed&{encoded}"),
         encoded.clone(),
         format!("segment={segment}"),
         format!("segment={segment}&{encoded}&limit=1"),
