@@ -29,6 +29,41 @@ impl Fields {
         }
     }
 
+    /// An object's fields, read as a body's are: for a field whose value
+    /// is an object. Refusals name the inner field; [`Fields::adopt`]
+    /// takes them back under the outer one's name.
+    pub fn of(object: Map<String, Value>) -> Self {
+        Self {
+            object,
+            errors: Vec::new(),
+        }
+    }
+
+    /// An object field; `None` when absent or null.
+    pub fn object(&mut self, name: &str) -> Option<Map<String, Value>> {
+        match self.object.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(object)) => Some(object.clone()),
+            Some(_) => {
+                self.refuse(name, format!("`{name}` must be an object."));
+                None
+            }
+        }
+    }
+
+    /// Takes the refusals of `inner`, the fields of object `name`, as
+    /// `name.field`.
+    pub fn adopt(&mut self, name: &str, inner: Fields) {
+        for error in inner.errors {
+            self.refuse(&format!("{name}.{}", error.name), error.reason);
+        }
+    }
+
+    /// Whether the field is there and not null.
+    pub fn present(&self, name: &str) -> bool {
+        !matches!(self.object.get(name), None | Some(Value::Null))
+    }
+
     /// A string field; `None` when absent or null.
     pub fn string(&mut self, name: &str) -> Option<String> {
         match self.object.get(name) {
@@ -75,6 +110,11 @@ impl Fields {
                 None
             }
         }
+    }
+
+    /// Whether anything was refused so far.
+    pub fn has_refusals(&self) -> bool {
+        !self.errors.is_empty()
     }
 
     /// Records a refusal of `name`.

@@ -146,15 +146,7 @@ pub struct ReadOneRefusals;
 impl IntoResponses for ReadOneRefusals {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         let mut all = guard();
-        all.push((
-            "404",
-            problem(
-                404,
-                "Not Found",
-                "Nothing has this id.",
-                "No subscriber has this id.",
-            ),
-        ));
+        all.push(not_found());
         map(all)
     }
 }
@@ -223,15 +215,12 @@ impl IntoResponses for WriteRefusals {
         ));
         all.push((
             "413",
-            ResponseBuilder::new()
-                .description("The body is over the limit.")
-                .content(
-                    "text/plain",
-                    ContentBuilder::new()
-                        .schema(Some(Schema::Object(Object::with_type(Type::String))))
-                        .build(),
-                )
-                .build(),
+            problem(
+                413,
+                "Payload Too Large",
+                "The body is over the limit.",
+                "The body is larger than this operation takes.",
+            ),
         ));
         all.push((
             "422",
@@ -242,6 +231,31 @@ impl IntoResponses for WriteRefusals {
             ),
         ));
         map(all)
+    }
+}
+
+/// 404 for an id that names nothing.
+fn not_found() -> (&'static str, Response) {
+    (
+        "404",
+        problem(
+            404,
+            "Not Found",
+            "Nothing has this id.",
+            "No subscriber has this id.",
+        ),
+    )
+}
+
+/// [`WriteRefusals`], and 404 for an id that names nothing.
+pub struct WriteOneRefusals;
+
+impl IntoResponses for WriteOneRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = WriteRefusals::responses();
+        let (status, response) = not_found();
+        all.insert(status.to_owned(), RefOr::T(response));
+        all
     }
 }
 
@@ -262,6 +276,26 @@ impl IntoResponses for TextRefusals {
             )),
         );
         all
+    }
+}
+
+/// The refusals of an action on one thing by id that takes no body: the
+/// guard's, 404, and 422 when the thing's state refuses the action.
+pub struct ArchiveRefusals;
+
+impl IntoResponses for ArchiveRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push(not_found());
+        all.push((
+            "422",
+            invalid(
+                "The thing's state refuses the action.",
+                "id",
+                "The default list cannot be archived: sign-ups that name no list go to it.",
+            ),
+        ));
+        map(all)
     }
 }
 
@@ -318,6 +352,18 @@ impl IntoResponses for UploadRefusals {
                 "There is no list with the id 0b9d5a0e-3c1f-4a53-9f0e-6f1b3c2d4e5f.",
             ),
         ));
+        map(all)
+    }
+}
+
+/// The refusals of an erasure: the guard's and 404. Nothing is read from
+/// the request but the id.
+pub struct EraseRefusals;
+
+impl IntoResponses for EraseRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = guard();
+        all.push(not_found());
         map(all)
     }
 }

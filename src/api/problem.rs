@@ -12,8 +12,11 @@
 
 use std::time::Duration;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -85,8 +88,11 @@ pub enum Problem {
     /// issue), or another request is doing it right now.
     #[error("{0}")]
     Conflict(String),
+    /// A path the API has, asked with a method it does not take there.
+    #[error("This address does not take this method.")]
+    MethodNotAllowed,
     /// A body over its limit (an import's file over
-    /// `imports.max_upload_bytes`).
+    /// `imports.max_upload_bytes`, a JSON body over its extractor's).
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -150,6 +156,7 @@ impl ResponseError for Problem {
             Problem::MissingScope(_) => StatusCode::FORBIDDEN,
             Problem::NotFound(_) => StatusCode::NOT_FOUND,
             Problem::Conflict(_) => StatusCode::CONFLICT,
+            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Problem::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Problem::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -203,6 +210,48 @@ impl ResponseError for Problem {
             _ => {}
         }
         response.json(body)
+    }
+}
+
+/// `/api/v1`'s answer to a path that names none of its operations.
+pub async fn no_such_operation() -> Result<HttpResponse, Problem> {
+    Err(Problem::NotFound(
+        "There is nothing at this address.".into(),
+    ))
+}
+
+/// Answers in kind the refusals actix makes before a handler runs: a wrong
+/// method (the resource's own 405) and a body over the limit (the
+/// extractor's 413) come as empty or plain-text answers, which a program
+/// reading `/api/v1` cannot branch on like every other refusal. A handler's
+/// own problems pass untouched.
+pub async fn answer_in_kind(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let response = next.call(request).await?;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == CONTENT_TYPE.as_bytes());
+    let problem = match response.status() {
+        _ if is_problem => None,
+        StatusCode::NOT_FOUND => Some(Problem::NotFound(
+            "There is nothing at this address.".into(),
+        )),
+        StatusCode::METHOD_NOT_ALLOWED => Some(Problem::MethodNotAllowed),
+        StatusCode::PAYLOAD_TOO_LARGE => Some(Problem::TooLarge(
+            "The body is larger than this operation takes.".into(),
+        )),
+        _ => None,
+    };
+    match problem {
+        None => Ok(response.map_into_left_body()),
+        Some(problem) => {
+            let (request, _) = response.into_parts();
+            let answer = problem.error_response();
+            Ok(ServiceResponse::new(request, answer).map_into_right_body())
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Endpoint {
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_POST: &[Method] = &[Method::GET, Method::POST];
+const GET_PATCH: &[Method] = &[Method::GET, Method::PATCH];
+const GET_PATCH_DELETE: &[Method] = &[Method::GET, Method::PATCH, Method::DELETE];
 
 /// Every route of the service: the one list both the server and the tests
 /// read, so a test can check each of them against its access rule.
@@ -265,20 +267,53 @@ pub fn endpoints() -> Vec<Endpoint> {
                     .post(crate::api::lists::create_list),
             )
         }),
-        endpoint("/api/v1/lists/{id}", Token, GET, |c, p| {
-            add(c, resource(p).get(crate::api::lists::get_list))
+        endpoint("/api/v1/lists/{id}", Token, GET_PATCH, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::lists::get_list)
+                    .patch(crate::api::lists::update_list),
+            )
+        }),
+        endpoint("/api/v1/lists/{id}/archive", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::lists::archive_list))
+        }),
+        endpoint("/api/v1/lists/{id}/unarchive", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::lists::unarchive_list))
         }),
         endpoint("/api/v1/subscribers", Token, GET_POST, |c, p| {
             add(
                 c,
                 resource(p)
                     .get(crate::api::subscribers::list_subscribers)
-                    .post(crate::api::subscribers::create_subscriber),
+                    .post(crate::api::subscribers::sign_up::create_subscriber),
             )
         }),
-        endpoint("/api/v1/subscribers/{id}", Token, GET, |c, p| {
-            add(c, resource(p).get(crate::api::subscribers::get_subscriber))
-        }),
+        endpoint(
+            "/api/v1/subscribers/{id}",
+            Token,
+            GET_PATCH_DELETE,
+            |c, p| {
+                add(
+                    c,
+                    resource(p)
+                        .get(crate::api::subscribers::get_subscriber)
+                        .patch(crate::api::subscribers::change::update_subscriber)
+                        .delete(crate::api::subscribers::leave::erase_subscriber),
+                )
+            },
+        ),
+        endpoint(
+            "/api/v1/subscribers/{id}/unsubscribe",
+            Token,
+            POST,
+            |c, p| {
+                add(
+                    c,
+                    resource(p).post(crate::api::subscribers::leave::unsubscribe),
+                )
+            },
+        ),
         endpoint("/api/v1/issues", Token, GET, |c, p| {
             add(c, resource(p).get(crate::api::issues::list_issues))
         }),
@@ -372,7 +407,12 @@ fn add(config: &mut web::ServiceConfig, service: impl HttpServiceFactory + 'stat
 /// that names no route.
 pub fn configure(config: &mut web::ServiceConfig) {
     let mut newsroom = web::scope(ADMIN_PREFIX).wrap(from_fn(require_admin));
-    let mut api = web::scope(API_PREFIX).wrap(from_fn(require_token));
+    // The guard first, so that only a caller with a token learns which
+    // paths and methods exist; then every refusal answered as a problem.
+    let mut api = web::scope(API_PREFIX)
+        .wrap(from_fn(require_token))
+        .wrap(from_fn(crate::api::problem::answer_in_kind))
+        .default_service(web::to(crate::api::problem::no_such_operation));
     for endpoint in endpoints() {
         match endpoint.access {
             Access::Anyone => {

@@ -19,7 +19,9 @@ use crate::db::{self, Batched, Db, GroupCommit, GroupCommitLimits};
 use crate::domain::{NewSubscriber, Newsletter, SubscriptionToken};
 use crate::emails::{self, EmailContent};
 use crate::keys::Keys;
+use crate::metrics::{Metrics, Suppressed};
 use crate::outbox::Outbox;
+use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::subscribers::welcome::Letterhead;
 
 /// Sign-ups a worker thread holds before new ones wait to be queued.
@@ -132,6 +134,50 @@ impl Signups {
                 address_hash,
             })
             .await
+    }
+
+    /// Stores `subscriber` unless the address's limit refused it
+    /// (`decision`, from the limiter's check; a client over its own limit
+    /// is the caller's to refuse before), and counts what became of it. The
+    /// one way the form, the page after unsubscribing and the API store a
+    /// sign-up, so that each counts and refunds alike. `None` when the
+    /// address was over its limit: nothing stored or sent.
+    pub async fn store_within_limit(
+        &self,
+        limiter: &RateLimiter,
+        metrics: &Metrics,
+        decision: SubscriptionDecision,
+        subscriber: NewSubscriber,
+    ) -> Result<Option<Stored>, db::Error> {
+        if decision != SubscriptionDecision::Allowed {
+            metrics.signup_suppressed(Suppressed::address_limit);
+            let suppressed_total = limiter.count_suppressed_email();
+            tracing::warn!(
+                suppressed_total,
+                "Per-address email limit reached: nothing stored or sent"
+            );
+            return Ok(None);
+        }
+        let email = subscriber.email.clone();
+        let stored = match self.store(subscriber).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // When nothing was stored or sent, the address keeps its
+                // budget, so that a person who retries after a 5xx still
+                // gets their email. A commit that may have gone through
+                // keeps it spent.
+                if e.nothing_committed() {
+                    limiter.refund_address(&email).await;
+                }
+                return Err(e);
+            }
+        };
+        if stored.suppressed {
+            metrics.signup_suppressed(Suppressed::suppression_list);
+        } else {
+            metrics.signup_stored();
+        }
+        Ok(Some(stored))
     }
 
     /// Sign-ups queued and not yet taken into a transaction.

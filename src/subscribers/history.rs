@@ -87,6 +87,19 @@ pub async fn remember_departure(
     Ok(())
 }
 
+/// Whether `address`'s mailbox unsubscribed or was erased before, in any
+/// spelling ([`remember_departure`]).
+pub async fn left_before(
+    connection: &mut PgConnection,
+    keys: &Keys,
+    address: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM former_addresses WHERE mailbox_hash = $1)")
+        .bind(keys.address_hash(&mailbox_of(address)))
+        .fetch_one(connection)
+        .await
+}
+
 /// The mailbox a stored address delivers to. Every stored address was
 /// parsed at sign-up; one that no longer parses (stored by an older
 /// release) is compared in lower case.

@@ -61,6 +61,18 @@ pub async fn offered_among(
         .await
 }
 
+/// Of these ids, the lists that take readers (not archived), public or
+/// not: what an admin may put a reader on.
+pub async fn live_among(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM lists WHERE id = ANY($1) AND archived_at IS NULL")
+        .bind(ids)
+        .fetch_all(connection)
+        .await
+}
+
 /// The names of these lists, by name.
 pub async fn names(
     connection: &mut PgConnection,
@@ -75,6 +87,20 @@ pub async fn names(
 pub async fn find(connection: &mut PgConnection, id: Uuid) -> Result<Option<List>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM lists WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+/// Like [`find`], and holds the row until the transaction ends: a change
+/// made from what it read is not lost to another made meanwhile.
+pub async fn find_for_update(
+    connection: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<List>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM lists WHERE id = $1 FOR UPDATE"
     )))
     .bind(id)
     .fetch_optional(connection)
@@ -179,6 +205,37 @@ pub async fn set_archived(
             ListError::DefaultStaysOpen
         }
         _ => ListError::Database(error),
+    })
+}
+
+/// What [`archive`] did.
+#[derive(Debug)]
+pub enum Archived {
+    /// Archived, or brought back: the list as it is now.
+    Changed(List),
+    /// It already was: nothing changed, nothing to record.
+    Unchanged(List),
+    /// No list has the id.
+    Missing,
+}
+
+/// Archives the list or brings it back, as `archived` says, unless it
+/// already is so: the admin's page and the API both change a list's state
+/// through this, and record only a change.
+pub async fn archive(
+    connection: &mut PgConnection,
+    id: Uuid,
+    archived: bool,
+) -> Result<Archived, ListError> {
+    let Some(list) = find(&mut *connection, id).await? else {
+        return Ok(Archived::Missing);
+    };
+    if list.archived_at.is_some() == archived {
+        return Ok(Archived::Unchanged(list));
+    }
+    Ok(match set_archived(connection, id, archived).await? {
+        Some(list) => Archived::Changed(list),
+        None => Archived::Missing,
     })
 }
 

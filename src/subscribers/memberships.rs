@@ -96,6 +96,31 @@ pub async fn join(connection: &mut PgConnection, joins: &[Join]) -> Result<Joine
     Ok(joined)
 }
 
+/// Puts a reader whose consent an admin attests on `lists` (none: the
+/// default list), confirmed whatever the lists ask, as an attested import
+/// does; archived lists take no one, and a list they are on already keeps
+/// them as they are. Returns the lists they joined, which owe them their
+/// welcome.
+pub async fn add_attested(
+    connection: &mut PgConnection,
+    subscriber_id: Uuid,
+    lists: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO memberships (list_id, subscriber_id, status, confirmed_at) \
+         SELECT l.id, $1, 'confirmed', now() FROM lists l \
+         WHERE l.archived_at IS NULL \
+           AND (l.id = ANY($2) OR (cardinality($2) = 0 AND l.is_default)) \
+         ORDER BY l.id \
+         ON CONFLICT (list_id, subscriber_id) DO NOTHING \
+         RETURNING list_id",
+    )
+    .bind(subscriber_id)
+    .bind(lists)
+    .fetch_all(connection)
+    .await
+}
+
 /// What [`join`] changed.
 #[derive(Debug, Default)]
 pub struct Joined {

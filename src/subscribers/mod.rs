@@ -12,7 +12,9 @@
 //! - [`sign_ups`]: the statements a batch of sign-ups is stored with;
 //! - [`confirmation`]: a confirmation link's token, and confirming;
 //! - [`welcome`]: a list's welcome email, sent once per reader and list;
+//! - [`erasure`]: forgetting a subscriber, for a request to be erased;
 //! - [`history`]: whether an address has been here before;
+//! - [`leaving`]: a reader leaving some lists or everything;
 //! - [`imports`]: the merge of an import's staged rows;
 //! - [`suppression`]: addresses never mailed again;
 //! - [`audience`]: who a campaign reaches, as the subqueries the campaign
@@ -27,9 +29,11 @@ pub mod attributes;
 pub mod audience;
 pub mod confirmation;
 pub mod directory;
+pub mod erasure;
 pub mod figures;
 pub mod history;
 pub mod imports;
+pub mod leaving;
 pub mod lists;
 pub mod memberships;
 pub mod record;

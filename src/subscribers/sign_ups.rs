@@ -1,7 +1,8 @@
 //! The statements a batch of sign-ups is stored with: pending subscribers
 //! (or the ones already there with the addresses), and their confirmation
 //! tokens' hashes. Each takes the whole batch at once, so a batch costs the
-//! round trips of one sign-up.
+//! round trips of one sign-up. And the one sign-up that needs no
+//! confirmation: a reader whose consent an admin attests ([`add_attested`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -165,4 +166,66 @@ pub struct NewToken<'a> {
     pub subscriber_id: Uuid,
     pub token: &'a SubscriptionToken,
     pub list_ids: Vec<Uuid>,
+}
+
+/// What became of a subscriber added on an admin's word that they
+/// consented ([`add_attested`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attested {
+    /// Added, confirmed, on the lists named.
+    Added { id: Uuid, joined: Vec<Uuid> },
+    /// Not added, for this reason: the address's own past outweighs an
+    /// attestation, as it does for an attested import's row.
+    Refused(&'static str),
+}
+
+/// Adds a confirmed subscriber on an admin's (or a token's) attestation
+/// that they consented, without a confirmation email: the API's sign-up
+/// with `consent_source`, one reader of an attested import. Refused, as
+/// the import refuses a row, when the address is on the suppression list
+/// (by itself or its mailbox), belongs to a subscriber already (their
+/// lists are changed, not re-consented), or left or was erased before in
+/// any spelling (`former_addresses`). In the caller's transaction.
+pub async fn add_attested(
+    connection: &mut PgConnection,
+    keys: &crate::keys::Keys,
+    subscriber: &NewSubscriber,
+) -> Result<Attested, sqlx::Error> {
+    let address = subscriber.email.as_ref();
+    let mailbox_hash = keys.address_hash(subscriber.email.mailbox().as_ref());
+    let hashes = [keys.address_hash(address), mailbox_hash.clone()];
+    let hashes: Vec<&[u8]> = hashes.iter().map(Vec::as_slice).collect();
+    if !super::suppression::listed_among(&mut *connection, &hashes)
+        .await?
+        .is_empty()
+    {
+        return Ok(Attested::Refused(
+            "The address is on the suppression list (it bounced, complained or unsubscribed): \
+             it is never mailed again.",
+        ));
+    }
+    if super::history::left_before(&mut *connection, keys, address).await? {
+        return Ok(Attested::Refused(
+            "The address unsubscribed or was erased before: it is not subscribed again on an \
+             attestation.",
+        ));
+    }
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO subscriptions \
+             (id, email, name, subscribed_at, status, confirmed_at, memberships_written) \
+         VALUES ($1, $2, $3, now(), 'confirmed', now(), true) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(address)
+    .bind(subscriber.name.as_ref())
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(id) = id else {
+        return Ok(Attested::Refused(
+            "A subscriber has this address already: change their lists instead.",
+        ));
+    };
+    let joined = super::memberships::add_attested(&mut *connection, id, &subscriber.lists).await?;
+    Ok(Attested::Added { id, joined })
 }

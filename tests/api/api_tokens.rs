@@ -15,11 +15,11 @@ use uuid::Uuid;
 use crate::helpers::{BROWSER_ACCEPT, TestApp, spawn_app, spawn_app_with};
 use crate::newsroom::{Browser, PASSWORD, audit_actions, create_admin, location};
 
-pub const PROBLEM: &str = "application/problem+json";
+pub(crate) const PROBLEM: &str = "application/problem+json";
 
 /// A token made through the store, as the page and the command line make
 /// them: its secret.
-pub async fn token(app: &TestApp, name: &str, scopes: &str) -> String {
+pub(crate) async fn token(app: &TestApp, name: &str, scopes: &str) -> String {
     let name = TokenName::parse(name).unwrap();
     let scopes = Scopes::parse_list(scopes).unwrap();
     let new = NewToken {
@@ -33,7 +33,7 @@ pub async fn token(app: &TestApp, name: &str, scopes: &str) -> String {
     secret.expose().to_owned()
 }
 
-pub async fn api_get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn api_get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
     app.api_client
         .get(format!("{}{path}", app.address))
         .bearer_auth(token)
@@ -42,7 +42,12 @@ pub async fn api_get(app: &TestApp, path: &str, token: &str) -> reqwest::Respons
         .unwrap()
 }
 
-pub async fn api_post(app: &TestApp, path: &str, token: &str, body: &str) -> reqwest::Response {
+pub(crate) async fn api_post(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> reqwest::Response {
     app.api_client
         .post(format!("{}{path}", app.address))
         .bearer_auth(token)
@@ -54,7 +59,7 @@ pub async fn api_post(app: &TestApp, path: &str, token: &str, body: &str) -> req
 }
 
 /// The answer's problem, checking that it is one, with the status it says.
-pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+pub(crate) async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -67,7 +72,7 @@ pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     body
 }
 
-pub fn named(problem: &Value) -> Vec<String> {
+pub(crate) fn named(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
         .map(|errors| {

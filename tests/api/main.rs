@@ -7,6 +7,7 @@ mod admin_sessions;
 mod admin_sign_in;
 mod admin_totp;
 mod api_issues;
+mod api_subscribers;
 mod api_tokens;
 mod archive;
 mod attributes;

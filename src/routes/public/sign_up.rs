@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail};
-use crate::metrics::{Metrics, Suppressed};
+use crate::metrics::Metrics;
 use crate::pages::{CheckInboxPage, page, wants_html};
 use crate::rate_limit::{RateLimiter, SubscriptionDecision};
 use crate::signups::Signups;
@@ -145,35 +145,12 @@ impl SignUpDesk {
         decision: SubscriptionDecision,
         new_subscriber: NewSubscriber,
     ) -> Result<HttpResponse, ApiError> {
-        if decision == SubscriptionDecision::AddressLimited {
-            self.metrics.signup_suppressed(Suppressed::address_limit);
-            let suppressed_total = self.limiter.count_suppressed_email();
-            tracing::warn!(
-                suppressed_total,
-                "Per-address email limit reached: nothing stored or sent"
-            );
-            return Ok(self.accepted());
-        }
-        let email = new_subscriber.email.clone();
-        let stored = match self.signups.store(new_subscriber).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                // When nothing was stored or sent, the address keeps its
-                // budget, so that a person who retries after a 5xx still
-                // gets their email. A commit that may have gone through
-                // keeps it spent.
-                if e.nothing_committed() {
-                    self.limiter.refund_address(&email).await;
-                }
-                return Err(e).step("store the sign-up");
-            }
-        };
-        if stored.suppressed {
-            self.metrics.signup_suppressed(Suppressed::suppression_list);
-        } else {
-            self.metrics.signup_stored();
-        }
-        if let Some(subscriber_id) = stored.subscriber_id {
+        let stored = self
+            .signups
+            .store_within_limit(&self.limiter, &self.metrics, decision, new_subscriber)
+            .await
+            .step("store the sign-up")?;
+        if let Some(subscriber_id) = stored.and_then(|stored| stored.subscriber_id) {
             // The handler's span declares the field.
             tracing::Span::current()
                 .record("subscriber_id", tracing::field::display(subscriber_id));

@@ -44,9 +44,9 @@ use crate::domain::{NewSubscriber, Newsletter, SubscriberEmail, SubscriberName};
 use crate::keys::{BadToken, Keys, Unsubscriber};
 use crate::pages::{UnsubscribePage, UnsubscribedPage, page, wants_html};
 use crate::routes::public::sign_up::SignUpDesk;
+use crate::subscribers::leaving::{self, Left};
 use crate::subscribers::lists;
 use crate::subscribers::{self, Contact};
-use crate::subscribers::{history, memberships, record};
 use crate::web::error::{ApiError, DatabaseStep};
 
 /// A one-click request's body is `List-Unsubscribe=One-Click`, 26 bytes;
@@ -184,16 +184,6 @@ fn from_issue(request: &HttpRequest) -> Option<Uuid> {
         .and_then(|(_, value)| Uuid::try_parse(value).ok())
 }
 
-/// What an unsubscribe did.
-enum Left {
-    /// The subscriber is gone: nothing to do.
-    Nobody,
-    /// Off the lists of the issue; still on others.
-    Lists { address: String },
-    /// Off everything.
-    Everything { address: String },
-}
-
 /// `POST`: unsubscribes the token's subscriber. The body is read (up to
 /// [`BODY_LIMIT_BYTES`]) and not looked at: with or without the one-click
 /// form, in any content type, the request means the same.
@@ -232,26 +222,7 @@ pub async fn one_click(
                 Some(issue) => ledger::lists_of(transaction, issue).await?,
                 None => None,
             };
-            if let Some(lists) = lists {
-                // The tokens, then the subscriber, as every change to both
-                // takes them, so that none of them deadlocks and two
-                // leavings at once count what the other left.
-                record::lock_tokens(transaction, subscriber_id).await?;
-                let Some(subscriber) = record::lock(transaction, subscriber_id).await? else {
-                    return Ok(Left::Nobody);
-                };
-                let address = subscriber.email;
-                if memberships::leave(transaction, subscriber_id, &lists).await? > 0 {
-                    return Ok(Left::Lists { address });
-                }
-            }
-            let Some(address) = subscribers::unsubscribe(transaction, subscriber_id).await? else {
-                return Ok(Left::Nobody);
-            };
-            // Remembered with the departure, so that a sign-up under another
-            // spelling of the mailbox asks for the button.
-            history::remember_departure(transaction, &keys, &address).await?;
-            Ok(Left::Everything { address })
+            leaving::leave(transaction, &keys, subscriber_id, lists.as_deref()).await
         })
         .await
         .step("unsubscribe")?;

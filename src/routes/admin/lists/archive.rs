@@ -19,7 +19,7 @@ use crate::admin::audit::{self, Action, Actor};
 use crate::admin::guard::Protected;
 use crate::db::Db;
 use crate::rate_limit::RateLimiter;
-use crate::subscribers::lists::{self, ListError};
+use crate::subscribers::lists::{self, Archived, ListError};
 use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -114,23 +114,15 @@ async fn change(db: &Db, actor: &Actor, id: Uuid, archived: bool) -> Result<Outc
     } else {
         Action::ListUnarchived
     };
-    db.transaction(async |tx| {
-        let Some(list) = lists::find(tx, id).await? else {
-            return Ok(Outcome::Missing);
-        };
-        if list.archived_at.is_some() == archived {
-            return Ok(Outcome::Done);
+    db.transaction(async |tx| match lists::archive(tx, id, archived).await {
+        Ok(Archived::Changed(list)) => {
+            audit::record(tx, actor, action, &audited(&list)).await?;
+            Ok(Outcome::Done)
         }
-        match lists::set_archived(tx, id, archived).await {
-            Ok(Some(list)) => {
-                audit::record(tx, actor, action, &audited(&list)).await?;
-                Ok(Outcome::Done)
-            }
-            Ok(None) => Ok(Outcome::Missing),
-            Err(ListError::Database(e)) => Err(e),
-            // The refused update ended the transaction: it commits nothing.
-            Err(refused) => Ok(Outcome::Refused(refused.to_string())),
-        }
+        Ok(Archived::Unchanged(_)) => Ok(Outcome::Done),
+        Ok(Archived::Missing) => Ok(Outcome::Missing),
+        Err(ListError::Database(e)) => Err(e),
+        Err(refused) => Ok(Outcome::Refused(refused.to_string())),
     })
     .await
     .step("archive the list")

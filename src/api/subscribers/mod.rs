@@ -1,33 +1,41 @@
-//! `GET /api/v1/subscribers` (read): the subscribers, newest first, a page
-//! at a time, through the admin directory's own queries
-//! ([`crate::subscribers::directory`]): the same search, status and list
-//! filters, the same keyset cursor. `GET /api/v1/subscribers/{id}` (read):
-//! one subscriber, with their lists. `POST /api/v1/subscribers` (write):
-//! signs a reader up through the form's own path, double opt-in: they are
-//! on no list until they confirm by email.
+//! `/api/v1/subscribers`: the subscribers, and what a program may do to
+//! them, over the subscriber store's own functions (the same the
+//! newsroom's pages call):
+//! - here: `GET /api/v1/subscribers` (read), the subscribers, newest
+//!   first, a page at a time, through the admin directory's own queries
+//!   ([`crate::subscribers::directory`]): the same search, status and list
+//!   filters, the same keyset cursor, and a saved segment or a filter in
+//!   the segments' format; `GET /api/v1/subscribers/{id}` (read), one
+//!   subscriber with their lists;
+//! - [`sign_up`]: `POST /api/v1/subscribers` (write), a sign-up by the
+//!   form's path, or a confirmed addition on attested consent;
+//! - [`change`]: `PATCH /api/v1/subscribers/{id}` (write), attributes and
+//!   lists;
+//! - [`leave`]: `POST /api/v1/subscribers/{id}/unsubscribe` and `DELETE
+//!   /api/v1/subscribers/{id}` (write), leaving and erasure.
 //!
 //! A page's `next` is the cursor of its last row, given only when more
 //! rows follow (one row more than the page is read to know): a client
 //! walks until `next` is null, and sign-ups arriving meanwhile neither
 //! shift rows between pages nor repeat one.
 
+pub mod change;
+pub mod leave;
+pub mod sign_up;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::admin::audit::Action;
 use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
 use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
 use crate::db::Db;
-use crate::domain::{NewSubscriber, SubscriberEmail, SubscriberName};
-use crate::metrics::{Metrics, Suppressed};
-use crate::rate_limit::{RateLimiter, SubscriptionDecision};
-use crate::signups::Signups;
 use crate::subscribers::attributes::{self, Values};
 use crate::subscribers::directory::{self, Cursor, Row, Selection};
+use crate::subscribers::segments::{self, Filter, FilterSpec};
 use crate::subscribers::{lists, memberships, record};
 use crate::web::error::DatabaseStep;
 
@@ -119,6 +127,13 @@ pub struct PageParameters {
     status: Option<String>,
     /// Part of an address or a name, at least 3 characters.
     q: Option<String>,
+    /// Only the readers a saved segment matches (its id).
+    #[param(value_type = Option<Uuid>)]
+    segment: Option<String>,
+    /// Only the readers this filter matches: JSON in the segments' own
+    /// format, e.g. `{"all": [{"attribute": {"name": "plan", "op": "eq",
+    /// "value": "pro"}}]}`. With `segment`, readers must match both.
+    filter: Option<String>,
 }
 
 /// What a page is of, parsed.
@@ -126,6 +141,8 @@ struct PageQuery {
     selection: Selection,
     after: Option<Cursor>,
     limit: i64,
+    segment: Option<Uuid>,
+    filter: Option<FilterSpec>,
 }
 
 fn parse_query(raw: &str) -> Result<PageQuery, Problem> {
@@ -180,11 +197,30 @@ fn parse_query(raw: &str) -> Result<PageQuery, Problem> {
             None
         }
     };
+    let segment = match parameters.segment.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Uuid::try_parse(raw)
+            .map_err(|_| {
+                errors.push(FieldError::new(
+                    "segment",
+                    "`segment` is not a segment's id.",
+                ))
+            })
+            .ok(),
+    };
+    let filter = match parameters.filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => FilterSpec::from_json(raw)
+            .map_err(|reason| errors.push(FieldError::new("filter", reason.to_string())))
+            .ok(),
+    };
     match (selection, limit, errors.is_empty()) {
         (Some(selection), Some(limit), true) => Ok(PageQuery {
             selection,
             after,
             limit,
+            segment,
+            filter,
         }),
         _ => Err(Problem::Invalid(errors)),
     }
@@ -204,21 +240,27 @@ pub async fn list_subscribers(
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
     let query = parse_query(request.query_string())?;
-    let (known_list, mut rows) = db
+    let mut rows = db
         .transaction(async |tx| {
             if let Some(list) = query.selection.list()
                 && lists::find(tx, list).await?.is_none()
             {
-                return Ok((false, Vec::new()));
+                return Ok(Err(Problem::invalid("list", "No list has this id.")));
             }
-            let rows = directory::page(tx, &query.selection, query.after, query.limit + 1).await?;
-            Ok((true, rows))
+            let filter = match narrowing(tx, &query).await? {
+                Ok(filter) => filter,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let (after, limit) = (query.after, query.limit + 1);
+            Ok(Ok(match filter {
+                None => directory::page(tx, &query.selection, after, limit).await?,
+                Some(filter) => {
+                    directory::page_matching(tx, &query.selection, &filter, after, limit).await?
+                }
+            }))
         })
         .await
-        .step("read a page of subscribers")?;
-    if !known_list {
-        return Err(Problem::invalid("list", "No list has this id."));
-    }
+        .step("read a page of subscribers")??;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next = more
@@ -228,6 +270,42 @@ pub async fn list_subscribers(
         data: rows.into_iter().map(SubscriberBody::from).collect(),
         next,
     }))
+}
+
+/// The segment's and the query's filters as one, checked against the
+/// lists, attributes and imports of now, as the segment pages check them;
+/// `None` when the query names neither. A refusal names the parameter.
+async fn narrowing(
+    tx: &mut sqlx::PgConnection,
+    query: &PageQuery,
+) -> Result<Result<Option<Filter>, Problem>, sqlx::Error> {
+    if query.segment.is_none() && query.filter.is_none() {
+        return Ok(Ok(None));
+    }
+    let imports = crate::imports::store::known(&mut *tx).await?;
+    let catalogue = segments::catalogue(&mut *tx, imports).await?;
+    let mut filters = Vec::new();
+    if let Some(id) = query.segment {
+        let Some(segment) = segments::store::find(&mut *tx, id).await? else {
+            return Ok(Err(Problem::invalid("segment", "No segment has this id.")));
+        };
+        match Filter::parse(&segment.filter, &catalogue) {
+            Ok(filter) => filters.push(filter),
+            Err(reason) => {
+                return Ok(Err(Problem::invalid(
+                    "segment",
+                    format!("The segment no longer fits the lists and attributes: {reason}"),
+                )));
+            }
+        }
+    }
+    if let Some(spec) = &query.filter {
+        match Filter::parse(spec, &catalogue) {
+            Ok(filter) => filters.push(filter),
+            Err(reason) => return Ok(Err(Problem::invalid("filter", reason.to_string()))),
+        }
+    }
+    Ok(Ok(Some(Filter::All(filters))))
 }
 
 #[utoipa::path(get, path = "/api/v1/subscribers/{id}", tag = "api",
@@ -243,21 +321,35 @@ pub async fn get_subscriber(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let missing = || Problem::NotFound("No subscriber has this id.".into());
-    let id = Uuid::try_parse(&id).map_err(|_| missing())?;
+    let id = subscriber_id(&id)?;
     let found = db
-        .transaction(async |tx| {
-            let Some(subscriber) = record::find(tx, id).await? else {
-                return Ok(None);
-            };
-            let values = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
-            let lists = memberships::of_subscriber(tx, id).await?;
-            Ok(Some((subscriber, values, lists)))
-        })
+        .transaction(async |tx| read_detail(tx, id).await)
         .await
         .step("read a subscriber")?;
-    let (subscriber, values, lists) = found.ok_or_else(missing)?;
-    Ok(HttpResponse::Ok().json(SubscriberDetail {
+    Ok(HttpResponse::Ok().json(found.ok_or_else(missing)?))
+}
+
+fn missing() -> Problem {
+    Problem::NotFound("No subscriber has this id.".into())
+}
+
+/// A subscriber id from the path: anything that is not one names nobody.
+fn subscriber_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::try_parse(raw).map_err(|_| missing())
+}
+
+/// The subscriber as the API shows one, with their lists; `None` when no
+/// subscriber has the id.
+async fn read_detail(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<SubscriberDetail>, sqlx::Error> {
+    let Some(subscriber) = record::find(tx, id).await? else {
+        return Ok(None);
+    };
+    let values = attributes::of_subscriber(tx, id).await?.unwrap_or_default();
+    let lists = memberships::of_subscriber(tx, id).await?;
+    Ok(Some(SubscriberDetail {
         subscriber: SubscriberBody {
             id: subscriber.id,
             email: subscriber.email,
@@ -279,133 +371,13 @@ pub async fn get_subscriber(
     }))
 }
 
-/// At most this many lists in one sign-up, as on the form.
-const MAX_LISTS: usize = 50;
-
-/// A sign-up. `email` and `name` are required.
-#[derive(utoipa::ToSchema)]
-#[schema(example = json!({"email": "ursula@example.com", "name": "Ursula", "lists": []}))]
-#[allow(dead_code)] // Read field by field ([`Fields`]), documented as a whole.
-pub struct NewSignUp {
-    /// The reader's address.
-    #[schema(format = Email)]
-    email: String,
-    /// The reader's name, 1 to 256 characters.
-    #[schema(min_length = 1, max_length = 256)]
-    name: String,
-    /// The ids of public, live lists to join, at most 50; none for the
-    /// default list.
-    #[schema(max_items = 50)]
-    lists: Option<Vec<Uuid>>,
-}
-
-/// What became of a sign-up.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct SignUpAccepted {
-    /// The pending subscriber a confirmation email was sent to; null when
-    /// the address was confirmed already (it gets a notice instead), is on
-    /// the suppression list, or has had its share of email for now.
-    pub subscriber_id: Option<Uuid>,
-}
-
-#[utoipa::path(post, path = "/api/v1/subscribers", tag = "api",
-    security(("bearer" = [])),
-    request_body(content = NewSignUp, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Accepted: the reader is asked to confirm by email, as from the form.", body = SignUpAccepted, content_type = "application/json"),
-        crate::api::openapi::WriteRefusals,
-    ))]
-pub async fn create_subscriber(
-    request: HttpRequest,
-    token: ApiToken,
-    body: web::Bytes,
-    db: web::Data<Db>,
-    signups: web::Data<Signups>,
-    limiter: web::Data<RateLimiter>,
-    metrics: web::Data<Metrics>,
-) -> Result<HttpResponse, Problem> {
-    token.require(Scope::Write)?;
-    let new_subscriber = parse_sign_up(&body)?;
-    if !new_subscriber.lists.is_empty() {
-        let offered = db
-            .transaction(async |tx| lists::offered_among(tx, &new_subscriber.lists).await)
-            .await
-            .step("look up the lists chosen")?;
-        if offered.len() != new_subscriber.lists.len() {
-            return Err(Problem::invalid(
-                "lists",
-                "One of the lists is not a public, live list.",
-            ));
-        }
-    }
-    let actor = token.actor(&request);
-    // The same budget as the form's for the address: a token must not be
-    // a way to flood an inbox either. The token's sign-up budget stands in
-    // for the form's per-IP one, and bounds what a leaked token can send.
-    let decision = limiter
-        .check_api_signup(token.token().id, &new_subscriber.email)
-        .await;
-    let subscriber_id = match decision {
-        SubscriptionDecision::IpLimited { retry_after } => {
-            return Err(Problem::TooManyRequests(retry_after));
-        }
-        SubscriptionDecision::AddressLimited => {
-            metrics.signup_suppressed(Suppressed::address_limit);
-            None
-        }
-        SubscriptionDecision::Allowed => {
-            store_sign_up(&signups, &limiter, &metrics, new_subscriber).await?
-        }
-    };
-    // The log outlives the reader: it names them by id, never by address.
-    let detail = match subscriber_id {
-        Some(id) => format!("sign-up of subscriber {id}, asked to confirm"),
-        None => "sign-up with no confirmation sent".to_owned(),
-    };
-    crate::admin::actor::record(&db, &actor, Action::ApiWrite, &detail).await?;
-    Ok(HttpResponse::Accepted().json(SignUpAccepted { subscriber_id }))
-}
-
-/// Stores the sign-up through the form's own path ([`Signups`]): the
-/// subscriber, a confirmation token and the email, in one transaction.
-#[tracing::instrument(name = "Store a sign-up from the API", skip_all)]
-async fn store_sign_up(
-    signups: &Signups,
-    limiter: &RateLimiter,
-    metrics: &Metrics,
-    new_subscriber: NewSubscriber,
-) -> Result<Option<Uuid>, Problem> {
-    let email = new_subscriber.email.clone();
-    let stored = signups.store(new_subscriber).await;
-    // Nothing sent: the address keeps its budget for a retry.
-    if let Err(e) = &stored
-        && e.nothing_committed()
-    {
-        limiter.refund_address(&email).await;
-    }
-    let stored = stored.step("store the sign-up")?;
-    if stored.suppressed {
-        metrics.signup_suppressed(Suppressed::suppression_list);
-    } else {
-        metrics.signup_stored();
-    }
-    Ok(stored.subscriber_id)
-}
-
-fn parse_sign_up(body: &[u8]) -> Result<NewSubscriber, Problem> {
-    let mut fields = Fields::parse(body)?;
-    let email = fields
-        .required_string("email")
-        .and_then(|raw| fields.parsed("email", SubscriberEmail::parse(&raw)));
-    let name = fields
-        .required_string("name")
-        .and_then(|raw| fields.parsed("name", SubscriberName::parse(&raw)));
-    let raw_lists = fields.strings("lists");
+/// An array of list ids, each once, at most [`MAX_LISTS`]; each refusal
+/// recorded under `name`.
+fn parse_list_ids(fields: &mut Fields, name: &str) -> Vec<Uuid> {
+    let raw_lists = fields.strings(name);
     if raw_lists.len() > MAX_LISTS {
-        fields.refuse(
-            "lists",
-            format!("At most {MAX_LISTS} lists can be chosen at once."),
-        );
+        fields.refuse(name, format!("At most {MAX_LISTS} lists at once."));
+        return Vec::new();
     }
     let mut lists: Vec<Uuid> = Vec::new();
     for raw in &raw_lists {
@@ -413,17 +385,21 @@ fn parse_sign_up(body: &[u8]) -> Result<NewSubscriber, Problem> {
             Ok(id) if !lists.contains(&id) => lists.push(id),
             Ok(_) => {}
             Err(_) => {
-                fields.refuse("lists", format!("`{raw}` is not a list's id."));
+                let shown: String = raw.chars().take(40).filter(|c| !c.is_control()).collect();
+                fields.refuse(name, format!("`{shown}` is not a list's id."));
                 break;
             }
         }
     }
-    fields.finish()?;
-    Ok(NewSubscriber {
-        email: email.expect("refused when absent"),
-        name: name.expect("refused when absent"),
-        lists,
-    })
+    lists
+}
+
+/// At most this many lists in one sign-up, as on the form.
+const MAX_LISTS: usize = 50;
+
+/// Where a subscriber is in the API.
+fn subscriber_path(id: Uuid) -> String {
+    format!("/api/v1/subscribers/{id}")
 }
 
 #[cfg(test)]
