@@ -422,21 +422,35 @@ impl RetentionSettings {
     }
 }
 
-/// The admin's import page (`/admin/imports`).
+/// Imports sent over HTTP: the admin's import page (`/admin/imports`) and
+/// `POST /api/v1/imports`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct ImportSettings {
     /// The largest file an upload may be, in bytes: past it the upload
-    /// stops and is answered 413. The file is written to the temporary
-    /// directory as it arrives, so this bounds the disk it takes, not
-    /// memory. A million rows of a typical export are under 100 MiB.
+    /// stops and is answered 413. The file is written to disk as it
+    /// arrives, so this bounds the disk it takes, not memory. A million
+    /// rows of a typical export are under 100 MiB.
     #[serde(deserialize_with = "deserialize_number_from_string")]
     pub max_upload_bytes: u64,
+    /// How many uploads one process takes at once, from the first byte of
+    /// the file to the end of its import: each may take `max_upload_bytes`
+    /// of disk, and each import holds two database connections of its own.
+    /// One more is answered 503 with `Retry-After`.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_concurrent: usize,
+    /// Where uploads are written while they are imported; the system's
+    /// temporary directory when absent. Files a killed process left there
+    /// are removed when the next one starts.
+    pub upload_directory: Option<std::path::PathBuf>,
 }
 
 impl Default for ImportSettings {
     fn default() -> Self {
         Self {
             max_upload_bytes: 512 * 1024 * 1024,
+            max_concurrent: 2,
+            upload_directory: None,
         }
     }
 }

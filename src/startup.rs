@@ -96,10 +96,7 @@ impl Application {
             confirm_with_button: settings.subscriptions.confirm_with_button,
         };
         let metrics_server = metrics_server(&settings, &metrics)?;
-        let uploads = ImportUploads {
-            importer: Importer::from_settings(&settings)?,
-            max_bytes: settings.imports.max_upload_bytes,
-        };
+        let uploads = ImportUploads::new(Importer::from_settings(&settings)?, &settings.imports);
         let signups = SignupSettings {
             newsletter,
             base_url: settings.application.base_url,

@@ -21,7 +21,7 @@ use crate::api::tokens::Scope;
 use crate::db::Db;
 use crate::domain::ConsentSource;
 use crate::imports::store;
-use crate::imports::upload::{Accepted, ImportUploads, SaveError, file_name, save};
+use crate::imports::upload::{Accepted, ImportUploads, SaveError, file_name};
 use crate::imports::{FileRefused, ImportError, ImportRecord, ImportRequest, ListRef, Unreadable};
 use crate::web::error::DatabaseStep;
 
@@ -207,7 +207,8 @@ pub async fn start_import(
     if content_length(&request).is_some_and(|length| length > uploads.max_bytes) {
         return Err(too_large(uploads.max_bytes));
     }
-    let (path, _) = match save(payload, uploads.max_bytes).await {
+    let slot = uploads.slot()?;
+    let (path, _) = match uploads.save(payload).await {
         Ok(saved) => saved,
         Err(SaveError::TooLarge) => return Err(too_large(uploads.max_bytes)),
         Err(SaveError::Body(e)) => {
@@ -230,7 +231,7 @@ pub async fn start_import(
         started_by: format!("token {}", token.token().name),
     };
     let actor = token.actor(&request);
-    let (status, id) = match uploads.accept(&db, &actor, import, path).await? {
+    let (status, id) = match uploads.accept(&db, &actor, import, path, slot).await? {
         Ok(Accepted::Started(id)) => (StatusCode::ACCEPTED, id),
         Ok(Accepted::AlreadyImported(id)) => (StatusCode::OK, id),
         Ok(Accepted::Running(Some(id))) => (StatusCode::ACCEPTED, id),

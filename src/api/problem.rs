@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::api::tokens::Scope;
 use crate::telemetry::error_chain_fmt;
-use crate::web::error::{ApiError, retry_after_seconds, try_again_in};
+use crate::web::error::{ApiError, BUSY_RETRY_AFTER_SECONDS, retry_after_seconds, try_again_in};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -104,6 +104,9 @@ pub enum Problem {
     TooManyRequests(Duration),
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     Unavailable(#[source] anyhow::Error),
+    /// Doing as much of this work as it takes at once (imports).
+    #[error("{0}")]
+    Busy(String),
     #[error("Something went wrong on our side. Please try again later.")]
     Unexpected(#[source] anyhow::Error),
 }
@@ -139,6 +142,7 @@ impl From<ApiError> for Problem {
             ApiError::BadRequest(reason) => Problem::BadRequest(reason),
             ApiError::NotFound(reason) | ApiError::Gone(reason) => Problem::NotFound(reason),
             ApiError::TooManyRequests(wait) => Problem::TooManyRequests(wait),
+            ApiError::Busy(reason) => Problem::Busy(reason),
             ApiError::UnsupportedMediaType(reason) => Problem::UnsupportedMediaType(reason),
             ApiError::PayloadTooLarge(limit) => {
                 Problem::TooLarge(format!("The body is over {limit} bytes."))
@@ -161,7 +165,7 @@ impl ResponseError for Problem {
             Problem::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Problem::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Problem::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Problem::Unavailable(_) | Problem::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -206,6 +210,12 @@ impl ResponseError for Problem {
             }
             Problem::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(5)));
+            }
+            Problem::Busy(_) => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from(BUSY_RETRY_AFTER_SECONDS),
+                ));
             }
             _ => {}
         }

@@ -47,6 +47,10 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// This process is doing as much of this work as it takes at once
+    /// (imports): trying again in a little while may work.
+    #[error("{0}")]
+    Busy(String),
     /// Postgres could not be reached in time: retrying later may work.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     DatabaseUnavailable(#[source] anyhow::Error),
@@ -75,9 +79,9 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::DatabaseUnavailable(_) | ApiError::SessionsUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Busy(_)
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::SessionsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +92,7 @@ impl ResponseError for ApiError {
             .body(self.to_string());
         let retry_after = match self {
             ApiError::DatabaseUnavailable(_) | ApiError::SessionsUnavailable(_) => Some(5),
+            ApiError::Busy(_) => Some(BUSY_RETRY_AFTER_SECONDS),
             ApiError::TooManyRequests(wait) => Some(retry_after_seconds(*wait)),
             _ => None,
         };
@@ -99,6 +104,10 @@ impl ResponseError for ApiError {
         response
     }
 }
+
+/// When to come back after [`ApiError::Busy`]: about as long as a
+/// typical import takes.
+pub const BUSY_RETRY_AFTER_SECONDS: u64 = 30;
 
 /// Whole seconds, rounded up: retrying after a rounded-down wait would be
 /// refused again.

@@ -647,3 +647,75 @@ async fn an_import_over_the_upload_cap_is_refused_with_413_whether_its_length_is
         .unwrap();
     assert_eq!(imports, 0);
 }
+
+#[tokio::test]
+async fn an_upload_beyond_the_imports_a_server_takes_at_once_is_answered_503_until_one_ends() {
+    let uploads = tempfile::tempdir().unwrap();
+    let directory = uploads.path().to_owned();
+    let app = spawn_app_with(move |s| {
+        s.imports.max_concurrent = 1;
+        s.imports.upload_directory = Some(directory);
+    })
+    .await;
+    let write = token(&app, "crm sync", "write").await;
+    let list = default_list(&app).await;
+    let files_in_directory = || std::fs::read_dir(uploads.path()).unwrap().count();
+
+    // The first upload is still arriving: it holds the one place.
+    let (chunks, body) = futures::channel::mpsc::unbounded::<Result<String, std::io::Error>>();
+    chunks.unbounded_send(Ok("email\n".into())).unwrap();
+    let first = tokio::spawn(
+        app.api_client
+            .post(format!("{}/api/v1/imports?list={list}", app.address))
+            .bearer_auth(&write)
+            .header("Content-Type", "text/csv")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    eventually("the first upload's file", || async {
+        (files_in_directory() == 1).then_some(())
+    })
+    .await;
+
+    let second = send_csv(
+        &app,
+        &write,
+        &format!("list={list}"),
+        "email\nb@example.com\n",
+    )
+    .await;
+    assert_eq!(second.headers()["retry-after"], "30");
+    let refused = problem(second, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("at once"),
+        "{refused}"
+    );
+
+    chunks.unbounded_send(Ok("a@example.com\n".into())).unwrap();
+    drop(chunks);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    eventually("the first import's end", || async {
+        let status: Value = api_get(&app, &location, &write).await.json().await.unwrap();
+        (status["finished"] == true).then_some(())
+    })
+    .await;
+
+    // Its place is free again once it has ended, and its file is gone.
+    eventually("the place of the first import", || async {
+        let third = send_csv(
+            &app,
+            &write,
+            &format!("list={list}"),
+            "email\nc@example.com\n",
+        )
+        .await;
+        (third.status() == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    eventually("an empty upload directory", || async {
+        (files_in_directory() == 0).then_some(())
+    })
+    .await;
+}

@@ -34,7 +34,7 @@ use crate::admin::guard::{SignedIn, check_csrf};
 use crate::db::Db;
 use crate::domain::ConsentSource;
 use crate::imports::upload::{Accepted, SaveError, file_name};
-use crate::imports::{self, FileRefused, ImportError, ImportRequest, ListRef, Unreadable};
+use crate::imports::{FileRefused, ImportError, ImportRequest, ListRef, Unreadable};
 use crate::rate_limit::RateLimiter;
 use crate::routes::FORM_BODY_LIMIT_BYTES;
 use crate::subscribers::lists;
@@ -45,6 +45,9 @@ use crate::web::error::{ApiError, DatabaseStep};
 /// The longest text field the form has (the consent source, 500
 /// characters of up to 4 bytes), with room to spare.
 const MAX_FIELD_BYTES: usize = 4 * 1024;
+/// The most text fields an upload form may have: it has four (`csrf_token`,
+/// `list`, `consent_source`, `welcome`), and each is held in memory.
+const MAX_TEXT_FIELDS: usize = 16;
 
 /// What the form adds around the file: its other fields and the parts'
 /// headers. A body longer than the cap by more than this holds a file
@@ -93,8 +96,9 @@ pub async fn upload(
     if !is_multipart(&request) {
         return Err(other_form(payload, &admin).await);
     }
+    let slot = uploads.slot()?;
     let payload = Multipart::new(request.headers(), payload);
-    let upload = match receive(payload, &admin, uploads.max_bytes).await {
+    let upload = match receive(payload, &admin, &uploads).await {
         Ok(upload) => upload,
         Err(Refused::TooLarge) => return Ok(too_large(uploads.max_bytes)),
         Err(Refused::Answer(e)) => return Err(e),
@@ -133,7 +137,7 @@ pub async fn upload(
         started_by: admin.admin.username.clone(),
     };
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
-    match uploads.accept(&db, &actor, import, path).await? {
+    match uploads.accept(&db, &actor, import, path, slot).await? {
         Ok(Accepted::Started(id)) => Ok(see_other(import_path(id))),
         // This file went onto this list before: its page says so.
         Ok(Accepted::AlreadyImported(id)) => {
@@ -259,13 +263,18 @@ impl From<MultipartError> for Refused {
 async fn receive(
     mut payload: Multipart,
     admin: &SignedIn,
-    max_bytes: u64,
+    uploads: &ImportUploads,
 ) -> Result<Upload, Refused> {
     let mut text: Vec<(String, String)> = Vec::new();
     let mut file = None;
     while let Some(mut field) = payload.try_next().await? {
         let name = field.name().unwrap_or_default().to_owned();
         if name != "file" {
+            // Each field is short, and so is their number: the form has
+            // four.
+            if text.len() >= MAX_TEXT_FIELDS {
+                return Err(ApiError::BadRequest("The form has too many fields.".into()).into());
+            }
             let value = read_text(&mut field, &name).await?;
             text.push((name, value));
             continue;
@@ -279,7 +288,7 @@ async fn receive(
             .and_then(|disposition| disposition.get_filename())
             .unwrap_or_default()
             .to_owned();
-        let (path, bytes) = write_to_disk(&mut field, max_bytes).await?;
+        let (path, bytes) = write_to_disk(&mut field, uploads).await?;
         // A form sent without a file chosen has an empty part with no name.
         if !(sent_as.is_empty() && bytes == 0) {
             file = Some((path, file_name(&sent_as)));
@@ -315,9 +324,12 @@ async fn read_text(field: &mut Field, name: &str) -> Result<String, Refused> {
 }
 
 /// Writes the file part to a new temporary file as it arrives
-/// ([`crate::imports::upload::save`]), and says how long it was.
-async fn write_to_disk(field: &mut Field, max_bytes: u64) -> Result<(TempPath, u64), Refused> {
-    match imports::upload::save(field, max_bytes).await {
+/// ([`ImportUploads::save`]), and says how long it was.
+async fn write_to_disk(
+    field: &mut Field,
+    uploads: &ImportUploads,
+) -> Result<(TempPath, u64), Refused> {
+    match uploads.save(field).await {
         Ok(saved) => Ok(saved),
         Err(SaveError::TooLarge) => Err(Refused::TooLarge),
         Err(SaveError::Body(e)) => Err(e.into()),
