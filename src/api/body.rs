@@ -5,8 +5,12 @@
 //! one answer names them all.
 
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::api::problem::{FieldError, Problem};
+
+/// At most this many lists in one request, as on the sign-up form.
+const MAX_LISTS: usize = 50;
 
 /// The body's fields, and what was refused while reading them.
 pub struct Fields {
@@ -101,6 +105,29 @@ impl Fields {
     }
 
     /// A boolean field; `None` when absent or null.
+    /// An array of list ids, each kept once, at most [`MAX_LISTS`] (as on
+    /// the sign-up form); each refusal recorded under `name`.
+    pub fn list_ids(&mut self, name: &str) -> Vec<Uuid> {
+        let raw_lists = self.strings(name);
+        if raw_lists.len() > MAX_LISTS {
+            self.refuse(name, format!("At most {MAX_LISTS} lists at once."));
+            return Vec::new();
+        }
+        let mut lists: Vec<Uuid> = Vec::new();
+        for raw in &raw_lists {
+            match Uuid::try_parse(raw.trim()) {
+                Ok(id) if !lists.contains(&id) => lists.push(id),
+                Ok(_) => {}
+                Err(_) => {
+                    let shown: String = raw.chars().take(40).filter(|c| !c.is_control()).collect();
+                    self.refuse(name, format!("`{shown}` is not a list's id."));
+                    break;
+                }
+            }
+        }
+        lists
+    }
+
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         match self.object.get(name) {
             None | Some(Value::Null) => None,

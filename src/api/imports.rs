@@ -1,4 +1,4 @@
-//! `POST /api/v1/imports` (write): an import of a CSV file onto a list,
+//! `POST /api/v1/imports` (publish): an import of a CSV file onto a list,
 //! the file as the request's body (`Content-Type: text/csv`) and the
 //! options as query parameters. The body is written to a temporary file as
 //! it arrives, up to `imports.max_upload_bytes` as on the upload page
@@ -8,6 +8,11 @@
 //! onto the same list again answers 200 with the earlier import, which
 //! changed nothing; while that file is being imported, 202 with the import
 //! already running.
+//!
+//! It takes the `publish` scope, not `write`: one request can have an
+//! email sent to every address in the file (a confirmation, or a welcome
+//! on attested consent), which is what publishing an issue does. A `write`
+//! token signs readers up one at a time, under its sign-up budget.
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -23,6 +28,7 @@ use crate::domain::ConsentSource;
 use crate::imports::store;
 use crate::imports::upload::{Accepted, ImportUploads, SaveError, file_name};
 use crate::imports::{FileRefused, ImportError, ImportRecord, ImportRequest, ListRef, Unreadable};
+use crate::subscribers::lists;
 use crate::web::error::DatabaseStep;
 
 /// An import, where it stands.
@@ -196,7 +202,7 @@ pub async fn start_import(
     db: web::Data<Db>,
     uploads: web::Data<ImportUploads>,
 ) -> Result<HttpResponse, Problem> {
-    token.require(Scope::Write)?;
+    token.require(Scope::Publish)?;
     let options = parse_options(request.query_string())?;
     if !is_csv(&request) {
         return Err(Problem::UnsupportedMediaType(
@@ -206,6 +212,18 @@ pub async fn start_import(
     // A file far over the cap is refused before it is sent on.
     if content_length(&request).is_some_and(|length| length > uploads.max_bytes) {
         return Err(too_large(uploads.max_bytes));
+    }
+    // A list that is not there refuses the import: said before the file
+    // is written rather than after (the import's start checks it again).
+    let live = db
+        .transaction(async |tx| lists::live_among(tx, &[options.list]).await)
+        .await
+        .step("find the list")?;
+    if live.is_empty() {
+        return Err(Problem::invalid(
+            "list",
+            format!("There is no live list with the id {}.", options.list),
+        ));
     }
     let slot = uploads.slot()?;
     let (path, _) = match uploads.save(payload).await {

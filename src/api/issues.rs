@@ -26,7 +26,9 @@ use crate::api::guard::ApiToken;
 use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
 use crate::campaigns::actions::{self, IssueAction, Outcome};
-use crate::campaigns::ledger::{self, IdempotencyKey, IssueState, IssueSummary, KeyOwner};
+use crate::campaigns::ledger::{
+    self, Fingerprint, IdempotencyKey, IssueState, IssueSummary, KeyOwner,
+};
 use crate::campaigns::publishing::{self, PublishSettings, Submission, example_email};
 use crate::campaigns::targets::Targets;
 use crate::db::Db;
@@ -238,21 +240,7 @@ fn parse_draft(fields: &mut Fields) -> Option<Draft> {
 fn parse_new_issue(body: &[u8]) -> Result<Parsed, Problem> {
     let mut fields = Fields::parse(body)?;
     let draft = parse_draft(&mut fields);
-    let raw_lists = fields.strings("lists");
-    let mut lists = Vec::new();
-    for raw in &raw_lists {
-        match Uuid::try_parse(raw.trim()) {
-            Ok(id) if !lists.contains(&id) => lists.push(id),
-            Ok(_) => {}
-            Err(_) => {
-                fields.refuse(
-                    "lists",
-                    format!("“{}” is not a list's id.", raw.escape_debug()),
-                );
-                break;
-            }
-        }
-    }
+    let lists = fields.list_ids("lists");
     let segment = fields.string("segment").and_then(|raw| {
         let parsed = Uuid::try_parse(raw.trim())
             .map_err(|_| format!("“{}” is not a segment's id.", raw.escape_debug()));
@@ -281,11 +269,13 @@ fn parse_send_at(raw: &str) -> Result<DateTime<Utc>, String> {
         )
     };
     let at = DateTime::parse_from_rfc3339(raw.trim()).map_err(|_| unreadable())?;
-    // As on the form: no issue waits past the year 9999.
+    // As on the form: no issue waits past the year 9999, in UTC, as it is
+    // stored.
+    let at = at.with_timezone(&Utc);
     if at.year() > 9999 {
         return Err(unreadable());
     }
-    Ok(at.with_timezone(&Utc))
+    Ok(at)
 }
 
 fn idempotency_key(request: &HttpRequest) -> Result<IdempotencyKey, Problem> {
@@ -325,6 +315,30 @@ pub async fn publish_issue(
     token.require(Scope::Publish)?;
     let key = idempotency_key(&request)?;
     let parsed = parse_new_issue(&issue_body(payload).await?)?;
+    let owner = KeyOwner::Token(token.token().id);
+    // A retry replays before anything is resolved: the lists or the
+    // segment may have changed since the first try published it.
+    let fingerprint = Fingerprint::of_request(
+        parsed.draft.title(),
+        parsed.draft.content(),
+        parsed.send_at,
+        &parsed.lists,
+        parsed.segment,
+        parsed.public,
+    );
+    let key_reused = || {
+        Problem::invalid(
+            IDEMPOTENCY_KEY,
+            "This key published an issue with other content: nothing was published. \
+             Use a new key to publish this content as another issue.",
+        )
+    };
+    if let Some(earlier) = publishing::published_with(&db, owner, &key, &fingerprint)
+        .await?
+        .map_err(|_| key_reused())?
+    {
+        return answer_published(&db, earlier.issue_id).await;
+    }
     let targets = db
         .transaction(async |tx| Targets::read(tx, parsed.segment).await)
         .await
@@ -340,21 +354,20 @@ pub async fn publish_issue(
         list_ids: audience.list_ids,
         segment: audience.segment,
         public: parsed.public,
+        fingerprint: Some(fingerprint),
     };
     let actor = token.actor(&request);
-    let owner = KeyOwner::Token(token.token().id);
     let published = publishing::publish_issue(&db, &settings, &actor, owner, &key, submission)
         .await?
-        .map_err(|_| {
-            Problem::invalid(
-                IDEMPOTENCY_KEY,
-                "This key published an issue with other content: nothing was published. \
-                 Use a new key to publish this content as another issue.",
-            )
-        })?;
-    let issue = read_issue(&db, published.issue_id).await?;
+        .map_err(|_| key_reused())?;
+    answer_published(&db, published.issue_id).await
+}
+
+/// The answer to a publish, the first and every replay alike.
+async fn answer_published(db: &Db, id: Uuid) -> Result<HttpResponse, Problem> {
+    let issue = read_issue(db, id).await?;
     Ok(HttpResponse::build(StatusCode::CREATED)
-        .insert_header(("Location", issue_location(published.issue_id)))
+        .insert_header(("Location", issue_location(id)))
         .json(issue))
 }
 

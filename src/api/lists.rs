@@ -150,7 +150,7 @@ pub async fn create_list(
         .transaction(async |tx| match lists::create(tx, &fields).await {
             Ok(list) => {
                 let detail = format!("list {} ({}) made", list.name, list.id);
-                audit::record(tx, &actor, Action::ApiWrite, &detail).await?;
+                audit::record(tx, &actor, Action::ListCreated, &detail).await?;
                 Ok(Ok(list))
             }
             Err(ListError::Database(e)) => Err(e),
@@ -285,7 +285,7 @@ pub async fn update_list(
             match lists::update(tx, id, &change.applied_to(&list)).await {
                 Ok(Some(list)) => {
                     let detail = format!("{} changed", audited(&list));
-                    audit::record(tx, &actor, Action::ApiWrite, &detail).await?;
+                    audit::record(tx, &actor, Action::ListUpdated, &detail).await?;
                     Ok(Ok(Some(list)))
                 }
                 Ok(None) => Ok(Ok(None)),
@@ -349,7 +349,12 @@ async fn set_archived(
         .transaction(async |tx| match lists::archive(tx, id, archived).await {
             Ok(Archived::Changed(list)) => {
                 let detail = format!("{} {verb}", audited(&list));
-                audit::record(tx, &actor, Action::ApiWrite, &detail).await?;
+                let action = if archived {
+                    Action::ListArchived
+                } else {
+                    Action::ListUnarchived
+                };
+                audit::record(tx, &actor, action, &detail).await?;
                 Ok(Ok(Some(list)))
             }
             Ok(Archived::Unchanged(list)) => Ok(Ok(Some(list))),

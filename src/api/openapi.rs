@@ -94,6 +94,15 @@ fn guard() -> Vec<(&'static str, Response)> {
             ),
         ),
         (
+            "405",
+            problem(
+                405,
+                "Method Not Allowed",
+                "A path of the API asked with a method it does not take there, such as `GET /api/v1/issues/publish`, whose path the `{id}` operations' match too.",
+                "This address does not take this method.",
+            ),
+        ),
+        (
             "429",
             with_header(
                 problem(
@@ -113,7 +122,7 @@ fn guard() -> Vec<(&'static str, Response)> {
                 problem(
                     503,
                     "Service Unavailable",
-                    "The database is unavailable: try again later.",
+                    "The database is unavailable, or (an import) the server runs as many imports as it takes at once (`imports.max_concurrent`): try again after `Retry-After`.",
                     "The service is temporarily unavailable. Please try again in a moment.",
                 ),
                 "Retry-After",

@@ -107,22 +107,64 @@ pub struct NewIssue<'a> {
     pub public: bool,
 }
 
-impl NewIssue<'_> {
-    /// What makes two submissions "the same": title, content, schedule,
-    /// audience and whether it is public.
-    fn fingerprint(&self) -> Vec<u8> {
+/// What makes two publishes under one key "the same", kept with the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<u8>);
+
+impl Fingerprint {
+    /// The issue as it is stored: title, content, schedule, audience and
+    /// whether it is public. For the compose form, whose retries are a
+    /// browser sending the same form again within seconds.
+    pub fn of(issue: &NewIssue<'_>) -> Self {
+        let segment = issue.segment.map(|segment| segment.filter.to_json());
+        Self::digest(
+            issue.title,
+            issue.content,
+            issue.send_at,
+            issue.list_ids,
+            segment.as_deref(),
+            issue.public,
+        )
+    }
+
+    /// The request as a program sent it: the lists it named and the
+    /// segment's id, before either is resolved. A retry hours later must
+    /// replay even if a list was added or archived, or the segment edited,
+    /// in between; resolving them again could refuse the very request that
+    /// was published.
+    pub fn of_request(
+        title: &str,
+        content: &str,
+        send_at: Option<DateTime<Utc>>,
+        lists: &[Uuid],
+        segment: Option<Uuid>,
+        public: bool,
+    ) -> Self {
+        let segment = segment.map(|id| format!("id:{id}"));
+        let lists = (!lists.is_empty()).then_some(lists);
+        Self::digest(title, content, send_at, lists, segment.as_deref(), public)
+    }
+
+    fn digest(
+        title: &str,
+        content: &str,
+        send_at: Option<DateTime<Utc>>,
+        lists: Option<&[Uuid]>,
+        segment: Option<&str>,
+        public: bool,
+    ) -> Self {
         let mut digest = Sha256::new();
         for part in [
-            self.title,
-            self.content,
-            &self.send_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+            title,
+            content,
+            &send_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
         ] {
             digest.update((part.len() as u64).to_be_bytes());
             digest.update(part.as_bytes());
         }
         // Only when there are lists, so that an issue for every confirmed
         // subscriber keeps the fingerprint it had before lists existed.
-        if let Some(lists) = self.list_ids {
+        if let Some(lists) = lists {
             let mut lists = lists.to_vec();
             lists.sort();
             digest.update(b"lists");
@@ -131,17 +173,16 @@ impl NewIssue<'_> {
                 digest.update(list.as_bytes());
             }
         }
-        if let Some(segment) = self.segment {
-            let filter = segment.filter.to_json();
+        if let Some(segment) = segment {
             digest.update(b"segment");
-            digest.update((filter.len() as u64).to_be_bytes());
-            digest.update(filter.as_bytes());
+            digest.update((segment.len() as u64).to_be_bytes());
+            digest.update(segment.as_bytes());
         }
         // Only when public, for the same reason.
-        if self.public {
+        if public {
             digest.update(b"public");
         }
-        digest.finalize().to_vec()
+        Self(digest.finalize().to_vec())
     }
 }
 
@@ -193,10 +234,11 @@ pub async fn publish(
     conn: &mut PgConnection,
     owner: KeyOwner,
     key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
     issue: NewIssue<'_>,
 ) -> Result<Published, PublishError> {
     let issue_id = Uuid::new_v4();
-    let fingerprint = issue.fingerprint();
+    let fingerprint = &fingerprint.0;
     let (table, column, owner_id) = owner.table();
     // Expired keys are forgotten here, by the only writer of the table: an
     // owner's keys never outnumber a day of their submissions.
@@ -217,7 +259,7 @@ pub async fn publish(
     )))
     .bind(owner_id)
     .bind(key.as_str())
-    .bind(&fingerprint)
+    .bind(fingerprint)
     .bind(issue_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -230,14 +272,7 @@ pub async fn publish(
         .bind(key.as_str())
         .fetch_one(&mut *conn)
         .await?;
-        return if earlier == fingerprint {
-            Ok(Published {
-                issue_id,
-                replayed: true,
-            })
-        } else {
-            Err(PublishError::KeyReused)
-        };
+        return replay(&earlier, fingerprint, issue_id);
     }
     sqlx::query(
         "INSERT INTO newsletter_issues \
@@ -263,6 +298,43 @@ pub async fn publish(
         issue_id,
         replayed: false,
     })
+}
+
+/// What `owner`'s `key` published in the past 24 hours, if anything: the
+/// same issue again for the same fingerprint, [`PublishError::KeyReused`]
+/// for another. Read before a request's audience is resolved, so that a
+/// retry replays whatever changed since; [`publish`] decides the race of
+/// two first tries.
+pub async fn published_with(
+    conn: &mut PgConnection,
+    owner: KeyOwner,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+) -> Result<Option<Published>, PublishError> {
+    let (table, column, owner_id) = owner.table();
+    let earlier: Option<(Vec<u8>, Uuid)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT fingerprint, issue_id FROM {table} \
+         WHERE {column} = $1 AND idempotency_key = $2 \
+           AND created_at >= now() - interval '24 hours'"
+    )))
+    .bind(owner_id)
+    .bind(key.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    earlier
+        .map(|(earlier, issue_id)| replay(&earlier, &fingerprint.0, issue_id))
+        .transpose()
+}
+
+fn replay(earlier: &[u8], now: &[u8], issue_id: Uuid) -> Result<Published, PublishError> {
+    if earlier == now {
+        Ok(Published {
+            issue_id,
+            replayed: true,
+        })
+    } else {
+        Err(PublishError::KeyReused)
+    }
 }
 
 /// One issue in the list, with its counts.

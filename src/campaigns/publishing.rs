@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::admin::audit::{self, Action, Actor};
 use crate::campaigns::archive::Publicity;
-use crate::campaigns::ledger::{self, IdempotencyKey, KeyOwner, NewIssue, PublishError, Published};
+use crate::campaigns::ledger::{
+    self, Fingerprint, IdempotencyKey, KeyOwner, NewIssue, PublishError, Published,
+};
 use crate::campaigns::wake_senders_after_commit;
 use crate::db::Db;
 use crate::emails::EmailContent;
@@ -47,6 +49,9 @@ pub struct Submission<'a> {
     pub segment: Option<Frozen>,
     /// Whether it goes in the public archive at once.
     pub public: bool,
+    /// What makes a retry under the key the same; `None`: the issue as
+    /// stored ([`Fingerprint::of`]).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// The key published other content before: nothing was stored.
@@ -80,7 +85,11 @@ pub async fn publish_issue(
             segment: issue.segment.as_ref(),
             public: issue.public,
         };
-        match ledger::publish(tx, owner, key, new).await {
+        let fingerprint = match &issue.fingerprint {
+            Some(fingerprint) => fingerprint.clone(),
+            None => Fingerprint::of(&new),
+        };
+        match ledger::publish(tx, owner, key, &fingerprint, new).await {
             Ok(published) => {
                 if !published.replayed {
                     wake_senders_after_commit(tx, &settings.senders);
@@ -98,6 +107,29 @@ pub async fn publish_issue(
     })
     .await
     .step("publish the issue")
+}
+
+/// What `owner`'s `key` published before, for a request whose audience
+/// is not resolved yet ([`ledger::published_with`]).
+pub async fn published_with(
+    db: &Db,
+    owner: KeyOwner,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+) -> Result<Result<Option<Published>, KeyReused>, ApiError> {
+    let earlier = db
+        .transaction(async |tx| {
+            Ok(
+                match ledger::published_with(tx, owner, key, fingerprint).await {
+                    Ok(earlier) => Ok(earlier),
+                    Err(PublishError::KeyReused) => Err(KeyReused),
+                    Err(PublishError::Sql(e)) => return Err(e),
+                },
+            )
+        })
+        .await
+        .step("look up the idempotency key")?;
+    Ok(earlier)
 }
 
 /// Puts the issue just published in the archive, on record, in the

@@ -140,20 +140,32 @@ async fn only_a_publish_token_publishes_and_acts_while_a_read_token_reads() {
             .await;
         }
     }
-    let csv = app
-        .api_client
-        .post(format!(
-            "{}/api/v1/imports?list={}",
-            app.address,
-            default_list(&app).await
-        ))
-        .bearer_auth(&read)
-        .header("Content-Type", "text/csv")
-        .body("email\nada@example.com\n")
-        .send()
-        .await
-        .unwrap();
-    problem(csv, StatusCode::FORBIDDEN).await;
+    // An import can have every address in its file sent an email, as
+    // publishing does: a write token, which signs readers up one at a time
+    // under a budget, cannot start one.
+    let list = default_list(&app).await;
+    for secret in [&read, &write] {
+        let csv = send_csv(
+            &app,
+            secret,
+            &format!("list={list}"),
+            "email\nada@example.com\n",
+        )
+        .await;
+        let refused = problem(csv, StatusCode::FORBIDDEN).await;
+        assert!(
+            refused["detail"].as_str().unwrap().contains("`publish`"),
+            "{refused}"
+        );
+    }
+    let csv = send_csv(
+        &app,
+        &publish,
+        &format!("list={list}"),
+        "email\nada@example.com\n",
+    )
+    .await;
+    assert_eq!(csv.status(), StatusCode::ACCEPTED);
 }
 
 #[tokio::test]
@@ -509,7 +521,7 @@ async fn send_csv(app: &TestApp, secret: &str, query: &str, csv: &str) -> reqwes
 #[tokio::test]
 async fn an_import_sent_as_csv_runs_to_its_end_and_reports_its_counts() {
     let app = app().await;
-    let write = token(&app, "crm sync", "write").await;
+    let write = token(&app, "crm sync", "publish").await;
     let list = default_list(&app).await;
     let csv = "email,name\nada@example.com,Ada\nnot an address,Bob\ngrace@example.com,Grace\n";
     let query =
@@ -546,7 +558,7 @@ async fn an_import_sent_as_csv_runs_to_its_end_and_reports_its_counts() {
 #[tokio::test]
 async fn an_import_refuses_bad_options_and_a_body_that_is_not_csv_naming_what_was_wrong() {
     let app = spawn_app().await;
-    let write = token(&app, "crm sync", "write").await;
+    let write = token(&app, "crm sync", "publish").await;
     let list = default_list(&app).await;
     let csv = "email\nada@example.com\n";
     for (case, query, field) in [
@@ -607,7 +619,7 @@ async fn an_import_refuses_bad_options_and_a_body_that_is_not_csv_naming_what_wa
 #[tokio::test]
 async fn an_import_over_the_upload_cap_is_refused_with_413_whether_its_length_is_told_or_not() {
     let app = spawn_app_with(|s| s.imports.max_upload_bytes = 1024).await;
-    let write = token(&app, "crm sync", "write").await;
+    let write = token(&app, "crm sync", "publish").await;
     let list = default_list(&app).await;
     let mut csv = String::from("email\n");
     while csv.len() <= 4096 {
@@ -657,7 +669,7 @@ async fn an_upload_beyond_the_imports_a_server_takes_at_once_is_answered_503_unt
         s.imports.upload_directory = Some(directory);
     })
     .await;
-    let write = token(&app, "crm sync", "write").await;
+    let write = token(&app, "crm sync", "publish").await;
     let list = default_list(&app).await;
     let files_in_directory = || std::fs::read_dir(uploads.path()).unwrap().count();
 
@@ -718,4 +730,42 @@ async fn an_upload_beyond_the_imports_a_server_takes_at_once_is_answered_503_unt
         (files_in_directory() == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_retry_replays_the_publish_even_after_the_lists_it_named_or_left_out_changed() {
+    let app = app().await;
+    let publish = token(&app, "build", "publish").await;
+    let write = token(&app, "crm sync", "write").await;
+    let key = a_key();
+    // No lists named: with one live list, that one.
+    let body = an_issue("Release 2.1");
+    let first = publish_with(&app, &publish, Some(&key), &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+
+    // A second live list now makes leaving `lists` out a refusal for a new
+    // publish; the build's retry of the first must still replay it.
+    let made = api_post(&app, "/api/v1/lists", &write, r#"{"name": "Releases"}"#).await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let fresh = problem(
+        publish_with(&app, &publish, Some(&a_key()), &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&fresh), ["lists"]);
+
+    let retry = publish_with(&app, &publish, Some(&key), &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(issues_stored(&app).await, 1);
+
+    // Other content under the key is still refused.
+    let other = problem(
+        publish_with(&app, &publish, Some(&key), &an_issue("Release 2.2")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&other), ["Idempotency-Key"]);
 }

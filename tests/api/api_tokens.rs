@@ -128,7 +128,7 @@ async fn each_scope_is_allowed_what_it_grants_and_refused_the_rest() {
             .unwrap();
     assert_eq!(
         (action.as_str(), username.as_str()),
-        ("api-write", "token writer")
+        ("list-created", "token writer")
     );
 }
 

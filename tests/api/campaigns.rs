@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use newsletter::campaigns::ledger::{self, IdempotencyKey, KeyOwner, NewIssue};
+use newsletter::campaigns::ledger::{self, Fingerprint, IdempotencyKey, KeyOwner, NewIssue};
 use newsletter::domain::Newsletter;
 use newsletter::newsletters::{Draft, render};
 use serde_json::Value;
@@ -70,21 +70,24 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
     let rendered = render(&newsletter, &draft);
     let key = IdempotencyKey::parse(&Uuid::new_v4().to_string()).unwrap();
     let mut transaction = app.db_pool.begin().await.unwrap();
+    let issue = NewIssue {
+        title,
+        content,
+        rendered: &rendered,
+        message_stream: &app.settings.email_client.broadcast_stream,
+        send_at: None,
+        created_by: Some(admin),
+        list_ids: lists,
+        segment: None,
+        public: false,
+    };
+    let fingerprint = Fingerprint::of(&issue);
     let published = ledger::publish(
         &mut transaction,
         KeyOwner::Admin(admin),
         &key,
-        NewIssue {
-            title,
-            content,
-            rendered: &rendered,
-            message_stream: &app.settings.email_client.broadcast_stream,
-            send_at: None,
-            created_by: Some(admin),
-            list_ids: lists,
-            segment: None,
-            public: false,
-        },
+        &fingerprint,
+        issue,
     )
     .await
     .unwrap();

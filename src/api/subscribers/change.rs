@@ -25,9 +25,7 @@ use crate::subscribers::welcome::Welcomer;
 use crate::subscribers::{lists, memberships, record};
 use crate::web::error::DatabaseStep;
 
-use super::{
-    SubscriberBody, SubscriberDetail, missing, parse_list_ids, read_detail, subscriber_id,
-};
+use super::{SubscriberBody, SubscriberDetail, missing, read_detail, subscriber_id};
 
 /// A change to a subscriber: their attributes and their lists. Only what
 /// is sent changes.
@@ -108,8 +106,8 @@ fn parse_change(body: &[u8]) -> Result<Change, Problem> {
         None => (Vec::new(), Vec::new()),
         Some(lists) => {
             let mut inner = Fields::of(lists);
-            let add = parse_list_ids(&mut inner, "add");
-            let remove = parse_list_ids(&mut inner, "remove");
+            let add = inner.list_ids("add");
+            let remove = inner.list_ids("remove");
             if add.iter().any(|id| remove.contains(id)) {
                 inner.refuse("remove", "A list cannot be both joined and left.");
             }

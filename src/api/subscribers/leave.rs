@@ -19,7 +19,7 @@ use crate::subscribers::leaving::{self, Left};
 use crate::subscribers::lists;
 use crate::web::error::DatabaseStep;
 
-use super::{SubscriberDetail, missing, parse_list_ids, read_detail, subscriber_id};
+use super::{SubscriberDetail, missing, read_detail, subscriber_id};
 
 #[utoipa::path(delete, path = "/api/v1/subscribers/{id}", tag = "api",
     security(("bearer" = [])),
@@ -117,7 +117,7 @@ fn parse_unsubscription(body: &[u8]) -> Result<Option<Vec<Uuid>>, Problem> {
     }
     let mut fields = Fields::parse(body)?;
     let given = fields.present("lists");
-    let lists = parse_list_ids(&mut fields, "lists");
+    let lists = fields.list_ids("lists");
     // An empty array, not one refused already for what it holds.
     if given && lists.is_empty() && !fields.has_refusals() {
         fields.refuse(

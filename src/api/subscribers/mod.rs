@@ -28,7 +28,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
 use crate::api::problem::{FieldError, Problem};
 use crate::api::tokens::Scope;
@@ -370,32 +369,6 @@ async fn read_detail(
             .collect(),
     }))
 }
-
-/// An array of list ids, each once, at most [`MAX_LISTS`]; each refusal
-/// recorded under `name`.
-fn parse_list_ids(fields: &mut Fields, name: &str) -> Vec<Uuid> {
-    let raw_lists = fields.strings(name);
-    if raw_lists.len() > MAX_LISTS {
-        fields.refuse(name, format!("At most {MAX_LISTS} lists at once."));
-        return Vec::new();
-    }
-    let mut lists: Vec<Uuid> = Vec::new();
-    for raw in &raw_lists {
-        match Uuid::try_parse(raw.trim()) {
-            Ok(id) if !lists.contains(&id) => lists.push(id),
-            Ok(_) => {}
-            Err(_) => {
-                let shown: String = raw.chars().take(40).filter(|c| !c.is_control()).collect();
-                fields.refuse(name, format!("`{shown}` is not a list's id."));
-                break;
-            }
-        }
-    }
-    lists
-}
-
-/// At most this many lists in one sign-up, as on the form.
-const MAX_LISTS: usize = 50;
 
 /// Where a subscriber is in the API.
 fn subscriber_path(id: Uuid) -> String {

@@ -25,7 +25,7 @@ use crate::subscribers::sign_ups::{self, Attested};
 use crate::subscribers::welcome::Welcomer;
 use crate::web::error::DatabaseStep;
 
-use super::{SubscriberDetail, missing, parse_list_ids, read_detail, subscriber_path};
+use super::{SubscriberDetail, missing, read_detail, subscriber_path};
 
 /// A sign-up. `email` and `name` are required.
 #[derive(utoipa::ToSchema)]
@@ -192,7 +192,7 @@ fn parse_sign_up(body: &[u8]) -> Result<(NewSubscriber, Option<ConsentSource>), 
     let name = fields
         .required_string("name")
         .and_then(|raw| fields.parsed("name", SubscriberName::parse(&raw)));
-    let lists = parse_list_ids(&mut fields, "lists");
+    let lists = fields.list_ids("lists");
     let consent = fields
         .string("consent_source")
         .and_then(|raw| fields.parsed("consent_source", ConsentSource::parse(&raw)));

@@ -289,6 +289,7 @@ pub async fn submit_issue(
                 list_ids: audience.list_ids,
                 segment: audience.segment,
                 public,
+                fingerprint: None,
             };
             let ip = client_ip(&request, &limiter);
             publish(admin, fields, db, &settings, &key, issue, ip).await
