@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{NewSubscriber, SubscriptionToken};
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
 
 /// What the database holds for an address once the sign-up is stored.
 pub enum Known {
@@ -76,10 +77,19 @@ pub async fn upsert_pending_subscribers(
         }
         unresolved.retain(|&i| known[i].is_none());
     }
-    known
+    let known: Vec<Known> = known
         .into_iter()
         .map(|k| k.ok_or(sqlx::Error::RowNotFound))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each new subscriber once: the rows this call inserted.
+    let created: Vec<Event> = ids
+        .iter()
+        .zip(&known)
+        .filter(|(id, known)| matches!(known, Known::Pending(k) if k == *id))
+        .map(|(id, _)| Event::subscriber_created(*id))
+        .collect();
+    outgoing::emit(connection, &created).await?;
+    Ok(known)
 }
 
 /// Inserts the subscribers whose addresses are free; returns the ids of
