@@ -54,12 +54,16 @@ CREATE TABLE webhook_deliveries (
     subscriber_id uuid NULL,
     payload jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Never more than the retry schedule's length.
+    -- squawk-ignore prefer-bigint-over-int
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     claim_id uuid NULL,
     leased_until timestamptz NULL,
     status text NOT NULL DEFAULT 'pending',
     last_attempt_at timestamptz NULL,
+    -- An HTTP status.
+    -- squawk-ignore prefer-bigint-over-int
     last_code integer NULL,
     last_error text NULL,
     delivered_at timestamptz NULL,

@@ -22,7 +22,7 @@ use crate::campaigns::IssueState;
 use crate::campaigns::ledger;
 use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::{CampaignSource, Sender};
-use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
+use crate::configuration::{DatabaseSettings, OutgoingWebhookSettings, Settings, WebhookSettings};
 use crate::db::wakeups::{Notifier, Wakeups};
 use crate::db::{self, Db};
 use crate::delivery::Routes;
@@ -127,6 +127,7 @@ impl Application {
             keys,
             readiness,
             webhooks: settings.webhooks.clone(),
+            outgoing_webhooks: settings.outgoing_webhooks.clone(),
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
             inbox: LocalInbox::new(&settings.email_client),
             metrics,
@@ -534,6 +535,8 @@ struct Services {
     /// The last check of the dependencies, for `/ready`.
     readiness: readiness::Checker,
     webhooks: WebhookSettings,
+    /// What the webhook endpoints' form accepts.
+    outgoing_webhooks: OutgoingWebhookSettings,
     /// What webhook records are judged by.
     webhook_policy: crate::webhooks::Policy,
     /// Whether the `/admin/inbox` pages have emails to show.
@@ -588,6 +591,7 @@ fn run(
         keys,
         readiness,
         webhooks,
+        outgoing_webhooks,
         webhook_policy,
         inbox,
         metrics,
@@ -602,6 +606,7 @@ fn run(
     let inbox = web::Data::new(inbox);
     let keys = web::Data::new(keys);
     let webhooks = web::Data::new(webhooks);
+    let outgoing_webhooks = web::Data::new(outgoing_webhooks);
     let publish = web::Data::new(publish);
     let progress = web::Data::new(progress);
     let sessions = web::Data::new(sessions);
@@ -663,6 +668,7 @@ fn run(
             .app_data(keys.clone())
             .app_data(readiness.clone())
             .app_data(webhooks.clone())
+            .app_data(outgoing_webhooks.clone())
             .app_data(webhook_policy.clone())
             .app_data(inbox.clone())
             .app_data(metrics.clone())

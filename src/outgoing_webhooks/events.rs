@@ -5,7 +5,8 @@
 //! An event costs one small query when no endpoint wants it (the endpoints'
 //! table holds a handful of rows). When one does, its data is read from the
 //! store that owns it (the subscriber's record, the issue's counts) and one
-//! delivery per endpoint is inserted by one `INSERT … SELECT`.
+//! delivery per endpoint is inserted by one `INSERT … SELECT`. The workers
+//! find it at their next poll (see [`emit`] for why not a notification).
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -15,7 +16,8 @@ use uuid::Uuid;
 use crate::campaigns::ledger;
 use crate::subscribers::record;
 
-/// The channel the webhook workers listen on.
+/// The channel the webhook workers listen on: an admin's retry or an
+/// endpoint enabled again wakes them at once.
 pub const CHANNEL: &str = "webhook_deliveries";
 
 /// Every event an endpoint can ask for. The migration's check constraint
@@ -169,11 +171,16 @@ impl Event {
 }
 
 /// Queues `events` for every enabled endpoint that asked for their types,
-/// in the caller's transaction. Nothing is written when none did. The
-/// workers are notified on [`CHANNEL`] by the same statement: Postgres
-/// sends the notification at commit, and never if the transaction rolls
-/// back. (A NOTIFY in a transaction serialises commits that notify; only
-/// transactions that queued a webhook pay it.)
+/// in the caller's transaction. Nothing is written when none did.
+///
+/// The workers find the deliveries at their next poll
+/// (`outgoing_webhooks.poll_interval_milliseconds`), not by a notification:
+/// a NOTIFY inside the change's transaction would make Postgres serialise
+/// the commits of every sign-up once an endpoint wants `subscriber.created`
+/// (the reason the outbox's trigger was dropped), and the caller holds a
+/// connection, not a transaction that could notify after its commit. A
+/// webhook a second late costs nothing; a sign-up rate capped by the WAL
+/// flush would.
 #[tracing::instrument(name = "Emit webhook events", level = "debug", skip_all, fields(events = events.len()))]
 pub async fn emit(connection: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
@@ -209,24 +216,19 @@ pub async fn emit(connection: &mut PgConnection, events: &[Event]) -> Result<(),
         bodies.push(row.payload.to_string());
     }
     sqlx::query(
-        "WITH queued AS ( \
-             INSERT INTO webhook_deliveries \
-                 (id, endpoint_id, event_id, event_type, subscriber_id, payload) \
-             SELECT gen_random_uuid(), e.id, new.event_id, new.kind, new.subscriber_id, \
-                    new.payload::jsonb \
-             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
-                  AS new (event_id, kind, subscriber_id, payload) \
-             JOIN webhook_endpoints e ON e.enabled AND new.kind = ANY(e.events) \
-             RETURNING 1 \
-         ) \
-         SELECT pg_notify($5, '') WHERE EXISTS (SELECT 1 FROM queued)",
+        "INSERT INTO webhook_deliveries \
+             (id, endpoint_id, event_id, event_type, subscriber_id, payload) \
+         SELECT gen_random_uuid(), e.id, new.event_id, new.kind, new.subscriber_id, \
+                new.payload::jsonb \
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
+              AS new (event_id, kind, subscriber_id, payload) \
+         JOIN webhook_endpoints e ON e.enabled AND new.kind = ANY(e.events)",
     )
     .bind(&event_ids)
     .bind(&kinds)
     .bind(&subscribers)
     .bind(&bodies)
-    .bind(CHANNEL)
-    .fetch_optional(connection)
+    .execute(connection)
     .await?;
     Ok(())
 }

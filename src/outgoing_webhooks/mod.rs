@@ -8,6 +8,8 @@
 //! - [`deliveries`]: one row per endpoint and event, claimed and settled by
 //!   the delivery engine's webhook source.
 
+pub mod client;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod signing;
