@@ -27,6 +27,7 @@ use crate::db::wakeups::{Notifier, Wakeups};
 use crate::db::{self, Db};
 use crate::delivery::Routes;
 use crate::delivery::inbox::LocalInbox;
+use crate::delivery::mail::Mail;
 use crate::delivery::throttle::{Throttle, Throttles};
 use crate::emails::UnsubscribeLinks;
 use crate::imports::Importer;
@@ -375,6 +376,12 @@ impl Sending {
         })
     }
 
+    /// The email carrier over these providers and throttles: both
+    /// sources share its circuits and schedules.
+    fn mail(&self) -> Mail {
+        Mail::new(self.routes.clone(), self.throttles.clone())
+    }
+
     /// The outbox's workers. Fails if a claim could lapse while a call
     /// (and its failover) is still going, which would let a second worker
     /// send the same message. A message handed over in the process may also
@@ -407,8 +414,7 @@ impl Sending {
         Ok(DeliveryWorker::new(
             source,
             db,
-            self.routes.clone(),
-            self.throttles.clone(),
+            self.mail(),
             delivery.clone(),
             wakeups,
         ))
@@ -447,8 +453,7 @@ impl Sending {
         Ok(Sender::new(
             source,
             db,
-            self.routes.clone(),
-            self.throttles.clone(),
+            self.mail(),
             campaigns.sending.clone(),
             wakeups,
         ))
