@@ -476,6 +476,21 @@ impl OutgoingWebhookSettings {
             .map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
     }
 
+    /// What the guarded client is built with.
+    pub fn client_settings(&self) -> crate::outgoing_webhooks::client::HookClientSettings {
+        crate::outgoing_webhooks::client::HookClientSettings {
+            connect_timeout: Duration::from_millis(self.connect_timeout_milliseconds),
+            total_timeout: self.call_time(),
+            max_answer_bytes: self.max_answer_bytes,
+            allow_private_addresses: self.allow_private_addresses,
+        }
+    }
+
+    /// The longest one call can take.
+    pub fn call_time(&self) -> Duration {
+        Duration::from_millis(self.timeout_milliseconds)
+    }
+
     pub fn disable_after(&self) -> Duration {
         Duration::from_secs_f64((self.disable_after_hours * 3600.0).max(0.0))
     }

@@ -36,6 +36,8 @@ use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
 use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
+use crate::outgoing_webhooks::client::HookClient;
+use crate::outgoing_webhooks::source::{Calls, WebhookSource, WebhookWorker};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
@@ -180,17 +182,18 @@ impl Application {
 
 /// The channels a process listens on: work for its delivery loops, and
 /// changes for the pages that follow an issue live.
-const CHANNELS: [&str; 3] = [
+const CHANNELS: [&str; 4] = [
     crate::outbox::CHANNEL,
     crate::campaigns::ledger::WORK_CHANNEL,
     crate::campaigns::ledger::PROGRESS_CHANNEL,
+    crate::outgoing_webhooks::events::CHANNEL,
 ];
 
 /// Everything a process runs besides its HTTP server, built the same way
 /// for `newsletter serve` and `newsletter worker`: the one listener and the
 /// one notifier of the process, the outbox, and, in a process that
-/// delivers, the delivery workers, the campaign senders and the retention
-/// job. A new background job is wired in here and nowhere else.
+/// delivers, the delivery workers, the campaign senders, the webhook
+/// workers and the retention job. A new background job is wired in here and nowhere else.
 pub struct Background {
     /// Where requests queue email; delivered here when this process
     /// delivers, by workers elsewhere otherwise.
@@ -255,6 +258,9 @@ impl Background {
                 .campaign_sender(settings, db, wakeups.clone(), notifier.clone())?
                 .spawn(stop.clone());
             tasks.spawn(async move { while senders.join_next().await.is_some() {} });
+            let db = metrics.watch_pool("webhooks", webhooks_db(settings));
+            let mut hooks = webhook_worker(settings, db, wakeups.clone())?.spawn(stop.clone());
+            tasks.spawn(async move { while hooks.join_next().await.is_some() {} });
             if let Some(retention) = retention_job(settings)? {
                 tasks.spawn(retention.run_periodically(stop.clone()));
             }
@@ -488,6 +494,44 @@ pub fn campaign_sender(
         wakeups,
         notifier,
     )
+}
+
+/// The webhook workers, calling out through the guarded client: for
+/// [`Background`], and for tests and tools that run them outside it. Fails
+/// if a claim could lapse while a call is still going, which would let a
+/// second worker make the same call.
+pub fn webhook_worker(
+    settings: &Settings,
+    db: Db,
+    wakeups: Wakeups,
+) -> Result<WebhookWorker, anyhow::Error> {
+    let hooks = &settings.outgoing_webhooks;
+    let send_loop = hooks.send_loop();
+    send_loop.check(
+        "outgoing_webhooks",
+        (
+            hooks.call_time(),
+            "the longest call (outgoing_webhooks.timeout_milliseconds)",
+        ),
+        1000,
+    )?;
+    let client = HookClient::new(&hooks.client_settings())
+        .context("Failed to set up the webhook client")?;
+    let source = WebhookSource::new(db.clone(), hooks.clone());
+    Ok(WebhookWorker::new(
+        source,
+        db,
+        Calls::new(client),
+        send_loop,
+        wakeups,
+    ))
+}
+
+/// The webhook workers' pool: per worker, one connection it claims on and
+/// one it records on.
+fn webhooks_db(settings: &Settings) -> Db {
+    let connections = (settings.outgoing_webhooks.workers as u32).max(1) * 2;
+    Db::connect_lazy(&settings.database, connections)
 }
 
 /// The senders' pool: per sender, one connection it works on and one it

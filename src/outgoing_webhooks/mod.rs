@@ -6,10 +6,13 @@
 //!   the transaction of the change;
 //! - [`endpoints`]: the endpoints' table;
 //! - [`deliveries`]: one row per endpoint and event, claimed and settled by
-//!   the delivery engine's webhook source.
+//!   the delivery engine's webhook source;
+//! - [`source`]: that source, and the carrier that makes its calls through
+//!   [`client`], signed by [`signing`].
 
 pub mod client;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
 pub mod signing;
+pub mod source;

@@ -78,7 +78,8 @@ pub async fn webhooks_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpRes
 #[derive(Default)]
 struct Shown<'a> {
     form: Option<&'a Typed>,
-    created: Option<(&'a Endpoint, &'a Secret)>,
+    /// The endpoint, and its secret as the admin is shown it, once.
+    created: Option<(&'a Endpoint, &'a str)>,
     url_error: Option<String>,
     description_error: Option<String>,
     events_error: Option<String>,
@@ -120,7 +121,7 @@ async fn render_list(
             created: shown.created.map(|(endpoint, secret)| CreatedWebhook {
                 id: endpoint.id,
                 url: &endpoint.url,
-                secret: secret.expose(),
+                secret,
             }),
             url: form.map_or("", |f| f.url.as_str()),
             url_error: shown.url_error,
@@ -217,13 +218,13 @@ pub async fn create_webhook(
             return render_list(&db, &admin, StatusCode::UNPROCESSABLE_ENTITY, shown).await;
         }
     };
-    let secret = Secret::generate();
+    let secret = Secret::generate().expose();
     let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
     let new = NewEndpoint {
         url: url.as_str(),
         description,
         events: &events,
-        secret: secret.expose(),
+        secret: &secret,
         created_by: &admin.admin.username,
     };
     let endpoint = db
@@ -242,7 +243,7 @@ pub async fn create_webhook(
         .step("register a webhook endpoint")?;
     tracing::info!(endpoint_id = %endpoint.id, "Webhook endpoint registered");
     let shown = Shown {
-        created: Some((&endpoint, &secret)),
+        created: Some((&endpoint, secret.as_str())),
         ..Shown::default()
     };
     render_list(&db, &admin, StatusCode::OK, shown).await
