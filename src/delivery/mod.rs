@@ -8,7 +8,7 @@
 //!   each.
 //! - [`mail`]: the carrier of emails: each stream's throttle, then its
 //!   providers with failover. Webhook calls have theirs in
-//!   `crate::outgoing_webhooks`.
+//!   [`crate::outgoing_webhooks`].
 //! - [`answer`]: what a provider's (or an endpoint's) answer means for
 //!   each message.
 //! - [`provider`]: what a provider is; [`postmark`] and [`smtp`] send,
