@@ -515,8 +515,8 @@ pub fn webhook_worker(
         ),
         1000,
     )?;
-    let client = HookClient::new(&hooks.client_settings())
-        .context("Failed to set up the webhook client")?;
+    let client =
+        HookClient::new(&hooks.client_settings()).context("Failed to set up the webhook client")?;
     let source = WebhookSource::new(db.clone(), hooks.clone());
     Ok(WebhookWorker::new(
         source,

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_util::bytes::Bytes;
 use chrono::Utc;
 use futures::future::join_all;
+use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -89,7 +89,13 @@ impl WebhookSource {
             &'c mut sqlx::PgConnection,
         ) -> futures::future::BoxFuture<'c, Result<T, sqlx::Error>>,
     ) -> Option<T> {
-        engine::record(&self.db, self.settings.send_loop().claim_timeout(), what, write).await
+        engine::record(
+            &self.db,
+            self.settings.send_loop().claim_timeout(),
+            what,
+            write,
+        )
+        .await
     }
 
     /// A failed attempt: again after the next wait, or given up when no
@@ -274,7 +280,11 @@ impl Carrier<Call> for Calls {
                 .iter()
                 .map(|(name, value)| (*name, value.clone()))
                 .collect();
-            Some(self.client.post(&call.url, &headers, call.body.clone()).await)
+            Some(
+                self.client
+                    .post(&call.url, &headers, call.body.clone())
+                    .await,
+            )
         }))
         .await
     }

@@ -116,10 +116,8 @@ async fn deliveries(
 
 /// The secret shown once on the page that answers the form.
 fn shown_secret(page: &str) -> String {
-    let start = page
-        .find(r#"<code id="webhook-secret">"#)
-        .expect("the secret is shown")
-        + 25;
+    let marker = r#"<code id="webhook-secret">"#;
+    let start = page.find(marker).expect("the secret is shown") + marker.len();
     let end = page[start..].find("</code>").unwrap();
     page[start..start + end].to_owned()
 }
@@ -378,10 +376,7 @@ async fn calls_towards_loopback_private_and_metadata_addresses_are_refused_and_r
         let (id, _) = register(&app, &url, &[EventType::IssuePublished]).await;
         registered.push((case, id));
     }
-    let issue = add_subscribers(&app, 0, "confirmed").await;
-    assert!(issue.is_empty());
-    let issue = publish(&app, "Nowhere", "Hello.").await;
-    let _ = issue;
+    publish(&app, "Nowhere", "Hello.").await;
 
     for (case, endpoint) in registered {
         let rows = eventually(&format!("{case}: a refused attempt"), || async {
