@@ -290,14 +290,3 @@ pub async fn delete_finished(
     .await?;
     Ok(done.rows_affected())
 }
-
-/// How many deliveries wait, and how many were given up, for the
-/// dashboard.
-pub async fn counts(conn: &mut PgConnection) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'), \
-                (SELECT count(*) FROM webhook_deliveries WHERE status = 'failed')",
-    )
-    .fetch_one(conn)
-    .await
-}
