@@ -3,5 +3,8 @@
 //!
 //! - [`signing`]: the Standard Webhooks signature every call carries, and
 //!   its check, as a receiver would make it.
+//! - [`client`]: the HTTP client that makes the calls, which never reaches
+//!   an internal address, and what an endpoint's answer means.
 
+pub mod client;
 pub mod signing;

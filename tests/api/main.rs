@@ -28,6 +28,7 @@ mod migrations;
 mod newsletters;
 mod newsroom;
 mod openapi;
+mod outgoing_webhook_client;
 mod pages;
 mod preferences;
 mod production_settings;
