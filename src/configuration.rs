@@ -418,7 +418,7 @@ pub struct OutgoingWebhookSettings {
     pub timeout_milliseconds: u64,
     /// What is read of an answer at most; the rest is never read.
     #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub max_answer_bytes: u64,
+    pub max_answer_bytes: usize,
     /// Whether endpoints may be on loopback, private, link-local or
     /// metadata addresses. Off in production: for tests and local runs
     /// only.

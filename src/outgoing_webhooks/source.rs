@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
 use futures::future::join_all;
-use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

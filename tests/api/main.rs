@@ -28,6 +28,7 @@ mod migrations;
 mod newsletters;
 mod newsroom;
 mod openapi;
+mod outgoing_webhook_client;
 mod outgoing_webhooks;
 mod pages;
 mod preferences;
