@@ -35,6 +35,9 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub admin: AdminSettings,
     pub webhooks: WebhookSettings,
+    /// What the service sends to the endpoints an admin registers.
+    #[serde(default)]
+    pub outgoing_webhooks: OutgoingWebhookSettings,
     pub retention: RetentionSettings,
     /// The Prometheus endpoint, on a listener of its own.
     pub metrics: MetricsSettings,
@@ -387,6 +390,112 @@ pub struct WebhookSettings {
     pub soft_bounce_limit: i32,
 }
 
+/// How outgoing webhooks are sent (`crate::outgoing_webhooks`): the
+/// delivery engine's webhook source, the guarded client it calls with, and
+/// when to give up on a delivery or an endpoint. Every key has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OutgoingWebhookSettings {
+    /// Send tasks per process, wherever outbox delivery runs.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub workers: usize,
+    /// Deliveries a task claims at once; each is its own call.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub batch_size: i64,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub poll_interval_milliseconds: u64,
+    /// How long a claim holds: more than a batch of calls can take
+    /// (`batch_size` times `timeout_milliseconds`, calls being made side by
+    /// side it is much less). A delivery whose worker died goes again once
+    /// its claim lapses.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub claim_timeout_seconds: u64,
+    /// The longest a connection to an endpoint may take to open.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub connect_timeout_milliseconds: u64,
+    /// The longest a whole call may take, the answer read included.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub timeout_milliseconds: u64,
+    /// What is read of an answer at most; the rest is never read.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub max_answer_bytes: usize,
+    /// Whether endpoints may be on loopback, private, link-local or
+    /// metadata addresses. Off in production: for tests and local runs
+    /// only.
+    #[serde(deserialize_with = "deserialize_bool_from_anything")]
+    pub allow_private_addresses: bool,
+    /// An endpoint whose deliveries all failed for this long is disabled,
+    /// with a notice on the dashboard.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub disable_after_hours: f64,
+    /// The waits between attempts: after the first failed attempt the first
+    /// wait, and so on; when none is left the delivery is given up.
+    pub retry_delays_seconds: Vec<f64>,
+}
+
+impl Default for OutgoingWebhookSettings {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            batch_size: 20,
+            poll_interval_milliseconds: 1000,
+            claim_timeout_seconds: 120,
+            connect_timeout_milliseconds: 5000,
+            timeout_milliseconds: 15000,
+            max_answer_bytes: 64 * 1024,
+            allow_private_addresses: false,
+            disable_after_hours: 120.0,
+            // Attempts at 0 s, 5 s, 5 min, 35 min, 2.6 h, 7.6 h, 17.6 h and
+            // 27.6 h: retried for over a day.
+            retry_delays_seconds: vec![5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        }
+    }
+}
+
+impl OutgoingWebhookSettings {
+    /// The engine's view of these settings.
+    pub fn send_loop(&self) -> SendLoopSettings {
+        SendLoopSettings {
+            workers: self.workers,
+            batch_size: self.batch_size,
+            poll_interval_milliseconds: self.poll_interval_milliseconds,
+            batch_linger_milliseconds: 0,
+            claim_timeout_seconds: self.claim_timeout_seconds,
+            max_attempts: self.retry_delays_seconds.len() as i32 + 1,
+            backoff_base_milliseconds: 0,
+            backoff_max_seconds: 0,
+        }
+    }
+
+    /// The wait after the `attempts`-th failed attempt; `None` when the
+    /// delivery is given up.
+    pub fn retry_delay(&self, attempts: i32) -> Option<Duration> {
+        let index = usize::try_from(attempts.max(1) - 1).ok()?;
+        self.retry_delays_seconds
+            .get(index)
+            .map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
+    }
+
+    /// What the guarded client is built with.
+    pub fn client_settings(&self) -> crate::outgoing_webhooks::client::HookClientSettings {
+        crate::outgoing_webhooks::client::HookClientSettings {
+            connect_timeout: Duration::from_millis(self.connect_timeout_milliseconds),
+            total_timeout: self.call_time(),
+            max_answer_bytes: self.max_answer_bytes,
+            allow_private_addresses: self.allow_private_addresses,
+        }
+    }
+
+    /// The longest one call can take.
+    pub fn call_time(&self) -> Duration {
+        Duration::from_millis(self.timeout_milliseconds)
+    }
+
+    pub fn disable_after(&self) -> Duration {
+        Duration::from_secs_f64((self.disable_after_hours * 3600.0).max(0.0))
+    }
+}
+
 /// What the retention job deletes, and how gently: see `crate::retention`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RetentionSettings {
@@ -730,6 +839,7 @@ pub fn load(
                 .with_list_parse_key("email_client.providers")
                 .with_list_parse_key("email_client.broadcast_providers")
                 .with_list_parse_key("admin.previous_totp_keys")
+                .with_list_parse_key("outgoing_webhooks.retry_delays_seconds")
                 .source(variables),
         )
         .build()?

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod newsletters;
 pub mod outbox;
+pub mod outgoing_webhooks;
 pub mod pages;
 pub mod rate_limit;
 pub mod readiness;

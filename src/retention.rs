@@ -12,7 +12,10 @@
 //!    the outbox's own retention);
 //! 5. the webhook record ids kept to recognise repeated calls;
 //! 6. the local inbox's emails, after `body_days` like the outbox's bodies
-//!    (only local runs keep any; see [`crate::delivery::inbox`]).
+//!    (only local runs keep any; see [`crate::delivery::inbox`]);
+//! 7. outgoing webhook deliveries that were delivered or given up, after
+//!    `outbox_days` like the outbox's rows (their payloads may hold an
+//!    address).
 //!
 //! Newsletter deliveries hold no bodies: each issue is stored once, and kept
 //! as the archive, so there is nothing of theirs to clear here.
@@ -50,6 +53,7 @@ use uuid::Uuid;
 use crate::configuration::RetentionSettings;
 use crate::db::{self, Db};
 use crate::delivery::inbox;
+use crate::outgoing_webhooks::deliveries;
 use crate::telemetry::error_chain_line as chain;
 use crate::{outbox, subscribers, webhooks};
 
@@ -76,6 +80,7 @@ pub enum Target {
     UnconfirmedSignups,
     WebhookRecords,
     InboxEmails,
+    FinishedWebhookDeliveries,
 }
 
 impl Target {
@@ -83,7 +88,7 @@ impl Target {
     /// before their bodies are cleared, so no body is cleared from a row
     /// about to be deleted; shared contents after the rows that referred to
     /// them let go.
-    const ALL: [Target; 7] = [
+    const ALL: [Target; 8] = [
         Target::ExpiredTokens,
         Target::FinishedOutbox,
         Target::OutboxBodies,
@@ -91,6 +96,7 @@ impl Target {
         Target::UnconfirmedSignups,
         Target::WebhookRecords,
         Target::InboxEmails,
+        Target::FinishedWebhookDeliveries,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +108,7 @@ impl Target {
             Target::UnconfirmedSignups => "unconfirmed sign-ups",
             Target::WebhookRecords => "webhook records",
             Target::InboxEmails => "local inbox emails",
+            Target::FinishedWebhookDeliveries => "delivered or failed webhook deliveries",
         }
     }
 }
@@ -118,6 +125,7 @@ pub struct Report {
     pub unconfirmed_signups: u64,
     pub webhook_records: u64,
     pub inbox_emails: u64,
+    pub webhook_deliveries: u64,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -132,6 +140,7 @@ impl Report {
             Target::UnconfirmedSignups => &mut self.unconfirmed_signups,
             Target::WebhookRecords => &mut self.webhook_records,
             Target::InboxEmails => &mut self.inbox_emails,
+            Target::FinishedWebhookDeliveries => &mut self.webhook_deliveries,
         }
     }
 
@@ -143,6 +152,7 @@ impl Report {
             + self.unconfirmed_signups
             + self.webhook_records
             + self.inbox_emails
+            + self.webhook_deliveries
     }
 }
 
@@ -285,6 +295,7 @@ impl Retention {
                 unconfirmed_signups = report.unconfirmed_signups,
                 webhook_records = report.webhook_records,
                 inbox_emails = report.inbox_emails,
+                webhook_deliveries = report.webhook_deliveries,
                 total = report.total(),
                 elapsed_ms = report.elapsed.as_millis() as u64,
                 "Retention run finished"
@@ -405,6 +416,18 @@ impl Retention {
                         .bounded(move |conn| Box::pin(inbox::prune(conn, limit, cutoff)))
                         .await?;
                     Ok(oldest(limit, deleted as u64))
+                })
+                .await?
+            }
+            Target::FinishedWebhookDeliveries => {
+                let cutoff = cutoff(db, days(self.settings.outbox_days)).await?;
+                sweep_keys(lease, db, stop, &mut progress, (), |()| async move {
+                    let deleted = db
+                        .bounded(move |conn| {
+                            Box::pin(deliveries::delete_finished(conn, limit, cutoff))
+                        })
+                        .await?;
+                    Ok(oldest(limit, deleted))
                 })
                 .await?
             }

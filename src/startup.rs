@@ -22,11 +22,12 @@ use crate::campaigns::IssueState;
 use crate::campaigns::ledger;
 use crate::campaigns::progress::ProgressFeed;
 use crate::campaigns::sender::{CampaignSource, Sender};
-use crate::configuration::{DatabaseSettings, Settings, WebhookSettings};
+use crate::configuration::{DatabaseSettings, OutgoingWebhookSettings, Settings, WebhookSettings};
 use crate::db::wakeups::{Notifier, Wakeups};
 use crate::db::{self, Db};
 use crate::delivery::Routes;
 use crate::delivery::inbox::LocalInbox;
+use crate::delivery::mail::Mail;
 use crate::delivery::throttle::{Throttle, Throttles};
 use crate::emails::UnsubscribeLinks;
 use crate::imports::Importer;
@@ -35,6 +36,8 @@ use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
 use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
+use crate::outgoing_webhooks::client::HookClient;
+use crate::outgoing_webhooks::source::{Calls, WebhookSource, WebhookWorker};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
 use crate::retention::Retention;
@@ -124,6 +127,7 @@ impl Application {
             keys,
             readiness,
             webhooks: settings.webhooks.clone(),
+            outgoing_webhooks: settings.outgoing_webhooks.clone(),
             webhook_policy: crate::webhooks::Policy::new(&settings.webhooks, &settings.campaigns),
             inbox: LocalInbox::new(&settings.email_client),
             metrics,
@@ -175,17 +179,18 @@ impl Application {
 
 /// The channels a process listens on: work for its delivery loops, and
 /// changes for the pages that follow an issue live.
-const CHANNELS: [&str; 3] = [
+const CHANNELS: [&str; 4] = [
     crate::outbox::CHANNEL,
     crate::campaigns::ledger::WORK_CHANNEL,
     crate::campaigns::ledger::PROGRESS_CHANNEL,
+    crate::outgoing_webhooks::events::CHANNEL,
 ];
 
 /// Everything a process runs besides its HTTP server, built the same way
 /// for `newsletter serve` and `newsletter worker`: the one listener and the
 /// one notifier of the process, the outbox, and, in a process that
-/// delivers, the delivery workers, the campaign senders and the retention
-/// job. A new background job is wired in here and nowhere else.
+/// delivers, the delivery workers, the campaign senders, the webhook
+/// workers and the retention job. A new background job is wired in here and nowhere else.
 pub struct Background {
     /// Where requests queue email; delivered here when this process
     /// delivers, by workers elsewhere otherwise.
@@ -250,6 +255,9 @@ impl Background {
                 .campaign_sender(settings, db, wakeups.clone(), notifier.clone())?
                 .spawn(stop.clone());
             tasks.spawn(async move { while senders.join_next().await.is_some() {} });
+            let db = metrics.watch_pool("webhooks", webhooks_db(settings));
+            let mut hooks = webhook_worker(settings, db, wakeups.clone())?.spawn(stop.clone());
+            tasks.spawn(async move { while hooks.join_next().await.is_some() {} });
             if let Some(retention) = retention_job(settings)? {
                 tasks.spawn(retention.run_periodically(stop.clone()));
             }
@@ -371,6 +379,12 @@ impl Sending {
         })
     }
 
+    /// The email carrier over these providers and throttles: both
+    /// sources share its circuits and schedules.
+    fn mail(&self) -> Mail {
+        Mail::new(self.routes.clone(), self.throttles.clone())
+    }
+
     /// The outbox's workers. Fails if a claim could lapse while a call
     /// (and its failover) is still going, which would let a second worker
     /// send the same message. A message handed over in the process may also
@@ -403,8 +417,7 @@ impl Sending {
         Ok(DeliveryWorker::new(
             source,
             db,
-            self.routes.clone(),
-            self.throttles.clone(),
+            self.mail(),
             delivery.clone(),
             wakeups,
         ))
@@ -443,8 +456,7 @@ impl Sending {
         Ok(Sender::new(
             source,
             db,
-            self.routes.clone(),
-            self.throttles.clone(),
+            self.mail(),
             campaigns.sending.clone(),
             wakeups,
         ))
@@ -479,6 +491,44 @@ pub fn campaign_sender(
         wakeups,
         notifier,
     )
+}
+
+/// The webhook workers, calling out through the guarded client: for
+/// [`Background`], and for tests and tools that run them outside it. Fails
+/// if a claim could lapse while a call is still going, which would let a
+/// second worker make the same call.
+pub fn webhook_worker(
+    settings: &Settings,
+    db: Db,
+    wakeups: Wakeups,
+) -> Result<WebhookWorker, anyhow::Error> {
+    let hooks = &settings.outgoing_webhooks;
+    let send_loop = hooks.send_loop();
+    send_loop.check(
+        "outgoing_webhooks",
+        (
+            hooks.call_time(),
+            "the longest call (outgoing_webhooks.timeout_milliseconds)",
+        ),
+        1000,
+    )?;
+    let client =
+        HookClient::new(&hooks.client_settings()).context("Failed to set up the webhook client")?;
+    let source = WebhookSource::new(db.clone(), hooks.clone());
+    Ok(WebhookWorker::new(
+        source,
+        db,
+        Calls::new(client),
+        send_loop,
+        wakeups,
+    ))
+}
+
+/// The webhook workers' pool: per worker, one connection it claims on and
+/// one it records on.
+fn webhooks_db(settings: &Settings) -> Db {
+    let connections = (settings.outgoing_webhooks.workers as u32).max(1) * 2;
+    Db::connect_lazy(&settings.database, connections)
 }
 
 /// The senders' pool: per sender, one connection it works on and one it
@@ -531,6 +581,8 @@ struct Services {
     /// The last check of the dependencies, for `/ready`.
     readiness: readiness::Checker,
     webhooks: WebhookSettings,
+    /// What the webhook endpoints' form accepts.
+    outgoing_webhooks: OutgoingWebhookSettings,
     /// What webhook records are judged by.
     webhook_policy: crate::webhooks::Policy,
     /// Whether the `/admin/inbox` pages have emails to show.
@@ -585,6 +637,7 @@ fn run(
         keys,
         readiness,
         webhooks,
+        outgoing_webhooks,
         webhook_policy,
         inbox,
         metrics,
@@ -599,6 +652,7 @@ fn run(
     let inbox = web::Data::new(inbox);
     let keys = web::Data::new(keys);
     let webhooks = web::Data::new(webhooks);
+    let outgoing_webhooks = web::Data::new(outgoing_webhooks);
     let publish = web::Data::new(publish);
     let progress = web::Data::new(progress);
     let sessions = web::Data::new(sessions);
@@ -660,6 +714,7 @@ fn run(
             .app_data(keys.clone())
             .app_data(readiness.clone())
             .app_data(webhooks.clone())
+            .app_data(outgoing_webhooks.clone())
             .app_data(webhook_policy.clone())
             .app_data(inbox.clone())
             .app_data(metrics.clone())

@@ -73,6 +73,14 @@ pub enum Action {
     /// line. The detail names the token and its scopes, never its secret.
     ApiTokenCreated,
     ApiTokenRevoked,
+    /// An outgoing webhook endpoint registered, enabled, disabled or
+    /// deleted, or one of its deliveries sent again. The detail names the
+    /// endpoint by id and URL, never its secret.
+    WebhookEndpointCreated,
+    WebhookEndpointEnabled,
+    WebhookEndpointDisabled,
+    WebhookEndpointDeleted,
+    WebhookDeliveryRetried,
     /// A change made through the API with a write or publish scope. The
     /// actor is the token (`admin_id` NULL, `username` "token NAME"); the
     /// detail says what changed.
@@ -116,6 +124,11 @@ impl Action {
             Action::ApiTokenCreated => "api-token-created",
             Action::ApiTokenRevoked => "api-token-revoked",
             Action::ApiWrite => "api-write",
+            Action::WebhookEndpointCreated => "webhook-endpoint-created",
+            Action::WebhookEndpointEnabled => "webhook-endpoint-enabled",
+            Action::WebhookEndpointDisabled => "webhook-endpoint-disabled",
+            Action::WebhookEndpointDeleted => "webhook-endpoint-deleted",
+            Action::WebhookDeliveryRetried => "webhook-delivery-retried",
         }
     }
 }

@@ -24,6 +24,7 @@ use sqlx::{Arguments, AssertSqlSafe, Connection, PgConnection, Postgres, QueryBu
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
 use crate::subscribers::audience::{self, Audience};
 use crate::subscribers::lists;
 use crate::subscribers::segments::{Filter, Frozen, Walk, push_filter};
@@ -294,6 +295,7 @@ pub async fn publish(
     .bind(issue.segment.map(Frozen::to_json))
     .execute(&mut *conn)
     .await?;
+    outgoing::emit(conn, &[Event::issue_published(issue_id)]).await?;
     Ok(Published {
         issue_id,
         replayed: false,
@@ -1243,15 +1245,46 @@ pub async fn release_audience(
 /// Marks a sending issue done once its audience is recorded and no batch
 /// is left open.
 async fn finish_issue_if_settled(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let finished: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE newsletter_issues SET state = 'done', finished_at = now() \
          WHERE id = $1 AND state = 'sending' AND audience_complete \
-           AND NOT EXISTS (SELECT 1 FROM delivery_batches WHERE issue_id = $1 AND NOT done)",
+           AND NOT EXISTS (SELECT 1 FROM delivery_batches WHERE issue_id = $1 AND NOT done) \
+         RETURNING id",
     )
     .bind(id)
-    .execute(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    emit_finished(conn, &finished).await
+}
+
+/// `issue.finished` for each issue that just became done, in the same
+/// transaction as the change.
+async fn emit_finished(conn: &mut PgConnection, finished: &[Uuid]) -> Result<(), sqlx::Error> {
+    let events: Vec<Event> = finished
+        .iter()
+        .copied()
+        .map(Event::issue_finished)
+        .collect();
+    outgoing::emit(conn, &events).await
+}
+
+/// What an outgoing webhook says of these issues: id, title, state and
+/// counts, per issue.
+pub async fn event_data(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, sqlx::types::Json<serde_json::Value>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, jsonb_build_object( \
+                    'id', id, 'title', title, 'state', state, 'send_at', send_at, \
+                    'finished_at', finished_at, 'recipients', recipients, 'sent', sent, \
+                    'failed', failed, 'skipped', skipped, 'bounced', bounced, \
+                    'complained', complained) \
+         FROM newsletter_issues WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
 }
 
 /// Which batch, under which claim: what every write of its sender names.
@@ -1268,14 +1301,18 @@ pub struct BatchKey {
 /// ended while paused. Senders run it when idle; it reads only the sending
 /// issues whose audience is complete.
 pub async fn finish_settled_issues(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let mut transaction = conn.begin().await?;
+    let finished: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE newsletter_issues i SET state = 'done', finished_at = now() \
          WHERE i.state = 'sending' AND i.audience_complete \
-           AND NOT EXISTS (SELECT 1 FROM delivery_batches b WHERE b.issue_id = i.id AND NOT b.done)",
+           AND NOT EXISTS (SELECT 1 FROM delivery_batches b WHERE b.issue_id = i.id AND NOT b.done) \
+         RETURNING i.id",
     )
-    .execute(conn)
+    .fetch_all(&mut *transaction)
     .await?;
-    Ok(done.rows_affected())
+    emit_finished(&mut transaction, &finished).await?;
+    transaction.commit().await?;
+    Ok(finished.len() as u64)
 }
 
 /// A batch a sender holds, with the issue's content to render from.

@@ -34,6 +34,7 @@ use crate::db::wakeups::Notifier;
 use crate::db::{self, Db};
 use crate::delivery::answer::{Answer, INVALID_RECIPIENT, THROTTLED_PAUSE};
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
+use crate::delivery::mail::Mail;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, UnsubscribeLinks};
 use crate::keys::Keys;
@@ -42,7 +43,7 @@ use crate::outbox::{Personalisation, personalise_with, retry_delay};
 use crate::telemetry::error_chain_line as chain;
 
 /// The campaigns' send loops: the engine over the ledger.
-pub type Sender = Engine<CampaignSource>;
+pub type Sender = Engine<CampaignSource, Mail>;
 
 /// The ledger, as the engine claims from it and records into it.
 pub struct CampaignSource {
@@ -260,6 +261,7 @@ impl CampaignSource {
 impl Source for CampaignSource {
     type Claim = Held;
     type Key = i32;
+    type Message = Email;
     const NAME: &'static str = "campaigns";
     const CHANNEL: &'static str = WORK_CHANNEL;
     const PAUSES_ON_FULL_SCHEDULE: bool = true;
@@ -310,7 +312,7 @@ impl Source for CampaignSource {
                 key,
                 attempts: batch.attempts,
             },
-            emails,
+            messages: emails,
             send_by,
         }))
     }

@@ -1,23 +1,29 @@
-//! The one send loop. Every email the service sends, whichever table it
-//! waits in, goes through here: a [`Source`] says how to claim a batch of
-//! its emails under a lease and how to record what became of each; the
-//! engine does the rest, once for every source:
+//! The one send loop. Every message the service sends (an email, a webhook
+//! call), whichever table it waits in, goes through here. Two parts plug
+//! in:
+//!
+//! - a [`Source`] says how to claim a batch of its messages under a lease
+//!   and how to record what became of each (the outbox, the campaign
+//!   ledger, the webhook calls);
+//! - a [`Carrier`] says how a batch of one kind of message is sent: what
+//!   to book before sending and how long to wait for it, then the calls
+//!   themselves, each message answered with an [`Answer`]. Emails go by
+//!   [`crate::delivery::mail::Mail`]: streams, throttles, failover.
+//!
+//! The engine does the rest, once for every source and carrier:
 //!
 //! - the run loop and its tasks: claim, send, record; with nothing due,
 //!   sleep until the source's channel is notified or the poll interval;
-//! - the fleet's throttle for the batch's stream (booked in Redis, waited
-//!   for under the claim);
-//! - the call to the stream's providers, through failover ([`Routes`]);
-//! - a whole batch refused for good is sent again one email at a time,
-//!   since one bad email must not fail the others;
-//! - a throttling answer pauses this engine's claims until the provider
+//! - the wait the carrier booked, under the claim, and then the source's
+//!   check of which messages are still wanted;
+//! - a throttling answer pauses this engine's claims until the carrier
 //!   said it would take more, and never counts as an attempt;
 //! - record-with-retry ([`record`]), for the sources' writes;
-//! - emails a source claimed in this process and hands over at once
+//! - messages a source claimed in this process and hands over at once
 //!   ([`Engine::deliver_queued`]), sent in batches as they come.
 //!
 //! Nothing is sent from the batch's `send_by` on: after it, the claim
-//! could lapse during the call and another task send the same emails.
+//! could lapse during the call and another task send the same messages.
 //! What is left then is sent by whoever claims it next.
 
 use std::future::Future;
@@ -33,26 +39,27 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::SendLoopSettings;
 use crate::db::wakeups::Wakeups;
 use crate::db::{self, Db};
-use crate::delivery::Routes;
 use crate::delivery::answer::Answer;
-use crate::delivery::throttle::{Booking, Throttles};
-use crate::emails::Email;
 use crate::telemetry::error_chain_line as chain;
 
-/// Where emails wait to be sent: the outbox, the campaign ledger.
+/// Where messages wait to be sent: the outbox, the campaign ledger, the
+/// webhook calls.
 pub trait Source: Send + Sync + 'static {
     /// What the source holds a batch under (its lease), for its writes.
     type Claim: Send + Sync;
-    /// What identifies one email of a batch, for its writes.
+    /// What identifies one message of a batch, for its writes.
     type Key: Send + Sync;
+    /// What is sent: an [`crate::emails::Email`], a webhook call.
+    type Message: Send + Sync;
 
     /// For logs: "outbox", "campaigns".
     const NAME: &'static str;
     /// The channel on which work for this source is announced.
     const CHANNEL: &'static str;
-    /// Whether a batch that finds its stream's schedule full pauses the
-    /// source's tasks: for a source whose emails all share one stream. One
-    /// that mixes streams (the outbox) must not hold back the others.
+    /// Whether a batch that the carrier answers as throttled before
+    /// sending (its stream's schedule full) pauses the source's tasks: for
+    /// a source whose emails all share one stream. One that mixes streams
+    /// (the outbox) must not hold back the others.
     const PAUSES_ON_FULL_SCHEDULE: bool;
 
     /// One turn of claiming: a batch to send, other work done, or nothing
@@ -62,8 +69,8 @@ pub trait Source: Send + Sync + 'static {
         stop: &CancellationToken,
     ) -> impl Future<Output = Result<Turn<Self>, db::Error>> + Send;
 
-    /// Records what became of each email of a batch: `None` for an email
-    /// not sent this time. The source settles the claim here.
+    /// Records what became of each message of a batch: `None` for one not
+    /// sent this time. The source settles the claim here.
     fn record(
         &self,
         claim: Self::Claim,
@@ -73,14 +80,14 @@ pub trait Source: Send + Sync + 'static {
     /// Hands a claimed batch back untouched (the engine is stopping).
     fn release(&self, claim: Self::Claim, keys: Vec<Self::Key>) -> impl Future<Output = ()> + Send;
 
-    /// After a wait for the throttle: the emails still to send, the others
-    /// recorded as skipped by the source. By default, all of them.
+    /// After a wait the carrier booked: the messages still to send, the
+    /// others recorded as skipped by the source. By default, all of them.
     fn still_wanted(
         &self,
         _claim: &Self::Claim,
-        emails: Vec<(Self::Key, Email)>,
-    ) -> impl Future<Output = Result<Vec<(Self::Key, Email)>, db::Error>> + Send {
-        async { Ok(emails) }
+        messages: Messages<Self>,
+    ) -> impl Future<Output = Result<Messages<Self>, db::Error>> + Send {
+        async { Ok(messages) }
     }
 
     /// Housekeeping when nothing was due.
@@ -95,6 +102,41 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
+/// A batch's messages, each with its key.
+pub type Messages<S> = Vec<(<S as Source>::Key, <S as Source>::Message)>;
+
+/// How one kind of message is sent: emails through their streams'
+/// providers ([`crate::delivery::mail::Mail`]), webhook calls over HTTP.
+/// The engine calls [`Carrier::book`] and then, after the wait it asks
+/// for, [`Carrier::send`] with the messages booking did not answer.
+pub trait Carrier<M>: Send + Sync + 'static {
+    /// Before sending: how long to wait for the messages' turn, and which
+    /// of them are answered at once instead (e.g. throttled: their turn is
+    /// further off than the claim lasts). By default all go now.
+    fn book(&self, _messages: &[&M], _send_by: Instant) -> impl Future<Output = Booked> + Send {
+        async { Booked::default() }
+    }
+
+    /// Sends `messages` and gives each one's answer, in order: `None` for
+    /// one not sent because the claim ran short of time (check with
+    /// [`in_time`] before each call). Stops by `send_by`.
+    fn send(
+        &self,
+        messages: &[&M],
+        send_by: Instant,
+    ) -> impl Future<Output = Vec<Option<Answer>>> + Send;
+}
+
+/// What [`Carrier::book`] gave.
+#[derive(Debug, Default)]
+pub struct Booked {
+    /// How long to wait before sending the others.
+    pub wait: Duration,
+    /// The messages not to send this time, by their place in the batch,
+    /// with their answer.
+    pub answered: Vec<(usize, Answer)>,
+}
+
 /// What a turn of claiming gave.
 pub enum Turn<S: Source + ?Sized> {
     /// A batch to send.
@@ -106,29 +148,29 @@ pub enum Turn<S: Source + ?Sized> {
     Idle,
 }
 
-/// A claimed batch, each email built.
+/// A claimed batch, each message built.
 pub struct Batch<S: Source + ?Sized> {
     pub claim: S::Claim,
-    pub emails: Vec<(S::Key, Email)>,
+    pub messages: Messages<S>,
     /// When sending must stop for the claim to outlast the call.
     pub send_by: Instant,
 }
 
-/// An email already claimed in this process and handed to the engine
+/// A message already claimed in this process and handed to the engine
 /// without a claim of its turn: a source's short way to the engine.
-pub struct Queued<K> {
+pub struct Queued<K, M> {
     pub key: K,
-    pub email: Email,
+    pub message: M,
     /// When sending must stop for its claim to outlast the call.
     pub send_by: Instant,
 }
 
 /// One engine per source; cheap to clone, one clone per task.
-pub struct Engine<S: Source> {
-    inner: Arc<Inner<S>>,
+pub struct Engine<S: Source, C: Carrier<S::Message>> {
+    inner: Arc<Inner<S, C>>,
 }
 
-impl<S: Source> Clone for Engine<S> {
+impl<S: Source, C: Carrier<S::Message>> Clone for Engine<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -136,11 +178,10 @@ impl<S: Source> Clone for Engine<S> {
     }
 }
 
-struct Inner<S> {
+struct Inner<S, C> {
     source: S,
     db: Db,
-    routes: Routes,
-    throttles: Throttles,
+    carrier: C,
     settings: SendLoopSettings,
     wakeups: Wakeups,
     /// Until when a provider asked this engine's tasks to wait, after its
@@ -148,12 +189,11 @@ struct Inner<S> {
     paused_until: Mutex<Option<Instant>>,
 }
 
-impl<S: Source> Engine<S> {
+impl<S: Source, C: Carrier<S::Message>> Engine<S, C> {
     pub fn new(
         source: S,
         db: Db,
-        routes: Routes,
-        throttles: Throttles,
+        carrier: C,
         settings: SendLoopSettings,
         wakeups: Wakeups,
     ) -> Self {
@@ -161,8 +201,7 @@ impl<S: Source> Engine<S> {
             inner: Arc::new(Inner {
                 source,
                 db,
-                routes,
-                throttles,
+                carrier,
                 settings,
                 wakeups,
                 paused_until: Mutex::new(None),
@@ -223,10 +262,10 @@ impl<S: Source> Engine<S> {
             };
             match turn {
                 Turn::Batch(batch) => {
-                    let full = batch.emails.len() >= self.inner.settings.batch_size();
+                    let full = batch.messages.len() >= self.inner.settings.batch_size();
                     if stop.is_cancelled() {
                         // Claimed just as shutdown began: hand it back unsent.
-                        let keys = batch.emails.into_iter().map(|(key, _)| key).collect();
+                        let keys = batch.messages.into_iter().map(|(key, _)| key).collect();
                         source.release(batch.claim, keys).await;
                         break;
                     }
@@ -270,22 +309,22 @@ impl<S: Source> Engine<S> {
 
     /// Sends a claimed batch and has the source record each outcome. On
     /// `stop` during a wait for the throttle the batch is handed back.
-    #[tracing::instrument(name = "Deliver a batch", skip_all, fields(source = S::NAME, size = batch.emails.len()))]
+    #[tracing::instrument(name = "Deliver a batch", skip_all, fields(source = S::NAME, size = batch.messages.len()))]
     pub async fn deliver(&self, batch: Batch<S>, stop: &CancellationToken) {
         let source = &self.inner.source;
         let Batch {
             claim,
-            emails,
+            messages,
             send_by,
         } = batch;
-        let (emails, mut outcomes, wait) = self.book(emails, send_by).await;
-        let emails = if wait.is_zero() || emails.is_empty() {
-            emails
+        let (messages, mut outcomes, wait) = self.book(messages, send_by).await;
+        let messages = if wait.is_zero() || messages.is_empty() {
+            messages
         } else {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => {
-                    let keys = emails
+                    let keys = messages
                         .into_iter()
                         .map(|(key, _)| key)
                         .chain(outcomes.into_iter().map(|(key, _)| key))
@@ -295,10 +334,10 @@ impl<S: Source> Engine<S> {
             }
             // A turn can be seconds away: whoever unsubscribed meanwhile is
             // skipped now rather than sent the email.
-            match source.still_wanted(&claim, emails).await {
-                Ok(emails) => emails,
+            match source.still_wanted(&claim, messages).await {
+                Ok(messages) => messages,
                 Err(e) => {
-                    tracing::warn!(error = %chain(&e), "Failed to check who still wants the emails; the batch goes again");
+                    tracing::warn!(error = %chain(&e), "Failed to check who still wants the messages; the batch goes again");
                     return source.record(claim, outcomes).await;
                 }
             }
@@ -310,9 +349,11 @@ impl<S: Source> Engine<S> {
         } else {
             None
         };
-        if !emails.is_empty() {
-            let answers = self.send(&emails, send_by).await;
-            let sent: Vec<_> = emails
+        if !messages.is_empty() {
+            let refs: Vec<&S::Message> = messages.iter().map(|(_, message)| message).collect();
+            let answers = self.inner.carrier.send(&refs, send_by).await;
+            drop(refs);
+            let sent: Vec<_> = messages
                 .into_iter()
                 .map(|(key, _)| key)
                 .zip(answers)
@@ -325,7 +366,7 @@ impl<S: Source> Engine<S> {
             tracing::warn!(
                 source = S::NAME,
                 pause_ms = pause.as_millis() as u64,
-                "Throttled: no claims until the pause is over; the emails go again without \
+                "Throttled: no claims until the pause is over; the messages go again without \
                  counting the attempt"
             );
             self.pause(pause);
@@ -333,148 +374,35 @@ impl<S: Source> Engine<S> {
         source.record(claim, outcomes).await;
     }
 
-    /// Books the emails on their streams' throttles. Returns the emails to
-    /// send after the wait, and as answered the ones whose stream is booked
-    /// beyond what the claim allows: they go again when it has room.
+    /// Has the carrier book the messages. Returns the messages to send
+    /// after the wait, and the ones it answered at once with their answers.
     async fn book(
         &self,
-        emails: Vec<(S::Key, Email)>,
+        messages: Vec<(S::Key, S::Message)>,
         send_by: Instant,
     ) -> (
-        Vec<(S::Key, Email)>,
+        Vec<(S::Key, S::Message)>,
         Vec<(S::Key, Option<Answer>)>,
         Duration,
     ) {
-        // Less a margin, so that the turn leaves time to check who still
-        // wants the emails and to start the call before `send_by`.
-        let patience = send_by
-            .saturating_duration_since(Instant::now())
-            .mul_f64(0.9);
-        let mut wait = Duration::ZERO;
-        let mut full: Vec<(String, Duration)> = Vec::new();
-        let mut streams: Vec<(&str, usize)> = Vec::new();
-        for (_, email) in &emails {
-            match streams
-                .iter_mut()
-                .find(|(stream, _)| *stream == email.message_stream)
-            {
-                Some((_, count)) => *count += 1,
-                None => streams.push((&email.message_stream, 1)),
-            }
+        let refs: Vec<&S::Message> = messages.iter().map(|(_, message)| message).collect();
+        let Booked { wait, mut answered } = self.inner.carrier.book(&refs, send_by).await;
+        drop(refs);
+        if answered.is_empty() {
+            return (messages, Vec::new(), wait);
         }
-        for (stream, count) in streams {
-            match self.inner.throttles.book(stream, count, patience).await {
-                Booking::Booked { wait: turn } => wait = wait.max(turn),
-                Booking::Full { free_in } => {
-                    // Due again a little before the schedule has room, so
-                    // that the next claim can book it.
-                    full.push((stream.to_owned(), free_in.saturating_sub(patience / 2)));
+        answered.sort_by_key(|(place, _)| std::cmp::Reverse(*place));
+        let (mut go, mut now) = (Vec::new(), Vec::new());
+        for (place, (key, message)) in messages.into_iter().enumerate() {
+            match answered.last() {
+                Some((answered_place, _)) if *answered_place == place => {
+                    let (_, answer) = answered.pop().expect("just seen");
+                    now.push((key, Some(answer)));
                 }
+                _ => go.push((key, message)),
             }
         }
-        if full.is_empty() {
-            return (emails, Vec::new(), wait);
-        }
-        let (mut go, mut wait_list) = (Vec::new(), Vec::new());
-        for (key, email) in emails {
-            match full
-                .iter()
-                .find(|(stream, _)| *stream == email.message_stream)
-            {
-                Some((_, free_in)) => wait_list.push((
-                    key,
-                    Some(Answer::Throttled {
-                        retry_after: Some(*free_in),
-                    }),
-                )),
-                None => go.push((key, email)),
-            }
-        }
-        (go, wait_list, wait)
-    }
-
-    /// Sends the emails, one call per stream, and gives each one's answer
-    /// in order; `None` for those not sent because the claim ran short of
-    /// time.
-    async fn send(&self, emails: &[(S::Key, Email)], send_by: Instant) -> Vec<Option<Answer>> {
-        let mut answers: Vec<Option<Answer>> = vec![None; emails.len()];
-        let mut streams: Vec<&str> = Vec::new();
-        for (_, email) in emails {
-            if !streams.contains(&email.message_stream.as_str()) {
-                streams.push(&email.message_stream);
-            }
-        }
-        for stream in streams {
-            let (places, batch): (Vec<usize>, Vec<&Email>) = emails
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, email))| email.message_stream == stream)
-                .map(|(place, (_, email))| (place, email))
-                .unzip();
-            let stream_answers = self.send_stream(stream, &batch, send_by).await;
-            for (place, answer) in places.into_iter().zip(stream_answers) {
-                answers[place] = answer;
-            }
-        }
-        answers
-    }
-
-    /// Sends one stream's emails in one call through its providers.
-    async fn send_stream(
-        &self,
-        stream: &str,
-        batch: &[&Email],
-        send_by: Instant,
-    ) -> Vec<Option<Answer>> {
-        if !in_time(send_by, batch.len()) {
-            return vec![None; batch.len()];
-        }
-        let providers = self.inner.routes.of(stream);
-        // Every provider down is no reason to slow the stream's rate down:
-        // only a provider's own throttling answers are.
-        let mut every_provider_down = false;
-        let answers = match providers.send(batch, send_by).await {
-            Ok(answers) => answers.into_iter().map(Some).collect(),
-            Err(failure) if batch.len() > 1 && matches!(failure.answer, Answer::Refused(_)) => {
-                tracing::warn!(
-                    error = ?failure.answer,
-                    "A whole batch was refused; sending its emails one at a time"
-                );
-                let mut answers = Vec::with_capacity(batch.len());
-                for (n, email) in batch.iter().enumerate() {
-                    if !in_time(send_by, batch.len() - n) {
-                        answers.resize(batch.len(), None);
-                        break;
-                    }
-                    answers.push(match providers.send(&[email], send_by).await {
-                        Ok(mut answers) => answers.pop(),
-                        Err(failure) => Some(failure.answer),
-                    });
-                }
-                answers
-            }
-            Err(failure) => {
-                every_provider_down = failure.down;
-                vec![Some(failure.answer); batch.len()]
-            }
-        };
-        let sent = answers
-            .iter()
-            .filter(|answer| matches!(answer, Some(Answer::Sent { .. })))
-            .count();
-        if !every_provider_down
-            && answers
-                .iter()
-                .any(|answer| matches!(answer, Some(Answer::Throttled { .. })))
-        {
-            self.inner.throttles.throttled(stream);
-        } else if sent > 0 {
-            self.inner.throttles.accepted(stream);
-        }
-        if sent > 0 {
-            tracing::info!(stream, sent, "Emails accepted by the provider");
-        }
-        answers
+        (go, now, wait)
     }
 
     pub fn db(&self) -> &Db {
@@ -482,7 +410,7 @@ impl<S: Source> Engine<S> {
     }
 }
 
-impl<S: Source> Engine<S>
+impl<S: Source, C: Carrier<S::Message>> Engine<S, C>
 where
     S::Claim: Default,
 {
@@ -492,7 +420,7 @@ where
     /// `stop` it takes no more and delivers what is queued.
     pub async fn deliver_queued(
         self,
-        mut queue: mpsc::Receiver<Queued<S::Key>>,
+        mut queue: mpsc::Receiver<Queued<S::Key, S::Message>>,
         stop: CancellationToken,
     ) {
         let limit = self.inner.settings.batch_size();
@@ -530,15 +458,15 @@ where
         }
     }
 
-    /// Takes emails off the queue into `queued` for up to the linger,
+    /// Takes messages off the queue into `queued` for up to the linger,
     /// stopping early once they fill a batch. Taking them, rather than
     /// sleeping while they pile up, keeps the queue's places free: a busy
     /// process would otherwise fill the queue during the linger and send
     /// the rest the long way.
     async fn gather(
         &self,
-        queue: &mut mpsc::Receiver<Queued<S::Key>>,
-        queued: &mut Vec<Queued<S::Key>>,
+        queue: &mut mpsc::Receiver<Queued<S::Key, S::Message>>,
+        queued: &mut Vec<Queued<S::Key, S::Message>>,
         limit: usize,
         stop: &CancellationToken,
     ) {
@@ -556,12 +484,12 @@ where
         }
     }
 
-    /// Sends the queued emails that can still go out before their claims
+    /// Sends the queued messages that can still go out before their claims
     /// lapse. The others are left alone: once their claims lapse the
     /// source's claim finds them, and they are sent once.
     async fn deliver_in_time(
         &self,
-        queued: impl Iterator<Item = Queued<S::Key>>,
+        queued: impl Iterator<Item = Queued<S::Key, S::Message>>,
         stop: &CancellationToken,
     ) {
         let now = Instant::now();
@@ -570,20 +498,20 @@ where
             tracing::warn!(
                 source = S::NAME,
                 late = late.len(),
-                "Emails waited too long in this process to be sent before their claims lapse; \
+                "Messages waited too long in this process to be sent before their claims lapse; \
                  they are sent once the claims have lapsed"
             );
         }
         let Some(send_by) = in_time.iter().map(|queued| queued.send_by).min() else {
             return;
         };
-        let emails = in_time
+        let messages = in_time
             .into_iter()
-            .map(|queued| (queued.key, queued.email))
+            .map(|queued| (queued.key, queued.message))
             .collect();
         let batch = Batch {
             claim: S::Claim::default(),
-            emails,
+            messages,
             send_by,
         };
         self.deliver(batch, stop).await;
@@ -602,15 +530,16 @@ fn longest_throttle<K>(outcomes: &[(K, Option<Answer>)]) -> Option<Option<Durati
         .max()
 }
 
-/// Whether emails may still be sent, their claims holding until the call
-/// is over; if not, says that the `left` ones are left to lapse.
-fn in_time(send_by: Instant, left: usize) -> bool {
+/// Whether messages may still be sent, their claims holding until the
+/// call is over; if not, says that the `left` ones are left to lapse. For
+/// carriers, before each call.
+pub fn in_time(send_by: Instant, left: usize) -> bool {
     if Instant::now() < send_by {
         return true;
     }
     tracing::warn!(
         left,
-        "Emails held too long to be sent before their claims lapse; whoever claims them next \
+        "Messages held too long to be sent before their claims lapse; whoever claims them next \
          sends them"
     );
     false
@@ -641,7 +570,7 @@ pub async fn record<T>(
             Err(e) => {
                 tracing::error!(
                     error = %chain(&e),
-                    "Failed to {what}; the emails go again when their claim lapses"
+                    "Failed to {what}; the messages go again when their claim lapses"
                 );
                 return None;
             }
@@ -660,7 +589,7 @@ impl Outage {
     fn continues(&mut self, source: &str, error: &db::Error) {
         if self.since.is_none() {
             self.since = Some(Instant::now());
-            tracing::error!(source, error = %chain(error), "Sending paused: the emails waiting cannot be read");
+            tracing::error!(source, error = %chain(error), "Sending paused: the messages waiting cannot be read");
         }
     }
 

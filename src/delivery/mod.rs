@@ -1,9 +1,16 @@
-//! Email delivery: one engine for every email the service sends.
+//! Delivery: one engine for every message the service sends, emails and
+//! webhook calls alike.
 //!
-//! - [`engine`]: the send loop. Sources (the outbox, the campaign ledger)
-//!   say how to claim a batch and record its outcomes; the engine claims,
-//!   throttles, sends and records, the same way for each.
-//! - [`answer`]: what a provider's answer means for each email.
+//! - [`engine`]: the send loop. Sources (the outbox, the campaign ledger,
+//!   the webhook calls) say how to claim a batch and record its outcomes;
+//!   a carrier says how one kind of message is sent; the engine claims,
+//!   waits for the carrier's booking, sends and records, the same way for
+//!   each.
+//! - [`mail`]: the carrier of emails: each stream's throttle, then its
+//!   providers with failover. Webhook calls have theirs in
+//!   [`crate::outgoing_webhooks`].
+//! - [`answer`]: what a provider's (or an endpoint's) answer means for
+//!   each message.
 //! - [`provider`]: what a provider is; [`postmark`] and [`smtp`] send,
 //!   and [`inbox`] keeps each email in the database for local runs.
 //! - [`failover`]: a stream's providers in order, each behind a circuit.
@@ -13,6 +20,7 @@ pub mod answer;
 pub mod engine;
 pub mod failover;
 pub mod inbox;
+pub mod mail;
 pub mod postmark;
 pub mod provider;
 pub mod smtp;

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::delivery::engine::Queued;
+use crate::emails::Email;
 use crate::outbox::store::Message;
 use crate::outbox::worker::Held;
 
 /// A message passed over, and the last moment it may still be sent.
-pub(super) type Handed = Queued<Held>;
+pub(super) type Handed = Queued<Held, Email>;
 
 /// The sending side of the queue.
 #[derive(Clone)]
@@ -78,7 +79,7 @@ impl Place {
     pub fn send(self, message: Message) {
         self.permit.send(Queued {
             key: Held::from(&message),
-            email: message.email,
+            message: message.email,
             send_by: self.send_by,
         });
     }
@@ -88,7 +89,7 @@ impl Place {
 mod tests {
     use super::*;
     use crate::domain::SubscriberEmail;
-    use crate::emails::{Email, EmailContent};
+    use crate::emails::EmailContent;
     use uuid::Uuid;
 
     fn message() -> Message {

@@ -23,13 +23,15 @@ use crate::configuration::SendLoopSettings;
 use crate::db::{self, Db};
 use crate::delivery::answer::Answer;
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
+use crate::delivery::mail::Mail;
+use crate::emails::Email;
 use crate::metrics::Metrics;
 use crate::outbox::backoff::retry_delay;
 use crate::outbox::doorbell::{CHANNEL, Doorbell};
 use crate::outbox::store::{self, Attempt, Message, Unsendable};
 
 /// The outbox's send loops: the engine over the outbox.
-pub type DeliveryWorker = Engine<OutboxSource>;
+pub type DeliveryWorker = Engine<OutboxSource, Mail>;
 
 /// The outbox, as the engine claims from it and records into it.
 pub struct OutboxSource {
@@ -180,6 +182,7 @@ impl OutboxSource {
 impl Source for OutboxSource {
     type Claim = ();
     type Key = Held;
+    type Message = Email;
     const NAME: &'static str = "outbox";
     const CHANNEL: &'static str = CHANNEL;
     const PAUSES_ON_FULL_SCHEDULE: bool = false;
@@ -219,7 +222,7 @@ impl Source for OutboxSource {
         }
         Ok(Turn::Batch(Batch {
             claim: (),
-            emails: claim
+            messages: claim
                 .messages
                 .into_iter()
                 .map(|message| (Held::from(&message), message.email))

@@ -230,6 +230,32 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/tokens/{id}/revoke", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::revoke_token))
         }),
+        endpoint("/admin/webhooks", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(admin::webhooks_page)
+                    .post(admin::create_webhook),
+            )
+        }),
+        endpoint("/admin/webhooks/{id}", Admin, GET, |c, p| {
+            add(c, resource(p).get(admin::webhook_page))
+        }),
+        endpoint("/admin/webhooks/{id}/enable", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::enable_webhook))
+        }),
+        endpoint("/admin/webhooks/{id}/disable", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::disable_webhook))
+        }),
+        endpoint("/admin/webhooks/{id}/delete", Admin, POST, |c, p| {
+            add(c, resource(p).post(admin::delete_webhook))
+        }),
+        endpoint(
+            "/admin/webhooks/{id}/deliveries/{delivery_id}/retry",
+            Admin,
+            POST,
+            |c, p| add(c, resource(p).post(admin::retry_webhook_delivery)),
+        ),
         // Answer 404 with the reason where the inbox is not a provider.
         endpoint("/admin/inbox", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::inbox))

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::SubscriptionToken;
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
 use crate::subscribers::memberships;
 
 /// A confirmation token as stored, with its subscriber's status.
@@ -85,7 +86,12 @@ pub async fn mark_confirmed(
          WHERE id = $1",
     )
     .bind(subscriber_id)
-    .execute(connection)
+    .execute(&mut *connection)
+    .await?;
+    outgoing::emit(
+        connection,
+        &[Event::subscriber_confirmed(subscriber_id, &confirmed)],
+    )
     .await?;
     Ok(Some(confirmed))
 }

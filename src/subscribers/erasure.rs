@@ -52,6 +52,8 @@ use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::outbox;
+use crate::outgoing_webhooks::deliveries;
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
 use crate::subscribers::record::{self, Subscriber};
 use crate::subscribers::{history, suppression};
 use crate::webhooks;
@@ -125,5 +127,10 @@ async fn delete_personal_data(
     outbox::store::erase_to(&mut *conn, &subscriber.email).await?;
     inbox::erase_to(&mut *conn, &subscriber.email).await?;
     webhooks::erase_soft_bounces(&mut *conn, keys, &subscriber.email).await?;
-    record::delete(&mut *conn, subscriber.id).await
+    // Outgoing webhooks about them that hold their address lose it, sent
+    // or not: a receiver gets the event late and without the address
+    // rather than the address after the erasure.
+    deliveries::forget_subscriber(&mut *conn, subscriber.id).await?;
+    record::delete(&mut *conn, subscriber.id).await?;
+    outgoing::emit(conn, &[Event::subscriber_erased(subscriber.id)]).await
 }

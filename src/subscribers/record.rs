@@ -9,6 +9,8 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
+
 /// The address of the subscriber with this id, as stored; `None` once
 /// they were erased.
 pub async fn address_of(
@@ -68,7 +70,7 @@ pub async fn unsubscribe(
     .bind(subscriber_id)
     .execute(&mut *connection)
     .await?;
-    sqlx::query_scalar(
+    let address: Option<String> = sqlx::query_scalar(
         "UPDATE subscriptions \
          SET status = 'unsubscribed', \
              unsubscribed_at = CASE WHEN status = 'unsubscribed' \
@@ -78,7 +80,11 @@ pub async fn unsubscribe(
     )
     .bind(subscriber_id)
     .fetch_optional(&mut *connection)
-    .await
+    .await?;
+    if address.is_some() {
+        outgoing::emit(connection, &[Event::subscriber_unsubscribed(subscriber_id)]).await?;
+    }
+    Ok(address)
 }
 
 /// The subscriber's own row.
@@ -172,4 +178,41 @@ pub async fn delete(conn: &mut PgConnection, subscriber_id: Uuid) -> Result<(), 
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// What an outgoing webhook says of a subscriber, found by id or by
+/// address (lower case).
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventData {
+    pub id: Uuid,
+    /// The address in lower case, to match a report that names it.
+    pub address: String,
+    pub data: sqlx::types::Json<serde_json::Value>,
+}
+
+/// The subscribers with these ids or these (lower-case) addresses, as an
+/// outgoing webhook's data: id, address, name, status, and their lists.
+/// Read only when an endpoint asked for the event.
+pub async fn event_data(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    addresses: &[String],
+) -> Result<Vec<EventData>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id, lower(s.email) AS address, \
+                jsonb_build_object( \
+                    'id', s.id, 'email', s.email, 'name', s.name, 'status', s.status, \
+                    'lists', COALESCE(( \
+                        SELECT jsonb_agg(jsonb_build_object( \
+                                   'id', l.id, 'name', l.name, 'status', m.status) \
+                               ORDER BY l.name) \
+                        FROM memberships m JOIN lists l ON l.id = m.list_id \
+                        WHERE m.subscriber_id = s.id), '[]'::jsonb)) AS data \
+         FROM subscriptions s \
+         WHERE s.id = ANY($1) OR lower(s.email) = ANY($2)",
+    )
+    .bind(ids)
+    .bind(addresses)
+    .fetch_all(conn)
+    .await
 }

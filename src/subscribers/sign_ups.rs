@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{NewSubscriber, SubscriptionToken};
+use crate::outgoing_webhooks::events::{self as outgoing, Event};
 
 /// What the database holds for an address once the sign-up is stored.
 pub enum Known {
@@ -77,10 +78,19 @@ pub async fn upsert_pending_subscribers(
         }
         unresolved.retain(|&i| known[i].is_none());
     }
-    known
+    let known: Vec<Known> = known
         .into_iter()
         .map(|k| k.ok_or(sqlx::Error::RowNotFound))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each new subscriber once: the rows this call inserted.
+    let created: Vec<Event> = ids
+        .iter()
+        .zip(&known)
+        .filter(|(id, known)| matches!(known, Known::Pending(k) if k == *id))
+        .map(|(id, _)| Event::subscriber_created(*id))
+        .collect();
+    outgoing::emit(connection, &created).await?;
+    Ok(known)
 }
 
 /// Inserts the subscribers whose addresses are free; returns the ids of
@@ -227,5 +237,15 @@ pub async fn add_attested(
         ));
     };
     let joined = super::memberships::add_attested(&mut *connection, id, &subscriber.lists).await?;
+    // Created and confirmed at once: a receiver following either event
+    // hears of them, as it would of a reader who confirmed by email.
+    outgoing::emit(
+        connection,
+        &[
+            Event::subscriber_created(id),
+            Event::subscriber_confirmed(id, &joined),
+        ],
+    )
+    .await?;
     Ok(Attested::Added { id, joined })
 }

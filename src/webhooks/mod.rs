@@ -39,6 +39,7 @@ use crate::campaigns::{DeliveryId, IssueState};
 use crate::configuration::{CampaignSettings, WebhookSettings};
 use crate::keys::Keys;
 use crate::metrics::WebhookRecord;
+use crate::outgoing_webhooks::events::{self as outgoing, Event as HookEvent};
 use crate::subscribers::suppression::{self, Reason};
 use postmark::{Bounce, BounceKind, Complaint, Delivered, Event, Record, SubscriptionChange};
 
@@ -208,6 +209,14 @@ async fn bounced(
         }
         BounceKind::Other => {}
     }
+    let kind = match bounce.kind {
+        BounceKind::Hard => Some("hard"),
+        BounceKind::Soft => Some("soft"),
+        BounceKind::Unsubscribe | BounceKind::Other => None,
+    };
+    if let Some(kind) = kind {
+        outgoing::emit(conn, &[HookEvent::subscriber_bounced(address, kind)]).await?;
+    }
     Ok(())
 }
 
@@ -224,6 +233,11 @@ async fn complained(
         Reason::SpamComplaint,
         Some("The recipient marked an email as spam."),
         complaint.complained_at,
+    )
+    .await?;
+    outgoing::emit(
+        conn,
+        &[HookEvent::subscriber_complained(complaint.address.as_ref())],
     )
     .await?;
     if let Some(delivery) = complaint.delivery {

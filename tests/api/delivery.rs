@@ -10,6 +10,7 @@ use newsletter::configuration::Settings;
 use newsletter::db::Db;
 use newsletter::db::wakeups::Notifier;
 use newsletter::delivery::Routes;
+use newsletter::delivery::mail::Mail;
 use newsletter::delivery::throttle::Throttles;
 use newsletter::domain::SubscriberEmail;
 use newsletter::emails::{Email, EmailContent};
@@ -625,8 +626,7 @@ async fn worker_sending_to(
     DeliveryWorker::new(
         source,
         db,
-        Routes::only(Arc::new(api.client())),
-        Throttles::default(),
+        Mail::new(Routes::only(Arc::new(api.client())), Throttles::default()),
         settings,
         listening(&app.settings, newsletter::outbox::CHANNEL).await,
     )

@@ -419,6 +419,15 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     settings.campaigns.messages_per_second = 100_000;
     settings.webhooks.postmark_username = Some(WEBHOOK_USERNAME.to_owned());
     settings.webhooks.postmark_password = Some(SecretString::from(WEBHOOK_PASSWORD));
+    // Webhook receivers in tests are local: the tests about refused
+    // addresses turn this off. Short waits between attempts.
+    settings.outgoing_webhooks.allow_private_addresses = true;
+    settings.outgoing_webhooks.workers = 1;
+    settings.outgoing_webhooks.poll_interval_milliseconds = 200;
+    settings.outgoing_webhooks.claim_timeout_seconds = 5;
+    settings.outgoing_webhooks.timeout_milliseconds = 2_000;
+    settings.outgoing_webhooks.connect_timeout_milliseconds = 1_000;
+    settings.outgoing_webhooks.retry_delays_seconds = vec![0.2, 0.2, 0.2, 0.2];
     // Tests that are about retention run it themselves.
     settings.retention.enabled = false;
     // Keys of this test only; limits generous enough for any test that does

@@ -30,6 +30,8 @@ mod migrations;
 mod newsletters;
 mod newsroom;
 mod openapi;
+mod outgoing_webhook_client;
+mod outgoing_webhooks;
 mod pages;
 mod preferences;
 mod production_settings;

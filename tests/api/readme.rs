@@ -216,3 +216,37 @@ fn every_page_the_readme_links_under_docs_exists_and_every_page_there_is_linked(
         .collect();
     assert!(unlinked.is_empty(), "in docs/ but not linked: {unlinked:?}");
 }
+
+/// The backticked value after `label` in `text`.
+fn value_after<'a>(text: &'a str, label: &str) -> &'a str {
+    let start = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} not found"))
+        + label.len();
+    let rest = &text[start..];
+    let open = rest.find('`').unwrap() + 1;
+    let close = open + rest[open..].find('`').unwrap();
+    &rest[open..close]
+}
+
+#[test]
+fn the_readmes_webhook_signature_example_is_what_the_service_signs() {
+    let readme = readme();
+    let part = section(&readme, "## Outgoing webhooks");
+    let example = &part[part.find("For the secret").expect("the example is there")..];
+    let secret = value_after(example, "For the secret");
+    let id = value_after(example, "the id");
+    let timestamp: i64 = value_after(example, "the timestamp").parse().unwrap();
+    let body = value_after(example, "the body");
+    let signature = value_after(example, "the signature is");
+
+    let secret = newsletter::outgoing_webhooks::signing::Secret::parse(secret).unwrap();
+    let signed =
+        newsletter::outgoing_webhooks::signing::sign(&secret, id, timestamp, body.as_bytes());
+
+    assert_eq!(signed, signature);
+    assert!(
+        part.contains("```python"),
+        "the receiver's snippet is there"
+    );
+}

@@ -52,7 +52,13 @@ fn at(seconds_ago: i64) -> String {
     (Utc::now() - Span::seconds(seconds_ago)).to_rfc3339()
 }
 
-fn bounce(id: i64, type_name: &str, email: &str, inactive: bool, delivery: Option<&str>) -> Value {
+pub fn bounce(
+    id: i64,
+    type_name: &str,
+    email: &str,
+    inactive: bool,
+    delivery: Option<&str>,
+) -> Value {
     let metadata = match delivery {
         Some(delivery) => json!({ "delivery_id": delivery }),
         None => json!({}),

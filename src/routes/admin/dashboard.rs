@@ -10,6 +10,7 @@ use crate::admin::pages::layout::nav;
 use crate::admin::{accounts, audit, sign_in_failures};
 use crate::db::Db;
 use crate::outbox;
+use crate::outgoing_webhooks::endpoints;
 use crate::pages::page;
 use crate::routes::admin::pages::{Chart, DashboardPage, Day, status_label};
 use crate::subscribers::figures;
@@ -41,14 +42,15 @@ pub async fn render_dashboard(
     status: StatusCode,
     refused: Option<RefusedEmail<'_>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (figures, outbox, audit, sign_in_failures, unused_recovery_codes) = db
+    let (figures, outbox, audit, sign_in_failures, unused_recovery_codes, disabled) = db
         .transaction(async |tx| {
             let figures = figures::read(tx, DAYS).await?;
             let outbox = outbox::store::queue_counts(tx).await?;
+            let disabled = endpoints::disabled_for_failing(tx).await?;
             let audit = audit::latest(tx, AUDIT_ENTRIES).await?;
             let failures = sign_in_failures::last_day(tx).await?;
             let unused = accounts::unused_recovery_codes(tx, admin.admin.id).await?;
-            Ok((figures, outbox, audit, failures, unused))
+            Ok((figures, outbox, audit, failures, unused, disabled))
         })
         .await
         .step("read the dashboard")?;
@@ -91,6 +93,10 @@ pub async fn render_dashboard(
             chart: Chart::new(days),
             outbox_queued: outbox.queued,
             outbox_failed: outbox.failed,
+            disabled_webhooks: disabled
+                .into_iter()
+                .map(|e| (e.id, e.url, e.disabled_reason.unwrap_or_default()))
+                .collect(),
             audit,
             sign_in_failures,
             email_error: refused.map(|r| r.reason),

@@ -27,6 +27,7 @@ mod pages;
 pub(crate) mod segments;
 pub(crate) mod subscribers;
 pub(crate) mod tokens;
+pub(crate) mod webhooks;
 
 pub use attributes::{attributes_page, create_attribute, delete_attribute};
 pub use dashboard::dashboard;
@@ -51,3 +52,7 @@ pub use subscribers::{
     export_subscribers, subscriber_page, subscribers,
 };
 pub use tokens::{create_token, revoke_token, tokens_page};
+pub use webhooks::{
+    create_webhook, delete_webhook, disable_webhook, enable_webhook, retry_webhook_delivery,
+    webhook_page, webhooks_page,
+};

@@ -43,6 +43,9 @@ pub struct DashboardPage<'a> {
     pub chart: Chart,
     pub outbox_queued: i64,
     pub outbox_failed: i64,
+    /// Outgoing webhook endpoints the service disabled because they kept
+    /// failing: (id, URL, reason).
+    pub disabled_webhooks: Vec<(uuid::Uuid, String, String)>,
     pub audit: Vec<Entry>,
     /// Failed sign-ins of the last day, per account.
     pub sign_in_failures: Vec<Recent>,
@@ -372,4 +375,70 @@ pub struct TokensPage<'a> {
     pub expires_error: Option<String>,
     pub revoke_error: Option<String>,
     pub notice: Option<String>,
+}
+
+/// One outgoing webhook endpoint as its list shows it.
+pub struct WebhookRow {
+    pub id: uuid::Uuid,
+    pub url: String,
+    pub description: String,
+    pub events: String,
+    pub state: String,
+    pub created: String,
+}
+
+/// One event the form offers, checked or not.
+pub struct EventChoice {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub checked: bool,
+}
+
+/// An endpoint just registered, with its secret shown once.
+pub struct CreatedWebhook<'a> {
+    pub id: uuid::Uuid,
+    pub url: &'a str,
+    pub secret: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/webhooks.html")]
+pub struct WebhooksPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub endpoints: Vec<WebhookRow>,
+    pub created: Option<CreatedWebhook<'a>>,
+    /// The form as typed, and why it was refused.
+    pub url: &'a str,
+    pub url_error: Option<String>,
+    pub description: &'a str,
+    pub description_error: Option<String>,
+    pub events: Vec<EventChoice>,
+    pub events_error: Option<String>,
+}
+
+/// One delivery as an endpoint's page lists it.
+pub struct WebhookDeliveryRow {
+    pub id: uuid::Uuid,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub created: String,
+    pub attempts: i32,
+    pub status: String,
+    pub last_code: String,
+    pub last_error: String,
+    pub next_attempt: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/webhook.html")]
+pub struct WebhookPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+    pub endpoint: WebhookRow,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<String>,
+    pub deliveries: Vec<WebhookDeliveryRow>,
+    pub notice: Option<&'static str>,
 }

@@ -1,0 +1,292 @@
+//! The deliveries of outgoing webhooks: the one owner of
+//! `webhook_deliveries`. One row per endpoint and event, queued by
+//! [`super::events::emit`], claimed by the webhook source's workers under a
+//! lease, and settled under that claim: a worker whose lease lapsed and was
+//! taken over finds that its late writes match no row.
+//!
+//! Every state change is one statement (or one short transaction), so a
+//! worker killed between two leaves a row that another worker picks up once
+//! the lease lapses: delivery is at least once, and the event id tells a
+//! receiver what it has seen before.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use super::endpoints;
+use super::events::CHANNEL;
+
+/// A delivery a worker holds, with what it takes to make the call.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub claim_id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    pub payload: String,
+    pub url: String,
+    pub secret: String,
+}
+
+/// Claims up to `batch` due deliveries of enabled endpoints for `lease`,
+/// counting the attempt. A claimed row is due again once the lease ends, so
+/// a worker that dies leaves it to the next claim.
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    lease: Duration,
+    batch: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS ( \
+             SELECT d.id FROM webhook_deliveries d \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
+             ORDER BY d.next_attempt_at \
+             LIMIT $2 \
+             FOR UPDATE OF d SKIP LOCKED \
+         ) \
+         UPDATE webhook_deliveries d \
+         SET claim_id = $3, attempts = d.attempts + 1, last_attempt_at = now(), \
+             leased_until = now() + make_interval(secs => $1), \
+             next_attempt_at = now() + make_interval(secs => $1) \
+         FROM due, webhook_endpoints e \
+         WHERE d.id = due.id AND e.id = d.endpoint_id \
+         RETURNING d.id, d.claim_id, d.endpoint_id, d.event_id, d.attempts, \
+                   d.payload::text AS payload, e.url, e.secret",
+    )
+    .bind(lease.as_secs_f64())
+    .bind(batch)
+    .bind(Uuid::new_v4())
+    .fetch_all(conn)
+    .await
+}
+
+/// A delivery as its claim names it.
+pub type Held = (Uuid, Uuid);
+
+/// The receiver took it (a 2xx). Returns whether the claim still held.
+pub async fn mark_delivered(
+    conn: &mut PgConnection,
+    (id, claim): Held,
+    endpoint_id: Uuid,
+    code: Option<i32>,
+) -> Result<bool, sqlx::Error> {
+    let mut transaction = conn.begin().await?;
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries \
+         SET status = 'delivered', delivered_at = now(), leased_until = NULL, \
+             last_code = $3, last_error = NULL \
+         WHERE id = $1 AND claim_id = $2 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(claim)
+    .bind(code)
+    .execute(&mut *transaction)
+    .await?;
+    endpoints::note_success(&mut transaction, endpoint_id).await?;
+    transaction.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// Goes again after the delay.
+    Retried,
+    /// No attempt is left: kept as failed.
+    GaveUp,
+    /// The claim had lapsed: another worker's outcome stands.
+    Lost,
+}
+
+/// The attempt failed with `error` (a fixed text of ours) and `code` (the
+/// receiver's status, if it answered): the delivery goes again after
+/// `retry_in`, or, with `None`, is kept as failed. The endpoint's run of
+/// failures grows either way, and may disable it ([`endpoints::note_failure`]).
+pub async fn mark_failed_attempt(
+    conn: &mut PgConnection,
+    (id, claim): Held,
+    endpoint_id: Uuid,
+    failure: (Option<i32>, &str),
+    retry_in: Option<Duration>,
+    disable_after: Duration,
+) -> Result<Failed, sqlx::Error> {
+    let (code, error) = failure;
+    let mut transaction = conn.begin().await?;
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries \
+         SET status = CASE WHEN $5::float8 IS NULL THEN 'failed' ELSE 'pending' END, \
+             next_attempt_at = now() + make_interval(secs => COALESCE($5, 0)), \
+             leased_until = NULL, last_code = $3, last_error = $4 \
+         WHERE id = $1 AND claim_id = $2 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(claim)
+    .bind(code)
+    .bind(error)
+    .bind(retry_in.map(|d| d.as_secs_f64()))
+    .execute(&mut *transaction)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(Failed::Lost);
+    }
+    endpoints::note_failure(&mut transaction, endpoint_id, disable_after).await?;
+    transaction.commit().await?;
+    Ok(if retry_in.is_some() {
+        Failed::Retried
+    } else {
+        Failed::GaveUp
+    })
+}
+
+/// Hands claimed deliveries back untouched (shutdown), without counting
+/// the attempt that never happened.
+pub async fn release(conn: &mut PgConnection, held: &[Held]) -> Result<u64, sqlx::Error> {
+    let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries d \
+         SET leased_until = NULL, next_attempt_at = now(), attempts = d.attempts - 1 \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id) \
+         WHERE d.id = held.id AND d.claim_id = held.claim_id AND d.status = 'pending'",
+    )
+    .bind(&ids)
+    .bind(&claims)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Sends a delivery of the endpoint again, whatever became of it, as soon
+/// as a worker is free (or once the endpoint is enabled again). Returns
+/// whether it exists; the workers are notified at commit.
+pub async fn retry(
+    conn: &mut PgConnection,
+    endpoint_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done: Option<bool> = sqlx::query_scalar(
+        "WITH retried AS ( \
+             UPDATE webhook_deliveries d \
+             SET status = 'pending', claim_id = NULL, leased_until = NULL, delivered_at = NULL, \
+                 next_attempt_at = CASE WHEN e.enabled THEN now() ELSE 'infinity' END \
+             FROM webhook_endpoints e \
+             WHERE d.id = $2 AND d.endpoint_id = $1 AND e.id = d.endpoint_id \
+             RETURNING 1 \
+         ) \
+         SELECT pg_notify($3, '') IS NOT NULL FROM retried",
+    )
+    .bind(endpoint_id)
+    .bind(id)
+    .bind(CHANNEL)
+    .fetch_optional(conn)
+    .await?;
+    Ok(done.is_some())
+}
+
+/// Puts the endpoint's pending deliveries out of the workers' way while it
+/// is disabled: the due index then holds only what can go.
+pub(super) async fn park_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = 'infinity' \
+         WHERE endpoint_id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The endpoint is enabled again: what it has pending is due now.
+pub(super) async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH resumed AS ( \
+             UPDATE webhook_deliveries SET next_attempt_at = now(), leased_until = NULL \
+             WHERE endpoint_id = $1 AND status = 'pending' RETURNING 1 \
+         ) \
+         SELECT pg_notify($2, '') FROM (SELECT 1) AS one WHERE EXISTS (SELECT 1 FROM resumed)",
+    )
+    .bind(id)
+    .bind(CHANNEL)
+    .fetch_optional(conn)
+    .await?;
+    Ok(())
+}
+
+/// One delivery as the endpoint's page shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// The endpoint's latest `limit` deliveries, newest first.
+pub async fn recent(
+    conn: &mut PgConnection,
+    endpoint_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, event_type, status, attempts, last_code, last_error, created_at, \
+                last_attempt_at, next_attempt_at, delivered_at \
+         FROM webhook_deliveries WHERE endpoint_id = $1 \
+         ORDER BY created_at DESC, id LIMIT $2",
+    )
+    .bind(endpoint_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Erasure: the subscriber's address and name leave every payload about
+/// them, sent or not. At least once yields to erasure here: a delivery
+/// still to go is sent without them.
+pub async fn forget_subscriber(
+    conn: &mut PgConnection,
+    subscriber_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_deliveries \
+         SET payload = jsonb_set(jsonb_set(payload, '{data,email}', 'null'), \
+                                 '{data,name}', 'null') \
+         WHERE subscriber_id = $1 AND payload -> 'data' ? 'email'",
+    )
+    .bind(subscriber_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Retention: delivered and failed deliveries whose last attempt was
+/// before `cutoff`, up to `limit` of them, oldest first (the partial index
+/// `webhook_deliveries_finished_idx`). Returns how many were deleted.
+pub async fn delete_finished(
+    conn: &mut PgConnection,
+    limit: i64,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN ( \
+             SELECT id FROM webhook_deliveries \
+             WHERE status <> 'pending' AND last_attempt_at < $2 \
+             ORDER BY last_attempt_at, id LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(limit)
+    .bind(cutoff)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

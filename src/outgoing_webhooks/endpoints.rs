@@ -1,0 +1,200 @@
+//! The endpoints an admin registered: the one owner of `webhook_endpoints`.
+//! An endpoint is enabled until an admin disables it, or until it kept
+//! failing for longer than `outgoing_webhooks.disable_after_hours`
+//! ([`super::deliveries`] decides that, as it records each failure).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::events::EventType;
+
+/// An endpoint as stored. Its secret is read only to sign calls
+/// ([`super::deliveries::claim_due`]), never for a page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub url: String,
+    pub description: String,
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, url, description, events, enabled, disabled_at, disabled_reason, \
+                       failing_since, created_by, created_at";
+
+/// What a new endpoint is made of, every field parsed already.
+pub struct NewEndpoint<'a> {
+    pub url: &'a str,
+    pub description: &'a str,
+    pub events: &'a [EventType],
+    /// The secret as its owner will be shown it (`whsec_…`).
+    pub secret: &'a str,
+    pub created_by: &'a str,
+}
+
+fn names(events: &[EventType]) -> Vec<&'static str> {
+    events.iter().map(|e| e.as_str()).collect()
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    endpoint: &NewEndpoint<'_>,
+) -> Result<Endpoint, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_endpoints (id, url, description, events, secret, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::new_v4())
+    .bind(endpoint.url)
+    .bind(endpoint.description)
+    .bind(names(endpoint.events))
+    .bind(endpoint.secret)
+    .bind(endpoint.created_by)
+    .fetch_one(conn)
+    .await
+}
+
+/// Every endpoint, newest first: an admin registers a handful.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY created_at DESC, id"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Changes what the endpoint receives from now on; returns whether it
+/// exists. Deliveries queued already go as they are.
+pub async fn update_events(
+    conn: &mut PgConnection,
+    id: Uuid,
+    events: &[EventType],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE webhook_endpoints SET events = $2 WHERE id = $1")
+        .bind(id)
+        .bind(names(events))
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Enables the endpoint again, its failures forgotten, and makes what it
+/// still has pending due now. Returns whether it exists.
+pub async fn enable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints \
+         SET enabled = true, disabled_at = NULL, disabled_reason = NULL, failing_since = NULL \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    super::deliveries::resume_endpoint(conn, id).await?;
+    Ok(true)
+}
+
+/// An admin disables the endpoint; what it has pending waits, out of the
+/// workers' way, until it is enabled again. Returns whether it was enabled.
+pub async fn disable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints \
+         SET enabled = false, disabled_at = now(), failing_since = NULL, \
+             disabled_reason = 'Disabled by an admin.' \
+         WHERE id = $1 AND enabled",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    super::deliveries::park_endpoint(conn, id).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes the endpoint and its deliveries. Returns whether it existed.
+pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The endpoints the service disabled because they kept failing, for the
+/// dashboard's notice. An admin's own disabling is not news to them.
+pub async fn disabled_for_failing(conn: &mut PgConnection) -> Result<Vec<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM webhook_endpoints \
+         WHERE NOT enabled AND failing_since IS NOT NULL ORDER BY disabled_at DESC"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
+/// The endpoint answered: its run of failures, if any, is over.
+pub async fn note_success(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_endpoints SET failing_since = NULL \
+         WHERE id = $1 AND failing_since IS NOT NULL",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The endpoint failed a delivery: its run of failures starts now unless
+/// it started earlier, and once it is older than `disable_after` the
+/// endpoint is disabled, with the reason, and its pending deliveries wait.
+/// Returns whether this failure disabled it.
+pub async fn note_failure(
+    conn: &mut PgConnection,
+    id: Uuid,
+    disable_after: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let hours = disable_after.as_secs_f64() / 3600.0;
+    let reason = format!(
+        "Every delivery failed for {} hours, so the service disabled it.",
+        (hours * 10.0).round() / 10.0
+    );
+    let disabled: Option<bool> = sqlx::query_scalar(
+        "UPDATE webhook_endpoints \
+         SET failing_since = COALESCE(failing_since, now()), \
+             enabled = enabled \
+                 AND COALESCE(failing_since, now()) > now() - make_interval(secs => $2), \
+             disabled_at = CASE \
+                 WHEN enabled AND COALESCE(failing_since, now()) <= now() - make_interval(secs => $2) \
+                 THEN now() ELSE disabled_at END, \
+             disabled_reason = CASE \
+                 WHEN enabled AND COALESCE(failing_since, now()) <= now() - make_interval(secs => $2) \
+                 THEN $3 ELSE disabled_reason END \
+         WHERE id = $1 \
+         RETURNING disabled_at = now() AND NOT enabled",
+    )
+    .bind(id)
+    .bind(disable_after.as_secs_f64())
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let disabled = disabled == Some(true);
+    if disabled {
+        super::deliveries::park_endpoint(conn, id).await?;
+    }
+    Ok(disabled)
+}

@@ -1,0 +1,628 @@
+//! Outgoing webhooks: an admin registers an endpoint, and the events it
+//! asked for reach it signed (Standard Webhooks), at least once, retried
+//! while it fails, never towards an address it must not reach, and a
+//! killed worker loses none of them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use newsletter::keys::Keys;
+use newsletter::outgoing_webhooks::endpoints::{self, NewEndpoint};
+use newsletter::outgoing_webhooks::events::{self, Event, EventType};
+use newsletter::outgoing_webhooks::signing::{self, Secret};
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::campaigns::{add_subscribers, publish, wait_for_state};
+use crate::helpers::{
+    TestApp, accept_every_message, eventually, eventually_within, spawn_app, spawn_app_with,
+};
+use crate::newsroom::{Browser, PASSWORD, create_admin};
+use crate::webhooks::{bounce, complaint, post_webhook};
+
+const HOOK: &str = "/hook";
+
+/// A receiver that takes every call.
+async fn receiver() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(HOOK))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Registers an endpoint through the store, as the admin's form does;
+/// returns its id and secret.
+async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secret) {
+    let secret = Secret::generate();
+    let text = secret.expose();
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    let endpoint = endpoints::create(
+        &mut conn,
+        &NewEndpoint {
+            url,
+            description: "",
+            events,
+            secret: &text,
+            created_by: "tests",
+        },
+    )
+    .await
+    .unwrap();
+    (endpoint.id, secret)
+}
+
+/// Emits `events` in a transaction of their own, as a store would.
+async fn emit(app: &TestApp, events: &[Event]) {
+    let mut transaction = app.db_pool.begin().await.unwrap();
+    events::emit(&mut transaction, events).await.unwrap();
+    transaction.commit().await.unwrap();
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> &'a str {
+    request
+        .headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+/// The signature headers of a call.
+fn signed_by(request: &Request) -> signing::Headers<'_> {
+    signing::Headers {
+        id: header(request, "webhook-id"),
+        timestamp: header(request, "webhook-timestamp"),
+        signature: header(request, "webhook-signature"),
+    }
+}
+
+fn body(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+/// The calls `server` received, once there are at least `n`.
+async fn calls(server: &MockServer, n: usize) -> Vec<Request> {
+    eventually_within(
+        Duration::from_secs(15),
+        &format!("{n} webhook calls"),
+        || async {
+            let received = server.received_requests().await.unwrap_or_default();
+            (received.len() >= n).then_some(received)
+        },
+    )
+    .await
+}
+
+/// (status, attempts, last code, last error) of the endpoint's deliveries.
+async fn deliveries(
+    app: &TestApp,
+    endpoint: Uuid,
+) -> Vec<(String, i32, Option<i32>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, attempts, last_code, last_error FROM webhook_deliveries \
+         WHERE endpoint_id = $1 ORDER BY created_at",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+/// The secret shown once on the page that answers the form.
+fn shown_secret(page: &str) -> String {
+    let marker = r#"<code id="webhook-secret">"#;
+    let start = page.find(marker).expect("the secret is shown") + marker.len();
+    let end = page[start..].find("</code>").unwrap();
+    page[start..start + end].to_owned()
+}
+
+#[tokio::test]
+async fn a_confirmed_sign_up_reaches_the_endpoint_signed_with_the_secret_shown_once() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let receiver = receiver().await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let answer = browser
+        .submit(
+            "/admin/webhooks",
+            &[
+                ("url", &url),
+                ("description", "CRM"),
+                ("events", "subscriber.confirmed"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let secret = Secret::parse(&shown_secret(&answer.text().await.unwrap())).unwrap();
+    let list = browser.get("/admin/webhooks").await.text().await.unwrap();
+    assert!(
+        !list.contains(&secret.expose()),
+        "the secret is shown again"
+    );
+
+    app.post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    let email = &app.wait_for_emails(1).await[0];
+    let links = app.confirmation_links(email);
+    assert_eq!(app.click(&links.html).await.status(), StatusCode::OK);
+
+    let received = calls(&receiver, 1).await;
+    let call = &received[0];
+    signing::verify(
+        &secret,
+        &signed_by(call),
+        &call.body,
+        chrono::Utc::now().timestamp(),
+        Duration::from_secs(300),
+    )
+    .expect("the signature verifies with the endpoint's secret");
+    let body = body(call);
+    assert_eq!(body["type"], "subscriber.confirmed");
+    assert_eq!(body["data"]["email"], "ada@example.com");
+    assert_eq!(body["data"]["status"], "confirmed");
+    assert!(body["timestamp"].is_string());
+    // Tampered, it does not verify.
+    let mut tampered = call.body.clone();
+    tampered[0] = b' ';
+    assert!(
+        signing::verify(
+            &secret,
+            &signed_by(call),
+            &tampered,
+            chrono::Utc::now().timestamp(),
+            Duration::from_secs(300),
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_form_refuses_a_private_url_and_an_unknown_event_with_the_reason() {
+    let app = spawn_app_with(|s| s.outgoing_webhooks.allow_private_addresses = false).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    for (case, url, event, error) in [
+        (
+            "loopback",
+            "http://127.0.0.1/hook",
+            "issue.published",
+            "url-error",
+        ),
+        (
+            "metadata",
+            "http://169.254.169.254/",
+            "issue.published",
+            "url-error",
+        ),
+        ("not a URL", "hook", "issue.published", "url-error"),
+        (
+            "unknown event",
+            "https://hooks.example.com/",
+            "issue.deleted",
+            "events-error",
+        ),
+    ] {
+        let answer = browser
+            .submit("/admin/webhooks", &[("url", url), ("events", event)])
+            .await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{case}");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains(&format!(r#"id="{error}""#)), "{case}: {page}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_fails_then_recovers_gets_the_event_under_one_webhook_id() {
+    let app = spawn_app().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let subscriber = add_subscribers(&app, 1, "pending_confirmation").await[0];
+
+    emit(&app, &[Event::subscriber_created(subscriber)]).await;
+
+    let received = calls(&receiver, 3).await;
+    let ids: HashSet<&str> = received.iter().map(|r| header(r, "webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "every attempt carries the event's id");
+    eventually("the delivery to be recorded as delivered", || async {
+        let rows = deliveries(&app, endpoint).await;
+        (rows[0].0 == "delivered").then_some(())
+    })
+    .await;
+    let rows = deliveries(&app, endpoint).await;
+    assert_eq!(rows[0].1, 3, "three attempts counted");
+}
+
+#[tokio::test]
+async fn every_event_is_sent_from_where_it_happens() {
+    let app = spawn_app().await;
+    app.mock_email_api_ok().await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    register(&app, &url, &EventType::ALL).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    // Created, then confirmed.
+    app.post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    let email = &app.wait_for_emails(1).await[0];
+    app.click(&app.confirmation_links(email).html).await;
+    let ada: Uuid =
+        sqlx::query_scalar("SELECT id FROM subscriptions WHERE email = 'ada@example.com'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    // Bounced and complained about, through Postmark's webhook.
+    let bob = add_subscribers(&app, 1, "confirmed").await[0];
+    let bob_address: String = sqlx::query_scalar("SELECT email FROM subscriptions WHERE id = $1")
+        .bind(bob)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    post_webhook(&app, &bounce(1, "HardBounce", &bob_address, true, None)).await;
+    post_webhook(&app, &complaint(2, &bob_address, None)).await;
+    // Unsubscribed, with one click.
+    let token = Keys::derive(&app.settings.application.hmac_secret)
+        .unwrap()
+        .unsubscribe_token(ada)
+        .to_string();
+    app.api_client
+        .post(format!("{}/unsubscribe/{token}", app.address))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    // An issue, published and sent to the one confirmed reader left.
+    let issue = publish(&app, "Hooks", "Hello.").await;
+    wait_for_state(&app, issue, "done").await;
+    // Erased.
+    assert_eq!(
+        browser
+            .erase_subscriber(ada, "ada@example.com")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+
+    let expected: HashSet<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+    let received = eventually_within(Duration::from_secs(15), "every event type", || async {
+        let received = receiver.received_requests().await.unwrap_or_default();
+        let types: HashSet<String> = received
+            .iter()
+            .map(|r| body(r)["type"].as_str().unwrap().to_owned())
+            .collect();
+        expected
+            .iter()
+            .all(|e| types.contains(*e))
+            .then_some(received)
+    })
+    .await;
+    let of = |kind: &str| -> Vec<Value> {
+        received
+            .iter()
+            .map(body)
+            .filter(|b| b["type"] == kind)
+            .collect()
+    };
+    let erased = &of("subscriber.erased")[0];
+    assert_eq!(
+        erased["data"],
+        serde_json::json!({ "id": ada }),
+        "the id alone"
+    );
+    assert_eq!(of("subscriber.bounced")[0]["data"]["id"], bob.to_string());
+    assert_eq!(of("subscriber.bounced")[0]["data"]["bounce"], "hard");
+    assert_eq!(
+        of("subscriber.complained")[0]["data"]["id"],
+        bob.to_string()
+    );
+    assert_eq!(of("issue.published")[0]["data"]["title"], "Hooks");
+    assert_eq!(of("issue.finished")[0]["data"]["id"], issue.to_string());
+    // The erasure took the address out of what was kept of the others.
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_deliveries WHERE payload::text LIKE '%ada@example.com%'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 0, "a payload kept the erased address");
+}
+
+#[tokio::test]
+async fn calls_towards_loopback_private_and_metadata_addresses_are_refused_and_recorded() {
+    let app = spawn_app_with(|s| s.outgoing_webhooks.allow_private_addresses = false).await;
+    let receiver = receiver().await;
+    let port = receiver.address().port();
+    let mut registered = Vec::new();
+    for (case, url) in [
+        ("127.0.0.1", format!("http://127.0.0.1:{port}{HOOK}")),
+        ("[::1]", format!("http://[::1]:{port}{HOOK}")),
+        ("10.0.0.0/8", "http://10.1.2.3/hook".to_owned()),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+        ),
+        (
+            "a name for loopback",
+            format!("http://localhost:{port}{HOOK}"),
+        ),
+    ] {
+        // Stored as an older release or a direct insert might have: the
+        // check at call time is what counts.
+        let (id, _) = register(&app, &url, &[EventType::IssuePublished]).await;
+        registered.push((case, id));
+    }
+    publish(&app, "Nowhere", "Hello.").await;
+
+    for (case, endpoint) in registered {
+        let rows = eventually(&format!("{case}: a refused attempt"), || async {
+            let rows = deliveries(&app, endpoint).await;
+            (rows.len() == 1 && rows[0].3.is_some()).then_some(rows)
+        })
+        .await;
+        assert_ne!(rows[0].0, "delivered", "{case}");
+        assert_eq!(rows[0].2, None, "{case}: no answer came");
+    }
+    assert!(
+        receiver.received_requests().await.unwrap().is_empty(),
+        "a refused call reached the receiver"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_counts_as_a_failed_attempt() {
+    let app = spawn_app().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("Location", "http://169.254.169.254/"),
+        )
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::IssuePublished]).await;
+
+    publish(&app, "Redirected", "Hello.").await;
+
+    let rows = eventually("a failed attempt", || async {
+        let rows = deliveries(&app, endpoint).await;
+        (rows.len() == 1 && rows[0].2.is_some()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0].2, Some(302));
+    assert_ne!(rows[0].0, "delivered");
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_past_its_time_is_disabled_with_a_notice_and_its_delivery_can_go_again()
+{
+    let app = spawn_app_with(|s| {
+        s.outgoing_webhooks.disable_after_hours = 0.0;
+        // One attempt: the delivery is given up at once.
+        s.outgoing_webhooks.retry_delays_seconds = vec![];
+    })
+    .await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::IssuePublished]).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    publish(&app, "Failing", "Hello.").await;
+
+    eventually("the endpoint to be disabled", || async {
+        let enabled: bool =
+            sqlx::query_scalar("SELECT enabled FROM webhook_endpoints WHERE id = $1")
+                .bind(endpoint)
+                .fetch_one(&app.db_pool)
+                .await
+                .unwrap();
+        (!enabled).then_some(())
+    })
+    .await;
+    let rows = deliveries(&app, endpoint).await;
+    assert_eq!(rows[0].0, "failed");
+    assert_eq!(rows[0].2, Some(503));
+    let dashboard = browser.get("/admin/dashboard").await.text().await.unwrap();
+    assert!(
+        dashboard.contains(r#"id="disabled-webhooks""#),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains(&format!("/admin/webhooks/{endpoint}")),
+        "{dashboard}"
+    );
+
+    let enabled = browser
+        .submit(&format!("/admin/webhooks/{endpoint}/enable"), &[])
+        .await;
+    assert_eq!(enabled.status(), StatusCode::SEE_OTHER);
+    let page = browser
+        .get(&format!("/admin/webhooks/{endpoint}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let delivery: Uuid =
+        sqlx::query_scalar("SELECT id FROM webhook_deliveries WHERE endpoint_id = $1")
+            .bind(endpoint)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert!(page.contains(&format!("delivery-{delivery}")), "{page}");
+    let retried = browser
+        .submit(
+            &format!("/admin/webhooks/{endpoint}/deliveries/{delivery}/retry"),
+            &[],
+        )
+        .await;
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+
+    eventually("the delivery to go again and arrive", || async {
+        let rows = deliveries(&app, endpoint).await;
+        (rows[0].0 == "delivered").then_some(())
+    })
+    .await;
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 2);
+    let dashboard = browser.get("/admin/dashboard").await.text().await.unwrap();
+    assert!(!dashboard.contains(r#"id="disabled-webhooks""#));
+    let actions = crate::newsroom::audit_actions(&app).await;
+    assert!(
+        actions.iter().any(|a| a == "webhook-delivery-retried"),
+        "{actions:?}"
+    );
+}
+
+/// `newsletter worker`, sending webhooks to local receivers, its output
+/// discarded; killed on drop.
+struct Worker(std::process::Child);
+
+impl Worker {
+    fn start(app: &TestApp) -> Self {
+        let mut command = app.newsletter_command(&app.email_server.uri());
+        command
+            .arg("worker")
+            .env("APP_OUTGOING_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "true")
+            .env("APP_OUTGOING_WEBHOOKS__WORKERS", "2")
+            .env("APP_OUTGOING_WEBHOOKS__BATCH_SIZE", "5")
+            .env("APP_OUTGOING_WEBHOOKS__CLAIM_TIMEOUT_SECONDS", "3")
+            .env("APP_OUTGOING_WEBHOOKS__TIMEOUT_MILLISECONDS", "1000")
+            .env("APP_OUTGOING_WEBHOOKS__POLL_INTERVAL_MILLISECONDS", "200")
+            .env(
+                "APP_OUTGOING_WEBHOOKS__RETRY_DELAYS_SECONDS",
+                "0.2,0.2,0.2,0.2,0.2",
+            )
+            .env("APP_RETENTION__ENABLED", "false");
+        Self(
+            command
+                .spawn()
+                .expect("Failed to start `newsletter worker`"),
+        )
+    }
+
+    /// SIGKILL: the process ends wherever it is, recording nothing.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_with_webhook_calls_in_flight_leaves_no_event_undelivered() {
+    // Only the worker processes send.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    Mock::given(method("POST"))
+        .respond_with(accept_every_message)
+        .mount(&app.email_server)
+        .await;
+    // Slow answers, so that calls are in flight when the kill comes.
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(150)))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let subscribers = add_subscribers(&app, 60, "pending_confirmation").await;
+    let created: Vec<Event> = subscribers
+        .iter()
+        .copied()
+        .map(Event::subscriber_created)
+        .collect();
+    emit(&app, &created).await;
+    let event_ids: HashSet<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1")
+            .bind(endpoint)
+            .fetch_all(&app.db_pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(event_ids.len(), 60);
+
+    let mut first = Worker::start(&app);
+    eventually_within(
+        Duration::from_secs(20),
+        "some calls to be answered and some to be in flight",
+        || async {
+            let (delivered, leased): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status = 'delivered'), \
+                        count(*) FILTER (WHERE status = 'pending' AND leased_until > now()) \
+                 FROM webhook_deliveries",
+            )
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+            (delivered >= 5 && leased >= 1).then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap();
+    assert!(left > 0, "every call was made before the kill");
+
+    let _second = Worker::start(&app);
+    let received = eventually_within(
+        Duration::from_secs(30),
+        "every event at the receiver",
+        || async {
+            let received = receiver.received_requests().await.unwrap_or_default();
+            let ids: HashSet<Uuid> = received
+                .iter()
+                .map(|r| header(r, "webhook-id").parse().unwrap())
+                .collect();
+            (ids == event_ids).then_some(received)
+        },
+    )
+    .await;
+    assert!(received.len() >= 60);
+    eventually("every delivery recorded as delivered", || async {
+        let rows = deliveries(&app, endpoint).await;
+        rows.iter().all(|r| r.0 == "delivered").then_some(())
+    })
+    .await;
+}
