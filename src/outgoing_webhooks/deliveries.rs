@@ -134,7 +134,9 @@ pub async fn mark_failed_attempt(
     if done.rows_affected() == 0 {
         return Ok(Failed::Lost);
     }
-    endpoints::note_failure(&mut transaction, endpoint_id, disable_after).await?;
+    if endpoints::note_failure(&mut transaction, endpoint_id, disable_after).await? {
+        park_endpoint(&mut transaction, endpoint_id).await?;
+    }
     transaction.commit().await?;
     Ok(if retry_in.is_some() {
         Failed::Retried
@@ -189,7 +191,7 @@ pub async fn retry(
 
 /// Puts the endpoint's pending deliveries out of the workers' way while it
 /// is disabled: the due index then holds only what can go.
-pub(super) async fn park_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn park_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE webhook_deliveries SET next_attempt_at = 'infinity' \
          WHERE endpoint_id = $1 AND status = 'pending'",
@@ -201,7 +203,7 @@ pub(super) async fn park_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(
 }
 
 /// The endpoint is enabled again: what it has pending is due now.
-pub(super) async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH resumed AS ( \
              UPDATE webhook_deliveries SET next_attempt_at = now(), leased_until = NULL \

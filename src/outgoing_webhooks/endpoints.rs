@@ -93,8 +93,9 @@ pub async fn update_events(
     Ok(done.rows_affected() == 1)
 }
 
-/// Enables the endpoint again, its failures forgotten, and makes what it
-/// still has pending due now. Returns whether it exists.
+/// Enables the endpoint again, its failures forgotten. Returns whether it
+/// exists; the caller then makes what it still has pending due
+/// ([`super::deliveries::resume_endpoint`]).
 pub async fn enable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE webhook_endpoints \
@@ -104,15 +105,12 @@ pub async fn enable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    super::deliveries::resume_endpoint(conn, id).await?;
-    Ok(true)
+    Ok(done.rows_affected() == 1)
 }
 
-/// An admin disables the endpoint; what it has pending waits, out of the
-/// workers' way, until it is enabled again. Returns whether it was enabled.
+/// An admin disables the endpoint. Returns whether it was enabled; the
+/// caller then puts what it has pending out of the workers' way until it
+/// is enabled again ([`super::deliveries::park_endpoint`]).
 pub async fn disable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE webhook_endpoints \
@@ -123,7 +121,6 @@ pub async fn disable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Er
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    super::deliveries::park_endpoint(conn, id).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -161,8 +158,8 @@ pub async fn note_success(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx:
 
 /// The endpoint failed a delivery: its run of failures starts now unless
 /// it started earlier, and once it is older than `disable_after` the
-/// endpoint is disabled, with the reason, and its pending deliveries wait.
-/// Returns whether this failure disabled it.
+/// endpoint is disabled, with the reason. Returns whether this failure
+/// disabled it (its pending deliveries are then the caller's to park).
 pub async fn note_failure(
     conn: &mut PgConnection,
     id: Uuid,
@@ -192,9 +189,5 @@ pub async fn note_failure(
     .bind(reason)
     .fetch_optional(&mut *conn)
     .await?;
-    let disabled = disabled == Some(true);
-    if disabled {
-        super::deliveries::park_endpoint(conn, id).await?;
-    }
-    Ok(disabled)
+    Ok(disabled == Some(true))
 }

@@ -384,7 +384,13 @@ pub async fn enable_webhook(
         &db,
         &limiter,
         what,
-        async |tx, id| endpoints::enable(tx, id).await,
+        async |tx, id| {
+            let found = endpoints::enable(tx, id).await?;
+            if found {
+                deliveries::resume_endpoint(tx, id).await?;
+            }
+            Ok(found)
+        },
     )
     .await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=enabled")))
@@ -412,7 +418,11 @@ pub async fn disable_webhook(
         &db,
         &limiter,
         what,
-        async |tx, id| endpoints::disable(tx, id).await,
+        async |tx, id| {
+            let disabled = endpoints::disable(tx, id).await?;
+            deliveries::park_endpoint(tx, id).await?;
+            Ok(disabled)
+        },
     )
     .await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=disabled")))
