@@ -116,6 +116,22 @@ impl EndpointUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlError::Userinfo);
         }
+        // What is stored is the parsed form, in which a character outside
+        // ASCII or a brace takes three: the cap holds for it too.
+        if url.as_str().len() > MAX_URL_CHARS {
+            return Err(UrlError::TooLong);
+        }
+        // Names that mean this machine by definition (RFC 6761) are refused
+        // as the loopback address they stand for; any other name is judged
+        // by what it resolves to, at each connection.
+        if !allow_private_addresses
+            && url.host_str().is_some_and(|host| {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                host == "localhost" || host.ends_with(".localhost")
+            })
+        {
+            return Err(UrlError::AddressNotAllowed);
+        }
         let url = Self(url);
         match url.literal_address() {
             Err(error) => Err(error),
@@ -468,6 +484,20 @@ mod tests {
                 expected,
                 "{text:?}"
             );
+        }
+        let braces = format!("https://hooks.example.com/{}", "{".repeat(700));
+        assert_eq!(EndpointUrl::parse(&braces, false), Err(UrlError::TooLong));
+        for name in [
+            "http://localhost/",
+            "http://LOCALHOST./hook",
+            "http://api.localhost:8080/",
+        ] {
+            assert_eq!(
+                EndpointUrl::parse(name, false),
+                Err(UrlError::AddressNotAllowed),
+                "{name}"
+            );
+            assert!(EndpointUrl::parse(name, true).is_ok(), "{name}");
         }
         let long = format!("https://hooks.example.com/{}", "a".repeat(2000));
         assert_eq!(EndpointUrl::parse(&long, false), Err(UrlError::TooLong));

@@ -230,7 +230,8 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
-    pub next_attempt_at: DateTime<Utc>,
+    /// `None` while the endpoint is disabled: parked, due at no moment.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
@@ -242,7 +243,8 @@ pub async fn recent(
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, event_id, event_type, status, attempts, last_code, last_error, created_at, \
-                last_attempt_at, next_attempt_at, delivered_at \
+                last_attempt_at, NULLIF(next_attempt_at, 'infinity') AS next_attempt_at, \
+                delivered_at \
          FROM webhook_deliveries WHERE endpoint_id = $1 \
          ORDER BY created_at DESC, id LIMIT $2",
     )

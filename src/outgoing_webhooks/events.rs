@@ -222,7 +222,8 @@ pub async fn emit(connection: &mut PgConnection, events: &[Event]) -> Result<(),
                 new.payload::jsonb \
          FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
               AS new (event_id, kind, subscriber_id, payload) \
-         JOIN webhook_endpoints e ON e.enabled AND new.kind = ANY(e.events)",
+         JOIN webhook_endpoints e ON e.enabled AND new.kind = ANY(e.events) \
+         FOR KEY SHARE OF e",
     )
     .bind(&event_ids)
     .bind(&kinds)

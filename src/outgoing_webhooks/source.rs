@@ -77,8 +77,8 @@ impl WebhookSource {
         let id = claimed.event_id.to_string();
         let timestamp = Utc::now().timestamp();
         let body = Bytes::from(claimed.payload.clone().into_bytes());
-        let mut headers = vec![("content-type", "application/json".to_owned())];
-        headers.extend(signing::headers(&secret, &id, timestamp, &body));
+        // The client sets the content type itself.
+        let headers = signing::headers(&secret, &id, timestamp, &body).to_vec();
         Some(Call { url, headers, body })
     }
 

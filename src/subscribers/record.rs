@@ -192,7 +192,10 @@ pub struct EventData {
 
 /// The subscribers with these ids or these (lower-case) addresses, as an
 /// outgoing webhook's data: id, address, name, status, and their lists.
-/// Read only when an endpoint asked for the event.
+/// Read only when an endpoint asked for the event. Each row is share-locked
+/// so that an erasure under way (which locks the row for update) is waited
+/// for, and its subscriber then not found, rather than their address
+/// written into a payload after the erasure cleared the others.
 pub async fn event_data(
     conn: &mut PgConnection,
     ids: &[Uuid],
@@ -209,7 +212,8 @@ pub async fn event_data(
                         FROM memberships m JOIN lists l ON l.id = m.list_id \
                         WHERE m.subscriber_id = s.id), '[]'::jsonb)) AS data \
          FROM subscriptions s \
-         WHERE s.id = ANY($1) OR lower(s.email) = ANY($2)",
+         WHERE s.id = ANY($1) OR lower(s.email) = ANY($2) \
+         FOR KEY SHARE OF s",
     )
     .bind(ids)
     .bind(addresses)

@@ -626,3 +626,44 @@ async fn a_worker_killed_with_webhook_calls_in_flight_leaves_no_event_undelivere
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_endpoint_an_admin_disabled_shows_its_waiting_deliveries_until_enabled_again() {
+    // No workers: what is queued stays pending while the admin acts.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::IssuePublished]).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    publish(&app, "Waiting", "Hello.").await;
+    let rows = deliveries(&app, endpoint).await;
+    assert_eq!(rows[0].0, "pending");
+
+    let disabled = browser
+        .submit(&format!("/admin/webhooks/{endpoint}/disable"), &[])
+        .await;
+    assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+    let page = browser.get(&format!("/admin/webhooks/{endpoint}")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("when the endpoint is enabled again"),
+        "{page}"
+    );
+
+    let enabled = browser
+        .submit(&format!("/admin/webhooks/{endpoint}/enable"), &[])
+        .await;
+    assert_eq!(enabled.status(), StatusCode::SEE_OTHER);
+    let page = browser
+        .get(&format!("/admin/webhooks/{endpoint}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("when the endpoint is enabled again"),
+        "{page}"
+    );
+}

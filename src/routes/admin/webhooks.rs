@@ -274,7 +274,7 @@ fn missing() -> ApiError {
     params(("id" = String, Path, description = "The endpoint's id."), WebhookParameters),
     responses(
         (status = 200, description = "The endpoint and its recent deliveries.", body = String, content_type = "text/html"),
-        (status = 404, description = "No such endpoint.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminOnly,
     ))]
 pub async fn webhook_page(
@@ -304,7 +304,7 @@ pub async fn webhook_page(
             created: when(Some(d.created_at), ""),
             attempts: d.attempts,
             next_attempt: if d.status == "pending" {
-                when(Some(d.next_attempt_at), "")
+                when(d.next_attempt_at, "when the endpoint is enabled again")
             } else {
                 "–".to_owned()
             },
@@ -367,7 +367,7 @@ async fn change_endpoint(
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Enabled, its failures forgotten: to its page.", headers(("Location" = String))),
-        (status = 404, description = "No such endpoint.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn enable_webhook(
@@ -384,12 +384,10 @@ pub async fn enable_webhook(
         &db,
         &limiter,
         what,
+        // The deliveries first, then the endpoint, as when disabling.
         async |tx, id| {
-            let found = endpoints::enable(tx, id).await?;
-            if found {
-                deliveries::resume_endpoint(tx, id).await?;
-            }
-            Ok(found)
+            deliveries::resume_endpoint(tx, id).await?;
+            endpoints::enable(tx, id).await
         },
     )
     .await?;
@@ -401,7 +399,7 @@ pub async fn enable_webhook(
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Disabled: to its page.", headers(("Location" = String))),
-        (status = 404, description = "No such endpoint, or it was disabled already.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such endpoint, or it was disabled already.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn disable_webhook(
@@ -418,10 +416,12 @@ pub async fn disable_webhook(
         &db,
         &limiter,
         what,
+        // The deliveries first, then the endpoint: the order in which a
+        // worker recording an outcome locks them, so the two never wait
+        // on each other.
         async |tx, id| {
-            let disabled = endpoints::disable(tx, id).await?;
             deliveries::park_endpoint(tx, id).await?;
-            Ok(disabled)
+            endpoints::disable(tx, id).await
         },
     )
     .await?;
@@ -433,7 +433,7 @@ pub async fn disable_webhook(
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Deleted with its deliveries: to the endpoints.", headers(("Location" = String))),
-        (status = 404, description = "No such endpoint.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn delete_webhook(
@@ -450,7 +450,12 @@ pub async fn delete_webhook(
         &db,
         &limiter,
         what,
-        async |tx, id| endpoints::delete(tx, id).await,
+        // Its pending deliveries first, as when disabling: the delete's
+        // cascade then finds them locked already.
+        async |tx, id| {
+            deliveries::park_endpoint(tx, id).await?;
+            endpoints::delete(tx, id).await
+        },
     )
     .await?;
     Ok(see_other("/admin/webhooks"))
@@ -464,7 +469,7 @@ pub async fn delete_webhook(
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "Queued again, due now: to the endpoint's page.", headers(("Location" = String))),
-        (status = 404, description = "No such delivery of this endpoint.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such delivery of this endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn retry_webhook_delivery(
