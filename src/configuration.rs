@@ -494,6 +494,27 @@ impl OutgoingWebhookSettings {
     pub fn disable_after(&self) -> Duration {
         Duration::from_secs_f64((self.disable_after_hours * 3600.0).max(0.0))
     }
+
+    /// Refuses waits that are not a number of seconds a duration can hold
+    /// (NaN, infinite, negative, beyond a year): read as durations at
+    /// each failed call, they would stop the worker there rather than here.
+    pub fn check(&self) -> Result<(), anyhow::Error> {
+        const YEAR_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+        let fits = |seconds: f64| seconds.is_finite() && (0.0..=YEAR_SECONDS).contains(&seconds);
+        if let Some(bad) = self.retry_delays_seconds.iter().find(|s| !fits(**s)) {
+            anyhow::bail!(
+                "outgoing_webhooks.retry_delays_seconds holds {bad}: each wait is 0 to a year, \
+                 in seconds"
+            );
+        }
+        if !fits(self.disable_after_hours * 3600.0) {
+            anyhow::bail!(
+                "outgoing_webhooks.disable_after_hours is {}: 0 to a year, in hours",
+                self.disable_after_hours
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What the retention job deletes, and how gently: see `crate::retention`.

@@ -503,6 +503,7 @@ pub fn webhook_worker(
     wakeups: Wakeups,
 ) -> Result<WebhookWorker, anyhow::Error> {
     let hooks = &settings.outgoing_webhooks;
+    hooks.check()?;
     let send_loop = hooks.send_loop();
     send_loop.check(
         "outgoing_webhooks",

@@ -172,7 +172,8 @@ pub async fn note_failure(
     );
     let disabled: Option<bool> = sqlx::query_scalar(
         "UPDATE webhook_endpoints \
-         SET failing_since = COALESCE(failing_since, now()), \
+         SET failing_since = CASE WHEN enabled THEN COALESCE(failing_since, now()) \
+                                  ELSE failing_since END, \
              enabled = enabled \
                  AND COALESCE(failing_since, now()) > now() - make_interval(secs => $2), \
              disabled_at = CASE \

@@ -70,21 +70,25 @@ pub async fn unsubscribe(
     .bind(subscriber_id)
     .execute(&mut *connection)
     .await?;
-    let address: Option<String> = sqlx::query_scalar(
-        "UPDATE subscriptions \
+    let left: Option<(String, bool)> = sqlx::query_as(
+        "WITH before AS (SELECT status FROM subscriptions WHERE id = $1 FOR UPDATE) \
+         UPDATE subscriptions s \
          SET status = 'unsubscribed', \
-             unsubscribed_at = CASE WHEN status = 'unsubscribed' \
-                                    THEN COALESCE(unsubscribed_at, now()) ELSE now() END \
-         WHERE id = $1 \
-         RETURNING email",
+             unsubscribed_at = CASE WHEN s.status = 'unsubscribed' \
+                                    THEN COALESCE(s.unsubscribed_at, now()) ELSE now() END \
+         FROM before \
+         WHERE s.id = $1 \
+         RETURNING s.email, before.status <> 'unsubscribed'",
     )
     .bind(subscriber_id)
     .fetch_optional(&mut *connection)
     .await?;
-    if address.is_some() {
+    // Once per departure: the one-click link pressed again, or a replayed
+    // request, changes nothing and tells the endpoints nothing.
+    if let Some((_, true)) = left {
         outgoing::emit(connection, &[Event::subscriber_unsubscribed(subscriber_id)]).await?;
     }
-    Ok(address)
+    Ok(left.map(|(address, _)| address))
 }
 
 /// The subscriber's own row.

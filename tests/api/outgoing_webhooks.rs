@@ -667,3 +667,29 @@ async fn an_endpoint_an_admin_disabled_shows_its_waiting_deliveries_until_enable
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn pressing_the_one_click_unsubscribe_again_tells_the_endpoints_once() {
+    // No workers: the queued deliveries are counted as they are.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberUnsubscribed]).await;
+    let reader = add_subscribers(&app, 1, "confirmed").await[0];
+    let token = Keys::derive(&app.settings.application.hmac_secret)
+        .unwrap()
+        .unsubscribe_token(reader)
+        .to_string();
+    for _ in 0..3 {
+        let answer = app
+            .api_client
+            .post(format!("{}/unsubscribe/{token}", app.address))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    assert_eq!(deliveries(&app, endpoint).await.len(), 1);
+}
