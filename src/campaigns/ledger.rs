@@ -24,7 +24,7 @@ use sqlx::{Arguments, AssertSqlSafe, Connection, PgConnection, Postgres, QueryBu
 use uuid::Uuid;
 
 use crate::emails::EmailContent;
-use crate::outgoing_webhooks::events::{self as outgoing, Event};
+use crate::outgoing_webhooks::events::{self as outgoing, Event, Subject};
 use crate::subscribers::audience::{self, Audience};
 use crate::subscribers::lists;
 use crate::subscribers::segments::{Filter, Frozen, Walk, push_filter};
@@ -295,7 +295,7 @@ pub async fn publish(
     .bind(issue.segment.map(Frozen::to_json))
     .execute(&mut *conn)
     .await?;
-    outgoing::emit(conn, &[Event::issue_published(issue_id)]).await?;
+    outgoing::emit(conn, &[Event::issue_published(issue_id)], event_data).await?;
     Ok(Published {
         issue_id,
         replayed: false,
@@ -1265,21 +1265,23 @@ async fn emit_finished(conn: &mut PgConnection, finished: &[Uuid]) -> Result<(),
         .copied()
         .map(Event::issue_finished)
         .collect();
-    outgoing::emit(conn, &events).await
+    outgoing::emit(conn, &events, event_data).await
 }
 
 /// What an outgoing webhook says of these issues: id, title, state and
-/// counts, per issue.
-pub async fn event_data(
+/// counts, per issue. Issues have no address: `_addresses` is never
+/// asked for.
+async fn event_data(
     conn: &mut PgConnection,
     ids: &[Uuid],
-) -> Result<Vec<(Uuid, sqlx::types::Json<serde_json::Value>)>, sqlx::Error> {
+    _addresses: &[String],
+) -> Result<Vec<Subject>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, jsonb_build_object( \
+        "SELECT id, NULL::text AS address, jsonb_build_object( \
                     'id', id, 'title', title, 'state', state, 'send_at', send_at, \
                     'finished_at', finished_at, 'recipients', recipients, 'sent', sent, \
                     'failed', failed, 'skipped', skipped, 'bounced', bounced, \
-                    'complained', complained) \
+                    'complained', complained) AS data \
          FROM newsletter_issues WHERE id = ANY($1)",
     )
     .bind(ids)

@@ -3,18 +3,18 @@
 //! so the event commits with the change or not at all.
 //!
 //! An event costs one small query when no endpoint wants it (the endpoints'
-//! table holds a handful of rows). When one does, its data is read from the
-//! store that owns it (the subscriber's record, the issue's counts) and one
-//! delivery per endpoint is inserted by one `INSERT … SELECT`. The workers
-//! find it at their next poll (see [`emit`] for why not a notification).
+//! table holds a handful of rows). When one does, its data is read by the
+//! store that owns its subject (the subscriber's record, the issue's
+//! counts), through the reader the caller passes, and one delivery per
+//! endpoint is inserted by one `INSERT … SELECT`. The readers are passed
+//! rather than called from here so that this module, which the stores call,
+//! calls none of them back. The workers find the delivery at their next
+//! poll (see [`emit`] for why not a notification).
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
-
-use crate::campaigns::ledger;
-use crate::subscribers::record;
 
 /// The channel the webhook workers listen on: an admin's retry or an
 /// endpoint enabled again wakes them at once.
@@ -170,8 +170,20 @@ impl Event {
     }
 }
 
+/// What the store that owns an event's subject says of it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Subject {
+    pub id: Uuid,
+    /// A subscriber's address in lower case, to match a report that names
+    /// it; `None` for an issue.
+    pub address: Option<String>,
+    pub data: sqlx::types::Json<Value>,
+}
+
 /// Queues `events` for every enabled endpoint that asked for their types,
-/// in the caller's transaction. Nothing is written when none did.
+/// in the caller's transaction. Nothing is written when none did. `read`
+/// is the subjects' owner's: given ids and lower-case addresses, what it
+/// says of each it has ([`Subject`]).
 ///
 /// The workers find the deliveries at their next poll
 /// (`outgoing_webhooks.poll_interval_milliseconds`), not by a notification:
@@ -182,7 +194,11 @@ impl Event {
 /// webhook a second late costs nothing; a sign-up rate capped by the WAL
 /// flush would.
 #[tracing::instrument(name = "Emit webhook events", level = "debug", skip_all, fields(events = events.len()))]
-pub async fn emit(connection: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+pub async fn emit(
+    connection: &mut PgConnection,
+    events: &[Event],
+    read: impl AsyncFnOnce(&mut PgConnection, &[Uuid], &[String]) -> Result<Vec<Subject>, sqlx::Error>,
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -201,7 +217,7 @@ pub async fn emit(connection: &mut PgConnection, events: &[Event]) -> Result<(),
         .iter()
         .filter(|e| wanted.iter().any(|w| w == e.kind.as_str()))
         .collect();
-    let rows = payloads(connection, &events).await?;
+    let rows = payloads(connection, &events, read).await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -241,49 +257,49 @@ struct Payload {
     payload: Value,
 }
 
-/// The bodies of `events`, their data read from the stores that own it.
-/// An event whose subject is not there (an address that is nobody's, an
-/// issue deleted since) is dropped.
+/// The bodies of `events`, their data read by `read`. An event whose
+/// subject is not there (an address that is nobody's, an issue deleted
+/// since) is dropped.
 async fn payloads(
     connection: &mut PgConnection,
     events: &[&Event],
+    read: impl AsyncFnOnce(&mut PgConnection, &[Uuid], &[String]) -> Result<Vec<Subject>, sqlx::Error>,
 ) -> Result<Vec<Payload>, sqlx::Error> {
     let mut ids = Vec::new();
     let mut addresses = Vec::new();
-    let mut issues = Vec::new();
     for event in events {
         match &event.about {
-            About::Subscriber(id) => ids.push(*id),
+            About::Subscriber(id) | About::Issue(id) => ids.push(*id),
             About::Address(address) => addresses.push(address.clone()),
-            About::Issue(id) => issues.push(*id),
             About::Erased(_) => {}
         }
     }
-    let people = if ids.is_empty() && addresses.is_empty() {
+    let subjects = if ids.is_empty() && addresses.is_empty() {
         Vec::new()
     } else {
-        record::event_data(connection, &ids, &addresses).await?
+        read(connection, &ids, &addresses).await?
     };
-    let issues = if issues.is_empty() {
-        Vec::new()
-    } else {
-        ledger::event_data(connection, &issues).await?
-    };
+    let by_id = |id: &Uuid| subjects.iter().find(|s| s.id == *id);
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let (subscriber_id, data) = match &event.about {
-            About::Subscriber(id) => match people.iter().find(|p| p.id == *id) {
-                Some(p) => (Some(p.id), p.data.0.clone()),
+            About::Subscriber(id) => match by_id(id) {
+                Some(s) => (Some(s.id), s.data.0.clone()),
                 None => continue,
             },
-            About::Address(address) => match people.iter().find(|p| p.address == *address) {
-                Some(p) => (Some(p.id), p.data.0.clone()),
-                None => continue,
-            },
+            About::Address(address) => {
+                match subjects
+                    .iter()
+                    .find(|s| s.address.as_deref() == Some(address))
+                {
+                    Some(s) => (Some(s.id), s.data.0.clone()),
+                    None => continue,
+                }
+            }
             About::Erased(id) => (Some(*id), json!({ "id": id })),
-            About::Issue(id) => match issues.iter().find(|(issue, _)| issue == id) {
-                Some((_, data)) => (None, data.0.clone()),
+            About::Issue(id) => match by_id(id) {
+                Some(s) => (None, s.data.0.clone()),
                 None => continue,
             },
         };

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::SubscriptionToken;
 use crate::outgoing_webhooks::events::{self as outgoing, Event};
-use crate::subscribers::memberships;
+use crate::subscribers::{memberships, record};
 
 /// A confirmation token as stored, with its subscriber's status.
 pub struct TokenRecord {
@@ -91,6 +91,7 @@ pub async fn mark_confirmed(
     outgoing::emit(
         connection,
         &[Event::subscriber_confirmed(subscriber_id, &confirmed)],
+        record::event_data,
     )
     .await?;
     Ok(Some(confirmed))

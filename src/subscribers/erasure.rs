@@ -132,5 +132,6 @@ async fn delete_personal_data(
     // rather than the address after the erasure.
     deliveries::forget_subscriber(&mut *conn, subscriber.id).await?;
     record::delete(&mut *conn, subscriber.id).await?;
-    outgoing::emit(conn, &[Event::subscriber_erased(subscriber.id)]).await
+    let events = [Event::subscriber_erased(subscriber.id)];
+    outgoing::emit(conn, &events, record::event_data).await
 }

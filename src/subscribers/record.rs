@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::outgoing_webhooks::events::{self as outgoing, Event};
+use crate::outgoing_webhooks::events::{self as outgoing, Event, Subject};
 
 /// The address of the subscriber with this id, as stored; `None` once
 /// they were erased.
@@ -86,7 +86,8 @@ pub async fn unsubscribe(
     // Once per departure: the one-click link pressed again, or a replayed
     // request, changes nothing and tells the endpoints nothing.
     if let Some((_, true)) = left {
-        outgoing::emit(connection, &[Event::subscriber_unsubscribed(subscriber_id)]).await?;
+        let events = [Event::subscriber_unsubscribed(subscriber_id)];
+        outgoing::emit(connection, &events, event_data).await?;
     }
     Ok(left.map(|(address, _)| address))
 }
@@ -184,16 +185,6 @@ pub async fn delete(conn: &mut PgConnection, subscriber_id: Uuid) -> Result<(), 
     Ok(())
 }
 
-/// What an outgoing webhook says of a subscriber, found by id or by
-/// address (lower case).
-#[derive(Debug, sqlx::FromRow)]
-pub struct EventData {
-    pub id: Uuid,
-    /// The address in lower case, to match a report that names it.
-    pub address: String,
-    pub data: sqlx::types::Json<serde_json::Value>,
-}
-
 /// The subscribers with these ids or these (lower-case) addresses, as an
 /// outgoing webhook's data: id, address, name, status, and their lists.
 /// Read only when an endpoint asked for the event. Each row is share-locked
@@ -204,7 +195,7 @@ pub async fn event_data(
     conn: &mut PgConnection,
     ids: &[Uuid],
     addresses: &[String],
-) -> Result<Vec<EventData>, sqlx::Error> {
+) -> Result<Vec<Subject>, sqlx::Error> {
     sqlx::query_as(
         "SELECT s.id, lower(s.email) AS address, \
                 jsonb_build_object( \

@@ -89,7 +89,7 @@ pub async fn upsert_pending_subscribers(
         .filter(|(id, known)| matches!(known, Known::Pending(k) if k == *id))
         .map(|(id, _)| Event::subscriber_created(*id))
         .collect();
-    outgoing::emit(connection, &created).await?;
+    outgoing::emit(connection, &created, super::record::event_data).await?;
     Ok(known)
 }
 
@@ -245,6 +245,7 @@ pub async fn add_attested(
             Event::subscriber_created(id),
             Event::subscriber_confirmed(id, &joined),
         ],
+        super::record::event_data,
     )
     .await?;
     Ok(Attested::Added { id, joined })

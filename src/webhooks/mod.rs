@@ -40,6 +40,7 @@ use crate::configuration::{CampaignSettings, WebhookSettings};
 use crate::keys::Keys;
 use crate::metrics::WebhookRecord;
 use crate::outgoing_webhooks::events::{self as outgoing, Event as HookEvent};
+use crate::subscribers::record;
 use crate::subscribers::suppression::{self, Reason};
 use postmark::{Bounce, BounceKind, Complaint, Delivered, Event, Record, SubscriptionChange};
 
@@ -215,7 +216,8 @@ async fn bounced(
         BounceKind::Unsubscribe | BounceKind::Other => None,
     };
     if let Some(kind) = kind {
-        outgoing::emit(conn, &[HookEvent::subscriber_bounced(address, kind)]).await?;
+        let events = [HookEvent::subscriber_bounced(address, kind)];
+        outgoing::emit(conn, &events, record::event_data).await?;
     }
     Ok(())
 }
@@ -238,6 +240,7 @@ async fn complained(
     outgoing::emit(
         conn,
         &[HookEvent::subscriber_complained(complaint.address.as_ref())],
+        record::event_data,
     )
     .await?;
     if let Some(delivery) = complaint.delivery {

@@ -10,6 +10,7 @@ use newsletter::keys::Keys;
 use newsletter::outgoing_webhooks::endpoints::{self, NewEndpoint};
 use newsletter::outgoing_webhooks::events::{self, Event, EventType};
 use newsletter::outgoing_webhooks::signing::{self, Secret};
+use newsletter::subscribers::record;
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -57,10 +58,13 @@ async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secr
     (endpoint.id, secret)
 }
 
-/// Emits `events` in a transaction of their own, as a store would.
+/// Emits subscriber `events` in a transaction of their own, as the
+/// subscriber store would.
 async fn emit(app: &TestApp, events: &[Event]) {
     let mut transaction = app.db_pool.begin().await.unwrap();
-    events::emit(&mut transaction, events).await.unwrap();
+    events::emit(&mut transaction, events, record::event_data)
+        .await
+        .unwrap();
     transaction.commit().await.unwrap();
 }
 
