@@ -81,6 +81,11 @@ pub enum Action {
     WebhookEndpointDisabled,
     WebhookEndpointDeleted,
     WebhookDeliveryRetried,
+    /// An issue draft saved, changed or deleted (publishing one records
+    /// `IssuePublished`). The detail names it by title and id.
+    DraftSaved,
+    DraftChanged,
+    DraftDeleted,
     /// A change made through the API with a write or publish scope. The
     /// actor is the token (`admin_id` NULL, `username` "token NAME"); the
     /// detail says what changed.
@@ -124,6 +129,9 @@ impl Action {
             Action::ApiTokenCreated => "api-token-created",
             Action::ApiTokenRevoked => "api-token-revoked",
             Action::ApiWrite => "api-write",
+            Action::DraftSaved => "draft-saved",
+            Action::DraftChanged => "draft-changed",
+            Action::DraftDeleted => "draft-deleted",
             Action::WebhookEndpointCreated => "webhook-endpoint-created",
             Action::WebhookEndpointEnabled => "webhook-endpoint-enabled",
             Action::WebhookEndpointDisabled => "webhook-endpoint-disabled",

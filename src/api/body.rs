@@ -63,6 +63,12 @@ impl Fields {
         }
     }
 
+    /// Whether the field is there, null or not: for a change, where null
+    /// clears what absent leaves alone.
+    pub fn given(&self, name: &str) -> bool {
+        self.object.contains_key(name)
+    }
+
     /// Whether the field is there and not null.
     pub fn present(&self, name: &str) -> bool {
         !matches!(self.object.get(name), None | Some(Value::Null))
@@ -104,7 +110,6 @@ impl Fields {
         }
     }
 
-    /// A boolean field; `None` when absent or null.
     /// An array of list ids, each kept once, at most [`MAX_LISTS`] (as on
     /// the sign-up form); each refusal recorded under `name`.
     pub fn list_ids(&mut self, name: &str) -> Vec<Uuid> {
@@ -128,6 +133,7 @@ impl Fields {
         lists
     }
 
+    /// A boolean field; `None` when absent or null.
     pub fn boolean(&mut self, name: &str) -> Option<bool> {
         match self.object.get(name) {
             None | Some(Value::Null) => None,

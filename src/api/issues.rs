@@ -1,9 +1,8 @@
 //! `/api/v1/issues`: publishing, previewing and watching issues from a
-//! program, such as a static site's build. The compose page has no stored
-//! drafts (its form holds the text until Publish), so neither has the API:
-//! `POST /api/v1/issues/publish` (publish) takes the whole issue in one
-//! request, and `POST /api/v1/issues/preview` (read) renders one without
-//! storing it. `GET /api/v1/issues` and `/{id}` (read) say where issues
+//! program, such as a static site's build. `POST /api/v1/issues/publish`
+//! (publish) takes the whole issue in one request (a draft stored first is
+//! published from [`super::drafts`]), and `POST /api/v1/issues/preview`
+//! (read) renders one without storing it. `GET /api/v1/issues` and `/{id}` (read) say where issues
 //! stand, with the counts the issue page shows; `/{id}/preview` (read) is
 //! a stored issue as a reader gets it; `/{id}/pause`, `/resume`, `/cancel`
 //! (publish) act on it as the page's buttons do.
@@ -50,7 +49,7 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The body of a route that takes an issue's text, up to
 /// [`ISSUE_BODY_LIMIT_BYTES`]: past it, a 413 problem, read no further.
-async fn issue_body(payload: web::Payload) -> Result<web::Bytes, Problem> {
+pub(super) async fn issue_body(payload: web::Payload) -> Result<web::Bytes, Problem> {
     match payload.to_bytes_limited(ISSUE_BODY_LIMIT_BYTES).await {
         Ok(Ok(body)) => Ok(body),
         Ok(Err(e)) => Err(Problem::BadRequest(format!(
@@ -181,7 +180,7 @@ impl From<EmailContent> for PreviewBody {
 #[derive(utoipa::ToSchema)]
 #[schema(example = json!({
     "title": "Release 2.0",
-    "content": "# What is new\n\nHello {{name}}, …",
+    "content": "# What is new\n\nVersion 2.0 is out.",
     "lists": ["0b9d5a0e-3c1f-4a53-9f0e-6f1b3c2d4e5f"],
     "public": true
 }))]
@@ -190,7 +189,9 @@ pub struct NewIssueBody {
     /// 1 to 200 characters, no control characters.
     #[schema(min_length = 1, max_length = 200)]
     title: String,
-    /// Markdown, up to 200,000 bytes; `{{name}}` is the reader's name.
+    /// Markdown, up to 200,000 bytes, the same for every reader: each
+    /// email greets its reader by name above it. Text that looks like a
+    /// placeholder (`{{name}}`) is shown as written.
     content: String,
     /// The lists' ids. Required when there are two or more live lists;
     /// with one, the issue goes to every confirmed subscriber.
@@ -206,7 +207,7 @@ pub struct NewIssueBody {
 
 /// Text to preview.
 #[derive(utoipa::ToSchema)]
-#[schema(example = json!({"title": "Release 2.0", "content": "Hello {{name}}, …"}))]
+#[schema(example = json!({"title": "Release 2.0", "content": "Version 2.0 is out."}))]
 #[allow(dead_code)] // Read field by field ([`Fields`]), documented as a whole.
 pub struct PreviewRequest {
     #[schema(min_length = 1, max_length = 200)]
@@ -216,15 +217,15 @@ pub struct PreviewRequest {
 
 /// What a publish asks for, parsed, before the lists and segment are
 /// checked against the database.
-struct Parsed {
-    draft: Draft,
-    lists: Vec<Uuid>,
-    segment: Option<Uuid>,
-    send_at: Option<DateTime<Utc>>,
-    public: bool,
+pub(super) struct Parsed {
+    pub draft: Draft,
+    pub lists: Vec<Uuid>,
+    pub segment: Option<Uuid>,
+    pub send_at: Option<DateTime<Utc>>,
+    pub public: bool,
 }
 
-fn parse_draft(fields: &mut Fields) -> Option<Draft> {
+pub(super) fn parse_draft(fields: &mut Fields) -> Option<Draft> {
     let title = fields.required_string("title");
     let content = fields.required_string("content");
     let (title, content) = (title?, content?);
@@ -237,18 +238,12 @@ fn parse_draft(fields: &mut Fields) -> Option<Draft> {
     }
 }
 
-fn parse_new_issue(body: &[u8]) -> Result<Parsed, Problem> {
+pub(super) fn parse_new_issue(body: &[u8]) -> Result<Parsed, Problem> {
     let mut fields = Fields::parse(body)?;
     let draft = parse_draft(&mut fields);
     let lists = fields.list_ids("lists");
-    let segment = fields.string("segment").and_then(|raw| {
-        let parsed = Uuid::try_parse(raw.trim())
-            .map_err(|_| format!("“{}” is not a segment's id.", raw.escape_debug()));
-        fields.parsed("segment", parsed)
-    });
-    let send_at = fields
-        .string("send_at")
-        .and_then(|raw| fields.parsed("send_at", parse_send_at(&raw)));
+    let segment = parse_segment(&mut fields);
+    let send_at = parse_send_at_field(&mut fields);
     let public = fields.boolean("public").unwrap_or(false);
     fields.finish()?;
     Ok(Parsed {
@@ -258,6 +253,22 @@ fn parse_new_issue(body: &[u8]) -> Result<Parsed, Problem> {
         send_at,
         public,
     })
+}
+
+/// `segment`, a saved segment's id; `None` when absent, null or refused.
+pub(super) fn parse_segment(fields: &mut Fields) -> Option<Uuid> {
+    fields.string("segment").and_then(|raw| {
+        let parsed = Uuid::try_parse(raw.trim())
+            .map_err(|_| format!("“{}” is not a segment's id.", raw.escape_debug()));
+        fields.parsed("segment", parsed)
+    })
+}
+
+/// `send_at`; `None` when absent, null or refused.
+pub(super) fn parse_send_at_field(fields: &mut Fields) -> Option<DateTime<Utc>> {
+    fields
+        .string("send_at")
+        .and_then(|raw| fields.parsed("send_at", parse_send_at(&raw)))
 }
 
 /// An RFC 3339 moment, such as `2027-01-16T09:00:00Z`.
@@ -278,7 +289,7 @@ fn parse_send_at(raw: &str) -> Result<DateTime<Utc>, String> {
     Ok(at)
 }
 
-fn idempotency_key(request: &HttpRequest) -> Result<IdempotencyKey, Problem> {
+pub(super) fn idempotency_key(request: &HttpRequest) -> Result<IdempotencyKey, Problem> {
     let refused = |reason: &str| Problem::invalid(IDEMPOTENCY_KEY, reason);
     let Some(raw) = request.headers().get(IDEMPOTENCY_KEY) else {
         return Err(refused(
@@ -326,13 +337,6 @@ pub async fn publish_issue(
         parsed.segment,
         parsed.public,
     );
-    let key_reused = || {
-        Problem::invalid(
-            IDEMPOTENCY_KEY,
-            "This key published an issue with other content: nothing was published. \
-             Use a new key to publish this content as another issue.",
-        )
-    };
     if let Some(earlier) = publishing::published_with(&db, owner, &key, &fingerprint)
         .await?
         .map_err(|_| key_reused())?
@@ -348,6 +352,7 @@ pub async fn publish_issue(
         .map_err(|refused| Problem::invalid(refused.field, refused.reason))?;
     let rendered = render(&newsletter, &parsed.draft);
     let submission = Submission {
+        id: Uuid::new_v4(),
         draft: &parsed.draft,
         rendered: &rendered,
         send_at: parsed.send_at,
@@ -363,8 +368,17 @@ pub async fn publish_issue(
     answer_published(&db, published.issue_id).await
 }
 
+/// A publish whose key published other content before.
+pub(super) fn key_reused() -> Problem {
+    Problem::invalid(
+        IDEMPOTENCY_KEY,
+        "This key published an issue with other content: nothing was published. \
+         Use a new key to publish this content as another issue.",
+    )
+}
+
 /// The answer to a publish, the first and every replay alike.
-async fn answer_published(db: &Db, id: Uuid) -> Result<HttpResponse, Problem> {
+pub(super) async fn answer_published(db: &Db, id: Uuid) -> Result<HttpResponse, Problem> {
     let issue = read_issue(db, id).await?;
     Ok(HttpResponse::build(StatusCode::CREATED)
         .insert_header(("Location", issue_location(id)))
@@ -403,7 +417,8 @@ pub struct PageParameters {
     limit: Option<String>,
 }
 
-fn parse_page(raw: &str) -> Result<(Option<Uuid>, i64), Problem> {
+/// `after` and `limit`, for a page of `things` ("issue", "draft").
+pub(super) fn parse_page(raw: &str, thing: &str) -> Result<(Option<Uuid>, i64), Problem> {
     let parameters: PageParameters = serde_urlencoded::from_str(raw)
         .map_err(|e| Problem::BadRequest(format!("The query string could not be read: {e}.")))?;
     let mut errors = Vec::new();
@@ -427,7 +442,7 @@ fn parse_page(raw: &str) -> Result<(Option<Uuid>, i64), Problem> {
             .map_err(|_| {
                 errors.push(FieldError::new(
                     "after",
-                    "`after` is an issue's id: pass the `next` of the page before.",
+                    format!("`after` is {thing}'s id: pass the `next` of the page before."),
                 ))
             })
             .ok(),
@@ -452,7 +467,7 @@ pub async fn list_issues(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let (after, limit) = parse_page(request.query_string())?;
+    let (after, limit) = parse_page(request.query_string(), "an issue")?;
     // One more than a page: whether it exists says whether a next page does.
     let mut issues = db
         .transaction(async |tx| ledger::page(tx, after, limit + 1).await)
@@ -471,7 +486,7 @@ fn missing() -> Problem {
     Problem::NotFound("No issue has this id.".into())
 }
 
-fn issue_location(id: Uuid) -> String {
+pub(super) fn issue_location(id: Uuid) -> String {
     format!("/api/v1/issues/{id}")
 }
 

@@ -3,12 +3,13 @@
 //! guard in front of every route ([`guard`]) finds the token, checks its
 //! per-token budget and leaves an [`guard::ApiToken`] for handlers, which
 //! check its scope. Handlers ([`lists`], [`subscribers`], [`issues`],
-//! [`imports`]) call the same
+//! [`drafts`], [`imports`]) call the same
 //! stores as the admin pages, and every refusal is an RFC 9457 problem
 //! ([`problem`]), documented once for all of them ([`openapi`]).
 
 mod body;
 pub mod cli;
+pub mod drafts;
 pub mod guard;
 pub mod imports;
 pub mod issues;

@@ -288,6 +288,47 @@ impl IntoResponses for TextRefusals {
     }
 }
 
+/// [`TextRefusals`], and 404 for an id that names nothing.
+pub struct TextOneRefusals;
+
+impl IntoResponses for TextOneRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = TextRefusals::responses();
+        let (status, response) = not_found();
+        all.insert(status.to_owned(), RefOr::T(response));
+        all
+    }
+}
+
+/// The refusals of publishing a stored draft: [`ReadOneRefusals`], 409
+/// for a draft published already, and 422 for the key or for lists and a
+/// segment that cannot be used now.
+pub struct PublishDraftRefusals;
+
+impl IntoResponses for PublishDraftRefusals {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = ReadOneRefusals::responses();
+        all.insert(
+            "409".into(),
+            RefOr::T(problem(
+                409,
+                "Conflict",
+                "The draft was published already, under another key.",
+                "This draft was published already, as the issue at /api/v1/issues/5c0a7e1d-2b3f-4c5d-8e9f-a0b1c2d3e4f5.",
+            )),
+        );
+        all.insert(
+            "422".into(),
+            RefOr::T(invalid(
+                "The key is missing or was used for other content, or the draft's lists or segment cannot be used now.",
+                "lists",
+                "Choose at least one list to send to.",
+            )),
+        );
+        all
+    }
+}
+
 /// The refusals of an action on one thing by id that takes no body: the
 /// guard's, 404, and 422 when the thing's state refuses the action.
 pub struct ArchiveRefusals;

@@ -85,6 +85,7 @@ impl IdempotencyKey {
 
 /// An issue as the publish form submits it, already parsed and rendered.
 pub struct NewIssue<'a> {
+    pub id: Uuid,
     pub title: &'a str,
     /// The Markdown as written.
     pub content: &'a str,
@@ -144,6 +145,15 @@ impl Fingerprint {
         let segment = segment.map(|id| format!("id:{id}"));
         let lists = (!lists.is_empty()).then_some(lists);
         Self::digest(title, content, send_at, lists, segment.as_deref(), public)
+    }
+
+    /// A publish of the stored draft `id`: what a retry of it sends is the
+    /// draft's id, whatever the draft said (it is gone once published).
+    pub fn of_draft(id: Uuid) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"draft");
+        digest.update(id.as_bytes());
+        Self(digest.finalize().to_vec())
     }
 
     fn digest(
@@ -238,7 +248,7 @@ pub async fn publish(
     fingerprint: &Fingerprint,
     issue: NewIssue<'_>,
 ) -> Result<Published, PublishError> {
-    let issue_id = Uuid::new_v4();
+    let issue_id = issue.id;
     let fingerprint = &fingerprint.0;
     let (table, column, owner_id) = owner.table();
     // Expired keys are forgotten here, by the only writer of the table: an
@@ -444,6 +454,14 @@ impl Issue {
             text_body: self.text_body.clone(),
         }
     }
+}
+
+/// Whether an issue has the id.
+pub async fn exists(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM newsletter_issues WHERE id = $1)")
+        .bind(id)
+        .fetch_one(conn)
+        .await
 }
 
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Issue>, sqlx::Error> {

@@ -16,6 +16,7 @@
 //!   the public archive and its feed read of them.
 //! - [`actions`]: pause, resume, cancel and the rest, for the issue's page
 //!   and the API alike.
+//! - [`drafts`]: issues written and kept before they are published.
 //! - [`publishing`] and [`targets`]: the publish step and the audience
 //!   checks the compose page and `/api/v1/issues` share.
 //! - [`progress`]: carries the database's change notifications to pages
@@ -26,6 +27,7 @@
 
 pub mod actions;
 pub mod archive;
+pub mod drafts;
 pub mod ledger;
 pub mod progress;
 pub mod publishing;

@@ -8,13 +8,18 @@ use uuid::Uuid;
 
 use crate::admin::audit::{self, Action, Actor};
 use crate::campaigns::archive::Publicity;
+use crate::campaigns::drafts;
 use crate::campaigns::ledger::{
     self, Fingerprint, IdempotencyKey, KeyOwner, NewIssue, PublishError, Published,
 };
+use crate::campaigns::targets::{Refused, Targets};
 use crate::campaigns::wake_senders_after_commit;
-use crate::db::Db;
+use crate::db::{Db, Transaction};
+use crate::domain::Newsletter;
 use crate::emails::EmailContent;
-use crate::newsletters::{Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WebVersion};
+use crate::newsletters::{
+    Draft, PREFERENCES_URL, RECIPIENT_NAME, UNSUBSCRIBE_URL, WebVersion, render,
+};
 use crate::outbox::{Personalisation, personalise_with};
 use crate::subscribers::segments::Frozen;
 use crate::web::error::{ApiError, DatabaseStep};
@@ -40,6 +45,8 @@ pub struct PublishSettings {
 
 /// An issue to publish, parsed and rendered.
 pub struct Submission<'a> {
+    /// The issue's id: a new one, or the draft's it is published from.
+    pub id: Uuid,
     pub draft: &'a Draft,
     pub rendered: &'a EmailContent,
     pub send_at: Option<DateTime<Utc>>,
@@ -70,43 +77,139 @@ pub async fn publish_issue(
     key: &IdempotencyKey,
     issue: Submission<'_>,
 ) -> Result<Result<Published, KeyReused>, ApiError> {
-    db.transaction(async |tx| {
-        let new = NewIssue {
-            title: issue.draft.title(),
-            content: issue.draft.content(),
-            rendered: issue.rendered,
-            message_stream: &settings.message_stream,
-            send_at: issue.send_at,
-            created_by: match owner {
-                KeyOwner::Admin(id) => Some(id),
-                KeyOwner::Token(_) => None,
-            },
-            list_ids: issue.list_ids.as_deref(),
-            segment: issue.segment.as_ref(),
-            public: issue.public,
-        };
-        let fingerprint = match &issue.fingerprint {
-            Some(fingerprint) => fingerprint.clone(),
-            None => Fingerprint::of(&new),
-        };
-        match ledger::publish(tx, owner, key, &fingerprint, new).await {
-            Ok(published) => {
-                if !published.replayed {
-                    wake_senders_after_commit(tx, &settings.senders);
-                    let detail = format!("{} ({})", issue.draft.title(), published.issue_id);
-                    audit::record(tx, actor, Action::IssuePublished, &detail).await?;
-                    if issue.public {
-                        make_public(tx, settings, actor, &detail, published.issue_id).await?;
-                    }
+    db.transaction(async |tx| store(tx, settings, actor, owner, key, &issue).await)
+        .await
+        .step("publish the issue")
+}
+
+/// The publish itself, in the caller's transaction: the issue, its key,
+/// its audit entry, the archive, and the senders woken at commit.
+async fn store(
+    tx: &mut Transaction<'_>,
+    settings: &PublishSettings,
+    actor: &Actor,
+    owner: KeyOwner,
+    key: &IdempotencyKey,
+    issue: &Submission<'_>,
+) -> Result<Result<Published, KeyReused>, sqlx::Error> {
+    let new = NewIssue {
+        id: issue.id,
+        title: issue.draft.title(),
+        content: issue.draft.content(),
+        rendered: issue.rendered,
+        message_stream: &settings.message_stream,
+        send_at: issue.send_at,
+        created_by: match owner {
+            KeyOwner::Admin(id) => Some(id),
+            KeyOwner::Token(_) => None,
+        },
+        list_ids: issue.list_ids.as_deref(),
+        segment: issue.segment.as_ref(),
+        public: issue.public,
+    };
+    let fingerprint = match &issue.fingerprint {
+        Some(fingerprint) => fingerprint.clone(),
+        None => Fingerprint::of(&new),
+    };
+    match ledger::publish(tx, owner, key, &fingerprint, new).await {
+        Ok(published) => {
+            if !published.replayed {
+                wake_senders_after_commit(tx, &settings.senders);
+                let detail = format!("{} ({})", issue.draft.title(), published.issue_id);
+                audit::record(tx, actor, Action::IssuePublished, &detail).await?;
+                if issue.public {
+                    make_public(tx, settings, actor, &detail, published.issue_id).await?;
                 }
-                Ok(Ok(published))
             }
-            Err(PublishError::KeyReused) => Ok(Err(KeyReused)),
-            Err(PublishError::Sql(e)) => Err(e),
+            Ok(Ok(published))
         }
+        Err(PublishError::KeyReused) => Ok(Err(KeyReused)),
+        Err(PublishError::Sql(e)) => Err(e),
+    }
+}
+
+/// What became of publishing a stored draft.
+pub enum DraftPublished {
+    /// Published now, or by this key before (`replayed`).
+    Published(Published),
+    /// The key published something else.
+    KeyReused,
+    /// No draft has the id, and no issue either.
+    Missing,
+    /// The draft was published before, under another key (or by the
+    /// newsroom): the issue has its id.
+    AlreadyPublished,
+    /// The draft's lists or segment cannot be used now, or its text no
+    /// longer fits the limits: nothing was published.
+    Refused(Refused),
+}
+
+/// Publishes the draft `id` as an issue with the same id, deleting the
+/// draft in the same transaction, under the same key rules as any publish:
+/// what a retry sends is the draft's id, so the same key for the same
+/// draft replays and for another draft is refused.
+///
+/// The draft is locked first, so two publishes of it at once take turns:
+/// the second finds it gone, and replays when it carries the first one's
+/// key, or is told the draft was published.
+#[tracing::instrument(name = "Publish a draft", skip_all, fields(draft = %id))]
+pub async fn publish_draft(
+    db: &Db,
+    settings: &PublishSettings,
+    newsletter: &Newsletter,
+    actor: &Actor,
+    owner: KeyOwner,
+    key: &IdempotencyKey,
+    id: Uuid,
+) -> Result<DraftPublished, ApiError> {
+    let fingerprint = Fingerprint::of_draft(id);
+    db.transaction(async |tx| {
+        let Some(draft) = drafts::lock(tx, id).await? else {
+            return match ledger::published_with(tx, owner, key, &fingerprint).await {
+                Ok(Some(earlier)) => Ok(DraftPublished::Published(earlier)),
+                Err(PublishError::KeyReused) => Ok(DraftPublished::KeyReused),
+                Err(PublishError::Sql(e)) => Err(e),
+                Ok(None) if ledger::exists(tx, id).await? => Ok(DraftPublished::AlreadyPublished),
+                Ok(None) => Ok(DraftPublished::Missing),
+            };
+        };
+        let text = match draft.text() {
+            Ok(text) => text,
+            Err(e) => {
+                return Ok(DraftPublished::Refused(Refused {
+                    field: e.field().name(),
+                    reason: e.to_string(),
+                }));
+            }
+        };
+        let targets = Targets::read(tx, draft.segment_id).await?;
+        let audience = match targets.audience(Some(draft.list_ids.clone())) {
+            Ok(audience) => audience,
+            Err(refused) => return Ok(DraftPublished::Refused(refused)),
+        };
+        let rendered = render(newsletter, &text);
+        let submission = Submission {
+            id,
+            draft: &text,
+            rendered: &rendered,
+            send_at: draft.send_at,
+            list_ids: audience.list_ids,
+            segment: audience.segment,
+            public: draft.public,
+            fingerprint: Some(fingerprint.clone()),
+        };
+        Ok(
+            match store(tx, settings, actor, owner, key, &submission).await? {
+                Ok(published) => {
+                    drafts::delete(tx, id).await?;
+                    DraftPublished::Published(published)
+                }
+                Err(KeyReused) => DraftPublished::KeyReused,
+            },
+        )
     })
     .await
-    .step("publish the issue")
+    .step("publish the draft")
 }
 
 /// What `owner`'s `key` published before, for a request whose audience
@@ -135,7 +238,7 @@ pub async fn published_with(
 /// Puts the issue just published in the archive, on record, in the
 /// publishing transaction: its first batch already carries the link.
 async fn make_public(
-    tx: &mut crate::db::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     settings: &PublishSettings,
     actor: &Actor,
     detail: &str,

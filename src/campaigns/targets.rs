@@ -19,6 +19,7 @@ pub struct Audience {
 }
 
 /// A choice refused: the field (`lists` or `segment`) and why.
+#[derive(Debug)]
 pub struct Refused {
     pub field: &'static str,
     pub reason: String,
@@ -89,13 +90,35 @@ impl Targets {
         if chosen.is_empty() {
             return Err("Choose at least one list to send to.".into());
         }
-        if !chosen
+        self.all_live(&chosen)?;
+        Ok(Some(chosen))
+    }
+
+    fn all_live(&self, chosen: &[Uuid]) -> Result<(), String> {
+        if chosen
             .iter()
             .all(|id| self.live.iter().any(|l| l.id == *id))
         {
-            return Err("One of the lists chosen does not exist or is archived.".into());
+            Ok(())
+        } else {
+            Err("One of the lists chosen does not exist or is archived.".into())
         }
-        Ok(Some(chosen))
+    }
+
+    /// What a draft keeps, checked as far as it can be before the draft
+    /// is published: each list named is live, and the segment can be
+    /// used. Whether lists must be named at all is left to publishing: a
+    /// draft may be saved before its audience is decided.
+    pub fn check_draft(&self, chosen: &[Uuid]) -> Result<(), Refused> {
+        self.all_live(chosen).map_err(|reason| Refused {
+            field: "lists",
+            reason,
+        })?;
+        self.segment.as_ref().map_err(|reason| Refused {
+            field: "segment",
+            reason: reason.clone(),
+        })?;
+        Ok(())
     }
 
     /// The lists and the frozen segment to record on the issue, from the

@@ -367,6 +367,30 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/api/v1/issues/{id}/cancel", Token, POST, |c, p| {
             add(c, resource(p).post(crate::api::issues::cancel_issue))
         }),
+        // Their handlers read the body under the issue text's limit.
+        endpoint("/api/v1/drafts", Token, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::drafts::list_drafts)
+                    .post(crate::api::drafts::create_draft),
+            )
+        }),
+        endpoint("/api/v1/drafts/{id}", Token, GET_PATCH_DELETE, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::drafts::get_draft)
+                    .patch(crate::api::drafts::update_draft)
+                    .delete(crate::api::drafts::delete_draft),
+            )
+        }),
+        endpoint("/api/v1/drafts/{id}/preview", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::drafts::preview_draft))
+        }),
+        endpoint("/api/v1/drafts/{id}/publish", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::drafts::publish_draft))
+        }),
         // The file is the body, streamed to disk under its own cap
         // (`imports.max_upload_bytes`), as on the upload page.
         endpoint("/api/v1/imports", Token, POST, |c, p| {

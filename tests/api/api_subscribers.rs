@@ -8,31 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api_tokens::{api_get, api_post, named, problem, token};
+use crate::api_tokens::{api_get, api_patch, api_post, api_send, named, problem, token};
 use crate::helpers::{TestApp, spawn_app};
-
-async fn api_send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<String>,
-) -> reqwest::Response {
-    let mut request = app
-        .api_client
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request
-            .header("Content-Type", "application/json")
-            .body(body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn api_patch(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
-    api_send(app, Method::PATCH, path, token, Some(body.to_string())).await
-}
 
 async fn default_list(app: &TestApp) -> Uuid {
     sqlx::query_scalar("SELECT id FROM lists WHERE is_default")

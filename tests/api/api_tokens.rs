@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use newsletter::api::tokens::{self, NewToken, Scopes, TokenName};
 use newsletter::configuration::LimitSettings;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -56,6 +56,34 @@ pub(crate) async fn api_post(
         .send()
         .await
         .unwrap()
+}
+
+pub(crate) async fn api_send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<String>,
+) -> reqwest::Response {
+    let mut request = app
+        .api_client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body);
+    }
+    request.send().await.unwrap()
+}
+
+pub(crate) async fn api_patch(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
+    api_send(app, Method::PATCH, path, token, Some(body.to_string())).await
 }
 
 /// The answer's problem, checking that it is one, with the status it says.

@@ -71,6 +71,7 @@ pub async fn publish_to(app: &TestApp, title: &str, content: &str, lists: Option
     let key = IdempotencyKey::parse(&Uuid::new_v4().to_string()).unwrap();
     let mut transaction = app.db_pool.begin().await.unwrap();
     let issue = NewIssue {
+        id: Uuid::new_v4(),
         title,
         content,
         rendered: &rendered,

@@ -6,6 +6,7 @@ mod admin_accounts;
 mod admin_sessions;
 mod admin_sign_in;
 mod admin_totp;
+mod api_drafts;
 mod api_issues;
 mod api_subscribers;
 mod api_tokens;

@@ -283,6 +283,7 @@ pub async fn submit_issue(
                 return ask_to_publish(admin, db, fields, send_at).await;
             }
             let issue = Submission {
+                id: Uuid::new_v4(),
                 draft: &draft,
                 rendered: &rendered,
                 send_at,
