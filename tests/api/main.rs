@@ -9,6 +9,7 @@ mod admin_totp;
 mod api_issues;
 mod api_subscribers;
 mod api_tokens;
+mod api_webhooks;
 mod archive;
 mod attributes;
 mod campaigns;
