@@ -93,6 +93,12 @@ for limit in API_PER_TOKEN API_PER_IP API_SIGNUPS_PER_TOKEN; do
   export "APP_RATE_LIMIT__${limit}__BURST=1000000000"
   export "APP_RATE_LIMIT__${limit}__PER_PERIOD=1000000000"
 done
+# The fuzzer registers outgoing webhook endpoints (POST /api/v1/webhooks,
+# POST /admin/webhooks) at whatever URLs it makes up: no webhook worker
+# runs, so none is ever called, and addresses inside this machine or its
+# network are refused as in production, whatever the local settings say.
+export APP_OUTGOING_WEBHOOKS__WORKERS=0
+export APP_OUTGOING_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES=false
 export APP_WEBHOOKS__POSTMARK_USERNAME=postmark
 export APP_WEBHOOKS__POSTMARK_PASSWORD="fuzz-${run}"
 export RUST_LOG="${RUST_LOG:-warn}"

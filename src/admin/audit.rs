@@ -73,10 +73,12 @@ pub enum Action {
     /// line. The detail names the token and its scopes, never its secret.
     ApiTokenCreated,
     ApiTokenRevoked,
-    /// An outgoing webhook endpoint registered, enabled, disabled or
-    /// deleted, or one of its deliveries sent again. The detail names the
+    /// An outgoing webhook endpoint registered, changed (its URL, events or
+    /// description), enabled, disabled or deleted, or one of its deliveries
+    /// sent again. The detail names the
     /// endpoint by id and URL, never its secret.
     WebhookEndpointCreated,
+    WebhookEndpointUpdated,
     WebhookEndpointEnabled,
     WebhookEndpointDisabled,
     WebhookEndpointDeleted,
@@ -133,6 +135,7 @@ impl Action {
             Action::DraftChanged => "draft-changed",
             Action::DraftDeleted => "draft-deleted",
             Action::WebhookEndpointCreated => "webhook-endpoint-created",
+            Action::WebhookEndpointUpdated => "webhook-endpoint-updated",
             Action::WebhookEndpointEnabled => "webhook-endpoint-enabled",
             Action::WebhookEndpointDisabled => "webhook-endpoint-disabled",
             Action::WebhookEndpointDeleted => "webhook-endpoint-deleted",

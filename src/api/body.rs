@@ -145,6 +145,12 @@ impl Fields {
         }
     }
 
+    /// How many refusals were recorded so far: a step that reads a field
+    /// in two stages compares it before and after the first.
+    pub fn refusals(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Whether anything was refused so far.
     pub fn has_refusals(&self) -> bool {
         !self.errors.is_empty()

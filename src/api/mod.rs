@@ -3,7 +3,7 @@
 //! guard in front of every route ([`guard`]) finds the token, checks its
 //! per-token budget and leaves an [`guard::ApiToken`] for handlers, which
 //! check its scope. Handlers ([`lists`], [`subscribers`], [`issues`],
-//! [`drafts`], [`imports`]) call the same
+//! [`drafts`], [`imports`], [`webhooks`]) call the same
 //! stores as the admin pages, and every refusal is an RFC 9457 problem
 //! ([`problem`]), documented once for all of them ([`openapi`]).
 
@@ -18,3 +18,4 @@ pub(crate) mod openapi;
 pub mod problem;
 pub mod subscribers;
 pub mod tokens;
+pub mod webhooks;

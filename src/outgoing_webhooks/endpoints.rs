@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::events::EventType;
+use crate::domain::UnwantedCharacter;
 
 /// An endpoint as stored. Its secret is read only to sign calls
 /// ([`super::deliveries::claim_due`]), never for a page.
@@ -78,19 +79,75 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>,
     .await
 }
 
-/// Changes what the endpoint receives from now on; returns whether it
-/// exists. Deliveries queued already go as they are.
-pub async fn update_events(
+/// What a change to an endpoint sets, every field parsed already; `None`
+/// keeps the field as it is.
+#[derive(Default)]
+pub struct EndpointChange<'a> {
+    pub url: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub events: Option<&'a [EventType]>,
+}
+
+impl EndpointChange<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.url.is_none() && self.description.is_none() && self.events.is_none()
+    }
+
+    /// How the change is written in the audit log: the endpoint by id and
+    /// URL (as it is now), and what was set; never its secret.
+    pub fn audit_detail(&self, endpoint: &Endpoint) -> String {
+        let mut set = Vec::new();
+        if self.url.is_some() {
+            set.push(format!("url {}", endpoint.url));
+        }
+        if let Some(events) = self.events {
+            set.push(format!("events {}", names(events).join(", ")));
+        }
+        if self.description.is_some() {
+            set.push("description".to_owned());
+        }
+        format!(
+            "endpoint {} ({}): set {}",
+            endpoint.id,
+            endpoint.url,
+            set.join("; ")
+        )
+    }
+}
+
+/// Changes the endpoint from now on; `None` when it does not exist.
+/// Deliveries queued already keep their payload, and go to the URL the
+/// endpoint has when they are claimed; the secret stays.
+pub async fn update(
     conn: &mut PgConnection,
     id: Uuid,
-    events: &[EventType],
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE webhook_endpoints SET events = $2 WHERE id = $1")
-        .bind(id)
-        .bind(names(events))
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    change: &EndpointChange<'_>,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints \
+         SET url = COALESCE($2, url), description = COALESCE($3, description), \
+             events = COALESCE($4, events) \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(change.url)
+    .bind(change.description)
+    .bind(change.events.map(names))
+    .fetch_optional(conn)
+    .await
+}
+
+/// An endpoint's description, as the admin's form and the API take it:
+/// up to 200 characters, for the admin's own use, with no control or
+/// format characters.
+pub fn parse_description(raw: &str) -> Result<&str, String> {
+    if raw.chars().count() > 200 {
+        return Err("The description is longer than 200 characters.".into());
+    }
+    if let Some(unwanted) = UnwantedCharacter::find_in(raw) {
+        return Err(format!("The description holds {unwanted}: remove it."));
+    }
+    Ok(raw)
 }
 
 /// Enables the endpoint again, its failures forgotten. Returns whether it

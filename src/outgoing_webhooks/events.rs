@@ -71,6 +71,22 @@ impl EventType {
             })
     }
 
+    /// The events an endpoint asks for, as the admin's form and the API
+    /// take them: at least one, each a known name, each kept once.
+    pub fn parse_list(raw: &[String]) -> Result<Vec<Self>, String> {
+        if raw.is_empty() {
+            return Err("Choose at least one event.".into());
+        }
+        let mut events = Vec::new();
+        for name in raw {
+            let kind = Self::parse(name)?;
+            if !events.contains(&kind) {
+                events.push(kind);
+            }
+        }
+        Ok(events)
+    }
+
     /// What the admin's form says of it.
     pub fn label(self) -> &'static str {
         match self {

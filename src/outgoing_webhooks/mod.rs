@@ -7,10 +7,13 @@
 //! - [`endpoints`]: the endpoints' table;
 //! - [`deliveries`]: one row per endpoint and event, claimed and settled by
 //!   the delivery engine's webhook source;
+//! - [`control`]: enabling, disabling and deleting an endpoint, which
+//!   touches both tables, in one order;
 //! - [`source`]: that source, and the carrier that makes its calls through
 //!   [`client`], signed by [`signing`].
 
 pub mod client;
+pub mod control;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;

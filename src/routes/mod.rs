@@ -238,8 +238,13 @@ pub fn endpoints() -> Vec<Endpoint> {
                     .post(admin::create_webhook),
             )
         }),
-        endpoint("/admin/webhooks/{id}", Admin, GET, |c, p| {
-            add(c, resource(p).get(admin::webhook_page))
+        endpoint("/admin/webhooks/{id}", Admin, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(admin::webhook_page)
+                    .post(admin::update_webhook),
+            )
         }),
         endpoint("/admin/webhooks/{id}/enable", Admin, POST, |c, p| {
             add(c, resource(p).post(admin::enable_webhook))
@@ -399,6 +404,38 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/api/v1/imports/{id}", Token, GET, |c, p| {
             add(c, resource(p).get(crate::api::imports::get_import))
         }),
+        endpoint("/api/v1/webhooks", Token, GET_POST, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::webhooks::list_webhooks)
+                    .post(crate::api::webhooks::create_webhook),
+            )
+        }),
+        endpoint("/api/v1/webhooks/{id}", Token, GET_PATCH_DELETE, |c, p| {
+            add(
+                c,
+                resource(p)
+                    .get(crate::api::webhooks::get_webhook)
+                    .patch(crate::api::webhooks::update_webhook)
+                    .delete(crate::api::webhooks::delete_webhook),
+            )
+        }),
+        endpoint("/api/v1/webhooks/{id}/enable", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::webhooks::enable_webhook))
+        }),
+        endpoint("/api/v1/webhooks/{id}/disable", Token, POST, |c, p| {
+            add(c, resource(p).post(crate::api::webhooks::disable_webhook))
+        }),
+        endpoint("/api/v1/webhooks/{id}/deliveries", Token, GET, |c, p| {
+            add(c, resource(p).get(crate::api::webhooks::list_deliveries))
+        }),
+        endpoint(
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            Token,
+            POST,
+            |c, p| add(c, resource(p).post(crate::api::webhooks::retry_delivery)),
+        ),
         // Answered from memory for a few seconds (`crate::archive`): no
         // per-IP limit, as for the home page.
         endpoint("/archive", Anyone, GET, |c, p| {

@@ -107,6 +107,7 @@ use crate::api::openapi::BearerScheme;
         super::admin::webhooks::webhooks_page,
         super::admin::webhooks::create_webhook,
         super::admin::webhooks::webhook_page,
+        super::admin::webhooks::update_webhook,
         super::admin::webhooks::enable_webhook,
         super::admin::webhooks::disable_webhook,
         super::admin::webhooks::delete_webhook,
@@ -143,6 +144,15 @@ use crate::api::openapi::BearerScheme;
         crate::api::drafts::publish_draft,
         crate::api::imports::start_import,
         crate::api::imports::get_import,
+        crate::api::webhooks::list_webhooks,
+        crate::api::webhooks::create_webhook,
+        crate::api::webhooks::get_webhook,
+        crate::api::webhooks::update_webhook,
+        crate::api::webhooks::delete_webhook,
+        crate::api::webhooks::enable_webhook,
+        crate::api::webhooks::disable_webhook,
+        crate::api::webhooks::list_deliveries,
+        crate::api::webhooks::retry_delivery,
     ),
     // The problem answers are built by hand (`crate::api::openapi`) and
     // refer to these by name.

@@ -10,6 +10,7 @@ mod api_drafts;
 mod api_issues;
 mod api_subscribers;
 mod api_tokens;
+mod api_webhooks;
 mod archive;
 mod attributes;
 mod campaigns;

@@ -697,3 +697,106 @@ async fn pressing_the_one_click_unsubscribe_again_tells_the_endpoints_once() {
     }
     assert_eq!(deliveries(&app, endpoint).await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_endpoint_page_changes_its_events_and_description_with_the_form_rules() {
+    let app = spawn_app().await;
+    let (endpoint, _) = register(
+        &app,
+        "https://hooks.example.com/",
+        &[EventType::IssuePublished],
+    )
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+    let page_path = format!("/admin/webhooks/{endpoint}");
+    let page = browser.get(&page_path).await.text().await.unwrap();
+    assert!(page.contains(r#"id="change-webhook""#), "{page}");
+    let stored = async || -> (String, Vec<String>) {
+        sqlx::query_as("SELECT description, events FROM webhook_endpoints WHERE id = $1")
+            .bind(endpoint)
+            .fetch_one(&app.db_pool)
+            .await
+            .unwrap()
+    };
+
+    for (case, fields, error) in [
+        (
+            "unknown event",
+            vec![("description", "CRM"), ("events", "issue.deleted")],
+            "events-error",
+        ),
+        ("no event", vec![("description", "CRM")], "events-error"),
+        (
+            "a bidi override",
+            vec![
+                ("description", "CRM\u{202E}"),
+                ("events", "subscriber.created"),
+            ],
+            "description-error",
+        ),
+    ] {
+        let answer = browser.submit(&page_path, &fields).await;
+        assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY, "{case}");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains(&format!(r#"id="{error}""#)), "{case}: {page}");
+        assert_eq!(
+            stored().await,
+            (String::new(), vec!["issue.published".to_owned()]),
+            "{case}"
+        );
+    }
+
+    let answer = browser
+        .submit(
+            &page_path,
+            &[
+                ("description", "CRM"),
+                ("events", "subscriber.confirmed"),
+                ("events", "subscriber.erased"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        crate::newsroom::location(&answer),
+        format!("{page_path}?notice=updated")
+    );
+    assert_eq!(
+        stored().await,
+        (
+            "CRM".to_owned(),
+            vec![
+                "subscriber.confirmed".to_owned(),
+                "subscriber.erased".to_owned()
+            ]
+        )
+    );
+    let page = browser
+        .get(&format!("{page_path}?notice=updated"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"id="webhook-notice""#), "{page}");
+    assert!(
+        page.contains(r#"value="subscriber.erased" checked"#),
+        "the form shows the events as they are now: {page}"
+    );
+    let actions = crate::newsroom::audit_actions(&app).await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "webhook-endpoint-updated")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    let unknown = browser
+        .submit(
+            &format!("/admin/webhooks/{}", Uuid::new_v4()),
+            &[("events", "issue.published")],
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}

@@ -54,5 +54,5 @@ pub use subscribers::{
 pub use tokens::{create_token, revoke_token, tokens_page};
 pub use webhooks::{
     create_webhook, delete_webhook, disable_webhook, enable_webhook, retry_webhook_delivery,
-    webhook_page, webhooks_page,
+    update_webhook, webhook_page, webhooks_page,
 };

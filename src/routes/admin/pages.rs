@@ -441,4 +441,9 @@ pub struct WebhookPage<'a> {
     pub failing_since: Option<String>,
     pub deliveries: Vec<WebhookDeliveryRow>,
     pub notice: Option<&'static str>,
+    /// The change form: as the endpoint is, or as typed and refused.
+    pub description: &'a str,
+    pub description_error: Option<String>,
+    pub events: Vec<EventChoice>,
+    pub events_error: Option<String>,
 }

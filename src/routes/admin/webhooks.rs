@@ -20,12 +20,11 @@ use crate::admin::guard::{Protected, SignedIn};
 use crate::admin::pages::layout::nav;
 use crate::configuration::OutgoingWebhookSettings;
 use crate::db::Db;
-use crate::domain::UnwantedCharacter;
 use crate::outgoing_webhooks::client::EndpointUrl;
-use crate::outgoing_webhooks::deliveries;
-use crate::outgoing_webhooks::endpoints::{self, Endpoint, NewEndpoint};
+use crate::outgoing_webhooks::endpoints::{self, Endpoint, EndpointChange, NewEndpoint};
 use crate::outgoing_webhooks::events::EventType;
 use crate::outgoing_webhooks::signing::Secret;
+use crate::outgoing_webhooks::{control, deliveries};
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::routes::admin::pages::{
@@ -161,30 +160,6 @@ fn typed(fields: &[(String, String)]) -> Typed {
     form
 }
 
-fn parse_description(raw: &str) -> Result<&str, String> {
-    if raw.chars().count() > 200 {
-        return Err("The description is longer than 200 characters.".into());
-    }
-    if let Some(unwanted) = UnwantedCharacter::find_in(raw) {
-        return Err(format!("The description holds {unwanted}: remove it."));
-    }
-    Ok(raw)
-}
-
-fn parse_events(raw: &[String]) -> Result<Vec<EventType>, String> {
-    if raw.is_empty() {
-        return Err("Choose at least one event.".into());
-    }
-    let mut events = Vec::new();
-    for name in raw {
-        let kind = EventType::parse(name)?;
-        if !events.contains(&kind) {
-            events.push(kind);
-        }
-    }
-    Ok(events)
-}
-
 #[utoipa::path(post, path = "/admin/webhooks", tag = "admin",
     request_body(content = inline(NewWebhookForm), content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -203,8 +178,8 @@ pub async fn create_webhook(
     let Protected { admin, form } = form;
     let form = typed(&form);
     let url = EndpointUrl::parse(&form.url, settings.allow_private_addresses);
-    let description = parse_description(&form.description);
-    let events = parse_events(&form.events);
+    let description = endpoints::parse_description(&form.description);
+    let events = EventType::parse_list(&form.events);
     let (url, description, events) = match (url, description, events) {
         (Ok(url), Ok(description), Ok(events)) => (url, description, events),
         (url, description, events) => {
@@ -262,6 +237,7 @@ fn known_notice(notice: Option<&str>) -> Option<&'static str> {
         "enabled" => Some("The endpoint is enabled: what it has pending goes now."),
         "disabled" => Some("The endpoint is disabled: nothing is sent to it."),
         "retried" => Some("The delivery goes again as soon as a worker is free."),
+        "updated" => Some("The endpoint is changed: what happens from now on is sent as it says."),
         _ => None,
     }
 }
@@ -273,7 +249,7 @@ fn missing() -> ApiError {
 #[utoipa::path(get, path = "/admin/webhooks/{id}", tag = "admin",
     params(("id" = String, Path, description = "The endpoint's id."), WebhookParameters),
     responses(
-        (status = 200, description = "The endpoint and its recent deliveries.", body = String, content_type = "text/html"),
+        (status = 200, description = "The endpoint, the form that changes its events and description, and its recent deliveries.", body = String, content_type = "text/html"),
         (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminOnly,
     ))]
@@ -284,6 +260,30 @@ pub async fn webhook_page(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::try_parse(&id).map_err(|_| missing())?;
+    let shown = Edit {
+        notice: known_notice(parameters.notice.as_deref()),
+        ..Edit::default()
+    };
+    render_endpoint(&db, &admin, id, StatusCode::OK, shown).await
+}
+
+/// What the endpoint's page shows beyond the endpoint: a notice, and the
+/// change form as typed with why it was refused.
+#[derive(Default)]
+struct Edit<'a> {
+    notice: Option<&'static str>,
+    form: Option<&'a Typed>,
+    description_error: Option<String>,
+    events_error: Option<String>,
+}
+
+async fn render_endpoint(
+    db: &Db,
+    admin: &SignedIn,
+    id: Uuid,
+    status: StatusCode,
+    shown: Edit<'_>,
+) -> Result<HttpResponse, ApiError> {
     let found = db
         .transaction(async |tx| {
             let Some(endpoint) = endpoints::find(tx, id).await? else {
@@ -315,19 +315,106 @@ pub async fn webhook_page(
             last_error: d.last_error.unwrap_or_default(),
         })
         .collect();
+    // The form as typed when it was refused; the endpoint as it is otherwise.
+    let (description, events) = match shown.form {
+        Some(form) => (form.description.clone(), form.events.clone()),
+        None => (endpoint.description.clone(), endpoint.events.clone()),
+    };
+    let events = EventType::ALL
+        .into_iter()
+        .map(|kind| EventChoice {
+            name: kind.as_str(),
+            label: kind.label(),
+            checked: events.iter().any(|e| e == kind.as_str()),
+        })
+        .collect();
     Ok(page(
-        StatusCode::OK,
+        status,
         &WebhookPage {
             newsletter: &admin.newsletter,
-            nav: nav(&admin),
+            nav: nav(admin),
             endpoint: row(&endpoint),
             enabled: endpoint.enabled,
             disabled_reason: endpoint.disabled_reason.filter(|_| !endpoint.enabled),
             failing_since: endpoint.failing_since.map(|at| when(Some(at), "")),
             deliveries,
-            notice: known_notice(parameters.notice.as_deref()),
+            notice: shown.notice,
+            description: &description,
+            description_error: shown.description_error,
+            events,
+            events_error: shown.events_error,
         },
     ))
+}
+
+/// The endpoint page's change form, as the OpenAPI document describes it;
+/// read as pairs, since `events` comes once per box ticked.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form; the handler reads it as pairs.
+pub struct WebhookChangeForm {
+    /// Up to 200 characters, for the admin's own use.
+    #[serde(default)]
+    pub description: String,
+    /// Once per event to send from now on, e.g. `subscriber.confirmed`; at
+    /// least one.
+    pub events: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/admin/webhooks/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The endpoint's id.")),
+    request_body(content = inline(WebhookChangeForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Changed: to its page. Deliveries queued already go as they are.", headers(("Location" = String))),
+        (status = 400, description = "A form that cannot be read.", body = String, content_type = "text/plain"),
+        (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 422, description = "A description or event refused, with the reason on the page.", body = String, content_type = "text/html"),
+        crate::web::openapi_responses::AdminForm,
+    ))]
+pub async fn update_webhook(
+    request: HttpRequest,
+    form: Protected<Vec<(String, String)>>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Protected { admin, form } = form;
+    let id = Uuid::try_parse(&id).map_err(|_| missing())?;
+    let form = typed(&form);
+    let description = endpoints::parse_description(&form.description);
+    let events = EventType::parse_list(&form.events);
+    let (description, events) = match (description, events) {
+        (Ok(description), Ok(events)) => (description, events),
+        (description, events) => {
+            let shown = Edit {
+                form: Some(&form),
+                description_error: description.err(),
+                events_error: events.err(),
+                ..Edit::default()
+            };
+            return render_endpoint(&db, &admin, id, StatusCode::UNPROCESSABLE_ENTITY, shown).await;
+        }
+    };
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    let change = EndpointChange {
+        description: Some(description),
+        events: Some(&events),
+        ..EndpointChange::default()
+    };
+    let changed = db
+        .transaction(async |tx| {
+            let Some(endpoint) = endpoints::update(tx, id, &change).await? else {
+                return Ok(false);
+            };
+            let detail = change.audit_detail(&endpoint);
+            audit::record(tx, &actor, Action::WebhookEndpointUpdated, &detail).await?;
+            Ok(true)
+        })
+        .await
+        .step("change a webhook endpoint")?;
+    if !changed {
+        return Err(missing());
+    }
+    Ok(see_other(format!("/admin/webhooks/{id}?notice=updated")))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -378,19 +465,7 @@ pub async fn enable_webhook(
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let what = (id.as_str(), Action::WebhookEndpointEnabled);
-    let id = change_endpoint(
-        &request,
-        &form.admin,
-        &db,
-        &limiter,
-        what,
-        // The deliveries first, then the endpoint, as when disabling.
-        async |tx, id| {
-            deliveries::resume_endpoint(tx, id).await?;
-            endpoints::enable(tx, id).await
-        },
-    )
-    .await?;
+    let id = change_endpoint(&request, &form.admin, &db, &limiter, what, control::enable).await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=enabled")))
 }
 
@@ -410,21 +485,7 @@ pub async fn disable_webhook(
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let what = (id.as_str(), Action::WebhookEndpointDisabled);
-    let id = change_endpoint(
-        &request,
-        &form.admin,
-        &db,
-        &limiter,
-        what,
-        // The deliveries first, then the endpoint: the order in which a
-        // worker recording an outcome locks them, so the two never wait
-        // on each other.
-        async |tx, id| {
-            deliveries::park_endpoint(tx, id).await?;
-            endpoints::disable(tx, id).await
-        },
-    )
-    .await?;
+    let id = change_endpoint(&request, &form.admin, &db, &limiter, what, control::disable).await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=disabled")))
 }
 
@@ -444,20 +505,7 @@ pub async fn delete_webhook(
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let what = (id.as_str(), Action::WebhookEndpointDeleted);
-    change_endpoint(
-        &request,
-        &form.admin,
-        &db,
-        &limiter,
-        what,
-        // Its pending deliveries first, as when disabling: the delete's
-        // cascade then finds them locked already.
-        async |tx, id| {
-            deliveries::park_endpoint(tx, id).await?;
-            endpoints::delete(tx, id).await
-        },
-    )
-    .await?;
+    change_endpoint(&request, &form.admin, &db, &limiter, what, control::delete).await?;
     Ok(see_other("/admin/webhooks"))
 }
 
