@@ -303,6 +303,19 @@ mod tests {
             Action::ListArchived,
             Action::ListUnarchived,
             Action::ListWelcomeChanged,
+            Action::ImportStarted,
+            Action::ApiTokenCreated,
+            Action::ApiTokenRevoked,
+            Action::WebhookEndpointCreated,
+            Action::WebhookEndpointUpdated,
+            Action::WebhookEndpointEnabled,
+            Action::WebhookEndpointDisabled,
+            Action::WebhookEndpointDeleted,
+            Action::WebhookDeliveryRetried,
+            Action::DraftSaved,
+            Action::DraftChanged,
+            Action::DraftDeleted,
+            Action::ApiWrite,
         ];
         let mut names: Vec<_> = all.iter().map(Action::as_str).collect();
         names.sort();

@@ -12,9 +12,12 @@
 //! with the same key gets the same answer; a publish of a draft that was
 //! published already, under another key, is refused with 409.
 //!
-//! A draft's lists and segment are checked when it is saved (each must
+//! A draft's lists and segment are checked when they are saved (each must
 //! exist and be usable) and again when it is published, when the lists
-//! must also be named if there are two or more live ones.
+//! must also be named if there are two or more live ones. A `send_at` that
+//! has passed by the time the draft is published sends it at once, as for
+//! any publish. Saving a draft is not idempotent: a client that retries a
+//! `POST` after an answer it did not get may store two.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -26,12 +29,12 @@ use crate::admin::audit::{self, Action};
 use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
 use crate::api::issues::{
-    PageParameters, PreviewBody, answer_published, idempotency_key, issue_body, issue_location,
-    key_reused, parse_new_issue, parse_page, parse_segment, parse_send_at_field,
+    PreviewBody, answer_published, idempotency_key, issue_body, issue_location, key_reused,
+    parse_new_issue, parse_page, parse_segment, parse_send_at_field,
 };
 use crate::api::problem::Problem;
 use crate::api::tokens::Scope;
-use crate::campaigns::drafts::{self, Author, DraftFields, StoredDraft};
+use crate::campaigns::drafts::{self, Author, Cursor, DraftFields, StoredDraft};
 use crate::campaigns::ledger::KeyOwner;
 use crate::campaigns::publishing::{self, DraftPublished, PublishSettings, example_email};
 use crate::campaigns::targets::{Refused, Targets};
@@ -90,8 +93,8 @@ impl From<StoredDraft> for DraftBody {
 pub struct DraftPage {
     pub data: Vec<DraftBody>,
     /// Pass as `after` for the next page; null on the last one.
-    #[schema(example = "5c0a7e1d-2b3f-4c5d-8e9f-a0b1c2d3e4f5")]
-    pub next: Option<Uuid>,
+    #[schema(example = "1768726800123456.5c0a7e1d-2b3f-4c5d-8e9f-a0b1c2d3e4f5")]
+    pub next: Option<String>,
 }
 
 /// A change to a draft: only the fields sent change. `lists`, `segment`
@@ -107,6 +110,17 @@ pub struct DraftChange {
     segment: Option<Uuid>,
     send_at: Option<DateTime<Utc>>,
     public: Option<bool>,
+}
+
+/// The query of the list: as for issues, with a cursor of the list's own.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by `parse_page`, documented here.
+pub struct DraftPageParameters {
+    /// The `next` of the page before.
+    after: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
 }
 
 fn missing() -> Problem {
@@ -177,7 +191,7 @@ pub async fn create_draft(
 
 #[utoipa::path(get, path = "/api/v1/drafts", tag = "api",
     security(("bearer" = [])),
-    params(PageParameters),
+    params(DraftPageParameters),
     responses(
         (status = 200, description = "Drafts, newest first.", body = DraftPage, content_type = "application/json"),
         crate::api::openapi::ReadPageRefusals,
@@ -188,7 +202,7 @@ pub async fn list_drafts(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let (after, limit) = parse_page(request.query_string(), "a draft")?;
+    let (after, limit) = parse_page(request.query_string(), Cursor::parse)?;
     // One more than a page: whether it exists says whether a next page does.
     let mut page = db
         .transaction(async |tx| drafts::page(tx, after, limit + 1).await)
@@ -196,7 +210,9 @@ pub async fn list_drafts(
         .step("read the drafts")?;
     let more = page.len() as i64 > limit;
     page.truncate(limit as usize);
-    let next = more.then(|| page.last().map(|d| d.id)).flatten();
+    let next = more
+        .then(|| page.last().map(|d| Cursor::after(d).to_string()))
+        .flatten();
     Ok(HttpResponse::Ok().json(DraftPage {
         data: page.into_iter().map(DraftBody::from).collect(),
         next,
@@ -232,6 +248,7 @@ pub async fn get_draft(
     params(("id" = String, Path, description = "The draft's id.")),
     responses(
         (status = 200, description = "The draft as a reader named Ada Lovelace would get it.", body = PreviewBody, content_type = "application/json"),
+        (status = 422, description = "The draft's text is over a limit lowered since it was saved: change it first.", body = crate::api::problem::ProblemBody, content_type = "application/problem+json"),
         crate::api::openapi::ReadOneRefusals,
     ))]
 pub async fn preview_draft(
@@ -322,9 +339,13 @@ pub async fn update_draft(
             };
             let list_ids = change.lists.as_deref().unwrap_or(&draft.list_ids);
             let segment_id = change.segment.unwrap_or(draft.segment_id);
-            let targets = Targets::read(tx, segment_id).await?;
-            if let Err(refused) = targets.check_draft(list_ids) {
-                return Ok(Err(refusal(refused)));
+            // Checked when they change: an edit of the text is not held up
+            // by a list archived since, which publishing refuses anyway.
+            if change.lists.is_some() || change.segment.is_some() {
+                let targets = Targets::read(tx, segment_id).await?;
+                if let Err(refused) = targets.check_draft(list_ids) {
+                    return Ok(Err(refusal(refused)));
+                }
             }
             let fields = DraftFields {
                 text: &text,
@@ -408,7 +429,7 @@ pub async fn publish_draft(
         DraftPublished::KeyReused => Err(key_reused()),
         DraftPublished::Missing => Err(missing()),
         DraftPublished::AlreadyPublished => Err(Problem::Conflict(format!(
-            "This draft was published already, as the issue at {}.",
+            "An issue has this id already: the draft was published, as {}.",
             issue_location(id)
         ))),
         DraftPublished::Refused(refused) => Err(refusal(refused)),

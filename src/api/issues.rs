@@ -417,8 +417,11 @@ pub struct PageParameters {
     limit: Option<String>,
 }
 
-/// `after` and `limit`, for a page of `things` ("issue", "draft").
-pub(super) fn parse_page(raw: &str, thing: &str) -> Result<(Option<Uuid>, i64), Problem> {
+/// `after`, read by `cursor` (`None`: not one), and `limit`.
+pub(super) fn parse_page<T>(
+    raw: &str,
+    cursor: impl Fn(&str) -> Option<T>,
+) -> Result<(Option<T>, i64), Problem> {
     let parameters: PageParameters = serde_urlencoded::from_str(raw)
         .map_err(|e| Problem::BadRequest(format!("The query string could not be read: {e}.")))?;
     let mut errors = Vec::new();
@@ -438,14 +441,13 @@ pub(super) fn parse_page(raw: &str, thing: &str) -> Result<(Option<Uuid>, i64), 
     };
     let after = match parameters.after.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(raw) => Uuid::try_parse(raw)
-            .map_err(|_| {
-                errors.push(FieldError::new(
-                    "after",
-                    format!("`after` is {thing}'s id: pass the `next` of the page before."),
-                ))
-            })
-            .ok(),
+        Some(raw) => cursor(raw).or_else(|| {
+            errors.push(FieldError::new(
+                "after",
+                "`after` is the `next` of the page before.",
+            ));
+            None
+        }),
     };
     if errors.is_empty() {
         Ok((after, limit))
@@ -467,7 +469,7 @@ pub async fn list_issues(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
-    let (after, limit) = parse_page(request.query_string(), "an issue")?;
+    let (after, limit) = parse_page(request.query_string(), |raw| Uuid::try_parse(raw).ok())?;
     // One more than a page: whether it exists says whether a next page does.
     let mut issues = db
         .transaction(async |tx| ledger::page(tx, after, limit + 1).await)

@@ -106,21 +106,53 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<StoredDraf
     .await
 }
 
-/// Up to `limit` drafts, newest first, after the draft `after` (the last
-/// of the page before): a keyset page, as for issues. An `after` that names
-/// no draft gives an empty page.
+/// Where a page of drafts ends: the last draft's creation and id, which
+/// the next page starts after. It carries its own position, rather than
+/// naming a draft to look up, so that a draft published or deleted while a
+/// client walks the pages does not end the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    created_at: DateTime<Utc>,
+    id: Uuid,
+}
+
+impl Cursor {
+    pub fn after(draft: &StoredDraft) -> Self {
+        Self {
+            created_at: draft.created_at,
+            id: draft.id,
+        }
+    }
+
+    /// What [`Cursor::to_string`] wrote; `None` for anything else.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (micros, id) = raw.split_once('.')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let id = Uuid::try_parse(id).ok()?;
+        Some(Self { created_at, id })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+}
+
+/// Up to `limit` drafts, newest first, after `after`: a keyset page, as
+/// for issues.
 pub async fn page(
     conn: &mut PgConnection,
-    after: Option<Uuid>,
+    after: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<StoredDraft>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM issue_drafts \
-         WHERE $1::uuid IS NULL \
-            OR (created_at, id) < (SELECT created_at, id FROM issue_drafts WHERE id = $1) \
-         ORDER BY created_at DESC, id DESC LIMIT $2"
+         WHERE $1::timestamptz IS NULL OR (created_at, id) < ($1, $2) \
+         ORDER BY created_at DESC, id DESC LIMIT $3"
     )))
-    .bind(after)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map(|c| c.id))
     .bind(limit)
     .fetch_all(conn)
     .await
@@ -158,4 +190,27 @@ pub async fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Err
         .execute(conn)
         .await?;
     Ok(deleted.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_what_it_wrote_and_nothing_else() {
+        let cursor = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_768_726_800_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(Cursor::parse(&cursor.to_string()), Some(cursor));
+        for raw in [
+            "",
+            "12",
+            "x.y",
+            &format!("1.{}x", cursor.id),
+            &cursor.id.to_string(),
+        ] {
+            assert_eq!(Cursor::parse(raw), None, "{raw}");
+        }
+    }
 }

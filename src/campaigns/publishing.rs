@@ -136,8 +136,8 @@ pub enum DraftPublished {
     KeyReused,
     /// No draft has the id, and no issue either.
     Missing,
-    /// The draft was published before, under another key (or by the
-    /// newsroom): the issue has its id.
+    /// An issue has the id: the draft was published before, under another
+    /// key (or from the newsroom).
     AlreadyPublished,
     /// The draft's lists or segment cannot be used now, or its text no
     /// longer fits the limits: nothing was published.
@@ -164,14 +164,22 @@ pub async fn publish_draft(
 ) -> Result<DraftPublished, ApiError> {
     let fingerprint = Fingerprint::of_draft(id);
     db.transaction(async |tx| {
-        let Some(draft) = drafts::lock(tx, id).await? else {
-            return match ledger::published_with(tx, owner, key, &fingerprint).await {
-                Ok(Some(earlier)) => Ok(DraftPublished::Published(earlier)),
-                Err(PublishError::KeyReused) => Ok(DraftPublished::KeyReused),
-                Err(PublishError::Sql(e)) => Err(e),
-                Ok(None) if ledger::exists(tx, id).await? => Ok(DraftPublished::AlreadyPublished),
-                Ok(None) => Ok(DraftPublished::Missing),
-            };
+        let draft = drafts::lock(tx, id).await?;
+        // The key first, as for any publish: a retry replays, and a key
+        // spent on other content is refused before the draft's audience is
+        // looked at.
+        match ledger::published_with(tx, owner, key, &fingerprint).await {
+            Ok(Some(earlier)) => return Ok(DraftPublished::Published(earlier)),
+            Err(PublishError::KeyReused) => return Ok(DraftPublished::KeyReused),
+            Err(PublishError::Sql(e)) => return Err(e),
+            Ok(None) => {}
+        }
+        let Some(draft) = draft else {
+            return Ok(if ledger::exists(tx, id).await? {
+                DraftPublished::AlreadyPublished
+            } else {
+                DraftPublished::Missing
+            });
         };
         let text = match draft.text() {
             Ok(text) => text,

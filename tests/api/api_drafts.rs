@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api_tokens::{api_get, api_patch, api_post, api_send, named, problem, token};
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app_with};
 use crate::newsroom::audit_actions;
 
 /// An app whose senders do not run: a published issue stays where the
@@ -234,6 +234,52 @@ async fn publishing_a_draft_makes_the_issue_under_its_id_once_and_a_retry_replay
     );
 }
 
+/// Runs two publishes of the draft `id` while the test holds the draft's
+/// row lock, and lets them go once both wait on it: they overlap for sure,
+/// whatever the machine's speed.
+async fn two_at_once(
+    app: &TestApp,
+    secret: &str,
+    id: &str,
+    keys: [&str; 2],
+) -> (reqwest::Response, reqwest::Response) {
+    let mut holder = app.db_pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM issue_drafts WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let first = tokio::spawn(publish_owned(app, secret, id, keys[0]));
+    let second = tokio::spawn(publish_owned(app, secret, id, keys[1]));
+    eventually("both publishes to wait on the draft", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+        (waiting >= 2).then_some(())
+    })
+    .await;
+    holder.commit().await.unwrap();
+    (first.await.unwrap(), second.await.unwrap())
+}
+
+fn publish_owned(
+    app: &TestApp,
+    secret: &str,
+    id: &str,
+    key: &str,
+) -> impl Future<Output = reqwest::Response> + Send + 'static {
+    let request = app
+        .api_client
+        .post(format!("{}/api/v1/drafts/{id}/publish", app.address))
+        .bearer_auth(secret)
+        .header("Idempotency-Key", key);
+    async move { request.send().await.unwrap() }
+}
+
 #[tokio::test]
 async fn publishes_of_one_draft_at_once_make_one_issue_whatever_their_keys() {
     let app = app().await;
@@ -244,10 +290,7 @@ async fn publishes_of_one_draft_at_once_make_one_issue_whatever_their_keys() {
     let draft = saved(&app, &write, &json!({"title": "Race", "content": "Go."})).await;
     let id = draft["id"].as_str().unwrap();
     let (one, another) = (a_key(), a_key());
-    let (first, second) = tokio::join!(
-        publish(&app, &publisher, id, Some(&one)),
-        publish(&app, &publisher, id, Some(&another)),
-    );
+    let (first, second) = two_at_once(&app, &publisher, id, [&one, &another]).await;
     let mut statuses = [first.status(), second.status()];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT]);
@@ -262,10 +305,7 @@ async fn publishes_of_one_draft_at_once_make_one_issue_whatever_their_keys() {
     .await;
     let id = draft["id"].as_str().unwrap();
     let key = a_key();
-    let (first, second) = tokio::join!(
-        publish(&app, &publisher, id, Some(&key)),
-        publish(&app, &publisher, id, Some(&key)),
-    );
+    let (first, second) = two_at_once(&app, &publisher, id, [&key, &key]).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(second.status(), StatusCode::CREATED);
     let first: Value = first.json().await.unwrap();
@@ -274,6 +314,72 @@ async fn publishes_of_one_draft_at_once_make_one_issue_whatever_their_keys() {
     assert_eq!(second["id"], id);
     assert_eq!(count(&app, "newsletter_issues").await, 2);
     assert_eq!(count(&app, "issue_drafts").await, 0);
+    let published = audit_actions(&app)
+        .await
+        .into_iter()
+        .filter(|a| a == "issue-published")
+        .count();
+    assert_eq!(published, 2, "one entry per issue");
+}
+
+#[tokio::test]
+async fn a_published_draft_keeps_its_lists_segment_schedule_and_place_in_the_archive() {
+    let app = app().await;
+    let editor = token(&app, "editor", "write,publish").await;
+    let releases = new_list(&app, &editor, "Releases").await;
+    let segment = a_segment(&app).await;
+    let tomorrow = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let draft = saved(
+        &app,
+        &editor,
+        &json!({"title": "Release 3.0", "content": "Soon.", "lists": [releases],
+                "segment": segment, "send_at": tomorrow.to_rfc3339(), "public": true}),
+    )
+    .await;
+    let id = draft["id"].as_str().unwrap();
+    assert_eq!(draft["segment"], segment.to_string());
+
+    let published = publish(&app, &editor, id, Some(&a_key())).await;
+    assert_eq!(published.status(), StatusCode::CREATED);
+    let issue: Value = published.json().await.unwrap();
+    assert_eq!(issue["state"], "scheduled");
+
+    let (list_ids, frozen, send_at, public): (
+        Vec<Uuid>,
+        Option<Value>,
+        chrono::DateTime<chrono::Utc>,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT list_ids, segment, send_at, public_at IS NOT NULL \
+         FROM newsletter_issues WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert_eq!(list_ids, [releases.parse::<Uuid>().unwrap()]);
+    assert!(frozen.is_some(), "the segment is frozen onto the issue");
+    assert!((send_at - tomorrow).num_seconds().abs() < 2, "{send_at}");
+    assert!(public, "in the archive from the start");
+    let actions = audit_actions(&app).await;
+    assert!(
+        actions.ends_with(&["issue-published".to_owned(), "issue-made-public".to_owned()]),
+        "{actions:?}"
+    );
+}
+
+/// A saved segment of the readers with a `plan` attribute of `pro`.
+async fn a_segment(app: &TestApp) -> Uuid {
+    sqlx::query("INSERT INTO attribute_definitions (name, kind) VALUES ('plan', 'text')")
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let filter = json!({"attribute": {"name": "plan", "op": "eq", "value": "pro"}});
+    sqlx::query_scalar("INSERT INTO segments (name, filter) VALUES ('Pro', $1) RETURNING id")
+        .bind(&filter)
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -333,10 +439,83 @@ async fn a_drafts_lists_and_segment_are_checked_when_saved_and_again_when_publis
     .await;
     assert_eq!(named(&refused), ["lists"]);
 
-    let changed = api_patch(&app, &path, &write, json!({"lists": null})).await;
+    // The text can still be changed while the list is archived.
+    let changed = api_patch(&app, &path, &write, json!({"title": "T2"})).await;
     assert_eq!(changed.status(), StatusCode::OK);
+    // A segment deleted after it was chosen is refused at publishing.
+    let segment = a_segment(&app).await;
+    let changed = api_patch(
+        &app,
+        &path,
+        &write,
+        json!({"lists": null, "segment": segment}),
+    )
+    .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    sqlx::query("DELETE FROM segments WHERE id = $1")
+        .bind(segment)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+    let refused = problem(
+        publish(&app, &publisher, id, Some(&a_key())).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&refused), ["segment"]);
+
+    let changed = api_patch(&app, &path, &write, json!({"segment": null})).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["segment"], Value::Null);
     let published = publish(&app, &publisher, id, Some(&a_key())).await;
     assert_eq!(published.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_key_spent_on_an_issue_is_refused_for_a_draft_before_its_audience_is_checked() {
+    let app = app().await;
+    let editor = token(&app, "editor", "write,publish").await;
+    let key = a_key();
+    let issue = api_client_publish(&app, &editor, &key).await;
+    assert_eq!(issue.status(), StatusCode::CREATED);
+    let issue: Value = issue.json().await.unwrap();
+
+    // A draft whose lists could not be used now: the key is what it is
+    // told of first.
+    let draft = saved(&app, &editor, &json!({"title": "T", "content": "C"})).await;
+    new_list(&app, &editor, "Second").await;
+    let id = draft["id"].as_str().unwrap();
+    let refused = problem(
+        publish(&app, &editor, id, Some(&key)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&refused), ["Idempotency-Key"]);
+
+    // An ordinary issue's id is no draft's: nothing to publish again.
+    let taken = problem(
+        publish(&app, &editor, issue["id"].as_str().unwrap(), Some(&a_key())).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(
+        taken["detail"].as_str().unwrap().contains("already"),
+        "{taken}"
+    );
+    assert_eq!(count(&app, "newsletter_issues").await, 1);
+}
+
+async fn api_client_publish(app: &TestApp, secret: &str, key: &str) -> reqwest::Response {
+    app.api_client
+        .post(format!("{}/api/v1/issues/publish", app.address))
+        .bearer_auth(secret)
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/json")
+        .body(json!({"title": "Plain", "content": "An issue."}).to_string())
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -467,6 +646,16 @@ async fn drafts_are_listed_newest_first_a_page_at_a_time_and_deleted() {
     };
     assert_eq!(titles(&first), ids[..2]);
     let next = first["next"].as_str().unwrap();
+    // The draft the page ended on goes; the walk goes on after it.
+    let gone = api_send(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/drafts/{}", ids[1]),
+        &write,
+        None,
+    )
+    .await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
     let second: Value = api_get(&app, &format!("/api/v1/drafts?limit=2&after={next}"), &read)
         .await
         .json()
@@ -482,6 +671,12 @@ async fn drafts_are_listed_newest_first_a_page_at_a_time_and_deleted() {
     assert_eq!(named(&refused), ["limit"]);
 
     let path = format!("/api/v1/drafts/{}", ids[0]);
+    let refused = problem(
+        api_get(&app, &format!("/api/v1/drafts?after={}", ids[0]), &read).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(named(&refused), ["after"]);
     problem(
         api_send(&app, Method::DELETE, &path, &read, None).await,
         StatusCode::FORBIDDEN,
@@ -490,6 +685,6 @@ async fn drafts_are_listed_newest_first_a_page_at_a_time_and_deleted() {
     let deleted = api_send(&app, Method::DELETE, &path, &write, None).await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     problem(api_get(&app, &path, &read).await, StatusCode::NOT_FOUND).await;
-    assert_eq!(count(&app, "issue_drafts").await, 2);
+    assert_eq!(count(&app, "issue_drafts").await, 1);
     assert_eq!(audit_actions(&app).await.last().unwrap(), "draft-deleted");
 }
