@@ -218,6 +218,19 @@ pub async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sq
     Ok(())
 }
 
+/// Deliveries not yet settled, for the metrics: (pending and free,
+/// claimed by a worker now). Reads the pending rows alone (the partial
+/// index `webhook_deliveries_due_idx`).
+pub async fn depth(conn: &mut PgConnection) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE leased_until IS NULL OR leased_until < now()), \
+                count(*) FILTER (WHERE leased_until >= now()) \
+         FROM webhook_deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// One delivery as the endpoint's page shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {

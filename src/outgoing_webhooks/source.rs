@@ -22,8 +22,9 @@ use crate::configuration::OutgoingWebhookSettings;
 use crate::db::{self, Db};
 use crate::delivery::answer::{Answer, Code};
 use crate::delivery::engine::{self, Batch, Carrier, Engine, Source, Turn};
+use crate::metrics::{Metrics, WebhookCall};
 
-use super::client::{EndpointUrl, HookClient};
+use super::client::{self, EndpointUrl, HookClient, UrlError};
 use super::deliveries::{self, Claimed, Failed};
 use super::events::CHANNEL;
 use super::signing::{self, Secret};
@@ -63,23 +64,41 @@ const UNUSABLE_ENDPOINT: &str = "the endpoint's URL or secret is not one the ser
 pub struct WebhookSource {
     db: Db,
     settings: OutgoingWebhookSettings,
+    metrics: Metrics,
+}
+
+/// Why a claimed delivery cannot be called as its endpoint is stored.
+enum Unusable {
+    /// The URL names an internal address outright.
+    Address,
+    /// Any other reason: a URL or a secret the service cannot use.
+    Other,
 }
 
 impl WebhookSource {
-    pub fn new(db: Db, settings: OutgoingWebhookSettings) -> Self {
-        Self { db, settings }
+    pub fn new(db: Db, settings: OutgoingWebhookSettings, metrics: Metrics) -> Self {
+        Self {
+            db,
+            settings,
+            metrics,
+        }
     }
 
     /// Signs the claimed delivery, or says why it cannot be sent.
-    fn call(&self, claimed: &Claimed) -> Option<Call> {
-        let url = EndpointUrl::parse(&claimed.url, self.settings.allow_private_addresses).ok()?;
-        let secret = Secret::parse(&claimed.secret).ok()?;
+    fn call(&self, claimed: &Claimed) -> Result<Call, Unusable> {
+        let url = EndpointUrl::parse(&claimed.url, self.settings.allow_private_addresses).map_err(
+            |e| match e {
+                UrlError::AddressNotAllowed => Unusable::Address,
+                _ => Unusable::Other,
+            },
+        )?;
+        let secret = Secret::parse(&claimed.secret).map_err(|_| Unusable::Other)?;
         let id = claimed.event_id.to_string();
         let timestamp = Utc::now().timestamp();
         let body = Bytes::from(claimed.payload.clone().into_bytes());
         // The client sets the content type itself.
         let headers = signing::headers(&secret, &id, timestamp, &body).to_vec();
-        Some(Call { url, headers, body })
+        Ok(Call { url, headers, body })
     }
 
     async fn write<T>(
@@ -100,18 +119,26 @@ impl WebhookSource {
 
     /// A failed attempt: again after the next wait, or given up when no
     /// wait is left. `retry_after` (the receiver's `Retry-After`) can only
-    /// lengthen the wait.
+    /// lengthen the wait. `address_refused`: the guard refused the
+    /// endpoint's address, which the metrics count apart.
     async fn failed(
         &self,
         held: Held,
-        code: Option<i32>,
-        error: String,
+        (code, error): (Option<i32>, String),
         retry_after: Option<Duration>,
+        address_refused: bool,
     ) {
         let retry_in = self
             .settings
             .retry_delay(held.attempts)
             .map(|delay| delay.max(retry_after.unwrap_or_default()));
+        // Counted whether or not the claim still held for the record: the
+        // attempt was made either way.
+        self.metrics.outgoing_webhook_call(match retry_in {
+            _ if address_refused => WebhookCall::address_refused,
+            Some(_) => WebhookCall::retrying,
+            None => WebhookCall::given_up,
+        });
         let disable_after = self.settings.disable_after();
         let pair = held.pair();
         let endpoint = held.endpoint_id;
@@ -177,11 +204,12 @@ impl Source for WebhookSource {
                 attempts: delivery.attempts,
             };
             match self.call(&delivery) {
-                Some(call) => messages.push((held, call)),
-                None => {
+                Ok(call) => messages.push((held, call)),
+                Err(why) => {
                     unusable = true;
-                    self.failed(held, None, UNUSABLE_ENDPOINT.to_owned(), None)
-                        .await
+                    let failure = (None, UNUSABLE_ENDPOINT.to_owned());
+                    let address = matches!(why, Unusable::Address);
+                    self.failed(held, failure, None, address).await
                 }
             }
         }
@@ -199,6 +227,7 @@ impl Source for WebhookSource {
         for (held, answer) in outcomes {
             match answer {
                 Some(Answer::Sent { .. }) => {
+                    self.metrics.outgoing_webhook_call(WebhookCall::delivered);
                     let pair = held.pair();
                     let endpoint = held.endpoint_id;
                     let kept = self
@@ -215,19 +244,23 @@ impl Source for WebhookSource {
                 }
                 Some(Answer::Passing { error, retry_after }) => {
                     let code = http_status(error.code());
-                    self.failed(held, code, error.to_string(), retry_after)
+                    let address = client::is_address_refusal(&error);
+                    self.failed(held, (code, error.to_string()), retry_after, address)
                         .await
                 }
                 Some(Answer::Refused(error)) => {
                     let code = http_status(error.code());
-                    self.failed(held, code, error.to_string(), None).await
+                    let address = client::is_address_refusal(&error);
+                    self.failed(held, (code, error.to_string()), None, address)
+                        .await
                 }
                 // One endpoint's 429 must not pause the others: the client
                 // answers it as passing; should a throttle come through
                 // anyway, it is a failed attempt like any other.
                 Some(Answer::Throttled { retry_after }) => {
                     let error = "the endpoint asked to slow down (429)".to_owned();
-                    self.failed(held, Some(429), error, retry_after).await
+                    self.failed(held, (Some(429), error), retry_after, false)
+                        .await
                 }
                 // Not called: its claim lapses and whoever claims it next
                 // calls it.

@@ -24,10 +24,10 @@ use crate::helpers::{
 use crate::newsroom::{Browser, PASSWORD, create_admin};
 use crate::webhooks::{bounce, complaint, post_webhook};
 
-const HOOK: &str = "/hook";
+pub const HOOK: &str = "/hook";
 
 /// A receiver that takes every call.
-async fn receiver() -> MockServer {
+pub async fn receiver() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(HOOK))
@@ -39,7 +39,7 @@ async fn receiver() -> MockServer {
 
 /// Registers an endpoint through the store, as the admin's form does;
 /// returns its id and secret.
-async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secret) {
+pub async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secret) {
     let secret = Secret::generate();
     let text = secret.expose();
     let mut conn = app.db_pool.acquire().await.unwrap();
@@ -60,7 +60,7 @@ async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secr
 
 /// Emits subscriber `events` in a transaction of their own, as the
 /// subscriber store would.
-async fn emit(app: &TestApp, events: &[Event]) {
+pub async fn emit(app: &TestApp, events: &[Event]) {
     let mut transaction = app.db_pool.begin().await.unwrap();
     events::emit(&mut transaction, events, record::event_data)
         .await
