@@ -273,9 +273,11 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Answer {
         error_code: None,
     };
     let error = if status.is_success() {
+        // Which 2xx, the endpoint's page shows.
         return Answer::Sent {
             message_id: None,
             provider: PROVIDER,
+            code: Some(code),
         };
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         Refusal::new("the endpoint asked to slow down")

@@ -226,13 +226,14 @@ impl Source for WebhookSource {
     async fn record(&self, _claim: (), outcomes: Vec<(Held, Option<Answer>)>) {
         for (held, answer) in outcomes {
             match answer {
-                Some(Answer::Sent { .. }) => {
+                Some(Answer::Sent { code, .. }) => {
                     self.metrics.outgoing_webhook_call(WebhookCall::delivered);
                     let pair = held.pair();
                     let endpoint = held.endpoint_id;
+                    let code = http_status(code);
                     let kept = self
                         .write("record a delivered webhook", move |conn| {
-                            Box::pin(deliveries::mark_delivered(conn, pair, endpoint, None))
+                            Box::pin(deliveries::mark_delivered(conn, pair, endpoint, code))
                         })
                         .await;
                     if kept == Some(false) {

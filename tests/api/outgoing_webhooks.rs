@@ -697,3 +697,28 @@ async fn pressing_the_one_click_unsubscribe_again_tells_the_endpoints_once() {
     }
     assert_eq!(deliveries(&app, endpoint).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_delivered_call_records_the_status_the_endpoint_answered() {
+    let app = spawn_app().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let subscriber = add_subscribers(&app, 1, "pending_confirmation").await[0];
+
+    emit(&app, &[Event::subscriber_created(subscriber)]).await;
+
+    let rows = eventually("the delivery to be recorded as delivered", || async {
+        let rows = deliveries(&app, endpoint).await;
+        rows.first()
+            .is_some_and(|row| row.0 == "delivered")
+            .then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0].2, Some(202), "the endpoint's status is kept");
+    assert_eq!(rows[0].3, None);
+}
