@@ -722,3 +722,40 @@ async fn a_delivered_call_records_the_status_the_endpoint_answered() {
     assert_eq!(rows[0].2, Some(202), "the endpoint's status is kept");
     assert_eq!(rows[0].3, None);
 }
+
+/// The payload queued for `endpoint`, as the workers would send it.
+async fn queued_payloads(app: &TestApp, endpoint: Uuid) -> Vec<Value> {
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::text FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    texts
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sign_up_from_the_form_tells_the_endpoints_the_lists_it_joined() {
+    // No workers: the queued payload is read as it would be sent.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+
+    let answer = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let payloads = queued_payloads(&app, endpoint).await;
+    assert_eq!(payloads.len(), 1, "{payloads:?}");
+    let lists = payloads[0]["data"]["lists"]
+        .as_array()
+        .expect("the event lists the lists");
+    assert_eq!(lists.len(), 1, "the default list: {}", payloads[0]);
+    assert_eq!(lists[0]["status"], "pending");
+}
