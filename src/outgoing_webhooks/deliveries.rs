@@ -33,12 +33,24 @@ pub struct Claimed {
 }
 
 /// Claims up to `batch` due deliveries of enabled endpoints for `lease`,
-/// counting the attempt. A claimed row is due again once the lease ends, so
-/// a worker that dies leaves it to the next claim.
+/// counting the attempt.
+///
+/// An attempt is a call made, and the claim counts it before the call
+/// because only then does a worker that dies mid-call still count: the
+/// receiver may well have had the call, and an endpoint whose calls hang
+/// until the worker is killed (out of memory, a deploy's timeout) must
+/// still use up its attempts. For the same reason a claimed row is due
+/// again only after the wait that attempt would earn by failing
+/// (`retry_delays`, the schedule, the longest wait once past its end), or
+/// the lease if that is longer: a worker killed mid-call backs the
+/// endpoint off as a failed call does. A worker that lives records the
+/// outcome, which sets the next attempt itself, or hands back the calls it
+/// did not make ([`release`]), uncounted.
 pub async fn claim_due(
     conn: &mut PgConnection,
     lease: Duration,
     batch: i64,
+    retry_delays: &[f64],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS ( \
@@ -52,7 +64,8 @@ pub async fn claim_due(
          UPDATE webhook_deliveries d \
          SET claim_id = $3, attempts = d.attempts + 1, last_attempt_at = now(), \
              leased_until = now() + make_interval(secs => $1), \
-             next_attempt_at = now() + make_interval(secs => $1) \
+             next_attempt_at = now() + make_interval(secs => GREATEST($1, COALESCE( \
+                 ($4::float8[])[d.attempts + 1], ($4::float8[])[cardinality($4::float8[])], 0))) \
          FROM due, webhook_endpoints e \
          WHERE d.id = due.id AND e.id = d.endpoint_id \
          RETURNING d.id, d.claim_id, d.endpoint_id, d.event_id, d.attempts, \
@@ -61,6 +74,7 @@ pub async fn claim_due(
     .bind(lease.as_secs_f64())
     .bind(batch)
     .bind(Uuid::new_v4())
+    .bind(retry_delays)
     .fetch_all(conn)
     .await
 }
@@ -145,8 +159,9 @@ pub async fn mark_failed_attempt(
     })
 }
 
-/// Hands claimed deliveries back untouched (shutdown), without counting
-/// the attempt that never happened.
+/// Hands claimed deliveries back untouched, due now, without counting the
+/// attempt that never happened: on shutdown, and for the calls of a batch
+/// that ran out of claim time before they started.
 pub async fn release(conn: &mut PgConnection, held: &[Held]) -> Result<u64, sqlx::Error> {
     let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
     let done = sqlx::query(

@@ -7,8 +7,11 @@
 //! wait of `outgoing_webhooks.retry_delays_seconds`, or given up.
 //!
 //! A worker killed mid-call records nothing: its claims lapse and another
-//! worker sends those deliveries again, under the same event id. That is
-//! the at-least-once promise; the receiver drops repeats by `webhook-id`.
+//! worker sends those deliveries again, under the same event id, after the
+//! wait a failed attempt would have earned (the claim counts the attempt:
+//! see [`deliveries::claim_due`]). That is the at-least-once promise; the
+//! receiver drops repeats by `webhook-id`. A call a living worker did not
+//! make is handed back uncounted.
 
 use std::time::{Duration, Instant};
 
@@ -187,9 +190,13 @@ impl Source for WebhookSource {
         let send_by = WebhookWorker::send_by(&send_loop, self.settings.call_time());
         let lease = send_loop.claim_timeout();
         let batch = self.settings.batch_size.max(1);
+        let delays = self.settings.retry_delays_seconds.clone();
         let claimed = self
             .db
-            .bounded(|conn| Box::pin(deliveries::claim_due(conn, lease, batch)))
+            .bounded(move |conn| {
+                let delays = delays.clone();
+                Box::pin(async move { deliveries::claim_due(conn, lease, batch, &delays).await })
+            })
             .await?;
         if claimed.is_empty() {
             return Ok(Turn::Idle);
@@ -223,7 +230,8 @@ impl Source for WebhookSource {
         }))
     }
 
-    async fn record(&self, _claim: (), outcomes: Vec<(Held, Option<Answer>)>) {
+    async fn record(&self, claim: (), outcomes: Vec<(Held, Option<Answer>)>) {
+        let mut not_called = Vec::new();
         for (held, answer) in outcomes {
             match answer {
                 Some(Answer::Sent { code, .. }) => {
@@ -263,11 +271,13 @@ impl Source for WebhookSource {
                     self.failed(held, (Some(429), error), retry_after, false)
                         .await
                 }
-                // Not called: its claim lapses and whoever claims it next
-                // calls it.
-                None => {}
+                // Not called (the batch ran out of claim time first): not
+                // an attempt. Handed back rather than left to lapse, which
+                // would count it and hold it back for a retry's wait.
+                None => not_called.push(held),
             }
         }
+        self.release(claim, not_called).await;
     }
 
     async fn release(&self, _claim: (), keys: Vec<Held>) {

@@ -6,13 +6,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use newsletter::db::Db;
+use newsletter::delivery::engine::{Source, Turn};
 use newsletter::keys::Keys;
+use newsletter::metrics::Metrics;
 use newsletter::outgoing_webhooks::endpoints::{self, NewEndpoint};
 use newsletter::outgoing_webhooks::events::{self, Event, EventType};
 use newsletter::outgoing_webhooks::signing::{self, Secret};
+use newsletter::outgoing_webhooks::source::WebhookSource;
 use newsletter::subscribers::record;
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -758,4 +763,91 @@ async fn a_sign_up_from_the_form_tells_the_endpoints_the_lists_it_joined() {
         .expect("the event lists the lists");
     assert_eq!(lists.len(), 1, "the default list: {}", payloads[0]);
     assert_eq!(lists[0]["status"], "pending");
+}
+
+/// A webhook source over the app's database, as a worker process builds
+/// it, for a test to claim from by hand.
+fn source_of(app: &TestApp) -> WebhookSource {
+    WebhookSource::new(
+        Db::connect_lazy(&app.settings.database, 2),
+        app.settings.outgoing_webhooks.clone(),
+        Metrics::default(),
+    )
+}
+
+/// (attempts, held by a claim now, seconds from the last attempt to the
+/// next) of the only delivery.
+async fn the_attempts(app: &TestApp) -> (i32, bool, f64) {
+    sqlx::query_as(
+        "SELECT attempts, COALESCE(leased_until > now(), false), \
+                EXTRACT(EPOCH FROM next_attempt_at - last_attempt_at)::float8 \
+         FROM webhook_deliveries",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+/// One delivery of `subscriber.created`, queued and not yet claimed.
+async fn one_queued_delivery(app: &TestApp) -> MockServer {
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    register(app, &url, &[EventType::SubscriberCreated]).await;
+    let subscriber = add_subscribers(app, 1, "pending_confirmation").await[0];
+    emit(app, &[Event::subscriber_created(subscriber)]).await;
+    receiver
+}
+
+#[tokio::test]
+async fn a_claimed_call_that_was_never_made_does_not_count_as_an_attempt() {
+    // No workers: the test claims by hand.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = one_queued_delivery(&app).await;
+    let source = source_of(&app);
+    let Ok(Turn::Batch(batch)) = source.claim(&CancellationToken::new()).await else {
+        panic!("the delivery was not claimed");
+    };
+    assert_eq!(the_attempts(&app).await.0, 1, "claimed, the attempt counts");
+
+    // The batch ran out of claim time before this call started.
+    let not_called = batch
+        .messages
+        .into_iter()
+        .map(|(key, _)| (key, None))
+        .collect();
+    source.record((), not_called).await;
+
+    let (attempts, held, _) = the_attempts(&app).await;
+    assert_eq!(attempts, 0, "no call, no attempt");
+    assert!(!held, "handed back, not left to lapse");
+    let due: bool = sqlx::query_scalar("SELECT next_attempt_at <= now() FROM webhook_deliveries")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert!(due, "due again at once");
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_whose_worker_died_counts_and_waits_out_the_backoff_of_a_failed_one() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.outgoing_webhooks.retry_delays_seconds = vec![600.0, 3600.0];
+    })
+    .await;
+    one_queued_delivery(&app).await;
+    let source = source_of(&app);
+    let Ok(Turn::Batch(batch)) = source.claim(&CancellationToken::new()).await else {
+        panic!("the delivery was not claimed");
+    };
+
+    // The worker dies mid-call: nothing is recorded or handed back.
+    drop(batch);
+
+    let (attempts, _, wait) = the_attempts(&app).await;
+    assert_eq!(attempts, 1, "the call may have reached the receiver");
+    assert!(
+        (599.0..=601.0).contains(&wait),
+        "due again after the first failure's wait, not when the 5 s lease ends: {wait} s"
+    );
 }
