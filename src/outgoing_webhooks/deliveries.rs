@@ -8,6 +8,13 @@
 //! worker killed between two leaves a row that another worker picks up once
 //! the lease lapses: delivery is at least once, and the event id tells a
 //! receiver what it has seen before.
+//!
+//! Erasure has no function here: when a subscriber's row is deleted, by
+//! whichever release or job, a trigger on `subscriptions` takes their
+//! address and name out of every payload about them, sent or not
+//! (migration `20270119090001_forget_deleted_subscribers_in_webhook_payloads`).
+//! At least once yields to erasure there: a delivery still to go is sent
+//! without them.
 
 use std::time::Duration;
 
@@ -280,25 +287,6 @@ pub async fn recent(
     .bind(limit)
     .fetch_all(conn)
     .await
-}
-
-/// Erasure: the subscriber's address and name leave every payload about
-/// them, sent or not. At least once yields to erasure here: a delivery
-/// still to go is sent without them.
-pub async fn forget_subscriber(
-    conn: &mut PgConnection,
-    subscriber_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_deliveries \
-         SET payload = jsonb_set(jsonb_set(payload, '{data,email}', 'null'), \
-                                 '{data,name}', 'null') \
-         WHERE subscriber_id = $1 AND payload -> 'data' ? 'email'",
-    )
-    .bind(subscriber_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Retention: delivered and failed deliveries whose last attempt was

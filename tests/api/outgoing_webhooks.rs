@@ -851,3 +851,44 @@ async fn a_call_whose_worker_died_counts_and_waits_out_the_backoff_of_a_failed_o
         "due again after the first failure's wait, not when the 5 s lease ends: {wait} s"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_subscriber_row_as_the_release_before_erases_clears_their_webhook_payloads() {
+    // No workers: the payloads stay queued.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let readers = add_subscribers(&app, 2, "confirmed").await;
+    let (erased, kept) = (readers[0], readers[1]);
+    emit(
+        &app,
+        &[
+            Event::subscriber_created(erased),
+            Event::subscriber_created(kept),
+        ],
+    )
+    .await;
+
+    // The release before's erasure knows nothing of webhooks: the row
+    // goes, and that is all it does.
+    sqlx::query("DELETE FROM subscriptions WHERE id = $1")
+        .bind(erased)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let payloads = queued_payloads(&app, endpoint).await;
+    let about = |id: Uuid| {
+        payloads
+            .iter()
+            .find(|p| p["data"]["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("no payload about {id}"))
+    };
+    assert_eq!(about(erased)["data"]["email"], Value::Null);
+    assert_eq!(about(erased)["data"]["name"], Value::Null);
+    assert!(
+        about(kept)["data"]["email"].is_string(),
+        "another reader's payload was touched"
+    );
+}
