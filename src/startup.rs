@@ -37,6 +37,7 @@ use crate::metrics::server::MetricsServer;
 use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
 use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
 use crate::outgoing_webhooks::client::HookClient;
+use crate::outgoing_webhooks::deliveries as webhook_deliveries;
 use crate::outgoing_webhooks::source::{Calls, WebhookSource, WebhookWorker};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
@@ -256,7 +257,8 @@ impl Background {
                 .spawn(stop.clone());
             tasks.spawn(async move { while senders.join_next().await.is_some() {} });
             let db = metrics.watch_pool("webhooks", webhooks_db(settings));
-            let mut hooks = webhook_worker(settings, db, wakeups.clone())?.spawn(stop.clone());
+            let mut hooks =
+                webhook_worker(settings, db, wakeups.clone(), metrics)?.spawn(stop.clone());
             tasks.spawn(async move { while hooks.join_next().await.is_some() {} });
             if let Some(retention) = retention_job(settings)? {
                 tasks.spawn(retention.run_periodically(stop.clone()));
@@ -308,7 +310,11 @@ impl DatabaseGauges for GaugeReader {
             Box::pin(async move {
                 let depth = outbox::store::depth(&mut *connection).await?;
                 let issues = ledger::in_flight(&mut *connection).await?;
+                let (webhooks_pending, webhooks_claimed) =
+                    webhook_deliveries::depth(&mut *connection).await?;
                 Ok(DatabaseState {
+                    webhooks_pending,
+                    webhooks_claimed,
                     outbox_pending: depth.pending,
                     outbox_claimed: depth.claimed,
                     oldest_pending_seconds: depth.oldest_pending_seconds,
@@ -501,6 +507,7 @@ pub fn webhook_worker(
     settings: &Settings,
     db: Db,
     wakeups: Wakeups,
+    metrics: &Metrics,
 ) -> Result<WebhookWorker, anyhow::Error> {
     let hooks = &settings.outgoing_webhooks;
     hooks.check()?;
@@ -513,9 +520,10 @@ pub fn webhook_worker(
         ),
         1000,
     )?;
-    let client =
-        HookClient::new(&hooks.client_settings()).context("Failed to set up the webhook client")?;
-    let source = WebhookSource::new(db.clone(), hooks.clone());
+    let client = HookClient::new(&hooks.client_settings())
+        .context("Failed to set up the webhook client")?
+        .with_metrics(metrics.clone());
+    let source = WebhookSource::new(db.clone(), hooks.clone(), metrics.clone());
     Ok(WebhookWorker::new(
         source,
         db,

@@ -349,6 +349,7 @@ impl Source for CampaignSource {
                 Some(Answer::Sent {
                     message_id,
                     provider,
+                    ..
                 }) => sent.push((provider, seq, message_id)),
                 // Left queued, no attempt counted: the batch comes back
                 // after the pause, at the slower pace.

@@ -26,10 +26,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Accepted by `provider`, under its id for the email, if it gave
-    /// one.
+    /// one, and with the code it answered when that is worth keeping (a
+    /// webhook endpoint's 2xx, which the endpoint's page shows).
     Sent {
         message_id: Option<String>,
         provider: &'static str,
+        code: Option<Code>,
     },
     /// The provider's rate limit: not an attempt.
     Throttled { retry_after: Option<Duration> },

@@ -473,6 +473,7 @@ mod tests {
                     .map(|_| Answer::Sent {
                         message_id: None,
                         provider: self.name,
+                        code: None,
                     })
                     .collect())
             })

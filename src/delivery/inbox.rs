@@ -122,6 +122,7 @@ fn answer(id: Uuid, kept: &[Uuid]) -> Answer {
         Answer::Sent {
             message_id: Some(id.to_string()),
             provider: NAME,
+            code: None,
         }
     } else {
         Answer::Refused(DROPPED)
@@ -574,6 +575,7 @@ mod tests {
             Answer::Sent {
                 message_id: Some(kept.to_string()),
                 provider: NAME,
+                code: None,
             }
         );
         assert_eq!(answer(dropped, &[kept]), Answer::Refused(DROPPED));

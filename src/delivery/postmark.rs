@@ -420,6 +420,7 @@ fn answer_of(provider: &'static str, verdict: Verdict) -> Answer {
         Verdict::Accepted { message_id } => Answer::Sent {
             message_id,
             provider,
+            code: None,
         },
         Verdict::Refused { code: 429, .. } => Answer::Throttled { retry_after: None },
         // Postmark's message often quotes the recipient's address: the

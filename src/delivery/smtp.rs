@@ -198,6 +198,7 @@ impl SmtpProvider {
             Ok(Ok(_)) => Outcome::Answer(Answer::Sent {
                 message_id: Some(message.id),
                 provider: self.name(),
+                code: None,
             }),
             Ok(Err(error)) => error.outcome(),
             Err(_) => Outcome::Down(SendError::TimedOut {

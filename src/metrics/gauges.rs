@@ -1,17 +1,18 @@
 //! The gauges read at scrape time: the connection pools, and what the
-//! database holds (the outbox's depth, the ledger's, and the campaigns
-//! sending now). Each scrape builds them afresh in a registry of their own,
+//! database holds (the outbox's depth, the webhook deliveries', the
+//! ledger's, and the campaigns sending now). Each scrape builds them afresh in a registry of their own,
 //! so a campaign that finished or a status that emptied drops out instead of
 //! keeping its last value.
 //!
 //! The database is read through a [`DatabaseGauges`] reader that the
 //! process's builder hands over: the statements belong to the modules that
 //! own those tables (the outbox store and the campaign ledger), which count
-//! through this module, so it cannot call them itself. The reader runs two
+//! through this module, so it cannot call them itself. The reader runs three
 //! statements on a pool of its own, each over rows an index or a small
-//! table narrows down: pending outbox messages (a partial index) and issues
-//! not yet finished (one row per issue, never a count over the ledger,
-//! whose counters live on the issue). When the database does not answer in
+//! table narrows down: pending outbox messages (a partial index), pending
+//! webhook deliveries (a partial index too), and issues not yet finished
+//! (one row per issue, never a count over the ledger, whose counters live
+//! on the issue). When the database does not answer in
 //! time the scrape still answers, with `newsletter_database_up` at 0 and
 //! without those gauges.
 
@@ -117,6 +118,12 @@ pub struct DatabaseState {
     pub oldest_pending_seconds: f64,
     /// The issues sending or paused.
     pub issues: Vec<IssueCounts>,
+    /// Outgoing webhook deliveries pending and not held by a worker:
+    /// waiting for a worker or a retry, or parked with their endpoint
+    /// disabled.
+    pub webhooks_pending: i64,
+    /// Outgoing webhook deliveries a worker holds now.
+    pub webhooks_claimed: i64,
 }
 
 /// One issue sending or paused, and its counters.
@@ -155,6 +162,20 @@ impl DatabaseState {
             "How long the oldest email waiting in the outbox has waited (0 when none waits)",
             Unit::Seconds,
             oldest,
+        );
+
+        let webhooks = Family::<StatusLabels, Gauge>::default();
+        webhooks
+            .get_or_create(&StatusLabels { status: "pending" })
+            .set(self.webhooks_pending);
+        webhooks
+            .get_or_create(&StatusLabels { status: "claimed" })
+            .set(self.webhooks_claimed);
+        registry.register(
+            "outgoing_webhook_deliveries",
+            "Outgoing webhook deliveries not yet delivered or given up: pending (waiting for a \
+             worker, a retry or their endpoint to be enabled) and claimed (a worker is calling now)",
+            webhooks,
         );
 
         let ledger = Family::<StatusLabels, Gauge>::default();

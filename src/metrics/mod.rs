@@ -53,6 +53,10 @@ const HTTP_BUCKETS: [f64; 14] = [
 const EMAIL_API_BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Calls to webhook endpoints, in seconds: tens of milliseconds for a
+/// healthy receiver, up to the call's timeout (15 s by default) for one
+/// that hangs. The email API's, since both are one HTTP call out.
+const WEBHOOK_CALL_BUCKETS: [f64; 12] = EMAIL_API_BUCKETS;
 /// From an email's commit to its send being recorded, in seconds: a
 /// handed-over confirmation goes in tens of milliseconds, a retried one
 /// after minutes, one held through an outage after hours.
@@ -90,6 +94,8 @@ struct Families {
     provider_failures: Family<ProviderClassLabels, Counter>,
     provider_circuits: Family<ProviderStateLabels, Gauge>,
     webhook_records: Family<RecordLabels, Counter>,
+    outgoing_webhook_calls: Family<OutcomeLabels, Counter>,
+    outgoing_webhook_duration: Histogram,
     pool_waiting: Family<PoolLabels, Gauge>,
     /// The pools whose connections are counted at each scrape.
     pools: Mutex<Vec<(&'static str, PgPool)>>,
@@ -150,6 +156,11 @@ struct RecordLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: WebhookCall,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: &'static str,
 }
@@ -195,6 +206,24 @@ pub enum WebhookRecord {
     spam_complaint,
     subscription_change,
     delivery,
+}
+
+/// What became of one outgoing webhook delivery attempt. Exactly one per
+/// attempt whose outcome the worker learned.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum WebhookCall {
+    /// The endpoint answered 2xx.
+    delivered,
+    /// Failed (an error status, a timeout, no connection): goes again
+    /// after the next wait.
+    retrying,
+    /// Failed with no wait left: kept as failed.
+    given_up,
+    /// Not made: the endpoint's address is internal (loopback, private,
+    /// link-local, metadata). Retried or given up like any failure, but
+    /// counted here, since only an operator can fix it.
+    address_refused,
 }
 
 impl Default for Families {
@@ -289,6 +318,20 @@ impl Default for Families {
             "Email provider webhook records handled (repeats left out), by kind",
             webhook_records.clone(),
         );
+        let outgoing_webhook_calls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "outgoing_webhook_calls",
+            "Outgoing webhook delivery attempts, by outcome (delivered, retrying, given_up, \
+             address_refused)",
+            outgoing_webhook_calls.clone(),
+        );
+        let outgoing_webhook_duration = Histogram::new(WEBHOOK_CALL_BUCKETS);
+        registry.register_with_unit(
+            "outgoing_webhook_call_duration",
+            "Round trip of one call to a webhook endpoint",
+            Unit::Seconds,
+            outgoing_webhook_duration.clone(),
+        );
         let pool_waiting = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_waiting_tasks",
@@ -311,6 +354,8 @@ impl Default for Families {
             provider_failures,
             provider_circuits,
             webhook_records,
+            outgoing_webhook_calls,
+            outgoing_webhook_duration,
             pool_waiting,
             pools: Mutex::new(Vec::new()),
             database: Mutex::new(None),
@@ -470,5 +515,20 @@ impl Metrics {
             .webhook_records
             .get_or_create(&RecordLabels { kind: record })
             .inc();
+    }
+
+    /// One outgoing webhook attempt settled as `outcome`.
+    pub fn outgoing_webhook_call(&self, outcome: WebhookCall) {
+        self.inner
+            .outgoing_webhook_calls
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One call to a webhook endpoint took `took`, answered or not.
+    pub fn outgoing_webhook_call_duration(&self, took: Duration) {
+        self.inner
+            .outgoing_webhook_duration
+            .observe(took.as_secs_f64());
     }
 }

@@ -28,6 +28,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, redirect};
 
 use crate::delivery::answer::{Answer, Code, Refusal};
+use crate::metrics::Metrics;
 
 /// The name answers from endpoints are recorded under.
 pub const PROVIDER: &str = "webhook";
@@ -67,6 +68,7 @@ pub struct HookClient {
     http: reqwest::Client,
     max_answer_bytes: usize,
     allow_private_addresses: bool,
+    metrics: Metrics,
 }
 
 /// An endpoint's URL, parsed: http or https, a host, no user or password,
@@ -189,7 +191,13 @@ impl HookClient {
             http,
             max_answer_bytes: settings.max_answer_bytes,
             allow_private_addresses: settings.allow_private_addresses,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// The same client, timing its calls into `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// POSTs `body` as JSON to `url` with `headers` (the signature's, see
@@ -221,9 +229,15 @@ impl HookClient {
             };
             request = request.header(name, value);
         }
+        // Timed from here: a call the guard refused above went nowhere.
+        let started = std::time::Instant::now();
         let mut response = match request.body(body).send().await {
             Ok(response) => response,
-            Err(error) => return passing(failed(&error), None),
+            Err(error) => {
+                self.metrics
+                    .outgoing_webhook_call_duration(started.elapsed());
+                return passing(failed(&error), None);
+            }
         };
         let status = response.status();
         let retry_after = response
@@ -233,6 +247,8 @@ impl HookClient {
             .and_then(retry_after);
         self.read_some(&mut response).await;
         drop(response);
+        self.metrics
+            .outgoing_webhook_call_duration(started.elapsed());
         classify(status, retry_after)
     }
 
@@ -257,9 +273,11 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Answer {
         error_code: None,
     };
     let error = if status.is_success() {
+        // Which 2xx, the endpoint's page shows.
         return Answer::Sent {
             message_id: None,
             provider: PROVIDER,
+            code: Some(code),
         };
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         Refusal::new("the endpoint asked to slow down")
@@ -275,6 +293,11 @@ fn classify(status: StatusCode, retry_after: Option<Duration>) -> Answer {
 
 fn passing(error: Refusal, retry_after: Option<Duration>) -> Answer {
     Answer::Passing { error, retry_after }
+}
+
+/// Whether `refusal` is the guard's: the endpoint's address is internal.
+pub fn is_address_refusal(refusal: &Refusal) -> bool {
+    *refusal == NOT_ALLOWED
 }
 
 /// What a call that got no answer means.

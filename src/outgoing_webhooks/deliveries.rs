@@ -8,6 +8,13 @@
 //! worker killed between two leaves a row that another worker picks up once
 //! the lease lapses: delivery is at least once, and the event id tells a
 //! receiver what it has seen before.
+//!
+//! Erasure has no function here: when a subscriber's row is deleted, by
+//! whichever release or job, a trigger on `subscriptions` takes their
+//! address and name out of every payload about them, sent or not
+//! (migration `20270119090001_forget_deleted_subscribers_in_webhook_payloads`).
+//! At least once yields to erasure there: a delivery still to go is sent
+//! without them.
 
 use std::time::Duration;
 
@@ -33,12 +40,24 @@ pub struct Claimed {
 }
 
 /// Claims up to `batch` due deliveries of enabled endpoints for `lease`,
-/// counting the attempt. A claimed row is due again once the lease ends, so
-/// a worker that dies leaves it to the next claim.
+/// counting the attempt.
+///
+/// An attempt is a call made, and the claim counts it before the call
+/// because only then does a worker that dies mid-call still count: the
+/// receiver may well have had the call, and an endpoint whose calls hang
+/// until the worker is killed (out of memory, a deploy's timeout) must
+/// still use up its attempts. For the same reason a claimed row is due
+/// again only after the wait that attempt would earn by failing
+/// (`retry_delays`, the schedule, the longest wait once past its end), or
+/// the lease if that is longer: a worker killed mid-call backs the
+/// endpoint off as a failed call does. A worker that lives records the
+/// outcome, which sets the next attempt itself, or hands back the calls it
+/// did not make ([`release`]), uncounted.
 pub async fn claim_due(
     conn: &mut PgConnection,
     lease: Duration,
     batch: i64,
+    retry_delays: &[f64],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS ( \
@@ -52,7 +71,8 @@ pub async fn claim_due(
          UPDATE webhook_deliveries d \
          SET claim_id = $3, attempts = d.attempts + 1, last_attempt_at = now(), \
              leased_until = now() + make_interval(secs => $1), \
-             next_attempt_at = now() + make_interval(secs => $1) \
+             next_attempt_at = now() + make_interval(secs => GREATEST($1, COALESCE( \
+                 ($4::float8[])[d.attempts + 1], ($4::float8[])[cardinality($4::float8[])], 0))) \
          FROM due, webhook_endpoints e \
          WHERE d.id = due.id AND e.id = d.endpoint_id \
          RETURNING d.id, d.claim_id, d.endpoint_id, d.event_id, d.attempts, \
@@ -61,6 +81,7 @@ pub async fn claim_due(
     .bind(lease.as_secs_f64())
     .bind(batch)
     .bind(Uuid::new_v4())
+    .bind(retry_delays)
     .fetch_all(conn)
     .await
 }
@@ -145,8 +166,9 @@ pub async fn mark_failed_attempt(
     })
 }
 
-/// Hands claimed deliveries back untouched (shutdown), without counting
-/// the attempt that never happened.
+/// Hands claimed deliveries back untouched, due now, without counting the
+/// attempt that never happened: on shutdown, and for the calls of a batch
+/// that ran out of claim time before they started.
 pub async fn release(conn: &mut PgConnection, held: &[Held]) -> Result<u64, sqlx::Error> {
     let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
     let done = sqlx::query(
@@ -218,6 +240,19 @@ pub async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sq
     Ok(())
 }
 
+/// Deliveries not yet settled, for the metrics: (pending and free,
+/// claimed by a worker now). Reads the pending rows alone (the partial
+/// index `webhook_deliveries_due_idx`).
+pub async fn depth(conn: &mut PgConnection) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE leased_until IS NULL OR leased_until < now()), \
+                count(*) FILTER (WHERE leased_until >= now()) \
+         FROM webhook_deliveries WHERE status = 'pending'",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// One delivery as the endpoint's page shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
@@ -252,25 +287,6 @@ pub async fn recent(
     .bind(limit)
     .fetch_all(conn)
     .await
-}
-
-/// Erasure: the subscriber's address and name leave every payload about
-/// them, sent or not. At least once yields to erasure here: a delivery
-/// still to go is sent without them.
-pub async fn forget_subscriber(
-    conn: &mut PgConnection,
-    subscriber_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_deliveries \
-         SET payload = jsonb_set(jsonb_set(payload, '{data,email}', 'null'), \
-                                 '{data,name}', 'null') \
-         WHERE subscriber_id = $1 AND payload -> 'data' ? 'email'",
-    )
-    .bind(subscriber_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Retention: delivered and failed deliveries whose last attempt was

@@ -7,8 +7,11 @@
 //! wait of `outgoing_webhooks.retry_delays_seconds`, or given up.
 //!
 //! A worker killed mid-call records nothing: its claims lapse and another
-//! worker sends those deliveries again, under the same event id. That is
-//! the at-least-once promise; the receiver drops repeats by `webhook-id`.
+//! worker sends those deliveries again, under the same event id, after the
+//! wait a failed attempt would have earned (the claim counts the attempt:
+//! see [`deliveries::claim_due`]). That is the at-least-once promise; the
+//! receiver drops repeats by `webhook-id`. A call a living worker did not
+//! make is handed back uncounted.
 
 use std::time::{Duration, Instant};
 
@@ -22,8 +25,9 @@ use crate::configuration::OutgoingWebhookSettings;
 use crate::db::{self, Db};
 use crate::delivery::answer::{Answer, Code};
 use crate::delivery::engine::{self, Batch, Carrier, Engine, Source, Turn};
+use crate::metrics::{Metrics, WebhookCall};
 
-use super::client::{EndpointUrl, HookClient};
+use super::client::{self, EndpointUrl, HookClient, UrlError};
 use super::deliveries::{self, Claimed, Failed};
 use super::events::CHANNEL;
 use super::signing::{self, Secret};
@@ -63,23 +67,41 @@ const UNUSABLE_ENDPOINT: &str = "the endpoint's URL or secret is not one the ser
 pub struct WebhookSource {
     db: Db,
     settings: OutgoingWebhookSettings,
+    metrics: Metrics,
+}
+
+/// Why a claimed delivery cannot be called as its endpoint is stored.
+enum Unusable {
+    /// The URL names an internal address outright.
+    Address,
+    /// Any other reason: a URL or a secret the service cannot use.
+    Other,
 }
 
 impl WebhookSource {
-    pub fn new(db: Db, settings: OutgoingWebhookSettings) -> Self {
-        Self { db, settings }
+    pub fn new(db: Db, settings: OutgoingWebhookSettings, metrics: Metrics) -> Self {
+        Self {
+            db,
+            settings,
+            metrics,
+        }
     }
 
     /// Signs the claimed delivery, or says why it cannot be sent.
-    fn call(&self, claimed: &Claimed) -> Option<Call> {
-        let url = EndpointUrl::parse(&claimed.url, self.settings.allow_private_addresses).ok()?;
-        let secret = Secret::parse(&claimed.secret).ok()?;
+    fn call(&self, claimed: &Claimed) -> Result<Call, Unusable> {
+        let url = EndpointUrl::parse(&claimed.url, self.settings.allow_private_addresses).map_err(
+            |e| match e {
+                UrlError::AddressNotAllowed => Unusable::Address,
+                _ => Unusable::Other,
+            },
+        )?;
+        let secret = Secret::parse(&claimed.secret).map_err(|_| Unusable::Other)?;
         let id = claimed.event_id.to_string();
         let timestamp = Utc::now().timestamp();
         let body = Bytes::from(claimed.payload.clone().into_bytes());
         // The client sets the content type itself.
         let headers = signing::headers(&secret, &id, timestamp, &body).to_vec();
-        Some(Call { url, headers, body })
+        Ok(Call { url, headers, body })
     }
 
     async fn write<T>(
@@ -100,18 +122,26 @@ impl WebhookSource {
 
     /// A failed attempt: again after the next wait, or given up when no
     /// wait is left. `retry_after` (the receiver's `Retry-After`) can only
-    /// lengthen the wait.
+    /// lengthen the wait. `address_refused`: the guard refused the
+    /// endpoint's address, which the metrics count apart.
     async fn failed(
         &self,
         held: Held,
-        code: Option<i32>,
-        error: String,
+        (code, error): (Option<i32>, String),
         retry_after: Option<Duration>,
+        address_refused: bool,
     ) {
         let retry_in = self
             .settings
             .retry_delay(held.attempts)
             .map(|delay| delay.max(retry_after.unwrap_or_default()));
+        // Counted whether or not the claim still held for the record: the
+        // attempt was made either way.
+        self.metrics.outgoing_webhook_call(match retry_in {
+            _ if address_refused => WebhookCall::address_refused,
+            Some(_) => WebhookCall::retrying,
+            None => WebhookCall::given_up,
+        });
         let disable_after = self.settings.disable_after();
         let pair = held.pair();
         let endpoint = held.endpoint_id;
@@ -160,9 +190,13 @@ impl Source for WebhookSource {
         let send_by = WebhookWorker::send_by(&send_loop, self.settings.call_time());
         let lease = send_loop.claim_timeout();
         let batch = self.settings.batch_size.max(1);
+        let delays = self.settings.retry_delays_seconds.clone();
         let claimed = self
             .db
-            .bounded(|conn| Box::pin(deliveries::claim_due(conn, lease, batch)))
+            .bounded(move |conn| {
+                let delays = delays.clone();
+                Box::pin(async move { deliveries::claim_due(conn, lease, batch, &delays).await })
+            })
             .await?;
         if claimed.is_empty() {
             return Ok(Turn::Idle);
@@ -177,11 +211,12 @@ impl Source for WebhookSource {
                 attempts: delivery.attempts,
             };
             match self.call(&delivery) {
-                Some(call) => messages.push((held, call)),
-                None => {
+                Ok(call) => messages.push((held, call)),
+                Err(why) => {
                     unusable = true;
-                    self.failed(held, None, UNUSABLE_ENDPOINT.to_owned(), None)
-                        .await
+                    let failure = (None, UNUSABLE_ENDPOINT.to_owned());
+                    let address = matches!(why, Unusable::Address);
+                    self.failed(held, failure, None, address).await
                 }
             }
         }
@@ -195,15 +230,18 @@ impl Source for WebhookSource {
         }))
     }
 
-    async fn record(&self, _claim: (), outcomes: Vec<(Held, Option<Answer>)>) {
+    async fn record(&self, claim: (), outcomes: Vec<(Held, Option<Answer>)>) {
+        let mut not_called = Vec::new();
         for (held, answer) in outcomes {
             match answer {
-                Some(Answer::Sent { .. }) => {
+                Some(Answer::Sent { code, .. }) => {
+                    self.metrics.outgoing_webhook_call(WebhookCall::delivered);
                     let pair = held.pair();
                     let endpoint = held.endpoint_id;
+                    let code = http_status(code);
                     let kept = self
                         .write("record a delivered webhook", move |conn| {
-                            Box::pin(deliveries::mark_delivered(conn, pair, endpoint, None))
+                            Box::pin(deliveries::mark_delivered(conn, pair, endpoint, code))
                         })
                         .await;
                     if kept == Some(false) {
@@ -215,25 +253,31 @@ impl Source for WebhookSource {
                 }
                 Some(Answer::Passing { error, retry_after }) => {
                     let code = http_status(error.code());
-                    self.failed(held, code, error.to_string(), retry_after)
+                    let address = client::is_address_refusal(&error);
+                    self.failed(held, (code, error.to_string()), retry_after, address)
                         .await
                 }
                 Some(Answer::Refused(error)) => {
                     let code = http_status(error.code());
-                    self.failed(held, code, error.to_string(), None).await
+                    let address = client::is_address_refusal(&error);
+                    self.failed(held, (code, error.to_string()), None, address)
+                        .await
                 }
                 // One endpoint's 429 must not pause the others: the client
                 // answers it as passing; should a throttle come through
                 // anyway, it is a failed attempt like any other.
                 Some(Answer::Throttled { retry_after }) => {
                     let error = "the endpoint asked to slow down (429)".to_owned();
-                    self.failed(held, Some(429), error, retry_after).await
+                    self.failed(held, (Some(429), error), retry_after, false)
+                        .await
                 }
-                // Not called: its claim lapses and whoever claims it next
-                // calls it.
-                None => {}
+                // Not called (the batch ran out of claim time first): not
+                // an attempt. Handed back rather than left to lapse, which
+                // would count it and hold it back for a retry's wait.
+                None => not_called.push(held),
             }
         }
+        self.release(claim, not_called).await;
     }
 
     async fn release(&self, _claim: (), keys: Vec<Held>) {

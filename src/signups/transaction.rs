@@ -5,7 +5,8 @@
 //! 1. leave out the addresses on the suppression list: nothing is stored or
 //!    sent for them;
 //! 2. store a pending subscriber, or find the one that has the address;
-//! 3. put them on the lists they chose (the default one if none);
+//! 3. put them on the lists they chose (the default one if none), and tell
+//!    the webhook endpoints of the new ones, lists included;
 //! 4. store the confirmation token's hash, for those not yet confirmed or
 //!    joining a list that asks for a confirmation;
 //! 5. queue their email: the confirmation, or for a confirmed address an
@@ -51,7 +52,7 @@ pub(super) async fn store(
     }
 
     let subscribers: Vec<&NewSubscriber> = wanted.iter().map(|s| &s.subscriber).collect();
-    let known = upsert_pending_subscribers(transaction, &subscribers).await?;
+    let (known, created) = upsert_pending_subscribers(transaction, &subscribers).await?;
 
     let joins: Vec<Join> = wanted
         .iter()
@@ -75,6 +76,8 @@ pub(super) async fn store(
         })
         .collect();
     let joined = memberships::join(transaction, &joins).await?;
+    // Now that their lists are written, which the event carries.
+    created.announce(transaction).await?;
     let still_pending = joined.pending_readers();
     // A pending address always gets a confirmation. A confirmed one gets
     // one only when a list it chose asks for it; otherwise a notice that

@@ -13,7 +13,8 @@
 //!   confirmation tokens, the outbox emails addressed to them (bodies,
 //!   personalisation and errors with them), the local inbox's emails to
 //!   them (local runs keep every email there), their run of soft bounces,
-//!   and the subscriber row itself;
+//!   and the subscriber row itself, whose trigger takes their address and
+//!   name out of the outgoing webhook payloads about them;
 //! * replaces the reasons of their deliveries in the ledger and forgets
 //!   the provider's message ids (the ids of webhook records are digests
 //!   over a message id and the address), and the detail
@@ -52,7 +53,6 @@ use crate::delivery::inbox;
 use crate::domain::Mentions;
 use crate::keys::Keys;
 use crate::outbox;
-use crate::outgoing_webhooks::deliveries;
 use crate::outgoing_webhooks::events::{self as outgoing, Event};
 use crate::subscribers::record::{self, Subscriber};
 use crate::subscribers::{history, suppression};
@@ -127,10 +127,12 @@ async fn delete_personal_data(
     outbox::store::erase_to(&mut *conn, &subscriber.email).await?;
     inbox::erase_to(&mut *conn, &subscriber.email).await?;
     webhooks::erase_soft_bounces(&mut *conn, keys, &subscriber.email).await?;
-    // Outgoing webhooks about them that hold their address lose it, sent
-    // or not: a receiver gets the event late and without the address
-    // rather than the address after the erasure.
-    deliveries::forget_subscriber(&mut *conn, subscriber.id).await?;
+    // Deleting the row also takes their address and name out of the
+    // outgoing webhooks about them, sent or not, by a trigger (see
+    // `outgoing_webhooks::deliveries`): a receiver gets an event late and
+    // without the address rather than the address after the erasure. The
+    // trigger, not a statement here, so that the release before this one,
+    // which knows nothing of those payloads, erases them too.
     record::delete(&mut *conn, subscriber.id).await?;
     let events = [Event::subscriber_erased(subscriber.id)];
     outgoing::emit(conn, &events, record::event_data).await

@@ -21,6 +21,23 @@ pub enum Known {
     Confirmed(Uuid),
 }
 
+/// The subscribers a batch of sign-ups created, still to be announced to
+/// the webhook endpoints ([`Created::announce`]). `subscriber.created`
+/// carries the lists the reader joined, so it can only be queued once the
+/// memberships are written: announcing when the rows go in told every
+/// endpoint `lists: []`.
+#[must_use = "announce the created subscribers once their memberships are written"]
+pub struct Created(Vec<Uuid>);
+
+impl Created {
+    /// Queues `subscriber.created` for each, in the caller's transaction:
+    /// call it after their memberships are written.
+    pub async fn announce(self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let events: Vec<Event> = self.0.into_iter().map(Event::subscriber_created).collect();
+        outgoing::emit(connection, &events, super::record::event_data).await
+    }
+}
+
 /// Rounds of insert-then-look-up before a sign-up gives up; see
 /// [`upsert_pending_subscribers`].
 const UPSERT_ROUNDS: usize = 3;
@@ -40,10 +57,13 @@ const UPSERT_ROUNDS: usize = 3;
 /// look-up finds is key-share locked until the sign-up commits: the job
 /// skips locked rows, so it cannot delete one between the look-up and the
 /// token that refers to it.
+///
+/// Returns, beside what each address is now, the subscribers this call
+/// created, for the caller to announce once their lists are written.
 pub async fn upsert_pending_subscribers(
     connection: &mut PgConnection,
     subscribers: &[&NewSubscriber],
-) -> Result<Vec<Known>, sqlx::Error> {
+) -> Result<(Vec<Known>, Created), sqlx::Error> {
     let ids: Vec<Uuid> = subscribers.iter().map(|_| Uuid::new_v4()).collect();
     let mut known: Vec<Option<Known>> = subscribers.iter().map(|_| None).collect();
     let mut unresolved: Vec<usize> = (0..subscribers.len()).collect();
@@ -83,14 +103,13 @@ pub async fn upsert_pending_subscribers(
         .map(|k| k.ok_or(sqlx::Error::RowNotFound))
         .collect::<Result<_, _>>()?;
     // Each new subscriber once: the rows this call inserted.
-    let created: Vec<Event> = ids
+    let created = ids
         .iter()
         .zip(&known)
         .filter(|(id, known)| matches!(known, Known::Pending(k) if k == *id))
-        .map(|(id, _)| Event::subscriber_created(*id))
+        .map(|(id, _)| *id)
         .collect();
-    outgoing::emit(connection, &created, super::record::event_data).await?;
-    Ok(known)
+    Ok((known, Created(created)))
 }
 
 /// Inserts the subscribers whose addresses are free; returns the ids of

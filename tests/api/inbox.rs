@@ -454,6 +454,7 @@ async fn a_message_tried_again_after_an_insert_that_may_have_committed_is_kept_o
                 [Answer::Sent {
                     message_id: Some(first_id.clone()),
                     provider: "inbox",
+                    code: None,
                 }],
                 "{case}, attempt {attempt}"
             );

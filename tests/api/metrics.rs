@@ -6,9 +6,13 @@ use std::collections::HashMap;
 use wiremock::matchers::any;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::campaigns::a_held_issue;
+use crate::campaigns::{a_held_issue, add_subscribers};
 use crate::helpers::{HeldEmailApi, TcpProxy, TestApp, eventually, spawn_app, spawn_app_with};
+use crate::outgoing_webhooks::{HOOK, emit, receiver, register};
 use crate::webhooks::{complaint, post_webhook};
+use newsletter::outgoing_webhooks::events::{Event, EventType};
+use wiremock::MockServer;
+use wiremock::matchers::method;
 
 const VALID_BODY: &str = "name=Ursula&email=ursula%40example.com";
 
@@ -360,5 +364,100 @@ async fn a_scrape_without_the_database_still_answers_with_the_database_down() {
         during.find("newsletter_signups_stored_total", &[]),
         Some(0.0),
         "the counters are still there"
+    );
+}
+
+const WEBHOOK_CALLS: &str = "newsletter_outgoing_webhook_calls_total";
+const WEBHOOK_CALL_TIME: &str = "newsletter_outgoing_webhook_call_duration_seconds_count";
+const WEBHOOK_DELIVERIES: &str = "newsletter_outgoing_webhook_deliveries";
+
+#[tokio::test]
+async fn webhook_calls_count_by_outcome_each_timed() {
+    // The tests' schedule: four retries, then given up.
+    let app = spawn_app().await;
+    let failing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&failing)
+        .await;
+    let answering = receiver().await;
+    for server in [&failing, &answering] {
+        let url = format!("{}{HOOK}", server.uri());
+        register(&app, &url, &[EventType::SubscriberCreated]).await;
+    }
+    let subscriber = add_subscribers(&app, 1, "pending_confirmation").await[0];
+    let before = scrape(&app).await;
+    assert_eq!(before.value(WEBHOOK_CALLS, &[]), 0.0);
+
+    emit(&app, &[Event::subscriber_created(subscriber)]).await;
+
+    let after = scrape_until(&app, "the failing delivery to be given up", |now| {
+        now.value(WEBHOOK_CALLS, &[("outcome", "given_up")]) == 1.0
+            && now.value(WEBHOOK_CALLS, &[("outcome", "delivered")]) == 1.0
+    })
+    .await;
+    assert_eq!(after.value(WEBHOOK_CALLS, &[("outcome", "retrying")]), 4.0);
+    assert_eq!(
+        after.value(WEBHOOK_CALLS, &[("outcome", "address_refused")]),
+        0.0
+    );
+    assert_eq!(after.value(WEBHOOK_CALL_TIME, &[]), 6.0, "every call timed");
+    assert_eq!(
+        after.find(WEBHOOK_DELIVERIES, &[("status", "pending")]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_call_to_an_internal_address_counts_as_refused_and_is_not_timed() {
+    let app = spawn_app_with(|s| s.outgoing_webhooks.allow_private_addresses = false).await;
+    let server = receiver().await;
+    let port = server.address().port();
+    register(
+        &app,
+        &format!("http://127.0.0.1:{port}{HOOK}"),
+        &[EventType::SubscriberCreated],
+    )
+    .await;
+    let subscriber = add_subscribers(&app, 1, "pending_confirmation").await[0];
+
+    emit(&app, &[Event::subscriber_created(subscriber)]).await;
+
+    let after = scrape_until(&app, "the refused address to be counted", |now| {
+        now.value(WEBHOOK_CALLS, &[("outcome", "address_refused")]) >= 1.0
+    })
+    .await;
+    assert_eq!(after.value(WEBHOOK_CALLS, &[("outcome", "retrying")]), 0.0);
+    assert_eq!(after.value(WEBHOOK_CALL_TIME, &[]), 0.0);
+}
+
+#[tokio::test]
+async fn webhook_deliveries_waiting_for_a_worker_show_as_pending() {
+    // No workers: what is queued stays pending.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let server = receiver().await;
+    let url = format!("{}{HOOK}", server.uri());
+    register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let subscribers = add_subscribers(&app, 3, "pending_confirmation").await;
+    let before = scrape(&app).await;
+    assert_eq!(
+        before.find(WEBHOOK_DELIVERIES, &[("status", "pending")]),
+        Some(0.0)
+    );
+
+    let created: Vec<Event> = subscribers
+        .into_iter()
+        .map(Event::subscriber_created)
+        .collect();
+    emit(&app, &created).await;
+
+    let after = scrape(&app).await;
+    assert_eq!(
+        after.find(WEBHOOK_DELIVERIES, &[("status", "pending")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        after.find(WEBHOOK_DELIVERIES, &[("status", "claimed")]),
+        Some(0.0)
     );
 }

@@ -133,8 +133,13 @@ async fn a_2xx_is_sent_and_the_call_carries_its_body_signature_and_json_type() {
         answer,
         Answer::Sent {
             message_id: None,
-            provider: "webhook"
-        }
+            provider: "webhook",
+            code: Some(Code::Http {
+                status: 204,
+                error_code: None
+            }),
+        },
+        "a 2xx is sent, with its status"
     );
     let received = &receiver.received_requests().await.unwrap()[0];
     assert_eq!(received.body, body);

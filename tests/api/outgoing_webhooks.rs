@@ -6,13 +6,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use newsletter::db::Db;
+use newsletter::delivery::engine::{Source, Turn};
 use newsletter::keys::Keys;
+use newsletter::metrics::Metrics;
 use newsletter::outgoing_webhooks::endpoints::{self, NewEndpoint};
 use newsletter::outgoing_webhooks::events::{self, Event, EventType};
 use newsletter::outgoing_webhooks::signing::{self, Secret};
+use newsletter::outgoing_webhooks::source::WebhookSource;
 use newsletter::subscribers::record;
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -24,10 +29,10 @@ use crate::helpers::{
 use crate::newsroom::{Browser, PASSWORD, create_admin};
 use crate::webhooks::{bounce, complaint, post_webhook};
 
-const HOOK: &str = "/hook";
+pub const HOOK: &str = "/hook";
 
 /// A receiver that takes every call.
-async fn receiver() -> MockServer {
+pub async fn receiver() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(HOOK))
@@ -39,7 +44,7 @@ async fn receiver() -> MockServer {
 
 /// Registers an endpoint through the store, as the admin's form does;
 /// returns its id and secret.
-async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secret) {
+pub async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secret) {
     let secret = Secret::generate();
     let text = secret.expose();
     let mut conn = app.db_pool.acquire().await.unwrap();
@@ -60,7 +65,7 @@ async fn register(app: &TestApp, url: &str, events: &[EventType]) -> (Uuid, Secr
 
 /// Emits subscriber `events` in a transaction of their own, as the
 /// subscriber store would.
-async fn emit(app: &TestApp, events: &[Event]) {
+pub async fn emit(app: &TestApp, events: &[Event]) {
     let mut transaction = app.db_pool.begin().await.unwrap();
     events::emit(&mut transaction, events, record::event_data)
         .await
@@ -799,4 +804,194 @@ async fn the_endpoint_page_changes_its_events_and_description_with_the_form_rule
         )
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_delivered_call_records_the_status_the_endpoint_answered() {
+    let app = spawn_app().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let subscriber = add_subscribers(&app, 1, "pending_confirmation").await[0];
+
+    emit(&app, &[Event::subscriber_created(subscriber)]).await;
+
+    let rows = eventually("the delivery to be recorded as delivered", || async {
+        let rows = deliveries(&app, endpoint).await;
+        rows.first()
+            .is_some_and(|row| row.0 == "delivered")
+            .then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0].2, Some(202), "the endpoint's status is kept");
+    assert_eq!(rows[0].3, None);
+}
+
+/// The payload queued for `endpoint`, as the workers would send it.
+async fn queued_payloads(app: &TestApp, endpoint: Uuid) -> Vec<Value> {
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT payload::text FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.db_pool)
+    .await
+    .unwrap();
+    texts
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sign_up_from_the_form_tells_the_endpoints_the_lists_it_joined() {
+    // No workers: the queued payload is read as it would be sent.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+
+    let answer = app
+        .post_subscriptions("name=Ada&email=ada%40example.com")
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let payloads = queued_payloads(&app, endpoint).await;
+    assert_eq!(payloads.len(), 1, "{payloads:?}");
+    let lists = payloads[0]["data"]["lists"]
+        .as_array()
+        .expect("the event lists the lists");
+    assert_eq!(lists.len(), 1, "the default list: {}", payloads[0]);
+    assert_eq!(lists[0]["status"], "pending");
+}
+
+/// A webhook source over the app's database, as a worker process builds
+/// it, for a test to claim from by hand.
+fn source_of(app: &TestApp) -> WebhookSource {
+    WebhookSource::new(
+        Db::connect_lazy(&app.settings.database, 2),
+        app.settings.outgoing_webhooks.clone(),
+        Metrics::default(),
+    )
+}
+
+/// (attempts, held by a claim now, seconds from the last attempt to the
+/// next) of the only delivery.
+async fn the_attempts(app: &TestApp) -> (i32, bool, f64) {
+    sqlx::query_as(
+        "SELECT attempts, COALESCE(leased_until > now(), false), \
+                EXTRACT(EPOCH FROM next_attempt_at - last_attempt_at)::float8 \
+         FROM webhook_deliveries",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+/// One delivery of `subscriber.created`, queued and not yet claimed.
+async fn one_queued_delivery(app: &TestApp) -> MockServer {
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    register(app, &url, &[EventType::SubscriberCreated]).await;
+    let subscriber = add_subscribers(app, 1, "pending_confirmation").await[0];
+    emit(app, &[Event::subscriber_created(subscriber)]).await;
+    receiver
+}
+
+#[tokio::test]
+async fn a_claimed_call_that_was_never_made_does_not_count_as_an_attempt() {
+    // No workers: the test claims by hand.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = one_queued_delivery(&app).await;
+    let source = source_of(&app);
+    let Ok(Turn::Batch(batch)) = source.claim(&CancellationToken::new()).await else {
+        panic!("the delivery was not claimed");
+    };
+    assert_eq!(the_attempts(&app).await.0, 1, "claimed, the attempt counts");
+
+    // The batch ran out of claim time before this call started.
+    let not_called = batch
+        .messages
+        .into_iter()
+        .map(|(key, _)| (key, None))
+        .collect();
+    source.record((), not_called).await;
+
+    let (attempts, held, _) = the_attempts(&app).await;
+    assert_eq!(attempts, 0, "no call, no attempt");
+    assert!(!held, "handed back, not left to lapse");
+    let due: bool = sqlx::query_scalar("SELECT next_attempt_at <= now() FROM webhook_deliveries")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert!(due, "due again at once");
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_whose_worker_died_counts_and_waits_out_the_backoff_of_a_failed_one() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.outgoing_webhooks.retry_delays_seconds = vec![600.0, 3600.0];
+    })
+    .await;
+    one_queued_delivery(&app).await;
+    let source = source_of(&app);
+    let Ok(Turn::Batch(batch)) = source.claim(&CancellationToken::new()).await else {
+        panic!("the delivery was not claimed");
+    };
+
+    // The worker dies mid-call: nothing is recorded or handed back.
+    drop(batch);
+
+    let (attempts, _, wait) = the_attempts(&app).await;
+    assert_eq!(attempts, 1, "the call may have reached the receiver");
+    assert!(
+        (599.0..=601.0).contains(&wait),
+        "due again after the first failure's wait, not when the 5 s lease ends: {wait} s"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_subscriber_row_as_the_release_before_erases_clears_their_webhook_payloads() {
+    // No workers: the payloads stay queued.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::SubscriberCreated]).await;
+    let readers = add_subscribers(&app, 2, "confirmed").await;
+    let (erased, kept) = (readers[0], readers[1]);
+    emit(
+        &app,
+        &[
+            Event::subscriber_created(erased),
+            Event::subscriber_created(kept),
+        ],
+    )
+    .await;
+
+    // The release before's erasure knows nothing of webhooks: the row
+    // goes, and that is all it does.
+    sqlx::query("DELETE FROM subscriptions WHERE id = $1")
+        .bind(erased)
+        .execute(&app.db_pool)
+        .await
+        .unwrap();
+
+    let payloads = queued_payloads(&app, endpoint).await;
+    let about = |id: Uuid| {
+        payloads
+            .iter()
+            .find(|p| p["data"]["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("no payload about {id}"))
+    };
+    assert_eq!(about(erased)["data"]["email"], Value::Null);
+    assert_eq!(about(erased)["data"]["name"], Value::Null);
+    assert!(
+        about(kept)["data"]["email"].is_string(),
+        "another reader's payload was touched"
+    );
 }

@@ -74,6 +74,7 @@ fn message_id(answer: &Answer) -> &str {
         Answer::Sent {
             message_id: Some(id),
             provider: "smtp",
+            ..
         } => id,
         other => panic!("expected the email sent over SMTP, got {other:?}"),
     }
