@@ -1233,6 +1233,73 @@ async fn an_admin_writes_previews_tests_and_publishes_an_issue_and_watches_it_go
 }
 
 #[tokio::test]
+async fn an_admin_saves_a_draft_comes_back_to_it_from_the_list_and_publishes_it() {
+    let app = helpers::spawn_app().await;
+    app.mock_email_api_ok().await;
+    create_admin_with_the_command(&app, "grace", "grace@example.com").await;
+    store_a_few_subscribers(&app).await;
+    let browser = Browser::start(1280, 900).await;
+    browser.sign_in(&app, "grace", ADMIN_PASSWORD).await;
+    browser.wait_for_heading("Dashboard").await;
+
+    write_an_issue(&browser, "Spring issue", "The **spring** programme.").await;
+    browser.press("button#save-draft-button").await;
+    browser.wait_for_heading("Edit draft").await;
+    let draft = browser.path().await;
+    assert!(draft.starts_with("/admin/newsletters/drafts/"), "{draft}");
+    assert_eq!(browser.value_of("title").await, "Spring issue");
+    assert_eq!(
+        browser.value_of("content").await,
+        "The **spring** programme."
+    );
+    browser.screenshot("newsletter-draft-01-saved").await;
+
+    // It waits in the list, above the issues, until it is opened again.
+    browser
+        .press(r#".admin-nav a[href="/admin/newsletters"]"#)
+        .await;
+    browser.wait_for_heading("Newsletters").await;
+    assert_eq!(
+        browser.texts_of_all("#drafts tbody a").await,
+        ["Spring issue"]
+    );
+    browser.screenshot("newsletter-draft-02-list").await;
+    browser.press("#drafts tbody a").await;
+    browser.wait_for_heading("Edit draft").await;
+    assert_eq!(browser.path().await, draft);
+
+    // What is published is what the form shows, edited since the save.
+    browser
+        .fill("content", "The **spring** programme is out.")
+        .await;
+    publish_from_the_form(&browser, "Send to 3 subscribers?").await;
+    let issue = browser
+        .wait_for_address("the issue's page", |url| {
+            url.path().starts_with("/admin/newsletters/") && !url.path().contains("/drafts/")
+        })
+        .await;
+    browser.wait_for_heading("Spring issue").await;
+    let id = draft.rsplit('/').next().unwrap();
+    assert_eq!(issue.path(), format!("/admin/newsletters/{id}"));
+    let content: String = sqlx::query_scalar("SELECT content FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(content, "The **spring** programme is out.");
+    browser.screenshot("newsletter-draft-03-published").await;
+
+    browser
+        .press(r#".admin-nav a[href="/admin/newsletters"]"#)
+        .await;
+    browser.wait_for_heading("Newsletters").await;
+    assert!(
+        browser.texts_of_all("#drafts").await.is_empty(),
+        "the published draft is still listed"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn an_issues_page_follows_its_progress_in_place_and_fits_a_phone() {
     // No sender runs: the test moves the issue by hand, and an idle sender
     // would mark it done first, which ends the page's stream before the
@@ -1795,6 +1862,12 @@ fn admin_pages(data: &WideData) -> Vec<Stop> {
             "#subscribers",
         ),
         Stop::open("compose", "/admin/newsletters/new", "form.compose"),
+        // Saved as a draft: its page, and its row in the list below.
+        Stop {
+            name: "draft",
+            visit: Visit::Post("/admin/newsletters".into(), issue("save", "")),
+            shows: "form#delete-draft",
+        },
         Stop {
             name: "compose-preview",
             visit: Visit::Post("/admin/newsletters".into(), issue("preview", "")),

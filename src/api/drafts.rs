@@ -138,7 +138,7 @@ fn parse_id(raw: &str) -> Result<Uuid, Problem> {
 
 /// How a draft names itself in the audit log: by title and by id.
 fn audited(draft: &StoredDraft) -> String {
-    format!("draft “{}” ({})", draft.title, draft.id)
+    draft.audited()
 }
 
 fn refusal(refused: Refused) -> Problem {
@@ -424,7 +424,9 @@ pub async fn publish_draft(
     let key = idempotency_key(&request)?;
     let owner = KeyOwner::Token(token.token().id);
     let actor = token.actor(&request);
-    match publishing::publish_draft(&db, &settings, &newsletter, &actor, owner, &key, id).await? {
+    match publishing::publish_draft(&db, &settings, &newsletter, &actor, owner, &key, id, None)
+        .await?
+    {
         DraftPublished::Published(published) => answer_published(&db, published.issue_id).await,
         DraftPublished::KeyReused => Err(key_reused()),
         DraftPublished::Missing => Err(missing()),

@@ -35,6 +35,22 @@ impl StoredDraft {
     pub fn text(&self) -> Result<Draft, crate::newsletters::DraftError> {
         Draft::parse(&self.title, &self.content)
     }
+
+    /// Whether the draft already holds `fields`: a save that would change
+    /// nothing need not be written, nor put on record.
+    pub fn holds(&self, fields: &DraftFields<'_>) -> bool {
+        self.title == fields.text.title()
+            && self.content == fields.text.content()
+            && self.list_ids == fields.list_ids
+            && self.segment_id == fields.segment_id
+            && self.send_at == fields.send_at
+            && self.public == fields.public
+    }
+
+    /// How the audit log names a draft: by title and by id.
+    pub fn audited(&self) -> String {
+        format!("draft “{}” ({})", self.title, self.id)
+    }
 }
 
 /// What a draft holds: its text, parsed, and its choices, checked against

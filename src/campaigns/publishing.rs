@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::admin::audit::{self, Action, Actor};
 use crate::campaigns::archive::Publicity;
-use crate::campaigns::drafts;
+use crate::campaigns::drafts::{self, DraftFields};
 use crate::campaigns::ledger::{
     self, Fingerprint, IdempotencyKey, KeyOwner, NewIssue, PublishError, Published,
 };
@@ -152,6 +152,12 @@ pub enum DraftPublished {
 /// The draft is locked first, so two publishes of it at once take turns:
 /// the second finds it gone, and replays when it carries the first one's
 /// key, or is told the draft was published.
+///
+/// With `edit` (the newsroom's form as the editor sees it), the draft is
+/// changed to it first, on record, in the same transaction: what is
+/// published is what was on the screen, even if another tab saved the
+/// draft in between.
+#[allow(clippy::too_many_arguments)] // The publish's parties, and the edit that goes with it.
 #[tracing::instrument(name = "Publish a draft", skip_all, fields(draft = %id))]
 pub async fn publish_draft(
     db: &Db,
@@ -161,6 +167,7 @@ pub async fn publish_draft(
     owner: KeyOwner,
     key: &IdempotencyKey,
     id: Uuid,
+    edit: Option<&DraftFields<'_>>,
 ) -> Result<DraftPublished, ApiError> {
     let fingerprint = Fingerprint::of_draft(id);
     db.transaction(async |tx| {
@@ -174,13 +181,21 @@ pub async fn publish_draft(
             Err(PublishError::Sql(e)) => return Err(e),
             Ok(None) => {}
         }
-        let Some(draft) = draft else {
+        let Some(mut draft) = draft else {
             return Ok(if ledger::exists(tx, id).await? {
                 DraftPublished::AlreadyPublished
             } else {
                 DraftPublished::Missing
             });
         };
+        if let Some(fields) = edit.filter(|fields| !draft.holds(fields)) {
+            let Some(edited) = drafts::update(tx, id, fields).await? else {
+                return Ok(DraftPublished::Missing);
+            };
+            let detail = format!("{} changed", edited.audited());
+            audit::record(tx, actor, Action::DraftChanged, &detail).await?;
+            draft = edited;
+        }
         let text = match draft.text() {
             Ok(text) => text,
             Err(e) => {

@@ -180,6 +180,19 @@ pub fn endpoints() -> Vec<Endpoint> {
         endpoint("/admin/newsletters/new", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::compose_page))
         }),
+        // A draft's page, and its compose form (under the form's body
+        // limit). Before `{id}` and `{id}/{action}`, which would match
+        // them too.
+        endpoint("/admin/newsletters/drafts/{id}", Admin, GET_POST, |c, p| {
+            let compose = resource(p).app_data(admin::compose_form_config());
+            add(c, compose.get(admin::draft_page).post(admin::submit_draft))
+        }),
+        endpoint(
+            "/admin/newsletters/drafts/{id}/delete",
+            Admin,
+            POST,
+            |c, p| add(c, resource(p).post(admin::delete_draft)),
+        ),
         endpoint("/admin/newsletters/{id}", Admin, GET, |c, p| {
             add(c, resource(p).get(admin::issue_page))
         }),

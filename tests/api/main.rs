@@ -29,6 +29,7 @@ mod live;
 mod logs;
 mod metrics;
 mod migrations;
+mod newsletter_drafts;
 mod newsletters;
 mod newsroom;
 mod openapi;

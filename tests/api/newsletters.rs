@@ -39,13 +39,19 @@ pub async fn signed_in(email: Option<&str>) -> (TestApp, Browser) {
 
 /// The compose form's hidden fields, as a fresh form carries them.
 pub struct Form {
-    csrf_token: String,
-    idempotency_key: String,
+    pub csrf_token: String,
+    pub idempotency_key: String,
 }
 
 pub async fn new_form(browser: &Browser) -> Form {
-    let response = browser.get("/admin/newsletters/new").await;
-    assert_eq!(response.status(), StatusCode::OK);
+    form_at(browser, "/admin/newsletters/new").await
+}
+
+/// The hidden fields of the compose form on the page at `path`: the new
+/// issue's, or a draft's.
+pub async fn form_at(browser: &Browser, path: &str) -> Form {
+    let response = browser.get(path).await;
+    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
     let page = response.text().await.unwrap();
     Form {
         csrf_token: hidden_field(&page, "csrf_token"),
@@ -53,7 +59,7 @@ pub async fn new_form(browser: &Browser) -> Form {
     }
 }
 
-fn hidden_field(page: &str, name: &str) -> String {
+pub fn hidden_field(page: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     let start = page
         .find(&marker)

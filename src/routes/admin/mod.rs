@@ -41,8 +41,8 @@ pub use lists::{
     update_welcome, welcome_form_config,
 };
 pub use newsletters::{
-    PublishSettings, act_on_issue, compose_form_config, compose_page, issue_events, issue_page,
-    issue_script, newsletters, submit_issue,
+    PublishSettings, act_on_issue, compose_form_config, compose_page, delete_draft, draft_page,
+    issue_events, issue_page, issue_script, newsletters, submit_draft, submit_issue,
 };
 pub use segments::{
     create_segment, delete_segment, segment_form_config, segment_page, segments, update_segment,

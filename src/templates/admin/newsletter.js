@@ -1,8 +1,9 @@
 // The newsletter pages' script. On the compose form, Publish asks first,
-// naming how many it sends to. On an issue's page, it follows the issue's
-// progress: the server sends where the issue stands whenever it changes
-// (see routes/admin/newsletters/events.rs), and the bar, the figures and
-// the buttons are brought up to date in place.
+// naming how many it sends to, and on a draft's page so does Delete. On an
+// issue's page, it follows the issue's progress: the server sends where
+// the issue stands whenever it changes (see
+// routes/admin/newsletters/events.rs), and the bar, the figures and the
+// buttons are brought up to date in place.
 "use strict";
 
 (function () {
@@ -36,6 +37,20 @@
     if (window.confirm(button.dataset.confirm)) {
       confirmed.value = "yes";
     } else {
+      event.preventDefault();
+    }
+  });
+})();
+
+(function () {
+  // A deleted draft cannot be brought back: ask once more. (Without
+  // scripts the button works at once.)
+  const deleteDraft = document.getElementById("delete-draft");
+  if (!deleteDraft) {
+    return;
+  }
+  deleteDraft.addEventListener("submit", (event) => {
+    if (!window.confirm("Delete this draft? Its text cannot be brought back.")) {
       event.preventDefault();
     }
   });

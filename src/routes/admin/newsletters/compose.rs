@@ -1,7 +1,9 @@
 //! `GET /admin/newsletters/new`: the form an issue is written in;
-//! `POST /admin/newsletters`: what its three buttons do with it. Preview
-//! shows the email as a recipient gets it; test sends it to the admin's own
-//! address; publish stores it for every confirmed subscriber.
+//! `POST /admin/newsletters`: what its buttons do with it. Preview shows
+//! the email as a recipient gets it; test sends it to the admin's own
+//! address; publish stores it for every confirmed subscriber; save keeps
+//! it as a draft, whose page ([`super::drafts`]) is this form again, sent
+//! to the draft's address.
 //!
 //! Publishing asks first, naming how many it sends to ("Send to 1,204
 //! subscribers?"): the page's script in a dialog, which adds
@@ -28,13 +30,17 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::PublishSettings;
+use super::drafts::{self as draft_page, Edit};
 use super::pages::{
-    AudienceChoice, ComposeFields, ComposePage, Preview, PublishConfirmPage, Refusal, SegmentChoice,
+    AudienceChoice, ComposeFields, ComposePage, FormTarget, Preview, PublishConfirmPage, Refusal,
+    SegmentChoice,
 };
 use super::view::{audience_text, issue_path, publish_question};
 use crate::admin::actor::actor_for;
+use crate::admin::audit::Actor;
 use crate::admin::guard::{Protected, SignedIn, parse_fields};
 use crate::admin::pages::layout::nav;
+use crate::campaigns::drafts::DraftFields;
 use crate::campaigns::ledger::{self, IdempotencyKey, KeyOwner, Published};
 use crate::campaigns::publishing::{self, KeyReused, Submission, example_email};
 use crate::campaigns::targets;
@@ -95,6 +101,7 @@ pub fn compose_form_config() -> web::FormConfig {
 pub async fn compose_page(admin: SignedIn, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
     let targets = Targets::read(&db, None, None).await?;
     let fields = ComposeFields {
+        target: FormTarget::New,
         title: "",
         content: "",
         send_at: "",
@@ -145,6 +152,8 @@ enum Step {
     Count,
     Preview,
     Test,
+    /// Keep the form as a draft: a new one, or the draft whose page it is.
+    Save,
     /// Publish, asked for and not yet confirmed: the question, on a page.
     AskToPublish,
     Publish,
@@ -167,11 +176,13 @@ impl Step {
             "count" => Ok(Step::Count),
             "preview" => Ok(Step::Preview),
             "test" => Ok(Step::Test),
+            "save" => Ok(Step::Save),
             "publish" if confirmed => Ok(Step::Publish),
             "publish" => Ok(Step::AskToPublish),
             "edit" => Ok(Step::Edit),
             other => Err(format!(
-                "`{other}` is not something this form does: press Preview, Send a test or Publish."
+                "`{other}` is not something this form does: press Save draft, Preview, Send a test \
+                 or Publish."
             )),
         }
     }
@@ -181,14 +192,37 @@ impl Step {
     request_body(content = inline(ComposeForm), content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A preview, a test sent, or back from the publish question: the form again. A publish not yet confirmed: the question, naming how many it sends to.", body = String, content_type = "text/html"),
-        (status = 303, description = "Published: to the issue's page.", headers(("Location" = String))),
+        (status = 303, description = "Published: to the issue's page. Saved as a draft: to the draft's page.", headers(("Location" = String))),
         (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 422, description = "A title or content refused, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
+        (status = 422, description = "A title or content refused, lists or a segment that cannot be used, or a form that already published other text: the form again.", body = String, content_type = "text/html"),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn submit_issue(
     request: HttpRequest,
     form: Protected<Vec<(String, String)>>,
+    db: web::Data<Db>,
+    outbox: web::Data<Outbox>,
+    settings: web::Data<PublishSettings>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    submit(
+        request,
+        form,
+        FormTarget::New,
+        db,
+        outbox,
+        settings,
+        limiter,
+    )
+    .await
+}
+
+/// What the form's buttons do, sent to `target`: the new issue's address
+/// or a draft's.
+pub(super) async fn submit(
+    request: HttpRequest,
+    form: Protected<Vec<(String, String)>>,
+    target: FormTarget,
     db: web::Data<Db>,
     outbox: web::Data<Outbox>,
     settings: web::Data<PublishSettings>,
@@ -224,6 +258,7 @@ pub async fn submit_issue(
         }
     };
     let fields = ComposeFields {
+        target,
         title: &form.title,
         content: &form.content,
         send_at: &form.send_at,
@@ -259,7 +294,20 @@ pub async fn submit_issue(
             return refuse(fields, StatusCode::BAD_REQUEST, Some("send_at"), reason).await;
         }
     };
-    let audience = match targets.checked.audience(chosen) {
+    let actor = actor_for(&admin.admin, client_ip(&request, &limiter));
+    // What a draft keeps of the form: the lists as ticked, none for none.
+    let draft_fields = DraftFields {
+        text: &draft,
+        list_ids: chosen.as_deref().unwrap_or_default(),
+        segment_id,
+        send_at,
+        public,
+    };
+    if step == Step::Save {
+        // Saving decides nothing about the audience yet: lists may wait.
+        return draft_page::save(admin, db, fields, &draft_fields, &actor).await;
+    }
+    let audience = match targets.checked.audience(chosen.clone()) {
         Ok(audience) => audience,
         Err(refused) => {
             let status = StatusCode::UNPROCESSABLE_ENTITY;
@@ -268,6 +316,7 @@ pub async fn submit_issue(
     };
     let rendered = render(&admin.newsletter, &draft);
     match step {
+        Step::Save => unreachable!("saved above"),
         Step::Count => compose_form(admin, db, StatusCode::OK, fields, None, None).await,
         Step::Preview => preview(admin, db, fields, &rendered, &settings).await,
         Step::Test => send_test(admin, db, fields, &rendered, &outbox, &settings).await,
@@ -282,6 +331,14 @@ pub async fn submit_issue(
             if step == Step::AskToPublish {
                 return ask_to_publish(admin, db, fields, send_at).await;
             }
+            if let FormTarget::Draft(id) = target {
+                let edit = Edit {
+                    id,
+                    fields: draft_fields,
+                };
+                return draft_page::publish(admin, db, &settings, fields, &key, &edit, &actor)
+                    .await;
+            }
             let issue = Submission {
                 id: Uuid::new_v4(),
                 draft: &draft,
@@ -292,8 +349,7 @@ pub async fn submit_issue(
                 public,
                 fingerprint: None,
             };
-            let ip = client_ip(&request, &limiter);
-            publish(admin, fields, db, &settings, &key, issue, ip).await
+            publish(admin, fields, db, &settings, &key, issue, &actor).await
         }
     }
 }
@@ -310,8 +366,7 @@ async fn compose_form(
     compose_form_with_notice(admin, db, status, fields, refusal, None, preview).await
 }
 
-/// The form, as [`compose_form`], with a notice on top. The publish button
-/// carries the question its dialog asks, with the audience as it is now.
+/// The form, as [`compose_form`], with a notice on top.
 async fn compose_form_with_notice(
     admin: &SignedIn,
     db: &Db,
@@ -321,6 +376,36 @@ async fn compose_form_with_notice(
     notice: Option<String>,
     preview: Option<Preview>,
 ) -> Result<HttpResponse, ApiError> {
+    let shown = Shown {
+        refusal,
+        notice,
+        preview,
+        ..Shown::default()
+    };
+    show_form(admin, db, status, fields, shown).await
+}
+
+/// What the form is shown with, besides its fields.
+#[derive(Default)]
+pub(super) struct Shown {
+    pub refusal: Option<Refusal>,
+    pub notice: Option<String>,
+    pub preview: Option<Preview>,
+    /// When the draft shown was last saved.
+    pub saved_at: Option<String>,
+    /// The issue's page, when the draft was published meanwhile.
+    pub published: Option<String>,
+}
+
+/// The form, with what was typed and what goes with it. The publish button
+/// carries the question its dialog asks, with the audience as it is now.
+pub(super) async fn show_form(
+    admin: &SignedIn,
+    db: &Db,
+    status: StatusCode,
+    fields: ComposeFields<'_>,
+    shown: Shown,
+) -> Result<HttpResponse, ApiError> {
     let audience = audience_size(db, &fields.audience).await;
     let mut answer = page(
         status,
@@ -328,10 +413,12 @@ async fn compose_form_with_notice(
             newsletter: &admin.newsletter,
             nav: nav(admin),
             fields,
-            refusal,
-            notice,
-            preview,
+            refusal: shown.refusal,
+            notice: shown.notice,
+            preview: shown.preview,
             publish_question: publish_question(audience),
+            saved_at: shown.saved_at,
+            published: shown.published,
         },
     );
     answer.headers_mut().insert(
@@ -396,7 +483,7 @@ async fn ask_to_publish(
 }
 
 /// A key for a form shown for the first time.
-fn fresh_key() -> String {
+pub(super) fn fresh_key() -> String {
     Uuid::new_v4().to_string()
 }
 
@@ -505,17 +592,17 @@ fn chosen_lists(
 
 /// Who an issue may go to ([`targets::Targets`]), with the live lists as
 /// the form's checkboxes and the saved segments as its choices.
-struct Targets {
-    choices: Vec<ListChoice>,
-    segments: Vec<SegmentChoice>,
-    checked: targets::Targets,
+pub(super) struct Targets {
+    pub choices: Vec<ListChoice>,
+    pub segments: Vec<SegmentChoice>,
+    pub checked: targets::Targets,
 }
 
 impl Targets {
     /// The live lists, with `chosen` ticked (the default list when the
     /// form is new), and the segments, with `segment` selected. With one
     /// live list there is nothing to choose.
-    async fn read(
+    pub async fn read(
         db: &Db,
         chosen: Option<&[Uuid]>,
         segment: Option<Uuid>,
@@ -540,7 +627,7 @@ impl Targets {
     }
 
     /// Who the form's choices send to, for the count.
-    fn audience(&self) -> AudienceChoice {
+    pub fn audience(&self) -> AudienceChoice {
         let segment = self
             .checked
             .segment
@@ -579,30 +666,38 @@ async fn publish(
     settings: &PublishSettings,
     key: &IdempotencyKey,
     issue: Submission<'_>,
-    ip: Option<std::net::IpAddr>,
+    actor: &Actor,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(&admin.admin, ip);
     let owner = KeyOwner::Admin(admin.admin.id);
-    let published = publishing::publish_issue(db, settings, &actor, owner, key, issue).await?;
+    let published = publishing::publish_issue(db, settings, actor, owner, key, issue).await?;
     let Ok(Published { issue_id, .. }) = published else {
         let KeyReused = published.unwrap_err();
-        // The form is shown with a new key: publishing what it holds now
-        // is a second issue, and takes a deliberate press.
-        let fields = ComposeFields {
-            idempotency_key: fresh_key(),
-            ..fields
-        };
-        let refusal = Refusal {
-            field: None,
-            reason: "This form already published an issue, with other text. Check the \
-                     newsletters list before going on: pressing Publish again now publishes \
-                     this text as a new issue."
-                .into(),
-        };
-        let status = StatusCode::UNPROCESSABLE_ENTITY;
-        return compose_form(admin, db, status, fields, Some(refusal), None).await;
+        return key_reused(admin, db, fields).await;
     };
     Ok(see_other(issue_path(issue_id)))
+}
+
+/// The form again when its key published something else: with a new key,
+/// so that publishing what it holds now is a second issue, and takes a
+/// deliberate press.
+pub(super) async fn key_reused(
+    admin: &SignedIn,
+    db: &Db,
+    fields: ComposeFields<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let fields = ComposeFields {
+        idempotency_key: fresh_key(),
+        ..fields
+    };
+    let refusal = Refusal {
+        field: None,
+        reason: "This form already published an issue, with other text. Check the \
+                 newsletters list before going on: pressing Publish again now publishes \
+                 this text as a new issue."
+            .into(),
+    };
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    compose_form(admin, db, status, fields, Some(refusal), None).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The newsletter pages behind `/admin/newsletters`: the list of issues
 //! ([`list`]), writing one, with a preview, a test send to oneself and
-//! publishing ([`compose`]), an issue's own page with its progress, its
+//! publishing ([`compose`]), drafts kept from that form and their pages
+//! ([`drafts`]), an issue's own page with its progress, its
 //! undelivered recipients and the actions on it ([`issue`]), and the live
 //! updates that page listens to ([`events`]).
 //!
@@ -9,6 +10,7 @@
 //! its progress feed); these handlers only parse, call them, and answer.
 
 pub(crate) mod compose;
+pub(crate) mod drafts;
 pub(crate) mod events;
 pub(crate) mod issue;
 pub(crate) mod list;
@@ -16,6 +18,7 @@ mod pages;
 mod view;
 
 pub use compose::{compose_form_config, compose_page, submit_issue};
+pub use drafts::{delete_draft, draft_page, submit_draft};
 pub use events::issue_events;
 pub use issue::{act_on_issue, issue_page, issue_script};
 pub use list::newsletters;

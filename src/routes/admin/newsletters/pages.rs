@@ -20,17 +20,67 @@ pub struct IssueRow {
     pub skipped: i64,
 }
 
+/// One draft in the list.
+pub struct DraftRow {
+    pub path: String,
+    pub title: String,
+    /// When it was last saved, in UTC.
+    pub updated_at: String,
+}
+
 #[derive(Template)]
 #[template(path = "admin/newsletters.html")]
 pub struct NewslettersPage<'a> {
     pub newsletter: &'a Newsletter,
     pub nav: Nav<'a>,
+    /// The latest drafts, newest first.
+    pub drafts: Vec<DraftRow>,
+    /// Whether there are more drafts than the list shows.
+    pub more_drafts: bool,
     pub rows: Vec<IssueRow>,
+}
+
+/// Where a compose form is sent: the new issue's form, or a draft's page,
+/// whose Save changes the draft and whose Publish publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormTarget {
+    New,
+    Draft(uuid::Uuid),
+}
+
+impl FormTarget {
+    /// The address the form posts to.
+    pub fn action(&self) -> String {
+        match self {
+            FormTarget::New => "/admin/newsletters".into(),
+            FormTarget::Draft(id) => draft_path(*id),
+        }
+    }
+
+    /// Where the draft's Delete button posts to; `None` for a new issue.
+    pub fn delete_action(&self) -> Option<String> {
+        match self {
+            FormTarget::New => None,
+            FormTarget::Draft(id) => Some(format!("{}/delete", draft_path(*id))),
+        }
+    }
+
+    pub fn is_draft(&self) -> bool {
+        matches!(self, FormTarget::Draft(_))
+    }
+}
+
+/// Where a draft's page is: under `drafts/`, so that it never reads as an
+/// issue's id.
+pub fn draft_path(id: uuid::Uuid) -> String {
+    format!("/admin/newsletters/drafts/{id}")
 }
 
 /// What the compose form holds: as typed, so that nothing is lost when it
 /// is shown again.
 pub struct ComposeFields<'a> {
+    /// Where the form is sent.
+    pub target: FormTarget,
     pub title: &'a str,
     pub content: &'a str,
     pub send_at: &'a str,
@@ -89,6 +139,11 @@ pub struct ComposePage<'a> {
     pub preview: Option<Preview>,
     /// What the publish button's dialog asks: "Send to 1,204 subscribers?"
     pub publish_question: String,
+    /// When the draft shown was last saved, on its page as first opened.
+    pub saved_at: Option<String>,
+    /// The issue the draft became, when it was published meanwhile (from
+    /// another tab): where the editor finds it.
+    pub published: Option<String>,
 }
 
 impl ComposePage<'_> {
@@ -192,6 +247,13 @@ impl IssuePage<'_> {
 #[derive(Template)]
 #[template(path = "admin/newsletter_missing.html")]
 pub struct IssueMissingPage<'a> {
+    pub newsletter: &'a Newsletter,
+    pub nav: Nav<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/newsletter_draft_missing.html")]
+pub struct DraftMissingPage<'a> {
     pub newsletter: &'a Newsletter,
     pub nav: Nav<'a>,
 }
