@@ -50,32 +50,36 @@ lint_migrations() {
 step "linting migrations" lint_migrations
 step "checking formatting" cargo fmt --all -- --check
 
+# Clippy's lints, denied as warnings, are proved to fail a build before the
+# build relies on them (linted, in scripts/lib.sh).
+step "checking that the lints deny warnings" lints_deny_warnings
+
 # Everything this revision's checks run, built once: the tests (listed for
 # nextest, which then runs them without calling cargo again), the service,
-# and the load and fault tools.
+# the load and fault tools, and the benchmarks. Clippy lints each of these
+# while it compiles: every target `cargo clippy --all-targets` would check.
 build_all() {
   mkdir -p target
-  cargo nextest list --lib --bins --tests --list-type binaries-only \
+  linted cargo nextest list --lib --bins --tests --list-type binaries-only \
     --message-format json >target/nextest-binaries.json
   cargo metadata --format-version 1 >target/nextest-cargo-metadata.json
-  cargo build --bins --examples
+  linted cargo build --bins --examples --benches
 }
-step "building" build_all
+step "building, with clippy's lints" build_all
 export NEWSLETTER_BUILT=1
 
 # The tests mostly wait on Postgres, Redis and mock APIs, which leaves a
-# core for the builds the later checks need: lints, and the previous
-# release's tests for the compatibility check.
+# core for the build the compatibility check needs: the previous release's
+# tests.
 run_tests() {
   cargo nextest run --binaries-metadata target/nextest-binaries.json \
     --cargo-metadata target/nextest-cargo-metadata.json --test-threads "${TEST_THREADS}"
 }
 step_in_background "running the tests" run_tests
 build_for_later_checks() {
-  cargo clippy --all-targets --quiet -- -D warnings
   scripts/compat_check.sh --build-only
 }
-step_in_background "clippy, and building the previous release" build_for_later_checks
+step_in_background "building the previous release's tests" build_for_later_checks
 wait_for_background_steps
 
 # The checks below spend most of their time on a timeline (the fault run's
