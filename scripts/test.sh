@@ -69,8 +69,8 @@ step "building, with clippy's lints" build_all
 export NEWSLETTER_BUILT=1
 
 # The tests mostly wait on Postgres, Redis and mock APIs, which leaves a
-# core for the build the compatibility check needs: the previous release's
-# tests.
+# core for the builds the compatibility check needs: the previous release's
+# tests, and their copy with a breaking migration for its self-test.
 run_tests() {
   cargo nextest run --binaries-metadata target/nextest-binaries.json \
     --cargo-metadata target/nextest-cargo-metadata.json --test-threads "${TEST_THREADS}"
@@ -78,6 +78,7 @@ run_tests() {
 step_in_background "running the tests" run_tests
 build_for_later_checks() {
   scripts/compat_check.sh --build-only
+  scripts/compat_check.sh --self-test --build-only
 }
 step_in_background "building the previous release's tests" build_for_later_checks
 wait_for_background_steps
@@ -98,13 +99,10 @@ step_in_background "fuzzing the API" fuzz
 # be lost (docs/fault-run.md has a full-length run).
 step_in_background "fault run (short)" scripts/fault_run.sh --short
 # The previous release against this revision's schema, and proof that the
-# check catches a breaking migration (built here, while the fuzzer and the
-# fault run wait on their timelines).
-compatibility() {
-  scripts/compat_check.sh
-  scripts/compat_check.sh --self-test
-}
-step_in_background "compatibility check" compatibility
+# check catches a breaking migration: both built beside the tests, each with
+# a database per test of its own, so they run side by side.
+step_in_background "compatibility check" scripts/compat_check.sh
+step_in_background "compatibility check's self-test" scripts/compat_check.sh --self-test
 wait_for_background_steps
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 slowest_tests 10
