@@ -352,7 +352,10 @@ clippy_driver() {
   echo "${driver}"
 }
 linted() {
-  RUSTC_WORKSPACE_WRAPPER="$(clippy_driver)" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"
+  local driver
+  # Without a driver the wrapper would be empty: a build with no lints.
+  driver="$(clippy_driver)" || exit 1
+  RUSTC_WORKSPACE_WRAPPER="${driver}" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"
 }
 # Proof that linted fails on a warning: a clippy that read its arguments
 # some other way would otherwise let every lint through as a mere warning.
