@@ -24,8 +24,14 @@
 # the release's own crate is. Its package is renamed for the build (the
 # crate keeps its name), so that its artifacts can never take the place of
 # this revision's, and the self-test's copy has a name of its own too: both
-# can be built ahead and run later. The self-test runs only the subscription
-# tests: a rename of a column they write fails them at once.
+# can be built ahead and run later, side by side. Each keeps its final
+# artifacts in a directory of its own (target/compat/out-VARIANT): both have
+# a binary called newsletter, which the tests start, and in a shared
+# directory the copy built last would be the one both ran. A package's
+# directory must stay the same from build to build: cargo keeps a test
+# binary built for another directory (the binary's path compiled into it),
+# so moving it takes a new package name too. The self-test runs only the
+# subscription tests: a rename of a column they write fails them at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -73,7 +79,7 @@ cp Cargo.lock "${TREE}/Cargo.lock"
 # The package gets a name of its own; its library keeps the crate name
 # `newsletter` that its tests import. Its build profiles are this
 # checkout's: a profile of its own would compile every dependency again.
-python3 - "${TREE}/Cargo.toml" "newsletter-${variant}" Cargo.toml <<'PY' || die "could not adapt ${PREV}'s Cargo.toml"
+python3 - "${TREE}/Cargo.toml" "newsletter-compat-${variant}" Cargo.toml <<'PY' || die "could not adapt ${PREV}'s Cargo.toml"
 import re, sys
 path, package, ours = sys.argv[1], sys.argv[2], sys.argv[3]
 # A manifest as its sections: (header, text), the part before the first
@@ -109,7 +115,7 @@ touch -r migrations "${TREE}/migrations"
 prev_cargo() {
   (
     cd "${TREE}"
-    SQLX_OFFLINE=true CARGO_TARGET_DIR="${ROOT}/target/compat/out" CARGO_BUILD_BUILD_DIR="${ROOT}/target" \
+    SQLX_OFFLINE=true CARGO_TARGET_DIR="${ROOT}/target/compat/out-${variant}" CARGO_BUILD_BUILD_DIR="${ROOT}/target" \
       cargo "$@" 2>&1
   )
 }

@@ -336,6 +336,43 @@ ensure_rust() {
     || die "rustfmt and clippy are missing: rustup component add rustfmt clippy"
 }
 
+# Runs a cargo command with clippy's lints on this workspace's crates,
+# warnings denied: what `cargo clippy -- -D warnings` does, but for a build.
+# `cargo clippy` is `cargo check` with clippy-driver in place of rustc for
+# the workspace (RUSTC_WORKSPACE_WRAPPER), its arguments passed on in
+# CLIPPY_ARGS. A check's dependencies are compiled to metadata only, which a
+# build cannot use, so clippy beside a build compiled every dependency a
+# second time and type-checked this crate a second time; linting the build
+# itself does each once. Dependencies are built as by a plain build (the
+# wrapper is for workspace crates only), so other builds still share them.
+clippy_driver() {
+  local driver
+  driver="$(rustc --print sysroot)/bin/clippy-driver"
+  [ -x "${driver}" ] || die "clippy-driver is missing from ${driver%/*}: rustup component add clippy"
+  echo "${driver}"
+}
+linted() {
+  local driver
+  # Without a driver the wrapper would be empty: a build with no lints.
+  driver="$(clippy_driver)" || exit 1
+  RUSTC_WORKSPACE_WRAPPER="${driver}" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"
+}
+# Proof that linted fails on a warning: a clippy that read its arguments
+# some other way would otherwise let every lint through as a mere warning.
+lints_deny_warnings() {
+  local dir status=0
+  dir="$(mktemp -d)"
+  printf 'pub fn nothing_in(v: &[u8]) -> bool {\n    v.len() == 0\n}\n' >"${dir}/probe.rs"
+  linted "$(clippy_driver)" rustc --edition 2021 --crate-type lib --emit metadata \
+    --out-dir "${dir}" "${dir}/probe.rs" >"${dir}/log" 2>&1 || status=$?
+  if [ "${status}" = 0 ] || ! grep -q 'clippy::len_zero' "${dir}/log"; then
+    cat "${dir}/log" >&2
+    rm -rf "${dir}"
+    die "clippy-driver let a lint warning through: the build's lints would check nothing"
+  fi
+  rm -rf "${dir}"
+}
+
 # The test runner: cargo-nextest runs every test in a process of its own and
 # the tests of all binaries in one pool (.config/nextest.toml). Installed
 # from crates.io when missing, which takes a few minutes once.

@@ -50,32 +50,37 @@ lint_migrations() {
 step "linting migrations" lint_migrations
 step "checking formatting" cargo fmt --all -- --check
 
+# Clippy's lints, denied as warnings, are proved to fail a build before the
+# build relies on them (linted, in scripts/lib.sh).
+step "checking that the lints deny warnings" lints_deny_warnings
+
 # Everything this revision's checks run, built once: the tests (listed for
 # nextest, which then runs them without calling cargo again), the service,
-# and the load and fault tools.
+# the load and fault tools, and the benchmarks. Clippy lints each of these
+# while it compiles: every target `cargo clippy --all-targets` would check.
 build_all() {
   mkdir -p target
-  cargo nextest list --lib --bins --tests --list-type binaries-only \
+  linted cargo nextest list --lib --bins --tests --list-type binaries-only \
     --message-format json >target/nextest-binaries.json
   cargo metadata --format-version 1 >target/nextest-cargo-metadata.json
-  cargo build --bins --examples
+  linted cargo build --bins --examples --benches
 }
-step "building" build_all
+step "building, with clippy's lints" build_all
 export NEWSLETTER_BUILT=1
 
 # The tests mostly wait on Postgres, Redis and mock APIs, which leaves a
-# core for the builds the later checks need: lints, and the previous
-# release's tests for the compatibility check.
+# core for the builds the compatibility check needs: the previous release's
+# tests, and their copy with a breaking migration for its self-test.
 run_tests() {
   cargo nextest run --binaries-metadata target/nextest-binaries.json \
     --cargo-metadata target/nextest-cargo-metadata.json --test-threads "${TEST_THREADS}"
 }
 step_in_background "running the tests" run_tests
 build_for_later_checks() {
-  cargo clippy --all-targets --quiet -- -D warnings
   scripts/compat_check.sh --build-only
+  scripts/compat_check.sh --self-test --build-only
 }
-step_in_background "clippy, and building the previous release" build_for_later_checks
+step_in_background "building the previous release's tests" build_for_later_checks
 wait_for_background_steps
 
 # The checks below spend most of their time on a timeline (the fault run's
@@ -94,13 +99,10 @@ step_in_background "fuzzing the API" fuzz
 # be lost (docs/fault-run.md has a full-length run).
 step_in_background "fault run (short)" scripts/fault_run.sh --short
 # The previous release against this revision's schema, and proof that the
-# check catches a breaking migration (built here, while the fuzzer and the
-# fault run wait on their timelines).
-compatibility() {
-  scripts/compat_check.sh
-  scripts/compat_check.sh --self-test
-}
-step_in_background "compatibility check" compatibility
+# check catches a breaking migration: both built beside the tests, each with
+# a database per test of its own, so they run side by side.
+step_in_background "compatibility check" scripts/compat_check.sh
+step_in_background "compatibility check's self-test" scripts/compat_check.sh --self-test
 wait_for_background_steps
 check_no_browsers_left "${BROWSER_TEST_DIR}"
 slowest_tests 10
