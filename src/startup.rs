@@ -36,7 +36,7 @@ use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
 use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
-use crate::outgoing_webhooks::client::HookClient;
+use crate::outgoing_webhooks::client::{HookClient, HookClientSettings};
 use crate::outgoing_webhooks::source::{Calls, WebhookSource, WebhookWorker};
 use crate::rate_limit::RateLimiter;
 use crate::readiness;
@@ -546,8 +546,8 @@ pub fn webhook_worker(
         ),
         1000,
     )?;
-    let client =
-        HookClient::new(&hooks.client_settings()).context("Failed to set up the webhook client")?;
+    let client = HookClient::new(&HookClientSettings::from(hooks))
+        .context("Failed to set up the webhook client")?;
     let source = WebhookSource::new(db.clone(), hooks.clone());
     Ok(WebhookWorker::new(
         source,
