@@ -449,9 +449,13 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         limit.burst = 10_000;
         limit.per_period = 10_000;
     }
+    // The configured Redis itself: a test may send the app through a proxy
+    // it cuts, or as a user it restricts, and its keys are deleted all the
+    // same.
+    let redis_uri = settings.redis_uri.clone();
     customise(&mut settings);
     let redis_keys = RedisKeys {
-        uri: settings.redis_uri.clone(),
+        uri: redis_uri,
         prefix: settings.rate_limit.key_prefix.clone(),
     };
 
@@ -582,27 +586,41 @@ impl Drop for ServedApp {
 }
 
 /// The Redis keys of one test, deleted when the test is done. They would
-/// expire on their own, but a test run leaves nothing behind.
+/// expire on their own, but a test run leaves nothing behind. `uri` is the
+/// Redis the keys are in, reached directly: not through a proxy the test
+/// may have cut. Keys it cannot delete fail the test (or, in a test that
+/// failed already, are reported), rather than staying for up to 30 days.
 pub struct RedisKeys {
     pub uri: SecretString,
     pub prefix: String,
 }
 
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
+impl RedisKeys {
+    fn delete(&self) -> redis::RedisResult<()> {
         use secrecy::ExposeSecret;
-        let Ok(client) = redis::Client::open(self.uri.expose_secret()) else {
-            return;
-        };
-        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            return;
-        };
+        let client = redis::Client::open(self.uri.expose_secret())?;
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(5))?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.prefix))
-            .query(&mut connection)
-            .unwrap_or_default();
+            .query(&mut connection)?;
         if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+            redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            let message = format!("the keys under {} were left in Redis: {e}", self.prefix);
+            // Panicking again while a failed test unwinds would abort the
+            // whole test binary and hide the first failure.
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::admin::{enrol, submit_code};
-use crate::helpers::{eventually, spawn_app_with};
+use crate::helpers::{TcpProxy, eventually, spawn_app_with};
 use crate::newsroom::{Browser, PASSWORD, create_admin};
 
 /// The keys under `prefix`, read with the configured (unrestricted) user.
@@ -74,6 +74,30 @@ async fn a_sign_in_still_in_flight_when_its_test_ends_leaves_no_redis_key_behind
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the app still serves after its test ended"
     );
+    assert_eq!(keys_under(&prefix).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_test_that_ends_with_its_redis_cut_off_still_leaves_no_redis_key_behind() {
+    let proxy = TcpProxy::to_redis().await;
+    let app = spawn_app_with(|s| {
+        s.redis_uri = format!("redis://127.0.0.1:{}", proxy.port).into();
+    })
+    .await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::new(&app);
+    let signed_in = browser.log_in("ada", PASSWORD).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let prefix = app.settings.rate_limit.key_prefix.clone();
+    assert!(
+        keys_under(&prefix).await.len() > 1,
+        "the sign-in wrote no session"
+    );
+
+    // The test ends in the middle of a Redis outage, as the outage tests do.
+    proxy.cut();
+    drop(app);
+
     assert_eq!(keys_under(&prefix).await, Vec::<String>::new());
 }
 
