@@ -13,9 +13,6 @@ use serde::Deserialize;
 use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_number_from_string};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::delivery::failover::Breaker;
-use crate::delivery::postmark::{EmailClient, Sender};
-use crate::delivery::smtp::SmtpSettings;
 use crate::domain::{Newsletter, NewsletterPart, SubscriberEmail};
 
 mod production;
@@ -277,14 +274,6 @@ impl SendLoopSettings {
         Duration::from_secs(self.backoff_max_seconds)
     }
 
-    /// How long a throttled email waits: what the provider asked for, a
-    /// second if it named nothing, never more than the longest backoff.
-    pub fn throttled_delay(&self, retry_after: Option<Duration>) -> Duration {
-        retry_after
-            .unwrap_or(crate::delivery::answer::THROTTLED_PAUSE)
-            .min(self.backoff_max())
-    }
-
     /// Refuses settings under which two tasks could send the same batch
     /// (a claim no longer than `min_claim`, which `rule` explains), or a
     /// batch no provider takes. `section` names them in the error.
@@ -474,16 +463,6 @@ impl OutgoingWebhookSettings {
         self.retry_delays_seconds
             .get(index)
             .map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
-    }
-
-    /// What the guarded client is built with.
-    pub fn client_settings(&self) -> crate::outgoing_webhooks::client::HookClientSettings {
-        crate::outgoing_webhooks::client::HookClientSettings {
-            connect_timeout: Duration::from_millis(self.connect_timeout_milliseconds),
-            total_timeout: self.call_time(),
-            max_answer_bytes: self.max_answer_bytes,
-            allow_private_addresses: self.allow_private_addresses,
-        }
     }
 
     /// The longest one call can take.
@@ -726,12 +705,12 @@ pub enum EmailBackend {
 }
 
 impl EmailBackend {
-    /// Its name in the configuration.
-    pub fn as_str(&self) -> &'static str {
+    /// Its name in the configuration (and the metrics and the ledger).
+    pub const fn as_str(&self) -> &'static str {
         match self {
             EmailBackend::Postmark => "postmark",
             EmailBackend::Smtp => "smtp",
-            EmailBackend::Inbox => crate::delivery::inbox::NAME,
+            EmailBackend::Inbox => "inbox",
         }
     }
 }
@@ -771,6 +750,50 @@ pub struct EmailClientSettings {
     /// The Postmark message stream for newsletter issues: bulk mail is kept
     /// apart from transactional mail, whose reputation it must not risk.
     pub broadcast_stream: String,
+}
+
+/// How to reach the SMTP server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// AUTH is used when a username is given (a blank one counts as none).
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// The most sessions open at once, across every call: also how many
+    /// emails of one batch are in flight together.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub pool_size: u32,
+    /// Bounds the TCP connect, and then everything one email takes: opening
+    /// a session if it needs one, and its whole transaction.
+    #[serde(deserialize_with = "deserialize_number_from_string")]
+    pub timeout_milliseconds: u64,
+    /// Accepts any certificate the server shows, self-signed, expired or for
+    /// another name. For test servers only: with it, anyone on the path can
+    /// read the mail and the credentials.
+    #[serde(default, deserialize_with = "deserialize_bool_from_anything")]
+    pub accept_invalid_certificates: bool,
+}
+
+/// How the session is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text throughout: a relay on the same host or network only.
+    None,
+    /// Plain text, then `STARTTLS` before anything else is said; a server
+    /// that does not offer it is not used (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Implicit,
+}
+
+impl SmtpSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_milliseconds)
+    }
 }
 
 /// A list, or one value on its own (`providers: smtp`, or
@@ -950,29 +973,6 @@ impl EmailClientSettings {
         Duration::from_millis(self.timeout_milliseconds)
     }
 
-    /// The Postmark client, refusing to build without a token: better to
-    /// fail at start-up than on the first subscriber. Its emails come from
-    /// `newsletter`'s sender name at `sender_email`.
-    pub fn client(&self, newsletter: &Newsletter) -> Result<EmailClient, anyhow::Error> {
-        let sender = self.from(newsletter)?;
-        let token = self.authorization_token.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "email_client.authorization_token is required by the postmark provider \
-                 (set APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN)"
-            )
-        })?;
-        EmailClient::postmark(self.base_url.clone(), sender, token, self.timeout())
-    }
-
-    /// The `From` of every email: `newsletter`'s sender name at
-    /// `sender_email`.
-    pub fn from(&self, newsletter: &Newsletter) -> Result<Sender, anyhow::Error> {
-        let address = self
-            .sender()
-            .map_err(|e| anyhow::anyhow!("Invalid email_client.sender_email: {e}"))?;
-        Ok(Sender::new(newsletter, &address))
-    }
-
     /// The broadcast stream's providers.
     pub fn broadcast_providers(&self) -> &[EmailBackend] {
         if self.broadcast_providers.is_empty() {
@@ -982,24 +982,22 @@ impl EmailClientSettings {
         }
     }
 
-    pub fn breaker(&self) -> Breaker {
-        Breaker {
-            open_after: self.open_circuit_after_failures.max(1),
-            probe_after: Duration::from_millis(self.probe_after_milliseconds),
-        }
+    /// How long an open circuit waits before one call probes the provider.
+    pub fn probe_after(&self) -> Duration {
+        Duration::from_millis(self.probe_after_milliseconds)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn configuration_dir() -> std::path::PathBuf {
+    pub(crate) fn configuration_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("configuration")
     }
 
     /// These variables, and the secrets production takes from the platform.
-    fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    pub(crate) fn vars(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
         let secrets = [
             (
                 "APP_APPLICATION__HMAC_SECRET",
@@ -1017,69 +1015,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
-    }
-
-    /// The providers `Routes::build` makes of these variables, by name.
-    fn providers_from(pairs: &[(&str, &str)]) -> Result<Vec<&'static str>, String> {
-        let settings = load(&configuration_dir(), Environment::Local, vars(pairs))
-            .map_err(|e| e.to_string())?;
-        let newsletter = settings.newsletter.parse().unwrap();
-        crate::delivery::Routes::build(
-            &settings.email_client,
-            &settings.database,
-            &newsletter,
-            &crate::metrics::Metrics::default(),
-        )
-        .map(|routes| {
-            routes
-                .of(&settings.email_client.transactional_stream)
-                .names()
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    // A runtime: the inbox's pool is built, and opened lazily, on one.
-    #[tokio::test]
-    async fn providers_come_as_an_ordered_list_and_smtp_needs_its_settings() {
-        let both = [
-            ("APP_EMAIL_CLIENT__PROVIDERS", "postmark,smtp"),
-            ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "token"),
-        ];
-        let error = providers_from(&both).unwrap_err();
-        assert!(error.contains("email_client.smtp"), "{error}");
-
-        let with_smtp = [
-            both[0],
-            both[1],
-            ("APP_EMAIL_CLIENT__SMTP__HOST", "mail.example.com"),
-            ("APP_EMAIL_CLIENT__SMTP__PORT", "587"),
-            ("APP_EMAIL_CLIENT__SMTP__TLS", "starttls"),
-            ("APP_EMAIL_CLIENT__SMTP__POOL_SIZE", "4"),
-            ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "5000"),
-        ];
-        assert_eq!(providers_from(&with_smtp).unwrap(), ["postmark", "smtp"]);
-        assert_eq!(
-            providers_from(&[("APP_EMAIL_CLIENT__PROVIDERS", "inbox")]).unwrap(),
-            ["inbox"]
-        );
-    }
-
-    // A runtime: the inbox's pool is built, and opened lazily, on one.
-    #[tokio::test]
-    async fn the_old_backend_setting_is_refused_unless_it_names_the_one_provider_listed() {
-        let error = providers_from(&[("APP_EMAIL_CLIENT__BACKEND", "postmark")]).unwrap_err();
-        assert!(
-            error.contains("APP_EMAIL_CLIENT__PROVIDERS=postmark"),
-            "{error}"
-        );
-        assert_eq!(
-            providers_from(&[
-                ("APP_EMAIL_CLIENT__BACKEND", "inbox"),
-                ("APP_EMAIL_CLIENT__PROVIDERS", "inbox"),
-            ])
-            .unwrap(),
-            ["inbox"]
-        );
     }
 
     #[test]
@@ -1305,15 +1240,6 @@ mod tests {
             Environment::try_from("Production".to_string()),
             Ok(Environment::Production)
         );
-    }
-
-    #[test]
-    fn the_postmark_backend_requires_a_token() {
-        let settings = load(&configuration_dir(), Environment::Production, vars(&[])).unwrap();
-        let newsletter = settings.newsletter.parse().unwrap();
-        let mut email_client = settings.email_client;
-        email_client.authorization_token = None;
-        assert!(email_client.client(&newsletter).is_err());
     }
 
     #[test]

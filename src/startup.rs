@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
@@ -36,7 +36,7 @@ use crate::metrics::http::count_requests;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{DatabaseGauges, DatabaseState, IssueCounts, Metrics};
 use crate::outbox::{self, DeliveryWorker, Doorbell, Outbox, OutboxSource};
-use crate::outgoing_webhooks::client::HookClient;
+use crate::outgoing_webhooks::client::{HookClient, HookClientSettings};
 use crate::outgoing_webhooks::deliveries as webhook_deliveries;
 use crate::outgoing_webhooks::source::{Calls, WebhookSource, WebhookWorker};
 use crate::rate_limit::RateLimiter;
@@ -52,6 +52,8 @@ use crate::web::error::{ApiError, refusal_pages};
 pub struct Application {
     port: u16,
     server: Server,
+    /// Ends the pages' live streams: on a signal, or from a [`Stopper`].
+    streams: CancellationToken,
     background: Background,
     metrics_server: MetricsServer,
 }
@@ -67,7 +69,7 @@ impl Application {
         // The pages' live streams end at SIGTERM, before the workers stop.
         let streams = background.stop.child_token();
         end_streams_on_signal(streams.clone());
-        let progress = ProgressFeed::new(background.wakeups.clone(), streams);
+        let progress = ProgressFeed::new(background.wakeups.clone(), streams.clone());
         let archive = Archive::new(&settings.application.base_url, newsletter.clone());
         let publish = PublishSettings {
             message_stream: settings.email_client.broadcast_stream.clone(),
@@ -144,6 +146,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            streams,
             background,
             metrics_server,
         })
@@ -171,10 +174,40 @@ impl Application {
         served
     }
 
+    /// Stops this application from elsewhere the way SIGTERM does: for an
+    /// embedder (the tests) that must know it has stopped writing to its
+    /// database and Redis before it removes them.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            streams: self.streams.clone(),
+        }
+    }
+
     /// The process's listener: `listening()` on it resolves once other
     /// processes' notifications reach this one.
     pub fn wakeups(&self) -> &Wakeups {
         &self.background.wakeups
+    }
+}
+
+/// Asks an [`Application`] to stop; see [`Application::stopper`].
+#[derive(Clone)]
+pub struct Stopper {
+    server: ServerHandle,
+    streams: CancellationToken,
+}
+
+impl Stopper {
+    /// Starts the shutdown SIGTERM starts and returns at once: the live
+    /// streams end (an open one would hold the server for its whole
+    /// shutdown timeout), the server finishes the requests in flight and
+    /// closes idle connections, then `run_until_stopped` stops the rest and
+    /// returns.
+    pub fn stop(&self) {
+        self.streams.cancel();
+        // The command is sent by the call; the future only waits for it.
+        drop(self.server.stop(true));
     }
 }
 
@@ -520,7 +553,7 @@ pub fn webhook_worker(
         ),
         1000,
     )?;
-    let client = HookClient::new(&hooks.client_settings())
+    let client = HookClient::new(&HookClientSettings::from(hooks))
         .context("Failed to set up the webhook client")?
         .with_metrics(metrics.clone());
     let source = WebhookSource::new(db.clone(), hooks.clone(), metrics.clone());

@@ -32,7 +32,7 @@ use crate::campaigns::ledger::{
 use crate::configuration::CampaignSettings;
 use crate::db::wakeups::Notifier;
 use crate::db::{self, Db};
-use crate::delivery::answer::{Answer, INVALID_RECIPIENT, THROTTLED_PAUSE};
+use crate::delivery::answer::{Answer, INVALID_RECIPIENT, THROTTLED_PAUSE, throttled_delay};
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::delivery::mail::Mail;
 use crate::domain::SubscriberEmail;
@@ -406,7 +406,7 @@ impl Source for CampaignSource {
         let (retry_in, failed_attempt) = match (throttled, passing_left) {
             // Not a failed attempt: throttling slows an issue down, never
             // uses up its attempts.
-            (Some(retry_after), _) => (sending.throttled_delay(retry_after), false),
+            (Some(retry_after), _) => (throttled_delay(retry_after, sending.backoff_max()), false),
             // Failed in a way that may pass: back off longer each time.
             (None, true) => (
                 retry_delay(

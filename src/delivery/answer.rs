@@ -140,6 +140,13 @@ pub const INVALID_RECIPIENT: &str = "invalid recipient: not an address this serv
 /// How long a throttled message waits when the provider named no delay.
 pub const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long a throttled message waits: what the provider asked for, a
+/// second if it named nothing, never more than `longest` (a send loop's
+/// longest backoff).
+pub fn throttled_delay(retry_after: Option<Duration>, longest: Duration) -> Duration {
+    retry_after.unwrap_or(THROTTLED_PAUSE).min(longest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

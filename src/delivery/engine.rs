@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::SendLoopSettings;
 use crate::db::wakeups::Wakeups;
 use crate::db::{self, Db};
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, throttled_delay};
 use crate::telemetry::error_chain_line as chain;
 
 /// Where messages wait to be sent: the outbox, the campaign ledger, the
@@ -362,7 +362,7 @@ impl<S: Source, C: Carrier<S::Message>> Engine<S, C> {
             outcomes.extend(sent);
         }
         if let Some(retry_after) = throttled {
-            let pause = self.inner.settings.throttled_delay(retry_after);
+            let pause = throttled_delay(retry_after, self.inner.settings.backoff_max());
             tracing::warn!(
                 source = S::NAME,
                 pause_ms = pause.as_millis() as u64,

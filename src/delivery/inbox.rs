@@ -31,7 +31,7 @@ use crate::emails::Email;
 use crate::subscribers::audience;
 
 /// Its name in the configuration, the metrics and the ledger.
-pub const NAME: &str = "inbox";
+pub const NAME: &str = EmailBackend::Inbox.as_str();
 
 /// Keeps each email in `inbox_emails` under an id of its own, which is
 /// also the message id the engine records: one id per message, however

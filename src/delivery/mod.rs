@@ -32,7 +32,8 @@ use crate::configuration::{DatabaseSettings, EmailBackend, EmailClientSettings};
 use crate::db::Db;
 use crate::domain::Newsletter;
 use crate::metrics::Metrics;
-use failover::{Circuit, Providers};
+use failover::{Breaker, Circuit, Providers};
+use postmark::{EmailClient, Sender};
 use provider::Provider;
 
 /// The inbox's pool: the outbox's workers and the campaign senders may
@@ -69,7 +70,7 @@ impl Routes {
                 );
             }
         }
-        let from = settings.from(newsletter)?;
+        let from = sender(settings, newsletter)?;
         let mut built: Vec<(EmailBackend, Arc<Circuit>)> = Vec::new();
         let mut providers = |list: &[EmailBackend]| -> Result<Vec<Arc<Circuit>>, anyhow::Error> {
             let mut chosen = Vec::with_capacity(list.len());
@@ -84,9 +85,9 @@ impl Routes {
                         from.clone(),
                         database.acquire_timeout() + database.work_timeout(),
                     )),
-                    EmailBackend::Postmark => {
-                        Arc::new(settings.client(newsletter)?.with_metrics(metrics.clone()))
-                    }
+                    EmailBackend::Postmark => Arc::new(
+                        postmark_client(settings, from.clone())?.with_metrics(metrics.clone()),
+                    ),
                     EmailBackend::Smtp => {
                         let smtp = settings.smtp.as_ref().ok_or_else(|| {
                             anyhow::anyhow!(
@@ -105,7 +106,7 @@ impl Routes {
         };
         let transactional = Providers::new(
             providers(&settings.providers)?,
-            settings.breaker(),
+            breaker(settings),
             metrics.clone(),
         )?;
         let broadcast = if settings.broadcast_providers.is_empty() {
@@ -113,7 +114,7 @@ impl Routes {
         } else {
             Providers::new(
                 providers(&settings.broadcast_providers)?,
-                settings.breaker(),
+                breaker(settings),
                 metrics.clone(),
             )?
         };
@@ -163,5 +164,120 @@ impl Routes {
         self.transactional
             .max_batch()
             .min(self.broadcast.max_batch())
+    }
+}
+
+/// The `From` of every email: `newsletter`'s sender name at
+/// `email_client.sender_email`.
+pub fn sender(
+    settings: &EmailClientSettings,
+    newsletter: &Newsletter,
+) -> Result<Sender, anyhow::Error> {
+    let address = settings
+        .sender()
+        .map_err(|e| anyhow::anyhow!("Invalid email_client.sender_email: {e}"))?;
+    Ok(Sender::new(newsletter, &address))
+}
+
+/// The Postmark client, refusing to build without a token: better to fail
+/// at start-up than on the first subscriber.
+fn postmark_client(
+    settings: &EmailClientSettings,
+    sender: Sender,
+) -> Result<EmailClient, anyhow::Error> {
+    let token = settings.authorization_token.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "email_client.authorization_token is required by the postmark provider \
+             (set APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN)"
+        )
+    })?;
+    EmailClient::postmark(settings.base_url.clone(), sender, token, settings.timeout())
+}
+
+/// When the configured providers' circuits open, and when they are probed.
+fn breaker(settings: &EmailClientSettings) -> Breaker {
+    Breaker {
+        open_after: settings.open_circuit_after_failures.max(1),
+        probe_after: settings.probe_after(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::tests::{configuration_dir, vars};
+    use crate::configuration::{Environment, load};
+
+    /// The providers `Routes::build` makes of these variables, by name.
+    fn providers_from(pairs: &[(&str, &str)]) -> Result<Vec<&'static str>, String> {
+        let settings = load(&configuration_dir(), Environment::Local, vars(pairs))
+            .map_err(|e| e.to_string())?;
+        let newsletter = settings.newsletter.parse().unwrap();
+        Routes::build(
+            &settings.email_client,
+            &settings.database,
+            &newsletter,
+            &Metrics::default(),
+        )
+        .map(|routes| {
+            routes
+                .of(&settings.email_client.transactional_stream)
+                .names()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    // A runtime: the inbox's pool is built, and opened lazily, on one.
+    #[tokio::test]
+    async fn providers_come_as_an_ordered_list_and_smtp_needs_its_settings() {
+        let both = [
+            ("APP_EMAIL_CLIENT__PROVIDERS", "postmark,smtp"),
+            ("APP_EMAIL_CLIENT__AUTHORIZATION_TOKEN", "token"),
+        ];
+        let error = providers_from(&both).unwrap_err();
+        assert!(error.contains("email_client.smtp"), "{error}");
+
+        let with_smtp = [
+            both[0],
+            both[1],
+            ("APP_EMAIL_CLIENT__SMTP__HOST", "mail.example.com"),
+            ("APP_EMAIL_CLIENT__SMTP__PORT", "587"),
+            ("APP_EMAIL_CLIENT__SMTP__TLS", "starttls"),
+            ("APP_EMAIL_CLIENT__SMTP__POOL_SIZE", "4"),
+            ("APP_EMAIL_CLIENT__SMTP__TIMEOUT_MILLISECONDS", "5000"),
+        ];
+        assert_eq!(providers_from(&with_smtp).unwrap(), ["postmark", "smtp"]);
+        assert_eq!(
+            providers_from(&[("APP_EMAIL_CLIENT__PROVIDERS", "inbox")]).unwrap(),
+            ["inbox"]
+        );
+    }
+
+    // A runtime: the inbox's pool is built, and opened lazily, on one.
+    #[tokio::test]
+    async fn the_old_backend_setting_is_refused_unless_it_names_the_one_provider_listed() {
+        let error = providers_from(&[("APP_EMAIL_CLIENT__BACKEND", "postmark")]).unwrap_err();
+        assert!(
+            error.contains("APP_EMAIL_CLIENT__PROVIDERS=postmark"),
+            "{error}"
+        );
+        assert_eq!(
+            providers_from(&[
+                ("APP_EMAIL_CLIENT__BACKEND", "inbox"),
+                ("APP_EMAIL_CLIENT__PROVIDERS", "inbox"),
+            ])
+            .unwrap(),
+            ["inbox"]
+        );
+    }
+
+    #[test]
+    fn the_postmark_backend_requires_a_token() {
+        let settings = load(&configuration_dir(), Environment::Production, vars(&[])).unwrap();
+        let newsletter = settings.newsletter.parse().unwrap();
+        let mut email_client = settings.email_client;
+        email_client.authorization_token = None;
+        let from = sender(&email_client, &newsletter).unwrap();
+        assert!(postmark_client(&email_client, from).is_err());
     }
 }

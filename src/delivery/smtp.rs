@@ -31,61 +31,16 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{self, response::Response};
 use lettre::{Address, Message, address::Envelope};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_aux::field_attributes::{deserialize_bool_from_anything, deserialize_number_from_string};
+use secrecy::ExposeSecret;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
 
+pub use crate::configuration::{SmtpSettings, SmtpTls};
 use crate::delivery::answer::{Answer, Code, Refusal};
 use crate::delivery::postmark::{self, Sender};
 use crate::delivery::provider::{Failure, Provider};
 use crate::emails::Email;
 use crate::telemetry::error_chain_line;
-
-/// How to reach the SMTP server.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SmtpSettings {
-    pub host: String,
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub port: u16,
-    pub tls: SmtpTls,
-    /// AUTH is used when a username is given (a blank one counts as none).
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    /// The most sessions open at once, across every call: also how many
-    /// emails of one batch are in flight together.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub pool_size: u32,
-    /// Bounds the TCP connect, and then everything one email takes: opening
-    /// a session if it needs one, and its whole transaction.
-    #[serde(deserialize_with = "deserialize_number_from_string")]
-    pub timeout_milliseconds: u64,
-    /// Accepts any certificate the server shows, self-signed, expired or for
-    /// another name. For test servers only: with it, anyone on the path can
-    /// read the mail and the credentials.
-    #[serde(default, deserialize_with = "deserialize_bool_from_anything")]
-    pub accept_invalid_certificates: bool,
-}
-
-/// How the session is encrypted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain text throughout: a relay on the same host or network only.
-    None,
-    /// Plain text, then `STARTTLS` before anything else is said; a server
-    /// that does not offer it is not used (usually port 587).
-    Starttls,
-    /// TLS from the first byte (usually port 465).
-    Implicit,
-}
-
-impl SmtpSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_milliseconds)
-    }
-}
 
 /// An idle session is closed rather than reused after this long: servers
 /// close quiet sessions themselves, many of them well before the five
@@ -824,6 +779,8 @@ impl Drop for Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
+
     use crate::domain::{Newsletter, SubscriberEmail};
     use crate::emails::{EmailContent, UnsubscribeLinks};
 

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::configuration::SendLoopSettings;
 use crate::db::{self, Db};
-use crate::delivery::answer::Answer;
+use crate::delivery::answer::{Answer, throttled_delay};
 use crate::delivery::engine::{self, Batch, Engine, Source, Turn};
 use crate::delivery::mail::Mail;
 use crate::emails::Email;
@@ -273,7 +273,7 @@ impl Source for OutboxSource {
                 // The provider's rate limit says nothing about the message:
                 // its attempt is given back.
                 Answer::Throttled { retry_after } => {
-                    let delay = self.settings.throttled_delay(retry_after);
+                    let delay = throttled_delay(retry_after, self.settings.backoff_max());
                     let error = "the email provider asked to slow down (rate limited)".to_owned();
                     self.send_again(held, delay, error, Attempt::GivenBack)
                         .await

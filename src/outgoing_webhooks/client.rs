@@ -27,6 +27,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, redirect};
 
+use crate::configuration::OutgoingWebhookSettings;
 use crate::delivery::answer::{Answer, Code, Refusal};
 use crate::metrics::Metrics;
 
@@ -60,6 +61,17 @@ pub struct HookClientSettings {
     /// Whether endpoints may be on internal addresses: for local runs and
     /// tests only.
     pub allow_private_addresses: bool,
+}
+
+impl From<&OutgoingWebhookSettings> for HookClientSettings {
+    fn from(settings: &OutgoingWebhookSettings) -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(settings.connect_timeout_milliseconds),
+            total_timeout: settings.call_time(),
+            max_answer_bytes: settings.max_answer_bytes,
+            allow_private_addresses: settings.allow_private_addresses,
+        }
+    }
 }
 
 /// Calls webhook endpoints. Cheap to clone: clones share connections.

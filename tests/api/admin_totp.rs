@@ -5,13 +5,12 @@
 use newsletter::admin::totp::{self, TotpSecret};
 use newsletter::admin::totp_keys::{Place, TotpKeys};
 use newsletter::configuration::AdminSettings;
-use newsletter::startup::Application;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::admin::{enrol, secret_on, submit_code};
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{ServedApp, TestApp, spawn_app};
 use crate::newsroom::{Browser, PASSWORD, create_admin, location};
 
 /// Every form the secret could be written in: raw bytes, hex, base32 (as
@@ -131,9 +130,9 @@ async fn after_the_totp_key_rotates_a_code_still_signs_in_and_seals_the_secret_u
     let mut settings = app.settings.clone();
     settings.admin.totp_key = new_key.clone();
     settings.admin.previous_totp_keys = vec![old_key];
-    let rotated = Application::build(settings).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", rotated.port());
-    tokio::spawn(rotated.run_until_stopped());
+    // Stopped before `app` lets go of the Redis keys they share.
+    let rotated = ServedApp::start(settings).await;
+    let address = format!("http://127.0.0.1:{}", rotated.port);
     // The enrolment's code counts as used; this test is not about replays.
     sqlx::query("UPDATE admins SET totp_last_step = NULL WHERE id = $1")
         .bind(id)

@@ -13,7 +13,7 @@ use newsletter::delivery::postmark::{EmailClient, Sender};
 use newsletter::domain::{Newsletter, SubscriberEmail};
 use newsletter::migrate::MIGRATOR;
 use newsletter::outbox::DeliveryWorker;
-use newsletter::startup::{Application, campaign_sender, delivery_worker};
+use newsletter::startup::{Application, Stopper, campaign_sender, delivery_worker};
 use reqwest::Url;
 use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -104,6 +104,10 @@ pub fn answer_each_message(
 pub const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
 pub struct TestApp {
+    // Fields drop in order: the server first, so that it has finished every
+    // request and stopped writing before its Redis keys and its database
+    // go (see [`ServedApp`]).
+    _server: ServedApp,
     pub address: String,
     pub port: u16,
     /// Where `GET /metrics` is served, e.g. `http://127.0.0.1:40123`.
@@ -445,20 +449,22 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         limit.burst = 10_000;
         limit.per_period = 10_000;
     }
+    // The configured Redis itself: a test may send the app through a proxy
+    // it cuts, or as a user it restricts, and its keys are deleted all the
+    // same.
+    let redis_uri = settings.redis_uri.clone();
     customise(&mut settings);
     let redis_keys = RedisKeys {
-        uri: settings.redis_uri.clone(),
+        uri: redis_uri,
         prefix: settings.rate_limit.key_prefix.clone(),
     };
 
-    let application = Application::build(settings.clone())
-        .await
-        .expect("Failed to build the application");
-    let port = application.port();
-    let metrics_address = format!("http://{}", application.metrics_address());
-    tokio::spawn(application.run_until_stopped());
+    let server = ServedApp::start(settings.clone()).await;
+    let port = server.port;
+    let metrics_address = format!("http://{}", server.metrics_address);
 
     TestApp {
+        _server: server,
         address: format!("http://127.0.0.1:{port}"),
         port,
         metrics_address,
@@ -474,28 +480,147 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// An [`Application`] served from a thread and a runtime of its own, and
+/// stopped when dropped: the drop returns once it has finished the requests
+/// in flight and stopped its background work.
+///
+/// A server on the test's own runtime could not be waited for in `Drop`, and
+/// actix serves from threads of its own: it went on serving after the test,
+/// and a request the test had given up on (a browser killed mid-sign-in, an
+/// assertion that failed while a request was slowed down) finished after
+/// [`RedisKeys`] had deleted the test's keys, and wrote sessions, remembered
+/// browsers and sign-in counters back, some kept for 30 days. Hold it where
+/// it drops before the Redis keys and the database it writes to.
+pub struct ServedApp {
+    pub port: u16,
+    pub metrics_address: std::net::SocketAddr,
+    stopper: Stopper,
+    /// Says the thread is done: its runtime, and every task on it, gone.
+    /// (In a mutex: a `TestApp` is shared between tasks.)
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// How long stopping may take before the drop gives up on it.
+    patience: Duration,
+}
+
+impl ServedApp {
+    pub async fn start(settings: Settings) -> Self {
+        // A graceful stop waits out the shutdown timeout at most; the
+        // delivery workers then finish the email in flight.
+        let patience = Duration::from_secs(settings.application.shutdown_timeout_seconds)
+            + Duration::from_secs(30);
+        let (started, built) = tokio::sync::oneshot::channel();
+        let (done, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("app under test".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let application = match Application::build(settings).await {
+                        Ok(application) => application,
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started.send(Ok((
+                        application.port(),
+                        application.metrics_address(),
+                        application.stopper(),
+                    )));
+                    if let Err(e) = application.run_until_stopped().await {
+                        eprintln!("The app under test stopped with an error: {e}");
+                    }
+                });
+                // Whatever the app left spawned ends with its runtime.
+                drop(runtime);
+                let _ = done.send(());
+            })
+            .expect("Failed to start the app's thread");
+        let (port, metrics_address, stopper) = built
+            .await
+            .expect("The app's thread ended before the app was built")
+            .expect("Failed to build the application");
+        Self {
+            port,
+            metrics_address,
+            stopper,
+            stopped: Mutex::new(stopped),
+            thread: Some(thread),
+            patience,
+        }
+    }
+}
+
+impl Drop for ServedApp {
+    fn drop(&mut self) {
+        self.stopper.stop();
+        // This blocks the test's thread, which has nothing left to run; the
+        // app runs on threads of its own and stops without it.
+        let stopped = match self.stopped.get_mut() {
+            Ok(stopped) => stopped.recv_timeout(self.patience),
+            Err(poisoned) => poisoned.into_inner().recv_timeout(self.patience),
+        };
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped {
+            let message = format!(
+                "the app under test did not stop within {:?}: it may write to Redis and its \
+                 database after the test has removed them",
+                self.patience
+            );
+            // Panicking again while a failed test unwinds would abort the
+            // whole test binary and hide the first failure.
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The Redis keys of one test, deleted when the test is done. They would
-/// expire on their own, but a test run leaves nothing behind.
+/// expire on their own, but a test run leaves nothing behind. `uri` is the
+/// Redis the keys are in, reached directly: not through a proxy the test
+/// may have cut. Keys it cannot delete fail the test (or, in a test that
+/// failed already, are reported), rather than staying for up to 30 days.
 pub struct RedisKeys {
     pub uri: SecretString,
     pub prefix: String,
 }
 
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
+impl RedisKeys {
+    fn delete(&self) -> redis::RedisResult<()> {
         use secrecy::ExposeSecret;
-        let Ok(client) = redis::Client::open(self.uri.expose_secret()) else {
-            return;
-        };
-        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            return;
-        };
+        let client = redis::Client::open(self.uri.expose_secret())?;
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(5))?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}*", self.prefix))
-            .query(&mut connection)
-            .unwrap_or_default();
+            .query(&mut connection)?;
         if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut connection);
+            redis::cmd("DEL").arg(keys).query::<()>(&mut connection)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            let message = format!("the keys under {} were left in Redis: {e}", self.prefix);
+            // Panicking again while a failed test unwinds would abort the
+            // whole test binary and hide the first failure.
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
         }
     }
 }

@@ -31,10 +31,11 @@ async fn admin(app: &TestApp) -> Browser {
 /// emails a sender held while the test changed the database under it.
 fn the_inbox(app: &TestApp) -> InboxProvider {
     let settings = &app.settings;
-    let from = settings
-        .email_client
-        .from(&settings.newsletter.parse().unwrap())
-        .unwrap();
+    let from = newsletter::delivery::sender(
+        &settings.email_client,
+        &settings.newsletter.parse().unwrap(),
+    )
+    .unwrap();
     InboxProvider::new(
         Db::connect_lazy(&settings.database, 2),
         from,

@@ -40,6 +40,7 @@ mod preferences;
 mod production_settings;
 mod rate_limits;
 mod readme;
+mod redis_keys;
 mod retention;
 mod segments;
 mod shutdown;

@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, eventually, spawn_app_with};
 
 /// Starts `newsletter serve` on a free port, against the test's database,
 /// Redis keys and mock email API.
-pub fn serve(app: &TestApp) -> (Child, u16) {
+pub fn serve(app: &TestApp) -> (ServerProcess, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,7 +24,34 @@ pub fn serve(app: &TestApp) -> (Child, u16) {
         .env("APP_RATE_LIMIT__PER_IP__BURST", "1000")
         .spawn()
         .unwrap();
-    (child, port)
+    (ServerProcess(child), port)
+}
+
+/// A `newsletter serve` process, killed and reaped when dropped: a test that
+/// fails before it stops the server leaves nothing serving, and writing to
+/// the test's Redis keys, after the test. Declared after the [`TestApp`],
+/// it drops first.
+pub struct ServerProcess(Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Gone already after a test that stopped it: then both are no-ops.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn sigterm(child: &Child) {
