@@ -8,7 +8,8 @@
 -- * list_ids, segment_id: the audience as asked, by id, checked when the
 --   draft is saved and again when it is published (a list may be archived
 --   or a segment deleted in between). No lists: as a publish that names
---   none (with one live list, every confirmed subscriber).
+--   none (with one live list, every confirmed subscriber). Each must be a
+--   live list when saved, which bounds how many there are.
 -- * send_at: when it should go out once published; NULL: at once.
 -- * A draft is deleted when it is published, in the same transaction, and
 --   the issue takes its id: the draft's address leads to the issue.
@@ -26,8 +27,7 @@ CREATE TABLE issue_drafts (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT issue_drafts_title_length CHECK (char_length(title) BETWEEN 1 AND 200),
-    CONSTRAINT issue_drafts_content_length CHECK (octet_length(content) <= 200000),
-    CONSTRAINT issue_drafts_lists_count CHECK (cardinality(list_ids) <= 50)
+    CONSTRAINT issue_drafts_content_length CHECK (octet_length(content) <= 200000)
 );
 -- The list, newest first, a page at a time (keyset on created_at and id,
 -- which an edit does not move).

@@ -156,6 +156,19 @@ impl Fingerprint {
         Self(digest.finalize().to_vec())
     }
 
+    /// A publish of the stored draft `id` with the text and choices a
+    /// form sent with it, saved onto the draft as it is published: a retry
+    /// of the same form replays, and the same key with other text (a form
+    /// edited after it was sent) is refused rather than replayed as if the
+    /// edit had gone out.
+    pub fn of_edited_draft(id: Uuid, edit: &Fingerprint) -> Self {
+        let mut digest = Sha256::new();
+        digest.update(b"edited draft");
+        digest.update(id.as_bytes());
+        digest.update(&edit.0);
+        Self(digest.finalize().to_vec())
+    }
+
     fn digest(
         title: &str,
         content: &str,

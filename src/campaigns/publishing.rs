@@ -169,7 +169,20 @@ pub async fn publish_draft(
     id: Uuid,
     edit: Option<&DraftFields<'_>>,
 ) -> Result<DraftPublished, ApiError> {
-    let fingerprint = Fingerprint::of_draft(id);
+    let fingerprint = match edit {
+        None => Fingerprint::of_draft(id),
+        Some(fields) => {
+            let edit = Fingerprint::of_request(
+                fields.text.title(),
+                fields.text.content(),
+                fields.send_at,
+                fields.list_ids,
+                fields.segment_id,
+                fields.public,
+            );
+            Fingerprint::of_edited_draft(id, &edit)
+        }
+    };
     db.transaction(async |tx| {
         let draft = drafts::lock(tx, id).await?;
         // The key first, as for any publish: a retry replays, and a key

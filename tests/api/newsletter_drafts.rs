@@ -436,3 +436,46 @@ async fn an_address_that_names_no_draft_answers_404() {
         assert_eq!(delete.status(), StatusCode::NOT_FOUND, "POST {path}/delete");
     }
 }
+
+#[tokio::test]
+async fn a_drafts_form_sent_again_with_other_text_is_refused_not_replayed() {
+    let (app, browser) = signed_in(None).await;
+    let path = save_new(
+        &browser,
+        &[("title", "Once"), ("content", "As first sent.")],
+    )
+    .await;
+    let form = form_at(&browser, &path).await;
+    let sent = send(
+        &browser,
+        &path,
+        &form,
+        "publish",
+        &[("title", "Once"), ("content", "As first sent.")],
+    )
+    .await;
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+
+    // Back, an edit, and the same form (the same key) again: the edit did
+    // not go out, and the page says so rather than showing the issue.
+    let edited = send(
+        &browser,
+        &path,
+        &form,
+        "publish",
+        &[("title", "Once"), ("content", "Edited after it was sent.")],
+    )
+    .await;
+    assert_eq!(edited.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = edited.text().await.unwrap();
+    assert!(
+        page.contains("Edited after it was sent."),
+        "the text is kept"
+    );
+    assert_eq!(issue_count(&app).await, 1);
+    let content: String = sqlx::query_scalar("SELECT content FROM newsletter_issues")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    assert_eq!(content, "As first sent.");
+}

@@ -43,9 +43,6 @@ use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::{ApiError, DatabaseStep};
 
-/// The most lists a draft names, as the table allows and the API takes.
-const MAX_LISTS: usize = 50;
-
 /// Where the list of issues and drafts is.
 const LIST_PATH: &str = "/admin/newsletters";
 
@@ -173,13 +170,6 @@ pub(super) async fn save(
     actor: &Actor,
 ) -> Result<HttpResponse, ApiError> {
     let target = form.target;
-    if draft.list_ids.len() > MAX_LISTS {
-        let refused = Refused {
-            field: "lists",
-            reason: format!("At most {MAX_LISTS} lists at once."),
-        };
-        return refuse(admin, db, form, refused).await;
-    }
     let author = Author::Admin(admin.admin.id);
     let saved = db
         .transaction(async |tx| {
