@@ -30,8 +30,9 @@ use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
 use crate::api::issues::{
     PreviewBody, answer_published, idempotency_key, issue_body, issue_location, key_reused,
-    parse_new_issue, parse_page, parse_segment, parse_send_at_field,
+    parse_new_issue, parse_segment, parse_send_at_field,
 };
+use crate::api::paging::parse_page;
 use crate::api::problem::Problem;
 use crate::api::tokens::Scope;
 use crate::campaigns::drafts::{self, Author, Cursor, DraftFields, StoredDraft};
@@ -203,16 +204,11 @@ pub async fn list_drafts(
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
     let (after, limit) = parse_page(request.query_string(), Cursor::parse)?;
-    // One more than a page: whether it exists says whether a next page does.
-    let mut page = db
-        .transaction(async |tx| drafts::page(tx, after, limit + 1).await)
+    let rows = db
+        .transaction(async |tx| drafts::page(tx, after, limit.ask()).await)
         .await
         .step("read the drafts")?;
-    let more = page.len() as i64 > limit;
-    page.truncate(limit as usize);
-    let next = more
-        .then(|| page.last().map(|d| Cursor::after(d).to_string()))
-        .flatten();
+    let (page, next) = limit.split(rows, |draft| Cursor::after(draft).to_string());
     Ok(HttpResponse::Ok().json(DraftPage {
         data: page.into_iter().map(DraftBody::from).collect(),
         next,

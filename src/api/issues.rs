@@ -17,12 +17,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Datelike, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::api::body::Fields;
 use crate::api::guard::ApiToken;
-use crate::api::problem::{FieldError, Problem};
+use crate::api::paging::{PageParameters, parse_page};
+use crate::api::problem::Problem;
 use crate::api::tokens::Scope;
 use crate::campaigns::actions::{self, IssueAction, Outcome};
 use crate::campaigns::ledger::{
@@ -40,9 +41,6 @@ use crate::web::error::DatabaseStep;
 /// content a draft takes, with room for JSON's escapes and the other
 /// fields. Larger bodies are refused with 413 before they are read whole.
 pub const ISSUE_BODY_LIMIT_BYTES: usize = 2 * Draft::MAX_CONTENT_BYTES + 64 * 1024;
-
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
 
 /// The header a publish carries.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -407,55 +405,6 @@ pub async fn preview_text(
     Ok(HttpResponse::Ok().json(PreviewBody::from(email)))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParameters {
-    /// The `next` of the page before.
-    #[param(value_type = Option<Uuid>)]
-    after: Option<String>,
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    limit: Option<String>,
-}
-
-/// `after`, read by `cursor` (`None`: not one), and `limit`.
-pub(super) fn parse_page<T>(
-    raw: &str,
-    cursor: impl Fn(&str) -> Option<T>,
-) -> Result<(Option<T>, i64), Problem> {
-    let parameters: PageParameters = serde_urlencoded::from_str(raw)
-        .map_err(|e| Problem::BadRequest(format!("The query string could not be read: {e}.")))?;
-    let mut errors = Vec::new();
-    let limit = match parameters.limit.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .unwrap_or_else(|| {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("`limit` is a whole number from 1 to {MAX_LIMIT}."),
-                ));
-                DEFAULT_LIMIT
-            }),
-    };
-    let after = match parameters.after.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => cursor(raw).or_else(|| {
-            errors.push(FieldError::new(
-                "after",
-                "`after` is the `next` of the page before.",
-            ));
-            None
-        }),
-    };
-    if errors.is_empty() {
-        Ok((after, limit))
-    } else {
-        Err(Problem::Invalid(errors))
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/issues", tag = "api",
     security(("bearer" = [])),
     params(PageParameters),
@@ -470,14 +419,11 @@ pub async fn list_issues(
 ) -> Result<HttpResponse, Problem> {
     token.require(Scope::Read)?;
     let (after, limit) = parse_page(request.query_string(), |raw| Uuid::try_parse(raw).ok())?;
-    // One more than a page: whether it exists says whether a next page does.
-    let mut issues = db
-        .transaction(async |tx| ledger::page(tx, after, limit + 1).await)
+    let rows = db
+        .transaction(async |tx| ledger::page(tx, after, limit.ask()).await)
         .await
         .step("read the issues")?;
-    let more = issues.len() as i64 > limit;
-    issues.truncate(limit as usize);
-    let next = more.then(|| issues.last().map(|i| i.id)).flatten();
+    let (issues, next) = limit.split(rows, |issue| issue.id);
     Ok(HttpResponse::Ok().json(IssuePage {
         data: issues.into_iter().map(IssueBody::from).collect(),
         next,

@@ -15,6 +15,7 @@ pub mod imports;
 pub mod issues;
 pub mod lists;
 pub(crate) mod openapi;
+pub mod paging;
 pub mod problem;
 pub mod subscribers;
 pub mod tokens;
