@@ -87,7 +87,7 @@ use crate::api::openapi::BearerScheme;
         super::admin::newsletters::compose::submit_issue,
         super::admin::newsletters::compose::compose_page,
         super::admin::newsletters::drafts::draft_page,
-        super::admin::newsletters::drafts::submit_draft,
+        super::admin::newsletters::compose::submit_draft,
         super::admin::newsletters::drafts::delete_draft,
         super::admin::newsletters::issue::issue_script,
         super::admin::newsletters::issue::issue_page,

@@ -20,10 +20,7 @@
 //! retry after a timeout, two tabs) publishes once, and the second answer
 //! points to the same issue.
 
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use serde::Deserialize;
@@ -31,28 +28,25 @@ use uuid::Uuid;
 
 use super::PublishSettings;
 use super::drafts::{self as draft_page, Edit};
-use super::pages::{
-    AudienceChoice, ComposeFields, ComposePage, FormTarget, Preview, PublishConfirmPage, Refusal,
-    SegmentChoice,
+use super::form::{
+    Targets, audience_size, compose_form, compose_form_with_notice, fresh_key, key_reused,
 };
-use super::view::{audience_text, issue_path, publish_question};
+use super::pages::{ComposeFields, FormTarget, Preview, PublishConfirmPage, Refusal};
+use super::view::{audience_text, issue_path, parse_issue_id, publish_question};
 use crate::admin::actor::actor_for;
 use crate::admin::audit::Actor;
 use crate::admin::guard::{Protected, SignedIn, parse_fields};
 use crate::admin::pages::layout::nav;
 use crate::campaigns::drafts::DraftFields;
-use crate::campaigns::ledger::{self, IdempotencyKey, KeyOwner, Published};
+use crate::campaigns::ledger::{IdempotencyKey, KeyOwner, Published};
 use crate::campaigns::publishing::{self, KeyReused, Submission, example_email};
-use crate::campaigns::targets;
 use crate::db::Db;
 use crate::domain::SubscriberEmail;
 use crate::emails::{Email, EmailContent};
 use crate::newsletters::{Draft, render};
 use crate::outbox::Outbox;
-use crate::pages::{ListChoice, page};
+use crate::pages::page;
 use crate::rate_limit::RateLimiter;
-use crate::subscribers::segments;
-use crate::telemetry::error_chain_line;
 use crate::web::answers::see_other;
 use crate::web::client::client_ip;
 use crate::web::error::ApiError;
@@ -68,25 +62,6 @@ pub const COMPOSE_BODY_LIMIT_BYTES: usize = 3 * Draft::MAX_CONTENT_BYTES + 16 * 
 /// What a test send's subject starts with, so that it is not taken for
 /// the issue itself in the inbox it lands in.
 const TEST_SUBJECT_PREFIX: &str = "[Test] ";
-
-/// The form runs the newsletter pages' script (the publish dialog); the
-/// preview's frame inherits the page's policy, and the issue's images load
-/// from the web for the reader, so they do in it. Nothing in the frame can
-/// run: it is sandboxed without scripts.
-const FORM_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-                           img-src http: https:; form-action 'self'; frame-ancestors 'none'; \
-                           base-uri 'none'";
-
-/// How long Postgres counts the publish question's audience before giving
-/// up: a full read of the confirmed subscribers, which on a large list may
-/// take longer than an admin should wait for a form.
-const COUNT_LIMIT: Duration = Duration::from_secs(1);
-
-/// How long the page waits for that count, a connection included. A little
-/// longer than [`COUNT_LIMIT`], so that Postgres' own cancel, which keeps
-/// the connection usable, normally comes first, and this deadline only
-/// catches a pool with no connection free or a connection gone silent.
-const COUNT_WAIT: Duration = Duration::from_millis(1500);
 
 /// The compose resource's own extractor settings: the app-wide limit is
 /// sized for the public forms.
@@ -215,6 +190,36 @@ pub async fn submit_issue(
         limiter,
     )
     .await
+}
+
+/// `POST /admin/newsletters/drafts/{id}`: the compose form's buttons, on a
+/// draft.
+#[utoipa::path(post, path = "/admin/newsletters/drafts/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The draft's id.")),
+    request_body(content = inline(ComposeForm), content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A preview, a test sent, or back from the publish question: the form again. A publish not yet confirmed: the question, naming how many it sends to.", body = String, content_type = "text/html"),
+        (status = 303, description = "Saved: to the draft's page. Published: to the issue's page, which has the draft's id.", headers(("Location" = String))),
+        (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 404, description = "No such draft; or it was deleted meanwhile: the form again, as a new issue's, with what was typed.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 409, description = "The draft was published meanwhile: the form again, as a new issue's, with what was typed and a link to the issue.", body = String, content_type = "text/html"),
+        (status = 422, description = "A title or content refused, lists or a segment that cannot be used, or a form that already published something else: the form again.", body = String, content_type = "text/html"),
+        crate::web::openapi_responses::AdminForm,
+    ))]
+pub async fn submit_draft(
+    request: HttpRequest,
+    form: Protected<Vec<(String, String)>>,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    outbox: web::Data<Outbox>,
+    settings: web::Data<PublishSettings>,
+    limiter: web::Data<RateLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(id) = parse_issue_id(&id) else {
+        return Ok(draft_page::missing(&form.admin));
+    };
+    let target = FormTarget::Draft(id);
+    submit(request, form, target, db, outbox, settings, limiter).await
 }
 
 /// What the form's buttons do, sent to `target`: the new issue's address
@@ -354,107 +359,6 @@ pub(super) async fn submit(
     }
 }
 
-/// The form, with what was typed, and maybe a refusal or a preview.
-async fn compose_form(
-    admin: &SignedIn,
-    db: &Db,
-    status: StatusCode,
-    fields: ComposeFields<'_>,
-    refusal: Option<Refusal>,
-    preview: Option<Preview>,
-) -> Result<HttpResponse, ApiError> {
-    compose_form_with_notice(admin, db, status, fields, refusal, None, preview).await
-}
-
-/// The form, as [`compose_form`], with a notice on top.
-async fn compose_form_with_notice(
-    admin: &SignedIn,
-    db: &Db,
-    status: StatusCode,
-    fields: ComposeFields<'_>,
-    refusal: Option<Refusal>,
-    notice: Option<String>,
-    preview: Option<Preview>,
-) -> Result<HttpResponse, ApiError> {
-    let shown = Shown {
-        refusal,
-        notice,
-        preview,
-        ..Shown::default()
-    };
-    show_form(admin, db, status, fields, shown).await
-}
-
-/// What the form is shown with, besides its fields.
-#[derive(Default)]
-pub(super) struct Shown {
-    pub refusal: Option<Refusal>,
-    pub notice: Option<String>,
-    pub preview: Option<Preview>,
-    /// When the draft shown was last saved.
-    pub saved_at: Option<String>,
-    /// The issue's page, when the draft was published meanwhile.
-    pub published: Option<String>,
-}
-
-/// The form, with what was typed and what goes with it. The publish button
-/// carries the question its dialog asks, with the audience as it is now.
-pub(super) async fn show_form(
-    admin: &SignedIn,
-    db: &Db,
-    status: StatusCode,
-    fields: ComposeFields<'_>,
-    shown: Shown,
-) -> Result<HttpResponse, ApiError> {
-    let audience = audience_size(db, &fields.audience).await;
-    let mut answer = page(
-        status,
-        &ComposePage {
-            newsletter: &admin.newsletter,
-            nav: nav(admin),
-            fields,
-            refusal: shown.refusal,
-            notice: shown.notice,
-            preview: shown.preview,
-            publish_question: publish_question(audience),
-            saved_at: shown.saved_at,
-            published: shown.published,
-        },
-    );
-    answer.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(FORM_POLICY),
-    );
-    Ok(answer)
-}
-
-/// How many an issue published now goes to, if the database counts them
-/// within [`COUNT_LIMIT`]. Not a reason to fail the answer it goes in: a
-/// refusal stays a refusal, and the question asks without a number.
-#[tracing::instrument(name = "Count the audience", skip_all)]
-async fn audience_size(db: &Db, audience: &AudienceChoice) -> Option<i64> {
-    db.transaction_within(COUNT_WAIT, async |tx| {
-        match (&audience.segment, &audience.lists) {
-            (Some(filter), Some(lists)) => match segments::count(tx, filter, lists).await? {
-                segments::Count::Counted(n) => Ok(Some(n)),
-                segments::Count::Unavailable => Ok(None),
-            },
-            (_, lists) => ledger::audience_size(tx, COUNT_LIMIT, lists.as_deref())
-                .await
-                .map(Some),
-        }
-    })
-    .await
-    .inspect_err(|e| {
-        tracing::warn!(
-            error = %error_chain_line(e),
-            "The audience could not be counted; the publish question asks without a number"
-        );
-    })
-    .ok()
-    .flatten()
-}
-
 /// The publish question as a page, for a form sent without scripts: its
 /// button publishes what the form held, with the form's key; the other
 /// goes back to the form.
@@ -480,11 +384,6 @@ async fn ask_to_publish(
                 .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()),
         },
     ))
-}
-
-/// A key for a form shown for the first time.
-pub(super) fn fresh_key() -> String {
-    Uuid::new_v4().to_string()
 }
 
 /// `send_at` as a `datetime-local` field sends it (`2026-12-24T09:30`,
@@ -590,73 +489,6 @@ fn chosen_lists(
     Ok(Some(ids))
 }
 
-/// Who an issue may go to ([`targets::Targets`]), with the live lists as
-/// the form's checkboxes and the saved segments as its choices.
-pub(super) struct Targets {
-    pub choices: Vec<ListChoice>,
-    pub segments: Vec<SegmentChoice>,
-    pub checked: targets::Targets,
-}
-
-impl Targets {
-    /// The live lists, with `chosen` ticked (the default list when the
-    /// form is new), and the segments, with `segment` selected. With one
-    /// live list there is nothing to choose.
-    pub async fn read(
-        db: &Db,
-        chosen: Option<&[Uuid]>,
-        segment: Option<Uuid>,
-    ) -> Result<Self, ApiError> {
-        let checked = db
-            .transaction(async |tx| targets::Targets::read(tx, segment).await)
-            .await
-            .step("read the lists and segments")?;
-        Ok(Self {
-            choices: ListChoice::offered(checked.live.clone(), chosen),
-            segments: checked
-                .saved
-                .iter()
-                .map(|s| SegmentChoice {
-                    selected: segment == Some(s.id),
-                    id: s.id.to_string(),
-                    name: s.name.clone(),
-                })
-                .collect(),
-            checked,
-        })
-    }
-
-    /// Who the form's choices send to, for the count.
-    pub fn audience(&self) -> AudienceChoice {
-        let segment = self
-            .checked
-            .segment
-            .as_ref()
-            .ok()
-            .and_then(|s| s.as_ref())
-            .map(|(filter, _)| filter.clone());
-        let lists = match (ticked(&self.choices), &segment) {
-            (None, Some(_)) => Some(self.checked.live_ids()),
-            (lists, _) => lists,
-        };
-        AudienceChoice { lists, segment }
-    }
-}
-
-/// The ids of the ticked checkboxes; `None` when there are none to tick.
-fn ticked(lists: &[ListChoice]) -> Option<Vec<Uuid>> {
-    if lists.is_empty() {
-        return None;
-    }
-    Some(
-        lists
-            .iter()
-            .filter(|l| l.checked)
-            .filter_map(|l| Uuid::try_parse(&l.id).ok())
-            .collect(),
-    )
-}
-
 /// Publishes the issue, unless the form's key published it already; either
 /// way the answer sends the admin to the issue's page.
 async fn publish(
@@ -675,29 +507,6 @@ async fn publish(
         return key_reused(admin, db, fields).await;
     };
     Ok(see_other(issue_path(issue_id)))
-}
-
-/// The form again when its key published something else: with a new key,
-/// so that publishing what it holds now is a second issue, and takes a
-/// deliberate press.
-pub(super) async fn key_reused(
-    admin: &SignedIn,
-    db: &Db,
-    fields: ComposeFields<'_>,
-) -> Result<HttpResponse, ApiError> {
-    let fields = ComposeFields {
-        idempotency_key: fresh_key(),
-        ..fields
-    };
-    let refusal = Refusal {
-        field: None,
-        reason: "This form already published an issue, with other text. Check the \
-                 newsletters list before going on: pressing Publish again now publishes \
-                 this text as a new issue."
-            .into(),
-    };
-    let status = StatusCode::UNPROCESSABLE_ENTITY;
-    compose_form(admin, db, status, fields, Some(refusal), None).await
 }
 
 #[cfg(test)]

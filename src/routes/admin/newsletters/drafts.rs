@@ -2,7 +2,8 @@
 //! holds as a draft ([`save`]) and leads to the draft's page,
 //! `GET /admin/newsletters/drafts/{id}`: the compose form again, filled in
 //! from the draft and sent to the draft's address, where its buttons do
-//! what they do on the new issue's form ([`super::compose`]), but Save
+//! what they do on the new issue's form ([`super::compose`], which takes
+//! the draft page's form too), but Save
 //! draft changes this draft and Publish publishes it as an issue with the
 //! draft's id ([`publish`]), with the form as it stands saved onto it
 //! first. `POST /admin/newsletters/drafts/{id}/delete` deletes it.
@@ -23,7 +24,7 @@ use chrono::{DateTime, Timelike, Utc};
 use uuid::Uuid;
 
 use super::PublishSettings;
-use super::compose::{self, Shown, Targets, fresh_key, show_form};
+use super::form::{Shown, Targets, fresh_key, key_reused, show_form};
 use super::issue::ActionForm;
 use super::pages::{ComposeFields, DraftMissingPage, FormTarget, Refusal, draft_path};
 use super::view::{issue_path, parse_issue_id};
@@ -36,7 +37,6 @@ use crate::campaigns::ledger::{self, IdempotencyKey, KeyOwner};
 use crate::campaigns::publishing::{self, DraftPublished};
 use crate::campaigns::targets::{self, Refused};
 use crate::db::Db;
-use crate::outbox::Outbox;
 use crate::pages::page;
 use crate::rate_limit::RateLimiter;
 use crate::web::answers::see_other;
@@ -116,36 +116,6 @@ fn form_time(at: DateTime<Utc>) -> String {
     } else {
         at.format("%Y-%m-%dT%H:%M:%S").to_string()
     }
-}
-
-/// `POST /admin/newsletters/drafts/{id}`: the compose form's buttons, on a
-/// draft.
-#[utoipa::path(post, path = "/admin/newsletters/drafts/{id}", tag = "admin",
-    params(("id" = String, Path, description = "The draft's id.")),
-    request_body(content = inline(super::compose::ComposeForm), content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 200, description = "A preview, a test sent, or back from the publish question: the form again. A publish not yet confirmed: the question, naming how many it sends to.", body = String, content_type = "text/html"),
-        (status = 303, description = "Saved: to the draft's page. Published: to the issue's page, which has the draft's id.", headers(("Location" = String))),
-        (status = 400, description = "An unknown action or answer, send time or form key: the form again; or a form that cannot be read.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 404, description = "No such draft; or it was deleted meanwhile: the form again, as a new issue's, with what was typed.", content((String = "text/html"), (String = "text/plain"))),
-        (status = 409, description = "The draft was published meanwhile: the form again, as a new issue's, with what was typed and a link to the issue.", body = String, content_type = "text/html"),
-        (status = 422, description = "A title or content refused, lists or a segment that cannot be used, or a form that already published something else: the form again.", body = String, content_type = "text/html"),
-        crate::web::openapi_responses::AdminForm,
-    ))]
-pub async fn submit_draft(
-    request: HttpRequest,
-    form: Protected<Vec<(String, String)>>,
-    id: web::Path<String>,
-    db: web::Data<Db>,
-    outbox: web::Data<Outbox>,
-    settings: web::Data<PublishSettings>,
-    limiter: web::Data<RateLimiter>,
-) -> Result<HttpResponse, ApiError> {
-    let Some(id) = parse_issue_id(&id) else {
-        return Ok(missing(&form.admin));
-    };
-    let target = FormTarget::Draft(id);
-    compose::submit(request, form, target, db, outbox, settings, limiter).await
 }
 
 /// What became of a save.
@@ -235,7 +205,7 @@ pub(super) async fn publish(
     {
         // Published now, or by this form's key before (a double submit).
         DraftPublished::Published(published) => Ok(see_other(issue_path(published.issue_id))),
-        DraftPublished::KeyReused => compose::key_reused(admin, db, form).await,
+        DraftPublished::KeyReused => key_reused(admin, db, form).await,
         DraftPublished::Missing => gone(admin, db, form, id, false).await,
         DraftPublished::AlreadyPublished => gone(admin, db, form, id, true).await,
         DraftPublished::Refused(refused) => refuse(admin, db, form, refused).await,
@@ -343,7 +313,7 @@ pub async fn delete_draft(
     }
 }
 
-fn missing(admin: &SignedIn) -> HttpResponse {
+pub(super) fn missing(admin: &SignedIn) -> HttpResponse {
     page(
         StatusCode::NOT_FOUND,
         &DraftMissingPage {
