@@ -401,12 +401,12 @@ pub async fn update_webhook(
             if change.is_empty() {
                 return endpoints::find(tx, id).await;
             }
-            let Some(endpoint) = endpoints::update(tx, id, &change).await? else {
+            let Some(updated) = endpoints::update(tx, id, &change).await? else {
                 return Ok(None);
             };
-            let detail = change.audit_detail(&endpoint);
+            let detail = change.audit_detail(&updated);
             audit::record(tx, &actor, Action::WebhookEndpointUpdated, &detail).await?;
-            Ok(Some(endpoint))
+            Ok(Some(updated.endpoint))
         })
         .await
         .step("change a webhook endpoint")?
@@ -454,7 +454,7 @@ pub async fn delete_webhook(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The endpoint's id.")),
     responses(
-        (status = 200, description = "(publish) Enabled, its failures forgotten, as the page's button does: what it has pending goes now. The endpoint as it is now. Audited as `webhook-endpoint-enabled` under the token's name.", body = WebhookBody, content_type = "application/json"),
+        (status = 200, description = "(publish) Enabled (or it already was), its failures forgotten, as the page's button does: what it has pending goes now. The endpoint as it is now. Audited as `webhook-endpoint-enabled` under the token's name when it was disabled.", body = WebhookBody, content_type = "application/json"),
         crate::api::openapi::ReadOneRefusals,
     ))]
 pub async fn enable_webhook(
@@ -468,11 +468,9 @@ pub async fn enable_webhook(
     let actor = token.actor(&request);
     let endpoint = db
         .transaction(async |tx| {
-            if !control::enable(tx, id).await? {
-                return Ok(None);
-            }
+            let enabled = control::enable(tx, id).await?;
             let endpoint = endpoints::find(tx, id).await?;
-            if let Some(endpoint) = &endpoint {
+            if let (true, Some(endpoint)) = (enabled, &endpoint) {
                 let detail = format!("endpoint {} ({})", endpoint.id, endpoint.url);
                 audit::record(tx, &actor, Action::WebhookEndpointEnabled, &detail).await?;
             }

@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::{deliveries, endpoints};
 
 /// Enables the endpoint, its failures forgotten, and makes what it has
-/// pending due now. Returns whether it exists.
+/// pending due now. Returns whether it was disabled; an enabled endpoint
+/// is left as it is, its deliveries too.
 pub async fn enable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     deliveries::resume_endpoint(conn, id).await?;
     endpoints::enable(conn, id).await

@@ -25,8 +25,9 @@ use uuid::Uuid;
 use super::endpoints;
 use super::events::CHANNEL;
 
-/// A delivery a worker holds, with what it takes to make the call.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A delivery a worker holds, with what it takes to make the call. Its
+/// Debug leaves the secret out, so that no log line can hold it.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub id: Uuid,
     pub claim_id: Uuid,
@@ -38,6 +39,26 @@ pub struct Claimed {
     pub url: String,
     pub secret: String,
 }
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("claim_id", &self.claim_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("event_id", &self.event_id)
+            .field("attempts", &self.attempts)
+            .field("payload", &self.payload)
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Why a delivery whose every attempt ended with its worker gone was given
+/// up: no outcome of the last call was recorded.
+pub const GAVE_UP_AFTER_LOST_CALLS: &str =
+    "given up: every attempt was made, the last with no outcome recorded";
 
 /// Claims up to `batch` due deliveries of enabled endpoints for `lease`,
 /// counting the attempt.
@@ -53,6 +74,14 @@ pub struct Claimed {
 /// endpoint off as a failed call does. A worker that lives records the
 /// outcome, which sets the next attempt itself, or hands back the calls it
 /// did not make ([`release`]), uncounted.
+///
+/// A due row that has had every attempt the schedule allows (one more than
+/// its delays) and still carries the lease of its last claim is marked
+/// failed here instead of claimed again: only a worker killed during its
+/// last call leaves such a row, and an endpoint that gets workers killed on
+/// every call would otherwise be called for ever, each lapsed lease making
+/// room for one more attempt. An admin's [`retry`] clears the lease, so the
+/// one more attempt it asks for is still made.
 pub async fn claim_due(
     conn: &mut PgConnection,
     lease: Duration,
@@ -61,12 +90,19 @@ pub async fn claim_due(
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS ( \
-             SELECT d.id FROM webhook_deliveries d \
+             SELECT d.id, d.leased_until IS NOT NULL \
+                   AND d.attempts >= cardinality($4::float8[]) + 1 AS spent \
+             FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled \
              WHERE d.status = 'pending' AND d.next_attempt_at <= now() \
              ORDER BY d.next_attempt_at \
              LIMIT $2 \
              FOR UPDATE OF d SKIP LOCKED \
+         ), given_up AS ( \
+             UPDATE webhook_deliveries d \
+             SET status = 'failed', claim_id = NULL, leased_until = NULL, \
+                 last_error = $5 \
+             FROM due WHERE d.id = due.id AND due.spent \
          ) \
          UPDATE webhook_deliveries d \
          SET claim_id = $3, attempts = d.attempts + 1, last_attempt_at = now(), \
@@ -74,7 +110,7 @@ pub async fn claim_due(
              next_attempt_at = now() + make_interval(secs => GREATEST($1, COALESCE( \
                  ($4::float8[])[d.attempts + 1], ($4::float8[])[cardinality($4::float8[])], 0))) \
          FROM due, webhook_endpoints e \
-         WHERE d.id = due.id AND e.id = d.endpoint_id \
+         WHERE d.id = due.id AND NOT due.spent AND e.id = d.endpoint_id \
          RETURNING d.id, d.claim_id, d.endpoint_id, d.event_id, d.attempts, \
                    d.payload::text AS payload, e.url, e.secret",
     )
@@ -82,6 +118,7 @@ pub async fn claim_due(
     .bind(batch)
     .bind(Uuid::new_v4())
     .bind(retry_delays)
+    .bind(GAVE_UP_AFTER_LOST_CALLS)
     .fetch_all(conn)
     .await
 }
@@ -126,7 +163,9 @@ pub enum Failed {
 
 /// The attempt failed with `error` (a fixed text of ours) and `code` (the
 /// receiver's status, if it answered): the delivery goes again after
-/// `retry_in`, or, with `None`, is kept as failed. The endpoint's run of
+/// `retry_in`, or, with `None`, is kept as failed. While the endpoint is
+/// disabled (an admin disabled it during the call) the delivery stays
+/// parked instead, to go once it is enabled again. The endpoint's run of
 /// failures grows either way, and may disable it ([`endpoints::note_failure`]).
 pub async fn mark_failed_attempt(
     conn: &mut PgConnection,
@@ -139,11 +178,14 @@ pub async fn mark_failed_attempt(
     let (code, error) = failure;
     let mut transaction = conn.begin().await?;
     let done = sqlx::query(
-        "UPDATE webhook_deliveries \
+        "UPDATE webhook_deliveries d \
          SET status = CASE WHEN $5::float8 IS NULL THEN 'failed' ELSE 'pending' END, \
-             next_attempt_at = now() + make_interval(secs => COALESCE($5, 0)), \
+             next_attempt_at = CASE WHEN e.enabled \
+                 THEN now() + make_interval(secs => COALESCE($5, 0)) ELSE 'infinity' END, \
              leased_until = NULL, last_code = $3, last_error = $4 \
-         WHERE id = $1 AND claim_id = $2 AND status = 'pending'",
+         FROM webhook_endpoints e \
+         WHERE d.id = $1 AND d.claim_id = $2 AND d.status = 'pending' \
+           AND e.id = d.endpoint_id",
     )
     .bind(id)
     .bind(claim)
@@ -168,14 +210,17 @@ pub async fn mark_failed_attempt(
 
 /// Hands claimed deliveries back untouched, due now, without counting the
 /// attempt that never happened: on shutdown, and for the calls of a batch
-/// that ran out of claim time before they started.
+/// that ran out of claim time before they started. A delivery of an
+/// endpoint disabled meanwhile stays parked.
 pub async fn release(conn: &mut PgConnection, held: &[Held]) -> Result<u64, sqlx::Error> {
     let (ids, claims): (Vec<Uuid>, Vec<Uuid>) = held.iter().copied().unzip();
     let done = sqlx::query(
         "UPDATE webhook_deliveries d \
-         SET leased_until = NULL, next_attempt_at = now(), attempts = d.attempts - 1 \
-         FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id) \
-         WHERE d.id = held.id AND d.claim_id = held.claim_id AND d.status = 'pending'",
+         SET leased_until = NULL, attempts = d.attempts - 1, \
+             next_attempt_at = CASE WHEN e.enabled THEN now() ELSE 'infinity' END \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS held (id, claim_id), webhook_endpoints e \
+         WHERE d.id = held.id AND d.claim_id = held.claim_id AND d.status = 'pending' \
+           AND e.id = d.endpoint_id",
     )
     .bind(&ids)
     .bind(&claims)
@@ -224,12 +269,20 @@ pub async fn park_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx
     Ok(())
 }
 
-/// The endpoint is enabled again: what it has pending is due now.
+/// The endpoint is being enabled again: what it parked is due now, and so
+/// is what a dead worker left claimed. Nothing happens while it is enabled
+/// already. A call in flight keeps its claim: its row is due only once the
+/// lease lapses, so that no second worker makes the same call meanwhile;
+/// and a row waiting out a retry's wait keeps it.
 pub async fn resume_endpoint(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH resumed AS ( \
-             UPDATE webhook_deliveries SET next_attempt_at = now(), leased_until = NULL \
-             WHERE endpoint_id = $1 AND status = 'pending' RETURNING 1 \
+             UPDATE webhook_deliveries \
+             SET next_attempt_at = GREATEST(now(), COALESCE(leased_until, now())) \
+             WHERE endpoint_id = $1 AND status = 'pending' \
+               AND (next_attempt_at = 'infinity' OR leased_until < now()) \
+               AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = $1 AND NOT e.enabled) \
+             RETURNING 1 \
          ) \
          SELECT pg_notify($2, '') FROM (SELECT 1) AS one WHERE EXISTS (SELECT 1 FROM resumed)",
     )

@@ -94,11 +94,13 @@ impl EndpointChange<'_> {
     }
 
     /// How the change is written in the audit log: the endpoint by id and
-    /// URL (as it is now), and what was set; never its secret.
-    pub fn audit_detail(&self, endpoint: &Endpoint) -> String {
+    /// URL (as it is now), and what was set, a URL as "old -> new" so that
+    /// the log still tells where calls went before; never its secret.
+    pub fn audit_detail(&self, updated: &Updated) -> String {
+        let endpoint = &updated.endpoint;
         let mut set = Vec::new();
         if self.url.is_some() {
-            set.push(format!("url {}", endpoint.url));
+            set.push(format!("url {} -> {}", updated.previous_url, endpoint.url));
         }
         if let Some(events) = self.events {
             set.push(format!("events {}", names(events).join(", ")));
@@ -115,6 +117,15 @@ impl EndpointChange<'_> {
     }
 }
 
+/// An endpoint as a change left it, with the URL it had before, for the
+/// audit log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Updated {
+    #[sqlx(flatten)]
+    pub endpoint: Endpoint,
+    pub previous_url: String,
+}
+
 /// Changes the endpoint from now on; `None` when it does not exist.
 /// Deliveries queued already keep their payload, and go to the URL the
 /// endpoint has when they are claimed; the secret stays.
@@ -122,12 +133,18 @@ pub async fn update(
     conn: &mut PgConnection,
     id: Uuid,
     change: &EndpointChange<'_>,
-) -> Result<Option<Endpoint>, sqlx::Error> {
+) -> Result<Option<Updated>, sqlx::Error> {
+    // The row is locked as it is read, so the URL before is the one this
+    // change replaced, whatever else changes it at the same time.
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_endpoints \
+        "WITH previous AS ( \
+             SELECT id AS previous_id, url AS previous_url FROM webhook_endpoints \
+             WHERE id = $1 FOR UPDATE \
+         ) \
+         UPDATE webhook_endpoints \
          SET url = COALESCE($2, url), description = COALESCE($3, description), \
              events = COALESCE($4, events) \
-         WHERE id = $1 RETURNING {COLUMNS}"
+         FROM previous WHERE id = previous_id RETURNING {COLUMNS}, previous_url"
     )))
     .bind(id)
     .bind(change.url)
@@ -151,13 +168,14 @@ pub fn parse_description(raw: &str) -> Result<&str, String> {
 }
 
 /// Enables the endpoint again, its failures forgotten. Returns whether it
-/// exists; the caller then makes what it still has pending due
-/// ([`super::deliveries::resume_endpoint`]).
+/// was disabled: enabling an enabled endpoint changes nothing, as
+/// disabling a disabled one. The caller makes what it still has pending
+/// due ([`super::deliveries::resume_endpoint`]).
 pub async fn enable(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE webhook_endpoints \
          SET enabled = true, disabled_at = NULL, disabled_reason = NULL, failing_since = NULL \
-         WHERE id = $1",
+         WHERE id = $1 AND NOT enabled",
     )
     .bind(id)
     .execute(&mut *conn)

@@ -138,6 +138,18 @@ async fn an_endpoint_registered_over_the_api_shows_its_secret_once_and_is_read_c
     );
     assert_eq!(changed["description"], "CRM, and issues");
     assert_eq!(changed["url"], "https://crm.example.com/hooks/v2");
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'webhook-endpoint-updated'",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap();
+    assert!(
+        detail.contains(
+            "url https://crm.example.com/hooks/newsletter -> https://crm.example.com/hooks/v2"
+        ),
+        "the audit keeps the URL calls went to before: {detail}"
+    );
     for (what, shown) in [
         ("the list", listed),
         ("the endpoint", read.to_string()),
@@ -462,6 +474,17 @@ async fn a_disabled_endpoint_keeps_its_delivery_waiting_and_enabled_again_it_can
     let enabled: Value = enabled.json().await.unwrap();
     assert_eq!(enabled["enabled"], true);
     assert!(enabled["disabled_reason"].is_null());
+    let enabled_again = send(
+        &app,
+        Method::POST,
+        &format!("{path}/enable"),
+        &publish,
+        None,
+    )
+    .await;
+    assert_eq!(enabled_again.status(), StatusCode::OK);
+    let enabled_again: Value = enabled_again.json().await.unwrap();
+    assert_eq!(enabled_again["enabled"], true);
     let retried = send(
         &app,
         Method::POST,
@@ -480,7 +503,7 @@ async fn a_disabled_endpoint_keeps_its_delivery_waiting_and_enabled_again_it_can
             "webhook-endpoint-enabled",
             "webhook-delivery-retried",
         ],
-        "the second disable changed nothing"
+        "the second disable and the second enable changed nothing"
     );
 }
 

@@ -14,6 +14,7 @@ use newsletter::outgoing_webhooks::endpoints::{self, NewEndpoint};
 use newsletter::outgoing_webhooks::events::{self, Event, EventType};
 use newsletter::outgoing_webhooks::signing::{self, Secret};
 use newsletter::outgoing_webhooks::source::WebhookSource;
+use newsletter::outgoing_webhooks::{control, deliveries};
 use newsletter::subscribers::record;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -994,4 +995,199 @@ async fn deleting_a_subscriber_row_as_the_release_before_erases_clears_their_web
         about(kept)["data"]["email"].is_string(),
         "another reader's payload was touched"
     );
+}
+
+/// The only delivery as a worker's claim leaves it: (attempts, claim,
+/// lease end, next attempt, status); times as text, since a parked row's
+/// next attempt is `infinity`.
+type ClaimState = (i32, Option<Uuid>, Option<String>, String, String);
+
+async fn the_claim(app: &TestApp) -> ClaimState {
+    sqlx::query_as(
+        "SELECT attempts, claim_id, leased_until::text, next_attempt_at::text, status \
+         FROM webhook_deliveries",
+    )
+    .fetch_one(&app.db_pool)
+    .await
+    .unwrap()
+}
+
+async fn the_endpoint(app: &TestApp) -> Uuid {
+    sqlx::query_scalar("SELECT id FROM webhook_endpoints")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap()
+}
+
+async fn claim_by_hand(source: &WebhookSource) {
+    let Ok(Turn::Batch(batch)) = source.claim(&CancellationToken::new()).await else {
+        panic!("the delivery was not claimed");
+    };
+    // Held on to by no one: the claim stays as a worker mid-call holds it.
+    drop(batch);
+}
+
+#[tokio::test]
+async fn enabling_an_enabled_endpoint_leaves_a_call_in_flight_and_audits_nothing() {
+    // No workers: the test claims by hand.
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    one_queued_delivery(&app).await;
+    let endpoint = the_endpoint(&app).await;
+    claim_by_hand(&source_of(&app)).await;
+    let claimed = the_claim(&app).await;
+    assert!(claimed.2.is_some(), "claimed: {claimed:?}");
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    let enabled = browser
+        .submit(&format!("/admin/webhooks/{endpoint}/enable"), &[])
+        .await;
+
+    assert_eq!(enabled.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        the_claim(&app).await,
+        claimed,
+        "the call in flight keeps its claim, lease and backoff"
+    );
+    let actions = crate::newsroom::audit_actions(&app).await;
+    assert!(
+        !actions.iter().any(|a| a == "webhook-endpoint-enabled"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn disabling_a_disabled_endpoint_on_its_page_is_no_error_and_audited_once() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    let receiver = receiver().await;
+    let url = format!("{}{HOOK}", receiver.uri());
+    let (endpoint, _) = register(&app, &url, &[EventType::IssuePublished]).await;
+    create_admin(&app, "ada", PASSWORD).await;
+    let browser = Browser::signed_in(&app, "ada", PASSWORD).await;
+
+    for _ in 0..2 {
+        let disabled = browser
+            .submit(&format!("/admin/webhooks/{endpoint}/disable"), &[])
+            .await;
+        assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            disabled.headers()["location"],
+            format!("/admin/webhooks/{endpoint}?notice=disabled").as_str()
+        );
+    }
+    let actions = crate::newsroom::audit_actions(&app).await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "webhook-endpoint-disabled")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_ends_after_its_endpoint_was_disabled_leaves_the_delivery_parked() {
+    let app = spawn_app_with(|s| s.delivery.run_in_server = false).await;
+    one_queued_delivery(&app).await;
+    let endpoint = the_endpoint(&app).await;
+    let source = source_of(&app);
+    let settings = app.settings.outgoing_webhooks.clone();
+    let parked = |state: &ClaimState| state.3 == "infinity";
+    let disable = async || {
+        let mut conn = app.db_pool.acquire().await.unwrap();
+        control::disable(&mut conn, endpoint).await.unwrap();
+    };
+    let enable = async || {
+        let mut conn = app.db_pool.acquire().await.unwrap();
+        control::enable(&mut conn, endpoint).await.unwrap();
+    };
+
+    // A failed call recorded after the admin disabled the endpoint.
+    claim_by_hand(&source).await;
+    disable().await;
+    let (_, claim, ..) = the_claim(&app).await;
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM webhook_deliveries")
+        .fetch_one(&app.db_pool)
+        .await
+        .unwrap();
+    let mut conn = app.db_pool.acquire().await.unwrap();
+    let failed = deliveries::mark_failed_attempt(
+        &mut conn,
+        (id, claim.unwrap()),
+        endpoint,
+        (Some(503), "the endpoint answered 503"),
+        settings.retry_delay(1),
+        settings.disable_after(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed, deliveries::Failed::Retried);
+    let state = the_claim(&app).await;
+    assert!(parked(&state), "a failure un-parked it: {state:?}");
+
+    // A call handed back unmade after the admin disabled the endpoint.
+    enable().await;
+    claim_by_hand(&source).await;
+    disable().await;
+    let (_, claim, ..) = the_claim(&app).await;
+    let released = deliveries::release(&mut conn, &[(id, claim.unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    let state = the_claim(&app).await;
+    assert!(parked(&state), "a release un-parked it: {state:?}");
+}
+
+#[tokio::test]
+async fn a_delivery_whose_worker_died_on_its_last_attempt_is_given_up_not_claimed_again() {
+    let app = spawn_app_with(|s| {
+        s.delivery.run_in_server = false;
+        s.outgoing_webhooks.retry_delays_seconds = vec![600.0];
+    })
+    .await;
+    let receiver = one_queued_delivery(&app).await;
+    // Both attempts made, each worker killed mid-call: the last claim
+    // lapsed and the row is due again.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempts = 2, claim_id = gen_random_uuid(), \
+         leased_until = now() - interval '1 second', next_attempt_at = now()",
+    )
+    .execute(&app.db_pool)
+    .await
+    .unwrap();
+
+    let turn = source_of(&app).claim(&CancellationToken::new()).await;
+
+    assert!(
+        !matches!(turn, Ok(Turn::Batch(_))),
+        "claimed for a third attempt"
+    );
+    let (attempts, _, leased_until, _, status) = the_claim(&app).await;
+    assert_eq!(status, "failed");
+    assert_eq!(attempts, 2);
+    assert_eq!(leased_until, None);
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+}
+
+#[test]
+fn a_claimed_delivery_shows_no_secret_in_its_debug_form() {
+    let claimed = deliveries::Claimed {
+        id: Uuid::new_v4(),
+        claim_id: Uuid::new_v4(),
+        endpoint_id: Uuid::new_v4(),
+        event_id: Uuid::new_v4(),
+        attempts: 1,
+        payload: "{}".into(),
+        url: "https://crm.example.com/hooks".into(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    };
+
+    let shown = format!("{claimed:?}");
+
+    assert!(
+        !shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "{shown}"
+    );
+    assert!(shown.contains("https://crm.example.com/hooks"), "{shown}");
 }

@@ -402,10 +402,10 @@ pub async fn update_webhook(
     };
     let changed = db
         .transaction(async |tx| {
-            let Some(endpoint) = endpoints::update(tx, id, &change).await? else {
+            let Some(updated) = endpoints::update(tx, id, &change).await? else {
                 return Ok(false);
             };
-            let detail = change.audit_detail(&endpoint);
+            let detail = change.audit_detail(&updated);
             audit::record(tx, &actor, Action::WebhookEndpointUpdated, &detail).await?;
             Ok(true)
         })
@@ -420,8 +420,10 @@ pub async fn update_webhook(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct WebhookActionForm {}
 
-/// Runs `change` on the endpoint and audits it in one transaction; 404
-/// when it changed nothing.
+/// Runs `change` on the endpoint and audits it in one transaction when it
+/// changed something. Returns the endpoint's id and whether it changed:
+/// enabling an enabled endpoint, or disabling a disabled one, is no error,
+/// as in the API. 404 when there is no such endpoint.
 async fn change_endpoint(
     request: &HttpRequest,
     admin: &SignedIn,
@@ -429,31 +431,32 @@ async fn change_endpoint(
     limiter: &RateLimiter,
     (id, action): (&str, Action),
     change: impl AsyncFn(&mut sqlx::PgConnection, Uuid) -> Result<bool, sqlx::Error>,
-) -> Result<Uuid, ApiError> {
+) -> Result<(Uuid, bool), ApiError> {
     let id = Uuid::try_parse(id).map_err(|_| missing())?;
     let actor = actor_for(&admin.admin, client_ip(request, limiter));
     let changed = db
         .transaction(async |tx| {
             let Some(endpoint) = endpoints::find(tx, id).await? else {
-                return Ok(false);
+                return Ok(None);
             };
             if !change(tx, id).await? {
-                return Ok(false);
+                return Ok(Some(false));
             }
             let detail = format!("endpoint {} ({})", endpoint.id, endpoint.url);
             audit::record(tx, &actor, action, &detail).await?;
-            Ok(true)
+            Ok(Some(true))
         })
         .await
         .step("change a webhook endpoint")?;
-    if changed { Ok(id) } else { Err(missing()) }
+    let changed = changed.ok_or_else(missing)?;
+    Ok((id, changed))
 }
 
 #[utoipa::path(post, path = "/admin/webhooks/{id}/enable", tag = "admin",
     params(("id" = String, Path, description = "The endpoint's id.")),
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Enabled, its failures forgotten: to its page.", headers(("Location" = String))),
+        (status = 303, description = "Enabled (or it already was), its failures forgotten: to its page.", headers(("Location" = String))),
         (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
@@ -465,7 +468,8 @@ pub async fn enable_webhook(
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let what = (id.as_str(), Action::WebhookEndpointEnabled);
-    let id = change_endpoint(&request, &form.admin, &db, &limiter, what, control::enable).await?;
+    let (id, _) =
+        change_endpoint(&request, &form.admin, &db, &limiter, what, control::enable).await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=enabled")))
 }
 
@@ -473,8 +477,8 @@ pub async fn enable_webhook(
     params(("id" = String, Path, description = "The endpoint's id.")),
     request_body(content = inline(WebhookActionForm), content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 303, description = "Disabled: to its page.", headers(("Location" = String))),
-        (status = 404, description = "No such endpoint, or it was disabled already.", content((String = "text/html"), (String = "text/plain"))),
+        (status = 303, description = "Disabled (or it already was): to its page.", headers(("Location" = String))),
+        (status = 404, description = "No such endpoint.", content((String = "text/html"), (String = "text/plain"))),
         crate::web::openapi_responses::AdminForm,
     ))]
 pub async fn disable_webhook(
@@ -485,7 +489,8 @@ pub async fn disable_webhook(
     limiter: web::Data<RateLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     let what = (id.as_str(), Action::WebhookEndpointDisabled);
-    let id = change_endpoint(&request, &form.admin, &db, &limiter, what, control::disable).await?;
+    let (id, _) =
+        change_endpoint(&request, &form.admin, &db, &limiter, what, control::disable).await?;
     Ok(see_other(format!("/admin/webhooks/{id}?notice=disabled")))
 }
 
@@ -531,7 +536,7 @@ pub async fn retry_webhook_delivery(
     let no_delivery = || ApiError::NotFound("This endpoint has no delivery with this id.".into());
     let delivery = Uuid::try_parse(&delivery).map_err(|_| no_delivery())?;
     let what = (id.as_str(), Action::WebhookDeliveryRetried);
-    let id = change_endpoint(
+    let (id, retried) = change_endpoint(
         &request,
         &form.admin,
         &db,
@@ -544,5 +549,8 @@ pub async fn retry_webhook_delivery(
         ApiError::NotFound(_) => no_delivery(),
         other => other,
     })?;
+    if !retried {
+        return Err(no_delivery());
+    }
     Ok(see_other(format!("/admin/webhooks/{id}?notice=retried")))
 }
