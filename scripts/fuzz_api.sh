@@ -132,6 +132,9 @@ csrf="$(curl -s -H 'Accept: text/html' -b "session=${session}" "${base}/admin/da
   | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' | head -n 1)"
 [ -n "${csrf}" ] || die "the dashboard shows no CSRF token: not signed in?"
 
+# One worker: with two, schemathesis once failed on a KeyError in a cache
+# its threads share, while building cases (a fault of the tool's, not of
+# the service), and a fuzzing failure fails the test command.
 args=(
   run "${base}/openapi.json"
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
@@ -139,7 +142,7 @@ args=(
   --max-examples "${FUZZ_MAX_EXAMPLES:-20}"
   --max-time "${FUZZ_MAX_SECONDS:-180}"
   --request-timeout 10
-  --workers 2
+  --workers 1
   --suppress-health-check all
   --header "Cookie: session=${session}"
 )

@@ -14,6 +14,11 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # print_step_times lists them all (call it from an EXIT trap, so that a run
 # that stops early still says where its time went).
 STEP_TIMES=()
+#
+# The step runs in this shell (it may export what later steps use), as the
+# left side of `||`, where bash ignores -e: a step that is a function of
+# several commands chains them with `&&`, so that the first failure is the
+# step's.
 step() {
   local name=$1 started status=0
   shift
@@ -42,8 +47,15 @@ step_in_background() {
   log "${name} (started beside the others)"
   (
     started=$(date +%s)
-    status=0
-    "$@" >"${dir}/output" 2>&1 || status=$?
+    # The step runs in a shell of its own with -e on, and not as the left
+    # side of `||`: there bash ignores -e for the whole of a function, so
+    # a step of two commands whose first failed passed if the second did.
+    set +e
+    (
+      set -e
+      "$@"
+    ) >"${dir}/output" 2>&1
+    status=$?
     printf '%s %s\n' "$(($(date +%s) - started))" "${status}" >"${dir}/result"
   ) &
   BACKGROUND_STEPS+=("$!|${dir}|${name}")

@@ -25,9 +25,9 @@ finish() {
 trap finish EXIT
 
 check_tools() {
-  ensure_rust
-  ensure_smtp_test_server
-  ensure_feed_parser
+  ensure_rust &&
+    ensure_smtp_test_server &&
+    ensure_feed_parser
 }
 step "checking the tools" check_tools
 step "starting Postgres" start_private_postgres
@@ -44,8 +44,8 @@ TEST_THREADS="${TEST_THREADS:-$(test_threads)}"
 export TEST_THREADS
 
 lint_migrations() {
-  scripts/lint_migrations.sh --self-test
-  scripts/lint_migrations.sh
+  scripts/lint_migrations.sh --self-test &&
+    scripts/lint_migrations.sh
 }
 step "linting migrations" lint_migrations
 step "checking formatting" cargo fmt --all -- --check
@@ -59,11 +59,11 @@ step "checking that the lints deny warnings" lints_deny_warnings
 # the load and fault tools, and the benchmarks. Clippy lints each of these
 # while it compiles: every target `cargo clippy --all-targets` would check.
 build_all() {
-  mkdir -p target
-  linted cargo nextest list --lib --bins --tests --list-type binaries-only \
-    --message-format json >target/nextest-binaries.json
-  cargo metadata --format-version 1 >target/nextest-cargo-metadata.json
-  linted cargo build --bins --examples --benches
+  mkdir -p target &&
+    linted cargo nextest list --lib --bins --tests --list-type binaries-only \
+      --message-format json >target/nextest-binaries.json &&
+    cargo metadata --format-version 1 >target/nextest-cargo-metadata.json &&
+    linted cargo build --bins --examples --benches
 }
 step "building, with clippy's lints" build_all
 export NEWSLETTER_BUILT=1
